@@ -1,0 +1,74 @@
+package authn
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"fmt"
+	"sync"
+	"time"
+
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+)
+
+// RemoteKeys is a KeySource that fetches the auth service's published keys over mTLS and
+// caches them. It refetches when the cache is older than maxAge, and on an unknown kid (key
+// rotation) — but at most once per minRefresh, so forged kids cannot flood the auth service.
+type RemoteKeys struct {
+	client     authv1.AuthServiceClient
+	maxAge     time.Duration
+	minRefresh time.Duration
+
+	mu        sync.Mutex
+	keys      map[string]ed25519.PublicKey
+	fetchedAt time.Time
+}
+
+// NewRemoteKeys returns a key source backed by the auth service.
+func NewRemoteKeys(client authv1.AuthServiceClient) *RemoteKeys {
+	return &RemoteKeys{client: client, maxAge: 5 * time.Minute, minRefresh: 10 * time.Second}
+}
+
+// PublicKey implements KeySource.
+func (r *RemoteKeys) PublicKey(ctx context.Context, kid string) (ed25519.PublicKey, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	key, known := r.keys[kid]
+	age := time.Since(r.fetchedAt)
+	if (known && age < r.maxAge) || (!known && age < r.minRefresh) {
+		if !known {
+			return nil, ErrUnknownKey
+		}
+		return key, nil
+	}
+	if err := r.fetch(ctx); err != nil {
+		if known {
+			return key, nil // auth is unreachable: keep verifying with what we had
+		}
+		return nil, err
+	}
+	if key, ok := r.keys[kid]; ok {
+		return key, nil
+	}
+	return nil, ErrUnknownKey
+}
+
+func (r *RemoteKeys) fetch(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := r.client.ListSigningKeys(ctx, &authv1.ListSigningKeysRequest{})
+	r.fetchedAt = time.Now()
+	if err != nil {
+		return fmt.Errorf("fetch signing keys: %w", err)
+	}
+	keys := make(map[string]ed25519.PublicKey, len(resp.GetKeys()))
+	for _, k := range resp.GetKeys() {
+		raw, err := base64.RawURLEncoding.DecodeString(k.GetX())
+		if err != nil || len(raw) != ed25519.PublicKeySize || k.GetAlg() != "EdDSA" {
+			continue
+		}
+		keys[k.GetKid()] = ed25519.PublicKey(raw)
+	}
+	r.keys = keys
+	return nil
+}

@@ -1,0 +1,145 @@
+package grpcserver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"regexp"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
+)
+
+// RequestIDHeader carries the request id between processes and back to the caller.
+const RequestIDHeader = "x-request-id"
+
+var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// NewRequestID returns a random request id.
+func NewRequestID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// requestID takes the caller's request id when it is well-formed (the gateway sets one), or
+// makes one, and sends it back in the response header.
+func requestID(ctx context.Context) context.Context {
+	id := ""
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(RequestIDHeader); len(v) == 1 && validRequestID.MatchString(v[0]) {
+			id = v[0]
+		}
+	}
+	if id == "" {
+		id = NewRequestID()
+	}
+	_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDHeader, id))
+	return telemetry.WithRequestID(ctx, id)
+}
+
+func unaryRequestID(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return handler(requestID(ctx), req)
+}
+
+func streamRequestID(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return handler(srv, &wrappedStream{ServerStream: ss, ctx: requestID(ss.Context())})
+}
+
+type wrappedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (w *wrappedStream) Context() context.Context { return w.ctx }
+
+type errMapper struct{ logger *slog.Logger }
+
+func errorMapper(l *slog.Logger) errMapper { return errMapper{logger: l} }
+
+// mapErr turns any handler error into the status the caller sees; unexpected errors are
+// logged in full and answered with a generic INTERNAL.
+func (m errMapper) mapErr(ctx context.Context, method string, err error) error {
+	if err == nil {
+		return nil
+	}
+	st, internal := apperr.ToStatus(err)
+	if internal {
+		m.logger.ErrorContext(ctx, "internal error", "method", method, "err", err.Error())
+	}
+	return st.Err()
+}
+
+func (m errMapper) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	return resp, m.mapErr(ctx, info.FullMethod, err)
+}
+
+func (m errMapper) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return m.mapErr(ss.Context(), info.FullMethod, handler(srv, ss))
+}
+
+var errBadCredential = apperr.New(apperr.Unauthenticated, "INVALID_CREDENTIAL", "invalid or expired credential")
+
+// bearerAuth puts the principal of an `authorization: Bearer …` credential in the context.
+// No credential means no principal (public RPCs allow that; the access layer decides). A
+// credential that does not verify is refused here with one generic message; the reason is
+// logged, never returned.
+func bearerAuth(v Verifier, logger *slog.Logger) func(ctx context.Context) (context.Context, error) {
+	return func(ctx context.Context) (context.Context, error) {
+		md, _ := metadata.FromIncomingContext(ctx)
+		vals := md.Get("authorization")
+		if len(vals) == 0 {
+			return ctx, nil
+		}
+		scheme, cred, ok := strings.Cut(vals[0], " ")
+		if len(vals) > 1 || !ok || !strings.EqualFold(scheme, "bearer") || cred == "" || v == nil {
+			return nil, errBadCredential
+		}
+		p, err := v.Verify(ctx, strings.TrimSpace(cred))
+		if err != nil {
+			logger.InfoContext(ctx, "credential refused", "reason", err.Error())
+			return nil, errBadCredential
+		}
+		return authn.WithPrincipal(ctx, p), nil
+	}
+}
+
+func unaryValidator(v Validator) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if v != nil {
+			if err := v(info.FullMethod, req); err != nil {
+				return nil, err
+			}
+		}
+		return handler(ctx, req)
+	}
+}
+
+func streamValidator(v Validator) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if v == nil {
+			return handler(srv, ss)
+		}
+		return handler(srv, &validatingStream{ServerStream: ss, method: info.FullMethod, validate: v})
+	}
+}
+
+type validatingStream struct {
+	grpc.ServerStream
+	method   string
+	validate Validator
+}
+
+func (s *validatingStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return s.validate(s.method, m)
+}

@@ -1,0 +1,72 @@
+// Package rbac is the one table of roles and the permissions they bundle. Every service
+// authorizes through it (via the access rules in the API definition), so a role means the
+// same thing everywhere.
+package rbac
+
+import "slices"
+
+// Role is a fixed bundle of permissions.
+type Role string
+
+// The roles. Tenant roles act inside one tenant; the platform operator acts above tenants.
+const (
+	Admin            Role = "admin"
+	Manager          Role = "manager"
+	Analyst          Role = "analyst"
+	Viewer           Role = "viewer"
+	PlatformOperator Role = "platform_operator"
+)
+
+// The permissions. Access rules in the protos name them.
+const (
+	CampaignsRead     = "campaigns.read"
+	CampaignsWrite    = "campaigns.write"
+	AnalyticsRead     = "analytics.read"
+	EventsWrite       = "events.write"
+	UsersRead         = "users.read"
+	UsersManage       = "users.manage"
+	APIKeysManage     = "apikeys.manage"
+	AuditRead         = "audit.read"
+	DSRManage         = "dsr.manage"
+	PrivacyManage     = "privacy.manage"
+	TenantsManage     = "tenants.manage"
+	SigningKeysManage = "signing_keys.manage"
+)
+
+var table = map[Role][]string{
+	Admin: {CampaignsRead, CampaignsWrite, AnalyticsRead, EventsWrite, UsersRead, UsersManage,
+		APIKeysManage, AuditRead, DSRManage, PrivacyManage},
+	Manager:          {CampaignsRead, CampaignsWrite, AnalyticsRead, EventsWrite, UsersRead},
+	Analyst:          {CampaignsRead, AnalyticsRead},
+	Viewer:           {CampaignsRead},
+	PlatformOperator: {TenantsManage, SigningKeysManage},
+}
+
+// Roles lists every role, tenant roles first.
+func Roles() []Role { return []Role{Admin, Manager, Analyst, Viewer, PlatformOperator} }
+
+// Valid reports whether r is a known role.
+func (r Role) Valid() bool { _, ok := table[r]; return ok }
+
+// TenantScoped reports whether the role belongs to a tenant (all but the platform operator).
+func (r Role) TenantScoped() bool { return r.Valid() && r != PlatformOperator }
+
+// Permissions returns the role's permissions, sorted; nil for an unknown role.
+func (r Role) Permissions() []string {
+	p := slices.Clone(table[r])
+	slices.Sort(p)
+	return p
+}
+
+// Has reports whether the role holds permission.
+func (r Role) Has(permission string) bool { return slices.Contains(table[r], permission) }
+
+// AllPermissions lists every permission any role holds, sorted and unique.
+func AllPermissions() []string {
+	var all []string
+	for _, ps := range table {
+		all = append(all, ps...)
+	}
+	slices.Sort(all)
+	return slices.Compact(all)
+}
