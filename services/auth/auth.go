@@ -1,0 +1,231 @@
+// Package auth is the domain of the auth service: tenants, users, password login, access
+// tokens and the keys that sign them. It holds the business rules and validation; SQL lives in
+// package postgres and gRPC in package grpcapi.
+package auth
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net/mail"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
+)
+
+// TenantState is the lifecycle state of a tenant.
+type TenantState string
+
+// Tenant states.
+const (
+	TenantActive    TenantState = "active"
+	TenantSuspended TenantState = "suspended"
+)
+
+// Tenant is a customer organisation.
+type Tenant struct {
+	ID          string
+	Slug        string
+	DisplayName string
+	State       TenantState
+	CreateTime  time.Time
+	UpdateTime  time.Time
+}
+
+// UserState is the lifecycle state of a user.
+type UserState string
+
+// User states.
+const (
+	UserActive   UserState = "active"
+	UserDisabled UserState = "disabled"
+)
+
+// User is a person who logs in; TenantID is empty for platform operators.
+type User struct {
+	ID          string
+	TenantID    string
+	Email       string
+	DisplayName string
+	Role        rbac.Role
+	State       UserState
+	CreateTime  time.Time
+	UpdateTime  time.Time
+}
+
+// Page asks for one page of a list.
+type Page struct {
+	Size  int
+	After *Cursor // nil for the first page
+}
+
+// Cursor is the position after the last item of a page: lists are ordered by (create time, id).
+type Cursor struct {
+	CreateTime time.Time
+	ID         string
+}
+
+// Store is what the domain needs from persistence. Every tenant-scoped call takes the tenant
+// explicitly; a row of another tenant is reported as not found.
+type Store interface {
+	CreateTenant(ctx context.Context, t Tenant) (Tenant, error)
+	GetTenant(ctx context.Context, id string) (Tenant, error)
+	GetTenantBySlug(ctx context.Context, slug string) (Tenant, error)
+	ListTenants(ctx context.Context, p Page) ([]Tenant, error)
+	SetTenantState(ctx context.Context, id string, s TenantState) (Tenant, error)
+
+	CreateUser(ctx context.Context, u User, passwordHash string) (User, error)
+	GetUser(ctx context.Context, tenantID, id string) (User, error)
+	ListUsers(ctx context.Context, tenantID string, p Page) ([]User, error)
+	SetUserState(ctx context.Context, tenantID, id string, s UserState) (User, error)
+	SetUserRole(ctx context.Context, tenantID, id string, r rbac.Role) (User, error)
+	// UserCredentials finds a user by tenant ("" for platform operators) and email.
+	UserCredentials(ctx context.Context, tenantID, email string) (User, string, error)
+
+	ListSigningKeys(ctx context.Context, retiredSince time.Time) ([]StoredKey, error)
+	// InsertSigningKey stores key as the active key and retires the previous active one.
+	InsertSigningKey(ctx context.Context, key StoredKey) error
+	// Bootstrap creates the operator, a tenant and its admin in one transaction, unless a
+	// platform operator exists already; it reports whether it created them.
+	Bootstrap(ctx context.Context, b BootstrapAccounts) (bool, error)
+}
+
+// Limits on sizes of input fields.
+const (
+	MaxEmailLen       = 254
+	MaxDisplayNameLen = 200
+	MinPasswordLen    = 12
+	MaxPasswordLen    = 1024
+	DefaultPageSize   = 50
+	MaxPageSize       = 1000
+)
+
+var (
+	slugPattern = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9-]{1,38})[a-z0-9]$`)
+	uuidPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+)
+
+// ValidateTenantInput checks the fields a caller sets on a new tenant.
+func ValidateTenantInput(slug, displayName string) error {
+	var v apperr.Violations
+	if !slugPattern.MatchString(slug) {
+		v.Add("tenant.slug", "must be 3-40 characters of a-z, 0-9 and '-', starting and ending with a letter or digit")
+	}
+	checkName(&v, "tenant.display_name", displayName, true)
+	return v.Err()
+}
+
+// ValidateUserInput checks the fields a caller sets on a new user.
+func ValidateUserInput(email, displayName string, role rbac.Role, password string) error {
+	var v apperr.Violations
+	checkEmail(&v, "user.email", email)
+	checkName(&v, "user.display_name", displayName, false)
+	checkTenantRole(&v, "user.role", role)
+	if n := len(password); n < MinPasswordLen || n > MaxPasswordLen {
+		v.Add("password", "must be %d to %d bytes", MinPasswordLen, MaxPasswordLen)
+	}
+	return v.Err()
+}
+
+// ValidateLogin checks the shape of login input (not the credentials).
+func ValidateLogin(tenantSlug, email, password string) error {
+	var v apperr.Violations
+	if tenantSlug != "" && !slugPattern.MatchString(tenantSlug) {
+		v.Add("tenant", "is not a valid tenant slug")
+	}
+	checkEmail(&v, "email", email)
+	if password == "" || len(password) > MaxPasswordLen {
+		v.Add("password", "must be 1 to %d bytes", MaxPasswordLen)
+	}
+	return v.Err()
+}
+
+// ValidateRole checks a role a tenant admin assigns.
+func ValidateRole(field string, role rbac.Role) error {
+	var v apperr.Violations
+	checkTenantRole(&v, field, role)
+	return v.Err()
+}
+
+// ValidateID checks a resource id.
+func ValidateID(field, id string) error {
+	var v apperr.Violations
+	if !uuidPattern.MatchString(id) {
+		v.Add(field, "must be a resource id (UUID)")
+	}
+	return v.Err()
+}
+
+// ParsePage turns page_size and page_token into a Page.
+func ParsePage(size int32, token string) (Page, error) {
+	var v apperr.Violations
+	p := Page{Size: int(size)}
+	switch {
+	case size < 0:
+		v.Add("page_size", "must not be negative")
+	case size == 0:
+		p.Size = DefaultPageSize
+	case size > MaxPageSize:
+		p.Size = MaxPageSize
+	}
+	if token != "" {
+		c, err := decodeCursor(token)
+		if err != nil {
+			v.Add("page_token", "is not a token from a previous page")
+		}
+		p.After = c
+	}
+	return p, v.Err()
+}
+
+// NextPageToken returns the token of the page after items, or "" when items is not full.
+func NextPageToken(p Page, n int, last Cursor) string {
+	if n < p.Size {
+		return ""
+	}
+	raw := last.CreateTime.UTC().Format(time.RFC3339Nano) + "|" + last.ID
+	return base64.RawURLEncoding.EncodeToString([]byte(raw))
+}
+
+func decodeCursor(token string) (*Cursor, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || len(raw) > 128 {
+		return nil, fmt.Errorf("decode page token")
+	}
+	ts, id, ok := strings.Cut(string(raw), "|")
+	t, err := time.Parse(time.RFC3339Nano, ts)
+	if !ok || err != nil || !uuidPattern.MatchString(id) {
+		return nil, fmt.Errorf("decode page token")
+	}
+	return &Cursor{CreateTime: t, ID: id}, nil
+}
+
+func checkEmail(v *apperr.Violations, field, email string) {
+	if len(email) > MaxEmailLen {
+		v.Add(field, "must be at most %d characters", MaxEmailLen)
+		return
+	}
+	a, err := mail.ParseAddress(email)
+	if err != nil || a.Address != email || a.Name != "" {
+		v.Add(field, "must be a plain email address")
+	}
+}
+
+func checkName(v *apperr.Violations, field, name string, required bool) {
+	switch {
+	case required && strings.TrimSpace(name) == "":
+		v.Add(field, "is required")
+	case !utf8.ValidString(name) || utf8.RuneCountInString(name) > MaxDisplayNameLen:
+		v.Add(field, "must be valid UTF-8 of at most %d characters", MaxDisplayNameLen)
+	}
+}
+
+func checkTenantRole(v *apperr.Violations, field string, role rbac.Role) {
+	if !role.TenantScoped() {
+		v.Add(field, "must be one of admin, manager, analyst, viewer")
+	}
+}

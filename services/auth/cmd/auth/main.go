@@ -1,0 +1,132 @@
+// Command auth runs the auth service: tenants, users, login and token signing keys.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/config"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
+	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
+	"github.com/campaignmesh/campaignmesh/services/auth"
+	"github.com/campaignmesh/campaignmesh/services/auth/grpcapi"
+	"github.com/campaignmesh/campaignmesh/services/auth/postgres"
+)
+
+type settings struct {
+	listen, adminListen, postgresURL string
+	tls                              mtls.Files
+	tokenTTL, grace                  time.Duration
+	bootstrapDir                     string
+	maxRecvMsgSize                   int
+	logLevel                         slog.Level
+}
+
+func parse(args []string) (settings, error) {
+	var s settings
+	fs := flag.NewFlagSet("auth", flag.ContinueOnError)
+	fs.StringVar(&s.listen, "listen", "127.0.0.1:7101", "gRPC (mTLS) listen address")
+	fs.StringVar(&s.adminListen, "admin-listen", "127.0.0.1:9101", "admin listen address for /metrics and /healthz")
+	fs.StringVar(&s.postgresURL, "postgres-url", "", "PostgreSQL URL of the auth database (required)")
+	fs.StringVar(&s.tls.Cert, "tls-cert", "", "mesh certificate (PEM; SPIFFE ID spiffe://campaignmesh.local/auth) (required)")
+	fs.StringVar(&s.tls.Key, "tls-key", "", "mesh private key (PEM) (required)")
+	fs.StringVar(&s.tls.CA, "tls-ca", "", "mesh CA bundle (PEM) (required)")
+	fs.DurationVar(&s.tokenTTL, "access-token-ttl", auth.DefaultAccessTokenTTL, "lifetime of access tokens (1m to 1h)")
+	fs.StringVar(&s.bootstrapDir, "bootstrap-dir", "", "on the very first start, write the operator's and first admin's credentials here (empty: no bootstrap)")
+	fs.IntVar(&s.maxRecvMsgSize, "max-recv-msg-size", 1<<20, "largest request message in bytes")
+	fs.DurationVar(&s.grace, "grace-period", grpcserver.DefaultGracePeriod, "how long a stop waits for calls in flight")
+	fs.TextVar(&s.logLevel, "log-level", slog.LevelInfo, "log level (debug, info, warn, error)")
+	if err := config.Parse(fs, "CM_AUTH", args); err != nil {
+		return s, err
+	}
+	var p config.Problems
+	p.Check(s.postgresURL != "", "-postgres-url is required")
+	p.Check(s.tls.Cert != "" && s.tls.Key != "" && s.tls.CA != "", "-tls-cert, -tls-key and -tls-ca are required")
+	p.Check(s.tokenTTL >= time.Minute && s.tokenTTL <= time.Hour, "-access-token-ttl must be between 1m and 1h")
+	p.Check(s.maxRecvMsgSize >= 1024 && s.maxRecvMsgSize <= 64<<20, "-max-recv-msg-size must be between 1 KiB and 64 MiB")
+	return s, p.Err()
+}
+
+func main() {
+	s, err := parse(os.Args[1:])
+	if err == flag.ErrHelp {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "auth:", err)
+		os.Exit(2)
+	}
+	logger := telemetry.NewLogger(os.Stderr, "auth", s.logLevel)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, s, logger); err != nil {
+		logger.Error("auth stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, s settings, logger *slog.Logger) error {
+	shutdownTracing, err := telemetry.SetupTracing(ctx, "auth")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = shutdownTracing(ctx)
+	}()
+	certs, err := mtls.NewSource(s.tls, logger)
+	if err != nil {
+		return err
+	}
+	store, err := postgres.Open(ctx, s.postgresURL)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	svc := auth.NewService(store, s.tokenTTL)
+	if err := svc.Keys().Load(ctx); err != nil {
+		return err
+	}
+	if s.bootstrapDir != "" {
+		files, err := svc.Bootstrap(ctx, s.bootstrapDir)
+		if err != nil {
+			return err
+		}
+		if len(files) > 0 {
+			// The files hold passwords; only their names are logged.
+			logger.Info("first start: created the platform operator and tenant acme; credentials written", "files", files)
+		}
+	}
+
+	reg := telemetry.NewRegistry()
+	srv := grpcserver.New(
+		grpcserver.WithLogger(logger),
+		grpcserver.WithTLS(certs.ServerConfig()),
+		grpcserver.WithVerifier(authn.NewJWTVerifier(svc.Keys())),
+		grpcserver.WithMetrics(reg),
+		grpcserver.WithMaxRecvMsgSize(s.maxRecvMsgSize),
+		grpcserver.WithGracePeriod(s.grace),
+	)
+	authv1.RegisterAuthServiceServer(srv.GRPC(), grpcapi.NewServer(svc))
+	lis, err := net.Listen("tcp", s.listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", s.listen, err)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(ctx, lis) })
+	g.Go(func() error { return telemetry.ServeAdmin(ctx, s.adminListen, reg, logger) })
+	return g.Wait()
+}
