@@ -1,0 +1,157 @@
+// Command gateway runs the edge: REST and gRPC for every service on one TLS listener.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"github.com/campaignmesh/campaignmesh/gateway"
+	"github.com/campaignmesh/campaignmesh/internal/platform/config"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
+	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
+)
+
+type settings struct {
+	listen, adminListen string
+	edge, mesh          mtls.Files
+	authAddr            string
+	rateLimit           int
+	rateWindow, grace   time.Duration
+	maxBodyBytes        int
+	corsOrigins         string
+	logLevel            slog.Level
+}
+
+func parse(args []string) (settings, error) {
+	var s settings
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.StringVar(&s.listen, "listen", "127.0.0.1:8443", "public TLS listen address (REST and gRPC)")
+	fs.StringVar(&s.adminListen, "admin-listen", "127.0.0.1:9100", "admin listen address for /metrics and /healthz")
+	fs.StringVar(&s.edge.Cert, "edge-tls-cert", "", "certificate of the public listener (PEM) (required)")
+	fs.StringVar(&s.edge.Key, "edge-tls-key", "", "private key of the public listener (PEM) (required)")
+	fs.StringVar(&s.mesh.Cert, "tls-cert", "", "mesh certificate (PEM; SPIFFE ID spiffe://campaignmesh.local/gateway) (required)")
+	fs.StringVar(&s.mesh.Key, "tls-key", "", "mesh private key (PEM) (required)")
+	fs.StringVar(&s.mesh.CA, "tls-ca", "", "mesh CA bundle (PEM) (required)")
+	fs.StringVar(&s.authAddr, "auth-addr", "127.0.0.1:7101", "address of the auth service")
+	fs.IntVar(&s.rateLimit, "rate-limit", 10000, "requests allowed per client IP per -rate-window")
+	fs.DurationVar(&s.rateWindow, "rate-window", 10*time.Second, "window of -rate-limit")
+	fs.IntVar(&s.maxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body or gRPC message in bytes")
+	fs.StringVar(&s.corsOrigins, "cors-origins", "", "comma-separated origins allowed by CORS (\"*\" for any; empty for none)")
+	fs.DurationVar(&s.grace, "grace-period", 10*time.Second, "how long a stop waits for requests in flight")
+	fs.TextVar(&s.logLevel, "log-level", slog.LevelInfo, "log level (debug, info, warn, error)")
+	if err := config.Parse(fs, "CM_GATEWAY", args); err != nil {
+		return s, err
+	}
+	var p config.Problems
+	p.Check(s.edge.Cert != "" && s.edge.Key != "", "-edge-tls-cert and -edge-tls-key are required")
+	p.Check(s.mesh.Cert != "" && s.mesh.Key != "" && s.mesh.CA != "", "-tls-cert, -tls-key and -tls-ca are required")
+	p.Check(s.rateLimit > 0 && s.rateWindow >= time.Second, "-rate-limit must be positive and -rate-window at least 1s")
+	p.Check(s.maxBodyBytes >= 1024 && s.maxBodyBytes <= 64<<20, "-max-body-bytes must be between 1 KiB and 64 MiB")
+	return s, p.Err()
+}
+
+func main() {
+	s, err := parse(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(2)
+	}
+	logger := telemetry.NewLogger(os.Stderr, "gateway", s.logLevel)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, s, logger); err != nil {
+		logger.Error("gateway stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, s settings, logger *slog.Logger) error {
+	shutdownTracing, err := telemetry.SetupTracing(ctx, "gateway")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = shutdownTracing(ctx)
+	}()
+	mesh, err := mtls.NewSource(s.mesh, logger)
+	if err != nil {
+		return err
+	}
+	edge, err := mtls.NewSource(s.edge, logger)
+	if err != nil {
+		return err
+	}
+	authConn, err := grpcclient.Dial(s.authAddr, "auth", mesh)
+	if err != nil {
+		return err
+	}
+	defer authConn.Close()
+
+	var origins []string
+	for _, o := range strings.Split(s.corsOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			origins = append(origins, o)
+		}
+	}
+	gw, err := gateway.New(ctx, gateway.Config{
+		RateLimit: s.rateLimit, RateWindow: s.rateWindow, MaxBodyBytes: s.maxBodyBytes,
+		CORSOrigins: origins, Logger: logger,
+	}, []gateway.Backend{
+		{Package: "campaignmesh.auth.v1", Conn: authConn, RegisterREST: authv1.RegisterAuthServiceHandler},
+	})
+	if err != nil {
+		return err
+	}
+
+	lis, err := net.Listen("tcp", s.listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", s.listen, err)
+	}
+	srv := &http.Server{
+		Handler:           gw,
+		TLSConfig:         edge.EdgeServerConfig(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	reg := telemetry.NewRegistry()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		gw.SetServing(true)
+		logger.Info("gateway listening", "addr", lis.Addr().String())
+		if err := srv.ServeTLS(lis, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		gw.SetServing(false)
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), s.grace)
+		defer cancel()
+		err := srv.Shutdown(shutdownCtx)
+		gw.Stop()
+		return err
+	})
+	g.Go(func() error { return telemetry.ServeAdmin(ctx, s.adminListen, reg, logger) })
+	return g.Wait()
+}

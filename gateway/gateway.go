@@ -1,0 +1,277 @@
+// Package gateway is the edge of the mesh: one TLS listener that serves REST (grpc-gateway)
+// and gRPC (a transparent proxy) for every service, so curl and grpcurl use the same address.
+// It adds what belongs at the edge — request ids, per-client-IP rate limits, body size limits,
+// CORS, tracing — and leaves authentication and authorization to the services.
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/campaignmesh/campaignmesh/gen/openapi"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
+)
+
+// Backend is a mesh service behind the gateway.
+type Backend struct {
+	// Package is the proto package the service owns, e.g. "campaignmesh.auth.v1".
+	Package string
+	Conn    *grpc.ClientConn
+	// RegisterREST registers the service's grpc-gateway handlers (e.g. authv1.RegisterAuthServiceHandler).
+	RegisterREST func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error
+}
+
+// Config holds the edge settings.
+type Config struct {
+	// RateLimit requests per RateWindow per client IP (default 10,000 per 10 s).
+	RateLimit  int
+	RateWindow time.Duration
+	// MaxBodyBytes bounds a REST request body and a gRPC message (default 1 MiB).
+	MaxBodyBytes int
+	// CORSOrigins lists the origins browsers may call from; "*" allows any. Empty: none.
+	CORSOrigins []string
+	Logger      *slog.Logger
+}
+
+// Gateway is the edge HTTP handler.
+type Gateway struct {
+	cfg     Config
+	limiter *ipLimiter
+	rest    *runtime.ServeMux
+	grpc    *grpc.Server
+	health  *health.Server
+	handler http.Handler
+}
+
+// New builds the gateway for backends.
+func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) {
+	if cfg.RateLimit <= 0 {
+		cfg.RateLimit = 10000
+	}
+	if cfg.RateWindow <= 0 {
+		cfg.RateWindow = 10 * time.Second
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	g := &Gateway{cfg: cfg, limiter: newIPLimiter(cfg.RateLimit, cfg.RateWindow)}
+
+	g.rest = runtime.NewServeMux(runtime.WithMetadata(func(ctx context.Context, r *http.Request) metadata.MD {
+		md := metadata.Pairs("x-request-id", telemetry.RequestID(ctx))
+		if ip := clientIPFromContext(ctx); ip != "" {
+			md.Set("x-forwarded-for", ip)
+		}
+		return md
+	}))
+	for _, b := range backends {
+		if err := b.RegisterREST(ctx, g.rest, b.Conn); err != nil {
+			return nil, fmt.Errorf("register REST handlers of %s: %w", b.Package, err)
+		}
+	}
+
+	p := &proxy{backends: backends, codec: newPassthroughCodec()}
+	g.grpc = grpc.NewServer(
+		grpc.UnknownServiceHandler(p.handle),
+		grpc.ForceServerCodecV2(p.codec),
+		grpc.MaxRecvMsgSize(cfg.MaxBodyBytes),
+		grpc.ChainUnaryInterceptor(g.unaryRateLimit),
+		grpc.ChainStreamInterceptor(g.streamRateLimit),
+	)
+	g.health = health.NewServer()
+	healthpb.RegisterHealthServer(g.grpc, g.health)
+	reflection.Register(g.grpc) // the gateway links every service's descriptors
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openapi.Document)
+	})
+	mux.Handle("/", g.limitBody(g.rest))
+
+	route := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			g.grpc.ServeHTTP(w, r) // rate limited by the gRPC interceptors, so errors are gRPC-shaped
+			return
+		}
+		if !g.allowHTTP(w, r) {
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+	g.handler = otelhttp.NewHandler(withRequestContext(g.cors(route)), "gateway",
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }))
+	return g, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.handler.ServeHTTP(w, r) }
+
+// SetServing marks the gateway's own gRPC health as serving or not.
+func (g *Gateway) SetServing(serving bool) {
+	if serving {
+		g.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	} else {
+		g.health.Shutdown()
+	}
+}
+
+// Stop ends the gRPC streams in flight.
+func (g *Gateway) Stop() { g.grpc.Stop() }
+
+type clientIPKey struct{}
+
+func clientIPFromContext(ctx context.Context) string {
+	ip, _ := ctx.Value(clientIPKey{}).(string)
+	return ip
+}
+
+// withRequestContext gives every request its id (the caller's X-Request-Id when well-formed)
+// and its client address, and returns the id in the response.
+func withRequestContext(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if !validRequestID(id) {
+			id = grpcserver.NewRequestID()
+		}
+		w.Header().Set("X-Request-Id", id)
+		ip, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			ip = r.RemoteAddr
+		}
+		ctx := context.WithValue(telemetry.WithRequestID(r.Context(), id), clientIPKey{}, ip)
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// allowHTTP applies the per-IP rate limit to a REST request, answering 429 with Retry-After.
+func (g *Gateway) allowHTTP(w http.ResponseWriter, r *http.Request) bool {
+	ok, retry := g.limiter.allow(clientIPFromContext(r.Context()))
+	if ok {
+		return true
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(retry)))
+	writeJSONError(w, http.StatusTooManyRequests, codes.ResourceExhausted, "rate limit exceeded")
+	return false
+}
+
+func (g *Gateway) rateLimitGRPC(ctx context.Context) error {
+	ip := clientIPFromContext(ctx)
+	if ip == "" {
+		if p, ok := peer.FromContext(ctx); ok {
+			ip, _, _ = net.SplitHostPort(p.Addr.String())
+		}
+	}
+	ok, retry := g.limiter.allow(ip)
+	if ok {
+		return nil
+	}
+	_ = grpc.SetHeader(ctx, metadata.Pairs("retry-after", strconv.Itoa(retrySeconds(retry))))
+	return status.Error(codes.ResourceExhausted, "rate limit exceeded")
+}
+
+func (g *Gateway) unaryRateLimit(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := g.rateLimitGRPC(ctx); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+func (g *Gateway) streamRateLimit(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if err := g.rateLimitGRPC(ss.Context()); err != nil {
+		return err
+	}
+	return handler(srv, ss)
+}
+
+func retrySeconds(d time.Duration) int {
+	s := int((d + time.Second - 1) / time.Second)
+	return max(s, 1)
+}
+
+// limitBody reads at most MaxBodyBytes of a REST body, answering 413 beyond it.
+func (g *Gateway) limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > int64(g.cfg.MaxBodyBytes) {
+			writeJSONError(w, http.StatusRequestEntityTooLarge, codes.ResourceExhausted, "request body too large")
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, int64(g.cfg.MaxBodyBytes)+1))
+		if err != nil {
+			writeJSONError(w, http.StatusBadRequest, codes.InvalidArgument, "read request body")
+			return
+		}
+		if len(body) > g.cfg.MaxBodyBytes {
+			writeJSONError(w, http.StatusRequestEntityTooLarge, codes.ResourceExhausted, "request body too large")
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		next.ServeHTTP(w, r)
+	})
+}
+
+// cors answers preflight requests and marks responses for allowed origins.
+func (g *Gateway) cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin == "" || !(slices.Contains(g.cfg.CORSOrigins, origin) || slices.Contains(g.cfg.CORSOrigins, "*")) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Add("Vary", "Origin")
+		h.Set("Access-Control-Expose-Headers", "X-Request-Id, Retry-After")
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-Id")
+			h.Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// writeJSONError answers in the same JSON shape as grpc-gateway's errors.
+func writeJSONError(w http.ResponseWriter, httpStatus int, code codes.Code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(httpStatus)
+	_, _ = fmt.Fprintf(w, `{"code":%d,"message":%q,"details":[]}`+"\n", code, msg)
+}
