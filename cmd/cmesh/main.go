@@ -1,0 +1,442 @@
+// Command cmesh is the command-line client for the CampaignMesh edge gateway. It logs in,
+// keeps the access token in a credentials file and calls the AuthService over TLS.
+//
+// Run "cmesh help" for the commands.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+)
+
+const (
+	defaultAddr    = "localhost:8443"
+	defaultCACert  = ".state/certs/ca.pem"
+	defaultTimeout = 10 * time.Second
+)
+
+// commands is the command tree; dispatch and help are driven by it.
+var commands = []*command{
+	{
+		name:    "login",
+		summary: "log in and store the access token",
+		details: `Platform operators leave -tenant empty. Without -password-stdin or -password-file
+the password is read from the terminal (or the first line of stdin). -f reads a
+LoginRequest as JSON, e.g. {"tenant":"acme","email":"...","password":"..."} as written
+by the dev bootstrap to .state/bootstrap/*.json; flags override its fields.`,
+		run: runLogin,
+	},
+	{name: "whoami", summary: "describe the credential in use", run: runWhoAmI},
+	{
+		name:    "logout",
+		summary: "delete the stored access token",
+		details: `This only deletes the local credentials file: the token itself stays valid on the
+server until it expires (server-side revocation is not implemented yet).`,
+		run: runLogout,
+	},
+	{name: "tenants", summary: "manage tenants (platform operators)", subs: tenantCommands},
+	{name: "users", summary: "manage the users of your tenant", subs: userCommands},
+	{name: "keys", summary: "list and rotate the keys that sign access tokens", subs: keyCommands},
+}
+
+// command is a node of the command tree: a group with subcommands, or a leaf that runs.
+type command struct {
+	name    string
+	args    string // positional arguments, e.g. "ID ROLE"; parse checks their count
+	summary string
+	details string
+	run     func(ctx context.Context, a *app, c *cmdline) error
+	subs    []*command
+}
+
+// app holds the global flags and the process's environment, so tests can run commands
+// without touching the real one.
+type app struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+	now    func() time.Time
+	// dial connects to the gateway; tests replace it with a fake client.
+	dial func(a *app) (authv1.AuthServiceClient, io.Closer, error)
+
+	addr      string
+	cacert    string
+	cacertSet bool // -cacert or CMESH_CACERT given: a missing file is an error
+	output    string
+	timeout   time.Duration
+
+	client    authv1.AuthServiceClient
+	conn      io.Closer
+	sentToken bool // a call carried the access token
+}
+
+func main() {
+	a := &app{
+		stdin:  os.Stdin,
+		stdout: os.Stdout,
+		stderr: os.Stderr,
+		getenv: os.Getenv,
+		now:    time.Now,
+		dial:   dialGateway,
+	}
+	os.Exit(a.run(context.Background(), os.Args[1:]))
+}
+
+// run runs the command line args and returns the exit code: 0 on success or help, 1 when
+// the command failed, 2 when the command line is wrong.
+func (a *app) run(ctx context.Context, args []string) int {
+	err := a.dispatch(ctx, args)
+	if a.conn != nil {
+		a.conn.Close()
+	}
+	var ue *usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(a.stderr, "cmesh: %s\n\n", ue.msg)
+		ue.usage(a.stderr)
+		return 2
+	}
+	printError(a.stderr, err, a.sentToken)
+	return 1
+}
+
+// usageError is a mistake on the command line; run prints it with the relevant usage.
+type usageError struct {
+	msg   string
+	usage func(w io.Writer)
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+func (a *app) dispatch(ctx context.Context, args []string) error {
+	gfs := flag.NewFlagSet("cmesh", flag.ContinueOnError)
+	gfs.SetOutput(io.Discard) // usage and errors are printed by run, to the right stream
+	gfs.StringVar(&a.addr, "addr", envOr(a.getenv, "CMESH_ADDR", defaultAddr), "gateway `host:port` (env CMESH_ADDR)")
+	gfs.StringVar(&a.cacert, "cacert", envOr(a.getenv, "CMESH_CACERT", defaultCACert), "PEM `file` of the CA that signs the gateway certificate (env CMESH_CACERT); when the default file is missing, system roots are used")
+	gfs.StringVar(&a.output, "o", "table", "output `format`: table or json")
+	gfs.DurationVar(&a.timeout, "timeout", defaultTimeout, "deadline of each call")
+	usage := func(w io.Writer) { topUsage(w, gfs) }
+	if err := gfs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage(a.stdout)
+			return err
+		}
+		return &usageError{msg: err.Error(), usage: usage}
+	}
+	gfs.Visit(func(f *flag.Flag) { a.cacertSet = a.cacertSet || f.Name == "cacert" })
+	a.cacertSet = a.cacertSet || a.getenv("CMESH_CACERT") != ""
+	if a.output != "table" && a.output != "json" {
+		return &usageError{msg: fmt.Sprintf("-o %s: want table or json", a.output), usage: usage}
+	}
+	if a.timeout <= 0 {
+		return &usageError{msg: "-timeout must be positive", usage: usage}
+	}
+
+	args = gfs.Args()
+	if len(args) == 0 {
+		return &usageError{msg: "missing command", usage: usage}
+	}
+	if args[0] == "help" {
+		if len(args) == 1 {
+			usage(a.stdout)
+			return nil
+		}
+		// "help tenants list" is "tenants list -h": only the command itself knows its flags.
+		args = append(slices.Clone(args[1:]), "-h")
+	}
+	cmds, path := commands, []string(nil)
+	for {
+		i := slices.IndexFunc(cmds, func(c *command) bool { return c.name == args[0] })
+		if i < 0 {
+			return &usageError{msg: fmt.Sprintf("unknown command %q", strings.Join(append(path, args[0]), " ")), usage: usage}
+		}
+		cmd := cmds[i]
+		path, args = append(path, cmd.name), args[1:]
+		if cmd.subs == nil {
+			c := newCmdline(cmd, strings.Join(path, " "), args)
+			return cmd.run(ctx, a, c)
+		}
+		group := strings.Join(path, " ")
+		usage = func(w io.Writer) { groupUsage(w, group, cmd) }
+		if len(args) == 0 {
+			return &usageError{msg: fmt.Sprintf("%s: missing subcommand", cmd.name), usage: usage}
+		}
+		if slices.Contains([]string{"-h", "-help", "--help", "help"}, args[0]) {
+			usage(a.stdout)
+			return flag.ErrHelp
+		}
+		cmds = cmd.subs
+	}
+}
+
+// cmdline is one leaf command's flags and arguments as typed.
+type cmdline struct {
+	*flag.FlagSet
+	cmd  *command
+	path string // e.g. "tenants list"
+	args []string
+}
+
+func newCmdline(cmd *command, path string, args []string) *cmdline {
+	fs := flag.NewFlagSet("cmesh "+path, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return &cmdline{FlagSet: fs, cmd: cmd, path: path, args: args}
+}
+
+// parse parses the flags the command has defined and returns the positional arguments,
+// exactly as many as the command's synopsis names. On -h it prints the usage to stdout
+// and returns flag.ErrHelp.
+func (c *cmdline) parse(a *app) ([]string, error) {
+	if err := c.Parse(c.args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			c.usage(a.stdout)
+			return nil, err
+		}
+		return nil, c.usageErr(err.Error())
+	}
+	if want := strings.Fields(c.cmd.args); c.NArg() != len(want) {
+		if len(want) == 0 {
+			return nil, c.usageErr(fmt.Sprintf("%s: unexpected argument %q", c.path, c.Arg(0)))
+		}
+		return nil, c.usageErr(fmt.Sprintf("%s: want %s, got %d argument(s)", c.path, strings.Join(want, " "), c.NArg()))
+	}
+	return c.Args(), nil
+}
+
+// usageErr reports a command-line mistake along with this command's usage.
+func (c *cmdline) usageErr(msg string) error {
+	return &usageError{msg: msg, usage: c.usage}
+}
+
+func (c *cmdline) usage(w io.Writer) {
+	synopsis := "cmesh [global flags] " + c.path
+	hasFlags := false
+	c.VisitAll(func(*flag.Flag) { hasFlags = true })
+	if hasFlags {
+		synopsis += " [flags]"
+	}
+	if c.cmd.args != "" {
+		synopsis += " " + c.cmd.args
+	}
+	fmt.Fprintf(w, "usage: %s\n\n%s.\n", synopsis, capitalize(c.cmd.summary))
+	if c.cmd.details != "" {
+		fmt.Fprintf(w, "\n%s\n", c.cmd.details)
+	}
+	if hasFlags {
+		fmt.Fprint(w, "\nflags:\n")
+		c.SetOutput(w)
+		c.PrintDefaults()
+		c.SetOutput(io.Discard)
+	}
+}
+
+func topUsage(w io.Writer, global *flag.FlagSet) {
+	fmt.Fprint(w, `cmesh is the command-line client for the CampaignMesh edge gateway.
+
+usage: cmesh [global flags] <command> [flags] [args]
+
+commands:
+`)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, c := range commands {
+		if c.subs == nil {
+			fmt.Fprintf(tw, "  %s\t%s\n", strings.TrimSpace(c.name+" "+c.args), c.summary)
+			continue
+		}
+		for _, s := range c.subs {
+			fmt.Fprintf(tw, "  %s\t%s\n", strings.TrimSpace(c.name+" "+s.name+" "+s.args), s.summary)
+		}
+	}
+	fmt.Fprintf(tw, "  help [command]\tshow help for a command (same as: cmesh <command> -h)\n")
+	tw.Flush()
+	fmt.Fprint(w, "\nglobal flags (before the command):\n")
+	global.SetOutput(w)
+	global.PrintDefaults()
+	global.SetOutput(io.Discard)
+	fmt.Fprint(w, `
+environment:
+  CMESH_ADDR, CMESH_CACERT  defaults for -addr and -cacert
+  CMESH_CREDENTIALS         credentials file (default $XDG_CONFIG_HOME/cmesh/credentials.json,
+                            else ~/.config/cmesh/credentials.json)
+  CMESH_TOKEN               access token to send instead of the stored one (for scripts)
+`)
+}
+
+func groupUsage(w io.Writer, path string, group *command) {
+	fmt.Fprintf(w, "usage: cmesh [global flags] %s <command> [flags] [args]\n\n%s.\n\ncommands:\n", path, capitalize(group.summary))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, s := range group.subs {
+		fmt.Fprintf(tw, "  %s\t%s\n", strings.TrimSpace(s.name+" "+s.args), s.summary)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nRun \"cmesh %s <command> -h\" for a command's flags.\n", path)
+}
+
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+func envOr(getenv func(string) string, key, def string) string {
+	if v := getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// connect returns the AuthService client, dialling the gateway on first use. With auth,
+// the returned context also carries the caller's access token.
+func (a *app) connect(ctx context.Context, auth bool) (context.Context, authv1.AuthServiceClient, error) {
+	if auth {
+		token, err := a.accessToken()
+		if err != nil {
+			return nil, nil, err
+		}
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+		a.sentToken = true
+	}
+	if a.client == nil {
+		client, conn, err := a.dial(a)
+		if err != nil {
+			return nil, nil, err
+		}
+		a.client, a.conn = client, conn
+	}
+	return ctx, a.client, nil
+}
+
+// dialGateway opens a TLS client connection to the gateway. grpc.NewClient connects
+// lazily, so connection errors surface from the first call as Unavailable.
+func dialGateway(a *app) (authv1.AuthServiceClient, io.Closer, error) {
+	conf, err := a.tlsConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := grpc.NewClient(a.addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(conf)),
+		grpc.WithUserAgent("cmesh"),
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to %s: %w", a.addr, err)
+	}
+	return authv1.NewAuthServiceClient(conn), conn, nil
+}
+
+// tlsConfig trusts the -cacert CA only, or the system roots when the default CA file
+// does not exist (a gateway with a public certificate).
+func (a *app) tlsConfig() (*tls.Config, error) {
+	host, _, err := net.SplitHostPort(a.addr)
+	if err != nil {
+		host = a.addr // no port
+	}
+	conf := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	pem, err := os.ReadFile(a.cacert)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && !a.cacertSet:
+		return conf, nil
+	case err != nil:
+		return nil, fmt.Errorf("read CA certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("read CA certificate %s: no PEM certificate found", a.cacert)
+	}
+	conf.RootCAs = pool
+	return conf, nil
+}
+
+// callContext bounds one RPC by -timeout.
+func (a *app) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, a.timeout)
+}
+
+// listFlags are the paging flags of the list commands.
+type listFlags struct {
+	pageSize  int
+	pageToken string
+	all       bool
+}
+
+func (l *listFlags) register(c *cmdline) {
+	c.IntVar(&l.pageSize, "page-size", 0, "at most `n` results per page (server default 50, max 1000)")
+	c.StringVar(&l.pageToken, "page-token", "", "continue from a previous page's next_page_token")
+	c.BoolVar(&l.all, "all", false, "fetch every page")
+}
+
+func (l *listFlags) check(c *cmdline) error {
+	if l.pageSize < 0 || l.pageSize > math.MaxInt32 {
+		return c.usageErr(fmt.Sprintf("-page-size %d is out of range", l.pageSize))
+	}
+	return nil
+}
+
+// listPages calls fetch for one page, or with -all for every page, and returns the items
+// and the token of the next page (empty with -all). Each call gets its own -timeout.
+func listPages[T any](ctx context.Context, a *app, l *listFlags, fetch func(ctx context.Context, token string) ([]T, string, error)) ([]T, string, error) {
+	var all []T
+	token := l.pageToken
+	for {
+		cctx, cancel := a.callContext(ctx)
+		items, next, err := fetch(cctx, token)
+		cancel()
+		if err != nil {
+			return nil, "", err
+		}
+		all = append(all, items...)
+		if !l.all || next == "" {
+			return all, next, nil
+		}
+		if next == token {
+			return nil, "", fmt.Errorf("list: server returned the same page token %q twice", next)
+		}
+		token = next
+	}
+}
+
+// notePage tells the person at the terminal that a table shows only one page; JSON output
+// carries next_page_token itself.
+func (a *app) notePage(next string) {
+	if next != "" && a.output != "json" {
+		fmt.Fprintf(a.stderr, "more results: use -all, or -page-token %s\n", next)
+	}
+}
+
+// callOne makes one authenticated call and prints its result, as table writes it or as JSON.
+func callOne[M proto.Message](ctx context.Context, a *app, table func(io.Writer, M) error, call func(context.Context, authv1.AuthServiceClient) (M, error)) error {
+	ctx, client, err := a.connect(ctx, true)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := a.callContext(ctx)
+	defer cancel()
+	m, err := call(ctx, client)
+	if err != nil {
+		return err
+	}
+	return a.emit(m, func(w io.Writer) error { return table(w, m) })
+}

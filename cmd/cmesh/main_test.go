@@ -1,0 +1,318 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+)
+
+var testNow = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+
+// testCLI is an app wired to buffers, a fixed clock, env and a fake gateway.
+type testCLI struct {
+	*app
+	stdin          *strings.Reader
+	stdout, stderr *bytes.Buffer
+	dials          int
+}
+
+// newTestCLI returns a CLI whose environment is env and whose gateway is client. A nil
+// client fails the test if the command dials. CMESH_CREDENTIALS defaults to a file in a
+// fresh temporary directory.
+func newTestCLI(t *testing.T, env map[string]string, client authv1.AuthServiceClient) *testCLI {
+	t.Helper()
+	if env == nil {
+		env = map[string]string{}
+	}
+	if _, ok := env["CMESH_CREDENTIALS"]; !ok {
+		env["CMESH_CREDENTIALS"] = filepath.Join(t.TempDir(), "credentials.json")
+	}
+	c := &testCLI{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}}
+	c.app = &app{
+		stdin:  c.stdin,
+		stdout: c.stdout,
+		stderr: c.stderr,
+		getenv: func(k string) string { return env[k] },
+		now:    func() time.Time { return testNow },
+		dial: func(*app) (authv1.AuthServiceClient, io.Closer, error) {
+			c.dials++
+			if client == nil {
+				t.Error("command dialled the gateway")
+				return nil, nil, errors.New("no gateway in this test")
+			}
+			return client, io.NopCloser(nil), nil
+		},
+	}
+	return c
+}
+
+func TestDispatchErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		args       []string
+		wantStderr string
+	}{
+		{"no command", nil, "missing command"},
+		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
+		{"unknown global flag", []string{"-bogus", "whoami"}, "flag provided but not defined: -bogus"},
+		{"bad output format", []string{"-o", "yaml", "whoami"}, "-o yaml: want table or json"},
+		{"zero timeout", []string{"-timeout", "0s", "whoami"}, "-timeout must be positive"},
+		{"group without subcommand", []string{"tenants"}, "tenants: missing subcommand"},
+		{"unknown subcommand", []string{"tenants", "frob"}, `unknown command "tenants frob"`},
+		{"help for unknown command", []string{"help", "frob"}, `unknown command "frob"`},
+		{"missing argument", []string{"tenants", "get"}, "tenants get: want ID, got 0 argument(s)"},
+		{"extra argument", []string{"tenants", "get", "a", "b"}, "want ID, got 2 argument(s)"},
+		{"unexpected argument", []string{"whoami", "me"}, `whoami: unexpected argument "me"`},
+		{"global flag after command", []string{"tenants", "list", "-o", "json"}, "flag provided but not defined: -o"},
+		{"negative page size", []string{"tenants", "list", "-page-size", "-1"}, "-page-size -1 is out of range"},
+		{"tenant without name", []string{"tenants", "create", "-slug", "acme"}, "-slug and -name are required"},
+		{"user without role", []string{"users", "create", "-email", "a@example.com"}, "-role is required"},
+		{"user with unknown role", []string{"users", "create", "-email", "a@example.com", "-role", "owner"}, `unknown role "owner"`},
+		{"set unknown role", []string{"users", "set-role", "u1", "owner"}, `unknown role "owner": want admin, manager, analyst or viewer`},
+		{"set platform operator role", []string{"users", "set-role", "u1", "platform_operator"}, `unknown role "platform_operator"`},
+		{"login without email", []string{"login", "-password-stdin"}, "-email is required"},
+		{"two password sources", []string{"login", "-email", "a@example.com", "-password-stdin", "-password-file", "pw"}, "are exclusive"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := newTestCLI(t, nil, nil)
+			if code := c.run(context.Background(), tt.args); code != 2 {
+				t.Errorf("exit code = %d, want 2; stderr:\n%s", code, c.stderr)
+			}
+			if !strings.Contains(c.stderr.String(), tt.wantStderr) {
+				t.Errorf("stderr does not contain %q:\n%s", tt.wantStderr, c.stderr)
+			}
+			if !strings.Contains(c.stderr.String(), "usage: cmesh") {
+				t.Errorf("stderr has no usage:\n%s", c.stderr)
+			}
+			if c.stdout.Len() != 0 {
+				t.Errorf("stdout = %q, want nothing", c.stdout)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		args       []string
+		wantStdout []string
+	}{
+		{"help", []string{"help"}, []string{"usage: cmesh [global flags] <command>", "tenants list", "users set-role ID ROLE", "-addr", "CMESH_TOKEN"}},
+		{"-h", []string{"-h"}, []string{"keys rotate", "-cacert"}},
+		{"help group", []string{"help", "tenants"}, []string{"usage: cmesh [global flags] tenants <command>", "suspend ID"}},
+		{"group -h", []string{"users", "-h"}, []string{"set-role ID ROLE"}},
+		{"help command", []string{"help", "users", "create"}, []string{"usage: cmesh [global flags] users create [flags]", "-password-stdin", "-role role"}},
+		{"command -h", []string{"login", "-h"}, []string{"-tenant slug", "-f file", ".state/bootstrap"}},
+		{"logout says it is local", []string{"logout", "-h"}, []string{"stays valid on the"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := newTestCLI(t, nil, nil)
+			if code := c.run(context.Background(), tt.args); code != 0 {
+				t.Errorf("exit code = %d, want 0; stderr:\n%s", code, c.stderr)
+			}
+			for _, want := range tt.wantStdout {
+				if !strings.Contains(c.stdout.String(), want) {
+					t.Errorf("stdout does not contain %q:\n%s", want, c.stdout)
+				}
+			}
+		})
+	}
+}
+
+// TestEveryCommandHasHelp runs "-h" on every leaf command: each must print its usage
+// without dialling.
+func TestEveryCommandHasHelp(t *testing.T) {
+	t.Parallel()
+	var paths [][]string
+	for _, cmd := range commands {
+		if cmd.subs == nil {
+			paths = append(paths, []string{cmd.name})
+		}
+		for _, sub := range cmd.subs {
+			paths = append(paths, []string{cmd.name, sub.name})
+		}
+	}
+	for _, path := range paths {
+		name := strings.Join(path, " ")
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			c := newTestCLI(t, nil, nil)
+			if code := c.run(context.Background(), append(path, "-h")); code != 0 {
+				t.Errorf("exit code = %d, want 0; stderr:\n%s", code, c.stderr)
+			}
+			if want := "usage: cmesh [global flags] " + name; !strings.Contains(c.stdout.String(), want) {
+				t.Errorf("stdout does not contain %q:\n%s", want, c.stdout)
+			}
+		})
+	}
+}
+
+func TestTokenChecksBeforeCalling(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		creds      *storedCredentials
+		addr       string
+		wantStderr string
+	}{
+		{"not logged in", nil, "", "cmesh: not logged in; run cmesh login"},
+		{"expired", &storedCredentials{Addr: defaultAddr, AccessToken: "tok", ExpireTime: testNow.Add(-time.Minute)}, "", "cmesh: session expired; run cmesh login"},
+		{"expires now", &storedCredentials{Addr: defaultAddr, AccessToken: "tok", ExpireTime: testNow}, "", "session expired"},
+		{"other gateway", &storedCredentials{Addr: "gw.example.com:443", AccessToken: "tok", ExpireTime: testNow.Add(time.Hour)}, "", "the stored token is for gw.example.com:443, not localhost:8443"},
+		{"other gateway by flag", &storedCredentials{Addr: defaultAddr, AccessToken: "tok", ExpireTime: testNow.Add(time.Hour)}, "evil.example.com:443", "not evil.example.com:443"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "credentials.json")
+			if tt.creds != nil {
+				if err := saveCredentials(path, *tt.creds); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c := newTestCLI(t, map[string]string{"CMESH_CREDENTIALS": path}, nil)
+			args := []string{"whoami"}
+			if tt.addr != "" {
+				args = append([]string{"-addr", tt.addr}, args...)
+			}
+			if code := c.run(context.Background(), args); code != 1 {
+				t.Errorf("exit code = %d, want 1", code)
+			}
+			if !strings.Contains(c.stderr.String(), tt.wantStderr) {
+				t.Errorf("stderr does not contain %q:\n%s", tt.wantStderr, c.stderr)
+			}
+		})
+	}
+}
+
+// fakeAuth stands in for the gateway; calls it does not implement panic.
+type fakeAuth struct {
+	authv1.AuthServiceClient
+	login       func(context.Context, *authv1.LoginRequest) (*authv1.LoginResponse, error)
+	listTenants func(context.Context, *authv1.ListTenantsRequest) (*authv1.ListTenantsResponse, error)
+}
+
+func (f *fakeAuth) Login(ctx context.Context, in *authv1.LoginRequest, _ ...grpc.CallOption) (*authv1.LoginResponse, error) {
+	return f.login(ctx, in)
+}
+
+func (f *fakeAuth) ListTenants(ctx context.Context, in *authv1.ListTenantsRequest, _ ...grpc.CallOption) (*authv1.ListTenantsResponse, error) {
+	return f.listTenants(ctx, in)
+}
+
+func TestTenantsListAll(t *testing.T) {
+	t.Parallel()
+	pages := map[string]*authv1.ListTenantsResponse{
+		"":   {Tenants: []*authv1.Tenant{testTenants[0]}, NextPageToken: "p2"},
+		"p2": {Tenants: []*authv1.Tenant{testTenants[1]}},
+	}
+	client := &fakeAuth{listTenants: func(ctx context.Context, req *authv1.ListTenantsRequest) (*authv1.ListTenantsResponse, error) {
+		md, _ := metadata.FromOutgoingContext(ctx)
+		if got := md.Get("authorization"); len(got) != 1 || got[0] != "Bearer script-token" {
+			t.Errorf("authorization = %q, want [Bearer script-token]", got)
+		}
+		if req.GetPageSize() != 1 {
+			t.Errorf("page_size = %d, want 1", req.GetPageSize())
+		}
+		return pages[req.GetPageToken()], nil
+	}}
+	env := map[string]string{"CMESH_TOKEN": "script-token"}
+
+	c := newTestCLI(t, env, client)
+	if code := c.run(context.Background(), []string{"-o", "json", "tenants", "list", "-all", "-page-size", "1"}); code != 0 {
+		t.Fatalf("exit code = %d, want 0; stderr:\n%s", code, c.stderr)
+	}
+	var got authv1.ListTenantsResponse
+	if err := protojson.Unmarshal(c.stdout.Bytes(), &got); err != nil {
+		t.Fatalf("stdout is not a ListTenantsResponse: %v\n%s", err, c.stdout)
+	}
+	if want := (&authv1.ListTenantsResponse{Tenants: testTenants}); !proto.Equal(&got, want) {
+		t.Errorf("got %v, want %v", &got, want)
+	}
+
+	// Without -all a table shows one page and says there is more.
+	c = newTestCLI(t, env, client)
+	if code := c.run(context.Background(), []string{"tenants", "list", "-page-size", "1"}); code != 0 {
+		t.Fatalf("exit code = %d, want 0; stderr:\n%s", code, c.stderr)
+	}
+	if strings.Contains(c.stdout.String(), "globex") || !strings.Contains(c.stdout.String(), "acme") {
+		t.Errorf("stdout is not the first page:\n%s", c.stdout)
+	}
+	if want := "more results: use -all, or -page-token p2"; !strings.Contains(c.stderr.String(), want) {
+		t.Errorf("stderr does not contain %q:\n%s", want, c.stderr)
+	}
+}
+
+func TestLogin(t *testing.T) {
+	t.Parallel()
+	const token, password = "eyJ.secret.token", "correct horse battery"
+	expire := testNow.Add(15 * time.Minute)
+	client := &fakeAuth{login: func(_ context.Context, req *authv1.LoginRequest) (*authv1.LoginResponse, error) {
+		want := &authv1.LoginRequest{Tenant: "acme", Email: "ada@acme.example", Password: password}
+		if !proto.Equal(req, want) {
+			t.Errorf("login request = %v, want %v", req, want)
+		}
+		return &authv1.LoginResponse{AccessToken: token, TokenType: "Bearer", ExpiresIn: 900, ExpireTime: timestamppb.New(expire)}, nil
+	}}
+	bootstrap := filepath.Join(t.TempDir(), "acme-admin.json")
+	// Extra fields, as a bootstrap file may carry, are ignored; -email overrides the file.
+	content := `{"tenant":"acme","email":"old@acme.example","password":"` + password + `","role":"admin"}`
+	if err := os.WriteFile(bootstrap, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		args  []string
+		stdin string
+	}{
+		{"flags and stdin", []string{"login", "-tenant", "acme", "-email", "ada@acme.example", "-password-stdin"}, password + "\n"},
+		{"prompt reads a line", []string{"login", "-tenant", "acme", "-email", "ada@acme.example"}, password + "\nmore input\n"},
+		{"request file", []string{"login", "-f", bootstrap, "-email", "ada@acme.example"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := newTestCLI(t, nil, client)
+			c.stdin.Reset(tt.stdin)
+			if code := c.run(context.Background(), tt.args); code != 0 {
+				t.Fatalf("exit code = %d, want 0; stderr:\n%s", code, c.stderr)
+			}
+			if want := "logged in as ada@acme.example (tenant acme), token expires 2026-11-22T12:15:00Z\n"; c.stdout.String() != want {
+				t.Errorf("stdout = %q, want %q", c.stdout, want)
+			}
+			for _, secret := range []string{token, password} {
+				if strings.Contains(c.stdout.String()+c.stderr.String(), secret) {
+					t.Errorf("output shows %q", secret)
+				}
+			}
+			creds, err := loadCredentials(c.getenv("CMESH_CREDENTIALS"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := storedCredentials{Addr: defaultAddr, AccessToken: token, ExpireTime: expire}
+			if creds.Addr != want.Addr || creds.AccessToken != want.AccessToken || !creds.ExpireTime.Equal(want.ExpireTime) {
+				t.Errorf("stored %+v, want %+v", creds, want)
+			}
+		})
+	}
+}

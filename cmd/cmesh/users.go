@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+)
+
+var userCommands = []*command{
+	{name: "list", summary: "list the users of your tenant, oldest first", run: runUsersList},
+	{name: "get", args: "ID", summary: "show one user", run: runUsersGet},
+	{
+		name:    "create",
+		summary: "add a user to your tenant",
+		details: `Without -password-stdin or -password-file the initial password (12-1024 bytes) is
+read from the terminal (or the first line of stdin).`,
+		run: runUsersCreate,
+	},
+	{name: "disable", args: "ID", summary: "stop a user from logging in", run: runUsersDisable},
+	{name: "set-role", args: "ID ROLE", summary: "give a user another role: " + roleNames, run: runUsersSetRole},
+}
+
+// roles are the roles a tenant user can be given; platform operators are not made here.
+var roles = map[string]authv1.Role{
+	"admin":   authv1.Role_ROLE_ADMIN,
+	"manager": authv1.Role_ROLE_MANAGER,
+	"analyst": authv1.Role_ROLE_ANALYST,
+	"viewer":  authv1.Role_ROLE_VIEWER,
+}
+
+const roleNames = "admin, manager, analyst or viewer"
+
+// parseRole maps a role name, in any case, to its Role.
+func parseRole(s string) (authv1.Role, error) {
+	if r, ok := roles[strings.ToLower(s)]; ok {
+		return r, nil
+	}
+	return authv1.Role_ROLE_UNSPECIFIED, fmt.Errorf("unknown role %q: want %s", s, roleNames)
+}
+
+// roleName shows a role as people type it: "admin", "platform_operator".
+func roleName(r authv1.Role) string {
+	return strings.ToLower(strings.TrimPrefix(r.String(), "ROLE_"))
+}
+
+func runUsersList(ctx context.Context, a *app, c *cmdline) error {
+	var l listFlags
+	l.register(c)
+	if _, err := c.parse(a); err != nil {
+		return err
+	}
+	if err := l.check(c); err != nil {
+		return err
+	}
+	ctx, client, err := a.connect(ctx, true)
+	if err != nil {
+		return err
+	}
+	users, next, err := listPages(ctx, a, &l, func(ctx context.Context, token string) ([]*authv1.User, string, error) {
+		resp, err := client.ListUsers(ctx, &authv1.ListUsersRequest{PageSize: int32(l.pageSize), PageToken: token})
+		return resp.GetUsers(), resp.GetNextPageToken(), err
+	})
+	if err != nil {
+		return err
+	}
+	resp := &authv1.ListUsersResponse{Users: users, NextPageToken: next}
+	if err := a.emit(resp, func(w io.Writer) error { return writeUsers(w, users) }); err != nil {
+		return err
+	}
+	a.notePage(next)
+	return nil
+}
+
+func runUsersGet(ctx context.Context, a *app, c *cmdline) error {
+	args, err := c.parse(a)
+	if err != nil {
+		return err
+	}
+	return callOne(ctx, a, writeUser, func(ctx context.Context, client authv1.AuthServiceClient) (*authv1.User, error) {
+		return client.GetUser(ctx, &authv1.GetUserRequest{Id: args[0]})
+	})
+}
+
+func runUsersCreate(ctx context.Context, a *app, c *cmdline) error {
+	var (
+		email, name string
+		role        authv1.Role
+		pw          passwordFlags
+	)
+	c.StringVar(&email, "email", "", "`email` the user logs in with (required)")
+	c.StringVar(&name, "name", "", "display `name`")
+	c.Func("role", "`role`: "+roleNames+" (required)", func(s string) error {
+		var err error
+		role, err = parseRole(s)
+		return err
+	})
+	pw.register(c)
+	if _, err := c.parse(a); err != nil {
+		return err
+	}
+	switch {
+	case email == "":
+		return c.usageErr("-email is required")
+	case role == authv1.Role_ROLE_UNSPECIFIED:
+		return c.usageErr("-role is required")
+	case pw.stdin && pw.file != "":
+		return c.usageErr("-password-stdin and -password-file are exclusive")
+	}
+	var password string
+	var err error
+	if pw.given() {
+		password, err = pw.read(a)
+	} else {
+		password, err = a.promptPassword("initial password for " + email)
+	}
+	if err != nil {
+		return err
+	}
+	return callOne(ctx, a, writeUser, func(ctx context.Context, client authv1.AuthServiceClient) (*authv1.User, error) {
+		return client.CreateUser(ctx, &authv1.CreateUserRequest{
+			User:     &authv1.User{Email: email, DisplayName: name, Role: role},
+			Password: password,
+		})
+	})
+}
+
+func runUsersDisable(ctx context.Context, a *app, c *cmdline) error {
+	args, err := c.parse(a)
+	if err != nil {
+		return err
+	}
+	return callOne(ctx, a, writeUser, func(ctx context.Context, client authv1.AuthServiceClient) (*authv1.User, error) {
+		return client.DisableUser(ctx, &authv1.DisableUserRequest{Id: args[0]})
+	})
+}
+
+func runUsersSetRole(ctx context.Context, a *app, c *cmdline) error {
+	args, err := c.parse(a)
+	if err != nil {
+		return err
+	}
+	role, err := parseRole(args[1])
+	if err != nil {
+		return c.usageErr(err.Error())
+	}
+	return callOne(ctx, a, writeUser, func(ctx context.Context, client authv1.AuthServiceClient) (*authv1.User, error) {
+		return client.ChangeUserRole(ctx, &authv1.ChangeUserRoleRequest{Id: args[0], Role: role})
+	})
+}
+
+func writeUser(w io.Writer, u *authv1.User) error { return writeUsers(w, []*authv1.User{u}) }
