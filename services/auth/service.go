@@ -200,7 +200,9 @@ func (s *Service) ChangeUserRole(ctx context.Context, caller *authn.Principal, i
 }
 
 // PublishedKeys lists the keys that verify access tokens.
-func (s *Service) PublishedKeys(ctx context.Context) ([]PublicKey, error) { return s.keys.Published(ctx) }
+func (s *Service) PublishedKeys(ctx context.Context) ([]PublicKey, error) {
+	return s.keys.Published(ctx)
+}
 
 // RotateSigningKey makes a new key sign tokens.
 func (s *Service) RotateSigningKey(ctx context.Context) (PublicKey, error) { return s.keys.Rotate(ctx) }

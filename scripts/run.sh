@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Runs the mesh: every service as its own process with prefixed logs (also in .state/logs).
+#   scripts/run.sh up    start the services (infrastructure must be up: scripts/devenv.sh up),
+#                        wait until the gateway answers, print how to use it, and stay in the
+#                        foreground; Ctrl-C stops the services and the infrastructure.
+#   scripts/run.sh stop  stop the services started by `up` (from another terminal).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+STATE="$ROOT/.state"
+RUN="$STATE/run"
+CERTS="$STATE/certs"
+SERVICES=(auth gateway) # start order
+GATEWAY_ADDR="${CM_GATEWAY_LISTEN:-127.0.0.1:8443}"
+
+alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+stop_services() {
+  for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
+    local name=${SERVICES[i]}
+    if alive "$name"; then
+      local pid; pid=$(cat "$RUN/$name.pid")
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+      echo "run: stopped $name"
+    fi
+    rm -f "$RUN/$name.pid"
+  done
+}
+
+# wait_http URL SECONDS NAME: poll until URL answers 200.
+wait_http() {
+  for _ in $(seq 1 $(($2 * 5))); do
+    if curl -fsS --max-time 1 --cacert "$CERTS/ca.pem" -o /dev/null "$1" 2>/dev/null; then return 0; fi
+    alive "$3" || { echo "run: $3 exited during start; see $STATE/logs/$3.log" >&2; return 1; }
+    sleep 0.2
+  done
+  echo "run: $3 not ready after $2 s; see $STATE/logs/$3.log" >&2
+  return 1
+}
+
+start() {
+  local name=$1; shift
+  if alive "$name"; then echo "run: $name already running (pid $(cat "$RUN/$name.pid"))"; return; fi
+  echo "run: starting $name"
+  "$@" > >(tee -a "$STATE/logs/$name.log" | sed -u "s/^/[$name] /") 2>&1 &
+  echo $! >"$RUN/$name.pid"
+}
+
+up() {
+  mkdir -p "$RUN" "$STATE/logs"
+  # shellcheck disable=SC1091
+  . "$STATE/env"
+  export CM_AUTH_POSTGRES_URL="${CM_AUTH_POSTGRES_URL:-$CM_POSTGRES_URL/auth?sslmode=disable}"
+  export CM_AUTH_BOOTSTRAP_DIR="${CM_AUTH_BOOTSTRAP_DIR:-$STATE/bootstrap}"
+  for svc in auth gateway; do
+    prefix="CM_$(echo "$svc" | tr a-z A-Z)"
+    export "${prefix}_TLS_CERT=$CERTS/$svc.pem" "${prefix}_TLS_KEY=$CERTS/$svc-key.pem" "${prefix}_TLS_CA=$CERTS/ca.pem"
+  done
+  export CM_GATEWAY_EDGE_TLS_CERT="$CERTS/edge.pem" CM_GATEWAY_EDGE_TLS_KEY="$CERTS/edge-key.pem"
+
+  trap 'echo; echo "run: stopping"; stop_services; "$ROOT/scripts/devenv.sh" down; exit 0' INT TERM
+  start auth "$ROOT/bin/auth"
+  wait_http "http://127.0.0.1:9101/healthz" 60 auth
+  start gateway "$ROOT/bin/gateway"
+  wait_http "https://localhost:${GATEWAY_ADDR##*:}/healthz" 30 gateway
+
+  cat <<MSG
+
+CampaignMesh is up.
+  gateway (REST + gRPC)  https://localhost:${GATEWAY_ADDR##*:}   (dev CA: .state/certs/ca.pem)
+  OpenAPI                https://localhost:${GATEWAY_ADDR##*:}/openapi.json
+  first credentials      .state/bootstrap/admin.json      tenant "acme" admin
+                         .state/bootstrap/operator.json   platform operator
+  logs                   .state/logs/<service>.log
+
+Try, in another terminal:
+  bin/cmesh login -f .state/bootstrap/admin.json && bin/cmesh whoami
+  curl --cacert .state/certs/ca.pem https://localhost:${GATEWAY_ADDR##*:}/v1/auth/login -d @.state/bootstrap/admin.json
+
+Ctrl-C (or make stop) stops everything.
+MSG
+  # Stay in the foreground until a service exits or we are interrupted.
+  while alive auth && alive gateway; do sleep 1; done
+  echo "run: a service exited; stopping the rest" >&2
+  stop_services
+  exit 1
+}
+
+case "${1:-}" in
+  up) up ;;
+  stop) stop_services ;;
+  *) echo "usage: $0 up|stop" >&2; exit 2 ;;
+esac
