@@ -1,0 +1,94 @@
+package authn_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+)
+
+type staticKeys map[string]ed25519.PublicKey
+
+func (s staticKeys) PublicKey(_ context.Context, kid string) (ed25519.PublicKey, error) {
+	if k, ok := s[kid]; ok {
+		return k, nil
+	}
+	return nil, authn.ErrUnknownKey
+}
+
+func validClaims() authn.Claims {
+	now := time.Now()
+	return authn.Claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer: authn.Issuer, Audience: jwt.ClaimStrings{authn.Audience}, Subject: "user-1",
+			IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute)), ID: "jti-1",
+		},
+		TenantID: "tenant-1",
+		Role:     "viewer",
+	}
+}
+
+func TestJWTVerifier(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	_, otherPriv, _ := ed25519.GenerateKey(rand.Reader)
+	v := authn.NewJWTVerifier(staticKeys{"k1": pub})
+	sign := func(c authn.Claims, kid string, key ed25519.PrivateKey) string {
+		s, err := authn.Sign(c, kid, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	with := func(f func(*authn.Claims)) authn.Claims { c := validClaims(); f(&c); return c }
+
+	good := sign(validClaims(), "k1", priv)
+	p, err := v.Verify(context.Background(), good)
+	if err != nil {
+		t.Fatalf("valid token refused: %v", err)
+	}
+	if p.TenantID != "tenant-1" || p.Subject != "user-1" || p.Role != "viewer" || !p.Has("campaigns.read") || p.Has("users.manage") || p.Kind != authn.KindAccessToken {
+		t.Fatalf("principal = %+v", p)
+	}
+
+	// alg=none: header and claims of a valid token, no signature.
+	parts := strings.Split(good, ".")
+	none := "eyJhbGciOiJub25lIiwidHlwIjoiSldUIiwia2lkIjoiazEifQ." + parts[1] + "."
+	// HS256 keyed with the Ed25519 public key (the classic algorithm-confusion attack).
+	hs := jwt.NewWithClaims(jwt.SigningMethodHS256, validClaims())
+	hs.Header["kid"] = "k1"
+	confused, err := hs.SignedString([]byte(pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered := parts[0] + "." + parts[1] + "." + strings.Repeat("A", len(parts[2]))
+
+	bad := map[string]string{
+		"alg none":              none,
+		"hs256 with public key": confused,
+		"expired":               sign(with(func(c *authn.Claims) { c.ExpiresAt = jwt.NewNumericDate(time.Now().Add(-time.Minute)) }), "k1", priv),
+		"no expiry":             sign(with(func(c *authn.Claims) { c.ExpiresAt = nil }), "k1", priv),
+		"wrong issuer":          sign(with(func(c *authn.Claims) { c.Issuer = "someone-else" }), "k1", priv),
+		"wrong audience":        sign(with(func(c *authn.Claims) { c.Audience = jwt.ClaimStrings{"other"} }), "k1", priv),
+		"unknown kid":           sign(validClaims(), "k2", priv),
+		"no kid":                sign(validClaims(), "", priv),
+		"bad signature":         sign(validClaims(), "k1", otherPriv),
+		"tampered signature":    tampered,
+		"unknown role":          sign(with(func(c *authn.Claims) { c.Role = "root" }), "k1", priv),
+		"tenant role no tenant": sign(with(func(c *authn.Claims) { c.TenantID = "" }), "k1", priv),
+		"operator with tenant":  sign(with(func(c *authn.Claims) { c.Role = "platform_operator" }), "k1", priv),
+		"garbage":               "not-a-jwt",
+	}
+	for name, tok := range bad {
+		t.Run(name, func(t *testing.T) {
+			if p, err := v.Verify(context.Background(), tok); err == nil {
+				t.Fatalf("token accepted: %+v", p)
+			}
+		})
+	}
+}
