@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# devenv.sh - local dev infrastructure for CampaignMesh: PostgreSQL, ClickHouse, NATS JetStream.
+# Plain background processes (no systemd/docker), all state under $ROOT/.state, 127.0.0.1 only.
+#   scripts/devenv.sh up|down|status
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE=$ROOT/.state
+LOGS=$STATE/logs
+PG_DIR=$STATE/postgres PG_DATA=$STATE/postgres/data PG_RUN=$STATE/postgres/run PG_PORT=15432
+CH_DIR=$STATE/clickhouse CH_PID=$STATE/clickhouse/clickhouse.pid CH_TCP=19000 CH_HTTP=18123
+CH_SERVER=/usr/sbin/clickhouse-server
+NATS_DIR=$STATE/nats NATS_PID=$STATE/nats/nats.pid NATS_PORT=14222 NATS_MON=18222
+NATS_BIN=$ROOT/bin/nats-server NATS_VERSION=v2.15.2
+DBS=(auth campaigns dsr)
+
+say() { echo "devenv: $*"; }
+die() { echo "devenv: error: $*" >&2; exit 1; }
+# die_log MSG LOGFILE...: die, showing the last lines of the given logs.
+die_log() { local m=$1; shift; die "$m; last log lines:
+$(tail -n 8 "$@" 2>/dev/null)"; }
+IS_ROOT=0; [ "$(id -u)" -eq 0 ] && IS_ROOT=1
+
+# as USER CMD...: when root, run CMD as a service account (postgres refuses to run as root).
+as() { local u=$1; shift; if [ $IS_ROOT = 1 ]; then runuser -u "$u" -- "$@"; else "$@"; fi; }
+
+# wait_for SECONDS CMD...: poll CMD until it succeeds; non-zero on timeout or as soon
+# as the process we just started (pid in $WATCH, if set) has exited.
+WATCH=
+wait_for() {
+  local end=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $end ] || return 1
+    [ -z "$WATCH" ] || kill -0 "$WATCH" 2>/dev/null || return 1
+    sleep 0.2
+  done
+}
+
+# alive PIDFILE PATTERN: first line of PIDFILE is a live, non-zombie process whose
+# command line contains PATTERN (guards against stale pid files and pid reuse).
+alive() {
+  local pid; pid=$(head -n1 "$1" 2>/dev/null) || return 1
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  [ "$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" != Z ] || return 1
+  grep -qa -- "$2" "/proc/$pid/cmdline" 2>/dev/null
+}
+dead() { ! alive "$@"; }
+pg_alive() { alive "$PG_DATA/postmaster.pid" postgres; }
+ch_alive() { alive "$CH_PID" clickhouse-server; }
+nats_alive() { alive "$NATS_PID" nats-server; }
+
+# Newest installed PostgreSQL server, e.g. /usr/lib/postgresql/15/bin (empty if none).
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }
+ch_query() { clickhouse-client --host 127.0.0.1 --port $CH_TCP --query "$1"; }
+# healthz also checks JetStream; fall back to a plain TCP probe where curl is missing.
+nats_ready() { if command -v curl >/dev/null; then curl -fsS "http://127.0.0.1:$NATS_MON/healthz"
+  else (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT"); fi; }
+
+# check_access USER DIR: the service account must be able to reach DIR (every parent dir
+# needs o+x; a 700 home directory above the repo breaks this).
+check_access() {
+  [ $IS_ROOT = 1 ] || return 0
+  id "$1" >/dev/null 2>&1 || die "system user '$1' does not exist (package not installed correctly?)"
+  runuser -u "$1" -- test -x "$2" -a -w "$2" ||
+    die "user '$1' cannot access $2: every directory above $ROOT must be traversable by others (chmod o+x), e.g. not a 700 home dir - or clone the repo elsewhere"
+}
+
+ensure_packages() {
+  local pgb; pgb=$(pg_bin)
+  [ -n "$pgb" ] && [ -x "$pgb/initdb" ] && [ -x $CH_SERVER ] && command -v clickhouse-client >/dev/null && return 0
+  local sudo=
+  [ $IS_ROOT = 1 ] || sudo=sudo
+  [ -z "$sudo" ] || command -v sudo >/dev/null ||
+    die "postgresql/clickhouse missing and no sudo; as root run: apt-get install postgresql clickhouse-server clickhouse-client"
+  say "installing postgresql clickhouse-server clickhouse-client (apt, log: .state/logs/apt.log)"
+  # Without systemd (containers/CI) the package postinsts would start the *system* instances
+  # via init scripts; a temporary policy-rc.d (exit 101) vetoes that.
+  if [ ! -d /run/systemd/system ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod 755 /usr/sbin/policy-rc.d
+    trap "$sudo rm -f /usr/sbin/policy-rc.d" EXIT
+  fi
+  { $sudo apt-get update &&
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql clickhouse-server clickhouse-client
+  } >>"$LOGS/apt.log" 2>&1 9>&- || die_log "apt-get failed" "$LOGS/apt.log"
+  [ -n "$(pg_bin)" ] || die "PostgreSQL server binaries still missing under /usr/lib/postgresql"
+}
+
+postgres_up() {
+  local bin; bin=$(pg_bin)
+  mkdir -p "$PG_RUN"
+  touch "$LOGS/postgres.log"
+  if [ $IS_ROOT = 1 ]; then chown postgres: "$PG_DIR" "$PG_RUN" "$LOGS/postgres.log"; fi
+  check_access postgres "$PG_DIR"
+  local was=
+  if pg_alive; then was=" (was running)"; else
+    if [ ! -s "$PG_DATA/PG_VERSION" ]; then
+      as postgres "$bin/initdb" -D "$PG_DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+        --encoding=UTF8 --locale=C.UTF-8 >>"$LOGS/postgres.log" 2>&1 ||
+        die_log "initdb failed" "$LOGS/postgres.log"
+      echo "include 'devenv.conf'" >>"$PG_DATA/postgresql.conf"
+    fi
+    local v; v=$(cat "$PG_DATA/PG_VERSION")
+    [ "$bin" = "/usr/lib/postgresql/$v/bin" ] ||
+      die "cluster in $PG_DATA is PostgreSQL $v but $bin is installed; remove $PG_DIR to recreate it"
+    # Rewritten on every start so changes here take effect. fsync/synchronous_commit off:
+    # throwaway dev/test data, much faster CREATE DATABASE and commits.
+    cat >"$PG_DATA/devenv.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$PG_RUN'
+unix_socket_permissions = 0700
+fsync = off
+synchronous_commit = off
+EOF
+    # pg_ctl detaches the postmaster (own session), so it outlives this script.
+    # 9>&- everywhere a daemon is spawned: it must not inherit (and hold) the lock fd.
+    as postgres "$bin/pg_ctl" start -D "$PG_DATA" -l "$LOGS/postgres.log" -w -t 30 -s >/dev/null 2>&1 9>&- ||
+      die_log "postgres failed to start" "$LOGS/postgres.log"
+  fi
+  wait_for 30 "$bin/pg_isready" -q -h 127.0.0.1 -p $PG_PORT ||
+    die_log "postgres not ready after 30s" "$LOGS/postgres.log"
+  # Idempotent role + databases (local socket, trust auth as superuser postgres).
+  {
+    echo "SELECT 'CREATE ROLE campaignmesh' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'campaignmesh') \\gexec"
+    echo "ALTER ROLE campaignmesh LOGIN CREATEDB PASSWORD 'campaignmesh';"
+    for db in "${DBS[@]}"; do
+      echo "SELECT 'CREATE DATABASE $db OWNER campaignmesh' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$db') \\gexec"
+    done
+  } | "$bin/psql" -h "$PG_RUN" -p $PG_PORT -U postgres -d postgres -qAt -v ON_ERROR_STOP=1 >/dev/null ||
+    die "creating role/databases failed"
+  say "postgres ready on 127.0.0.1:$PG_PORT, databases: ${DBS[*]}$was"
+}
+
+# Self-contained 18.16 config (users included: users_config defaults to this file).
+# No interserver_http_port: no replication, so nothing listens on 9009.
+# mark_cache_size is mandatory in 18.16 (else: "Not found: mark_cache_size").
+clickhouse_config() {
+  cat <<EOF
+<?xml version="1.0"?>
+<!-- Generated by scripts/devenv.sh on every start; edit the script, not this file. -->
+<yandex>
+  <logger><level>information</level><size>100M</size><count>3</count>
+    <log>$LOGS/clickhouse.log</log><errorlog>$LOGS/clickhouse.err.log</errorlog></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <tcp_port>$CH_TCP</tcp_port>
+  <http_port>$CH_HTTP</http_port>
+  <path>$CH_DIR/data/</path>
+  <tmp_path>$CH_DIR/tmp/</tmp_path>
+  <user_files_path>$CH_DIR/user_files/</user_files_path>
+  <format_schema_path>$CH_DIR/format_schemas/</format_schema_path>
+  <timezone>UTC</timezone>
+  <mark_cache_size>268435456</mark_cache_size>
+  <uncompressed_cache_size>268435456</uncompressed_cache_size>
+  <default_profile>default</default_profile>
+  <profiles><default/></profiles>
+  <quotas><default/></quotas>
+  <users><default><password></password><profile>default</profile><quota>default</quota>
+    <networks><ip>127.0.0.1</ip><ip>::1</ip></networks></default></users>
+</yandex>
+EOF
+}
+
+clickhouse_up() {
+  local was=
+  if ch_alive; then was=" (was running)"; else
+    mkdir -p "$CH_DIR"
+    clickhouse_config >"$CH_DIR/config.xml"
+    # The server creates and rotates its logs itself, so it needs write access to the log dir.
+    if [ $IS_ROOT = 1 ]; then chown -R clickhouse: "$CH_DIR"; chgrp clickhouse "$LOGS"; chmod 775 "$LOGS"; fi
+    check_access clickhouse "$CH_DIR"
+    # Not --daemon: that exits 0 even when startup fails and discards early errors (e.g. a
+    # config parse error); run in the background with stderr in clickhouse.stderr.log.
+    # 18.16 only honours --pid-file in --daemon mode, so we write the pid file ourselves:
+    # setsid and setpriv both exec in place, hence $! is the server's own pid.
+    local runas=(); [ $IS_ROOT = 0 ] || runas=(setpriv --reuid=clickhouse --regid=clickhouse --init-groups)
+    setsid "${runas[@]}" $CH_SERVER --config-file="$CH_DIR/config.xml" \
+      </dev/null >>"$LOGS/clickhouse.stderr.log" 2>&1 9>&- &
+    WATCH=$!; echo $! >"$CH_PID"
+  fi
+  wait_for 60 ch_query 'SELECT 1' ||
+    die_log "clickhouse did not become ready (see also $LOGS/clickhouse.log)" "$LOGS/clickhouse.stderr.log" "$LOGS/clickhouse.err.log"
+  WATCH=
+  ch_query 'CREATE DATABASE IF NOT EXISTS analytics'
+  say "clickhouse ready on 127.0.0.1:$CH_TCP (http $CH_HTTP), database: analytics$was"
+}
+
+nats_up() {
+  if [ ! -x "$NATS_BIN" ]; then
+    local go; go=$(command -v go || echo /usr/local/go/bin/go); [ -x "$go" ] || die "go not found (needed to build nats-server)"
+    say "building nats-server $NATS_VERSION into bin/ (log: .state/logs/nats-build.log)"
+    # Run outside the repo so its go.mod (toolchain line etc.) cannot interfere.
+    (cd / && GOBIN="$ROOT/bin" "$go" install "github.com/nats-io/nats-server/v2@$NATS_VERSION") \
+      >>"$LOGS/nats-build.log" 2>&1 || die_log "go install nats-server failed" "$LOGS/nats-build.log"
+  fi
+  local was=
+  if nats_alive; then was=" (was running)"; else
+    mkdir -p "$NATS_DIR"; rm -f "$NATS_PID"
+    # setsid + nohup: own session, survives this script and its terminal.
+    setsid nohup "$NATS_BIN" -a 127.0.0.1 -p $NATS_PORT -js -sd "$NATS_DIR" -m $NATS_MON \
+      -P "$NATS_PID" -l "$LOGS/nats.log" </dev/null >>"$LOGS/nats.log" 2>&1 9>&- &
+    WATCH=$!
+  fi
+  wait_for 30 nats_ready || die_log "nats did not become ready" "$LOGS/nats.log"
+  WATCH=
+  say "nats ready on 127.0.0.1:$NATS_PORT, jetstream, monitor $NATS_MON$was"
+}
+
+write_env() {
+  # KEY=value lines: sourceable by sh and usable via make's `include`.
+  cat >"$STATE/env.tmp" <<EOF
+CM_POSTGRES_URL=postgres://campaignmesh:campaignmesh@127.0.0.1:$PG_PORT
+CM_CLICKHOUSE_ADDR=127.0.0.1:$CH_TCP
+CM_NATS_URL=nats://127.0.0.1:$NATS_PORT
+EOF
+  mv "$STATE/env.tmp" "$STATE/env" && say "wrote .state/env"
+}
+
+# stop_pid NAME PIDFILE PATTERN: SIGTERM, wait up to 30s, then SIGKILL.
+stop_pid() {
+  if ! alive "$2" "$3"; then say "$1 not running"; rm -f "$2"; return 0; fi
+  kill "$(head -n1 "$2")" 2>/dev/null || true
+  if ! wait_for 30 dead "$2" "$3"; then
+    kill -9 "$(head -n1 "$2")" 2>/dev/null || true
+    wait_for 5 dead "$2" "$3" || die "could not stop $1"
+  fi
+  rm -f "$2" && say "$1 stopped"
+}
+
+cmd_up() {
+  mkdir -p "$LOGS"; chmod 755 "$STATE"
+  exec 9>"$STATE/.lock"; flock 9   # serialize concurrent up/down (see 9>&- below)
+  ensure_packages
+  postgres_up
+  clickhouse_up
+  nats_up
+  write_env
+}
+
+cmd_down() {
+  [ -d "$STATE" ] || { say "nothing to stop"; return 0; }
+  exec 9>"$STATE/.lock"; flock 9
+  if pg_alive; then
+    as postgres "$(pg_bin)/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 30 -s || die "pg_ctl stop failed"
+    say "postgres stopped"
+  else say "postgres not running"; fi
+  stop_pid clickhouse "$CH_PID" clickhouse-server
+  stop_pid nats "$NATS_PID" nats-server
+}
+
+status_line() { if "$2"; then echo "$1: running ($3)"; else echo "$1: not running"; fi; }
+cmd_status() {
+  status_line postgres pg_alive "127.0.0.1:$PG_PORT"
+  status_line clickhouse ch_alive "127.0.0.1:$CH_TCP"
+  status_line nats nats_alive "127.0.0.1:$NATS_PORT"
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
