@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +26,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
@@ -68,8 +70,12 @@ type logWriter struct {
 	buf bytes.Buffer
 }
 
-func (w *logWriter) Write(p []byte) (int, error) { w.mu.Lock(); defer w.mu.Unlock(); return w.buf.Write(p) }
-func (w *logWriter) String() string               { w.mu.Lock(); defer w.mu.Unlock(); return w.buf.String() }
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+func (w *logWriter) String() string { w.mu.Lock(); defer w.mu.Unlock(); return w.buf.String() }
 
 func startProcess(t *testing.T, bin string, env []string) *logWriter {
 	t.Helper()
@@ -167,7 +173,9 @@ func (m *mesh) edgeTLS(t *testing.T) *tls.Config {
 	return &tls.Config{RootCAs: pool, ServerName: "localhost"}
 }
 
-func (m *mesh) url(path string) string { return "https://localhost:" + strings.Split(m.gateway, ":")[1] + path }
+func (m *mesh) url(path string) string {
+	return "https://localhost:" + strings.Split(m.gateway, ":")[1] + path
+}
 
 // rest sends a JSON request and decodes the JSON answer.
 func (m *mesh) rest(t *testing.T, method, path, token string, body any, hdr ...string) (int, map[string]any, http.Header) {
@@ -281,6 +289,26 @@ func TestMeshEndToEnd(t *testing.T) {
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("oversized gRPC message: %v, want ResourceExhausted", err)
 	}
+	// Reflection through the gateway lists the backends' services (what `grpcurl list` shows).
+	stream, err := reflectionv1.NewServerReflectionClient(m.grpcConn(t)).ServerReflectionInfo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionv1.ServerReflectionRequest{MessageRequest: &reflectionv1.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	refl, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []string
+	for _, s := range refl.GetListServicesResponse().GetService() {
+		listed = append(listed, s.GetName())
+	}
+	if !slices.Contains(listed, "campaignmesh.auth.v1.AuthService") {
+		t.Fatalf("reflection lists %v; want campaignmesh.auth.v1.AuthService", listed)
+	}
+
 	// OpenAPI is served.
 	resp, err := m.httpc.Get(m.url("/openapi.json"))
 	if err != nil || resp.StatusCode != 200 {

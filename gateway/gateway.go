@@ -26,7 +26,11 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/campaignmesh/campaignmesh/gen/openapi"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
@@ -103,7 +107,10 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 	)
 	g.health = health.NewServer()
 	healthpb.RegisterHealthServer(g.grpc, g.health)
-	reflection.Register(g.grpc) // the gateway links every service's descriptors
+	// Reflection answers for the backends' services too: the gateway links their descriptors.
+	refl := reflection.ServerOptions{Services: meshServices{own: g.grpc, backends: backends}}
+	reflectionv1.RegisterServerReflectionServer(g.grpc, reflection.NewServerV1(refl))
+	reflectionv1alpha.RegisterServerReflectionServer(g.grpc, reflection.NewServer(refl))
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
@@ -142,6 +149,34 @@ func (g *Gateway) SetServing(serving bool) {
 
 // Stop ends the gRPC streams in flight.
 func (g *Gateway) Stop() { g.grpc.Stop() }
+
+// meshServices lists, for reflection, the gateway's own services and every service of the
+// backends' proto packages.
+type meshServices struct {
+	own      *grpc.Server
+	backends []Backend
+}
+
+func (m meshServices) GetServiceInfo() map[string]grpc.ServiceInfo {
+	out := m.own.GetServiceInfo()
+	protoregistry.GlobalFiles.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+		for _, b := range m.backends {
+			if string(fd.Package()) != b.Package {
+				continue
+			}
+			for i := 0; i < fd.Services().Len(); i++ {
+				sd := fd.Services().Get(i)
+				info := grpc.ServiceInfo{Metadata: fd.Path()}
+				for j := 0; j < sd.Methods().Len(); j++ {
+					info.Methods = append(info.Methods, grpc.MethodInfo{Name: string(sd.Methods().Get(j).Name())})
+				}
+				out[string(sd.FullName())] = info
+			}
+		}
+		return true
+	})
+	return out
+}
 
 type clientIPKey struct{}
 
