@@ -19,6 +19,7 @@ stop_services() {
     local name=${SERVICES[i]}
     if alive "$name"; then
       local pid; pid=$(cat "$RUN/$name.pid")
+      rm -f "$RUN/$name.pid" # first, so a foreground `up` sees a requested stop, not a crash
       kill -TERM "$pid" 2>/dev/null || true
       for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
       kill -KILL "$pid" 2>/dev/null || true
@@ -82,6 +83,10 @@ Ctrl-C (or make stop) stops everything.
 MSG
   # Stay in the foreground until a service exits or we are interrupted.
   while alive auth && alive gateway; do sleep 1; done
+  if [ ! -f "$RUN/auth.pid" ] || [ ! -f "$RUN/gateway.pid" ]; then
+    echo "run: stopped (make stop)"
+    exit 0
+  fi
   echo "run: a service exited; stopping the rest" >&2
   stop_services
   exit 1
