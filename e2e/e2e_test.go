@@ -42,6 +42,8 @@ type mesh struct {
 	httpc    *http.Client
 	otlp     *otlpReceiver
 	bootstrp string
+	// authAdmin serves auth's /metrics and /healthz.
+	authAdmin string
 }
 
 func freePort(t *testing.T) string {
@@ -129,6 +131,7 @@ func startMesh(t *testing.T, gatewayEnv ...string) *mesh {
 		"OTEL_BSP_SCHEDULE_DELAY=100", "OTEL_TRACES_SAMPLER=always_on",
 	}
 	authAddr, authAdmin := freePort(t), freePort(t)
+	m.authAdmin = authAdmin
 	c := func(name string) string { return filepath.Join(m.certs, name) }
 	startProcess(t, filepath.Join(m.dir, "auth"), append([]string{
 		"CM_AUTH_LISTEN=" + authAddr, "CM_AUTH_ADMIN_LISTEN=" + authAdmin,
@@ -307,6 +310,17 @@ func TestMeshEndToEnd(t *testing.T) {
 	}
 	if !slices.Contains(listed, "campaignmesh.auth.v1.AuthService") {
 		t.Fatalf("reflection lists %v; want campaignmesh.auth.v1.AuthService", listed)
+	}
+
+	// Prometheus metrics count the calls auth handled.
+	mresp, err := http.Get("http://" + m.authAdmin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	if !strings.Contains(string(metrics), `grpc_server_handled_total{grpc_code="OK",grpc_method="Login"`) {
+		t.Fatalf("auth /metrics has no Login counter:\n%.2000s", metrics)
 	}
 
 	// OpenAPI is served.

@@ -24,9 +24,22 @@ type RemoteKeys struct {
 	fetchedAt time.Time
 }
 
-// NewRemoteKeys returns a key source backed by the auth service.
-func NewRemoteKeys(client authv1.AuthServiceClient) *RemoteKeys {
-	return &RemoteKeys{client: client, maxAge: 5 * time.Minute, minRefresh: 10 * time.Second}
+// Defaults of NewRemoteKeys.
+const (
+	DefaultKeysMaxAge     = 5 * time.Minute
+	DefaultKeysMinRefresh = 10 * time.Second
+)
+
+// NewRemoteKeys returns a key source backed by the auth service that keeps keys at most maxAge
+// and refetches for an unknown kid at most every minRefresh (zero values: the defaults).
+func NewRemoteKeys(client authv1.AuthServiceClient, maxAge, minRefresh time.Duration) *RemoteKeys {
+	if maxAge <= 0 {
+		maxAge = DefaultKeysMaxAge
+	}
+	if minRefresh <= 0 {
+		minRefresh = DefaultKeysMinRefresh
+	}
+	return &RemoteKeys{client: client, maxAge: maxAge, minRefresh: minRefresh}
 }
 
 // PublicKey implements KeySource.

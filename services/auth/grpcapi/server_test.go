@@ -295,3 +295,32 @@ func readLoginFile(t *testing.T, path string) *authv1.LoginRequest {
 	}
 	return &req
 }
+
+// Other services verify tokens locally with keys fetched from auth over mTLS; a rotation is
+// picked up on the first token with the new kid.
+func TestRemoteKeysFollowRotation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	if _, err := e.svc.Bootstrap(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	op := readLoginFile(t, dir+"/operator.json")
+	verifier := authn.NewJWTVerifier(authn.NewRemoteKeys(e.client, time.Hour, time.Millisecond))
+	before := e.login(t, "", op.GetEmail(), op.GetPassword())
+	if p, err := verifier.Verify(ctx, before); err != nil || p.Role != rbac.PlatformOperator {
+		t.Fatalf("verify before rotation: %+v %v", p, err)
+	}
+	if _, err := e.client.RotateSigningKey(as(before), &authv1.RotateSigningKeyRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond) // past the minimum refresh interval of this verifier
+	after := e.login(t, "", op.GetEmail(), op.GetPassword())
+	if _, err := verifier.Verify(ctx, after); err != nil {
+		t.Fatalf("token signed with the rotated key: %v", err)
+	}
+	if _, err := verifier.Verify(ctx, before); err != nil {
+		t.Fatalf("token signed before the rotation: %v", err)
+	}
+}
