@@ -97,7 +97,7 @@ infra: ## Install (apt) and start PostgreSQL, ClickHouse and NATS JetStream unde
 	scripts/devenv.sh up
 .PHONY: infra
 
-run: infra certs build ## Bring the whole mesh up in the foreground (Ctrl-C stops it)
+run: infra certs build $(BIN)/grpcurl ## Bring the whole mesh up in the foreground (Ctrl-C stops it)
 	scripts/run.sh up
 .PHONY: run
 

@@ -9,10 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -22,6 +19,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
+	"github.com/campaignmesh/campaignmesh/internal/platform/process"
 	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 )
 
@@ -64,34 +62,12 @@ func parse(args []string) (settings, error) {
 	return s, p.Err()
 }
 
-func main() {
-	s, err := parse(os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "gateway:", err)
-		os.Exit(2)
-	}
-	logger := telemetry.NewLogger(os.Stderr, "gateway", s.logLevel)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, s, logger); err != nil {
-		logger.Error("gateway stopped", "err", err)
-		os.Exit(1)
-	}
-}
+// LogLevel implements process.Settings.
+func (s settings) LogLevel() slog.Level { return s.logLevel }
+
+func main() { process.Main("gateway", parse, run) }
 
 func run(ctx context.Context, s settings, logger *slog.Logger) error {
-	shutdownTracing, err := telemetry.SetupTracing(ctx, "gateway")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = shutdownTracing(ctx)
-	}()
 	mesh, err := mtls.NewSource(s.mesh, logger)
 	if err != nil {
 		return err

@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -19,6 +16,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
+	"github.com/campaignmesh/campaignmesh/internal/platform/process"
 	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 	"github.com/campaignmesh/campaignmesh/services/auth"
 	"github.com/campaignmesh/campaignmesh/services/auth/grpcapi"
@@ -59,34 +57,12 @@ func parse(args []string) (settings, error) {
 	return s, p.Err()
 }
 
-func main() {
-	s, err := parse(os.Args[1:])
-	if err == flag.ErrHelp {
-		os.Exit(0)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "auth:", err)
-		os.Exit(2)
-	}
-	logger := telemetry.NewLogger(os.Stderr, "auth", s.logLevel)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, s, logger); err != nil {
-		logger.Error("auth stopped", "err", err)
-		os.Exit(1)
-	}
-}
+// LogLevel implements process.Settings.
+func (s settings) LogLevel() slog.Level { return s.logLevel }
+
+func main() { process.Main("auth", parse, run) }
 
 func run(ctx context.Context, s settings, logger *slog.Logger) error {
-	shutdownTracing, err := telemetry.SetupTracing(ctx, "auth")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = shutdownTracing(ctx)
-	}()
 	certs, err := mtls.NewSource(s.tls, logger)
 	if err != nil {
 		return err
