@@ -106,7 +106,7 @@ stop: ## Stop the services and the infrastructure started by make run / make tes
 	scripts/devenv.sh down
 .PHONY: stop
 
-TEST_FLAGS ?= -count=1 -timeout 10m
+TEST_FLAGS ?= -race -count=1 -timeout 10m
 test: infra ## Run every test against real PostgreSQL, ClickHouse and NATS
 	set -a; . .state/env; set +a; go test $(TEST_FLAGS) ./...
 .PHONY: test
