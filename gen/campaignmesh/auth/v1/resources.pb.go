@@ -496,6 +496,306 @@ func (x *SigningKey) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// ApiKey is a credential for servers and ingestion, scoped to a subset of its creator's
+// permissions. Its secret is shown once at creation and stored only as a hash.
+type ApiKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Server-assigned id (UUID). Output only.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Tenant of the key. Output only.
+	TenantId string `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Name, 1-100 characters.
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// Permissions the key holds.
+	Scopes []string `protobuf:"bytes,4,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// First characters of the secret ("cmk_" and the key's public part) to recognise it in logs.
+	SecretPrefix string `protobuf:"bytes,5,opt,name=secret_prefix,json=secretPrefix,proto3" json:"secret_prefix,omitempty"`
+	// User who created it. Output only.
+	Creator string `protobuf:"bytes,6,opt,name=creator,proto3" json:"creator,omitempty"`
+	// Optional expiry.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Output only.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Set when revoked. Output only.
+	RevokeTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
+	// Last time the key was used (updated at most once a minute). Output only.
+	LastUsedTime  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_used_time,json=lastUsedTime,proto3" json:"last_used_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApiKey) Reset() {
+	*x = ApiKey{}
+	mi := &file_campaignmesh_auth_v1_resources_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApiKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApiKey) ProtoMessage() {}
+
+func (x *ApiKey) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_resources_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApiKey.ProtoReflect.Descriptor instead.
+func (*ApiKey) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_resources_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ApiKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ApiKey) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ApiKey) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ApiKey) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *ApiKey) GetSecretPrefix() string {
+	if x != nil {
+		return x.SecretPrefix
+	}
+	return ""
+}
+
+func (x *ApiKey) GetCreator() string {
+	if x != nil {
+		return x.Creator
+	}
+	return ""
+}
+
+func (x *ApiKey) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *ApiKey) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *ApiKey) GetRevokeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokeTime
+	}
+	return nil
+}
+
+func (x *ApiKey) GetLastUsedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUsedTime
+	}
+	return nil
+}
+
+// AuditRecord is one immutable entry of a tenant's audit log.
+type AuditRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Record id (UUID), assigned where the call happened.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Position in the tenant's chain, from 1. Output only.
+	Sequence int64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// When the call happened.
+	Time *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	// Tenant; empty for platform-level records.
+	TenantId string `protobuf:"bytes,4,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Who called: user id, API key id or "service:<name>"; empty when unauthenticated.
+	Actor string `protobuf:"bytes,5,opt,name=actor,proto3" json:"actor,omitempty"`
+	// "access_token", "api_key", "service" or "anonymous".
+	ActorKind string `protobuf:"bytes,6,opt,name=actor_kind,json=actorKind,proto3" json:"actor_kind,omitempty"`
+	// Full gRPC method.
+	Method string `protobuf:"bytes,7,opt,name=method,proto3" json:"method,omitempty"`
+	// Id of the resource acted on, when known.
+	Resource string `protobuf:"bytes,8,opt,name=resource,proto3" json:"resource,omitempty"`
+	// gRPC code name of the outcome, e.g. "OK", "PERMISSION_DENIED".
+	Outcome string `protobuf:"bytes,9,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// Request id.
+	RequestId string `protobuf:"bytes,10,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Trace id.
+	TraceId string `protobuf:"bytes,11,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	// Client address as seen by the gateway.
+	ClientAddress string `protobuf:"bytes,12,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"`
+	// Mesh service that handled (and recorded) the call.
+	Service string `protobuf:"bytes,13,opt,name=service,proto3" json:"service,omitempty"`
+	// Hash of the previous record of the tenant (hex). Output only.
+	PreviousHash string `protobuf:"bytes,14,opt,name=previous_hash,json=previousHash,proto3" json:"previous_hash,omitempty"`
+	// SHA-256 of previous_hash and this record's fields (hex). Output only.
+	Hash          string `protobuf:"bytes,15,opt,name=hash,proto3" json:"hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditRecord) Reset() {
+	*x = AuditRecord{}
+	mi := &file_campaignmesh_auth_v1_resources_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditRecord) ProtoMessage() {}
+
+func (x *AuditRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_resources_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
+func (*AuditRecord) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_resources_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AuditRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetSequence() int64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *AuditRecord) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AuditRecord) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetActorKind() string {
+	if x != nil {
+		return x.ActorKind
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetClientAddress() string {
+	if x != nil {
+		return x.ClientAddress
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetPreviousHash() string {
+	if x != nil {
+		return x.PreviousHash
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
 var File_campaignmesh_auth_v1_resources_proto protoreflect.FileDescriptor
 
 const file_campaignmesh_auth_v1_resources_proto_rawDesc = "" +
@@ -538,7 +838,41 @@ const file_campaignmesh_auth_v1_resources_proto_rawDesc = "" +
 	"\x01x\x18\x05 \x01(\tR\x01x\x12\x16\n" +
 	"\x06active\x18\x06 \x01(\bR\x06active\x12;\n" +
 	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime*}\n" +
+	"createTime\"\x99\x03\n" +
+	"\x06ApiKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x16\n" +
+	"\x06scopes\x18\x04 \x03(\tR\x06scopes\x12#\n" +
+	"\rsecret_prefix\x18\x05 \x01(\tR\fsecretPrefix\x12\x18\n" +
+	"\acreator\x18\x06 \x01(\tR\acreator\x12;\n" +
+	"\vexpire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12;\n" +
+	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vrevoke_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"revokeTime\x12@\n" +
+	"\x0elast_used_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\flastUsedTime\"\xbd\x03\n" +
+	"\vAuditRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\bsequence\x18\x02 \x01(\x03R\bsequence\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1b\n" +
+	"\ttenant_id\x18\x04 \x01(\tR\btenantId\x12\x14\n" +
+	"\x05actor\x18\x05 \x01(\tR\x05actor\x12\x1d\n" +
+	"\n" +
+	"actor_kind\x18\x06 \x01(\tR\tactorKind\x12\x16\n" +
+	"\x06method\x18\a \x01(\tR\x06method\x12\x1a\n" +
+	"\bresource\x18\b \x01(\tR\bresource\x12\x18\n" +
+	"\aoutcome\x18\t \x01(\tR\aoutcome\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\n" +
+	" \x01(\tR\trequestId\x12\x19\n" +
+	"\btrace_id\x18\v \x01(\tR\atraceId\x12%\n" +
+	"\x0eclient_address\x18\f \x01(\tR\rclientAddress\x12\x18\n" +
+	"\aservice\x18\r \x01(\tR\aservice\x12#\n" +
+	"\rprevious_hash\x18\x0e \x01(\tR\fpreviousHash\x12\x12\n" +
+	"\x04hash\x18\x0f \x01(\tR\x04hash*}\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -561,7 +895,7 @@ func file_campaignmesh_auth_v1_resources_proto_rawDescGZIP() []byte {
 }
 
 var file_campaignmesh_auth_v1_resources_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_campaignmesh_auth_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_campaignmesh_auth_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_campaignmesh_auth_v1_resources_proto_goTypes = []any{
 	(Role)(0),                     // 0: campaignmesh.auth.v1.Role
 	(Tenant_State)(0),             // 1: campaignmesh.auth.v1.Tenant.State
@@ -569,22 +903,29 @@ var file_campaignmesh_auth_v1_resources_proto_goTypes = []any{
 	(*Tenant)(nil),                // 3: campaignmesh.auth.v1.Tenant
 	(*User)(nil),                  // 4: campaignmesh.auth.v1.User
 	(*SigningKey)(nil),            // 5: campaignmesh.auth.v1.SigningKey
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*ApiKey)(nil),                // 6: campaignmesh.auth.v1.ApiKey
+	(*AuditRecord)(nil),           // 7: campaignmesh.auth.v1.AuditRecord
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
 }
 var file_campaignmesh_auth_v1_resources_proto_depIdxs = []int32{
-	1, // 0: campaignmesh.auth.v1.Tenant.state:type_name -> campaignmesh.auth.v1.Tenant.State
-	6, // 1: campaignmesh.auth.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	6, // 2: campaignmesh.auth.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	0, // 3: campaignmesh.auth.v1.User.role:type_name -> campaignmesh.auth.v1.Role
-	2, // 4: campaignmesh.auth.v1.User.state:type_name -> campaignmesh.auth.v1.User.State
-	6, // 5: campaignmesh.auth.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	6, // 6: campaignmesh.auth.v1.User.update_time:type_name -> google.protobuf.Timestamp
-	6, // 7: campaignmesh.auth.v1.SigningKey.create_time:type_name -> google.protobuf.Timestamp
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	1,  // 0: campaignmesh.auth.v1.Tenant.state:type_name -> campaignmesh.auth.v1.Tenant.State
+	8,  // 1: campaignmesh.auth.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	8,  // 2: campaignmesh.auth.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	0,  // 3: campaignmesh.auth.v1.User.role:type_name -> campaignmesh.auth.v1.Role
+	2,  // 4: campaignmesh.auth.v1.User.state:type_name -> campaignmesh.auth.v1.User.State
+	8,  // 5: campaignmesh.auth.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	8,  // 6: campaignmesh.auth.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	8,  // 7: campaignmesh.auth.v1.SigningKey.create_time:type_name -> google.protobuf.Timestamp
+	8,  // 8: campaignmesh.auth.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
+	8,  // 9: campaignmesh.auth.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	8,  // 10: campaignmesh.auth.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	8,  // 11: campaignmesh.auth.v1.ApiKey.last_used_time:type_name -> google.protobuf.Timestamp
+	8,  // 12: campaignmesh.auth.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_campaignmesh_auth_v1_resources_proto_init() }
@@ -598,7 +939,7 @@ func file_campaignmesh_auth_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campaignmesh_auth_v1_resources_proto_rawDesc), len(file_campaignmesh_auth_v1_resources_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   3,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

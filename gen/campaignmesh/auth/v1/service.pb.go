@@ -98,9 +98,13 @@ type LoginResponse struct {
 	// Seconds until the token expires.
 	ExpiresIn int64 `protobuf:"varint,3,opt,name=expires_in,json=expiresIn,proto3" json:"expires_in,omitempty"`
 	// When the token expires.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Opaque refresh token for Refresh; single use (each use returns a new one).
+	RefreshToken string `protobuf:"bytes,5,opt,name=refresh_token,json=refreshToken,proto3" json:"refresh_token,omitempty"`
+	// When the refresh token expires.
+	RefreshExpireTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=refresh_expire_time,json=refreshExpireTime,proto3" json:"refresh_expire_time,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *LoginResponse) Reset() {
@@ -157,6 +161,20 @@ func (x *LoginResponse) GetExpiresIn() int64 {
 func (x *LoginResponse) GetExpireTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *LoginResponse) GetRefreshToken() string {
+	if x != nil {
+		return x.RefreshToken
+	}
+	return ""
+}
+
+func (x *LoginResponse) GetRefreshExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RefreshExpireTime
 	}
 	return nil
 }
@@ -413,7 +431,10 @@ func (*RotateSigningKeyRequest) Descriptor() ([]byte, []int) {
 type CreateTenantRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The tenant: slug and display_name are used, other fields are ignored.
-	Tenant        *Tenant `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Tenant *Tenant `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Optional idempotency key (1-64 of A-Za-z0-9._-): a retry with the same id within 24 h
+	// returns the first result; the same id with a different request is rejected.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -453,6 +474,13 @@ func (x *CreateTenantRequest) GetTenant() *Tenant {
 		return x.Tenant
 	}
 	return nil
+}
+
+func (x *CreateTenantRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 // GetTenantRequest names a tenant.
@@ -663,7 +691,9 @@ type CreateUserRequest struct {
 	// The user: email, display_name and role are used, other fields are ignored.
 	User *User `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
 	// Initial password, 12-1024 bytes.
-	Password      string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	Password string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	// Optional idempotency key, as in CreateTenantRequest.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -708,6 +738,13 @@ func (x *CreateUserRequest) GetUser() *User {
 func (x *CreateUserRequest) GetPassword() string {
 	if x != nil {
 		return x.Password
+	}
+	return ""
+}
+
+func (x *CreateUserRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -969,6 +1006,1327 @@ func (x *ChangeUserRoleRequest) GetRole() Role {
 	return Role_ROLE_UNSPECIFIED
 }
 
+// RefreshRequest carries a refresh token.
+type RefreshRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// From LoginResponse or a previous Refresh.
+	RefreshToken  string `protobuf:"bytes,1,opt,name=refresh_token,json=refreshToken,proto3" json:"refresh_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshRequest) Reset() {
+	*x = RefreshRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshRequest) ProtoMessage() {}
+
+func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshRequest.ProtoReflect.Descriptor instead.
+func (*RefreshRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RefreshRequest) GetRefreshToken() string {
+	if x != nil {
+		return x.RefreshToken
+	}
+	return ""
+}
+
+// LogoutRequest carries the refresh token of the session to end.
+type LogoutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// From LoginResponse or Refresh.
+	RefreshToken  string `protobuf:"bytes,1,opt,name=refresh_token,json=refreshToken,proto3" json:"refresh_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogoutRequest) Reset() {
+	*x = LogoutRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogoutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogoutRequest) ProtoMessage() {}
+
+func (x *LogoutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogoutRequest.ProtoReflect.Descriptor instead.
+func (*LogoutRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *LogoutRequest) GetRefreshToken() string {
+	if x != nil {
+		return x.RefreshToken
+	}
+	return ""
+}
+
+// LogoutResponse is empty.
+type LogoutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogoutResponse) Reset() {
+	*x = LogoutResponse{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogoutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogoutResponse) ProtoMessage() {}
+
+func (x *LogoutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogoutResponse.ProtoReflect.Descriptor instead.
+func (*LogoutResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{20}
+}
+
+// ChangePasswordRequest changes the caller's password.
+type ChangePasswordRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The current password.
+	CurrentPassword string `protobuf:"bytes,1,opt,name=current_password,json=currentPassword,proto3" json:"current_password,omitempty"`
+	// The new password, 12-1024 bytes.
+	NewPassword   string `protobuf:"bytes,2,opt,name=new_password,json=newPassword,proto3" json:"new_password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangePasswordRequest) Reset() {
+	*x = ChangePasswordRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangePasswordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangePasswordRequest) ProtoMessage() {}
+
+func (x *ChangePasswordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangePasswordRequest.ProtoReflect.Descriptor instead.
+func (*ChangePasswordRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ChangePasswordRequest) GetCurrentPassword() string {
+	if x != nil {
+		return x.CurrentPassword
+	}
+	return ""
+}
+
+func (x *ChangePasswordRequest) GetNewPassword() string {
+	if x != nil {
+		return x.NewPassword
+	}
+	return ""
+}
+
+// ChangePasswordResponse is empty.
+type ChangePasswordResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangePasswordResponse) Reset() {
+	*x = ChangePasswordResponse{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangePasswordResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangePasswordResponse) ProtoMessage() {}
+
+func (x *ChangePasswordResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangePasswordResponse.ProtoReflect.Descriptor instead.
+func (*ChangePasswordResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{22}
+}
+
+// ListRolesRequest is empty.
+type ListRolesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRolesRequest) Reset() {
+	*x = ListRolesRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRolesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRolesRequest) ProtoMessage() {}
+
+func (x *ListRolesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRolesRequest.ProtoReflect.Descriptor instead.
+func (*ListRolesRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{23}
+}
+
+// ListRolesResponse lists the roles.
+type ListRolesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every role, tenant roles first.
+	Roles         []*RoleInfo `protobuf:"bytes,1,rep,name=roles,proto3" json:"roles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRolesResponse) Reset() {
+	*x = ListRolesResponse{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRolesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRolesResponse) ProtoMessage() {}
+
+func (x *ListRolesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRolesResponse.ProtoReflect.Descriptor instead.
+func (*ListRolesResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListRolesResponse) GetRoles() []*RoleInfo {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+// RoleInfo is a role and its permissions.
+type RoleInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The role.
+	Role Role `protobuf:"varint,1,opt,name=role,proto3,enum=campaignmesh.auth.v1.Role" json:"role,omitempty"`
+	// Its permissions, sorted.
+	Permissions   []string `protobuf:"bytes,2,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleInfo) Reset() {
+	*x = RoleInfo{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleInfo) ProtoMessage() {}
+
+func (x *RoleInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleInfo.ProtoReflect.Descriptor instead.
+func (*RoleInfo) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RoleInfo) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *RoleInfo) GetPermissions() []string {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
+
+// RevokeUserSessionsRequest names a user of the caller's tenant.
+type RevokeUserSessionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// User id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeUserSessionsRequest) Reset() {
+	*x = RevokeUserSessionsRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeUserSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeUserSessionsRequest) ProtoMessage() {}
+
+func (x *RevokeUserSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeUserSessionsRequest.ProtoReflect.Descriptor instead.
+func (*RevokeUserSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RevokeUserSessionsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// RevokeUserSessionsResponse reports what was ended.
+type RevokeUserSessionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Number of sessions ended.
+	RevokedSessions int64 `protobuf:"varint,1,opt,name=revoked_sessions,json=revokedSessions,proto3" json:"revoked_sessions,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RevokeUserSessionsResponse) Reset() {
+	*x = RevokeUserSessionsResponse{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeUserSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeUserSessionsResponse) ProtoMessage() {}
+
+func (x *RevokeUserSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeUserSessionsResponse.ProtoReflect.Descriptor instead.
+func (*RevokeUserSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RevokeUserSessionsResponse) GetRevokedSessions() int64 {
+	if x != nil {
+		return x.RevokedSessions
+	}
+	return 0
+}
+
+// UnlockUserRequest names a user of the caller's tenant.
+type UnlockUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// User id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnlockUserRequest) Reset() {
+	*x = UnlockUserRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnlockUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnlockUserRequest) ProtoMessage() {}
+
+func (x *UnlockUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnlockUserRequest.ProtoReflect.Descriptor instead.
+func (*UnlockUserRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *UnlockUserRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// CreateApiKeyRequest creates an API key.
+type CreateApiKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name, 1-100 characters.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Permissions the key holds (e.g. "events.write"): a non-empty subset of the caller's.
+	Scopes []string `protobuf:"bytes,2,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// Optional expiry, in the future.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Optional idempotency key, as in CreateTenantRequest.
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateApiKeyRequest) Reset() {
+	*x = CreateApiKeyRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateApiKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateApiKeyRequest) ProtoMessage() {}
+
+func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateApiKeyRequest.ProtoReflect.Descriptor instead.
+func (*CreateApiKeyRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CreateApiKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateApiKeyRequest) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *CreateApiKeyRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *CreateApiKeyRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// CreateApiKeyResponse carries the new key and, once only, its secret.
+type CreateApiKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key.
+	ApiKey *ApiKey `protobuf:"bytes,1,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	// The secret to send as `authorization: Bearer <secret>`. Shown only here.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateApiKeyResponse) Reset() {
+	*x = CreateApiKeyResponse{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateApiKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateApiKeyResponse) ProtoMessage() {}
+
+func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateApiKeyResponse.ProtoReflect.Descriptor instead.
+func (*CreateApiKeyResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CreateApiKeyResponse) GetApiKey() *ApiKey {
+	if x != nil {
+		return x.ApiKey
+	}
+	return nil
+}
+
+func (x *CreateApiKeyResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// GetApiKeyRequest names a key of the caller's tenant.
+type GetApiKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Key id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetApiKeyRequest) Reset() {
+	*x = GetApiKeyRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetApiKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetApiKeyRequest) ProtoMessage() {}
+
+func (x *GetApiKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetApiKeyRequest.ProtoReflect.Descriptor instead.
+func (*GetApiKeyRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetApiKeyRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// ListApiKeysRequest pages through the caller's tenant's keys.
+type ListApiKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many (default 50, max 1000).
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListApiKeysRequest) Reset() {
+	*x = ListApiKeysRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListApiKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListApiKeysRequest) ProtoMessage() {}
+
+func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListApiKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListApiKeysRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListApiKeysRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListApiKeysRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListApiKeysResponse is one page of keys.
+type ListApiKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keys, oldest first.
+	ApiKeys []*ApiKey `protobuf:"bytes,1,rep,name=api_keys,json=apiKeys,proto3" json:"api_keys,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListApiKeysResponse) Reset() {
+	*x = ListApiKeysResponse{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListApiKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListApiKeysResponse) ProtoMessage() {}
+
+func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListApiKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListApiKeysResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ListApiKeysResponse) GetApiKeys() []*ApiKey {
+	if x != nil {
+		return x.ApiKeys
+	}
+	return nil
+}
+
+func (x *ListApiKeysResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// RevokeApiKeyRequest names a key of the caller's tenant.
+type RevokeApiKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Key id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeApiKeyRequest) Reset() {
+	*x = RevokeApiKeyRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeApiKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeApiKeyRequest) ProtoMessage() {}
+
+func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeApiKeyRequest.ProtoReflect.Descriptor instead.
+func (*RevokeApiKeyRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RevokeApiKeyRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// VerifyApiKeyRequest carries a presented API key secret.
+type VerifyApiKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The full secret as presented by the client.
+	Secret        string `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyApiKeyRequest) Reset() {
+	*x = VerifyApiKeyRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyApiKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyApiKeyRequest) ProtoMessage() {}
+
+func (x *VerifyApiKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyApiKeyRequest.ProtoReflect.Descriptor instead.
+func (*VerifyApiKeyRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *VerifyApiKeyRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// VerifyApiKeyResponse describes a valid key.
+type VerifyApiKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Key id.
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// Tenant of the key.
+	TenantId string `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Permissions of the key.
+	Scopes []string `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// Key expiry, if any; callers never cache past it.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyApiKeyResponse) Reset() {
+	*x = VerifyApiKeyResponse{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyApiKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyApiKeyResponse) ProtoMessage() {}
+
+func (x *VerifyApiKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyApiKeyResponse.ProtoReflect.Descriptor instead.
+func (*VerifyApiKeyResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *VerifyApiKeyResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *VerifyApiKeyResponse) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *VerifyApiKeyResponse) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *VerifyApiKeyResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+// ListAuditRecordsRequest filters and pages audit records. Filters combine with AND.
+type ListAuditRecordsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Records at or after this time.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Records before this time.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Exact actor (user id, key id or "service:<name>").
+	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Exact full method, e.g. "/campaignmesh.auth.v1.AuthService/CreateUser".
+	Method string `protobuf:"bytes,4,opt,name=method,proto3" json:"method,omitempty"`
+	// Exact resource id.
+	Resource string `protobuf:"bytes,5,opt,name=resource,proto3" json:"resource,omitempty"`
+	// Outcome: a gRPC code name such as "OK" or "PERMISSION_DENIED".
+	Outcome string `protobuf:"bytes,6,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// At most this many (default 50, max 1000).
+	PageSize int32 `protobuf:"varint,7,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token.
+	PageToken     string `protobuf:"bytes,8,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditRecordsRequest) Reset() {
+	*x = ListAuditRecordsRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditRecordsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditRecordsRequest) ProtoMessage() {}
+
+func (x *ListAuditRecordsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditRecordsRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditRecordsRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ListAuditRecordsRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ListAuditRecordsRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *ListAuditRecordsRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ListAuditRecordsRequest) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *ListAuditRecordsRequest) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *ListAuditRecordsRequest) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *ListAuditRecordsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAuditRecordsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListAuditRecordsResponse is one page of audit records.
+type ListAuditRecordsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Records, oldest first.
+	Records []*AuditRecord `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditRecordsResponse) Reset() {
+	*x = ListAuditRecordsResponse{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditRecordsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditRecordsResponse) ProtoMessage() {}
+
+func (x *ListAuditRecordsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditRecordsResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditRecordsResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ListAuditRecordsResponse) GetRecords() []*AuditRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *ListAuditRecordsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// VerifyAuditChainRequest is empty: the chain is the caller's tenant's.
+type VerifyAuditChainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyAuditChainRequest) Reset() {
+	*x = VerifyAuditChainRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyAuditChainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyAuditChainRequest) ProtoMessage() {}
+
+func (x *VerifyAuditChainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyAuditChainRequest.ProtoReflect.Descriptor instead.
+func (*VerifyAuditChainRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{39}
+}
+
+// VerifyAuditChainResponse reports the verification.
+type VerifyAuditChainResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when every record links to its predecessor and matches its hash.
+	Ok bool `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	// Number of records checked.
+	RecordsChecked int64 `protobuf:"varint,2,opt,name=records_checked,json=recordsChecked,proto3" json:"records_checked,omitempty"`
+	// Sequence number of the first broken record, when not ok.
+	FirstBrokenSequence int64 `protobuf:"varint,3,opt,name=first_broken_sequence,json=firstBrokenSequence,proto3" json:"first_broken_sequence,omitempty"`
+	// What is wrong with it.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyAuditChainResponse) Reset() {
+	*x = VerifyAuditChainResponse{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyAuditChainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyAuditChainResponse) ProtoMessage() {}
+
+func (x *VerifyAuditChainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyAuditChainResponse.ProtoReflect.Descriptor instead.
+func (*VerifyAuditChainResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *VerifyAuditChainResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *VerifyAuditChainResponse) GetRecordsChecked() int64 {
+	if x != nil {
+		return x.RecordsChecked
+	}
+	return 0
+}
+
+func (x *VerifyAuditChainResponse) GetFirstBrokenSequence() int64 {
+	if x != nil {
+		return x.FirstBrokenSequence
+	}
+	return 0
+}
+
+func (x *VerifyAuditChainResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// AppendAuditRecordsRequest carries records recorded by another service.
+type AppendAuditRecordsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 500 records; each must carry its id. Hash fields are ignored.
+	Records       []*AuditRecord `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendAuditRecordsRequest) Reset() {
+	*x = AppendAuditRecordsRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendAuditRecordsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendAuditRecordsRequest) ProtoMessage() {}
+
+func (x *AppendAuditRecordsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendAuditRecordsRequest.ProtoReflect.Descriptor instead.
+func (*AppendAuditRecordsRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *AppendAuditRecordsRequest) GetRecords() []*AuditRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+// AppendAuditRecordsResponse reports what was stored.
+type AppendAuditRecordsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Records stored now.
+	Appended int64 `protobuf:"varint,1,opt,name=appended,proto3" json:"appended,omitempty"`
+	// Records already stored earlier (redeliveries), skipped.
+	Duplicates    int64 `protobuf:"varint,2,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendAuditRecordsResponse) Reset() {
+	*x = AppendAuditRecordsResponse{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendAuditRecordsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendAuditRecordsResponse) ProtoMessage() {}
+
+func (x *AppendAuditRecordsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendAuditRecordsResponse.ProtoReflect.Descriptor instead.
+func (*AppendAuditRecordsResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *AppendAuditRecordsResponse) GetAppended() int64 {
+	if x != nil {
+		return x.Appended
+	}
+	return 0
+}
+
+func (x *AppendAuditRecordsResponse) GetDuplicates() int64 {
+	if x != nil {
+		return x.Duplicates
+	}
+	return 0
+}
+
 var File_campaignmesh_auth_v1_service_proto protoreflect.FileDescriptor
 
 const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
@@ -977,7 +2335,7 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\fLoginRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05email\x18\x02 \x01(\tR\x05email\x12\x1a\n" +
-	"\bpassword\x18\x03 \x01(\tR\bpassword\"\xad\x01\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\"\x9e\x02\n" +
 	"\rLoginResponse\x12!\n" +
 	"\faccess_token\x18\x01 \x01(\tR\vaccessToken\x12\x1d\n" +
 	"\n" +
@@ -985,7 +2343,9 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\n" +
 	"expires_in\x18\x03 \x01(\x03R\texpiresIn\x12;\n" +
 	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"\x0f\n" +
+	"expireTime\x12#\n" +
+	"\rrefresh_token\x18\x05 \x01(\tR\frefreshToken\x12J\n" +
+	"\x13refresh_expire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x11refreshExpireTime\"\x0f\n" +
 	"\rWhoAmIRequest\"\xe5\x01\n" +
 	"\x0eWhoAmIResponse\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x18\n" +
@@ -997,9 +2357,11 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\x16ListSigningKeysRequest\"O\n" +
 	"\x17ListSigningKeysResponse\x124\n" +
 	"\x04keys\x18\x01 \x03(\v2 .campaignmesh.auth.v1.SigningKeyR\x04keys\"\x19\n" +
-	"\x17RotateSigningKeyRequest\"K\n" +
+	"\x17RotateSigningKeyRequest\"j\n" +
 	"\x13CreateTenantRequest\x124\n" +
-	"\x06tenant\x18\x01 \x01(\v2\x1c.campaignmesh.auth.v1.TenantR\x06tenant\"\"\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x1c.campaignmesh.auth.v1.TenantR\x06tenant\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\"\n" +
 	"\x10GetTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"P\n" +
 	"\x12ListTenantsRequest\x12\x1b\n" +
@@ -1010,10 +2372,12 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\atenants\x18\x01 \x03(\v2\x1c.campaignmesh.auth.v1.TenantR\atenants\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"&\n" +
 	"\x14SuspendTenantRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"_\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"~\n" +
 	"\x11CreateUserRequest\x12.\n" +
 	"\x04user\x18\x01 \x01(\v2\x1a.campaignmesh.auth.v1.UserR\x04user\x12\x1a\n" +
-	"\bpassword\x18\x02 \x01(\tR\bpassword\" \n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\" \n" +
 	"\x0eGetUserRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"N\n" +
 	"\x10ListUsersRequest\x12\x1b\n" +
@@ -1027,9 +2391,90 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"W\n" +
 	"\x15ChangeUserRoleRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
-	"\x04role\x18\x02 \x01(\x0e2\x1a.campaignmesh.auth.v1.RoleR\x04role2\xef\r\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x1a.campaignmesh.auth.v1.RoleR\x04role\"5\n" +
+	"\x0eRefreshRequest\x12#\n" +
+	"\rrefresh_token\x18\x01 \x01(\tR\frefreshToken\"4\n" +
+	"\rLogoutRequest\x12#\n" +
+	"\rrefresh_token\x18\x01 \x01(\tR\frefreshToken\"\x10\n" +
+	"\x0eLogoutResponse\"e\n" +
+	"\x15ChangePasswordRequest\x12)\n" +
+	"\x10current_password\x18\x01 \x01(\tR\x0fcurrentPassword\x12!\n" +
+	"\fnew_password\x18\x02 \x01(\tR\vnewPassword\"\x18\n" +
+	"\x16ChangePasswordResponse\"\x12\n" +
+	"\x10ListRolesRequest\"I\n" +
+	"\x11ListRolesResponse\x124\n" +
+	"\x05roles\x18\x01 \x03(\v2\x1e.campaignmesh.auth.v1.RoleInfoR\x05roles\"\\\n" +
+	"\bRoleInfo\x12.\n" +
+	"\x04role\x18\x01 \x01(\x0e2\x1a.campaignmesh.auth.v1.RoleR\x04role\x12 \n" +
+	"\vpermissions\x18\x02 \x03(\tR\vpermissions\"+\n" +
+	"\x19RevokeUserSessionsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"G\n" +
+	"\x1aRevokeUserSessionsResponse\x12)\n" +
+	"\x10revoked_sessions\x18\x01 \x01(\x03R\x0frevokedSessions\"#\n" +
+	"\x11UnlockUserRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x9d\x01\n" +
+	"\x13CreateApiKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12;\n" +
+	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"e\n" +
+	"\x14CreateApiKeyResponse\x125\n" +
+	"\aapi_key\x18\x01 \x01(\v2\x1c.campaignmesh.auth.v1.ApiKeyR\x06apiKey\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"\"\n" +
+	"\x10GetApiKeyRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"P\n" +
+	"\x12ListApiKeysRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"v\n" +
+	"\x13ListApiKeysResponse\x127\n" +
+	"\bapi_keys\x18\x01 \x03(\v2\x1c.campaignmesh.auth.v1.ApiKeyR\aapiKeys\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"%\n" +
+	"\x13RevokeApiKeyRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"-\n" +
+	"\x13VerifyApiKeyRequest\x12\x16\n" +
+	"\x06secret\x18\x01 \x01(\tR\x06secret\"\x9f\x01\n" +
+	"\x14VerifyApiKeyResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1b\n" +
+	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x16\n" +
+	"\x06scopes\x18\x03 \x03(\tR\x06scopes\x12;\n" +
+	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"\xab\x02\n" +
+	"\x17ListAuditRecordsRequest\x129\n" +
+	"\n" +
+	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06method\x18\x04 \x01(\tR\x06method\x12\x1a\n" +
+	"\bresource\x18\x05 \x01(\tR\bresource\x12\x18\n" +
+	"\aoutcome\x18\x06 \x01(\tR\aoutcome\x12\x1b\n" +
+	"\tpage_size\x18\a \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\b \x01(\tR\tpageToken\"\x7f\n" +
+	"\x18ListAuditRecordsResponse\x12;\n" +
+	"\arecords\x18\x01 \x03(\v2!.campaignmesh.auth.v1.AuditRecordR\arecords\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x19\n" +
+	"\x17VerifyAuditChainRequest\"\x9f\x01\n" +
+	"\x18VerifyAuditChainResponse\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12'\n" +
+	"\x0frecords_checked\x18\x02 \x01(\x03R\x0erecordsChecked\x122\n" +
+	"\x15first_broken_sequence\x18\x03 \x01(\x03R\x13firstBrokenSequence\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"X\n" +
+	"\x19AppendAuditRecordsRequest\x12;\n" +
+	"\arecords\x18\x01 \x03(\v2!.campaignmesh.auth.v1.AuditRecordR\arecords\"X\n" +
+	"\x1aAppendAuditRecordsResponse\x12\x1a\n" +
+	"\bappended\x18\x01 \x01(\x03R\bappended\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\x02 \x01(\x03R\n" +
+	"duplicates2\xb5\x1e\n" +
 	"\vAuthService\x12s\n" +
-	"\x05Login\x12\".campaignmesh.auth.v1.LoginRequest\x1a#.campaignmesh.auth.v1.LoginResponse\"!\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/auth/login\x12r\n" +
+	"\x05Login\x12\".campaignmesh.auth.v1.LoginRequest\x1a#.campaignmesh.auth.v1.LoginResponse\"!\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/auth/login\x12y\n" +
+	"\aRefresh\x12$.campaignmesh.auth.v1.RefreshRequest\x1a#.campaignmesh.auth.v1.LoginResponse\"#\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/auth/refresh\x12w\n" +
+	"\x06Logout\x12#.campaignmesh.auth.v1.LogoutRequest\x1a$.campaignmesh.auth.v1.LogoutResponse\"\"\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/auth/logout\x12\x91\x01\n" +
+	"\x0eChangePassword\x12+.campaignmesh.auth.v1.ChangePasswordRequest\x1a,.campaignmesh.auth.v1.ChangePasswordResponse\"$\xc2\xf3\x18\x04P\x01\x10\x01\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/auth/password\x12u\n" +
+	"\tListRoles\x12&.campaignmesh.auth.v1.ListRolesRequest\x1a'.campaignmesh.auth.v1.ListRolesResponse\"\x17\xc2\xf3\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\v\x12\t/v1/roles\x12r\n" +
 	"\x06WhoAmI\x12#.campaignmesh.auth.v1.WhoAmIRequest\x1a$.campaignmesh.auth.v1.WhoAmIResponse\"\x1d\xc2\xf3\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/auth/whoami\x12\x8b\x01\n" +
 	"\x0fListSigningKeys\x12,.campaignmesh.auth.v1.ListSigningKeysRequest\x1a-.campaignmesh.auth.v1.ListSigningKeysResponse\"\x1b\xc2\xf3\x18\x02\x18\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/auth/keys\x12\x9f\x01\n" +
 	"\x10RotateSigningKey\x12-.campaignmesh.auth.v1.RotateSigningKeyRequest\x1a .campaignmesh.auth.v1.SigningKey\":\xc2\xf3\x18\x17P\x01\n" +
@@ -1054,7 +2499,37 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\vDisableUser\x12(.campaignmesh.auth.v1.DisableUserRequest\x1a\x1a.campaignmesh.auth.v1.User\"5\xc2\xf3\x18\x10P\x01\n" +
 	"\fusers.manage\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/users/{id}:disable\x12\x93\x01\n" +
 	"\x0eChangeUserRole\x12+.campaignmesh.auth.v1.ChangeUserRoleRequest\x1a\x1a.campaignmesh.auth.v1.User\"8\xc2\xf3\x18\x10P\x01\n" +
-	"\fusers.manage\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/users/{id}:changeRoleBFZDgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1;authv1b\x06proto3"
+	"\fusers.manage\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/users/{id}:changeRole\x12\xb5\x01\n" +
+	"\x12RevokeUserSessions\x12/.campaignmesh.auth.v1.RevokeUserSessionsRequest\x1a0.campaignmesh.auth.v1.RevokeUserSessionsResponse\"<\xc2\xf3\x18\x10P\x01\n" +
+	"\fusers.manage\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/users/{id}:revokeSessions\x12\x87\x01\n" +
+	"\n" +
+	"UnlockUser\x12'.campaignmesh.auth.v1.UnlockUserRequest\x1a\x1a.campaignmesh.auth.v1.User\"4\xc2\xf3\x18\x10P\x01\n" +
+	"\fusers.manage\x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/users/{id}:unlock\x12\x93\x01\n" +
+	"\fCreateApiKey\x12).campaignmesh.auth.v1.CreateApiKeyRequest\x1a*.campaignmesh.auth.v1.CreateApiKeyResponse\",\xc2\xf3\x18\x12P\x01\n" +
+	"\x0eapikeys.manage\x82\xd3\xe4\x93\x02\x10:\x01*\"\v/v1/apikeys\x12\x7f\n" +
+	"\tGetApiKey\x12&.campaignmesh.auth.v1.GetApiKeyRequest\x1a\x1c.campaignmesh.auth.v1.ApiKey\",\xc2\xf3\x18\x10\n" +
+	"\x0eapikeys.manage\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/apikeys/{id}\x12\x8b\x01\n" +
+	"\vListApiKeys\x12(.campaignmesh.auth.v1.ListApiKeysRequest\x1a).campaignmesh.auth.v1.ListApiKeysResponse\"'\xc2\xf3\x18\x10\n" +
+	"\x0eapikeys.manage\x82\xd3\xe4\x93\x02\r\x12\v/v1/apikeys\x12\x91\x01\n" +
+	"\fRevokeApiKey\x12).campaignmesh.auth.v1.RevokeApiKeyRequest\x1a\x1c.campaignmesh.auth.v1.ApiKey\"8\xc2\xf3\x18\x12P\x01\n" +
+	"\x0eapikeys.manage\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/apikeys/{id}:revoke\x12\xb6\x01\n" +
+	"\fVerifyApiKey\x12).campaignmesh.auth.v1.VerifyApiKeyRequest\x1a*.campaignmesh.auth.v1.VerifyApiKeyResponse\"O\xc2\xf3\x18%\"#\n" +
+	"\x06ingest\n" +
+	"\tcampaigns\n" +
+	"\tanalytics\n" +
+	"\x03dsr\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/internal/apikeys:verify\x12\x9c\x01\n" +
+	"\x10ListAuditRecords\x12-.campaignmesh.auth.v1.ListAuditRecordsRequest\x1a..campaignmesh.auth.v1.ListAuditRecordsResponse\")\xc2\xf3\x18\f\n" +
+	"\n" +
+	"audit.read\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/audit/records\x12\x9e\x01\n" +
+	"\x10VerifyAuditChain\x12-.campaignmesh.auth.v1.VerifyAuditChainRequest\x1a..campaignmesh.auth.v1.VerifyAuditChainResponse\"+\xc2\xf3\x18\f\n" +
+	"\n" +
+	"audit.read\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/audit:verify\x12\xd0\x01\n" +
+	"\x12AppendAuditRecords\x12/.campaignmesh.auth.v1.AppendAuditRecordsRequest\x1a0.campaignmesh.auth.v1.AppendAuditRecordsResponse\"W\xc2\xf3\x18/\"-\n" +
+	"\x06ingest\n" +
+	"\tcampaigns\n" +
+	"\tanalytics\n" +
+	"\x03dsr\n" +
+	"\bmeshtest\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/internal/audit:appendBFZDgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1;authv1b\x06proto3"
 
 var (
 	file_campaignmesh_auth_v1_service_proto_rawDescOnce sync.Once
@@ -1068,72 +2543,138 @@ func file_campaignmesh_auth_v1_service_proto_rawDescGZIP() []byte {
 	return file_campaignmesh_auth_v1_service_proto_rawDescData
 }
 
-var file_campaignmesh_auth_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_campaignmesh_auth_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_campaignmesh_auth_v1_service_proto_goTypes = []any{
-	(*LoginRequest)(nil),            // 0: campaignmesh.auth.v1.LoginRequest
-	(*LoginResponse)(nil),           // 1: campaignmesh.auth.v1.LoginResponse
-	(*WhoAmIRequest)(nil),           // 2: campaignmesh.auth.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),          // 3: campaignmesh.auth.v1.WhoAmIResponse
-	(*ListSigningKeysRequest)(nil),  // 4: campaignmesh.auth.v1.ListSigningKeysRequest
-	(*ListSigningKeysResponse)(nil), // 5: campaignmesh.auth.v1.ListSigningKeysResponse
-	(*RotateSigningKeyRequest)(nil), // 6: campaignmesh.auth.v1.RotateSigningKeyRequest
-	(*CreateTenantRequest)(nil),     // 7: campaignmesh.auth.v1.CreateTenantRequest
-	(*GetTenantRequest)(nil),        // 8: campaignmesh.auth.v1.GetTenantRequest
-	(*ListTenantsRequest)(nil),      // 9: campaignmesh.auth.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),     // 10: campaignmesh.auth.v1.ListTenantsResponse
-	(*SuspendTenantRequest)(nil),    // 11: campaignmesh.auth.v1.SuspendTenantRequest
-	(*CreateUserRequest)(nil),       // 12: campaignmesh.auth.v1.CreateUserRequest
-	(*GetUserRequest)(nil),          // 13: campaignmesh.auth.v1.GetUserRequest
-	(*ListUsersRequest)(nil),        // 14: campaignmesh.auth.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),       // 15: campaignmesh.auth.v1.ListUsersResponse
-	(*DisableUserRequest)(nil),      // 16: campaignmesh.auth.v1.DisableUserRequest
-	(*ChangeUserRoleRequest)(nil),   // 17: campaignmesh.auth.v1.ChangeUserRoleRequest
-	(*timestamppb.Timestamp)(nil),   // 18: google.protobuf.Timestamp
-	(Role)(0),                       // 19: campaignmesh.auth.v1.Role
-	(*SigningKey)(nil),              // 20: campaignmesh.auth.v1.SigningKey
-	(*Tenant)(nil),                  // 21: campaignmesh.auth.v1.Tenant
-	(*User)(nil),                    // 22: campaignmesh.auth.v1.User
+	(*LoginRequest)(nil),               // 0: campaignmesh.auth.v1.LoginRequest
+	(*LoginResponse)(nil),              // 1: campaignmesh.auth.v1.LoginResponse
+	(*WhoAmIRequest)(nil),              // 2: campaignmesh.auth.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),             // 3: campaignmesh.auth.v1.WhoAmIResponse
+	(*ListSigningKeysRequest)(nil),     // 4: campaignmesh.auth.v1.ListSigningKeysRequest
+	(*ListSigningKeysResponse)(nil),    // 5: campaignmesh.auth.v1.ListSigningKeysResponse
+	(*RotateSigningKeyRequest)(nil),    // 6: campaignmesh.auth.v1.RotateSigningKeyRequest
+	(*CreateTenantRequest)(nil),        // 7: campaignmesh.auth.v1.CreateTenantRequest
+	(*GetTenantRequest)(nil),           // 8: campaignmesh.auth.v1.GetTenantRequest
+	(*ListTenantsRequest)(nil),         // 9: campaignmesh.auth.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),        // 10: campaignmesh.auth.v1.ListTenantsResponse
+	(*SuspendTenantRequest)(nil),       // 11: campaignmesh.auth.v1.SuspendTenantRequest
+	(*CreateUserRequest)(nil),          // 12: campaignmesh.auth.v1.CreateUserRequest
+	(*GetUserRequest)(nil),             // 13: campaignmesh.auth.v1.GetUserRequest
+	(*ListUsersRequest)(nil),           // 14: campaignmesh.auth.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),          // 15: campaignmesh.auth.v1.ListUsersResponse
+	(*DisableUserRequest)(nil),         // 16: campaignmesh.auth.v1.DisableUserRequest
+	(*ChangeUserRoleRequest)(nil),      // 17: campaignmesh.auth.v1.ChangeUserRoleRequest
+	(*RefreshRequest)(nil),             // 18: campaignmesh.auth.v1.RefreshRequest
+	(*LogoutRequest)(nil),              // 19: campaignmesh.auth.v1.LogoutRequest
+	(*LogoutResponse)(nil),             // 20: campaignmesh.auth.v1.LogoutResponse
+	(*ChangePasswordRequest)(nil),      // 21: campaignmesh.auth.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil),     // 22: campaignmesh.auth.v1.ChangePasswordResponse
+	(*ListRolesRequest)(nil),           // 23: campaignmesh.auth.v1.ListRolesRequest
+	(*ListRolesResponse)(nil),          // 24: campaignmesh.auth.v1.ListRolesResponse
+	(*RoleInfo)(nil),                   // 25: campaignmesh.auth.v1.RoleInfo
+	(*RevokeUserSessionsRequest)(nil),  // 26: campaignmesh.auth.v1.RevokeUserSessionsRequest
+	(*RevokeUserSessionsResponse)(nil), // 27: campaignmesh.auth.v1.RevokeUserSessionsResponse
+	(*UnlockUserRequest)(nil),          // 28: campaignmesh.auth.v1.UnlockUserRequest
+	(*CreateApiKeyRequest)(nil),        // 29: campaignmesh.auth.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),       // 30: campaignmesh.auth.v1.CreateApiKeyResponse
+	(*GetApiKeyRequest)(nil),           // 31: campaignmesh.auth.v1.GetApiKeyRequest
+	(*ListApiKeysRequest)(nil),         // 32: campaignmesh.auth.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),        // 33: campaignmesh.auth.v1.ListApiKeysResponse
+	(*RevokeApiKeyRequest)(nil),        // 34: campaignmesh.auth.v1.RevokeApiKeyRequest
+	(*VerifyApiKeyRequest)(nil),        // 35: campaignmesh.auth.v1.VerifyApiKeyRequest
+	(*VerifyApiKeyResponse)(nil),       // 36: campaignmesh.auth.v1.VerifyApiKeyResponse
+	(*ListAuditRecordsRequest)(nil),    // 37: campaignmesh.auth.v1.ListAuditRecordsRequest
+	(*ListAuditRecordsResponse)(nil),   // 38: campaignmesh.auth.v1.ListAuditRecordsResponse
+	(*VerifyAuditChainRequest)(nil),    // 39: campaignmesh.auth.v1.VerifyAuditChainRequest
+	(*VerifyAuditChainResponse)(nil),   // 40: campaignmesh.auth.v1.VerifyAuditChainResponse
+	(*AppendAuditRecordsRequest)(nil),  // 41: campaignmesh.auth.v1.AppendAuditRecordsRequest
+	(*AppendAuditRecordsResponse)(nil), // 42: campaignmesh.auth.v1.AppendAuditRecordsResponse
+	(*timestamppb.Timestamp)(nil),      // 43: google.protobuf.Timestamp
+	(Role)(0),                          // 44: campaignmesh.auth.v1.Role
+	(*SigningKey)(nil),                 // 45: campaignmesh.auth.v1.SigningKey
+	(*Tenant)(nil),                     // 46: campaignmesh.auth.v1.Tenant
+	(*User)(nil),                       // 47: campaignmesh.auth.v1.User
+	(*ApiKey)(nil),                     // 48: campaignmesh.auth.v1.ApiKey
+	(*AuditRecord)(nil),                // 49: campaignmesh.auth.v1.AuditRecord
 }
 var file_campaignmesh_auth_v1_service_proto_depIdxs = []int32{
-	18, // 0: campaignmesh.auth.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
-	19, // 1: campaignmesh.auth.v1.WhoAmIResponse.role:type_name -> campaignmesh.auth.v1.Role
-	20, // 2: campaignmesh.auth.v1.ListSigningKeysResponse.keys:type_name -> campaignmesh.auth.v1.SigningKey
-	21, // 3: campaignmesh.auth.v1.CreateTenantRequest.tenant:type_name -> campaignmesh.auth.v1.Tenant
-	21, // 4: campaignmesh.auth.v1.ListTenantsResponse.tenants:type_name -> campaignmesh.auth.v1.Tenant
-	22, // 5: campaignmesh.auth.v1.CreateUserRequest.user:type_name -> campaignmesh.auth.v1.User
-	22, // 6: campaignmesh.auth.v1.ListUsersResponse.users:type_name -> campaignmesh.auth.v1.User
-	19, // 7: campaignmesh.auth.v1.ChangeUserRoleRequest.role:type_name -> campaignmesh.auth.v1.Role
-	0,  // 8: campaignmesh.auth.v1.AuthService.Login:input_type -> campaignmesh.auth.v1.LoginRequest
-	2,  // 9: campaignmesh.auth.v1.AuthService.WhoAmI:input_type -> campaignmesh.auth.v1.WhoAmIRequest
-	4,  // 10: campaignmesh.auth.v1.AuthService.ListSigningKeys:input_type -> campaignmesh.auth.v1.ListSigningKeysRequest
-	6,  // 11: campaignmesh.auth.v1.AuthService.RotateSigningKey:input_type -> campaignmesh.auth.v1.RotateSigningKeyRequest
-	7,  // 12: campaignmesh.auth.v1.AuthService.CreateTenant:input_type -> campaignmesh.auth.v1.CreateTenantRequest
-	8,  // 13: campaignmesh.auth.v1.AuthService.GetTenant:input_type -> campaignmesh.auth.v1.GetTenantRequest
-	9,  // 14: campaignmesh.auth.v1.AuthService.ListTenants:input_type -> campaignmesh.auth.v1.ListTenantsRequest
-	11, // 15: campaignmesh.auth.v1.AuthService.SuspendTenant:input_type -> campaignmesh.auth.v1.SuspendTenantRequest
-	12, // 16: campaignmesh.auth.v1.AuthService.CreateUser:input_type -> campaignmesh.auth.v1.CreateUserRequest
-	13, // 17: campaignmesh.auth.v1.AuthService.GetUser:input_type -> campaignmesh.auth.v1.GetUserRequest
-	14, // 18: campaignmesh.auth.v1.AuthService.ListUsers:input_type -> campaignmesh.auth.v1.ListUsersRequest
-	16, // 19: campaignmesh.auth.v1.AuthService.DisableUser:input_type -> campaignmesh.auth.v1.DisableUserRequest
-	17, // 20: campaignmesh.auth.v1.AuthService.ChangeUserRole:input_type -> campaignmesh.auth.v1.ChangeUserRoleRequest
-	1,  // 21: campaignmesh.auth.v1.AuthService.Login:output_type -> campaignmesh.auth.v1.LoginResponse
-	3,  // 22: campaignmesh.auth.v1.AuthService.WhoAmI:output_type -> campaignmesh.auth.v1.WhoAmIResponse
-	5,  // 23: campaignmesh.auth.v1.AuthService.ListSigningKeys:output_type -> campaignmesh.auth.v1.ListSigningKeysResponse
-	20, // 24: campaignmesh.auth.v1.AuthService.RotateSigningKey:output_type -> campaignmesh.auth.v1.SigningKey
-	21, // 25: campaignmesh.auth.v1.AuthService.CreateTenant:output_type -> campaignmesh.auth.v1.Tenant
-	21, // 26: campaignmesh.auth.v1.AuthService.GetTenant:output_type -> campaignmesh.auth.v1.Tenant
-	10, // 27: campaignmesh.auth.v1.AuthService.ListTenants:output_type -> campaignmesh.auth.v1.ListTenantsResponse
-	21, // 28: campaignmesh.auth.v1.AuthService.SuspendTenant:output_type -> campaignmesh.auth.v1.Tenant
-	22, // 29: campaignmesh.auth.v1.AuthService.CreateUser:output_type -> campaignmesh.auth.v1.User
-	22, // 30: campaignmesh.auth.v1.AuthService.GetUser:output_type -> campaignmesh.auth.v1.User
-	15, // 31: campaignmesh.auth.v1.AuthService.ListUsers:output_type -> campaignmesh.auth.v1.ListUsersResponse
-	22, // 32: campaignmesh.auth.v1.AuthService.DisableUser:output_type -> campaignmesh.auth.v1.User
-	22, // 33: campaignmesh.auth.v1.AuthService.ChangeUserRole:output_type -> campaignmesh.auth.v1.User
-	21, // [21:34] is the sub-list for method output_type
-	8,  // [8:21] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	43, // 0: campaignmesh.auth.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
+	43, // 1: campaignmesh.auth.v1.LoginResponse.refresh_expire_time:type_name -> google.protobuf.Timestamp
+	44, // 2: campaignmesh.auth.v1.WhoAmIResponse.role:type_name -> campaignmesh.auth.v1.Role
+	45, // 3: campaignmesh.auth.v1.ListSigningKeysResponse.keys:type_name -> campaignmesh.auth.v1.SigningKey
+	46, // 4: campaignmesh.auth.v1.CreateTenantRequest.tenant:type_name -> campaignmesh.auth.v1.Tenant
+	46, // 5: campaignmesh.auth.v1.ListTenantsResponse.tenants:type_name -> campaignmesh.auth.v1.Tenant
+	47, // 6: campaignmesh.auth.v1.CreateUserRequest.user:type_name -> campaignmesh.auth.v1.User
+	47, // 7: campaignmesh.auth.v1.ListUsersResponse.users:type_name -> campaignmesh.auth.v1.User
+	44, // 8: campaignmesh.auth.v1.ChangeUserRoleRequest.role:type_name -> campaignmesh.auth.v1.Role
+	25, // 9: campaignmesh.auth.v1.ListRolesResponse.roles:type_name -> campaignmesh.auth.v1.RoleInfo
+	44, // 10: campaignmesh.auth.v1.RoleInfo.role:type_name -> campaignmesh.auth.v1.Role
+	43, // 11: campaignmesh.auth.v1.CreateApiKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	48, // 12: campaignmesh.auth.v1.CreateApiKeyResponse.api_key:type_name -> campaignmesh.auth.v1.ApiKey
+	48, // 13: campaignmesh.auth.v1.ListApiKeysResponse.api_keys:type_name -> campaignmesh.auth.v1.ApiKey
+	43, // 14: campaignmesh.auth.v1.VerifyApiKeyResponse.expire_time:type_name -> google.protobuf.Timestamp
+	43, // 15: campaignmesh.auth.v1.ListAuditRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
+	43, // 16: campaignmesh.auth.v1.ListAuditRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
+	49, // 17: campaignmesh.auth.v1.ListAuditRecordsResponse.records:type_name -> campaignmesh.auth.v1.AuditRecord
+	49, // 18: campaignmesh.auth.v1.AppendAuditRecordsRequest.records:type_name -> campaignmesh.auth.v1.AuditRecord
+	0,  // 19: campaignmesh.auth.v1.AuthService.Login:input_type -> campaignmesh.auth.v1.LoginRequest
+	18, // 20: campaignmesh.auth.v1.AuthService.Refresh:input_type -> campaignmesh.auth.v1.RefreshRequest
+	19, // 21: campaignmesh.auth.v1.AuthService.Logout:input_type -> campaignmesh.auth.v1.LogoutRequest
+	21, // 22: campaignmesh.auth.v1.AuthService.ChangePassword:input_type -> campaignmesh.auth.v1.ChangePasswordRequest
+	23, // 23: campaignmesh.auth.v1.AuthService.ListRoles:input_type -> campaignmesh.auth.v1.ListRolesRequest
+	2,  // 24: campaignmesh.auth.v1.AuthService.WhoAmI:input_type -> campaignmesh.auth.v1.WhoAmIRequest
+	4,  // 25: campaignmesh.auth.v1.AuthService.ListSigningKeys:input_type -> campaignmesh.auth.v1.ListSigningKeysRequest
+	6,  // 26: campaignmesh.auth.v1.AuthService.RotateSigningKey:input_type -> campaignmesh.auth.v1.RotateSigningKeyRequest
+	7,  // 27: campaignmesh.auth.v1.AuthService.CreateTenant:input_type -> campaignmesh.auth.v1.CreateTenantRequest
+	8,  // 28: campaignmesh.auth.v1.AuthService.GetTenant:input_type -> campaignmesh.auth.v1.GetTenantRequest
+	9,  // 29: campaignmesh.auth.v1.AuthService.ListTenants:input_type -> campaignmesh.auth.v1.ListTenantsRequest
+	11, // 30: campaignmesh.auth.v1.AuthService.SuspendTenant:input_type -> campaignmesh.auth.v1.SuspendTenantRequest
+	12, // 31: campaignmesh.auth.v1.AuthService.CreateUser:input_type -> campaignmesh.auth.v1.CreateUserRequest
+	13, // 32: campaignmesh.auth.v1.AuthService.GetUser:input_type -> campaignmesh.auth.v1.GetUserRequest
+	14, // 33: campaignmesh.auth.v1.AuthService.ListUsers:input_type -> campaignmesh.auth.v1.ListUsersRequest
+	16, // 34: campaignmesh.auth.v1.AuthService.DisableUser:input_type -> campaignmesh.auth.v1.DisableUserRequest
+	17, // 35: campaignmesh.auth.v1.AuthService.ChangeUserRole:input_type -> campaignmesh.auth.v1.ChangeUserRoleRequest
+	26, // 36: campaignmesh.auth.v1.AuthService.RevokeUserSessions:input_type -> campaignmesh.auth.v1.RevokeUserSessionsRequest
+	28, // 37: campaignmesh.auth.v1.AuthService.UnlockUser:input_type -> campaignmesh.auth.v1.UnlockUserRequest
+	29, // 38: campaignmesh.auth.v1.AuthService.CreateApiKey:input_type -> campaignmesh.auth.v1.CreateApiKeyRequest
+	31, // 39: campaignmesh.auth.v1.AuthService.GetApiKey:input_type -> campaignmesh.auth.v1.GetApiKeyRequest
+	32, // 40: campaignmesh.auth.v1.AuthService.ListApiKeys:input_type -> campaignmesh.auth.v1.ListApiKeysRequest
+	34, // 41: campaignmesh.auth.v1.AuthService.RevokeApiKey:input_type -> campaignmesh.auth.v1.RevokeApiKeyRequest
+	35, // 42: campaignmesh.auth.v1.AuthService.VerifyApiKey:input_type -> campaignmesh.auth.v1.VerifyApiKeyRequest
+	37, // 43: campaignmesh.auth.v1.AuthService.ListAuditRecords:input_type -> campaignmesh.auth.v1.ListAuditRecordsRequest
+	39, // 44: campaignmesh.auth.v1.AuthService.VerifyAuditChain:input_type -> campaignmesh.auth.v1.VerifyAuditChainRequest
+	41, // 45: campaignmesh.auth.v1.AuthService.AppendAuditRecords:input_type -> campaignmesh.auth.v1.AppendAuditRecordsRequest
+	1,  // 46: campaignmesh.auth.v1.AuthService.Login:output_type -> campaignmesh.auth.v1.LoginResponse
+	1,  // 47: campaignmesh.auth.v1.AuthService.Refresh:output_type -> campaignmesh.auth.v1.LoginResponse
+	20, // 48: campaignmesh.auth.v1.AuthService.Logout:output_type -> campaignmesh.auth.v1.LogoutResponse
+	22, // 49: campaignmesh.auth.v1.AuthService.ChangePassword:output_type -> campaignmesh.auth.v1.ChangePasswordResponse
+	24, // 50: campaignmesh.auth.v1.AuthService.ListRoles:output_type -> campaignmesh.auth.v1.ListRolesResponse
+	3,  // 51: campaignmesh.auth.v1.AuthService.WhoAmI:output_type -> campaignmesh.auth.v1.WhoAmIResponse
+	5,  // 52: campaignmesh.auth.v1.AuthService.ListSigningKeys:output_type -> campaignmesh.auth.v1.ListSigningKeysResponse
+	45, // 53: campaignmesh.auth.v1.AuthService.RotateSigningKey:output_type -> campaignmesh.auth.v1.SigningKey
+	46, // 54: campaignmesh.auth.v1.AuthService.CreateTenant:output_type -> campaignmesh.auth.v1.Tenant
+	46, // 55: campaignmesh.auth.v1.AuthService.GetTenant:output_type -> campaignmesh.auth.v1.Tenant
+	10, // 56: campaignmesh.auth.v1.AuthService.ListTenants:output_type -> campaignmesh.auth.v1.ListTenantsResponse
+	46, // 57: campaignmesh.auth.v1.AuthService.SuspendTenant:output_type -> campaignmesh.auth.v1.Tenant
+	47, // 58: campaignmesh.auth.v1.AuthService.CreateUser:output_type -> campaignmesh.auth.v1.User
+	47, // 59: campaignmesh.auth.v1.AuthService.GetUser:output_type -> campaignmesh.auth.v1.User
+	15, // 60: campaignmesh.auth.v1.AuthService.ListUsers:output_type -> campaignmesh.auth.v1.ListUsersResponse
+	47, // 61: campaignmesh.auth.v1.AuthService.DisableUser:output_type -> campaignmesh.auth.v1.User
+	47, // 62: campaignmesh.auth.v1.AuthService.ChangeUserRole:output_type -> campaignmesh.auth.v1.User
+	27, // 63: campaignmesh.auth.v1.AuthService.RevokeUserSessions:output_type -> campaignmesh.auth.v1.RevokeUserSessionsResponse
+	47, // 64: campaignmesh.auth.v1.AuthService.UnlockUser:output_type -> campaignmesh.auth.v1.User
+	30, // 65: campaignmesh.auth.v1.AuthService.CreateApiKey:output_type -> campaignmesh.auth.v1.CreateApiKeyResponse
+	48, // 66: campaignmesh.auth.v1.AuthService.GetApiKey:output_type -> campaignmesh.auth.v1.ApiKey
+	33, // 67: campaignmesh.auth.v1.AuthService.ListApiKeys:output_type -> campaignmesh.auth.v1.ListApiKeysResponse
+	48, // 68: campaignmesh.auth.v1.AuthService.RevokeApiKey:output_type -> campaignmesh.auth.v1.ApiKey
+	36, // 69: campaignmesh.auth.v1.AuthService.VerifyApiKey:output_type -> campaignmesh.auth.v1.VerifyApiKeyResponse
+	38, // 70: campaignmesh.auth.v1.AuthService.ListAuditRecords:output_type -> campaignmesh.auth.v1.ListAuditRecordsResponse
+	40, // 71: campaignmesh.auth.v1.AuthService.VerifyAuditChain:output_type -> campaignmesh.auth.v1.VerifyAuditChainResponse
+	42, // 72: campaignmesh.auth.v1.AuthService.AppendAuditRecords:output_type -> campaignmesh.auth.v1.AppendAuditRecordsResponse
+	46, // [46:73] is the sub-list for method output_type
+	19, // [19:46] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_campaignmesh_auth_v1_service_proto_init() }
@@ -1148,7 +2689,7 @@ func file_campaignmesh_auth_v1_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campaignmesh_auth_v1_service_proto_rawDesc), len(file_campaignmesh_auth_v1_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

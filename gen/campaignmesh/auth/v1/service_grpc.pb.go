@@ -19,19 +19,33 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuthService_Login_FullMethodName            = "/campaignmesh.auth.v1.AuthService/Login"
-	AuthService_WhoAmI_FullMethodName           = "/campaignmesh.auth.v1.AuthService/WhoAmI"
-	AuthService_ListSigningKeys_FullMethodName  = "/campaignmesh.auth.v1.AuthService/ListSigningKeys"
-	AuthService_RotateSigningKey_FullMethodName = "/campaignmesh.auth.v1.AuthService/RotateSigningKey"
-	AuthService_CreateTenant_FullMethodName     = "/campaignmesh.auth.v1.AuthService/CreateTenant"
-	AuthService_GetTenant_FullMethodName        = "/campaignmesh.auth.v1.AuthService/GetTenant"
-	AuthService_ListTenants_FullMethodName      = "/campaignmesh.auth.v1.AuthService/ListTenants"
-	AuthService_SuspendTenant_FullMethodName    = "/campaignmesh.auth.v1.AuthService/SuspendTenant"
-	AuthService_CreateUser_FullMethodName       = "/campaignmesh.auth.v1.AuthService/CreateUser"
-	AuthService_GetUser_FullMethodName          = "/campaignmesh.auth.v1.AuthService/GetUser"
-	AuthService_ListUsers_FullMethodName        = "/campaignmesh.auth.v1.AuthService/ListUsers"
-	AuthService_DisableUser_FullMethodName      = "/campaignmesh.auth.v1.AuthService/DisableUser"
-	AuthService_ChangeUserRole_FullMethodName   = "/campaignmesh.auth.v1.AuthService/ChangeUserRole"
+	AuthService_Login_FullMethodName              = "/campaignmesh.auth.v1.AuthService/Login"
+	AuthService_Refresh_FullMethodName            = "/campaignmesh.auth.v1.AuthService/Refresh"
+	AuthService_Logout_FullMethodName             = "/campaignmesh.auth.v1.AuthService/Logout"
+	AuthService_ChangePassword_FullMethodName     = "/campaignmesh.auth.v1.AuthService/ChangePassword"
+	AuthService_ListRoles_FullMethodName          = "/campaignmesh.auth.v1.AuthService/ListRoles"
+	AuthService_WhoAmI_FullMethodName             = "/campaignmesh.auth.v1.AuthService/WhoAmI"
+	AuthService_ListSigningKeys_FullMethodName    = "/campaignmesh.auth.v1.AuthService/ListSigningKeys"
+	AuthService_RotateSigningKey_FullMethodName   = "/campaignmesh.auth.v1.AuthService/RotateSigningKey"
+	AuthService_CreateTenant_FullMethodName       = "/campaignmesh.auth.v1.AuthService/CreateTenant"
+	AuthService_GetTenant_FullMethodName          = "/campaignmesh.auth.v1.AuthService/GetTenant"
+	AuthService_ListTenants_FullMethodName        = "/campaignmesh.auth.v1.AuthService/ListTenants"
+	AuthService_SuspendTenant_FullMethodName      = "/campaignmesh.auth.v1.AuthService/SuspendTenant"
+	AuthService_CreateUser_FullMethodName         = "/campaignmesh.auth.v1.AuthService/CreateUser"
+	AuthService_GetUser_FullMethodName            = "/campaignmesh.auth.v1.AuthService/GetUser"
+	AuthService_ListUsers_FullMethodName          = "/campaignmesh.auth.v1.AuthService/ListUsers"
+	AuthService_DisableUser_FullMethodName        = "/campaignmesh.auth.v1.AuthService/DisableUser"
+	AuthService_ChangeUserRole_FullMethodName     = "/campaignmesh.auth.v1.AuthService/ChangeUserRole"
+	AuthService_RevokeUserSessions_FullMethodName = "/campaignmesh.auth.v1.AuthService/RevokeUserSessions"
+	AuthService_UnlockUser_FullMethodName         = "/campaignmesh.auth.v1.AuthService/UnlockUser"
+	AuthService_CreateApiKey_FullMethodName       = "/campaignmesh.auth.v1.AuthService/CreateApiKey"
+	AuthService_GetApiKey_FullMethodName          = "/campaignmesh.auth.v1.AuthService/GetApiKey"
+	AuthService_ListApiKeys_FullMethodName        = "/campaignmesh.auth.v1.AuthService/ListApiKeys"
+	AuthService_RevokeApiKey_FullMethodName       = "/campaignmesh.auth.v1.AuthService/RevokeApiKey"
+	AuthService_VerifyApiKey_FullMethodName       = "/campaignmesh.auth.v1.AuthService/VerifyApiKey"
+	AuthService_ListAuditRecords_FullMethodName   = "/campaignmesh.auth.v1.AuthService/ListAuditRecords"
+	AuthService_VerifyAuditChain_FullMethodName   = "/campaignmesh.auth.v1.AuthService/VerifyAuditChain"
+	AuthService_AppendAuditRecords_FullMethodName = "/campaignmesh.auth.v1.AuthService/AppendAuditRecords"
 )
 
 // AuthServiceClient is the client API for AuthService service.
@@ -43,6 +57,19 @@ type AuthServiceClient interface {
 	// Login exchanges a tenant slug, email and password for a short-lived access token.
 	// Caller: anyone (public). Platform operators leave `tenant` empty. Audited.
 	Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error)
+	// Refresh exchanges a refresh token for a new access token and a new refresh token. A
+	// refresh token works once: presenting a used one again revokes its whole session.
+	// Caller: anyone holding a refresh token (public). Audited.
+	Refresh(ctx context.Context, in *RefreshRequest, opts ...grpc.CallOption) (*LoginResponse, error)
+	// Logout ends the session of a refresh token. Access tokens already issued stay valid until
+	// they expire (minutes). Caller: anyone holding a refresh token (public). Audited.
+	Logout(ctx context.Context, in *LogoutRequest, opts ...grpc.CallOption) (*LogoutResponse, error)
+	// ChangePassword changes the caller's own password and ends all their sessions.
+	// Caller: any logged-in user. Audited.
+	ChangePassword(ctx context.Context, in *ChangePasswordRequest, opts ...grpc.CallOption) (*ChangePasswordResponse, error)
+	// ListRoles lists the roles and the permissions each holds. Caller: any authenticated user
+	// or key.
+	ListRoles(ctx context.Context, in *ListRolesRequest, opts ...grpc.CallOption) (*ListRolesResponse, error)
 	// WhoAmI describes the caller's credential: tenant, subject, role and permissions.
 	// Caller: any authenticated user or key.
 	WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error)
@@ -76,6 +103,41 @@ type AuthServiceClient interface {
 	// ChangeUserRole gives a user of the caller's tenant another role. Admins cannot change
 	// their own role. Caller: tenant admin. Permission: users.manage. Audited.
 	ChangeUserRole(ctx context.Context, in *ChangeUserRoleRequest, opts ...grpc.CallOption) (*User, error)
+	// RevokeUserSessions ends every session of a user of the caller's tenant.
+	// Caller: tenant admin. Permission: users.manage. Audited.
+	RevokeUserSessions(ctx context.Context, in *RevokeUserSessionsRequest, opts ...grpc.CallOption) (*RevokeUserSessionsResponse, error)
+	// UnlockUser clears the failed-login lock of a user of the caller's tenant.
+	// Caller: tenant admin. Permission: users.manage. Audited.
+	UnlockUser(ctx context.Context, in *UnlockUserRequest, opts ...grpc.CallOption) (*User, error)
+	// CreateApiKey creates an API key in the caller's tenant. Its scopes must be a subset of the
+	// caller's own permissions. The secret is in the response only, never again.
+	// Caller: tenant admin. Permission: apikeys.manage. Audited.
+	CreateApiKey(ctx context.Context, in *CreateApiKeyRequest, opts ...grpc.CallOption) (*CreateApiKeyResponse, error)
+	// GetApiKey returns an API key of the caller's tenant (never its secret).
+	// Caller: tenant admin. Permission: apikeys.manage.
+	GetApiKey(ctx context.Context, in *GetApiKeyRequest, opts ...grpc.CallOption) (*ApiKey, error)
+	// ListApiKeys lists the API keys of the caller's tenant, oldest first (never their secrets).
+	// Caller: tenant admin. Permission: apikeys.manage.
+	ListApiKeys(ctx context.Context, in *ListApiKeysRequest, opts ...grpc.CallOption) (*ListApiKeysResponse, error)
+	// RevokeApiKey revokes an API key of the caller's tenant; services refuse it within 30 s.
+	// Caller: tenant admin. Permission: apikeys.manage. Audited.
+	RevokeApiKey(ctx context.Context, in *RevokeApiKeyRequest, opts ...grpc.CallOption) (*ApiKey, error)
+	// VerifyApiKey checks an API key secret and returns what it may do. Other services call it
+	// (and cache the answer for at most 30 s) to authenticate API keys.
+	// Caller: mesh services only.
+	VerifyApiKey(ctx context.Context, in *VerifyApiKeyRequest, opts ...grpc.CallOption) (*VerifyApiKeyResponse, error)
+	// ListAuditRecords lists the caller's tenant's audit records, oldest first, filtered.
+	// Platform operators see the platform's own records. Caller: tenant admin or platform
+	// operator. Permission: audit.read.
+	ListAuditRecords(ctx context.Context, in *ListAuditRecordsRequest, opts ...grpc.CallOption) (*ListAuditRecordsResponse, error)
+	// VerifyAuditChain recomputes the hash chain of the caller's tenant's audit records and
+	// reports the first broken link. Caller: tenant admin or platform operator.
+	// Permission: audit.read.
+	VerifyAuditChain(ctx context.Context, in *VerifyAuditChainRequest, opts ...grpc.CallOption) (*VerifyAuditChainResponse, error)
+	// AppendAuditRecords stores audit records that other services recorded (and kept durably
+	// while auth was unreachable). Records carry ids; a record already stored is skipped, so
+	// redelivery never duplicates. Caller: mesh services only.
+	AppendAuditRecords(ctx context.Context, in *AppendAuditRecordsRequest, opts ...grpc.CallOption) (*AppendAuditRecordsResponse, error)
 }
 
 type authServiceClient struct {
@@ -90,6 +152,46 @@ func (c *authServiceClient) Login(ctx context.Context, in *LoginRequest, opts ..
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(LoginResponse)
 	err := c.cc.Invoke(ctx, AuthService_Login_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) Refresh(ctx context.Context, in *RefreshRequest, opts ...grpc.CallOption) (*LoginResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LoginResponse)
+	err := c.cc.Invoke(ctx, AuthService_Refresh_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) Logout(ctx context.Context, in *LogoutRequest, opts ...grpc.CallOption) (*LogoutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LogoutResponse)
+	err := c.cc.Invoke(ctx, AuthService_Logout_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) ChangePassword(ctx context.Context, in *ChangePasswordRequest, opts ...grpc.CallOption) (*ChangePasswordResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChangePasswordResponse)
+	err := c.cc.Invoke(ctx, AuthService_ChangePassword_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) ListRoles(ctx context.Context, in *ListRolesRequest, opts ...grpc.CallOption) (*ListRolesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRolesResponse)
+	err := c.cc.Invoke(ctx, AuthService_ListRoles_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -216,6 +318,106 @@ func (c *authServiceClient) ChangeUserRole(ctx context.Context, in *ChangeUserRo
 	return out, nil
 }
 
+func (c *authServiceClient) RevokeUserSessions(ctx context.Context, in *RevokeUserSessionsRequest, opts ...grpc.CallOption) (*RevokeUserSessionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeUserSessionsResponse)
+	err := c.cc.Invoke(ctx, AuthService_RevokeUserSessions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) UnlockUser(ctx context.Context, in *UnlockUserRequest, opts ...grpc.CallOption) (*User, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(User)
+	err := c.cc.Invoke(ctx, AuthService_UnlockUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) CreateApiKey(ctx context.Context, in *CreateApiKeyRequest, opts ...grpc.CallOption) (*CreateApiKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateApiKeyResponse)
+	err := c.cc.Invoke(ctx, AuthService_CreateApiKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) GetApiKey(ctx context.Context, in *GetApiKeyRequest, opts ...grpc.CallOption) (*ApiKey, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApiKey)
+	err := c.cc.Invoke(ctx, AuthService_GetApiKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) ListApiKeys(ctx context.Context, in *ListApiKeysRequest, opts ...grpc.CallOption) (*ListApiKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListApiKeysResponse)
+	err := c.cc.Invoke(ctx, AuthService_ListApiKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) RevokeApiKey(ctx context.Context, in *RevokeApiKeyRequest, opts ...grpc.CallOption) (*ApiKey, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApiKey)
+	err := c.cc.Invoke(ctx, AuthService_RevokeApiKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) VerifyApiKey(ctx context.Context, in *VerifyApiKeyRequest, opts ...grpc.CallOption) (*VerifyApiKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyApiKeyResponse)
+	err := c.cc.Invoke(ctx, AuthService_VerifyApiKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) ListAuditRecords(ctx context.Context, in *ListAuditRecordsRequest, opts ...grpc.CallOption) (*ListAuditRecordsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuditRecordsResponse)
+	err := c.cc.Invoke(ctx, AuthService_ListAuditRecords_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) VerifyAuditChain(ctx context.Context, in *VerifyAuditChainRequest, opts ...grpc.CallOption) (*VerifyAuditChainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyAuditChainResponse)
+	err := c.cc.Invoke(ctx, AuthService_VerifyAuditChain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) AppendAuditRecords(ctx context.Context, in *AppendAuditRecordsRequest, opts ...grpc.CallOption) (*AppendAuditRecordsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AppendAuditRecordsResponse)
+	err := c.cc.Invoke(ctx, AuthService_AppendAuditRecords_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuthServiceServer is the server API for AuthService service.
 // All implementations must embed UnimplementedAuthServiceServer
 // for forward compatibility.
@@ -225,6 +427,19 @@ type AuthServiceServer interface {
 	// Login exchanges a tenant slug, email and password for a short-lived access token.
 	// Caller: anyone (public). Platform operators leave `tenant` empty. Audited.
 	Login(context.Context, *LoginRequest) (*LoginResponse, error)
+	// Refresh exchanges a refresh token for a new access token and a new refresh token. A
+	// refresh token works once: presenting a used one again revokes its whole session.
+	// Caller: anyone holding a refresh token (public). Audited.
+	Refresh(context.Context, *RefreshRequest) (*LoginResponse, error)
+	// Logout ends the session of a refresh token. Access tokens already issued stay valid until
+	// they expire (minutes). Caller: anyone holding a refresh token (public). Audited.
+	Logout(context.Context, *LogoutRequest) (*LogoutResponse, error)
+	// ChangePassword changes the caller's own password and ends all their sessions.
+	// Caller: any logged-in user. Audited.
+	ChangePassword(context.Context, *ChangePasswordRequest) (*ChangePasswordResponse, error)
+	// ListRoles lists the roles and the permissions each holds. Caller: any authenticated user
+	// or key.
+	ListRoles(context.Context, *ListRolesRequest) (*ListRolesResponse, error)
 	// WhoAmI describes the caller's credential: tenant, subject, role and permissions.
 	// Caller: any authenticated user or key.
 	WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error)
@@ -258,6 +473,41 @@ type AuthServiceServer interface {
 	// ChangeUserRole gives a user of the caller's tenant another role. Admins cannot change
 	// their own role. Caller: tenant admin. Permission: users.manage. Audited.
 	ChangeUserRole(context.Context, *ChangeUserRoleRequest) (*User, error)
+	// RevokeUserSessions ends every session of a user of the caller's tenant.
+	// Caller: tenant admin. Permission: users.manage. Audited.
+	RevokeUserSessions(context.Context, *RevokeUserSessionsRequest) (*RevokeUserSessionsResponse, error)
+	// UnlockUser clears the failed-login lock of a user of the caller's tenant.
+	// Caller: tenant admin. Permission: users.manage. Audited.
+	UnlockUser(context.Context, *UnlockUserRequest) (*User, error)
+	// CreateApiKey creates an API key in the caller's tenant. Its scopes must be a subset of the
+	// caller's own permissions. The secret is in the response only, never again.
+	// Caller: tenant admin. Permission: apikeys.manage. Audited.
+	CreateApiKey(context.Context, *CreateApiKeyRequest) (*CreateApiKeyResponse, error)
+	// GetApiKey returns an API key of the caller's tenant (never its secret).
+	// Caller: tenant admin. Permission: apikeys.manage.
+	GetApiKey(context.Context, *GetApiKeyRequest) (*ApiKey, error)
+	// ListApiKeys lists the API keys of the caller's tenant, oldest first (never their secrets).
+	// Caller: tenant admin. Permission: apikeys.manage.
+	ListApiKeys(context.Context, *ListApiKeysRequest) (*ListApiKeysResponse, error)
+	// RevokeApiKey revokes an API key of the caller's tenant; services refuse it within 30 s.
+	// Caller: tenant admin. Permission: apikeys.manage. Audited.
+	RevokeApiKey(context.Context, *RevokeApiKeyRequest) (*ApiKey, error)
+	// VerifyApiKey checks an API key secret and returns what it may do. Other services call it
+	// (and cache the answer for at most 30 s) to authenticate API keys.
+	// Caller: mesh services only.
+	VerifyApiKey(context.Context, *VerifyApiKeyRequest) (*VerifyApiKeyResponse, error)
+	// ListAuditRecords lists the caller's tenant's audit records, oldest first, filtered.
+	// Platform operators see the platform's own records. Caller: tenant admin or platform
+	// operator. Permission: audit.read.
+	ListAuditRecords(context.Context, *ListAuditRecordsRequest) (*ListAuditRecordsResponse, error)
+	// VerifyAuditChain recomputes the hash chain of the caller's tenant's audit records and
+	// reports the first broken link. Caller: tenant admin or platform operator.
+	// Permission: audit.read.
+	VerifyAuditChain(context.Context, *VerifyAuditChainRequest) (*VerifyAuditChainResponse, error)
+	// AppendAuditRecords stores audit records that other services recorded (and kept durably
+	// while auth was unreachable). Records carry ids; a record already stored is skipped, so
+	// redelivery never duplicates. Caller: mesh services only.
+	AppendAuditRecords(context.Context, *AppendAuditRecordsRequest) (*AppendAuditRecordsResponse, error)
 	mustEmbedUnimplementedAuthServiceServer()
 }
 
@@ -270,6 +520,18 @@ type UnimplementedAuthServiceServer struct{}
 
 func (UnimplementedAuthServiceServer) Login(context.Context, *LoginRequest) (*LoginResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Login not implemented")
+}
+func (UnimplementedAuthServiceServer) Refresh(context.Context, *RefreshRequest) (*LoginResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Refresh not implemented")
+}
+func (UnimplementedAuthServiceServer) Logout(context.Context, *LogoutRequest) (*LogoutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Logout not implemented")
+}
+func (UnimplementedAuthServiceServer) ChangePassword(context.Context, *ChangePasswordRequest) (*ChangePasswordResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ChangePassword not implemented")
+}
+func (UnimplementedAuthServiceServer) ListRoles(context.Context, *ListRolesRequest) (*ListRolesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRoles not implemented")
 }
 func (UnimplementedAuthServiceServer) WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method WhoAmI not implemented")
@@ -307,6 +569,36 @@ func (UnimplementedAuthServiceServer) DisableUser(context.Context, *DisableUserR
 func (UnimplementedAuthServiceServer) ChangeUserRole(context.Context, *ChangeUserRoleRequest) (*User, error) {
 	return nil, status.Error(codes.Unimplemented, "method ChangeUserRole not implemented")
 }
+func (UnimplementedAuthServiceServer) RevokeUserSessions(context.Context, *RevokeUserSessionsRequest) (*RevokeUserSessionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeUserSessions not implemented")
+}
+func (UnimplementedAuthServiceServer) UnlockUser(context.Context, *UnlockUserRequest) (*User, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnlockUser not implemented")
+}
+func (UnimplementedAuthServiceServer) CreateApiKey(context.Context, *CreateApiKeyRequest) (*CreateApiKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateApiKey not implemented")
+}
+func (UnimplementedAuthServiceServer) GetApiKey(context.Context, *GetApiKeyRequest) (*ApiKey, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetApiKey not implemented")
+}
+func (UnimplementedAuthServiceServer) ListApiKeys(context.Context, *ListApiKeysRequest) (*ListApiKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListApiKeys not implemented")
+}
+func (UnimplementedAuthServiceServer) RevokeApiKey(context.Context, *RevokeApiKeyRequest) (*ApiKey, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeApiKey not implemented")
+}
+func (UnimplementedAuthServiceServer) VerifyApiKey(context.Context, *VerifyApiKeyRequest) (*VerifyApiKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VerifyApiKey not implemented")
+}
+func (UnimplementedAuthServiceServer) ListAuditRecords(context.Context, *ListAuditRecordsRequest) (*ListAuditRecordsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAuditRecords not implemented")
+}
+func (UnimplementedAuthServiceServer) VerifyAuditChain(context.Context, *VerifyAuditChainRequest) (*VerifyAuditChainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VerifyAuditChain not implemented")
+}
+func (UnimplementedAuthServiceServer) AppendAuditRecords(context.Context, *AppendAuditRecordsRequest) (*AppendAuditRecordsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AppendAuditRecords not implemented")
+}
 func (UnimplementedAuthServiceServer) mustEmbedUnimplementedAuthServiceServer() {}
 func (UnimplementedAuthServiceServer) testEmbeddedByValue()                     {}
 
@@ -342,6 +634,78 @@ func _AuthService_Login_Handler(srv interface{}, ctx context.Context, dec func(i
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AuthServiceServer).Login(ctx, req.(*LoginRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_Refresh_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RefreshRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).Refresh(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_Refresh_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).Refresh(ctx, req.(*RefreshRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_Logout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LogoutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).Logout(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_Logout_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).Logout(ctx, req.(*LogoutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_ChangePassword_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChangePasswordRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).ChangePassword(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_ChangePassword_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).ChangePassword(ctx, req.(*ChangePasswordRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_ListRoles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRolesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).ListRoles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_ListRoles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).ListRoles(ctx, req.(*ListRolesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -562,6 +926,186 @@ func _AuthService_ChangeUserRole_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_RevokeUserSessions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeUserSessionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).RevokeUserSessions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_RevokeUserSessions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).RevokeUserSessions(ctx, req.(*RevokeUserSessionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_UnlockUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnlockUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).UnlockUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_UnlockUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).UnlockUser(ctx, req.(*UnlockUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_CreateApiKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateApiKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).CreateApiKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_CreateApiKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).CreateApiKey(ctx, req.(*CreateApiKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_GetApiKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetApiKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).GetApiKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_GetApiKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).GetApiKey(ctx, req.(*GetApiKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_ListApiKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListApiKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).ListApiKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_ListApiKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).ListApiKeys(ctx, req.(*ListApiKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_RevokeApiKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeApiKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).RevokeApiKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_RevokeApiKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).RevokeApiKey(ctx, req.(*RevokeApiKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_VerifyApiKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyApiKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).VerifyApiKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_VerifyApiKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).VerifyApiKey(ctx, req.(*VerifyApiKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_ListAuditRecords_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditRecordsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).ListAuditRecords(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_ListAuditRecords_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).ListAuditRecords(ctx, req.(*ListAuditRecordsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_VerifyAuditChain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyAuditChainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).VerifyAuditChain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_VerifyAuditChain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).VerifyAuditChain(ctx, req.(*VerifyAuditChainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_AppendAuditRecords_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AppendAuditRecordsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).AppendAuditRecords(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_AppendAuditRecords_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).AppendAuditRecords(ctx, req.(*AppendAuditRecordsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuthService_ServiceDesc is the grpc.ServiceDesc for AuthService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -572,6 +1116,22 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Login",
 			Handler:    _AuthService_Login_Handler,
+		},
+		{
+			MethodName: "Refresh",
+			Handler:    _AuthService_Refresh_Handler,
+		},
+		{
+			MethodName: "Logout",
+			Handler:    _AuthService_Logout_Handler,
+		},
+		{
+			MethodName: "ChangePassword",
+			Handler:    _AuthService_ChangePassword_Handler,
+		},
+		{
+			MethodName: "ListRoles",
+			Handler:    _AuthService_ListRoles_Handler,
 		},
 		{
 			MethodName: "WhoAmI",
@@ -620,6 +1180,46 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ChangeUserRole",
 			Handler:    _AuthService_ChangeUserRole_Handler,
+		},
+		{
+			MethodName: "RevokeUserSessions",
+			Handler:    _AuthService_RevokeUserSessions_Handler,
+		},
+		{
+			MethodName: "UnlockUser",
+			Handler:    _AuthService_UnlockUser_Handler,
+		},
+		{
+			MethodName: "CreateApiKey",
+			Handler:    _AuthService_CreateApiKey_Handler,
+		},
+		{
+			MethodName: "GetApiKey",
+			Handler:    _AuthService_GetApiKey_Handler,
+		},
+		{
+			MethodName: "ListApiKeys",
+			Handler:    _AuthService_ListApiKeys_Handler,
+		},
+		{
+			MethodName: "RevokeApiKey",
+			Handler:    _AuthService_RevokeApiKey_Handler,
+		},
+		{
+			MethodName: "VerifyApiKey",
+			Handler:    _AuthService_VerifyApiKey_Handler,
+		},
+		{
+			MethodName: "ListAuditRecords",
+			Handler:    _AuthService_ListAuditRecords_Handler,
+		},
+		{
+			MethodName: "VerifyAuditChain",
+			Handler:    _AuthService_VerifyAuditChain_Handler,
+		},
+		{
+			MethodName: "AppendAuditRecords",
+			Handler:    _AuthService_AppendAuditRecords_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
