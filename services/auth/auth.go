@@ -89,6 +89,42 @@ type Store interface {
 	ListSigningKeys(ctx context.Context, retiredSince time.Time) ([]StoredKey, error)
 	// InsertSigningKey stores key as the active key and retires the previous active one.
 	InsertSigningKey(ctx context.Context, key StoredKey) error
+	CreateAPIKey(ctx context.Context, k APIKey, secretHash []byte) (APIKey, error)
+	GetAPIKey(ctx context.Context, tenantID, id string) (APIKey, error)
+	ListAPIKeys(ctx context.Context, tenantID string, p Page) ([]APIKey, error)
+	RevokeAPIKey(ctx context.Context, tenantID, id string) (APIKey, error)
+	// APIKeyForVerify finds a key by id in any tenant, with its secret hash and tenant state.
+	APIKeyForVerify(ctx context.Context, id string) (APIKey, []byte, TenantState, error)
+	// TouchAPIKey sets the last-used time unless it was set within interval.
+	TouchAPIKey(ctx context.Context, id string, interval time.Duration) error
+
+	InsertRefreshToken(ctx context.Context, t RefreshToken) error
+	// RotateRefreshToken marks the token with hash used and stores next in its family for the
+	// same user, returning the user. A used token revokes its family (committed) and returns
+	// ErrRefreshReused with the user; an unknown, expired or revoked token, or an inactive user
+	// or tenant, returns ErrRefreshInvalid.
+	RotateRefreshToken(ctx context.Context, hash []byte, next RefreshToken) (User, error)
+	// RevokeRefreshFamily revokes the family of the token with hash; it returns the user, or
+	// a zero User when the token is unknown.
+	RevokeRefreshFamily(ctx context.Context, hash []byte) (User, error)
+	RevokeUserSessions(ctx context.Context, userID string) (int64, error)
+	PasswordHash(ctx context.Context, tenantID, userID string) (string, error)
+	// ChangePassword stores a new hash and revokes every session of the user, atomically.
+	ChangePassword(ctx context.Context, tenantID, userID, hash string) error
+
+	// LoginLockedUntil returns the latest lock among keys (zero when none is locked).
+	LoginLockedUntil(ctx context.Context, keys []string) (time.Time, error)
+	// RecordLoginFailure counts a failure of key within window and returns the count.
+	RecordLoginFailure(ctx context.Context, key string, window time.Duration) (int, error)
+	LockLogin(ctx context.Context, key string, until time.Time) error
+	ClearLoginFailures(ctx context.Context, key string) error
+
+	// AppendAudit appends records to their tenants' chains, skipping ids already stored; it
+	// returns how many were appended and how many were duplicates.
+	AppendAudit(ctx context.Context, recs []AuditEntry) (int, int, error)
+	// ListAudit returns records of a chain in sequence order.
+	ListAudit(ctx context.Context, chain string, f AuditFilter) ([]AuditEntry, error)
+
 	// Bootstrap creates the operator, a tenant and its admin in one transaction, unless a
 	// platform operator exists already; it reports whether it created them.
 	Bootstrap(ctx context.Context, b BootstrapAccounts) (bool, error)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/campaignmesh/campaignmesh/internal/platform/access"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
@@ -19,32 +20,50 @@ const DefaultAccessTokenTTL = 15 * time.Minute
 
 // Service implements the auth use cases on top of a Store.
 type Service struct {
-	store    Store
-	keys     *Keyring
-	tokenTTL time.Duration
-	now      func() time.Time
+	store      Store
+	keys       *Keyring
+	tokenTTL   time.Duration
+	refreshTTL time.Duration
+	throttle   ThrottlePolicy
+	now        func() time.Time
 }
 
 // NewService returns the auth service. Call Keys().Load before serving.
 func NewService(store Store, tokenTTL time.Duration) *Service {
-	return &Service{store: store, keys: NewKeyring(store, tokenTTL), tokenTTL: tokenTTL, now: time.Now}
+	return &Service{store: store, keys: NewKeyring(store, tokenTTL), tokenTTL: tokenTTL,
+		refreshTTL: DefaultRefreshTTL, throttle: DefaultThrottle, now: time.Now}
 }
+
+// WithThrottle replaces the login throttling policy (tests use small numbers).
+func (s *Service) WithThrottle(p ThrottlePolicy) *Service { s.throttle = p; return s }
 
 // Keys returns the signing keyring (also the KeySource of the service's own verifier).
 func (s *Service) Keys() *Keyring { return s.keys }
 
 // Token is an issued access token.
 type Token struct {
-	AccessToken string
-	ExpireTime  time.Time
+	AccessToken       string
+	ExpireTime        time.Time
+	RefreshToken      string
+	RefreshExpireTime time.Time
 }
 
 var errBadLogin = apperr.New(apperr.Unauthenticated, "INVALID_LOGIN", "invalid tenant, email or password")
 
-// Login checks password credentials and issues an access token. The answer for an unknown
-// tenant, an unknown email, a wrong password or a disabled user is the same, and takes as long.
-func (s *Service) Login(ctx context.Context, tenantSlug, email, password string) (Token, error) {
+// Login checks password credentials and starts a session: an access token and a refresh
+// token. The answer for an unknown tenant, an unknown email, a wrong password or a disabled
+// user is the same, and takes as long. Failures are throttled per account and per client
+// address (clientAddr, may be empty).
+func (s *Service) Login(ctx context.Context, tenantSlug, email, password, clientAddr string) (Token, error) {
 	if err := ValidateLogin(tenantSlug, email, password); err != nil {
+		return Token{}, err
+	}
+	account, address := accountKey(tenantSlug, email), ""
+	if clientAddr != "" {
+		address = addressKey(clientAddr)
+	}
+	access.Annotate(ctx, "", "", account)
+	if err := s.checkThrottle(ctx, []string{account, address}); err != nil {
 		return Token{}, err
 	}
 	tenantID := ""
@@ -59,6 +78,7 @@ func (s *Service) Login(ctx context.Context, tenantSlug, email, password string)
 		default:
 			tenantID = t.ID
 			tenantOK = t.State == TenantActive
+			access.Annotate(ctx, tenantID, "", account) // failed logins show in the tenant's audit log
 		}
 	}
 	hash := dummyHash
@@ -75,9 +95,32 @@ func (s *Service) Login(ctx context.Context, tenantSlug, email, password string)
 		}
 	}
 	if !CheckPassword(hash, password) || !found || !tenantOK || user.State != UserActive {
+		if err := s.recordFailure(ctx, account, address); err != nil {
+			return Token{}, err
+		}
 		return Token{}, errBadLogin
 	}
-	return s.issue(ctx, user)
+	if err := s.store.ClearLoginFailures(ctx, account); err != nil {
+		return Token{}, err
+	}
+	access.Annotate(ctx, tenantID, user.ID, user.ID)
+	return s.startSession(ctx, user)
+}
+
+// UnlockUser clears the failed-login lock of a user of the caller's tenant.
+func (s *Service) UnlockUser(ctx context.Context, caller *authn.Principal, id string) (User, error) {
+	if err := ValidateID("id", id); err != nil {
+		return User{}, err
+	}
+	u, err := s.store.GetUser(ctx, caller.TenantID, id)
+	if err != nil {
+		return User{}, err
+	}
+	t, err := s.store.GetTenant(ctx, caller.TenantID)
+	if err != nil {
+		return User{}, err
+	}
+	return u, s.store.ClearLoginFailures(ctx, accountKey(t.Slug, u.Email))
 }
 
 func (s *Service) issue(ctx context.Context, u User) (Token, error) {
@@ -184,7 +227,12 @@ func (s *Service) DisableUser(ctx context.Context, caller *authn.Principal, id s
 	if id == caller.Subject {
 		return User{}, apperr.New(apperr.FailedPrecondition, "SELF_CHANGE", "you cannot disable yourself")
 	}
-	return s.store.SetUserState(ctx, caller.TenantID, id, UserDisabled)
+	u, err := s.store.SetUserState(ctx, caller.TenantID, id, UserDisabled)
+	if err != nil {
+		return User{}, err
+	}
+	_, err = s.store.RevokeUserSessions(ctx, id)
+	return u, err
 }
 
 // ChangeUserRole gives a user of the caller's tenant another tenant role; nobody changes their

@@ -2,9 +2,16 @@ package access
 
 import (
 	"context"
+	"crypto/rand"
+	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -13,18 +20,28 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
+	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 )
 
 // AuditRecord is what the access layer reports for an audited call, allowed or denied.
 type AuditRecord struct {
+	// ID identifies the record wherever it travels, so redelivery never duplicates it.
+	ID       string
 	Time     time.Time
 	Method   string
 	TenantID string
 	// Actor is the user or key id, or "service:<name>" for mesh callers.
-	Actor       string
-	ActorKind   string
+	Actor         string
+	ActorKind     string
+	Resource      string
+	Outcome       codes.Code
+	RequestID     string
+	TraceID       string
+	ClientAddress string
+	// PeerService is the mesh identity that forwarded the call (e.g. "gateway").
 	PeerService string
-	Outcome     codes.Code
+	// Service is the service that handled the call.
+	Service string
 }
 
 // Auditor receives one record per audited call.
@@ -37,19 +54,44 @@ type LogAuditor struct{ Logger *slog.Logger }
 
 // Record implements Auditor.
 func (a LogAuditor) Record(ctx context.Context, r AuditRecord) {
-	a.Logger.InfoContext(ctx, "audit", "method", r.Method, "tenant_id", r.TenantID, "actor", r.Actor,
-		"actor_kind", r.ActorKind, "peer_service", r.PeerService, "outcome", r.Outcome.String())
+	a.Logger.InfoContext(ctx, "audit", "id", r.ID, "method", r.Method, "tenant_id", r.TenantID, "actor", r.Actor,
+		"actor_kind", r.ActorKind, "resource", r.Resource, "peer_service", r.PeerService, "outcome", r.Outcome.String())
+}
+
+// annotation lets a handler say what the access layer cannot know: who logged in, and on
+// what. It is installed in the context of every audited call.
+type annotation struct {
+	mu                       sync.Mutex
+	tenantID, actor, resource string
+	set                      bool
+}
+
+type annotationKey struct{}
+
+// Annotate records, for the audit record of the current call, the tenant and actor it concerns
+// (e.g. the account of a login, which has no credential yet) and the resource acted on. Empty
+// values keep what the access layer found. It does nothing outside an audited call.
+func Annotate(ctx context.Context, tenantID, actor, resource string) {
+	a, ok := ctx.Value(annotationKey{}).(*annotation)
+	if !ok {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.tenantID, a.actor, a.resource, a.set = tenantID, actor, resource, true
 }
 
 // Enforcer checks every call against its rule and audits the calls whose rule says so.
 type Enforcer struct {
 	rules   Rules
 	auditor Auditor
+	service string
 }
 
-// NewEnforcer returns an enforcer for rules. auditor may be nil when nothing is audited.
-func NewEnforcer(rules Rules, auditor Auditor) *Enforcer {
-	return &Enforcer{rules: rules, auditor: auditor}
+// NewEnforcer returns an enforcer for rules of the named service. auditor may be nil when
+// nothing is audited.
+func NewEnforcer(service string, rules Rules, auditor Auditor) *Enforcer {
+	return &Enforcer{service: service, rules: rules, auditor: auditor}
 }
 
 // SetRules replaces the rules; call it before serving.
@@ -90,31 +132,113 @@ func (e *Enforcer) Check(ctx context.Context, method string) error {
 	return errNoRule
 }
 
-func (e *Enforcer) audit(ctx context.Context, method string, err error) {
+func (e *Enforcer) audited(method string) bool {
 	rule := e.rules[method]
-	if e.auditor == nil || rule == nil || !rule.GetAudit() {
+	return e.auditor != nil && rule != nil && rule.GetAudit()
+}
+
+// audit records a call when its rule says so, and every denied call of an API key (so a key
+// probing beyond its scopes is visible to the tenant's admins).
+func (e *Enforcer) audit(ctx context.Context, method string, req, resp any, err error) {
+	st, _ := apperr.ToStatus(err)
+	p := authn.FromContext(ctx)
+	denied := st.Code() == codes.PermissionDenied || st.Code() == codes.Unauthenticated
+	if e.auditor == nil || !(e.audited(method) || (denied && p != nil && p.Kind == authn.KindAPIKey)) {
 		return
 	}
-	st, _ := apperr.ToStatus(err)
-	rec := AuditRecord{Time: time.Now().UTC(), Method: method, Outcome: st.Code()}
+	rec := AuditRecord{
+		ID: newID(), Time: time.Now().UTC(), Method: method, Outcome: st.Code(), Service: e.service,
+		RequestID: telemetry.RequestID(ctx), ClientAddress: telemetry.ClientAddress(ctx),
+		Resource: resourceOf(req, resp), ActorKind: "anonymous",
+	}
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		rec.TraceID = sc.TraceID().String()
+	}
 	rec.PeerService, _ = mtls.PeerService(ctx)
-	if p := authn.FromContext(ctx); p != nil {
+	switch {
+	case p != nil:
 		rec.TenantID, rec.Actor, rec.ActorKind = p.TenantID, p.Subject, string(p.Kind)
-	} else if rec.PeerService != "" {
+	case rec.PeerService != "" && e.rules[method].GetCallers() != nil:
 		rec.Actor, rec.ActorKind = "service:"+rec.PeerService, "service"
 	}
+	if a, ok := ctx.Value(annotationKey{}).(*annotation); ok {
+		a.mu.Lock()
+		if a.set {
+			if a.tenantID != "" {
+				rec.TenantID = a.tenantID
+			}
+			if a.actor != "" {
+				rec.Actor = a.actor
+			}
+			if a.resource != "" {
+				rec.Resource = a.resource
+			}
+		}
+		a.mu.Unlock()
+	}
 	e.auditor.Record(ctx, rec)
+}
+
+// resourceOf finds the id of the resource a call acted on: the request's "id" field, else the
+// "id" of the response or of a message in it (e.g. CreateApiKeyResponse.api_key.id).
+func resourceOf(req, resp any) string {
+	if id := idField(req); id != "" {
+		return id
+	}
+	m, ok := resp.(proto.Message)
+	if !ok || m == nil {
+		return ""
+	}
+	if id := idField(resp); id != "" {
+		return id
+	}
+	var found string
+	m.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() == protoreflect.MessageKind && !fd.IsList() && !fd.IsMap() {
+			found = idField(v.Message().Interface())
+		}
+		return found == ""
+	})
+	return found
+}
+
+func idField(v any) string {
+	m, ok := v.(proto.Message)
+	if !ok || m == nil || !m.ProtoReflect().IsValid() {
+		return ""
+	}
+	fd := m.ProtoReflect().Descriptor().Fields().ByName("id")
+	if fd == nil || fd.Kind() != protoreflect.StringKind || fd.IsList() {
+		return ""
+	}
+	return m.ProtoReflect().Get(fd).String()
+}
+
+func newID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+func (e *Enforcer) withAnnotation(ctx context.Context, method string) context.Context {
+	if !e.audited(method) {
+		return ctx
+	}
+	return context.WithValue(ctx, annotationKey{}, &annotation{})
 }
 
 // UnaryInterceptor enforces rules on unary calls.
 func (e *Enforcer) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if err := e.Check(ctx, info.FullMethod); err != nil {
-			e.audit(ctx, info.FullMethod, err)
+			e.audit(ctx, info.FullMethod, req, nil, err)
 			return nil, err
 		}
+		ctx = e.withAnnotation(ctx, info.FullMethod)
 		resp, err := handler(ctx, req)
-		e.audit(ctx, info.FullMethod, err)
+		e.audit(ctx, info.FullMethod, req, resp, err)
 		return resp, err
 	}
 }
@@ -123,11 +247,11 @@ func (e *Enforcer) UnaryInterceptor() grpc.UnaryServerInterceptor {
 func (e *Enforcer) StreamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		if err := e.Check(ss.Context(), info.FullMethod); err != nil {
-			e.audit(ss.Context(), info.FullMethod, err)
+			e.audit(ss.Context(), info.FullMethod, nil, nil, err)
 			return err
 		}
 		err := handler(srv, ss)
-		e.audit(ss.Context(), info.FullMethod, err)
+		e.audit(ss.Context(), info.FullMethod, nil, nil, err)
 		return err
 	}
 }

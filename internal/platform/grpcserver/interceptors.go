@@ -5,14 +5,19 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"net"
 	"regexp"
 	"strings"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 )
 
@@ -41,7 +46,25 @@ func requestID(ctx context.Context) context.Context {
 		id = NewRequestID()
 	}
 	_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDHeader, id))
-	return telemetry.WithRequestID(ctx, id)
+	return telemetry.WithClientAddress(telemetry.WithRequestID(ctx, id), clientAddress(ctx))
+}
+
+// clientAddress is the end client's address: what the gateway says it is (x-forwarded-for,
+// trusted only from the gateway's mesh identity), else the peer's own address.
+func clientAddress(ctx context.Context) string {
+	if svc, err := mtls.PeerService(ctx); err == nil && svc == "gateway" {
+		if md, ok := metadata.FromIncomingContext(ctx); ok {
+			if v := md.Get("x-forwarded-for"); len(v) == 1 && net.ParseIP(v[0]) != nil {
+				return v[0]
+			}
+		}
+	}
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
+			return host
+		}
+	}
+	return ""
 }
 
 func unaryRequestID(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -85,6 +108,8 @@ func (m errMapper) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 	return m.mapErr(ss.Context(), info.FullMethod, handler(srv, ss))
 }
 
+var errVerifierDown = apperr.New(apperr.Unavailable, "AUTH_UNAVAILABLE", "credential cannot be verified right now; retry")
+
 var errBadCredential = apperr.New(apperr.Unauthenticated, "INVALID_CREDENTIAL", "invalid or expired credential")
 
 // bearerAuth puts the principal of an `authorization: Bearer …` credential in the context.
@@ -103,6 +128,10 @@ func bearerAuth(v Verifier, logger *slog.Logger) func(ctx context.Context) (cont
 			return nil, errBadCredential
 		}
 		p, err := v.Verify(ctx, strings.TrimSpace(cred))
+		if st, ok := status.FromError(err); ok && err != nil && st.Code() == codes.Unavailable {
+			logger.WarnContext(ctx, "credential not verifiable now", "reason", err.Error())
+			return nil, errVerifierDown
+		}
 		if err != nil {
 			logger.InfoContext(ctx, "credential refused", "reason", err.Error())
 			return nil, errBadCredential

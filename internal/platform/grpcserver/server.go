@@ -59,6 +59,8 @@ type options struct {
 	registry       prometheus.Registerer
 	maxRecvMsgSize int
 	grace          time.Duration
+	service        string
+	innermost      []grpc.UnaryServerInterceptor
 }
 
 // Option configures a Server.
@@ -81,6 +83,15 @@ func WithValidator(v Validator) Option { return func(o *options) { o.validator =
 // WithAuditor sets where audited calls are recorded (default: log lines).
 func WithAuditor(a access.Auditor) Option { return func(o *options) { o.auditor = a } }
 
+// WithService names the service in audit records (e.g. "auth").
+func WithService(name string) Option { return func(o *options) { o.service = name } }
+
+// WithInnermost adds unary interceptors after validation, right before the handler: stages that
+// only ever see authorized, valid requests (e.g. idempotency.Store.UnaryInterceptor).
+func WithInnermost(i ...grpc.UnaryServerInterceptor) Option {
+	return func(o *options) { o.innermost = append(o.innermost, i...) }
+}
+
 // WithMetrics registers the server's RPC metrics with reg.
 func WithMetrics(reg prometheus.Registerer) Option { return func(o *options) { o.registry = reg } }
 
@@ -97,7 +108,6 @@ type Server struct {
 	enforcer *access.Enforcer
 	logger   *slog.Logger
 	grace    time.Duration
-	auditor  access.Auditor
 }
 
 // New builds a server. Register services on Server.GRPC() before calling Serve.
@@ -109,7 +119,7 @@ func New(opts ...Option) *Server {
 	if o.auditor == nil {
 		o.auditor = access.LogAuditor{Logger: o.logger}
 	}
-	s := &Server{logger: o.logger, grace: o.grace, auditor: o.auditor, enforcer: access.NewEnforcer(nil, o.auditor)}
+	s := &Server{logger: o.logger, grace: o.grace, enforcer: access.NewEnforcer(o.service, nil, o.auditor)}
 
 	recoveryOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		o.logger.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
@@ -137,6 +147,7 @@ func New(opts ...Option) *Server {
 		s.enforcer.UnaryInterceptor(),
 		unaryValidator(o.validator),
 	)
+	unary = append(unary, o.innermost...)
 	stream = append(stream,
 		streamRequestID,
 		logging.StreamServerInterceptor(logger, logOpts...),

@@ -13,6 +13,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
+	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 	"github.com/campaignmesh/campaignmesh/services/auth"
 )
 
@@ -29,16 +30,22 @@ func NewServer(svc *auth.Service) *Server { return &Server{svc: svc} }
 
 // Login implements authv1.AuthServiceServer.
 func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.LoginResponse, error) {
-	tok, err := s.svc.Login(ctx, req.GetTenant(), req.GetEmail(), req.GetPassword())
-	if err != nil {
-		return nil, err
+	tok, err := s.svc.Login(ctx, req.GetTenant(), req.GetEmail(), req.GetPassword(), telemetry.ClientAddress(ctx))
+	return tokenToProto(tok), err
+}
+
+func tokenToProto(tok auth.Token) *authv1.LoginResponse {
+	if tok.AccessToken == "" {
+		return nil
 	}
 	return &authv1.LoginResponse{
-		AccessToken: tok.AccessToken,
-		TokenType:   "Bearer",
-		ExpiresIn:   int64(tok.ExpireTime.Sub(timeNow()).Seconds()),
-		ExpireTime:  timestamppb.New(tok.ExpireTime),
-	}, nil
+		AccessToken:       tok.AccessToken,
+		TokenType:         "Bearer",
+		ExpiresIn:         int64(tok.ExpireTime.Sub(timeNow()).Seconds()),
+		ExpireTime:        timestamppb.New(tok.ExpireTime),
+		RefreshToken:      tok.RefreshToken,
+		RefreshExpireTime: timestamppb.New(tok.RefreshExpireTime),
+	}
 }
 
 // WhoAmI implements authv1.AuthServiceServer.

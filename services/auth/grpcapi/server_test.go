@@ -4,11 +4,12 @@ import (
 	"context"
 	"os"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"log/slog"
 	"net"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -47,11 +48,11 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	ca := mtlstest.NewCA(t)
-	srv := grpcserver.New(
-		grpcserver.WithLogger(slog.New(slog.DiscardHandler)),
-		grpcserver.WithTLS(mtlstest.Source(t, ca, "auth").ServerConfig()),
-		grpcserver.WithVerifier(authn.NewJWTVerifier(svc.Keys())),
-	)
+	opts, err := grpcapi.ServerOptions(ctx, svc, store, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpcserver.New(append(opts, grpcserver.WithTLS(mtlstest.Source(t, ca, "auth").ServerConfig()))...)
 	authv1.RegisterAuthServiceServer(srv.GRPC(), grpcapi.NewServer(svc))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -304,4 +305,19 @@ func (s *Store) Bootstrap(ctx context.Context, b auth.BootstrapAccounts) (bool, 
 func isUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
+
+func notFoundUser(id string) error { return apperr.NotFoundf("user %s", id) }
+
+// prefixed qualifies each column of a column list with a table alias.
+func prefixed(alias, cols string) string {
+	parts := strings.Split(cols, ", ")
+	for i, p := range parts {
+		if strings.HasPrefix(p, "coalesce(") {
+			parts[i] = "coalesce(" + alias + strings.TrimPrefix(p, "coalesce(")
+		} else {
+			parts[i] = alias + p
+		}
+	}
+	return strings.Join(parts, ", ")
 }

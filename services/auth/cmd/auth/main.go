@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
-	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
@@ -87,15 +86,17 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 		}
 	}
 
+	opts, err := grpcapi.ServerOptions(ctx, svc, store, logger)
+	if err != nil {
+		return err
+	}
 	reg := telemetry.NewRegistry()
-	srv := grpcserver.New(
-		grpcserver.WithLogger(logger),
+	srv := grpcserver.New(append(opts,
 		grpcserver.WithTLS(certs.ServerConfig()),
-		grpcserver.WithVerifier(authn.NewJWTVerifier(svc.Keys())),
 		grpcserver.WithMetrics(reg),
 		grpcserver.WithMaxRecvMsgSize(s.maxRecvMsgSize),
 		grpcserver.WithGracePeriod(s.grace),
-	)
+	)...)
 	authv1.RegisterAuthServiceServer(srv.GRPC(), grpcapi.NewServer(svc))
 	lis, err := net.Listen("tcp", s.listen)
 	if err != nil {

@@ -1,0 +1,109 @@
+package authn
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+)
+
+// APIKeyPrefix starts every API key secret, so keys are recognisable in logs and by secret
+// scanners: cmk_<key id, 32 hex>_<secret, 43 base64url>.
+const APIKeyPrefix = "cmk_"
+
+// APIKeyVerifier checks an API key secret.
+type APIKeyVerifier interface {
+	VerifyAPIKey(ctx context.Context, secret string) (*Principal, error)
+}
+
+// Verifier checks any bearer credential: API keys (by prefix) with Keys, everything else as an
+// access token with Tokens. A nil Keys refuses API keys.
+type Verifier struct {
+	Tokens *JWTVerifier
+	Keys   APIKeyVerifier
+}
+
+// Verify implements grpcserver.Verifier.
+func (v Verifier) Verify(ctx context.Context, credential string) (*Principal, error) {
+	if strings.HasPrefix(credential, APIKeyPrefix) {
+		if v.Keys == nil {
+			return nil, errors.New("api keys are not accepted here")
+		}
+		return v.Keys.VerifyAPIKey(ctx, credential)
+	}
+	return v.Tokens.Verify(ctx, credential)
+}
+
+// RemoteAPIKeysTTL bounds how long a verified key is trusted without asking auth again: a
+// revoked key is refused by every service within this time.
+const RemoteAPIKeysTTL = 30 * time.Second
+
+// remoteAPIKeysMaxEntries bounds the cache; beyond it, expired entries are swept and, if still
+// full, the cache starts over.
+const remoteAPIKeysMaxEntries = 10000
+
+// RemoteAPIKeys verifies API keys through the auth service over mTLS and caches valid answers
+// for RemoteAPIKeysTTL (never past the key's expiry). Secrets are cached by SHA-256 only.
+type RemoteAPIKeys struct {
+	client authv1.AuthServiceClient
+	ttl    time.Duration
+
+	mu    sync.Mutex
+	cache map[[32]byte]cachedKey
+}
+
+type cachedKey struct {
+	p     Principal
+	until time.Time
+}
+
+// NewRemoteAPIKeys returns a verifier backed by the auth service; ttl <= 0 means RemoteAPIKeysTTL.
+func NewRemoteAPIKeys(client authv1.AuthServiceClient, ttl time.Duration) *RemoteAPIKeys {
+	if ttl <= 0 {
+		ttl = RemoteAPIKeysTTL
+	}
+	return &RemoteAPIKeys{client: client, ttl: ttl, cache: map[[32]byte]cachedKey{}}
+}
+
+// VerifyAPIKey implements APIKeyVerifier.
+func (r *RemoteAPIKeys) VerifyAPIKey(ctx context.Context, secret string) (*Principal, error) {
+	sum := sha256.Sum256([]byte(secret))
+	now := time.Now()
+	r.mu.Lock()
+	c, ok := r.cache[sum]
+	r.mu.Unlock()
+	if ok && now.Before(c.until) {
+		p := c.p
+		return &p, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := r.client.VerifyApiKey(ctx, &authv1.VerifyApiKeyRequest{Secret: secret})
+	if err != nil {
+		return nil, fmt.Errorf("verify api key: %w", err)
+	}
+	p := Principal{TenantID: resp.GetTenantId(), Subject: resp.GetKeyId(), Permissions: resp.GetScopes(), Kind: KindAPIKey}
+	until := now.Add(r.ttl)
+	if exp := resp.GetExpireTime(); exp != nil && exp.AsTime().Before(until) {
+		until = exp.AsTime()
+	}
+	r.mu.Lock()
+	if len(r.cache) >= remoteAPIKeysMaxEntries {
+		for k, v := range r.cache {
+			if now.After(v.until) {
+				delete(r.cache, k)
+			}
+		}
+		if len(r.cache) >= remoteAPIKeysMaxEntries {
+			r.cache = map[[32]byte]cachedKey{}
+		}
+	}
+	r.cache[sum] = cachedKey{p: p, until: until}
+	r.mu.Unlock()
+	return &p, nil
+}

@@ -1,0 +1,165 @@
+// Package idempotency makes create RPCs safe to retry. A request that carries a `request_id`
+// field is run once per (tenant, method, request id) within 24 hours: a retry with the same id
+// and the same request gets the first response; the same id with a different request is
+// rejected; a retry while the first call still runs is told to retry later. Only successful
+// responses are kept — a failed call may be retried with the same id.
+package idempotency
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+)
+
+// Retention is how long a request id is remembered.
+const Retention = 24 * time.Hour
+
+// schema is the table the store needs in the service's own database.
+const schema = `CREATE TABLE IF NOT EXISTS idempotency_keys (
+    scope        text NOT NULL,
+    method       text NOT NULL,
+    request_id   text NOT NULL,
+    request_hash bytea NOT NULL,
+    response     bytea,
+    create_time  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, method, request_id)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_age ON idempotency_keys (create_time);`
+
+var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// Store keeps request ids and first responses in PostgreSQL.
+type Store struct {
+	pool *pgxpool.Pool
+	now  func() time.Time
+}
+
+// New returns a store on pool, creating its table if needed.
+func New(ctx context.Context, pool *pgxpool.Pool) (*Store, error) {
+	if _, err := pool.Exec(ctx, schema); err != nil {
+		return nil, fmt.Errorf("create idempotency table: %w", err)
+	}
+	return &Store{pool: pool, now: time.Now}, nil
+}
+
+// UnaryInterceptor applies idempotency to every request with a non-empty request_id field.
+// Place it innermost (grpcserver.WithInnermost) so it only sees authorized, valid requests.
+func (s *Store) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		msg, ok := req.(proto.Message)
+		if !ok {
+			return handler(ctx, req)
+		}
+		fd := msg.ProtoReflect().Descriptor().Fields().ByName("request_id")
+		if fd == nil || fd.Kind() != protoreflect.StringKind {
+			return handler(ctx, req)
+		}
+		id := msg.ProtoReflect().Get(fd).String()
+		if id == "" {
+			return handler(ctx, req)
+		}
+		if !validRequestID.MatchString(id) {
+			var v apperr.Violations
+			v.Add("request_id", "must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-'")
+			return nil, v.Err()
+		}
+		return s.once(ctx, msg, fd, id, info.FullMethod, handler)
+	}
+}
+
+func scopeOf(ctx context.Context) string {
+	if p := authn.FromContext(ctx); p != nil {
+		return "tenant:" + p.TenantID
+	}
+	return "anonymous"
+}
+
+func (s *Store) once(ctx context.Context, msg proto.Message, fd protoreflect.FieldDescriptor, id, method string, handler grpc.UnaryHandler) (any, error) {
+	// The fingerprint covers the request without its request_id.
+	clone := proto.Clone(msg)
+	clone.ProtoReflect().Clear(fd)
+	body, err := proto.MarshalOptions{Deterministic: true}.Marshal(clone)
+	if err != nil {
+		return nil, fmt.Errorf("fingerprint request: %w", err)
+	}
+	sum := sha256.Sum256(body)
+	scope := scopeOf(ctx)
+
+	tag, err := s.pool.Exec(ctx, `INSERT INTO idempotency_keys (scope, method, request_id, request_hash) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (scope, method, request_id) DO UPDATE SET request_hash = excluded.request_hash, response = NULL, create_time = now()
+		WHERE idempotency_keys.create_time < now() - $5::interval`, scope, method, id, sum[:], Retention)
+	if err != nil {
+		return nil, fmt.Errorf("claim request id: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return s.replay(ctx, scope, method, id, sum[:])
+	}
+	resp, herr := handler(ctx, msg)
+	if herr != nil {
+		// Forget the claim so a retry can run again.
+		if _, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE scope = $1 AND method = $2 AND request_id = $3`, scope, method, id); err != nil {
+			return nil, errors.Join(herr, fmt.Errorf("release request id: %w", err))
+		}
+		return nil, herr
+	}
+	out, err := proto.Marshal(resp.(proto.Message))
+	if err != nil {
+		return nil, fmt.Errorf("keep response: %w", err)
+	}
+	if _, err := s.pool.Exec(ctx, `UPDATE idempotency_keys SET response = $4 WHERE scope = $1 AND method = $2 AND request_id = $3`,
+		scope, method, id, out); err != nil {
+		return nil, fmt.Errorf("keep response: %w", err)
+	}
+	if s.now().Unix()%64 == 0 { // now and then, forget expired ids
+		_, _ = s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE create_time < now() - $1::interval`, Retention)
+	}
+	return resp, nil
+}
+
+func (s *Store) replay(ctx context.Context, scope, method, id string, sum []byte) (any, error) {
+	var hash, response []byte
+	err := s.pool.QueryRow(ctx, `SELECT request_hash, response FROM idempotency_keys WHERE scope = $1 AND method = $2 AND request_id = $3`,
+		scope, method, id).Scan(&hash, &response)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, apperr.New(apperr.Conflict, "REQUEST_IN_PROGRESS", "a request with this request_id just failed or is running; retry")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read request id: %w", err)
+	}
+	if string(hash) != string(sum) {
+		return nil, apperr.New(apperr.Invalid, "REQUEST_ID_REUSED", "request_id was already used for a different request")
+	}
+	if response == nil {
+		return nil, apperr.New(apperr.Conflict, "REQUEST_IN_PROGRESS", "a request with this request_id is still running; retry")
+	}
+	return decodeResponse(method, response)
+}
+
+// decodeResponse rebuilds the stored response as the method's output type.
+func decodeResponse(method string, data []byte) (any, error) {
+	md, err := methodDescriptor(method)
+	if err != nil {
+		return nil, err
+	}
+	mt, err := protoregistryTypes.FindMessageByName(md.Output().FullName())
+	if err != nil {
+		return nil, fmt.Errorf("find response type of %s: %w", method, err)
+	}
+	m := mt.New().Interface()
+	if err := proto.Unmarshal(data, m); err != nil {
+		return nil, fmt.Errorf("decode kept response: %w", err)
+	}
+	return m, nil
+}

@@ -1,0 +1,138 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/campaignmesh/campaignmesh/services/auth"
+)
+
+// InsertRefreshToken implements auth.Store.
+func (s *Store) InsertRefreshToken(ctx context.Context, t auth.RefreshToken) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO refresh_tokens (token_hash, family_id, user_id, expire_time) VALUES ($1, $2, $3, $4)`,
+		t.Hash, t.FamilyID, t.UserID, t.ExpireTime)
+	if err != nil {
+		return fmt.Errorf("insert refresh token: %w", err)
+	}
+	return nil
+}
+
+// RotateRefreshToken implements auth.Store.
+func (s *Store) RotateRefreshToken(ctx context.Context, hash []byte, next auth.RefreshToken) (auth.User, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return auth.User{}, fmt.Errorf("begin refresh: %w", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	var family, userID string
+	var expire time.Time
+	var used, revoked *time.Time
+	err = tx.QueryRow(ctx, `SELECT family_id::text, user_id::text, expire_time, used_time, revoke_time
+		FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE`, hash).Scan(&family, &userID, &expire, &used, &revoked)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return auth.User{}, auth.ErrRefreshInvalid
+	}
+	if err != nil {
+		return auth.User{}, fmt.Errorf("read refresh token: %w", err)
+	}
+	var u auth.User
+	var tenantState *string
+	err = tx.QueryRow(ctx, `SELECT `+prefixed("u.", userCols)+`, t.state FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id WHERE u.id = $1`, userID).
+		Scan(&u.ID, &u.TenantID, &u.Email, &u.DisplayName, &u.Role, &u.State, &u.CreateTime, &u.UpdateTime, &tenantState)
+	if err != nil {
+		return auth.User{}, fmt.Errorf("read refresh token user: %w", err)
+	}
+	active := u.State == auth.UserActive && (tenantState == nil || *tenantState == string(auth.TenantActive))
+	switch {
+	case revoked != nil || !expire.After(time.Now()):
+		return u, auth.ErrRefreshInvalid
+	case used != nil || !active:
+		// Reuse of a rotated token (or a session of a user who lost access): end the family.
+		if _, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoke_time = now() WHERE family_id = $1 AND revoke_time IS NULL`, family); err != nil {
+			return auth.User{}, fmt.Errorf("revoke refresh family: %w", err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return auth.User{}, fmt.Errorf("commit refresh family revocation: %w", err)
+		}
+		if !active {
+			return u, auth.ErrRefreshInvalid
+		}
+		return u, auth.ErrRefreshReused
+	}
+	if _, err := tx.Exec(ctx, `UPDATE refresh_tokens SET used_time = now() WHERE token_hash = $1`, hash); err != nil {
+		return auth.User{}, fmt.Errorf("use refresh token: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO refresh_tokens (token_hash, family_id, user_id, expire_time) VALUES ($1, $2, $3, $4)`,
+		next.Hash, family, userID, next.ExpireTime); err != nil {
+		return auth.User{}, fmt.Errorf("insert rotated refresh token: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return auth.User{}, fmt.Errorf("commit refresh: %w", err)
+	}
+	return u, nil
+}
+
+// RevokeRefreshFamily implements auth.Store.
+func (s *Store) RevokeRefreshFamily(ctx context.Context, hash []byte) (auth.User, error) {
+	var u auth.User
+	err := s.pool.QueryRow(ctx, `WITH fam AS (SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1),
+		rev AS (UPDATE refresh_tokens SET revoke_time = now() WHERE family_id IN (SELECT family_id FROM fam) AND revoke_time IS NULL)
+		SELECT u.id::text, coalesce(u.tenant_id::text, '') FROM users u JOIN fam ON fam.user_id = u.id`, hash).Scan(&u.ID, &u.TenantID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return auth.User{}, nil
+	}
+	if err != nil {
+		return auth.User{}, fmt.Errorf("revoke refresh family: %w", err)
+	}
+	return u, nil
+}
+
+// RevokeUserSessions implements auth.Store.
+func (s *Store) RevokeUserSessions(ctx context.Context, userID string) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE refresh_tokens SET revoke_time = now()
+		WHERE user_id = $1 AND revoke_time IS NULL AND used_time IS NULL AND expire_time > now()`, userID)
+	if err != nil {
+		return 0, fmt.Errorf("revoke user sessions: %w", err)
+	}
+	// Used tokens of the same families are dead already; revoke them too, uncounted.
+	if _, err := s.pool.Exec(ctx, `UPDATE refresh_tokens SET revoke_time = now() WHERE user_id = $1 AND revoke_time IS NULL`, userID); err != nil {
+		return 0, fmt.Errorf("revoke user sessions: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// PasswordHash implements auth.Store.
+func (s *Store) PasswordHash(ctx context.Context, tenantID, userID string) (string, error) {
+	var hash string
+	err := s.pool.QueryRow(ctx, `SELECT password_hash FROM users WHERE tenant_id IS NOT DISTINCT FROM $1 AND id = $2`,
+		tenantArg(tenantID), userID).Scan(&hash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", notFoundUser(userID)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read password hash: %w", err)
+	}
+	return hash, nil
+}
+
+// ChangePassword implements auth.Store.
+func (s *Store) ChangePassword(ctx context.Context, tenantID, userID, hash string) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE users SET password_hash = $3, update_time = now()
+			WHERE tenant_id IS NOT DISTINCT FROM $1 AND id = $2`, tenantArg(tenantID), userID, hash)
+		if err != nil {
+			return fmt.Errorf("change password: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return notFoundUser(userID)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoke_time = now() WHERE user_id = $1 AND revoke_time IS NULL`, userID); err != nil {
+			return fmt.Errorf("revoke sessions after password change: %w", err)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,49 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// LoginLockedUntil implements auth.Store.
+func (s *Store) LoginLockedUntil(ctx context.Context, keys []string) (time.Time, error) {
+	var until *time.Time
+	if err := s.pool.QueryRow(ctx, `SELECT max(locked_until) FROM login_failures WHERE key = ANY($1)`, keys).Scan(&until); err != nil {
+		return time.Time{}, fmt.Errorf("read login locks: %w", err)
+	}
+	if until == nil {
+		return time.Time{}, nil
+	}
+	return *until, nil
+}
+
+// RecordLoginFailure implements auth.Store.
+func (s *Store) RecordLoginFailure(ctx context.Context, key string, window time.Duration) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `INSERT INTO login_failures (key, failures, last_failure) VALUES ($1, 1, now())
+		ON CONFLICT (key) DO UPDATE SET
+			failures = CASE WHEN login_failures.last_failure < now() - $2::interval THEN 1 ELSE login_failures.failures + 1 END,
+			last_failure = now()
+		RETURNING failures`, key, window).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("record login failure: %w", err)
+	}
+	return n, nil
+}
+
+// LockLogin implements auth.Store.
+func (s *Store) LockLogin(ctx context.Context, key string, until time.Time) error {
+	if _, err := s.pool.Exec(ctx, `UPDATE login_failures SET locked_until = $2 WHERE key = $1`, key, until); err != nil {
+		return fmt.Errorf("lock login: %w", err)
+	}
+	return nil
+}
+
+// ClearLoginFailures implements auth.Store.
+func (s *Store) ClearLoginFailures(ctx context.Context, key string) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM login_failures WHERE key = $1`, key); err != nil {
+		return fmt.Errorf("clear login failures: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,130 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/campaignmesh/campaignmesh/internal/platform/access"
+	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+)
+
+// Refresh tokens: opaque, single use, rotating. A login starts a family; every refresh marks
+// the presented token used and issues the next one in the family. Presenting a used token
+// again means it was stolen (or replayed): the whole family is revoked.
+const (
+	RefreshTokenPrefix = "cmr_"
+	DefaultRefreshTTL  = 14 * 24 * time.Hour
+)
+
+// RefreshToken is a stored refresh token (only its hash is stored).
+type RefreshToken struct {
+	Hash       []byte
+	FamilyID   string
+	UserID     string
+	ExpireTime time.Time
+}
+
+// Errors the store returns when rotating a refresh token.
+var (
+	ErrRefreshInvalid = apperr.New(apperr.Unauthenticated, "INVALID_REFRESH_TOKEN", "invalid, expired or revoked refresh token")
+	ErrRefreshReused  = errors.New("refresh token reused: session family revoked")
+)
+
+func (s *Service) newRefreshToken(userID, familyID string) (string, RefreshToken) {
+	tok := RefreshTokenPrefix + randomToken(32)
+	return tok, RefreshToken{Hash: hashSecret(tok), FamilyID: familyID, UserID: userID, ExpireTime: s.now().Add(s.refreshTTL)}
+}
+
+// startSession issues an access token and the first refresh token of a new family.
+func (s *Service) startSession(ctx context.Context, u User) (Token, error) {
+	tok, err := s.issue(ctx, u)
+	if err != nil {
+		return Token{}, err
+	}
+	refresh, rt := s.newRefreshToken(u.ID, newUUID())
+	if err := s.store.InsertRefreshToken(ctx, rt); err != nil {
+		return Token{}, err
+	}
+	tok.RefreshToken, tok.RefreshExpireTime = refresh, rt.ExpireTime
+	return tok, nil
+}
+
+// Refresh rotates a refresh token and issues a new access token.
+func (s *Service) Refresh(ctx context.Context, refresh string) (Token, error) {
+	if !strings.HasPrefix(refresh, RefreshTokenPrefix) || len(refresh) > 128 {
+		return Token{}, ErrRefreshInvalid
+	}
+	next, rt := s.newRefreshToken("", "")
+	u, err := s.store.RotateRefreshToken(ctx, hashSecret(refresh), rt)
+	if errors.Is(err, ErrRefreshReused) {
+		access.Annotate(ctx, u.TenantID, u.ID, "")
+		return Token{}, ErrRefreshInvalid
+	}
+	if err != nil {
+		return Token{}, err
+	}
+	access.Annotate(ctx, u.TenantID, u.ID, u.ID)
+	tok, err := s.issue(ctx, u)
+	if err != nil {
+		return Token{}, err
+	}
+	tok.RefreshToken, tok.RefreshExpireTime = next, rt.ExpireTime
+	return tok, nil
+}
+
+// Logout revokes the session family of a refresh token. Unknown tokens are ignored, so the
+// answer says nothing about them.
+func (s *Service) Logout(ctx context.Context, refresh string) error {
+	if !strings.HasPrefix(refresh, RefreshTokenPrefix) || len(refresh) > 128 {
+		return nil
+	}
+	u, err := s.store.RevokeRefreshFamily(ctx, hashSecret(refresh))
+	if err == nil && u.ID != "" {
+		access.Annotate(ctx, u.TenantID, u.ID, u.ID)
+	}
+	return err
+}
+
+// RevokeUserSessions ends every session of a user of the caller's tenant.
+func (s *Service) RevokeUserSessions(ctx context.Context, caller *authn.Principal, id string) (int64, error) {
+	if err := ValidateID("id", id); err != nil {
+		return 0, err
+	}
+	if _, err := s.store.GetUser(ctx, caller.TenantID, id); err != nil {
+		return 0, err
+	}
+	return s.store.RevokeUserSessions(ctx, id)
+}
+
+// ChangePassword changes the calling user's password and ends all their sessions.
+func (s *Service) ChangePassword(ctx context.Context, caller *authn.Principal, current, next string) error {
+	if caller.Kind != authn.KindAccessToken {
+		return apperr.New(apperr.PermissionDenied, "USERS_ONLY", "only a logged-in user can change their password")
+	}
+	var v apperr.Violations
+	if n := len(next); n < MinPasswordLen || n > MaxPasswordLen {
+		v.Add("new_password", "must be %d to %d bytes", MinPasswordLen, MaxPasswordLen)
+	}
+	if len(current) > MaxPasswordLen {
+		v.Add("current_password", "is too long")
+	}
+	if err := v.Err(); err != nil {
+		return err
+	}
+	hash, err := s.store.PasswordHash(ctx, caller.TenantID, caller.Subject)
+	if err != nil {
+		return err
+	}
+	if !CheckPassword(hash, current) {
+		v.Add("current_password", "is not correct")
+		return v.Err()
+	}
+	newHash, err := HashPassword(next)
+	if err != nil {
+		return err
+	}
+	return s.store.ChangePassword(ctx, caller.TenantID, caller.Subject, newHash)
+}
