@@ -61,9 +61,9 @@ func (a LogAuditor) Record(ctx context.Context, r AuditRecord) {
 // annotation lets a handler say what the access layer cannot know: who logged in, and on
 // what. It is installed in the context of every audited call.
 type annotation struct {
-	mu                       sync.Mutex
+	mu                        sync.Mutex
 	tenantID, actor, resource string
-	set                      bool
+	set                       bool
 }
 
 type annotationKey struct{}
