@@ -7,14 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"time"
-	"unicode"
-
-	"google.golang.org/grpc/codes"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/access"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 )
 
@@ -46,22 +43,10 @@ func (e AuditEntry) ComputeHash() string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// CodeName turns a gRPC code into its canonical name: PermissionDenied → PERMISSION_DENIED.
-func CodeName(c codes.Code) string {
-	var b strings.Builder
-	for i, r := range c.String() {
-		if unicode.IsUpper(r) && i > 0 {
-			b.WriteByte('_')
-		}
-		b.WriteRune(unicode.ToUpper(r))
-	}
-	return b.String()
-}
-
 // NewAuditEntry prepares a record for storage (hash fields are set by the store).
 func NewAuditEntry(r access.AuditRecord) AuditEntry {
 	r.Time = r.Time.UTC().Truncate(time.Microsecond) // what PostgreSQL keeps
-	return AuditEntry{AuditRecord: r, OutcomeName: CodeName(r.Outcome)}
+	return AuditEntry{AuditRecord: r, OutcomeName: auditlog.CodeName(r.Outcome)}
 }
 
 // MaxAuditBatch bounds AppendAuditRecords.

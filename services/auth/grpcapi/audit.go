@@ -4,11 +4,8 @@ import (
 	"context"
 	"strings"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
-	"github.com/campaignmesh/campaignmesh/internal/platform/access"
+	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/services/auth"
 )
@@ -46,7 +43,7 @@ func (s *Server) VerifyAuditChain(ctx context.Context, _ *authv1.VerifyAuditChai
 func (s *Server) AppendAuditRecords(ctx context.Context, req *authv1.AppendAuditRecordsRequest) (*authv1.AppendAuditRecordsResponse, error) {
 	recs := make([]auth.AuditEntry, 0, len(req.GetRecords()))
 	for _, r := range req.GetRecords() {
-		recs = append(recs, auth.NewAuditEntry(AuditRecordFromProto(r)))
+		recs = append(recs, auth.NewAuditEntry(auditlog.FromProto(r)))
 	}
 	appended, dups, err := s.svc.AppendAuditRecords(ctx, recs)
 	if err != nil {
@@ -55,39 +52,8 @@ func (s *Server) AppendAuditRecords(ctx context.Context, req *authv1.AppendAudit
 	return &authv1.AppendAuditRecordsResponse{Appended: int64(appended), Duplicates: int64(dups)}, nil
 }
 
-// AuditRecordToProto encodes a record for AppendAuditRecords.
-func AuditRecordToProto(r access.AuditRecord) *authv1.AuditRecord {
-	return &authv1.AuditRecord{
-		Id: r.ID, Time: timestamppb.New(r.Time), TenantId: r.TenantID, Actor: r.Actor, ActorKind: r.ActorKind,
-		Method: r.Method, Resource: r.Resource, Outcome: auth.CodeName(r.Outcome), RequestId: r.RequestID,
-		TraceId: r.TraceID, ClientAddress: r.ClientAddress, Service: r.Service,
-	}
-}
-
-// AuditRecordFromProto decodes a record of AppendAuditRecords.
-func AuditRecordFromProto(p *authv1.AuditRecord) access.AuditRecord {
-	r := access.AuditRecord{
-		ID: p.GetId(), TenantID: p.GetTenantId(), Actor: p.GetActor(), ActorKind: p.GetActorKind(), Method: p.GetMethod(),
-		Resource: p.GetResource(), Outcome: codeFromName(p.GetOutcome()), RequestID: p.GetRequestId(), TraceID: p.GetTraceId(),
-		ClientAddress: p.GetClientAddress(), Service: p.GetService(),
-	}
-	if p.GetTime() != nil {
-		r.Time = p.GetTime().AsTime()
-	}
-	return r
-}
-
-func codeFromName(name string) codes.Code {
-	for c := codes.OK; c <= codes.Unauthenticated; c++ {
-		if auth.CodeName(c) == name {
-			return c
-		}
-	}
-	return codes.Unknown
-}
-
 func auditToProto(e auth.AuditEntry) *authv1.AuditRecord {
-	p := AuditRecordToProto(e.AuditRecord)
+	p := auditlog.ToProto(e.AuditRecord)
 	p.Outcome, p.Sequence, p.PreviousHash, p.Hash = e.OutcomeName, e.Sequence, e.PreviousHash, e.Hash
 	return p
 }

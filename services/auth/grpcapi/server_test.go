@@ -20,6 +20,7 @@ import (
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
@@ -33,9 +34,12 @@ import (
 type env struct {
 	client authv1.AuthServiceClient
 	svc    *auth.Service
+	store  *postgres.Store
+	ca     *mtls.CA
+	addr   string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, configure ...func(*auth.Service)) *env {
 	t.Helper()
 	ctx := context.Background()
 	store, err := postgres.Open(ctx, pgtest.NewDatabase(t))
@@ -44,6 +48,9 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(store.Close)
 	svc := auth.NewService(store, 5*time.Minute)
+	for _, c := range configure {
+		c(svc)
+	}
 	if err := svc.Keys().Load(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -62,12 +69,20 @@ func newEnv(t *testing.T) *env {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(sctx, lis) }()
 	t.Cleanup(func() { cancel(); <-done })
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(mtlstest.Source(t, ca, "gateway").ClientConfig("auth"))))
+	e := &env{svc: svc, store: store, ca: ca, addr: lis.Addr().String()}
+	e.client = e.clientAs(t, "gateway")
+	return e
+}
+
+// clientAs returns a client with the mesh identity service.
+func (e *env) clientAs(t *testing.T, service string) authv1.AuthServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(credentials.NewTLS(mtlstest.Source(t, e.ca, service).ClientConfig("auth"))))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &env{client: authv1.NewAuthServiceClient(conn), svc: svc}
+	return authv1.NewAuthServiceClient(conn)
 }
 
 func as(token string) context.Context {

@@ -41,7 +41,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, hash []byte, next auth.R
 	}
 	var u auth.User
 	var tenantState *string
-	err = tx.QueryRow(ctx, `SELECT `+prefixed("u.", userCols)+`, t.state FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id WHERE u.id = $1`, userID).
+	err = tx.QueryRow(ctx, `SELECT `+userColsU+`, t.state FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id WHERE u.id = $1`, userID).
 		Scan(&u.ID, &u.TenantID, &u.Email, &u.DisplayName, &u.Role, &u.State, &u.CreateTime, &u.UpdateTime, &tenantState)
 	if err != nil {
 		return auth.User{}, fmt.Errorf("read refresh token user: %w", err)

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -121,6 +120,9 @@ func (s *Store) SetTenantState(ctx context.Context, id string, state auth.Tenant
 }
 
 const userCols = `id::text, coalesce(tenant_id::text, ''), email, display_name, role, state, create_time, update_time`
+
+// userColsU is userCols for the alias u.
+const userColsU = `u.id::text, coalesce(u.tenant_id::text, ''), u.email, u.display_name, u.role, u.state, u.create_time, u.update_time`
 
 func scanUser(row pgx.CollectableRow) (auth.User, error) {
 	var u auth.User
@@ -309,15 +311,3 @@ func isUniqueViolation(err error) bool {
 
 func notFoundUser(id string) error { return apperr.NotFoundf("user %s", id) }
 
-// prefixed qualifies each column of a column list with a table alias.
-func prefixed(alias, cols string) string {
-	parts := strings.Split(cols, ", ")
-	for i, p := range parts {
-		if strings.HasPrefix(p, "coalesce(") {
-			parts[i] = "coalesce(" + alias + strings.TrimPrefix(p, "coalesce(")
-		} else {
-			parts[i] = alias + p
-		}
-	}
-	return strings.Join(parts, ", ")
-}

@@ -1,0 +1,60 @@
+package grpcapi_test
+
+import (
+	"context"
+	"testing"
+
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
+	"github.com/campaignmesh/campaignmesh/services/auth"
+)
+
+const password = "a long enough password"
+
+// tenantFixture is a tenant with one logged-in user per role.
+type tenantFixture struct {
+	tenant auth.Tenant
+	users  map[rbac.Role]auth.User
+	tokens map[rbac.Role]string
+}
+
+func (e *env) tenantWithRoles(t *testing.T, slug string) tenantFixture {
+	t.Helper()
+	ctx := context.Background()
+	tn, err := e.svc.CreateTenant(ctx, slug, slug)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := tenantFixture{tenant: tn, users: map[rbac.Role]auth.User{}, tokens: map[rbac.Role]string{}}
+	for _, r := range []rbac.Role{rbac.Admin, rbac.Manager, rbac.Analyst, rbac.Viewer} {
+		email := string(r) + "@" + slug + ".example"
+		u, err := e.svc.CreateUser(ctx, &authn.Principal{TenantID: tn.ID}, auth.User{Email: email, Role: r}, password)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.users[r] = u
+		f.tokens[r] = e.login(t, slug, email, password)
+	}
+	return f
+}
+
+// operator bootstraps the platform operator and returns its token.
+func (e *env) operator(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if _, err := e.svc.Bootstrap(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	op := readLoginFile(t, dir+"/operator.json")
+	return e.login(t, "", op.GetEmail(), op.GetPassword())
+}
+
+func (e *env) loginFull(t *testing.T, tenant, email, pw string) *authv1.LoginResponse {
+	t.Helper()
+	resp, err := e.client.Login(context.Background(), &authv1.LoginRequest{Tenant: tenant, Email: email, Password: pw})
+	if err != nil {
+		t.Fatalf("login %s/%s: %v", tenant, email, err)
+	}
+	return resp
+}
