@@ -11,7 +11,7 @@ func TestCredentialsRoundTrip(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "cmesh")
 	path := filepath.Join(dir, "credentials.json")
-	want := storedCredentials{Addr: "localhost:8443", AccessToken: "tok", ExpireTime: testNow.Add(time.Hour)}
+	want := storedCredentials{Addr: "localhost:8443", AccessToken: "tok", ExpireTime: testNow.Add(time.Hour), RefreshToken: "rt", RefreshExpireTime: testNow.Add(48 * time.Hour)}
 
 	// A file left with loose permissions is replaced by a private one.
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -27,7 +27,7 @@ func TestCredentialsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
-	if got.Addr != want.Addr || got.AccessToken != want.AccessToken || !got.ExpireTime.Equal(want.ExpireTime) {
+	if got != want {
 		t.Errorf("loaded %+v, want %+v", got, want)
 	}
 	fi, err := os.Stat(path)
@@ -61,24 +61,48 @@ func TestSaveCredentialsCreatesPrivateDirectory(t *testing.T) {
 	}
 }
 
-func TestCredentialsExpired(t *testing.T) {
+func TestPlanToken(t *testing.T) {
 	t.Parallel()
+	withRefresh := func(access, refresh time.Time) *storedCredentials {
+		return &storedCredentials{AccessToken: "at", ExpireTime: access, RefreshToken: "rt", RefreshExpireTime: refresh}
+	}
+	accessOnly := func(access time.Time) *storedCredentials {
+		return &storedCredentials{AccessToken: "at", ExpireTime: access}
+	}
+	day := testNow.Add(24 * time.Hour)
 	tests := []struct {
-		name   string
-		expire time.Time
-		want   bool
+		name  string
+		env   string
+		creds *storedCredentials
+		want  tokenPlan
 	}{
-		{"future", testNow.Add(time.Second), false},
-		{"now", testNow, true},
-		{"past", testNow.Add(-time.Hour), true},
-		{"unknown", time.Time{}, false},
+		{"nothing stored", "", nil, planLogin},
+		{"env token, nothing stored", "tok", nil, planEnv},
+		{"env token wins over an expired session", "tok", withRefresh(testNow.Add(-time.Hour), day), planEnv},
+		{"env token wins over a fresh token", "tok", accessOnly(testNow.Add(time.Hour)), planEnv},
+		{"fresh", "", withRefresh(testNow.Add(time.Hour), day), planStored},
+		{"fresh for 31s", "", withRefresh(testNow.Add(31*time.Second), day), planStored},
+		{"expires in 30s", "", withRefresh(testNow.Add(30*time.Second), day), planRefresh},
+		{"expires in 1s", "", withRefresh(testNow.Add(time.Second), day), planRefresh},
+		{"expires now", "", withRefresh(testNow, day), planRefresh},
+		{"expired", "", withRefresh(testNow.Add(-time.Hour), day), planRefresh},
+		{"expired, refresh expiry unknown", "", withRefresh(testNow.Add(-time.Hour), time.Time{}), planRefresh},
+		{"expiry unknown, with refresh token", "", withRefresh(time.Time{}, day), planStored},
+		{"only a refresh token", "", &storedCredentials{RefreshToken: "rt", RefreshExpireTime: day}, planRefresh},
+		{"expired, refresh expires now", "", withRefresh(testNow.Add(-time.Hour), testNow), planLogin},
+		{"expired, refresh expired", "", withRefresh(testNow.Add(-time.Hour), testNow.Add(-time.Minute)), planLogin},
+		{"expires in 10s, refresh expired: use it while it lasts", "", withRefresh(testNow.Add(10*time.Second), testNow.Add(-time.Minute)), planStored},
+		{"expires in 10s, no refresh token", "", accessOnly(testNow.Add(10 * time.Second)), planStored},
+		{"expired, no refresh token", "", accessOnly(testNow.Add(-time.Second)), planLogin},
+		{"expires now, no refresh token", "", accessOnly(testNow), planLogin},
+		{"expiry unknown, no refresh token", "", accessOnly(time.Time{}), planStored},
+		{"empty file", "", &storedCredentials{}, planLogin},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c := storedCredentials{AccessToken: "tok", ExpireTime: tt.expire}
-			if got := c.expired(testNow); got != tt.want {
-				t.Errorf("expired = %v, want %v", got, tt.want)
+			if got := planToken(tt.env, tt.creds, testNow); got != tt.want {
+				t.Errorf("planToken = %v, want %v", got, tt.want)
 			}
 		})
 	}
@@ -118,7 +142,7 @@ func TestTokenFromEnvironment(t *testing.T) {
 	}
 	c := newTestCLI(t, map[string]string{"CMESH_CREDENTIALS": path, "CMESH_TOKEN": "from-env\n"}, nil)
 	c.addr = defaultAddr
-	got, err := c.accessToken()
+	got, err := c.accessToken(t.Context())
 	if err != nil || got != "from-env" {
 		t.Errorf("accessToken() = %q, %v; want from-env", got, err)
 	}

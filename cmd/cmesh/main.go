@@ -5,7 +5,9 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -22,8 +24,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
@@ -39,30 +43,55 @@ const (
 var commands = []*command{
 	{
 		name:    "login",
-		summary: "log in and store the access token",
+		summary: "log in and store the session",
 		details: `Platform operators leave -tenant empty. Without -password-stdin or -password-file
 the password is read from the terminal (or the first line of stdin). -f reads a
 LoginRequest as JSON, e.g. {"tenant":"acme","email":"...","password":"..."} as written
-by the dev bootstrap to .state/bootstrap/*.json; flags override its fields.`,
+by the dev bootstrap to .state/bootstrap/*.json; flags override its fields.
+
+The access token and the refresh token are stored in the credentials file (mode 0600).
+Each command renews an access token that has expired or expires within 30s with the
+refresh token, until the refresh token expires; then run cmesh login again.`,
 		run: runLogin,
+	},
+	{
+		name:    "logout",
+		summary: "end the session and delete the stored tokens",
+		details: `The server ends the session of the stored refresh token; the local credentials file
+is deleted even when the server cannot be reached. An access token already issued
+stays valid on the server until it expires (minutes).`,
+		run: runLogout,
 	},
 	{name: "whoami", summary: "describe the credential in use", run: runWhoAmI},
 	{
-		name:    "logout",
-		summary: "delete the stored access token",
-		details: `This only deletes the local credentials file: the token itself stays valid on the
-server until it expires (server-side revocation is not implemented yet).`,
-		run: runLogout,
+		name:    "password",
+		summary: "change your password and end all your sessions",
+		details: `Without flags both passwords are read from the terminal without echo (the new one
+twice), or from the first two lines of stdin when it is not a terminal. -stdin reads
+the current password from the first line and the new one from the second.
+
+The server ends every session of yours, so the stored tokens are deleted: run
+cmesh login again with the new password.`,
+		run: runPassword,
 	},
+	{name: "roles", summary: "list the roles and the permissions each holds", run: runRoles},
 	{name: "tenants", summary: "manage tenants (platform operators)", subs: tenantCommands},
 	{name: "users", summary: "manage the users of your tenant", subs: userCommands},
-	{name: "keys", summary: "list and rotate the keys that sign access tokens", subs: keyCommands},
+	{name: "apikeys", summary: "manage the API keys of your tenant", subs: apiKeyCommands},
+	{name: "audit", summary: "read and verify your tenant's audit log", subs: auditCommands},
+	{
+		name:    "signing-keys",
+		aliases: []string{"keys"},
+		summary: "list and rotate the keys that sign access tokens",
+		subs:    signingKeyCommands,
+	},
 }
 
 // command is a node of the command tree: a group with subcommands, or a leaf that runs.
 type command struct {
 	name    string
-	args    string // positional arguments, e.g. "ID ROLE"; parse checks their count
+	aliases []string // other names dispatch accepts, e.g. a group's old name
+	args    string   // positional arguments, e.g. "ID ROLE"; parse checks their count
 	summary string
 	details string
 	run     func(ctx context.Context, a *app, c *cmdline) error
@@ -72,11 +101,12 @@ type command struct {
 // app holds the global flags and the process's environment, so tests can run commands
 // without touching the real one.
 type app struct {
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
-	getenv func(string) string
-	now    func() time.Time
+	stdin      io.Reader
+	stdinLines *bufio.Reader // stdin, buffered by the first readLine
+	stdout     io.Writer
+	stderr     io.Writer
+	getenv     func(string) string
+	now        func() time.Time
 	// dial connects to the gateway; tests replace it with a fake client.
 	dial func(a *app) (authv1.AuthServiceClient, io.Closer, error)
 
@@ -88,7 +118,8 @@ type app struct {
 
 	client    authv1.AuthServiceClient
 	conn      io.Closer
-	sentToken bool // a call carried the access token
+	sentToken bool   // a call carried the access token
+	requestID string // idempotency key of a create call sent, for the retry hint
 }
 
 func main() {
@@ -118,9 +149,28 @@ func (a *app) run(ctx context.Context, args []string) int {
 		fmt.Fprintf(a.stderr, "cmesh: %s\n\n", ue.msg)
 		ue.usage(a.stderr)
 		return 2
+	case errors.Is(err, errReported):
+		return 1
 	}
 	printError(a.stderr, err, a.sentToken)
+	if a.requestID != "" && maybeDone(err) {
+		fmt.Fprintf(a.stderr, "hint: the server may have done it; repeat the command with -request-id %s to get its result instead of doing it twice\n", a.requestID)
+	}
 	return 1
+}
+
+// errReported ends a command that has printed its own failure, e.g. a broken audit chain,
+// with exit code 1 and nothing more on stderr.
+var errReported = errors.New("failure reported")
+
+// maybeDone reports whether a call that failed with err may still have taken effect on the
+// server: the answer was lost, not refused.
+func maybeDone(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		return true
+	}
+	return false
 }
 
 // usageError is a mistake on the command line; run prints it with the relevant usage.
@@ -169,7 +219,7 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 	}
 	cmds, path := commands, []string(nil)
 	for {
-		i := slices.IndexFunc(cmds, func(c *command) bool { return c.name == args[0] })
+		i := slices.IndexFunc(cmds, func(c *command) bool { return c.name == args[0] || slices.Contains(c.aliases, args[0]) })
 		if i < 0 {
 			return &usageError{msg: fmt.Sprintf("unknown command %q", strings.Join(append(path, args[0]), " ")), usage: usage}
 		}
@@ -281,12 +331,17 @@ environment:
   CMESH_ADDR, CMESH_CACERT  defaults for -addr and -cacert
   CMESH_CREDENTIALS         credentials file (default $XDG_CONFIG_HOME/cmesh/credentials.json,
                             else ~/.config/cmesh/credentials.json)
-  CMESH_TOKEN               access token to send instead of the stored one (for scripts)
+  CMESH_TOKEN               access token to send instead of the stored one (for scripts);
+                            it is never refreshed
 `)
 }
 
 func groupUsage(w io.Writer, path string, group *command) {
-	fmt.Fprintf(w, "usage: cmesh [global flags] %s <command> [flags] [args]\n\n%s.\n\ncommands:\n", path, capitalize(group.summary))
+	fmt.Fprintf(w, "usage: cmesh [global flags] %s <command> [flags] [args]\n\n%s.\n", path, capitalize(group.summary))
+	if len(group.aliases) > 0 {
+		fmt.Fprintf(w, "Also called: %s.\n", strings.Join(group.aliases, ", "))
+	}
+	fmt.Fprint(w, "\ncommands:\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, s := range group.subs {
 		fmt.Fprintf(tw, "  %s\t%s\n", strings.TrimSpace(s.name+" "+s.args), s.summary)
@@ -310,24 +365,33 @@ func envOr(getenv func(string) string, key, def string) string {
 }
 
 // connect returns the AuthService client, dialling the gateway on first use. With auth,
-// the returned context also carries the caller's access token.
+// the returned context also carries the caller's access token, renewed first if needed.
 func (a *app) connect(ctx context.Context, auth bool) (context.Context, authv1.AuthServiceClient, error) {
 	if auth {
-		token, err := a.accessToken()
+		token, err := a.accessToken(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 		a.sentToken = true
 	}
+	client, err := a.authClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	return ctx, client, nil
+}
+
+// authClient returns the AuthService client, dialling the gateway on first use.
+func (a *app) authClient() (authv1.AuthServiceClient, error) {
 	if a.client == nil {
 		client, conn, err := a.dial(a)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		a.client, a.conn = client, conn
 	}
-	return ctx, a.client, nil
+	return a.client, nil
 }
 
 // dialGateway opens a TLS client connection to the gateway. grpc.NewClient connects
@@ -439,4 +503,53 @@ func callOne[M proto.Message](ctx context.Context, a *app, table func(io.Writer,
 		return err
 	}
 	return a.emit(m, func(w io.Writer) error { return table(w, m) })
+}
+
+// requestIDFlag is the -request-id flag of the commands that create something.
+type requestIDFlag struct{ id string }
+
+func (r *requestIDFlag) register(c *cmdline) {
+	c.StringVar(&r.id, "request-id", "", "idempotency `id` (1-64 of A-Za-z0-9._-): repeating a command with the same id within 24h returns the first result instead of creating again (default: a new random id)")
+}
+
+// resolve checks the given id, or makes a random one: every attempt to send the request
+// within this invocation then carries the same id, so a retry never creates twice.
+func (r *requestIDFlag) resolve(c *cmdline) error {
+	if r.id == "" {
+		r.id = newRequestID()
+	} else if !validRequestID(r.id) {
+		return c.usageErr(fmt.Sprintf("-request-id %q: want 1-64 of A-Za-z0-9._-", r.id))
+	}
+	return nil
+}
+
+// sending returns the id after noting that a request carrying it is about to be sent, so
+// that run can tell how to repeat it should its answer be lost.
+func (r *requestIDFlag) sending(a *app) string {
+	a.requestID = r.id
+	return r.id
+}
+
+// newRequestID returns a random request id; the prefix tells audit readers where it came from.
+func newRequestID() string { return "cmesh-" + strings.ToLower(rand.Text()) }
+
+func validRequestID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// parseTimeFlag parses an RFC 3339 time given to flag name.
+func parseTimeFlag(name, s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("-%s %q: want an RFC 3339 time such as 2026-01-02T15:04:05Z", name, s)
+	}
+	return t, nil
 }

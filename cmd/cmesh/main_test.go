@@ -87,6 +87,19 @@ func TestDispatchErrors(t *testing.T) {
 		{"set platform operator role", []string{"users", "set-role", "u1", "platform_operator"}, `unknown role "platform_operator"`},
 		{"login without email", []string{"login", "-password-stdin"}, "-email is required"},
 		{"two password sources", []string{"login", "-email", "a@example.com", "-password-stdin", "-password-file", "pw"}, "are exclusive"},
+		{"password stdin and file", []string{"password", "-stdin", "-new-file", "pw"}, "-stdin and -current-file/-new-file are exclusive"},
+		{"api key without scope", []string{"apikeys", "create", "-name", "ingest"}, "-scope is required"},
+		{"api key without name", []string{"apikeys", "create", "-scope", "events.write"}, "-name is required"},
+		{"api key empty scope", []string{"apikeys", "create", "-name", "n", "-scope", "events.write,"}, "empty scope"},
+		{"api key two expiries", []string{"apikeys", "create", "-name", "n", "-scope", "s", "-expires", "1h", "-expire-time", "2030-01-01T00:00:00Z"}, "-expires and -expire-time are exclusive"},
+		{"api key expired", []string{"apikeys", "create", "-name", "n", "-scope", "s", "-expire-time", "2020-01-01T00:00:00Z"}, "is not in the future"},
+		{"api key bad expiry", []string{"apikeys", "create", "-name", "n", "-scope", "s", "-expire-time", "tomorrow"}, "want an RFC 3339 time"},
+		{"bad request id", []string{"tenants", "create", "-slug", "acme", "-name", "Acme", "-request-id", "no spaces"}, `-request-id "no spaces": want 1-64 of A-Za-z0-9._-`},
+		{"long request id", []string{"users", "create", "-email", "a@example.com", "-role", "admin", "-request-id", strings.Repeat("x", 65)}, "want 1-64"},
+		{"audit since and start", []string{"audit", "list", "-since", "1h", "-start", "2026-01-01T00:00:00Z"}, "-since and -start are exclusive"},
+		{"audit end before start", []string{"audit", "list", "-start", "2026-01-02T00:00:00Z", "-end", "2026-01-01T00:00:00Z"}, "the end is not after the start"},
+		{"audit unknown outcome", []string{"audit", "list", "-outcome", "DENIED"}, `-outcome "DENIED": want a gRPC code name`},
+		{"revoke sessions without id", []string{"users", "revoke-sessions"}, "users revoke-sessions: want ID"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,12 +129,16 @@ func TestHelp(t *testing.T) {
 		wantStdout []string
 	}{
 		{"help", []string{"help"}, []string{"usage: cmesh [global flags] <command>", "tenants list", "users set-role ID ROLE", "-addr", "CMESH_TOKEN"}},
-		{"-h", []string{"-h"}, []string{"keys rotate", "-cacert"}},
+		{"-h", []string{"-h"}, []string{"signing-keys rotate", "-cacert"}},
 		{"help group", []string{"help", "tenants"}, []string{"usage: cmesh [global flags] tenants <command>", "suspend ID"}},
 		{"group -h", []string{"users", "-h"}, []string{"set-role ID ROLE"}},
 		{"help command", []string{"help", "users", "create"}, []string{"usage: cmesh [global flags] users create [flags]", "-password-stdin", "-role role"}},
 		{"command -h", []string{"login", "-h"}, []string{"-tenant slug", "-f file", ".state/bootstrap"}},
-		{"logout says it is local", []string{"logout", "-h"}, []string{"stays valid on the"}},
+		{"logout says what stays valid", []string{"logout", "-h"}, []string{"stays valid on the server until it expires"}},
+		{"help lists new commands", []string{"help"}, []string{"password", "roles", "apikeys create", "apikeys revoke ID", "audit verify", "users revoke-sessions ID", "users unlock ID", "signing-keys rotate"}},
+		{"old keys group name", []string{"keys", "-h"}, []string{"usage: cmesh [global flags] signing-keys <command>", "Also called: keys."}},
+		{"apikeys create flags", []string{"apikeys", "create", "-h"}, []string{"-scope permission", "-expire-time time", "-request-id id", "printed once"}},
+		{"env token is not refreshed", []string{"help"}, []string{"it is never refreshed"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -208,17 +225,95 @@ func TestTokenChecksBeforeCalling(t *testing.T) {
 // fakeAuth stands in for the gateway; calls it does not implement panic.
 type fakeAuth struct {
 	authv1.AuthServiceClient
-	login       func(context.Context, *authv1.LoginRequest) (*authv1.LoginResponse, error)
-	listTenants func(context.Context, *authv1.ListTenantsRequest) (*authv1.ListTenantsResponse, error)
+	login              func(context.Context, *authv1.LoginRequest) (*authv1.LoginResponse, error)
+	refresh            func(context.Context, *authv1.RefreshRequest) (*authv1.LoginResponse, error)
+	logout             func(context.Context, *authv1.LogoutRequest) (*authv1.LogoutResponse, error)
+	changePassword     func(context.Context, *authv1.ChangePasswordRequest) (*authv1.ChangePasswordResponse, error)
+	whoAmI             func(context.Context, *authv1.WhoAmIRequest) (*authv1.WhoAmIResponse, error)
+	listRoles          func(context.Context, *authv1.ListRolesRequest) (*authv1.ListRolesResponse, error)
+	listSigningKeys    func(context.Context, *authv1.ListSigningKeysRequest) (*authv1.ListSigningKeysResponse, error)
+	listTenants        func(context.Context, *authv1.ListTenantsRequest) (*authv1.ListTenantsResponse, error)
+	createTenant       func(context.Context, *authv1.CreateTenantRequest) (*authv1.Tenant, error)
+	revokeUserSessions func(context.Context, *authv1.RevokeUserSessionsRequest) (*authv1.RevokeUserSessionsResponse, error)
+	createAPIKey       func(context.Context, *authv1.CreateApiKeyRequest) (*authv1.CreateApiKeyResponse, error)
+	listAuditRecords   func(context.Context, *authv1.ListAuditRecordsRequest) (*authv1.ListAuditRecordsResponse, error)
+	verifyAuditChain   func(context.Context, *authv1.VerifyAuditChainRequest) (*authv1.VerifyAuditChainResponse, error)
 }
 
 func (f *fakeAuth) Login(ctx context.Context, in *authv1.LoginRequest, _ ...grpc.CallOption) (*authv1.LoginResponse, error) {
 	return f.login(ctx, in)
 }
 
+func (f *fakeAuth) Refresh(ctx context.Context, in *authv1.RefreshRequest, _ ...grpc.CallOption) (*authv1.LoginResponse, error) {
+	return f.refresh(ctx, in)
+}
+
+func (f *fakeAuth) Logout(ctx context.Context, in *authv1.LogoutRequest, _ ...grpc.CallOption) (*authv1.LogoutResponse, error) {
+	return f.logout(ctx, in)
+}
+
+func (f *fakeAuth) ChangePassword(ctx context.Context, in *authv1.ChangePasswordRequest, _ ...grpc.CallOption) (*authv1.ChangePasswordResponse, error) {
+	return f.changePassword(ctx, in)
+}
+
+func (f *fakeAuth) WhoAmI(ctx context.Context, in *authv1.WhoAmIRequest, _ ...grpc.CallOption) (*authv1.WhoAmIResponse, error) {
+	return f.whoAmI(ctx, in)
+}
+
+func (f *fakeAuth) ListRoles(ctx context.Context, in *authv1.ListRolesRequest, _ ...grpc.CallOption) (*authv1.ListRolesResponse, error) {
+	return f.listRoles(ctx, in)
+}
+
+func (f *fakeAuth) ListSigningKeys(ctx context.Context, in *authv1.ListSigningKeysRequest, _ ...grpc.CallOption) (*authv1.ListSigningKeysResponse, error) {
+	return f.listSigningKeys(ctx, in)
+}
+
 func (f *fakeAuth) ListTenants(ctx context.Context, in *authv1.ListTenantsRequest, _ ...grpc.CallOption) (*authv1.ListTenantsResponse, error) {
 	return f.listTenants(ctx, in)
 }
+
+func (f *fakeAuth) CreateTenant(ctx context.Context, in *authv1.CreateTenantRequest, _ ...grpc.CallOption) (*authv1.Tenant, error) {
+	return f.createTenant(ctx, in)
+}
+
+func (f *fakeAuth) RevokeUserSessions(ctx context.Context, in *authv1.RevokeUserSessionsRequest, _ ...grpc.CallOption) (*authv1.RevokeUserSessionsResponse, error) {
+	return f.revokeUserSessions(ctx, in)
+}
+
+func (f *fakeAuth) CreateApiKey(ctx context.Context, in *authv1.CreateApiKeyRequest, _ ...grpc.CallOption) (*authv1.CreateApiKeyResponse, error) {
+	return f.createAPIKey(ctx, in)
+}
+
+func (f *fakeAuth) ListAuditRecords(ctx context.Context, in *authv1.ListAuditRecordsRequest, _ ...grpc.CallOption) (*authv1.ListAuditRecordsResponse, error) {
+	return f.listAuditRecords(ctx, in)
+}
+
+func (f *fakeAuth) VerifyAuditChain(ctx context.Context, in *authv1.VerifyAuditChainRequest, _ ...grpc.CallOption) (*authv1.VerifyAuditChainResponse, error) {
+	return f.verifyAuditChain(ctx, in)
+}
+
+// bearer returns the access token a call carried, or "" without one.
+func bearer(ctx context.Context) string {
+	md, _ := metadata.FromOutgoingContext(ctx)
+	got := md.Get("authorization")
+	if len(got) != 1 {
+		return ""
+	}
+	return strings.TrimPrefix(got[0], "Bearer ")
+}
+
+// loggedIn returns the environment of a CLI whose credentials file holds c.
+func loggedIn(t *testing.T, c storedCredentials) map[string]string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "credentials.json")
+	if err := saveCredentials(path, c); err != nil {
+		t.Fatal(err)
+	}
+	return map[string]string{"CMESH_CREDENTIALS": path}
+}
+
+// fresh are stored credentials whose access token is valid for an hour.
+var fresh = storedCredentials{Addr: defaultAddr, AccessToken: "stored-token", ExpireTime: testNow.Add(time.Hour)}
 
 func TestTenantsListAll(t *testing.T) {
 	t.Parallel()
@@ -265,14 +360,17 @@ func TestTenantsListAll(t *testing.T) {
 
 func TestLogin(t *testing.T) {
 	t.Parallel()
-	const token, password = "eyJ.secret.token", "correct horse battery"
-	expire := testNow.Add(15 * time.Minute)
+	const token, refreshToken, password = "eyJ.secret.token", "rt-secret", "correct horse battery"
+	expire, refreshExpire := testNow.Add(15*time.Minute), testNow.Add(30*24*time.Hour)
 	client := &fakeAuth{login: func(_ context.Context, req *authv1.LoginRequest) (*authv1.LoginResponse, error) {
 		want := &authv1.LoginRequest{Tenant: "acme", Email: "ada@acme.example", Password: password}
 		if !proto.Equal(req, want) {
 			t.Errorf("login request = %v, want %v", req, want)
 		}
-		return &authv1.LoginResponse{AccessToken: token, TokenType: "Bearer", ExpiresIn: 900, ExpireTime: timestamppb.New(expire)}, nil
+		return &authv1.LoginResponse{
+			AccessToken: token, TokenType: "Bearer", ExpiresIn: 900, ExpireTime: timestamppb.New(expire),
+			RefreshToken: refreshToken, RefreshExpireTime: timestamppb.New(refreshExpire),
+		}, nil
 	}}
 	bootstrap := filepath.Join(t.TempDir(), "acme-admin.json")
 	// Extra fields, as a bootstrap file may carry, are ignored; -email overrides the file.
@@ -297,10 +395,10 @@ func TestLogin(t *testing.T) {
 			if code := c.run(context.Background(), tt.args); code != 0 {
 				t.Fatalf("exit code = %d, want 0; stderr:\n%s", code, c.stderr)
 			}
-			if want := "logged in as ada@acme.example (tenant acme), token expires 2026-11-22T12:15:00Z\n"; c.stdout.String() != want {
+			if want := "logged in as ada@acme.example (tenant acme), token expires 2026-11-22T12:15:00Z, session renewable until 2026-12-22T12:00:00Z\n"; c.stdout.String() != want {
 				t.Errorf("stdout = %q, want %q", c.stdout, want)
 			}
-			for _, secret := range []string{token, password} {
+			for _, secret := range []string{token, refreshToken, password} {
 				if strings.Contains(c.stdout.String()+c.stderr.String(), secret) {
 					t.Errorf("output shows %q", secret)
 				}
@@ -309,9 +407,16 @@ func TestLogin(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := storedCredentials{Addr: defaultAddr, AccessToken: token, ExpireTime: expire}
-			if creds.Addr != want.Addr || creds.AccessToken != want.AccessToken || !creds.ExpireTime.Equal(want.ExpireTime) {
+			want := storedCredentials{Addr: defaultAddr, AccessToken: token, ExpireTime: expire, RefreshToken: refreshToken, RefreshExpireTime: refreshExpire}
+			if creds != want {
 				t.Errorf("stored %+v, want %+v", creds, want)
+			}
+			fi, err := os.Stat(c.getenv("CMESH_CREDENTIALS"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mode := fi.Mode().Perm(); mode != 0o600 {
+				t.Errorf("credentials file mode = %v, want 0600", mode)
 			}
 		})
 	}

@@ -90,7 +90,7 @@ func writeUsers(w io.Writer, users []*authv1.User) error {
 	return t.flush()
 }
 
-func writeKeys(w io.Writer, keys []*authv1.SigningKey) error {
+func writeSigningKeys(w io.Writer, keys []*authv1.SigningKey) error {
 	t := newTable(w, "KID", "ALG", "ACTIVE", "CREATED")
 	for _, k := range keys {
 		active := "no"
@@ -135,24 +135,35 @@ func stateName(s fmt.Stringer) string {
 // formatTime shows a time as RFC 3339 in UTC.
 func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
-func formatTimestamp(ts *timestamppb.Timestamp) string {
+func formatTimestamp(ts *timestamppb.Timestamp) string { return formatTimestampOr(ts, "-") }
+
+// formatTimestampOr shows ts as formatTime does, or none when it is not set.
+func formatTimestampOr(ts *timestamppb.Timestamp, none string) string {
 	if ts == nil {
-		return "-"
+		return none
 	}
 	return formatTime(ts.AsTime())
 }
 
-// printError prints err for a person: a gRPC status as "message (Code)" with the fields a
-// BadRequest detail names. sentToken says the call carried an access token, so that
-// Unauthenticated means logging in again would help.
+// printError prints err for a person: a gRPC status as "message (Code)", after the context
+// it was wrapped in, with the fields a BadRequest detail names. sentToken says the call
+// carried an access token, so that Unauthenticated means logging in again would help.
 func printError(w io.Writer, err error, sentToken bool) {
-	var se interface{ GRPCStatus() *status.Status }
+	var se interface {
+		error
+		GRPCStatus() *status.Status
+	}
 	if !errors.As(err, &se) {
 		fmt.Fprintf(w, "cmesh: %v\n", err)
 		return
 	}
 	st := se.GRPCStatus()
-	fmt.Fprintf(w, "cmesh: %s (%s)\n", st.Message(), st.Code())
+	// Keep what the status was wrapped in, e.g. "renew session: ".
+	prefix, ok := strings.CutSuffix(err.Error(), se.Error())
+	if !ok {
+		prefix = ""
+	}
+	fmt.Fprintf(w, "cmesh: %s%s (%s)\n", prefix, st.Message(), st.Code())
 	for _, d := range st.Details() {
 		if br, ok := d.(*errdetails.BadRequest); ok {
 			for _, v := range br.GetFieldViolations() {

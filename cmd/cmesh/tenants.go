@@ -53,17 +53,27 @@ func runTenantsGet(ctx context.Context, a *app, c *cmdline) error {
 }
 
 func runTenantsCreate(ctx context.Context, a *app, c *cmdline) error {
-	var slug, name string
+	var (
+		slug, name string
+		rid        requestIDFlag
+	)
 	c.StringVar(&slug, "slug", "", "`slug` users type at login: 3-40 of a-z, 0-9 and '-' (required)")
 	c.StringVar(&name, "name", "", "display `name` (required)")
+	rid.register(c)
 	if _, err := c.parse(a); err != nil {
 		return err
 	}
 	if slug == "" || name == "" {
 		return c.usageErr("-slug and -name are required")
 	}
+	if err := rid.resolve(c); err != nil {
+		return err
+	}
 	return callOne(ctx, a, writeTenant, func(ctx context.Context, client authv1.AuthServiceClient) (*authv1.Tenant, error) {
-		return client.CreateTenant(ctx, &authv1.CreateTenantRequest{Tenant: &authv1.Tenant{Slug: slug, DisplayName: name}})
+		return client.CreateTenant(ctx, &authv1.CreateTenantRequest{
+			Tenant:    &authv1.Tenant{Slug: slug, DisplayName: name},
+			RequestId: rid.sending(a),
+		})
 	})
 }
 

@@ -21,6 +21,14 @@ read from the terminal (or the first line of stdin).`,
 	},
 	{name: "disable", args: "ID", summary: "stop a user from logging in", run: runUsersDisable},
 	{name: "set-role", args: "ID ROLE", summary: "give a user another role: " + roleNames, run: runUsersSetRole},
+	{name: "unlock", args: "ID", summary: "clear a user's lock after too many failed logins", run: runUsersUnlock},
+	{
+		name:    "revoke-sessions",
+		args:    "ID",
+		summary: "end every session of a user",
+		details: "Access tokens already issued stay valid until they expire (minutes).",
+		run:     runUsersRevokeSessions,
+	},
 }
 
 // roles are the roles a tenant user can be given; platform operators are not made here.
@@ -89,6 +97,7 @@ func runUsersCreate(ctx context.Context, a *app, c *cmdline) error {
 		email, name string
 		role        authv1.Role
 		pw          passwordFlags
+		rid         requestIDFlag
 	)
 	c.StringVar(&email, "email", "", "`email` the user logs in with (required)")
 	c.StringVar(&name, "name", "", "display `name`")
@@ -98,7 +107,11 @@ func runUsersCreate(ctx context.Context, a *app, c *cmdline) error {
 		return err
 	})
 	pw.register(c)
+	rid.register(c)
 	if _, err := c.parse(a); err != nil {
+		return err
+	}
+	if err := rid.resolve(c); err != nil {
 		return err
 	}
 	switch {
@@ -121,8 +134,9 @@ func runUsersCreate(ctx context.Context, a *app, c *cmdline) error {
 	}
 	return callOne(ctx, a, writeUser, func(ctx context.Context, client authv1.AuthServiceClient) (*authv1.User, error) {
 		return client.CreateUser(ctx, &authv1.CreateUserRequest{
-			User:     &authv1.User{Email: email, DisplayName: name, Role: role},
-			Password: password,
+			User:      &authv1.User{Email: email, DisplayName: name, Role: role},
+			Password:  password,
+			RequestId: rid.sending(a),
 		})
 	})
 }
@@ -149,6 +163,56 @@ func runUsersSetRole(ctx context.Context, a *app, c *cmdline) error {
 	return callOne(ctx, a, writeUser, func(ctx context.Context, client authv1.AuthServiceClient) (*authv1.User, error) {
 		return client.ChangeUserRole(ctx, &authv1.ChangeUserRoleRequest{Id: args[0], Role: role})
 	})
+}
+
+func runUsersUnlock(ctx context.Context, a *app, c *cmdline) error {
+	args, err := c.parse(a)
+	if err != nil {
+		return err
+	}
+	return callOne(ctx, a, writeUser, func(ctx context.Context, client authv1.AuthServiceClient) (*authv1.User, error) {
+		return client.UnlockUser(ctx, &authv1.UnlockUserRequest{Id: args[0]})
+	})
+}
+
+func runUsersRevokeSessions(ctx context.Context, a *app, c *cmdline) error {
+	args, err := c.parse(a)
+	if err != nil {
+		return err
+	}
+	return callOne(ctx, a, writeRevokedSessions, func(ctx context.Context, client authv1.AuthServiceClient) (*authv1.RevokeUserSessionsResponse, error) {
+		return client.RevokeUserSessions(ctx, &authv1.RevokeUserSessionsRequest{Id: args[0]})
+	})
+}
+
+func writeRevokedSessions(w io.Writer, r *authv1.RevokeUserSessionsResponse) error {
+	n := r.GetRevokedSessions()
+	_, err := fmt.Fprintf(w, "ended %d %s\n", n, plural(n, "session", "sessions"))
+	return err
+}
+
+func plural(n int64, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+func runRoles(ctx context.Context, a *app, c *cmdline) error {
+	if _, err := c.parse(a); err != nil {
+		return err
+	}
+	return callOne(ctx, a, writeRoles, func(ctx context.Context, client authv1.AuthServiceClient) (*authv1.ListRolesResponse, error) {
+		return client.ListRoles(ctx, &authv1.ListRolesRequest{})
+	})
+}
+
+func writeRoles(w io.Writer, r *authv1.ListRolesResponse) error {
+	t := newTable(w, "ROLE", "PERMISSIONS")
+	for _, ri := range r.GetRoles() {
+		t.row(roleName(ri.GetRole()), strings.Join(ri.GetPermissions(), ","))
+	}
+	return t.flush()
 }
 
 func writeUser(w io.Writer, u *authv1.User) error { return writeUsers(w, []*authv1.User{u}) }

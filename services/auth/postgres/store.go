@@ -310,4 +310,3 @@ func isUniqueViolation(err error) bool {
 }
 
 func notFoundUser(id string) error { return apperr.NotFoundf("user %s", id) }
-
