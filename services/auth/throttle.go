@@ -26,10 +26,10 @@ var DefaultThrottle = ThrottlePolicy{Window: 15 * time.Minute, AccountThreshold:
 
 // lockFor is how long a key is locked after its n-th failure.
 func (p ThrottlePolicy) lockFor(n, threshold int) time.Duration {
-	if n <= threshold {
+	if n < threshold {
 		return 0
 	}
-	d := time.Second << min(n-threshold-1, 20)
+	d := time.Second << min(n-threshold, 20)
 	return min(d, p.MaxLock)
 }
 
