@@ -58,6 +58,10 @@ func (t *table) row(cells ...string) {
 	for i, c := range cells {
 		cells[i] = cell(c)
 	}
+	// Trailing empty cells would pad the line with spaces.
+	for len(cells) > 1 && cells[len(cells)-1] == "" {
+		cells = cells[:len(cells)-1]
+	}
 	fmt.Fprintln(t.tw, strings.Join(cells, "\t"))
 }
 

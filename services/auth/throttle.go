@@ -10,10 +10,11 @@ import (
 
 // Login throttling. Failures are counted per account (tenant slug and email, whether or not
 // the account exists, so throttling reveals nothing) and per client address, within a window.
-// Past a threshold, each further failure locks the key for twice as long as the last one, up to
-// a ceiling: with the defaults the 6th failed login for an account waits 1 s, the 7th 2 s, the
-// 15th about 17 min capped to 15 min. Success clears the account's count; a tenant admin can
-// clear it too (UnlockUser).
+// From the threshold-th failure on, each failure locks the key for twice as long as the last
+// one, up to a ceiling: with the defaults the 5th failed login of an account locks it for 1 s,
+// the 6th for 2 s, the 7th for 4 s, and from the 15th on for 15 min. While locked, every
+// attempt (even with the right password) gets RESOURCE_EXHAUSTED with a retry delay. Success
+// clears the account's count; a tenant admin can clear it too (UnlockUser).
 type ThrottlePolicy struct {
 	Window           time.Duration
 	AccountThreshold int
