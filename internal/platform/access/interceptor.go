@@ -169,6 +169,9 @@ func (e *Enforcer) audit(ctx context.Context, method string, req, resp any, err 
 			}
 			if a.actor != "" {
 				rec.Actor = a.actor
+				if rec.ActorKind == "anonymous" {
+					rec.ActorKind = "user" // e.g. the account that just logged in
+				}
 			}
 			if a.resource != "" {
 				rec.Resource = a.resource

@@ -2,6 +2,7 @@ package grpcapi_test
 
 import (
 	"context"
+	"sync"
 	"os"
 
 	"log/slog"
@@ -37,6 +38,8 @@ type env struct {
 	store  *postgres.Store
 	ca     *mtls.CA
 	addr   string
+	// stop stops the auth server (serve starts it again on the same address).
+	stop func()
 }
 
 func newEnv(t *testing.T, configure ...func(*auth.Service)) *env {
@@ -54,24 +57,35 @@ func newEnv(t *testing.T, configure ...func(*auth.Service)) *env {
 	if err := svc.Keys().Load(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ca := mtlstest.NewCA(t)
-	opts, err := grpcapi.ServerOptions(ctx, svc, store, slog.New(slog.DiscardHandler))
+	e := &env{svc: svc, store: store, ca: mtlstest.NewCA(t), addr: "127.0.0.1:0"}
+	e.stop = e.serve(t)
+	e.client = e.clientAs(t, "gateway")
+	return e
+}
+
+// serve starts the auth server on e.addr (a free port the first time, the same port after a
+// stop) and returns a function that stops it.
+func (e *env) serve(t *testing.T) (stop func()) {
+	t.Helper()
+	ctx := context.Background()
+	opts, err := grpcapi.ServerOptions(ctx, e.svc, e.store, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpcserver.New(append(opts, grpcserver.WithTLS(mtlstest.Source(t, ca, "auth").ServerConfig()))...)
-	authv1.RegisterAuthServiceServer(srv.GRPC(), grpcapi.NewServer(svc))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	srv := grpcserver.New(append(opts, grpcserver.WithTLS(mtlstest.Source(t, e.ca, "auth").ServerConfig()))...)
+	authv1.RegisterAuthServiceServer(srv.GRPC(), grpcapi.NewServer(e.svc))
+	lis, err := net.Listen("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.addr = lis.Addr().String()
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(sctx, lis) }()
-	t.Cleanup(func() { cancel(); <-done })
-	e := &env{svc: svc, store: store, ca: ca, addr: lis.Addr().String()}
-	e.client = e.clientAs(t, "gateway")
-	return e
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
 }
 
 // clientAs returns a client with the mesh identity service.

@@ -1,0 +1,152 @@
+package auditlog
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/protobuf/proto"
+
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/access"
+)
+
+const outboxSchema = `CREATE TABLE IF NOT EXISTS audit_outbox (
+    id          uuid PRIMARY KEY,
+    record      bytea NOT NULL,
+    create_time timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS audit_outbox_age ON audit_outbox (create_time);`
+
+// batchSize matches auth's AppendAuditRecords limit.
+const batchSize = 500
+
+// Outbox is the Auditor of services other than auth: durable first, delivered later.
+type Outbox struct {
+	pool   *pgxpool.Pool
+	client authv1.AuthServiceClient
+	logger *slog.Logger
+	wake   chan struct{}
+}
+
+var _ access.Auditor = (*Outbox)(nil)
+
+// NewOutbox returns an outbox in the service's database (creating its table if needed) that
+// delivers to auth through client. Run must be running for records to leave.
+func NewOutbox(ctx context.Context, pool *pgxpool.Pool, client authv1.AuthServiceClient, logger *slog.Logger) (*Outbox, error) {
+	if _, err := pool.Exec(ctx, outboxSchema); err != nil {
+		return nil, fmt.Errorf("create audit outbox: %w", err)
+	}
+	return &Outbox{pool: pool, client: client, logger: logger, wake: make(chan struct{}, 1)}, nil
+}
+
+// Record implements access.Auditor: it stores the record durably before the call returns.
+func (o *Outbox) Record(ctx context.Context, r access.AuditRecord) {
+	data, err := proto.Marshal(ToProto(r))
+	if err == nil {
+		_, err = o.pool.Exec(context.WithoutCancel(ctx), `INSERT INTO audit_outbox (id, record) VALUES ($1, $2)`, r.ID, data)
+	}
+	if err != nil {
+		// Not stored anywhere: keep it in the log (records hold no secrets) so it is not lost silently.
+		o.logger.ErrorContext(ctx, "store audit record in outbox", "err", err, "id", r.ID, "method", r.Method,
+			"tenant_id", r.TenantID, "actor", r.Actor, "outcome", r.Outcome.String())
+		return
+	}
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run delivers records until ctx ends, retrying with backoff (up to 30 s) while auth is
+// unreachable.
+func (o *Outbox) Run(ctx context.Context) error {
+	backoff := time.Duration(0)
+	for {
+		n, err := o.Flush(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			backoff = min(max(2*backoff, 250*time.Millisecond), 30*time.Second)
+			o.logger.WarnContext(ctx, "deliver audit records; will retry", "err", err, "retry_in", backoff.String())
+		case n == batchSize:
+			backoff = 0
+			continue // more waiting
+		default:
+			backoff = 0
+		}
+		wait := backoff
+		if wait == 0 {
+			wait = 5 * time.Second // also pick up records left by a previous run
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-o.wake:
+			if backoff > 0 {
+				select { // keep backing off while auth is down
+				case <-ctx.Done():
+					return nil
+				case <-time.After(backoff):
+				}
+			}
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Flush delivers one batch of the oldest records and returns how many it delivered.
+func (o *Outbox) Flush(ctx context.Context) (int, error) {
+	rows, err := o.pool.Query(ctx, `SELECT id::text, record FROM audit_outbox ORDER BY create_time, id LIMIT $1`, batchSize)
+	if err != nil {
+		return 0, fmt.Errorf("read audit outbox: %w", err)
+	}
+	type item struct {
+		id   string
+		data []byte
+	}
+	items, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (item, error) {
+		var it item
+		err := row.Scan(&it.id, &it.data)
+		return it, err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read audit outbox: %w", err)
+	}
+	if len(items) == 0 {
+		return 0, nil
+	}
+	req := &authv1.AppendAuditRecordsRequest{}
+	ids := make([]string, 0, len(items))
+	for _, it := range items {
+		rec := &authv1.AuditRecord{}
+		if err := proto.Unmarshal(it.data, rec); err != nil {
+			return 0, fmt.Errorf("decode audit outbox record %s: %w", it.id, err)
+		}
+		req.Records = append(req.Records, rec)
+		ids = append(ids, it.id)
+	}
+	callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := o.client.AppendAuditRecords(callCtx, req); err != nil {
+		return 0, fmt.Errorf("append audit records: %w", err)
+	}
+	// Auth has them now. A crash before this delete means redelivery, which auth skips.
+	if _, err := o.pool.Exec(ctx, `DELETE FROM audit_outbox WHERE id = ANY($1::uuid[])`, ids); err != nil {
+		return 0, fmt.Errorf("clear audit outbox: %w", err)
+	}
+	return len(items), nil
+}
+
+// Pending counts records not yet delivered.
+func (o *Outbox) Pending(ctx context.Context) (int, error) {
+	var n int
+	if err := o.pool.QueryRow(ctx, `SELECT count(*) FROM audit_outbox`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count audit outbox: %w", err)
+	}
+	return n, nil
+}
