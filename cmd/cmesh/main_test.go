@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -419,5 +421,111 @@ func TestLogin(t *testing.T) {
 				t.Errorf("credentials file mode = %v, want 0600", mode)
 			}
 		})
+	}
+}
+
+func TestSigningKeysAlias(t *testing.T) {
+	t.Parallel()
+	for _, group := range []string{"signing-keys", "keys"} {
+		t.Run(group, func(t *testing.T) {
+			t.Parallel()
+			client := &fakeAuth{listSigningKeys: func(context.Context, *authv1.ListSigningKeysRequest) (*authv1.ListSigningKeysResponse, error) {
+				return &authv1.ListSigningKeysResponse{Keys: []*authv1.SigningKey{{Kid: "k1", Alg: "EdDSA", Active: true}}}, nil
+			}}
+			c := newTestCLI(t, nil, client)
+			if code := c.run(t.Context(), []string{group, "list"}); code != 0 {
+				t.Fatalf("exit code = %d; stderr:\n%s", code, c.stderr)
+			}
+			if !strings.Contains(c.stdout.String(), "k1   EdDSA  yes") {
+				t.Errorf("stdout does not list the key:\n%s", c.stdout)
+			}
+		})
+	}
+}
+
+func TestRequestID(t *testing.T) {
+	t.Parallel()
+	var ids []string
+	client := &fakeAuth{createTenant: func(_ context.Context, req *authv1.CreateTenantRequest) (*authv1.Tenant, error) {
+		ids = append(ids, req.GetRequestId())
+		return testTenants[0], nil
+	}}
+	env := loggedIn(t, fresh)
+	for _, args := range [][]string{
+		{"tenants", "create", "-slug", "acme", "-name", "Acme Corp"},
+		{"tenants", "create", "-slug", "acme", "-name", "Acme Corp"},
+		{"tenants", "create", "-slug", "acme", "-name", "Acme Corp", "-request-id", "Retry_1.a-b"},
+	} {
+		c := newTestCLI(t, env, client)
+		if code := c.run(t.Context(), args); code != 0 {
+			t.Fatalf("exit code = %d; stderr:\n%s", code, c.stderr)
+		}
+	}
+	for _, id := range ids[:2] {
+		if !strings.HasPrefix(id, "cmesh-") || !validRequestID(id) {
+			t.Errorf("generated request id %q is not a valid cmesh id", id)
+		}
+	}
+	if ids[0] == ids[1] {
+		t.Errorf("two invocations sent the same request id %q", ids[0])
+	}
+	if ids[2] != "Retry_1.a-b" {
+		t.Errorf("request id = %q, want the one given", ids[2])
+	}
+}
+
+// TestRequestIDHint checks that when a create call's answer is lost, the error says how to
+// repeat it safely, and that a refused call does not.
+func TestRequestIDHint(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		err      error
+		wantHint bool
+	}{
+		{"unreachable", status.Error(codes.Unavailable, "connection reset"), true},
+		{"timed out", status.Error(codes.DeadlineExceeded, "context deadline exceeded"), true},
+		{"refused", status.Error(codes.AlreadyExists, "slug taken"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			client := &fakeAuth{createTenant: func(context.Context, *authv1.CreateTenantRequest) (*authv1.Tenant, error) {
+				return nil, tt.err
+			}}
+			c := newTestCLI(t, loggedIn(t, fresh), client)
+			if code := c.run(t.Context(), []string{"tenants", "create", "-slug", "acme", "-name", "Acme", "-request-id", "r-1"}); code != 1 {
+				t.Errorf("exit code = %d, want 1", code)
+			}
+			hint := "repeat the command with -request-id r-1"
+			if got := strings.Contains(c.stderr.String(), hint); got != tt.wantHint {
+				t.Errorf("hint shown = %v, want %v; stderr:\n%s", got, tt.wantHint, c.stderr)
+			}
+		})
+	}
+}
+
+func TestValidRequestID(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		id   string
+		want bool
+	}{
+		{"a", true},
+		{"cmesh-" + strings.Repeat("a", 58), true},
+		{"cmesh-" + strings.Repeat("a", 59), false},
+		{"A-z_0.9", true},
+		{"", false},
+		{"a b", false},
+		{"a/b", false},
+		{"é", false},
+	}
+	for _, tt := range tests {
+		if got := validRequestID(tt.id); got != tt.want {
+			t.Errorf("validRequestID(%q) = %v, want %v", tt.id, got, tt.want)
+		}
+	}
+	if id := newRequestID(); !validRequestID(id) {
+		t.Errorf("newRequestID() = %q is not valid", id)
 	}
 }

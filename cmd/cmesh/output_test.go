@@ -115,6 +115,11 @@ func TestPrintError(t *testing.T) {
 			want: "cmesh: missing permission tenants.manage (PermissionDenied)\n",
 		},
 		{
+			name: "wrapped status keeps its context",
+			err:  fmt.Errorf("renew session: %w", status.Error(codes.Unavailable, "connection refused")),
+			want: "cmesh: renew session: connection refused (Unavailable)\n",
+		},
+		{
 			name: "local error",
 			err:  fmt.Errorf("read CA certificate: %w", errors.New("open ca.pem: permission denied")),
 			want: "cmesh: read CA certificate: open ca.pem: permission denied\n",

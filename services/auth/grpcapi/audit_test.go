@@ -60,8 +60,14 @@ func TestEveryAuditedRPCWritesExactlyOneRecord(t *testing.T) {
 		chain string
 		call  func() error
 	}{
-		"Login": {tenant, func() error { _, err := e.client.Login(ctx, &authv1.LoginRequest{Tenant: "audited", Email: "viewer@audited.example", Password: password}); return err }},
-		"Refresh": {tenant, func() error { _, err := e.client.Refresh(ctx, &authv1.RefreshRequest{RefreshToken: session.GetRefreshToken()}); return err }},
+		"Login": {tenant, func() error {
+			_, err := e.client.Login(ctx, &authv1.LoginRequest{Tenant: "audited", Email: "viewer@audited.example", Password: password})
+			return err
+		}},
+		"Refresh": {tenant, func() error {
+			_, err := e.client.Refresh(ctx, &authv1.RefreshRequest{RefreshToken: session.GetRefreshToken()})
+			return err
+		}},
 		"Logout": {tenant, func() error {
 			s := e.loginFull(t, "audited", "manager@audited.example", password)
 			before := len(e.records(t, tenant, "/campaignmesh.auth.v1.AuthService/Logout"))
@@ -75,13 +81,19 @@ func TestEveryAuditedRPCWritesExactlyOneRecord(t *testing.T) {
 			_, err := e.client.ChangePassword(as(f.tokens[rbac.Viewer]), &authv1.ChangePasswordRequest{CurrentPassword: password, NewPassword: "another long password"})
 			return err
 		}},
-		"RotateSigningKey": {"", func() error { _, err := e.client.RotateSigningKey(as(op), &authv1.RotateSigningKeyRequest{}); return err }},
+		"RotateSigningKey": {"", func() error {
+			_, err := e.client.RotateSigningKey(as(op), &authv1.RotateSigningKeyRequest{})
+			return err
+		}},
 		"CreateTenant": {"", func() error {
 			_, err := e.client.CreateTenant(as(op), &authv1.CreateTenantRequest{Tenant: &authv1.Tenant{Slug: "made", DisplayName: "Made"}})
 			return err
 		}},
-		"SuspendTenant": {"", func() error { _, err := e.client.SuspendTenant(as(op), &authv1.SuspendTenantRequest{Id: mustTenantID(t, e, op, "made")}); return err }},
-		"CreateUser":    {tenant, func() error { victim("created@audited.example"); return nil }},
+		"SuspendTenant": {"", func() error {
+			_, err := e.client.SuspendTenant(as(op), &authv1.SuspendTenantRequest{Id: mustTenantID(t, e, op, "made")})
+			return err
+		}},
+		"CreateUser": {tenant, func() error { victim("created@audited.example"); return nil }},
 		"DisableUser": {tenant, func() error {
 			_, err := e.client.DisableUser(admin, &authv1.DisableUserRequest{Id: victim("disabled@audited.example")})
 			return err
@@ -94,12 +106,18 @@ func TestEveryAuditedRPCWritesExactlyOneRecord(t *testing.T) {
 			_, err := e.client.RevokeUserSessions(admin, &authv1.RevokeUserSessionsRequest{Id: f.users[rbac.Manager].ID})
 			return err
 		}},
-		"UnlockUser": {tenant, func() error { _, err := e.client.UnlockUser(admin, &authv1.UnlockUserRequest{Id: f.users[rbac.Viewer].ID}); return err }},
+		"UnlockUser": {tenant, func() error {
+			_, err := e.client.UnlockUser(admin, &authv1.UnlockUserRequest{Id: f.users[rbac.Viewer].ID})
+			return err
+		}},
 		"CreateApiKey": {tenant, func() error {
 			_, err := e.client.CreateApiKey(admin, &authv1.CreateApiKeyRequest{Name: "k2", Scopes: []string{"users.read"}})
 			return err
 		}},
-		"RevokeApiKey": {tenant, func() error { _, err := e.client.RevokeApiKey(admin, &authv1.RevokeApiKeyRequest{Id: key.GetApiKey().GetId()}); return err }},
+		"RevokeApiKey": {tenant, func() error {
+			_, err := e.client.RevokeApiKey(admin, &authv1.RevokeApiKeyRequest{Id: key.GetApiKey().GetId()})
+			return err
+		}},
 	}
 	sd := authv1.File_campaignmesh_auth_v1_service_proto.Services().ByName("AuthService")
 	for i := 0; i < sd.Methods().Len(); i++ {

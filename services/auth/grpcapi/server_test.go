@@ -2,8 +2,8 @@ package grpcapi_test
 
 import (
 	"context"
-	"sync"
 	"os"
+	"sync"
 
 	"log/slog"
 	"net"
