@@ -2,7 +2,8 @@
 // field is run once per (tenant, method, request id) within 24 hours: a retry with the same id
 // and the same request gets the first response; the same id with a different request is
 // rejected; a retry while the first call still runs is told to retry later. Only successful
-// responses are kept — a failed call may be retried with the same id.
+// responses are kept — a failed call may be retried with the same id — and a response field
+// named "secret" is never kept: a retried CreateApiKey returns the key without its secret.
 package idempotency
 
 import (
@@ -114,7 +115,11 @@ func (s *Store) once(ctx context.Context, msg proto.Message, fd protoreflect.Fie
 		}
 		return nil, herr
 	}
-	out, err := proto.Marshal(resp.(proto.Message))
+	kept := proto.Clone(resp.(proto.Message))
+	if fd := kept.ProtoReflect().Descriptor().Fields().ByName("secret"); fd != nil {
+		kept.ProtoReflect().Clear(fd) // secrets are shown once, never kept
+	}
+	out, err := proto.Marshal(kept)
 	if err != nil {
 		return nil, fmt.Errorf("keep response: %w", err)
 	}
