@@ -39,7 +39,7 @@ var table = map[Role][]string{
 	Manager:          {CampaignsRead, CampaignsWrite, AnalyticsRead, EventsWrite, UsersRead},
 	Analyst:          {CampaignsRead, AnalyticsRead},
 	Viewer:           {CampaignsRead},
-	PlatformOperator: {TenantsManage, SigningKeysManage},
+	PlatformOperator: {TenantsManage, SigningKeysManage, AuditRead}, // audit.read: the platform's own chain
 }
 
 // Roles lists every role, tenant roles first.
