@@ -23,9 +23,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/campaignmesh/campaignmesh/gateway"
 	accessv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/access/v1"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
-	"github.com/campaignmesh/campaignmesh/gateway"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
@@ -78,10 +78,14 @@ func TestAuthorizationMatrix(t *testing.T) {
 	unique := func() string { return fmt.Sprintf("m%d", n.Add(1)) }
 
 	requests := map[string]func(foreignTarget bool) proto.Message{
-		"Login":            func(bool) proto.Message { return &authv1.LoginRequest{Tenant: "own", Email: "nobody@own.example", Password: "x"} },
-		"Refresh":          func(bool) proto.Message { return &authv1.RefreshRequest{RefreshToken: "cmr_unknown"} },
-		"Logout":           func(bool) proto.Message { return &authv1.LogoutRequest{RefreshToken: "cmr_unknown"} },
-		"ChangePassword":   func(bool) proto.Message { return &authv1.ChangePasswordRequest{CurrentPassword: "wrong", NewPassword: "a new long password"} },
+		"Login": func(bool) proto.Message {
+			return &authv1.LoginRequest{Tenant: "own", Email: "nobody@own.example", Password: "x"}
+		},
+		"Refresh": func(bool) proto.Message { return &authv1.RefreshRequest{RefreshToken: "cmr_unknown"} },
+		"Logout":  func(bool) proto.Message { return &authv1.LogoutRequest{RefreshToken: "cmr_unknown"} },
+		"ChangePassword": func(bool) proto.Message {
+			return &authv1.ChangePasswordRequest{CurrentPassword: "wrong", NewPassword: "a new long password"}
+		},
 		"ListRoles":        func(bool) proto.Message { return &authv1.ListRolesRequest{} },
 		"WhoAmI":           func(bool) proto.Message { return &authv1.WhoAmIRequest{} },
 		"ListSigningKeys":  func(bool) proto.Message { return &authv1.ListSigningKeysRequest{} },
@@ -101,13 +105,17 @@ func TestAuthorizationMatrix(t *testing.T) {
 		"CreateUser": func(bool) proto.Message {
 			return &authv1.CreateUserRequest{User: &authv1.User{Email: unique() + "@own.example", Role: authv1.Role_ROLE_VIEWER}, Password: password}
 		},
-		"GetUser":            func(f bool) proto.Message { return &authv1.GetUserRequest{Id: targets[f].user} },
-		"ListUsers":          func(bool) proto.Message { return &authv1.ListUsersRequest{} },
-		"DisableUser":        func(f bool) proto.Message { return &authv1.DisableUserRequest{Id: targets[f].user} },
-		"ChangeUserRole":     func(f bool) proto.Message { return &authv1.ChangeUserRoleRequest{Id: targets[f].user, Role: authv1.Role_ROLE_VIEWER} },
+		"GetUser":     func(f bool) proto.Message { return &authv1.GetUserRequest{Id: targets[f].user} },
+		"ListUsers":   func(bool) proto.Message { return &authv1.ListUsersRequest{} },
+		"DisableUser": func(f bool) proto.Message { return &authv1.DisableUserRequest{Id: targets[f].user} },
+		"ChangeUserRole": func(f bool) proto.Message {
+			return &authv1.ChangeUserRoleRequest{Id: targets[f].user, Role: authv1.Role_ROLE_VIEWER}
+		},
 		"RevokeUserSessions": func(f bool) proto.Message { return &authv1.RevokeUserSessionsRequest{Id: targets[f].user} },
 		"UnlockUser":         func(f bool) proto.Message { return &authv1.UnlockUserRequest{Id: targets[f].user} },
-		"CreateApiKey":       func(bool) proto.Message { return &authv1.CreateApiKeyRequest{Name: "k", Scopes: []string{"campaigns.read"}} },
+		"CreateApiKey": func(bool) proto.Message {
+			return &authv1.CreateApiKeyRequest{Name: "k", Scopes: []string{"campaigns.read"}}
+		},
 		"GetApiKey":          func(f bool) proto.Message { return &authv1.GetApiKeyRequest{Id: targets[f].key} },
 		"ListApiKeys":        func(bool) proto.Message { return &authv1.ListApiKeysRequest{} },
 		"RevokeApiKey":       func(f bool) proto.Message { return &authv1.RevokeApiKeyRequest{Id: targets[f].key} },
@@ -128,8 +136,6 @@ func TestAuthorizationMatrix(t *testing.T) {
 	rest := newRESTClient(t, e)
 	transports := map[string]func(method string, req proto.Message, token string) codes.Code{
 		"grpc": func(method string, req proto.Message, token string) codes.Code {
-			out := new(any)
-			_ = out
 			resp := newResponse(t, method)
 			err := grpcConn(t, e).Invoke(as(token), "/campaignmesh.auth.v1.AuthService/"+method, req, resp)
 			return status.Code(err)
