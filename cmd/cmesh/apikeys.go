@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
@@ -102,33 +103,16 @@ func runAPIKeysCreate(ctx context.Context, a *app, c *cmdline) error {
 	})
 }
 
-func runAPIKeysList(ctx context.Context, a *app, c *cmdline) error {
-	var l listFlags
-	l.register(c)
-	if _, err := c.parse(a); err != nil {
-		return err
-	}
-	if err := l.check(c); err != nil {
-		return err
-	}
-	ctx, client, err := a.connect(ctx, true)
-	if err != nil {
-		return err
-	}
-	keys, next, err := listPages(ctx, a, &l, func(ctx context.Context, token string) ([]*authv1.ApiKey, string, error) {
-		resp, err := client.ListApiKeys(ctx, &authv1.ListApiKeysRequest{PageSize: int32(l.pageSize), PageToken: token})
+var runAPIKeysList = listCommand(
+	func(ctx context.Context, client authv1.AuthServiceClient, size int32, token string) ([]*authv1.ApiKey, string, error) {
+		resp, err := client.ListApiKeys(ctx, &authv1.ListApiKeysRequest{PageSize: size, PageToken: token})
 		return resp.GetApiKeys(), resp.GetNextPageToken(), err
-	})
-	if err != nil {
-		return err
-	}
-	resp := &authv1.ListApiKeysResponse{ApiKeys: keys, NextPageToken: next}
-	if err := a.emit(resp, func(w io.Writer) error { return writeAPIKeys(w, keys) }); err != nil {
-		return err
-	}
-	a.notePage(next)
-	return nil
-}
+	},
+	func(ks []*authv1.ApiKey, next string) proto.Message {
+		return &authv1.ListApiKeysResponse{ApiKeys: ks, NextPageToken: next}
+	},
+	writeAPIKeys,
+)
 
 func runAPIKeysGet(ctx context.Context, a *app, c *cmdline) error {
 	args, err := c.parse(a)

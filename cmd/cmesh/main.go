@@ -484,6 +484,40 @@ func listPages[T any](ctx context.Context, a *app, l *listFlags, fetch func(ctx 
 
 // notePage tells the person at the terminal that a table shows only one page; JSON output
 // carries next_page_token itself.
+// listCommand is the shape of every paged list command: list flags, then pages fetched with
+// fetch, printed as one response (wrap) or a table.
+func listCommand[T any](
+	fetch func(ctx context.Context, client authv1.AuthServiceClient, size int32, token string) ([]T, string, error),
+	wrap func(items []T, next string) proto.Message,
+	table func(io.Writer, []T) error,
+) func(context.Context, *app, *cmdline) error {
+	return func(ctx context.Context, a *app, c *cmdline) error {
+		var l listFlags
+		l.register(c)
+		if _, err := c.parse(a); err != nil {
+			return err
+		}
+		if err := l.check(c); err != nil {
+			return err
+		}
+		ctx, client, err := a.connect(ctx, true)
+		if err != nil {
+			return err
+		}
+		items, next, err := listPages(ctx, a, &l, func(ctx context.Context, token string) ([]T, string, error) {
+			return fetch(ctx, client, int32(l.pageSize), token)
+		})
+		if err != nil {
+			return err
+		}
+		if err := a.emit(wrap(items, next), func(w io.Writer) error { return table(w, items) }); err != nil {
+			return err
+		}
+		a.notePage(next)
+		return nil
+	}
+}
+
 func (a *app) notePage(next string) {
 	if next != "" && a.output != "json" {
 		fmt.Fprintf(a.stderr, "more results: use -all, or -page-token %s\n", next)

@@ -5,6 +5,7 @@ import (
 	"io"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 var tenantCommands = []*command{
@@ -14,33 +15,16 @@ var tenantCommands = []*command{
 	{name: "suspend", args: "ID", summary: "stop a tenant's users from logging in", run: runTenantsSuspend},
 }
 
-func runTenantsList(ctx context.Context, a *app, c *cmdline) error {
-	var l listFlags
-	l.register(c)
-	if _, err := c.parse(a); err != nil {
-		return err
-	}
-	if err := l.check(c); err != nil {
-		return err
-	}
-	ctx, client, err := a.connect(ctx, true)
-	if err != nil {
-		return err
-	}
-	tenants, next, err := listPages(ctx, a, &l, func(ctx context.Context, token string) ([]*authv1.Tenant, string, error) {
-		resp, err := client.ListTenants(ctx, &authv1.ListTenantsRequest{PageSize: int32(l.pageSize), PageToken: token})
+var runTenantsList = listCommand(
+	func(ctx context.Context, client authv1.AuthServiceClient, size int32, token string) ([]*authv1.Tenant, string, error) {
+		resp, err := client.ListTenants(ctx, &authv1.ListTenantsRequest{PageSize: size, PageToken: token})
 		return resp.GetTenants(), resp.GetNextPageToken(), err
-	})
-	if err != nil {
-		return err
-	}
-	resp := &authv1.ListTenantsResponse{Tenants: tenants, NextPageToken: next}
-	if err := a.emit(resp, func(w io.Writer) error { return writeTenants(w, tenants) }); err != nil {
-		return err
-	}
-	a.notePage(next)
-	return nil
-}
+	},
+	func(ts []*authv1.Tenant, next string) proto.Message {
+		return &authv1.ListTenantsResponse{Tenants: ts, NextPageToken: next}
+	},
+	writeTenants,
+)
 
 func runTenantsGet(ctx context.Context, a *app, c *cmdline) error {
 	args, err := c.parse(a)

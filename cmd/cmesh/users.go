@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 var userCommands = []*command{
@@ -54,33 +55,16 @@ func roleName(r authv1.Role) string {
 	return strings.ToLower(strings.TrimPrefix(r.String(), "ROLE_"))
 }
 
-func runUsersList(ctx context.Context, a *app, c *cmdline) error {
-	var l listFlags
-	l.register(c)
-	if _, err := c.parse(a); err != nil {
-		return err
-	}
-	if err := l.check(c); err != nil {
-		return err
-	}
-	ctx, client, err := a.connect(ctx, true)
-	if err != nil {
-		return err
-	}
-	users, next, err := listPages(ctx, a, &l, func(ctx context.Context, token string) ([]*authv1.User, string, error) {
-		resp, err := client.ListUsers(ctx, &authv1.ListUsersRequest{PageSize: int32(l.pageSize), PageToken: token})
+var runUsersList = listCommand(
+	func(ctx context.Context, client authv1.AuthServiceClient, size int32, token string) ([]*authv1.User, string, error) {
+		resp, err := client.ListUsers(ctx, &authv1.ListUsersRequest{PageSize: size, PageToken: token})
 		return resp.GetUsers(), resp.GetNextPageToken(), err
-	})
-	if err != nil {
-		return err
-	}
-	resp := &authv1.ListUsersResponse{Users: users, NextPageToken: next}
-	if err := a.emit(resp, func(w io.Writer) error { return writeUsers(w, users) }); err != nil {
-		return err
-	}
-	a.notePage(next)
-	return nil
-}
+	},
+	func(us []*authv1.User, next string) proto.Message {
+		return &authv1.ListUsersResponse{Users: us, NextPageToken: next}
+	},
+	writeUsers,
+)
 
 func runUsersGet(ctx context.Context, a *app, c *cmdline) error {
 	args, err := c.parse(a)
