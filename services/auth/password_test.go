@@ -28,4 +28,3 @@ func BenchmarkCheckPassword(b *testing.B) {
 		CheckPassword(h, "correct horse battery")
 	}
 }
-
