@@ -1,0 +1,171 @@
+// Package clickhouse is the analytics store: the events table in ClickHouse and the writer's
+// batch insert. The SQL runs on Debian's ClickHouse 18.16 and on current ClickHouse: named
+// columns in every INSERT, no DateTime64 (milliseconds kept as UInt64), no JSON functions
+// (properties as key/value arrays), no TTL, no async inserts.
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+)
+
+// schema creates the tables. events is a ReplacingMergeTree on (tenant_id, event_id): a client
+// retry that reached the stream twice leaves one row after merges, and queries that must not
+// count twice read with FINAL (or by distinct event_id). stream_seq, the JetStream sequence of
+// the batch, is the version kept and the writer's restart watermark.
+var schema = []string{
+	`CREATE TABLE IF NOT EXISTS events (
+		tenant_id String,
+		event_id String,
+		type String,
+		name String,
+		user_id String,
+		anonymous_id String,
+		campaign_id String,
+		variant String,
+		value_micros Int64,
+		currency String,
+		event_date Date,
+		event_time DateTime,
+		event_ms UInt64,
+		client_ms UInt64,
+		received_ms UInt64,
+		prop_keys Array(String),
+		prop_values Array(String),
+		ip String,
+		user_agent String,
+		locale String,
+		app String,
+		device String,
+		source String,
+		stream_seq UInt64
+	) ENGINE = ReplacingMergeTree(stream_seq)
+	PARTITION BY toYYYYMM(event_date)
+	ORDER BY (tenant_id, event_id)`,
+}
+
+// Open connects over the native protocol and creates the tables.
+func Open(ctx context.Context, addr, database string) (driver.Conn, error) {
+	conn, err := ch.Open(&ch.Options{
+		Addr: []string{addr}, Auth: ch.Auth{Database: database},
+		DialTimeout: 5 * time.Second, MaxOpenConns: 8,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open clickhouse: %w", err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("connect to clickhouse %s: %w", addr, err)
+	}
+	for _, q := range schema {
+		if err := conn.Exec(ctx, q); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("create clickhouse schema: %w", err)
+		}
+	}
+	return conn, nil
+}
+
+// Row is one event with the stream sequence of its batch.
+type Row struct {
+	Event *ingestv1.AcceptedEvent
+	Seq   uint64
+}
+
+// Insert writes rows in one native batch insert (one block: atomic on a MergeTree table).
+func Insert(ctx context.Context, conn driver.Conn, rows []Row) error {
+	b, err := conn.PrepareBatch(ctx, `INSERT INTO events (tenant_id, event_id, type, name, user_id, anonymous_id, campaign_id, variant,
+		value_micros, currency, event_date, event_time, event_ms, client_ms, received_ms, prop_keys, prop_values,
+		ip, user_agent, locale, app, device, source, stream_seq)`)
+	if err != nil {
+		return fmt.Errorf("prepare insert: %w", err)
+	}
+	for _, r := range rows {
+		a := r.Event
+		e := a.GetEvent()
+		t := a.GetCorrectedTime().AsTime().UTC()
+		var client uint64
+		if e.GetTimestamp() != nil {
+			client = uint64(max(e.GetTimestamp().AsTime().UnixMilli(), 0))
+		}
+		keys, values := flatten(e.GetProperties())
+		c := e.GetContext()
+		if err := b.Append(a.GetTenantId(), e.GetEventId(), eventType(e.GetType()), e.GetName(), e.GetUserId(), e.GetAnonymousId(),
+			e.GetCampaignId(), e.GetVariant(), e.GetValue().GetAmountMicros(), e.GetValue().GetCurrency(),
+			t, t, uint64(max(t.UnixMilli(), 0)), client, uint64(a.GetReceivedAt().AsTime().UnixMilli()), keys, values,
+			c.GetIp(), c.GetUserAgent(), c.GetLocale(), c.GetApp(), c.GetDevice(), a.GetSource(), r.Seq); err != nil {
+			return fmt.Errorf("append row: %w", err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("insert events: %w", err)
+	}
+	return nil
+}
+
+// Watermark is the highest stream sequence stored: every batch up to it is in ClickHouse
+// (the writer inserts batches in sequence order, one block at a time).
+func Watermark(ctx context.Context, conn driver.Conn) (uint64, error) {
+	var w uint64
+	if err := conn.QueryRow(ctx, `SELECT max(stream_seq) FROM events`).Scan(&w); err != nil {
+		return 0, fmt.Errorf("read watermark: %w", err)
+	}
+	return w, nil
+}
+
+func eventType(t ingestv1.EventType) string {
+	name := ingestv1.EventType_name[int32(t)]
+	if len(name) > len("EVENT_TYPE_") {
+		return lower(name[len("EVENT_TYPE_"):])
+	}
+	return "unknown"
+}
+
+func lower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// flatten turns properties into sorted key/value arrays; nested values become their JSON text.
+func flatten(p *structpb.Struct) ([]string, []string) {
+	if p == nil {
+		return []string{}, []string{}
+	}
+	keys := make([]string, 0, len(p.GetFields()))
+	for k := range p.GetFields() {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	values := make([]string, len(keys))
+	for i, k := range keys {
+		v := p.GetFields()[k]
+		switch x := v.GetKind().(type) {
+		case *structpb.Value_StringValue:
+			values[i] = x.StringValue
+		case *structpb.Value_NumberValue:
+			values[i] = strconv.FormatFloat(x.NumberValue, 'f', -1, 64)
+		case *structpb.Value_BoolValue:
+			values[i] = strconv.FormatBool(x.BoolValue)
+		case *structpb.Value_NullValue:
+			values[i] = ""
+		default:
+			data, _ := v.MarshalJSON()
+			values[i] = string(data)
+		}
+	}
+	return keys, values
+}

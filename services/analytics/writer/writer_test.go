@@ -1,0 +1,167 @@
+package writer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
+	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
+)
+
+type pipeline struct {
+	js   jetstream.JetStream
+	conn driver.Conn
+}
+
+func newPipeline(t *testing.T) *pipeline {
+	t.Helper()
+	ctx := context.Background()
+	nc, js, err := natsjs.Connect(natstest.Start(t), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if err := natsjs.EnsureStreams(ctx, js, natsjs.DefaultStream); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := clickhouse.Open(ctx, chtest.Addr(), chtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &pipeline{js: js, conn: conn}
+}
+
+// publish stores a batch of events with the given ids, as ingest does.
+func (p *pipeline) publish(t *testing.T, msgID string, ids ...string) {
+	t.Helper()
+	b := &ingestv1.AcceptedBatch{}
+	now := time.Now()
+	for _, id := range ids {
+		b.Events = append(b.Events, &ingestv1.AcceptedEvent{
+			Event:      &ingestv1.Event{EventId: id, Type: ingestv1.EventType_EVENT_TYPE_CLICK, UserId: "u", CampaignId: "c1"},
+			TenantId:   "t1", ReceivedAt: timestamppb.New(now), CorrectedTime: timestamppb.New(now),
+		})
+	}
+	data, _ := proto.Marshal(b)
+	if _, err := natsjs.Publish(context.Background(), p.js, "t1", msgID, data, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// start runs a writer until the returned stop is called (or it stops by itself).
+func (p *pipeline) start(t *testing.T, crash func() bool) (done <-chan struct{}, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := New(p.js, p.conn, Config{BatchRows: 10000, MaxWait: 200 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
+	w.crashAfterInsert = crash
+	ch := make(chan struct{})
+	go func() { _ = w.Run(ctx); close(ch) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-ch }) }
+	t.Cleanup(stop)
+	return ch, stop
+}
+
+func (p *pipeline) count(t *testing.T, q string) uint64 {
+	t.Helper()
+	var n uint64
+	if err := p.conn.QueryRow(context.Background(), q).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (p *pipeline) waitFor(t *testing.T, q string, want uint64) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for p.count(t, q) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %d, want %d", q, p.count(t, q), want)
+		}
+		time.Sleep(50 * time.Millisecond) // polling under a deadline
+	}
+}
+
+func ids(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%d", prefix, i)
+	}
+	return out
+}
+
+func TestEventsLandOnceEvenWhenRetried(t *testing.T) {
+	p := newPipeline(t)
+	p.publish(t, "b1", ids("a", 100)...)
+	p.publish(t, "b1", ids("a", 100)...) // the same batch again: dropped by the stream
+	p.publish(t, "b2", ids("a", 50)...)  // a client retry of half of it in another batch
+	p.publish(t, "b3", ids("b", 30)...)
+	p.start(t, nil)
+	p.waitFor(t, `SELECT count() FROM events FINAL`, 130)
+	if n := p.count(t, `SELECT uniqExact(event_id) FROM events`); n != 130 {
+		t.Fatalf("distinct events = %d, want 130", n)
+	}
+	if n := p.count(t, `SELECT count() FROM events`); n != 180 {
+		t.Fatalf("raw rows = %d, want 180 (the cross-batch retry is collapsed only by FINAL/merges)", n)
+	}
+}
+
+func TestCrashBetweenInsertAndAckDoesNotDuplicate(t *testing.T) {
+	p := newPipeline(t)
+	for i := 0; i < 5; i++ {
+		p.publish(t, fmt.Sprint("batch-", i), ids(fmt.Sprint("e", i), 20)...)
+	}
+	// The first writer inserts, then "crashes" before acknowledging anything.
+	done, _ := p.start(t, func() bool { return true })
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("writer did not insert")
+	}
+	if n := p.count(t, `SELECT count() FROM events`); n != 100 {
+		t.Fatalf("after the first insert: %d rows, want 100", n)
+	}
+	// The stream redelivers everything to the next writer, which must skip it.
+	p.publish(t, "batch-5", ids("e5", 20)...)
+	p.start(t, nil)
+	p.waitFor(t, `SELECT count() FROM events`, 120)
+	time.Sleep(500 * time.Millisecond) // one more write cycle: nothing further must arrive
+	if n := p.count(t, `SELECT count() FROM events`); n != 120 {
+		t.Fatalf("raw rows = %d after redelivery, want 120 (no duplicates even before merges)", n)
+	}
+}
+
+func TestPoisonMessagesGoToTheDeadLetterStream(t *testing.T) {
+	p := newPipeline(t)
+	ctx := context.Background()
+	if _, err := natsjs.Publish(ctx, p.js, "t1", "poison", []byte("not a batch"), nil); err != nil {
+		t.Fatal(err)
+	}
+	p.publish(t, "good", ids("g", 10)...)
+	p.start(t, nil)
+	p.waitFor(t, `SELECT count() FROM events`, 10)
+	dlq, err := p.js.Stream(ctx, natsjs.DeadLetterName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := dlq.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatalf("dead-letter stream: %v", err)
+	}
+	if string(msg.Data) != "not a batch" || msg.Header.Get("Cm-Reason") == "" {
+		t.Fatalf("dead letter = %q, reason %q", msg.Data, msg.Header.Get("Cm-Reason"))
+	}
+}
