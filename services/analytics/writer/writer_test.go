@@ -51,8 +51,8 @@ func (p *pipeline) publish(t *testing.T, msgID string, ids ...string) {
 	now := time.Now()
 	for _, id := range ids {
 		b.Events = append(b.Events, &ingestv1.AcceptedEvent{
-			Event:      &ingestv1.Event{EventId: id, Type: ingestv1.EventType_EVENT_TYPE_CLICK, UserId: "u", CampaignId: "c1"},
-			TenantId:   "t1", ReceivedAt: timestamppb.New(now), CorrectedTime: timestamppb.New(now),
+			Event:    &ingestv1.Event{EventId: id, Type: ingestv1.EventType_EVENT_TYPE_CLICK, UserId: "u", CampaignId: "c1"},
+			TenantId: "t1", ReceivedAt: timestamppb.New(now), CorrectedTime: timestamppb.New(now),
 		})
 	}
 	data, _ := proto.Marshal(b)
