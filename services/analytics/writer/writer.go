@@ -81,15 +81,20 @@ func New(js jetstream.JetStream, conn driver.Conn, cfg Config, logger *slog.Logg
 
 // Run writes until ctx ends.
 func (w *Writer) Run(ctx context.Context) error {
-	cons, err := w.js.CreateOrUpdateConsumer(ctx, natsjs.StreamName, jetstream.ConsumerConfig{
-		Durable: ConsumerName, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
-		MaxAckPending: 100000, MaxDeliver: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return fmt.Errorf("create consumer: %w", err)
+	// The stream is ingest's; wait for it to exist.
+	var cons jetstream.Consumer
+	if err := w.retry(ctx, nil, "create the writer's consumer", func() error {
+		var err error
+		cons, err = w.js.CreateOrUpdateConsumer(ctx, natsjs.StreamName, jetstream.ConsumerConfig{
+			Durable: ConsumerName, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
+			MaxAckPending: 100000, MaxDeliver: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		return err
+	}); err != nil {
+		return nil
 	}
 	var watermark uint64
-	if err := w.retry(ctx, nil, func() error {
+	if err := w.retry(ctx, nil, "read the watermark", func() error {
 		var err error
 		watermark, err = clickhouse.Watermark(ctx, w.conn)
 		return err
@@ -112,7 +117,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		}
 		fresh, maxSeq := rowsAbove(rows, watermark)
 		if len(fresh) > 0 {
-			if err := w.retry(ctx, msgs, func() error { return w.insert(ctx, msgs, fresh) }); err != nil {
+			if err := w.retry(ctx, msgs, "insert into clickhouse", func() error { return w.insert(ctx, msgs, fresh) }); err != nil {
 				return nil // ctx ended; unacked messages are redelivered to the next run
 			}
 			watermark = max(watermark, maxSeq)
@@ -215,14 +220,14 @@ func (w *Writer) insert(ctx context.Context, msgs []fetched, rows []clickhouse.R
 
 // retry runs f until it succeeds, backing off up to 10 s and keeping msgs in progress so the
 // stream does not redeliver them meanwhile. It returns an error only when ctx ends.
-func (w *Writer) retry(ctx context.Context, msgs []fetched, f func() error) error {
+func (w *Writer) retry(ctx context.Context, msgs []fetched, what string, f func() error) error {
 	backoff := 100 * time.Millisecond
 	for {
 		err := f()
 		if err == nil {
 			return nil
 		}
-		w.logger.Warn("clickhouse unavailable; retrying", "err", err, "retry_in", backoff.String())
+		w.logger.Warn(what+"; retrying", "err", err, "retry_in", backoff.String())
 		for _, m := range msgs {
 			_ = m.msg.InProgress()
 		}
