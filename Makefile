@@ -50,7 +50,7 @@ protodeps: $(ROOT)/.cache/googleapis/google/api/annotations.proto
 .PHONY: protodeps
 
 GO_BINARIES := auth gateway cmesh devcerts
-MESH_SERVICES := auth,gateway
+MESH_SERVICES := auth,ingest,analytics,gateway
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -84,6 +84,8 @@ lint: $(TOOLS) $(BIN)/staticcheck protodeps ## buf lint + format check, go vet, 
 build: ## Build every binary into ./bin
 	@mkdir -p $(BIN)
 	go build -o $(BIN)/auth ./services/auth/cmd/auth
+	go build -o $(BIN)/ingest ./services/ingest/cmd/ingest
+	go build -o $(BIN)/analytics ./services/analytics/cmd/analytics
 	go build -o $(BIN)/gateway ./gateway/cmd/gateway
 	go build -o $(BIN)/cmesh ./cmd/cmesh
 	go build -o $(BIN)/devcerts ./cmd/devcerts

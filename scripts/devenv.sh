@@ -196,8 +196,10 @@ nats_up() {
   local was=
   if nats_alive; then was=" (was running)"; else
     mkdir -p "$NATS_DIR"; rm -f "$NATS_PID"
+    # fsync every JetStream write before it is acknowledged (ingest acks only stored events).
+    printf 'jetstream {\n  store_dir: "%s"\n  sync_interval: always\n}\n' "$NATS_DIR" >"$NATS_DIR/nats.conf"
     # setsid + nohup: own session, survives this script and its terminal.
-    setsid nohup "$NATS_BIN" -a 127.0.0.1 -p $NATS_PORT -js -sd "$NATS_DIR" -m $NATS_MON \
+    setsid nohup "$NATS_BIN" -c "$NATS_DIR/nats.conf" -a 127.0.0.1 -p $NATS_PORT -m $NATS_MON \
       -P "$NATS_PID" -l "$LOGS/nats.log" </dev/null >>"$LOGS/nats.log" 2>&1 9>&- &
     WATCH=$!
   fi

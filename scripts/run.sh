@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 STATE="$ROOT/.state"
 RUN="$STATE/run"
 CERTS="$STATE/certs"
-SERVICES=(auth gateway) # start order
+SERVICES=(auth ingest analytics gateway) # start order
 GATEWAY_ADDR="${CM_GATEWAY_LISTEN:-127.0.0.1:8443}"
 
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
@@ -54,7 +54,9 @@ up() {
   . "$STATE/env"
   export CM_AUTH_POSTGRES_URL="${CM_AUTH_POSTGRES_URL:-$CM_POSTGRES_URL/auth?sslmode=disable}"
   export CM_AUTH_BOOTSTRAP_DIR="${CM_AUTH_BOOTSTRAP_DIR:-$STATE/bootstrap}"
-  for svc in auth gateway; do
+  export CM_INGEST_NATS_URL="${CM_INGEST_NATS_URL:-$CM_NATS_URL}" CM_ANALYTICS_NATS_URL="${CM_ANALYTICS_NATS_URL:-$CM_NATS_URL}"
+  export CM_ANALYTICS_CLICKHOUSE_ADDR="${CM_ANALYTICS_CLICKHOUSE_ADDR:-$CM_CLICKHOUSE_ADDR}"
+  for svc in auth ingest gateway; do
     prefix="CM_$(echo "$svc" | tr a-z A-Z)"
     export "${prefix}_TLS_CERT=$CERTS/$svc.pem" "${prefix}_TLS_KEY=$CERTS/$svc-key.pem" "${prefix}_TLS_CA=$CERTS/ca.pem"
   done
@@ -63,6 +65,10 @@ up() {
   trap 'echo; echo "run: stopping"; stop_services; "$ROOT/scripts/devenv.sh" down; exit 0' INT TERM
   start auth "$ROOT/bin/auth"
   wait_http "http://127.0.0.1:9101/healthz" 60 auth
+  start ingest "$ROOT/bin/ingest"
+  wait_http "http://127.0.0.1:9102/healthz" 30 ingest
+  start analytics "$ROOT/bin/analytics"
+  wait_http "http://127.0.0.1:9104/healthz" 30 analytics
   start gateway "$ROOT/bin/gateway"
   wait_http "https://localhost:${GATEWAY_ADDR##*:}/healthz" 30 gateway
 
@@ -82,8 +88,11 @@ Try, in another terminal:
 Ctrl-C (or make stop) stops everything.
 MSG
   # Stay in the foreground until a service exits or we are interrupted.
-  while alive auth && alive gateway; do sleep 1; done
-  if [ ! -f "$RUN/auth.pid" ] || [ ! -f "$RUN/gateway.pid" ]; then
+  all_alive() { for s in "${SERVICES[@]}"; do alive "$s" || return 1; done; }
+  while all_alive; do sleep 1; done
+  stopped=0
+  for s in "${SERVICES[@]}"; do [ -f "$RUN/$s.pid" ] || stopped=1; done
+  if [ $stopped = 1 ]; then
     echo "run: stopped (make stop)"
     exit 0
   fi

@@ -16,6 +16,7 @@ import (
 
 	"github.com/campaignmesh/campaignmesh/gateway"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
@@ -24,14 +25,14 @@ import (
 )
 
 type settings struct {
-	listen, adminListen string
-	edge, mesh          mtls.Files
-	authAddr            string
-	rateLimit           int
-	rateWindow, grace   time.Duration
-	maxBodyBytes        int
-	corsOrigins         string
-	logLevel            slog.Level
+	listen, adminListen  string
+	edge, mesh           mtls.Files
+	authAddr, ingestAddr string
+	rateLimit            int
+	rateWindow, grace    time.Duration
+	maxBodyBytes         int
+	corsOrigins          string
+	logLevel             slog.Level
 }
 
 func parse(args []string) (settings, error) {
@@ -45,6 +46,7 @@ func parse(args []string) (settings, error) {
 	fs.StringVar(&s.mesh.Key, "tls-key", "", "mesh private key (PEM) (required)")
 	fs.StringVar(&s.mesh.CA, "tls-ca", "", "mesh CA bundle (PEM) (required)")
 	fs.StringVar(&s.authAddr, "auth-addr", "127.0.0.1:7101", "address of the auth service")
+	fs.StringVar(&s.ingestAddr, "ingest-addr", "127.0.0.1:7102", "address of the ingest service")
 	fs.IntVar(&s.rateLimit, "rate-limit", 10000, "requests allowed per client IP per -rate-window")
 	fs.DurationVar(&s.rateWindow, "rate-window", 10*time.Second, "window of -rate-limit")
 	fs.IntVar(&s.maxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body or gRPC message in bytes")
@@ -81,6 +83,11 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 		return err
 	}
 	defer authConn.Close()
+	ingestConn, err := grpcclient.Dial(s.ingestAddr, "ingest", mesh)
+	if err != nil {
+		return err
+	}
+	defer ingestConn.Close()
 
 	var origins []string
 	for _, o := range strings.Split(s.corsOrigins, ",") {
@@ -93,6 +100,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 		CORSOrigins: origins, Logger: logger,
 	}, []gateway.Backend{
 		{Package: "campaignmesh.auth.v1", Conn: authConn, RegisterREST: authv1.RegisterAuthServiceHandler},
+		{Package: "campaignmesh.ingest.v1", Conn: ingestConn, RegisterREST: ingestv1.RegisterIngestServiceHandler},
 	})
 	if err != nil {
 		return err
