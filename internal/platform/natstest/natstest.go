@@ -13,6 +13,12 @@ import (
 // returns its URL. It stops when the test ends.
 func Start(tb testing.TB) string {
 	tb.Helper()
+	return StartServer(tb).ClientURL()
+}
+
+// StartServer is Start returning the server, for tests that stop it.
+func StartServer(tb testing.TB) *server.Server {
+	tb.Helper()
 	s, err := server.NewServer(&server.Options{
 		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: tb.TempDir(), SyncAlways: true, NoLog: true, NoSigs: true,
 	})
@@ -24,5 +30,5 @@ func Start(tb testing.TB) string {
 		tb.Fatal("nats server not ready")
 	}
 	tb.Cleanup(s.Shutdown)
-	return s.ClientURL()
+	return s
 }

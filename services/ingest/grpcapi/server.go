@@ -9,11 +9,13 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"golang.org/x/time/rate"
@@ -45,13 +47,27 @@ type Server struct {
 
 	mu       sync.Mutex
 	limiters map[string]*rate.Limiter
+
+	accepted, published prometheus.Counter
+	rejected            *prometheus.CounterVec
+	publishTime         prometheus.Histogram
 }
 
 var _ ingestv1.IngestServiceServer = (*Server)(nil)
 
-// NewServer returns the ingest server publishing to js.
-func NewServer(js jetstream.JetStream, limits ingest.Limits, rates RateLimits) *Server {
-	return &Server{js: js, limits: limits, rates: rates, now: time.Now, limiters: map[string]*rate.Limiter{}}
+// NewServer returns the ingest server publishing to js; its metrics are registered with reg
+// (which may be nil).
+func NewServer(js jetstream.JetStream, limits ingest.Limits, rates RateLimits, reg prometheus.Registerer) *Server {
+	s := &Server{js: js, limits: limits, rates: rates, now: time.Now, limiters: map[string]*rate.Limiter{},
+		accepted:    prometheus.NewCounter(prometheus.CounterOpts{Name: "ingest_events_accepted_total", Help: "Events stored in the stream."}),
+		published:   prometheus.NewCounter(prometheus.CounterOpts{Name: "ingest_batches_published_total", Help: "Batches stored in the stream."}),
+		rejected:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ingest_events_rejected_total", Help: "Events rejected, by field at fault."}, []string{"field"}),
+		publishTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ingest_publish_seconds", Help: "Time for JetStream to store a batch.", Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14)}),
+	}
+	if reg != nil {
+		reg.MustRegister(s.accepted, s.published, s.rejected, s.publishTime)
+	}
+	return s
 }
 
 // IngestEvents implements ingestv1.IngestServiceServer.
@@ -96,6 +112,13 @@ func (s *Server) ingest(ctx context.Context, events []*ingestv1.Event, size int)
 		return nil, v.Err()
 	}
 	resp := &ingestv1.IngestEventsResponse{Accepted: int32(len(res.Accepted)), Rejected: res.Rejected, Warnings: res.Warnings}
+	for _, r := range res.Rejected {
+		field := r.GetField()
+		if i := strings.IndexByte(field, ']'); i >= 0 {
+			field = strings.TrimPrefix(field[i+1:], ".")
+		}
+		s.rejected.WithLabelValues(field).Inc()
+	}
 	if len(res.Accepted) == 0 {
 		return resp, nil
 	}
@@ -108,9 +131,13 @@ func (s *Server) ingest(ctx context.Context, events []*ingestv1.Event, size int)
 	}
 	hdr := nats.Header{}
 	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(http.Header(hdr)))
+	start := time.Now()
 	if _, err := natsjs.Publish(ctx, s.js, p.TenantID, batchID(p.TenantID, res.Accepted), data, hdr); err != nil {
 		return nil, publishError(err)
 	}
+	s.publishTime.Observe(time.Since(start).Seconds())
+	s.published.Inc()
+	s.accepted.Add(float64(len(res.Accepted)))
 	return resp, nil
 }
 

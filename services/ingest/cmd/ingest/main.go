@@ -107,7 +107,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 		grpcserver.WithMaxRecvMsgSize(s.limits.MaxBatchBytes+64<<10),
 		grpcserver.WithGracePeriod(s.grace),
 	)
-	ingestv1.RegisterIngestServiceServer(srv.GRPC(), grpcapi.NewServer(js, s.limits, s.rates))
+	ingestv1.RegisterIngestServiceServer(srv.GRPC(), grpcapi.NewServer(js, s.limits, s.rates, reg))
 	lis, err := net.Listen("tcp", s.listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", s.listen, err)
