@@ -113,6 +113,11 @@ test: infra ## Run every test against real PostgreSQL, ClickHouse and NATS
 	set -a; . .state/env; set +a; go test $(TEST_FLAGS) ./...
 .PHONY: test
 
+bench-ingest: infra ## Measure the event pipeline against its baselines (about 2.5 min; results in .state/bench-ingest.json)
+	go build -o $(BIN)/bench-ingest ./cmd/bench-ingest
+	set -a; . .state/env; set +a; $(BIN)/bench-ingest $(BENCH_FLAGS)
+.PHONY: bench-ingest
+
 clean: stop ## Stop everything and delete ./bin, .state/ and .cache/
 	rm -rf $(BIN) .state .cache
 .PHONY: clean

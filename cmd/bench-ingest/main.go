@@ -1,0 +1,128 @@
+// Command bench-ingest measures the event pipeline against its physical baselines, in one run
+// on this machine, and prints them side by side as ratios:
+//
+//	(a) raw gRPC over mTLS: unary 100-event batches to a no-op handler
+//	(b) raw JetStream: publishing 100-event batches with fsync on every write
+//	(c) raw ClickHouse: native batch inserts of the writer's block size
+//	(d) the pipeline: events durably acknowledged by ingest (direct, through the gateway's gRPC
+//	    proxy, and REST through the gateway), latency of a 100-event call at 1 and 8 callers,
+//	    events landed in ClickHouse over a steady run, and the writer's backlog drain rate.
+//
+// NATS runs embedded (JetStream, file storage, fsync always); ClickHouse is the dev server
+// (CM_CLICKHOUSE_ADDR, scripts/devenv.sh). Every phase is bounded in time and sends only to
+// loopback. Results are also written as JSON.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+type result struct {
+	Name  string  `json:"name"`
+	Value float64 `json:"value"`
+	Unit  string  `json:"unit"`
+	Note  string  `json:"note,omitempty"`
+}
+
+type bench struct {
+	duration, steady time.Duration
+	callers          int
+	results          []result
+}
+
+func (b *bench) add(name string, v float64, unit, note string) {
+	b.results = append(b.results, result{name, v, unit, note})
+	fmt.Printf("  %-58s %14.0f %s %s\n", name, v, unit, note)
+}
+
+func progress(format string, args ...any) { fmt.Printf("bench: "+format+"\n", args...) }
+
+// load runs callers goroutines calling f until d has passed and returns the calls made and
+// every call's latency.
+func load(ctx context.Context, callers int, d time.Duration, f func(ctx context.Context, caller int, i int) error) (int64, []time.Duration, error) {
+	// Cancel (rather than a deadline) ends the phase: a deadline would travel to servers as
+	// grpc-timeout and could end a call there first, looking like a failure.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	timer := time.AfterFunc(d, cancel)
+	defer timer.Stop()
+	var calls atomic.Int64
+	var mu sync.Mutex
+	var lat []time.Duration
+	var firstErr error
+	var wg sync.WaitGroup
+	for c := 0; c < callers; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			var mine []time.Duration
+			for i := 0; ctx.Err() == nil; i++ {
+				start := time.Now()
+				if err := f(ctx, c, i); err != nil {
+					if ctx.Err() == nil {
+						mu.Lock()
+						if firstErr == nil {
+							firstErr = err
+						}
+						mu.Unlock()
+					}
+					break
+				}
+				mine = append(mine, time.Since(start))
+				calls.Add(1)
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}(c)
+	}
+	wg.Wait()
+	return calls.Load(), lat, firstErr
+}
+
+func percentile(lat []time.Duration, p float64) time.Duration {
+	if len(lat) == 0 {
+		return 0
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return lat[min(len(lat)-1, int(float64(len(lat))*p))]
+}
+
+func serial(rates ...float64) float64 {
+	var inv float64
+	for _, r := range rates {
+		if r <= 0 {
+			return 0
+		}
+		inv += 1 / r
+	}
+	return 1 / inv
+}
+
+func main() {
+	b := &bench{}
+	flag.DurationVar(&b.duration, "duration", 10*time.Second, "length of each throughput phase")
+	flag.DurationVar(&b.steady, "steady", 60*time.Second, "length of the steady end-to-end run")
+	flag.IntVar(&b.callers, "callers", 8, "concurrent callers")
+	out := flag.String("out", ".state/bench-ingest.json", "where to write the results as JSON")
+	flag.Parse()
+	ctx := context.Background()
+	if err := b.run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-ingest:", err)
+		os.Exit(1)
+	}
+	data, _ := json.MarshalIndent(map[string]any{"time": time.Now().UTC(), "callers": b.callers, "results": b.results}, "", "  ")
+	if err := os.WriteFile(*out, append(data, '\n'), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-ingest: write results:", err)
+		os.Exit(1)
+	}
+	fmt.Printf("bench: results written to %s\n", *out)
+}
