@@ -269,17 +269,19 @@ func (b *bench) run(ctx context.Context) error {
 	b.add("(d) REST via gateway: events durably acked", float64(calls*batchSize)/b.duration.Seconds(), "ev/s", "")
 
 	// Landing: a steady run with the writer running.
-	progress("steady run: %s of ingest while the writer lands events in ClickHouse", b.steady)
-	before, err := countRows(ctx, chConn)
+	progress("waiting for the writer to catch up before the steady run")
+	before, err := waitLanded(ctx, chConn, uint64(accepted), 120*time.Second)
 	if err != nil {
 		return err
 	}
+	progress("steady run: %s of ingest while the writer lands events in ClickHouse", b.steady)
 	steadyStart := time.Now()
 	calls, _, err = load(ctx, b.callers, b.steady, call(directClient, "s"))
 	if err != nil {
 		return fmt.Errorf("steady run: %w", err)
 	}
 	accepted += calls * batchSize
+	b.add("(d) ingest direct during the steady run: events durably acked", float64(calls*batchSize)/b.steady.Seconds(), "ev/s", "")
 	after, err := countRows(ctx, chConn)
 	if err != nil {
 		return err
