@@ -51,6 +51,7 @@ type mesh struct {
 	authAdmin string
 	// clickhouseDB is the analytics database of this mesh.
 	clickhouseDB string
+	procs        map[string]*proc
 }
 
 func httpOK(url string) bool {
@@ -96,30 +97,84 @@ func (w *logWriter) Write(p []byte) (int, error) {
 }
 func (w *logWriter) String() string { w.mu.Lock(); defer w.mu.Unlock(); return w.buf.String() }
 
-func startProcess(t *testing.T, bin string, env []string) *logWriter {
+// proc is a running service process that a test may kill and start again.
+type proc struct {
+	t    *testing.T
+	bin  string
+	env  []string
+	logs *logWriter
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+}
+
+func startProcess(t *testing.T, bin string, env []string) *proc {
 	t.Helper()
-	logs := &logWriter{}
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	p := &proc{t: t, bin: bin, env: env, logs: &logWriter{}}
+	p.start()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Errorf("%s did not stop within 15 s of SIGINT", filepath.Base(bin))
-		}
+		p.stop()
 		if t.Failed() {
-			t.Logf("--- %s logs ---\n%s", filepath.Base(bin), logs)
+			t.Logf("--- %s logs ---\n%s", filepath.Base(bin), p.logs)
 		}
 	})
-	return logs
+	return p
+}
+
+// start runs the binary (again), with extra environment on top of the original.
+func (p *proc) start(extraEnv ...string) {
+	p.t.Helper()
+	cmd := exec.Command(p.bin)
+	cmd.Env = append(append(os.Environ(), p.env...), extraEnv...)
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	if err := cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.cmd = cmd
+	p.mu.Unlock()
+}
+
+// kill9 kills the process without warning and waits for it to be gone.
+func (p *proc) kill9() {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+}
+
+// wait waits for the process to exit by itself (bounded).
+func (p *proc) wait(limit time.Duration) bool {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(limit):
+		return false
+	}
+}
+
+// stop interrupts the process and waits for a graceful exit.
+func (p *proc) stop() {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd.ProcessState != nil {
+		return
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		p.t.Errorf("%s did not stop within 15 s of SIGINT", filepath.Base(p.bin))
+	}
 }
 
 func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
@@ -135,7 +190,14 @@ func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
 
 func startMesh(t *testing.T, gatewayEnv ...string) *mesh {
 	t.Helper()
-	m := &mesh{dir: t.TempDir()}
+	return startMeshVia(t, chtest.Addr(), gatewayEnv...)
+}
+
+// startMeshVia starts the mesh with the analytics writer reaching ClickHouse at clickhouseAddr
+// (a proxy, in fault tests).
+func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *mesh {
+	t.Helper()
+	m := &mesh{dir: t.TempDir(), procs: map[string]*proc{}}
 	build(t, m.dir)
 	m.certs = filepath.Join(m.dir, "certs")
 	if _, err := mtls.DevPKI(m.certs, []string{"auth", "ingest", "analytics", "gateway"}); err != nil {
@@ -150,7 +212,7 @@ func startMesh(t *testing.T, gatewayEnv ...string) *mesh {
 	authAddr, authAdmin := freePort(t), freePort(t)
 	m.authAdmin = authAdmin
 	c := func(name string) string { return filepath.Join(m.certs, name) }
-	startProcess(t, filepath.Join(m.dir, "auth"), append([]string{
+	m.procs["auth"] = startProcess(t, filepath.Join(m.dir, "auth"), append([]string{
 		"CM_AUTH_LISTEN=" + authAddr, "CM_AUTH_ADMIN_LISTEN=" + authAdmin,
 		"CM_AUTH_POSTGRES_URL=" + pgtest.NewDatabase(t),
 		"CM_AUTH_TLS_CERT=" + c("auth.pem"), "CM_AUTH_TLS_KEY=" + c("auth-key.pem"), "CM_AUTH_TLS_CA=" + c("ca.pem"),
@@ -166,7 +228,7 @@ func startMesh(t *testing.T, gatewayEnv ...string) *mesh {
 
 	natsURL := natstest.Start(t)
 	ingestAddr, ingestAdmin := freePort(t), freePort(t)
-	startProcess(t, filepath.Join(m.dir, "ingest"), append([]string{
+	m.procs["ingest"] = startProcess(t, filepath.Join(m.dir, "ingest"), append([]string{
 		"CM_INGEST_LISTEN=" + ingestAddr, "CM_INGEST_ADMIN_LISTEN=" + ingestAdmin, "CM_INGEST_NATS_URL=" + natsURL,
 		"CM_INGEST_AUTH_ADDR=" + authAddr,
 		"CM_INGEST_TLS_CERT=" + c("ingest.pem"), "CM_INGEST_TLS_KEY=" + c("ingest-key.pem"), "CM_INGEST_TLS_CA=" + c("ca.pem"),
@@ -174,15 +236,15 @@ func startMesh(t *testing.T, gatewayEnv ...string) *mesh {
 	waitFor(t, "ingest", 30*time.Second, func() bool { return httpOK("http://" + ingestAdmin + "/healthz") })
 	m.clickhouseDB = chtest.NewDatabase(t)
 	analyticsAdmin := freePort(t)
-	startProcess(t, filepath.Join(m.dir, "analytics"), append([]string{
+	m.procs["analytics"] = startProcess(t, filepath.Join(m.dir, "analytics"), append([]string{
 		"CM_ANALYTICS_ADMIN_LISTEN=" + analyticsAdmin, "CM_ANALYTICS_NATS_URL=" + natsURL,
-		"CM_ANALYTICS_CLICKHOUSE_ADDR=" + chtest.Addr(), "CM_ANALYTICS_CLICKHOUSE_DATABASE=" + m.clickhouseDB,
+		"CM_ANALYTICS_CLICKHOUSE_ADDR=" + clickhouseAddr, "CM_ANALYTICS_CLICKHOUSE_DATABASE=" + m.clickhouseDB,
 		"CM_ANALYTICS_WRITER_MAX_WAIT=200ms",
 	}, otel...))
 	waitFor(t, "analytics", 30*time.Second, func() bool { return httpOK("http://" + analyticsAdmin + "/healthz") })
 
 	m.gateway = freePort(t)
-	startProcess(t, filepath.Join(m.dir, "gateway"), append(append([]string{
+	m.procs["gateway"] = startProcess(t, filepath.Join(m.dir, "gateway"), append(append([]string{
 		"CM_GATEWAY_LISTEN=" + m.gateway, "CM_GATEWAY_ADMIN_LISTEN=" + freePort(t), "CM_GATEWAY_AUTH_ADDR=" + authAddr,
 		"CM_GATEWAY_INGEST_ADDR=" + ingestAddr,
 		"CM_GATEWAY_EDGE_TLS_CERT=" + c("edge.pem"), "CM_GATEWAY_EDGE_TLS_KEY=" + c("edge-key.pem"),

@@ -28,7 +28,7 @@ type StreamConfig struct {
 	// MaxBytes bounds the stream's storage (default 1 GiB). When full, new batches are refused
 	// (ingest answers RESOURCE_EXHAUSTED) rather than old ones dropped.
 	MaxBytes int64
-	// MaxAge bounds how long an undelivered batch is kept (default 7 days).
+	// MaxAge bounds how long an unwritten batch is kept (default 7 days).
 	MaxAge time.Duration
 	// Duplicates is the window in which a batch with a known message id is dropped (default 10 min).
 	Duplicates time.Duration
@@ -57,10 +57,16 @@ func Connect(url, name string) (*nats.Conn, jetstream.JetStream, error) {
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) error {
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: StreamName, Subjects: []string{SubjectPrefix + ">"},
-		Storage: jetstream.FileStorage, Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardNew,
+		// Work queue: a batch stays until the writer acknowledges it (after ClickHouse has it),
+		// even while no consumer exists; when MaxBytes is reached new batches are refused.
+		Storage: jetstream.FileStorage, Retention: jetstream.WorkQueuePolicy, Discard: jetstream.DiscardNew,
 		MaxBytes: c.MaxBytes, MaxAge: c.MaxAge, Duplicates: c.Duplicates, Replicas: c.Replicas,
 		MaxMsgSize: 2 << 20,
 	}); err != nil {
+		if s, serr := js.Stream(ctx, StreamName); serr == nil && s.CachedInfo().Config.Retention != jetstream.WorkQueuePolicy {
+			return fmt.Errorf("stream %s exists with %s retention from an older version; it must be a work queue: drain it, then delete it (nats stream rm %s, or in development rm -rf .state/nats)",
+				StreamName, s.CachedInfo().Config.Retention, StreamName)
+		}
 		return fmt.Errorf("create stream %s: %w", StreamName, err)
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{

@@ -79,11 +79,41 @@ func New(js jetstream.JetStream, conn driver.Conn, cfg Config, logger *slog.Logg
 	return w
 }
 
+// CrashAfterInserts is fault injection for tests: after n inserts the process exits at once,
+// between an insert and its acknowledgements, as a kill -9 at the worst moment would.
+func (w *Writer) CrashAfterInserts(n int, exit func()) {
+	count := 0
+	w.crashAfterInsert = func() bool {
+		count++
+		if count >= n {
+			exit()
+		}
+		return false
+	}
+}
+
 // Run writes until ctx ends.
 func (w *Writer) Run(ctx context.Context) error {
-	// The stream is ingest's; wait for it to exist.
+	var watermark uint64
+	if err := w.retry(ctx, nil, "read the watermark", func() error {
+		var err error
+		watermark, err = clickhouse.Watermark(ctx, w.conn)
+		return err
+	}); err != nil {
+		return nil // ctx ended
+	}
+	// Start over: the consumer is recreated so that it delivers, in stream order, every batch
+	// still in the stream — the work-queue stream (ingest's; wait for it) keeps exactly the
+	// batches not yet acknowledged. Batches a crashed writer left unacknowledged thus come again
+	// first, instead of after the ack wait behind newer ones, which keeps "everything up to the
+	// watermark is stored" true; those at or below the watermark are acknowledged unwritten.
 	var cons jetstream.Consumer
 	if err := w.retry(ctx, nil, "create the writer's consumer", func() error {
+		var apiErr *jetstream.APIError
+		if err := w.js.DeleteConsumer(ctx, natsjs.StreamName, ConsumerName); err != nil &&
+			!(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeConsumerNotFound) {
+			return err
+		}
 		var err error
 		cons, err = w.js.CreateOrUpdateConsumer(ctx, natsjs.StreamName, jetstream.ConsumerConfig{
 			Durable: ConsumerName, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
@@ -92,14 +122,6 @@ func (w *Writer) Run(ctx context.Context) error {
 		return err
 	}); err != nil {
 		return nil
-	}
-	var watermark uint64
-	if err := w.retry(ctx, nil, "read the watermark", func() error {
-		var err error
-		watermark, err = clickhouse.Watermark(ctx, w.conn)
-		return err
-	}); err != nil {
-		return nil // ctx ended
 	}
 	w.logger.Info("writer started", "watermark", watermark)
 	for ctx.Err() == nil {

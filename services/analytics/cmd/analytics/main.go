@@ -6,6 +6,7 @@ import (
 	"context"
 	"flag"
 	"log/slog"
+	"os"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -21,6 +22,7 @@ import (
 type settings struct {
 	adminListen, natsURL, clickhouseAddr, database string
 	writer                                         writer.Config
+	faultExitAfterInserts                          int
 	logLevel                                       slog.Level
 }
 
@@ -36,6 +38,7 @@ func parse(args []string) (settings, error) {
 	fs.StringVar(&s.database, "clickhouse-database", "analytics", "ClickHouse database")
 	fs.IntVar(&s.writer.BatchRows, "writer-batch-rows", s.writer.BatchRows, "rows per ClickHouse insert (at most)")
 	fs.DurationVar(&s.writer.MaxWait, "writer-max-wait", s.writer.MaxWait, "longest a row waits before it is inserted")
+	fs.IntVar(&s.faultExitAfterInserts, "fault-exit-after-inserts", 0, "fault injection for tests: exit right after this many inserts, before acknowledging (0: off)")
 	fs.TextVar(&s.logLevel, "log-level", slog.LevelInfo, "log level (debug, info, warn, error)")
 	if err := config.Parse(fs, "CM_ANALYTICS", args); err != nil {
 		return s, err
@@ -61,6 +64,12 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	defer conn.Close()
 	reg := telemetry.NewRegistry()
 	w := writer.New(js, conn, s.writer, logger, reg)
+	if s.faultExitAfterInserts > 0 {
+		w.CrashAfterInserts(s.faultExitAfterInserts, func() {
+			logger.Warn("fault injection: exiting between insert and ack")
+			os.Exit(3)
+		})
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(ctx) })
 	g.Go(func() error { return telemetry.ServeAdmin(ctx, s.adminListen, reg, logger) })

@@ -1,0 +1,222 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"google.golang.org/grpc/metadata"
+
+	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
+)
+
+// tcpProxy forwards a loopback port to a target; pausing it closes every connection and refuses
+// new ones, which is what a ClickHouse outage looks like to the writer.
+type tcpProxy struct {
+	addr, target string
+	mu           sync.Mutex
+	lis          net.Listener
+	conns        map[net.Conn]bool
+}
+
+func startProxy(t *testing.T, target string) *tcpProxy {
+	t.Helper()
+	p := &tcpProxy{addr: freePort(t), target: target, conns: map[net.Conn]bool{}}
+	p.resume(t)
+	t.Cleanup(p.pause)
+	return p
+}
+
+func (p *tcpProxy) resume(t *testing.T) {
+	t.Helper()
+	lis, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.lis = lis
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go p.pipe(c)
+		}
+	}()
+}
+
+func (p *tcpProxy) pipe(c net.Conn) {
+	up, err := net.Dial("tcp", p.target)
+	if err != nil {
+		c.Close()
+		return
+	}
+	p.mu.Lock()
+	p.conns[c], p.conns[up] = true, true
+	p.mu.Unlock()
+	go func() { _, _ = io.Copy(up, c); up.Close() }()
+	_, _ = io.Copy(c, up)
+	c.Close()
+}
+
+func (p *tcpProxy) pause() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lis != nil {
+		p.lis.Close()
+		p.lis = nil
+	}
+	for c := range p.conns {
+		c.Close()
+	}
+	p.conns = map[net.Conn]bool{}
+}
+
+// Fault test: under load, kill -9 the writer (once exactly between an insert and its acks),
+// kill -9 ingest, take ClickHouse away for a while; then every acknowledged event must be in
+// ClickHouse exactly once. CHAOS_DURATION (e.g. 3m, `make chaos`) runs a longer variant with
+// repeated faults and prints the figures.
+func TestNoAckedEventIsLostOrDuplicatedUnderFaults(t *testing.T) {
+	duration := 20 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("CHAOS_DURATION")); err == nil && d > duration {
+		duration = d
+	}
+	proxy := startProxy(t, chtest.Addr())
+	m := startMeshVia(t, proxy.addr)
+	_, login, _ := m.rest(t, "POST", "/v1/auth/login", "", m.bootstrapFile(t, "admin.json"))
+	token, _ := login["accessToken"].(string)
+	client := ingestv1.NewIngestServiceClient(m.grpcConn(t))
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+token)
+
+	// Load: 4 senders of 100-event batches through the gateway; only acknowledged ids count.
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	var sent, failed int
+	loadCtx, stopLoad := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for s := 0; s < 4; s++ {
+		wg.Add(1)
+		go func(s int) {
+			defer wg.Done()
+			for i := 0; loadCtx.Err() == nil; i++ {
+				req := &ingestv1.IngestEventsRequest{}
+				for j := 0; j < 100; j++ {
+					req.Events = append(req.Events, &ingestv1.Event{EventId: fmt.Sprintf("f-%d-%d-%d", s, i, j), Type: ingestv1.EventType_EVENT_TYPE_IMPRESSION, UserId: "u", CampaignId: "c"})
+				}
+				callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				resp, err := client.IngestEvents(callCtx, req)
+				cancel()
+				mu.Lock()
+				sent++
+				if err == nil && resp.GetAccepted() == 100 {
+					for _, e := range req.Events {
+						acked[e.GetEventId()] = true
+					}
+				} else {
+					failed++
+				}
+				mu.Unlock()
+				if err != nil {
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		}(s)
+	}
+
+	longestOutage := time.Duration(0)
+	analytics, ingest := m.procs["analytics"], m.procs["ingest"]
+	deadline := time.Now().Add(duration)
+	for round := 0; round == 0 || time.Now().Before(deadline); round++ {
+		time.Sleep(time.Second)
+		t.Logf("round %d: kill -9 the writer", round)
+		analytics.kill9()
+		analytics.start("CM_ANALYTICS_FAULT_EXIT_AFTER_INSERTS=1")
+		if !analytics.wait(30 * time.Second) { // it exits between its first insert and the acks
+			t.Fatal("the writer did not reach the injected crash after an insert")
+		}
+		analytics.start()
+		time.Sleep(time.Second)
+		t.Logf("round %d: kill -9 ingest", round)
+		ingest.kill9()
+		time.Sleep(500 * time.Millisecond)
+		ingest.start()
+		time.Sleep(time.Second)
+		outage := 3 * time.Second
+		t.Logf("round %d: ClickHouse away for %s", round, outage)
+		proxy.pause()
+		time.Sleep(outage)
+		proxy.resume(t)
+		longestOutage = max(longestOutage, outage)
+	}
+	time.Sleep(time.Second)
+	stopLoad()
+	wg.Wait()
+
+	conn, err := ch.Open(&ch.Options{Addr: []string{chtest.Addr()}, Auth: ch.Auth{Database: m.clickhouseDB}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Wait for the writer to drain: every acked id present.
+	var found map[string]uint64
+	waitFor(t, "all acknowledged events in ClickHouse", 90*time.Second, func() bool {
+		found = map[string]uint64{}
+		rows, err := conn.Query(context.Background(), `SELECT event_id, count() FROM events GROUP BY event_id`)
+		if err != nil {
+			return false
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			var n uint64
+			if rows.Scan(&id, &n) == nil {
+				found[id] = n
+			}
+		}
+		for id := range acked {
+			if found[id] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	var lost, duplicated int
+	var dupExample string
+	for id := range acked {
+		if found[id] == 0 {
+			lost++
+		}
+	}
+	for id, n := range found {
+		if n > 1 {
+			duplicated++
+			dupExample = id
+		}
+	}
+	var final uint64
+	if err := conn.QueryRow(context.Background(), `SELECT count() FROM events FINAL`).Scan(&final); err != nil {
+		t.Fatal(err)
+	}
+	report := fmt.Sprintf("batches sent %d (failed %d), events acked %d, found %d (FINAL %d), lost %d, duplicated %d, longest ClickHouse outage %s",
+		sent, failed, len(acked), len(found), final, lost, duplicated, longestOutage)
+	t.Log(report)
+	if os.Getenv("CHAOS_DURATION") != "" {
+		fmt.Println("chaos:", report)
+	}
+	if lost != 0 || duplicated != 0 {
+		t.Fatalf("%s (e.g. %s)", report, dupExample)
+	}
+	if len(acked) == 0 || !strings.HasPrefix(m.clickhouseDB, "test_") {
+		t.Fatal("no event was acknowledged under load")
+	}
+}
