@@ -6,7 +6,6 @@ package ingest
 
 import (
 	"fmt"
-	"regexp"
 	"time"
 	"unicode/utf8"
 
@@ -42,7 +41,18 @@ var DefaultLimits = Limits{
 	MaxFuture:      time.Minute,
 }
 
-var eventIDPattern = regexp.MustCompile(`^[\x21-\x7e]{1,128}$`)
+// validEventID: 1-128 printable ASCII characters (no space).
+func validEventID(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
 
 // Result is what a request turned into.
 type Result struct {
@@ -65,6 +75,8 @@ func (l Limits) Prepare(events []*ingestv1.Event, tenant, source string, receive
 		return Result{}, fmt.Errorf("a batch is at most %d bytes, this one %d", l.MaxBatchBytes, requestBytes)
 	}
 	var r Result
+	r.Accepted = make([]*ingestv1.AcceptedEvent, 0, len(events))
+	received := timestamppb.New(receivedAt) // shared: never modified
 	seen := make(map[string]bool, len(events))
 	for i, e := range events {
 		if field, reason := l.validate(e); reason != "" {
@@ -80,9 +92,12 @@ func (l Limits) Prepare(events []*ingestv1.Event, tenant, source string, receive
 		if warning != "" {
 			r.Warnings = append(r.Warnings, &ingestv1.Warning{Index: int32(i), Message: warning})
 		}
+		correctedPB := received
+		if !corrected.Equal(receivedAt) {
+			correctedPB = timestamppb.New(corrected)
+		}
 		r.Accepted = append(r.Accepted, &ingestv1.AcceptedEvent{
-			Event: e, TenantId: tenant, Source: source,
-			ReceivedAt: timestamppb.New(receivedAt), CorrectedTime: timestamppb.New(corrected),
+			Event: e, TenantId: tenant, Source: source, ReceivedAt: received, CorrectedTime: correctedPB,
 		})
 	}
 	return r, nil
@@ -93,7 +108,7 @@ func (l Limits) validate(e *ingestv1.Event) (string, string) {
 	switch {
 	case e == nil:
 		return "", "is empty"
-	case !eventIDPattern.MatchString(e.GetEventId()):
+	case !validEventID(e.GetEventId()):
 		return ".event_id", "must be 1-128 printable ASCII characters"
 	case e.GetType() == ingestv1.EventType_EVENT_TYPE_UNSPECIFIED || ingestv1.EventType_name[int32(e.GetType())] == "":
 		return ".type", "must be one of track, identify, page, impression, click, conversion"
@@ -102,10 +117,10 @@ func (l Limits) validate(e *ingestv1.Event) (string, string) {
 	case (e.GetType() == ingestv1.EventType_EVENT_TYPE_TRACK || e.GetType() == ingestv1.EventType_EVENT_TYPE_CONVERSION) && e.GetName() == "":
 		return ".name", "is required for track and conversion events"
 	}
-	for field, v := range map[string]string{".name": e.GetName(), ".user_id": e.GetUserId(), ".anonymous_id": e.GetAnonymousId(),
-		".campaign_id": e.GetCampaignId(), ".variant": e.GetVariant()} {
-		if utf8.RuneCountInString(v) > l.MaxStringLen {
-			return field, fmt.Sprintf("must be at most %d characters", l.MaxStringLen)
+	for _, f := range [...]struct{ field, value string }{{".name", e.GetName()}, {".user_id", e.GetUserId()},
+		{".anonymous_id", e.GetAnonymousId()}, {".campaign_id", e.GetCampaignId()}, {".variant", e.GetVariant()}} {
+		if len(f.value) > l.MaxStringLen && utf8.RuneCountInString(f.value) > l.MaxStringLen {
+			return f.field, fmt.Sprintf("must be at most %d characters", l.MaxStringLen)
 		}
 	}
 	if v := e.GetValue(); v != nil {

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -129,4 +130,18 @@ func FuzzPrepare(f *testing.F) {
 			t.Fatal("accepted event with an invalid corrected time")
 		}
 	})
+}
+
+// BenchmarkPrepare is the domain's cost for one 100-event batch.
+func BenchmarkPrepare(b *testing.B) {
+	evs := make([]*ingestv1.Event, 100)
+	for i := range evs {
+		evs[i] = &ingestv1.Event{EventId: fmt.Sprintf("evt-%d-abcdef", i), Type: ingestv1.EventType_EVENT_TYPE_IMPRESSION, UserId: "user-1", CampaignId: "c", Timestamp: timestamppb.Now()}
+	}
+	now := time.Now()
+	for b.Loop() {
+		if _, err := DefaultLimits.Prepare(evs, "t", "k", now, 10000); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
