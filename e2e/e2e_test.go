@@ -466,6 +466,22 @@ func TestRESTCallIsOneTraceAcrossGatewayAndAuth(t *testing.T) {
 		services := m.otlp.servicesInTrace(traceID)
 		return services["gateway"] > 0 && services["auth"] > 0
 	})
+
+	// Events: the trace goes on from the gateway through ingest, across JetStream (headers), to
+	// the writer's insert into ClickHouse.
+	_, login, _ := m.rest(t, "POST", "/v1/auth/login", "", m.bootstrapFile(t, "admin.json"))
+	token, _ := login["accessToken"].(string)
+	const eventsTrace = "0af7651916cd43dd8448eb211c80319c"
+	code, _, _ = m.rest(t, "POST", "/v1/events:batch", token, map[string]any{"events": []map[string]any{
+		{"eventId": "traced-1", "type": "EVENT_TYPE_CLICK", "userId": "u1"}}},
+		"traceparent", "00-"+eventsTrace+"-b7ad6b7169203331-01")
+	if code != 200 {
+		t.Fatalf("events: %d", code)
+	}
+	waitFor(t, "spans of gateway, ingest and the writer in one trace", 20*time.Second, func() bool {
+		services := m.otlp.servicesInTrace(eventsTrace)
+		return services["gateway"] > 0 && services["ingest"] > 0 && services["analytics"] > 0
+	})
 }
 
 func TestGatewayRateLimitsPerClientIP(t *testing.T) {
