@@ -113,6 +113,12 @@ test: infra ## Run every test against real PostgreSQL, ClickHouse and NATS
 	set -a; . .state/env; set +a; go test $(TEST_FLAGS) ./...
 .PHONY: test
 
+FUZZTIME ?= 10s
+fuzz: ## Run each fuzz target for FUZZTIME (default 10s)
+	go test -run '^$$' -fuzz '^FuzzPrepare$$' -fuzztime $(FUZZTIME) ./services/ingest
+	go test -run '^$$' -fuzz '^FuzzDecodeAndPrepare$$' -fuzztime $(FUZZTIME) ./services/ingest
+.PHONY: fuzz
+
 bench-ingest: infra ## Measure the event pipeline against its baselines (about 2.5 min; results in .state/bench-ingest.json)
 	go build -o $(BIN)/bench-ingest ./cmd/bench-ingest
 	set -a; . .state/env; set +a; $(BIN)/bench-ingest $(BENCH_FLAGS)

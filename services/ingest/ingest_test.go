@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -144,4 +146,29 @@ func BenchmarkPrepare(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzDecodeAndPrepare feeds arbitrary bytes to both decoders a request goes through (protobuf
+// from gRPC, JSON from REST) and then to validation: nothing may panic, and a batch within the
+// limits accounts for every event exactly once.
+func FuzzDecodeAndPrepare(f *testing.F) {
+	f.Add([]byte(`{"events":[{"eventId":"e1","type":"EVENT_TYPE_CLICK","userId":"u"}]}`))
+	f.Add([]byte(`{"events":[{"eventId":"","type":7,"properties":{"a":{"b":[1,null]}},"timestamp":"9999-12-31T23:59:59Z"}]}`))
+	seed, _ := proto.Marshal(&ingestv1.IngestEventsRequest{Events: []*ingestv1.Event{ev("p1"), ev("p2")}})
+	f.Add(seed)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, decode := range []func([]byte, proto.Message) error{protojson.Unmarshal, proto.Unmarshal} {
+			var req ingestv1.IngestEventsRequest
+			if decode(data, &req) != nil {
+				continue
+			}
+			r, err := DefaultLimits.Prepare(req.GetEvents(), "t", "k", time.Now(), proto.Size(&req))
+			if err != nil {
+				continue
+			}
+			if len(r.Accepted)+len(r.Rejected) != len(req.GetEvents()) {
+				t.Fatalf("%d events, %d accepted, %d rejected", len(req.GetEvents()), len(r.Accepted), len(r.Rejected))
+			}
+		}
+	})
 }
