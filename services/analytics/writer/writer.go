@@ -62,7 +62,7 @@ type Writer struct {
 
 	inserted, dead prometheus.Counter
 	latency        prometheus.Histogram
-	backlog        prometheus.Gauge
+	backlog, lag   prometheus.Gauge
 }
 
 // New returns a writer; its metrics are registered with reg.
@@ -72,9 +72,10 @@ func New(js jetstream.JetStream, conn driver.Conn, cfg Config, logger *slog.Logg
 		dead:     prometheus.NewCounter(prometheus.CounterOpts{Name: "writer_dead_letters_total", Help: "Messages sent to the dead-letter stream."}),
 		latency:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "writer_insert_seconds", Help: "ClickHouse insert latency.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 		backlog:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "writer_backlog_messages", Help: "Batches in the stream not yet written."}),
+		lag:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "writer_lag_seconds", Help: "Time from ingest's reception of the newest inserted event to its insert."}),
 	}
 	if reg != nil {
-		reg.MustRegister(w.inserted, w.dead, w.latency, w.backlog)
+		reg.MustRegister(w.inserted, w.dead, w.latency, w.backlog, w.lag)
 	}
 	return w
 }
@@ -237,6 +238,8 @@ func (w *Writer) insert(ctx context.Context, msgs []fetched, rows []clickhouse.R
 	}
 	w.latency.Observe(time.Since(start).Seconds())
 	w.inserted.Add(float64(len(rows)))
+	newest := rows[len(rows)-1].Event.GetReceivedAt().AsTime()
+	w.lag.Set(time.Since(newest).Seconds())
 	return nil
 }
 
