@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -113,14 +114,26 @@ func main() {
 	flag.DurationVar(&b.steady, "steady", 60*time.Second, "length of the steady end-to-end run")
 	flag.IntVar(&b.callers, "callers", 8, "concurrent callers")
 	out := flag.String("out", ".state/bench-ingest.json", "where to write the results as JSON")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench-ingest:", err)
+			os.Exit(1)
+		}
+		_ = pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	ctx := context.Background()
 	if err := b.run(ctx); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench-ingest:", err)
 		os.Exit(1)
 	}
 	data, _ := json.MarshalIndent(map[string]any{"time": time.Now().UTC(), "callers": b.callers, "results": b.results}, "", "  ")
 	if err := os.WriteFile(*out, append(data, '\n'), 0o644); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench-ingest: write results:", err)
 		os.Exit(1)
 	}
