@@ -42,15 +42,6 @@ import (
 
 const batchSize = 100
 
-type keySource map[string]ed25519.PublicKey
-
-func (k keySource) PublicKey(_ context.Context, kid string) (ed25519.PublicKey, error) {
-	if v, ok := k[kid]; ok {
-		return v, nil
-	}
-	return nil, authn.ErrUnknownKey
-}
-
 // request builds a 100-event batch whose ids are unique to (run, caller, call).
 func request(run string, caller, call int) *ingestv1.IngestEventsRequest {
 	req := &ingestv1.IngestEventsRequest{Events: make([]*ingestv1.Event, batchSize)}
@@ -155,7 +146,7 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 	srv := grpcserver.New(grpcserver.WithLogger(slog.New(slog.DiscardHandler)), grpcserver.WithTLS(ingestSrc.ServerConfig()),
-		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(keySource{"k": pub})}))
+		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}))
 	ingestv1.RegisterIngestServiceServer(srv.GRPC(), grpcapi.NewServer(js, ingest.DefaultLimits, grpcapi.RateLimits{PerTenant: 1e9, PerSource: 1e9}, nil))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -13,15 +13,6 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 )
 
-type staticKeys map[string]ed25519.PublicKey
-
-func (s staticKeys) PublicKey(_ context.Context, kid string) (ed25519.PublicKey, error) {
-	if k, ok := s[kid]; ok {
-		return k, nil
-	}
-	return nil, authn.ErrUnknownKey
-}
-
 func validClaims() authn.Claims {
 	now := time.Now()
 	return authn.Claims{
@@ -37,7 +28,7 @@ func validClaims() authn.Claims {
 func TestJWTVerifier(t *testing.T) {
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	_, otherPriv, _ := ed25519.GenerateKey(rand.Reader)
-	v := authn.NewJWTVerifier(staticKeys{"k1": pub})
+	v := authn.NewJWTVerifier(authn.StaticKeys{"k1": pub})
 	sign := func(c authn.Claims, kid string, key ed25519.PrivateKey) string {
 		s, err := authn.Sign(c, kid, key)
 		if err != nil {
@@ -96,7 +87,7 @@ func TestJWTVerifier(t *testing.T) {
 // BenchmarkVerify is the per-request cost of verifying an access token locally.
 func BenchmarkVerify(b *testing.B) {
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	v := authn.NewJWTVerifier(staticKeys{"k1": pub})
+	v := authn.NewJWTVerifier(authn.StaticKeys{"k1": pub})
 	tok, err := authn.Sign(validClaims(), "k1", priv)
 	if err != nil {
 		b.Fatal(err)

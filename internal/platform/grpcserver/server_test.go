@@ -64,15 +64,6 @@ func (p probe) Internal(ctx context.Context, r *meshtestv1.ProbeRequest) (*mesht
 	return p.describe(ctx, r)
 }
 
-type keys map[string]ed25519.PublicKey
-
-func (k keys) PublicKey(_ context.Context, kid string) (ed25519.PublicKey, error) {
-	if v, ok := k[kid]; ok {
-		return v, nil
-	}
-	return nil, authn.ErrUnknownKey
-}
-
 type auditLog struct {
 	mu   sync.Mutex
 	recs []access.AuditRecord
@@ -118,7 +109,7 @@ func start(t *testing.T) *harness {
 	srv := grpcserver.New(
 		grpcserver.WithLogger(telemetry.NewLogger(h.logs, "test", slog.LevelInfo)),
 		grpcserver.WithTLS(mtlstest.Source(t, h.ca, "auth").ServerConfig()),
-		grpcserver.WithVerifier(authn.NewJWTVerifier(keys{"k1": pub})),
+		grpcserver.WithVerifier(authn.NewJWTVerifier(authn.StaticKeys{"k1": pub})),
 		grpcserver.WithAuditor(h.audit),
 		grpcserver.WithMaxRecvMsgSize(16<<10),
 		grpcserver.WithValidator(func(_ string, req any) error {

@@ -28,15 +28,6 @@ import (
 	"github.com/campaignmesh/campaignmesh/services/ingest/grpcapi"
 )
 
-type keys map[string]ed25519.PublicKey
-
-func (k keys) PublicKey(_ context.Context, kid string) (ed25519.PublicKey, error) {
-	if v, ok := k[kid]; ok {
-		return v, nil
-	}
-	return nil, authn.ErrUnknownKey
-}
-
 type env struct {
 	client   ingestv1.IngestServiceClient
 	js       jetstream.JetStream
@@ -61,7 +52,7 @@ func newEnv(t *testing.T, rates grpcapi.RateLimits, stream natsjs.StreamConfig) 
 	srv := grpcserver.New(
 		grpcserver.WithLogger(slog.New(slog.DiscardHandler)),
 		grpcserver.WithTLS(mtlstest.Source(t, ca, "ingest").ServerConfig()),
-		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(keys{"k": pub})}),
+		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}),
 	)
 	ingestv1.RegisterIngestServiceServer(srv.GRPC(), grpcapi.NewServer(js, ingest.DefaultLimits, rates, nil))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
