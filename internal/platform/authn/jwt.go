@@ -3,8 +3,10 @@ package authn
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -42,7 +44,21 @@ var ErrUnknownKey = errors.New("unknown signing key")
 type JWTVerifier struct {
 	keys   KeySource
 	parser *jwt.Parser
+
+	// A verified token is immutable until it expires: its principal is kept (by the token's
+	// SHA-256) so a client sending the same token on every call is verified once.
+	mu    sync.Mutex
+	cache map[[32]byte]verified
 }
+
+type verified struct {
+	p   Principal
+	exp time.Time
+}
+
+// verifiedCacheMax bounds the cache; when full, expired entries go, and if that frees
+// nothing, the cache starts over.
+const verifiedCacheMax = 10000
 
 // NewJWTVerifier returns a verifier using keys.
 func NewJWTVerifier(keys KeySource) *JWTVerifier {
@@ -62,6 +78,36 @@ func NewJWTVerifier(keys KeySource) *JWTVerifier {
 // Verify checks token and returns its principal. Errors describe the failure for logs; callers
 // must only ever see a generic UNAUTHENTICATED.
 func (v *JWTVerifier) Verify(ctx context.Context, token string) (*Principal, error) {
+	sum := sha256.Sum256([]byte(token))
+	now := time.Now()
+	v.mu.Lock()
+	c, ok := v.cache[sum]
+	v.mu.Unlock()
+	if ok && now.Before(c.exp) {
+		p := c.p
+		return &p, nil
+	}
+	p, exp, err := v.verify(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	if v.cache == nil || len(v.cache) >= verifiedCacheMax {
+		for k, e := range v.cache {
+			if !now.Before(e.exp) {
+				delete(v.cache, k)
+			}
+		}
+		if v.cache == nil || len(v.cache) >= verifiedCacheMax {
+			v.cache = map[[32]byte]verified{}
+		}
+	}
+	v.cache[sum] = verified{p: *p, exp: exp.Add(-leeway)}
+	v.mu.Unlock()
+	return p, nil
+}
+
+func (v *JWTVerifier) verify(ctx context.Context, token string) (*Principal, time.Time, error) {
 	var claims Claims
 	_, err := v.parser.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
@@ -71,14 +117,14 @@ func (v *JWTVerifier) Verify(ctx context.Context, token string) (*Principal, err
 		return v.keys.PublicKey(ctx, kid)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("verify access token: %w", err)
+		return nil, time.Time{}, fmt.Errorf("verify access token: %w", err)
 	}
 	role := rbac.Role(claims.Role)
 	if !role.Valid() {
-		return nil, fmt.Errorf("verify access token: unknown role %q", claims.Role)
+		return nil, time.Time{}, fmt.Errorf("verify access token: unknown role %q", claims.Role)
 	}
 	if claims.Subject == "" || (role.TenantScoped() && claims.TenantID == "") || (!role.TenantScoped() && claims.TenantID != "") {
-		return nil, errors.New("verify access token: subject or tenant does not fit the role")
+		return nil, time.Time{}, errors.New("verify access token: subject or tenant does not fit the role")
 	}
 	return &Principal{
 		TenantID:    claims.TenantID,
@@ -87,7 +133,7 @@ func (v *JWTVerifier) Verify(ctx context.Context, token string) (*Principal, err
 		Permissions: role.Permissions(),
 		Kind:        KindAccessToken,
 		TokenID:     claims.ID,
-	}, nil
+	}, claims.ExpiresAt.Time, nil
 }
 
 // Sign signs claims with an Ed25519 key, setting the kid header. Only the auth service holds

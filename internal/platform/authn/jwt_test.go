@@ -2,6 +2,7 @@ package authn_test
 
 import (
 	"context"
+	"fmt"
 	"crypto/ed25519"
 	"crypto/rand"
 	"strings"
@@ -84,18 +85,71 @@ func TestJWTVerifier(t *testing.T) {
 	}
 }
 
-// BenchmarkVerify is the per-request cost of verifying an access token locally.
+// BenchmarkVerify is the per-request cost of verifying access tokens locally: every call with
+// a new token (first) and calls repeating a token (cached).
 func BenchmarkVerify(b *testing.B) {
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	v := authn.NewJWTVerifier(authn.StaticKeys{"k1": pub})
+	ctx := context.Background()
+	b.Run("first", func(b *testing.B) {
+		toks := make([]string, 512)
+		for i := range toks {
+			c := validClaims()
+			c.ID = fmt.Sprint(i)
+			toks[i], _ = authn.Sign(c, "k1", priv)
+		}
+		i := 0
+		for b.Loop() {
+			v := authn.NewJWTVerifier(authn.StaticKeys{"k1": pub}) // empty cache
+			if _, err := v.Verify(ctx, toks[i%len(toks)]); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		v := authn.NewJWTVerifier(authn.StaticKeys{"k1": pub})
+		tok, _ := authn.Sign(validClaims(), "k1", priv)
+		for b.Loop() {
+			if _, err := v.Verify(ctx, tok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func TestVerifiedTokensAreCachedUntilExpiry(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	keys := authn.StaticKeys{"k1": pub}
+	v := authn.NewJWTVerifier(keys)
 	tok, err := authn.Sign(validClaims(), "k1", priv)
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
-	ctx := context.Background()
-	for b.Loop() {
-		if _, err := v.Verify(ctx, tok); err != nil {
-			b.Fatal(err)
-		}
+	first, err := v.Verify(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(keys, "k1") // the key is gone: only a cached verification can still succeed
+	again, err := v.Verify(context.Background(), tok)
+	if err != nil || again.Subject != first.Subject {
+		t.Fatalf("second verification of the same token: %v %v", again, err)
+	}
+	otherClaims := validClaims()
+	otherClaims.Subject = "user-2"
+	other, _ := authn.Sign(otherClaims, "k1", priv)
+	if _, err := v.Verify(context.Background(), other); err == nil {
+		t.Fatal("a token never verified was accepted while its key is gone")
+	}
+	// A token cached close to its expiry is verified again (and refused once expired).
+	short := validClaims()
+	short.ExpiresAt = jwt.NewNumericDate(time.Now().Add(2 * time.Second))
+	keys["k1"] = pub
+	stok, _ := authn.Sign(short, "k1", priv)
+	if _, err := v.Verify(context.Background(), stok); err != nil {
+		t.Fatal(err)
+	}
+	delete(keys, "k1")
+	if _, err := v.Verify(context.Background(), stok); err == nil {
+		t.Fatal("a token within the leeway of its expiry was served from the cache")
 	}
 }
