@@ -2,11 +2,9 @@ package authn
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
@@ -43,23 +41,12 @@ func (v Verifier) Verify(ctx context.Context, credential string) (*Principal, er
 // revoked key is refused by every service within this time.
 const RemoteAPIKeysTTL = 30 * time.Second
 
-// remoteAPIKeysMaxEntries bounds the cache; beyond it, expired entries are swept and, if still
-// full, the cache starts over.
-const remoteAPIKeysMaxEntries = 10000
-
 // RemoteAPIKeys verifies API keys through the auth service over mTLS and caches valid answers
 // for RemoteAPIKeysTTL (never past the key's expiry). Secrets are cached by SHA-256 only.
 type RemoteAPIKeys struct {
 	client authv1.AuthServiceClient
 	ttl    time.Duration
-
-	mu    sync.Mutex
-	cache map[[32]byte]cachedKey
-}
-
-type cachedKey struct {
-	p     Principal
-	until time.Time
+	cache  principalCache
 }
 
 // NewRemoteAPIKeys returns a verifier backed by the auth service; ttl <= 0 means RemoteAPIKeysTTL.
@@ -67,19 +54,14 @@ func NewRemoteAPIKeys(client authv1.AuthServiceClient, ttl time.Duration) *Remot
 	if ttl <= 0 {
 		ttl = RemoteAPIKeysTTL
 	}
-	return &RemoteAPIKeys{client: client, ttl: ttl, cache: map[[32]byte]cachedKey{}}
+	return &RemoteAPIKeys{client: client, ttl: ttl}
 }
 
 // VerifyAPIKey implements APIKeyVerifier.
 func (r *RemoteAPIKeys) VerifyAPIKey(ctx context.Context, secret string) (*Principal, error) {
-	sum := sha256.Sum256([]byte(secret))
-	now := time.Now()
-	r.mu.Lock()
-	c, ok := r.cache[sum]
-	r.mu.Unlock()
-	if ok && now.Before(c.until) {
-		p := c.p
-		return &p, nil
+	key, now := credentialKey(secret), time.Now()
+	if p, ok := r.cache.get(key, now); ok {
+		return p, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -92,18 +74,6 @@ func (r *RemoteAPIKeys) VerifyAPIKey(ctx context.Context, secret string) (*Princ
 	if exp := resp.GetExpireTime(); exp != nil && exp.AsTime().Before(until) {
 		until = exp.AsTime()
 	}
-	r.mu.Lock()
-	if len(r.cache) >= remoteAPIKeysMaxEntries {
-		for k, v := range r.cache {
-			if now.After(v.until) {
-				delete(r.cache, k)
-			}
-		}
-		if len(r.cache) >= remoteAPIKeysMaxEntries {
-			r.cache = map[[32]byte]cachedKey{}
-		}
-	}
-	r.cache[sum] = cachedKey{p: p, until: until}
-	r.mu.Unlock()
+	r.cache.put(key, p, until, now)
 	return &p, nil
 }

@@ -3,10 +3,8 @@ package authn
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -45,20 +43,10 @@ type JWTVerifier struct {
 	keys   KeySource
 	parser *jwt.Parser
 
-	// A verified token is immutable until it expires: its principal is kept (by the token's
-	// SHA-256) so a client sending the same token on every call is verified once.
-	mu    sync.Mutex
-	cache map[[32]byte]verified
+	// A verified token is immutable until it expires: its principal is kept so a client sending
+	// the same token on every call is verified once.
+	cache principalCache
 }
-
-type verified struct {
-	p   Principal
-	exp time.Time
-}
-
-// verifiedCacheMax bounds the cache; when full, expired entries go, and if that frees
-// nothing, the cache starts over.
-const verifiedCacheMax = 10000
 
 // NewJWTVerifier returns a verifier using keys.
 func NewJWTVerifier(keys KeySource) *JWTVerifier {
@@ -78,32 +66,15 @@ func NewJWTVerifier(keys KeySource) *JWTVerifier {
 // Verify checks token and returns its principal. Errors describe the failure for logs; callers
 // must only ever see a generic UNAUTHENTICATED.
 func (v *JWTVerifier) Verify(ctx context.Context, token string) (*Principal, error) {
-	sum := sha256.Sum256([]byte(token))
-	now := time.Now()
-	v.mu.Lock()
-	c, ok := v.cache[sum]
-	v.mu.Unlock()
-	if ok && now.Before(c.exp) {
-		p := c.p
-		return &p, nil
+	key, now := credentialKey(token), time.Now()
+	if p, ok := v.cache.get(key, now); ok {
+		return p, nil
 	}
 	p, exp, err := v.verify(ctx, token)
 	if err != nil {
 		return nil, err
 	}
-	v.mu.Lock()
-	if v.cache == nil || len(v.cache) >= verifiedCacheMax {
-		for k, e := range v.cache {
-			if !now.Before(e.exp) {
-				delete(v.cache, k)
-			}
-		}
-		if v.cache == nil || len(v.cache) >= verifiedCacheMax {
-			v.cache = map[[32]byte]verified{}
-		}
-	}
-	v.cache[sum] = verified{p: *p, exp: exp.Add(-leeway)}
-	v.mu.Unlock()
+	v.cache.put(key, *p, exp.Add(-leeway), now)
 	return p, nil
 }
 
