@@ -42,9 +42,7 @@ func parse(args []string) (settings, error) {
 	fs.StringVar(&s.adminListen, "admin-listen", "127.0.0.1:9100", "admin listen address for /metrics and /healthz")
 	fs.StringVar(&s.edge.Cert, "edge-tls-cert", "", "certificate of the public listener (PEM) (required)")
 	fs.StringVar(&s.edge.Key, "edge-tls-key", "", "private key of the public listener (PEM) (required)")
-	fs.StringVar(&s.mesh.Cert, "tls-cert", "", "mesh certificate (PEM; SPIFFE ID spiffe://campaignmesh.local/gateway) (required)")
-	fs.StringVar(&s.mesh.Key, "tls-key", "", "mesh private key (PEM) (required)")
-	fs.StringVar(&s.mesh.CA, "tls-ca", "", "mesh CA bundle (PEM) (required)")
+	s.mesh.RegisterFlags(fs, "gateway")
 	fs.StringVar(&s.authAddr, "auth-addr", "127.0.0.1:7101", "address of the auth service")
 	fs.StringVar(&s.ingestAddr, "ingest-addr", "127.0.0.1:7102", "address of the ingest service")
 	fs.IntVar(&s.rateLimit, "rate-limit", 10000, "requests allowed per client IP per -rate-window")
@@ -58,7 +56,7 @@ func parse(args []string) (settings, error) {
 	}
 	var p config.Problems
 	p.Check(s.edge.Cert != "" && s.edge.Key != "", "-edge-tls-cert and -edge-tls-key are required")
-	p.Check(s.mesh.Cert != "" && s.mesh.Key != "" && s.mesh.CA != "", "-tls-cert, -tls-key and -tls-ca are required")
+	p.Check(s.mesh.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
 	p.Check(s.rateLimit > 0 && s.rateWindow >= time.Second, "-rate-limit must be positive and -rate-window at least 1s")
 	p.Check(s.maxBodyBytes >= 1024 && s.maxBodyBytes <= 64<<20, "-max-body-bytes must be between 1 KiB and 64 MiB")
 	return s, p.Err()

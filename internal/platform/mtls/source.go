@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -187,3 +188,13 @@ func (s *Source) EdgeServerConfig() *tls.Config {
 		},
 	}
 }
+
+// RegisterFlags defines -tls-cert, -tls-key and -tls-ca for the mesh identity of service.
+func (f *Files) RegisterFlags(fs *flag.FlagSet, service string) {
+	fs.StringVar(&f.Cert, "tls-cert", "", fmt.Sprintf("mesh certificate (PEM; SPIFFE ID %s) (required)", ID(service)))
+	fs.StringVar(&f.Key, "tls-key", "", "mesh private key (PEM) (required)")
+	fs.StringVar(&f.CA, "tls-ca", "", "mesh CA bundle (PEM) (required)")
+}
+
+// Complete reports whether certificate, key and CA bundle are all named.
+func (f Files) Complete() bool { return f.Cert != "" && f.Key != "" && f.CA != "" }

@@ -39,14 +39,21 @@ func (e *env) tenantWithRoles(t *testing.T, slug string) tenantFixture {
 	return f
 }
 
-// operator bootstraps the platform operator and returns its token.
-func (e *env) operator(t *testing.T) string {
+// bootstrap runs the first-start bootstrap and returns the folder with operator.json and
+// admin.json.
+func (e *env) bootstrap(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	if _, err := e.svc.Bootstrap(context.Background(), dir); err != nil {
 		t.Fatal(err)
 	}
-	op := readLoginFile(t, dir+"/operator.json")
+	return dir
+}
+
+// operator bootstraps the platform operator and returns its token.
+func (e *env) operator(t *testing.T) string {
+	t.Helper()
+	op := readLoginFile(t, e.bootstrap(t)+"/operator.json")
 	return e.login(t, "", op.GetEmail(), op.GetPassword())
 }
 

@@ -245,10 +245,7 @@ func TestOperatorManagesTenantsAndKeys(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	if _, err := e.svc.Bootstrap(ctx, dir); err != nil {
-		t.Fatal(err)
-	}
+	dir := e.bootstrap(t)
 	req := readLoginFile(t, dir+"/operator.json")
 	op := e.login(t, req.GetTenant(), req.GetEmail(), req.GetPassword())
 
@@ -332,10 +329,7 @@ func TestRemoteKeysFollowRotation(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	if _, err := e.svc.Bootstrap(ctx, dir); err != nil {
-		t.Fatal(err)
-	}
+	dir := e.bootstrap(t)
 	op := readLoginFile(t, dir+"/operator.json")
 	verifier := authn.NewJWTVerifier(authn.NewRemoteKeys(e.client, time.Hour, time.Millisecond))
 	before := e.login(t, "", op.GetEmail(), op.GetPassword())

@@ -37,9 +37,7 @@ func parse(args []string) (settings, error) {
 	fs.StringVar(&s.listen, "listen", "127.0.0.1:7101", "gRPC (mTLS) listen address")
 	fs.StringVar(&s.adminListen, "admin-listen", "127.0.0.1:9101", "admin listen address for /metrics and /healthz")
 	fs.StringVar(&s.postgresURL, "postgres-url", "", "PostgreSQL URL of the auth database (required)")
-	fs.StringVar(&s.tls.Cert, "tls-cert", "", "mesh certificate (PEM; SPIFFE ID spiffe://campaignmesh.local/auth) (required)")
-	fs.StringVar(&s.tls.Key, "tls-key", "", "mesh private key (PEM) (required)")
-	fs.StringVar(&s.tls.CA, "tls-ca", "", "mesh CA bundle (PEM) (required)")
+	s.tls.RegisterFlags(fs, "auth")
 	fs.DurationVar(&s.tokenTTL, "access-token-ttl", auth.DefaultAccessTokenTTL, "lifetime of access tokens (1m to 1h)")
 	fs.StringVar(&s.bootstrapDir, "bootstrap-dir", "", "on the very first start, write the operator's and first admin's credentials here (empty: no bootstrap)")
 	fs.IntVar(&s.maxRecvMsgSize, "max-recv-msg-size", 1<<20, "largest request message in bytes")
@@ -50,7 +48,7 @@ func parse(args []string) (settings, error) {
 	}
 	var p config.Problems
 	p.Check(s.postgresURL != "", "-postgres-url is required")
-	p.Check(s.tls.Cert != "" && s.tls.Key != "" && s.tls.CA != "", "-tls-cert, -tls-key and -tls-ca are required")
+	p.Check(s.tls.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
 	p.Check(s.tokenTTL >= time.Minute && s.tokenTTL <= time.Hour, "-access-token-ttl must be between 1m and 1h")
 	p.Check(s.maxRecvMsgSize >= 1024 && s.maxRecvMsgSize <= 64<<20, "-max-recv-msg-size must be between 1 KiB and 64 MiB")
 	return s, p.Err()

@@ -45,9 +45,7 @@ func parse(args []string) (settings, error) {
 	fs.StringVar(&s.adminListen, "admin-listen", "127.0.0.1:9102", "admin listen address for /metrics and /healthz")
 	fs.StringVar(&s.natsURL, "nats-url", "nats://127.0.0.1:14222", "NATS server with JetStream")
 	fs.StringVar(&s.authAddr, "auth-addr", "127.0.0.1:7101", "address of the auth service (keys and API key verification)")
-	fs.StringVar(&s.tls.Cert, "tls-cert", "", "mesh certificate (PEM; SPIFFE ID spiffe://campaignmesh.local/ingest) (required)")
-	fs.StringVar(&s.tls.Key, "tls-key", "", "mesh private key (PEM) (required)")
-	fs.StringVar(&s.tls.CA, "tls-ca", "", "mesh CA bundle (PEM) (required)")
+	s.tls.RegisterFlags(fs, "ingest")
 	fs.IntVar(&s.limits.MaxEventBytes, "max-event-bytes", s.limits.MaxEventBytes, "largest event")
 	fs.IntVar(&s.limits.MaxBatchBytes, "max-batch-bytes", s.limits.MaxBatchBytes, "largest request")
 	fs.IntVar(&s.limits.MaxBatchEvents, "max-batch-events", s.limits.MaxBatchEvents, "most events in a request")
@@ -64,7 +62,7 @@ func parse(args []string) (settings, error) {
 		return s, err
 	}
 	var p config.Problems
-	p.Check(s.tls.Cert != "" && s.tls.Key != "" && s.tls.CA != "", "-tls-cert, -tls-key and -tls-ca are required")
+	p.Check(s.tls.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
 	p.Check(s.limits.MaxEventBytes > 0 && s.limits.MaxBatchBytes >= s.limits.MaxEventBytes && s.limits.MaxBatchBytes <= 16<<20, "event and batch byte limits must be positive, the batch at least one event, at most 16 MiB")
 	p.Check(s.limits.MaxBatchEvents > 0 && s.limits.MaxBatchEvents <= 10000, "-max-batch-events must be 1 to 10000")
 	p.Check(s.rates.PerTenant > 0 && s.rates.PerSource > 0, "rate limits must be positive")
