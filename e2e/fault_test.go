@@ -85,11 +85,16 @@ func (p *tcpProxy) pause() {
 // Fault test: under load, kill -9 the writer (once exactly between an insert and its acks),
 // kill -9 ingest, take ClickHouse away for a while; then every acknowledged event must be in
 // ClickHouse exactly once. CHAOS_DURATION (e.g. 3m, `make chaos`) runs a longer variant with
-// repeated faults and prints the figures.
+// repeated faults, ClickHouse outages growing 3 s, 6 s, 12 s… up to CHAOS_MAX_OUTAGE (default
+// 1m), and prints the figures.
 func TestNoAckedEventIsLostOrDuplicatedUnderFaults(t *testing.T) {
-	duration := 20 * time.Second
+	duration, maxOutage := 20*time.Second, 3*time.Second
 	if d, err := time.ParseDuration(os.Getenv("CHAOS_DURATION")); err == nil && d > duration {
-		duration = d
+		// The long variant doubles the ClickHouse outage every round, up to CHAOS_MAX_OUTAGE.
+		duration, maxOutage = d, time.Minute
+		if m, err := time.ParseDuration(os.Getenv("CHAOS_MAX_OUTAGE")); err == nil && m > 0 {
+			maxOutage = m
+		}
 	}
 	proxy := startProxy(t, chtest.Addr())
 	m := startMeshVia(t, proxy.addr)
@@ -151,7 +156,7 @@ func TestNoAckedEventIsLostOrDuplicatedUnderFaults(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 		ingest.start()
 		time.Sleep(time.Second)
-		outage := 3 * time.Second
+		outage := min(3*time.Second<<min(round, 10), maxOutage)
 		t.Logf("round %d: ClickHouse away for %s", round, outage)
 		proxy.pause()
 		time.Sleep(outage)

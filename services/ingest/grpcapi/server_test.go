@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -191,5 +193,34 @@ func TestBackpressure(t *testing.T) {
 	_, err = e.client.IngestEvents(as(e.token("manager")), &ingestv1.IngestEventsRequest{Events: events("late")})
 	if c := status.Code(err); c != codes.Unavailable {
 		t.Fatalf("with NATS down: %v, want Unavailable", err)
+	}
+}
+
+func TestStreamFullIsRefusedAndNothingIsAckedThatWasNotStored(t *testing.T) {
+	tiny := natsjs.DefaultStream
+	tiny.MaxBytes = 64 << 10
+	e := newEnv(t, grpcapi.RateLimits{PerTenant: 1e9, PerSource: 1e9}, tiny)
+	admin := as(e.token("admin"))
+	var acked uint64
+	var err error
+	for i := 0; i < 100 && err == nil; i++ {
+		ids := make([]string, 100)
+		for j := range ids {
+			ids[j] = fmt.Sprintf("full-%d-%d", i, j)
+		}
+		_, err = e.client.IngestEvents(admin, &ingestv1.IngestEventsRequest{Events: events(ids...)})
+		if err == nil {
+			acked++
+		}
+	}
+	st, _ := status.FromError(err)
+	if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "full") {
+		t.Fatalf("with the stream full: %v, want RESOURCE_EXHAUSTED naming the full stream", err)
+	}
+	if acked == 0 {
+		t.Fatal("no batch fitted before the stream was full")
+	}
+	if n := streamMessages(t, e.js); n != acked {
+		t.Fatalf("stream holds %d batches, %d were acknowledged", n, acked)
 	}
 }
