@@ -21,7 +21,9 @@ import (
 // schema creates the tables. events is a ReplacingMergeTree on (tenant_id, event_id): a client
 // retry that reached the stream twice leaves one row after merges, and queries that must not
 // count twice read with FINAL (or by distinct event_id). stream_seq, the JetStream sequence of
-// the batch, is the version kept and the writer's restart watermark.
+// the batch, is the version kept and the writer's restart watermark. events is not
+// partitioned, so that one insert is one part — all or nothing, which the watermark relies on
+// (a block spanning two partitions could be half stored).
 var schema = []string{
 	`CREATE TABLE IF NOT EXISTS events (
 		tenant_id String,
@@ -49,8 +51,30 @@ var schema = []string{
 		source String,
 		stream_seq UInt64
 	) ENGINE = ReplacingMergeTree(stream_seq)
-	PARTITION BY toYYYYMM(event_date)
 	ORDER BY (tenant_id, event_id)`,
+	// events_hourly is the rollup: per tenant, campaign, hour (UTC), variant, type and currency,
+	// the count, value and distinct users of the events, kept by the materialized view below on
+	// every insert into events. The writer inserts each stream batch once (see Watermark) and
+	// drops duplicate event ids within a block, so the rollup counts what the raw table holds.
+	`CREATE TABLE IF NOT EXISTS events_hourly (
+		tenant_id String,
+		campaign_id String,
+		hour DateTime,
+		variant String,
+		type String,
+		currency String,
+		events AggregateFunction(count),
+		value_micros AggregateFunction(sum, Int64),
+		users AggregateFunction(uniqExact, String)
+	) ENGINE = AggregatingMergeTree()
+	PARTITION BY toYYYYMM(hour)
+	ORDER BY (tenant_id, campaign_id, hour, variant, type, currency)`,
+	`CREATE MATERIALIZED VIEW IF NOT EXISTS events_hourly_mv TO events_hourly AS
+	SELECT tenant_id, campaign_id, toStartOfHour(event_time) AS hour, variant, type, currency,
+		countState() AS events, sumState(value_micros) AS value_micros,
+		uniqExactState(if(user_id != '', user_id, anonymous_id)) AS users
+	FROM events
+	GROUP BY tenant_id, campaign_id, hour, variant, type, currency`,
 }
 
 // Open connects over the native protocol and creates the tables.
@@ -89,9 +113,16 @@ func Insert(ctx context.Context, conn driver.Conn, rows []Row) error {
 	if err != nil {
 		return fmt.Errorf("prepare insert: %w", err)
 	}
+	seen := make(map[[2]string]struct{}, len(rows))
 	for _, r := range rows {
 		a := r.Event
 		e := a.GetEvent()
+		// A client retry in the same block: the raw table would collapse it, the rollup not.
+		k := [2]string{a.GetTenantId(), e.GetEventId()}
+		if _, dup := seen[k]; dup {
+			continue
+		}
+		seen[k] = struct{}{}
 		t := a.GetCorrectedTime().AsTime().UTC()
 		var client uint64
 		if e.GetTimestamp() != nil {

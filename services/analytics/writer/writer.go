@@ -140,7 +140,22 @@ func (w *Writer) Run(ctx context.Context) error {
 		}
 		fresh, maxSeq := rowsAbove(rows, watermark)
 		if len(fresh) > 0 {
-			if err := w.retry(ctx, msgs, "insert into clickhouse", func() error { return w.insert(ctx, msgs, fresh) }); err != nil {
+			failed := false
+			if err := w.retry(ctx, msgs, "insert into clickhouse", func() error {
+				// After a failed attempt the insert may still have landed (the answer was lost):
+				// inserting again would count the block twice in the rollups, so look first.
+				if failed {
+					if stored, err := clickhouse.Watermark(ctx, w.conn); err != nil {
+						return err
+					} else if stored >= maxSeq {
+						w.logger.Info("insert had landed although its answer was lost", "seq", maxSeq)
+						return nil
+					}
+				}
+				err := w.insert(ctx, msgs, fresh)
+				failed = err != nil
+				return err
+			}); err != nil {
 				return nil // ctx ended; unacked messages are redelivered to the next run
 			}
 			watermark = max(watermark, maxSeq)

@@ -59,7 +59,7 @@ type AnalyticsServiceClient interface {
 	// DeleteEvents deletes a tenant's events of one data subject (user id or anonymous id) or in
 	// a time range with a ClickHouse mutation, and reports its progress: call it again with the
 	// same request to poll (it starts no second mutation while one for the same request runs).
-	// Caller: the dsr service (internal). Audited.
+	// Caller: the dsr service (internal), which audits the data-subject requests it runs.
 	DeleteEvents(ctx context.Context, in *DeleteEventsRequest, opts ...grpc.CallOption) (*DeleteEventsResponse, error)
 }
 
@@ -181,7 +181,7 @@ type AnalyticsServiceServer interface {
 	// DeleteEvents deletes a tenant's events of one data subject (user id or anonymous id) or in
 	// a time range with a ClickHouse mutation, and reports its progress: call it again with the
 	// same request to poll (it starts no second mutation while one for the same request runs).
-	// Caller: the dsr service (internal). Audited.
+	// Caller: the dsr service (internal), which audits the data-subject requests it runs.
 	DeleteEvents(context.Context, *DeleteEventsRequest) (*DeleteEventsResponse, error)
 	mustEmbedUnimplementedAnalyticsServiceServer()
 }

@@ -1,0 +1,305 @@
+package clickhouse
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/campaignmesh/campaignmesh/services/analytics"
+)
+
+// QueryLimits are the server-side limits of every analytics query.
+type QueryLimits struct {
+	// MaxExecutionTime stops a query in ClickHouse (max_execution_time).
+	MaxExecutionTime time.Duration
+	// MaxResultRows caps a result (max_result_rows; the query fails beyond it).
+	MaxResultRows int
+	// MaxMemory caps a query's memory in bytes (max_memory_usage).
+	MaxMemory int64
+}
+
+// DefaultQueryLimits are the documented defaults.
+var DefaultQueryLimits = QueryLimits{MaxExecutionTime: 10 * time.Second, MaxResultRows: 100000, MaxMemory: 4 << 30}
+
+// Queries answers analytics questions over the events and rollup tables. Every value reaches
+// ClickHouse as a bound parameter; only the fixed SQL fragments below are spliced in.
+type Queries struct {
+	conn   driver.Conn
+	limits QueryLimits
+}
+
+// NewQueries returns the query store over conn.
+func NewQueries(conn driver.Conn, limits QueryLimits) *Queries {
+	return &Queries{conn: conn, limits: limits}
+}
+
+var _ analytics.Store = (*Queries)(nil)
+
+// The key expressions of each dimension, over the raw table and over the rollup.
+var rawKeys = map[analytics.Dimension][2]string{
+	analytics.NoDimension:     {"''", "''"},
+	analytics.Campaign:        {"campaign_id", "''"},
+	analytics.CampaignVariant: {"campaign_id", "variant"},
+	analytics.EventName:       {"name", "''"},
+	analytics.EventType:       {"type", "''"},
+	analytics.Variant:         {"variant", "''"},
+	analytics.App:             {"app", "''"},
+	analytics.Device:          {"device", "''"},
+	analytics.Locale:          {"locale", "''"},
+	analytics.Property:        {"prop_values[indexOf(prop_keys, ?)]", "''"},
+}
+
+var orderColumns = map[analytics.Metric]string{
+	analytics.MetricEvents: "m_events", analytics.MetricImpressions: "m_impressions", analytics.MetricClicks: "m_clicks",
+	analytics.MetricConversions: "m_conversions", analytics.MetricConversionValue: "m_value", analytics.MetricUniqueUsers: "m_users",
+	analytics.MetricSpend: "m_spend",
+}
+
+// bucketKey is the bucket start as Unix seconds, in the request's zone (bound as a parameter).
+func bucketKey(g analytics.Granularity, column string) string {
+	switch g {
+	case analytics.Minute:
+		return "toString(toUnixTimestamp(toStartOfMinute(" + column + ")))"
+	case analytics.Hour:
+		return "toString(toUnixTimestamp(toStartOfHour(" + column + ", ?)))"
+	}
+	return "toString(toUnixTimestamp(toStartOfDay(" + column + ", ?)))"
+}
+
+// Aggregate implements analytics.Store. The inner query yields, per group key and currency,
+// the counts, sums and a distinct-users state; the outer one merges the currencies of a group.
+func (q *Queries) Aggregate(ctx context.Context, a analytics.Query) ([]analytics.Aggregate, error) {
+	var args []any
+	timeCol := "event_time"
+	if a.Rollup {
+		timeCol = "hour"
+	}
+	var k1, k2 string
+	if a.Dimension == analytics.Bucket {
+		k1, k2 = bucketKey(a.Granularity, timeCol), "''"
+		if a.Granularity != analytics.Minute {
+			args = append(args, a.Location.String())
+		}
+	} else {
+		keys, ok := rawKeys[a.Dimension]
+		if !ok {
+			return nil, fmt.Errorf("aggregate: dimension %d unknown", a.Dimension)
+		}
+		k1, k2 = keys[0], keys[1]
+		if a.Dimension == analytics.Property {
+			args = append(args, a.PropertyKey)
+		}
+	}
+	where, whereArgs := scope(a, timeCol)
+	args = append(args, whereArgs...)
+
+	var inner string
+	if a.Rollup {
+		inner = `SELECT k1, k2, currency,
+				sumIf(r_events, type = 'impression') AS i_impressions, sumIf(r_events, type = 'click') AS i_clicks,
+				sumIf(r_events, type = 'conversion') AS i_conversions, sum(r_events) AS i_events,
+				sumIf(r_value, type = 'conversion') AS i_value, sumIf(r_value, type IN ('impression', 'click')) AS i_spend,
+				uniqExactMergeState(r_users) AS i_users
+			FROM (SELECT ` + k1 + ` AS k1, ` + k2 + ` AS k2, currency, type,
+					countMerge(events) AS r_events, sumMerge(value_micros) AS r_value, uniqExactMergeState(users) AS r_users
+				FROM events_hourly WHERE ` + where + ` GROUP BY k1, k2, currency, type)
+			GROUP BY k1, k2, currency`
+	} else {
+		inner = `SELECT ` + k1 + ` AS k1, ` + k2 + ` AS k2, currency,
+				countIf(type = 'impression') AS i_impressions, countIf(type = 'click') AS i_clicks,
+				countIf(type = 'conversion') AS i_conversions, count() AS i_events,
+				sumIf(value_micros, type = 'conversion') AS i_value, sumIf(value_micros, type IN ('impression', 'click')) AS i_spend,
+				uniqExactState(if(user_id != '', user_id, anonymous_id)) AS i_users
+			FROM events FINAL WHERE ` + where + ` GROUP BY k1, k2, currency`
+	}
+	sql := `SELECT k1, k2, toInt64(sum(i_events)) AS m_events, toInt64(sum(i_impressions)) AS m_impressions,
+			toInt64(sum(i_clicks)) AS m_clicks, toInt64(sum(i_conversions)) AS m_conversions,
+			toInt64(uniqExactMerge(i_users)) AS m_users, groupArray(currency) AS currencies,
+			groupArray(toInt64(i_value)) AS values, groupArray(toInt64(i_spend)) AS spends,
+			sum(i_value) AS m_value, sum(i_spend) AS m_spend
+		FROM (` + inner + `) GROUP BY k1, k2`
+	if a.Limit > 0 {
+		sql += ` ORDER BY ` + orderColumns[a.OrderBy] + ` DESC, k1, k2 LIMIT ` + strconv.Itoa(a.Limit)
+	}
+	rows, err := q.conn.Query(q.settings(ctx), sql, args...)
+	if err != nil {
+		return nil, queryError("aggregate events", err)
+	}
+	defer rows.Close()
+	var out []analytics.Aggregate
+	for rows.Next() {
+		var r analytics.Aggregate
+		var value, spend int64
+		if err := rows.Scan(&r.K1, &r.K2, &r.Events, &r.Impressions, &r.Clicks, &r.Conversions, &r.UniqueUsers,
+			&r.Currencies, &r.ConversionValue, &r.Spend, &value, &spend); err != nil {
+			return nil, fmt.Errorf("aggregate events: scan: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, queryError("aggregate events", err)
+	}
+	return out, nil
+}
+
+// scope is the WHERE clause every query starts with: the tenant, the time range, campaigns.
+func scope(a analytics.Query, timeCol string) (string, []any) {
+	where := "tenant_id = ? AND " + timeCol + " >= ?"
+	args := []any{a.TenantID, a.Start}
+	if !a.OpenEnd {
+		where += " AND " + timeCol + " < ?"
+		args = append(args, a.End)
+	}
+	if len(a.CampaignIDs) > 0 {
+		ids := make([]any, len(a.CampaignIDs))
+		for i, id := range a.CampaignIDs {
+			ids[i] = id
+		}
+		where += " AND campaign_id IN ?"
+		args = append(args, ch.GroupSet{Value: ids})
+	}
+	return where, args
+}
+
+// Funnel implements analytics.Store with windowFunnel over the corrected event time: a user
+// reaches step n when steps 1…n happened in order within the window, step 1 inside the range.
+func (q *Queries) Funnel(ctx context.Context, f analytics.FunnelQuery) ([]int64, error) {
+	conds := make([]string, len(f.Steps))
+	var condArgs []any
+	for i, s := range f.Steps {
+		c := "name = ?"
+		condArgs = append(condArgs, s.EventName)
+		if s.CampaignID != "" {
+			c += " AND campaign_id = ?"
+			condArgs = append(condArgs, s.CampaignID)
+		}
+		if i == 0 {
+			c += " AND event_time < ?"
+			condArgs = append(condArgs, f.End)
+		}
+		conds[i] = "(" + c + ")"
+	}
+	args := []any{int64(f.Window / time.Second)}
+	args = append(args, condArgs...)
+	args = append(args, f.TenantID, f.Start, f.End.Add(f.Window))
+	args = append(args, condArgs...)
+	sql := `SELECT level, count() FROM (
+			SELECT if(user_id != '', user_id, anonymous_id) AS subject, windowFunnel(?)(event_time, ` + strings.Join(conds, ", ") + `) AS level
+			FROM events FINAL
+			WHERE tenant_id = ? AND event_time >= ? AND event_time < ? AND (` + strings.Join(conds, " OR ") + `)
+			GROUP BY subject)
+		WHERE level > 0 GROUP BY level`
+	rows, err := q.conn.Query(q.settings(ctx), sql, args...)
+	if err != nil {
+		return nil, queryError("funnel", err)
+	}
+	defer rows.Close()
+	reached := make([]int64, len(f.Steps))
+	for rows.Next() {
+		var level uint8
+		var n uint64
+		if err := rows.Scan(&level, &n); err != nil {
+			return nil, fmt.Errorf("funnel: scan: %w", err)
+		}
+		// Users whose furthest step is level reached every step up to it.
+		for i := 0; i < int(level) && i < len(reached); i++ {
+			reached[i] += int64(n)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, queryError("funnel", err)
+	}
+	return reached, nil
+}
+
+func (q *Queries) settings(ctx context.Context) context.Context {
+	// ClickHouse 18.16 takes only integer settings over the native protocol; the overflow
+	// modes are left at their default, "throw".
+	return ch.Context(ctx, ch.WithSettings(ch.Settings{
+		"max_execution_time": int(q.limits.MaxExecutionTime / time.Second),
+		"max_result_rows":    q.limits.MaxResultRows,
+		"max_memory_usage":   int(q.limits.MaxMemory),
+	}))
+}
+
+// ClickHouse error codes that mean a query hit a limit rather than a fault.
+var limitCodes = map[int32]bool{
+	159: true, // TIMEOUT_EXCEEDED
+	241: true, // MEMORY_LIMIT_EXCEEDED
+	396: true, // TOO_MANY_ROWS_OR_BYTES
+	158: true, // TOO_MANY_ROWS
+}
+
+func queryError(what string, err error) error {
+	var ex *ch.Exception
+	if errors.As(err, &ex) && limitCodes[ex.Code] {
+		return analytics.ErrTooExpensive
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// Delete implements analytics.Store with ALTER TABLE … DELETE mutations, tagged with a hash
+// of the request so a repeated call finds its mutation instead of starting another. A time
+// range also deletes the rollup hours it covers whole; a subject's events leave the rollups'
+// counts (aggregates without identifiers) but their distinct-user states keep hashes until the
+// rollup hours are rebuilt — see the README.
+func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.DeletionStatus, error) {
+	var st analytics.DeletionStatus
+	where, args := "tenant_id = ? AND (user_id = ? OR anonymous_id = ?)", []any{d.TenantID, d.SubjectID, d.SubjectID}
+	if d.SubjectID == "" {
+		where, args = "tenant_id = ? AND event_time >= ? AND event_time < ?", []any{d.TenantID, d.Start, d.End}
+	}
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%q %q %d %d", d.TenantID, d.SubjectID, d.Start.Unix(), d.End.Unix())))
+	tag := "cmdel-" + hex.EncodeToString(sum[:8])
+	var remaining uint64
+	if err := q.conn.QueryRow(ctx, "SELECT count() FROM events WHERE "+where, args...).Scan(&remaining); err != nil {
+		return st, fmt.Errorf("count rows to delete: %w", err)
+	}
+	st.RemainingRows = int64(remaining)
+	var running uint8
+	err := q.conn.QueryRow(ctx, `SELECT mutation_id, is_done FROM system.mutations
+		WHERE database = currentDatabase() AND table = 'events' AND position(command, ?) > 0
+		ORDER BY create_time DESC LIMIT 1`, tag).Scan(&st.MutationID, &running)
+	found := err == nil
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return st, fmt.Errorf("read mutations: %w", err)
+	}
+	isDone := found && running == 1
+	if remaining == 0 && (!found || isDone) {
+		st.Done = true
+		return st, nil
+	}
+	if found && !isDone {
+		return st, nil // still running
+	}
+	if err := q.conn.Exec(ctx, "ALTER TABLE events DELETE WHERE "+where+" AND ? != ''", append(args, tag)...); err != nil {
+		return st, fmt.Errorf("delete events: %w", err)
+	}
+	if d.SubjectID == "" {
+		first, last := d.Start.Truncate(time.Hour), d.End.Truncate(time.Hour)
+		if first.Before(d.Start) {
+			first = first.Add(time.Hour)
+		}
+		if first.Before(last) {
+			if err := q.conn.Exec(ctx, "ALTER TABLE events_hourly DELETE WHERE tenant_id = ? AND hour >= ? AND hour < ? AND ? != ''",
+				d.TenantID, first, last, tag); err != nil {
+				return st, fmt.Errorf("delete rollup hours: %w", err)
+			}
+		}
+	}
+	if err := q.conn.QueryRow(ctx, `SELECT mutation_id FROM system.mutations
+		WHERE database = currentDatabase() AND table = 'events' AND position(command, ?) > 0
+		ORDER BY create_time DESC LIMIT 1`, tag).Scan(&st.MutationID); err != nil {
+		return st, fmt.Errorf("read mutations: %w", err)
+	}
+	return st, nil
+}

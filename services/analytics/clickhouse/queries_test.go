@@ -1,0 +1,388 @@
+package clickhouse_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
+	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
+	"github.com/campaignmesh/campaignmesh/services/analytics"
+	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
+)
+
+func at(s string) time.Time {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+func ts(s string) *timestamppb.Timestamp { return timestamppb.New(at(s)) }
+
+type ev struct {
+	tenant, id, typ, name, user, anon, campaign, variant, when string
+	value                                                      int64
+	device, country                                            string
+}
+
+var types = map[string]ingestv1.EventType{"impression": ingestv1.EventType_EVENT_TYPE_IMPRESSION,
+	"click": ingestv1.EventType_EVENT_TYPE_CLICK, "conversion": ingestv1.EventType_EVENT_TYPE_CONVERSION}
+
+// The known data set: tenant t1 around the Europe/Berlin switch to summer time
+// (2026-03-29 01:00 UTC), and one event of tenant t2 that t1 must never see.
+var dataset = []ev{
+	{"t1", "e1", "impression", "view", "u1", "", "c1", "a", "2026-03-28T10:00:00Z", 1000, "", ""},
+	{"t1", "e2", "click", "tap", "u1", "", "c1", "a", "2026-03-28T10:05:00Z", 500, "", ""},
+	{"t1", "e3", "conversion", "purchase", "u1", "", "c1", "a", "2026-03-28T10:30:00Z", 20_000_000, "", ""},
+	{"t1", "e4", "impression", "view", "u2", "", "c1", "b", "2026-03-28T23:30:00Z", 0, "", ""},
+	{"t1", "e5", "click", "tap", "u2", "", "c1", "b", "2026-03-29T00:10:00Z", 700, "", ""},
+	{"t1", "e6", "impression", "view", "", "anon-3", "c1", "a", "2026-03-29T01:30:00Z", 0, "", ""},
+	{"t1", "e7", "impression", "view", "u1", "", "c1", "a", "2026-03-29T22:30:00Z", 0, "", ""},
+	{"t1", "e8", "impression", "view", "u4", "", "c2", "", "2026-03-28T12:00:00Z", 0, "ios", "DE"},
+	// u5 buys before viewing: not a funnel conversion in order.
+	{"t1", "e9", "conversion", "purchase", "u5", "", "c3", "", "2026-03-28T09:00:00Z", 0, "", ""},
+	{"t1", "e10", "impression", "view", "u5", "", "c3", "", "2026-03-28T09:10:00Z", 0, "", ""},
+	{"t2", "x1", "impression", "view", "u1", "", "c1", "a", "2026-03-28T10:00:00Z", 99, "", ""},
+}
+
+func load(t *testing.T, events []ev, seq uint64) *analytics.Service {
+	t.Helper()
+	return analytics.NewService(clickhouse.NewQueries(open(t, events, seq), clickhouse.DefaultQueryLimits), analytics.DefaultLimits)
+}
+
+func open(t *testing.T, events []ev, seq uint64) driver.Conn {
+	t.Helper()
+	conn, err := clickhouse.Open(context.Background(), chtest.Addr(), chtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if len(events) > 0 {
+		insert(t, conn, events, seq)
+	}
+	return conn
+}
+
+func insert(t *testing.T, conn driver.Conn, events []ev, seq uint64) {
+	t.Helper()
+	var rows []clickhouse.Row
+	for _, e := range events {
+		when := at(e.when)
+		ae := &ingestv1.AcceptedEvent{TenantId: e.tenant, ReceivedAt: timestamppb.New(when), CorrectedTime: timestamppb.New(when),
+			Event: &ingestv1.Event{EventId: e.id, Type: types[e.typ], Name: e.name, UserId: e.user, AnonymousId: e.anon,
+				CampaignId: e.campaign, Variant: e.variant, Timestamp: timestamppb.New(when),
+				Context: &ingestv1.EventContext{Device: e.device}}}
+		if e.value != 0 {
+			ae.Event.Value = &ingestv1.Money{AmountMicros: e.value, Currency: "USD"}
+		}
+		if e.country != "" {
+			ae.Event.Properties, _ = structpb.NewStruct(map[string]any{"country": e.country})
+		}
+		rows = append(rows, clickhouse.Row{Event: ae, Seq: seq})
+	}
+	if err := clickhouse.Insert(context.Background(), conn, rows); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func usd(m int64) []*analyticsv1.Money {
+	return []*analyticsv1.Money{{AmountMicros: m, Currency: "USD"}}
+}
+
+var (
+	c1Total = &analyticsv1.Metrics{Events: 7, Impressions: 4, Clicks: 2, Conversions: 1, UniqueUsers: 3, Ctr: 0.5, Cvr: 0.5,
+		ConversionValue: usd(20_000_000), Spend: usd(2200), CostPerConversion: &analyticsv1.Money{AmountMicros: 2200, Currency: "USD"}}
+	c1a = &analyticsv1.Metrics{Events: 5, Impressions: 3, Clicks: 1, Conversions: 1, UniqueUsers: 2, Ctr: 1.0 / 3, Cvr: 1,
+		ConversionValue: usd(20_000_000), Spend: usd(1500), CostPerConversion: &analyticsv1.Money{AmountMicros: 1500, Currency: "USD"}}
+	c1b = &analyticsv1.Metrics{Events: 2, Impressions: 1, Clicks: 1, UniqueUsers: 1, Ctr: 1, Spend: usd(700)}
+	// A campaign without events.
+	zero = &analyticsv1.Metrics{}
+)
+
+func TestSummaryEveryMetricFromRawAndRollup(t *testing.T) {
+	svc := load(t, dataset, 1)
+	for _, source := range []analyticsv1.DataSource{analyticsv1.DataSource_DATA_SOURCE_RAW, analyticsv1.DataSource_DATA_SOURCE_ROLLUP} {
+		t.Run(source.String(), func(t *testing.T) {
+			resp, err := svc.Summary(context.Background(), "t1", &analyticsv1.GetCampaignSummaryRequest{
+				CampaignIds: []string{"c1", "nope"}, StartTime: ts("2026-03-28T00:00:00Z"), EndTime: ts("2026-03-31T00:00:00Z"), Source: source})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := &analyticsv1.GetCampaignSummaryResponse{Source: source, Total: c1Total, Campaigns: []*analyticsv1.CampaignMetrics{
+				{CampaignId: "c1", Metrics: c1Total}, {CampaignId: "nope", Metrics: zero}}}
+			if d := cmp.Diff(want, resp, protocmp.Transform()); d != "" {
+				t.Fatalf("summary (-want +got):\n%s", d)
+			}
+			resp, err = svc.Summary(context.Background(), "t1", &analyticsv1.GetCampaignSummaryRequest{
+				CampaignIds: []string{"c1"}, StartTime: ts("2026-03-28T00:00:00Z"), EndTime: ts("2026-03-31T00:00:00Z"), ByVariant: true, Source: source})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = &analyticsv1.GetCampaignSummaryResponse{Source: source, Total: c1Total, Campaigns: []*analyticsv1.CampaignMetrics{
+				{CampaignId: "c1", Variant: "a", Metrics: c1a}, {CampaignId: "c1", Variant: "b", Metrics: c1b}}}
+			if d := cmp.Diff(want, resp, protocmp.Transform()); d != "" {
+				t.Fatalf("summary by variant (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestSummaryChoosesRollupsOnlyForWholeHours(t *testing.T) {
+	svc := load(t, dataset, 1)
+	for _, tc := range []struct {
+		start string
+		want  analyticsv1.DataSource
+	}{{"2026-03-28T10:00:00Z", analyticsv1.DataSource_DATA_SOURCE_ROLLUP}, {"2026-03-28T10:01:00Z", analyticsv1.DataSource_DATA_SOURCE_RAW}} {
+		resp, err := svc.Summary(context.Background(), "t1", &analyticsv1.GetCampaignSummaryRequest{CampaignIds: []string{"c1"},
+			StartTime: ts(tc.start), EndTime: ts("2026-03-29T00:00:00Z")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetSource() != tc.want {
+			t.Errorf("from %s answered by %s, want %s", tc.start, resp.GetSource(), tc.want)
+		}
+		// From 10:01 the impression at 10:00 is out: the raw answer must be exact.
+		wantImpressions := map[string]int64{"2026-03-28T10:00:00Z": 2, "2026-03-28T10:01:00Z": 1}[tc.start]
+		if got := resp.GetTotal().GetImpressions(); got != wantImpressions {
+			t.Errorf("from %s: %d impressions, want %d", tc.start, got, wantImpressions)
+		}
+	}
+}
+
+func TestSeriesDayBucketsFollowMidnightAcrossDST(t *testing.T) {
+	svc := load(t, dataset, 1)
+	for _, source := range []analyticsv1.DataSource{analyticsv1.DataSource_DATA_SOURCE_RAW, analyticsv1.DataSource_DATA_SOURCE_ROLLUP} {
+		resp, err := svc.Series(context.Background(), "t1", &analyticsv1.GetMetricSeriesRequest{CampaignId: "c1",
+			Granularity: analyticsv1.Granularity_GRANULARITY_DAY, TimeZone: "Europe/Berlin", Source: source,
+			StartTime: ts("2026-03-28T05:00:00Z"), EndTime: ts("2026-03-30T22:00:00Z")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Midnight in Berlin: 23:00Z in winter, 22:00Z from the 29th (a 23-hour day).
+		want := []struct {
+			start  string
+			events int64
+		}{{"2026-03-27T23:00:00Z", 3}, {"2026-03-28T23:00:00Z", 3}, {"2026-03-29T22:00:00Z", 1}}
+		if len(resp.GetBuckets()) != len(want) {
+			t.Fatalf("%s: %d buckets, want %d: %v", source, len(resp.GetBuckets()), len(want), resp.GetBuckets())
+		}
+		for i, w := range want {
+			b := resp.GetBuckets()[i]
+			if !b.GetStartTime().AsTime().Equal(at(w.start)) || b.GetMetrics().GetEvents() != w.events {
+				t.Errorf("%s bucket %d: %s with %d events, want %s with %d", source, i, b.GetStartTime().AsTime(), b.GetMetrics().GetEvents(), w.start, w.events)
+			}
+		}
+	}
+}
+
+func TestSeriesHalfHourZoneUsesRawAndFillsEmptyBuckets(t *testing.T) {
+	svc := load(t, dataset, 1)
+	// Asia/Kolkata is UTC+5:30: its hours start at :30 UTC, which hourly rollups cannot split.
+	resp, err := svc.Series(context.Background(), "t1", &analyticsv1.GetMetricSeriesRequest{CampaignId: "c1",
+		Granularity: analyticsv1.Granularity_GRANULARITY_HOUR, TimeZone: "Asia/Kolkata",
+		StartTime: ts("2026-03-28T09:30:00Z"), EndTime: ts("2026-03-28T12:30:00Z")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetSource() != analyticsv1.DataSource_DATA_SOURCE_RAW {
+		t.Errorf("answered by %s, want raw", resp.GetSource())
+	}
+	var got []int64
+	for _, b := range resp.GetBuckets() {
+		got = append(got, b.GetMetrics().GetEvents())
+	}
+	// 09:30–10:30Z holds e1, e2 and… e3 is at 10:30, the next bucket.
+	if d := cmp.Diff([]int64{2, 1, 0}, got); d != "" {
+		t.Errorf("hour buckets in Asia/Kolkata (-want +got):\n%s", d)
+	}
+	// An empty range: every minute bucket present, all zero.
+	resp, err = svc.Series(context.Background(), "t1", &analyticsv1.GetMetricSeriesRequest{
+		Granularity: analyticsv1.Granularity_GRANULARITY_MINUTE, StartTime: ts("2026-01-01T00:00:00Z"), EndTime: ts("2026-01-01T01:00:00Z")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(resp.GetBuckets()); n != 60 {
+		t.Fatalf("%d minute buckets in an hour, want 60", n)
+	}
+	for _, b := range resp.GetBuckets() {
+		if b.GetMetrics().GetEvents() != 0 {
+			t.Fatalf("empty range has events: %v", b)
+		}
+	}
+}
+
+func TestBreakdownTopNBreaksTiesByValue(t *testing.T) {
+	svc := load(t, dataset, 1)
+	rows := func(req *analyticsv1.GetBreakdownRequest) []string {
+		t.Helper()
+		req.StartTime, req.EndTime = ts("2026-03-28T00:00:00Z"), ts("2026-03-31T00:00:00Z")
+		resp, err := svc.Breakdown(context.Background(), "t1", req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range resp.GetRows() {
+			out = append(out, r.GetValue())
+		}
+		return out
+	}
+	// Impressions by variant: a 3, then "" (c2, c3) 2… and b 1.
+	if d := cmp.Diff([]string{"a", ""}, rows(&analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_VARIANT,
+		Metric: analyticsv1.Metric_METRIC_IMPRESSIONS, Limit: 2})); d != "" {
+		t.Errorf("variants (-want +got):\n%s", d)
+	}
+	// Clicks by campaign: c1 2, then c2 and c3 tie at 0: ascending value.
+	if d := cmp.Diff([]string{"c1", "c2", "c3"}, rows(&analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_CAMPAIGN,
+		Metric: analyticsv1.Metric_METRIC_CLICKS})); d != "" {
+		t.Errorf("campaigns (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"", "DE"}, rows(&analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_PROPERTY, PropertyKey: "country"})); d != "" {
+		t.Errorf("property country (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"view", "purchase", "tap"}, rows(&analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_EVENT_NAME,
+		Metric: analyticsv1.Metric_METRIC_UNIQUE_USERS})); d != "" {
+		t.Errorf("names by users (-want +got):\n%s", d)
+	}
+}
+
+func TestFunnelOrderAndWindowEdges(t *testing.T) {
+	svc := load(t, dataset, 1)
+	funnel := func(window int64, campaign string) []int64 {
+		t.Helper()
+		resp, err := svc.Funnel(context.Background(), "t1", &analyticsv1.GetFunnelRequest{WindowSeconds: window,
+			StartTime: ts("2026-03-28T00:00:00Z"), EndTime: ts("2026-03-31T00:00:00Z"),
+			Steps: []*analyticsv1.FunnelStep{{EventName: "view", CampaignId: campaign}, {EventName: "tap"}, {EventName: "purchase"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []int64
+		for _, s := range resp.GetSteps() {
+			out = append(out, s.GetUsers())
+		}
+		return out
+	}
+	// u1 view→tap→purchase in 30 min; u2 view→tap in 40 min; anon-3 and u4 (c2) view; u5 bought
+	// before viewing.
+	for _, tc := range []struct {
+		window   int64
+		campaign string
+		want     []int64
+	}{
+		{3600, "", []int64{5, 2, 1}},
+		{3600, "c1", []int64{3, 2, 1}},
+		{1800, "c1", []int64{3, 1, 1}}, // the purchase exactly at the window's end counts
+		{1799, "c1", []int64{3, 1, 0}},
+	} {
+		if d := cmp.Diff(tc.want, funnel(tc.window, tc.campaign)); d != "" {
+			t.Errorf("window %d s, campaign %q (-want +got):\n%s", tc.window, tc.campaign, d)
+		}
+	}
+}
+
+func TestTenantsNeverSeeEachOther(t *testing.T) {
+	svc := load(t, dataset, 1)
+	resp, err := svc.Summary(context.Background(), "t2", &analyticsv1.GetCampaignSummaryRequest{CampaignIds: []string{"c1"},
+		StartTime: ts("2026-03-28T00:00:00Z"), EndTime: ts("2026-03-31T00:00:00Z")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetTotal(); got.GetEvents() != 1 || got.GetSpend()[0].GetAmountMicros() != 99 {
+		t.Errorf("tenant t2 sees %v, want its one event", got)
+	}
+	resp2, err := svc.Spend(context.Background(), &analyticsv1.GetCampaignSpendRequest{TenantId: "t1", CampaignIds: []string{"c1"},
+		StartTime: ts("2026-03-28T00:00:00Z"), EndTime: ts("2026-03-31T00:00:00Z")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &analyticsv1.GetCampaignSpendResponse{Spends: []*analyticsv1.CampaignSpend{{CampaignId: "c1", SpendMicros: 2200, Currency: "USD"}}}
+	if d := cmp.Diff(want, resp2, protocmp.Transform()); d != "" {
+		t.Errorf("spend (-want +got):\n%s", d)
+	}
+}
+
+func TestGuards(t *testing.T) {
+	svc := load(t, dataset, 1)
+	ctx := context.Background()
+	_, err := svc.Series(ctx, "t1", &analyticsv1.GetMetricSeriesRequest{Granularity: analyticsv1.Granularity_GRANULARITY_MINUTE,
+		StartTime: ts("2026-03-01T00:00:00Z"), EndTime: ts("2026-03-03T00:00:00Z")})
+	if code(err) != codes.InvalidArgument {
+		t.Errorf("two days of minutes: %v, want INVALID_ARGUMENT", err)
+	}
+	_, err = svc.Series(ctx, "t1", &analyticsv1.GetMetricSeriesRequest{Granularity: analyticsv1.Granularity_GRANULARITY_DAY, TimeZone: "Mars/Olympus"})
+	if code(err) != codes.InvalidArgument {
+		t.Errorf("unknown zone: %v, want INVALID_ARGUMENT", err)
+	}
+	_, err = svc.Summary(ctx, "t1", &analyticsv1.GetCampaignSummaryRequest{CampaignIds: []string{"c1"}, Source: analyticsv1.DataSource_DATA_SOURCE_ROLLUP,
+		StartTime: ts("2026-03-28T00:00:30Z")})
+	if code(err) != codes.InvalidArgument {
+		t.Errorf("rollup forced on a partial hour: %v, want INVALID_ARGUMENT", err)
+	}
+	// A result over the row cap.
+	capped := analytics.NewService(clickhouse.NewQueries(open(t, dataset, 1), clickhouse.QueryLimits{MaxExecutionTime: 10 * time.Second, MaxResultRows: 1, MaxMemory: 1 << 30}), analytics.DefaultLimits)
+	_, err = capped.Breakdown(ctx, "t1", &analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_CAMPAIGN,
+		StartTime: ts("2026-03-28T00:00:00Z"), EndTime: ts("2026-03-31T00:00:00Z")})
+	if code(err) != codes.ResourceExhausted {
+		t.Errorf("over the row cap: %v, want RESOURCE_EXHAUSTED", err)
+	}
+}
+
+// TestSlowQueriesAreStoppedAndLimitedPerTenant fills a table big enough that a raw query runs
+// past a 1 s max_execution_time, then checks the timeout's code and the concurrency limit.
+func TestSlowQueriesAreStoppedAndLimitedPerTenant(t *testing.T) {
+	ctx := context.Background()
+	conn := open(t, nil, 1)
+	if err := conn.Exec(ctx, `INSERT INTO events (tenant_id, event_id, type, campaign_id, user_id, event_date, event_time, stream_seq)
+		SELECT 'big', toString(number), 'impression', 'c', toString(number % 100000), today(), now() - number % 86400, 1
+		FROM system.numbers LIMIT 3000000`); err != nil {
+		t.Fatal(err)
+	}
+	limits := analytics.DefaultLimits
+	limits.ConcurrentPerTenant = 1
+	svc := analytics.NewService(clickhouse.NewQueries(conn, clickhouse.QueryLimits{MaxExecutionTime: time.Second, MaxResultRows: 100000, MaxMemory: 1 << 30}), limits)
+	slow := &analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_PROPERTY, PropertyKey: "k",
+		Metric: analyticsv1.Metric_METRIC_UNIQUE_USERS, StartTime: timestamppb.New(time.Now().Add(-48 * time.Hour))}
+	// The slow query alone: stopped at max_execution_time.
+	_, err := svc.Breakdown(ctx, "big", slow)
+	if st, _ := apperr.ToStatus(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "time or size limit") {
+		t.Fatalf("query past max_execution_time: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	// While it runs, a second query of the tenant is refused.
+	refused := false
+	for attempt := 0; attempt < 5 && !refused; attempt++ {
+		done := make(chan error, 1)
+		go func() {
+			_, err := svc.Breakdown(ctx, "big", slow)
+			done <- err
+		}()
+		time.Sleep(200 * time.Millisecond) // the slow query runs for a second
+		_, err := svc.Summary(ctx, "big", &analyticsv1.GetCampaignSummaryRequest{CampaignIds: []string{"c"}})
+		st, _ := apperr.ToStatus(err)
+		refused = st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), "too many")
+		<-done
+	}
+	if !refused {
+		t.Error("a second query while one ran was never refused")
+	}
+	// Another tenant is not held up by this one's limit.
+	if _, err := svc.Summary(ctx, "small", &analyticsv1.GetCampaignSummaryRequest{CampaignIds: []string{"c"}}); err != nil {
+		t.Errorf("another tenant: %v", err)
+	}
+}
+
+func code(err error) codes.Code {
+	st, _ := apperr.ToStatus(err)
+	return status.Code(st.Err())
+}

@@ -1,0 +1,549 @@
+package analytics
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+)
+
+// Limits bound every question (the documented defaults are DefaultLimits).
+type Limits struct {
+	// ConcurrentPerTenant is how many queries of one tenant run at once; more are refused.
+	ConcurrentPerTenant int
+	// LiveStreamsPerTenant is how many live metric streams one tenant may hold open.
+	LiveStreamsPerTenant int
+	// MaxRange bounds summaries and breakdowns; series ranges are bounded per granularity
+	// (1 day of minutes, 31 days of hours, 400 days of days) and funnels by MaxFunnelRange.
+	MaxRange, MaxFunnelRange time.Duration
+	// DefaultRange is used when a request has no start.
+	DefaultRange time.Duration
+}
+
+// DefaultLimits are the documented defaults.
+var DefaultLimits = Limits{ConcurrentPerTenant: 4, LiveStreamsPerTenant: 20, MaxRange: 400 * 24 * time.Hour,
+	MaxFunnelRange: 90 * 24 * time.Hour, DefaultRange: 7 * 24 * time.Hour}
+
+// ErrTooExpensive is what the store returns when ClickHouse stopped a query at its time,
+// memory or result-size limit.
+var ErrTooExpensive = apperr.New(apperr.ResourceExhausted, "QUERY_TOO_EXPENSIVE", "the query exceeded its time or size limit; narrow the range or the filters")
+
+// Bounds on request fields.
+const (
+	maxCampaigns      = 100
+	maxSpendCampaigns = 1000
+	maxIDLen          = 200
+	maxBreakdownRows  = 1000
+	maxFunnelSteps    = 10
+	maxFunnelWindow   = 90 * 24 * time.Hour
+)
+
+var seriesRange = map[Granularity]time.Duration{Minute: 24 * time.Hour, Hour: 31 * 24 * time.Hour, Day: 400 * 24 * time.Hour}
+
+// Service answers the analytics API for a tenant.
+type Service struct {
+	store  Store
+	limits Limits
+	now    func() time.Time
+
+	mu      sync.Mutex
+	running map[string]int // queries in flight per tenant
+	live    map[string]int // open live streams per tenant
+}
+
+// NewService returns a service over store.
+func NewService(store Store, limits Limits) *Service {
+	return &Service{store: store, limits: limits, now: time.Now, running: map[string]int{}, live: map[string]int{}}
+}
+
+// aggregate runs q under the tenant's concurrency limit.
+func (s *Service) aggregate(ctx context.Context, q Query) ([]Aggregate, error) {
+	release, err := s.acquire(q.TenantID)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return s.store.Aggregate(ctx, q)
+}
+
+func (s *Service) acquire(tenant string) (func(), error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running[tenant] >= s.limits.ConcurrentPerTenant {
+		e := apperr.New(apperr.ResourceExhausted, "TOO_MANY_QUERIES", "too many analytics queries at once for this tenant (limit %d); retry shortly", s.limits.ConcurrentPerTenant)
+		e.RetryAfter = time.Second
+		return nil, e
+	}
+	s.running[tenant]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.running[tenant]--; s.running[tenant] == 0 {
+			delete(s.running, tenant)
+		}
+	}, nil
+}
+
+// OpenLive counts a live stream against the tenant's limit; call the returned func when it ends.
+func (s *Service) OpenLive(tenant string) (func(), error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.live[tenant] >= s.limits.LiveStreamsPerTenant {
+		e := apperr.New(apperr.ResourceExhausted, "TOO_MANY_STREAMS", "too many live metric streams open for this tenant (limit %d)", s.limits.LiveStreamsPerTenant)
+		e.RetryAfter = 10 * time.Second
+		return nil, e
+	}
+	s.live[tenant]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.live[tenant]--; s.live[tenant] == 0 {
+			delete(s.live, tenant)
+		}
+	}, nil
+}
+
+// timeRange resolves a request's range: no end means up to now, open-ended (events stamped a
+// little ahead included); no start means DefaultRange before the end's hour.
+func (s *Service) timeRange(v *apperr.Violations, start, end *timestamppb.Timestamp, limit time.Duration) (from, to time.Time, open bool) {
+	to, open = s.now().UTC().Truncate(time.Second), true
+	if end != nil {
+		if err := end.CheckValid(); err != nil {
+			v.Add("end_time", "is not a valid time")
+			return
+		}
+		to, open = end.AsTime().UTC(), false
+	}
+	from = to.Truncate(time.Hour).Add(-s.limits.DefaultRange)
+	if start != nil {
+		if err := start.CheckValid(); err != nil {
+			v.Add("start_time", "is not a valid time")
+			return
+		}
+		from = start.AsTime().UTC()
+	}
+	switch {
+	case !from.Before(to):
+		v.Add("start_time", "must be before end_time")
+	case to.Sub(from) > limit:
+		v.Add("end_time", "range is longer than %s (%d days)", limit, int(limit.Hours()/24))
+	}
+	return from, to, open
+}
+
+// chooseSource decides between rollups and raw for q, honouring an explicit request.
+func chooseSource(v *apperr.Violations, q *Query, want analyticsv1.DataSource) analyticsv1.DataSource {
+	switch want {
+	case analyticsv1.DataSource_DATA_SOURCE_RAW:
+		return want
+	case analyticsv1.DataSource_DATA_SOURCE_ROLLUP:
+		if !canUseRollup(*q) {
+			v.Add("source", "the rollups cannot answer this query (they need whole UTC hours, hour or day buckets in a whole-hour time zone, and campaign, variant or type dimensions)")
+		}
+		q.Rollup = true
+		return want
+	}
+	if canUseRollup(*q) {
+		q.Rollup = true
+		return analyticsv1.DataSource_DATA_SOURCE_ROLLUP
+	}
+	return analyticsv1.DataSource_DATA_SOURCE_RAW
+}
+
+func checkIDs(v *apperr.Violations, field string, ids []string, atLeast, atMost int) []string {
+	if len(ids) < atLeast || len(ids) > atMost {
+		v.Add(field, "needs %d to %d ids", atLeast, atMost)
+		return nil
+	}
+	out := make([]string, 0, len(ids))
+	for i, id := range ids {
+		if id == "" || len(id) > maxIDLen {
+			v.Add(field+"["+strconv.Itoa(i)+"]", "must be 1 to %d bytes", maxIDLen)
+		}
+		if !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// Summary implements GetCampaignSummary.
+func (s *Service) Summary(ctx context.Context, tenant string, req *analyticsv1.GetCampaignSummaryRequest) (*analyticsv1.GetCampaignSummaryResponse, error) {
+	var v apperr.Violations
+	ids := checkIDs(&v, "campaign_ids", req.GetCampaignIds(), 1, maxCampaigns)
+	from, to, open := s.timeRange(&v, req.GetStartTime(), req.GetEndTime(), s.limits.MaxRange)
+	q := Query{TenantID: tenant, CampaignIDs: ids, Start: from, End: to, OpenEnd: open, Dimension: Campaign}
+	if req.GetByVariant() {
+		q.Dimension = CampaignVariant
+	}
+	source := chooseSource(&v, &q, req.GetSource())
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	rows, err := s.aggregate(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	totalQ := q
+	totalQ.Dimension = NoDimension
+	total, err := s.aggregate(ctx, totalQ)
+	if err != nil {
+		return nil, err
+	}
+	resp := &analyticsv1.GetCampaignSummaryResponse{Source: source, Total: metricsOf(first(total))}
+	slices.SortFunc(rows, func(a, b Aggregate) int {
+		if c := slices.Index(ids, a.K1) - slices.Index(ids, b.K1); c != 0 {
+			return c
+		}
+		return compareStrings(a.K2, b.K2)
+	})
+	for _, id := range ids {
+		found := false
+		for _, r := range rows {
+			if r.K1 == id {
+				resp.Campaigns = append(resp.Campaigns, &analyticsv1.CampaignMetrics{CampaignId: id, Variant: r.K2, Metrics: metricsOf(r)})
+				found = true
+			}
+		}
+		if !found {
+			resp.Campaigns = append(resp.Campaigns, &analyticsv1.CampaignMetrics{CampaignId: id, Metrics: metricsOf(Aggregate{})})
+		}
+	}
+	return resp, nil
+}
+
+func first(rows []Aggregate) Aggregate {
+	if len(rows) == 0 {
+		return Aggregate{}
+	}
+	return rows[0]
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Series implements GetMetricSeries.
+func (s *Service) Series(ctx context.Context, tenant string, req *analyticsv1.GetMetricSeriesRequest) (*analyticsv1.GetMetricSeriesResponse, error) {
+	var v apperr.Violations
+	g := Granularity(req.GetGranularity())
+	limit, ok := seriesRange[g]
+	if !ok {
+		v.Add("granularity", "must be minute, hour or day")
+		limit = seriesRange[Day]
+	}
+	tz := req.GetTimeZone()
+	if tz == "" {
+		tz = "UTC"
+	}
+	loc, err := time.LoadLocation(tz)
+	if err != nil || len(tz) > 64 || tz == "Local" {
+		v.Add("time_zone", "is not an IANA time zone name (e.g. Europe/Berlin)")
+		loc = time.UTC
+	}
+	if c := req.GetCampaignId(); len(c) > maxIDLen {
+		v.Add("campaign_id", "must be at most %d bytes", maxIDLen)
+	}
+	from, to, open := s.timeRange(&v, req.GetStartTime(), req.GetEndTime(), limit)
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	starts := bucketStarts(g, loc, from, to)
+	q := Query{TenantID: tenant, Start: starts[0], End: to, OpenEnd: open, Dimension: Bucket, Granularity: g, Location: loc}
+	if c := req.GetCampaignId(); c != "" {
+		q.CampaignIDs = []string{c}
+	}
+	source := chooseSource(&v, &q, req.GetSource())
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	rows, err := s.aggregate(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	byStart := make(map[string]Aggregate, len(rows))
+	for _, r := range rows {
+		byStart[r.K1] = r
+	}
+	resp := &analyticsv1.GetMetricSeriesResponse{Source: source, Buckets: make([]*analyticsv1.Bucket, len(starts))}
+	for i, t := range starts {
+		resp.Buckets[i] = &analyticsv1.Bucket{StartTime: timestamppb.New(t), Metrics: metricsOf(byStart[strconv.FormatInt(t.Unix(), 10)])}
+	}
+	return resp, nil
+}
+
+// bucketStarts lists the starts of the buckets covering [from, to): from aligned down to its
+// bucket in loc; days run from midnight to midnight in loc (23 or 25 hours across DST).
+func bucketStarts(g Granularity, loc *time.Location, from, to time.Time) []time.Time {
+	var out []time.Time
+	l := from.In(loc)
+	var t time.Time
+	switch g {
+	case Minute:
+		t = from.Truncate(time.Minute)
+	case Hour:
+		// A local hour starts where the local clock shows :00 (UTC :30 in half-hour zones).
+		t = time.Date(l.Year(), l.Month(), l.Day(), l.Hour(), 0, 0, 0, loc)
+		if t.After(from) { // a repeated hour at a DST fall-back: Date picked the later one
+			t = t.Add(-time.Hour)
+		}
+	default:
+		t = time.Date(l.Year(), l.Month(), l.Day(), 0, 0, 0, 0, loc)
+	}
+	for t.Before(to) {
+		out = append(out, t.UTC())
+		switch g {
+		case Minute:
+			t = t.Add(time.Minute)
+		case Hour:
+			t = t.Add(time.Hour)
+		default:
+			l := t.In(loc)
+			t = time.Date(l.Year(), l.Month(), l.Day()+1, 0, 0, 0, 0, loc)
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, t.UTC())
+	}
+	return out
+}
+
+var dimensions = map[analyticsv1.Dimension]Dimension{
+	analyticsv1.Dimension_DIMENSION_EVENT_NAME: EventName, analyticsv1.Dimension_DIMENSION_EVENT_TYPE: EventType,
+	analyticsv1.Dimension_DIMENSION_CAMPAIGN: Campaign, analyticsv1.Dimension_DIMENSION_VARIANT: Variant,
+	analyticsv1.Dimension_DIMENSION_APP: App, analyticsv1.Dimension_DIMENSION_DEVICE: Device,
+	analyticsv1.Dimension_DIMENSION_LOCALE: Locale, analyticsv1.Dimension_DIMENSION_PROPERTY: Property,
+}
+
+var metricsByEnum = map[analyticsv1.Metric]Metric{
+	analyticsv1.Metric_METRIC_UNSPECIFIED: MetricEvents, analyticsv1.Metric_METRIC_EVENTS: MetricEvents,
+	analyticsv1.Metric_METRIC_IMPRESSIONS: MetricImpressions, analyticsv1.Metric_METRIC_CLICKS: MetricClicks,
+	analyticsv1.Metric_METRIC_CONVERSIONS: MetricConversions, analyticsv1.Metric_METRIC_CONVERSION_VALUE: MetricConversionValue,
+	analyticsv1.Metric_METRIC_UNIQUE_USERS: MetricUniqueUsers, analyticsv1.Metric_METRIC_SPEND: MetricSpend,
+}
+
+// Breakdown implements GetBreakdown.
+func (s *Service) Breakdown(ctx context.Context, tenant string, req *analyticsv1.GetBreakdownRequest) (*analyticsv1.GetBreakdownResponse, error) {
+	var v apperr.Violations
+	dim, ok := dimensions[req.GetDimension()]
+	if !ok {
+		v.Add("dimension", "is required (event name, type, campaign, variant, app, device, locale or property)")
+	}
+	if dim == Property && (req.GetPropertyKey() == "" || len(req.GetPropertyKey()) > 128) {
+		v.Add("property_key", "is required for a property breakdown (at most 128 bytes)")
+	}
+	metric, ok := metricsByEnum[req.GetMetric()]
+	if !ok {
+		v.Add("metric", "is not a known metric")
+	}
+	limit := int(req.GetLimit())
+	switch {
+	case limit == 0:
+		limit = 10
+	case limit < 0 || limit > maxBreakdownRows:
+		v.Add("limit", "must be 1 to %d", maxBreakdownRows)
+	}
+	if c := req.GetCampaignId(); len(c) > maxIDLen {
+		v.Add("campaign_id", "must be at most %d bytes", maxIDLen)
+	}
+	from, to, open := s.timeRange(&v, req.GetStartTime(), req.GetEndTime(), s.limits.MaxRange)
+	q := Query{TenantID: tenant, Start: from, End: to, OpenEnd: open, Dimension: dim, PropertyKey: req.GetPropertyKey(), OrderBy: metric, Limit: limit}
+	if c := req.GetCampaignId(); c != "" {
+		q.CampaignIDs = []string{c}
+	}
+	chooseSource(&v, &q, analyticsv1.DataSource_DATA_SOURCE_UNSPECIFIED)
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	rows, err := s.aggregate(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	resp := &analyticsv1.GetBreakdownResponse{Rows: make([]*analyticsv1.BreakdownRow, len(rows))}
+	for i, r := range rows {
+		resp.Rows[i] = &analyticsv1.BreakdownRow{Value: r.K1, Metrics: metricsOf(r)}
+	}
+	return resp, nil
+}
+
+// Funnel implements GetFunnel.
+func (s *Service) Funnel(ctx context.Context, tenant string, req *analyticsv1.GetFunnelRequest) (*analyticsv1.GetFunnelResponse, error) {
+	var v apperr.Violations
+	steps := req.GetSteps()
+	if len(steps) < 2 || len(steps) > maxFunnelSteps {
+		v.Add("steps", "needs 2 to %d steps", maxFunnelSteps)
+	}
+	q := FunnelQuery{TenantID: tenant, Window: 24 * time.Hour}
+	for i, st := range steps {
+		if st.GetEventName() == "" || len(st.GetEventName()) > maxIDLen || len(st.GetCampaignId()) > maxIDLen {
+			v.Add("steps["+strconv.Itoa(i)+"]", "needs an event name of 1 to %d bytes (campaign id at most %d)", maxIDLen, maxIDLen)
+		}
+		q.Steps = append(q.Steps, FunnelStep{EventName: st.GetEventName(), CampaignID: st.GetCampaignId()})
+	}
+	if w := req.GetWindowSeconds(); w != 0 {
+		if w < 1 || time.Duration(w)*time.Second > maxFunnelWindow {
+			v.Add("window_seconds", "must be 1 s to 90 days")
+		}
+		q.Window = time.Duration(w) * time.Second
+	}
+	q.Start, q.End, _ = s.timeRange(&v, req.GetStartTime(), req.GetEndTime(), s.limits.MaxFunnelRange)
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	release, err := s.acquire(tenant)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	users, err := s.store.Funnel(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	resp := &analyticsv1.GetFunnelResponse{}
+	for i, st := range steps {
+		r := &analyticsv1.FunnelStepResult{Step: st, Users: users[i]}
+		r.ConversionFromStart = ratio(users[i], users[0])
+		r.ConversionFromPrevious = 1
+		if i > 0 {
+			r.ConversionFromPrevious = ratio(users[i], users[i-1])
+		}
+		resp.Steps = append(resp.Steps, r)
+	}
+	return resp, nil
+}
+
+// LiveRequest checks a live stream request and returns its campaign, interval and start.
+func (s *Service) LiveRequest(req *analyticsv1.WatchCampaignMetricsRequest) (string, time.Duration, time.Time, error) {
+	var v apperr.Violations
+	if c := req.GetCampaignId(); c == "" || len(c) > maxIDLen {
+		v.Add("campaign_id", "is required (at most %d bytes)", maxIDLen)
+	}
+	interval := 5 * time.Second
+	if n := req.GetIntervalSeconds(); n != 0 {
+		if n < 1 || n > 60 {
+			v.Add("interval_seconds", "must be 1 to 60")
+		}
+		interval = time.Duration(n) * time.Second
+	}
+	start := s.now().UTC().Truncate(24 * time.Hour)
+	if t := req.GetStartTime(); t != nil {
+		if t.CheckValid() != nil || s.now().Sub(t.AsTime()) > s.limits.MaxRange {
+			v.Add("start_time", "must be a time within the last %d days", int(s.limits.MaxRange.Hours()/24))
+		}
+		start = t.AsTime().UTC()
+	}
+	return req.GetCampaignId(), interval, start, v.Err()
+}
+
+// Live reads a campaign's metrics from start until now (one push of a live stream).
+func (s *Service) Live(ctx context.Context, tenant, campaign string, start time.Time) (*analyticsv1.Metrics, error) {
+	q := Query{TenantID: tenant, CampaignIDs: []string{campaign}, Start: start, OpenEnd: true, Dimension: NoDimension}
+	q.Rollup = canUseRollup(q)
+	rows, err := s.aggregate(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return metricsOf(first(rows)), nil
+}
+
+// Spend implements GetCampaignSpend (internal).
+func (s *Service) Spend(ctx context.Context, req *analyticsv1.GetCampaignSpendRequest) (*analyticsv1.GetCampaignSpendResponse, error) {
+	var v apperr.Violations
+	if t := req.GetTenantId(); t == "" || len(t) > maxIDLen {
+		v.Add("tenant_id", "is required")
+	}
+	ids := checkIDs(&v, "campaign_ids", req.GetCampaignIds(), 1, maxSpendCampaigns)
+	if req.GetStartTime() == nil || req.GetEndTime() == nil {
+		v.Add("start_time", "start_time and end_time are required")
+	}
+	from, to, _ := s.timeRange(&v, req.GetStartTime(), req.GetEndTime(), s.limits.MaxRange)
+	q := Query{TenantID: req.GetTenantId(), CampaignIDs: ids, Start: from, End: to, Dimension: Campaign}
+	chooseSource(&v, &q, analyticsv1.DataSource_DATA_SOURCE_UNSPECIFIED)
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	rows, err := s.aggregate(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	resp := &analyticsv1.GetCampaignSpendResponse{}
+	for _, r := range rows {
+		for i, c := range r.Currencies {
+			if r.Spend[i] != 0 {
+				resp.Spends = append(resp.Spends, &analyticsv1.CampaignSpend{CampaignId: r.K1, SpendMicros: r.Spend[i], Currency: c})
+			}
+		}
+	}
+	return resp, nil
+}
+
+func ratio(a, b int64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+// metricsOf turns one group's aggregate into metrics: rates, per-currency money, and the cost
+// per conversion when the spend is in one currency.
+func metricsOf(a Aggregate) *analyticsv1.Metrics {
+	m := &analyticsv1.Metrics{Events: a.Events, Impressions: a.Impressions, Clicks: a.Clicks, Conversions: a.Conversions,
+		UniqueUsers: a.UniqueUsers, Ctr: ratio(a.Clicks, a.Impressions), Cvr: ratio(a.Conversions, a.Clicks)}
+	for i, c := range a.Currencies {
+		if a.ConversionValue[i] != 0 {
+			m.ConversionValue = append(m.ConversionValue, &analyticsv1.Money{AmountMicros: a.ConversionValue[i], Currency: c})
+		}
+		if a.Spend[i] != 0 {
+			m.Spend = append(m.Spend, &analyticsv1.Money{AmountMicros: a.Spend[i], Currency: c})
+		}
+	}
+	byCurrency := func(x, y *analyticsv1.Money) int { return compareStrings(x.GetCurrency(), y.GetCurrency()) }
+	slices.SortFunc(m.ConversionValue, byCurrency)
+	slices.SortFunc(m.Spend, byCurrency)
+	if len(m.Spend) == 1 && a.Conversions > 0 {
+		m.CostPerConversion = &analyticsv1.Money{AmountMicros: m.Spend[0].GetAmountMicros() / a.Conversions, Currency: m.Spend[0].GetCurrency()}
+	}
+	return m
+}
+
+// Delete implements DeleteEvents (internal): one data subject's events, or a time range's.
+func (s *Service) Delete(ctx context.Context, req *analyticsv1.DeleteEventsRequest) (*analyticsv1.DeleteEventsResponse, error) {
+	var v apperr.Violations
+	if t := req.GetTenantId(); t == "" || len(t) > maxIDLen {
+		v.Add("tenant_id", "is required")
+	}
+	d := Deletion{TenantID: req.GetTenantId(), SubjectID: req.GetSubjectId()}
+	hasRange := req.GetStartTime() != nil || req.GetEndTime() != nil
+	switch {
+	case d.SubjectID != "" && hasRange, d.SubjectID == "" && !hasRange:
+		v.Add("subject_id", "give either a subject id or a time range")
+	case len(d.SubjectID) > maxIDLen:
+		v.Add("subject_id", "must be at most %d bytes", maxIDLen)
+	case hasRange:
+		if req.GetStartTime().CheckValid() != nil || req.GetEndTime().CheckValid() != nil {
+			v.Add("start_time", "start_time and end_time must both be valid times")
+		} else if d.Start, d.End = req.GetStartTime().AsTime().UTC(), req.GetEndTime().AsTime().UTC(); !d.Start.Before(d.End) {
+			v.Add("start_time", "must be before end_time")
+		}
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	st, err := s.store.Delete(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return &analyticsv1.DeleteEventsResponse{Done: st.Done, RemainingRows: st.RemainingRows, MutationId: st.MutationID}, nil
+}
