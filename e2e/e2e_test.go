@@ -235,8 +235,10 @@ func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *me
 	}, otel...))
 	waitFor(t, "ingest", 30*time.Second, func() bool { return httpOK("http://" + ingestAdmin + "/healthz") })
 	m.clickhouseDB = chtest.NewDatabase(t)
-	analyticsAdmin := freePort(t)
+	analyticsAddr, analyticsAdmin := freePort(t), freePort(t)
 	m.procs["analytics"] = startProcess(t, filepath.Join(m.dir, "analytics"), append([]string{
+		"CM_ANALYTICS_LISTEN=" + analyticsAddr, "CM_ANALYTICS_AUTH_ADDR=" + authAddr,
+		"CM_ANALYTICS_TLS_CERT=" + c("analytics.pem"), "CM_ANALYTICS_TLS_KEY=" + c("analytics-key.pem"), "CM_ANALYTICS_TLS_CA=" + c("ca.pem"),
 		"CM_ANALYTICS_ADMIN_LISTEN=" + analyticsAdmin, "CM_ANALYTICS_NATS_URL=" + natsURL,
 		"CM_ANALYTICS_CLICKHOUSE_ADDR=" + clickhouseAddr, "CM_ANALYTICS_CLICKHOUSE_DATABASE=" + m.clickhouseDB,
 		"CM_ANALYTICS_WRITER_MAX_WAIT=200ms",
@@ -246,7 +248,7 @@ func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *me
 	m.gateway = freePort(t)
 	m.procs["gateway"] = startProcess(t, filepath.Join(m.dir, "gateway"), append(append([]string{
 		"CM_GATEWAY_LISTEN=" + m.gateway, "CM_GATEWAY_ADMIN_LISTEN=" + freePort(t), "CM_GATEWAY_AUTH_ADDR=" + authAddr,
-		"CM_GATEWAY_INGEST_ADDR=" + ingestAddr,
+		"CM_GATEWAY_INGEST_ADDR=" + ingestAddr, "CM_GATEWAY_ANALYTICS_ADDR=" + analyticsAddr,
 		"CM_GATEWAY_EDGE_TLS_CERT=" + c("edge.pem"), "CM_GATEWAY_EDGE_TLS_KEY=" + c("edge-key.pem"),
 		"CM_GATEWAY_TLS_CERT=" + c("gateway.pem"), "CM_GATEWAY_TLS_KEY=" + c("gateway-key.pem"), "CM_GATEWAY_TLS_CA=" + c("ca.pem"),
 	}, otel...), gatewayEnv...))

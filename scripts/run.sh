@@ -56,7 +56,7 @@ up() {
   export CM_AUTH_BOOTSTRAP_DIR="${CM_AUTH_BOOTSTRAP_DIR:-$STATE/bootstrap}"
   export CM_INGEST_NATS_URL="${CM_INGEST_NATS_URL:-$CM_NATS_URL}" CM_ANALYTICS_NATS_URL="${CM_ANALYTICS_NATS_URL:-$CM_NATS_URL}"
   export CM_ANALYTICS_CLICKHOUSE_ADDR="${CM_ANALYTICS_CLICKHOUSE_ADDR:-$CM_CLICKHOUSE_ADDR}"
-  for svc in auth ingest gateway; do
+  for svc in auth ingest analytics gateway; do
     prefix="CM_$(echo "$svc" | tr a-z A-Z)"
     export "${prefix}_TLS_CERT=$CERTS/$svc.pem" "${prefix}_TLS_KEY=$CERTS/$svc-key.pem" "${prefix}_TLS_CA=$CERTS/ca.pem"
   done

@@ -95,6 +95,7 @@ type Aggregate struct {
 type FunnelQuery struct {
 	TenantID   string
 	Start, End time.Time
+	OpenEnd    bool // no end: first steps up to now (and events stamped a little ahead)
 	Window     time.Duration
 	Steps      []FunnelStep
 }

@@ -398,7 +398,7 @@ func (s *Service) Funnel(ctx context.Context, tenant string, req *analyticsv1.Ge
 		}
 		q.Window = time.Duration(w) * time.Second
 	}
-	q.Start, q.End, _ = s.timeRange(&v, req.GetStartTime(), req.GetEndTime(), s.limits.MaxFunnelRange)
+	q.Start, q.End, q.OpenEnd = s.timeRange(&v, req.GetStartTime(), req.GetEndTime(), s.limits.MaxFunnelRange)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}

@@ -12,9 +12,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/campaignmesh/campaignmesh/gateway"
+	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
@@ -24,27 +27,39 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 )
 
+// meshBackends are the services behind the gateway: mesh name (also of the -<name>-addr flag),
+// proto package, default address and REST handlers.
+var meshBackends = []struct {
+	name, pkg, addr string
+	rest            func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error
+}{
+	{"auth", "campaignmesh.auth.v1", "127.0.0.1:7101", authv1.RegisterAuthServiceHandler},
+	{"ingest", "campaignmesh.ingest.v1", "127.0.0.1:7102", ingestv1.RegisterIngestServiceHandler},
+	{"analytics", "campaignmesh.analytics.v1", "127.0.0.1:7104", analyticsv1.RegisterAnalyticsServiceHandler},
+}
+
 type settings struct {
-	listen, adminListen  string
-	edge, mesh           mtls.Files
-	authAddr, ingestAddr string
-	rateLimit            int
-	rateWindow, grace    time.Duration
-	maxBodyBytes         int
-	corsOrigins          string
-	logLevel             slog.Level
+	listen, adminListen string
+	edge, mesh          mtls.Files
+	addrs               map[string]*string
+	rateLimit           int
+	rateWindow, grace   time.Duration
+	maxBodyBytes        int
+	corsOrigins         string
+	logLevel            slog.Level
 }
 
 func parse(args []string) (settings, error) {
-	var s settings
+	s := settings{addrs: map[string]*string{}}
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.StringVar(&s.listen, "listen", "127.0.0.1:8443", "public TLS listen address (REST and gRPC)")
 	fs.StringVar(&s.adminListen, "admin-listen", "127.0.0.1:9100", "admin listen address for /metrics and /healthz")
 	fs.StringVar(&s.edge.Cert, "edge-tls-cert", "", "certificate of the public listener (PEM) (required)")
 	fs.StringVar(&s.edge.Key, "edge-tls-key", "", "private key of the public listener (PEM) (required)")
 	s.mesh.RegisterFlags(fs, "gateway")
-	fs.StringVar(&s.authAddr, "auth-addr", "127.0.0.1:7101", "address of the auth service")
-	fs.StringVar(&s.ingestAddr, "ingest-addr", "127.0.0.1:7102", "address of the ingest service")
+	for _, b := range meshBackends {
+		s.addrs[b.name] = fs.String(b.name+"-addr", b.addr, "address of the "+b.name+" service")
+	}
 	fs.IntVar(&s.rateLimit, "rate-limit", 10000, "requests allowed per client IP per -rate-window")
 	fs.DurationVar(&s.rateWindow, "rate-window", 10*time.Second, "window of -rate-limit")
 	fs.IntVar(&s.maxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body or gRPC message in bytes")
@@ -76,16 +91,15 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	authConn, err := grpcclient.Dial(s.authAddr, "auth", mesh)
-	if err != nil {
-		return err
+	var backends []gateway.Backend
+	for _, b := range meshBackends {
+		conn, err := grpcclient.Dial(*s.addrs[b.name], b.name, mesh)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		backends = append(backends, gateway.Backend{Package: b.pkg, Conn: conn, RegisterREST: b.rest})
 	}
-	defer authConn.Close()
-	ingestConn, err := grpcclient.Dial(s.ingestAddr, "ingest", mesh)
-	if err != nil {
-		return err
-	}
-	defer ingestConn.Close()
 
 	var origins []string
 	for _, o := range strings.Split(s.corsOrigins, ",") {
@@ -96,10 +110,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	gw, err := gateway.New(ctx, gateway.Config{
 		RateLimit: s.rateLimit, RateWindow: s.rateWindow, MaxBodyBytes: s.maxBodyBytes,
 		CORSOrigins: origins, Logger: logger,
-	}, []gateway.Backend{
-		{Package: "campaignmesh.auth.v1", Conn: authConn, RegisterREST: authv1.RegisterAuthServiceHandler},
-		{Package: "campaignmesh.ingest.v1", Conn: ingestConn, RegisterREST: ingestv1.RegisterIngestServiceHandler},
-	})
+	}, backends)
 	if err != nil {
 		return err
 	}

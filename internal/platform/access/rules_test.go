@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	// Every service package of the mesh, so its descriptors are in the registry.
+	_ "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	_ "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	_ "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	_ "github.com/campaignmesh/campaignmesh/gen/campaignmesh/meshtest/v1"

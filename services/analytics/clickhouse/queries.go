@@ -182,7 +182,7 @@ func (q *Queries) Funnel(ctx context.Context, f analytics.FunnelQuery) ([]int64,
 			c += " AND campaign_id = ?"
 			condArgs = append(condArgs, s.CampaignID)
 		}
-		if i == 0 {
+		if i == 0 && !f.OpenEnd {
 			c += " AND event_time < ?"
 			condArgs = append(condArgs, f.End)
 		}
@@ -190,12 +190,17 @@ func (q *Queries) Funnel(ctx context.Context, f analytics.FunnelQuery) ([]int64,
 	}
 	args := []any{int64(f.Window / time.Second)}
 	args = append(args, condArgs...)
-	args = append(args, f.TenantID, f.Start, f.End.Add(f.Window))
+	args = append(args, f.TenantID, f.Start)
+	upper := ""
+	if !f.OpenEnd {
+		upper = " AND event_time < ?"
+		args = append(args, f.End.Add(f.Window))
+	}
 	args = append(args, condArgs...)
 	sql := `SELECT level, count() FROM (
 			SELECT if(user_id != '', user_id, anonymous_id) AS subject, windowFunnel(?)(event_time, ` + strings.Join(conds, ", ") + `) AS level
 			FROM events FINAL
-			WHERE tenant_id = ? AND event_time >= ? AND event_time < ? AND (` + strings.Join(conds, " OR ") + `)
+			WHERE tenant_id = ? AND event_time >= ?` + upper + ` AND (` + strings.Join(conds, " OR ") + `)
 			GROUP BY subject)
 		WHERE level > 0 GROUP BY level`
 	rows, err := q.conn.Query(q.settings(ctx), sql, args...)

@@ -1,37 +1,60 @@
-// Command analytics runs the analytics service. Today it runs the writer that moves accepted
-// events from JetStream into ClickHouse; the query API joins it later.
+// Command analytics runs the analytics service: the query API over ClickHouse (gRPC over mTLS)
+// and the writer that moves accepted events from JetStream into ClickHouse.
 package main
 
 import (
 	"context"
 	"flag"
+	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
+	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/process"
 	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
+	"github.com/campaignmesh/campaignmesh/services/analytics"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
+	"github.com/campaignmesh/campaignmesh/services/analytics/grpcapi"
 	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
 )
 
 type settings struct {
-	adminListen, natsURL, clickhouseAddr, database string
-	writer                                         writer.Config
-	faultExitAfterInserts                          int
-	logLevel                                       slog.Level
+	listen, adminListen, natsURL, clickhouseAddr, database, authAddr string
+	tls                                                              mtls.Files
+	writer                                                           writer.Config
+	limits                                                           analytics.Limits
+	query                                                            clickhouse.QueryLimits
+	grace                                                            time.Duration
+	faultExitAfterInserts                                            int
+	logLevel                                                         slog.Level
 }
 
 // LogLevel implements process.Settings.
 func (s settings) LogLevel() slog.Level { return s.logLevel }
 
 func parse(args []string) (settings, error) {
-	s := settings{writer: writer.DefaultConfig}
+	s := settings{writer: writer.DefaultConfig, limits: analytics.DefaultLimits, query: clickhouse.DefaultQueryLimits}
 	fs := flag.NewFlagSet("analytics", flag.ContinueOnError)
+	fs.StringVar(&s.listen, "listen", "127.0.0.1:7104", "gRPC (mTLS) listen address")
+	fs.StringVar(&s.authAddr, "auth-addr", "127.0.0.1:7101", "address of the auth service (keys and API key verification)")
+	s.tls.RegisterFlags(fs, "analytics")
+	fs.IntVar(&s.limits.ConcurrentPerTenant, "max-concurrent-queries", s.limits.ConcurrentPerTenant, "queries one tenant may run at once")
+	fs.IntVar(&s.limits.LiveStreamsPerTenant, "max-live-streams", s.limits.LiveStreamsPerTenant, "live metric streams one tenant may hold open")
+	fs.DurationVar(&s.query.MaxExecutionTime, "query-timeout", s.query.MaxExecutionTime, "ClickHouse max_execution_time of a query (whole seconds)")
+	fs.IntVar(&s.query.MaxResultRows, "query-max-rows", s.query.MaxResultRows, "most rows a query may return")
+	fs.Int64Var(&s.query.MaxMemory, "query-max-memory", s.query.MaxMemory, "most memory (bytes) a query may use in ClickHouse")
+	fs.DurationVar(&s.grace, "grace-period", grpcserver.DefaultGracePeriod, "how long a stop waits for calls in flight")
 	fs.StringVar(&s.adminListen, "admin-listen", "127.0.0.1:9104", "admin listen address for /metrics and /healthz")
 	fs.StringVar(&s.natsURL, "nats-url", "nats://127.0.0.1:14222", "NATS server with JetStream")
 	fs.StringVar(&s.clickhouseAddr, "clickhouse-addr", "127.0.0.1:19000", "ClickHouse native protocol address")
@@ -44,6 +67,9 @@ func parse(args []string) (settings, error) {
 		return s, err
 	}
 	var p config.Problems
+	p.Check(s.tls.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
+	p.Check(s.limits.ConcurrentPerTenant >= 1 && s.limits.LiveStreamsPerTenant >= 1, "-max-concurrent-queries and -max-live-streams must be at least 1")
+	p.Check(s.query.MaxExecutionTime >= time.Second && s.query.MaxResultRows >= 1000 && s.query.MaxMemory >= 1<<20, "-query-timeout must be at least 1s, -query-max-rows at least 1000, -query-max-memory at least 1 MiB")
 	p.Check(s.writer.BatchRows >= 1 && s.writer.BatchRows <= 1000000, "-writer-batch-rows must be 1 to 1000000")
 	p.Check(s.writer.MaxWait >= 10*time.Millisecond && s.writer.MaxWait <= time.Minute, "-writer-max-wait must be 10ms to 1m")
 	return s, p.Err()
@@ -52,6 +78,10 @@ func parse(args []string) (settings, error) {
 func main() { process.Main("analytics", parse, run) }
 
 func run(ctx context.Context, s settings, logger *slog.Logger) error {
+	certs, err := mtls.NewSource(s.tls, logger)
+	if err != nil {
+		return err
+	}
 	nc, js, err := natsjs.Connect(s.natsURL, "analytics-writer")
 	if err != nil {
 		return err
@@ -62,6 +92,13 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 		return err
 	}
 	defer conn.Close()
+	authConn, err := grpcclient.Dial(s.authAddr, "auth", certs)
+	if err != nil {
+		return err
+	}
+	defer authConn.Close()
+	authClient := authv1.NewAuthServiceClient(authConn)
+
 	reg := telemetry.NewRegistry()
 	w := writer.New(js, conn, s.writer, logger, reg)
 	if s.faultExitAfterInserts > 0 {
@@ -70,8 +107,26 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 			os.Exit(3)
 		})
 	}
+	srv := grpcserver.New(
+		grpcserver.WithService("analytics"),
+		grpcserver.WithLogger(logger),
+		grpcserver.WithTLS(certs.ServerConfig()),
+		grpcserver.WithVerifier(authn.Verifier{
+			Tokens: authn.NewJWTVerifier(authn.NewRemoteKeys(authClient, 0, 0)),
+			Keys:   authn.NewRemoteAPIKeys(authClient, 0),
+		}),
+		grpcserver.WithMetrics(reg),
+		grpcserver.WithGracePeriod(s.grace),
+	)
+	svc := analytics.NewService(clickhouse.NewQueries(conn, s.query), s.limits)
+	analyticsv1.RegisterAnalyticsServiceServer(srv.GRPC(), grpcapi.NewServer(svc))
+	lis, err := net.Listen("tcp", s.listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", s.listen, err)
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(ctx) })
+	g.Go(func() error { return srv.Serve(ctx, lis) })
 	g.Go(func() error { return telemetry.ServeAdmin(ctx, s.adminListen, reg, logger) })
 	return g.Wait()
 }
