@@ -75,9 +75,37 @@ func bucketKey(g analytics.Granularity, column string) string {
 	return "toString(toUnixTimestamp(toStartOfDay(" + column + ", ?)))"
 }
 
-// Aggregate implements analytics.Store. The inner query yields, per group key and currency,
-// the counts, sums and a distinct-users state; the outer one merges the currencies of a group.
+// Aggregate implements analytics.Store.
 func (q *Queries) Aggregate(ctx context.Context, a analytics.Query) ([]analytics.Aggregate, error) {
+	sql, args, err := AggregateSQL(a)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := q.conn.Query(q.settings(ctx), sql, args...)
+	if err != nil {
+		return nil, queryError("aggregate events", err)
+	}
+	defer rows.Close()
+	var out []analytics.Aggregate
+	for rows.Next() {
+		var r analytics.Aggregate
+		var value, spend int64
+		if err := rows.Scan(&r.K1, &r.K2, &r.Events, &r.Impressions, &r.Clicks, &r.Conversions, &r.UniqueUsers,
+			&r.Currencies, &r.ConversionValue, &r.Spend, &value, &spend); err != nil {
+			return nil, fmt.Errorf("aggregate events: scan: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, queryError("aggregate events", err)
+	}
+	return out, nil
+}
+
+// AggregateSQL is the SQL and arguments Aggregate runs for a (the bench runs it directly too).
+// The inner query yields, per group key and currency, the counts, sums and a distinct-users
+// state; the outer one merges the currencies of a group.
+func AggregateSQL(a analytics.Query) (string, []any, error) {
 	var args []any
 	timeCol := "event_time"
 	if a.Rollup {
@@ -92,7 +120,7 @@ func (q *Queries) Aggregate(ctx context.Context, a analytics.Query) ([]analytics
 	} else {
 		keys, ok := rawKeys[a.Dimension]
 		if !ok {
-			return nil, fmt.Errorf("aggregate: dimension %d unknown", a.Dimension)
+			return "", nil, fmt.Errorf("aggregate: dimension %d unknown", a.Dimension)
 		}
 		k1, k2 = keys[0], keys[1]
 		if a.Dimension == analytics.Property {
@@ -130,25 +158,7 @@ func (q *Queries) Aggregate(ctx context.Context, a analytics.Query) ([]analytics
 	if a.Limit > 0 {
 		sql += ` ORDER BY ` + orderColumns[a.OrderBy] + ` DESC, k1, k2 LIMIT ` + strconv.Itoa(a.Limit)
 	}
-	rows, err := q.conn.Query(q.settings(ctx), sql, args...)
-	if err != nil {
-		return nil, queryError("aggregate events", err)
-	}
-	defer rows.Close()
-	var out []analytics.Aggregate
-	for rows.Next() {
-		var r analytics.Aggregate
-		var value, spend int64
-		if err := rows.Scan(&r.K1, &r.K2, &r.Events, &r.Impressions, &r.Clicks, &r.Conversions, &r.UniqueUsers,
-			&r.Currencies, &r.ConversionValue, &r.Spend, &value, &spend); err != nil {
-			return nil, fmt.Errorf("aggregate events: scan: %w", err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, queryError("aggregate events", err)
-	}
-	return out, nil
+	return sql, args, nil
 }
 
 // scope is the WHERE clause every query starts with: the tenant, the time range, campaigns.
@@ -173,6 +183,32 @@ func scope(a analytics.Query, timeCol string) (string, []any) {
 // Funnel implements analytics.Store with windowFunnel over the corrected event time: a user
 // reaches step n when steps 1…n happened in order within the window, step 1 inside the range.
 func (q *Queries) Funnel(ctx context.Context, f analytics.FunnelQuery) ([]int64, error) {
+	sql, args := FunnelSQL(f)
+	rows, err := q.conn.Query(q.settings(ctx), sql, args...)
+	if err != nil {
+		return nil, queryError("funnel", err)
+	}
+	defer rows.Close()
+	reached := make([]int64, len(f.Steps))
+	for rows.Next() {
+		var level uint8
+		var n uint64
+		if err := rows.Scan(&level, &n); err != nil {
+			return nil, fmt.Errorf("funnel: scan: %w", err)
+		}
+		// Users whose furthest step is level reached every step up to it.
+		for i := 0; i < int(level) && i < len(reached); i++ {
+			reached[i] += int64(n)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, queryError("funnel", err)
+	}
+	return reached, nil
+}
+
+// FunnelSQL is the SQL and arguments Funnel runs for f.
+func FunnelSQL(f analytics.FunnelQuery) (string, []any) {
 	conds := make([]string, len(f.Steps))
 	var condArgs []any
 	for i, s := range f.Steps {
@@ -203,27 +239,7 @@ func (q *Queries) Funnel(ctx context.Context, f analytics.FunnelQuery) ([]int64,
 			WHERE tenant_id = ? AND event_time >= ?` + upper + ` AND (` + strings.Join(conds, " OR ") + `)
 			GROUP BY subject)
 		WHERE level > 0 GROUP BY level`
-	rows, err := q.conn.Query(q.settings(ctx), sql, args...)
-	if err != nil {
-		return nil, queryError("funnel", err)
-	}
-	defer rows.Close()
-	reached := make([]int64, len(f.Steps))
-	for rows.Next() {
-		var level uint8
-		var n uint64
-		if err := rows.Scan(&level, &n); err != nil {
-			return nil, fmt.Errorf("funnel: scan: %w", err)
-		}
-		// Users whose furthest step is level reached every step up to it.
-		for i := 0; i < int(level) && i < len(reached); i++ {
-			reached[i] += int64(n)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, queryError("funnel", err)
-	}
-	return reached, nil
+	return sql, args
 }
 
 func (q *Queries) settings(ctx context.Context) context.Context {
