@@ -50,7 +50,7 @@ protodeps: $(ROOT)/.cache/googleapis/google/api/annotations.proto
 .PHONY: protodeps
 
 GO_BINARIES := auth gateway cmesh devcerts
-MESH_SERVICES := auth,ingest,analytics,gateway
+MESH_SERVICES := auth,ingest,analytics,campaigns,dsr,gateway
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -123,6 +123,11 @@ bench-ingest: infra ## Measure the event pipeline against its baselines (about 2
 	go build -o $(BIN)/bench-ingest ./cmd/bench-ingest
 	set -a; . .state/env; set +a; $(BIN)/bench-ingest $(BENCH_FLAGS)
 .PHONY: bench-ingest
+
+bench-analytics: infra ## Load 10M synthetic events and time each analytics query via RPC and direct SQL, plus freshness (results in .state/bench-analytics.json)
+	go build -o $(BIN)/bench-analytics ./cmd/bench-analytics
+	set -a; . .state/env; set +a; $(BIN)/bench-analytics $(BENCH_FLAGS)
+.PHONY: bench-analytics
 
 chaos: infra ## Long fault test: kill -9 writer and ingest, ClickHouse outages, under load (CHAOS_DURATION, default 3m; outages double up to CHAOS_MAX_OUTAGE, default 1m); prints acked/found/lost/duplicated
 	set -a; . .state/env; set +a; CHAOS_DURATION=$${CHAOS_DURATION:-3m} go test -count=1 -timeout 30m -run TestNoAckedEventIsLostOrDuplicatedUnderFaults -v ./e2e | grep -E '^(chaos:|--- |ok|FAIL)|fault_test'
