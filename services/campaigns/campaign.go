@@ -124,6 +124,18 @@ type Campaign struct {
 	// Exhausted and ResumeTime are set in BudgetExhausted (ResumeTime for a daily budget).
 	Exhausted  Exhaustion
 	ResumeTime *time.Time
+	// LaunchTime is when the campaign was scheduled (nil for drafts): its spend counts against
+	// the total budget from then on.
+	LaunchTime *time.Time
+}
+
+// spendSince is where the campaign's total spend starts: its launch, or its creation for a
+// draft.
+func (c Campaign) spendSince() time.Time {
+	if c.LaunchTime != nil {
+		return *c.LaunchTime
+	}
+	return c.CreateTime
 }
 
 // Etag is the opaque version of the campaign that clients send back.

@@ -213,8 +213,8 @@ func (s *Scheduler) checkTenant(ctx context.Context, tenant string, cs []Campaig
 	byDay := map[time.Time][]string{}
 	for i, c := range cs {
 		ids[i] = c.ID
-		if created := c.CreateTime.Add(-spendWindowSlack); created.Before(from) {
-			from = created
+		if since := c.spendSince().Add(-spendWindowSlack); since.Before(from) {
+			from = since
 		}
 		dayStart, _ := dayWindow(c, now)
 		byDay[dayStart] = append(byDay[dayStart], c.ID)

@@ -57,7 +57,7 @@ func (s *Service) CreateCampaign(ctx context.Context, caller *authn.Principal, c
 		return Campaign{}, err
 	}
 	c.ID, c.TenantID, c.State, c.Creator, c.Revision = "", tenant, Draft, caller.Subject, 1
-	c.StateTime, c.Exhausted, c.ResumeTime = s.now(), "", nil
+	c.StateTime, c.Exhausted, c.ResumeTime, c.LaunchTime = s.now(), "", nil, nil
 	return s.store.CreateCampaign(ctx, c)
 }
 
@@ -287,6 +287,7 @@ func (s *Service) Transition(ctx context.Context, caller *authn.Principal, id st
 				v.Add("campaign.schedule.end", "has passed; set a later end to schedule the campaign")
 				return nil, v.Err()
 			}
+			cur.LaunchTime = &now
 		}
 		return cur.enter(to, trigger, caller.Subject, now), nil
 	})
@@ -367,7 +368,7 @@ func (s *Service) Pacing(ctx context.Context, caller *authn.Principal, id string
 // dayStart.
 func (s *Service) spendOf(ctx context.Context, c Campaign, now, dayStart time.Time) (total, today int64, err error) {
 	end := now.Add(spendWindowSlack)
-	all, err := s.spend.Spend(ctx, c.TenantID, []string{c.ID}, c.CreateTime.Add(-spendWindowSlack), end)
+	all, err := s.spend.Spend(ctx, c.TenantID, []string{c.ID}, c.spendSince().Add(-spendWindowSlack), end)
 	if err != nil {
 		s.logger.WarnContext(ctx, "read campaign spend", "campaign_id", c.ID, "err", err.Error())
 		return 0, 0, errNoSpend

@@ -51,7 +51,7 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 const campaignCols = `id::text, tenant_id, name, description, channel, state, schedule_start, schedule_end, time_zone,
 	start_time, end_time, budget_total_micros, budget_daily_micros, budget_currency, budget_pacing, goal_event,
-	variants, tags, labels, creator, revision, exhausted, resume_time, state_time, create_time, update_time`
+	variants, tags, labels, creator, revision, exhausted, resume_time, state_time, launch_time, create_time, update_time`
 
 type variantJSON struct {
 	Name   string `json:"name"`
@@ -74,7 +74,7 @@ func scanCampaign(row pgx.CollectableRow) (campaigns.Campaign, error) {
 	)
 	err := row.Scan(&c.ID, &c.TenantID, &c.Name, &desc, &channel, &state, &start, &end, &timeZone,
 		&startTime, &endTime, &total, &daily, &currency, &pacing, &goal,
-		&variants, &tags, &labels, &creator, &c.Revision, &exhausted, &resumeTime, &c.StateTime, &c.CreateTime, &c.UpdateTime)
+		&variants, &tags, &labels, &creator, &c.Revision, &exhausted, &resumeTime, &c.StateTime, &c.LaunchTime, &c.CreateTime, &c.UpdateTime)
 	if err != nil {
 		return c, err
 	}
@@ -136,12 +136,12 @@ func values(c campaigns.Campaign) ([]any, error) {
 	return []any{c.Name, c.Description, string(c.Channel), string(c.State), c.Schedule.Start.String(), c.Schedule.End.String(),
 		c.Schedule.TimeZone, c.Schedule.StartTime, c.Schedule.EndTime, c.Budget.TotalMicros, c.Budget.DailyMicros,
 		c.Budget.Currency, string(c.Budget.Pacing), c.Goal, string(variants), tags, string(lb),
-		string(c.Exhausted), c.ResumeTime, c.StateTime}, nil
+		string(c.Exhausted), c.ResumeTime, c.StateTime, c.LaunchTime}, nil
 }
 
 const writeCols = `name, description, channel, state, schedule_start, schedule_end, time_zone, start_time, end_time,
 	budget_total_micros, budget_daily_micros, budget_currency, budget_pacing, goal_event, variants, tags, labels,
-	exhausted, resume_time, state_time`
+	exhausted, resume_time, state_time, launch_time`
 
 // CreateCampaign implements campaigns.Store.
 func (s *Store) CreateCampaign(ctx context.Context, c campaigns.Campaign) (campaigns.Campaign, error) {
@@ -151,7 +151,7 @@ func (s *Store) CreateCampaign(ctx context.Context, c campaigns.Campaign) (campa
 	}
 	args = append(args, c.TenantID, c.Creator)
 	rows, err := s.pool.Query(ctx, `INSERT INTO campaigns (`+writeCols+`, tenant_id, creator)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16, $17::jsonb, $18, $19, $20, $21, $22)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16, $17::jsonb, $18, $19, $20, $21, $22, $23)
 		RETURNING `+campaignCols, args...)
 	return oneCampaign(rows, err, "new")
 }
@@ -276,11 +276,11 @@ func apply(ctx context.Context, tx pgx.Tx, c campaigns.Campaign, change campaign
 		return campaigns.Campaign{}, nil, err
 	}
 	args = append(args, c.TenantID, c.ID, c.Revision)
-	// revision = $23 re-checks under the lock: nothing can have changed, but a bug that lost
+	// revision = $24 re-checks under the lock: nothing can have changed, but a bug that lost
 	// the lock must fail loudly rather than overwrite.
 	rows, err := tx.Query(ctx, `UPDATE campaigns SET (`+writeCols+`, revision, update_time) =
-		($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16, $17::jsonb, $18, $19, $20, revision + 1, clock_timestamp())
-		WHERE tenant_id = $21 AND id = $22::uuid AND revision = $23 RETURNING `+campaignCols, args...)
+		($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16, $17::jsonb, $18, $19, $20, $21, revision + 1, clock_timestamp())
+		WHERE tenant_id = $22 AND id = $23::uuid AND revision = $24 RETURNING `+campaignCols, args...)
 	updated, err := oneCampaign(rows, err, c.ID)
 	if err != nil {
 		return campaigns.Campaign{}, nil, fmt.Errorf("update campaign %s: %w", c.ID, err)

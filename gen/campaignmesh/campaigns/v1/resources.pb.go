@@ -613,13 +613,14 @@ func (x *Schedule) GetEndTime() *timestamppb.Timestamp {
 
 // Budget is how much a campaign may spend, in micros (millionths) of its currency. Spend is
 // the sum of the values of the campaign's impression and click events, as the analytics
-// service counts them; conversion values are not spend.
+// service counts them; conversion values are not spend. Spend counts against the total budget
+// from the moment the campaign is scheduled.
 type Budget struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Total budget over the campaign's life, in micros, 1 to 10^15.
 	TotalMicros int64 `protobuf:"varint,1,opt,name=total_micros,json=totalMicros,proto3" json:"total_micros,omitempty"`
 	// Optional budget per day (midnight to midnight in the schedule's time zone), in micros,
-	// 1 to total_micros.
+	// 1 to total_micros; unset or 0 means none.
 	DailyMicros *int64 `protobuf:"varint,2,opt,name=daily_micros,json=dailyMicros,proto3,oneof" json:"daily_micros,omitempty"`
 	// ISO 4217 currency code, e.g. "EUR". Spend in other currencies does not count against the
 	// budget.

@@ -1001,7 +1001,7 @@ type CampaignPacing struct {
 	Pacing Budget_Pacing `protobuf:"varint,4,opt,name=pacing,proto3,enum=campaignmesh.campaigns.v1.Budget_Pacing" json:"pacing,omitempty"`
 	// Total budget.
 	TotalBudgetMicros int64 `protobuf:"varint,5,opt,name=total_budget_micros,json=totalBudgetMicros,proto3" json:"total_budget_micros,omitempty"`
-	// Spend since the campaign was created.
+	// Spend since the campaign was scheduled (a draft: since it was created).
 	TotalSpendMicros int64 `protobuf:"varint,6,opt,name=total_spend_micros,json=totalSpendMicros,proto3" json:"total_spend_micros,omitempty"`
 	// Start of today (local midnight in the campaign's time zone).
 	DayStartTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=day_start_time,json=dayStartTime,proto3" json:"day_start_time,omitempty"`

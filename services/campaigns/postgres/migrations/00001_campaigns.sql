@@ -29,6 +29,8 @@ CREATE TABLE campaigns (
     exhausted           text NOT NULL DEFAULT '' CHECK (exhausted IN ('', 'total', 'daily')),
     resume_time         timestamptz,
     state_time          timestamptz NOT NULL,
+    -- When the campaign was scheduled: spend counts against its total budget from then on.
+    launch_time         timestamptz,
     -- clock_timestamp(), not now(): keyset pages order by (create_time, id), and rows created
     -- later in a long transaction must not sort before rows already listed.
     create_time         timestamptz NOT NULL DEFAULT clock_timestamp(),
