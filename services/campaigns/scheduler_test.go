@@ -123,8 +123,8 @@ func TestDailyBudgetResumesAtLocalMidnight(t *testing.T) {
 	e.wantState(t, "start", c, campaigns.Active)
 
 	e.spend.add("t1", c.ID, at(t, "2026-03-07T15:00:00Z"), 1_000_000_000, "EUR") // another currency: not against a USD budget
-	e.spend.add("t1", c.ID, at(t, "2026-03-07T20:00:00Z"), 10_000_000, "USD")     // the whole daily budget
-	e.spend.add("t2", c.ID, at(t, "2026-03-07T20:00:00Z"), 90_000_000, "USD")     // another tenant's rows never count
+	e.spend.add("t1", c.ID, at(t, "2026-03-07T20:00:00Z"), 10_000_000, "USD")    // the whole daily budget
+	e.spend.add("t2", c.ID, at(t, "2026-03-07T20:00:00Z"), 90_000_000, "USD")    // another tenant's rows never count
 	e.clock.Set(at(t, "2026-03-07T21:00:00Z"))
 	if n, err := s.CheckBudgets(ctx, e.clock.Now()); err != nil || n != 1 {
 		t.Fatalf("budget check made %d transitions (%v), want 1", n, err)

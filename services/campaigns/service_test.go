@@ -298,7 +298,9 @@ func TestCreateValidatesAndOwnsServerFields(t *testing.T) {
 		func(c *campaigns.Campaign) { c.Budget.Currency = "usd" },
 		func(c *campaigns.Campaign) { c.Budget.DailyMicros = c.Budget.TotalMicros + 1 },
 		func(c *campaigns.Campaign) { c.Budget.TotalMicros = -1 },
-		func(c *campaigns.Campaign) { c.Variants = []campaigns.Variant{{Name: "a", Weight: 50}, {Name: "a", Weight: 50}} },
+		func(c *campaigns.Campaign) {
+			c.Variants = []campaigns.Variant{{Name: "a", Weight: 50}, {Name: "a", Weight: 50}}
+		},
 		func(c *campaigns.Campaign) { c.Variants = []campaigns.Variant{{Name: "bad name", Weight: 100}} },
 		func(c *campaigns.Campaign) { c.Tags = []string{"Upper"} },
 		func(c *campaigns.Campaign) { c.Labels = map[string]string{"1x": "v"} },
