@@ -38,9 +38,24 @@ func spendIn(rows []Spend, campaignID, currency string) int64 {
 	return n
 }
 
-// spendWindowSlack extends the window of "all spend so far" past now: event times are the
-// clients' (skew-corrected, clamped to shortly ahead of reception).
+// spendWindowSlack extends spend windows past now: event times are the clients'
+// (skew-corrected, clamped to shortly ahead of reception).
 const spendWindowSlack = 10 * time.Minute
+
+// totalWindow is where a campaign's spend so far is looked up: from its launch to just after
+// now, widened to whole UTC hours so that analytics can answer from its hourly rollups.
+func totalWindow(c Campaign, now time.Time) (time.Time, time.Time) {
+	return c.spendSince().Add(-spendWindowSlack).Truncate(time.Hour), windowEnd(now)
+}
+
+// windowEnd is the end of every spend window at now: just after now, on a whole hour.
+func windowEnd(now time.Time) time.Time {
+	end := now.Add(spendWindowSlack)
+	if t := end.Truncate(time.Hour); !t.Equal(end) {
+		return t.Add(time.Hour)
+	}
+	return end
+}
 
 // PacingReport is a campaign's spend against its budget at one instant. See CampaignPacing in
 // the proto for the rules.

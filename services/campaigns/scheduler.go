@@ -207,13 +207,13 @@ func (s *Scheduler) CheckBudgets(ctx context.Context, now time.Time) (int, error
 }
 
 func (s *Scheduler) checkTenant(ctx context.Context, tenant string, cs []Campaign, now time.Time) (int, error) {
-	end := now.Add(spendWindowSlack)
+	end := windowEnd(now)
 	ids := make([]string, len(cs))
 	from := now
 	byDay := map[time.Time][]string{}
 	for i, c := range cs {
 		ids[i] = c.ID
-		if since := c.spendSince().Add(-spendWindowSlack); since.Before(from) {
+		if since, _ := totalWindow(c, now); since.Before(from) {
 			from = since
 		}
 		dayStart, _ := dayWindow(c, now)

@@ -90,8 +90,13 @@ func (s *Service) ListCampaigns(ctx context.Context, caller *authn.Principal, r 
 	return cs, q.nextPageToken(cs), nil
 }
 
+// outputOnly are the paths of server-owned fields. Update ignores them in update_mask (AIP-203):
+// a REST PATCH infers the mask from the body, and the body carries the etag.
+var outputOnly = []string{"id", "state", "creator", "create_time", "update_time", "etag", "state_time",
+	"exhausted_budget", "resume_time", "schedule.start_time", "schedule.end_time"}
+
 // ParseMask turns update_mask paths into fields. Group paths ("schedule", "budget", "goal",
-// "*") stand for all their fields.
+// "*") stand for all their fields; paths of output-only fields are ignored.
 func ParseMask(paths []string) ([]Field, error) {
 	var v apperr.Violations
 	var out []Field
@@ -99,6 +104,9 @@ func ParseMask(paths []string) ([]Field, error) {
 		v.Add("update_mask", "is required: name the fields to change")
 	}
 	for _, p := range paths {
+		if slices.Contains(outputOnly, p) {
+			continue
+		}
 		if g, ok := maskGroups[p]; ok {
 			out = append(out, g...)
 			continue
@@ -108,6 +116,9 @@ func ParseMask(paths []string) ([]Field, error) {
 			continue
 		}
 		out = append(out, Field(p))
+	}
+	if len(paths) > 0 && len(out) == 0 && len(v) == 0 {
+		v.Add("update_mask", "names no field that can be updated")
 	}
 	slices.Sort(out)
 	return slices.Compact(out), v.Err()
@@ -367,8 +378,8 @@ func (s *Service) Pacing(ctx context.Context, caller *authn.Principal, id string
 // spendOf asks the spend source for one campaign's spend since its creation and since
 // dayStart.
 func (s *Service) spendOf(ctx context.Context, c Campaign, now, dayStart time.Time) (total, today int64, err error) {
-	end := now.Add(spendWindowSlack)
-	all, err := s.spend.Spend(ctx, c.TenantID, []string{c.ID}, c.spendSince().Add(-spendWindowSlack), end)
+	from, end := totalWindow(c, now)
+	all, err := s.spend.Spend(ctx, c.TenantID, []string{c.ID}, from, end)
 	if err != nil {
 		s.logger.WarnContext(ctx, "read campaign spend", "campaign_id", c.ID, "err", err.Error())
 		return 0, 0, errNoSpend
