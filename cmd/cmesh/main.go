@@ -79,6 +79,7 @@ cmesh login again with the new password.`,
 	{name: "users", summary: "manage the users of your tenant", subs: userCommands},
 	{name: "apikeys", summary: "manage the API keys of your tenant", subs: apiKeyCommands},
 	{name: "audit", summary: "read and verify your tenant's audit log", subs: auditCommands},
+	{name: "campaigns", summary: "manage your tenant's campaigns and their lifecycle", subs: campaignCommands},
 	{name: "metrics", summary: "query campaign metrics: summary, series, breakdown, funnel, live", subs: metricsCommands},
 	{
 		name:    "signing-keys",
