@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -81,27 +82,49 @@ func NewScheduler(store Store, spend SpendSource, auditor access.Auditor, logger
 	return s
 }
 
-// Run ticks every interval until ctx ends. Failures are logged and retried at the next tick.
+// Run makes due transitions every interval and compares spend with budgets every budget
+// interval, until ctx ends. The two run apart, so a slow or unreachable analytics service
+// never delays a start or an end. Failures are logged and retried at the next round.
 func (s *Scheduler) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		s.every(ctx, s.interval, "run due transitions", func(ctx context.Context) error {
+			_, err := s.RunDue(ctx, s.now())
+			return err
+		})
+	})
 	if s.spend == nil {
 		s.logger.Warn("no spend source: budgets are not enforced")
+	} else {
+		wg.Go(func() {
+			s.every(ctx, s.budgetInterval, "check budgets", func(ctx context.Context) error {
+				_, err := s.CheckBudgets(ctx, s.now())
+				return err
+			})
+		})
 	}
-	t := time.NewTicker(s.interval)
+	wg.Wait()
+	return nil
+}
+
+func (s *Scheduler) every(ctx context.Context, d time.Duration, what string, f func(context.Context) error) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
-		if _, err := s.Tick(ctx); err != nil && ctx.Err() == nil {
-			s.logger.ErrorContext(ctx, "scheduler tick", "err", err.Error())
+		if err := f(ctx); err != nil && ctx.Err() == nil {
+			s.logger.ErrorContext(ctx, what, "err", err.Error())
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
 		}
 	}
 }
 
 // Tick makes every transition due now, and compares spend with budgets when the budget
-// interval has passed. It returns how many transitions it made.
+// interval has passed since its last comparison: one round of Run, in one goroutine (tests
+// drive the scheduler with it). It returns how many transitions it made.
 func (s *Scheduler) Tick(ctx context.Context) (int, error) {
 	now := s.now()
 	n, err := s.RunDue(ctx, now)

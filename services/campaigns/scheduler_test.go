@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"testing"
@@ -347,4 +348,45 @@ func TestSpendSourceOutage(t *testing.T) {
 	if _, err := campaigns.NewService(e.store, nil).Pacing(ctx, manager("t1"), c.ID); code(err) != apperr.Unavailable {
 		t.Fatalf("pacing without a spend source: %v", err)
 	}
+}
+
+// hangingSpend never answers until its caller gives up: analytics hanging. called closes at
+// the first call.
+type hangingSpend struct {
+	once   sync.Once
+	called chan struct{}
+}
+
+func (h *hangingSpend) Spend(ctx context.Context, _ string, _ []string, _, _ time.Time) ([]campaigns.Spend, error) {
+	h.once.Do(func() { close(h.called) })
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// Starts and ends do not wait for spend lookups: Run keeps them apart.
+func TestRunMakesDueTransitionsWhileSpendHangs(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	active := e.inState(t, "t1", campaigns.Active) // a budget to check: the check hangs
+	c := e.inState(t, "t1", campaigns.Scheduled)
+	hang := &hangingSpend{called: make(chan struct{})}
+	s := campaigns.NewScheduler(e.openStore(t), hang, e.outbox, slog.New(slog.DiscardHandler),
+		campaigns.WithSchedulerClock(e.clock.Now), campaigns.WithInterval(10*time.Millisecond), campaigns.WithBudgetInterval(10*time.Millisecond))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	<-hang.called                              // a budget check hangs now
+	e.clock.Set(at(t, "2026-03-09T00:00:00Z")) // and then the start comes
+	deadline := time.Now().Add(10 * time.Second)
+	for e.get(t, "t1", c.ID).State != campaigns.Active {
+		if time.Now().After(deadline) {
+			t.Fatal("the scheduled campaign was not started while the spend source hung")
+		}
+		time.Sleep(10 * time.Millisecond) // polling under a deadline
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	e.wantState(t, "after the run", active, campaigns.Active)
 }
