@@ -148,7 +148,6 @@ var maskGroups = map[string][]Field{
 var (
 	notArchived = []State{Draft, Scheduled, Active, Paused, BudgetExhausted, Completed, Cancelled}
 	notStarted  = []State{Draft, Scheduled}
-	running     = []State{Active, Paused, BudgetExhausted}
 	notEnded    = []State{Draft, Scheduled, Active, Paused, BudgetExhausted}
 )
 
@@ -174,6 +173,3 @@ var changeableIn = map[Field][]State{
 
 // CanChange reports whether field may change while a campaign is in state.
 func CanChange(field Field, state State) bool { return slices.Contains(changeableIn[field], state) }
-
-// isRunning reports whether the campaign has started and not ended.
-func isRunning(s State) bool { return slices.Contains(running, s) }

@@ -41,17 +41,16 @@ const password = "a long enough password"
 // published keys, records audited calls in its outbox and delivers them to auth — exactly as
 // cmd/campaigns wires it. Clients call campaigns with the gateway's identity.
 type env struct {
-	ca       *mtls.CA
-	authSvc  *auth.Service
-	auth     authv1.AuthServiceClient
-	store    *postgres.Store
-	svc      *campaigns.Service
-	spend    *zeroSpend
-	outbox   *auditlog.Outbox
-	addr     string
-	conn     *grpc.ClientConn
-	client   campaignsv1.CampaignServiceClient
-	operator string
+	ca      *mtls.CA
+	authSvc *auth.Service
+	auth    authv1.AuthServiceClient
+	store   *postgres.Store
+	svc     *campaigns.Service
+	spend   *zeroSpend
+	outbox  *auditlog.Outbox
+	addr    string
+	conn    *grpc.ClientConn
+	client  campaignsv1.CampaignServiceClient
 }
 
 // zeroSpend answers that nothing was spent: pacing works without analytics here (the analytics

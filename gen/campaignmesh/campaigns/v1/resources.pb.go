@@ -526,7 +526,9 @@ func (x *Campaign) GetResumeTime() *timestamppb.Timestamp {
 // 02:30 on 2026-03-08 in America/New_York) means the same wall-clock time shifted forward by
 // the length of the gap (03:30 EDT). A wall-clock time that occurs twice (fall-back change,
 // e.g. 01:30 on 2026-11-01 in America/New_York) means its first occurrence (01:30 EDT).
-// start_time and end_time show the instants the server resolved.
+// start_time and end_time show the instants the server resolved; they are resolved whenever
+// the schedule is written (with the time zone rules the server has then), and the scheduler
+// acts on them.
 type Schedule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Start, as a wall-clock date and time in time_zone: "YYYY-MM-DDTHH:MM[:SS]" (no offset).
