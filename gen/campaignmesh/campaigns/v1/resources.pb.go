@@ -316,7 +316,7 @@ func (Budget_Pacing) EnumDescriptor() ([]byte, []int) {
 //	  budget.pacing
 //
 // Outside DRAFT the campaign must stay schedulable (start, time zone and budget set), and a
-// new schedule.end of a running campaign must lie in the future.
+// new schedule.end must lie in the future.
 type Campaign struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Server-assigned id (UUID). Output only.
