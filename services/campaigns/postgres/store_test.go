@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
@@ -85,9 +83,8 @@ func TestCampaignRoundTripAndTenantScope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := cmp.Options{cmpopts.EquateApproxTime(time.Microsecond)}
-	if diff := cmp.Diff(c, got, opts); diff != "" {
-		t.Errorf("read back differs (-created +read):\n%s", diff)
+	if !reflect.DeepEqual(c, got) {
+		t.Errorf("read back differs:\ncreated %+v\nread    %+v", c, got)
 	}
 	want := in
 	want.Tags = []string{"sale", "spring"} // sorted
@@ -96,8 +93,8 @@ func TestCampaignRoundTripAndTenantScope(t *testing.T) {
 		{got.Goal, want.Goal}, {got.Tags, want.Tags}, {got.Labels, want.Labels}, {got.Variants, want.Variants},
 		{got.Schedule.Start, want.Schedule.Start}, {got.Schedule.End, want.Schedule.End}, {got.Schedule.TimeZone, want.Schedule.TimeZone},
 	} {
-		if diff := cmp.Diff(d.want, d.got); diff != "" {
-			t.Errorf("field differs (-want +got):\n%s", diff)
+		if !reflect.DeepEqual(d.want, d.got) {
+			t.Errorf("field is %+v, want %+v", d.got, d.want)
 		}
 	}
 	if _, err := s.GetCampaign(ctx, "t2", c.ID); code(err) != apperr.NotFound {
@@ -227,8 +224,8 @@ func TestListFiltersAndOrders(t *testing.T) {
 			for _, c := range tt.want {
 				want = append(want, c.Name)
 			}
-			if diff := cmp.Diff(want, got); diff != "" {
-				t.Errorf("names (-want +got):\n%s", diff)
+			if !slices.Equal(want, got) {
+				t.Errorf("names %q, want %q", got, want)
 			}
 		})
 	}
@@ -369,7 +366,7 @@ func TestBudgetCandidatesAcrossTenants(t *testing.T) {
 		}
 		after = cs[len(cs)-1].ID
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("candidates (-want +got):\n%s", diff)
+	if !slices.Equal(want, got) {
+		t.Errorf("candidates %v, want %v", got, want)
 	}
 }
