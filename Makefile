@@ -86,6 +86,7 @@ build: ## Build every binary into ./bin
 	go build -o $(BIN)/auth ./services/auth/cmd/auth
 	go build -o $(BIN)/ingest ./services/ingest/cmd/ingest
 	go build -o $(BIN)/analytics ./services/analytics/cmd/analytics
+	go build -o $(BIN)/campaigns ./services/campaigns/cmd/campaigns
 	go build -o $(BIN)/gateway ./gateway/cmd/gateway
 	go build -o $(BIN)/cmesh ./cmd/cmesh
 	go build -o $(BIN)/devcerts ./cmd/devcerts

@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 STATE="$ROOT/.state"
 RUN="$STATE/run"
 CERTS="$STATE/certs"
-SERVICES=(auth ingest analytics gateway) # start order
+SERVICES=(auth ingest analytics campaigns gateway) # start order
 GATEWAY_ADDR="${CM_GATEWAY_LISTEN:-127.0.0.1:8443}"
 
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
@@ -53,10 +53,11 @@ up() {
   # shellcheck disable=SC1091
   . "$STATE/env"
   export CM_AUTH_POSTGRES_URL="${CM_AUTH_POSTGRES_URL:-$CM_POSTGRES_URL/auth?sslmode=disable}"
+  export CM_CAMPAIGNS_POSTGRES_URL="${CM_CAMPAIGNS_POSTGRES_URL:-$CM_POSTGRES_URL/campaigns?sslmode=disable}"
   export CM_AUTH_BOOTSTRAP_DIR="${CM_AUTH_BOOTSTRAP_DIR:-$STATE/bootstrap}"
   export CM_INGEST_NATS_URL="${CM_INGEST_NATS_URL:-$CM_NATS_URL}" CM_ANALYTICS_NATS_URL="${CM_ANALYTICS_NATS_URL:-$CM_NATS_URL}"
   export CM_ANALYTICS_CLICKHOUSE_ADDR="${CM_ANALYTICS_CLICKHOUSE_ADDR:-$CM_CLICKHOUSE_ADDR}"
-  for svc in auth ingest analytics gateway; do
+  for svc in auth ingest analytics campaigns gateway; do
     prefix="CM_$(echo "$svc" | tr a-z A-Z)"
     export "${prefix}_TLS_CERT=$CERTS/$svc.pem" "${prefix}_TLS_KEY=$CERTS/$svc-key.pem" "${prefix}_TLS_CA=$CERTS/ca.pem"
   done
@@ -69,6 +70,8 @@ up() {
   wait_http "http://127.0.0.1:9102/healthz" 30 ingest
   start analytics "$ROOT/bin/analytics"
   wait_http "http://127.0.0.1:9104/healthz" 30 analytics
+  start campaigns "$ROOT/bin/campaigns"
+  wait_http "http://127.0.0.1:9103/healthz" 30 campaigns
   start gateway "$ROOT/bin/gateway"
   wait_http "https://localhost:${GATEWAY_ADDR##*:}/healthz" 30 gateway
 

@@ -19,6 +19,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/gateway"
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
@@ -35,6 +36,7 @@ var meshBackends = []struct {
 }{
 	{"auth", "campaignmesh.auth.v1", "127.0.0.1:7101", authv1.RegisterAuthServiceHandler},
 	{"ingest", "campaignmesh.ingest.v1", "127.0.0.1:7102", ingestv1.RegisterIngestServiceHandler},
+	{"campaigns", "campaignmesh.campaigns.v1", "127.0.0.1:7103", campaignsv1.RegisterCampaignServiceHandler},
 	{"analytics", "campaignmesh.analytics.v1", "127.0.0.1:7104", analyticsv1.RegisterAnalyticsServiceHandler},
 }
 
