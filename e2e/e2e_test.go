@@ -76,7 +76,8 @@ func freePort(t *testing.T) string {
 func build(t *testing.T, dir string) {
 	t.Helper()
 	for name, pkg := range map[string]string{"auth": "../services/auth/cmd/auth", "gateway": "../gateway/cmd/gateway",
-		"ingest": "../services/ingest/cmd/ingest", "analytics": "../services/analytics/cmd/analytics"} {
+		"ingest": "../services/ingest/cmd/ingest", "analytics": "../services/analytics/cmd/analytics",
+		"campaigns": "../services/campaigns/cmd/campaigns"} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("build %s: %v\n%s", name, err, out)
@@ -200,7 +201,7 @@ func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *me
 	m := &mesh{dir: t.TempDir(), procs: map[string]*proc{}}
 	build(t, m.dir)
 	m.certs = filepath.Join(m.dir, "certs")
-	if _, err := mtls.DevPKI(m.certs, []string{"auth", "ingest", "analytics", "gateway"}); err != nil {
+	if _, err := mtls.DevPKI(m.certs, []string{"auth", "ingest", "analytics", "campaigns", "gateway"}); err != nil {
 		t.Fatal(err)
 	}
 	m.bootstrp = filepath.Join(m.dir, "bootstrap")
@@ -245,10 +246,19 @@ func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *me
 	}, otel...))
 	waitFor(t, "analytics", 30*time.Second, func() bool { return httpOK("http://" + analyticsAdmin + "/healthz") })
 
+	campaignsAddr, campaignsAdmin := freePort(t), freePort(t)
+	m.procs["campaigns"] = startProcess(t, filepath.Join(m.dir, "campaigns"), append([]string{
+		"CM_CAMPAIGNS_LISTEN=" + campaignsAddr, "CM_CAMPAIGNS_ADMIN_LISTEN=" + campaignsAdmin,
+		"CM_CAMPAIGNS_POSTGRES_URL=" + pgtest.NewDatabase(t), "CM_CAMPAIGNS_AUTH_ADDR=" + authAddr, "CM_CAMPAIGNS_ANALYTICS_ADDR=" + analyticsAddr,
+		"CM_CAMPAIGNS_TLS_CERT=" + c("campaigns.pem"), "CM_CAMPAIGNS_TLS_KEY=" + c("campaigns-key.pem"), "CM_CAMPAIGNS_TLS_CA=" + c("ca.pem"),
+		"CM_CAMPAIGNS_SCHEDULER_INTERVAL=200ms", "CM_CAMPAIGNS_BUDGET_INTERVAL=1s",
+	}, otel...))
+	waitFor(t, "campaigns", 30*time.Second, func() bool { return httpOK("http://" + campaignsAdmin + "/healthz") })
+
 	m.gateway = freePort(t)
 	m.procs["gateway"] = startProcess(t, filepath.Join(m.dir, "gateway"), append(append([]string{
 		"CM_GATEWAY_LISTEN=" + m.gateway, "CM_GATEWAY_ADMIN_LISTEN=" + freePort(t), "CM_GATEWAY_AUTH_ADDR=" + authAddr,
-		"CM_GATEWAY_INGEST_ADDR=" + ingestAddr, "CM_GATEWAY_ANALYTICS_ADDR=" + analyticsAddr,
+		"CM_GATEWAY_INGEST_ADDR=" + ingestAddr, "CM_GATEWAY_ANALYTICS_ADDR=" + analyticsAddr, "CM_GATEWAY_CAMPAIGNS_ADDR=" + campaignsAddr,
 		"CM_GATEWAY_EDGE_TLS_CERT=" + c("edge.pem"), "CM_GATEWAY_EDGE_TLS_KEY=" + c("edge-key.pem"),
 		"CM_GATEWAY_TLS_CERT=" + c("gateway.pem"), "CM_GATEWAY_TLS_KEY=" + c("gateway-key.pem"), "CM_GATEWAY_TLS_CA=" + c("ca.pem"),
 	}, otel...), gatewayEnv...))

@@ -105,8 +105,23 @@ type Row struct {
 	Seq   uint64
 }
 
+// writerQueryPrefix marks the writer's inserts into one database (in their query id), so that a
+// restarted writer can see whether an insert of a predecessor is still running.
+func writerQueryPrefix(ctx context.Context, conn driver.Conn) (string, error) {
+	var db string
+	if err := conn.QueryRow(ctx, `SELECT currentDatabase()`).Scan(&db); err != nil {
+		return "", fmt.Errorf("read current database: %w", err)
+	}
+	return "cm-writer-" + db + "-", nil
+}
+
 // Insert writes rows in one native batch insert (one block: atomic on a MergeTree table).
 func Insert(ctx context.Context, conn driver.Conn, rows []Row) error {
+	prefix, err := writerQueryPrefix(ctx, conn)
+	if err != nil {
+		return err
+	}
+	ctx = ch.Context(ctx, ch.WithQueryID(prefix+strconv.FormatInt(time.Now().UnixNano(), 36)))
 	b, err := conn.PrepareBatch(ctx, `INSERT INTO events (tenant_id, event_id, type, name, user_id, anonymous_id, campaign_id, variant,
 		value_micros, currency, event_date, event_time, event_ms, client_ms, received_ms, prop_keys, prop_values,
 		ip, user_agent, locale, app, device, source, stream_seq)`)
@@ -141,6 +156,31 @@ func Insert(ctx context.Context, conn driver.Conn, rows []Row) error {
 		return fmt.Errorf("insert events: %w", err)
 	}
 	return nil
+}
+
+// SettledWatermark waits until no writer insert into this database is running — an insert whose
+// writer died, or whose answer was lost, may still complete on the server — and then returns
+// the watermark. Reading it earlier could miss that insert, and inserting its rows again would
+// count them twice in the rollups (the raw table collapses them).
+func SettledWatermark(ctx context.Context, conn driver.Conn) (uint64, error) {
+	prefix, err := writerQueryPrefix(ctx, conn)
+	if err != nil {
+		return 0, err
+	}
+	for {
+		var running uint64
+		if err := conn.QueryRow(ctx, `SELECT count() FROM system.processes WHERE startsWith(query_id, ?)`, prefix).Scan(&running); err != nil {
+			return 0, fmt.Errorf("look for running inserts: %w", err)
+		}
+		if running == 0 {
+			return Watermark(ctx, conn)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Watermark is the highest stream sequence stored: every batch up to it is in ClickHouse

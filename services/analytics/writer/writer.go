@@ -98,7 +98,7 @@ func (w *Writer) Run(ctx context.Context) error {
 	var watermark uint64
 	if err := w.retry(ctx, nil, "read the watermark", func() error {
 		var err error
-		watermark, err = clickhouse.Watermark(ctx, w.conn)
+		watermark, err = clickhouse.SettledWatermark(ctx, w.conn)
 		return err
 	}); err != nil {
 		return nil // ctx ended
@@ -145,7 +145,7 @@ func (w *Writer) Run(ctx context.Context) error {
 				// After a failed attempt the insert may still have landed (the answer was lost):
 				// inserting again would count the block twice in the rollups, so look first.
 				if failed {
-					if stored, err := clickhouse.Watermark(ctx, w.conn); err != nil {
+					if stored, err := clickhouse.SettledWatermark(ctx, w.conn); err != nil {
 						return err
 					} else if stored >= maxSeq {
 						w.logger.Info("insert had landed although its answer was lost", "seq", maxSeq)
