@@ -1,0 +1,368 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// The data set is generated inside ClickHouse: INSERT INTO events … SELECT … FROM numbers(),
+// every column a function of the row number and a per-tenant seed (cityHash64), so it is the
+// same on every run with the same flags, apart from the time it ends at. The per-campaign
+// parameters (weights, variants, type mix, prices) come from a PCG generator seeded with -seed.
+// The insert goes through the real schema, so the materialized view fills events_hourly as it
+// does for the writer's inserts.
+//
+// Model: a tenant has sessions; a session belongs to one user (session mod users, so every
+// user appears), one campaign (by weight) and starts at a random time in the range. Its events
+// are impressions ("view") in its first 10 minutes, clicks ("tap") in the next 10, and
+// conversions (signup, add_to_cart, purchase) in the 30 after: funnels find users who went
+// view → tap → purchase. A user has a fixed device, app, locale, country and, per campaign,
+// variant; 5% of users are anonymous (anonymous_id only).
+
+// slots is the size of the lookup arrays that pick a campaign or a country by weight.
+const slots = 4096
+
+// sessionEvents and userEvents are the mean events per session and per user.
+const (
+	sessionEvents = 20
+	userEvents    = 50
+)
+
+// smallEvents and smallCampaigns size each small tenant.
+const (
+	smallEvents    = 10_000
+	smallCampaigns = 5
+)
+
+// loaders is how many inserts run at once.
+func loaders() int { return max(runtime.NumCPU(), 2) }
+
+// chunkRows is the rows of one INSERT … SELECT: one block, one part (min_insert_block_size_rows).
+const chunkRows = 1 << 20
+
+type dataset struct {
+	Seed    uint64
+	Days    int
+	End     time.Time // exclusive, a whole UTC hour
+	Tenants []tenantData
+}
+
+type tenantData struct {
+	ID                      string
+	Events, Users, Sessions int64
+	Hash                    uint64 // seed of the tenant's hashes
+	Campaigns               []campaignData
+}
+
+type campaignData struct {
+	ID               string
+	Weight           float64
+	Variants         int
+	ClickBP, ConvBP  int   // share of clicks and conversions in basis points; the rest impressions
+	CPMMicros        int64 // cost of 1,000 impressions
+	CPCMicros        int64 // cost of a click
+	Slots            int   // of the campaign lookup array
+	firstSlot, index int
+}
+
+var countries = []struct {
+	code, locale string
+	weight       int // slots of 100
+}{
+	{"US", "en-US", 22}, {"DE", "de-DE", 10}, {"GB", "en-GB", 9}, {"FR", "fr-FR", 7}, {"BR", "pt-BR", 6},
+	{"IN", "en-IN", 6}, {"JP", "ja-JP", 5}, {"CA", "en-CA", 4}, {"ES", "es-ES", 4}, {"IT", "it-IT", 4},
+	{"MX", "es-MX", 3}, {"NL", "nl-NL", 3}, {"AU", "en-AU", 3}, {"PL", "pl-PL", 2}, {"SE", "sv-SE", 2},
+	{"KR", "ko-KR", 2}, {"TR", "tr-TR", 2}, {"CH", "de-CH", 2}, {"AT", "de-AT", 2}, {"NO", "nb-NO", 2},
+}
+
+var devices = []struct{ device, app, userAgent string }{
+	{"ios", "shop-ios", "CampaignMesh-iOS/5.2 (iPhone; iOS 17.4)"},
+	{"android", "shop-android", "CampaignMesh-Android/5.2 (Pixel 8; Android 14)"},
+	{"web", "shop-web", "Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0"},
+}
+
+const bigTenant = "t-big"
+
+// plan derives the data set from the flags: everything but End comes from the seed.
+func plan(cfg config, end time.Time) dataset {
+	rng := rand.New(rand.NewPCG(cfg.seed, 0x9e3779b97f4a7c15))
+	d := dataset{Seed: cfg.seed, Days: cfg.days, End: end.UTC().Truncate(time.Hour)}
+	add := func(id string, events int64, campaigns int) {
+		t := tenantData{ID: id, Events: events, Users: max(events/userEvents, 1), Sessions: max(events/sessionEvents, 1), Hash: rng.Uint64()}
+		for i := range campaigns {
+			t.Campaigns = append(t.Campaigns, campaignData{
+				ID:        fmt.Sprintf("cmp-%03d", i+1),
+				Weight:    math.Pow(float64(i+1), -0.7) * (0.8 + 0.4*rng.Float64()),
+				Variants:  2 + rng.IntN(2),
+				ClickBP:   500 + rng.IntN(601), // 5–11%
+				ConvBP:    120 + rng.IntN(161), // 1.2–2.8%
+				CPMMicros: int64(2_000_000 + rng.IntN(10_000_001)),
+				CPCMicros: int64(200_000 + rng.IntN(1_800_001)),
+				index:     i + 1,
+			})
+		}
+		assignSlots(t.Campaigns)
+		d.Tenants = append(d.Tenants, t)
+	}
+	add(bigTenant, cfg.events, cfg.campaigns)
+	for i := range cfg.smallTenants {
+		add(fmt.Sprintf("t-small-%d", i+1), smallEvents, smallCampaigns)
+	}
+	return d
+}
+
+// assignSlots gives each campaign at least one slot of the lookup array and the rest by weight.
+func assignSlots(cs []campaignData) {
+	var total float64
+	for _, c := range cs {
+		total += c.Weight
+	}
+	used := 0
+	for i := range cs {
+		cs[i].Slots = 1 + int(cs[i].Weight/total*float64(slots-len(cs)))
+		used += cs[i].Slots
+	}
+	for i := 0; used < slots; i, used = (i+1)%len(cs), used+1 {
+		cs[i].Slots++
+	}
+	next := 0
+	for i := range cs {
+		cs[i].firstSlot = next
+		next += cs[i].Slots
+	}
+}
+
+func (d dataset) rows() int64 {
+	var n int64
+	for _, t := range d.Tenants {
+		n += t.Events
+	}
+	return n
+}
+
+// begin is the start of the range the events span.
+func (d dataset) begin() time.Time { return d.End.Add(-time.Duration(d.Days) * 24 * time.Hour) }
+
+func (t tenantData) campaignIDs(n int) []string {
+	var ids []string
+	for _, c := range t.Campaigns[:min(n, len(t.Campaigns))] {
+		ids = append(ids, c.ID)
+	}
+	return ids
+}
+
+func intList[T int | int64 | uint64](xs []T) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.FormatInt(int64(x), 10)
+	}
+	return "[" + strings.Join(s, ",") + "]"
+}
+
+func strList(xs []string) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = "'" + x + "'" // identifiers of our own making: no quotes inside
+	}
+	return "[" + strings.Join(s, ",") + "]"
+}
+
+// insertSQL is the INSERT … SELECT of rows [from, from+n) of tenant t.
+func (d dataset) insertSQL(t tenantData, from, n int64) string {
+	lookup := make([]int, 0, slots)
+	var ids, variants []string
+	var nvar, clk, clkConv []int
+	var cpm, cpc []int64
+	for _, c := range t.Campaigns {
+		for range c.Slots {
+			lookup = append(lookup, c.index)
+		}
+		ids = append(ids, c.ID)
+		nvar = append(nvar, c.Variants)
+		clk = append(clk, c.ClickBP)
+		clkConv = append(clkConv, c.ClickBP+c.ConvBP)
+		cpm = append(cpm, c.CPMMicros)
+		cpc = append(cpc, c.CPCMicros)
+	}
+	variants = []string{"a", "b", "c"}
+	var countryLookup []int
+	var codes, locales []string
+	for i, c := range countries {
+		for range c.weight {
+			countryLookup = append(countryLookup, i+1)
+		}
+		codes = append(codes, c.code)
+		locales = append(locales, c.locale)
+	}
+	var devs, apps, uas []string
+	for _, x := range devices {
+		devs, apps, uas = append(devs, x.device), append(apps, x.app), append(uas, x.userAgent)
+	}
+	span := int64(d.Days)*86400 - 3000 // session starts; its events follow within 3000 s
+	r := strings.NewReplacer(
+		"{S}", strconv.FormatUint(t.Hash, 10),
+		"{TENANT}", "'"+t.ID+"'",
+		"{SESSIONS}", strconv.FormatInt(t.Sessions, 10),
+		"{USERS}", strconv.FormatInt(t.Users, 10),
+		"{LOOKUP}", intList(lookup),
+		"{SLOTS}", strconv.Itoa(len(lookup)),
+		"{NVAR}", intList(nvar),
+		"{CLKCONV}", intList(clkConv),
+		"{CLK}", intList(clk),
+		"{CPM}", intList(cpm),
+		"{CPC}", intList(cpc),
+		"{IDS}", strList(ids),
+		"{VARIANTS}", strList(variants),
+		"{COUNTRYLOOKUP}", intList(countryLookup),
+		"{NCOUNTRYSLOTS}", strconv.Itoa(len(countryLookup)),
+		"{COUNTRIES}", strList(codes),
+		"{LOCALES}", strList(locales),
+		"{DEVICES}", strList(devs),
+		"{APPS}", strList(apps),
+		"{UAS}", strList(uas),
+		"{BEGIN}", strconv.FormatInt(d.begin().Unix(), 10),
+		"{SPAN}", strconv.FormatInt(span, 10),
+		"{FROM}", strconv.FormatInt(from, 10),
+		"{N}", strconv.FormatInt(n, 10),
+	)
+	return r.Replace(`INSERT INTO events (tenant_id, event_id, type, name, user_id, anonymous_id, campaign_id, variant,
+	value_micros, currency, event_date, event_time, event_ms, client_ms, received_ms, prop_keys, prop_values,
+	ip, user_agent, locale, app, device, source, stream_seq)
+SELECT {TENANT}, concat('ev-', toString(n)),
+	['impression', 'click', 'conversion'][t],
+	['view', 'tap', 'signup', 'add_to_cart', 'purchase'][if(t < 3, t, 3 + cn)],
+	if(anon, '', concat('u-', toString(u))), if(anon, concat('anon-', toString(u)), ''),
+	{IDS}[c], {VARIANTS}[v + 1],
+	toInt64(multiIf(t = 1, intDiv({CPM}[c] * (800 + hv % 400), 1000000), t = 2, intDiv({CPC}[c] * (800 + hv % 400), 1000),
+		cn = 0, 1000000 + hv % 4000000, cn = 1, 5000000 + hv % 45000000, 10000000 + hv % 290000000)),
+	'USD', toDate(toDateTime(sec)), toDateTime(sec), ems, ems - hv % 300, ems + 20 + intDiv(hv, 1000) % 480,
+	['country'], [{COUNTRIES}[ci]],
+	IPv4NumToString(toUInt32(167772160 + u % 16777216)), {UAS}[dv], {LOCALES}[ci], {APPS}[dv], {DEVICES}[dv],
+	'bench-loader', toUInt64(0)
+FROM (
+	SELECT number AS n,
+		cityHash64({S}, 1, n) % {SESSIONS} AS s,
+		s % {USERS} AS u,
+		cityHash64({S}, 2, s) AS hs,
+		cityHash64({S}, 3, n) AS hr,
+		cityHash64({S}, 4, n) AS hv,
+		cityHash64({S}, 5, u) AS hu,
+		{LOOKUP}[hs % {SLOTS} + 1] AS c,
+		cityHash64({S}, 6, u, c) % {NVAR}[c] AS v,
+		hr % 10000 AS r,
+		multiIf(r < {CLK}[c], 2, r < {CLKCONV}[c], 3, 1) AS t,
+		multiIf(intDiv(hr, 10000) % 100 < 40, 0, intDiv(hr, 10000) % 100 < 75, 1, 2) AS cn,
+		hu % 100 < 5 AS anon,
+		multiIf(intDiv(hu, 100) % 100 < 45, 1, intDiv(hu, 100) % 100 < 85, 2, 3) AS dv,
+		{COUNTRYLOOKUP}[intDiv(hu, 10000) % {NCOUNTRYSLOTS} + 1] AS ci,
+		{BEGIN} + intDiv(hs, {SLOTS}) % {SPAN} AS start,
+		start + multiIf(t = 1, intDiv(hr, 1000000) % 600, t = 2, 600 + intDiv(hr, 1000000) % 600, 1200 + intDiv(hr, 1000000) % 1800) AS sec,
+		sec * 1000 + intDiv(hr, 1000000000) % 1000 AS ems
+	FROM numbers({FROM}, {N}))`)
+}
+
+// metaTable records the data set a database holds, written once its load has completed.
+const metaTable = `CREATE TABLE IF NOT EXISTS bench_dataset (
+	seed UInt64, events Int64, small_tenants Int32, campaigns Int32, days Int32, end_time DateTime, row_count UInt64
+) ENGINE = TinyLog`
+
+// reusable reports whether db holds exactly the data set of cfg (recorded and counted), and
+// the end time it was loaded with.
+func reusable(ctx context.Context, conn driver.Conn, cfg config, want int64) (time.Time, bool, error) {
+	var exists uint8
+	if err := conn.QueryRow(ctx, "SELECT count() > 0 FROM system.tables WHERE database = currentDatabase() AND name = 'bench_dataset'").Scan(&exists); err != nil {
+		return time.Time{}, false, err
+	}
+	if exists == 0 {
+		return time.Time{}, false, nil
+	}
+	var seed, rowCount uint64
+	var events int64
+	var small, campaigns, days int32
+	var end time.Time
+	err := conn.QueryRow(ctx, "SELECT seed, events, small_tenants, campaigns, days, end_time, row_count FROM bench_dataset LIMIT 1").
+		Scan(&seed, &events, &small, &campaigns, &days, &end, &rowCount)
+	if err != nil {
+		return time.Time{}, false, nil // empty: a load that did not finish
+	}
+	if seed != cfg.seed || events != cfg.events || int(small) != cfg.smallTenants || int(campaigns) != cfg.campaigns || int(days) != cfg.days || int64(rowCount) != want {
+		return time.Time{}, false, nil
+	}
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM events WHERE stream_seq = 0").Scan(&n); err != nil {
+		return time.Time{}, false, err
+	}
+	return end.UTC(), int64(n) == want, nil
+}
+
+// load inserts the data set with one INSERT … SELECT per chunk, as many at once as there are
+// cores, printing progress every few seconds; it returns the time the inserts took.
+func load(ctx context.Context, conn driver.Conn, d dataset) (time.Duration, error) {
+	type chunk struct {
+		t       tenantData
+		from, n int64
+	}
+	var chunks []chunk
+	for _, t := range d.Tenants {
+		for from := int64(0); from < t.Events; from += chunkRows {
+			chunks = append(chunks, chunk{t, from, min(chunkRows, t.Events-from)})
+		}
+	}
+	total := d.rows()
+	start := time.Now()
+	var generated atomic.Int64 // rows read from numbers(), from the server's progress packets
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	go func() {
+		tick := time.NewTicker(3 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				var stored uint64
+				_ = conn.QueryRow(ctx, "SELECT count() FROM events").Scan(&stored)
+				el := time.Since(start).Seconds()
+				progress("loading: %5.1f%% generated (%d of %d rows), %d stored, %.0f rows/s stored",
+					float64(generated.Load())*100/float64(total), generated.Load(), total, stored, float64(stored)/el)
+			}
+		}
+	}()
+	work := make(chan chunk)
+	errs := make(chan error, len(chunks))
+	for range loaders() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range work {
+				cctx := ch.Context(ctx, ch.WithProgress(func(p *ch.Progress) { generated.Add(int64(p.Rows)) }))
+				if err := conn.Exec(cctx, d.insertSQL(c.t, c.from, c.n)); err != nil {
+					errs <- fmt.Errorf("load %s rows %d-%d: %w", c.t.ID, c.from, c.from+c.n, err)
+				}
+			}
+		}()
+	}
+	for _, c := range chunks {
+		work <- c
+	}
+	close(work)
+	wg.Wait()
+	close(done)
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
