@@ -69,6 +69,13 @@ var schema = []string{
 	) ENGINE = AggregatingMergeTree()
 	PARTITION BY toYYYYMM(hour)
 	ORDER BY (tenant_id, campaign_id, hour, variant, type, currency)`,
+	// writer_epochs gives each incarnation of the event stream (told apart by its creation
+	// time) an offset added to its sequences, so stored sequences keep growing when the stream
+	// is recreated and restarts at 1 — otherwise the watermark would skip its new batches.
+	`CREATE TABLE IF NOT EXISTS writer_epochs (
+		stream_created UInt64,
+		seq_offset UInt64
+	) ENGINE = MergeTree() ORDER BY stream_created`,
 	`CREATE MATERIALIZED VIEW IF NOT EXISTS events_hourly_mv TO events_hourly AS
 	SELECT tenant_id, campaign_id, toStartOfHour(event_time) AS hour, variant, type, currency,
 		countState() AS events, sumState(value_micros) AS value_micros,
@@ -181,6 +188,43 @@ func SettledWatermark(ctx context.Context, conn driver.Conn) (uint64, error) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// SeqOffset returns the offset of the stream incarnation created at streamCreated (Unix
+// nanoseconds): for a stream not seen before, the watermark so far (call it with no insert
+// running, after SettledWatermark).
+func SeqOffset(ctx context.Context, conn driver.Conn, streamCreated uint64) (uint64, error) {
+	var offsets []uint64
+	rows, err := conn.Query(ctx, `SELECT seq_offset FROM writer_epochs WHERE stream_created = ?`, streamCreated)
+	if err != nil {
+		return 0, fmt.Errorf("read stream epoch: %w", err)
+	}
+	for rows.Next() {
+		var o uint64
+		if err := rows.Scan(&o); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("read stream epoch: %w", err)
+		}
+		offsets = append(offsets, o)
+	}
+	rows.Close()
+	if len(offsets) > 0 {
+		return offsets[0], nil
+	}
+	w, err := Watermark(ctx, conn)
+	if err != nil {
+		return 0, err
+	}
+	b, err := conn.PrepareBatch(ctx, `INSERT INTO writer_epochs (stream_created, seq_offset)`)
+	if err == nil {
+		if err = b.Append(streamCreated, w); err == nil {
+			err = b.Send()
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("record stream epoch: %w", err)
+	}
+	return w, nil
 }
 
 // Watermark is the highest stream sequence stored: every batch up to it is in ClickHouse

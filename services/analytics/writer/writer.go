@@ -57,6 +57,9 @@ type Writer struct {
 	cfg    Config
 	logger *slog.Logger
 
+	// seqOffset is added to the stream's sequences (see clickhouse.SeqOffset).
+	seqOffset uint64
+
 	// crashAfterInsert, in tests, stops Run right after an insert and before the acks.
 	crashAfterInsert func() bool
 
@@ -124,7 +127,18 @@ func (w *Writer) Run(ctx context.Context) error {
 	}); err != nil {
 		return nil
 	}
-	w.logger.Info("writer started", "watermark", watermark)
+	// Stored sequences are offset per stream incarnation: a recreated stream restarts at 1.
+	if err := w.retry(ctx, nil, "read the stream epoch", func() error {
+		stream, err := w.js.Stream(ctx, natsjs.StreamName)
+		if err != nil {
+			return err
+		}
+		w.seqOffset, err = clickhouse.SeqOffset(ctx, w.conn, uint64(stream.CachedInfo().Created.UnixNano()))
+		return err
+	}); err != nil {
+		return nil
+	}
+	w.logger.Info("writer started", "watermark", watermark, "seq_offset", w.seqOffset)
 	for ctx.Err() == nil {
 		msgs, rows, err := w.collect(ctx, cons)
 		if err != nil {
@@ -210,7 +224,7 @@ func (w *Writer) collect(ctx context.Context, cons jetstream.Consumer) ([]fetche
 			sc := trace.SpanContextFromContext(otel.GetTextMapPropagator().Extract(ctx, propagation.HeaderCarrier(http.Header(m.Headers()))))
 			msgs = append(msgs, fetched{msg: m, seq: meta.Sequence.Stream, ctx: sc})
 			for _, e := range b.GetEvents() {
-				rows = append(rows, clickhouse.Row{Event: e, Seq: meta.Sequence.Stream})
+				rows = append(rows, clickhouse.Row{Event: e, Seq: w.seqOffset + meta.Sequence.Stream})
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {

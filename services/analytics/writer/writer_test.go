@@ -177,3 +177,28 @@ func TestPoisonMessagesGoToTheDeadLetterStream(t *testing.T) {
 		t.Fatalf("dead letter = %q, reason %q", msg.Data, msg.Header.Get("Cm-Reason"))
 	}
 }
+
+// A recreated stream starts again at sequence 1, below the watermark of the old one: its
+// batches must still be written, not skipped as already stored.
+func TestRecreatedStreamIsNotSkipped(t *testing.T) {
+	p := newPipeline(t)
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		p.publish(t, fmt.Sprint("old-", i), ids(fmt.Sprint("o", i), 10)...)
+	}
+	_, stop := p.start(t, nil)
+	p.waitFor(t, `SELECT count() FROM events`, 30)
+	stop()
+	if err := p.js.DeleteStream(ctx, natsjs.StreamName); err != nil {
+		t.Fatal(err)
+	}
+	if err := natsjs.EnsureStreams(ctx, p.js, natsjs.DefaultStream); err != nil {
+		t.Fatal(err)
+	}
+	p.publish(t, "new-0", ids("n", 10)...) // sequence 1 again
+	p.start(t, nil)
+	p.waitFor(t, `SELECT count() FROM events`, 40)
+	if n := p.count(t, `SELECT countMerge(events) FROM events_hourly`); n != 40 {
+		t.Fatalf("rollup counts %d events, want 40", n)
+	}
+}
