@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -140,32 +139,12 @@ func transitionSubcommands() []*command {
 // campaigns returns the CampaignService client on the gateway connection, and ctx with the
 // caller's access token, renewed first if needed.
 func (a *app) campaigns(ctx context.Context) (context.Context, campaignsv1.CampaignServiceClient, error) {
-	ctx, _, err := a.connect(ctx, true)
-	if err != nil {
-		return nil, nil, err
-	}
-	// The gateway routes every service by its package; the connection carries them all.
-	cc, ok := a.conn.(grpc.ClientConnInterface)
-	if !ok {
-		return nil, nil, fmt.Errorf("connection to %s cannot carry CampaignService calls", a.addr)
-	}
-	return ctx, campaignsv1.NewCampaignServiceClient(cc), nil
+	return serviceClient(ctx, a, campaignsv1.NewCampaignServiceClient)
 }
 
-// callCampaigns makes one CampaignService call within -timeout and prints its result, as
-// table writes it or as JSON.
+// callCampaigns makes one CampaignService call within -timeout and prints its result.
 func callCampaigns[M proto.Message](ctx context.Context, a *app, table func(io.Writer, M) error, call func(context.Context, campaignsv1.CampaignServiceClient) (M, error)) error {
-	ctx, client, err := a.campaigns(ctx)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := a.callContext(ctx)
-	defer cancel()
-	m, err := call(ctx, client)
-	if err != nil {
-		return err
-	}
-	return a.emit(m, func(w io.Writer) error { return table(w, m) })
+	return callService(ctx, a, campaignsv1.NewCampaignServiceClient, table, call)
 }
 
 // campaignFlags are the flags that define a campaign, and the update_mask path of each.

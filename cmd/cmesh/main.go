@@ -526,6 +526,38 @@ func (a *app) notePage(next string) {
 	}
 }
 
+// serviceClient returns a client of any mesh service on the gateway connection (the gateway
+// routes every service by its proto package), and ctx with the caller's access token, renewed
+// first if needed.
+func serviceClient[C any](ctx context.Context, a *app, newClient func(grpc.ClientConnInterface) C) (context.Context, C, error) {
+	var none C
+	ctx, _, err := a.connect(ctx, true)
+	if err != nil {
+		return nil, none, err
+	}
+	cc, ok := a.conn.(grpc.ClientConnInterface)
+	if !ok {
+		return nil, none, fmt.Errorf("connection to %s cannot carry calls of other services", a.addr)
+	}
+	return ctx, newClient(cc), nil
+}
+
+// callService makes one call of a mesh service's client within -timeout and prints its result,
+// as table writes it or as JSON.
+func callService[C any, M proto.Message](ctx context.Context, a *app, newClient func(grpc.ClientConnInterface) C, table func(io.Writer, M) error, call func(context.Context, C) (M, error)) error {
+	ctx, client, err := serviceClient(ctx, a, newClient)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := a.callContext(ctx)
+	defer cancel()
+	m, err := call(ctx, client)
+	if err != nil {
+		return err
+	}
+	return a.emit(m, func(w io.Writer) error { return table(w, m) })
+}
+
 // callOne makes one authenticated call and prints its result, as table writes it or as JSON.
 func callOne[M proto.Message](ctx context.Context, a *app, table func(io.Writer, M) error, call func(context.Context, authv1.AuthServiceClient) (M, error)) error {
 	ctx, client, err := a.connect(ctx, true)

@@ -14,7 +14,6 @@ import (
 	"time"
 	_ "time/tzdata" // -tz must not depend on the zone database of the machine cmesh runs on
 
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -92,33 +91,12 @@ after an hour; cmesh then reconnects.
 // analytics returns the AnalyticsService client on the gateway connection, and ctx with the
 // caller's access token, renewed first if needed.
 func (a *app) analytics(ctx context.Context) (context.Context, analyticsv1.AnalyticsServiceClient, error) {
-	ctx, _, err := a.connect(ctx, true)
-	if err != nil {
-		return nil, nil, err
-	}
-	// The gateway routes every service by its package; the AuthService connection carries
-	// the AnalyticsService too.
-	cc, ok := a.conn.(grpc.ClientConnInterface)
-	if !ok {
-		return nil, nil, fmt.Errorf("connection to %s cannot carry AnalyticsService calls", a.addr)
-	}
-	return ctx, analyticsv1.NewAnalyticsServiceClient(cc), nil
+	return serviceClient(ctx, a, analyticsv1.NewAnalyticsServiceClient)
 }
 
-// callAnalytics makes one AnalyticsService call within -timeout and prints its result, as
-// table writes it or as JSON.
+// callAnalytics makes one AnalyticsService call within -timeout and prints its result.
 func callAnalytics[M proto.Message](ctx context.Context, a *app, table func(io.Writer, M) error, call func(context.Context, analyticsv1.AnalyticsServiceClient) (M, error)) error {
-	ctx, client, err := a.analytics(ctx)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := a.callContext(ctx)
-	defer cancel()
-	m, err := call(ctx, client)
-	if err != nil {
-		return err
-	}
-	return a.emit(m, func(w io.Writer) error { return table(w, m) })
+	return callService(ctx, a, analyticsv1.NewAnalyticsServiceClient, table, call)
 }
 
 // ---- time flags ----
