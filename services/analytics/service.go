@@ -72,39 +72,37 @@ func (s *Service) aggregate(ctx context.Context, q Query) ([]Aggregate, error) {
 	return s.store.Aggregate(ctx, q)
 }
 
+// acquire counts a query against the tenant's limit; call the returned func when it ends.
 func (s *Service) acquire(tenant string) (func(), error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.running[tenant] >= s.limits.ConcurrentPerTenant {
+	return s.take(s.running, tenant, s.limits.ConcurrentPerTenant, func() *apperr.Error {
 		e := apperr.New(apperr.ResourceExhausted, "TOO_MANY_QUERIES", "too many analytics queries at once for this tenant (limit %d); retry shortly", s.limits.ConcurrentPerTenant)
 		e.RetryAfter = time.Second
-		return nil, e
-	}
-	s.running[tenant]++
-	return func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.running[tenant]--; s.running[tenant] == 0 {
-			delete(s.running, tenant)
-		}
-	}, nil
+		return e
+	})
 }
 
 // OpenLive counts a live stream against the tenant's limit; call the returned func when it ends.
 func (s *Service) OpenLive(tenant string) (func(), error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.live[tenant] >= s.limits.LiveStreamsPerTenant {
+	return s.take(s.live, tenant, s.limits.LiveStreamsPerTenant, func() *apperr.Error {
 		e := apperr.New(apperr.ResourceExhausted, "TOO_MANY_STREAMS", "too many live metric streams open for this tenant (limit %d)", s.limits.LiveStreamsPerTenant)
 		e.RetryAfter = 10 * time.Second
-		return nil, e
+		return e
+	})
+}
+
+// take adds one to the tenant's count in counts unless it is at limit (then refused()).
+func (s *Service) take(counts map[string]int, tenant string, limit int, refused func() *apperr.Error) (func(), error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if counts[tenant] >= limit {
+		return nil, refused()
 	}
-	s.live[tenant]++
+	counts[tenant]++
 	return func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if s.live[tenant]--; s.live[tenant] == 0 {
-			delete(s.live, tenant)
+		if counts[tenant]--; counts[tenant] == 0 {
+			delete(counts, tenant)
 		}
 	}, nil
 }
@@ -190,11 +188,15 @@ func (s *Service) Summary(ctx context.Context, tenant string, req *analyticsv1.G
 	if err != nil {
 		return nil, err
 	}
-	totalQ := q
-	totalQ.Dimension = NoDimension
-	total, err := s.aggregate(ctx, totalQ)
-	if err != nil {
-		return nil, err
+	// One campaign without variants: its row is the total; otherwise distinct users across
+	// the rows need a query of their own.
+	total := rows
+	if len(ids) > 1 || q.Dimension == CampaignVariant {
+		totalQ := q
+		totalQ.Dimension = NoDimension
+		if total, err = s.aggregate(ctx, totalQ); err != nil {
+			return nil, err
+		}
 	}
 	resp := &analyticsv1.GetCampaignSummaryResponse{Source: source, Total: metricsOf(first(total))}
 	slices.SortFunc(rows, func(a, b Aggregate) int {
