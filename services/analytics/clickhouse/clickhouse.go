@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
@@ -112,14 +113,22 @@ type Row struct {
 	Seq   uint64
 }
 
+// queryPrefixes caches writerQueryPrefix per connection: it is read once, not on every insert.
+var queryPrefixes sync.Map // driver.Conn → string
+
 // writerQueryPrefix marks the writer's inserts into one database (in their query id), so that a
 // restarted writer can see whether an insert of a predecessor is still running.
 func writerQueryPrefix(ctx context.Context, conn driver.Conn) (string, error) {
+	if p, ok := queryPrefixes.Load(conn); ok {
+		return p.(string), nil
+	}
 	var db string
 	if err := conn.QueryRow(ctx, `SELECT currentDatabase()`).Scan(&db); err != nil {
 		return "", fmt.Errorf("read current database: %w", err)
 	}
-	return "cm-writer-" + db + "-", nil
+	p := "cm-writer-" + db + "-"
+	queryPrefixes.Store(conn, p)
+	return p, nil
 }
 
 // Insert writes rows in one native batch insert (one block: atomic on a MergeTree table).
