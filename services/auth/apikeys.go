@@ -131,7 +131,7 @@ func (s *Service) CheckAPIKey(ctx context.Context, secret string) (APIKey, error
 		return APIKey{}, errBadAPIKey
 	}
 	k, hash, tenantState, err := s.store.APIKeyForVerify(ctx, id)
-	if isNotFound(err) {
+	if apperr.HasCode(err, apperr.NotFound) {
 		return APIKey{}, errBadAPIKey
 	}
 	if err != nil {

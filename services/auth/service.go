@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -71,7 +70,7 @@ func (s *Service) Login(ctx context.Context, tenantSlug, email, password, client
 	if tenantSlug != "" {
 		t, err := s.store.GetTenantBySlug(ctx, tenantSlug)
 		switch {
-		case isNotFound(err):
+		case apperr.HasCode(err, apperr.NotFound):
 			tenantOK = false
 		case err != nil:
 			return Token{}, err
@@ -87,7 +86,7 @@ func (s *Service) Login(ctx context.Context, tenantSlug, email, password, client
 	if tenantOK {
 		u, h, err := s.store.UserCredentials(ctx, tenantID, email)
 		switch {
-		case isNotFound(err):
+		case apperr.HasCode(err, apperr.NotFound):
 		case err != nil:
 			return Token{}, err
 		default:
@@ -238,7 +237,7 @@ func (s *Service) DisableUser(ctx context.Context, caller *authn.Principal, id s
 // ChangeUserRole gives a user of the caller's tenant another tenant role; nobody changes their
 // own role.
 func (s *Service) ChangeUserRole(ctx context.Context, caller *authn.Principal, id string, role rbac.Role) (User, error) {
-	if err := firstErr(ValidateID("id", id), ValidateRole("role", role)); err != nil {
+	if err := apperr.First(ValidateID("id", id), ValidateRole("role", role)); err != nil {
 		return User{}, err
 	}
 	if id == caller.Subject {
@@ -254,17 +253,3 @@ func (s *Service) PublishedKeys(ctx context.Context) ([]PublicKey, error) {
 
 // RotateSigningKey makes a new key sign tokens.
 func (s *Service) RotateSigningKey(ctx context.Context) (PublicKey, error) { return s.keys.Rotate(ctx) }
-
-func isNotFound(err error) bool {
-	var de *apperr.Error
-	return errors.As(err, &de) && de.Code == apperr.NotFound
-}
-
-func firstErr(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/access"
+	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 )
 
 // SchedulerActor is the actor of the scheduler's transitions and audit records.
@@ -280,7 +281,7 @@ func (s *Scheduler) checkTenant(ctx context.Context, tenant string, cs []Campaig
 		}
 		updated, t, err := s.store.UpdateCampaign(ctx, tenant, c.ID, change)
 		switch {
-		case errors.Is(err, ErrUnchanged), isNotFound(err):
+		case errors.Is(err, ErrUnchanged), apperr.HasCode(err, apperr.NotFound):
 			continue // changed or deleted meanwhile, or another replica got there first
 		case err != nil:
 			return made, fmt.Errorf("apply budget verdict to campaign %s: %w", c.ID, err)

@@ -2,7 +2,6 @@ package campaigns
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"maps"
 	"slices"
@@ -134,7 +133,7 @@ func (s *Service) UpdateCampaign(ctx context.Context, caller *authn.Principal, i
 	}
 	access.Annotate(ctx, "", "", in.ID)
 	fields, err := ParseMask(mask)
-	if err = firstErr(ValidateID("campaign.id", in.ID), err); err != nil {
+	if err = apperr.First(ValidateID("campaign.id", in.ID), err); err != nil {
 		return Campaign{}, err
 	}
 	in.normalize()
@@ -390,18 +389,4 @@ func (s *Service) spendOf(ctx context.Context, c Campaign, now, dayStart time.Ti
 		return 0, 0, errNoSpend
 	}
 	return spendIn(all, c.ID, c.Budget.Currency), spendIn(day, c.ID, c.Budget.Currency), nil
-}
-
-func isNotFound(err error) bool {
-	var de *apperr.Error
-	return errors.As(err, &de) && de.Code == apperr.NotFound
-}
-
-func firstErr(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -72,6 +72,22 @@ func New(code Code, reason, format string, args ...any) *Error {
 	return &Error{Code: code, Reason: reason, Message: fmt.Sprintf(format, args...)}
 }
 
+// HasCode reports whether err is (or wraps) a domain error with code.
+func HasCode(err error, code Code) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == code
+}
+
+// First returns the first non-nil error (validations run in order, the first failure answers).
+func First(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // NotFoundf returns a NOT_FOUND error for a kind of resource, e.g. NotFoundf("user %s", id).
 func NotFoundf(format string, args ...any) *Error {
 	return New(NotFound, "NOT_FOUND", format+" not found", args...)
