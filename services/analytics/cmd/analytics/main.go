@@ -111,10 +111,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 		grpcserver.WithService("analytics"),
 		grpcserver.WithLogger(logger),
 		grpcserver.WithTLS(certs.ServerConfig()),
-		grpcserver.WithVerifier(authn.Verifier{
-			Tokens: authn.NewJWTVerifier(authn.NewRemoteKeys(authClient, 0, 0)),
-			Keys:   authn.NewRemoteAPIKeys(authClient, 0),
-		}),
+		grpcserver.WithVerifier(authn.NewRemoteVerifier(authClient)),
 		grpcserver.WithMetrics(reg),
 		grpcserver.WithGracePeriod(s.grace),
 	)

@@ -99,10 +99,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	svc := campaigns.NewService(store, spend).WithLogger(logger)
 	scheduler := campaigns.NewScheduler(store, spend, outbox, logger,
 		campaigns.WithInterval(s.schedulerInterval), campaigns.WithBudgetInterval(s.budgetInterval))
-	verifier := authn.Verifier{
-		Tokens: authn.NewJWTVerifier(authn.NewRemoteKeys(authClient, 0, 0)),
-		Keys:   authn.NewRemoteAPIKeys(authClient, 0),
-	}
+	verifier := authn.NewRemoteVerifier(authClient)
 	opts, err := grpcapi.ServerOptions(ctx, store.Pool(), verifier, outbox, logger)
 	if err != nil {
 		return err

@@ -97,10 +97,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 		grpcserver.WithService("ingest"),
 		grpcserver.WithLogger(logger),
 		grpcserver.WithTLS(certs.ServerConfig()),
-		grpcserver.WithVerifier(authn.Verifier{
-			Tokens: authn.NewJWTVerifier(authn.NewRemoteKeys(authClient, 0, 0)),
-			Keys:   authn.NewRemoteAPIKeys(authClient, 0),
-		}),
+		grpcserver.WithVerifier(authn.NewRemoteVerifier(authClient)),
 		grpcserver.WithMetrics(reg),
 		grpcserver.WithMaxRecvMsgSize(s.limits.MaxBatchBytes+64<<10),
 		grpcserver.WithGracePeriod(s.grace),
