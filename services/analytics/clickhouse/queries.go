@@ -286,15 +286,11 @@ func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.D
 		return st, fmt.Errorf("count rows to delete: %w", err)
 	}
 	st.RemainingRows = int64(remaining)
-	var running uint8
-	err := q.conn.QueryRow(ctx, `SELECT mutation_id, is_done FROM system.mutations
-		WHERE database = currentDatabase() AND table = 'events' AND position(command, ?) > 0
-		ORDER BY create_time DESC LIMIT 1`, tag).Scan(&st.MutationID, &running)
-	found := err == nil
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return st, fmt.Errorf("read mutations: %w", err)
+	var isDone, found bool
+	var err error
+	if st.MutationID, isDone, found, err = q.mutation(ctx, tag); err != nil {
+		return st, err
 	}
-	isDone := found && running == 1
 	if remaining == 0 && (!found || isDone) {
 		st.Done = true
 		return st, nil
@@ -317,10 +313,21 @@ func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.D
 			}
 		}
 	}
-	if err := q.conn.QueryRow(ctx, `SELECT mutation_id FROM system.mutations
+	st.MutationID, _, _, err = q.mutation(ctx, tag)
+	return st, err
+}
+
+// mutation finds the newest mutation of the events table tagged tag.
+func (q *Queries) mutation(ctx context.Context, tag string) (id string, done, found bool, err error) {
+	var isDone uint8
+	err = q.conn.QueryRow(ctx, `SELECT mutation_id, is_done FROM system.mutations
 		WHERE database = currentDatabase() AND table = 'events' AND position(command, ?) > 0
-		ORDER BY create_time DESC LIMIT 1`, tag).Scan(&st.MutationID); err != nil {
-		return st, fmt.Errorf("read mutations: %w", err)
+		ORDER BY create_time DESC LIMIT 1`, tag).Scan(&id, &isDone)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", false, false, nil
+	case err != nil:
+		return "", false, false, fmt.Errorf("read mutations: %w", err)
 	}
-	return st, nil
+	return id, isDone == 1, true, nil
 }

@@ -386,3 +386,64 @@ func code(err error) codes.Code {
 	st, _ := apperr.ToStatus(err)
 	return status.Code(st.Err())
 }
+
+func TestDeleteEventsOfASubjectAndOfARange(t *testing.T) {
+	conn := open(t, dataset, 1)
+	svc := analytics.NewService(clickhouse.NewQueries(conn, clickhouse.DefaultQueryLimits), analytics.DefaultLimits)
+	ctx := context.Background()
+	count := func(where string) uint64 {
+		t.Helper()
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM events WHERE "+where).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	deleteUntilDone := func(req *analyticsv1.DeleteEventsRequest) *analyticsv1.DeleteEventsResponse {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			resp, err := svc.Delete(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.GetDone() {
+				return resp
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("deletion not done: %v", resp)
+			}
+			time.Sleep(100 * time.Millisecond) // polling the mutation under a deadline
+		}
+	}
+	// Subject u1 of t1: its 4 events go; t2's u1 stays.
+	first, err := svc.Delete(ctx, &analyticsv1.DeleteEventsRequest{TenantId: "t1", SubjectId: "u1"})
+	if err != nil || first.GetRemainingRows() != 4 || first.GetMutationId() == "" {
+		t.Fatalf("first call: %v %v, want 4 remaining rows and a mutation", first, err)
+	}
+	if resp := deleteUntilDone(&analyticsv1.DeleteEventsRequest{TenantId: "t1", SubjectId: "u1"}); resp.GetRemainingRows() != 0 {
+		t.Fatalf("done with %d rows left", resp.GetRemainingRows())
+	}
+	if n := count("tenant_id = 't1' AND user_id = 'u1'"); n != 0 {
+		t.Errorf("%d events of t1's u1 left", n)
+	}
+	if n := count("tenant_id = 't2'"); n != 1 {
+		t.Errorf("t2 has %d events, want its 1 untouched", n)
+	}
+	// A range of t1 holding e4, e5 and e6 (2026-03-28 23:00 to 2026-03-29 02:00), whole hours:
+	// their rollup hours go too.
+	deleteUntilDone(&analyticsv1.DeleteEventsRequest{TenantId: "t1", StartTime: ts("2026-03-28T23:00:00Z"), EndTime: ts("2026-03-29T02:00:00Z")})
+	if n := count("tenant_id = 't1'"); n != 6-3 {
+		t.Errorf("t1 has %d events after both deletions, want 3", n)
+	}
+	var rolled uint64
+	if err := conn.QueryRow(ctx, `SELECT countMerge(events) FROM events_hourly WHERE tenant_id = 't1' AND hour >= toDateTime('2026-03-28 23:00:00', 'UTC') AND hour < toDateTime('2026-03-29 02:00:00', 'UTC')`).Scan(&rolled); err != nil {
+		t.Fatal(err)
+	}
+	if rolled != 0 {
+		t.Errorf("rollup still counts %d events in the deleted hours", rolled)
+	}
+	if _, err := svc.Delete(ctx, &analyticsv1.DeleteEventsRequest{TenantId: "t1"}); code(err) != codes.InvalidArgument {
+		t.Errorf("neither subject nor range: %v, want INVALID_ARGUMENT", err)
+	}
+}
