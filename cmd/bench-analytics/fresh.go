@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -23,7 +22,6 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
-	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
 	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
 	"github.com/campaignmesh/campaignmesh/services/ingest"
 	ingestapi "github.com/campaignmesh/campaignmesh/services/ingest/grpcapi"
@@ -66,21 +64,8 @@ func (b *bench) freshness(ctx context.Context, e *env) (freshStats, error) {
 	if err := natsjs.EnsureStreams(ctx, js, natsjs.DefaultStream); err != nil {
 		return st, err
 	}
-	// The writer skips batches at or below its watermark, max(stream_seq) in ClickHouse: a
-	// database kept from an earlier run holds that run's batches, so this stream starts above.
-	w, err := clickhouse.Watermark(ctx, e.svcConn)
-	if err != nil {
-		return st, err
-	}
-	if w > 0 {
-		s, err := js.Stream(ctx, natsjs.StreamName)
-		if err == nil {
-			err = s.Purge(ctx, jetstream.WithPurgeSequence(w+1))
-		}
-		if err != nil {
-			return st, fmt.Errorf("start the stream above the watermark %d: %w", w, err)
-		}
-	}
+	// A database kept from an earlier run holds that run's stream sequences; the writer offsets
+	// a new stream's sequences past them (writer_epochs), so nothing is needed here.
 
 	wctx, stopWriter := context.WithCancel(ctx)
 	writerDone := make(chan struct{})

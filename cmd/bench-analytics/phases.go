@@ -40,6 +40,7 @@ type env struct {
 	chAddr  string
 	svcConn driver.Conn // the analytics service's (and the writer's) connection
 	client  analyticsv1.AnalyticsServiceClient
+	sent    *recorder // what the service sent to ClickHouse
 }
 
 // token signs a JWT for tenant with role, as the auth service would.
@@ -103,7 +104,8 @@ func (b *bench) run(ctx context.Context) error {
 		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": e.pub})}),
 		grpcserver.WithMetrics(prometheus.NewRegistry()),
 	)
-	svc := analytics.NewService(clickhouse.NewQueries(e.svcConn, clickhouse.DefaultQueryLimits), analytics.DefaultLimits)
+	e.sent = &recorder{Store: clickhouse.NewQueries(e.svcConn, clickhouse.DefaultQueryLimits)}
+	svc := analytics.NewService(e.sent, analytics.DefaultLimits)
 	analyticsv1.RegisterAnalyticsServiceServer(srv.GRPC(), grpcapi.NewServer(svc))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -5,10 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
+	"sync"
 	"time"
 
-	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -20,60 +19,70 @@ import (
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
 )
 
-// What the Service does before it reaches the store, reproduced so that the direct runs send
-// exactly the SQL the RPC sends: the range a request without a start resolves to, the first
-// bucket of a series, and whether the rollups can answer (analytics.canUseRollup).
-
-// defaultFrom is the start of a request without one: DefaultRange before the hour of now.
-func defaultFrom(now time.Time) time.Time {
-	return now.UTC().Truncate(time.Second).Truncate(time.Hour).Add(-analytics.DefaultLimits.DefaultRange)
+// recorder is the store under the bench's analytics service: it passes every query on and
+// keeps those of the calls since the last reset, so a direct run replays exactly what an RPC
+// sent to ClickHouse — nothing of the service's planning is reproduced here.
+type recorder struct {
+	analytics.Store
+	mu      sync.Mutex
+	aggs    []analytics.Query
+	funnels []analytics.FunnelQuery
 }
 
-// firstBucket is the start of the bucket holding from (analytics.bucketStarts' first).
-func firstBucket(g analytics.Granularity, loc *time.Location, from time.Time) time.Time {
-	l := from.In(loc)
-	switch g {
-	case analytics.Minute:
-		return from.Truncate(time.Minute).UTC()
-	case analytics.Hour:
-		t := time.Date(l.Year(), l.Month(), l.Day(), l.Hour(), 0, 0, 0, loc)
-		if t.After(from) {
-			t = t.Add(-time.Hour)
-		}
-		return t.UTC()
-	}
-	return time.Date(l.Year(), l.Month(), l.Day(), 0, 0, 0, 0, loc).UTC()
+func (r *recorder) Aggregate(ctx context.Context, q analytics.Query) ([]analytics.Aggregate, error) {
+	r.mu.Lock()
+	r.aggs = append(r.aggs, q)
+	r.mu.Unlock()
+	return r.Store.Aggregate(ctx, q)
 }
 
-func wholeHour(t time.Time) bool { return t.Equal(t.Truncate(time.Hour)) }
+func (r *recorder) Funnel(ctx context.Context, f analytics.FunnelQuery) ([]int64, error) {
+	r.mu.Lock()
+	r.funnels = append(r.funnels, f)
+	r.mu.Unlock()
+	return r.Store.Funnel(ctx, f)
+}
 
-// rollupAnswers is analytics.canUseRollup.
-func rollupAnswers(q analytics.Query) bool {
-	dims := []analytics.Dimension{analytics.NoDimension, analytics.Campaign, analytics.CampaignVariant, analytics.Bucket, analytics.EventType, analytics.Variant}
-	if !slices.Contains(dims, q.Dimension) || !wholeHour(q.Start) || (!q.OpenEnd && !wholeHour(q.End)) {
-		return false
-	}
-	if q.Dimension == analytics.Bucket {
-		if q.Granularity == analytics.Minute {
-			return false
-		}
-		for t := q.Start; t.Before(q.End.Add(24 * time.Hour)); t = t.Add(24 * time.Hour) {
-			if t.After(q.End) {
-				t = q.End
+// reset forgets what was recorded; take returns it.
+func (r *recorder) reset() { r.mu.Lock(); r.aggs, r.funnels = nil, nil; r.mu.Unlock() }
+
+func (r *recorder) take() ([]analytics.Query, []analytics.FunnelQuery) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.aggs), slices.Clone(r.funnels)
+}
+
+// replay is the direct run of what one RPC sent: the same queries, in the same order, through
+// the store's SQL and clickhouse-go on the bench's own connection (no gRPC, no service).
+func replay(direct analytics.Store, aggs []analytics.Query, funnels []analytics.FunnelQuery) run {
+	return func(ctx context.Context) (int64, analyticsv1.DataSource, error) {
+		var figure int64
+		source := analyticsv1.DataSource_DATA_SOURCE_RAW
+		for _, q := range aggs {
+			rows, err := direct.Aggregate(ctx, q)
+			if err != nil {
+				return 0, 0, err
 			}
-			if _, off := t.In(q.Location).Zone(); off%3600 != 0 {
-				return false
+			figure = 0
+			for _, r := range rows {
+				figure += r.Events
+			}
+			if q.Rollup {
+				source = analyticsv1.DataSource_DATA_SOURCE_ROLLUP
 			}
 		}
+		for _, f := range funnels {
+			users, err := direct.Funnel(ctx, f)
+			if err != nil {
+				return 0, 0, err
+			}
+			figure = 0
+			for _, n := range users {
+				figure += n
+			}
+		}
+		return figure, source, nil
 	}
-	return true
-}
-
-func sourceOf(q analytics.Query) analyticsv1.DataSource {
-	if q.Rollup {
-		return analyticsv1.DataSource_DATA_SOURCE_ROLLUP
-	}
-	return analyticsv1.DataSource_DATA_SOURCE_RAW
 }
 
 func sourceName(s analyticsv1.DataSource) string {
@@ -107,118 +116,25 @@ type queryStats struct {
 const minRuns = 5
 
 // tooExpensive reports whether err is a query stopped at a ClickHouse limit (time, memory,
-// rows): QUERY_TOO_EXPENSIVE from the RPC, the exception itself from a direct run.
+// rows): QUERY_TOO_EXPENSIVE from the RPC, the store's error from a direct run.
 func tooExpensive(err error) bool {
-	if status.Code(err) == codes.ResourceExhausted {
-		return true
-	}
-	var ex *ch.Exception
-	return errors.As(err, &ex) && (ex.Code == 159 || ex.Code == 241 || ex.Code == 396 || ex.Code == 158)
-}
-
-// store runs SQL as the store does (the same settings) and reads every row into the types the
-// store scans into.
-type store struct {
-	conn driver.Conn
-}
-
-func (s store) settings(ctx context.Context) context.Context {
-	l := clickhouse.DefaultQueryLimits
-	return ch.Context(ctx, ch.WithSettings(ch.Settings{
-		"max_execution_time": int(l.MaxExecutionTime / time.Second),
-		"max_result_rows":    l.MaxResultRows,
-		"max_memory_usage":   int(l.MaxMemory),
-	}))
-}
-
-// aggregate runs the queries one after the other (a summary's groups, then its total) and
-// returns the events of the last one.
-func (s store) aggregate(ctx context.Context, qs ...analytics.Query) (int64, analyticsv1.DataSource, error) {
-	var events int64
-	for _, q := range qs {
-		sql, args, err := clickhouse.AggregateSQL(q)
-		if err != nil {
-			return 0, 0, err
-		}
-		rows, err := s.conn.Query(s.settings(ctx), sql, args...)
-		if err != nil {
-			return 0, 0, err
-		}
-		events = 0
-		for rows.Next() {
-			var r analytics.Aggregate
-			var value, spend int64
-			if err := rows.Scan(&r.K1, &r.K2, &r.Events, &r.Impressions, &r.Clicks, &r.Conversions, &r.UniqueUsers,
-				&r.Currencies, &r.ConversionValue, &r.Spend, &value, &spend); err != nil {
-				rows.Close()
-				return 0, 0, err
-			}
-			events += r.Events
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return 0, 0, err
-		}
-	}
-	return events, sourceOf(qs[0]), nil
-}
-
-func (s store) funnel(ctx context.Context, f analytics.FunnelQuery) (int64, analyticsv1.DataSource, error) {
-	sql, args := clickhouse.FunnelSQL(f)
-	rows, err := s.conn.Query(s.settings(ctx), sql, args...)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer rows.Close()
-	reached := make([]int64, len(f.Steps))
-	for rows.Next() {
-		var level uint8
-		var n uint64
-		if err := rows.Scan(&level, &n); err != nil {
-			return 0, 0, err
-		}
-		for i := 0; i < int(level) && i < len(reached); i++ {
-			reached[i] += int64(n)
-		}
-	}
-	var users int64
-	for _, n := range reached {
-		users += n
-	}
-	return users, analyticsv1.DataSource_DATA_SOURCE_RAW, rows.Err()
+	return status.Code(err) == codes.ResourceExhausted || errors.Is(err, analytics.ErrTooExpensive)
 }
 
 func metricsEvents(m *analyticsv1.Metrics) int64 { return m.GetEvents() }
 
-// cases are the query types, each as an RPC and as the SQL the Service sends for it.
-func cases(c analyticsv1.AnalyticsServiceClient, s store, d dataset) []queryCase {
-	big := d.Tenants[0]
-	tenant := big.ID
-	one := big.campaignIDs(1)
-	ten := big.campaignIDs(10)
-	berlin, _ := time.LoadLocation("Europe/Berlin")
-	summary := func(ids []string, byVariant bool, src analyticsv1.DataSource) (run, run) {
-		rpc := func(ctx context.Context) (int64, analyticsv1.DataSource, error) {
+// cases are the query types, each as an RPC; check derives each one's direct run from what
+// the RPC sent.
+func cases(c analyticsv1.AnalyticsServiceClient, big tenantData) []queryCase {
+	summary := func(ids []string, byVariant bool, src analyticsv1.DataSource) run {
+		return func(ctx context.Context) (int64, analyticsv1.DataSource, error) {
 			r, err := c.GetCampaignSummary(ctx, &analyticsv1.GetCampaignSummaryRequest{CampaignIds: ids, ByVariant: byVariant, Source: src})
 			return metricsEvents(r.GetTotal()), r.GetSource(), err
 		}
-		direct := func(ctx context.Context) (int64, analyticsv1.DataSource, error) {
-			now := time.Now()
-			q := analytics.Query{TenantID: tenant, CampaignIDs: ids, Start: defaultFrom(now), End: now.UTC().Truncate(time.Second), OpenEnd: true, Dimension: analytics.Campaign}
-			if byVariant {
-				q.Dimension = analytics.CampaignVariant
-			}
-			q.Rollup = src != analyticsv1.DataSource_DATA_SOURCE_RAW && rollupAnswers(q)
-			total := q
-			total.Dimension = analytics.NoDimension
-			return s.aggregate(ctx, q, total)
-		}
-		return rpc, direct
 	}
-	series := func(g analytics.Granularity, tz string, loc *time.Location, start func() *time.Time) (run, run) {
-		rpc := func(ctx context.Context) (int64, analyticsv1.DataSource, error) {
-			req := &analyticsv1.GetMetricSeriesRequest{Granularity: analyticsv1.Granularity(g), TimeZone: tz}
+	series := func(g analyticsv1.Granularity, tz string, start func() *time.Time) run {
+		return func(ctx context.Context) (int64, analyticsv1.DataSource, error) {
+			req := &analyticsv1.GetMetricSeriesRequest{Granularity: g, TimeZone: tz}
 			if t := start(); t != nil {
 				req.StartTime = timestamppb.New(*t)
 			}
@@ -229,21 +145,9 @@ func cases(c analyticsv1.AnalyticsServiceClient, s store, d dataset) []queryCase
 			}
 			return events, r.GetSource(), err
 		}
-		direct := func(ctx context.Context) (int64, analyticsv1.DataSource, error) {
-			now := time.Now()
-			from := defaultFrom(now)
-			if t := start(); t != nil {
-				from = *t
-			}
-			q := analytics.Query{TenantID: tenant, Start: firstBucket(g, loc, from), End: now.UTC().Truncate(time.Second), OpenEnd: true,
-				Dimension: analytics.Bucket, Granularity: g, Location: loc}
-			q.Rollup = rollupAnswers(q)
-			return s.aggregate(ctx, q)
-		}
-		return rpc, direct
 	}
-	breakdown := func(dim analyticsv1.Dimension, key string, metric analyticsv1.Metric) (run, run) {
-		rpc := func(ctx context.Context) (int64, analyticsv1.DataSource, error) {
+	breakdown := func(dim analyticsv1.Dimension, key string, metric analyticsv1.Metric) run {
+		return func(ctx context.Context) (int64, analyticsv1.DataSource, error) {
 			r, err := c.GetBreakdown(ctx, &analyticsv1.GetBreakdownRequest{Dimension: dim, PropertyKey: key, Metric: metric})
 			var events int64
 			for _, row := range r.GetRows() {
@@ -251,21 +155,10 @@ func cases(c analyticsv1.AnalyticsServiceClient, s store, d dataset) []queryCase
 			}
 			return events, 0, err
 		}
-		dims := map[analyticsv1.Dimension]analytics.Dimension{analyticsv1.Dimension_DIMENSION_PROPERTY: analytics.Property, analyticsv1.Dimension_DIMENSION_CAMPAIGN: analytics.Campaign}
-		metrics := map[analyticsv1.Metric]analytics.Metric{analyticsv1.Metric_METRIC_UNSPECIFIED: analytics.MetricEvents, analyticsv1.Metric_METRIC_CONVERSIONS: analytics.MetricConversions}
-		direct := func(ctx context.Context) (int64, analyticsv1.DataSource, error) {
-			now := time.Now()
-			q := analytics.Query{TenantID: tenant, Start: defaultFrom(now), End: now.UTC().Truncate(time.Second), OpenEnd: true, Dimension: dims[dim], PropertyKey: key,
-				OrderBy: metrics[metric], Limit: 10}
-			q.Rollup = rollupAnswers(q)
-			return s.aggregate(ctx, q)
-		}
-		return rpc, direct
 	}
-	steps := []string{"view", "tap", "purchase"}
-	funnelRPC := func(ctx context.Context) (int64, analyticsv1.DataSource, error) {
+	funnel := func(ctx context.Context) (int64, analyticsv1.DataSource, error) {
 		req := &analyticsv1.GetFunnelRequest{WindowSeconds: 86400}
-		for _, n := range steps {
+		for _, n := range []string{"view", "tap", "purchase"} {
 			req.Steps = append(req.Steps, &analyticsv1.FunnelStep{EventName: n})
 		}
 		r, err := c.GetFunnel(ctx, req)
@@ -275,14 +168,6 @@ func cases(c analyticsv1.AnalyticsServiceClient, s store, d dataset) []queryCase
 		}
 		return users, 0, err
 	}
-	funnelDirect := func(ctx context.Context) (int64, analyticsv1.DataSource, error) {
-		now := time.Now()
-		f := analytics.FunnelQuery{TenantID: tenant, Start: defaultFrom(now), End: now.UTC().Truncate(time.Second), OpenEnd: true, Window: 24 * time.Hour}
-		for _, n := range steps {
-			f.Steps = append(f.Steps, analytics.FunnelStep{EventName: n})
-		}
-		return s.funnel(ctx, f)
-	}
 	noStart := func() *time.Time { return nil }
 	sixHours := func() *time.Time { t := time.Now().UTC().Truncate(time.Minute).Add(-6 * time.Hour); return &t }
 	const (
@@ -290,28 +175,18 @@ func cases(c analyticsv1.AnalyticsServiceClient, s store, d dataset) []queryCase
 		raw    = analyticsv1.DataSource_DATA_SOURCE_RAW
 		auto   = analyticsv1.DataSource_DATA_SOURCE_UNSPECIFIED
 	)
-	var out []queryCase
-	addCase := func(name string, want analyticsv1.DataSource, rpc, direct run) {
-		out = append(out, queryCase{name, want, rpc, direct})
+	one, ten := big.campaignIDs(1), big.campaignIDs(10)
+	return []queryCase{
+		{name: "summary, 1 campaign, 7 days", want: rollup, rpc: summary(one, false, auto)},
+		{name: "summary, 10 campaigns by variant", want: rollup, rpc: summary(ten, true, auto)},
+		{name: "summary, 1 campaign, forced raw", want: raw, rpc: summary(one, false, raw)},
+		{name: "series, hour, 7 days", want: rollup, rpc: series(analyticsv1.Granularity_GRANULARITY_HOUR, "", noStart)},
+		{name: "series, day in Europe/Berlin, 7 days", want: rollup, rpc: series(analyticsv1.Granularity_GRANULARITY_DAY, "Europe/Berlin", noStart)},
+		{name: "series, minute, last 6 hours", want: raw, rpc: series(analyticsv1.Granularity_GRANULARITY_MINUTE, "", sixHours)},
+		{name: "breakdown by property country", want: raw, rpc: breakdown(analyticsv1.Dimension_DIMENSION_PROPERTY, "country", analyticsv1.Metric_METRIC_UNSPECIFIED)},
+		{name: "breakdown by campaign by conversions", want: rollup, rpc: breakdown(analyticsv1.Dimension_DIMENSION_CAMPAIGN, "", analyticsv1.Metric_METRIC_CONVERSIONS)},
+		{name: "funnel view→tap→purchase, 1-day window", want: raw, rpc: funnel},
 	}
-	r, dr := summary(one, false, auto)
-	addCase("summary, 1 campaign, 7 days", rollup, r, dr)
-	r, dr = summary(ten, true, auto)
-	addCase("summary, 10 campaigns by variant", rollup, r, dr)
-	r, dr = summary(one, false, raw)
-	addCase("summary, 1 campaign, forced raw", raw, r, dr)
-	r, dr = series(analytics.Hour, "", time.UTC, noStart)
-	addCase("series, hour, 7 days", rollup, r, dr)
-	r, dr = series(analytics.Day, "Europe/Berlin", berlin, noStart)
-	addCase("series, day in Europe/Berlin, 7 days", rollup, r, dr)
-	r, dr = series(analytics.Minute, "", time.UTC, sixHours)
-	addCase("series, minute, last 6 hours", raw, r, dr)
-	r, dr = breakdown(analyticsv1.Dimension_DIMENSION_PROPERTY, "country", analyticsv1.Metric_METRIC_UNSPECIFIED)
-	addCase("breakdown by property country", raw, r, dr)
-	r, dr = breakdown(analyticsv1.Dimension_DIMENSION_CAMPAIGN, "", analyticsv1.Metric_METRIC_CONVERSIONS)
-	addCase("breakdown by campaign by conversions", rollup, r, dr)
-	addCase("funnel view→tap→purchase, 1-day window", raw, funnelRPC, funnelDirect)
-	return out
 }
 
 // queries times every case: a warm-up run each way first (comparing the RPC's answer and
@@ -325,9 +200,11 @@ func (b *bench) queries(ctx context.Context, e *env, d dataset, conn driver.Conn
 	fmt.Printf("\nQueries (tenant %s; RPC over mTLS with an analyst JWT vs the same SQL through clickhouse-go; up to %d runs each way, %s budget)\n",
 		d.Tenants[0].ID, b.cfg.iterations, b.cfg.budget)
 	var stats []queryStats
-	for _, qc := range cases(e.client, store{conn}, d) {
+	direct := clickhouse.NewQueries(conn, clickhouse.DefaultQueryLimits)
+	for _, qc := range cases(e.client, d.Tenants[0]) {
 		progress("%s (%s)", qc.name, machine())
-		if err := check(rctx, ctx, qc); err != nil { // also the warm-up, each way
+		var err error
+		if qc.direct, err = check(rctx, ctx, qc, e.sent, direct); err != nil { // also the warm-up, each way
 			return nil, err
 		}
 		var rpcLat, dirLat []time.Duration
@@ -391,21 +268,28 @@ func (b *bench) queries(ctx context.Context, e *env, d dataset, conn driver.Conn
 	return stats, nil
 }
 
-// check runs a case once each way and fails when the answers or the sources differ: the
-// direct run would not be timing what the RPC runs. An hour may turn between the two runs
-// (the default range moves), so a difference is retried; so is a run stopped at a query
-// limit (a busy machine), and when no pair completes the case is timed unchecked.
-func check(rctx, ctx context.Context, qc queryCase) error {
+// check runs a case's RPC once, records what it sent to ClickHouse, and returns the direct
+// run replaying that; it runs it once and fails when the answers or the sources differ. A run
+// stopped at a query limit (a busy machine) is retried; when no pair completes the case is
+// timed unchecked.
+func check(rctx, ctx context.Context, qc queryCase, sent *recorder, store analytics.Store) (run, error) {
 	var msg string
+	var direct run
 	for range 3 {
+		sent.reset()
 		got, src, err := qc.rpc(rctx)
 		if err != nil && !tooExpensive(err) {
-			return fmt.Errorf("%s through the RPC: %w", qc.name, err)
+			return nil, fmt.Errorf("%s through the RPC: %w", qc.name, err)
 		}
 		rpcErr := err
-		want, dsrc, err := qc.direct(ctx)
+		aggs, funnels := sent.take()
+		if len(aggs)+len(funnels) == 0 {
+			return nil, fmt.Errorf("%s: the RPC sent no query", qc.name)
+		}
+		direct = replay(store, aggs, funnels)
+		want, dsrc, err := direct(ctx)
 		if err != nil && !tooExpensive(err) {
-			return fmt.Errorf("%s directly: %w", qc.name, err)
+			return nil, fmt.Errorf("%s directly: %w", qc.name, err)
 		}
 		if rpcErr != nil || err != nil {
 			msg = fmt.Sprintf("stopped at a query limit (RPC: %v; direct: %v)", rpcErr, err)
@@ -413,27 +297,19 @@ func check(rctx, ctx context.Context, qc queryCase) error {
 		}
 		switch {
 		case dsrc != qc.want:
-			return fmt.Errorf("%s: the direct query uses the %s tables, the case expects %s", qc.name, sourceName(dsrc), sourceName(qc.want))
+			return nil, fmt.Errorf("%s: the service read the %s tables, the case expects %s", qc.name, sourceName(dsrc), sourceName(qc.want))
 		case src != 0 && src != dsrc:
-			return fmt.Errorf("%s: the RPC answered from %s, the direct query from %s", qc.name, sourceName(src), sourceName(dsrc))
+			return nil, fmt.Errorf("%s: the RPC says it answered from %s, it queried %s", qc.name, sourceName(src), sourceName(dsrc))
 		case got != want:
-			msg = fmt.Sprintf("the RPC's answer (%d) differs from the direct query's (%d)", got, want)
-			continue
+			return nil, fmt.Errorf("%s: the RPC's answer (%d) differs from its replayed queries' (%d)", qc.name, got, want)
 		case got == 0:
-			return fmt.Errorf("%s: empty answer", qc.name)
+			return nil, fmt.Errorf("%s: empty answer", qc.name)
 		}
-		how := "from the response"
-		if src == 0 {
-			how = "the response has no source field; from the Service's rules"
-		}
-		progress("  source %s (%s); both answer %d", sourceName(dsrc), how, got)
-		return nil
+		progress("  source %s; %d queries a call; both answer %d", sourceName(dsrc), len(aggs)+len(funnels), got)
+		return direct, nil
 	}
-	if strings.HasPrefix(msg, "stopped") {
-		progress("  not compared: %s", msg)
-		return nil
-	}
-	return fmt.Errorf("%s: %s", qc.name, msg)
+	progress("  not compared: %s", msg)
+	return direct, nil
 }
 
 // summary prints the figures against the targets in one table.
