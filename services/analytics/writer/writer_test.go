@@ -95,6 +95,17 @@ func (p *pipeline) waitFor(t *testing.T, q string, want uint64) {
 	}
 }
 
+// settle waits until no writer insert is running. ClickHouse shows an insert's rows in events
+// before its materialized view has written them to the rollup; both are there once it ends.
+func (p *pipeline) settle(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := clickhouse.SettledWatermark(ctx, p.conn); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func ids(prefix string, n int) []string {
 	out := make([]string, n)
 	for i := range out {
@@ -111,6 +122,7 @@ func TestEventsLandOnceEvenWhenRetried(t *testing.T) {
 	p.publish(t, "b3", ids("b", 30)...)
 	p.start(t, nil)
 	p.waitFor(t, `SELECT count() FROM events FINAL`, 130)
+	p.settle(t)
 	if n := p.count(t, `SELECT uniqExact(event_id) FROM events`); n != 130 {
 		t.Fatalf("distinct events = %d, want 130", n)
 	}
@@ -144,6 +156,7 @@ func TestCrashBetweenInsertAndAckDoesNotDuplicate(t *testing.T) {
 	p.start(t, nil)
 	p.waitFor(t, `SELECT count() FROM events`, 120)
 	time.Sleep(500 * time.Millisecond) // one more write cycle: nothing further must arrive
+	p.settle(t)
 	if n := p.count(t, `SELECT count() FROM events`); n != 120 {
 		t.Fatalf("raw rows = %d after redelivery, want 120 (no duplicates even before merges)", n)
 	}
@@ -198,6 +211,7 @@ func TestRecreatedStreamIsNotSkipped(t *testing.T) {
 	p.publish(t, "new-0", ids("n", 10)...) // sequence 1 again
 	p.start(t, nil)
 	p.waitFor(t, `SELECT count() FROM events`, 40)
+	p.settle(t)
 	if n := p.count(t, `SELECT countMerge(events) FROM events_hourly`); n != 40 {
 		t.Fatalf("rollup counts %d events, want 40", n)
 	}
