@@ -32,11 +32,12 @@ func schedulerMethod(a Action) string { return "campaigns.scheduler/" + string(a
 // database; due campaigns are claimed with SELECT … FOR UPDATE SKIP LOCKED and re-checked
 // under the lock, so each transition is made exactly once; and work that fell due while no
 // scheduler ran (downtime) is simply due at the next tick, with the transition dated when it
-// was due. Every transition is audited through the service's audit outbox.
+// was due. Every transition is audited through the service's audit outbox, in the transaction
+// that makes it.
 type Scheduler struct {
 	store          Store
 	spend          SpendSource
-	auditor        access.Auditor
+	outbox         access.Waker
 	logger         *slog.Logger
 	now            func() time.Time
 	interval       time.Duration
@@ -71,10 +72,11 @@ const (
 	defaultBatch             = 200
 )
 
-// NewScheduler returns a scheduler. spend may be nil (budgets are then not enforced) and
-// auditor may be nil (tests).
-func NewScheduler(store Store, spend SpendSource, auditor access.Auditor, logger *slog.Logger, opts ...SchedulerOption) *Scheduler {
-	s := &Scheduler{store: store, spend: spend, auditor: auditor, logger: logger, now: time.Now,
+// NewScheduler returns a scheduler. spend may be nil (budgets are then not enforced). The store
+// writes the audit records of its transitions into the audit outbox (auditlog.RecordTx), whose
+// table must exist; outbox, told when there are new ones, may be nil (tests).
+func NewScheduler(store Store, spend SpendSource, outbox access.Waker, logger *slog.Logger, opts ...SchedulerOption) *Scheduler {
+	s := &Scheduler{store: store, spend: spend, outbox: outbox, logger: logger, now: time.Now,
 		interval: DefaultSchedulerInterval, budgetInterval: DefaultBudgetInterval, batch: defaultBatch}
 	for _, o := range opts {
 		o(s)
@@ -161,7 +163,7 @@ func (s *Scheduler) RunDue(ctx context.Context, now time.Time) (int, error) {
 	total := 0
 	for _, d := range due {
 		for {
-			applied, err := s.store.ApplyDue(ctx, d.kind, now, s.batch, func(c *Campaign) (*Transition, error) {
+			applied, err := s.store.ApplyDue(auditAs(ctx, func() Action { return d.action }), d.kind, now, s.batch, func(c *Campaign) (*Transition, error) {
 				to, err := Next(c.State, d.action)
 				if err != nil {
 					return nil, ErrUnchanged // the store's query and the state machine disagree: leave it
@@ -171,7 +173,7 @@ func (s *Scheduler) RunDue(ctx context.Context, now time.Time) (int, error) {
 			if err != nil {
 				return total, fmt.Errorf("run due %s: %w", d.kind, err)
 			}
-			s.audit(ctx, d.action, applied)
+			s.applied(ctx, applied)
 			total += len(applied)
 			if len(applied) < s.batch {
 				break
@@ -181,18 +183,23 @@ func (s *Scheduler) RunDue(ctx context.Context, now time.Time) (int, error) {
 	return total, nil
 }
 
-func (s *Scheduler) audit(ctx context.Context, action Action, applied []Applied) {
+// auditAs returns ctx in which the store audits each transition it makes as the scheduler's
+// action (read once the change has run, which decides it for budget checks).
+func auditAs(ctx context.Context, action func() Action) context.Context {
+	return access.WithAuditRecord(ctx, func() access.AuditRecord {
+		return access.AuditRecord{Method: schedulerMethod(action()), Actor: SchedulerActor, ActorKind: "service",
+			Outcome: codes.OK, Service: "campaigns"}
+	})
+}
+
+// applied logs transitions made (and audited) and tells the outbox to deliver their records.
+func (s *Scheduler) applied(ctx context.Context, applied []Applied) {
 	for _, a := range applied {
 		s.logger.InfoContext(ctx, "campaign transition", "campaign_id", a.Campaign.ID, "tenant_id", a.Campaign.TenantID,
 			"from", string(a.Transition.From), "to", string(a.Transition.To), "trigger", a.Transition.Trigger)
-		if s.auditor == nil {
-			continue
-		}
-		s.auditor.Record(ctx, access.AuditRecord{
-			ID: a.Transition.ID, Time: a.Transition.RecordTime, Method: schedulerMethod(action),
-			TenantID: a.Campaign.TenantID, Actor: SchedulerActor, ActorKind: "service", Resource: a.Campaign.ID,
-			Outcome: codes.OK, Service: "campaigns",
-		})
+	}
+	if len(applied) > 0 && s.outbox != nil {
+		s.outbox.Wake()
 	}
 }
 
@@ -279,7 +286,7 @@ func (s *Scheduler) checkTenant(ctx context.Context, tenant string, cs []Campaig
 		if _, ok := quickJudge(c, totals, today, now); !ok {
 			continue // no change by the figures: don't lock the row
 		}
-		updated, t, err := s.store.UpdateCampaign(ctx, tenant, c.ID, change)
+		updated, t, err := s.store.UpdateCampaign(auditAs(ctx, func() Action { return action }), tenant, c.ID, change)
 		switch {
 		case errors.Is(err, ErrUnchanged), apperr.HasCode(err, apperr.NotFound):
 			continue // changed or deleted meanwhile, or another replica got there first
@@ -287,7 +294,7 @@ func (s *Scheduler) checkTenant(ctx context.Context, tenant string, cs []Campaig
 			return made, fmt.Errorf("apply budget verdict to campaign %s: %w", c.ID, err)
 		}
 		made++
-		s.audit(ctx, action, []Applied{{Campaign: updated, Transition: *t}})
+		s.applied(ctx, []Applied{{Campaign: updated, Transition: *t}})
 	}
 	return made, nil
 }

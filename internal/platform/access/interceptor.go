@@ -59,11 +59,16 @@ func (a LogAuditor) Record(ctx context.Context, r AuditRecord) {
 }
 
 // annotation lets a handler say what the access layer cannot know: who logged in, and on
-// what. It is installed in the context of every audited call.
+// what. It is installed in the context of every audited call, and holds the call's record when
+// the handler takes it (TakeRecord).
 type annotation struct {
 	mu                        sync.Mutex
 	tenantID, actor, resource string
 	set                       bool
+	// base builds the record of the work in progress as a success; taken says the handler
+	// stored it with its change.
+	base  func() AuditRecord
+	taken bool
 }
 
 type annotationKey struct{}
@@ -80,6 +85,37 @@ func Annotate(ctx context.Context, tenantID, actor, resource string) {
 	defer a.mu.Unlock()
 	a.tenantID, a.actor, a.resource, a.set = tenantID, actor, resource, true
 }
+
+// TakeRecord returns the audit record of the audited work in ctx — an audited call, or work
+// started with WithAuditRecord — as a success on resource (in tenantID when the record names
+// no tenant), with a new id. A store writes it in the transaction of the change it audits, so
+// a crash after the commit cannot lose it; the access layer then records the call itself only
+// when it fails. It returns false outside audited work.
+func TakeRecord(ctx context.Context, tenantID, resource string) (AuditRecord, bool) {
+	a, ok := ctx.Value(annotationKey{}).(*annotation)
+	if !ok || a.base == nil {
+		return AuditRecord{}, false
+	}
+	rec := a.base()
+	a.mu.Lock()
+	a.taken = true
+	a.mu.Unlock()
+	rec.ID, rec.Time, rec.Resource = newID(), time.Now().UTC(), resource
+	if rec.TenantID == "" {
+		rec.TenantID = tenantID
+	}
+	return rec, true
+}
+
+// WithAuditRecord starts audited work outside a call (e.g. a scheduler's): TakeRecord in ctx
+// builds its records from what record returns when it is called.
+func WithAuditRecord(ctx context.Context, record func() AuditRecord) context.Context {
+	return context.WithValue(ctx, annotationKey{}, &annotation{base: record})
+}
+
+// Waker is an Auditor that delivers records stored by TakeRecord's callers; Wake tells it that
+// some are waiting.
+type Waker interface{ Wake() }
 
 // Enforcer checks every call against its rule and audits the calls whose rule says so.
 type Enforcer struct {
@@ -138,7 +174,8 @@ func (e *Enforcer) audited(method string) bool {
 }
 
 // audit records a call when its rule says so, and every denied call of an API key (so a key
-// probing beyond its scopes is visible to the tenant's admins).
+// probing beyond its scopes is visible to the tenant's admins). A successful call whose handler
+// took its record (TakeRecord) is not recorded again.
 func (e *Enforcer) audit(ctx context.Context, method string, req, resp any, err error) {
 	st, _ := apperr.ToStatus(err)
 	p := authn.FromContext(ctx)
@@ -146,8 +183,25 @@ func (e *Enforcer) audit(ctx context.Context, method string, req, resp any, err 
 	if e.auditor == nil || !(e.audited(method) || (denied && p != nil && p.Kind == authn.KindAPIKey)) {
 		return
 	}
+	if a, ok := ctx.Value(annotationKey{}).(*annotation); ok && st.Code() == codes.OK {
+		a.mu.Lock()
+		taken := a.taken
+		a.mu.Unlock()
+		if taken {
+			if w, ok := e.auditor.(Waker); ok {
+				w.Wake()
+			}
+			return
+		}
+	}
+	e.auditor.Record(ctx, e.record(ctx, method, req, resp, st.Code()))
+}
+
+// record builds the audit record of a call with the given outcome.
+func (e *Enforcer) record(ctx context.Context, method string, req, resp any, outcome codes.Code) AuditRecord {
+	p := authn.FromContext(ctx)
 	rec := AuditRecord{
-		ID: newID(), Time: time.Now().UTC(), Method: method, Outcome: st.Code(), Service: e.service,
+		ID: newID(), Time: time.Now().UTC(), Method: method, Outcome: outcome, Service: e.service,
 		RequestID: telemetry.RequestID(ctx), ClientAddress: telemetry.ClientAddress(ctx),
 		Resource: resourceOf(req, resp), ActorKind: "anonymous",
 	}
@@ -179,7 +233,7 @@ func (e *Enforcer) audit(ctx context.Context, method string, req, resp any, err 
 		}
 		a.mu.Unlock()
 	}
-	e.auditor.Record(ctx, rec)
+	return rec
 }
 
 // resourceOf finds the id of the resource a call acted on: the request's "id" field, else the
@@ -225,11 +279,14 @@ func newID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
-func (e *Enforcer) withAnnotation(ctx context.Context, method string) context.Context {
+func (e *Enforcer) withAnnotation(ctx context.Context, method string, req any) context.Context {
 	if !e.audited(method) {
 		return ctx
 	}
-	return context.WithValue(ctx, annotationKey{}, &annotation{})
+	a := &annotation{}
+	ctx = context.WithValue(ctx, annotationKey{}, a)
+	a.base = func() AuditRecord { return e.record(ctx, method, req, nil, codes.OK) }
+	return ctx
 }
 
 // UnaryInterceptor enforces rules on unary calls.
@@ -239,7 +296,7 @@ func (e *Enforcer) UnaryInterceptor() grpc.UnaryServerInterceptor {
 			e.audit(ctx, info.FullMethod, req, nil, err)
 			return nil, err
 		}
-		ctx = e.withAnnotation(ctx, info.FullMethod)
+		ctx = e.withAnnotation(ctx, info.FullMethod, req)
 		resp, err := handler(ctx, req)
 		e.audit(ctx, info.FullMethod, req, resp, err)
 		return resp, err

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/proto"
 
@@ -43,22 +44,57 @@ func NewOutbox(ctx context.Context, pool *pgxpool.Pool, client authv1.AuthServic
 	return &Outbox{pool: pool, client: client, logger: logger, wake: make(chan struct{}, 1)}, nil
 }
 
-// Record implements access.Auditor: it stores the record durably before the call returns.
-func (o *Outbox) Record(ctx context.Context, r access.AuditRecord) {
+var _ access.Waker = (*Outbox)(nil)
+
+// execer is a pool or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+func insert(ctx context.Context, db execer, r access.AuditRecord) error {
 	data, err := proto.Marshal(ToProto(r))
 	if err == nil {
-		_, err = o.pool.Exec(context.WithoutCancel(ctx), `INSERT INTO audit_outbox (id, record) VALUES ($1, $2)`, r.ID, data)
+		_, err = db.Exec(ctx, `INSERT INTO audit_outbox (id, record) VALUES ($1, $2)`, r.ID, data)
 	}
+	return err
+}
+
+// RecordTx stores the audit record of the audited work in ctx (access.TakeRecord), as a success
+// on resource in tenantID, in tx: the record commits with the change it audits, or neither
+// does. id, when not empty, is the record's id (e.g. that of the change's own row). Outside
+// audited work it does nothing. The outbox table must exist (NewOutbox).
+func RecordTx(ctx context.Context, tx pgx.Tx, id, tenantID, resource string) error {
+	r, ok := access.TakeRecord(ctx, tenantID, resource)
+	if !ok {
+		return nil
+	}
+	if id != "" {
+		r.ID = id
+	}
+	if err := insert(ctx, tx, r); err != nil {
+		return fmt.Errorf("store audit record: %w", err)
+	}
+	return nil
+}
+
+// Wake implements access.Waker: records were stored with RecordTx; deliver them soon.
+func (o *Outbox) Wake() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Record implements access.Auditor: it stores the record durably before the call returns.
+func (o *Outbox) Record(ctx context.Context, r access.AuditRecord) {
+	err := insert(context.WithoutCancel(ctx), o.pool, r)
 	if err != nil {
 		// Not stored anywhere: keep it in the log (records hold no secrets) so it is not lost silently.
 		o.logger.ErrorContext(ctx, "store audit record in outbox", "err", err, "id", r.ID, "method", r.Method,
 			"tenant_id", r.TenantID, "actor", r.Actor, "outcome", r.Outcome.String())
 		return
 	}
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
+	o.Wake()
 }
 
 // Run delivers records until ctx ends, retrying with backoff (up to 30 s) while auth is

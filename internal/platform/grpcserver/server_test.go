@@ -34,11 +34,18 @@ import (
 
 type probe struct {
 	meshtestv1.UnimplementedProbeServiceServer
+	// taken holds the records that handlers took to store with their change ("take" requests).
+	taken *auditLog
 }
 
-func (probe) describe(ctx context.Context, req *meshtestv1.ProbeRequest) (*meshtestv1.ProbeResponse, error) {
+func (p probe) describe(ctx context.Context, req *meshtestv1.ProbeRequest) (*meshtestv1.ProbeResponse, error) {
 	if req.GetPanic() {
 		panic("probe panic")
+	}
+	if req.GetText() == "take" {
+		if rec, ok := access.TakeRecord(ctx, "", "resource-1"); ok {
+			p.taken.Record(ctx, rec)
+		}
 	}
 	if req.GetFail() {
 		return nil, errors.New("query SELECT secret FROM vault: driver exploded")
@@ -98,12 +105,13 @@ type harness struct {
 	ca    *mtls.CA
 	priv  ed25519.PrivateKey
 	audit *auditLog
+	taken *auditLog
 	logs  *syncBuffer
 }
 
 func start(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{ca: mtlstest.NewCA(t), audit: &auditLog{}, logs: &syncBuffer{}}
+	h := &harness{ca: mtlstest.NewCA(t), audit: &auditLog{}, taken: &auditLog{}, logs: &syncBuffer{}}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	h.priv = priv
 	srv := grpcserver.New(
@@ -121,7 +129,7 @@ func start(t *testing.T) *harness {
 			return nil
 		}),
 	)
-	meshtestv1.RegisterProbeServiceServer(srv.GRPC(), probe{})
+	meshtestv1.RegisterProbeServiceServer(srv.GRPC(), probe{taken: h.taken})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -232,6 +240,43 @@ func TestAuditRecordsAllowedAndDeniedCalls(t *testing.T) {
 	}
 	if recs[1].Actor != "u-admin" || recs[1].Outcome != codes.OK || recs[1].Method != meshtestv1.ProbeService_Permitted_FullMethodName {
 		t.Errorf("allowed record = %+v", recs[1])
+	}
+}
+
+// A handler that stores its call's record with its change (access.TakeRecord) gets the record
+// the access layer would have written; the access layer then records the call only if it fails.
+func TestAuditRecordTakenByTheHandler(t *testing.T) {
+	h := start(t)
+	gw := h.client(t, "gateway")
+	admin := bearer(h.token(t, "admin", "t1", "u-admin"))
+	if _, err := gw.Permitted(admin, &meshtestv1.ProbeRequest{Text: "take"}); err != nil {
+		t.Fatal(err)
+	}
+	taken := h.taken.all()
+	if len(taken) != 1 {
+		t.Fatalf("handler took %d records, want 1", len(taken))
+	}
+	if r := taken[0]; r.ID == "" || r.Actor != "u-admin" || r.TenantID != "t1" || r.Outcome != codes.OK ||
+		r.Resource != "resource-1" || r.Method != meshtestv1.ProbeService_Permitted_FullMethodName || r.PeerService != "gateway" {
+		t.Errorf("taken record = %+v", r)
+	}
+	if recs := h.audit.all(); len(recs) != 0 {
+		t.Fatalf("the access layer recorded a call whose handler took its record: %+v", recs)
+	}
+	// The handler took the record, then failed: its change did not commit, so the failure is
+	// recorded by the access layer.
+	if _, err := gw.Permitted(admin, &meshtestv1.ProbeRequest{Text: "take", Fail: true}); status.Code(err) != codes.Internal {
+		t.Fatalf("failing call: %v", err)
+	}
+	if recs := h.audit.all(); len(recs) != 1 || recs[0].Outcome != codes.Internal {
+		t.Fatalf("records after the failed call: %+v", recs)
+	}
+	// Calls whose rule does not audit have no record to take.
+	if _, err := gw.Authenticated(admin, &meshtestv1.ProbeRequest{Text: "take"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(h.taken.all()); n != 2 {
+		t.Fatalf("handlers took %d records, want 2 (none from the unaudited call)", n)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgdb"
 	"github.com/campaignmesh/campaignmesh/services/campaigns"
 )
@@ -150,10 +151,20 @@ func (s *Store) CreateCampaign(ctx context.Context, c campaigns.Campaign) (campa
 		return campaigns.Campaign{}, err
 	}
 	args = append(args, c.TenantID, c.Creator)
-	rows, err := s.pool.Query(ctx, `INSERT INTO campaigns (`+writeCols+`, tenant_id, creator)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16, $17::jsonb, $18, $19, $20, $21, $22, $23)
-		RETURNING `+campaignCols, args...)
-	return oneCampaign(rows, err, "new")
+	var out campaigns.Campaign
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `INSERT INTO campaigns (`+writeCols+`, tenant_id, creator)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16, $17::jsonb, $18, $19, $20, $21, $22, $23)
+			RETURNING `+campaignCols, args...)
+		if out, err = oneCampaign(rows, err, "new"); err != nil {
+			return err
+		}
+		return auditlog.RecordTx(ctx, tx, "", out.TenantID, out.ID)
+	})
+	if err != nil {
+		return campaigns.Campaign{}, err
+	}
+	return out, nil
 }
 
 func oneCampaign(rows pgx.Rows, err error, id string) (campaigns.Campaign, error) {
@@ -286,7 +297,7 @@ func apply(ctx context.Context, tx pgx.Tx, c campaigns.Campaign, change campaign
 		return campaigns.Campaign{}, nil, fmt.Errorf("update campaign %s: %w", c.ID, err)
 	}
 	if tr == nil {
-		return updated, nil, nil
+		return updated, nil, auditlog.RecordTx(ctx, tx, "", c.TenantID, c.ID)
 	}
 	tr.TenantID, tr.CampaignID = c.TenantID, c.ID
 	err = tx.QueryRow(ctx, `INSERT INTO campaign_transitions (tenant_id, campaign_id, from_state, to_state, trigger, actor, effective_time)
@@ -296,7 +307,8 @@ func apply(ctx context.Context, tx pgx.Tx, c campaigns.Campaign, change campaign
 	if err != nil {
 		return campaigns.Campaign{}, nil, fmt.Errorf("record transition of campaign %s: %w", c.ID, err)
 	}
-	return updated, tr, nil
+	// The audit record of a transition carries the transition's id.
+	return updated, tr, auditlog.RecordTx(ctx, tx, tr.ID, c.TenantID, c.ID)
 }
 
 // DeleteCampaign implements campaigns.Store.
@@ -313,7 +325,7 @@ func (s *Store) DeleteCampaign(ctx context.Context, tenantID, id string, check f
 		if _, err := tx.Exec(ctx, `DELETE FROM campaigns WHERE tenant_id = $1 AND id = $2::uuid`, tenantID, id); err != nil {
 			return fmt.Errorf("delete campaign %s: %w", id, err)
 		}
-		return nil
+		return auditlog.RecordTx(ctx, tx, "", tenantID, id)
 	})
 }
 

@@ -4,13 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/access"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
 	"github.com/campaignmesh/campaignmesh/services/campaigns"
@@ -148,6 +156,74 @@ func TestUpdateCampaignIsAtomicWithItsTransition(t *testing.T) {
 	}
 	if ts, err := s.ListTransitions(ctx, "t2", c.ID, 0, 10); err != nil || len(ts) != 0 {
 		t.Fatalf("another tenant sees transitions: %+v %v", ts, err)
+	}
+}
+
+// In audited work, every change writes its audit record into the outbox in its own
+// transaction: a change is stored with its record or not at all, so a crash right after the
+// commit cannot lose the record.
+func TestChangesCommitWithTheirAuditRecord(t *testing.T) {
+	t.Parallel()
+	s := openStore(t)
+	ctx := access.WithAuditRecord(context.Background(), func() access.AuditRecord {
+		return access.AuditRecord{Method: "test/Change", Actor: "me", ActorKind: "user", Outcome: codes.OK, Service: "campaigns"}
+	})
+	svc := campaigns.NewService(s, nil)
+	// No outbox table yet: the record cannot be stored, so neither is the change.
+	if _, err := svc.CreateCampaign(ctx, principal("t1"), draft(t, "Unaudited")); err == nil {
+		t.Fatal("a campaign was created without its audit record")
+	}
+	if cs, err := s.ListCampaigns(context.Background(), "t1", campaigns.ListQuery{Size: 10}); err != nil || len(cs) != 0 {
+		t.Fatalf("campaigns after the failed create: %d (%v)", len(cs), err)
+	}
+	if _, err := auditlog.NewOutbox(context.Background(), s.Pool(), nil, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	c, err := svc.CreateCampaign(ctx, principal("t1"), draft(t, "Audited"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, tr, err := s.UpdateCampaign(ctx, "t1", c.ID, func(cur *campaigns.Campaign) (*campaigns.Transition, error) {
+		cur.State = campaigns.Scheduled
+		return &campaigns.Transition{From: campaigns.Draft, To: campaigns.Scheduled, Trigger: "test", Actor: "me", EffectiveTime: time.Now()}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A change that fails writes no record.
+	if _, _, err := s.UpdateCampaign(ctx, "t1", c.ID, func(*campaigns.Campaign) (*campaigns.Transition, error) {
+		return nil, errors.New("boom")
+	}); err == nil {
+		t.Fatal("failing change succeeded")
+	}
+	rows, err := s.Pool().Query(context.Background(), `SELECT record FROM audit_outbox ORDER BY create_time`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (access.AuditRecord, error) {
+		var data []byte
+		var p authv1.AuditRecord
+		if err := row.Scan(&data); err != nil {
+			return access.AuditRecord{}, err
+		}
+		if err := proto.Unmarshal(data, &p); err != nil {
+			return access.AuditRecord{}, err
+		}
+		return auditlog.FromProto(&p), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 2 {
+		t.Fatalf("outbox holds %d records, want 2 (create, transition): %+v", len(recs), recs)
+	}
+	for _, r := range recs {
+		if r.Method != "test/Change" || r.TenantID != "t1" || r.Resource != c.ID || r.Outcome != codes.OK {
+			t.Errorf("record %+v", r)
+		}
+	}
+	if recs[1].ID != tr.ID {
+		t.Errorf("the transition's record has id %s, want the transition's %s", recs[1].ID, tr.ID)
 	}
 }
 
