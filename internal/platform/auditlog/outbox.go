@@ -38,8 +38,8 @@ var _ access.Auditor = (*Outbox)(nil)
 // NewOutbox returns an outbox in the service's database (creating its table if needed) that
 // delivers to auth through client. Run must be running for records to leave.
 func NewOutbox(ctx context.Context, pool *pgxpool.Pool, client authv1.AuthServiceClient, logger *slog.Logger) (*Outbox, error) {
-	if _, err := pool.Exec(ctx, outboxSchema); err != nil {
-		return nil, fmt.Errorf("create audit outbox: %w", err)
+	if err := CreateOutboxTable(ctx, pool); err != nil {
+		return nil, err
 	}
 	return &Outbox{pool: pool, client: client, logger: logger, wake: make(chan struct{}, 1)}, nil
 }
@@ -59,10 +59,19 @@ func insert(ctx context.Context, db execer, r access.AuditRecord) error {
 	return err
 }
 
+// CreateOutboxTable creates the outbox's table if needed: for stores that write records with
+// RecordTx.
+func CreateOutboxTable(ctx context.Context, pool *pgxpool.Pool) error {
+	if _, err := pool.Exec(ctx, outboxSchema); err != nil {
+		return fmt.Errorf("create audit outbox: %w", err)
+	}
+	return nil
+}
+
 // RecordTx stores the audit record of the audited work in ctx (access.TakeRecord), as a success
 // on resource in tenantID, in tx: the record commits with the change it audits, or neither
 // does. id, when not empty, is the record's id (e.g. that of the change's own row). Outside
-// audited work it does nothing. The outbox table must exist (NewOutbox).
+// audited work it does nothing. The outbox table must exist (CreateOutboxTable).
 func RecordTx(ctx context.Context, tx pgx.Tx, id, tenantID, resource string) error {
 	r, ok := access.TakeRecord(ctx, tenantID, resource)
 	if !ok {

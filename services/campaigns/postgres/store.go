@@ -29,14 +29,18 @@ type Store struct{ pool *pgxpool.Pool }
 
 var _ campaigns.Store = (*Store)(nil)
 
-// Open connects to the database at url and applies the migrations.
+// Open connects to the database at url and applies the migrations. Changes in audited work
+// write their audit records into the audit outbox's table, which Open creates too.
 func Open(ctx context.Context, url string) (*Store, error) {
 	pool, err := pgdb.Open(ctx, url)
 	if err != nil {
 		return nil, err
 	}
 	sub, _ := fs.Sub(migrations, "migrations")
-	if err := pgdb.Migrate(ctx, pool, sub); err != nil {
+	if err := pgdb.Migrate(ctx, pool, sub); err == nil {
+		err = auditlog.CreateOutboxTable(ctx, pool)
+	}
+	if err != nil {
 		pool.Close()
 		return nil, err
 	}
