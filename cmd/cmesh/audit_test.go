@@ -122,7 +122,7 @@ func TestAuditList(t *testing.T) {
 			want := "" +
 				"SEQ  TIME                  ACTOR  METHOD                          RESOURCE  OUTCOME            CLIENT\n" +
 				"7    2026-11-22T11:00:00Z  u1     auth.v1.AuthService/CreateUser  u2        PERMISSION_DENIED  203.0.113.7\n" +
-				"8    2026-11-22T12:00:00Z  -      auth.v1.AuthService/Login                 UNAUTHENTICATED\n"
+				"8    2026-11-22T12:00:00Z  -      auth.v1.AuthService/Login                 UNAUTHENTICATED    -\n"
 			if c.stdout.String() != want {
 				t.Errorf("stdout =\n%s\nwant\n%s", c.stdout, want)
 			}

@@ -58,9 +58,10 @@ func (t *table) row(cells ...string) {
 	for i, c := range cells {
 		cells[i] = cell(c)
 	}
-	// Trailing empty cells would pad the line with spaces.
-	for len(cells) > 1 && cells[len(cells)-1] == "" {
-		cells = cells[:len(cells)-1]
+	// An empty last cell would pad the line with spaces, and dropping it would end the column
+	// block of the cell before it (tabwriter aligns only runs of lines with that column).
+	if n := len(cells); n > 1 && cells[n-1] == "" {
+		cells[n-1] = "-"
 	}
 	fmt.Fprintln(t.tw, strings.Join(cells, "\t"))
 }
