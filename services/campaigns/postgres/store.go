@@ -37,7 +37,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		return nil, err
 	}
 	sub, _ := fs.Sub(migrations, "migrations")
-	if err := pgdb.Migrate(ctx, pool, sub); err == nil {
+	if err = pgdb.Migrate(ctx, pool, sub); err == nil {
 		err = auditlog.CreateOutboxTable(ctx, pool)
 	}
 	if err != nil {
