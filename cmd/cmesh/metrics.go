@@ -444,12 +444,14 @@ func runMetricsBreakdown(ctx context.Context, a *app, c *cmdline) error {
 		by, property, metric, campaign string
 		limit                          int
 		r                              rangeFlags
+		raw                            bool
 	)
 	c.StringVar(&by, "by", "", "`dimension`: name, type, campaign, variant, app, device, locale or property (required)")
 	c.StringVar(&property, "property", "", "property `key` to group by, with -by property, e.g. country")
 	c.StringVar(&metric, "metric", "events", "order by this `metric`: events, impressions, clicks, conversions, conversion_value, unique_users or spend")
 	c.IntVar(&limit, "limit", 10, "show the top `n` values, 1-1000")
 	c.StringVar(&campaign, "campaign", "", "campaign `id` (default: all your tenant's events)")
+	c.BoolVar(&raw, "raw", false, "read the raw events, not the hourly rollups")
 	r.alignHours = true
 	r.register(c)
 	if _, err := c.parse(a); err != nil {
@@ -479,6 +481,9 @@ func runMetricsBreakdown(ctx context.Context, a *app, c *cmdline) error {
 	}
 	if req.StartTime, req.EndTime, err = r.resolve(c, a.now()); err != nil {
 		return err
+	}
+	if raw {
+		req.Source = analyticsv1.DataSource_DATA_SOURCE_RAW
 	}
 	return callAnalytics(ctx, a, writeBreakdown, func(ctx context.Context, client analyticsv1.AnalyticsServiceClient) (*analyticsv1.GetBreakdownResponse, error) {
 		return client.GetBreakdown(ctx, req)

@@ -251,6 +251,12 @@ func TestMetricsRequests(t *testing.T) {
 			},
 		},
 		{
+			name: "breakdown raw",
+			args: []string{"breakdown", "-by", "variant", "-raw"},
+			want: &analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_VARIANT, Metric: analyticsv1.Metric_METRIC_EVENTS,
+				Limit: 10, Source: analyticsv1.DataSource_DATA_SOURCE_RAW},
+		},
+		{
 			name: "funnel steps in order",
 			args: []string{"funnel", "-step", "signup", "-step", "purchase@c1", "-window", "7d", "-since", "30d"},
 			want: &analyticsv1.GetFunnelRequest{

@@ -365,7 +365,7 @@ func (s *Service) Breakdown(ctx context.Context, tenant string, req *analyticsv1
 	if c := req.GetCampaignId(); c != "" {
 		q.CampaignIDs = []string{c}
 	}
-	chooseSource(&v, &q, analyticsv1.DataSource_DATA_SOURCE_UNSPECIFIED)
+	source := chooseSource(&v, &q, req.GetSource())
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
@@ -373,7 +373,7 @@ func (s *Service) Breakdown(ctx context.Context, tenant string, req *analyticsv1
 	if err != nil {
 		return nil, err
 	}
-	resp := &analyticsv1.GetBreakdownResponse{Rows: make([]*analyticsv1.BreakdownRow, len(rows))}
+	resp := &analyticsv1.GetBreakdownResponse{Source: source, Rows: make([]*analyticsv1.BreakdownRow, len(rows))}
 	for i, r := range rows {
 		resp.Rows[i] = &analyticsv1.BreakdownRow{Value: r.K1, Metrics: metricsOf(r)}
 	}

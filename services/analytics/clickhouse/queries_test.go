@@ -226,12 +226,16 @@ func TestSeriesHalfHourZoneUsesRawAndFillsEmptyBuckets(t *testing.T) {
 
 func TestBreakdownTopNBreaksTiesByValue(t *testing.T) {
 	svc := load(t, dataset, 1)
-	rows := func(req *analyticsv1.GetBreakdownRequest) []string {
+	// rows also checks which table answered: the rollups for the dimensions they hold.
+	rows := func(req *analyticsv1.GetBreakdownRequest, from analyticsv1.DataSource) []string {
 		t.Helper()
 		req.StartTime, req.EndTime = ts("2026-03-28T00:00:00Z"), ts("2026-03-31T00:00:00Z")
 		resp, err := svc.Breakdown(context.Background(), "t1", req)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if resp.GetSource() != from {
+			t.Errorf("breakdown by %s answered from %s, want %s", req.GetDimension(), resp.GetSource(), from)
 		}
 		var out []string
 		for _, r := range resp.GetRows() {
@@ -239,22 +243,35 @@ func TestBreakdownTopNBreaksTiesByValue(t *testing.T) {
 		}
 		return out
 	}
-	// Impressions by variant: a 3, then "" (c2, c3) 2… and b 1.
-	if d := cmp.Diff([]string{"a", ""}, rows(&analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_VARIANT,
-		Metric: analyticsv1.Metric_METRIC_IMPRESSIONS, Limit: 2})); d != "" {
+	const raw, rollup = analyticsv1.DataSource_DATA_SOURCE_RAW, analyticsv1.DataSource_DATA_SOURCE_ROLLUP
+	// Impressions by variant: a 3, then "" (c2, c3) 2… and b 1; the raw table agrees.
+	byVariant := func() *analyticsv1.GetBreakdownRequest {
+		return &analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_VARIANT, Metric: analyticsv1.Metric_METRIC_IMPRESSIONS, Limit: 2}
+	}
+	if d := cmp.Diff([]string{"a", ""}, rows(byVariant(), rollup)); d != "" {
 		t.Errorf("variants (-want +got):\n%s", d)
+	}
+	forcedRaw := byVariant()
+	forcedRaw.Source = raw
+	if d := cmp.Diff([]string{"a", ""}, rows(forcedRaw, raw)); d != "" {
+		t.Errorf("variants from raw (-want +got):\n%s", d)
 	}
 	// Clicks by campaign: c1 2, then c2 and c3 tie at 0: ascending value.
 	if d := cmp.Diff([]string{"c1", "c2", "c3"}, rows(&analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_CAMPAIGN,
-		Metric: analyticsv1.Metric_METRIC_CLICKS})); d != "" {
+		Metric: analyticsv1.Metric_METRIC_CLICKS}, rollup)); d != "" {
 		t.Errorf("campaigns (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff([]string{"", "DE"}, rows(&analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_PROPERTY, PropertyKey: "country"})); d != "" {
+	if d := cmp.Diff([]string{"", "DE"}, rows(&analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_PROPERTY, PropertyKey: "country"}, raw)); d != "" {
 		t.Errorf("property country (-want +got):\n%s", d)
 	}
 	if d := cmp.Diff([]string{"view", "purchase", "tap"}, rows(&analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_EVENT_NAME,
-		Metric: analyticsv1.Metric_METRIC_UNIQUE_USERS})); d != "" {
+		Metric: analyticsv1.Metric_METRIC_UNIQUE_USERS}, raw)); d != "" {
 		t.Errorf("names by users (-want +got):\n%s", d)
+	}
+	// The rollups hold no property values: forcing them is refused.
+	if _, err := svc.Breakdown(context.Background(), "t1", &analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_PROPERTY,
+		PropertyKey: "country", Source: rollup, StartTime: ts("2026-03-28T00:00:00Z"), EndTime: ts("2026-03-31T00:00:00Z")}); !apperr.HasCode(err, apperr.Invalid) {
+		t.Errorf("property breakdown forced to the rollups: %v", err)
 	}
 }
 

@@ -895,7 +895,9 @@ type GetBreakdownRequest struct {
 	// Order by this metric, highest first; ties by value, ascending (default events).
 	Metric Metric `protobuf:"varint,6,opt,name=metric,proto3,enum=campaignmesh.analytics.v1.Metric" json:"metric,omitempty"`
 	// How many values (default 10, at most 1,000).
-	Limit         int32 `protobuf:"varint,7,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit int32 `protobuf:"varint,7,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Leave unspecified; RAW forces the raw table.
+	Source        DataSource `protobuf:"varint,8,opt,name=source,proto3,enum=campaignmesh.analytics.v1.DataSource" json:"source,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -979,6 +981,13 @@ func (x *GetBreakdownRequest) GetLimit() int32 {
 	return 0
 }
 
+func (x *GetBreakdownRequest) GetSource() DataSource {
+	if x != nil {
+		return x.Source
+	}
+	return DataSource_DATA_SOURCE_UNSPECIFIED
+}
+
 // BreakdownRow is one value of the dimension.
 type BreakdownRow struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1038,7 +1047,9 @@ func (x *BreakdownRow) GetMetrics() *Metrics {
 type GetBreakdownResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The rows, by the metric, highest first.
-	Rows          []*BreakdownRow `protobuf:"bytes,1,rep,name=rows,proto3" json:"rows,omitempty"`
+	Rows []*BreakdownRow `protobuf:"bytes,1,rep,name=rows,proto3" json:"rows,omitempty"`
+	// The table that answered.
+	Source        DataSource `protobuf:"varint,2,opt,name=source,proto3,enum=campaignmesh.analytics.v1.DataSource" json:"source,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1078,6 +1089,13 @@ func (x *GetBreakdownResponse) GetRows() []*BreakdownRow {
 		return x.Rows
 	}
 	return nil
+}
+
+func (x *GetBreakdownResponse) GetSource() DataSource {
+	if x != nil {
+		return x.Source
+	}
+	return DataSource_DATA_SOURCE_UNSPECIFIED
 }
 
 // FunnelStep is one step: an event with this name (in this campaign, if set).
@@ -1818,7 +1836,7 @@ const file_campaignmesh_analytics_v1_analytics_proto_rawDesc = "" +
 	"\ametrics\x18\x02 \x01(\v2\".campaignmesh.analytics.v1.MetricsR\ametrics\"\x95\x01\n" +
 	"\x17GetMetricSeriesResponse\x12;\n" +
 	"\abuckets\x18\x01 \x03(\v2!.campaignmesh.analytics.v1.BucketR\abuckets\x12=\n" +
-	"\x06source\x18\x02 \x01(\x0e2%.campaignmesh.analytics.v1.DataSourceR\x06source\"\xe0\x02\n" +
+	"\x06source\x18\x02 \x01(\x0e2%.campaignmesh.analytics.v1.DataSourceR\x06source\"\x9f\x03\n" +
 	"\x13GetBreakdownRequest\x12\x1f\n" +
 	"\vcampaign_id\x18\x01 \x01(\tR\n" +
 	"campaignId\x129\n" +
@@ -1828,12 +1846,14 @@ const file_campaignmesh_analytics_v1_analytics_proto_rawDesc = "" +
 	"\tdimension\x18\x04 \x01(\x0e2$.campaignmesh.analytics.v1.DimensionR\tdimension\x12!\n" +
 	"\fproperty_key\x18\x05 \x01(\tR\vpropertyKey\x129\n" +
 	"\x06metric\x18\x06 \x01(\x0e2!.campaignmesh.analytics.v1.MetricR\x06metric\x12\x14\n" +
-	"\x05limit\x18\a \x01(\x05R\x05limit\"b\n" +
+	"\x05limit\x18\a \x01(\x05R\x05limit\x12=\n" +
+	"\x06source\x18\b \x01(\x0e2%.campaignmesh.analytics.v1.DataSourceR\x06source\"b\n" +
 	"\fBreakdownRow\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\tR\x05value\x12<\n" +
-	"\ametrics\x18\x02 \x01(\v2\".campaignmesh.analytics.v1.MetricsR\ametrics\"S\n" +
+	"\ametrics\x18\x02 \x01(\v2\".campaignmesh.analytics.v1.MetricsR\ametrics\"\x92\x01\n" +
 	"\x14GetBreakdownResponse\x12;\n" +
-	"\x04rows\x18\x01 \x03(\v2'.campaignmesh.analytics.v1.BreakdownRowR\x04rows\"L\n" +
+	"\x04rows\x18\x01 \x03(\v2'.campaignmesh.analytics.v1.BreakdownRowR\x04rows\x12=\n" +
+	"\x06source\x18\x02 \x01(\x0e2%.campaignmesh.analytics.v1.DataSourceR\x06source\"L\n" +
 	"\n" +
 	"FunnelStep\x12\x1d\n" +
 	"\n" +
@@ -1998,40 +2018,42 @@ var file_campaignmesh_analytics_v1_analytics_proto_depIdxs = []int32{
 	26, // 19: campaignmesh.analytics.v1.GetBreakdownRequest.end_time:type_name -> google.protobuf.Timestamp
 	3,  // 20: campaignmesh.analytics.v1.GetBreakdownRequest.dimension:type_name -> campaignmesh.analytics.v1.Dimension
 	0,  // 21: campaignmesh.analytics.v1.GetBreakdownRequest.metric:type_name -> campaignmesh.analytics.v1.Metric
-	5,  // 22: campaignmesh.analytics.v1.BreakdownRow.metrics:type_name -> campaignmesh.analytics.v1.Metrics
-	13, // 23: campaignmesh.analytics.v1.GetBreakdownResponse.rows:type_name -> campaignmesh.analytics.v1.BreakdownRow
-	15, // 24: campaignmesh.analytics.v1.GetFunnelRequest.steps:type_name -> campaignmesh.analytics.v1.FunnelStep
-	26, // 25: campaignmesh.analytics.v1.GetFunnelRequest.start_time:type_name -> google.protobuf.Timestamp
-	26, // 26: campaignmesh.analytics.v1.GetFunnelRequest.end_time:type_name -> google.protobuf.Timestamp
-	15, // 27: campaignmesh.analytics.v1.FunnelStepResult.step:type_name -> campaignmesh.analytics.v1.FunnelStep
-	17, // 28: campaignmesh.analytics.v1.GetFunnelResponse.steps:type_name -> campaignmesh.analytics.v1.FunnelStepResult
-	26, // 29: campaignmesh.analytics.v1.WatchCampaignMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
-	26, // 30: campaignmesh.analytics.v1.WatchCampaignMetricsResponse.time:type_name -> google.protobuf.Timestamp
-	5,  // 31: campaignmesh.analytics.v1.WatchCampaignMetricsResponse.metrics:type_name -> campaignmesh.analytics.v1.Metrics
-	26, // 32: campaignmesh.analytics.v1.GetCampaignSpendRequest.start_time:type_name -> google.protobuf.Timestamp
-	26, // 33: campaignmesh.analytics.v1.GetCampaignSpendRequest.end_time:type_name -> google.protobuf.Timestamp
-	22, // 34: campaignmesh.analytics.v1.GetCampaignSpendResponse.spends:type_name -> campaignmesh.analytics.v1.CampaignSpend
-	26, // 35: campaignmesh.analytics.v1.DeleteEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	26, // 36: campaignmesh.analytics.v1.DeleteEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	6,  // 37: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSummary:input_type -> campaignmesh.analytics.v1.GetCampaignSummaryRequest
-	9,  // 38: campaignmesh.analytics.v1.AnalyticsService.GetMetricSeries:input_type -> campaignmesh.analytics.v1.GetMetricSeriesRequest
-	12, // 39: campaignmesh.analytics.v1.AnalyticsService.GetBreakdown:input_type -> campaignmesh.analytics.v1.GetBreakdownRequest
-	16, // 40: campaignmesh.analytics.v1.AnalyticsService.GetFunnel:input_type -> campaignmesh.analytics.v1.GetFunnelRequest
-	19, // 41: campaignmesh.analytics.v1.AnalyticsService.WatchCampaignMetrics:input_type -> campaignmesh.analytics.v1.WatchCampaignMetricsRequest
-	21, // 42: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSpend:input_type -> campaignmesh.analytics.v1.GetCampaignSpendRequest
-	24, // 43: campaignmesh.analytics.v1.AnalyticsService.DeleteEvents:input_type -> campaignmesh.analytics.v1.DeleteEventsRequest
-	8,  // 44: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSummary:output_type -> campaignmesh.analytics.v1.GetCampaignSummaryResponse
-	11, // 45: campaignmesh.analytics.v1.AnalyticsService.GetMetricSeries:output_type -> campaignmesh.analytics.v1.GetMetricSeriesResponse
-	14, // 46: campaignmesh.analytics.v1.AnalyticsService.GetBreakdown:output_type -> campaignmesh.analytics.v1.GetBreakdownResponse
-	18, // 47: campaignmesh.analytics.v1.AnalyticsService.GetFunnel:output_type -> campaignmesh.analytics.v1.GetFunnelResponse
-	20, // 48: campaignmesh.analytics.v1.AnalyticsService.WatchCampaignMetrics:output_type -> campaignmesh.analytics.v1.WatchCampaignMetricsResponse
-	23, // 49: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSpend:output_type -> campaignmesh.analytics.v1.GetCampaignSpendResponse
-	25, // 50: campaignmesh.analytics.v1.AnalyticsService.DeleteEvents:output_type -> campaignmesh.analytics.v1.DeleteEventsResponse
-	44, // [44:51] is the sub-list for method output_type
-	37, // [37:44] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	1,  // 22: campaignmesh.analytics.v1.GetBreakdownRequest.source:type_name -> campaignmesh.analytics.v1.DataSource
+	5,  // 23: campaignmesh.analytics.v1.BreakdownRow.metrics:type_name -> campaignmesh.analytics.v1.Metrics
+	13, // 24: campaignmesh.analytics.v1.GetBreakdownResponse.rows:type_name -> campaignmesh.analytics.v1.BreakdownRow
+	1,  // 25: campaignmesh.analytics.v1.GetBreakdownResponse.source:type_name -> campaignmesh.analytics.v1.DataSource
+	15, // 26: campaignmesh.analytics.v1.GetFunnelRequest.steps:type_name -> campaignmesh.analytics.v1.FunnelStep
+	26, // 27: campaignmesh.analytics.v1.GetFunnelRequest.start_time:type_name -> google.protobuf.Timestamp
+	26, // 28: campaignmesh.analytics.v1.GetFunnelRequest.end_time:type_name -> google.protobuf.Timestamp
+	15, // 29: campaignmesh.analytics.v1.FunnelStepResult.step:type_name -> campaignmesh.analytics.v1.FunnelStep
+	17, // 30: campaignmesh.analytics.v1.GetFunnelResponse.steps:type_name -> campaignmesh.analytics.v1.FunnelStepResult
+	26, // 31: campaignmesh.analytics.v1.WatchCampaignMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
+	26, // 32: campaignmesh.analytics.v1.WatchCampaignMetricsResponse.time:type_name -> google.protobuf.Timestamp
+	5,  // 33: campaignmesh.analytics.v1.WatchCampaignMetricsResponse.metrics:type_name -> campaignmesh.analytics.v1.Metrics
+	26, // 34: campaignmesh.analytics.v1.GetCampaignSpendRequest.start_time:type_name -> google.protobuf.Timestamp
+	26, // 35: campaignmesh.analytics.v1.GetCampaignSpendRequest.end_time:type_name -> google.protobuf.Timestamp
+	22, // 36: campaignmesh.analytics.v1.GetCampaignSpendResponse.spends:type_name -> campaignmesh.analytics.v1.CampaignSpend
+	26, // 37: campaignmesh.analytics.v1.DeleteEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	26, // 38: campaignmesh.analytics.v1.DeleteEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	6,  // 39: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSummary:input_type -> campaignmesh.analytics.v1.GetCampaignSummaryRequest
+	9,  // 40: campaignmesh.analytics.v1.AnalyticsService.GetMetricSeries:input_type -> campaignmesh.analytics.v1.GetMetricSeriesRequest
+	12, // 41: campaignmesh.analytics.v1.AnalyticsService.GetBreakdown:input_type -> campaignmesh.analytics.v1.GetBreakdownRequest
+	16, // 42: campaignmesh.analytics.v1.AnalyticsService.GetFunnel:input_type -> campaignmesh.analytics.v1.GetFunnelRequest
+	19, // 43: campaignmesh.analytics.v1.AnalyticsService.WatchCampaignMetrics:input_type -> campaignmesh.analytics.v1.WatchCampaignMetricsRequest
+	21, // 44: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSpend:input_type -> campaignmesh.analytics.v1.GetCampaignSpendRequest
+	24, // 45: campaignmesh.analytics.v1.AnalyticsService.DeleteEvents:input_type -> campaignmesh.analytics.v1.DeleteEventsRequest
+	8,  // 46: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSummary:output_type -> campaignmesh.analytics.v1.GetCampaignSummaryResponse
+	11, // 47: campaignmesh.analytics.v1.AnalyticsService.GetMetricSeries:output_type -> campaignmesh.analytics.v1.GetMetricSeriesResponse
+	14, // 48: campaignmesh.analytics.v1.AnalyticsService.GetBreakdown:output_type -> campaignmesh.analytics.v1.GetBreakdownResponse
+	18, // 49: campaignmesh.analytics.v1.AnalyticsService.GetFunnel:output_type -> campaignmesh.analytics.v1.GetFunnelResponse
+	20, // 50: campaignmesh.analytics.v1.AnalyticsService.WatchCampaignMetrics:output_type -> campaignmesh.analytics.v1.WatchCampaignMetricsResponse
+	23, // 51: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSpend:output_type -> campaignmesh.analytics.v1.GetCampaignSpendResponse
+	25, // 52: campaignmesh.analytics.v1.AnalyticsService.DeleteEvents:output_type -> campaignmesh.analytics.v1.DeleteEventsResponse
+	46, // [46:53] is the sub-list for method output_type
+	39, // [39:46] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_campaignmesh_analytics_v1_analytics_proto_init() }
