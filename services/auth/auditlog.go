@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/access"
@@ -75,8 +77,14 @@ type AuditFilter struct {
 	Limit                            int
 }
 
-// AppendAuditRecords stores records sent by another service. Every record needs an id.
-func (s *Service) AppendAuditRecords(ctx context.Context, recs []AuditEntry) (int, int, error) {
+// AppendAuditRecords stores records sent by the mesh service caller (its verified identity).
+// Every record needs an id. The chain must not hold what the caller could not have recorded: a
+// record's service is the caller, whatever it says; its method must be one of the caller's
+// own (an RPC of package campaignmesh.<caller>.v… or "<caller>.<job>"); its tenant must exist;
+// and its actor must fit its kind — an existing user or API key of that tenant, the caller
+// itself as "service:<caller>", or nobody for anonymous calls. One record that does not hold
+// refuses the whole call, so a peer forging records is stopped, not half-believed.
+func (s *Service) AppendAuditRecords(ctx context.Context, caller string, recs []AuditEntry) (int, int, error) {
 	var v apperr.Violations
 	if len(recs) > MaxAuditBatch {
 		v.Add("records", "at most %d records per call", MaxAuditBatch)
@@ -92,7 +100,79 @@ func (s *Service) AppendAuditRecords(ctx context.Context, recs []AuditEntry) (in
 	if err := v.Err(); err != nil {
 		return 0, 0, err
 	}
+	seen := map[string]bool{} // tenant/kind/actor already checked in this call
+	for i := range recs {
+		recs[i].Service = caller
+		var refused refusal
+		switch err := s.checkForeignRecord(ctx, caller, recs[i].AuditRecord, seen); {
+		case errors.As(err, &refused):
+			return 0, 0, apperr.New(apperr.PermissionDenied, "AUDIT_RECORD_REFUSED", "records[%d]: %s", i, string(refused))
+		case err != nil:
+			return 0, 0, err
+		}
+	}
 	return s.store.AppendAudit(ctx, recs)
+}
+
+// refusal is why a record cannot come from its caller; other errors are the store's.
+type refusal string
+
+func (r refusal) Error() string { return string(r) }
+
+// checkForeignRecord says why r cannot come from caller (a refusal), or returns nil.
+func (s *Service) checkForeignRecord(ctx context.Context, caller string, r access.AuditRecord, seen map[string]bool) error {
+	if !strings.HasPrefix(r.Method, "/campaignmesh."+caller+".v") && !strings.HasPrefix(r.Method, caller+".") {
+		return refusal(fmt.Sprintf("method %q is not served by %s", r.Method, caller))
+	}
+	key := r.TenantID + "/" + r.ActorKind + "/" + r.Actor
+	if seen[key] {
+		return nil
+	}
+	if r.TenantID != "" {
+		if ValidateID("tenant_id", r.TenantID) != nil {
+			return refusal("tenant is not a tenant id")
+		}
+		if _, err := s.store.GetTenant(ctx, r.TenantID); err != nil {
+			return errorUnlessNotFound(err, "tenant does not exist")
+		}
+	}
+	switch r.ActorKind {
+	case "anonymous":
+		if r.Actor != "" {
+			return refusal("an anonymous record names an actor")
+		}
+	case "service":
+		if r.Actor != "service:"+caller {
+			return refusal(fmt.Sprintf("a service record of %s must name actor service:%s", caller, caller))
+		}
+	case string(authn.KindAccessToken), "user":
+		if ValidateID("actor", r.Actor) != nil {
+			return refusal("actor is not a user id")
+		}
+		if _, err := s.store.GetUser(ctx, r.TenantID, r.Actor); err != nil {
+			return errorUnlessNotFound(err, "actor is not a user of the record's tenant")
+		}
+	case string(authn.KindAPIKey):
+		if r.TenantID == "" || ValidateID("actor", r.Actor) != nil {
+			return refusal("actor is not an API key of a tenant")
+		}
+		if _, err := s.store.GetAPIKey(ctx, r.TenantID, r.Actor); err != nil {
+			return errorUnlessNotFound(err, "actor is not an API key of the record's tenant")
+		}
+	default:
+		return refusal(fmt.Sprintf("unknown actor kind %q", r.ActorKind))
+	}
+	seen[key] = true
+	return nil
+}
+
+// errorUnlessNotFound turns a not-found lookup into the refusal msg; other errors (the store
+// failing) stay what they are, so they answer INTERNAL rather than a false refusal.
+func errorUnlessNotFound(err error, msg string) error {
+	if apperr.HasCode(err, apperr.NotFound) {
+		return refusal(msg)
+	}
+	return err
 }
 
 // ListAuditRecords returns one page of the caller's chain, oldest first, and the next token.

@@ -4,6 +4,7 @@ package access
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -15,6 +16,11 @@ import (
 
 	accessv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/access/v1"
 )
+
+// MeshIdentities are the services of the mesh: the only names a callers list may hold. A rule
+// naming anything else (a test identity, a typo) counts as no rule, so the server refuses to
+// start with it and the registry test names it.
+var MeshIdentities = []string{"auth", "ingest", "analytics", "campaigns", "dsr", "gateway"}
 
 // Rules maps full method names ("/pkg.Service/Method") to their rule.
 type Rules map[string]*accessv1.Rule
@@ -34,6 +40,10 @@ func public() *accessv1.Rule {
 	return &accessv1.Rule{Requirement: &accessv1.Rule_Public{Public: true}}
 }
 
+// Internal reports whether fullMethod is internal to the mesh: its rule admits only mesh
+// identities. Internal RPCs have no REST mapping and the gateway neither serves nor describes them.
+func Internal(fullMethod string) bool { return RuleOf(fullMethod).GetCallers() != nil }
+
 // RuleOf returns the rule declared on fullMethod in the proto registry, or nil.
 func RuleOf(fullMethod string) *accessv1.Rule {
 	if r, ok := builtin[fullMethod]; ok {
@@ -49,11 +59,8 @@ func RuleOf(fullMethod string) *accessv1.Rule {
 		return nil
 	}
 	r, _ := proto.GetExtension(md.Options(), accessv1.E_Rule).(*accessv1.Rule)
-	if r == nil || r.GetRequirement() == nil {
+	if !usable(r) {
 		return nil
-	}
-	if c, ok := r.GetRequirement().(*accessv1.Rule_Callers); ok && len(c.Callers.GetServices()) == 0 {
-		return nil // an empty allow-list allows nobody: treat as missing so the check reports it
 	}
 	return r
 }
@@ -75,4 +82,26 @@ func RulesFor(services map[string]grpc.ServiceInfo) (Rules, []string) {
 	}
 	sort.Strings(missing)
 	return rules, missing
+}
+
+// usable reports whether r is a complete rule. An empty callers list allows nobody, and one
+// naming a non-mesh identity would let a test certificate in: both count as missing, so the
+// server's start-up check reports them.
+func usable(r *accessv1.Rule) bool {
+	if r == nil || r.GetRequirement() == nil {
+		return false
+	}
+	c, ok := r.GetRequirement().(*accessv1.Rule_Callers)
+	if !ok {
+		return true
+	}
+	if len(c.Callers.GetServices()) == 0 {
+		return false
+	}
+	for _, s := range c.Callers.GetServices() {
+		if !slices.Contains(MeshIdentities, s) {
+			return false
+		}
+	}
+	return true
 }

@@ -1,6 +1,7 @@
 package access_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
+	accessv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/access/v1"
 	// Every service package of the mesh, so its descriptors are in the registry.
 	_ "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	_ "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
@@ -53,14 +55,38 @@ func TestEveryRPCHasAnAccessRule(t *testing.T) {
 	}
 }
 
-func TestEveryServiceRPCHasARESTMapping(t *testing.T) {
+// Public RPCs have a REST mapping; internal ones (callers rules) have none, so the edge can
+// neither route nor describe them.
+func TestOnlyPublicRPCsHaveARESTMapping(t *testing.T) {
+	internal := 0
 	for _, md := range meshMethods(t) {
 		if strings.HasPrefix(string(md.FullName()), "campaignmesh.meshtest.") {
 			continue // test-only service, never exposed
 		}
 		rule, _ := proto.GetExtension(md.Options(), annotations.E_Http).(*annotations.HttpRule)
-		if rule == nil || rule.GetPattern() == nil {
+		mapped := rule != nil && rule.GetPattern() != nil
+		switch {
+		case access.Internal(fullMethod(md)) && mapped:
+			t.Errorf("%s is internal but has a google.api.http mapping", fullMethod(md))
+		case access.Internal(fullMethod(md)):
+			internal++
+		case !mapped:
 			t.Errorf("%s has no google.api.http mapping", fullMethod(md))
+		}
+	}
+	if internal < 4 {
+		t.Errorf("found %d internal RPCs, want at least 4 (VerifyApiKey, AppendAuditRecords, ListRevocations, GetCampaignSpend, DeleteEvents)", internal)
+	}
+}
+
+// Test identities never reach production rules: every callers list names mesh services only.
+func TestCallersListsNameOnlyMeshIdentities(t *testing.T) {
+	for _, md := range meshMethods(t) {
+		r, _ := proto.GetExtension(md.Options(), accessv1.E_Rule).(*accessv1.Rule)
+		for _, s := range r.GetCallers().GetServices() {
+			if !slices.Contains(access.MeshIdentities, s) {
+				t.Errorf("%s admits %q, which is not a mesh identity %v", fullMethod(md), s, access.MeshIdentities)
+			}
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/services/auth"
 )
 
@@ -45,7 +46,11 @@ func (s *Server) AppendAuditRecords(ctx context.Context, req *authv1.AppendAudit
 	for _, r := range req.GetRecords() {
 		recs = append(recs, auth.NewAuditEntry(auditlog.FromProto(r)))
 	}
-	appended, dups, err := s.svc.AppendAuditRecords(ctx, recs)
+	caller, err := mtls.PeerService(ctx) // the access rule admitted only mesh identities
+	if err != nil {
+		return nil, err
+	}
+	appended, dups, err := s.svc.AppendAuditRecords(ctx, caller, recs)
 	if err != nil {
 		return nil, err
 	}

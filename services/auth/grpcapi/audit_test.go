@@ -2,6 +2,8 @@ package grpcapi_test
 
 import (
 	"context"
+	"crypto/rand"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -9,12 +11,16 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	accessv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/access/v1"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
-	meshtestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/meshtest/v1"
+	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/access"
 	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
@@ -271,7 +277,7 @@ func TestAuditRecordsSurviveAnAuthOutage(t *testing.T) {
 		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(e.svc.Keys())}),
 		grpcserver.WithAuditor(outbox),
 	)
-	meshtestv1.RegisterProbeServiceServer(probe.GRPC(), probeServer{})
+	campaignsv1.RegisterCampaignServiceServer(probe.GRPC(), campaignsStub{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -284,8 +290,8 @@ func TestAuditRecordsSurviveAnAuthOutage(t *testing.T) {
 	defer conn.Close()
 
 	e.stop() // auth goes down
-	method := meshtestv1.ProbeService_Permitted_FullMethodName
-	if _, err := meshtestv1.NewProbeServiceClient(conn).Permitted(as(f.tokens[rbac.Admin]), &meshtestv1.ProbeRequest{}); err != nil {
+	method := campaignsv1.CampaignService_DeleteCampaign_FullMethodName
+	if _, err := campaignsv1.NewCampaignServiceClient(conn).DeleteCampaign(as(f.tokens[rbac.Admin]), &campaignsv1.DeleteCampaignRequest{Id: "c-1"}); err != nil {
 		t.Fatalf("mutation with auth down: %v", err)
 	}
 	if n, err := outbox.Pending(ctx); err != nil || n != 1 {
@@ -319,10 +325,81 @@ func TestAuditRecordsSurviveAnAuthOutage(t *testing.T) {
 	}
 }
 
-type probeServer struct {
-	meshtestv1.UnimplementedProbeServiceServer
+// campaignsStub stands for the campaigns service: one audited mutation that succeeds.
+type campaignsStub struct {
+	campaignsv1.UnimplementedCampaignServiceServer
 }
 
-func (probeServer) Permitted(context.Context, *meshtestv1.ProbeRequest) (*meshtestv1.ProbeResponse, error) {
-	return &meshtestv1.ProbeResponse{}, nil
+func (campaignsStub) DeleteCampaign(context.Context, *campaignsv1.DeleteCampaignRequest) (*emptypb.Empty, error) {
+	return &emptypb.Empty{}, nil
+}
+
+// A mesh service can append only records it could have made: its own methods, its own name as
+// the service, tenants that exist and actors of the record's tenant. Test identities are not
+// admitted at all.
+func TestAppendAuditRecordsRefusesForgedRecords(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	f := e.tenantWithRoles(t, "forge")
+	other := e.tenantWithRoles(t, "forge-other")
+	campaigns := e.clientAs(t, "campaigns")
+	method := campaignsv1.CampaignService_DeleteCampaign_FullMethodName
+	record := func(mod func(r *authv1.AuditRecord)) *authv1.AuditRecord {
+		r := auditlog.ToProto(access.AuditRecord{
+			ID: uuid(t), Time: time.Now(), Method: method, TenantID: f.tenant.ID,
+			Actor: f.users[rbac.Admin].ID, ActorKind: "access_token", Service: "campaigns",
+		})
+		mod(r)
+		return r
+	}
+	for name, mod := range map[string]func(r *authv1.AuditRecord){
+		"another service's method":         func(r *authv1.AuditRecord) { r.Method = "/campaignmesh.auth.v1.AuthService/CreateUser" },
+		"a user of another tenant":         func(r *authv1.AuditRecord) { r.Actor = other.users[rbac.Admin].ID },
+		"a user that does not exist":       func(r *authv1.AuditRecord) { r.Actor = uuid(t) },
+		"a tenant that does not exist":     func(r *authv1.AuditRecord) { r.TenantId = uuid(t) },
+		"an API key that does not exist":   func(r *authv1.AuditRecord) { r.ActorKind, r.Actor = "api_key", uuid(t) },
+		"another service as actor":         func(r *authv1.AuditRecord) { r.ActorKind, r.Actor = "service", "service:auth" },
+		"an anonymous record with a actor": func(r *authv1.AuditRecord) { r.ActorKind = "anonymous" },
+		"an unknown actor kind":            func(r *authv1.AuditRecord) { r.ActorKind = "root" },
+	} {
+		good := record(func(*authv1.AuditRecord) {})
+		_, err := campaigns.AppendAuditRecords(context.Background(), &authv1.AppendAuditRecordsRequest{Records: []*authv1.AuditRecord{good, record(mod)}})
+		if status.Code(err) != codes.PermissionDenied {
+			t.Errorf("%s: err = %v, want PermissionDenied", name, err)
+		}
+		if n := len(e.records(t, f.tenant.ID, method)) + len(e.records(t, other.tenant.ID, method)); n != 0 {
+			t.Fatalf("%s: %d records stored from a refused call", name, n)
+		}
+	}
+
+	// A record that names another service is stored as the caller's.
+	claimed := record(func(r *authv1.AuditRecord) { r.Service = "auth" })
+	if _, err := campaigns.AppendAuditRecords(context.Background(), &authv1.AppendAuditRecordsRequest{Records: []*authv1.AuditRecord{
+		claimed,
+		record(func(r *authv1.AuditRecord) { r.ActorKind, r.Actor = "service", "service:campaigns" }),
+		record(func(r *authv1.AuditRecord) { r.TenantId, r.ActorKind, r.Actor = "", "anonymous", "" }),
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	recs := e.records(t, f.tenant.ID, method)
+	if len(recs) != 2 || recs[0].Service != "campaigns" || recs[1].Service != "campaigns" {
+		t.Fatalf("stored %+v, want two records of service campaigns", recs)
+	}
+
+	// The test identity of the platform's own tests is no caller of any production RPC.
+	_, err := e.clientAs(t, "meshtest").AppendAuditRecords(context.Background(), &authv1.AppendAuditRecordsRequest{Records: []*authv1.AuditRecord{record(func(*authv1.AuditRecord) {})}})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("meshtest identity: %v, want PermissionDenied", err)
+	}
+}
+
+func uuid(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }

@@ -1935,7 +1935,7 @@ const file_campaignmesh_analytics_v1_analytics_proto_rawDesc = "" +
 	"\rDIMENSION_APP\x10\x05\x12\x14\n" +
 	"\x10DIMENSION_DEVICE\x10\x06\x12\x14\n" +
 	"\x10DIMENSION_LOCALE\x10\a\x12\x16\n" +
-	"\x12DIMENSION_PROPERTY\x10\b2\xda\t\n" +
+	"\x12DIMENSION_PROPERTY\x10\b2\x86\t\n" +
 	"\x10AnalyticsService\x12\xb4\x01\n" +
 	"\x12GetCampaignSummary\x124.campaignmesh.analytics.v1.GetCampaignSummaryRequest\x1a5.campaignmesh.analytics.v1.GetCampaignSummaryResponse\"1\xc2\xf3\x18\x10\n" +
 	"\x0eanalytics.read\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/analytics/summary\x12\xaa\x01\n" +
@@ -1946,11 +1946,11 @@ const file_campaignmesh_analytics_v1_analytics_proto_rawDesc = "" +
 	"\tGetFunnel\x12+.campaignmesh.analytics.v1.GetFunnelRequest\x1a,.campaignmesh.analytics.v1.GetFunnelResponse\"3\xc2\xf3\x18\x10\n" +
 	"\x0eanalytics.read\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/v1/analytics/funnel\x12\xb9\x01\n" +
 	"\x14WatchCampaignMetrics\x126.campaignmesh.analytics.v1.WatchCampaignMetricsRequest\x1a7.campaignmesh.analytics.v1.WatchCampaignMetricsResponse\".\xc2\xf3\x18\x10\n" +
-	"\x0eanalytics.read\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/analytics/live0\x01\x12\xb2\x01\n" +
-	"\x10GetCampaignSpend\x122.campaignmesh.analytics.v1.GetCampaignSpendRequest\x1a3.campaignmesh.analytics.v1.GetCampaignSpendResponse\"5\xc2\xf3\x18\r\"\v\n" +
-	"\tcampaigns\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/internal/analytics/spend\x12\xab\x01\n" +
-	"\fDeleteEvents\x12..campaignmesh.analytics.v1.DeleteEventsRequest\x1a/.campaignmesh.analytics.v1.DeleteEventsResponse\":\xc2\xf3\x18\a\"\x05\n" +
-	"\x03dsr\x82\xd3\xe4\x93\x02):\x01*\"$/v1/internal/analytics/events:deleteBPZNgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1;analyticsv1b\x06proto3"
+	"\x0eanalytics.read\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/analytics/live0\x01\x12\x8e\x01\n" +
+	"\x10GetCampaignSpend\x122.campaignmesh.analytics.v1.GetCampaignSpendRequest\x1a3.campaignmesh.analytics.v1.GetCampaignSpendResponse\"\x11\xc2\xf3\x18\r\"\v\n" +
+	"\tcampaigns\x12|\n" +
+	"\fDeleteEvents\x12..campaignmesh.analytics.v1.DeleteEventsRequest\x1a/.campaignmesh.analytics.v1.DeleteEventsResponse\"\v\xc2\xf3\x18\a\"\x05\n" +
+	"\x03dsrBPZNgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1;analyticsv1b\x06proto3"
 
 var (
 	file_campaignmesh_analytics_v1_analytics_proto_rawDescOnce sync.Once

@@ -24,6 +24,64 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Kind of what was revoked.
+type Revocation_Kind int32
+
+const (
+	// Not used.
+	Revocation_KIND_UNSPECIFIED Revocation_Kind = 0
+	// A user: access tokens carrying a lower user token epoch are refused.
+	Revocation_KIND_USER Revocation_Kind = 1
+	// A tenant: access tokens and verified API keys carrying a lower tenant token epoch are
+	// refused.
+	Revocation_KIND_TENANT Revocation_Kind = 2
+	// An API key: refused outright.
+	Revocation_KIND_API_KEY Revocation_Kind = 3
+)
+
+// Enum value maps for Revocation_Kind.
+var (
+	Revocation_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_USER",
+		2: "KIND_TENANT",
+		3: "KIND_API_KEY",
+	}
+	Revocation_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED": 0,
+		"KIND_USER":        1,
+		"KIND_TENANT":      2,
+		"KIND_API_KEY":     3,
+	}
+)
+
+func (x Revocation_Kind) Enum() *Revocation_Kind {
+	p := new(Revocation_Kind)
+	*p = x
+	return p
+}
+
+func (x Revocation_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Revocation_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_campaignmesh_auth_v1_service_proto_enumTypes[0].Descriptor()
+}
+
+func (Revocation_Kind) Type() protoreflect.EnumType {
+	return &file_campaignmesh_auth_v1_service_proto_enumTypes[0]
+}
+
+func (x Revocation_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Revocation_Kind.Descriptor instead.
+func (Revocation_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{39, 0}
+}
+
 // LoginRequest carries password credentials.
 type LoginRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1889,9 +1947,11 @@ type VerifyApiKeyResponse struct {
 	// Permissions of the key.
 	Scopes []string `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	// Key expiry, if any; callers never cache past it.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// The tenant's token epoch when the key was verified (see Revocation).
+	TenantTokenEpoch int64 `protobuf:"varint,5,opt,name=tenant_token_epoch,json=tenantTokenEpoch,proto3" json:"tenant_token_epoch,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *VerifyApiKeyResponse) Reset() {
@@ -1952,6 +2012,181 @@ func (x *VerifyApiKeyResponse) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *VerifyApiKeyResponse) GetTenantTokenEpoch() int64 {
+	if x != nil {
+		return x.TenantTokenEpoch
+	}
+	return 0
+}
+
+// ListRevocationsRequest is empty.
+type ListRevocationsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRevocationsRequest) Reset() {
+	*x = ListRevocationsRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRevocationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRevocationsRequest) ProtoMessage() {}
+
+func (x *ListRevocationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRevocationsRequest.ProtoReflect.Descriptor instead.
+func (*ListRevocationsRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{37}
+}
+
+// ListRevocationsResponse is the complete list of recent revocations (not a delta), so a
+// poller that missed answers is whole again with the next one.
+type ListRevocationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Revocations made since window_start.
+	Revocations []*Revocation `protobuf:"bytes,1,rep,name=revocations,proto3" json:"revocations,omitempty"`
+	// Start of the window: the access-token lifetime plus a margin, so every credential issued
+	// before an older revocation has expired anyway.
+	WindowStart   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=window_start,json=windowStart,proto3" json:"window_start,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRevocationsResponse) Reset() {
+	*x = ListRevocationsResponse{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRevocationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRevocationsResponse) ProtoMessage() {}
+
+func (x *ListRevocationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRevocationsResponse.ProtoReflect.Descriptor instead.
+func (*ListRevocationsResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ListRevocationsResponse) GetRevocations() []*Revocation {
+	if x != nil {
+		return x.Revocations
+	}
+	return nil
+}
+
+func (x *ListRevocationsResponse) GetWindowStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WindowStart
+	}
+	return nil
+}
+
+// Revocation names a credential holder whose earlier credentials no longer count.
+type Revocation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Kind of holder.
+	Kind Revocation_Kind `protobuf:"varint,1,opt,name=kind,proto3,enum=campaignmesh.auth.v1.Revocation_Kind" json:"kind,omitempty"`
+	// User, tenant or API key id.
+	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// The holder's token epoch now (users and tenants); credentials issued under a lower epoch
+	// are revoked.
+	TokenEpoch int64 `protobuf:"varint,3,opt,name=token_epoch,json=tokenEpoch,proto3" json:"token_epoch,omitempty"`
+	// When it was revoked.
+	RevokeTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Revocation) Reset() {
+	*x = Revocation{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Revocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Revocation) ProtoMessage() {}
+
+func (x *Revocation) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
+func (*Revocation) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *Revocation) GetKind() Revocation_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return Revocation_KIND_UNSPECIFIED
+}
+
+func (x *Revocation) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Revocation) GetTokenEpoch() int64 {
+	if x != nil {
+		return x.TokenEpoch
+	}
+	return 0
+}
+
+func (x *Revocation) GetRevokeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokeTime
+	}
+	return nil
+}
+
 // ListAuditRecordsRequest filters and pages audit records. Filters combine with AND.
 type ListAuditRecordsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1977,7 +2212,7 @@ type ListAuditRecordsRequest struct {
 
 func (x *ListAuditRecordsRequest) Reset() {
 	*x = ListAuditRecordsRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[37]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1989,7 +2224,7 @@ func (x *ListAuditRecordsRequest) String() string {
 func (*ListAuditRecordsRequest) ProtoMessage() {}
 
 func (x *ListAuditRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[37]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2002,7 +2237,7 @@ func (x *ListAuditRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{37}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListAuditRecordsRequest) GetStartTime() *timestamppb.Timestamp {
@@ -2074,7 +2309,7 @@ type ListAuditRecordsResponse struct {
 
 func (x *ListAuditRecordsResponse) Reset() {
 	*x = ListAuditRecordsResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[38]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2086,7 +2321,7 @@ func (x *ListAuditRecordsResponse) String() string {
 func (*ListAuditRecordsResponse) ProtoMessage() {}
 
 func (x *ListAuditRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[38]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2099,7 +2334,7 @@ func (x *ListAuditRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{38}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListAuditRecordsResponse) GetRecords() []*AuditRecord {
@@ -2125,7 +2360,7 @@ type VerifyAuditChainRequest struct {
 
 func (x *VerifyAuditChainRequest) Reset() {
 	*x = VerifyAuditChainRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[39]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2137,7 +2372,7 @@ func (x *VerifyAuditChainRequest) String() string {
 func (*VerifyAuditChainRequest) ProtoMessage() {}
 
 func (x *VerifyAuditChainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[39]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2150,7 +2385,7 @@ func (x *VerifyAuditChainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditChainRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditChainRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{39}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{42}
 }
 
 // VerifyAuditChainResponse reports the verification.
@@ -2170,7 +2405,7 @@ type VerifyAuditChainResponse struct {
 
 func (x *VerifyAuditChainResponse) Reset() {
 	*x = VerifyAuditChainResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[40]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2182,7 +2417,7 @@ func (x *VerifyAuditChainResponse) String() string {
 func (*VerifyAuditChainResponse) ProtoMessage() {}
 
 func (x *VerifyAuditChainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[40]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2195,7 +2430,7 @@ func (x *VerifyAuditChainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditChainResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditChainResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{40}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *VerifyAuditChainResponse) GetOk() bool {
@@ -2237,7 +2472,7 @@ type AppendAuditRecordsRequest struct {
 
 func (x *AppendAuditRecordsRequest) Reset() {
 	*x = AppendAuditRecordsRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[41]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2249,7 +2484,7 @@ func (x *AppendAuditRecordsRequest) String() string {
 func (*AppendAuditRecordsRequest) ProtoMessage() {}
 
 func (x *AppendAuditRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[41]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2262,7 +2497,7 @@ func (x *AppendAuditRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendAuditRecordsRequest.ProtoReflect.Descriptor instead.
 func (*AppendAuditRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{41}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AppendAuditRecordsRequest) GetRecords() []*AuditRecord {
@@ -2285,7 +2520,7 @@ type AppendAuditRecordsResponse struct {
 
 func (x *AppendAuditRecordsResponse) Reset() {
 	*x = AppendAuditRecordsResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[42]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2297,7 +2532,7 @@ func (x *AppendAuditRecordsResponse) String() string {
 func (*AppendAuditRecordsResponse) ProtoMessage() {}
 
 func (x *AppendAuditRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[42]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2310,7 +2545,7 @@ func (x *AppendAuditRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendAuditRecordsResponse.ProtoReflect.Descriptor instead.
 func (*AppendAuditRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{42}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *AppendAuditRecordsResponse) GetAppended() int64 {
@@ -2435,13 +2670,31 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\x13RevokeApiKeyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"-\n" +
 	"\x13VerifyApiKeyRequest\x12\x16\n" +
-	"\x06secret\x18\x01 \x01(\tR\x06secret\"\x9f\x01\n" +
+	"\x06secret\x18\x01 \x01(\tR\x06secret\"\xcd\x01\n" +
 	"\x14VerifyApiKeyResponse\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x16\n" +
 	"\x06scopes\x18\x03 \x03(\tR\x06scopes\x12;\n" +
 	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"\xab\x02\n" +
+	"expireTime\x12,\n" +
+	"\x12tenant_token_epoch\x18\x05 \x01(\x03R\x10tenantTokenEpoch\"\x18\n" +
+	"\x16ListRevocationsRequest\"\x9c\x01\n" +
+	"\x17ListRevocationsResponse\x12B\n" +
+	"\vrevocations\x18\x01 \x03(\v2 .campaignmesh.auth.v1.RevocationR\vrevocations\x12=\n" +
+	"\fwindow_start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vwindowStart\"\x85\x02\n" +
+	"\n" +
+	"Revocation\x129\n" +
+	"\x04kind\x18\x01 \x01(\x0e2%.campaignmesh.auth.v1.Revocation.KindR\x04kind\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1f\n" +
+	"\vtoken_epoch\x18\x03 \x01(\x03R\n" +
+	"tokenEpoch\x12;\n" +
+	"\vrevoke_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"revokeTime\"N\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
+	"\tKIND_USER\x10\x01\x12\x0f\n" +
+	"\vKIND_TENANT\x10\x02\x12\x10\n" +
+	"\fKIND_API_KEY\x10\x03\"\xab\x02\n" +
 	"\x17ListAuditRecordsRequest\x129\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
@@ -2468,7 +2721,7 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\bappended\x18\x01 \x01(\x03R\bappended\x12\x1e\n" +
 	"\n" +
 	"duplicates\x18\x02 \x01(\x03R\n" +
-	"duplicates2\xb5\x1e\n" +
+	"duplicates2\xfd\x1e\n" +
 	"\vAuthService\x12s\n" +
 	"\x05Login\x12\".campaignmesh.auth.v1.LoginRequest\x1a#.campaignmesh.auth.v1.LoginResponse\"!\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/auth/login\x12y\n" +
 	"\aRefresh\x12$.campaignmesh.auth.v1.RefreshRequest\x1a#.campaignmesh.auth.v1.LoginResponse\"#\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/auth/refresh\x12w\n" +
@@ -2512,24 +2765,28 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\vListApiKeys\x12(.campaignmesh.auth.v1.ListApiKeysRequest\x1a).campaignmesh.auth.v1.ListApiKeysResponse\"'\xc2\xf3\x18\x10\n" +
 	"\x0eapikeys.manage\x82\xd3\xe4\x93\x02\r\x12\v/v1/apikeys\x12\x91\x01\n" +
 	"\fRevokeApiKey\x12).campaignmesh.auth.v1.RevokeApiKeyRequest\x1a\x1c.campaignmesh.auth.v1.ApiKey\"8\xc2\xf3\x18\x12P\x01\n" +
-	"\x0eapikeys.manage\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/apikeys/{id}:revoke\x12\xb6\x01\n" +
-	"\fVerifyApiKey\x12).campaignmesh.auth.v1.VerifyApiKeyRequest\x1a*.campaignmesh.auth.v1.VerifyApiKeyResponse\"O\xc2\xf3\x18%\"#\n" +
+	"\x0eapikeys.manage\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/apikeys/{id}:revoke\x12\x90\x01\n" +
+	"\fVerifyApiKey\x12).campaignmesh.auth.v1.VerifyApiKeyRequest\x1a*.campaignmesh.auth.v1.VerifyApiKeyResponse\")\xc2\xf3\x18%\"#\n" +
 	"\x06ingest\n" +
 	"\tcampaigns\n" +
 	"\tanalytics\n" +
-	"\x03dsr\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/internal/apikeys:verify\x12\x9c\x01\n" +
+	"\x03dsr\x12\x9c\x01\n" +
 	"\x10ListAuditRecords\x12-.campaignmesh.auth.v1.ListAuditRecordsRequest\x1a..campaignmesh.auth.v1.ListAuditRecordsResponse\")\xc2\xf3\x18\f\n" +
 	"\n" +
 	"audit.read\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/audit/records\x12\x9e\x01\n" +
 	"\x10VerifyAuditChain\x12-.campaignmesh.auth.v1.VerifyAuditChainRequest\x1a..campaignmesh.auth.v1.VerifyAuditChainResponse\"+\xc2\xf3\x18\f\n" +
 	"\n" +
-	"audit.read\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/audit:verify\x12\xd0\x01\n" +
-	"\x12AppendAuditRecords\x12/.campaignmesh.auth.v1.AppendAuditRecordsRequest\x1a0.campaignmesh.auth.v1.AppendAuditRecordsResponse\"W\xc2\xf3\x18/\"-\n" +
+	"audit.read\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/audit:verify\x12\x99\x01\n" +
+	"\x0fListRevocations\x12,.campaignmesh.auth.v1.ListRevocationsRequest\x1a-.campaignmesh.auth.v1.ListRevocationsResponse\")\xc2\xf3\x18%\"#\n" +
 	"\x06ingest\n" +
 	"\tcampaigns\n" +
 	"\tanalytics\n" +
-	"\x03dsr\n" +
-	"\bmeshtest\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/internal/audit:appendBFZDgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1;authv1b\x06proto3"
+	"\x03dsr\x12\xa2\x01\n" +
+	"\x12AppendAuditRecords\x12/.campaignmesh.auth.v1.AppendAuditRecordsRequest\x1a0.campaignmesh.auth.v1.AppendAuditRecordsResponse\")\xc2\xf3\x18%\"#\n" +
+	"\x06ingest\n" +
+	"\tcampaigns\n" +
+	"\tanalytics\n" +
+	"\x03dsrBFZDgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1;authv1b\x06proto3"
 
 var (
 	file_campaignmesh_auth_v1_service_proto_rawDescOnce sync.Once
@@ -2543,138 +2800,149 @@ func file_campaignmesh_auth_v1_service_proto_rawDescGZIP() []byte {
 	return file_campaignmesh_auth_v1_service_proto_rawDescData
 }
 
-var file_campaignmesh_auth_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_campaignmesh_auth_v1_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_campaignmesh_auth_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_campaignmesh_auth_v1_service_proto_goTypes = []any{
-	(*LoginRequest)(nil),               // 0: campaignmesh.auth.v1.LoginRequest
-	(*LoginResponse)(nil),              // 1: campaignmesh.auth.v1.LoginResponse
-	(*WhoAmIRequest)(nil),              // 2: campaignmesh.auth.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),             // 3: campaignmesh.auth.v1.WhoAmIResponse
-	(*ListSigningKeysRequest)(nil),     // 4: campaignmesh.auth.v1.ListSigningKeysRequest
-	(*ListSigningKeysResponse)(nil),    // 5: campaignmesh.auth.v1.ListSigningKeysResponse
-	(*RotateSigningKeyRequest)(nil),    // 6: campaignmesh.auth.v1.RotateSigningKeyRequest
-	(*CreateTenantRequest)(nil),        // 7: campaignmesh.auth.v1.CreateTenantRequest
-	(*GetTenantRequest)(nil),           // 8: campaignmesh.auth.v1.GetTenantRequest
-	(*ListTenantsRequest)(nil),         // 9: campaignmesh.auth.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),        // 10: campaignmesh.auth.v1.ListTenantsResponse
-	(*SuspendTenantRequest)(nil),       // 11: campaignmesh.auth.v1.SuspendTenantRequest
-	(*CreateUserRequest)(nil),          // 12: campaignmesh.auth.v1.CreateUserRequest
-	(*GetUserRequest)(nil),             // 13: campaignmesh.auth.v1.GetUserRequest
-	(*ListUsersRequest)(nil),           // 14: campaignmesh.auth.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),          // 15: campaignmesh.auth.v1.ListUsersResponse
-	(*DisableUserRequest)(nil),         // 16: campaignmesh.auth.v1.DisableUserRequest
-	(*ChangeUserRoleRequest)(nil),      // 17: campaignmesh.auth.v1.ChangeUserRoleRequest
-	(*RefreshRequest)(nil),             // 18: campaignmesh.auth.v1.RefreshRequest
-	(*LogoutRequest)(nil),              // 19: campaignmesh.auth.v1.LogoutRequest
-	(*LogoutResponse)(nil),             // 20: campaignmesh.auth.v1.LogoutResponse
-	(*ChangePasswordRequest)(nil),      // 21: campaignmesh.auth.v1.ChangePasswordRequest
-	(*ChangePasswordResponse)(nil),     // 22: campaignmesh.auth.v1.ChangePasswordResponse
-	(*ListRolesRequest)(nil),           // 23: campaignmesh.auth.v1.ListRolesRequest
-	(*ListRolesResponse)(nil),          // 24: campaignmesh.auth.v1.ListRolesResponse
-	(*RoleInfo)(nil),                   // 25: campaignmesh.auth.v1.RoleInfo
-	(*RevokeUserSessionsRequest)(nil),  // 26: campaignmesh.auth.v1.RevokeUserSessionsRequest
-	(*RevokeUserSessionsResponse)(nil), // 27: campaignmesh.auth.v1.RevokeUserSessionsResponse
-	(*UnlockUserRequest)(nil),          // 28: campaignmesh.auth.v1.UnlockUserRequest
-	(*CreateApiKeyRequest)(nil),        // 29: campaignmesh.auth.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),       // 30: campaignmesh.auth.v1.CreateApiKeyResponse
-	(*GetApiKeyRequest)(nil),           // 31: campaignmesh.auth.v1.GetApiKeyRequest
-	(*ListApiKeysRequest)(nil),         // 32: campaignmesh.auth.v1.ListApiKeysRequest
-	(*ListApiKeysResponse)(nil),        // 33: campaignmesh.auth.v1.ListApiKeysResponse
-	(*RevokeApiKeyRequest)(nil),        // 34: campaignmesh.auth.v1.RevokeApiKeyRequest
-	(*VerifyApiKeyRequest)(nil),        // 35: campaignmesh.auth.v1.VerifyApiKeyRequest
-	(*VerifyApiKeyResponse)(nil),       // 36: campaignmesh.auth.v1.VerifyApiKeyResponse
-	(*ListAuditRecordsRequest)(nil),    // 37: campaignmesh.auth.v1.ListAuditRecordsRequest
-	(*ListAuditRecordsResponse)(nil),   // 38: campaignmesh.auth.v1.ListAuditRecordsResponse
-	(*VerifyAuditChainRequest)(nil),    // 39: campaignmesh.auth.v1.VerifyAuditChainRequest
-	(*VerifyAuditChainResponse)(nil),   // 40: campaignmesh.auth.v1.VerifyAuditChainResponse
-	(*AppendAuditRecordsRequest)(nil),  // 41: campaignmesh.auth.v1.AppendAuditRecordsRequest
-	(*AppendAuditRecordsResponse)(nil), // 42: campaignmesh.auth.v1.AppendAuditRecordsResponse
-	(*timestamppb.Timestamp)(nil),      // 43: google.protobuf.Timestamp
-	(Role)(0),                          // 44: campaignmesh.auth.v1.Role
-	(*SigningKey)(nil),                 // 45: campaignmesh.auth.v1.SigningKey
-	(*Tenant)(nil),                     // 46: campaignmesh.auth.v1.Tenant
-	(*User)(nil),                       // 47: campaignmesh.auth.v1.User
-	(*ApiKey)(nil),                     // 48: campaignmesh.auth.v1.ApiKey
-	(*AuditRecord)(nil),                // 49: campaignmesh.auth.v1.AuditRecord
+	(Revocation_Kind)(0),               // 0: campaignmesh.auth.v1.Revocation.Kind
+	(*LoginRequest)(nil),               // 1: campaignmesh.auth.v1.LoginRequest
+	(*LoginResponse)(nil),              // 2: campaignmesh.auth.v1.LoginResponse
+	(*WhoAmIRequest)(nil),              // 3: campaignmesh.auth.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),             // 4: campaignmesh.auth.v1.WhoAmIResponse
+	(*ListSigningKeysRequest)(nil),     // 5: campaignmesh.auth.v1.ListSigningKeysRequest
+	(*ListSigningKeysResponse)(nil),    // 6: campaignmesh.auth.v1.ListSigningKeysResponse
+	(*RotateSigningKeyRequest)(nil),    // 7: campaignmesh.auth.v1.RotateSigningKeyRequest
+	(*CreateTenantRequest)(nil),        // 8: campaignmesh.auth.v1.CreateTenantRequest
+	(*GetTenantRequest)(nil),           // 9: campaignmesh.auth.v1.GetTenantRequest
+	(*ListTenantsRequest)(nil),         // 10: campaignmesh.auth.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),        // 11: campaignmesh.auth.v1.ListTenantsResponse
+	(*SuspendTenantRequest)(nil),       // 12: campaignmesh.auth.v1.SuspendTenantRequest
+	(*CreateUserRequest)(nil),          // 13: campaignmesh.auth.v1.CreateUserRequest
+	(*GetUserRequest)(nil),             // 14: campaignmesh.auth.v1.GetUserRequest
+	(*ListUsersRequest)(nil),           // 15: campaignmesh.auth.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),          // 16: campaignmesh.auth.v1.ListUsersResponse
+	(*DisableUserRequest)(nil),         // 17: campaignmesh.auth.v1.DisableUserRequest
+	(*ChangeUserRoleRequest)(nil),      // 18: campaignmesh.auth.v1.ChangeUserRoleRequest
+	(*RefreshRequest)(nil),             // 19: campaignmesh.auth.v1.RefreshRequest
+	(*LogoutRequest)(nil),              // 20: campaignmesh.auth.v1.LogoutRequest
+	(*LogoutResponse)(nil),             // 21: campaignmesh.auth.v1.LogoutResponse
+	(*ChangePasswordRequest)(nil),      // 22: campaignmesh.auth.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil),     // 23: campaignmesh.auth.v1.ChangePasswordResponse
+	(*ListRolesRequest)(nil),           // 24: campaignmesh.auth.v1.ListRolesRequest
+	(*ListRolesResponse)(nil),          // 25: campaignmesh.auth.v1.ListRolesResponse
+	(*RoleInfo)(nil),                   // 26: campaignmesh.auth.v1.RoleInfo
+	(*RevokeUserSessionsRequest)(nil),  // 27: campaignmesh.auth.v1.RevokeUserSessionsRequest
+	(*RevokeUserSessionsResponse)(nil), // 28: campaignmesh.auth.v1.RevokeUserSessionsResponse
+	(*UnlockUserRequest)(nil),          // 29: campaignmesh.auth.v1.UnlockUserRequest
+	(*CreateApiKeyRequest)(nil),        // 30: campaignmesh.auth.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),       // 31: campaignmesh.auth.v1.CreateApiKeyResponse
+	(*GetApiKeyRequest)(nil),           // 32: campaignmesh.auth.v1.GetApiKeyRequest
+	(*ListApiKeysRequest)(nil),         // 33: campaignmesh.auth.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),        // 34: campaignmesh.auth.v1.ListApiKeysResponse
+	(*RevokeApiKeyRequest)(nil),        // 35: campaignmesh.auth.v1.RevokeApiKeyRequest
+	(*VerifyApiKeyRequest)(nil),        // 36: campaignmesh.auth.v1.VerifyApiKeyRequest
+	(*VerifyApiKeyResponse)(nil),       // 37: campaignmesh.auth.v1.VerifyApiKeyResponse
+	(*ListRevocationsRequest)(nil),     // 38: campaignmesh.auth.v1.ListRevocationsRequest
+	(*ListRevocationsResponse)(nil),    // 39: campaignmesh.auth.v1.ListRevocationsResponse
+	(*Revocation)(nil),                 // 40: campaignmesh.auth.v1.Revocation
+	(*ListAuditRecordsRequest)(nil),    // 41: campaignmesh.auth.v1.ListAuditRecordsRequest
+	(*ListAuditRecordsResponse)(nil),   // 42: campaignmesh.auth.v1.ListAuditRecordsResponse
+	(*VerifyAuditChainRequest)(nil),    // 43: campaignmesh.auth.v1.VerifyAuditChainRequest
+	(*VerifyAuditChainResponse)(nil),   // 44: campaignmesh.auth.v1.VerifyAuditChainResponse
+	(*AppendAuditRecordsRequest)(nil),  // 45: campaignmesh.auth.v1.AppendAuditRecordsRequest
+	(*AppendAuditRecordsResponse)(nil), // 46: campaignmesh.auth.v1.AppendAuditRecordsResponse
+	(*timestamppb.Timestamp)(nil),      // 47: google.protobuf.Timestamp
+	(Role)(0),                          // 48: campaignmesh.auth.v1.Role
+	(*SigningKey)(nil),                 // 49: campaignmesh.auth.v1.SigningKey
+	(*Tenant)(nil),                     // 50: campaignmesh.auth.v1.Tenant
+	(*User)(nil),                       // 51: campaignmesh.auth.v1.User
+	(*ApiKey)(nil),                     // 52: campaignmesh.auth.v1.ApiKey
+	(*AuditRecord)(nil),                // 53: campaignmesh.auth.v1.AuditRecord
 }
 var file_campaignmesh_auth_v1_service_proto_depIdxs = []int32{
-	43, // 0: campaignmesh.auth.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
-	43, // 1: campaignmesh.auth.v1.LoginResponse.refresh_expire_time:type_name -> google.protobuf.Timestamp
-	44, // 2: campaignmesh.auth.v1.WhoAmIResponse.role:type_name -> campaignmesh.auth.v1.Role
-	45, // 3: campaignmesh.auth.v1.ListSigningKeysResponse.keys:type_name -> campaignmesh.auth.v1.SigningKey
-	46, // 4: campaignmesh.auth.v1.CreateTenantRequest.tenant:type_name -> campaignmesh.auth.v1.Tenant
-	46, // 5: campaignmesh.auth.v1.ListTenantsResponse.tenants:type_name -> campaignmesh.auth.v1.Tenant
-	47, // 6: campaignmesh.auth.v1.CreateUserRequest.user:type_name -> campaignmesh.auth.v1.User
-	47, // 7: campaignmesh.auth.v1.ListUsersResponse.users:type_name -> campaignmesh.auth.v1.User
-	44, // 8: campaignmesh.auth.v1.ChangeUserRoleRequest.role:type_name -> campaignmesh.auth.v1.Role
-	25, // 9: campaignmesh.auth.v1.ListRolesResponse.roles:type_name -> campaignmesh.auth.v1.RoleInfo
-	44, // 10: campaignmesh.auth.v1.RoleInfo.role:type_name -> campaignmesh.auth.v1.Role
-	43, // 11: campaignmesh.auth.v1.CreateApiKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	48, // 12: campaignmesh.auth.v1.CreateApiKeyResponse.api_key:type_name -> campaignmesh.auth.v1.ApiKey
-	48, // 13: campaignmesh.auth.v1.ListApiKeysResponse.api_keys:type_name -> campaignmesh.auth.v1.ApiKey
-	43, // 14: campaignmesh.auth.v1.VerifyApiKeyResponse.expire_time:type_name -> google.protobuf.Timestamp
-	43, // 15: campaignmesh.auth.v1.ListAuditRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
-	43, // 16: campaignmesh.auth.v1.ListAuditRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
-	49, // 17: campaignmesh.auth.v1.ListAuditRecordsResponse.records:type_name -> campaignmesh.auth.v1.AuditRecord
-	49, // 18: campaignmesh.auth.v1.AppendAuditRecordsRequest.records:type_name -> campaignmesh.auth.v1.AuditRecord
-	0,  // 19: campaignmesh.auth.v1.AuthService.Login:input_type -> campaignmesh.auth.v1.LoginRequest
-	18, // 20: campaignmesh.auth.v1.AuthService.Refresh:input_type -> campaignmesh.auth.v1.RefreshRequest
-	19, // 21: campaignmesh.auth.v1.AuthService.Logout:input_type -> campaignmesh.auth.v1.LogoutRequest
-	21, // 22: campaignmesh.auth.v1.AuthService.ChangePassword:input_type -> campaignmesh.auth.v1.ChangePasswordRequest
-	23, // 23: campaignmesh.auth.v1.AuthService.ListRoles:input_type -> campaignmesh.auth.v1.ListRolesRequest
-	2,  // 24: campaignmesh.auth.v1.AuthService.WhoAmI:input_type -> campaignmesh.auth.v1.WhoAmIRequest
-	4,  // 25: campaignmesh.auth.v1.AuthService.ListSigningKeys:input_type -> campaignmesh.auth.v1.ListSigningKeysRequest
-	6,  // 26: campaignmesh.auth.v1.AuthService.RotateSigningKey:input_type -> campaignmesh.auth.v1.RotateSigningKeyRequest
-	7,  // 27: campaignmesh.auth.v1.AuthService.CreateTenant:input_type -> campaignmesh.auth.v1.CreateTenantRequest
-	8,  // 28: campaignmesh.auth.v1.AuthService.GetTenant:input_type -> campaignmesh.auth.v1.GetTenantRequest
-	9,  // 29: campaignmesh.auth.v1.AuthService.ListTenants:input_type -> campaignmesh.auth.v1.ListTenantsRequest
-	11, // 30: campaignmesh.auth.v1.AuthService.SuspendTenant:input_type -> campaignmesh.auth.v1.SuspendTenantRequest
-	12, // 31: campaignmesh.auth.v1.AuthService.CreateUser:input_type -> campaignmesh.auth.v1.CreateUserRequest
-	13, // 32: campaignmesh.auth.v1.AuthService.GetUser:input_type -> campaignmesh.auth.v1.GetUserRequest
-	14, // 33: campaignmesh.auth.v1.AuthService.ListUsers:input_type -> campaignmesh.auth.v1.ListUsersRequest
-	16, // 34: campaignmesh.auth.v1.AuthService.DisableUser:input_type -> campaignmesh.auth.v1.DisableUserRequest
-	17, // 35: campaignmesh.auth.v1.AuthService.ChangeUserRole:input_type -> campaignmesh.auth.v1.ChangeUserRoleRequest
-	26, // 36: campaignmesh.auth.v1.AuthService.RevokeUserSessions:input_type -> campaignmesh.auth.v1.RevokeUserSessionsRequest
-	28, // 37: campaignmesh.auth.v1.AuthService.UnlockUser:input_type -> campaignmesh.auth.v1.UnlockUserRequest
-	29, // 38: campaignmesh.auth.v1.AuthService.CreateApiKey:input_type -> campaignmesh.auth.v1.CreateApiKeyRequest
-	31, // 39: campaignmesh.auth.v1.AuthService.GetApiKey:input_type -> campaignmesh.auth.v1.GetApiKeyRequest
-	32, // 40: campaignmesh.auth.v1.AuthService.ListApiKeys:input_type -> campaignmesh.auth.v1.ListApiKeysRequest
-	34, // 41: campaignmesh.auth.v1.AuthService.RevokeApiKey:input_type -> campaignmesh.auth.v1.RevokeApiKeyRequest
-	35, // 42: campaignmesh.auth.v1.AuthService.VerifyApiKey:input_type -> campaignmesh.auth.v1.VerifyApiKeyRequest
-	37, // 43: campaignmesh.auth.v1.AuthService.ListAuditRecords:input_type -> campaignmesh.auth.v1.ListAuditRecordsRequest
-	39, // 44: campaignmesh.auth.v1.AuthService.VerifyAuditChain:input_type -> campaignmesh.auth.v1.VerifyAuditChainRequest
-	41, // 45: campaignmesh.auth.v1.AuthService.AppendAuditRecords:input_type -> campaignmesh.auth.v1.AppendAuditRecordsRequest
-	1,  // 46: campaignmesh.auth.v1.AuthService.Login:output_type -> campaignmesh.auth.v1.LoginResponse
-	1,  // 47: campaignmesh.auth.v1.AuthService.Refresh:output_type -> campaignmesh.auth.v1.LoginResponse
-	20, // 48: campaignmesh.auth.v1.AuthService.Logout:output_type -> campaignmesh.auth.v1.LogoutResponse
-	22, // 49: campaignmesh.auth.v1.AuthService.ChangePassword:output_type -> campaignmesh.auth.v1.ChangePasswordResponse
-	24, // 50: campaignmesh.auth.v1.AuthService.ListRoles:output_type -> campaignmesh.auth.v1.ListRolesResponse
-	3,  // 51: campaignmesh.auth.v1.AuthService.WhoAmI:output_type -> campaignmesh.auth.v1.WhoAmIResponse
-	5,  // 52: campaignmesh.auth.v1.AuthService.ListSigningKeys:output_type -> campaignmesh.auth.v1.ListSigningKeysResponse
-	45, // 53: campaignmesh.auth.v1.AuthService.RotateSigningKey:output_type -> campaignmesh.auth.v1.SigningKey
-	46, // 54: campaignmesh.auth.v1.AuthService.CreateTenant:output_type -> campaignmesh.auth.v1.Tenant
-	46, // 55: campaignmesh.auth.v1.AuthService.GetTenant:output_type -> campaignmesh.auth.v1.Tenant
-	10, // 56: campaignmesh.auth.v1.AuthService.ListTenants:output_type -> campaignmesh.auth.v1.ListTenantsResponse
-	46, // 57: campaignmesh.auth.v1.AuthService.SuspendTenant:output_type -> campaignmesh.auth.v1.Tenant
-	47, // 58: campaignmesh.auth.v1.AuthService.CreateUser:output_type -> campaignmesh.auth.v1.User
-	47, // 59: campaignmesh.auth.v1.AuthService.GetUser:output_type -> campaignmesh.auth.v1.User
-	15, // 60: campaignmesh.auth.v1.AuthService.ListUsers:output_type -> campaignmesh.auth.v1.ListUsersResponse
-	47, // 61: campaignmesh.auth.v1.AuthService.DisableUser:output_type -> campaignmesh.auth.v1.User
-	47, // 62: campaignmesh.auth.v1.AuthService.ChangeUserRole:output_type -> campaignmesh.auth.v1.User
-	27, // 63: campaignmesh.auth.v1.AuthService.RevokeUserSessions:output_type -> campaignmesh.auth.v1.RevokeUserSessionsResponse
-	47, // 64: campaignmesh.auth.v1.AuthService.UnlockUser:output_type -> campaignmesh.auth.v1.User
-	30, // 65: campaignmesh.auth.v1.AuthService.CreateApiKey:output_type -> campaignmesh.auth.v1.CreateApiKeyResponse
-	48, // 66: campaignmesh.auth.v1.AuthService.GetApiKey:output_type -> campaignmesh.auth.v1.ApiKey
-	33, // 67: campaignmesh.auth.v1.AuthService.ListApiKeys:output_type -> campaignmesh.auth.v1.ListApiKeysResponse
-	48, // 68: campaignmesh.auth.v1.AuthService.RevokeApiKey:output_type -> campaignmesh.auth.v1.ApiKey
-	36, // 69: campaignmesh.auth.v1.AuthService.VerifyApiKey:output_type -> campaignmesh.auth.v1.VerifyApiKeyResponse
-	38, // 70: campaignmesh.auth.v1.AuthService.ListAuditRecords:output_type -> campaignmesh.auth.v1.ListAuditRecordsResponse
-	40, // 71: campaignmesh.auth.v1.AuthService.VerifyAuditChain:output_type -> campaignmesh.auth.v1.VerifyAuditChainResponse
-	42, // 72: campaignmesh.auth.v1.AuthService.AppendAuditRecords:output_type -> campaignmesh.auth.v1.AppendAuditRecordsResponse
-	46, // [46:73] is the sub-list for method output_type
-	19, // [19:46] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	47, // 0: campaignmesh.auth.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
+	47, // 1: campaignmesh.auth.v1.LoginResponse.refresh_expire_time:type_name -> google.protobuf.Timestamp
+	48, // 2: campaignmesh.auth.v1.WhoAmIResponse.role:type_name -> campaignmesh.auth.v1.Role
+	49, // 3: campaignmesh.auth.v1.ListSigningKeysResponse.keys:type_name -> campaignmesh.auth.v1.SigningKey
+	50, // 4: campaignmesh.auth.v1.CreateTenantRequest.tenant:type_name -> campaignmesh.auth.v1.Tenant
+	50, // 5: campaignmesh.auth.v1.ListTenantsResponse.tenants:type_name -> campaignmesh.auth.v1.Tenant
+	51, // 6: campaignmesh.auth.v1.CreateUserRequest.user:type_name -> campaignmesh.auth.v1.User
+	51, // 7: campaignmesh.auth.v1.ListUsersResponse.users:type_name -> campaignmesh.auth.v1.User
+	48, // 8: campaignmesh.auth.v1.ChangeUserRoleRequest.role:type_name -> campaignmesh.auth.v1.Role
+	26, // 9: campaignmesh.auth.v1.ListRolesResponse.roles:type_name -> campaignmesh.auth.v1.RoleInfo
+	48, // 10: campaignmesh.auth.v1.RoleInfo.role:type_name -> campaignmesh.auth.v1.Role
+	47, // 11: campaignmesh.auth.v1.CreateApiKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	52, // 12: campaignmesh.auth.v1.CreateApiKeyResponse.api_key:type_name -> campaignmesh.auth.v1.ApiKey
+	52, // 13: campaignmesh.auth.v1.ListApiKeysResponse.api_keys:type_name -> campaignmesh.auth.v1.ApiKey
+	47, // 14: campaignmesh.auth.v1.VerifyApiKeyResponse.expire_time:type_name -> google.protobuf.Timestamp
+	40, // 15: campaignmesh.auth.v1.ListRevocationsResponse.revocations:type_name -> campaignmesh.auth.v1.Revocation
+	47, // 16: campaignmesh.auth.v1.ListRevocationsResponse.window_start:type_name -> google.protobuf.Timestamp
+	0,  // 17: campaignmesh.auth.v1.Revocation.kind:type_name -> campaignmesh.auth.v1.Revocation.Kind
+	47, // 18: campaignmesh.auth.v1.Revocation.revoke_time:type_name -> google.protobuf.Timestamp
+	47, // 19: campaignmesh.auth.v1.ListAuditRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
+	47, // 20: campaignmesh.auth.v1.ListAuditRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
+	53, // 21: campaignmesh.auth.v1.ListAuditRecordsResponse.records:type_name -> campaignmesh.auth.v1.AuditRecord
+	53, // 22: campaignmesh.auth.v1.AppendAuditRecordsRequest.records:type_name -> campaignmesh.auth.v1.AuditRecord
+	1,  // 23: campaignmesh.auth.v1.AuthService.Login:input_type -> campaignmesh.auth.v1.LoginRequest
+	19, // 24: campaignmesh.auth.v1.AuthService.Refresh:input_type -> campaignmesh.auth.v1.RefreshRequest
+	20, // 25: campaignmesh.auth.v1.AuthService.Logout:input_type -> campaignmesh.auth.v1.LogoutRequest
+	22, // 26: campaignmesh.auth.v1.AuthService.ChangePassword:input_type -> campaignmesh.auth.v1.ChangePasswordRequest
+	24, // 27: campaignmesh.auth.v1.AuthService.ListRoles:input_type -> campaignmesh.auth.v1.ListRolesRequest
+	3,  // 28: campaignmesh.auth.v1.AuthService.WhoAmI:input_type -> campaignmesh.auth.v1.WhoAmIRequest
+	5,  // 29: campaignmesh.auth.v1.AuthService.ListSigningKeys:input_type -> campaignmesh.auth.v1.ListSigningKeysRequest
+	7,  // 30: campaignmesh.auth.v1.AuthService.RotateSigningKey:input_type -> campaignmesh.auth.v1.RotateSigningKeyRequest
+	8,  // 31: campaignmesh.auth.v1.AuthService.CreateTenant:input_type -> campaignmesh.auth.v1.CreateTenantRequest
+	9,  // 32: campaignmesh.auth.v1.AuthService.GetTenant:input_type -> campaignmesh.auth.v1.GetTenantRequest
+	10, // 33: campaignmesh.auth.v1.AuthService.ListTenants:input_type -> campaignmesh.auth.v1.ListTenantsRequest
+	12, // 34: campaignmesh.auth.v1.AuthService.SuspendTenant:input_type -> campaignmesh.auth.v1.SuspendTenantRequest
+	13, // 35: campaignmesh.auth.v1.AuthService.CreateUser:input_type -> campaignmesh.auth.v1.CreateUserRequest
+	14, // 36: campaignmesh.auth.v1.AuthService.GetUser:input_type -> campaignmesh.auth.v1.GetUserRequest
+	15, // 37: campaignmesh.auth.v1.AuthService.ListUsers:input_type -> campaignmesh.auth.v1.ListUsersRequest
+	17, // 38: campaignmesh.auth.v1.AuthService.DisableUser:input_type -> campaignmesh.auth.v1.DisableUserRequest
+	18, // 39: campaignmesh.auth.v1.AuthService.ChangeUserRole:input_type -> campaignmesh.auth.v1.ChangeUserRoleRequest
+	27, // 40: campaignmesh.auth.v1.AuthService.RevokeUserSessions:input_type -> campaignmesh.auth.v1.RevokeUserSessionsRequest
+	29, // 41: campaignmesh.auth.v1.AuthService.UnlockUser:input_type -> campaignmesh.auth.v1.UnlockUserRequest
+	30, // 42: campaignmesh.auth.v1.AuthService.CreateApiKey:input_type -> campaignmesh.auth.v1.CreateApiKeyRequest
+	32, // 43: campaignmesh.auth.v1.AuthService.GetApiKey:input_type -> campaignmesh.auth.v1.GetApiKeyRequest
+	33, // 44: campaignmesh.auth.v1.AuthService.ListApiKeys:input_type -> campaignmesh.auth.v1.ListApiKeysRequest
+	35, // 45: campaignmesh.auth.v1.AuthService.RevokeApiKey:input_type -> campaignmesh.auth.v1.RevokeApiKeyRequest
+	36, // 46: campaignmesh.auth.v1.AuthService.VerifyApiKey:input_type -> campaignmesh.auth.v1.VerifyApiKeyRequest
+	41, // 47: campaignmesh.auth.v1.AuthService.ListAuditRecords:input_type -> campaignmesh.auth.v1.ListAuditRecordsRequest
+	43, // 48: campaignmesh.auth.v1.AuthService.VerifyAuditChain:input_type -> campaignmesh.auth.v1.VerifyAuditChainRequest
+	38, // 49: campaignmesh.auth.v1.AuthService.ListRevocations:input_type -> campaignmesh.auth.v1.ListRevocationsRequest
+	45, // 50: campaignmesh.auth.v1.AuthService.AppendAuditRecords:input_type -> campaignmesh.auth.v1.AppendAuditRecordsRequest
+	2,  // 51: campaignmesh.auth.v1.AuthService.Login:output_type -> campaignmesh.auth.v1.LoginResponse
+	2,  // 52: campaignmesh.auth.v1.AuthService.Refresh:output_type -> campaignmesh.auth.v1.LoginResponse
+	21, // 53: campaignmesh.auth.v1.AuthService.Logout:output_type -> campaignmesh.auth.v1.LogoutResponse
+	23, // 54: campaignmesh.auth.v1.AuthService.ChangePassword:output_type -> campaignmesh.auth.v1.ChangePasswordResponse
+	25, // 55: campaignmesh.auth.v1.AuthService.ListRoles:output_type -> campaignmesh.auth.v1.ListRolesResponse
+	4,  // 56: campaignmesh.auth.v1.AuthService.WhoAmI:output_type -> campaignmesh.auth.v1.WhoAmIResponse
+	6,  // 57: campaignmesh.auth.v1.AuthService.ListSigningKeys:output_type -> campaignmesh.auth.v1.ListSigningKeysResponse
+	49, // 58: campaignmesh.auth.v1.AuthService.RotateSigningKey:output_type -> campaignmesh.auth.v1.SigningKey
+	50, // 59: campaignmesh.auth.v1.AuthService.CreateTenant:output_type -> campaignmesh.auth.v1.Tenant
+	50, // 60: campaignmesh.auth.v1.AuthService.GetTenant:output_type -> campaignmesh.auth.v1.Tenant
+	11, // 61: campaignmesh.auth.v1.AuthService.ListTenants:output_type -> campaignmesh.auth.v1.ListTenantsResponse
+	50, // 62: campaignmesh.auth.v1.AuthService.SuspendTenant:output_type -> campaignmesh.auth.v1.Tenant
+	51, // 63: campaignmesh.auth.v1.AuthService.CreateUser:output_type -> campaignmesh.auth.v1.User
+	51, // 64: campaignmesh.auth.v1.AuthService.GetUser:output_type -> campaignmesh.auth.v1.User
+	16, // 65: campaignmesh.auth.v1.AuthService.ListUsers:output_type -> campaignmesh.auth.v1.ListUsersResponse
+	51, // 66: campaignmesh.auth.v1.AuthService.DisableUser:output_type -> campaignmesh.auth.v1.User
+	51, // 67: campaignmesh.auth.v1.AuthService.ChangeUserRole:output_type -> campaignmesh.auth.v1.User
+	28, // 68: campaignmesh.auth.v1.AuthService.RevokeUserSessions:output_type -> campaignmesh.auth.v1.RevokeUserSessionsResponse
+	51, // 69: campaignmesh.auth.v1.AuthService.UnlockUser:output_type -> campaignmesh.auth.v1.User
+	31, // 70: campaignmesh.auth.v1.AuthService.CreateApiKey:output_type -> campaignmesh.auth.v1.CreateApiKeyResponse
+	52, // 71: campaignmesh.auth.v1.AuthService.GetApiKey:output_type -> campaignmesh.auth.v1.ApiKey
+	34, // 72: campaignmesh.auth.v1.AuthService.ListApiKeys:output_type -> campaignmesh.auth.v1.ListApiKeysResponse
+	52, // 73: campaignmesh.auth.v1.AuthService.RevokeApiKey:output_type -> campaignmesh.auth.v1.ApiKey
+	37, // 74: campaignmesh.auth.v1.AuthService.VerifyApiKey:output_type -> campaignmesh.auth.v1.VerifyApiKeyResponse
+	42, // 75: campaignmesh.auth.v1.AuthService.ListAuditRecords:output_type -> campaignmesh.auth.v1.ListAuditRecordsResponse
+	44, // 76: campaignmesh.auth.v1.AuthService.VerifyAuditChain:output_type -> campaignmesh.auth.v1.VerifyAuditChainResponse
+	39, // 77: campaignmesh.auth.v1.AuthService.ListRevocations:output_type -> campaignmesh.auth.v1.ListRevocationsResponse
+	46, // 78: campaignmesh.auth.v1.AuthService.AppendAuditRecords:output_type -> campaignmesh.auth.v1.AppendAuditRecordsResponse
+	51, // [51:79] is the sub-list for method output_type
+	23, // [23:51] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_campaignmesh_auth_v1_service_proto_init() }
@@ -2688,13 +2956,14 @@ func file_campaignmesh_auth_v1_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campaignmesh_auth_v1_service_proto_rawDesc), len(file_campaignmesh_auth_v1_service_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   43,
+			NumEnums:      1,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_campaignmesh_auth_v1_service_proto_goTypes,
 		DependencyIndexes: file_campaignmesh_auth_v1_service_proto_depIdxs,
+		EnumInfos:         file_campaignmesh_auth_v1_service_proto_enumTypes,
 		MessageInfos:      file_campaignmesh_auth_v1_service_proto_msgTypes,
 	}.Build()
 	File_campaignmesh_auth_v1_service_proto = out.File

@@ -45,6 +45,7 @@ const (
 	AuthService_VerifyApiKey_FullMethodName       = "/campaignmesh.auth.v1.AuthService/VerifyApiKey"
 	AuthService_ListAuditRecords_FullMethodName   = "/campaignmesh.auth.v1.AuthService/ListAuditRecords"
 	AuthService_VerifyAuditChain_FullMethodName   = "/campaignmesh.auth.v1.AuthService/VerifyAuditChain"
+	AuthService_ListRevocations_FullMethodName    = "/campaignmesh.auth.v1.AuthService/ListRevocations"
 	AuthService_AppendAuditRecords_FullMethodName = "/campaignmesh.auth.v1.AuthService/AppendAuditRecords"
 )
 
@@ -123,8 +124,9 @@ type AuthServiceClient interface {
 	// Caller: tenant admin. Permission: apikeys.manage. Audited.
 	RevokeApiKey(ctx context.Context, in *RevokeApiKeyRequest, opts ...grpc.CallOption) (*ApiKey, error)
 	// VerifyApiKey checks an API key secret and returns what it may do. Other services call it
-	// (and cache the answer for at most 30 s) to authenticate API keys.
-	// Caller: mesh services only.
+	// (and cache the answer for at most 30 s, dropping it as soon as ListRevocations reports the
+	// key revoked or its tenant suspended) to authenticate API keys.
+	// Caller: mesh services only (internal: no REST mapping, not served at the edge).
 	VerifyApiKey(ctx context.Context, in *VerifyApiKeyRequest, opts ...grpc.CallOption) (*VerifyApiKeyResponse, error)
 	// ListAuditRecords lists the caller's tenant's audit records, oldest first, filtered.
 	// Platform operators see the platform's own records. Caller: tenant admin or platform
@@ -134,9 +136,18 @@ type AuthServiceClient interface {
 	// reports the first broken link. Caller: tenant admin or platform operator.
 	// Permission: audit.read.
 	VerifyAuditChain(ctx context.Context, in *VerifyAuditChainRequest, opts ...grpc.CallOption) (*VerifyAuditChainResponse, error)
+	// ListRevocations lists what was revoked within the last access-token lifetime: users whose
+	// tokens end (disabled, role changed, sessions revoked, password changed), suspended tenants
+	// and revoked API keys. Every service polls it (every second by default) and refuses the
+	// credentials it names, so revocation takes effect within seconds everywhere, not at token
+	// expiry. Caller: mesh services only (internal: no REST mapping, not served at the edge).
+	ListRevocations(ctx context.Context, in *ListRevocationsRequest, opts ...grpc.CallOption) (*ListRevocationsResponse, error)
 	// AppendAuditRecords stores audit records that other services recorded (and kept durably
 	// while auth was unreachable). Records carry ids; a record already stored is skipped, so
-	// redelivery never duplicates. Caller: mesh services only.
+	// redelivery never duplicates. The record's service is the caller's verified mesh identity,
+	// whatever the record says; records of methods the caller does not serve, or naming an actor
+	// or tenant the caller could not have seen, are refused. Caller: mesh services only
+	// (internal: no REST mapping, not served at the edge).
 	AppendAuditRecords(ctx context.Context, in *AppendAuditRecordsRequest, opts ...grpc.CallOption) (*AppendAuditRecordsResponse, error)
 }
 
@@ -408,6 +419,16 @@ func (c *authServiceClient) VerifyAuditChain(ctx context.Context, in *VerifyAudi
 	return out, nil
 }
 
+func (c *authServiceClient) ListRevocations(ctx context.Context, in *ListRevocationsRequest, opts ...grpc.CallOption) (*ListRevocationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRevocationsResponse)
+	err := c.cc.Invoke(ctx, AuthService_ListRevocations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *authServiceClient) AppendAuditRecords(ctx context.Context, in *AppendAuditRecordsRequest, opts ...grpc.CallOption) (*AppendAuditRecordsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AppendAuditRecordsResponse)
@@ -493,8 +514,9 @@ type AuthServiceServer interface {
 	// Caller: tenant admin. Permission: apikeys.manage. Audited.
 	RevokeApiKey(context.Context, *RevokeApiKeyRequest) (*ApiKey, error)
 	// VerifyApiKey checks an API key secret and returns what it may do. Other services call it
-	// (and cache the answer for at most 30 s) to authenticate API keys.
-	// Caller: mesh services only.
+	// (and cache the answer for at most 30 s, dropping it as soon as ListRevocations reports the
+	// key revoked or its tenant suspended) to authenticate API keys.
+	// Caller: mesh services only (internal: no REST mapping, not served at the edge).
 	VerifyApiKey(context.Context, *VerifyApiKeyRequest) (*VerifyApiKeyResponse, error)
 	// ListAuditRecords lists the caller's tenant's audit records, oldest first, filtered.
 	// Platform operators see the platform's own records. Caller: tenant admin or platform
@@ -504,9 +526,18 @@ type AuthServiceServer interface {
 	// reports the first broken link. Caller: tenant admin or platform operator.
 	// Permission: audit.read.
 	VerifyAuditChain(context.Context, *VerifyAuditChainRequest) (*VerifyAuditChainResponse, error)
+	// ListRevocations lists what was revoked within the last access-token lifetime: users whose
+	// tokens end (disabled, role changed, sessions revoked, password changed), suspended tenants
+	// and revoked API keys. Every service polls it (every second by default) and refuses the
+	// credentials it names, so revocation takes effect within seconds everywhere, not at token
+	// expiry. Caller: mesh services only (internal: no REST mapping, not served at the edge).
+	ListRevocations(context.Context, *ListRevocationsRequest) (*ListRevocationsResponse, error)
 	// AppendAuditRecords stores audit records that other services recorded (and kept durably
 	// while auth was unreachable). Records carry ids; a record already stored is skipped, so
-	// redelivery never duplicates. Caller: mesh services only.
+	// redelivery never duplicates. The record's service is the caller's verified mesh identity,
+	// whatever the record says; records of methods the caller does not serve, or naming an actor
+	// or tenant the caller could not have seen, are refused. Caller: mesh services only
+	// (internal: no REST mapping, not served at the edge).
 	AppendAuditRecords(context.Context, *AppendAuditRecordsRequest) (*AppendAuditRecordsResponse, error)
 	mustEmbedUnimplementedAuthServiceServer()
 }
@@ -595,6 +626,9 @@ func (UnimplementedAuthServiceServer) ListAuditRecords(context.Context, *ListAud
 }
 func (UnimplementedAuthServiceServer) VerifyAuditChain(context.Context, *VerifyAuditChainRequest) (*VerifyAuditChainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VerifyAuditChain not implemented")
+}
+func (UnimplementedAuthServiceServer) ListRevocations(context.Context, *ListRevocationsRequest) (*ListRevocationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRevocations not implemented")
 }
 func (UnimplementedAuthServiceServer) AppendAuditRecords(context.Context, *AppendAuditRecordsRequest) (*AppendAuditRecordsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AppendAuditRecords not implemented")
@@ -1088,6 +1122,24 @@ func _AuthService_VerifyAuditChain_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_ListRevocations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRevocationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).ListRevocations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_ListRevocations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).ListRevocations(ctx, req.(*ListRevocationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AuthService_AppendAuditRecords_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AppendAuditRecordsRequest)
 	if err := dec(in); err != nil {
@@ -1216,6 +1268,10 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VerifyAuditChain",
 			Handler:    _AuthService_VerifyAuditChain_Handler,
+		},
+		{
+			MethodName: "ListRevocations",
+			Handler:    _AuthService_ListRevocations_Handler,
 		},
 		{
 			MethodName: "AppendAuditRecords",
