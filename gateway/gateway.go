@@ -29,8 +29,6 @@ import (
 	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/campaignmesh/campaignmesh/gen/openapi"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
@@ -108,7 +106,11 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 	g.health = health.NewServer()
 	healthpb.RegisterHealthServer(g.grpc, g.health)
 	// Reflection answers for the backends' services too: the gateway links their descriptors.
-	refl := reflection.ServerOptions{Services: meshServices{own: g.grpc, backends: backends}}
+	files, err := publicFiles(backends)
+	if err != nil {
+		return nil, err
+	}
+	refl := reflection.ServerOptions{Services: meshServices{own: g.grpc, backends: backends, files: files}, DescriptorResolver: files}
 	reflectionv1.RegisterServerReflectionServer(g.grpc, reflection.NewServerV1(refl))
 	reflectionv1alpha.RegisterServerReflectionServer(g.grpc, reflection.NewServer(refl))
 
@@ -149,34 +151,6 @@ func (g *Gateway) SetServing(serving bool) {
 
 // Stop ends the gRPC streams in flight.
 func (g *Gateway) Stop() { g.grpc.Stop() }
-
-// meshServices lists, for reflection, the gateway's own services and every service of the
-// backends' proto packages.
-type meshServices struct {
-	own      *grpc.Server
-	backends []Backend
-}
-
-func (m meshServices) GetServiceInfo() map[string]grpc.ServiceInfo {
-	out := m.own.GetServiceInfo()
-	protoregistry.GlobalFiles.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
-		for _, b := range m.backends {
-			if string(fd.Package()) != b.Package {
-				continue
-			}
-			for i := 0; i < fd.Services().Len(); i++ {
-				sd := fd.Services().Get(i)
-				info := grpc.ServiceInfo{Metadata: fd.Path()}
-				for j := 0; j < sd.Methods().Len(); j++ {
-					info.Methods = append(info.Methods, grpc.MethodInfo{Name: string(sd.Methods().Get(j).Name())})
-				}
-				out[string(sd.FullName())] = info
-			}
-		}
-		return true
-	})
-	return out
-}
 
 type clientIPKey struct{}
 

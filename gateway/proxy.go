@@ -90,8 +90,8 @@ func (p *proxy) handle(_ any, ss grpc.ServerStream) error {
 		return status.Error(codes.Internal, "no method")
 	}
 	conn := p.route(method)
-	if conn == nil {
-		return status.Errorf(codes.Unimplemented, "unknown service %s", strings.Split(strings.TrimPrefix(method, "/"), "/")[0])
+	if conn == nil || !publicMethod(method) {
+		return status.Errorf(codes.Unimplemented, "unknown method %s", method)
 	}
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
