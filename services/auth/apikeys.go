@@ -29,6 +29,8 @@ type APIKey struct {
 	CreateTime   time.Time
 	RevokeTime   *time.Time
 	LastUsedTime *time.Time
+	// TenantTokenEpoch is the tenant's token epoch at verification (set by APIKeyForVerify only).
+	TenantTokenEpoch int64
 }
 
 // SecretPrefix is the recognisable, non-secret start of the key's secret.
@@ -121,7 +123,7 @@ func (s *Service) VerifyAPIKey(ctx context.Context, secret string) (*authn.Princ
 	if err != nil {
 		return nil, err
 	}
-	return &authn.Principal{TenantID: k.TenantID, Subject: k.ID, Permissions: k.Scopes, Kind: authn.KindAPIKey}, nil
+	return &authn.Principal{TenantID: k.TenantID, Subject: k.ID, Permissions: k.Scopes, Kind: authn.KindAPIKey, TenantEpoch: k.TenantTokenEpoch}, nil
 }
 
 // CheckAPIKey is VerifyAPIKey returning the key itself (for the VerifyApiKey RPC).

@@ -55,6 +55,28 @@ type User struct {
 	State       UserState
 	CreateTime  time.Time
 	UpdateTime  time.Time
+	// TokenEpoch and TenantTokenEpoch go into the user's access tokens: raising either (see
+	// Revocation) revokes every token issued before.
+	TokenEpoch, TenantTokenEpoch int64
+}
+
+// RevocationKind is what a Revocation names.
+type RevocationKind string
+
+// Revocation kinds.
+const (
+	RevokedUser   RevocationKind = "user"
+	RevokedTenant RevocationKind = "tenant"
+	RevokedAPIKey RevocationKind = "api_key"
+)
+
+// Revocation says that the access tokens of a user or tenant issued under a lower token epoch,
+// or an API key, no longer count.
+type Revocation struct {
+	Kind  RevocationKind
+	ID    string
+	Epoch int64
+	Time  time.Time
 }
 
 // Page asks for one page of a list.
@@ -95,6 +117,11 @@ type Store interface {
 	RevokeAPIKey(ctx context.Context, tenantID, id string) (APIKey, error)
 	// APIKeyForVerify finds a key by id in any tenant, with its secret hash and tenant state.
 	APIKeyForVerify(ctx context.Context, id string) (APIKey, []byte, TenantState, error)
+	// ListRevocations lists users and tenants whose token epoch changed, and API keys revoked,
+	// after since.
+	ListRevocations(ctx context.Context, since time.Time) ([]Revocation, error)
+	// TokenEpochs returns the current token epochs of a user and of its tenant (0 without one).
+	TokenEpochs(ctx context.Context, userID string) (user, tenant int64, err error)
 	// TouchAPIKey sets the last-used time unless it was set within interval.
 	TouchAPIKey(ctx context.Context, id string, interval time.Duration) error
 

@@ -141,8 +141,10 @@ func (s *Service) issue(ctx context.Context, u User) (Token, error) {
 			ExpiresAt: jwt.NewNumericDate(exp),
 			ID:        hex.EncodeToString(jti),
 		},
-		TenantID: u.TenantID,
-		Role:     string(u.Role),
+		TenantID:    u.TenantID,
+		Role:        string(u.Role),
+		UserEpoch:   u.TokenEpoch,
+		TenantEpoch: u.TenantTokenEpoch,
 	}
 	signed, err := authn.Sign(claims, kid, key)
 	if err != nil {

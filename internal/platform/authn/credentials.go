@@ -19,32 +19,53 @@ type APIKeyVerifier interface {
 	VerifyAPIKey(ctx context.Context, secret string) (*Principal, error)
 }
 
+// RevocationChecker refuses a verified principal whose credential was revoked since it was
+// issued (or since its verification was cached).
+type RevocationChecker interface {
+	CheckRevoked(ctx context.Context, p *Principal) error
+}
+
 // Verifier checks any bearer credential: API keys (by prefix) with Keys, everything else as an
-// access token with Tokens. A nil Keys refuses API keys.
+// access token with Tokens, then asks Revocations (when set) whether it still counts. A nil Keys
+// refuses API keys.
 type Verifier struct {
-	Tokens *JWTVerifier
-	Keys   APIKeyVerifier
+	Tokens      *JWTVerifier
+	Keys        APIKeyVerifier
+	Revocations RevocationChecker
 }
 
 // NewRemoteVerifier is the verifier of a service other than auth: access tokens checked
-// locally with auth's published keys, API keys through auth, both with the default caches.
-func NewRemoteVerifier(client authv1.AuthServiceClient) Verifier {
-	return Verifier{Tokens: NewJWTVerifier(NewRemoteKeys(client, 0, 0)), Keys: NewRemoteAPIKeys(client, 0)}
+// locally with auth's published keys, API keys through auth, both with the default caches, and
+// revocations heard from auth's ListRevocations. The caller runs the returned list
+// (RevocationList.Run) for as long as it serves.
+func NewRemoteVerifier(client authv1.AuthServiceClient) (Verifier, *RevocationList) {
+	revs := NewRemoteRevocations(client, 0)
+	return Verifier{Tokens: NewJWTVerifier(NewRemoteKeys(client, 0, 0)), Keys: NewRemoteAPIKeys(client, 0), Revocations: revs}, revs
 }
 
 // Verify implements grpcserver.Verifier.
 func (v Verifier) Verify(ctx context.Context, credential string) (*Principal, error) {
-	if strings.HasPrefix(credential, APIKeyPrefix) {
-		if v.Keys == nil {
-			return nil, errors.New("api keys are not accepted here")
-		}
-		return v.Keys.VerifyAPIKey(ctx, credential)
+	var p *Principal
+	var err error
+	switch {
+	case !strings.HasPrefix(credential, APIKeyPrefix):
+		p, err = v.Tokens.Verify(ctx, credential)
+	case v.Keys == nil:
+		return nil, errors.New("api keys are not accepted here")
+	default:
+		p, err = v.Keys.VerifyAPIKey(ctx, credential)
 	}
-	return v.Tokens.Verify(ctx, credential)
+	if err != nil || v.Revocations == nil {
+		return p, err
+	}
+	if err := v.Revocations.CheckRevoked(ctx, p); err != nil {
+		return nil, fmt.Errorf("verify credential: %w", err)
+	}
+	return p, nil
 }
 
-// RemoteAPIKeysTTL bounds how long a verified key is trusted without asking auth again: a
-// revoked key is refused by every service within this time.
+// RemoteAPIKeysTTL bounds how long a verified key is trusted without asking auth again. A
+// revoked key is refused sooner, as soon as the RevocationList hears of it.
 const RemoteAPIKeysTTL = 30 * time.Second
 
 // RemoteAPIKeys verifies API keys through the auth service over mTLS and caches valid answers
@@ -75,7 +96,8 @@ func (r *RemoteAPIKeys) VerifyAPIKey(ctx context.Context, secret string) (*Princ
 	if err != nil {
 		return nil, fmt.Errorf("verify api key: %w", err)
 	}
-	p := Principal{TenantID: resp.GetTenantId(), Subject: resp.GetKeyId(), Permissions: resp.GetScopes(), Kind: KindAPIKey}
+	p := Principal{TenantID: resp.GetTenantId(), Subject: resp.GetKeyId(), Permissions: resp.GetScopes(), Kind: KindAPIKey,
+		TenantEpoch: resp.GetTenantTokenEpoch()}
 	until := now.Add(r.ttl)
 	if exp := resp.GetExpireTime(); exp != nil && exp.AsTime().Before(until) {
 		until = exp.AsTime()

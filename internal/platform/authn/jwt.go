@@ -26,6 +26,9 @@ type Claims struct {
 	// TenantID is the tenant; empty for platform operators.
 	TenantID string `json:"tid,omitempty"`
 	Role     string `json:"role"`
+	// UserEpoch and TenantEpoch are the token epochs of the user and tenant at issue.
+	UserEpoch   int64 `json:"uep,omitempty"`
+	TenantEpoch int64 `json:"tep,omitempty"`
 }
 
 // KeySource resolves a key id to an Ed25519 public key.
@@ -104,6 +107,8 @@ func (v *JWTVerifier) verify(ctx context.Context, token string) (*Principal, tim
 		Permissions: role.Permissions(),
 		Kind:        KindAccessToken,
 		TokenID:     claims.ID,
+		UserEpoch:   claims.UserEpoch,
+		TenantEpoch: claims.TenantEpoch,
 	}, claims.ExpiresAt.Time, nil
 }
 

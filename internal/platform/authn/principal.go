@@ -32,6 +32,9 @@ type Principal struct {
 	Kind        Kind
 	// TokenID is the JWT id (jti) of an access token.
 	TokenID string
+	// UserEpoch and TenantEpoch are the token epochs the credential was issued (or, for an API
+	// key, verified) under; a revocation raises them (see RevocationList).
+	UserEpoch, TenantEpoch int64
 }
 
 // Has reports whether the principal holds permission.

@@ -60,7 +60,24 @@ func (s *Server) VerifyApiKey(ctx context.Context, req *authv1.VerifyApiKeyReque
 	if err != nil {
 		return nil, err
 	}
-	return &authv1.VerifyApiKeyResponse{KeyId: k.ID, TenantId: k.TenantID, Scopes: k.Scopes, ExpireTime: optionalTime(k.ExpireTime)}, nil
+	return &authv1.VerifyApiKeyResponse{KeyId: k.ID, TenantId: k.TenantID, Scopes: k.Scopes, ExpireTime: optionalTime(k.ExpireTime),
+		TenantTokenEpoch: k.TenantTokenEpoch}, nil
+}
+
+// ListRevocations implements authv1.AuthServiceServer.
+func (s *Server) ListRevocations(ctx context.Context, _ *authv1.ListRevocationsRequest) (*authv1.ListRevocationsResponse, error) {
+	rs, since, err := s.svc.ListRevocations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	kinds := map[auth.RevocationKind]authv1.Revocation_Kind{
+		auth.RevokedUser: authv1.Revocation_KIND_USER, auth.RevokedTenant: authv1.Revocation_KIND_TENANT, auth.RevokedAPIKey: authv1.Revocation_KIND_API_KEY,
+	}
+	resp := &authv1.ListRevocationsResponse{WindowStart: timestamppb.New(since)}
+	for _, r := range rs {
+		resp.Revocations = append(resp.Revocations, &authv1.Revocation{Kind: kinds[r.Kind], Id: r.ID, TokenEpoch: r.Epoch, RevokeTime: timestamppb.New(r.Time)})
+	}
+	return resp, nil
 }
 
 func apiKeyToProto(k auth.APIKey) *authv1.ApiKey {

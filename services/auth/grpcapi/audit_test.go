@@ -154,8 +154,10 @@ func TestEveryAuditedRPCWritesExactlyOneRecord(t *testing.T) {
 			t.Errorf("%s record is incomplete: %+v", name, r)
 		}
 	}
-	// A denied mutation is recorded too, with its outcome and actor.
-	_, _ = e.client.CreateUser(as(f.tokens[rbac.Viewer]), &authv1.CreateUserRequest{User: &authv1.User{Email: "no@audited.example", Role: authv1.Role_ROLE_VIEWER}, Password: password})
+	// A denied mutation is recorded too, with its outcome and actor. (The viewer changed its
+	// password above, which revoked its earlier token.)
+	viewer := e.login(t, "audited", "viewer@audited.example", "another long password")
+	_, _ = e.client.CreateUser(as(viewer), &authv1.CreateUserRequest{User: &authv1.User{Email: "no@audited.example", Role: authv1.Role_ROLE_VIEWER}, Password: password})
 	denied, _, err := e.svc.ListAuditRecords(ctx, &authn.Principal{TenantID: tenant}, auth.AuditFilter{Outcome: "PERMISSION_DENIED", Actor: f.users[rbac.Viewer].ID}, 10, "")
 	if err != nil || len(denied) != 1 || !strings.HasSuffix(denied[0].Method, "/CreateUser") {
 		t.Fatalf("denied CreateUser records: %+v %v", denied, err)

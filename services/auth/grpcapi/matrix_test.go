@@ -123,6 +123,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		"ListAuditRecords":   func(bool) proto.Message { return &authv1.ListAuditRecordsRequest{} },
 		"VerifyAuditChain":   func(bool) proto.Message { return &authv1.VerifyAuditChainRequest{} },
 		"AppendAuditRecords": func(bool) proto.Message { return &authv1.AppendAuditRecordsRequest{} },
+		"ListRevocations":    func(bool) proto.Message { return &authv1.ListRevocationsRequest{} },
 	}
 
 	callers := map[string]struct {
@@ -157,6 +158,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 			for _, foreignTarget := range []bool{false, true} {
 				want := expectedCode(name, rule, c.role, foreignTarget)
 				for tname, call := range transports {
+					if tname == "rest" && rule.GetCallers() != nil {
+						continue // internal: no REST route at all (gateway tests prove it)
+					}
 					got := call(name, build(foreignTarget), c.token)
 					if got != want {
 						t.Errorf("%s as %s on %s tenant over %s: %v, want %v", name, callerName, map[bool]string{false: "own", true: "foreign"}[foreignTarget], tname, got, want)

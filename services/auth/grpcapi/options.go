@@ -22,7 +22,7 @@ func ServerOptions(ctx context.Context, svc *auth.Service, store *postgres.Store
 	return []grpcserver.Option{
 		grpcserver.WithService("auth"),
 		grpcserver.WithLogger(logger),
-		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(svc.Keys()), Keys: svc}),
+		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(svc.Keys()), Keys: svc, Revocations: svc}),
 		grpcserver.WithAuditor(auth.AuditLog{Store: store, Logger: logger}),
 		grpcserver.WithInnermost(idem.UnaryInterceptor()),
 	}, nil

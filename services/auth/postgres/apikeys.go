@@ -80,9 +80,10 @@ func (s *Store) APIKeyForVerify(ctx context.Context, id string) (auth.APIKey, []
 	var hash []byte
 	var state auth.TenantState
 	err := s.pool.QueryRow(ctx, `SELECT k.id::text, k.tenant_id::text, k.name, k.scopes, k.creator::text, k.expire_time,
-		k.create_time, k.revoke_time, k.last_used_time, k.secret_hash, t.state
+		k.create_time, k.revoke_time, k.last_used_time, k.secret_hash, t.state, t.token_epoch
 		FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.id = $1`, id).
-		Scan(&k.ID, &k.TenantID, &k.Name, &k.Scopes, &k.Creator, &k.ExpireTime, &k.CreateTime, &k.RevokeTime, &k.LastUsedTime, &hash, &state)
+		Scan(&k.ID, &k.TenantID, &k.Name, &k.Scopes, &k.Creator, &k.ExpireTime, &k.CreateTime, &k.RevokeTime, &k.LastUsedTime, &hash, &state,
+			&k.TenantTokenEpoch)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return auth.APIKey{}, nil, "", apperr.NotFoundf("api key %s", id)
 	}

@@ -42,7 +42,8 @@ func (s *Store) RotateRefreshToken(ctx context.Context, hash []byte, next auth.R
 	var u auth.User
 	var tenantState *string
 	err = tx.QueryRow(ctx, `SELECT `+userColsU+`, t.state FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id WHERE u.id = $1`, userID).
-		Scan(&u.ID, &u.TenantID, &u.Email, &u.DisplayName, &u.Role, &u.State, &u.CreateTime, &u.UpdateTime, &tenantState)
+		Scan(&u.ID, &u.TenantID, &u.Email, &u.DisplayName, &u.Role, &u.State, &u.CreateTime, &u.UpdateTime,
+			&u.TokenEpoch, &u.TenantTokenEpoch, &tenantState)
 	if err != nil {
 		return auth.User{}, fmt.Errorf("read refresh token user: %w", err)
 	}
@@ -91,18 +92,27 @@ func (s *Store) RevokeRefreshFamily(ctx context.Context, hash []byte) (auth.User
 	return u, nil
 }
 
-// RevokeUserSessions implements auth.Store.
+// RevokeUserSessions implements auth.Store: the user's refresh tokens and, through the token
+// epoch, its access tokens, in one transaction.
 func (s *Store) RevokeUserSessions(ctx context.Context, userID string) (int64, error) {
-	tag, err := s.pool.Exec(ctx, `UPDATE refresh_tokens SET revoke_time = now()
-		WHERE user_id = $1 AND revoke_time IS NULL AND used_time IS NULL AND expire_time > now()`, userID)
-	if err != nil {
-		return 0, fmt.Errorf("revoke user sessions: %w", err)
-	}
-	// Used tokens of the same families are dead already; revoke them too, uncounted.
-	if _, err := s.pool.Exec(ctx, `UPDATE refresh_tokens SET revoke_time = now() WHERE user_id = $1 AND revoke_time IS NULL`, userID); err != nil {
-		return 0, fmt.Errorf("revoke user sessions: %w", err)
-	}
-	return tag.RowsAffected(), nil
+	var n int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoke_time = now()
+			WHERE user_id = $1 AND revoke_time IS NULL AND used_time IS NULL AND expire_time > now()`, userID)
+		if err != nil {
+			return fmt.Errorf("revoke user sessions: %w", err)
+		}
+		n = tag.RowsAffected()
+		// Used tokens of the same families are dead already; revoke them too, uncounted.
+		if _, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoke_time = now() WHERE user_id = $1 AND revoke_time IS NULL`, userID); err != nil {
+			return fmt.Errorf("revoke user sessions: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE users SET `+bumpEpoch+` WHERE id = $1`, userID); err != nil {
+			return fmt.Errorf("revoke user access tokens: %w", err)
+		}
+		return nil
+	})
+	return n, err
 }
 
 // PasswordHash implements auth.Store.
@@ -122,7 +132,7 @@ func (s *Store) PasswordHash(ctx context.Context, tenantID, userID string) (stri
 // ChangePassword implements auth.Store.
 func (s *Store) ChangePassword(ctx context.Context, tenantID, userID, hash string) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE users SET password_hash = $3, update_time = now()
+		tag, err := tx.Exec(ctx, `UPDATE users SET password_hash = $3, update_time = now(), `+bumpEpoch+`
 			WHERE tenant_id IS NOT DISTINCT FROM $1 AND id = $2`, tenantArg(tenantID), userID, hash)
 		if err != nil {
 			return fmt.Errorf("change password: %w", err)
@@ -135,4 +145,38 @@ func (s *Store) ChangePassword(ctx context.Context, tenantID, userID, hash strin
 		}
 		return nil
 	})
+}
+
+// ListRevocations implements auth.Store.
+func (s *Store) ListRevocations(ctx context.Context, since time.Time) ([]auth.Revocation, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT 'user', id::text, token_epoch, token_epoch_time FROM users WHERE token_epoch_time > $1
+		UNION ALL SELECT 'tenant', id::text, token_epoch, token_epoch_time FROM tenants WHERE token_epoch_time > $1
+		UNION ALL SELECT 'api_key', id::text, 0, revoke_time FROM api_keys WHERE revoke_time > $1`, since)
+	if err != nil {
+		return nil, fmt.Errorf("list revocations: %w", err)
+	}
+	rs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (auth.Revocation, error) {
+		var r auth.Revocation
+		err := row.Scan(&r.Kind, &r.ID, &r.Epoch, &r.Time)
+		return r, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list revocations: %w", err)
+	}
+	return rs, nil
+}
+
+// TokenEpochs implements auth.Store.
+func (s *Store) TokenEpochs(ctx context.Context, userID string) (int64, int64, error) {
+	var user, tenant int64
+	err := s.pool.QueryRow(ctx, `SELECT u.token_epoch, coalesce(t.token_epoch, 0)
+		FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id WHERE u.id = $1`, userID).Scan(&user, &tenant)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, 0, notFoundUser(userID)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("read token epochs: %w", err)
+	}
+	return user, tenant, nil
 }

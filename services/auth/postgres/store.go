@@ -48,6 +48,10 @@ func (s *Store) Close() { s.pool.Close() }
 // Pool exposes the pool to tests that need to inspect or tamper with rows.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
+// bumpEpoch is the SET clause that revokes every access token issued before (see
+// ListRevocations): tenants and users alike.
+const bumpEpoch = `token_epoch = token_epoch + 1, token_epoch_time = now()`
+
 const tenantCols = `id::text, slug, display_name, state, create_time, update_time`
 
 func scanTenant(row pgx.CollectableRow) (auth.Tenant, error) {
@@ -114,19 +118,24 @@ func (s *Store) ListTenants(ctx context.Context, p auth.Page) ([]auth.Tenant, er
 // SetTenantState implements auth.Store.
 func (s *Store) SetTenantState(ctx context.Context, id string, state auth.TenantState) (auth.Tenant, error) {
 	rows, err := s.pool.Query(ctx, `UPDATE tenants SET state = $2,
-		update_time = CASE WHEN state = $2 THEN update_time ELSE now() END
+		update_time = CASE WHEN state = $2 THEN update_time ELSE now() END,
+		`+bumpEpoch+`
 		WHERE id = $1 RETURNING `+tenantCols, id, state)
 	return oneTenant(rows, err, id)
 }
 
-const userCols = `id::text, coalesce(tenant_id::text, ''), email, display_name, role, state, create_time, update_time`
+// userCols ends with the token epochs of the user and of its tenant (0 for operators).
+const userCols = `id::text, coalesce(tenant_id::text, ''), email, display_name, role, state, create_time, update_time,
+	token_epoch, coalesce((SELECT te.token_epoch FROM tenants te WHERE te.id = users.tenant_id), 0)`
 
 // userColsU is userCols for the alias u.
-const userColsU = `u.id::text, coalesce(u.tenant_id::text, ''), u.email, u.display_name, u.role, u.state, u.create_time, u.update_time`
+const userColsU = `u.id::text, coalesce(u.tenant_id::text, ''), u.email, u.display_name, u.role, u.state, u.create_time, u.update_time,
+	u.token_epoch, coalesce((SELECT te.token_epoch FROM tenants te WHERE te.id = u.tenant_id), 0)`
 
 func scanUser(row pgx.CollectableRow) (auth.User, error) {
 	var u auth.User
-	err := row.Scan(&u.ID, &u.TenantID, &u.Email, &u.DisplayName, &u.Role, &u.State, &u.CreateTime, &u.UpdateTime)
+	err := row.Scan(&u.ID, &u.TenantID, &u.Email, &u.DisplayName, &u.Role, &u.State, &u.CreateTime, &u.UpdateTime,
+		&u.TokenEpoch, &u.TenantTokenEpoch)
 	return u, err
 }
 
@@ -200,7 +209,8 @@ func (s *Store) ListUsers(ctx context.Context, tenantID string, p auth.Page) ([]
 // SetUserState implements auth.Store.
 func (s *Store) SetUserState(ctx context.Context, tenantID, id string, state auth.UserState) (auth.User, error) {
 	rows, err := s.pool.Query(ctx, `UPDATE users SET state = $3,
-		update_time = CASE WHEN state = $3 THEN update_time ELSE now() END
+		update_time = CASE WHEN state = $3 THEN update_time ELSE now() END,
+		`+bumpEpoch+`
 		WHERE tenant_id IS NOT DISTINCT FROM $1 AND id = $2 RETURNING `+userCols, tenantArg(tenantID), id, state)
 	return oneUser(rows, err, id)
 }
@@ -208,7 +218,8 @@ func (s *Store) SetUserState(ctx context.Context, tenantID, id string, state aut
 // SetUserRole implements auth.Store.
 func (s *Store) SetUserRole(ctx context.Context, tenantID, id string, role rbac.Role) (auth.User, error) {
 	rows, err := s.pool.Query(ctx, `UPDATE users SET role = $3,
-		update_time = CASE WHEN role = $3 THEN update_time ELSE now() END
+		update_time = CASE WHEN role = $3 THEN update_time ELSE now() END,
+		`+bumpEpoch+`
 		WHERE tenant_id IS NOT DISTINCT FROM $1 AND id = $2 AND role <> 'platform_operator' RETURNING `+userCols, tenantArg(tenantID), id, role)
 	return oneUser(rows, err, id)
 }
@@ -219,7 +230,8 @@ func (s *Store) UserCredentials(ctx context.Context, tenantID, email string) (au
 	var u auth.User
 	err := s.pool.QueryRow(ctx, `SELECT `+userCols+`, password_hash FROM users
 		WHERE tenant_id IS NOT DISTINCT FROM $1 AND lower(email) = lower($2)`, tenantArg(tenantID), email).
-		Scan(&u.ID, &u.TenantID, &u.Email, &u.DisplayName, &u.Role, &u.State, &u.CreateTime, &u.UpdateTime, &hash)
+		Scan(&u.ID, &u.TenantID, &u.Email, &u.DisplayName, &u.Role, &u.State, &u.CreateTime, &u.UpdateTime,
+			&u.TokenEpoch, &u.TenantTokenEpoch, &hash)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return auth.User{}, "", apperr.NotFoundf("user")
 	}

@@ -107,11 +107,12 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 			os.Exit(3)
 		})
 	}
+	verifier, revocations := authn.NewRemoteVerifier(authClient)
 	srv := grpcserver.New(
 		grpcserver.WithService("analytics"),
 		grpcserver.WithLogger(logger),
 		grpcserver.WithTLS(certs.ServerConfig()),
-		grpcserver.WithVerifier(authn.NewRemoteVerifier(authClient)),
+		grpcserver.WithVerifier(verifier),
 		grpcserver.WithMetrics(reg),
 		grpcserver.WithGracePeriod(s.grace),
 	)
@@ -124,6 +125,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(ctx) })
 	g.Go(func() error { return srv.Serve(ctx, lis) })
+	g.Go(func() error { return revocations.WithLogger(logger).Run(ctx) })
 	g.Go(func() error { return telemetry.ServeAdmin(ctx, s.adminListen, reg, logger) })
 	return g.Wait()
 }

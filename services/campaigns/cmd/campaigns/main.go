@@ -99,7 +99,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	svc := campaigns.NewService(store, spend).WithLogger(logger)
 	scheduler := campaigns.NewScheduler(store, spend, outbox, logger,
 		campaigns.WithInterval(s.schedulerInterval), campaigns.WithBudgetInterval(s.budgetInterval))
-	verifier := authn.NewRemoteVerifier(authClient)
+	verifier, revocations := authn.NewRemoteVerifier(authClient)
 	opts, err := grpcapi.ServerOptions(ctx, store.Pool(), verifier, outbox, logger)
 	if err != nil {
 		return err
@@ -118,6 +118,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx, lis) })
+	g.Go(func() error { return revocations.WithLogger(logger).Run(ctx) })
 	g.Go(func() error { return telemetry.ServeAdmin(ctx, s.adminListen, reg, logger) })
 	g.Go(func() error { return outbox.Run(ctx) })
 	g.Go(func() error { return scheduler.Run(ctx) })

@@ -93,11 +93,12 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	authClient := authv1.NewAuthServiceClient(authConn)
 
 	reg := telemetry.NewRegistry()
+	verifier, revocations := authn.NewRemoteVerifier(authClient)
 	srv := grpcserver.New(
 		grpcserver.WithService("ingest"),
 		grpcserver.WithLogger(logger),
 		grpcserver.WithTLS(certs.ServerConfig()),
-		grpcserver.WithVerifier(authn.NewRemoteVerifier(authClient)),
+		grpcserver.WithVerifier(verifier),
 		grpcserver.WithMetrics(reg),
 		grpcserver.WithMaxRecvMsgSize(s.limits.MaxBatchBytes+64<<10),
 		grpcserver.WithGracePeriod(s.grace),
@@ -109,6 +110,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx, lis) })
+	g.Go(func() error { return revocations.WithLogger(logger).Run(ctx) })
 	g.Go(func() error { return telemetry.ServeAdmin(ctx, s.adminListen, reg, logger) })
 	return g.Wait()
 }
