@@ -65,8 +65,8 @@ type AuthServiceClient interface {
 	// Logout ends the session of a refresh token. Access tokens already issued stay valid until
 	// they expire (minutes). Caller: anyone holding a refresh token (public). Audited.
 	Logout(ctx context.Context, in *LogoutRequest, opts ...grpc.CallOption) (*LogoutResponse, error)
-	// ChangePassword changes the caller's own password and ends all their sessions.
-	// Caller: any logged-in user. Audited.
+	// ChangePassword changes the caller's own password and ends all their sessions; access
+	// tokens issued before stop working within seconds. Caller: any logged-in user. Audited.
 	ChangePassword(ctx context.Context, in *ChangePasswordRequest, opts ...grpc.CallOption) (*ChangePasswordResponse, error)
 	// ListRoles lists the roles and the permissions each holds. Caller: any authenticated user
 	// or key.
@@ -86,8 +86,8 @@ type AuthServiceClient interface {
 	GetTenant(ctx context.Context, in *GetTenantRequest, opts ...grpc.CallOption) (*Tenant, error)
 	// ListTenants lists tenants, oldest first. Caller: platform operator. Permission: tenants.manage.
 	ListTenants(ctx context.Context, in *ListTenantsRequest, opts ...grpc.CallOption) (*ListTenantsResponse, error)
-	// SuspendTenant stops a tenant's users from logging in. Caller: platform operator.
-	// Permission: tenants.manage. Audited.
+	// SuspendTenant stops a tenant's users from logging in; its access tokens and API keys stop
+	// working within seconds. Caller: platform operator. Permission: tenants.manage. Audited.
 	SuspendTenant(ctx context.Context, in *SuspendTenantRequest, opts ...grpc.CallOption) (*Tenant, error)
 	// CreateUser adds a user to the caller's tenant. Caller: tenant admin.
 	// Permission: users.manage. Audited.
@@ -98,14 +98,16 @@ type AuthServiceClient interface {
 	// ListUsers lists the users of the caller's tenant, oldest first. Caller: tenant admin or
 	// manager. Permission: users.read.
 	ListUsers(ctx context.Context, in *ListUsersRequest, opts ...grpc.CallOption) (*ListUsersResponse, error)
-	// DisableUser stops a user of the caller's tenant from logging in. Caller: tenant admin.
-	// Permission: users.manage. Audited.
+	// DisableUser stops a user of the caller's tenant from logging in; its access tokens stop
+	// working within seconds. Caller: tenant admin. Permission: users.manage. Audited.
 	DisableUser(ctx context.Context, in *DisableUserRequest, opts ...grpc.CallOption) (*User, error)
-	// ChangeUserRole gives a user of the caller's tenant another role. Admins cannot change
-	// their own role. Caller: tenant admin. Permission: users.manage. Audited.
+	// ChangeUserRole gives a user of the caller's tenant another role; its earlier access tokens
+	// stop working within seconds (it logs in or refreshes to act in the new role). Admins cannot
+	// change their own role. Caller: tenant admin. Permission: users.manage. Audited.
 	ChangeUserRole(ctx context.Context, in *ChangeUserRoleRequest, opts ...grpc.CallOption) (*User, error)
-	// RevokeUserSessions ends every session of a user of the caller's tenant.
-	// Caller: tenant admin. Permission: users.manage. Audited.
+	// RevokeUserSessions ends every session of a user of the caller's tenant: its refresh tokens
+	// at once, its access tokens within seconds. Caller: tenant admin. Permission: users.manage.
+	// Audited.
 	RevokeUserSessions(ctx context.Context, in *RevokeUserSessionsRequest, opts ...grpc.CallOption) (*RevokeUserSessionsResponse, error)
 	// UnlockUser clears the failed-login lock of a user of the caller's tenant.
 	// Caller: tenant admin. Permission: users.manage. Audited.
@@ -455,8 +457,8 @@ type AuthServiceServer interface {
 	// Logout ends the session of a refresh token. Access tokens already issued stay valid until
 	// they expire (minutes). Caller: anyone holding a refresh token (public). Audited.
 	Logout(context.Context, *LogoutRequest) (*LogoutResponse, error)
-	// ChangePassword changes the caller's own password and ends all their sessions.
-	// Caller: any logged-in user. Audited.
+	// ChangePassword changes the caller's own password and ends all their sessions; access
+	// tokens issued before stop working within seconds. Caller: any logged-in user. Audited.
 	ChangePassword(context.Context, *ChangePasswordRequest) (*ChangePasswordResponse, error)
 	// ListRoles lists the roles and the permissions each holds. Caller: any authenticated user
 	// or key.
@@ -476,8 +478,8 @@ type AuthServiceServer interface {
 	GetTenant(context.Context, *GetTenantRequest) (*Tenant, error)
 	// ListTenants lists tenants, oldest first. Caller: platform operator. Permission: tenants.manage.
 	ListTenants(context.Context, *ListTenantsRequest) (*ListTenantsResponse, error)
-	// SuspendTenant stops a tenant's users from logging in. Caller: platform operator.
-	// Permission: tenants.manage. Audited.
+	// SuspendTenant stops a tenant's users from logging in; its access tokens and API keys stop
+	// working within seconds. Caller: platform operator. Permission: tenants.manage. Audited.
 	SuspendTenant(context.Context, *SuspendTenantRequest) (*Tenant, error)
 	// CreateUser adds a user to the caller's tenant. Caller: tenant admin.
 	// Permission: users.manage. Audited.
@@ -488,14 +490,16 @@ type AuthServiceServer interface {
 	// ListUsers lists the users of the caller's tenant, oldest first. Caller: tenant admin or
 	// manager. Permission: users.read.
 	ListUsers(context.Context, *ListUsersRequest) (*ListUsersResponse, error)
-	// DisableUser stops a user of the caller's tenant from logging in. Caller: tenant admin.
-	// Permission: users.manage. Audited.
+	// DisableUser stops a user of the caller's tenant from logging in; its access tokens stop
+	// working within seconds. Caller: tenant admin. Permission: users.manage. Audited.
 	DisableUser(context.Context, *DisableUserRequest) (*User, error)
-	// ChangeUserRole gives a user of the caller's tenant another role. Admins cannot change
-	// their own role. Caller: tenant admin. Permission: users.manage. Audited.
+	// ChangeUserRole gives a user of the caller's tenant another role; its earlier access tokens
+	// stop working within seconds (it logs in or refreshes to act in the new role). Admins cannot
+	// change their own role. Caller: tenant admin. Permission: users.manage. Audited.
 	ChangeUserRole(context.Context, *ChangeUserRoleRequest) (*User, error)
-	// RevokeUserSessions ends every session of a user of the caller's tenant.
-	// Caller: tenant admin. Permission: users.manage. Audited.
+	// RevokeUserSessions ends every session of a user of the caller's tenant: its refresh tokens
+	// at once, its access tokens within seconds. Caller: tenant admin. Permission: users.manage.
+	// Audited.
 	RevokeUserSessions(context.Context, *RevokeUserSessionsRequest) (*RevokeUserSessionsResponse, error)
 	// UnlockUser clears the failed-login lock of a user of the caller's tenant.
 	// Caller: tenant admin. Permission: users.manage. Audited.
