@@ -1,10 +1,17 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 )
 
 // revocationBound is how long a revocation may take to reach every service in this test: the
@@ -51,6 +58,25 @@ func TestRevocationTakesEffectWithinSecondsEverywhere(t *testing.T) {
 	if c1, c2, c3 := createCampaign(manager), summary(manager), send(key); c1 != 200 || c2 != 200 || c3 != 200 {
 		t.Fatalf("before revocation: campaigns %d, analytics %d, ingest %d", c1, c2, c3)
 	}
+	// A live stream opened before the revocation is ended by it too.
+	gctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+manager))
+	defer cancel()
+	live, err := analyticsv1.NewAnalyticsServiceClient(m.grpcConn(t)).WatchCampaignMetrics(gctx, &analyticsv1.WatchCampaignMetricsRequest{CampaignId: "launch", IntervalSeconds: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := live.Recv(); err != nil {
+		t.Fatalf("live stream before revocation: %v", err)
+	}
+	streamEnd := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := live.Recv(); err != nil {
+				streamEnd <- err
+				return
+			}
+		}
+	}()
 
 	// A demoted manager's token is refused everywhere (it must log in again, as a viewer).
 	if code, body, _ := m.rest(t, "POST", "/v1/users/"+user["id"].(string)+":changeRole", admin, map[string]any{"role": "ROLE_VIEWER"}); code != 200 {
@@ -61,6 +87,14 @@ func TestRevocationTakesEffectWithinSecondsEverywhere(t *testing.T) {
 	}
 	waitFor(t, "campaigns to refuse the demoted manager's token", revocationBound, func() bool { return createCampaign(manager) == http.StatusUnauthorized })
 	waitFor(t, "analytics to refuse the demoted manager's token", revocationBound, func() bool { return summary(manager) == http.StatusUnauthorized })
+	select {
+	case err := <-streamEnd:
+		if status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("live stream ended with %v, want Unauthenticated", err)
+		}
+	case <-time.After(revocationBound):
+		t.Fatal("the live stream of the demoted manager is still open")
+	}
 	_, vlogin, _ := m.rest(t, "POST", "/v1/auth/login", "", map[string]any{"tenant": "acme", "email": "max@acme.example", "password": "max's long password"})
 	viewer, _ := vlogin["accessToken"].(string)
 	if c := createCampaign(viewer); c != http.StatusForbidden {

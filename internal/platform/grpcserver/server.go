@@ -2,7 +2,8 @@
 // interceptor chain, health, reflection, metrics, tracing, message size limits and a graceful
 // stop. The chain is, outermost first:
 //
-//	recovery → metrics → request id → logging → error mapping → authentication → access (authz + audit) → validation
+//	recovery → metrics → request id → logging → error mapping → authentication (streams: re-checked
+//	every second for revocation) → access (authz + audit) → validation
 //
 // so that every error, including a denial, is logged once with its final code, and handlers
 // only ever see authenticated, authorized and validated requests.
@@ -153,6 +154,7 @@ func New(opts ...Option) *Server {
 		logging.StreamServerInterceptor(logger, logOpts...),
 		errorMapper(o.logger).stream,
 		auth.StreamServerInterceptor(authFunc),
+		streamReverify(o.verifier, ReverifyInterval),
 		s.enforcer.StreamInterceptor(),
 		streamValidator(o.validator),
 	)
