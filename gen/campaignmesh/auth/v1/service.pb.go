@@ -1503,6 +1503,457 @@ func (x *UnlockUserRequest) GetId() string {
 	return ""
 }
 
+// CreateInvitationRequest invites a person to the caller's tenant.
+type CreateInvitationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The invitation: email, role and (optionally) expire_time are used, other fields are ignored.
+	Invitation *Invitation `protobuf:"bytes,1,opt,name=invitation,proto3" json:"invitation,omitempty"`
+	// Optional idempotency key, as in CreateTenantRequest. A retry returns the invitation but
+	// never its token again.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateInvitationRequest) Reset() {
+	*x = CreateInvitationRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateInvitationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateInvitationRequest) ProtoMessage() {}
+
+func (x *CreateInvitationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateInvitationRequest.ProtoReflect.Descriptor instead.
+func (*CreateInvitationRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CreateInvitationRequest) GetInvitation() *Invitation {
+	if x != nil {
+		return x.Invitation
+	}
+	return nil
+}
+
+func (x *CreateInvitationRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// CreateTenantInvitationRequest invites a person to a tenant named by id.
+type CreateTenantInvitationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tenant id; the tenant must be active.
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// The invitation: email, role and (optionally) expire_time are used, other fields are ignored.
+	Invitation *Invitation `protobuf:"bytes,2,opt,name=invitation,proto3" json:"invitation,omitempty"`
+	// Optional idempotency key, as in CreateInvitationRequest.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTenantInvitationRequest) Reset() {
+	*x = CreateTenantInvitationRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTenantInvitationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTenantInvitationRequest) ProtoMessage() {}
+
+func (x *CreateTenantInvitationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTenantInvitationRequest.ProtoReflect.Descriptor instead.
+func (*CreateTenantInvitationRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CreateTenantInvitationRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *CreateTenantInvitationRequest) GetInvitation() *Invitation {
+	if x != nil {
+		return x.Invitation
+	}
+	return nil
+}
+
+func (x *CreateTenantInvitationRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// CreateInvitationResponse carries the new invitation and, once only, its token.
+type CreateInvitationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The invitation.
+	Invitation *Invitation `protobuf:"bytes,1,opt,name=invitation,proto3" json:"invitation,omitempty"`
+	// The one-time token ("cmi_…") the invitee passes to AcceptInvitation. Shown only here;
+	// empty in the answer to a retried request.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateInvitationResponse) Reset() {
+	*x = CreateInvitationResponse{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateInvitationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateInvitationResponse) ProtoMessage() {}
+
+func (x *CreateInvitationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateInvitationResponse.ProtoReflect.Descriptor instead.
+func (*CreateInvitationResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CreateInvitationResponse) GetInvitation() *Invitation {
+	if x != nil {
+		return x.Invitation
+	}
+	return nil
+}
+
+func (x *CreateInvitationResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// ListInvitationsRequest pages through the caller's tenant's invitations.
+type ListInvitationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many (default 50, max 1000).
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListInvitationsRequest) Reset() {
+	*x = ListInvitationsRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListInvitationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListInvitationsRequest) ProtoMessage() {}
+
+func (x *ListInvitationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListInvitationsRequest.ProtoReflect.Descriptor instead.
+func (*ListInvitationsRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListInvitationsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListInvitationsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListInvitationsResponse is one page of invitations.
+type ListInvitationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Invitations, oldest first.
+	Invitations []*Invitation `protobuf:"bytes,1,rep,name=invitations,proto3" json:"invitations,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListInvitationsResponse) Reset() {
+	*x = ListInvitationsResponse{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListInvitationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListInvitationsResponse) ProtoMessage() {}
+
+func (x *ListInvitationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListInvitationsResponse.ProtoReflect.Descriptor instead.
+func (*ListInvitationsResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ListInvitationsResponse) GetInvitations() []*Invitation {
+	if x != nil {
+		return x.Invitations
+	}
+	return nil
+}
+
+func (x *ListInvitationsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// RevokeInvitationRequest names an invitation of the caller's tenant.
+type RevokeInvitationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Invitation id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeInvitationRequest) Reset() {
+	*x = RevokeInvitationRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeInvitationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeInvitationRequest) ProtoMessage() {}
+
+func (x *RevokeInvitationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeInvitationRequest.ProtoReflect.Descriptor instead.
+func (*RevokeInvitationRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RevokeInvitationRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// AcceptInvitationRequest sets up the invitee's account.
+type AcceptInvitationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token from CreateInvitationResponse.secret.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// The invitee's display name, at most 200 characters.
+	DisplayName string `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	// The invitee's password, 12-1024 bytes.
+	Password      string `protobuf:"bytes,3,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcceptInvitationRequest) Reset() {
+	*x = AcceptInvitationRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcceptInvitationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcceptInvitationRequest) ProtoMessage() {}
+
+func (x *AcceptInvitationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcceptInvitationRequest.ProtoReflect.Descriptor instead.
+func (*AcceptInvitationRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *AcceptInvitationRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *AcceptInvitationRequest) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *AcceptInvitationRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+// AcceptInvitationResponse describes the new account.
+type AcceptInvitationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user created: log in with its email and the password just set.
+	User *User `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// Slug of the user's tenant, to log in with.
+	TenantSlug    string `protobuf:"bytes,2,opt,name=tenant_slug,json=tenantSlug,proto3" json:"tenant_slug,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcceptInvitationResponse) Reset() {
+	*x = AcceptInvitationResponse{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcceptInvitationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcceptInvitationResponse) ProtoMessage() {}
+
+func (x *AcceptInvitationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcceptInvitationResponse.ProtoReflect.Descriptor instead.
+func (*AcceptInvitationResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *AcceptInvitationResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *AcceptInvitationResponse) GetTenantSlug() string {
+	if x != nil {
+		return x.TenantSlug
+	}
+	return ""
+}
+
 // CreateApiKeyRequest creates an API key.
 type CreateApiKeyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1520,7 +1971,7 @@ type CreateApiKeyRequest struct {
 
 func (x *CreateApiKeyRequest) Reset() {
 	*x = CreateApiKeyRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[29]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1983,7 @@ func (x *CreateApiKeyRequest) String() string {
 func (*CreateApiKeyRequest) ProtoMessage() {}
 
 func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[29]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1996,7 @@ func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{29}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CreateApiKeyRequest) GetName() string {
@@ -1589,7 +2040,7 @@ type CreateApiKeyResponse struct {
 
 func (x *CreateApiKeyResponse) Reset() {
 	*x = CreateApiKeyResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[30]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1601,7 +2052,7 @@ func (x *CreateApiKeyResponse) String() string {
 func (*CreateApiKeyResponse) ProtoMessage() {}
 
 func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[30]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1614,7 +2065,7 @@ func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{30}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CreateApiKeyResponse) GetApiKey() *ApiKey {
@@ -1642,7 +2093,7 @@ type GetApiKeyRequest struct {
 
 func (x *GetApiKeyRequest) Reset() {
 	*x = GetApiKeyRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[31]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1654,7 +2105,7 @@ func (x *GetApiKeyRequest) String() string {
 func (*GetApiKeyRequest) ProtoMessage() {}
 
 func (x *GetApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[31]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1667,7 +2118,7 @@ func (x *GetApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{31}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetApiKeyRequest) GetId() string {
@@ -1690,7 +2141,7 @@ type ListApiKeysRequest struct {
 
 func (x *ListApiKeysRequest) Reset() {
 	*x = ListApiKeysRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[32]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +2153,7 @@ func (x *ListApiKeysRequest) String() string {
 func (*ListApiKeysRequest) ProtoMessage() {}
 
 func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[32]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +2166,7 @@ func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListApiKeysRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{32}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListApiKeysRequest) GetPageSize() int32 {
@@ -1745,7 +2196,7 @@ type ListApiKeysResponse struct {
 
 func (x *ListApiKeysResponse) Reset() {
 	*x = ListApiKeysResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[33]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +2208,7 @@ func (x *ListApiKeysResponse) String() string {
 func (*ListApiKeysResponse) ProtoMessage() {}
 
 func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[33]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +2221,7 @@ func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListApiKeysResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{33}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListApiKeysResponse) GetApiKeys() []*ApiKey {
@@ -1798,7 +2249,7 @@ type RevokeApiKeyRequest struct {
 
 func (x *RevokeApiKeyRequest) Reset() {
 	*x = RevokeApiKeyRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[34]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1810,7 +2261,7 @@ func (x *RevokeApiKeyRequest) String() string {
 func (*RevokeApiKeyRequest) ProtoMessage() {}
 
 func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[34]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1823,7 +2274,7 @@ func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{34}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RevokeApiKeyRequest) GetId() string {
@@ -1844,7 +2295,7 @@ type VerifyApiKeyRequest struct {
 
 func (x *VerifyApiKeyRequest) Reset() {
 	*x = VerifyApiKeyRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[35]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +2307,7 @@ func (x *VerifyApiKeyRequest) String() string {
 func (*VerifyApiKeyRequest) ProtoMessage() {}
 
 func (x *VerifyApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[35]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +2320,7 @@ func (x *VerifyApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*VerifyApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{35}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *VerifyApiKeyRequest) GetSecret() string {
@@ -1896,7 +2347,7 @@ type VerifyApiKeyResponse struct {
 
 func (x *VerifyApiKeyResponse) Reset() {
 	*x = VerifyApiKeyResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[36]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1908,7 +2359,7 @@ func (x *VerifyApiKeyResponse) String() string {
 func (*VerifyApiKeyResponse) ProtoMessage() {}
 
 func (x *VerifyApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[36]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1921,7 +2372,7 @@ func (x *VerifyApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*VerifyApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{36}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *VerifyApiKeyResponse) GetKeyId() string {
@@ -1977,7 +2428,7 @@ type ListAuditRecordsRequest struct {
 
 func (x *ListAuditRecordsRequest) Reset() {
 	*x = ListAuditRecordsRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[37]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1989,7 +2440,7 @@ func (x *ListAuditRecordsRequest) String() string {
 func (*ListAuditRecordsRequest) ProtoMessage() {}
 
 func (x *ListAuditRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[37]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2002,7 +2453,7 @@ func (x *ListAuditRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{37}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListAuditRecordsRequest) GetStartTime() *timestamppb.Timestamp {
@@ -2074,7 +2525,7 @@ type ListAuditRecordsResponse struct {
 
 func (x *ListAuditRecordsResponse) Reset() {
 	*x = ListAuditRecordsResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[38]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2086,7 +2537,7 @@ func (x *ListAuditRecordsResponse) String() string {
 func (*ListAuditRecordsResponse) ProtoMessage() {}
 
 func (x *ListAuditRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[38]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2099,7 +2550,7 @@ func (x *ListAuditRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{38}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListAuditRecordsResponse) GetRecords() []*AuditRecord {
@@ -2125,7 +2576,7 @@ type VerifyAuditChainRequest struct {
 
 func (x *VerifyAuditChainRequest) Reset() {
 	*x = VerifyAuditChainRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[39]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2137,7 +2588,7 @@ func (x *VerifyAuditChainRequest) String() string {
 func (*VerifyAuditChainRequest) ProtoMessage() {}
 
 func (x *VerifyAuditChainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[39]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2150,7 +2601,7 @@ func (x *VerifyAuditChainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditChainRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditChainRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{39}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{47}
 }
 
 // VerifyAuditChainResponse reports the verification.
@@ -2170,7 +2621,7 @@ type VerifyAuditChainResponse struct {
 
 func (x *VerifyAuditChainResponse) Reset() {
 	*x = VerifyAuditChainResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[40]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2182,7 +2633,7 @@ func (x *VerifyAuditChainResponse) String() string {
 func (*VerifyAuditChainResponse) ProtoMessage() {}
 
 func (x *VerifyAuditChainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[40]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2195,7 +2646,7 @@ func (x *VerifyAuditChainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditChainResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditChainResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{40}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *VerifyAuditChainResponse) GetOk() bool {
@@ -2237,7 +2688,7 @@ type AppendAuditRecordsRequest struct {
 
 func (x *AppendAuditRecordsRequest) Reset() {
 	*x = AppendAuditRecordsRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[41]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2249,7 +2700,7 @@ func (x *AppendAuditRecordsRequest) String() string {
 func (*AppendAuditRecordsRequest) ProtoMessage() {}
 
 func (x *AppendAuditRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[41]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2262,7 +2713,7 @@ func (x *AppendAuditRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendAuditRecordsRequest.ProtoReflect.Descriptor instead.
 func (*AppendAuditRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{41}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *AppendAuditRecordsRequest) GetRecords() []*AuditRecord {
@@ -2285,7 +2736,7 @@ type AppendAuditRecordsResponse struct {
 
 func (x *AppendAuditRecordsResponse) Reset() {
 	*x = AppendAuditRecordsResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[42]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2297,7 +2748,7 @@ func (x *AppendAuditRecordsResponse) String() string {
 func (*AppendAuditRecordsResponse) ProtoMessage() {}
 
 func (x *AppendAuditRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[42]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2310,7 +2761,7 @@ func (x *AppendAuditRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendAuditRecordsResponse.ProtoReflect.Descriptor instead.
 func (*AppendAuditRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{42}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *AppendAuditRecordsResponse) GetAppended() int64 {
@@ -2412,7 +2863,42 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\x1aRevokeUserSessionsResponse\x12)\n" +
 	"\x10revoked_sessions\x18\x01 \x01(\x03R\x0frevokedSessions\"#\n" +
 	"\x11UnlockUserRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\x9d\x01\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"z\n" +
+	"\x17CreateInvitationRequest\x12@\n" +
+	"\n" +
+	"invitation\x18\x01 \x01(\v2 .campaignmesh.auth.v1.InvitationR\n" +
+	"invitation\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\x9d\x01\n" +
+	"\x1dCreateTenantInvitationRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12@\n" +
+	"\n" +
+	"invitation\x18\x02 \x01(\v2 .campaignmesh.auth.v1.InvitationR\n" +
+	"invitation\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"t\n" +
+	"\x18CreateInvitationResponse\x12@\n" +
+	"\n" +
+	"invitation\x18\x01 \x01(\v2 .campaignmesh.auth.v1.InvitationR\n" +
+	"invitation\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"T\n" +
+	"\x16ListInvitationsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"\x85\x01\n" +
+	"\x17ListInvitationsResponse\x12B\n" +
+	"\vinvitations\x18\x01 \x03(\v2 .campaignmesh.auth.v1.InvitationR\vinvitations\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\")\n" +
+	"\x17RevokeInvitationRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"n\n" +
+	"\x17AcceptInvitationRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12!\n" +
+	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x1a\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\"k\n" +
+	"\x18AcceptInvitationResponse\x12.\n" +
+	"\x04user\x18\x01 \x01(\v2\x1a.campaignmesh.auth.v1.UserR\x04user\x12\x1f\n" +
+	"\vtenant_slug\x18\x02 \x01(\tR\n" +
+	"tenantSlug\"\x9d\x01\n" +
 	"\x13CreateApiKeyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12;\n" +
@@ -2468,7 +2954,7 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\bappended\x18\x01 \x01(\x03R\bappended\x12\x1e\n" +
 	"\n" +
 	"duplicates\x18\x02 \x01(\x03R\n" +
-	"duplicates2\xb5\x1e\n" +
+	"duplicates2\xfc$\n" +
 	"\vAuthService\x12s\n" +
 	"\x05Login\x12\".campaignmesh.auth.v1.LoginRequest\x1a#.campaignmesh.auth.v1.LoginResponse\"!\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/auth/login\x12y\n" +
 	"\aRefresh\x12$.campaignmesh.auth.v1.RefreshRequest\x1a#.campaignmesh.auth.v1.LoginResponse\"#\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/auth/refresh\x12w\n" +
@@ -2504,7 +2990,16 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\fusers.manage\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/users/{id}:revokeSessions\x12\x87\x01\n" +
 	"\n" +
 	"UnlockUser\x12'.campaignmesh.auth.v1.UnlockUserRequest\x1a\x1a.campaignmesh.auth.v1.User\"4\xc2\xf3\x18\x10P\x01\n" +
-	"\fusers.manage\x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/users/{id}:unlock\x12\x93\x01\n" +
+	"\fusers.manage\x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/users/{id}:unlock\x12\xa1\x01\n" +
+	"\x10CreateInvitation\x12-.campaignmesh.auth.v1.CreateInvitationRequest\x1a..campaignmesh.auth.v1.CreateInvitationResponse\".\xc2\xf3\x18\x10P\x01\n" +
+	"\fusers.manage\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/invitations\x12\xc3\x01\n" +
+	"\x16CreateTenantInvitation\x123.campaignmesh.auth.v1.CreateTenantInvitationRequest\x1a..campaignmesh.auth.v1.CreateInvitationResponse\"D\xc2\xf3\x18\x12P\x01\n" +
+	"\x0etenants.manage\x82\xd3\xe4\x93\x02(:\x01*\"#/v1/tenants/{tenant_id}/invitations\x12\x99\x01\n" +
+	"\x0fListInvitations\x12,.campaignmesh.auth.v1.ListInvitationsRequest\x1a-.campaignmesh.auth.v1.ListInvitationsResponse\")\xc2\xf3\x18\x0e\n" +
+	"\fusers.manage\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/invitations\x12\x9f\x01\n" +
+	"\x10RevokeInvitation\x12-.campaignmesh.auth.v1.RevokeInvitationRequest\x1a .campaignmesh.auth.v1.Invitation\":\xc2\xf3\x18\x10P\x01\n" +
+	"\fusers.manage\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/invitations/{id}:revoke\x12\x9c\x01\n" +
+	"\x10AcceptInvitation\x12-.campaignmesh.auth.v1.AcceptInvitationRequest\x1a..campaignmesh.auth.v1.AcceptInvitationResponse\")\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/invitations:accept\x12\x93\x01\n" +
 	"\fCreateApiKey\x12).campaignmesh.auth.v1.CreateApiKeyRequest\x1a*.campaignmesh.auth.v1.CreateApiKeyResponse\",\xc2\xf3\x18\x12P\x01\n" +
 	"\x0eapikeys.manage\x82\xd3\xe4\x93\x02\x10:\x01*\"\v/v1/apikeys\x12\x7f\n" +
 	"\tGetApiKey\x12&.campaignmesh.auth.v1.GetApiKeyRequest\x1a\x1c.campaignmesh.auth.v1.ApiKey\",\xc2\xf3\x18\x10\n" +
@@ -2543,138 +3038,162 @@ func file_campaignmesh_auth_v1_service_proto_rawDescGZIP() []byte {
 	return file_campaignmesh_auth_v1_service_proto_rawDescData
 }
 
-var file_campaignmesh_auth_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_campaignmesh_auth_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_campaignmesh_auth_v1_service_proto_goTypes = []any{
-	(*LoginRequest)(nil),               // 0: campaignmesh.auth.v1.LoginRequest
-	(*LoginResponse)(nil),              // 1: campaignmesh.auth.v1.LoginResponse
-	(*WhoAmIRequest)(nil),              // 2: campaignmesh.auth.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),             // 3: campaignmesh.auth.v1.WhoAmIResponse
-	(*ListSigningKeysRequest)(nil),     // 4: campaignmesh.auth.v1.ListSigningKeysRequest
-	(*ListSigningKeysResponse)(nil),    // 5: campaignmesh.auth.v1.ListSigningKeysResponse
-	(*RotateSigningKeyRequest)(nil),    // 6: campaignmesh.auth.v1.RotateSigningKeyRequest
-	(*CreateTenantRequest)(nil),        // 7: campaignmesh.auth.v1.CreateTenantRequest
-	(*GetTenantRequest)(nil),           // 8: campaignmesh.auth.v1.GetTenantRequest
-	(*ListTenantsRequest)(nil),         // 9: campaignmesh.auth.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),        // 10: campaignmesh.auth.v1.ListTenantsResponse
-	(*SuspendTenantRequest)(nil),       // 11: campaignmesh.auth.v1.SuspendTenantRequest
-	(*CreateUserRequest)(nil),          // 12: campaignmesh.auth.v1.CreateUserRequest
-	(*GetUserRequest)(nil),             // 13: campaignmesh.auth.v1.GetUserRequest
-	(*ListUsersRequest)(nil),           // 14: campaignmesh.auth.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),          // 15: campaignmesh.auth.v1.ListUsersResponse
-	(*DisableUserRequest)(nil),         // 16: campaignmesh.auth.v1.DisableUserRequest
-	(*ChangeUserRoleRequest)(nil),      // 17: campaignmesh.auth.v1.ChangeUserRoleRequest
-	(*RefreshRequest)(nil),             // 18: campaignmesh.auth.v1.RefreshRequest
-	(*LogoutRequest)(nil),              // 19: campaignmesh.auth.v1.LogoutRequest
-	(*LogoutResponse)(nil),             // 20: campaignmesh.auth.v1.LogoutResponse
-	(*ChangePasswordRequest)(nil),      // 21: campaignmesh.auth.v1.ChangePasswordRequest
-	(*ChangePasswordResponse)(nil),     // 22: campaignmesh.auth.v1.ChangePasswordResponse
-	(*ListRolesRequest)(nil),           // 23: campaignmesh.auth.v1.ListRolesRequest
-	(*ListRolesResponse)(nil),          // 24: campaignmesh.auth.v1.ListRolesResponse
-	(*RoleInfo)(nil),                   // 25: campaignmesh.auth.v1.RoleInfo
-	(*RevokeUserSessionsRequest)(nil),  // 26: campaignmesh.auth.v1.RevokeUserSessionsRequest
-	(*RevokeUserSessionsResponse)(nil), // 27: campaignmesh.auth.v1.RevokeUserSessionsResponse
-	(*UnlockUserRequest)(nil),          // 28: campaignmesh.auth.v1.UnlockUserRequest
-	(*CreateApiKeyRequest)(nil),        // 29: campaignmesh.auth.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),       // 30: campaignmesh.auth.v1.CreateApiKeyResponse
-	(*GetApiKeyRequest)(nil),           // 31: campaignmesh.auth.v1.GetApiKeyRequest
-	(*ListApiKeysRequest)(nil),         // 32: campaignmesh.auth.v1.ListApiKeysRequest
-	(*ListApiKeysResponse)(nil),        // 33: campaignmesh.auth.v1.ListApiKeysResponse
-	(*RevokeApiKeyRequest)(nil),        // 34: campaignmesh.auth.v1.RevokeApiKeyRequest
-	(*VerifyApiKeyRequest)(nil),        // 35: campaignmesh.auth.v1.VerifyApiKeyRequest
-	(*VerifyApiKeyResponse)(nil),       // 36: campaignmesh.auth.v1.VerifyApiKeyResponse
-	(*ListAuditRecordsRequest)(nil),    // 37: campaignmesh.auth.v1.ListAuditRecordsRequest
-	(*ListAuditRecordsResponse)(nil),   // 38: campaignmesh.auth.v1.ListAuditRecordsResponse
-	(*VerifyAuditChainRequest)(nil),    // 39: campaignmesh.auth.v1.VerifyAuditChainRequest
-	(*VerifyAuditChainResponse)(nil),   // 40: campaignmesh.auth.v1.VerifyAuditChainResponse
-	(*AppendAuditRecordsRequest)(nil),  // 41: campaignmesh.auth.v1.AppendAuditRecordsRequest
-	(*AppendAuditRecordsResponse)(nil), // 42: campaignmesh.auth.v1.AppendAuditRecordsResponse
-	(*timestamppb.Timestamp)(nil),      // 43: google.protobuf.Timestamp
-	(Role)(0),                          // 44: campaignmesh.auth.v1.Role
-	(*SigningKey)(nil),                 // 45: campaignmesh.auth.v1.SigningKey
-	(*Tenant)(nil),                     // 46: campaignmesh.auth.v1.Tenant
-	(*User)(nil),                       // 47: campaignmesh.auth.v1.User
-	(*ApiKey)(nil),                     // 48: campaignmesh.auth.v1.ApiKey
-	(*AuditRecord)(nil),                // 49: campaignmesh.auth.v1.AuditRecord
+	(*LoginRequest)(nil),                  // 0: campaignmesh.auth.v1.LoginRequest
+	(*LoginResponse)(nil),                 // 1: campaignmesh.auth.v1.LoginResponse
+	(*WhoAmIRequest)(nil),                 // 2: campaignmesh.auth.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),                // 3: campaignmesh.auth.v1.WhoAmIResponse
+	(*ListSigningKeysRequest)(nil),        // 4: campaignmesh.auth.v1.ListSigningKeysRequest
+	(*ListSigningKeysResponse)(nil),       // 5: campaignmesh.auth.v1.ListSigningKeysResponse
+	(*RotateSigningKeyRequest)(nil),       // 6: campaignmesh.auth.v1.RotateSigningKeyRequest
+	(*CreateTenantRequest)(nil),           // 7: campaignmesh.auth.v1.CreateTenantRequest
+	(*GetTenantRequest)(nil),              // 8: campaignmesh.auth.v1.GetTenantRequest
+	(*ListTenantsRequest)(nil),            // 9: campaignmesh.auth.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),           // 10: campaignmesh.auth.v1.ListTenantsResponse
+	(*SuspendTenantRequest)(nil),          // 11: campaignmesh.auth.v1.SuspendTenantRequest
+	(*CreateUserRequest)(nil),             // 12: campaignmesh.auth.v1.CreateUserRequest
+	(*GetUserRequest)(nil),                // 13: campaignmesh.auth.v1.GetUserRequest
+	(*ListUsersRequest)(nil),              // 14: campaignmesh.auth.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),             // 15: campaignmesh.auth.v1.ListUsersResponse
+	(*DisableUserRequest)(nil),            // 16: campaignmesh.auth.v1.DisableUserRequest
+	(*ChangeUserRoleRequest)(nil),         // 17: campaignmesh.auth.v1.ChangeUserRoleRequest
+	(*RefreshRequest)(nil),                // 18: campaignmesh.auth.v1.RefreshRequest
+	(*LogoutRequest)(nil),                 // 19: campaignmesh.auth.v1.LogoutRequest
+	(*LogoutResponse)(nil),                // 20: campaignmesh.auth.v1.LogoutResponse
+	(*ChangePasswordRequest)(nil),         // 21: campaignmesh.auth.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil),        // 22: campaignmesh.auth.v1.ChangePasswordResponse
+	(*ListRolesRequest)(nil),              // 23: campaignmesh.auth.v1.ListRolesRequest
+	(*ListRolesResponse)(nil),             // 24: campaignmesh.auth.v1.ListRolesResponse
+	(*RoleInfo)(nil),                      // 25: campaignmesh.auth.v1.RoleInfo
+	(*RevokeUserSessionsRequest)(nil),     // 26: campaignmesh.auth.v1.RevokeUserSessionsRequest
+	(*RevokeUserSessionsResponse)(nil),    // 27: campaignmesh.auth.v1.RevokeUserSessionsResponse
+	(*UnlockUserRequest)(nil),             // 28: campaignmesh.auth.v1.UnlockUserRequest
+	(*CreateInvitationRequest)(nil),       // 29: campaignmesh.auth.v1.CreateInvitationRequest
+	(*CreateTenantInvitationRequest)(nil), // 30: campaignmesh.auth.v1.CreateTenantInvitationRequest
+	(*CreateInvitationResponse)(nil),      // 31: campaignmesh.auth.v1.CreateInvitationResponse
+	(*ListInvitationsRequest)(nil),        // 32: campaignmesh.auth.v1.ListInvitationsRequest
+	(*ListInvitationsResponse)(nil),       // 33: campaignmesh.auth.v1.ListInvitationsResponse
+	(*RevokeInvitationRequest)(nil),       // 34: campaignmesh.auth.v1.RevokeInvitationRequest
+	(*AcceptInvitationRequest)(nil),       // 35: campaignmesh.auth.v1.AcceptInvitationRequest
+	(*AcceptInvitationResponse)(nil),      // 36: campaignmesh.auth.v1.AcceptInvitationResponse
+	(*CreateApiKeyRequest)(nil),           // 37: campaignmesh.auth.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),          // 38: campaignmesh.auth.v1.CreateApiKeyResponse
+	(*GetApiKeyRequest)(nil),              // 39: campaignmesh.auth.v1.GetApiKeyRequest
+	(*ListApiKeysRequest)(nil),            // 40: campaignmesh.auth.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),           // 41: campaignmesh.auth.v1.ListApiKeysResponse
+	(*RevokeApiKeyRequest)(nil),           // 42: campaignmesh.auth.v1.RevokeApiKeyRequest
+	(*VerifyApiKeyRequest)(nil),           // 43: campaignmesh.auth.v1.VerifyApiKeyRequest
+	(*VerifyApiKeyResponse)(nil),          // 44: campaignmesh.auth.v1.VerifyApiKeyResponse
+	(*ListAuditRecordsRequest)(nil),       // 45: campaignmesh.auth.v1.ListAuditRecordsRequest
+	(*ListAuditRecordsResponse)(nil),      // 46: campaignmesh.auth.v1.ListAuditRecordsResponse
+	(*VerifyAuditChainRequest)(nil),       // 47: campaignmesh.auth.v1.VerifyAuditChainRequest
+	(*VerifyAuditChainResponse)(nil),      // 48: campaignmesh.auth.v1.VerifyAuditChainResponse
+	(*AppendAuditRecordsRequest)(nil),     // 49: campaignmesh.auth.v1.AppendAuditRecordsRequest
+	(*AppendAuditRecordsResponse)(nil),    // 50: campaignmesh.auth.v1.AppendAuditRecordsResponse
+	(*timestamppb.Timestamp)(nil),         // 51: google.protobuf.Timestamp
+	(Role)(0),                             // 52: campaignmesh.auth.v1.Role
+	(*SigningKey)(nil),                    // 53: campaignmesh.auth.v1.SigningKey
+	(*Tenant)(nil),                        // 54: campaignmesh.auth.v1.Tenant
+	(*User)(nil),                          // 55: campaignmesh.auth.v1.User
+	(*Invitation)(nil),                    // 56: campaignmesh.auth.v1.Invitation
+	(*ApiKey)(nil),                        // 57: campaignmesh.auth.v1.ApiKey
+	(*AuditRecord)(nil),                   // 58: campaignmesh.auth.v1.AuditRecord
 }
 var file_campaignmesh_auth_v1_service_proto_depIdxs = []int32{
-	43, // 0: campaignmesh.auth.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
-	43, // 1: campaignmesh.auth.v1.LoginResponse.refresh_expire_time:type_name -> google.protobuf.Timestamp
-	44, // 2: campaignmesh.auth.v1.WhoAmIResponse.role:type_name -> campaignmesh.auth.v1.Role
-	45, // 3: campaignmesh.auth.v1.ListSigningKeysResponse.keys:type_name -> campaignmesh.auth.v1.SigningKey
-	46, // 4: campaignmesh.auth.v1.CreateTenantRequest.tenant:type_name -> campaignmesh.auth.v1.Tenant
-	46, // 5: campaignmesh.auth.v1.ListTenantsResponse.tenants:type_name -> campaignmesh.auth.v1.Tenant
-	47, // 6: campaignmesh.auth.v1.CreateUserRequest.user:type_name -> campaignmesh.auth.v1.User
-	47, // 7: campaignmesh.auth.v1.ListUsersResponse.users:type_name -> campaignmesh.auth.v1.User
-	44, // 8: campaignmesh.auth.v1.ChangeUserRoleRequest.role:type_name -> campaignmesh.auth.v1.Role
+	51, // 0: campaignmesh.auth.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
+	51, // 1: campaignmesh.auth.v1.LoginResponse.refresh_expire_time:type_name -> google.protobuf.Timestamp
+	52, // 2: campaignmesh.auth.v1.WhoAmIResponse.role:type_name -> campaignmesh.auth.v1.Role
+	53, // 3: campaignmesh.auth.v1.ListSigningKeysResponse.keys:type_name -> campaignmesh.auth.v1.SigningKey
+	54, // 4: campaignmesh.auth.v1.CreateTenantRequest.tenant:type_name -> campaignmesh.auth.v1.Tenant
+	54, // 5: campaignmesh.auth.v1.ListTenantsResponse.tenants:type_name -> campaignmesh.auth.v1.Tenant
+	55, // 6: campaignmesh.auth.v1.CreateUserRequest.user:type_name -> campaignmesh.auth.v1.User
+	55, // 7: campaignmesh.auth.v1.ListUsersResponse.users:type_name -> campaignmesh.auth.v1.User
+	52, // 8: campaignmesh.auth.v1.ChangeUserRoleRequest.role:type_name -> campaignmesh.auth.v1.Role
 	25, // 9: campaignmesh.auth.v1.ListRolesResponse.roles:type_name -> campaignmesh.auth.v1.RoleInfo
-	44, // 10: campaignmesh.auth.v1.RoleInfo.role:type_name -> campaignmesh.auth.v1.Role
-	43, // 11: campaignmesh.auth.v1.CreateApiKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	48, // 12: campaignmesh.auth.v1.CreateApiKeyResponse.api_key:type_name -> campaignmesh.auth.v1.ApiKey
-	48, // 13: campaignmesh.auth.v1.ListApiKeysResponse.api_keys:type_name -> campaignmesh.auth.v1.ApiKey
-	43, // 14: campaignmesh.auth.v1.VerifyApiKeyResponse.expire_time:type_name -> google.protobuf.Timestamp
-	43, // 15: campaignmesh.auth.v1.ListAuditRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
-	43, // 16: campaignmesh.auth.v1.ListAuditRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
-	49, // 17: campaignmesh.auth.v1.ListAuditRecordsResponse.records:type_name -> campaignmesh.auth.v1.AuditRecord
-	49, // 18: campaignmesh.auth.v1.AppendAuditRecordsRequest.records:type_name -> campaignmesh.auth.v1.AuditRecord
-	0,  // 19: campaignmesh.auth.v1.AuthService.Login:input_type -> campaignmesh.auth.v1.LoginRequest
-	18, // 20: campaignmesh.auth.v1.AuthService.Refresh:input_type -> campaignmesh.auth.v1.RefreshRequest
-	19, // 21: campaignmesh.auth.v1.AuthService.Logout:input_type -> campaignmesh.auth.v1.LogoutRequest
-	21, // 22: campaignmesh.auth.v1.AuthService.ChangePassword:input_type -> campaignmesh.auth.v1.ChangePasswordRequest
-	23, // 23: campaignmesh.auth.v1.AuthService.ListRoles:input_type -> campaignmesh.auth.v1.ListRolesRequest
-	2,  // 24: campaignmesh.auth.v1.AuthService.WhoAmI:input_type -> campaignmesh.auth.v1.WhoAmIRequest
-	4,  // 25: campaignmesh.auth.v1.AuthService.ListSigningKeys:input_type -> campaignmesh.auth.v1.ListSigningKeysRequest
-	6,  // 26: campaignmesh.auth.v1.AuthService.RotateSigningKey:input_type -> campaignmesh.auth.v1.RotateSigningKeyRequest
-	7,  // 27: campaignmesh.auth.v1.AuthService.CreateTenant:input_type -> campaignmesh.auth.v1.CreateTenantRequest
-	8,  // 28: campaignmesh.auth.v1.AuthService.GetTenant:input_type -> campaignmesh.auth.v1.GetTenantRequest
-	9,  // 29: campaignmesh.auth.v1.AuthService.ListTenants:input_type -> campaignmesh.auth.v1.ListTenantsRequest
-	11, // 30: campaignmesh.auth.v1.AuthService.SuspendTenant:input_type -> campaignmesh.auth.v1.SuspendTenantRequest
-	12, // 31: campaignmesh.auth.v1.AuthService.CreateUser:input_type -> campaignmesh.auth.v1.CreateUserRequest
-	13, // 32: campaignmesh.auth.v1.AuthService.GetUser:input_type -> campaignmesh.auth.v1.GetUserRequest
-	14, // 33: campaignmesh.auth.v1.AuthService.ListUsers:input_type -> campaignmesh.auth.v1.ListUsersRequest
-	16, // 34: campaignmesh.auth.v1.AuthService.DisableUser:input_type -> campaignmesh.auth.v1.DisableUserRequest
-	17, // 35: campaignmesh.auth.v1.AuthService.ChangeUserRole:input_type -> campaignmesh.auth.v1.ChangeUserRoleRequest
-	26, // 36: campaignmesh.auth.v1.AuthService.RevokeUserSessions:input_type -> campaignmesh.auth.v1.RevokeUserSessionsRequest
-	28, // 37: campaignmesh.auth.v1.AuthService.UnlockUser:input_type -> campaignmesh.auth.v1.UnlockUserRequest
-	29, // 38: campaignmesh.auth.v1.AuthService.CreateApiKey:input_type -> campaignmesh.auth.v1.CreateApiKeyRequest
-	31, // 39: campaignmesh.auth.v1.AuthService.GetApiKey:input_type -> campaignmesh.auth.v1.GetApiKeyRequest
-	32, // 40: campaignmesh.auth.v1.AuthService.ListApiKeys:input_type -> campaignmesh.auth.v1.ListApiKeysRequest
-	34, // 41: campaignmesh.auth.v1.AuthService.RevokeApiKey:input_type -> campaignmesh.auth.v1.RevokeApiKeyRequest
-	35, // 42: campaignmesh.auth.v1.AuthService.VerifyApiKey:input_type -> campaignmesh.auth.v1.VerifyApiKeyRequest
-	37, // 43: campaignmesh.auth.v1.AuthService.ListAuditRecords:input_type -> campaignmesh.auth.v1.ListAuditRecordsRequest
-	39, // 44: campaignmesh.auth.v1.AuthService.VerifyAuditChain:input_type -> campaignmesh.auth.v1.VerifyAuditChainRequest
-	41, // 45: campaignmesh.auth.v1.AuthService.AppendAuditRecords:input_type -> campaignmesh.auth.v1.AppendAuditRecordsRequest
-	1,  // 46: campaignmesh.auth.v1.AuthService.Login:output_type -> campaignmesh.auth.v1.LoginResponse
-	1,  // 47: campaignmesh.auth.v1.AuthService.Refresh:output_type -> campaignmesh.auth.v1.LoginResponse
-	20, // 48: campaignmesh.auth.v1.AuthService.Logout:output_type -> campaignmesh.auth.v1.LogoutResponse
-	22, // 49: campaignmesh.auth.v1.AuthService.ChangePassword:output_type -> campaignmesh.auth.v1.ChangePasswordResponse
-	24, // 50: campaignmesh.auth.v1.AuthService.ListRoles:output_type -> campaignmesh.auth.v1.ListRolesResponse
-	3,  // 51: campaignmesh.auth.v1.AuthService.WhoAmI:output_type -> campaignmesh.auth.v1.WhoAmIResponse
-	5,  // 52: campaignmesh.auth.v1.AuthService.ListSigningKeys:output_type -> campaignmesh.auth.v1.ListSigningKeysResponse
-	45, // 53: campaignmesh.auth.v1.AuthService.RotateSigningKey:output_type -> campaignmesh.auth.v1.SigningKey
-	46, // 54: campaignmesh.auth.v1.AuthService.CreateTenant:output_type -> campaignmesh.auth.v1.Tenant
-	46, // 55: campaignmesh.auth.v1.AuthService.GetTenant:output_type -> campaignmesh.auth.v1.Tenant
-	10, // 56: campaignmesh.auth.v1.AuthService.ListTenants:output_type -> campaignmesh.auth.v1.ListTenantsResponse
-	46, // 57: campaignmesh.auth.v1.AuthService.SuspendTenant:output_type -> campaignmesh.auth.v1.Tenant
-	47, // 58: campaignmesh.auth.v1.AuthService.CreateUser:output_type -> campaignmesh.auth.v1.User
-	47, // 59: campaignmesh.auth.v1.AuthService.GetUser:output_type -> campaignmesh.auth.v1.User
-	15, // 60: campaignmesh.auth.v1.AuthService.ListUsers:output_type -> campaignmesh.auth.v1.ListUsersResponse
-	47, // 61: campaignmesh.auth.v1.AuthService.DisableUser:output_type -> campaignmesh.auth.v1.User
-	47, // 62: campaignmesh.auth.v1.AuthService.ChangeUserRole:output_type -> campaignmesh.auth.v1.User
-	27, // 63: campaignmesh.auth.v1.AuthService.RevokeUserSessions:output_type -> campaignmesh.auth.v1.RevokeUserSessionsResponse
-	47, // 64: campaignmesh.auth.v1.AuthService.UnlockUser:output_type -> campaignmesh.auth.v1.User
-	30, // 65: campaignmesh.auth.v1.AuthService.CreateApiKey:output_type -> campaignmesh.auth.v1.CreateApiKeyResponse
-	48, // 66: campaignmesh.auth.v1.AuthService.GetApiKey:output_type -> campaignmesh.auth.v1.ApiKey
-	33, // 67: campaignmesh.auth.v1.AuthService.ListApiKeys:output_type -> campaignmesh.auth.v1.ListApiKeysResponse
-	48, // 68: campaignmesh.auth.v1.AuthService.RevokeApiKey:output_type -> campaignmesh.auth.v1.ApiKey
-	36, // 69: campaignmesh.auth.v1.AuthService.VerifyApiKey:output_type -> campaignmesh.auth.v1.VerifyApiKeyResponse
-	38, // 70: campaignmesh.auth.v1.AuthService.ListAuditRecords:output_type -> campaignmesh.auth.v1.ListAuditRecordsResponse
-	40, // 71: campaignmesh.auth.v1.AuthService.VerifyAuditChain:output_type -> campaignmesh.auth.v1.VerifyAuditChainResponse
-	42, // 72: campaignmesh.auth.v1.AuthService.AppendAuditRecords:output_type -> campaignmesh.auth.v1.AppendAuditRecordsResponse
-	46, // [46:73] is the sub-list for method output_type
-	19, // [19:46] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	52, // 10: campaignmesh.auth.v1.RoleInfo.role:type_name -> campaignmesh.auth.v1.Role
+	56, // 11: campaignmesh.auth.v1.CreateInvitationRequest.invitation:type_name -> campaignmesh.auth.v1.Invitation
+	56, // 12: campaignmesh.auth.v1.CreateTenantInvitationRequest.invitation:type_name -> campaignmesh.auth.v1.Invitation
+	56, // 13: campaignmesh.auth.v1.CreateInvitationResponse.invitation:type_name -> campaignmesh.auth.v1.Invitation
+	56, // 14: campaignmesh.auth.v1.ListInvitationsResponse.invitations:type_name -> campaignmesh.auth.v1.Invitation
+	55, // 15: campaignmesh.auth.v1.AcceptInvitationResponse.user:type_name -> campaignmesh.auth.v1.User
+	51, // 16: campaignmesh.auth.v1.CreateApiKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	57, // 17: campaignmesh.auth.v1.CreateApiKeyResponse.api_key:type_name -> campaignmesh.auth.v1.ApiKey
+	57, // 18: campaignmesh.auth.v1.ListApiKeysResponse.api_keys:type_name -> campaignmesh.auth.v1.ApiKey
+	51, // 19: campaignmesh.auth.v1.VerifyApiKeyResponse.expire_time:type_name -> google.protobuf.Timestamp
+	51, // 20: campaignmesh.auth.v1.ListAuditRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
+	51, // 21: campaignmesh.auth.v1.ListAuditRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
+	58, // 22: campaignmesh.auth.v1.ListAuditRecordsResponse.records:type_name -> campaignmesh.auth.v1.AuditRecord
+	58, // 23: campaignmesh.auth.v1.AppendAuditRecordsRequest.records:type_name -> campaignmesh.auth.v1.AuditRecord
+	0,  // 24: campaignmesh.auth.v1.AuthService.Login:input_type -> campaignmesh.auth.v1.LoginRequest
+	18, // 25: campaignmesh.auth.v1.AuthService.Refresh:input_type -> campaignmesh.auth.v1.RefreshRequest
+	19, // 26: campaignmesh.auth.v1.AuthService.Logout:input_type -> campaignmesh.auth.v1.LogoutRequest
+	21, // 27: campaignmesh.auth.v1.AuthService.ChangePassword:input_type -> campaignmesh.auth.v1.ChangePasswordRequest
+	23, // 28: campaignmesh.auth.v1.AuthService.ListRoles:input_type -> campaignmesh.auth.v1.ListRolesRequest
+	2,  // 29: campaignmesh.auth.v1.AuthService.WhoAmI:input_type -> campaignmesh.auth.v1.WhoAmIRequest
+	4,  // 30: campaignmesh.auth.v1.AuthService.ListSigningKeys:input_type -> campaignmesh.auth.v1.ListSigningKeysRequest
+	6,  // 31: campaignmesh.auth.v1.AuthService.RotateSigningKey:input_type -> campaignmesh.auth.v1.RotateSigningKeyRequest
+	7,  // 32: campaignmesh.auth.v1.AuthService.CreateTenant:input_type -> campaignmesh.auth.v1.CreateTenantRequest
+	8,  // 33: campaignmesh.auth.v1.AuthService.GetTenant:input_type -> campaignmesh.auth.v1.GetTenantRequest
+	9,  // 34: campaignmesh.auth.v1.AuthService.ListTenants:input_type -> campaignmesh.auth.v1.ListTenantsRequest
+	11, // 35: campaignmesh.auth.v1.AuthService.SuspendTenant:input_type -> campaignmesh.auth.v1.SuspendTenantRequest
+	12, // 36: campaignmesh.auth.v1.AuthService.CreateUser:input_type -> campaignmesh.auth.v1.CreateUserRequest
+	13, // 37: campaignmesh.auth.v1.AuthService.GetUser:input_type -> campaignmesh.auth.v1.GetUserRequest
+	14, // 38: campaignmesh.auth.v1.AuthService.ListUsers:input_type -> campaignmesh.auth.v1.ListUsersRequest
+	16, // 39: campaignmesh.auth.v1.AuthService.DisableUser:input_type -> campaignmesh.auth.v1.DisableUserRequest
+	17, // 40: campaignmesh.auth.v1.AuthService.ChangeUserRole:input_type -> campaignmesh.auth.v1.ChangeUserRoleRequest
+	26, // 41: campaignmesh.auth.v1.AuthService.RevokeUserSessions:input_type -> campaignmesh.auth.v1.RevokeUserSessionsRequest
+	28, // 42: campaignmesh.auth.v1.AuthService.UnlockUser:input_type -> campaignmesh.auth.v1.UnlockUserRequest
+	29, // 43: campaignmesh.auth.v1.AuthService.CreateInvitation:input_type -> campaignmesh.auth.v1.CreateInvitationRequest
+	30, // 44: campaignmesh.auth.v1.AuthService.CreateTenantInvitation:input_type -> campaignmesh.auth.v1.CreateTenantInvitationRequest
+	32, // 45: campaignmesh.auth.v1.AuthService.ListInvitations:input_type -> campaignmesh.auth.v1.ListInvitationsRequest
+	34, // 46: campaignmesh.auth.v1.AuthService.RevokeInvitation:input_type -> campaignmesh.auth.v1.RevokeInvitationRequest
+	35, // 47: campaignmesh.auth.v1.AuthService.AcceptInvitation:input_type -> campaignmesh.auth.v1.AcceptInvitationRequest
+	37, // 48: campaignmesh.auth.v1.AuthService.CreateApiKey:input_type -> campaignmesh.auth.v1.CreateApiKeyRequest
+	39, // 49: campaignmesh.auth.v1.AuthService.GetApiKey:input_type -> campaignmesh.auth.v1.GetApiKeyRequest
+	40, // 50: campaignmesh.auth.v1.AuthService.ListApiKeys:input_type -> campaignmesh.auth.v1.ListApiKeysRequest
+	42, // 51: campaignmesh.auth.v1.AuthService.RevokeApiKey:input_type -> campaignmesh.auth.v1.RevokeApiKeyRequest
+	43, // 52: campaignmesh.auth.v1.AuthService.VerifyApiKey:input_type -> campaignmesh.auth.v1.VerifyApiKeyRequest
+	45, // 53: campaignmesh.auth.v1.AuthService.ListAuditRecords:input_type -> campaignmesh.auth.v1.ListAuditRecordsRequest
+	47, // 54: campaignmesh.auth.v1.AuthService.VerifyAuditChain:input_type -> campaignmesh.auth.v1.VerifyAuditChainRequest
+	49, // 55: campaignmesh.auth.v1.AuthService.AppendAuditRecords:input_type -> campaignmesh.auth.v1.AppendAuditRecordsRequest
+	1,  // 56: campaignmesh.auth.v1.AuthService.Login:output_type -> campaignmesh.auth.v1.LoginResponse
+	1,  // 57: campaignmesh.auth.v1.AuthService.Refresh:output_type -> campaignmesh.auth.v1.LoginResponse
+	20, // 58: campaignmesh.auth.v1.AuthService.Logout:output_type -> campaignmesh.auth.v1.LogoutResponse
+	22, // 59: campaignmesh.auth.v1.AuthService.ChangePassword:output_type -> campaignmesh.auth.v1.ChangePasswordResponse
+	24, // 60: campaignmesh.auth.v1.AuthService.ListRoles:output_type -> campaignmesh.auth.v1.ListRolesResponse
+	3,  // 61: campaignmesh.auth.v1.AuthService.WhoAmI:output_type -> campaignmesh.auth.v1.WhoAmIResponse
+	5,  // 62: campaignmesh.auth.v1.AuthService.ListSigningKeys:output_type -> campaignmesh.auth.v1.ListSigningKeysResponse
+	53, // 63: campaignmesh.auth.v1.AuthService.RotateSigningKey:output_type -> campaignmesh.auth.v1.SigningKey
+	54, // 64: campaignmesh.auth.v1.AuthService.CreateTenant:output_type -> campaignmesh.auth.v1.Tenant
+	54, // 65: campaignmesh.auth.v1.AuthService.GetTenant:output_type -> campaignmesh.auth.v1.Tenant
+	10, // 66: campaignmesh.auth.v1.AuthService.ListTenants:output_type -> campaignmesh.auth.v1.ListTenantsResponse
+	54, // 67: campaignmesh.auth.v1.AuthService.SuspendTenant:output_type -> campaignmesh.auth.v1.Tenant
+	55, // 68: campaignmesh.auth.v1.AuthService.CreateUser:output_type -> campaignmesh.auth.v1.User
+	55, // 69: campaignmesh.auth.v1.AuthService.GetUser:output_type -> campaignmesh.auth.v1.User
+	15, // 70: campaignmesh.auth.v1.AuthService.ListUsers:output_type -> campaignmesh.auth.v1.ListUsersResponse
+	55, // 71: campaignmesh.auth.v1.AuthService.DisableUser:output_type -> campaignmesh.auth.v1.User
+	55, // 72: campaignmesh.auth.v1.AuthService.ChangeUserRole:output_type -> campaignmesh.auth.v1.User
+	27, // 73: campaignmesh.auth.v1.AuthService.RevokeUserSessions:output_type -> campaignmesh.auth.v1.RevokeUserSessionsResponse
+	55, // 74: campaignmesh.auth.v1.AuthService.UnlockUser:output_type -> campaignmesh.auth.v1.User
+	31, // 75: campaignmesh.auth.v1.AuthService.CreateInvitation:output_type -> campaignmesh.auth.v1.CreateInvitationResponse
+	31, // 76: campaignmesh.auth.v1.AuthService.CreateTenantInvitation:output_type -> campaignmesh.auth.v1.CreateInvitationResponse
+	33, // 77: campaignmesh.auth.v1.AuthService.ListInvitations:output_type -> campaignmesh.auth.v1.ListInvitationsResponse
+	56, // 78: campaignmesh.auth.v1.AuthService.RevokeInvitation:output_type -> campaignmesh.auth.v1.Invitation
+	36, // 79: campaignmesh.auth.v1.AuthService.AcceptInvitation:output_type -> campaignmesh.auth.v1.AcceptInvitationResponse
+	38, // 80: campaignmesh.auth.v1.AuthService.CreateApiKey:output_type -> campaignmesh.auth.v1.CreateApiKeyResponse
+	57, // 81: campaignmesh.auth.v1.AuthService.GetApiKey:output_type -> campaignmesh.auth.v1.ApiKey
+	41, // 82: campaignmesh.auth.v1.AuthService.ListApiKeys:output_type -> campaignmesh.auth.v1.ListApiKeysResponse
+	57, // 83: campaignmesh.auth.v1.AuthService.RevokeApiKey:output_type -> campaignmesh.auth.v1.ApiKey
+	44, // 84: campaignmesh.auth.v1.AuthService.VerifyApiKey:output_type -> campaignmesh.auth.v1.VerifyApiKeyResponse
+	46, // 85: campaignmesh.auth.v1.AuthService.ListAuditRecords:output_type -> campaignmesh.auth.v1.ListAuditRecordsResponse
+	48, // 86: campaignmesh.auth.v1.AuthService.VerifyAuditChain:output_type -> campaignmesh.auth.v1.VerifyAuditChainResponse
+	50, // 87: campaignmesh.auth.v1.AuthService.AppendAuditRecords:output_type -> campaignmesh.auth.v1.AppendAuditRecordsResponse
+	56, // [56:88] is the sub-list for method output_type
+	24, // [24:56] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_campaignmesh_auth_v1_service_proto_init() }
@@ -2689,7 +3208,7 @@ func file_campaignmesh_auth_v1_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campaignmesh_auth_v1_service_proto_rawDesc), len(file_campaignmesh_auth_v1_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   43,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
