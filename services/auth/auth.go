@@ -125,6 +125,20 @@ type Store interface {
 	// TouchAPIKey sets the last-used time unless it was set within interval.
 	TouchAPIKey(ctx context.Context, id string, interval time.Duration) error
 
+	// CreateInvitation stores an invitation with the hash of its token; an email that is already
+	// a user of the tenant is ALREADY_EXISTS.
+	CreateInvitation(ctx context.Context, inv Invitation, tokenHash []byte) (Invitation, error)
+	ListInvitations(ctx context.Context, tenantID string, p Page) ([]Invitation, error)
+	// RevokeInvitation revokes a pending invitation (keeping the first revoke time); an
+	// accepted one is FAILED_PRECONDITION.
+	RevokeInvitation(ctx context.Context, tenantID, id string) (Invitation, error)
+	// InvitationForAccept finds an invitation by id in any tenant, with its token hash.
+	InvitationForAccept(ctx context.Context, id string) (Invitation, []byte, error)
+	// AcceptInvitation, in one transaction, marks a pending, unexpired invitation accepted and
+	// creates u with passwordHash; otherwise it returns ErrInvitationUsed, ErrInvitationExpired
+	// or ErrInvitationInvalid and changes nothing.
+	AcceptInvitation(ctx context.Context, id string, u User, passwordHash string) (User, error)
+
 	InsertRefreshToken(ctx context.Context, t RefreshToken) error
 	// RotateRefreshToken marks the token with hash used and stores next in its family for the
 	// same user, returning the user. A used token revokes its family (committed) and returns

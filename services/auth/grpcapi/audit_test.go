@@ -116,6 +116,30 @@ func TestEveryAuditedRPCWritesExactlyOneRecord(t *testing.T) {
 			_, err := e.client.UnlockUser(admin, &authv1.UnlockUserRequest{Id: f.users[rbac.Viewer].ID})
 			return err
 		}},
+		"CreateInvitation": {tenant, func() error {
+			_, err := e.client.CreateInvitation(admin, &authv1.CreateInvitationRequest{Invitation: &authv1.Invitation{Email: "inv1@audited.example", Role: authv1.Role_ROLE_VIEWER}})
+			return err
+		}},
+		"CreateTenantInvitation": {"", func() error {
+			_, err := e.client.CreateTenantInvitation(as(op), &authv1.CreateTenantInvitationRequest{TenantId: tenant, Invitation: &authv1.Invitation{Email: "inv2@audited.example", Role: authv1.Role_ROLE_ADMIN}})
+			return err
+		}},
+		"RevokeInvitation": {tenant, func() error {
+			inv, err := e.client.CreateInvitation(admin, &authv1.CreateInvitationRequest{Invitation: &authv1.Invitation{Email: "inv3@audited.example", Role: authv1.Role_ROLE_VIEWER}})
+			if err != nil {
+				return err
+			}
+			_, err = e.client.RevokeInvitation(admin, &authv1.RevokeInvitationRequest{Id: inv.GetInvitation().GetId()})
+			return err
+		}},
+		"AcceptInvitation": {tenant, func() error {
+			inv, err := e.client.CreateInvitation(admin, &authv1.CreateInvitationRequest{Invitation: &authv1.Invitation{Email: "inv4@audited.example", Role: authv1.Role_ROLE_VIEWER}})
+			if err != nil {
+				return err
+			}
+			_, err = e.client.AcceptInvitation(ctx, &authv1.AcceptInvitationRequest{Token: inv.GetSecret(), Password: password})
+			return err
+		}},
 		"CreateApiKey": {tenant, func() error {
 			_, err := e.client.CreateApiKey(admin, &authv1.CreateApiKeyRequest{Name: "k2", Scopes: []string{"users.read"}})
 			return err

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -37,14 +38,16 @@ import (
 var tenantTargeted = map[string]bool{
 	"GetUser": true, "DisableUser": true, "ChangeUserRole": true, "RevokeUserSessions": true, "UnlockUser": true,
 	"GetApiKey": true, "RevokeApiKey": true,
+	"RevokeInvitation": true,
 }
 
 // allowedCode is what an authorized call of each RPC answers with the matrix's requests (most
 // are OK; some requests are deliberately wrong so the call is harmless and repeatable).
 var allowedCode = map[string]codes.Code{
-	"Login":          codes.Unauthenticated, // unknown account
-	"Refresh":        codes.Unauthenticated, // unknown refresh token
-	"ChangePassword": codes.InvalidArgument, // wrong current password
+	"Login":            codes.Unauthenticated, // unknown account
+	"Refresh":          codes.Unauthenticated, // unknown refresh token
+	"ChangePassword":   codes.InvalidArgument, // wrong current password
+	"AcceptInvitation": codes.NotFound,        // unknown token
 }
 
 // The authorization matrix: every RPC of AuthService × every role × own or foreign tenant,
@@ -73,7 +76,16 @@ func TestAuthorizationMatrix(t *testing.T) {
 		}
 		return k.ID
 	}
-	targets := map[bool]struct{ user, key string }{false: {target(own).ID, key(own)}, true: {target(foreign).ID, key(foreign)}}
+	invitation := func(f tenantFixture) string {
+		inv, _, err := e.svc.CreateInvitation(ctx, &authn.Principal{TenantID: f.tenant.ID, Subject: f.users[rbac.Admin].ID, Permissions: rbac.Admin.Permissions()}, "invited@"+f.tenant.Slug+".example", rbac.Viewer, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return inv.ID
+	}
+	targets := map[bool]struct{ user, key, invitation string }{
+		false: {target(own).ID, key(own), invitation(own)}, true: {target(foreign).ID, key(foreign), invitation(foreign)},
+	}
 	var n atomic.Int64
 	unique := func() string { return fmt.Sprintf("m%d", n.Add(1)) }
 
@@ -113,6 +125,17 @@ func TestAuthorizationMatrix(t *testing.T) {
 		},
 		"RevokeUserSessions": func(f bool) proto.Message { return &authv1.RevokeUserSessionsRequest{Id: targets[f].user} },
 		"UnlockUser":         func(f bool) proto.Message { return &authv1.UnlockUserRequest{Id: targets[f].user} },
+		"CreateInvitation": func(bool) proto.Message {
+			return &authv1.CreateInvitationRequest{Invitation: &authv1.Invitation{Email: unique() + "@own.example", Role: authv1.Role_ROLE_VIEWER}}
+		},
+		"CreateTenantInvitation": func(bool) proto.Message {
+			return &authv1.CreateTenantInvitationRequest{TenantId: own.tenant.ID, Invitation: &authv1.Invitation{Email: unique() + "@own.example", Role: authv1.Role_ROLE_ADMIN}}
+		},
+		"ListInvitations":  func(bool) proto.Message { return &authv1.ListInvitationsRequest{} },
+		"RevokeInvitation": func(f bool) proto.Message { return &authv1.RevokeInvitationRequest{Id: targets[f].invitation} },
+		"AcceptInvitation": func(bool) proto.Message {
+			return &authv1.AcceptInvitationRequest{Token: "cmi_unknown", Password: password}
+		},
 		"CreateApiKey": func(bool) proto.Message {
 			return &authv1.CreateApiKeyRequest{Name: "k", Scopes: []string{"campaigns.read"}}
 		},
@@ -239,6 +262,9 @@ func newRESTClient(t *testing.T, e *env) *restClient {
 	return &restClient{t: t, srv: srv}
 }
 
+// pathParam is a field of the request in an HTTP rule's path, e.g. {tenant_id}.
+var pathParam = regexp.MustCompile(`\{([a-z_]+)\}`)
+
 func (r *restClient) call(method string, req proto.Message, token string) codes.Code {
 	t := r.t
 	md := authv1.File_campaignmesh_auth_v1_service_proto.Services().ByName("AuthService").Methods().ByName(protoreflect.Name(method))
@@ -252,8 +278,10 @@ func (r *restClient) call(method string, req proto.Message, token string) codes.
 	default:
 		t.Fatalf("%s: unsupported HTTP rule %v", method, rule)
 	}
-	if id := req.ProtoReflect().Descriptor().Fields().ByName("id"); id != nil {
-		path = strings.Replace(path, "{id}", req.ProtoReflect().Get(id).String(), 1)
+	for _, m := range pathParam.FindAllStringSubmatch(path, -1) {
+		if fd := req.ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(m[1])); fd != nil {
+			path = strings.Replace(path, m[0], req.ProtoReflect().Get(fd).String(), 1)
+		}
 	}
 	var body io.Reader
 	switch rule.GetBody() {

@@ -194,6 +194,67 @@ func (User_State) EnumDescriptor() ([]byte, []int) {
 	return file_campaignmesh_auth_v1_resources_proto_rawDescGZIP(), []int{1, 0}
 }
 
+// State is the lifecycle state of an invitation.
+type Invitation_State int32
+
+const (
+	// STATE_UNSPECIFIED is never stored.
+	Invitation_STATE_UNSPECIFIED Invitation_State = 0
+	// STATE_PENDING invitations can be accepted until expire_time.
+	Invitation_STATE_PENDING Invitation_State = 1
+	// STATE_ACCEPTED invitations have created their user; the token no longer works.
+	Invitation_STATE_ACCEPTED Invitation_State = 2
+	// STATE_REVOKED invitations were withdrawn; the token no longer works.
+	Invitation_STATE_REVOKED Invitation_State = 3
+	// STATE_EXPIRED invitations were still pending at expire_time (decided when read).
+	Invitation_STATE_EXPIRED Invitation_State = 4
+)
+
+// Enum value maps for Invitation_State.
+var (
+	Invitation_State_name = map[int32]string{
+		0: "STATE_UNSPECIFIED",
+		1: "STATE_PENDING",
+		2: "STATE_ACCEPTED",
+		3: "STATE_REVOKED",
+		4: "STATE_EXPIRED",
+	}
+	Invitation_State_value = map[string]int32{
+		"STATE_UNSPECIFIED": 0,
+		"STATE_PENDING":     1,
+		"STATE_ACCEPTED":    2,
+		"STATE_REVOKED":     3,
+		"STATE_EXPIRED":     4,
+	}
+)
+
+func (x Invitation_State) Enum() *Invitation_State {
+	p := new(Invitation_State)
+	*p = x
+	return p
+}
+
+func (x Invitation_State) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Invitation_State) Descriptor() protoreflect.EnumDescriptor {
+	return file_campaignmesh_auth_v1_resources_proto_enumTypes[3].Descriptor()
+}
+
+func (Invitation_State) Type() protoreflect.EnumType {
+	return &file_campaignmesh_auth_v1_resources_proto_enumTypes[3]
+}
+
+func (x Invitation_State) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Invitation_State.Descriptor instead.
+func (Invitation_State) EnumDescriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_resources_proto_rawDescGZIP(), []int{5, 0}
+}
+
 // Tenant is one customer organisation. Every other resource belongs to exactly one tenant.
 type Tenant struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -796,6 +857,145 @@ func (x *AuditRecord) GetHash() string {
 	return ""
 }
 
+// Invitation lets a person join a tenant: a platform operator or a tenant admin invites an email
+// with a role, and the invitee sets their password with the invitation's one-time token. The
+// token is shown once, at creation, and stored only as a hash.
+type Invitation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Server-assigned id (UUID). Output only.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Tenant the invitee joins. Output only: the caller's tenant, or the tenant named by
+	// CreateTenantInvitation.
+	TenantId string `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Email the invitee will log in with, at most 254 characters.
+	Email string `protobuf:"bytes,3,opt,name=email,proto3" json:"email,omitempty"`
+	// Role the invitee gets; ROLE_PLATFORM_OPERATOR is not allowed.
+	Role Role `protobuf:"varint,4,opt,name=role,proto3,enum=campaignmesh.auth.v1.Role" json:"role,omitempty"`
+	// Output only.
+	State Invitation_State `protobuf:"varint,5,opt,name=state,proto3,enum=campaignmesh.auth.v1.Invitation_State" json:"state,omitempty"`
+	// User who created it. Output only.
+	Creator string `protobuf:"bytes,6,opt,name=creator,proto3" json:"creator,omitempty"`
+	// Output only.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When the token stops working: within 30 days of creation, 7 days when not given.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Set when accepted. Output only.
+	AcceptTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=accept_time,json=acceptTime,proto3" json:"accept_time,omitempty"`
+	// Set when revoked. Output only.
+	RevokeTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
+	// The user the invitation created; set when accepted. Output only.
+	UserId        string `protobuf:"bytes,11,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Invitation) Reset() {
+	*x = Invitation{}
+	mi := &file_campaignmesh_auth_v1_resources_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Invitation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Invitation) ProtoMessage() {}
+
+func (x *Invitation) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_resources_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Invitation.ProtoReflect.Descriptor instead.
+func (*Invitation) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_resources_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Invitation) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Invitation) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *Invitation) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+func (x *Invitation) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *Invitation) GetState() Invitation_State {
+	if x != nil {
+		return x.State
+	}
+	return Invitation_STATE_UNSPECIFIED
+}
+
+func (x *Invitation) GetCreator() string {
+	if x != nil {
+		return x.Creator
+	}
+	return ""
+}
+
+func (x *Invitation) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Invitation) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *Invitation) GetAcceptTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AcceptTime
+	}
+	return nil
+}
+
+func (x *Invitation) GetRevokeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokeTime
+	}
+	return nil
+}
+
+func (x *Invitation) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
 var File_campaignmesh_auth_v1_resources_proto protoreflect.FileDescriptor
 
 const file_campaignmesh_auth_v1_resources_proto_rawDesc = "" +
@@ -872,7 +1072,31 @@ const file_campaignmesh_auth_v1_resources_proto_rawDesc = "" +
 	"\x0eclient_address\x18\f \x01(\tR\rclientAddress\x12\x18\n" +
 	"\aservice\x18\r \x01(\tR\aservice\x12#\n" +
 	"\rprevious_hash\x18\x0e \x01(\tR\fpreviousHash\x12\x12\n" +
-	"\x04hash\x18\x0f \x01(\tR\x04hash*}\n" +
+	"\x04hash\x18\x0f \x01(\tR\x04hash\"\xd1\x04\n" +
+	"\n" +
+	"Invitation\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x14\n" +
+	"\x05email\x18\x03 \x01(\tR\x05email\x12.\n" +
+	"\x04role\x18\x04 \x01(\x0e2\x1a.campaignmesh.auth.v1.RoleR\x04role\x12<\n" +
+	"\x05state\x18\x05 \x01(\x0e2&.campaignmesh.auth.v1.Invitation.StateR\x05state\x12\x18\n" +
+	"\acreator\x18\x06 \x01(\tR\acreator\x12;\n" +
+	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12;\n" +
+	"\vaccept_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"acceptTime\x12;\n" +
+	"\vrevoke_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"revokeTime\x12\x17\n" +
+	"\auser_id\x18\v \x01(\tR\x06userId\"k\n" +
+	"\x05State\x12\x15\n" +
+	"\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rSTATE_PENDING\x10\x01\x12\x12\n" +
+	"\x0eSTATE_ACCEPTED\x10\x02\x12\x11\n" +
+	"\rSTATE_REVOKED\x10\x03\x12\x11\n" +
+	"\rSTATE_EXPIRED\x10\x04*}\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -894,38 +1118,46 @@ func file_campaignmesh_auth_v1_resources_proto_rawDescGZIP() []byte {
 	return file_campaignmesh_auth_v1_resources_proto_rawDescData
 }
 
-var file_campaignmesh_auth_v1_resources_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_campaignmesh_auth_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_campaignmesh_auth_v1_resources_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_campaignmesh_auth_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_campaignmesh_auth_v1_resources_proto_goTypes = []any{
 	(Role)(0),                     // 0: campaignmesh.auth.v1.Role
 	(Tenant_State)(0),             // 1: campaignmesh.auth.v1.Tenant.State
 	(User_State)(0),               // 2: campaignmesh.auth.v1.User.State
-	(*Tenant)(nil),                // 3: campaignmesh.auth.v1.Tenant
-	(*User)(nil),                  // 4: campaignmesh.auth.v1.User
-	(*SigningKey)(nil),            // 5: campaignmesh.auth.v1.SigningKey
-	(*ApiKey)(nil),                // 6: campaignmesh.auth.v1.ApiKey
-	(*AuditRecord)(nil),           // 7: campaignmesh.auth.v1.AuditRecord
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(Invitation_State)(0),         // 3: campaignmesh.auth.v1.Invitation.State
+	(*Tenant)(nil),                // 4: campaignmesh.auth.v1.Tenant
+	(*User)(nil),                  // 5: campaignmesh.auth.v1.User
+	(*SigningKey)(nil),            // 6: campaignmesh.auth.v1.SigningKey
+	(*ApiKey)(nil),                // 7: campaignmesh.auth.v1.ApiKey
+	(*AuditRecord)(nil),           // 8: campaignmesh.auth.v1.AuditRecord
+	(*Invitation)(nil),            // 9: campaignmesh.auth.v1.Invitation
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_campaignmesh_auth_v1_resources_proto_depIdxs = []int32{
 	1,  // 0: campaignmesh.auth.v1.Tenant.state:type_name -> campaignmesh.auth.v1.Tenant.State
-	8,  // 1: campaignmesh.auth.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	8,  // 2: campaignmesh.auth.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	10, // 1: campaignmesh.auth.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	10, // 2: campaignmesh.auth.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
 	0,  // 3: campaignmesh.auth.v1.User.role:type_name -> campaignmesh.auth.v1.Role
 	2,  // 4: campaignmesh.auth.v1.User.state:type_name -> campaignmesh.auth.v1.User.State
-	8,  // 5: campaignmesh.auth.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	8,  // 6: campaignmesh.auth.v1.User.update_time:type_name -> google.protobuf.Timestamp
-	8,  // 7: campaignmesh.auth.v1.SigningKey.create_time:type_name -> google.protobuf.Timestamp
-	8,  // 8: campaignmesh.auth.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
-	8,  // 9: campaignmesh.auth.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	8,  // 10: campaignmesh.auth.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	8,  // 11: campaignmesh.auth.v1.ApiKey.last_used_time:type_name -> google.protobuf.Timestamp
-	8,  // 12: campaignmesh.auth.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	10, // 5: campaignmesh.auth.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	10, // 6: campaignmesh.auth.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	10, // 7: campaignmesh.auth.v1.SigningKey.create_time:type_name -> google.protobuf.Timestamp
+	10, // 8: campaignmesh.auth.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
+	10, // 9: campaignmesh.auth.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	10, // 10: campaignmesh.auth.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	10, // 11: campaignmesh.auth.v1.ApiKey.last_used_time:type_name -> google.protobuf.Timestamp
+	10, // 12: campaignmesh.auth.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	0,  // 13: campaignmesh.auth.v1.Invitation.role:type_name -> campaignmesh.auth.v1.Role
+	3,  // 14: campaignmesh.auth.v1.Invitation.state:type_name -> campaignmesh.auth.v1.Invitation.State
+	10, // 15: campaignmesh.auth.v1.Invitation.create_time:type_name -> google.protobuf.Timestamp
+	10, // 16: campaignmesh.auth.v1.Invitation.expire_time:type_name -> google.protobuf.Timestamp
+	10, // 17: campaignmesh.auth.v1.Invitation.accept_time:type_name -> google.protobuf.Timestamp
+	10, // 18: campaignmesh.auth.v1.Invitation.revoke_time:type_name -> google.protobuf.Timestamp
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_campaignmesh_auth_v1_resources_proto_init() }
@@ -938,8 +1170,8 @@ func file_campaignmesh_auth_v1_resources_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campaignmesh_auth_v1_resources_proto_rawDesc), len(file_campaignmesh_auth_v1_resources_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   5,
+			NumEnums:      4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -79,7 +79,7 @@ func (x Revocation_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Revocation_Kind.Descriptor instead.
 func (Revocation_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{39, 0}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{47, 0}
 }
 
 // LoginRequest carries password credentials.
@@ -1561,6 +1561,457 @@ func (x *UnlockUserRequest) GetId() string {
 	return ""
 }
 
+// CreateInvitationRequest invites a person to the caller's tenant.
+type CreateInvitationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The invitation: email, role and (optionally) expire_time are used, other fields are ignored.
+	Invitation *Invitation `protobuf:"bytes,1,opt,name=invitation,proto3" json:"invitation,omitempty"`
+	// Optional idempotency key, as in CreateTenantRequest. A retry returns the invitation but
+	// never its token again.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateInvitationRequest) Reset() {
+	*x = CreateInvitationRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateInvitationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateInvitationRequest) ProtoMessage() {}
+
+func (x *CreateInvitationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateInvitationRequest.ProtoReflect.Descriptor instead.
+func (*CreateInvitationRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CreateInvitationRequest) GetInvitation() *Invitation {
+	if x != nil {
+		return x.Invitation
+	}
+	return nil
+}
+
+func (x *CreateInvitationRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// CreateTenantInvitationRequest invites a person to a tenant named by id.
+type CreateTenantInvitationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tenant id; the tenant must be active.
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// The invitation: email, role and (optionally) expire_time are used, other fields are ignored.
+	Invitation *Invitation `protobuf:"bytes,2,opt,name=invitation,proto3" json:"invitation,omitempty"`
+	// Optional idempotency key, as in CreateInvitationRequest.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTenantInvitationRequest) Reset() {
+	*x = CreateTenantInvitationRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTenantInvitationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTenantInvitationRequest) ProtoMessage() {}
+
+func (x *CreateTenantInvitationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTenantInvitationRequest.ProtoReflect.Descriptor instead.
+func (*CreateTenantInvitationRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CreateTenantInvitationRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *CreateTenantInvitationRequest) GetInvitation() *Invitation {
+	if x != nil {
+		return x.Invitation
+	}
+	return nil
+}
+
+func (x *CreateTenantInvitationRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// CreateInvitationResponse carries the new invitation and, once only, its token.
+type CreateInvitationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The invitation.
+	Invitation *Invitation `protobuf:"bytes,1,opt,name=invitation,proto3" json:"invitation,omitempty"`
+	// The one-time token ("cmi_…") the invitee passes to AcceptInvitation. Shown only here;
+	// empty in the answer to a retried request.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateInvitationResponse) Reset() {
+	*x = CreateInvitationResponse{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateInvitationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateInvitationResponse) ProtoMessage() {}
+
+func (x *CreateInvitationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateInvitationResponse.ProtoReflect.Descriptor instead.
+func (*CreateInvitationResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CreateInvitationResponse) GetInvitation() *Invitation {
+	if x != nil {
+		return x.Invitation
+	}
+	return nil
+}
+
+func (x *CreateInvitationResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// ListInvitationsRequest pages through the caller's tenant's invitations.
+type ListInvitationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many (default 50, max 1000).
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListInvitationsRequest) Reset() {
+	*x = ListInvitationsRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListInvitationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListInvitationsRequest) ProtoMessage() {}
+
+func (x *ListInvitationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListInvitationsRequest.ProtoReflect.Descriptor instead.
+func (*ListInvitationsRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListInvitationsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListInvitationsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListInvitationsResponse is one page of invitations.
+type ListInvitationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Invitations, oldest first.
+	Invitations []*Invitation `protobuf:"bytes,1,rep,name=invitations,proto3" json:"invitations,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListInvitationsResponse) Reset() {
+	*x = ListInvitationsResponse{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListInvitationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListInvitationsResponse) ProtoMessage() {}
+
+func (x *ListInvitationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListInvitationsResponse.ProtoReflect.Descriptor instead.
+func (*ListInvitationsResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ListInvitationsResponse) GetInvitations() []*Invitation {
+	if x != nil {
+		return x.Invitations
+	}
+	return nil
+}
+
+func (x *ListInvitationsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// RevokeInvitationRequest names an invitation of the caller's tenant.
+type RevokeInvitationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Invitation id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeInvitationRequest) Reset() {
+	*x = RevokeInvitationRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeInvitationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeInvitationRequest) ProtoMessage() {}
+
+func (x *RevokeInvitationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeInvitationRequest.ProtoReflect.Descriptor instead.
+func (*RevokeInvitationRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RevokeInvitationRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// AcceptInvitationRequest sets up the invitee's account.
+type AcceptInvitationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token from CreateInvitationResponse.secret.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// The invitee's display name, at most 200 characters.
+	DisplayName string `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	// The invitee's password, 12-1024 bytes.
+	Password      string `protobuf:"bytes,3,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcceptInvitationRequest) Reset() {
+	*x = AcceptInvitationRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcceptInvitationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcceptInvitationRequest) ProtoMessage() {}
+
+func (x *AcceptInvitationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcceptInvitationRequest.ProtoReflect.Descriptor instead.
+func (*AcceptInvitationRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *AcceptInvitationRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *AcceptInvitationRequest) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *AcceptInvitationRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+// AcceptInvitationResponse describes the new account.
+type AcceptInvitationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user created: log in with its email and the password just set.
+	User *User `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// Slug of the user's tenant, to log in with.
+	TenantSlug    string `protobuf:"bytes,2,opt,name=tenant_slug,json=tenantSlug,proto3" json:"tenant_slug,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcceptInvitationResponse) Reset() {
+	*x = AcceptInvitationResponse{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcceptInvitationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcceptInvitationResponse) ProtoMessage() {}
+
+func (x *AcceptInvitationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcceptInvitationResponse.ProtoReflect.Descriptor instead.
+func (*AcceptInvitationResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *AcceptInvitationResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *AcceptInvitationResponse) GetTenantSlug() string {
+	if x != nil {
+		return x.TenantSlug
+	}
+	return ""
+}
+
 // CreateApiKeyRequest creates an API key.
 type CreateApiKeyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1578,7 +2029,7 @@ type CreateApiKeyRequest struct {
 
 func (x *CreateApiKeyRequest) Reset() {
 	*x = CreateApiKeyRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[29]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1590,7 +2041,7 @@ func (x *CreateApiKeyRequest) String() string {
 func (*CreateApiKeyRequest) ProtoMessage() {}
 
 func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[29]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1603,7 +2054,7 @@ func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{29}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CreateApiKeyRequest) GetName() string {
@@ -1647,7 +2098,7 @@ type CreateApiKeyResponse struct {
 
 func (x *CreateApiKeyResponse) Reset() {
 	*x = CreateApiKeyResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[30]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1659,7 +2110,7 @@ func (x *CreateApiKeyResponse) String() string {
 func (*CreateApiKeyResponse) ProtoMessage() {}
 
 func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[30]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1672,7 +2123,7 @@ func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{30}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CreateApiKeyResponse) GetApiKey() *ApiKey {
@@ -1700,7 +2151,7 @@ type GetApiKeyRequest struct {
 
 func (x *GetApiKeyRequest) Reset() {
 	*x = GetApiKeyRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[31]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1712,7 +2163,7 @@ func (x *GetApiKeyRequest) String() string {
 func (*GetApiKeyRequest) ProtoMessage() {}
 
 func (x *GetApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[31]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1725,7 +2176,7 @@ func (x *GetApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{31}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetApiKeyRequest) GetId() string {
@@ -1748,7 +2199,7 @@ type ListApiKeysRequest struct {
 
 func (x *ListApiKeysRequest) Reset() {
 	*x = ListApiKeysRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[32]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1760,7 +2211,7 @@ func (x *ListApiKeysRequest) String() string {
 func (*ListApiKeysRequest) ProtoMessage() {}
 
 func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[32]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1773,7 +2224,7 @@ func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListApiKeysRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{32}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListApiKeysRequest) GetPageSize() int32 {
@@ -1803,7 +2254,7 @@ type ListApiKeysResponse struct {
 
 func (x *ListApiKeysResponse) Reset() {
 	*x = ListApiKeysResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[33]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1815,7 +2266,7 @@ func (x *ListApiKeysResponse) String() string {
 func (*ListApiKeysResponse) ProtoMessage() {}
 
 func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[33]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1828,7 +2279,7 @@ func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListApiKeysResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{33}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListApiKeysResponse) GetApiKeys() []*ApiKey {
@@ -1856,7 +2307,7 @@ type RevokeApiKeyRequest struct {
 
 func (x *RevokeApiKeyRequest) Reset() {
 	*x = RevokeApiKeyRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[34]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +2319,7 @@ func (x *RevokeApiKeyRequest) String() string {
 func (*RevokeApiKeyRequest) ProtoMessage() {}
 
 func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[34]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +2332,7 @@ func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{34}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RevokeApiKeyRequest) GetId() string {
@@ -1902,7 +2353,7 @@ type VerifyApiKeyRequest struct {
 
 func (x *VerifyApiKeyRequest) Reset() {
 	*x = VerifyApiKeyRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[35]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1914,7 +2365,7 @@ func (x *VerifyApiKeyRequest) String() string {
 func (*VerifyApiKeyRequest) ProtoMessage() {}
 
 func (x *VerifyApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[35]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1927,7 +2378,7 @@ func (x *VerifyApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*VerifyApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{35}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *VerifyApiKeyRequest) GetSecret() string {
@@ -1956,7 +2407,7 @@ type VerifyApiKeyResponse struct {
 
 func (x *VerifyApiKeyResponse) Reset() {
 	*x = VerifyApiKeyResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[36]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1968,7 +2419,7 @@ func (x *VerifyApiKeyResponse) String() string {
 func (*VerifyApiKeyResponse) ProtoMessage() {}
 
 func (x *VerifyApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[36]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1981,7 +2432,7 @@ func (x *VerifyApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*VerifyApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{36}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *VerifyApiKeyResponse) GetKeyId() string {
@@ -2028,7 +2479,7 @@ type ListRevocationsRequest struct {
 
 func (x *ListRevocationsRequest) Reset() {
 	*x = ListRevocationsRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[37]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2040,7 +2491,7 @@ func (x *ListRevocationsRequest) String() string {
 func (*ListRevocationsRequest) ProtoMessage() {}
 
 func (x *ListRevocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[37]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2053,7 +2504,7 @@ func (x *ListRevocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevocationsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevocationsRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{37}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{45}
 }
 
 // ListRevocationsResponse is the complete list of recent revocations (not a delta), so a
@@ -2071,7 +2522,7 @@ type ListRevocationsResponse struct {
 
 func (x *ListRevocationsResponse) Reset() {
 	*x = ListRevocationsResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[38]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2534,7 @@ func (x *ListRevocationsResponse) String() string {
 func (*ListRevocationsResponse) ProtoMessage() {}
 
 func (x *ListRevocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[38]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2547,7 @@ func (x *ListRevocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevocationsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevocationsResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{38}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListRevocationsResponse) GetRevocations() []*Revocation {
@@ -2131,7 +2582,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[39]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2143,7 +2594,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[39]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2156,7 +2607,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{39}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Revocation) GetKind() Revocation_Kind {
@@ -2212,7 +2663,7 @@ type ListAuditRecordsRequest struct {
 
 func (x *ListAuditRecordsRequest) Reset() {
 	*x = ListAuditRecordsRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[40]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2224,7 +2675,7 @@ func (x *ListAuditRecordsRequest) String() string {
 func (*ListAuditRecordsRequest) ProtoMessage() {}
 
 func (x *ListAuditRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[40]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2237,7 +2688,7 @@ func (x *ListAuditRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{40}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListAuditRecordsRequest) GetStartTime() *timestamppb.Timestamp {
@@ -2309,7 +2760,7 @@ type ListAuditRecordsResponse struct {
 
 func (x *ListAuditRecordsResponse) Reset() {
 	*x = ListAuditRecordsResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[41]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2772,7 @@ func (x *ListAuditRecordsResponse) String() string {
 func (*ListAuditRecordsResponse) ProtoMessage() {}
 
 func (x *ListAuditRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[41]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2785,7 @@ func (x *ListAuditRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{41}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListAuditRecordsResponse) GetRecords() []*AuditRecord {
@@ -2360,7 +2811,7 @@ type VerifyAuditChainRequest struct {
 
 func (x *VerifyAuditChainRequest) Reset() {
 	*x = VerifyAuditChainRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[42]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2372,7 +2823,7 @@ func (x *VerifyAuditChainRequest) String() string {
 func (*VerifyAuditChainRequest) ProtoMessage() {}
 
 func (x *VerifyAuditChainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[42]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2385,7 +2836,7 @@ func (x *VerifyAuditChainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditChainRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditChainRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{42}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{50}
 }
 
 // VerifyAuditChainResponse reports the verification.
@@ -2405,7 +2856,7 @@ type VerifyAuditChainResponse struct {
 
 func (x *VerifyAuditChainResponse) Reset() {
 	*x = VerifyAuditChainResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[43]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2417,7 +2868,7 @@ func (x *VerifyAuditChainResponse) String() string {
 func (*VerifyAuditChainResponse) ProtoMessage() {}
 
 func (x *VerifyAuditChainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[43]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2430,7 +2881,7 @@ func (x *VerifyAuditChainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditChainResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditChainResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{43}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *VerifyAuditChainResponse) GetOk() bool {
@@ -2472,7 +2923,7 @@ type AppendAuditRecordsRequest struct {
 
 func (x *AppendAuditRecordsRequest) Reset() {
 	*x = AppendAuditRecordsRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[44]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2484,7 +2935,7 @@ func (x *AppendAuditRecordsRequest) String() string {
 func (*AppendAuditRecordsRequest) ProtoMessage() {}
 
 func (x *AppendAuditRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[44]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2497,7 +2948,7 @@ func (x *AppendAuditRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendAuditRecordsRequest.ProtoReflect.Descriptor instead.
 func (*AppendAuditRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{44}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *AppendAuditRecordsRequest) GetRecords() []*AuditRecord {
@@ -2520,7 +2971,7 @@ type AppendAuditRecordsResponse struct {
 
 func (x *AppendAuditRecordsResponse) Reset() {
 	*x = AppendAuditRecordsResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[45]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2532,7 +2983,7 @@ func (x *AppendAuditRecordsResponse) String() string {
 func (*AppendAuditRecordsResponse) ProtoMessage() {}
 
 func (x *AppendAuditRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[45]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2545,7 +2996,7 @@ func (x *AppendAuditRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendAuditRecordsResponse.ProtoReflect.Descriptor instead.
 func (*AppendAuditRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{45}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *AppendAuditRecordsResponse) GetAppended() int64 {
@@ -2647,7 +3098,42 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\x1aRevokeUserSessionsResponse\x12)\n" +
 	"\x10revoked_sessions\x18\x01 \x01(\x03R\x0frevokedSessions\"#\n" +
 	"\x11UnlockUserRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\x9d\x01\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"z\n" +
+	"\x17CreateInvitationRequest\x12@\n" +
+	"\n" +
+	"invitation\x18\x01 \x01(\v2 .campaignmesh.auth.v1.InvitationR\n" +
+	"invitation\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\x9d\x01\n" +
+	"\x1dCreateTenantInvitationRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12@\n" +
+	"\n" +
+	"invitation\x18\x02 \x01(\v2 .campaignmesh.auth.v1.InvitationR\n" +
+	"invitation\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"t\n" +
+	"\x18CreateInvitationResponse\x12@\n" +
+	"\n" +
+	"invitation\x18\x01 \x01(\v2 .campaignmesh.auth.v1.InvitationR\n" +
+	"invitation\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"T\n" +
+	"\x16ListInvitationsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"\x85\x01\n" +
+	"\x17ListInvitationsResponse\x12B\n" +
+	"\vinvitations\x18\x01 \x03(\v2 .campaignmesh.auth.v1.InvitationR\vinvitations\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\")\n" +
+	"\x17RevokeInvitationRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"n\n" +
+	"\x17AcceptInvitationRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12!\n" +
+	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x1a\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\"k\n" +
+	"\x18AcceptInvitationResponse\x12.\n" +
+	"\x04user\x18\x01 \x01(\v2\x1a.campaignmesh.auth.v1.UserR\x04user\x12\x1f\n" +
+	"\vtenant_slug\x18\x02 \x01(\tR\n" +
+	"tenantSlug\"\x9d\x01\n" +
 	"\x13CreateApiKeyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12;\n" +
@@ -2721,7 +3207,7 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\bappended\x18\x01 \x01(\x03R\bappended\x12\x1e\n" +
 	"\n" +
 	"duplicates\x18\x02 \x01(\x03R\n" +
-	"duplicates2\xfd\x1e\n" +
+	"duplicates2\xc4%\n" +
 	"\vAuthService\x12s\n" +
 	"\x05Login\x12\".campaignmesh.auth.v1.LoginRequest\x1a#.campaignmesh.auth.v1.LoginResponse\"!\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/auth/login\x12y\n" +
 	"\aRefresh\x12$.campaignmesh.auth.v1.RefreshRequest\x1a#.campaignmesh.auth.v1.LoginResponse\"#\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/auth/refresh\x12w\n" +
@@ -2757,7 +3243,16 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\fusers.manage\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/users/{id}:revokeSessions\x12\x87\x01\n" +
 	"\n" +
 	"UnlockUser\x12'.campaignmesh.auth.v1.UnlockUserRequest\x1a\x1a.campaignmesh.auth.v1.User\"4\xc2\xf3\x18\x10P\x01\n" +
-	"\fusers.manage\x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/users/{id}:unlock\x12\x93\x01\n" +
+	"\fusers.manage\x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/users/{id}:unlock\x12\xa1\x01\n" +
+	"\x10CreateInvitation\x12-.campaignmesh.auth.v1.CreateInvitationRequest\x1a..campaignmesh.auth.v1.CreateInvitationResponse\".\xc2\xf3\x18\x10P\x01\n" +
+	"\fusers.manage\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/invitations\x12\xc3\x01\n" +
+	"\x16CreateTenantInvitation\x123.campaignmesh.auth.v1.CreateTenantInvitationRequest\x1a..campaignmesh.auth.v1.CreateInvitationResponse\"D\xc2\xf3\x18\x12P\x01\n" +
+	"\x0etenants.manage\x82\xd3\xe4\x93\x02(:\x01*\"#/v1/tenants/{tenant_id}/invitations\x12\x99\x01\n" +
+	"\x0fListInvitations\x12,.campaignmesh.auth.v1.ListInvitationsRequest\x1a-.campaignmesh.auth.v1.ListInvitationsResponse\")\xc2\xf3\x18\x0e\n" +
+	"\fusers.manage\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/invitations\x12\x9f\x01\n" +
+	"\x10RevokeInvitation\x12-.campaignmesh.auth.v1.RevokeInvitationRequest\x1a .campaignmesh.auth.v1.Invitation\":\xc2\xf3\x18\x10P\x01\n" +
+	"\fusers.manage\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/invitations/{id}:revoke\x12\x9c\x01\n" +
+	"\x10AcceptInvitation\x12-.campaignmesh.auth.v1.AcceptInvitationRequest\x1a..campaignmesh.auth.v1.AcceptInvitationResponse\")\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/invitations:accept\x12\x93\x01\n" +
 	"\fCreateApiKey\x12).campaignmesh.auth.v1.CreateApiKeyRequest\x1a*.campaignmesh.auth.v1.CreateApiKeyResponse\",\xc2\xf3\x18\x12P\x01\n" +
 	"\x0eapikeys.manage\x82\xd3\xe4\x93\x02\x10:\x01*\"\v/v1/apikeys\x12\x7f\n" +
 	"\tGetApiKey\x12&.campaignmesh.auth.v1.GetApiKeyRequest\x1a\x1c.campaignmesh.auth.v1.ApiKey\",\xc2\xf3\x18\x10\n" +
@@ -2801,148 +3296,172 @@ func file_campaignmesh_auth_v1_service_proto_rawDescGZIP() []byte {
 }
 
 var file_campaignmesh_auth_v1_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_campaignmesh_auth_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_campaignmesh_auth_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_campaignmesh_auth_v1_service_proto_goTypes = []any{
-	(Revocation_Kind)(0),               // 0: campaignmesh.auth.v1.Revocation.Kind
-	(*LoginRequest)(nil),               // 1: campaignmesh.auth.v1.LoginRequest
-	(*LoginResponse)(nil),              // 2: campaignmesh.auth.v1.LoginResponse
-	(*WhoAmIRequest)(nil),              // 3: campaignmesh.auth.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),             // 4: campaignmesh.auth.v1.WhoAmIResponse
-	(*ListSigningKeysRequest)(nil),     // 5: campaignmesh.auth.v1.ListSigningKeysRequest
-	(*ListSigningKeysResponse)(nil),    // 6: campaignmesh.auth.v1.ListSigningKeysResponse
-	(*RotateSigningKeyRequest)(nil),    // 7: campaignmesh.auth.v1.RotateSigningKeyRequest
-	(*CreateTenantRequest)(nil),        // 8: campaignmesh.auth.v1.CreateTenantRequest
-	(*GetTenantRequest)(nil),           // 9: campaignmesh.auth.v1.GetTenantRequest
-	(*ListTenantsRequest)(nil),         // 10: campaignmesh.auth.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),        // 11: campaignmesh.auth.v1.ListTenantsResponse
-	(*SuspendTenantRequest)(nil),       // 12: campaignmesh.auth.v1.SuspendTenantRequest
-	(*CreateUserRequest)(nil),          // 13: campaignmesh.auth.v1.CreateUserRequest
-	(*GetUserRequest)(nil),             // 14: campaignmesh.auth.v1.GetUserRequest
-	(*ListUsersRequest)(nil),           // 15: campaignmesh.auth.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),          // 16: campaignmesh.auth.v1.ListUsersResponse
-	(*DisableUserRequest)(nil),         // 17: campaignmesh.auth.v1.DisableUserRequest
-	(*ChangeUserRoleRequest)(nil),      // 18: campaignmesh.auth.v1.ChangeUserRoleRequest
-	(*RefreshRequest)(nil),             // 19: campaignmesh.auth.v1.RefreshRequest
-	(*LogoutRequest)(nil),              // 20: campaignmesh.auth.v1.LogoutRequest
-	(*LogoutResponse)(nil),             // 21: campaignmesh.auth.v1.LogoutResponse
-	(*ChangePasswordRequest)(nil),      // 22: campaignmesh.auth.v1.ChangePasswordRequest
-	(*ChangePasswordResponse)(nil),     // 23: campaignmesh.auth.v1.ChangePasswordResponse
-	(*ListRolesRequest)(nil),           // 24: campaignmesh.auth.v1.ListRolesRequest
-	(*ListRolesResponse)(nil),          // 25: campaignmesh.auth.v1.ListRolesResponse
-	(*RoleInfo)(nil),                   // 26: campaignmesh.auth.v1.RoleInfo
-	(*RevokeUserSessionsRequest)(nil),  // 27: campaignmesh.auth.v1.RevokeUserSessionsRequest
-	(*RevokeUserSessionsResponse)(nil), // 28: campaignmesh.auth.v1.RevokeUserSessionsResponse
-	(*UnlockUserRequest)(nil),          // 29: campaignmesh.auth.v1.UnlockUserRequest
-	(*CreateApiKeyRequest)(nil),        // 30: campaignmesh.auth.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),       // 31: campaignmesh.auth.v1.CreateApiKeyResponse
-	(*GetApiKeyRequest)(nil),           // 32: campaignmesh.auth.v1.GetApiKeyRequest
-	(*ListApiKeysRequest)(nil),         // 33: campaignmesh.auth.v1.ListApiKeysRequest
-	(*ListApiKeysResponse)(nil),        // 34: campaignmesh.auth.v1.ListApiKeysResponse
-	(*RevokeApiKeyRequest)(nil),        // 35: campaignmesh.auth.v1.RevokeApiKeyRequest
-	(*VerifyApiKeyRequest)(nil),        // 36: campaignmesh.auth.v1.VerifyApiKeyRequest
-	(*VerifyApiKeyResponse)(nil),       // 37: campaignmesh.auth.v1.VerifyApiKeyResponse
-	(*ListRevocationsRequest)(nil),     // 38: campaignmesh.auth.v1.ListRevocationsRequest
-	(*ListRevocationsResponse)(nil),    // 39: campaignmesh.auth.v1.ListRevocationsResponse
-	(*Revocation)(nil),                 // 40: campaignmesh.auth.v1.Revocation
-	(*ListAuditRecordsRequest)(nil),    // 41: campaignmesh.auth.v1.ListAuditRecordsRequest
-	(*ListAuditRecordsResponse)(nil),   // 42: campaignmesh.auth.v1.ListAuditRecordsResponse
-	(*VerifyAuditChainRequest)(nil),    // 43: campaignmesh.auth.v1.VerifyAuditChainRequest
-	(*VerifyAuditChainResponse)(nil),   // 44: campaignmesh.auth.v1.VerifyAuditChainResponse
-	(*AppendAuditRecordsRequest)(nil),  // 45: campaignmesh.auth.v1.AppendAuditRecordsRequest
-	(*AppendAuditRecordsResponse)(nil), // 46: campaignmesh.auth.v1.AppendAuditRecordsResponse
-	(*timestamppb.Timestamp)(nil),      // 47: google.protobuf.Timestamp
-	(Role)(0),                          // 48: campaignmesh.auth.v1.Role
-	(*SigningKey)(nil),                 // 49: campaignmesh.auth.v1.SigningKey
-	(*Tenant)(nil),                     // 50: campaignmesh.auth.v1.Tenant
-	(*User)(nil),                       // 51: campaignmesh.auth.v1.User
-	(*ApiKey)(nil),                     // 52: campaignmesh.auth.v1.ApiKey
-	(*AuditRecord)(nil),                // 53: campaignmesh.auth.v1.AuditRecord
+	(Revocation_Kind)(0),                  // 0: campaignmesh.auth.v1.Revocation.Kind
+	(*LoginRequest)(nil),                  // 1: campaignmesh.auth.v1.LoginRequest
+	(*LoginResponse)(nil),                 // 2: campaignmesh.auth.v1.LoginResponse
+	(*WhoAmIRequest)(nil),                 // 3: campaignmesh.auth.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),                // 4: campaignmesh.auth.v1.WhoAmIResponse
+	(*ListSigningKeysRequest)(nil),        // 5: campaignmesh.auth.v1.ListSigningKeysRequest
+	(*ListSigningKeysResponse)(nil),       // 6: campaignmesh.auth.v1.ListSigningKeysResponse
+	(*RotateSigningKeyRequest)(nil),       // 7: campaignmesh.auth.v1.RotateSigningKeyRequest
+	(*CreateTenantRequest)(nil),           // 8: campaignmesh.auth.v1.CreateTenantRequest
+	(*GetTenantRequest)(nil),              // 9: campaignmesh.auth.v1.GetTenantRequest
+	(*ListTenantsRequest)(nil),            // 10: campaignmesh.auth.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),           // 11: campaignmesh.auth.v1.ListTenantsResponse
+	(*SuspendTenantRequest)(nil),          // 12: campaignmesh.auth.v1.SuspendTenantRequest
+	(*CreateUserRequest)(nil),             // 13: campaignmesh.auth.v1.CreateUserRequest
+	(*GetUserRequest)(nil),                // 14: campaignmesh.auth.v1.GetUserRequest
+	(*ListUsersRequest)(nil),              // 15: campaignmesh.auth.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),             // 16: campaignmesh.auth.v1.ListUsersResponse
+	(*DisableUserRequest)(nil),            // 17: campaignmesh.auth.v1.DisableUserRequest
+	(*ChangeUserRoleRequest)(nil),         // 18: campaignmesh.auth.v1.ChangeUserRoleRequest
+	(*RefreshRequest)(nil),                // 19: campaignmesh.auth.v1.RefreshRequest
+	(*LogoutRequest)(nil),                 // 20: campaignmesh.auth.v1.LogoutRequest
+	(*LogoutResponse)(nil),                // 21: campaignmesh.auth.v1.LogoutResponse
+	(*ChangePasswordRequest)(nil),         // 22: campaignmesh.auth.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil),        // 23: campaignmesh.auth.v1.ChangePasswordResponse
+	(*ListRolesRequest)(nil),              // 24: campaignmesh.auth.v1.ListRolesRequest
+	(*ListRolesResponse)(nil),             // 25: campaignmesh.auth.v1.ListRolesResponse
+	(*RoleInfo)(nil),                      // 26: campaignmesh.auth.v1.RoleInfo
+	(*RevokeUserSessionsRequest)(nil),     // 27: campaignmesh.auth.v1.RevokeUserSessionsRequest
+	(*RevokeUserSessionsResponse)(nil),    // 28: campaignmesh.auth.v1.RevokeUserSessionsResponse
+	(*UnlockUserRequest)(nil),             // 29: campaignmesh.auth.v1.UnlockUserRequest
+	(*CreateInvitationRequest)(nil),       // 30: campaignmesh.auth.v1.CreateInvitationRequest
+	(*CreateTenantInvitationRequest)(nil), // 31: campaignmesh.auth.v1.CreateTenantInvitationRequest
+	(*CreateInvitationResponse)(nil),      // 32: campaignmesh.auth.v1.CreateInvitationResponse
+	(*ListInvitationsRequest)(nil),        // 33: campaignmesh.auth.v1.ListInvitationsRequest
+	(*ListInvitationsResponse)(nil),       // 34: campaignmesh.auth.v1.ListInvitationsResponse
+	(*RevokeInvitationRequest)(nil),       // 35: campaignmesh.auth.v1.RevokeInvitationRequest
+	(*AcceptInvitationRequest)(nil),       // 36: campaignmesh.auth.v1.AcceptInvitationRequest
+	(*AcceptInvitationResponse)(nil),      // 37: campaignmesh.auth.v1.AcceptInvitationResponse
+	(*CreateApiKeyRequest)(nil),           // 38: campaignmesh.auth.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),          // 39: campaignmesh.auth.v1.CreateApiKeyResponse
+	(*GetApiKeyRequest)(nil),              // 40: campaignmesh.auth.v1.GetApiKeyRequest
+	(*ListApiKeysRequest)(nil),            // 41: campaignmesh.auth.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),           // 42: campaignmesh.auth.v1.ListApiKeysResponse
+	(*RevokeApiKeyRequest)(nil),           // 43: campaignmesh.auth.v1.RevokeApiKeyRequest
+	(*VerifyApiKeyRequest)(nil),           // 44: campaignmesh.auth.v1.VerifyApiKeyRequest
+	(*VerifyApiKeyResponse)(nil),          // 45: campaignmesh.auth.v1.VerifyApiKeyResponse
+	(*ListRevocationsRequest)(nil),        // 46: campaignmesh.auth.v1.ListRevocationsRequest
+	(*ListRevocationsResponse)(nil),       // 47: campaignmesh.auth.v1.ListRevocationsResponse
+	(*Revocation)(nil),                    // 48: campaignmesh.auth.v1.Revocation
+	(*ListAuditRecordsRequest)(nil),       // 49: campaignmesh.auth.v1.ListAuditRecordsRequest
+	(*ListAuditRecordsResponse)(nil),      // 50: campaignmesh.auth.v1.ListAuditRecordsResponse
+	(*VerifyAuditChainRequest)(nil),       // 51: campaignmesh.auth.v1.VerifyAuditChainRequest
+	(*VerifyAuditChainResponse)(nil),      // 52: campaignmesh.auth.v1.VerifyAuditChainResponse
+	(*AppendAuditRecordsRequest)(nil),     // 53: campaignmesh.auth.v1.AppendAuditRecordsRequest
+	(*AppendAuditRecordsResponse)(nil),    // 54: campaignmesh.auth.v1.AppendAuditRecordsResponse
+	(*timestamppb.Timestamp)(nil),         // 55: google.protobuf.Timestamp
+	(Role)(0),                             // 56: campaignmesh.auth.v1.Role
+	(*SigningKey)(nil),                    // 57: campaignmesh.auth.v1.SigningKey
+	(*Tenant)(nil),                        // 58: campaignmesh.auth.v1.Tenant
+	(*User)(nil),                          // 59: campaignmesh.auth.v1.User
+	(*Invitation)(nil),                    // 60: campaignmesh.auth.v1.Invitation
+	(*ApiKey)(nil),                        // 61: campaignmesh.auth.v1.ApiKey
+	(*AuditRecord)(nil),                   // 62: campaignmesh.auth.v1.AuditRecord
 }
 var file_campaignmesh_auth_v1_service_proto_depIdxs = []int32{
-	47, // 0: campaignmesh.auth.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
-	47, // 1: campaignmesh.auth.v1.LoginResponse.refresh_expire_time:type_name -> google.protobuf.Timestamp
-	48, // 2: campaignmesh.auth.v1.WhoAmIResponse.role:type_name -> campaignmesh.auth.v1.Role
-	49, // 3: campaignmesh.auth.v1.ListSigningKeysResponse.keys:type_name -> campaignmesh.auth.v1.SigningKey
-	50, // 4: campaignmesh.auth.v1.CreateTenantRequest.tenant:type_name -> campaignmesh.auth.v1.Tenant
-	50, // 5: campaignmesh.auth.v1.ListTenantsResponse.tenants:type_name -> campaignmesh.auth.v1.Tenant
-	51, // 6: campaignmesh.auth.v1.CreateUserRequest.user:type_name -> campaignmesh.auth.v1.User
-	51, // 7: campaignmesh.auth.v1.ListUsersResponse.users:type_name -> campaignmesh.auth.v1.User
-	48, // 8: campaignmesh.auth.v1.ChangeUserRoleRequest.role:type_name -> campaignmesh.auth.v1.Role
+	55, // 0: campaignmesh.auth.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
+	55, // 1: campaignmesh.auth.v1.LoginResponse.refresh_expire_time:type_name -> google.protobuf.Timestamp
+	56, // 2: campaignmesh.auth.v1.WhoAmIResponse.role:type_name -> campaignmesh.auth.v1.Role
+	57, // 3: campaignmesh.auth.v1.ListSigningKeysResponse.keys:type_name -> campaignmesh.auth.v1.SigningKey
+	58, // 4: campaignmesh.auth.v1.CreateTenantRequest.tenant:type_name -> campaignmesh.auth.v1.Tenant
+	58, // 5: campaignmesh.auth.v1.ListTenantsResponse.tenants:type_name -> campaignmesh.auth.v1.Tenant
+	59, // 6: campaignmesh.auth.v1.CreateUserRequest.user:type_name -> campaignmesh.auth.v1.User
+	59, // 7: campaignmesh.auth.v1.ListUsersResponse.users:type_name -> campaignmesh.auth.v1.User
+	56, // 8: campaignmesh.auth.v1.ChangeUserRoleRequest.role:type_name -> campaignmesh.auth.v1.Role
 	26, // 9: campaignmesh.auth.v1.ListRolesResponse.roles:type_name -> campaignmesh.auth.v1.RoleInfo
-	48, // 10: campaignmesh.auth.v1.RoleInfo.role:type_name -> campaignmesh.auth.v1.Role
-	47, // 11: campaignmesh.auth.v1.CreateApiKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	52, // 12: campaignmesh.auth.v1.CreateApiKeyResponse.api_key:type_name -> campaignmesh.auth.v1.ApiKey
-	52, // 13: campaignmesh.auth.v1.ListApiKeysResponse.api_keys:type_name -> campaignmesh.auth.v1.ApiKey
-	47, // 14: campaignmesh.auth.v1.VerifyApiKeyResponse.expire_time:type_name -> google.protobuf.Timestamp
-	40, // 15: campaignmesh.auth.v1.ListRevocationsResponse.revocations:type_name -> campaignmesh.auth.v1.Revocation
-	47, // 16: campaignmesh.auth.v1.ListRevocationsResponse.window_start:type_name -> google.protobuf.Timestamp
-	0,  // 17: campaignmesh.auth.v1.Revocation.kind:type_name -> campaignmesh.auth.v1.Revocation.Kind
-	47, // 18: campaignmesh.auth.v1.Revocation.revoke_time:type_name -> google.protobuf.Timestamp
-	47, // 19: campaignmesh.auth.v1.ListAuditRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
-	47, // 20: campaignmesh.auth.v1.ListAuditRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
-	53, // 21: campaignmesh.auth.v1.ListAuditRecordsResponse.records:type_name -> campaignmesh.auth.v1.AuditRecord
-	53, // 22: campaignmesh.auth.v1.AppendAuditRecordsRequest.records:type_name -> campaignmesh.auth.v1.AuditRecord
-	1,  // 23: campaignmesh.auth.v1.AuthService.Login:input_type -> campaignmesh.auth.v1.LoginRequest
-	19, // 24: campaignmesh.auth.v1.AuthService.Refresh:input_type -> campaignmesh.auth.v1.RefreshRequest
-	20, // 25: campaignmesh.auth.v1.AuthService.Logout:input_type -> campaignmesh.auth.v1.LogoutRequest
-	22, // 26: campaignmesh.auth.v1.AuthService.ChangePassword:input_type -> campaignmesh.auth.v1.ChangePasswordRequest
-	24, // 27: campaignmesh.auth.v1.AuthService.ListRoles:input_type -> campaignmesh.auth.v1.ListRolesRequest
-	3,  // 28: campaignmesh.auth.v1.AuthService.WhoAmI:input_type -> campaignmesh.auth.v1.WhoAmIRequest
-	5,  // 29: campaignmesh.auth.v1.AuthService.ListSigningKeys:input_type -> campaignmesh.auth.v1.ListSigningKeysRequest
-	7,  // 30: campaignmesh.auth.v1.AuthService.RotateSigningKey:input_type -> campaignmesh.auth.v1.RotateSigningKeyRequest
-	8,  // 31: campaignmesh.auth.v1.AuthService.CreateTenant:input_type -> campaignmesh.auth.v1.CreateTenantRequest
-	9,  // 32: campaignmesh.auth.v1.AuthService.GetTenant:input_type -> campaignmesh.auth.v1.GetTenantRequest
-	10, // 33: campaignmesh.auth.v1.AuthService.ListTenants:input_type -> campaignmesh.auth.v1.ListTenantsRequest
-	12, // 34: campaignmesh.auth.v1.AuthService.SuspendTenant:input_type -> campaignmesh.auth.v1.SuspendTenantRequest
-	13, // 35: campaignmesh.auth.v1.AuthService.CreateUser:input_type -> campaignmesh.auth.v1.CreateUserRequest
-	14, // 36: campaignmesh.auth.v1.AuthService.GetUser:input_type -> campaignmesh.auth.v1.GetUserRequest
-	15, // 37: campaignmesh.auth.v1.AuthService.ListUsers:input_type -> campaignmesh.auth.v1.ListUsersRequest
-	17, // 38: campaignmesh.auth.v1.AuthService.DisableUser:input_type -> campaignmesh.auth.v1.DisableUserRequest
-	18, // 39: campaignmesh.auth.v1.AuthService.ChangeUserRole:input_type -> campaignmesh.auth.v1.ChangeUserRoleRequest
-	27, // 40: campaignmesh.auth.v1.AuthService.RevokeUserSessions:input_type -> campaignmesh.auth.v1.RevokeUserSessionsRequest
-	29, // 41: campaignmesh.auth.v1.AuthService.UnlockUser:input_type -> campaignmesh.auth.v1.UnlockUserRequest
-	30, // 42: campaignmesh.auth.v1.AuthService.CreateApiKey:input_type -> campaignmesh.auth.v1.CreateApiKeyRequest
-	32, // 43: campaignmesh.auth.v1.AuthService.GetApiKey:input_type -> campaignmesh.auth.v1.GetApiKeyRequest
-	33, // 44: campaignmesh.auth.v1.AuthService.ListApiKeys:input_type -> campaignmesh.auth.v1.ListApiKeysRequest
-	35, // 45: campaignmesh.auth.v1.AuthService.RevokeApiKey:input_type -> campaignmesh.auth.v1.RevokeApiKeyRequest
-	36, // 46: campaignmesh.auth.v1.AuthService.VerifyApiKey:input_type -> campaignmesh.auth.v1.VerifyApiKeyRequest
-	41, // 47: campaignmesh.auth.v1.AuthService.ListAuditRecords:input_type -> campaignmesh.auth.v1.ListAuditRecordsRequest
-	43, // 48: campaignmesh.auth.v1.AuthService.VerifyAuditChain:input_type -> campaignmesh.auth.v1.VerifyAuditChainRequest
-	38, // 49: campaignmesh.auth.v1.AuthService.ListRevocations:input_type -> campaignmesh.auth.v1.ListRevocationsRequest
-	45, // 50: campaignmesh.auth.v1.AuthService.AppendAuditRecords:input_type -> campaignmesh.auth.v1.AppendAuditRecordsRequest
-	2,  // 51: campaignmesh.auth.v1.AuthService.Login:output_type -> campaignmesh.auth.v1.LoginResponse
-	2,  // 52: campaignmesh.auth.v1.AuthService.Refresh:output_type -> campaignmesh.auth.v1.LoginResponse
-	21, // 53: campaignmesh.auth.v1.AuthService.Logout:output_type -> campaignmesh.auth.v1.LogoutResponse
-	23, // 54: campaignmesh.auth.v1.AuthService.ChangePassword:output_type -> campaignmesh.auth.v1.ChangePasswordResponse
-	25, // 55: campaignmesh.auth.v1.AuthService.ListRoles:output_type -> campaignmesh.auth.v1.ListRolesResponse
-	4,  // 56: campaignmesh.auth.v1.AuthService.WhoAmI:output_type -> campaignmesh.auth.v1.WhoAmIResponse
-	6,  // 57: campaignmesh.auth.v1.AuthService.ListSigningKeys:output_type -> campaignmesh.auth.v1.ListSigningKeysResponse
-	49, // 58: campaignmesh.auth.v1.AuthService.RotateSigningKey:output_type -> campaignmesh.auth.v1.SigningKey
-	50, // 59: campaignmesh.auth.v1.AuthService.CreateTenant:output_type -> campaignmesh.auth.v1.Tenant
-	50, // 60: campaignmesh.auth.v1.AuthService.GetTenant:output_type -> campaignmesh.auth.v1.Tenant
-	11, // 61: campaignmesh.auth.v1.AuthService.ListTenants:output_type -> campaignmesh.auth.v1.ListTenantsResponse
-	50, // 62: campaignmesh.auth.v1.AuthService.SuspendTenant:output_type -> campaignmesh.auth.v1.Tenant
-	51, // 63: campaignmesh.auth.v1.AuthService.CreateUser:output_type -> campaignmesh.auth.v1.User
-	51, // 64: campaignmesh.auth.v1.AuthService.GetUser:output_type -> campaignmesh.auth.v1.User
-	16, // 65: campaignmesh.auth.v1.AuthService.ListUsers:output_type -> campaignmesh.auth.v1.ListUsersResponse
-	51, // 66: campaignmesh.auth.v1.AuthService.DisableUser:output_type -> campaignmesh.auth.v1.User
-	51, // 67: campaignmesh.auth.v1.AuthService.ChangeUserRole:output_type -> campaignmesh.auth.v1.User
-	28, // 68: campaignmesh.auth.v1.AuthService.RevokeUserSessions:output_type -> campaignmesh.auth.v1.RevokeUserSessionsResponse
-	51, // 69: campaignmesh.auth.v1.AuthService.UnlockUser:output_type -> campaignmesh.auth.v1.User
-	31, // 70: campaignmesh.auth.v1.AuthService.CreateApiKey:output_type -> campaignmesh.auth.v1.CreateApiKeyResponse
-	52, // 71: campaignmesh.auth.v1.AuthService.GetApiKey:output_type -> campaignmesh.auth.v1.ApiKey
-	34, // 72: campaignmesh.auth.v1.AuthService.ListApiKeys:output_type -> campaignmesh.auth.v1.ListApiKeysResponse
-	52, // 73: campaignmesh.auth.v1.AuthService.RevokeApiKey:output_type -> campaignmesh.auth.v1.ApiKey
-	37, // 74: campaignmesh.auth.v1.AuthService.VerifyApiKey:output_type -> campaignmesh.auth.v1.VerifyApiKeyResponse
-	42, // 75: campaignmesh.auth.v1.AuthService.ListAuditRecords:output_type -> campaignmesh.auth.v1.ListAuditRecordsResponse
-	44, // 76: campaignmesh.auth.v1.AuthService.VerifyAuditChain:output_type -> campaignmesh.auth.v1.VerifyAuditChainResponse
-	39, // 77: campaignmesh.auth.v1.AuthService.ListRevocations:output_type -> campaignmesh.auth.v1.ListRevocationsResponse
-	46, // 78: campaignmesh.auth.v1.AuthService.AppendAuditRecords:output_type -> campaignmesh.auth.v1.AppendAuditRecordsResponse
-	51, // [51:79] is the sub-list for method output_type
-	23, // [23:51] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	56, // 10: campaignmesh.auth.v1.RoleInfo.role:type_name -> campaignmesh.auth.v1.Role
+	60, // 11: campaignmesh.auth.v1.CreateInvitationRequest.invitation:type_name -> campaignmesh.auth.v1.Invitation
+	60, // 12: campaignmesh.auth.v1.CreateTenantInvitationRequest.invitation:type_name -> campaignmesh.auth.v1.Invitation
+	60, // 13: campaignmesh.auth.v1.CreateInvitationResponse.invitation:type_name -> campaignmesh.auth.v1.Invitation
+	60, // 14: campaignmesh.auth.v1.ListInvitationsResponse.invitations:type_name -> campaignmesh.auth.v1.Invitation
+	59, // 15: campaignmesh.auth.v1.AcceptInvitationResponse.user:type_name -> campaignmesh.auth.v1.User
+	55, // 16: campaignmesh.auth.v1.CreateApiKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	61, // 17: campaignmesh.auth.v1.CreateApiKeyResponse.api_key:type_name -> campaignmesh.auth.v1.ApiKey
+	61, // 18: campaignmesh.auth.v1.ListApiKeysResponse.api_keys:type_name -> campaignmesh.auth.v1.ApiKey
+	55, // 19: campaignmesh.auth.v1.VerifyApiKeyResponse.expire_time:type_name -> google.protobuf.Timestamp
+	48, // 20: campaignmesh.auth.v1.ListRevocationsResponse.revocations:type_name -> campaignmesh.auth.v1.Revocation
+	55, // 21: campaignmesh.auth.v1.ListRevocationsResponse.window_start:type_name -> google.protobuf.Timestamp
+	0,  // 22: campaignmesh.auth.v1.Revocation.kind:type_name -> campaignmesh.auth.v1.Revocation.Kind
+	55, // 23: campaignmesh.auth.v1.Revocation.revoke_time:type_name -> google.protobuf.Timestamp
+	55, // 24: campaignmesh.auth.v1.ListAuditRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
+	55, // 25: campaignmesh.auth.v1.ListAuditRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
+	62, // 26: campaignmesh.auth.v1.ListAuditRecordsResponse.records:type_name -> campaignmesh.auth.v1.AuditRecord
+	62, // 27: campaignmesh.auth.v1.AppendAuditRecordsRequest.records:type_name -> campaignmesh.auth.v1.AuditRecord
+	1,  // 28: campaignmesh.auth.v1.AuthService.Login:input_type -> campaignmesh.auth.v1.LoginRequest
+	19, // 29: campaignmesh.auth.v1.AuthService.Refresh:input_type -> campaignmesh.auth.v1.RefreshRequest
+	20, // 30: campaignmesh.auth.v1.AuthService.Logout:input_type -> campaignmesh.auth.v1.LogoutRequest
+	22, // 31: campaignmesh.auth.v1.AuthService.ChangePassword:input_type -> campaignmesh.auth.v1.ChangePasswordRequest
+	24, // 32: campaignmesh.auth.v1.AuthService.ListRoles:input_type -> campaignmesh.auth.v1.ListRolesRequest
+	3,  // 33: campaignmesh.auth.v1.AuthService.WhoAmI:input_type -> campaignmesh.auth.v1.WhoAmIRequest
+	5,  // 34: campaignmesh.auth.v1.AuthService.ListSigningKeys:input_type -> campaignmesh.auth.v1.ListSigningKeysRequest
+	7,  // 35: campaignmesh.auth.v1.AuthService.RotateSigningKey:input_type -> campaignmesh.auth.v1.RotateSigningKeyRequest
+	8,  // 36: campaignmesh.auth.v1.AuthService.CreateTenant:input_type -> campaignmesh.auth.v1.CreateTenantRequest
+	9,  // 37: campaignmesh.auth.v1.AuthService.GetTenant:input_type -> campaignmesh.auth.v1.GetTenantRequest
+	10, // 38: campaignmesh.auth.v1.AuthService.ListTenants:input_type -> campaignmesh.auth.v1.ListTenantsRequest
+	12, // 39: campaignmesh.auth.v1.AuthService.SuspendTenant:input_type -> campaignmesh.auth.v1.SuspendTenantRequest
+	13, // 40: campaignmesh.auth.v1.AuthService.CreateUser:input_type -> campaignmesh.auth.v1.CreateUserRequest
+	14, // 41: campaignmesh.auth.v1.AuthService.GetUser:input_type -> campaignmesh.auth.v1.GetUserRequest
+	15, // 42: campaignmesh.auth.v1.AuthService.ListUsers:input_type -> campaignmesh.auth.v1.ListUsersRequest
+	17, // 43: campaignmesh.auth.v1.AuthService.DisableUser:input_type -> campaignmesh.auth.v1.DisableUserRequest
+	18, // 44: campaignmesh.auth.v1.AuthService.ChangeUserRole:input_type -> campaignmesh.auth.v1.ChangeUserRoleRequest
+	27, // 45: campaignmesh.auth.v1.AuthService.RevokeUserSessions:input_type -> campaignmesh.auth.v1.RevokeUserSessionsRequest
+	29, // 46: campaignmesh.auth.v1.AuthService.UnlockUser:input_type -> campaignmesh.auth.v1.UnlockUserRequest
+	30, // 47: campaignmesh.auth.v1.AuthService.CreateInvitation:input_type -> campaignmesh.auth.v1.CreateInvitationRequest
+	31, // 48: campaignmesh.auth.v1.AuthService.CreateTenantInvitation:input_type -> campaignmesh.auth.v1.CreateTenantInvitationRequest
+	33, // 49: campaignmesh.auth.v1.AuthService.ListInvitations:input_type -> campaignmesh.auth.v1.ListInvitationsRequest
+	35, // 50: campaignmesh.auth.v1.AuthService.RevokeInvitation:input_type -> campaignmesh.auth.v1.RevokeInvitationRequest
+	36, // 51: campaignmesh.auth.v1.AuthService.AcceptInvitation:input_type -> campaignmesh.auth.v1.AcceptInvitationRequest
+	38, // 52: campaignmesh.auth.v1.AuthService.CreateApiKey:input_type -> campaignmesh.auth.v1.CreateApiKeyRequest
+	40, // 53: campaignmesh.auth.v1.AuthService.GetApiKey:input_type -> campaignmesh.auth.v1.GetApiKeyRequest
+	41, // 54: campaignmesh.auth.v1.AuthService.ListApiKeys:input_type -> campaignmesh.auth.v1.ListApiKeysRequest
+	43, // 55: campaignmesh.auth.v1.AuthService.RevokeApiKey:input_type -> campaignmesh.auth.v1.RevokeApiKeyRequest
+	44, // 56: campaignmesh.auth.v1.AuthService.VerifyApiKey:input_type -> campaignmesh.auth.v1.VerifyApiKeyRequest
+	49, // 57: campaignmesh.auth.v1.AuthService.ListAuditRecords:input_type -> campaignmesh.auth.v1.ListAuditRecordsRequest
+	51, // 58: campaignmesh.auth.v1.AuthService.VerifyAuditChain:input_type -> campaignmesh.auth.v1.VerifyAuditChainRequest
+	46, // 59: campaignmesh.auth.v1.AuthService.ListRevocations:input_type -> campaignmesh.auth.v1.ListRevocationsRequest
+	53, // 60: campaignmesh.auth.v1.AuthService.AppendAuditRecords:input_type -> campaignmesh.auth.v1.AppendAuditRecordsRequest
+	2,  // 61: campaignmesh.auth.v1.AuthService.Login:output_type -> campaignmesh.auth.v1.LoginResponse
+	2,  // 62: campaignmesh.auth.v1.AuthService.Refresh:output_type -> campaignmesh.auth.v1.LoginResponse
+	21, // 63: campaignmesh.auth.v1.AuthService.Logout:output_type -> campaignmesh.auth.v1.LogoutResponse
+	23, // 64: campaignmesh.auth.v1.AuthService.ChangePassword:output_type -> campaignmesh.auth.v1.ChangePasswordResponse
+	25, // 65: campaignmesh.auth.v1.AuthService.ListRoles:output_type -> campaignmesh.auth.v1.ListRolesResponse
+	4,  // 66: campaignmesh.auth.v1.AuthService.WhoAmI:output_type -> campaignmesh.auth.v1.WhoAmIResponse
+	6,  // 67: campaignmesh.auth.v1.AuthService.ListSigningKeys:output_type -> campaignmesh.auth.v1.ListSigningKeysResponse
+	57, // 68: campaignmesh.auth.v1.AuthService.RotateSigningKey:output_type -> campaignmesh.auth.v1.SigningKey
+	58, // 69: campaignmesh.auth.v1.AuthService.CreateTenant:output_type -> campaignmesh.auth.v1.Tenant
+	58, // 70: campaignmesh.auth.v1.AuthService.GetTenant:output_type -> campaignmesh.auth.v1.Tenant
+	11, // 71: campaignmesh.auth.v1.AuthService.ListTenants:output_type -> campaignmesh.auth.v1.ListTenantsResponse
+	58, // 72: campaignmesh.auth.v1.AuthService.SuspendTenant:output_type -> campaignmesh.auth.v1.Tenant
+	59, // 73: campaignmesh.auth.v1.AuthService.CreateUser:output_type -> campaignmesh.auth.v1.User
+	59, // 74: campaignmesh.auth.v1.AuthService.GetUser:output_type -> campaignmesh.auth.v1.User
+	16, // 75: campaignmesh.auth.v1.AuthService.ListUsers:output_type -> campaignmesh.auth.v1.ListUsersResponse
+	59, // 76: campaignmesh.auth.v1.AuthService.DisableUser:output_type -> campaignmesh.auth.v1.User
+	59, // 77: campaignmesh.auth.v1.AuthService.ChangeUserRole:output_type -> campaignmesh.auth.v1.User
+	28, // 78: campaignmesh.auth.v1.AuthService.RevokeUserSessions:output_type -> campaignmesh.auth.v1.RevokeUserSessionsResponse
+	59, // 79: campaignmesh.auth.v1.AuthService.UnlockUser:output_type -> campaignmesh.auth.v1.User
+	32, // 80: campaignmesh.auth.v1.AuthService.CreateInvitation:output_type -> campaignmesh.auth.v1.CreateInvitationResponse
+	32, // 81: campaignmesh.auth.v1.AuthService.CreateTenantInvitation:output_type -> campaignmesh.auth.v1.CreateInvitationResponse
+	34, // 82: campaignmesh.auth.v1.AuthService.ListInvitations:output_type -> campaignmesh.auth.v1.ListInvitationsResponse
+	60, // 83: campaignmesh.auth.v1.AuthService.RevokeInvitation:output_type -> campaignmesh.auth.v1.Invitation
+	37, // 84: campaignmesh.auth.v1.AuthService.AcceptInvitation:output_type -> campaignmesh.auth.v1.AcceptInvitationResponse
+	39, // 85: campaignmesh.auth.v1.AuthService.CreateApiKey:output_type -> campaignmesh.auth.v1.CreateApiKeyResponse
+	61, // 86: campaignmesh.auth.v1.AuthService.GetApiKey:output_type -> campaignmesh.auth.v1.ApiKey
+	42, // 87: campaignmesh.auth.v1.AuthService.ListApiKeys:output_type -> campaignmesh.auth.v1.ListApiKeysResponse
+	61, // 88: campaignmesh.auth.v1.AuthService.RevokeApiKey:output_type -> campaignmesh.auth.v1.ApiKey
+	45, // 89: campaignmesh.auth.v1.AuthService.VerifyApiKey:output_type -> campaignmesh.auth.v1.VerifyApiKeyResponse
+	50, // 90: campaignmesh.auth.v1.AuthService.ListAuditRecords:output_type -> campaignmesh.auth.v1.ListAuditRecordsResponse
+	52, // 91: campaignmesh.auth.v1.AuthService.VerifyAuditChain:output_type -> campaignmesh.auth.v1.VerifyAuditChainResponse
+	47, // 92: campaignmesh.auth.v1.AuthService.ListRevocations:output_type -> campaignmesh.auth.v1.ListRevocationsResponse
+	54, // 93: campaignmesh.auth.v1.AuthService.AppendAuditRecords:output_type -> campaignmesh.auth.v1.AppendAuditRecordsResponse
+	61, // [61:94] is the sub-list for method output_type
+	28, // [28:61] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_campaignmesh_auth_v1_service_proto_init() }
@@ -2957,7 +3476,7 @@ func file_campaignmesh_auth_v1_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campaignmesh_auth_v1_service_proto_rawDesc), len(file_campaignmesh_auth_v1_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   46,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,34 +19,39 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuthService_Login_FullMethodName              = "/campaignmesh.auth.v1.AuthService/Login"
-	AuthService_Refresh_FullMethodName            = "/campaignmesh.auth.v1.AuthService/Refresh"
-	AuthService_Logout_FullMethodName             = "/campaignmesh.auth.v1.AuthService/Logout"
-	AuthService_ChangePassword_FullMethodName     = "/campaignmesh.auth.v1.AuthService/ChangePassword"
-	AuthService_ListRoles_FullMethodName          = "/campaignmesh.auth.v1.AuthService/ListRoles"
-	AuthService_WhoAmI_FullMethodName             = "/campaignmesh.auth.v1.AuthService/WhoAmI"
-	AuthService_ListSigningKeys_FullMethodName    = "/campaignmesh.auth.v1.AuthService/ListSigningKeys"
-	AuthService_RotateSigningKey_FullMethodName   = "/campaignmesh.auth.v1.AuthService/RotateSigningKey"
-	AuthService_CreateTenant_FullMethodName       = "/campaignmesh.auth.v1.AuthService/CreateTenant"
-	AuthService_GetTenant_FullMethodName          = "/campaignmesh.auth.v1.AuthService/GetTenant"
-	AuthService_ListTenants_FullMethodName        = "/campaignmesh.auth.v1.AuthService/ListTenants"
-	AuthService_SuspendTenant_FullMethodName      = "/campaignmesh.auth.v1.AuthService/SuspendTenant"
-	AuthService_CreateUser_FullMethodName         = "/campaignmesh.auth.v1.AuthService/CreateUser"
-	AuthService_GetUser_FullMethodName            = "/campaignmesh.auth.v1.AuthService/GetUser"
-	AuthService_ListUsers_FullMethodName          = "/campaignmesh.auth.v1.AuthService/ListUsers"
-	AuthService_DisableUser_FullMethodName        = "/campaignmesh.auth.v1.AuthService/DisableUser"
-	AuthService_ChangeUserRole_FullMethodName     = "/campaignmesh.auth.v1.AuthService/ChangeUserRole"
-	AuthService_RevokeUserSessions_FullMethodName = "/campaignmesh.auth.v1.AuthService/RevokeUserSessions"
-	AuthService_UnlockUser_FullMethodName         = "/campaignmesh.auth.v1.AuthService/UnlockUser"
-	AuthService_CreateApiKey_FullMethodName       = "/campaignmesh.auth.v1.AuthService/CreateApiKey"
-	AuthService_GetApiKey_FullMethodName          = "/campaignmesh.auth.v1.AuthService/GetApiKey"
-	AuthService_ListApiKeys_FullMethodName        = "/campaignmesh.auth.v1.AuthService/ListApiKeys"
-	AuthService_RevokeApiKey_FullMethodName       = "/campaignmesh.auth.v1.AuthService/RevokeApiKey"
-	AuthService_VerifyApiKey_FullMethodName       = "/campaignmesh.auth.v1.AuthService/VerifyApiKey"
-	AuthService_ListAuditRecords_FullMethodName   = "/campaignmesh.auth.v1.AuthService/ListAuditRecords"
-	AuthService_VerifyAuditChain_FullMethodName   = "/campaignmesh.auth.v1.AuthService/VerifyAuditChain"
-	AuthService_ListRevocations_FullMethodName    = "/campaignmesh.auth.v1.AuthService/ListRevocations"
-	AuthService_AppendAuditRecords_FullMethodName = "/campaignmesh.auth.v1.AuthService/AppendAuditRecords"
+	AuthService_Login_FullMethodName                  = "/campaignmesh.auth.v1.AuthService/Login"
+	AuthService_Refresh_FullMethodName                = "/campaignmesh.auth.v1.AuthService/Refresh"
+	AuthService_Logout_FullMethodName                 = "/campaignmesh.auth.v1.AuthService/Logout"
+	AuthService_ChangePassword_FullMethodName         = "/campaignmesh.auth.v1.AuthService/ChangePassword"
+	AuthService_ListRoles_FullMethodName              = "/campaignmesh.auth.v1.AuthService/ListRoles"
+	AuthService_WhoAmI_FullMethodName                 = "/campaignmesh.auth.v1.AuthService/WhoAmI"
+	AuthService_ListSigningKeys_FullMethodName        = "/campaignmesh.auth.v1.AuthService/ListSigningKeys"
+	AuthService_RotateSigningKey_FullMethodName       = "/campaignmesh.auth.v1.AuthService/RotateSigningKey"
+	AuthService_CreateTenant_FullMethodName           = "/campaignmesh.auth.v1.AuthService/CreateTenant"
+	AuthService_GetTenant_FullMethodName              = "/campaignmesh.auth.v1.AuthService/GetTenant"
+	AuthService_ListTenants_FullMethodName            = "/campaignmesh.auth.v1.AuthService/ListTenants"
+	AuthService_SuspendTenant_FullMethodName          = "/campaignmesh.auth.v1.AuthService/SuspendTenant"
+	AuthService_CreateUser_FullMethodName             = "/campaignmesh.auth.v1.AuthService/CreateUser"
+	AuthService_GetUser_FullMethodName                = "/campaignmesh.auth.v1.AuthService/GetUser"
+	AuthService_ListUsers_FullMethodName              = "/campaignmesh.auth.v1.AuthService/ListUsers"
+	AuthService_DisableUser_FullMethodName            = "/campaignmesh.auth.v1.AuthService/DisableUser"
+	AuthService_ChangeUserRole_FullMethodName         = "/campaignmesh.auth.v1.AuthService/ChangeUserRole"
+	AuthService_RevokeUserSessions_FullMethodName     = "/campaignmesh.auth.v1.AuthService/RevokeUserSessions"
+	AuthService_UnlockUser_FullMethodName             = "/campaignmesh.auth.v1.AuthService/UnlockUser"
+	AuthService_CreateInvitation_FullMethodName       = "/campaignmesh.auth.v1.AuthService/CreateInvitation"
+	AuthService_CreateTenantInvitation_FullMethodName = "/campaignmesh.auth.v1.AuthService/CreateTenantInvitation"
+	AuthService_ListInvitations_FullMethodName        = "/campaignmesh.auth.v1.AuthService/ListInvitations"
+	AuthService_RevokeInvitation_FullMethodName       = "/campaignmesh.auth.v1.AuthService/RevokeInvitation"
+	AuthService_AcceptInvitation_FullMethodName       = "/campaignmesh.auth.v1.AuthService/AcceptInvitation"
+	AuthService_CreateApiKey_FullMethodName           = "/campaignmesh.auth.v1.AuthService/CreateApiKey"
+	AuthService_GetApiKey_FullMethodName              = "/campaignmesh.auth.v1.AuthService/GetApiKey"
+	AuthService_ListApiKeys_FullMethodName            = "/campaignmesh.auth.v1.AuthService/ListApiKeys"
+	AuthService_RevokeApiKey_FullMethodName           = "/campaignmesh.auth.v1.AuthService/RevokeApiKey"
+	AuthService_VerifyApiKey_FullMethodName           = "/campaignmesh.auth.v1.AuthService/VerifyApiKey"
+	AuthService_ListAuditRecords_FullMethodName       = "/campaignmesh.auth.v1.AuthService/ListAuditRecords"
+	AuthService_VerifyAuditChain_FullMethodName       = "/campaignmesh.auth.v1.AuthService/VerifyAuditChain"
+	AuthService_ListRevocations_FullMethodName        = "/campaignmesh.auth.v1.AuthService/ListRevocations"
+	AuthService_AppendAuditRecords_FullMethodName     = "/campaignmesh.auth.v1.AuthService/AppendAuditRecords"
 )
 
 // AuthServiceClient is the client API for AuthService service.
@@ -112,6 +117,27 @@ type AuthServiceClient interface {
 	// UnlockUser clears the failed-login lock of a user of the caller's tenant.
 	// Caller: tenant admin. Permission: users.manage. Audited.
 	UnlockUser(ctx context.Context, in *UnlockUserRequest, opts ...grpc.CallOption) (*User, error)
+	// CreateInvitation invites a person to the caller's tenant with a role the caller could grant
+	// themselves (the role's permissions must all be the caller's own). The response carries the
+	// one-time token, shown only there. Caller: tenant admin. Permission: users.manage. Audited.
+	CreateInvitation(ctx context.Context, in *CreateInvitationRequest, opts ...grpc.CallOption) (*CreateInvitationResponse, error)
+	// CreateTenantInvitation invites a person to any active tenant with any tenant role: this is
+	// how a new tenant gets its first admin (the operator owns tenant creation, so this is the one
+	// grant beyond the caller's own permissions). The response carries the one-time token, shown
+	// only there. Caller: platform operator. Permission: tenants.manage. Audited.
+	CreateTenantInvitation(ctx context.Context, in *CreateTenantInvitationRequest, opts ...grpc.CallOption) (*CreateInvitationResponse, error)
+	// ListInvitations lists the invitations of the caller's tenant, oldest first (never their
+	// tokens). Caller: tenant admin. Permission: users.manage.
+	ListInvitations(ctx context.Context, in *ListInvitationsRequest, opts ...grpc.CallOption) (*ListInvitationsResponse, error)
+	// RevokeInvitation withdraws a pending invitation of the caller's tenant; revoking twice keeps
+	// the first time, and an accepted invitation cannot be revoked (disable its user instead).
+	// Caller: tenant admin. Permission: users.manage. Audited.
+	RevokeInvitation(ctx context.Context, in *RevokeInvitationRequest, opts ...grpc.CallOption) (*Invitation, error)
+	// AcceptInvitation creates the invitee's user (active, with the invitation's email and role,
+	// in its tenant) with the password they choose, and uses up the token, in one transaction.
+	// An unknown, malformed or revoked token answers NOT_FOUND; a used one or an expired one
+	// FAILED_PRECONDITION. Caller: anyone holding an invitation token (public). Audited.
+	AcceptInvitation(ctx context.Context, in *AcceptInvitationRequest, opts ...grpc.CallOption) (*AcceptInvitationResponse, error)
 	// CreateApiKey creates an API key in the caller's tenant. Its scopes must be a subset of the
 	// caller's own permissions. The secret is in the response only, never again.
 	// Caller: tenant admin. Permission: apikeys.manage. Audited.
@@ -351,6 +377,56 @@ func (c *authServiceClient) UnlockUser(ctx context.Context, in *UnlockUserReques
 	return out, nil
 }
 
+func (c *authServiceClient) CreateInvitation(ctx context.Context, in *CreateInvitationRequest, opts ...grpc.CallOption) (*CreateInvitationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateInvitationResponse)
+	err := c.cc.Invoke(ctx, AuthService_CreateInvitation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) CreateTenantInvitation(ctx context.Context, in *CreateTenantInvitationRequest, opts ...grpc.CallOption) (*CreateInvitationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateInvitationResponse)
+	err := c.cc.Invoke(ctx, AuthService_CreateTenantInvitation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) ListInvitations(ctx context.Context, in *ListInvitationsRequest, opts ...grpc.CallOption) (*ListInvitationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListInvitationsResponse)
+	err := c.cc.Invoke(ctx, AuthService_ListInvitations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) RevokeInvitation(ctx context.Context, in *RevokeInvitationRequest, opts ...grpc.CallOption) (*Invitation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Invitation)
+	err := c.cc.Invoke(ctx, AuthService_RevokeInvitation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) AcceptInvitation(ctx context.Context, in *AcceptInvitationRequest, opts ...grpc.CallOption) (*AcceptInvitationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AcceptInvitationResponse)
+	err := c.cc.Invoke(ctx, AuthService_AcceptInvitation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *authServiceClient) CreateApiKey(ctx context.Context, in *CreateApiKeyRequest, opts ...grpc.CallOption) (*CreateApiKeyResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateApiKeyResponse)
@@ -504,6 +580,27 @@ type AuthServiceServer interface {
 	// UnlockUser clears the failed-login lock of a user of the caller's tenant.
 	// Caller: tenant admin. Permission: users.manage. Audited.
 	UnlockUser(context.Context, *UnlockUserRequest) (*User, error)
+	// CreateInvitation invites a person to the caller's tenant with a role the caller could grant
+	// themselves (the role's permissions must all be the caller's own). The response carries the
+	// one-time token, shown only there. Caller: tenant admin. Permission: users.manage. Audited.
+	CreateInvitation(context.Context, *CreateInvitationRequest) (*CreateInvitationResponse, error)
+	// CreateTenantInvitation invites a person to any active tenant with any tenant role: this is
+	// how a new tenant gets its first admin (the operator owns tenant creation, so this is the one
+	// grant beyond the caller's own permissions). The response carries the one-time token, shown
+	// only there. Caller: platform operator. Permission: tenants.manage. Audited.
+	CreateTenantInvitation(context.Context, *CreateTenantInvitationRequest) (*CreateInvitationResponse, error)
+	// ListInvitations lists the invitations of the caller's tenant, oldest first (never their
+	// tokens). Caller: tenant admin. Permission: users.manage.
+	ListInvitations(context.Context, *ListInvitationsRequest) (*ListInvitationsResponse, error)
+	// RevokeInvitation withdraws a pending invitation of the caller's tenant; revoking twice keeps
+	// the first time, and an accepted invitation cannot be revoked (disable its user instead).
+	// Caller: tenant admin. Permission: users.manage. Audited.
+	RevokeInvitation(context.Context, *RevokeInvitationRequest) (*Invitation, error)
+	// AcceptInvitation creates the invitee's user (active, with the invitation's email and role,
+	// in its tenant) with the password they choose, and uses up the token, in one transaction.
+	// An unknown, malformed or revoked token answers NOT_FOUND; a used one or an expired one
+	// FAILED_PRECONDITION. Caller: anyone holding an invitation token (public). Audited.
+	AcceptInvitation(context.Context, *AcceptInvitationRequest) (*AcceptInvitationResponse, error)
 	// CreateApiKey creates an API key in the caller's tenant. Its scopes must be a subset of the
 	// caller's own permissions. The secret is in the response only, never again.
 	// Caller: tenant admin. Permission: apikeys.manage. Audited.
@@ -609,6 +706,21 @@ func (UnimplementedAuthServiceServer) RevokeUserSessions(context.Context, *Revok
 }
 func (UnimplementedAuthServiceServer) UnlockUser(context.Context, *UnlockUserRequest) (*User, error) {
 	return nil, status.Error(codes.Unimplemented, "method UnlockUser not implemented")
+}
+func (UnimplementedAuthServiceServer) CreateInvitation(context.Context, *CreateInvitationRequest) (*CreateInvitationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateInvitation not implemented")
+}
+func (UnimplementedAuthServiceServer) CreateTenantInvitation(context.Context, *CreateTenantInvitationRequest) (*CreateInvitationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateTenantInvitation not implemented")
+}
+func (UnimplementedAuthServiceServer) ListInvitations(context.Context, *ListInvitationsRequest) (*ListInvitationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListInvitations not implemented")
+}
+func (UnimplementedAuthServiceServer) RevokeInvitation(context.Context, *RevokeInvitationRequest) (*Invitation, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeInvitation not implemented")
+}
+func (UnimplementedAuthServiceServer) AcceptInvitation(context.Context, *AcceptInvitationRequest) (*AcceptInvitationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AcceptInvitation not implemented")
 }
 func (UnimplementedAuthServiceServer) CreateApiKey(context.Context, *CreateApiKeyRequest) (*CreateApiKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateApiKey not implemented")
@@ -1000,6 +1112,96 @@ func _AuthService_UnlockUser_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_CreateInvitation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateInvitationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).CreateInvitation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_CreateInvitation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).CreateInvitation(ctx, req.(*CreateInvitationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_CreateTenantInvitation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateTenantInvitationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).CreateTenantInvitation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_CreateTenantInvitation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).CreateTenantInvitation(ctx, req.(*CreateTenantInvitationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_ListInvitations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListInvitationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).ListInvitations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_ListInvitations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).ListInvitations(ctx, req.(*ListInvitationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_RevokeInvitation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeInvitationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).RevokeInvitation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_RevokeInvitation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).RevokeInvitation(ctx, req.(*RevokeInvitationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_AcceptInvitation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AcceptInvitationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).AcceptInvitation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_AcceptInvitation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).AcceptInvitation(ctx, req.(*AcceptInvitationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AuthService_CreateApiKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateApiKeyRequest)
 	if err := dec(in); err != nil {
@@ -1244,6 +1446,26 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UnlockUser",
 			Handler:    _AuthService_UnlockUser_Handler,
+		},
+		{
+			MethodName: "CreateInvitation",
+			Handler:    _AuthService_CreateInvitation_Handler,
+		},
+		{
+			MethodName: "CreateTenantInvitation",
+			Handler:    _AuthService_CreateTenantInvitation_Handler,
+		},
+		{
+			MethodName: "ListInvitations",
+			Handler:    _AuthService_ListInvitations_Handler,
+		},
+		{
+			MethodName: "RevokeInvitation",
+			Handler:    _AuthService_RevokeInvitation_Handler,
+		},
+		{
+			MethodName: "AcceptInvitation",
+			Handler:    _AuthService_AcceptInvitation_Handler,
 		},
 		{
 			MethodName: "CreateApiKey",
