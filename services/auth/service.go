@@ -115,6 +115,9 @@ func (s *Service) UnlockUser(ctx context.Context, caller *authn.Principal, id st
 	if err != nil {
 		return User{}, err
 	}
+	if err := checkTargetWithin(caller, u); err != nil {
+		return User{}, err
+	}
 	t, err := s.store.GetTenant(ctx, caller.TenantID)
 	if err != nil {
 		return User{}, err
@@ -190,6 +193,9 @@ func (s *Service) CreateUser(ctx context.Context, caller *authn.Principal, u Use
 	if err := ValidateUserInput(u.Email, u.DisplayName, u.Role, password); err != nil {
 		return User{}, err
 	}
+	if err := CheckDelegation(caller, "user.role", u.Role); err != nil {
+		return User{}, err
+	}
 	hash, err := HashPassword(password)
 	if err != nil {
 		return User{}, err
@@ -226,6 +232,9 @@ func (s *Service) DisableUser(ctx context.Context, caller *authn.Principal, id s
 	if id == caller.Subject {
 		return User{}, apperr.New(apperr.FailedPrecondition, "SELF_CHANGE", "you cannot disable yourself")
 	}
+	if err := s.checkTarget(ctx, caller, id); err != nil {
+		return User{}, err
+	}
 	u, err := s.store.SetUserState(ctx, caller.TenantID, id, UserDisabled)
 	if err != nil {
 		return User{}, err
@@ -242,6 +251,12 @@ func (s *Service) ChangeUserRole(ctx context.Context, caller *authn.Principal, i
 	}
 	if id == caller.Subject {
 		return User{}, apperr.New(apperr.FailedPrecondition, "SELF_CHANGE", "you cannot change your own role")
+	}
+	if err := CheckDelegation(caller, "role", role); err != nil {
+		return User{}, err
+	}
+	if err := s.checkTarget(ctx, caller, id); err != nil {
+		return User{}, err
 	}
 	return s.store.SetUserRole(ctx, caller.TenantID, id, role)
 }

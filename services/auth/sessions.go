@@ -93,7 +93,7 @@ func (s *Service) RevokeUserSessions(ctx context.Context, caller *authn.Principa
 	if err := ValidateID("id", id); err != nil {
 		return 0, err
 	}
-	if _, err := s.store.GetUser(ctx, caller.TenantID, id); err != nil {
+	if err := s.checkTarget(ctx, caller, id); err != nil {
 		return 0, err
 	}
 	return s.store.RevokeUserSessions(ctx, id)

@@ -29,7 +29,7 @@ func (e *env) tenantWithRoles(t *testing.T, slug string) tenantFixture {
 	f := tenantFixture{tenant: tn, users: map[rbac.Role]auth.User{}, tokens: map[rbac.Role]string{}}
 	for _, r := range []rbac.Role{rbac.Admin, rbac.Manager, rbac.Analyst, rbac.Viewer} {
 		email := string(r) + "@" + slug + ".example"
-		u, err := e.svc.CreateUser(ctx, &authn.Principal{TenantID: tn.ID}, auth.User{Email: email, Role: r}, password)
+		u, err := e.svc.CreateUser(ctx, adminOf(tn.ID), auth.User{Email: email, Role: r}, password)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,4 +64,9 @@ func (e *env) loginFull(t *testing.T, tenant, email, pw string) *authv1.LoginRes
 		t.Fatalf("login %s/%s: %v", tenant, email, err)
 	}
 	return resp
+}
+
+// adminOf is a tenant admin's principal, for seeding users straight through the service.
+func adminOf(tenantID string) *authn.Principal {
+	return &authn.Principal{TenantID: tenantID, Permissions: rbac.Admin.Permissions()}
 }

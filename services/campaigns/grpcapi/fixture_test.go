@@ -174,7 +174,7 @@ func (e *env) tenantWithRoles(t *testing.T, slug string) tenantFixture {
 	f := tenantFixture{tenant: tn, users: map[rbac.Role]auth.User{}, tokens: map[rbac.Role]string{}}
 	for _, r := range []rbac.Role{rbac.Admin, rbac.Manager, rbac.Analyst, rbac.Viewer} {
 		email := string(r) + "@" + slug + ".example"
-		u, err := e.authSvc.CreateUser(ctx, &authn.Principal{TenantID: tn.ID}, auth.User{Email: email, Role: r}, password)
+		u, err := e.authSvc.CreateUser(ctx, &authn.Principal{TenantID: tn.ID, Permissions: rbac.Admin.Permissions()}, auth.User{Email: email, Role: r}, password)
 		if err != nil {
 			t.Fatal(err)
 		}
