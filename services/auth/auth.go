@@ -100,10 +100,11 @@ type Store interface {
 
 	InsertRefreshToken(ctx context.Context, t RefreshToken) error
 	// RotateRefreshToken marks the token with hash used and stores next in its family for the
-	// same user, returning the user. A used token revokes its family (committed) and returns
-	// ErrRefreshReused with the user; an unknown, expired or revoked token, or an inactive user
-	// or tenant, returns ErrRefreshInvalid.
-	RotateRefreshToken(ctx context.Context, hash []byte, next RefreshToken) (User, error)
+	// same user (with the family's start time, whatever next says), returning the user and the
+	// family's start time. A used token revokes its family (committed) and returns
+	// ErrRefreshReused with the user; an unknown, expired or revoked token, a token whose family
+	// started before oldestStart, or an inactive user or tenant, returns ErrRefreshInvalid.
+	RotateRefreshToken(ctx context.Context, hash []byte, next RefreshToken, oldestStart time.Time) (User, time.Time, error)
 	// RevokeRefreshFamily revokes the family of the token with hash; it returns the user, or
 	// a zero User when the token is unknown.
 	RevokeRefreshFamily(ctx context.Context, hash []byte) (User, error)

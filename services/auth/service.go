@@ -25,13 +25,19 @@ type Service struct {
 	refreshTTL time.Duration
 	throttle   ThrottlePolicy
 	now        func() time.Time
+
+	// refreshAbsoluteTTL bounds a refresh family from its login, however often it rotates.
+	refreshAbsoluteTTL time.Duration
 }
 
 // NewService returns the auth service. Call Keys().Load before serving.
 func NewService(store Store, tokenTTL time.Duration) *Service {
 	return &Service{store: store, keys: NewKeyring(store, tokenTTL), tokenTTL: tokenTTL,
-		refreshTTL: DefaultRefreshTTL, throttle: DefaultThrottle, now: time.Now}
+		refreshTTL: DefaultRefreshTTL, refreshAbsoluteTTL: DefaultRefreshAbsoluteTTL, throttle: DefaultThrottle, now: time.Now}
 }
+
+// WithClock replaces the service's clock (tests move time forward; the database keeps its own).
+func (s *Service) WithClock(now func() time.Time) *Service { s.now = now; return s }
 
 // WithThrottle replaces the login throttling policy (tests use small numbers).
 func (s *Service) WithThrottle(p ThrottlePolicy) *Service { s.throttle = p; return s }

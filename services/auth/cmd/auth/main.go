@@ -26,6 +26,7 @@ type settings struct {
 	listen, adminListen, postgresURL string
 	tls                              mtls.Files
 	tokenTTL, grace                  time.Duration
+	refreshAbsoluteTTL               time.Duration
 	bootstrapDir                     string
 	maxRecvMsgSize                   int
 	logLevel                         slog.Level
@@ -39,6 +40,7 @@ func parse(args []string) (settings, error) {
 	fs.StringVar(&s.postgresURL, "postgres-url", "", "PostgreSQL URL of the auth database (required)")
 	s.tls.RegisterFlags(fs, "auth")
 	fs.DurationVar(&s.tokenTTL, "access-token-ttl", auth.DefaultAccessTokenTTL, "lifetime of access tokens (1m to 1h)")
+	fs.DurationVar(&s.refreshAbsoluteTTL, "refresh-absolute-ttl", auth.DefaultRefreshAbsoluteTTL, "how long a session lives from its login, however often it is refreshed (1h to 8760h)")
 	fs.StringVar(&s.bootstrapDir, "bootstrap-dir", "", "on the very first start, write the operator's and first admin's credentials here (empty: no bootstrap)")
 	fs.IntVar(&s.maxRecvMsgSize, "max-recv-msg-size", 1<<20, "largest request message in bytes")
 	fs.DurationVar(&s.grace, "grace-period", grpcserver.DefaultGracePeriod, "how long a stop waits for calls in flight")
@@ -50,6 +52,7 @@ func parse(args []string) (settings, error) {
 	p.Check(s.postgresURL != "", "-postgres-url is required")
 	p.Check(s.tls.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
 	p.Check(s.tokenTTL >= time.Minute && s.tokenTTL <= time.Hour, "-access-token-ttl must be between 1m and 1h")
+	p.Check(s.refreshAbsoluteTTL >= time.Hour && s.refreshAbsoluteTTL <= 365*24*time.Hour, "-refresh-absolute-ttl must be between 1h and 8760h")
 	p.Check(s.maxRecvMsgSize >= 1024 && s.maxRecvMsgSize <= 64<<20, "-max-recv-msg-size must be between 1 KiB and 64 MiB")
 	return s, p.Err()
 }
@@ -69,7 +72,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 		return err
 	}
 	defer store.Close()
-	svc := auth.NewService(store, s.tokenTTL)
+	svc := auth.NewService(store, s.tokenTTL).WithRefreshAbsoluteTTL(s.refreshAbsoluteTTL)
 	if err := svc.Keys().Load(ctx); err != nil {
 		return err
 	}
