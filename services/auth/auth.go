@@ -119,6 +119,11 @@ type Store interface {
 	RecordLoginFailure(ctx context.Context, key string, window time.Duration) (int, error)
 	LockLogin(ctx context.Context, key string, until time.Time) error
 	ClearLoginFailures(ctx context.Context, key string) error
+	// RememberLoginAddress records that account logged in from the address with hash: it keeps
+	// the newest keep addresses of the account seen since oldest and forgets the others.
+	RememberLoginAddress(ctx context.Context, account string, hash []byte, keep int, oldest time.Time) error
+	// KnownLoginAddress reports whether account logged in from the address with hash since oldest.
+	KnownLoginAddress(ctx context.Context, account string, hash []byte, oldest time.Time) (bool, error)
 
 	// AppendAudit appends records to their tenants' chains, skipping ids already stored; it
 	// returns how many were appended and how many were duplicates.

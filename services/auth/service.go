@@ -68,7 +68,7 @@ func (s *Service) Login(ctx context.Context, tenantSlug, email, password, client
 		address = addressKey(clientAddr)
 	}
 	access.Annotate(ctx, "", "", account)
-	if err := s.checkThrottle(ctx, []string{account, address}); err != nil {
+	if err := s.checkLoginThrottle(ctx, account, clientAddr); err != nil {
 		return Token{}, err
 	}
 	tenantID := ""
@@ -106,6 +106,9 @@ func (s *Service) Login(ctx context.Context, tenantSlug, email, password, client
 		return Token{}, errBadLogin
 	}
 	if err := s.store.ClearLoginFailures(ctx, account); err != nil {
+		return Token{}, err
+	}
+	if err := s.rememberAddress(ctx, account, clientAddr); err != nil {
 		return Token{}, err
 	}
 	access.Annotate(ctx, tenantID, user.ID, user.ID)

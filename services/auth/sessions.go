@@ -123,8 +123,10 @@ func (s *Service) RevokeUserSessions(ctx context.Context, caller *authn.Principa
 	return s.store.RevokeUserSessions(ctx, id)
 }
 
-// ChangePassword changes the calling user's password and ends all their sessions.
-func (s *Service) ChangePassword(ctx context.Context, caller *authn.Principal, current, next string) error {
+// ChangePassword changes the calling user's password and ends all their sessions. A wrong
+// current password counts as a failed login of the account from clientAddr (may be empty), and
+// the check is throttled like Login.
+func (s *Service) ChangePassword(ctx context.Context, caller *authn.Principal, current, next, clientAddr string) error {
 	if caller.Kind != authn.KindAccessToken {
 		return apperr.New(apperr.PermissionDenied, "USERS_ONLY", "only a logged-in user can change their password")
 	}
@@ -138,17 +140,55 @@ func (s *Service) ChangePassword(ctx context.Context, caller *authn.Principal, c
 	if err := v.Err(); err != nil {
 		return err
 	}
+	account, err := s.accountOf(ctx, caller)
+	if err != nil {
+		return err
+	}
+	if err := s.checkLoginThrottle(ctx, account, clientAddr); err != nil {
+		return err
+	}
 	hash, err := s.store.PasswordHash(ctx, caller.TenantID, caller.Subject)
 	if err != nil {
 		return err
 	}
 	if !CheckPassword(hash, current) {
+		address := ""
+		if clientAddr != "" {
+			address = addressKey(clientAddr)
+		}
+		if err := s.recordFailure(ctx, account, address); err != nil {
+			return err
+		}
 		v.Add("current_password", "is not correct")
 		return v.Err()
+	}
+	// The right password, as at a login: the account's failures are cleared, the address known.
+	if err := s.store.ClearLoginFailures(ctx, account); err != nil {
+		return err
+	}
+	if err := s.rememberAddress(ctx, account, clientAddr); err != nil {
+		return err
 	}
 	newHash, err := HashPassword(next)
 	if err != nil {
 		return err
 	}
 	return s.store.ChangePassword(ctx, caller.TenantID, caller.Subject, newHash)
+}
+
+// accountOf is the throttling key of the calling user: the one Login uses for them.
+func (s *Service) accountOf(ctx context.Context, caller *authn.Principal) (string, error) {
+	u, err := s.store.GetUser(ctx, caller.TenantID, caller.Subject)
+	if err != nil {
+		return "", err
+	}
+	slug := ""
+	if caller.TenantID != "" {
+		t, err := s.store.GetTenant(ctx, caller.TenantID)
+		if err != nil {
+			return "", err
+		}
+		slug = t.Slug
+	}
+	return accountKey(slug, u.Email), nil
 }

@@ -7,5 +7,15 @@ UPDATE refresh_tokens r SET family_start_time = f.start
     WHERE f.family_id = r.family_id;
 ALTER TABLE refresh_tokens ALTER COLUMN family_start_time SET NOT NULL;
 
+-- Client addresses each account logged in from (hashed with the account key; the newest 10
+-- within 90 days): from these the account's failed-login lock does not apply.
+CREATE TABLE login_known_addresses (
+    account      text NOT NULL,
+    address_hash bytea NOT NULL,
+    last_seen    timestamptz NOT NULL,
+    PRIMARY KEY (account, address_hash)
+);
+
 -- +goose Down
+DROP TABLE login_known_addresses;
 ALTER TABLE refresh_tokens DROP COLUMN family_start_time;
