@@ -87,8 +87,14 @@ type Store interface {
 	UserCredentials(ctx context.Context, tenantID, email string) (User, string, error)
 
 	ListSigningKeys(ctx context.Context, retiredSince time.Time) ([]StoredKey, error)
-	// InsertSigningKey stores key as the active key and retires the previous active one.
+	// InsertSigningKey stores key (its KEKID and Sealed) as the active key and retires the
+	// previous active one.
 	InsertSigningKey(ctx context.Context, key StoredKey) error
+	// SigningKeysToReseal lists every stored key, however old, not encrypted under kekID.
+	SigningKeysToReseal(ctx context.Context, kekID string) ([]StoredKey, error)
+	// ResealSigningKey replaces the stored seed of kid with sealed under newKEK, unless the row
+	// is no longer under oldKEK ("" for clear): another replica did it first.
+	ResealSigningKey(ctx context.Context, kid, oldKEK, newKEK string, sealed []byte) error
 	CreateAPIKey(ctx context.Context, k APIKey, secretHash []byte) (APIKey, error)
 	GetAPIKey(ctx context.Context, tenantID, id string) (APIKey, error)
 	ListAPIKeys(ctx context.Context, tenantID string, p Page) ([]APIKey, error)

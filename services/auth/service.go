@@ -36,6 +36,10 @@ func NewService(store Store, tokenTTL time.Duration) *Service {
 		refreshTTL: DefaultRefreshTTL, refreshAbsoluteTTL: DefaultRefreshAbsoluteTTL, throttle: DefaultThrottle, now: time.Now}
 }
 
+// WithKeyEncryption sets the key-encryption keys that protect the signing keys at rest
+// (required before Keys().Load).
+func (s *Service) WithKeyEncryption(k *KeyEncryptionKeys) *Service { s.keys.kek = k; return s }
+
 // WithClock replaces the service's clock (tests move time forward; the database keeps its own).
 func (s *Service) WithClock(now func() time.Time) *Service { s.now = now; return s }
 

@@ -50,7 +50,7 @@ func newEnv(t *testing.T, configure ...func(*auth.Service)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(store.Close)
-	svc := auth.NewService(store, 5*time.Minute)
+	svc := auth.NewService(store, 5*time.Minute).WithKeyEncryption(newKEK(t, "test"))
 	for _, c := range configure {
 		c(svc)
 	}

@@ -2,6 +2,8 @@ package grpcapi_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"log/slog"
 	"net"
@@ -86,7 +88,13 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(authStore.Close)
-	e.authSvc = auth.NewService(authStore, 5*time.Minute)
+	kek := make([]byte, auth.KEKSize)
+	_, _ = rand.Read(kek)
+	keks, err := auth.ParseKeyEncryptionKeys("test:" + base64.StdEncoding.EncodeToString(kek))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.authSvc = auth.NewService(authStore, 5*time.Minute).WithKeyEncryption(keks)
 	if err := e.authSvc.Keys().Load(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,12 @@ CREATE TABLE login_known_addresses (
     PRIMARY KEY (account, address_hash)
 );
 
+-- Signing-key seeds are encrypted under a key-encryption key from configuration: private_key
+-- holds nonce || AES-256-GCM ciphertext and kek_id names the KEK. NULL marks a row from before
+-- encryption, still in clear, which auth encrypts on its next start.
+ALTER TABLE signing_keys ADD COLUMN kek_id text;
+
 -- +goose Down
+ALTER TABLE signing_keys DROP COLUMN kek_id;
 DROP TABLE login_known_addresses;
 ALTER TABLE refresh_tokens DROP COLUMN family_start_time;
