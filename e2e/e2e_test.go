@@ -6,8 +6,10 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -218,6 +220,7 @@ func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *me
 		"CM_AUTH_POSTGRES_URL=" + pgtest.NewDatabase(t),
 		"CM_AUTH_TLS_CERT=" + c("auth.pem"), "CM_AUTH_TLS_KEY=" + c("auth-key.pem"), "CM_AUTH_TLS_CA=" + c("ca.pem"),
 		"CM_AUTH_BOOTSTRAP_DIR=" + m.bootstrp,
+		"CM_AUTH_KEY_ENCRYPTION_KEYS=e2e:" + randomKEK(),
 	}, otel...))
 	waitFor(t, "auth", 30*time.Second, func() bool {
 		resp, err := http.Get("http://" + authAdmin + "/healthz")
@@ -579,4 +582,11 @@ func TestEventsLandInClickHouse(t *testing.T) {
 	if n := count(`SELECT toUInt64(sum(value_micros)) FROM events WHERE event_id = 'r3' AND currency = 'EUR'`); n != 12500000 {
 		t.Fatalf("conversion value = %d", n)
 	}
+}
+
+// randomKEK is fresh key material for auth's -key-encryption-keys (32 random bytes, base64).
+func randomKEK() string {
+	raw := make([]byte, 32)
+	_, _ = rand.Read(raw)
+	return base64.StdEncoding.EncodeToString(raw)
 }

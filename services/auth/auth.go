@@ -109,8 +109,14 @@ type Store interface {
 	UserCredentials(ctx context.Context, tenantID, email string) (User, string, error)
 
 	ListSigningKeys(ctx context.Context, retiredSince time.Time) ([]StoredKey, error)
-	// InsertSigningKey stores key as the active key and retires the previous active one.
+	// InsertSigningKey stores key (its KEKID and Sealed) as the active key and retires the
+	// previous active one.
 	InsertSigningKey(ctx context.Context, key StoredKey) error
+	// SigningKeysToReseal lists every stored key, however old, not encrypted under kekID.
+	SigningKeysToReseal(ctx context.Context, kekID string) ([]StoredKey, error)
+	// ResealSigningKey replaces the stored seed of kid with sealed under newKEK, unless the row
+	// is no longer under oldKEK ("" for clear): another replica did it first.
+	ResealSigningKey(ctx context.Context, kid, oldKEK, newKEK string, sealed []byte) error
 	CreateAPIKey(ctx context.Context, k APIKey, secretHash []byte) (APIKey, error)
 	GetAPIKey(ctx context.Context, tenantID, id string) (APIKey, error)
 	ListAPIKeys(ctx context.Context, tenantID string, p Page) ([]APIKey, error)
@@ -141,10 +147,11 @@ type Store interface {
 
 	InsertRefreshToken(ctx context.Context, t RefreshToken) error
 	// RotateRefreshToken marks the token with hash used and stores next in its family for the
-	// same user, returning the user. A used token revokes its family (committed) and returns
-	// ErrRefreshReused with the user; an unknown, expired or revoked token, or an inactive user
-	// or tenant, returns ErrRefreshInvalid.
-	RotateRefreshToken(ctx context.Context, hash []byte, next RefreshToken) (User, error)
+	// same user (with the family's start time, whatever next says), returning the user and the
+	// family's start time. A used token revokes its family (committed) and returns
+	// ErrRefreshReused with the user; an unknown, expired or revoked token, a token whose family
+	// started before oldestStart, or an inactive user or tenant, returns ErrRefreshInvalid.
+	RotateRefreshToken(ctx context.Context, hash []byte, next RefreshToken, oldestStart time.Time) (User, time.Time, error)
 	// RevokeRefreshFamily revokes the family of the token with hash; it returns the user, or
 	// a zero User when the token is unknown.
 	RevokeRefreshFamily(ctx context.Context, hash []byte) (User, error)
@@ -159,6 +166,11 @@ type Store interface {
 	RecordLoginFailure(ctx context.Context, key string, window time.Duration) (int, error)
 	LockLogin(ctx context.Context, key string, until time.Time) error
 	ClearLoginFailures(ctx context.Context, key string) error
+	// RememberLoginAddress records that account logged in from the address with hash: it keeps
+	// the newest keep addresses of the account seen since oldest and forgets the others.
+	RememberLoginAddress(ctx context.Context, account string, hash []byte, keep int, oldest time.Time) error
+	// KnownLoginAddress reports whether account logged in from the address with hash since oldest.
+	KnownLoginAddress(ctx context.Context, account string, hash []byte, oldest time.Time) (bool, error)
 
 	// AppendAudit appends records to their tenants' chains, skipping ids already stored; it
 	// returns how many were appended and how many were duplicates.

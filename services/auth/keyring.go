@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -14,10 +15,14 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 )
 
-// StoredKey is a signing key as persisted. RetireTime is nil for the active key.
+// StoredKey is a signing key. RetireTime is nil for the active key. The store persists only
+// Sealed (the seed encrypted under the KEK KEKID; "" for a legacy row whose Sealed is the seed
+// in clear); the keyring fills Private.
 type StoredKey struct {
 	KID        string
 	Private    ed25519.PrivateKey
+	KEKID      string
+	Sealed     []byte
 	CreateTime time.Time
 	RetireTime *time.Time
 }
@@ -37,6 +42,7 @@ type Keyring struct {
 	store     Store
 	tokenTTL  time.Duration
 	reloadAge time.Duration
+	kek       *KeyEncryptionKeys
 
 	mu       sync.Mutex
 	active   *StoredKey
@@ -52,11 +58,63 @@ func NewKeyring(store Store, tokenTTL time.Duration) *Keyring {
 // publishWindow is how long a retired key stays published: long enough for its last token.
 func (k *Keyring) publishWindow() time.Duration { return k.tokenTTL + time.Minute }
 
-// Load reads the keys, creating the first active key when there is none.
+// ErrNoKEK is returned by Load when no key-encryption key is configured.
+var ErrNoKEK = errors.New("no key-encryption key configured: set -key-encryption-keys or -key-encryption-keys-file " +
+	"(id:base64 of 32 random bytes, e.g. kek1:$(head -c32 /dev/urandom | base64))")
+
+// Load encrypts under the current KEK every stored key that is not yet (in clear, or under an
+// older KEK), then reads the keys, creating the first active key when there is none.
 func (k *Keyring) Load(ctx context.Context) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.kek == nil {
+		return ErrNoKEK
+	}
+	if err := k.reseal(ctx); err != nil {
+		return err
+	}
 	return k.loadLocked(ctx)
+}
+
+// reseal encrypts again under the current KEK the keys stored in clear or under another KEK.
+// Replicas may race: the store only replaces a row still under the KEK it was read with.
+func (k *Keyring) reseal(ctx context.Context) error {
+	rows, err := k.store.SigningKeysToReseal(ctx, k.kek.Current())
+	if err != nil {
+		return fmt.Errorf("list signing keys to encrypt: %w", err)
+	}
+	for _, row := range rows {
+		seed := row.Sealed
+		if row.KEKID != "" {
+			if seed, err = k.kek.open(row.KID, row.KEKID, row.Sealed); err != nil {
+				return fmt.Errorf("encrypt signing keys under key-encryption key %q: %w", k.kek.Current(), err)
+			}
+		}
+		if len(seed) != ed25519.SeedSize {
+			return fmt.Errorf("signing key %s has a bad seed", row.KID)
+		}
+		kekID, sealed := k.kek.seal(row.KID, seed)
+		if err := k.store.ResealSigningKey(ctx, row.KID, row.KEKID, kekID, sealed); err != nil {
+			return fmt.Errorf("encrypt signing key %s: %w", row.KID, err)
+		}
+	}
+	return nil
+}
+
+// unseal fills key.Private from its sealed seed.
+func (k *Keyring) unseal(key *StoredKey) error {
+	seed, err := k.kek.open(key.KID, key.KEKID, key.Sealed)
+	if errors.Is(err, errNotEncrypted) {
+		return fmt.Errorf("signing key %s is stored in clear (a restart of auth encrypts it)", key.KID)
+	}
+	if err != nil {
+		return err
+	}
+	if len(seed) != ed25519.SeedSize {
+		return fmt.Errorf("signing key %s has a bad seed", key.KID)
+	}
+	key.Private = ed25519.NewKeyFromSeed(seed)
+	return nil
 }
 
 func (k *Keyring) loadLocked(ctx context.Context) error {
@@ -68,6 +126,9 @@ func (k *Keyring) loadLocked(ctx context.Context) error {
 		keys := make(map[string]StoredKey, len(stored))
 		var active *StoredKey
 		for i := range stored {
+			if err := k.unseal(&stored[i]); err != nil {
+				return fmt.Errorf("load signing keys: %w", err)
+			}
 			keys[stored[i].KID] = stored[i]
 			if stored[i].RetireTime == nil {
 				active = &stored[i]
@@ -92,7 +153,8 @@ func (k *Keyring) insertNew(ctx context.Context) error {
 	}
 	sum := sha256.Sum256(priv.Public().(ed25519.PublicKey))
 	kid := base64.RawURLEncoding.EncodeToString(sum[:12])
-	return k.store.InsertSigningKey(ctx, StoredKey{KID: kid, Private: priv})
+	kekID, sealed := k.kek.seal(kid, priv.Seed())
+	return k.store.InsertSigningKey(ctx, StoredKey{KID: kid, KEKID: kekID, Sealed: sealed})
 }
 
 func (k *Keyring) fresh(ctx context.Context) error {

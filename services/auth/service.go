@@ -25,13 +25,23 @@ type Service struct {
 	refreshTTL time.Duration
 	throttle   ThrottlePolicy
 	now        func() time.Time
+
+	// refreshAbsoluteTTL bounds a refresh family from its login, however often it rotates.
+	refreshAbsoluteTTL time.Duration
 }
 
 // NewService returns the auth service. Call Keys().Load before serving.
 func NewService(store Store, tokenTTL time.Duration) *Service {
 	return &Service{store: store, keys: NewKeyring(store, tokenTTL), tokenTTL: tokenTTL,
-		refreshTTL: DefaultRefreshTTL, throttle: DefaultThrottle, now: time.Now}
+		refreshTTL: DefaultRefreshTTL, refreshAbsoluteTTL: DefaultRefreshAbsoluteTTL, throttle: DefaultThrottle, now: time.Now}
 }
+
+// WithKeyEncryption sets the key-encryption keys that protect the signing keys at rest
+// (required before Keys().Load).
+func (s *Service) WithKeyEncryption(k *KeyEncryptionKeys) *Service { s.keys.kek = k; return s }
+
+// WithClock replaces the service's clock (tests move time forward; the database keeps its own).
+func (s *Service) WithClock(now func() time.Time) *Service { s.now = now; return s }
 
 // WithThrottle replaces the login throttling policy (tests use small numbers).
 func (s *Service) WithThrottle(p ThrottlePolicy) *Service { s.throttle = p; return s }
@@ -62,7 +72,7 @@ func (s *Service) Login(ctx context.Context, tenantSlug, email, password, client
 		address = addressKey(clientAddr)
 	}
 	access.Annotate(ctx, "", "", account)
-	if err := s.checkThrottle(ctx, []string{account, address}); err != nil {
+	if err := s.checkLoginThrottle(ctx, account, clientAddr); err != nil {
 		return Token{}, err
 	}
 	tenantID := ""
@@ -102,6 +112,9 @@ func (s *Service) Login(ctx context.Context, tenantSlug, email, password, client
 	if err := s.store.ClearLoginFailures(ctx, account); err != nil {
 		return Token{}, err
 	}
+	if err := s.rememberAddress(ctx, account, clientAddr); err != nil {
+		return Token{}, err
+	}
 	access.Annotate(ctx, tenantID, user.ID, user.ID)
 	return s.startSession(ctx, user)
 }
@@ -113,6 +126,9 @@ func (s *Service) UnlockUser(ctx context.Context, caller *authn.Principal, id st
 	}
 	u, err := s.store.GetUser(ctx, caller.TenantID, id)
 	if err != nil {
+		return User{}, err
+	}
+	if err := checkTargetWithin(caller, u); err != nil {
 		return User{}, err
 	}
 	t, err := s.store.GetTenant(ctx, caller.TenantID)
@@ -192,6 +208,9 @@ func (s *Service) CreateUser(ctx context.Context, caller *authn.Principal, u Use
 	if err := ValidateUserInput(u.Email, u.DisplayName, u.Role, password); err != nil {
 		return User{}, err
 	}
+	if err := CheckDelegation(caller, "user.role", u.Role); err != nil {
+		return User{}, err
+	}
 	hash, err := HashPassword(password)
 	if err != nil {
 		return User{}, err
@@ -228,6 +247,9 @@ func (s *Service) DisableUser(ctx context.Context, caller *authn.Principal, id s
 	if id == caller.Subject {
 		return User{}, apperr.New(apperr.FailedPrecondition, "SELF_CHANGE", "you cannot disable yourself")
 	}
+	if err := s.checkTarget(ctx, caller, id); err != nil {
+		return User{}, err
+	}
 	u, err := s.store.SetUserState(ctx, caller.TenantID, id, UserDisabled)
 	if err != nil {
 		return User{}, err
@@ -244,6 +266,12 @@ func (s *Service) ChangeUserRole(ctx context.Context, caller *authn.Principal, i
 	}
 	if id == caller.Subject {
 		return User{}, apperr.New(apperr.FailedPrecondition, "SELF_CHANGE", "you cannot change your own role")
+	}
+	if err := CheckDelegation(caller, "role", role); err != nil {
+		return User{}, err
+	}
+	if err := s.checkTarget(ctx, caller, id); err != nil {
+		return User{}, err
 	}
 	return s.store.SetUserRole(ctx, caller.TenantID, id, role)
 }

@@ -14,9 +14,14 @@ import (
 // Refresh tokens: opaque, single use, rotating. A login starts a family; every refresh marks
 // the presented token used and issues the next one in the family. Presenting a used token
 // again means it was stolen (or replayed): the whole family is revoked.
+//
+// A family also has an absolute lifetime from the login that started it
+// (DefaultRefreshAbsoluteTTL): otherwise a stolen refresh token, rotated faithfully, would keep
+// a session alive forever.
 const (
-	RefreshTokenPrefix = "cmr_"
-	DefaultRefreshTTL  = 14 * 24 * time.Hour
+	RefreshTokenPrefix        = "cmr_"
+	DefaultRefreshTTL         = 14 * 24 * time.Hour
+	DefaultRefreshAbsoluteTTL = 30 * 24 * time.Hour
 )
 
 // RefreshToken is a stored refresh token (only its hash is stored).
@@ -25,6 +30,8 @@ type RefreshToken struct {
 	FamilyID   string
 	UserID     string
 	ExpireTime time.Time
+	// FamilyStartTime is the time of the login that started the family.
+	FamilyStartTime time.Time
 }
 
 // Errors the store returns when rotating a refresh token.
@@ -35,7 +42,16 @@ var (
 
 func (s *Service) newRefreshToken(userID, familyID string) (string, RefreshToken) {
 	tok := RefreshTokenPrefix + randomToken(32)
-	return tok, RefreshToken{Hash: hashSecret(tok), FamilyID: familyID, UserID: userID, ExpireTime: s.now().Add(s.refreshTTL)}
+	now := s.now()
+	return tok, RefreshToken{Hash: hashSecret(tok), FamilyID: familyID, UserID: userID,
+		ExpireTime: now.Add(min(s.refreshTTL, s.refreshAbsoluteTTL)), FamilyStartTime: now}
+}
+
+// WithRefreshAbsoluteTTL sets how long a refresh family lives from its login, however often it
+// is refreshed.
+func (s *Service) WithRefreshAbsoluteTTL(d time.Duration) *Service {
+	s.refreshAbsoluteTTL = d
+	return s
 }
 
 // startSession issues an access token and the first refresh token of a new family.
@@ -58,7 +74,7 @@ func (s *Service) Refresh(ctx context.Context, refresh string) (Token, error) {
 		return Token{}, ErrRefreshInvalid
 	}
 	next, rt := s.newRefreshToken("", "")
-	u, err := s.store.RotateRefreshToken(ctx, hashSecret(refresh), rt)
+	u, familyStart, err := s.store.RotateRefreshToken(ctx, hashSecret(refresh), rt, s.now().Add(-s.refreshAbsoluteTTL))
 	if errors.Is(err, ErrRefreshReused) {
 		access.Annotate(ctx, u.TenantID, u.ID, "")
 		return Token{}, ErrRefreshInvalid
@@ -71,8 +87,16 @@ func (s *Service) Refresh(ctx context.Context, refresh string) (Token, error) {
 	if err != nil {
 		return Token{}, err
 	}
-	tok.RefreshToken, tok.RefreshExpireTime = next, rt.ExpireTime
+	// The stored expiry may outlast the family; the family's end is what the client can count on.
+	tok.RefreshToken, tok.RefreshExpireTime = next, minTime(rt.ExpireTime, familyStart.Add(s.refreshAbsoluteTTL))
 	return tok, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // Logout revokes the session family of a refresh token. Unknown tokens are ignored, so the
@@ -93,14 +117,16 @@ func (s *Service) RevokeUserSessions(ctx context.Context, caller *authn.Principa
 	if err := ValidateID("id", id); err != nil {
 		return 0, err
 	}
-	if _, err := s.store.GetUser(ctx, caller.TenantID, id); err != nil {
+	if err := s.checkTarget(ctx, caller, id); err != nil {
 		return 0, err
 	}
 	return s.store.RevokeUserSessions(ctx, id)
 }
 
-// ChangePassword changes the calling user's password and ends all their sessions.
-func (s *Service) ChangePassword(ctx context.Context, caller *authn.Principal, current, next string) error {
+// ChangePassword changes the calling user's password and ends all their sessions. A wrong
+// current password counts as a failed login of the account from clientAddr (may be empty), and
+// the check is throttled like Login.
+func (s *Service) ChangePassword(ctx context.Context, caller *authn.Principal, current, next, clientAddr string) error {
 	if caller.Kind != authn.KindAccessToken {
 		return apperr.New(apperr.PermissionDenied, "USERS_ONLY", "only a logged-in user can change their password")
 	}
@@ -114,17 +140,55 @@ func (s *Service) ChangePassword(ctx context.Context, caller *authn.Principal, c
 	if err := v.Err(); err != nil {
 		return err
 	}
+	account, err := s.accountOf(ctx, caller)
+	if err != nil {
+		return err
+	}
+	if err := s.checkLoginThrottle(ctx, account, clientAddr); err != nil {
+		return err
+	}
 	hash, err := s.store.PasswordHash(ctx, caller.TenantID, caller.Subject)
 	if err != nil {
 		return err
 	}
 	if !CheckPassword(hash, current) {
+		address := ""
+		if clientAddr != "" {
+			address = addressKey(clientAddr)
+		}
+		if err := s.recordFailure(ctx, account, address); err != nil {
+			return err
+		}
 		v.Add("current_password", "is not correct")
 		return v.Err()
+	}
+	// The right password, as at a login: the account's failures are cleared, the address known.
+	if err := s.store.ClearLoginFailures(ctx, account); err != nil {
+		return err
+	}
+	if err := s.rememberAddress(ctx, account, clientAddr); err != nil {
+		return err
 	}
 	newHash, err := HashPassword(next)
 	if err != nil {
 		return err
 	}
 	return s.store.ChangePassword(ctx, caller.TenantID, caller.Subject, newHash)
+}
+
+// accountOf is the throttling key of the calling user: the one Login uses for them.
+func (s *Service) accountOf(ctx context.Context, caller *authn.Principal) (string, error) {
+	u, err := s.store.GetUser(ctx, caller.TenantID, caller.Subject)
+	if err != nil {
+		return "", err
+	}
+	slug := ""
+	if caller.TenantID != "" {
+		t, err := s.store.GetTenant(ctx, caller.TenantID)
+		if err != nil {
+			return "", err
+		}
+		slug = t.Slug
+	}
+	return accountKey(slug, u.Email), nil
 }

@@ -14,7 +14,16 @@ import (
 // one, up to a ceiling: with the defaults the 5th failed login of an account locks it for 1 s,
 // the 6th for 2 s, the 7th for 4 s, and from the 15th on for 15 min. While locked, every
 // attempt (even with the right password) gets RESOURCE_EXHAUSTED with a retry delay. Success
-// clears the account's count; a tenant admin can clear it too (UnlockUser).
+// clears the account's count; a tenant admin can clear it too (UnlockUser). ChangePassword's
+// check of the current password goes through the same throttle, so a stolen access token is no
+// password oracle.
+//
+// Anyone who knows an email can keep that account locked by failing on purpose. So the account
+// lock does not apply from an address the account logged in from before (the last
+// knownAddressLimit addresses within knownAddressAge, stored hashed): the real user, at home or
+// at the office, still gets in, and the per-address throttle still bounds guessing from there.
+// The price: someone sharing such an address (the same office NAT) is not held by the account
+// lock either, only by the address lock.
 type ThrottlePolicy struct {
 	Window           time.Duration
 	AccountThreshold int
@@ -39,6 +48,43 @@ func accountKey(tenantSlug, email string) string {
 }
 
 func addressKey(addr string) string { return "address:" + addr }
+
+// Known addresses: how many an account keeps and for how long.
+const (
+	knownAddressLimit = 10
+	knownAddressAge   = 90 * 24 * time.Hour
+)
+
+// knownAddressHash is what is stored of a client address an account logged in from: never the
+// address itself.
+func knownAddressHash(account, clientAddr string) []byte {
+	return hashSecret(account + "\x00" + clientAddr)
+}
+
+// rememberAddress records a successful login of account from clientAddr.
+func (s *Service) rememberAddress(ctx context.Context, account, clientAddr string) error {
+	if clientAddr == "" {
+		return nil
+	}
+	return s.store.RememberLoginAddress(ctx, account, knownAddressHash(account, clientAddr), knownAddressLimit, s.now().Add(-knownAddressAge))
+}
+
+// checkLoginThrottle refuses an attempt on account from clientAddr while the address is
+// locked, or the account is locked and the address is not one it logged in from before.
+func (s *Service) checkLoginThrottle(ctx context.Context, account, clientAddr string) error {
+	keys := []string{account}
+	if clientAddr != "" {
+		known, err := s.store.KnownLoginAddress(ctx, account, knownAddressHash(account, clientAddr), s.now().Add(-knownAddressAge))
+		if err != nil {
+			return err
+		}
+		keys = []string{addressKey(clientAddr)}
+		if !known {
+			keys = append(keys, account)
+		}
+	}
+	return s.checkThrottle(ctx, keys)
+}
 
 // checkThrottle refuses a login attempt while any of its keys is locked.
 func (s *Service) checkThrottle(ctx context.Context, keys []string) error {

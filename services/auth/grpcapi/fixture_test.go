@@ -2,6 +2,8 @@ package grpcapi_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"testing"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
@@ -29,7 +31,7 @@ func (e *env) tenantWithRoles(t *testing.T, slug string) tenantFixture {
 	f := tenantFixture{tenant: tn, users: map[rbac.Role]auth.User{}, tokens: map[rbac.Role]string{}}
 	for _, r := range []rbac.Role{rbac.Admin, rbac.Manager, rbac.Analyst, rbac.Viewer} {
 		email := string(r) + "@" + slug + ".example"
-		u, err := e.svc.CreateUser(ctx, &authn.Principal{TenantID: tn.ID}, auth.User{Email: email, Role: r}, password)
+		u, err := e.svc.CreateUser(ctx, adminOf(tn.ID), auth.User{Email: email, Role: r}, password)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,4 +66,21 @@ func (e *env) loginFull(t *testing.T, tenant, email, pw string) *authv1.LoginRes
 		t.Fatalf("login %s/%s: %v", tenant, email, err)
 	}
 	return resp
+}
+
+// adminOf is a tenant admin's principal, for seeding users straight through the service.
+func adminOf(tenantID string) *authn.Principal {
+	return &authn.Principal{TenantID: tenantID, Permissions: rbac.Admin.Permissions()}
+}
+
+// newKEK returns one random key-encryption key named id.
+func newKEK(t *testing.T, id string) *auth.KeyEncryptionKeys {
+	t.Helper()
+	raw := make([]byte, auth.KEKSize)
+	_, _ = rand.Read(raw)
+	k, err := auth.ParseKeyEncryptionKeys(id + ":" + base64.StdEncoding.EncodeToString(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

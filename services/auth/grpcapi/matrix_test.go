@@ -63,7 +63,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	op := e.operator(t)
 	own, foreign := e.tenantWithRoles(t, "own"), e.tenantWithRoles(t, "foreign")
 	target := func(f tenantFixture) auth.User {
-		u, err := e.svc.CreateUser(ctx, &authn.Principal{TenantID: f.tenant.ID}, auth.User{Email: "target@" + f.tenant.Slug + ".example", Role: rbac.Viewer}, password)
+		u, err := e.svc.CreateUser(ctx, adminOf(f.tenant.ID), auth.User{Email: "target@" + f.tenant.Slug + ".example", Role: rbac.Viewer}, password)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -31,7 +31,7 @@ func NewServer(svc *auth.Service) *Server { return &Server{svc: svc} }
 // Login implements authv1.AuthServiceServer.
 func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.LoginResponse, error) {
 	tok, err := s.svc.Login(ctx, req.GetTenant(), req.GetEmail(), req.GetPassword(), telemetry.ClientAddress(ctx))
-	return tokenToProto(tok), err
+	return tokenToProto(tok), withRetryAfter(ctx, err)
 }
 
 func tokenToProto(tok auth.Token) *authv1.LoginResponse {

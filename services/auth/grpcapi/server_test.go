@@ -50,7 +50,7 @@ func newEnv(t *testing.T, configure ...func(*auth.Service)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(store.Close)
-	svc := auth.NewService(store, 5*time.Minute)
+	svc := auth.NewService(store, 5*time.Minute).WithKeyEncryption(newKEK(t, "test"))
 	for _, c := range configure {
 		c(svc)
 	}
@@ -120,7 +120,7 @@ func TestLogin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin := &authn.Principal{TenantID: tn.ID, Subject: "bootstrap"}
+	admin := &authn.Principal{TenantID: tn.ID, Subject: "bootstrap", Permissions: rbac.Admin.Permissions()}
 	u, err := e.svc.CreateUser(ctx, admin, auth.User{Email: "ann@acme.example", Role: "viewer"}, "correct horse battery")
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +170,7 @@ func TestTenantAdminsAndIsolation(t *testing.T) {
 	a, _ := e.svc.CreateTenant(ctx, "tenant-a", "A")
 	b, _ := e.svc.CreateTenant(ctx, "tenant-b", "B")
 	seed := func(tn auth.Tenant, email, role string) auth.User {
-		u, err := e.svc.CreateUser(ctx, &authn.Principal{TenantID: tn.ID}, auth.User{Email: email, Role: rbac.Role(role)}, "a long enough password")
+		u, err := e.svc.CreateUser(ctx, adminOf(tn.ID), auth.User{Email: email, Role: rbac.Role(role)}, "a long enough password")
 		if err != nil {
 			t.Fatal(err)
 		}

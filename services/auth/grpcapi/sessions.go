@@ -6,6 +6,7 @@ import (
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
+	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 )
 
 // Refresh implements authv1.AuthServiceServer.
@@ -21,8 +22,8 @@ func (s *Server) Logout(ctx context.Context, req *authv1.LogoutRequest) (*authv1
 
 // ChangePassword implements authv1.AuthServiceServer.
 func (s *Server) ChangePassword(ctx context.Context, req *authv1.ChangePasswordRequest) (*authv1.ChangePasswordResponse, error) {
-	err := s.svc.ChangePassword(ctx, authn.FromContext(ctx), req.GetCurrentPassword(), req.GetNewPassword())
-	return &authv1.ChangePasswordResponse{}, err
+	err := s.svc.ChangePassword(ctx, authn.FromContext(ctx), req.GetCurrentPassword(), req.GetNewPassword(), telemetry.ClientAddress(ctx))
+	return &authv1.ChangePasswordResponse{}, withRetryAfter(ctx, err)
 }
 
 // RevokeUserSessions implements authv1.AuthServiceServer.

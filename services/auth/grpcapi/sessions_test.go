@@ -2,13 +2,16 @@ package grpcapi_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
+	"github.com/campaignmesh/campaignmesh/services/auth"
 )
 
 func TestRefreshTokensRotateAndReuseRevokesTheFamily(t *testing.T) {
@@ -93,4 +96,33 @@ func TestSessionsEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	refreshFails("after the user was disabled", d.GetRefreshToken())
+}
+
+// A refresh family ends a fixed time after its login, however faithfully it is rotated.
+func TestRefreshFamiliesHaveAnAbsoluteLifetime(t *testing.T) {
+	t.Parallel()
+	var offset atomic.Int64
+	e := newEnv(t, func(s *auth.Service) {
+		s.WithClock(func() time.Time { return time.Now().Add(time.Duration(offset.Load())) })
+	})
+	e.tenantWithRoles(t, "family")
+	ctx := context.Background()
+	start := time.Now()
+	first := e.loginFull(t, "family", "viewer@family.example", password)
+
+	// Just before the end: still rotates, and says when the family ends.
+	offset.Store(int64(auth.DefaultRefreshAbsoluteTTL - time.Hour))
+	second, err := e.client.Refresh(ctx, &authv1.RefreshRequest{RefreshToken: first.GetRefreshToken()})
+	if err != nil {
+		t.Fatalf("refresh within the family's lifetime: %v", err)
+	}
+	if end := start.Add(auth.DefaultRefreshAbsoluteTTL + time.Minute); second.GetRefreshExpireTime().AsTime().After(end) {
+		t.Errorf("rotated token expires %v, after the family's end %v", second.GetRefreshExpireTime().AsTime(), end)
+	}
+	// Past the end: refused like an expired token.
+	offset.Store(int64(auth.DefaultRefreshAbsoluteTTL + time.Hour))
+	_, err = e.client.Refresh(ctx, &authv1.RefreshRequest{RefreshToken: second.GetRefreshToken()})
+	if st := status.Convert(err); st.Code() != codes.Unauthenticated || st.Message() != "invalid, expired or revoked refresh token" {
+		t.Fatalf("refresh past the family's lifetime: %v, want the expired-token answer", err)
+	}
 }

@@ -29,7 +29,7 @@ type inviteEnv struct {
 func newInviteEnv(t *testing.T) inviteEnv {
 	t.Helper()
 	s := openStore(t)
-	svc := auth.NewService(s, time.Minute)
+	svc := auth.NewService(s, time.Minute).WithKeyEncryption(newKEK(t, "test"))
 	tn, err := svc.CreateTenant(context.Background(), "inv", "Inv")
 	if err != nil {
 		t.Fatal(err)

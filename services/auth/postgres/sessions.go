@@ -13,8 +13,8 @@ import (
 
 // InsertRefreshToken implements auth.Store.
 func (s *Store) InsertRefreshToken(ctx context.Context, t auth.RefreshToken) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO refresh_tokens (token_hash, family_id, user_id, expire_time) VALUES ($1, $2, $3, $4)`,
-		t.Hash, t.FamilyID, t.UserID, t.ExpireTime)
+	_, err := s.pool.Exec(ctx, `INSERT INTO refresh_tokens (token_hash, family_id, user_id, expire_time, family_start_time)
+		VALUES ($1, $2, $3, $4, $5)`, t.Hash, t.FamilyID, t.UserID, t.ExpireTime, t.FamilyStartTime)
 	if err != nil {
 		return fmt.Errorf("insert refresh token: %w", err)
 	}
@@ -22,22 +22,22 @@ func (s *Store) InsertRefreshToken(ctx context.Context, t auth.RefreshToken) err
 }
 
 // RotateRefreshToken implements auth.Store.
-func (s *Store) RotateRefreshToken(ctx context.Context, hash []byte, next auth.RefreshToken) (auth.User, error) {
+func (s *Store) RotateRefreshToken(ctx context.Context, hash []byte, next auth.RefreshToken, oldestStart time.Time) (auth.User, time.Time, error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
-		return auth.User{}, fmt.Errorf("begin refresh: %w", err)
+		return auth.User{}, time.Time{}, fmt.Errorf("begin refresh: %w", err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
 	var family, userID string
-	var expire time.Time
+	var expire, familyStart time.Time
 	var used, revoked *time.Time
-	err = tx.QueryRow(ctx, `SELECT family_id::text, user_id::text, expire_time, used_time, revoke_time
-		FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE`, hash).Scan(&family, &userID, &expire, &used, &revoked)
+	err = tx.QueryRow(ctx, `SELECT family_id::text, user_id::text, expire_time, used_time, revoke_time, family_start_time
+		FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE`, hash).Scan(&family, &userID, &expire, &used, &revoked, &familyStart)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return auth.User{}, auth.ErrRefreshInvalid
+		return auth.User{}, time.Time{}, auth.ErrRefreshInvalid
 	}
 	if err != nil {
-		return auth.User{}, fmt.Errorf("read refresh token: %w", err)
+		return auth.User{}, time.Time{}, fmt.Errorf("read refresh token: %w", err)
 	}
 	var u auth.User
 	var tenantState *string
@@ -45,36 +45,36 @@ func (s *Store) RotateRefreshToken(ctx context.Context, hash []byte, next auth.R
 		Scan(&u.ID, &u.TenantID, &u.Email, &u.DisplayName, &u.Role, &u.State, &u.CreateTime, &u.UpdateTime,
 			&u.TokenEpoch, &u.TenantTokenEpoch, &tenantState)
 	if err != nil {
-		return auth.User{}, fmt.Errorf("read refresh token user: %w", err)
+		return auth.User{}, time.Time{}, fmt.Errorf("read refresh token user: %w", err)
 	}
 	active := u.State == auth.UserActive && (tenantState == nil || *tenantState == string(auth.TenantActive))
 	switch {
-	case revoked != nil || !expire.After(time.Now()):
-		return u, auth.ErrRefreshInvalid
+	case revoked != nil || !expire.After(time.Now()) || familyStart.Before(oldestStart):
+		return u, time.Time{}, auth.ErrRefreshInvalid
 	case used != nil || !active:
 		// Reuse of a rotated token (or a session of a user who lost access): end the family.
 		if _, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoke_time = now() WHERE family_id = $1 AND revoke_time IS NULL`, family); err != nil {
-			return auth.User{}, fmt.Errorf("revoke refresh family: %w", err)
+			return auth.User{}, time.Time{}, fmt.Errorf("revoke refresh family: %w", err)
 		}
 		if err := tx.Commit(ctx); err != nil {
-			return auth.User{}, fmt.Errorf("commit refresh family revocation: %w", err)
+			return auth.User{}, time.Time{}, fmt.Errorf("commit refresh family revocation: %w", err)
 		}
 		if !active {
-			return u, auth.ErrRefreshInvalid
+			return u, time.Time{}, auth.ErrRefreshInvalid
 		}
-		return u, auth.ErrRefreshReused
+		return u, time.Time{}, auth.ErrRefreshReused
 	}
 	if _, err := tx.Exec(ctx, `UPDATE refresh_tokens SET used_time = now() WHERE token_hash = $1`, hash); err != nil {
-		return auth.User{}, fmt.Errorf("use refresh token: %w", err)
+		return auth.User{}, time.Time{}, fmt.Errorf("use refresh token: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO refresh_tokens (token_hash, family_id, user_id, expire_time) VALUES ($1, $2, $3, $4)`,
-		next.Hash, family, userID, next.ExpireTime); err != nil {
-		return auth.User{}, fmt.Errorf("insert rotated refresh token: %w", err)
+	if _, err := tx.Exec(ctx, `INSERT INTO refresh_tokens (token_hash, family_id, user_id, expire_time, family_start_time)
+		VALUES ($1, $2, $3, $4, $5)`, next.Hash, family, userID, next.ExpireTime, familyStart); err != nil {
+		return auth.User{}, time.Time{}, fmt.Errorf("insert rotated refresh token: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return auth.User{}, fmt.Errorf("commit refresh: %w", err)
+		return auth.User{}, time.Time{}, fmt.Errorf("commit refresh: %w", err)
 	}
-	return u, nil
+	return u, familyStart, nil
 }
 
 // RevokeRefreshFamily implements auth.Store.

@@ -3,7 +3,6 @@ package postgres
 
 import (
 	"context"
-	"crypto/ed25519"
 	"embed"
 	"errors"
 	"fmt"
@@ -243,27 +242,40 @@ func (s *Store) UserCredentials(ctx context.Context, tenantID, email string) (au
 
 // ListSigningKeys implements auth.Store.
 func (s *Store) ListSigningKeys(ctx context.Context, retiredSince time.Time) ([]auth.StoredKey, error) {
-	rows, err := s.pool.Query(ctx, `SELECT kid, private_key, create_time, retire_time FROM signing_keys
+	rows, err := s.pool.Query(ctx, `SELECT kid, private_key, coalesce(kek_id, ''), create_time, retire_time FROM signing_keys
 		WHERE retire_time IS NULL OR retire_time > $1 ORDER BY create_time DESC`, retiredSince)
+	return collectSigningKeys(rows, err)
+}
+
+// SigningKeysToReseal implements auth.Store.
+func (s *Store) SigningKeysToReseal(ctx context.Context, kekID string) ([]auth.StoredKey, error) {
+	rows, err := s.pool.Query(ctx, `SELECT kid, private_key, coalesce(kek_id, ''), create_time, retire_time FROM signing_keys
+		WHERE kek_id IS DISTINCT FROM $1 ORDER BY create_time`, kekID)
+	return collectSigningKeys(rows, err)
+}
+
+func collectSigningKeys(rows pgx.Rows, err error) ([]auth.StoredKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list signing keys: %w", err)
 	}
 	keys, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (auth.StoredKey, error) {
 		var k auth.StoredKey
-		var seed []byte
-		if err := row.Scan(&k.KID, &seed, &k.CreateTime, &k.RetireTime); err != nil {
-			return k, err
-		}
-		if len(seed) != ed25519.SeedSize {
-			return k, fmt.Errorf("signing key %s has a bad seed", k.KID)
-		}
-		k.Private = ed25519.NewKeyFromSeed(seed)
-		return k, nil
+		err := row.Scan(&k.KID, &k.Sealed, &k.KEKID, &k.CreateTime, &k.RetireTime)
+		return k, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list signing keys: %w", err)
 	}
 	return keys, nil
+}
+
+// ResealSigningKey implements auth.Store.
+func (s *Store) ResealSigningKey(ctx context.Context, kid, oldKEK, newKEK string, sealed []byte) error {
+	if _, err := s.pool.Exec(ctx, `UPDATE signing_keys SET private_key = $4, kek_id = $3
+		WHERE kid = $1 AND kek_id IS NOT DISTINCT FROM nullif($2, '')`, kid, oldKEK, newKEK, sealed); err != nil {
+		return fmt.Errorf("reseal signing key: %w", err)
+	}
+	return nil
 }
 
 // InsertSigningKey implements auth.Store.
@@ -272,7 +284,7 @@ func (s *Store) InsertSigningKey(ctx context.Context, key auth.StoredKey) error 
 		if _, err := tx.Exec(ctx, `UPDATE signing_keys SET retire_time = clock_timestamp() WHERE retire_time IS NULL`); err != nil {
 			return fmt.Errorf("retire signing key: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO signing_keys (kid, private_key) VALUES ($1, $2)`, key.KID, key.Private.Seed()); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO signing_keys (kid, private_key, kek_id) VALUES ($1, $2, $3)`, key.KID, key.Sealed, key.KEKID); err != nil {
 			return fmt.Errorf("insert signing key: %w", err)
 		}
 		return nil

@@ -2,6 +2,8 @@ package postgres_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"testing"
 	"time"
@@ -21,6 +23,23 @@ func openStore(t *testing.T) *postgres.Store {
 	}
 	t.Cleanup(s.Close)
 	return s
+}
+
+// newKEK returns one random key-encryption key named id.
+func newKEK(t *testing.T, id string) *auth.KeyEncryptionKeys {
+	t.Helper()
+	k, err := auth.ParseKeyEncryptionKeys(kekSpec(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// kekSpec is a key-encryption key named id with random key material, as configured.
+func kekSpec(id string) string {
+	raw := make([]byte, auth.KEKSize)
+	_, _ = rand.Read(raw)
+	return id + ":" + base64.StdEncoding.EncodeToString(raw)
 }
 
 func code(err error) apperr.Code {
@@ -62,7 +81,7 @@ func TestListTenantsPagesStablyInCreationOrder(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := openStore(t)
-	svc := auth.NewService(s, time.Minute)
+	svc := auth.NewService(s, time.Minute).WithKeyEncryption(newKEK(t, "test"))
 	var want []string
 	for _, slug := range []string{"t-one", "t-two", "t-three", "t-four", "t-five"} {
 		tn, err := svc.CreateTenant(ctx, slug, slug)
@@ -146,7 +165,7 @@ func TestBootstrapHappensOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := openStore(t)
-	svc := auth.NewService(s, time.Minute)
+	svc := auth.NewService(s, time.Minute).WithKeyEncryption(newKEK(t, "test"))
 	if err := svc.Keys().Load(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +184,8 @@ func TestSigningKeyRotation(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := openStore(t)
-	svc := auth.NewService(s, time.Minute)
+	kek := newKEK(t, "test")
+	svc := auth.NewService(s, time.Minute).WithKeyEncryption(kek)
 	if err := svc.Keys().Load(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +205,7 @@ func TestSigningKeyRotation(t *testing.T) {
 		t.Fatalf("after rotation, newest first with only the new key active: %+v", after)
 	}
 	// A second replica (a new keyring on the same store) signs with the new key too.
-	other := auth.NewService(s, time.Minute)
+	other := auth.NewService(s, time.Minute).WithKeyEncryption(kek)
 	if err := other.Keys().Load(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // LoginLockedUntil implements auth.Store.
@@ -46,4 +48,30 @@ func (s *Store) ClearLoginFailures(ctx context.Context, key string) error {
 		return fmt.Errorf("clear login failures: %w", err)
 	}
 	return nil
+}
+
+// RememberLoginAddress implements auth.Store.
+func (s *Store) RememberLoginAddress(ctx context.Context, account string, hash []byte, keep int, oldest time.Time) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO login_known_addresses (account, address_hash, last_seen) VALUES ($1, $2, now())
+			ON CONFLICT (account, address_hash) DO UPDATE SET last_seen = excluded.last_seen`, account, hash); err != nil {
+			return fmt.Errorf("remember login address: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM login_known_addresses WHERE account = $1 AND (last_seen < $2 OR address_hash NOT IN (
+			SELECT address_hash FROM login_known_addresses WHERE account = $1 ORDER BY last_seen DESC LIMIT $3))`,
+			account, oldest, keep); err != nil {
+			return fmt.Errorf("forget old login addresses: %w", err)
+		}
+		return nil
+	})
+}
+
+// KnownLoginAddress implements auth.Store.
+func (s *Store) KnownLoginAddress(ctx context.Context, account string, hash []byte, oldest time.Time) (bool, error) {
+	var known bool
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM login_known_addresses
+		WHERE account = $1 AND address_hash = $2 AND last_seen >= $3)`, account, hash, oldest).Scan(&known); err != nil {
+		return false, fmt.Errorf("read known login addresses: %w", err)
+	}
+	return known, nil
 }

@@ -2,6 +2,8 @@ package grpcapi_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"log/slog"
 	"net"
@@ -86,7 +88,13 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(authStore.Close)
-	e.authSvc = auth.NewService(authStore, 5*time.Minute)
+	kek := make([]byte, auth.KEKSize)
+	_, _ = rand.Read(kek)
+	keks, err := auth.ParseKeyEncryptionKeys("test:" + base64.StdEncoding.EncodeToString(kek))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.authSvc = auth.NewService(authStore, 5*time.Minute).WithKeyEncryption(keks)
 	if err := e.authSvc.Keys().Load(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +182,7 @@ func (e *env) tenantWithRoles(t *testing.T, slug string) tenantFixture {
 	f := tenantFixture{tenant: tn, users: map[rbac.Role]auth.User{}, tokens: map[rbac.Role]string{}}
 	for _, r := range []rbac.Role{rbac.Admin, rbac.Manager, rbac.Analyst, rbac.Viewer} {
 		email := string(r) + "@" + slug + ".example"
-		u, err := e.authSvc.CreateUser(ctx, &authn.Principal{TenantID: tn.ID}, auth.User{Email: email, Role: r}, password)
+		u, err := e.authSvc.CreateUser(ctx, &authn.Principal{TenantID: tn.ID, Permissions: rbac.Admin.Permissions()}, auth.User{Email: email, Role: r}, password)
 		if err != nil {
 			t.Fatal(err)
 		}

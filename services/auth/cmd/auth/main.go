@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -26,9 +28,13 @@ type settings struct {
 	listen, adminListen, postgresURL string
 	tls                              mtls.Files
 	tokenTTL, grace                  time.Duration
+	refreshAbsoluteTTL               time.Duration
 	bootstrapDir                     string
 	maxRecvMsgSize                   int
 	logLevel                         slog.Level
+
+	// keks are never logged: only their ids appear in messages.
+	keks *auth.KeyEncryptionKeys
 }
 
 func parse(args []string) (settings, error) {
@@ -39,6 +45,10 @@ func parse(args []string) (settings, error) {
 	fs.StringVar(&s.postgresURL, "postgres-url", "", "PostgreSQL URL of the auth database (required)")
 	s.tls.RegisterFlags(fs, "auth")
 	fs.DurationVar(&s.tokenTTL, "access-token-ttl", auth.DefaultAccessTokenTTL, "lifetime of access tokens (1m to 1h)")
+	fs.DurationVar(&s.refreshAbsoluteTTL, "refresh-absolute-ttl", auth.DefaultRefreshAbsoluteTTL, "how long a session lives from its login, however often it is refreshed (1h to 8760h)")
+	var kekSpec, kekFile string
+	fs.StringVar(&kekSpec, "key-encryption-keys", "", "keys that encrypt the token signing keys at rest: id:base64(32 bytes),… — the first encrypts, all decrypt (required, or -key-encryption-keys-file)")
+	fs.StringVar(&kekFile, "key-encryption-keys-file", "", "file holding -key-encryption-keys (e.g. a mounted secret)")
 	fs.StringVar(&s.bootstrapDir, "bootstrap-dir", "", "on the very first start, write the operator's and first admin's credentials here (empty: no bootstrap)")
 	fs.IntVar(&s.maxRecvMsgSize, "max-recv-msg-size", 1<<20, "largest request message in bytes")
 	fs.DurationVar(&s.grace, "grace-period", grpcserver.DefaultGracePeriod, "how long a stop waits for calls in flight")
@@ -50,8 +60,30 @@ func parse(args []string) (settings, error) {
 	p.Check(s.postgresURL != "", "-postgres-url is required")
 	p.Check(s.tls.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
 	p.Check(s.tokenTTL >= time.Minute && s.tokenTTL <= time.Hour, "-access-token-ttl must be between 1m and 1h")
+	p.Check(s.refreshAbsoluteTTL >= time.Hour && s.refreshAbsoluteTTL <= 365*24*time.Hour, "-refresh-absolute-ttl must be between 1h and 8760h")
+	keks, err := loadKEKs(kekSpec, kekFile)
+	p.Check(err == nil, "%v", err)
+	s.keks = keks
 	p.Check(s.maxRecvMsgSize >= 1024 && s.maxRecvMsgSize <= 64<<20, "-max-recv-msg-size must be between 1 KiB and 64 MiB")
 	return s, p.Err()
+}
+
+// loadKEKs reads the key-encryption keys from the flag or the file (exactly one of them).
+func loadKEKs(spec, file string) (*auth.KeyEncryptionKeys, error) {
+	switch {
+	case spec != "" && file != "":
+		return nil, fmt.Errorf("set one of -key-encryption-keys and -key-encryption-keys-file, not both")
+	case file != "":
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("read -key-encryption-keys-file: %w", err)
+		}
+		spec = string(data)
+	}
+	if strings.TrimSpace(spec) == "" {
+		return nil, auth.ErrNoKEK
+	}
+	return auth.ParseKeyEncryptionKeys(spec)
 }
 
 // LogLevel implements process.Settings.
@@ -69,7 +101,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 		return err
 	}
 	defer store.Close()
-	svc := auth.NewService(store, s.tokenTTL)
+	svc := auth.NewService(store, s.tokenTTL).WithRefreshAbsoluteTTL(s.refreshAbsoluteTTL).WithKeyEncryption(s.keks)
 	if err := svc.Keys().Load(ctx); err != nil {
 		return err
 	}
