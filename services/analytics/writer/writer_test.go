@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -214,5 +215,39 @@ func TestRecreatedStreamIsNotSkipped(t *testing.T) {
 	p.settle(t)
 	if n := p.count(t, `SELECT countMerge(events) FROM events_hourly`); n != 40 {
 		t.Fatalf("rollup counts %d events, want 40", n)
+	}
+}
+
+// A batch whose events name another tenant than its subject (a hand-made message on another
+// tenant's subject) is dead-lettered with the reason and stored for neither tenant.
+func TestBatchOnAnotherTenantsSubjectIsDeadLettered(t *testing.T) {
+	p := newPipeline(t)
+	ctx := context.Background()
+	now := time.Now()
+	forged := &ingestv1.AcceptedBatch{Events: []*ingestv1.AcceptedEvent{{
+		Event:    &ingestv1.Event{EventId: "forged", Type: ingestv1.EventType_EVENT_TYPE_CONVERSION, UserId: "u", CampaignId: "c1"},
+		TenantId: "tenant-a", ReceivedAt: timestamppb.New(now), CorrectedTime: timestamppb.New(now),
+	}}}
+	data, _ := proto.Marshal(forged)
+	if _, err := natsjs.Publish(ctx, p.js, "tenant-b", "forged", data, nil); err != nil {
+		t.Fatal(err)
+	}
+	p.publish(t, "good", ids("g", 10)...) // tenant t1 on events.t1
+	p.start(t, nil)
+	p.waitFor(t, `SELECT count() FROM events WHERE tenant_id = 't1'`, 10)
+	p.settle(t)
+	if n := p.count(t, `SELECT count() FROM events WHERE tenant_id IN ('tenant-a', 'tenant-b')`); n != 0 {
+		t.Fatalf("%d rows stored from the forged batch, want 0", n)
+	}
+	dlq, err := p.js.Stream(ctx, natsjs.DeadLetterName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := dlq.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatalf("dead-letter stream: %v", err)
+	}
+	if reason := msg.Header.Get("Cm-Reason"); !strings.Contains(reason, "tenant mismatch") || !strings.Contains(reason, "tenant-a") {
+		t.Fatalf("dead letter reason %q, want a tenant mismatch naming tenant-a", reason)
 	}
 }
