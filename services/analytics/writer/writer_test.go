@@ -21,28 +21,35 @@ import (
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
 )
 
+// pipeline runs the writer as in production: NATS with deploy/nats.conf's users (js publishes
+// as ingest, the writer runs as analytics, admin inspects) and ClickHouse as the writer user.
 type pipeline struct {
-	js   jetstream.JetStream
-	conn driver.Conn
+	js, writerJS, admin jetstream.JetStream
+	conn                driver.Conn
 }
 
 func newPipeline(t *testing.T) *pipeline {
 	t.Helper()
 	ctx := context.Background()
-	nc, js, err := natsjs.Connect(natstest.Start(t), "test")
-	if err != nil {
-		t.Fatal(err)
+	srv, users := natstest.StartSecured(t)
+	connect := func(u natstest.User) jetstream.JetStream {
+		nc, js, err := natsjs.Connect(srv.ClientURL(), u.Name, natsjs.WithUser(u.Name, u.Password))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return js
 	}
-	t.Cleanup(nc.Close)
+	js, writerJS, admin := connect(users.Ingest), connect(users.Analytics), connect(users.Admin)
 	if err := natsjs.EnsureStreams(ctx, js, natsjs.DefaultStream); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := clickhouse.Open(ctx, chtest.Addr(), chtest.NewDatabase(t))
+	conn, err := clickhouse.Open(ctx, chtest.Addr(), chtest.NewDatabase(t), clickhouse.User(chtest.Writer(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &pipeline{js: js, conn: conn}
+	return &pipeline{js: js, writerJS: writerJS, admin: admin, conn: conn}
 }
 
 // publish stores a batch of events with the given ids, as ingest does.
@@ -66,7 +73,7 @@ func (p *pipeline) publish(t *testing.T, msgID string, ids ...string) {
 func (p *pipeline) start(t *testing.T, crash func() bool) (done <-chan struct{}, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	w := New(p.js, p.conn, Config{BatchRows: 10000, MaxWait: 200 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
+	w := New(p.writerJS, p.conn, Config{BatchRows: 10000, MaxWait: 200 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
 	w.crashAfterInsert = crash
 	ch := make(chan struct{})
 	go func() { _ = w.Run(ctx); close(ch) }()
@@ -179,7 +186,7 @@ func TestPoisonMessagesGoToTheDeadLetterStream(t *testing.T) {
 	p.publish(t, "good", ids("g", 10)...)
 	p.start(t, nil)
 	p.waitFor(t, `SELECT count() FROM events`, 10)
-	dlq, err := p.js.Stream(ctx, natsjs.DeadLetterName)
+	dlq, err := p.admin.Stream(ctx, natsjs.DeadLetterName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +210,7 @@ func TestRecreatedStreamIsNotSkipped(t *testing.T) {
 	_, stop := p.start(t, nil)
 	p.waitFor(t, `SELECT count() FROM events`, 30)
 	stop()
-	if err := p.js.DeleteStream(ctx, natsjs.StreamName); err != nil {
+	if err := p.admin.DeleteStream(ctx, natsjs.StreamName); err != nil {
 		t.Fatal(err)
 	}
 	if err := natsjs.EnsureStreams(ctx, p.js, natsjs.DefaultStream); err != nil {
@@ -239,7 +246,7 @@ func TestBatchOnAnotherTenantsSubjectIsDeadLettered(t *testing.T) {
 	if n := p.count(t, `SELECT count() FROM events WHERE tenant_id IN ('tenant-a', 'tenant-b')`); n != 0 {
 		t.Fatalf("%d rows stored from the forged batch, want 0", n)
 	}
-	dlq, err := p.js.Stream(ctx, natsjs.DeadLetterName)
+	dlq, err := p.admin.Stream(ctx, natsjs.DeadLetterName)
 	if err != nil {
 		t.Fatal(err)
 	}
