@@ -230,15 +230,36 @@ func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *me
 		return err == nil && resp.StatusCode == 200
 	})
 
-	natsURL := natstest.Start(t)
+	// NATS with the real deploy/nats.conf: each process connects as its own user.
+	natsSrv, natsUsers := natstest.StartSecured(t)
+	natsURL := natsSrv.ClientURL()
+	secret := func(name, value string) string {
+		f := filepath.Join(m.dir, "secret-"+name)
+		if err := os.WriteFile(f, []byte(value+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
 	ingestAddr, ingestAdmin := freePort(t), freePort(t)
 	m.procs["ingest"] = startProcess(t, filepath.Join(m.dir, "ingest"), append([]string{
 		"CM_INGEST_LISTEN=" + ingestAddr, "CM_INGEST_ADMIN_LISTEN=" + ingestAdmin, "CM_INGEST_NATS_URL=" + natsURL,
+		"CM_INGEST_NATS_USER=" + natsUsers.Ingest.Name, "CM_INGEST_NATS_PASSWORD_FILE=" + secret("nats-ingest", natsUsers.Ingest.Password),
 		"CM_INGEST_AUTH_ADDR=" + authAddr,
 		"CM_INGEST_TLS_CERT=" + c("ingest.pem"), "CM_INGEST_TLS_KEY=" + c("ingest-key.pem"), "CM_INGEST_TLS_CA=" + c("ca.pem"),
 	}, otel...))
 	waitFor(t, "ingest", 30*time.Second, func() bool { return httpOK("http://" + ingestAdmin + "/healthz") })
 	m.clickhouseDB = chtest.NewDatabase(t)
+	// ClickHouse as analytics' writer and reader users (.state/env names them).
+	chUsers := []string{}
+	for _, u := range []struct {
+		role string
+		user chtest.User
+	}{{"WRITER", chtest.Writer(t)}, {"READER", chtest.Reader(t)}} {
+		chUsers = append(chUsers, "CM_ANALYTICS_CLICKHOUSE_"+u.role+"_USER="+u.user.Name)
+		if u.user.Password != "" {
+			chUsers = append(chUsers, "CM_ANALYTICS_CLICKHOUSE_"+u.role+"_PASSWORD_FILE="+secret("clickhouse-"+u.role, u.user.Password))
+		}
+	}
 	analyticsAddr, analyticsAdmin := freePort(t), freePort(t)
 	m.procs["analytics"] = startProcess(t, filepath.Join(m.dir, "analytics"), append([]string{
 		"CM_ANALYTICS_LISTEN=" + analyticsAddr, "CM_ANALYTICS_AUTH_ADDR=" + authAddr,
@@ -246,7 +267,8 @@ func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *me
 		"CM_ANALYTICS_ADMIN_LISTEN=" + analyticsAdmin, "CM_ANALYTICS_NATS_URL=" + natsURL,
 		"CM_ANALYTICS_CLICKHOUSE_ADDR=" + clickhouseAddr, "CM_ANALYTICS_CLICKHOUSE_DATABASE=" + m.clickhouseDB,
 		"CM_ANALYTICS_WRITER_MAX_WAIT=200ms",
-	}, otel...))
+		"CM_ANALYTICS_NATS_USER=" + natsUsers.Analytics.Name, "CM_ANALYTICS_NATS_PASSWORD_FILE=" + secret("nats-analytics", natsUsers.Analytics.Password),
+	}, append(chUsers, otel...)...))
 	waitFor(t, "analytics", 30*time.Second, func() bool { return httpOK("http://" + analyticsAdmin + "/healthz") })
 
 	campaignsAddr, campaignsAdmin := freePort(t), freePort(t)
@@ -563,7 +585,8 @@ func TestEventsLandInClickHouse(t *testing.T) {
 		t.Fatalf("bad token: %d", code)
 	}
 
-	conn, err := ch.Open(&ch.Options{Addr: []string{chtest.Addr()}, Auth: ch.Auth{Database: m.clickhouseDB}})
+	admin := chtest.Admin(t)
+	conn, err := ch.Open(&ch.Options{Addr: []string{chtest.Addr()}, Auth: ch.Auth{Database: m.clickhouseDB, Username: admin.Name, Password: admin.Password}})
 	if err != nil {
 		t.Fatal(err)
 	}

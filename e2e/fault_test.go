@@ -168,7 +168,8 @@ func TestNoAckedEventIsLostOrDuplicatedUnderFaults(t *testing.T) {
 	stopLoad()
 	wg.Wait()
 
-	conn, err := ch.Open(&ch.Options{Addr: []string{chtest.Addr()}, Auth: ch.Auth{Database: m.clickhouseDB}})
+	admin := chtest.Admin(t)
+	conn, err := ch.Open(&ch.Options{Addr: []string{chtest.Addr()}, Auth: ch.Auth{Database: m.clickhouseDB, Username: admin.Name, Password: admin.Password}})
 	if err != nil {
 		t.Fatal(err)
 	}

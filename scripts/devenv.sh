@@ -2,15 +2,21 @@
 # devenv.sh - local dev infrastructure for CampaignMesh: PostgreSQL, ClickHouse, NATS JetStream.
 # Plain background processes (no systemd/docker), all state under $ROOT/.state, 127.0.0.1 only.
 #   scripts/devenv.sh up|down|status
+# Ports can be moved with CM_DEV_PG_PORT, CM_DEV_CH_TCP, CM_DEV_CH_HTTP, CM_DEV_NATS_PORT and
+# CM_DEV_NATS_MON (e.g. for a second instance from another checkout).
+# Every NATS client and ClickHouse role has its own user; the passwords are generated once into
+# .state/secrets/ (mode 600) and .state/env names the files (see the README's security model).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE=$ROOT/.state
 LOGS=$STATE/logs
-PG_DIR=$STATE/postgres PG_DATA=$STATE/postgres/data PG_RUN=$STATE/postgres/run PG_PORT=15432
-CH_DIR=$STATE/clickhouse CH_PID=$STATE/clickhouse/clickhouse.pid CH_TCP=19000 CH_HTTP=18123
+SECRETS=$STATE/secrets
+PG_DIR=$STATE/postgres PG_DATA=$STATE/postgres/data PG_RUN=$STATE/postgres/run PG_PORT=${CM_DEV_PG_PORT:-15432}
+CH_DIR=$STATE/clickhouse CH_PID=$STATE/clickhouse/clickhouse.pid CH_TCP=${CM_DEV_CH_TCP:-19000} CH_HTTP=${CM_DEV_CH_HTTP:-18123}
 CH_SERVER=/usr/sbin/clickhouse-server
-NATS_DIR=$STATE/nats NATS_PID=$STATE/nats/nats.pid NATS_PORT=14222 NATS_MON=18222
+NATS_DIR=$STATE/nats NATS_PID=$STATE/nats/nats.pid NATS_PORT=${CM_DEV_NATS_PORT:-14222} NATS_MON=${CM_DEV_NATS_MON:-18222}
+NATS_CONF=$ROOT/deploy/nats.conf
 NATS_BIN=$ROOT/bin/nats-server NATS_VERSION=v2.15.2
 DBS=(auth campaigns dsr)
 
@@ -51,7 +57,25 @@ nats_alive() { alive "$NATS_PID" nats-server; }
 
 # Newest installed PostgreSQL server, e.g. /usr/lib/postgresql/15/bin (empty if none).
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }
-ch_query() { clickhouse-client --host 127.0.0.1 --port $CH_TCP --query "$1"; }
+# ch_query SQL: as the admin (default) user. 18.16's client reads no password variable; its
+# config file (written by ensure_secrets) keeps the password out of the process list.
+ch_query() { clickhouse-client --config-file "$SECRETS/clickhouse-client.xml" --host 127.0.0.1 --port $CH_TCP --query "$1"; }
+
+# ensure_secrets: generate each missing password once (hex, so it needs no quoting in XML,
+# NATS config or URLs); they survive restarts and are removed only with .state (make clean).
+ensure_secrets() {
+  mkdir -p "$SECRETS"; chmod 700 "$SECRETS"
+  local n
+  for n in nats-admin nats-ingest nats-analytics clickhouse-default clickhouse-writer clickhouse-reader; do
+    [ -s "$SECRETS/$n" ] && continue
+    (umask 077; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$SECRETS/$n.tmp") && mv "$SECRETS/$n.tmp" "$SECRETS/$n"
+  done
+  (umask 077; printf '<config><user>default</user><password>%s</password></config>\n' \
+    "$(cat "$SECRETS/clickhouse-default")" >"$SECRETS/clickhouse-client.xml")
+  chmod 600 "$SECRETS"/*
+}
+# ch_hash NAME: SHA-256 (hex) of a ClickHouse password, for password_sha256_hex.
+ch_hash() { printf %s "$(cat "$SECRETS/clickhouse-$1")" | sha256sum | cut -d' ' -f1; }
 # healthz also checks JetStream; fall back to a plain TCP probe where curl is missing.
 nats_ready() { if command -v curl >/dev/null; then curl -fsS "http://127.0.0.1:$NATS_MON/healthz"
   else (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT"); fi; }
@@ -153,10 +177,30 @@ clickhouse_config() {
   <mark_cache_size>268435456</mark_cache_size>
   <uncompressed_cache_size>268435456</uncompressed_cache_size>
   <default_profile>default</default_profile>
-  <profiles><default/></profiles>
+  <!-- 18.16 has only users.xml: no SQL users or GRANTs, so rights are per user, not per table.
+       default (admin: devenv, tests creating databases) and analytics_writer (schema,
+       inserts, ALTER ... DELETE mutations) may do everything; analytics_reader is readonly=2:
+       reads and per-query settings, no INSERT, no DDL. readonly=1 would refuse the settings
+       analytics sends with each query (its configured limits); 18.16 has no settings
+       constraints, so these limits are the profile's defaults, not caps. -->
+  <profiles>
+    <default/>
+    <reader>
+      <readonly>2</readonly>
+      <max_execution_time>10</max_execution_time>
+      <max_memory_usage>4294967296</max_memory_usage>
+      <max_result_rows>100000</max_result_rows>
+    </reader>
+  </profiles>
   <quotas><default/></quotas>
-  <users><default><password></password><profile>default</profile><quota>default</quota>
-    <networks><ip>127.0.0.1</ip><ip>::1</ip></networks></default></users>
+  <users>
+    <default><password_sha256_hex>$(ch_hash default)</password_sha256_hex><profile>default</profile><quota>default</quota>
+      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks></default>
+    <analytics_writer><password_sha256_hex>$(ch_hash writer)</password_sha256_hex><profile>default</profile><quota>default</quota>
+      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks></analytics_writer>
+    <analytics_reader><password_sha256_hex>$(ch_hash reader)</password_sha256_hex><profile>reader</profile><quota>default</quota>
+      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks></analytics_reader>
+  </users>
 </yandex>
 EOF
 }
@@ -165,7 +209,7 @@ clickhouse_up() {
   local was=
   if ch_alive; then was=" (was running)"; else
     mkdir -p "$CH_DIR"
-    clickhouse_config >"$CH_DIR/config.xml"
+    (umask 077; clickhouse_config >"$CH_DIR/config.xml")  # holds password hashes
     # The server creates and rotates its logs itself, so it needs write access to the log dir.
     if [ $IS_ROOT = 1 ]; then chown -R clickhouse: "$CH_DIR"; chgrp clickhouse "$LOGS"; chmod 775 "$LOGS"; fi
     check_access clickhouse "$CH_DIR"
@@ -195,11 +239,12 @@ nats_up() {
   fi
   local was=
   if nats_alive; then was=" (was running)"; else
-    mkdir -p "$NATS_DIR"; rm -f "$NATS_PID"
-    # fsync every JetStream write before it is acknowledged (ingest acks only stored events).
-    printf 'jetstream {\n  store_dir: "%s"\n  sync_interval: always\n}\n' "$NATS_DIR" >"$NATS_DIR/nats.conf"
-    # setsid + nohup: own session, survives this script and its terminal.
-    setsid nohup "$NATS_BIN" -c "$NATS_DIR/nats.conf" -a 127.0.0.1 -p $NATS_PORT -m $NATS_MON \
+    mkdir -p "$NATS_DIR"; rm -f "$NATS_PID" "$NATS_DIR/nats.conf"
+    # The compose stack's config (users, permissions, fsync on every write); its passwords come
+    # from the server's environment. setsid + nohup: own session, survives this script.
+    NATS_ADMIN_PASSWORD=$(cat "$SECRETS/nats-admin") NATS_INGEST_PASSWORD=$(cat "$SECRETS/nats-ingest") \
+    NATS_ANALYTICS_PASSWORD=$(cat "$SECRETS/nats-analytics") \
+    setsid nohup "$NATS_BIN" -c "$NATS_CONF" -js -sd "$NATS_DIR" -a 127.0.0.1 -p $NATS_PORT -m $NATS_MON \
       -P "$NATS_PID" -l "$LOGS/nats.log" </dev/null >>"$LOGS/nats.log" 2>&1 9>&- &
     WATCH=$!
   fi
@@ -214,6 +259,15 @@ write_env() {
 CM_POSTGRES_URL=postgres://campaignmesh:campaignmesh@127.0.0.1:$PG_PORT
 CM_CLICKHOUSE_ADDR=127.0.0.1:$CH_TCP
 CM_NATS_URL=nats://127.0.0.1:$NATS_PORT
+CM_SECRETS_DIR=$SECRETS
+CM_CLICKHOUSE_USER=default
+CM_CLICKHOUSE_PASSWORD_FILE=$SECRETS/clickhouse-default
+CM_CLICKHOUSE_WRITER_USER=analytics_writer
+CM_CLICKHOUSE_WRITER_PASSWORD_FILE=$SECRETS/clickhouse-writer
+CM_CLICKHOUSE_READER_USER=analytics_reader
+CM_CLICKHOUSE_READER_PASSWORD_FILE=$SECRETS/clickhouse-reader
+CM_NATS_ADMIN_USER=admin
+CM_NATS_ADMIN_PASSWORD_FILE=$SECRETS/nats-admin
 EOF
   mv "$STATE/env.tmp" "$STATE/env" && say "wrote .state/env"
 }
@@ -233,6 +287,7 @@ cmd_up() {
   mkdir -p "$LOGS"; chmod 755 "$STATE"
   exec 9>"$STATE/.lock"; flock 9   # serialize concurrent up/down (see 9>&- below)
   ensure_packages
+  ensure_secrets
   postgres_up
   clickhouse_up
   nats_up

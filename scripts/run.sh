@@ -4,9 +4,14 @@
 #                        wait until the gateway answers, print how to use it, and stay in the
 #                        foreground; Ctrl-C stops the services and the infrastructure.
 #   scripts/run.sh stop  stop the services started by `up` (from another terminal).
+#   scripts/run.sh env SERVICE
+#                        print the environment SERVICE is started with (secrets masked).
+# Each service starts with an environment holding only its own settings (CM_<SERVICE>_*, from
+# service_env below plus any the caller exported) and PATH, HOME, locale and OTEL_*: no process
+# learns another's database URL, key paths or passwords. CM_RUN_STATE moves .state (tests).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-STATE="$ROOT/.state"
+STATE="${CM_RUN_STATE:-$ROOT/.state}"
 RUN="$STATE/run"
 CERTS="$STATE/certs"
 SERVICES=(auth ingest analytics campaigns gateway) # start order
@@ -40,28 +45,75 @@ wait_http() {
   return 1
 }
 
+# load_infra: the infrastructure's addresses and secret files from devenv.sh, in this shell only
+# (service_env passes each service what it needs). Not exported: the services never see them.
+load_infra() {
+  [ -f "$STATE/env" ] || { echo "run: $STATE/env missing; run scripts/devenv.sh up (make infra)" >&2; exit 1; }
+  local line
+  while IFS= read -r line; do
+    [[ $line =~ ^(CM_[A-Z0-9_]+)=(.*)$ ]] && printf -v "INFRA_${BASH_REMATCH[1]}" %s "${BASH_REMATCH[2]}"
+  done <"$STATE/env"
+  SECRETS="${INFRA_CM_SECRETS_DIR:-$STATE/secrets}"
+}
+
+# service_env NAME: the KEY=VALUE lines NAME starts with. Settings exported by the caller as
+# CM_<NAME>_* win over these defaults; other services' variables are never passed.
+service_env() {
+  local svc=$1 prefix; prefix="CM_$(echo "$1" | tr a-z A-Z)"
+  local -a own=("${prefix}_TLS_CERT=$CERTS/$svc.pem" "${prefix}_TLS_KEY=$CERTS/$svc-key.pem" "${prefix}_TLS_CA=$CERTS/ca.pem")
+  case $svc in
+    auth) own+=(
+      "CM_AUTH_POSTGRES_URL=${INFRA_CM_POSTGRES_URL:-}/auth?sslmode=disable"
+      "CM_AUTH_BOOTSTRAP_DIR=$STATE/bootstrap"
+      "CM_AUTH_KEY_ENCRYPTION_KEYS_FILE=$SECRETS/auth-kek") ;;
+    ingest) own+=(
+      "CM_INGEST_NATS_URL=${INFRA_CM_NATS_URL:-}"
+      "CM_INGEST_NATS_USER=ingest" "CM_INGEST_NATS_PASSWORD_FILE=$SECRETS/nats-ingest") ;;
+    analytics) own+=(
+      "CM_ANALYTICS_NATS_URL=${INFRA_CM_NATS_URL:-}"
+      "CM_ANALYTICS_NATS_USER=analytics" "CM_ANALYTICS_NATS_PASSWORD_FILE=$SECRETS/nats-analytics"
+      "CM_ANALYTICS_CLICKHOUSE_ADDR=${INFRA_CM_CLICKHOUSE_ADDR:-}"
+      "CM_ANALYTICS_CLICKHOUSE_WRITER_USER=${INFRA_CM_CLICKHOUSE_WRITER_USER:-analytics_writer}"
+      "CM_ANALYTICS_CLICKHOUSE_WRITER_PASSWORD_FILE=$SECRETS/clickhouse-writer"
+      "CM_ANALYTICS_CLICKHOUSE_READER_USER=${INFRA_CM_CLICKHOUSE_READER_USER:-analytics_reader}"
+      "CM_ANALYTICS_CLICKHOUSE_READER_PASSWORD_FILE=$SECRETS/clickhouse-reader") ;;
+    campaigns) own+=("CM_CAMPAIGNS_POSTGRES_URL=${INFRA_CM_POSTGRES_URL:-}/campaigns?sslmode=disable") ;;
+    gateway) own+=("CM_GATEWAY_EDGE_TLS_CERT=$CERTS/edge.pem" "CM_GATEWAY_EDGE_TLS_KEY=$CERTS/edge-key.pem") ;;
+    *) echo "run: unknown service $svc (one of: ${SERVICES[*]})" >&2; return 2 ;;
+  esac
+  local kv name
+  for kv in "${own[@]}"; do # the caller's CM_<NAME>_* override
+    name=${kv%%=*}
+    if [ -n "${!name+x}" ]; then echo "$name=${!name}"; else echo "$kv"; fi
+  done
+  while IFS= read -r name; do # caller's settings of this service not listed above
+    [[ " ${own[*]%%=*} " == *" $name "* ]] || echo "$name=${!name}"
+  done < <(compgen -e | grep "^${prefix}_" || true)
+  while IFS= read -r name; do
+    echo "$name=${!name}"
+  done < <(compgen -e | grep -E '^(PATH|HOME|TMPDIR|TZ|LANG|LC_[A-Z]+|OTEL_[A-Z0-9_]+)$' || true)
+}
+
+# print_env NAME: service_env with secret values masked (passwords in URLs, *_PASSWORD, *_SECRET,
+# *_TOKEN); paths of secret files are printed: they are not the secrets.
+print_env() {
+  load_infra
+  service_env "$1" | sed -E 's#(://[^:/@]+:)[^@]*@#\1***@#; s#^([A-Z0-9_]*(PASSWORD|SECRET|TOKEN))=.*#\1=***#'
+}
+
 start() {
   local name=$1; shift
   if alive "$name"; then echo "run: $name already running (pid $(cat "$RUN/$name.pid"))"; return; fi
   echo "run: starting $name"
-  "$@" > >(tee -a "$STATE/logs/$name.log" | sed -u "s/^/[$name] /") 2>&1 &
+  local -a vars
+  mapfile -t vars < <(service_env "$name")
+  env -i "${vars[@]}" "$@" > >(tee -a "$STATE/logs/$name.log" | sed -u "s/^/[$name] /") 2>&1 &
   echo $! >"$RUN/$name.pid"
 }
 
 up() {
   mkdir -p "$RUN" "$STATE/logs"
-  # shellcheck disable=SC1091
-  . "$STATE/env"
-  export CM_AUTH_POSTGRES_URL="${CM_AUTH_POSTGRES_URL:-$CM_POSTGRES_URL/auth?sslmode=disable}"
-  export CM_CAMPAIGNS_POSTGRES_URL="${CM_CAMPAIGNS_POSTGRES_URL:-$CM_POSTGRES_URL/campaigns?sslmode=disable}"
-  export CM_AUTH_BOOTSTRAP_DIR="${CM_AUTH_BOOTSTRAP_DIR:-$STATE/bootstrap}"
-  export CM_INGEST_NATS_URL="${CM_INGEST_NATS_URL:-$CM_NATS_URL}" CM_ANALYTICS_NATS_URL="${CM_ANALYTICS_NATS_URL:-$CM_NATS_URL}"
-  export CM_ANALYTICS_CLICKHOUSE_ADDR="${CM_ANALYTICS_CLICKHOUSE_ADDR:-$CM_CLICKHOUSE_ADDR}"
-  for svc in auth ingest analytics campaigns gateway; do
-    prefix="CM_$(echo "$svc" | tr a-z A-Z)"
-    export "${prefix}_TLS_CERT=$CERTS/$svc.pem" "${prefix}_TLS_KEY=$CERTS/$svc-key.pem" "${prefix}_TLS_CA=$CERTS/ca.pem"
-  done
-  export CM_GATEWAY_EDGE_TLS_CERT="$CERTS/edge.pem" CM_GATEWAY_EDGE_TLS_KEY="$CERTS/edge-key.pem"
+  load_infra
 
   trap 'echo; echo "run: stopping"; stop_services; "$ROOT/scripts/devenv.sh" down; exit 0' INT TERM
   # The key that encrypts auth's token signing keys at rest: made once, given to auth alone.
@@ -112,5 +164,6 @@ MSG
 case "${1:-}" in
   up) up ;;
   stop) stop_services ;;
-  *) echo "usage: $0 up|stop" >&2; exit 2 ;;
+  env) [ -n "${2:-}" ] || { echo "usage: $0 env SERVICE (${SERVICES[*]})" >&2; exit 2; }; print_env "$2" ;;
+  *) echo "usage: $0 up|stop|env SERVICE" >&2; exit 2 ;;
 esac

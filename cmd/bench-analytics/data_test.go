@@ -55,7 +55,7 @@ func TestLoadIsReproducible(t *testing.T) {
 	var conn driver.Conn
 	for i := range sums {
 		var err error
-		conn, err = clickhouse.Open(ctx, chtest.Addr(), chtest.NewDatabase(t))
+		conn, err = clickhouse.Open(ctx, chtest.Addr(), chtest.NewDatabase(t), clickhouse.User(chtest.Writer(t)))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -38,6 +38,7 @@ type env struct {
 	pub     ed25519.PublicKey
 	priv    ed25519.PrivateKey
 	chAddr  string
+	chUser  clickhouse.User
 	svcConn driver.Conn // the analytics service's (and the writer's) connection
 	client  analyticsv1.AnalyticsServiceClient
 	sent    *recorder // what the service sent to ClickHouse
@@ -83,13 +84,16 @@ func (b *bench) run(ctx context.Context) error {
 	if e.chAddr == "" {
 		e.chAddr = "127.0.0.1:19000"
 	}
+	if e.chUser, err = clickhouse.EnvUser("CM_CLICKHOUSE"); err != nil {
+		return err
+	}
 	d, err := b.prepare(ctx, e.chAddr)
 	if err != nil {
 		return err
 	}
 
 	progress("starting the analytics API over mTLS (database %s)", b.cfg.database)
-	if e.svcConn, err = clickhouse.Open(ctx, e.chAddr, b.cfg.database); err != nil {
+	if e.svcConn, err = clickhouse.Open(ctx, e.chAddr, b.cfg.database, e.chUser); err != nil {
 		return err
 	}
 	defer e.svcConn.Close()
@@ -104,7 +108,7 @@ func (b *bench) run(ctx context.Context) error {
 		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": e.pub})}),
 		grpcserver.WithMetrics(prometheus.NewRegistry()),
 	)
-	e.sent = &recorder{Store: clickhouse.NewQueries(e.svcConn, clickhouse.DefaultQueryLimits)}
+	e.sent = &recorder{Store: clickhouse.NewQueries(e.svcConn, e.svcConn, clickhouse.DefaultQueryLimits)}
 	svc := analytics.NewService(e.sent, analytics.DefaultLimits)
 	analyticsv1.RegisterAnalyticsServiceServer(srv.GRPC(), grpcapi.NewServer(svc))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -122,7 +126,7 @@ func (b *bench) run(ctx context.Context) error {
 	defer conn.Close()
 	e.client = analyticsv1.NewAnalyticsServiceClient(conn)
 
-	direct, err := clickhouse.Open(ctx, e.chAddr, b.cfg.database)
+	direct, err := clickhouse.Open(ctx, e.chAddr, b.cfg.database, e.chUser)
 	if err != nil {
 		return err
 	}
@@ -143,7 +147,11 @@ func (b *bench) run(ctx context.Context) error {
 // otherwise dropped and loaded.
 func (b *bench) prepare(ctx context.Context, addr string) (dataset, error) {
 	progress("connecting to ClickHouse at %s", addr)
-	admin, err := ch.Open(&ch.Options{Addr: []string{addr}, DialTimeout: 5 * time.Second})
+	user, err := clickhouse.EnvUser("CM_CLICKHOUSE")
+	if err != nil {
+		return dataset{}, err
+	}
+	admin, err := ch.Open(&ch.Options{Addr: []string{addr}, Auth: ch.Auth{Username: user.Name, Password: user.Password}, DialTimeout: 5 * time.Second})
 	if err == nil {
 		err = admin.Ping(ctx)
 	}
@@ -162,7 +170,7 @@ func (b *bench) prepare(ctx context.Context, addr string) (dataset, error) {
 		if err := admin.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
 			return d, err
 		}
-		conn, err := clickhouse.Open(ctx, addr, db)
+		conn, err := clickhouse.Open(ctx, addr, db, user)
 		if err != nil {
 			return d, err
 		}
@@ -186,7 +194,7 @@ func (b *bench) prepare(ctx context.Context, addr string) (dataset, error) {
 	if err := admin.Exec(ctx, "CREATE DATABASE "+db); err != nil {
 		return d, err
 	}
-	conn, err := clickhouse.Open(ctx, addr, db)
+	conn, err := clickhouse.Open(ctx, addr, db, user)
 	if err != nil {
 		return d, err
 	}

@@ -200,7 +200,7 @@ func (b *bench) queries(ctx context.Context, e *env, d dataset, conn driver.Conn
 	fmt.Printf("\nQueries (tenant %s; RPC over mTLS with an analyst JWT vs the same SQL through clickhouse-go; up to %d runs each way, %s budget)\n",
 		d.Tenants[0].ID, b.cfg.iterations, b.cfg.budget)
 	var stats []queryStats
-	direct := clickhouse.NewQueries(conn, clickhouse.DefaultQueryLimits)
+	direct := clickhouse.NewQueries(conn, conn, clickhouse.DefaultQueryLimits)
 	for _, qc := range cases(e.client, d.Tenants[0]) {
 		progress("%s (%s)", qc.name, machine())
 		var err error

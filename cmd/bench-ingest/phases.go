@@ -110,7 +110,11 @@ func (b *bench) run(ctx context.Context) error {
 		chAddr = "127.0.0.1:19000"
 	}
 	db := fmt.Sprintf("bench_%d", time.Now().UnixNano())
-	admin, err := ch.Open(&ch.Options{Addr: []string{chAddr}})
+	chUser, err := clickhouse.EnvUser("CM_CLICKHOUSE")
+	if err != nil {
+		return err
+	}
+	admin, err := ch.Open(&ch.Options{Addr: []string{chAddr}, Auth: ch.Auth{Username: chUser.Name, Password: chUser.Password}})
 	if err == nil {
 		err = admin.Exec(ctx, "CREATE DATABASE "+db)
 	}
@@ -129,7 +133,7 @@ func (b *bench) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c, err := b.rawClickHouse(ctx, chAddr, db+"_raw", admin)
+	c, err := b.rawClickHouse(ctx, chAddr, db+"_raw", admin, chUser)
 	if err != nil {
 		return err
 	}
@@ -156,7 +160,7 @@ func (b *bench) run(ctx context.Context) error {
 	defer stop()
 	go func() { _ = srv.Serve(sctx, lis) }()
 
-	chConn, err := clickhouse.Open(ctx, chAddr, db)
+	chConn, err := clickhouse.Open(ctx, chAddr, db, chUser)
 	if err != nil {
 		return err
 	}
@@ -376,13 +380,13 @@ func (b *bench) rawJetStream(ctx context.Context, js jetstream.JetStream) (float
 	return r, nil
 }
 
-func (b *bench) rawClickHouse(ctx context.Context, addr, db string, admin ch.Conn) (float64, error) {
+func (b *bench) rawClickHouse(ctx context.Context, addr, db string, admin ch.Conn, user clickhouse.User) (float64, error) {
 	progress("(c) raw ClickHouse native batch insert, %d rows a block", writer.DefaultConfig.BatchRows)
 	if err := admin.Exec(ctx, "CREATE DATABASE "+db); err != nil {
 		return 0, err
 	}
 	defer func() { _ = admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db) }()
-	conn, err := clickhouse.Open(ctx, addr, db)
+	conn, err := clickhouse.Open(ctx, addr, db, user)
 	if err != nil {
 		return 0, err
 	}

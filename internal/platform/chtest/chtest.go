@@ -27,7 +27,8 @@ func NewDatabase(tb testing.TB) string {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	conn, err := ch.Open(&ch.Options{Addr: []string{Addr()}, DialTimeout: 5 * time.Second})
+	admin := Admin(tb)
+	conn, err := ch.Open(&ch.Options{Addr: []string{Addr()}, Auth: ch.Auth{Username: admin.Name, Password: admin.Password}, DialTimeout: 5 * time.Second})
 	if err == nil {
 		err = conn.Ping(ctx)
 	}

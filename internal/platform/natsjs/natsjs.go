@@ -7,12 +7,15 @@ package natsjs
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 )
 
 // The event stream. Subjects are events.<tenant id>.
@@ -39,9 +42,40 @@ type StreamConfig struct {
 // DefaultStream are the defaults.
 var DefaultStream = StreamConfig{MaxBytes: 1 << 30, MaxAge: 7 * 24 * time.Hour, Duplicates: 10 * time.Minute, Replicas: 1}
 
+// Option configures Connect.
+type Option func(*connectOptions)
+
+type connectOptions struct {
+	user, password, caFile string
+}
+
+// WithUser authenticates as user with password. Replies (JetStream answers, pulled messages,
+// publish acknowledgements) then arrive on the inbox prefix _INBOX_<user>, the only one the
+// server's permissions (deploy/nats.conf) let that user subscribe to.
+func WithUser(user, password string) Option {
+	return func(o *connectOptions) { o.user, o.password = user, password }
+}
+
+// WithCA trusts the CA certificates in file (PEM) for a tls:// server URL, for deployments where
+// NATS traffic leaves the host.
+func WithCA(file string) Option {
+	return func(o *connectOptions) { o.caFile = file }
+}
+
 // Connect dials NATS with reconnects forever (the caller's calls fail fast while it is away).
-func Connect(url, name string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond))
+func Connect(url, name string, opts ...Option) (*nats.Conn, jetstream.JetStream, error) {
+	var o connectOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	nopts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond)}
+	if o.user != "" {
+		nopts = append(nopts, nats.UserInfo(o.user, o.password), nats.CustomInboxPrefix(InboxPrefix(o.user)))
+	}
+	if o.caFile != "" {
+		nopts = append(nopts, nats.RootCAs(o.caFile))
+	}
+	nc, err := nats.Connect(url, nopts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to nats: %w", err)
 	}
@@ -51,6 +85,43 @@ func Connect(url, name string) (*nats.Conn, jetstream.JetStream, error) {
 		return nil, nil, fmt.Errorf("open jetstream: %w", err)
 	}
 	return nc, js, nil
+}
+
+// InboxPrefix is the reply inbox prefix of a NATS user (see deploy/nats.conf).
+func InboxPrefix(user string) string { return "_INBOX_" + user }
+
+// ClientFlags are a service's NATS connection settings.
+type ClientFlags struct {
+	URL, User, PasswordFile, CA string
+}
+
+// RegisterFlags defines -nats-url, -nats-user, -nats-password-file and -nats-ca on fs.
+func (c *ClientFlags) RegisterFlags(fs *flag.FlagSet, defaultUser string) {
+	fs.StringVar(&c.URL, "nats-url", "nats://127.0.0.1:14222", "NATS server with JetStream (tls://… for TLS)")
+	fs.StringVar(&c.User, "nats-user", defaultUser, "NATS user (deploy/nats.conf); empty: connect without credentials")
+	fs.StringVar(&c.PasswordFile, "nats-password-file", "", "file holding the NATS user's password")
+	fs.StringVar(&c.CA, "nats-ca", "", "PEM file of the CA that signed the NATS server's certificate (with a tls:// URL)")
+}
+
+// Check reports settings that cannot work.
+func (c ClientFlags) Check(p *config.Problems) {
+	p.Check(c.User == "" || c.PasswordFile != "", "-nats-password-file is required with -nats-user (or set -nats-user to empty)")
+}
+
+// Connect reads the password file and connects as name.
+func (c ClientFlags) Connect(name string) (*nats.Conn, jetstream.JetStream, error) {
+	var opts []Option
+	if c.User != "" {
+		pw, err := config.ReadSecret(c.PasswordFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("nats password: %w", err)
+		}
+		opts = append(opts, WithUser(c.User, pw))
+	}
+	if c.CA != "" {
+		opts = append(opts, WithCA(c.CA))
+	}
+	return Connect(c.URL, name, opts...)
 }
 
 // EnsureStreams creates or updates the event stream and its dead-letter stream.

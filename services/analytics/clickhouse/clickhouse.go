@@ -7,8 +7,10 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,10 +87,36 @@ var schema = []string{
 	GROUP BY tenant_id, campaign_id, hour, variant, type, currency`,
 }
 
-// Open connects over the native protocol and creates the tables.
-func Open(ctx context.Context, addr, database string) (driver.Conn, error) {
+// User is a ClickHouse user and its password. analytics uses two (see the README's security
+// model): a writer, which owns the schema, inserts and runs deletion mutations, and a read-only
+// reader for the query API.
+type User struct {
+	Name, Password string
+}
+
+// Open connects as the writer user over the native protocol and creates the tables.
+func Open(ctx context.Context, addr, database string, user User) (driver.Conn, error) {
+	conn, err := dial(ctx, addr, database, user)
+	if err != nil {
+		return nil, err
+	}
+	for _, q := range schema {
+		if err := conn.Exec(ctx, q); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("create clickhouse schema: %w", err)
+		}
+	}
+	return conn, nil
+}
+
+// OpenReader connects as the read-only query user; the schema is the writer's (Open).
+func OpenReader(ctx context.Context, addr, database string, user User) (driver.Conn, error) {
+	return dial(ctx, addr, database, user)
+}
+
+func dial(ctx context.Context, addr, database string, user User) (driver.Conn, error) {
 	conn, err := ch.Open(&ch.Options{
-		Addr: []string{addr}, Auth: ch.Auth{Database: database},
+		Addr: []string{addr}, Auth: ch.Auth{Database: database, Username: user.Name, Password: user.Password},
 		DialTimeout: 5 * time.Second, MaxOpenConns: 8,
 	})
 	if err != nil {
@@ -96,13 +124,7 @@ func Open(ctx context.Context, addr, database string) (driver.Conn, error) {
 	}
 	if err := conn.Ping(ctx); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("connect to clickhouse %s: %w", addr, err)
-	}
-	for _, q := range schema {
-		if err := conn.Exec(ctx, q); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("create clickhouse schema: %w", err)
-		}
+		return nil, fmt.Errorf("connect to clickhouse %s as %s: %w", addr, user.Name, err)
 	}
 	return conn, nil
 }
@@ -292,4 +314,22 @@ func flatten(p *structpb.Struct) ([]string, []string) {
 		}
 	}
 	return keys, values
+}
+
+// EnvUser is the user named by the variables scripts/devenv.sh writes into .state/env —
+// PREFIX_USER and PREFIX_PASSWORD_FILE (e.g. CM_CLICKHOUSE for the admin) — for tools such as
+// the bench commands; without them, the passwordless default user of an older dev server.
+func EnvUser(prefix string) (User, error) {
+	u := User{Name: os.Getenv(prefix + "_USER")}
+	if u.Name == "" {
+		return User{Name: "default"}, nil
+	}
+	if f := os.Getenv(prefix + "_PASSWORD_FILE"); f != "" {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return u, fmt.Errorf("read %s_PASSWORD_FILE: %w", prefix, err)
+		}
+		u.Password = strings.TrimRight(string(data), "\r\n")
+	}
+	return u, nil
 }

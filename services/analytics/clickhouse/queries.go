@@ -31,15 +31,18 @@ type QueryLimits struct {
 var DefaultQueryLimits = QueryLimits{MaxExecutionTime: 10 * time.Second, MaxResultRows: 100000, MaxMemory: 4 << 30}
 
 // Queries answers analytics questions over the events and rollup tables. Every value reaches
-// ClickHouse as a bound parameter; only the fixed SQL fragments below are spliced in.
+// ClickHouse as a bound parameter; only the fixed SQL fragments below are spliced in. Queries
+// run on the reader connection (a read-only ClickHouse user); only Delete, the one mutation,
+// uses the writer's.
 type Queries struct {
-	conn   driver.Conn
+	conn   driver.Conn // reader
+	writer driver.Conn
 	limits QueryLimits
 }
 
-// NewQueries returns the query store over conn.
-func NewQueries(conn driver.Conn, limits QueryLimits) *Queries {
-	return &Queries{conn: conn, limits: limits}
+// NewQueries returns the query store: reader for queries, writer for deletions.
+func NewQueries(reader, writer driver.Conn, limits QueryLimits) *Queries {
+	return &Queries{conn: reader, writer: writer, limits: limits}
 }
 
 var _ analytics.Store = (*Queries)(nil)
@@ -242,6 +245,12 @@ func FunnelSQL(f analytics.FunnelQuery) (string, []any) {
 	return sql, args
 }
 
+// settings puts the configured limits on a query. The reader user's profile carries the same
+// limits as defaults (scripts/devenv.sh, deploy/clickhouse-init.sh) with readonly=2: reads and
+// setting changes, no writes and no DDL. readonly=1 would refuse these per-query settings (the
+// flags -query-timeout etc. would stop working), and ClickHouse 18.16 has no settings
+// constraints to cap them, so on 18.16 the profile sets the defaults and this service the
+// values; current ClickHouse (compose) also caps them with constraints in the profile.
 func (q *Queries) settings(ctx context.Context) context.Context {
 	// ClickHouse 18.16 takes only integer settings over the native protocol; the overflow
 	// modes are left at their default, "throw".
@@ -282,7 +291,7 @@ func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.D
 	sum := sha256.Sum256([]byte(fmt.Sprintf("%q %q %d %d", d.TenantID, d.SubjectID, d.Start.Unix(), d.End.Unix())))
 	tag := "cmdel-" + hex.EncodeToString(sum[:8])
 	var remaining uint64
-	if err := q.conn.QueryRow(ctx, "SELECT count() FROM events WHERE "+where, args...).Scan(&remaining); err != nil {
+	if err := q.writer.QueryRow(ctx, "SELECT count() FROM events WHERE "+where, args...).Scan(&remaining); err != nil {
 		return st, fmt.Errorf("count rows to delete: %w", err)
 	}
 	st.RemainingRows = int64(remaining)
@@ -298,7 +307,7 @@ func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.D
 	if found && !isDone {
 		return st, nil // still running
 	}
-	if err := q.conn.Exec(ctx, "ALTER TABLE events DELETE WHERE "+where+" AND ? != ''", append(args, tag)...); err != nil {
+	if err := q.writer.Exec(ctx, "ALTER TABLE events DELETE WHERE "+where+" AND ? != ''", append(args, tag)...); err != nil {
 		return st, fmt.Errorf("delete events: %w", err)
 	}
 	if d.SubjectID == "" {
@@ -307,7 +316,7 @@ func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.D
 			first = first.Add(time.Hour)
 		}
 		if first.Before(last) {
-			if err := q.conn.Exec(ctx, "ALTER TABLE events_hourly DELETE WHERE tenant_id = ? AND hour >= ? AND hour < ? AND ? != ''",
+			if err := q.writer.Exec(ctx, "ALTER TABLE events_hourly DELETE WHERE tenant_id = ? AND hour >= ? AND hour < ? AND ? != ''",
 				d.TenantID, first, last, tag); err != nil {
 				return st, fmt.Errorf("delete rollup hours: %w", err)
 			}
@@ -320,7 +329,7 @@ func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.D
 // mutation finds the newest mutation of the events table tagged tag.
 func (q *Queries) mutation(ctx context.Context, tag string) (id string, done, found bool, err error) {
 	var isDone uint8
-	err = q.conn.QueryRow(ctx, `SELECT mutation_id, is_done FROM system.mutations
+	err = q.writer.QueryRow(ctx, `SELECT mutation_id, is_done FROM system.mutations
 		WHERE database = currentDatabase() AND table = 'events' AND position(command, ?) > 0
 		ORDER BY create_time DESC LIMIT 1`, tag).Scan(&id, &isDone)
 	switch {

@@ -60,12 +60,28 @@ var dataset = []ev{
 
 func load(t *testing.T, events []ev, seq uint64) *analytics.Service {
 	t.Helper()
-	return analytics.NewService(clickhouse.NewQueries(open(t, events, seq), clickhouse.DefaultQueryLimits), analytics.DefaultLimits)
+	return analytics.NewService(newQueries(t, open(t, events, seq), clickhouse.DefaultQueryLimits), analytics.DefaultLimits)
+}
+
+// newQueries is the query store as analytics runs it: queries on a connection of the read-only
+// reader user to writer's database, deletions on writer.
+func newQueries(t *testing.T, writer driver.Conn, limits clickhouse.QueryLimits) *clickhouse.Queries {
+	t.Helper()
+	var db string
+	if err := writer.QueryRow(context.Background(), `SELECT currentDatabase()`).Scan(&db); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := clickhouse.OpenReader(context.Background(), chtest.Addr(), db, clickhouse.User(chtest.Reader(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reader.Close() })
+	return clickhouse.NewQueries(reader, writer, limits)
 }
 
 func open(t *testing.T, events []ev, seq uint64) driver.Conn {
 	t.Helper()
-	conn, err := clickhouse.Open(context.Background(), chtest.Addr(), chtest.NewDatabase(t))
+	conn, err := clickhouse.Open(context.Background(), chtest.Addr(), chtest.NewDatabase(t), clickhouse.User(chtest.Writer(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +364,7 @@ func TestGuards(t *testing.T) {
 		t.Errorf("rollup forced on a partial hour: %v, want INVALID_ARGUMENT", err)
 	}
 	// A result over the row cap.
-	capped := analytics.NewService(clickhouse.NewQueries(open(t, dataset, 1), clickhouse.QueryLimits{MaxExecutionTime: 10 * time.Second, MaxResultRows: 1, MaxMemory: 1 << 30}), analytics.DefaultLimits)
+	capped := analytics.NewService(newQueries(t, open(t, dataset, 1), clickhouse.QueryLimits{MaxExecutionTime: 10 * time.Second, MaxResultRows: 1, MaxMemory: 1 << 30}), analytics.DefaultLimits)
 	_, err = capped.Breakdown(ctx, "t1", &analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_CAMPAIGN,
 		StartTime: ts("2026-03-28T00:00:00Z"), EndTime: ts("2026-03-31T00:00:00Z")})
 	if code(err) != codes.ResourceExhausted {
@@ -368,7 +384,7 @@ func TestSlowQueriesAreStoppedAndLimitedPerTenant(t *testing.T) {
 	}
 	limits := analytics.DefaultLimits
 	limits.ConcurrentPerTenant = 1
-	svc := analytics.NewService(clickhouse.NewQueries(conn, clickhouse.QueryLimits{MaxExecutionTime: time.Second, MaxResultRows: 100000, MaxMemory: 1 << 30}), limits)
+	svc := analytics.NewService(newQueries(t, conn, clickhouse.QueryLimits{MaxExecutionTime: time.Second, MaxResultRows: 100000, MaxMemory: 1 << 30}), limits)
 	slow := &analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_PROPERTY, PropertyKey: "k",
 		Metric: analyticsv1.Metric_METRIC_UNIQUE_USERS, StartTime: timestamppb.New(time.Now().Add(-48 * time.Hour))}
 	// The slow query alone: stopped at max_execution_time.
@@ -406,7 +422,7 @@ func code(err error) codes.Code {
 
 func TestDeleteEventsOfASubjectAndOfARange(t *testing.T) {
 	conn := open(t, dataset, 1)
-	svc := analytics.NewService(clickhouse.NewQueries(conn, clickhouse.DefaultQueryLimits), analytics.DefaultLimits)
+	svc := analytics.NewService(newQueries(t, conn, clickhouse.DefaultQueryLimits), analytics.DefaultLimits)
 	ctx := context.Background()
 	count := func(where string) uint64 {
 		t.Helper()

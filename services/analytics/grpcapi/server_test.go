@@ -44,11 +44,17 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := clickhouse.Open(ctx, chtest.Addr(), chtest.NewDatabase(t))
+	db := chtest.NewDatabase(t)
+	conn, err := clickhouse.Open(ctx, chtest.Addr(), db, clickhouse.User(chtest.Writer(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	reader, err := clickhouse.OpenReader(ctx, chtest.Addr(), db, clickhouse.User(chtest.Reader(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reader.Close() })
 	now := timestamppb.Now()
 	var rows []clickhouse.Row
 	for i, tenant := range []string{"t1", "t2"} {
@@ -67,7 +73,7 @@ func newEnv(t *testing.T) *env {
 		grpcserver.WithTLS(mtlstest.Source(t, ca, "analytics").ServerConfig()),
 		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}),
 	)
-	svc := analytics.NewService(clickhouse.NewQueries(conn, clickhouse.DefaultQueryLimits), analytics.DefaultLimits)
+	svc := analytics.NewService(clickhouse.NewQueries(reader, conn, clickhouse.DefaultQueryLimits), analytics.DefaultLimits)
 	analyticsv1.RegisterAnalyticsServiceServer(srv.GRPC(), grpcapi.NewServer(svc))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -11,7 +11,10 @@
 // event ids. One writer per stream keeps the order argument valid.
 //
 // A message that cannot be decoded is a poison message: it goes to the dead-letter stream with
-// its reason and is acknowledged, so it never blocks the pipeline. While ClickHouse is down the
+// its reason and is acknowledged, so it never blocks the pipeline. So is a batch holding an event
+// whose tenant is not the one its subject (events.<tenant>) names: only ingest may publish there
+// (NATS permissions), and it publishes each tenant's events on that tenant's subject, so a
+// mismatch is forged or broken and is never stored for either tenant. While ClickHouse is down the
 // writer retries with backoff and keeps its messages in progress; the backlog stays in the
 // stream and drains on recovery.
 package writer
@@ -22,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -221,6 +225,10 @@ func (w *Writer) collect(ctx context.Context, cons jetstream.Consumer) ([]fetche
 				w.deadLetter(ctx, m, fmt.Sprintf("undecodable batch: %v", err))
 				continue
 			}
+			if reason := tenantMismatch(m.Subject(), &b); reason != "" {
+				w.deadLetter(ctx, m, reason)
+				continue
+			}
 			sc := trace.SpanContextFromContext(otel.GetTextMapPropagator().Extract(ctx, propagation.HeaderCarrier(http.Header(m.Headers()))))
 			msgs = append(msgs, fetched{msg: m, seq: meta.Sequence.Stream, ctx: sc})
 			for _, e := range b.GetEvents() {
@@ -232,6 +240,21 @@ func (w *Writer) collect(ctx context.Context, cons jetstream.Consumer) ([]fetche
 		}
 	}
 	return msgs, rows, nil
+}
+
+// tenantMismatch says why batch b may not be stored from subject, or "" when every event's
+// tenant is the subject's.
+func tenantMismatch(subject string, b *ingestv1.AcceptedBatch) string {
+	tenant, ok := strings.CutPrefix(subject, natsjs.SubjectPrefix)
+	if !ok || tenant == "" || strings.Contains(tenant, ".") {
+		return fmt.Sprintf("tenant mismatch: subject %q names no tenant", subject)
+	}
+	for i, e := range b.GetEvents() {
+		if e.GetTenantId() != tenant {
+			return fmt.Sprintf("tenant mismatch: event %d has tenant %q on subject %q", i, e.GetTenantId(), subject)
+		}
+	}
+	return ""
 }
 
 func rowsAbove(rows []clickhouse.Row, watermark uint64) ([]clickhouse.Row, uint64) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,28 +21,35 @@ import (
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
 )
 
+// pipeline runs the writer as in production: NATS with deploy/nats.conf's users (js publishes
+// as ingest, the writer runs as analytics, admin inspects) and ClickHouse as the writer user.
 type pipeline struct {
-	js   jetstream.JetStream
-	conn driver.Conn
+	js, writerJS, admin jetstream.JetStream
+	conn                driver.Conn
 }
 
 func newPipeline(t *testing.T) *pipeline {
 	t.Helper()
 	ctx := context.Background()
-	nc, js, err := natsjs.Connect(natstest.Start(t), "test")
-	if err != nil {
-		t.Fatal(err)
+	srv, users := natstest.StartSecured(t)
+	connect := func(u natstest.User) jetstream.JetStream {
+		nc, js, err := natsjs.Connect(srv.ClientURL(), u.Name, natsjs.WithUser(u.Name, u.Password))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return js
 	}
-	t.Cleanup(nc.Close)
+	js, writerJS, admin := connect(users.Ingest), connect(users.Analytics), connect(users.Admin)
 	if err := natsjs.EnsureStreams(ctx, js, natsjs.DefaultStream); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := clickhouse.Open(ctx, chtest.Addr(), chtest.NewDatabase(t))
+	conn, err := clickhouse.Open(ctx, chtest.Addr(), chtest.NewDatabase(t), clickhouse.User(chtest.Writer(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &pipeline{js: js, conn: conn}
+	return &pipeline{js: js, writerJS: writerJS, admin: admin, conn: conn}
 }
 
 // publish stores a batch of events with the given ids, as ingest does.
@@ -65,7 +73,7 @@ func (p *pipeline) publish(t *testing.T, msgID string, ids ...string) {
 func (p *pipeline) start(t *testing.T, crash func() bool) (done <-chan struct{}, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	w := New(p.js, p.conn, Config{BatchRows: 10000, MaxWait: 200 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
+	w := New(p.writerJS, p.conn, Config{BatchRows: 10000, MaxWait: 200 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
 	w.crashAfterInsert = crash
 	ch := make(chan struct{})
 	go func() { _ = w.Run(ctx); close(ch) }()
@@ -178,7 +186,7 @@ func TestPoisonMessagesGoToTheDeadLetterStream(t *testing.T) {
 	p.publish(t, "good", ids("g", 10)...)
 	p.start(t, nil)
 	p.waitFor(t, `SELECT count() FROM events`, 10)
-	dlq, err := p.js.Stream(ctx, natsjs.DeadLetterName)
+	dlq, err := p.admin.Stream(ctx, natsjs.DeadLetterName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +210,7 @@ func TestRecreatedStreamIsNotSkipped(t *testing.T) {
 	_, stop := p.start(t, nil)
 	p.waitFor(t, `SELECT count() FROM events`, 30)
 	stop()
-	if err := p.js.DeleteStream(ctx, natsjs.StreamName); err != nil {
+	if err := p.admin.DeleteStream(ctx, natsjs.StreamName); err != nil {
 		t.Fatal(err)
 	}
 	if err := natsjs.EnsureStreams(ctx, p.js, natsjs.DefaultStream); err != nil {
@@ -214,5 +222,39 @@ func TestRecreatedStreamIsNotSkipped(t *testing.T) {
 	p.settle(t)
 	if n := p.count(t, `SELECT countMerge(events) FROM events_hourly`); n != 40 {
 		t.Fatalf("rollup counts %d events, want 40", n)
+	}
+}
+
+// A batch whose events name another tenant than its subject (a hand-made message on another
+// tenant's subject) is dead-lettered with the reason and stored for neither tenant.
+func TestBatchOnAnotherTenantsSubjectIsDeadLettered(t *testing.T) {
+	p := newPipeline(t)
+	ctx := context.Background()
+	now := time.Now()
+	forged := &ingestv1.AcceptedBatch{Events: []*ingestv1.AcceptedEvent{{
+		Event:    &ingestv1.Event{EventId: "forged", Type: ingestv1.EventType_EVENT_TYPE_CONVERSION, UserId: "u", CampaignId: "c1"},
+		TenantId: "tenant-a", ReceivedAt: timestamppb.New(now), CorrectedTime: timestamppb.New(now),
+	}}}
+	data, _ := proto.Marshal(forged)
+	if _, err := natsjs.Publish(ctx, p.js, "tenant-b", "forged", data, nil); err != nil {
+		t.Fatal(err)
+	}
+	p.publish(t, "good", ids("g", 10)...) // tenant t1 on events.t1
+	p.start(t, nil)
+	p.waitFor(t, `SELECT count() FROM events WHERE tenant_id = 't1'`, 10)
+	p.settle(t)
+	if n := p.count(t, `SELECT count() FROM events WHERE tenant_id IN ('tenant-a', 'tenant-b')`); n != 0 {
+		t.Fatalf("%d rows stored from the forged batch, want 0", n)
+	}
+	dlq, err := p.admin.Stream(ctx, natsjs.DeadLetterName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := dlq.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatalf("dead-letter stream: %v", err)
+	}
+	if reason := msg.Header.Get("Cm-Reason"); !strings.Contains(reason, "tenant mismatch") || !strings.Contains(reason, "tenant-a") {
+		t.Fatalf("dead letter reason %q, want a tenant mismatch naming tenant-a", reason)
 	}
 }

@@ -30,14 +30,16 @@ import (
 )
 
 type settings struct {
-	listen, adminListen, natsURL, clickhouseAddr, database, authAddr string
-	tls                                                              mtls.Files
-	writer                                                           writer.Config
-	limits                                                           analytics.Limits
-	query                                                            clickhouse.QueryLimits
-	grace                                                            time.Duration
-	faultExitAfterInserts                                            int
-	logLevel                                                         slog.Level
+	listen, adminListen, clickhouseAddr, database, authAddr string
+	nats                                                    natsjs.ClientFlags
+	chWriter, chReader                                      chUserFlags
+	tls                                                     mtls.Files
+	writer                                                  writer.Config
+	limits                                                  analytics.Limits
+	query                                                   clickhouse.QueryLimits
+	grace                                                   time.Duration
+	faultExitAfterInserts                                   int
+	logLevel                                                slog.Level
 }
 
 // LogLevel implements process.Settings.
@@ -56,9 +58,13 @@ func parse(args []string) (settings, error) {
 	fs.Int64Var(&s.query.MaxMemory, "query-max-memory", s.query.MaxMemory, "most memory (bytes) a query may use in ClickHouse")
 	fs.DurationVar(&s.grace, "grace-period", grpcserver.DefaultGracePeriod, "how long a stop waits for calls in flight")
 	fs.StringVar(&s.adminListen, "admin-listen", "127.0.0.1:9104", "admin listen address for /metrics and /healthz")
-	fs.StringVar(&s.natsURL, "nats-url", "nats://127.0.0.1:14222", "NATS server with JetStream")
+	s.nats.RegisterFlags(fs, "analytics")
 	fs.StringVar(&s.clickhouseAddr, "clickhouse-addr", "127.0.0.1:19000", "ClickHouse native protocol address")
 	fs.StringVar(&s.database, "clickhouse-database", "analytics", "ClickHouse database")
+	fs.StringVar(&s.chWriter.user, "clickhouse-writer-user", "analytics_writer", "ClickHouse user of the writer: schema, inserts, event deletions")
+	fs.StringVar(&s.chWriter.passwordFile, "clickhouse-writer-password-file", "", "file holding the writer user's password")
+	fs.StringVar(&s.chReader.user, "clickhouse-reader-user", "analytics_reader", "read-only ClickHouse user of the query API")
+	fs.StringVar(&s.chReader.passwordFile, "clickhouse-reader-password-file", "", "file holding the reader user's password")
 	fs.IntVar(&s.writer.BatchRows, "writer-batch-rows", s.writer.BatchRows, "rows per ClickHouse insert (at most)")
 	fs.DurationVar(&s.writer.MaxWait, "writer-max-wait", s.writer.MaxWait, "longest a row waits before it is inserted")
 	fs.IntVar(&s.faultExitAfterInserts, "fault-exit-after-inserts", 0, "fault injection for tests: exit right after this many inserts, before acknowledging (0: off)")
@@ -68,11 +74,29 @@ func parse(args []string) (settings, error) {
 	}
 	var p config.Problems
 	p.Check(s.tls.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
+	s.nats.Check(&p)
 	p.Check(s.limits.ConcurrentPerTenant >= 1 && s.limits.LiveStreamsPerTenant >= 1, "-max-concurrent-queries and -max-live-streams must be at least 1")
 	p.Check(s.query.MaxExecutionTime >= time.Second && s.query.MaxResultRows >= 1000 && s.query.MaxMemory >= 1<<20, "-query-timeout must be at least 1s, -query-max-rows at least 1000, -query-max-memory at least 1 MiB")
 	p.Check(s.writer.BatchRows >= 1 && s.writer.BatchRows <= 1000000, "-writer-batch-rows must be 1 to 1000000")
 	p.Check(s.writer.MaxWait >= 10*time.Millisecond && s.writer.MaxWait <= time.Minute, "-writer-max-wait must be 10ms to 1m")
 	return s, p.Err()
+}
+
+// chUserFlags name a ClickHouse user and the file holding its password.
+type chUserFlags struct{ user, passwordFile string }
+
+// load reads the password; no file means no password (a server without role users).
+func (f chUserFlags) load() (clickhouse.User, error) {
+	u := clickhouse.User{Name: f.user}
+	if f.passwordFile == "" {
+		return u, nil
+	}
+	pw, err := config.ReadSecret(f.passwordFile)
+	if err != nil {
+		return u, fmt.Errorf("clickhouse user %s: %w", f.user, err)
+	}
+	u.Password = pw
+	return u, nil
 }
 
 func main() { process.Main("analytics", parse, run) }
@@ -82,16 +106,29 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	nc, js, err := natsjs.Connect(s.natsURL, "analytics-writer")
+	nc, js, err := s.nats.Connect("analytics-writer")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	conn, err := clickhouse.Open(ctx, s.clickhouseAddr, s.database)
+	writerUser, err := s.chWriter.load()
+	if err != nil {
+		return err
+	}
+	readerUser, err := s.chReader.load()
+	if err != nil {
+		return err
+	}
+	conn, err := clickhouse.Open(ctx, s.clickhouseAddr, s.database, writerUser)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
+	reader, err := clickhouse.OpenReader(ctx, s.clickhouseAddr, s.database, readerUser)
+	if err != nil {
+		return err
+	}
+	defer reader.Close()
 	authConn, err := grpcclient.Dial(s.authAddr, "auth", certs)
 	if err != nil {
 		return err
@@ -116,7 +153,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 		grpcserver.WithMetrics(reg),
 		grpcserver.WithGracePeriod(s.grace),
 	)
-	svc := analytics.NewService(clickhouse.NewQueries(conn, s.query), s.limits)
+	svc := analytics.NewService(clickhouse.NewQueries(reader, conn, s.query), s.limits)
 	analyticsv1.RegisterAnalyticsServiceServer(srv.GRPC(), grpcapi.NewServer(svc))
 	lis, err := net.Listen("tcp", s.listen)
 	if err != nil {

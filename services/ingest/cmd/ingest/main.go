@@ -26,13 +26,14 @@ import (
 )
 
 type settings struct {
-	listen, adminListen, natsURL, authAddr string
-	tls                                    mtls.Files
-	limits                                 ingest.Limits
-	rates                                  grpcapi.RateLimits
-	stream                                 natsjs.StreamConfig
-	grace                                  time.Duration
-	logLevel                               slog.Level
+	listen, adminListen, authAddr string
+	nats                          natsjs.ClientFlags
+	tls                           mtls.Files
+	limits                        ingest.Limits
+	rates                         grpcapi.RateLimits
+	stream                        natsjs.StreamConfig
+	grace                         time.Duration
+	logLevel                      slog.Level
 }
 
 // LogLevel implements process.Settings.
@@ -43,7 +44,7 @@ func parse(args []string) (settings, error) {
 	fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
 	fs.StringVar(&s.listen, "listen", "127.0.0.1:7102", "gRPC (mTLS) listen address")
 	fs.StringVar(&s.adminListen, "admin-listen", "127.0.0.1:9102", "admin listen address for /metrics and /healthz")
-	fs.StringVar(&s.natsURL, "nats-url", "nats://127.0.0.1:14222", "NATS server with JetStream")
+	s.nats.RegisterFlags(fs, "ingest")
 	fs.StringVar(&s.authAddr, "auth-addr", "127.0.0.1:7101", "address of the auth service (keys and API key verification)")
 	s.tls.RegisterFlags(fs, "ingest")
 	fs.IntVar(&s.limits.MaxEventBytes, "max-event-bytes", s.limits.MaxEventBytes, "largest event")
@@ -63,6 +64,7 @@ func parse(args []string) (settings, error) {
 	}
 	var p config.Problems
 	p.Check(s.tls.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
+	s.nats.Check(&p)
 	p.Check(s.limits.MaxEventBytes > 0 && s.limits.MaxBatchBytes >= s.limits.MaxEventBytes && s.limits.MaxBatchBytes <= 16<<20, "event and batch byte limits must be positive, the batch at least one event, at most 16 MiB")
 	p.Check(s.limits.MaxBatchEvents > 0 && s.limits.MaxBatchEvents <= 10000, "-max-batch-events must be 1 to 10000")
 	p.Check(s.rates.PerTenant > 0 && s.rates.PerSource > 0, "rate limits must be positive")
@@ -77,7 +79,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	nc, js, err := natsjs.Connect(s.natsURL, "ingest")
+	nc, js, err := s.nats.Connect("ingest")
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# compose-secrets.sh - generate once the passwords of the compose stack's NATS and ClickHouse
+# users into deploy/secrets/ (not in git); deploy/compose.yaml hands each container only its own.
+# Compose bind-mounts file secrets with their host mode and the services run as uid 65532, so
+# the files are 644 inside a 700 directory: no other host user can reach them. Existing files
+# are kept.
+set -euo pipefail
+DIR="$(cd "$(dirname "$0")/.." && pwd)/deploy/secrets"
+mkdir -p "$DIR"; chmod 700 "$DIR"
+for n in nats-admin nats-ingest nats-analytics clickhouse-admin clickhouse-writer clickhouse-reader; do
+  [ -s "$DIR/$n" ] && continue
+  (umask 022; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$DIR/$n")
+  echo "compose-secrets: wrote deploy/secrets/$n"
+done

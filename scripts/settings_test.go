@@ -1,0 +1,117 @@
+// Package scripts holds tests of the dev scripts and the compose file: each service is given
+// only its own settings (issue 10, least knowledge).
+package scripts
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+var services = []string{"auth", "ingest", "analytics", "campaigns", "gateway"}
+
+// secrets maps each file of .state/secrets to the one service that may know it ("" : none,
+// the admin credentials are for devenv and tests).
+var secrets = map[string]string{
+	"auth-kek": "auth", "nats-ingest": "ingest", "nats-analytics": "analytics",
+	"clickhouse-writer": "analytics", "clickhouse-reader": "analytics",
+	"nats-admin": "", "clickhouse-default": "", "clickhouse-client.xml": "",
+}
+
+func prefix(svc string) string { return "CM_" + strings.ToUpper(svc) + "_" }
+
+// For every service, `scripts/run.sh env SVC` (the environment it is started with) holds no
+// variable of another service and no path to another service's secrets or database.
+func TestRunShGivesEachServiceOnlyItsOwnSettings(t *testing.T) {
+	state := t.TempDir()
+	env := strings.Join([]string{
+		"CM_POSTGRES_URL=postgres://campaignmesh:pw@127.0.0.1:15432",
+		"CM_CLICKHOUSE_ADDR=127.0.0.1:19000", "CM_NATS_URL=nats://127.0.0.1:14222",
+		"CM_SECRETS_DIR=" + filepath.Join(state, "secrets"),
+		"CM_CLICKHOUSE_USER=default", "CM_CLICKHOUSE_PASSWORD_FILE=" + filepath.Join(state, "secrets", "clickhouse-default"),
+		"CM_CLICKHOUSE_WRITER_USER=analytics_writer", "CM_CLICKHOUSE_READER_USER=analytics_reader",
+	}, "\n") + "\n"
+	if err := os.WriteFile(filepath.Join(state, "env"), []byte(env), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range services {
+		t.Run(svc, func(t *testing.T) {
+			cmd := exec.Command("bash", "run.sh", "env", svc)
+			// A caller's environment full of every service's settings (as the old run.sh built).
+			cmd.Env = append(os.Environ(), "CM_RUN_STATE="+state, "CM_INGEST_LOG_LEVEL=debug", "CM_AUTH_POSTGRES_URL=postgres://x:secret@h/auth",
+				"CM_ANALYTICS_CLICKHOUSE_READER_PASSWORD_FILE=/elsewhere/clickhouse-reader", "CM_CAMPAIGNS_ANALYTICS_ADDR=h:1", "CM_GATEWAY_RATE_LIMIT=5")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("run.sh env %s: %v\n%s", svc, err, out)
+			}
+			own := 0
+			for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				key, value, ok := strings.Cut(line, "=")
+				if !ok {
+					t.Fatalf("line %q is not KEY=VALUE", line)
+				}
+				if strings.HasPrefix(key, prefix(svc)) {
+					own++
+				} else if strings.HasPrefix(key, "CM_") {
+					t.Errorf("%s gets %s, not its setting", svc, key)
+				}
+				if strings.Contains(value, "secret@") {
+					t.Errorf("%s: a password is printed in %s", svc, key)
+				}
+				for file, owner := range secrets {
+					if owner != svc && strings.Contains(value, "/"+file) {
+						t.Errorf("%s gets %s (%s), another's secret", svc, key, value)
+					}
+				}
+				for _, other := range services {
+					if other != svc && strings.Contains(value, "/"+other+"?") || other != svc && strings.Contains(value, "/"+other+".pem") {
+						t.Errorf("%s gets %s=%s, %s's resource", svc, key, value, other)
+					}
+				}
+			}
+			if own < 3 {
+				t.Errorf("%s gets %d settings of its own, want its TLS files at least:\n%s", svc, own, out)
+			}
+		})
+	}
+}
+
+// In deploy/compose.yaml each mesh service's environment holds only its own CM_<SERVICE>_ keys,
+// and only the services that need a secret mount it.
+func TestComposeGivesEachServiceOnlyItsOwnSettings(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "deploy", "compose.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Environment map[string]any `yaml:"environment"`
+			Secrets     []string       `yaml:"secrets"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(data, &compose); err != nil {
+		t.Fatal(err)
+	}
+	wantSecrets := map[string][]string{"ingest": {"nats-ingest"}, "analytics": {"nats-analytics", "clickhouse-writer", "clickhouse-reader"}}
+	for _, svc := range services {
+		s, ok := compose.Services[svc]
+		if !ok {
+			t.Fatalf("compose has no service %s", svc)
+		}
+		if len(s.Environment) == 0 {
+			t.Errorf("%s has no environment", svc)
+		}
+		for key := range s.Environment {
+			if strings.HasPrefix(key, "CM_") && !strings.HasPrefix(key, prefix(svc)) {
+				t.Errorf("compose gives %s the variable %s", svc, key)
+			}
+		}
+		if got, want := strings.Join(s.Secrets, ","), strings.Join(wantSecrets[svc], ","); got != want {
+			t.Errorf("compose gives %s the secrets [%s], want [%s]", svc, got, want)
+		}
+	}
+}
