@@ -117,11 +117,11 @@ up() {
 
   trap 'echo; echo "run: stopping"; stop_services; "$ROOT/scripts/devenv.sh" down; exit 0' INT TERM
   # The key that encrypts auth's token signing keys at rest: made once, given to auth alone.
-  if [ ! -s "$STATE/secrets/auth-kek" ]; then
-    mkdir -p -m 700 "$STATE/secrets"
-    (umask 077; printf 'dev1:%s\n' "$(head -c32 /dev/urandom | base64 -w0)" >"$STATE/secrets/auth-kek")
+  if [ ! -s "$SECRETS/auth-kek" ]; then
+    mkdir -p -m 700 "$SECRETS"
+    (umask 077; printf 'dev1:%s\n' "$(head -c32 /dev/urandom | base64 -w0)" >"$SECRETS/auth-kek")
   fi
-  start auth env CM_AUTH_KEY_ENCRYPTION_KEYS_FILE="$STATE/secrets/auth-kek" "$ROOT/bin/auth"
+  start auth "$ROOT/bin/auth"
   wait_http "http://127.0.0.1:9101/healthz" 60 auth
   start ingest "$ROOT/bin/ingest"
   wait_http "http://127.0.0.1:9102/healthz" 30 ingest
