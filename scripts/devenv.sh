@@ -66,9 +66,17 @@ ch_query() { clickhouse-client --config-file "$SECRETS/clickhouse-client.xml" --
 ensure_secrets() {
   mkdir -p "$SECRETS"; chmod 700 "$SECRETS"
   local n
-  for n in nats-admin nats-ingest nats-analytics clickhouse-default clickhouse-writer clickhouse-reader; do
+  for n in nats-admin nats-ingest nats-analytics clickhouse-default clickhouse-writer clickhouse-reader \
+    postgres-admin postgres-auth postgres-campaigns postgres-dsr; do
     [ -s "$SECRETS/$n" ] && continue
     (umask 077; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$SECRETS/$n.tmp") && mv "$SECRETS/$n.tmp" "$SECRETS/$n"
+  done
+  # PostgreSQL clients read passwords from a pgpass file named in the URL (passfile=…): one per
+  # role, so each service is given its own and nothing else.
+  local r
+  for r in admin auth campaigns dsr; do
+    local role=$r; [ $r = admin ] && role=campaignmesh
+    (umask 077; printf '*:*:*:%s:%s\n' "$role" "$(cat "$SECRETS/postgres-$r")" >"$SECRETS/pgpass-$r")
   done
   (umask 077; printf '<config><user>default</user><password>%s</password></config>\n' \
     "$(cat "$SECRETS/clickhouse-default")" >"$SECRETS/clickhouse-client.xml")
@@ -144,15 +152,25 @@ EOF
   fi
   wait_for 30 "$bin/pg_isready" -q -h 127.0.0.1 -p $PG_PORT ||
     die_log "postgres not ready after 30s" "$LOGS/postgres.log"
-  # Idempotent role + databases (local socket, trust auth as superuser postgres).
+  # Idempotent roles + databases (local socket, trust auth as superuser postgres). Each service
+  # has its own role that owns its database and can connect to no other; campaignmesh is the
+  # admin of tests and tools (it creates their throwaway databases). Passwords are generated
+  # (ensure_secrets). A database made by an older devenv, owned by campaignmesh, is handed over.
   {
     echo "SELECT 'CREATE ROLE campaignmesh' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'campaignmesh') \\gexec"
-    echo "ALTER ROLE campaignmesh LOGIN CREATEDB PASSWORD 'campaignmesh';"
+    echo "ALTER ROLE campaignmesh LOGIN CREATEDB PASSWORD '$(cat "$SECRETS/postgres-admin")';"
     for db in "${DBS[@]}"; do
-      echo "SELECT 'CREATE DATABASE $db OWNER campaignmesh' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$db') \\gexec"
+      echo "SELECT 'CREATE ROLE $db' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$db') \\gexec"
+      echo "ALTER ROLE $db LOGIN NOCREATEDB NOCREATEROLE PASSWORD '$(cat "$SECRETS/postgres-$db")';"
+      echo "SELECT 'CREATE DATABASE $db OWNER $db' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$db') \\gexec"
+      echo "ALTER DATABASE $db OWNER TO $db;"
+      echo "REVOKE ALL ON DATABASE $db FROM PUBLIC;"
+      echo "\\connect $db"
+      echo "REASSIGN OWNED BY campaignmesh TO $db;"
+      echo "\\connect postgres"
     done
   } | "$bin/psql" -h "$PG_RUN" -p $PG_PORT -U postgres -d postgres -qAt -v ON_ERROR_STOP=1 >/dev/null ||
-    die "creating role/databases failed"
+    die "creating roles/databases failed"
   say "postgres ready on 127.0.0.1:$PG_PORT, databases: ${DBS[*]}$was"
 }
 
@@ -256,7 +274,8 @@ nats_up() {
 write_env() {
   # KEY=value lines: sourceable by sh and usable via make's `include`.
   cat >"$STATE/env.tmp" <<EOF
-CM_POSTGRES_URL=postgres://campaignmesh:campaignmesh@127.0.0.1:$PG_PORT
+CM_POSTGRES_URL=postgres://campaignmesh@127.0.0.1:$PG_PORT/postgres?passfile=$SECRETS/pgpass-admin
+CM_POSTGRES_ADDR=127.0.0.1:$PG_PORT
 CM_CLICKHOUSE_ADDR=127.0.0.1:$CH_TCP
 CM_NATS_URL=nats://127.0.0.1:$NATS_PORT
 CM_SECRETS_DIR=$SECRETS

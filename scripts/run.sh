@@ -63,7 +63,7 @@ service_env() {
   local -a own=("${prefix}_TLS_CERT=$CERTS/$svc.pem" "${prefix}_TLS_KEY=$CERTS/$svc-key.pem" "${prefix}_TLS_CA=$CERTS/ca.pem")
   case $svc in
     auth) own+=(
-      "CM_AUTH_POSTGRES_URL=${INFRA_CM_POSTGRES_URL:-}/auth?sslmode=disable"
+      "CM_AUTH_POSTGRES_URL=postgres://auth@${INFRA_CM_POSTGRES_ADDR:-}/auth?sslmode=disable&passfile=$SECRETS/pgpass-auth"
       "CM_AUTH_BOOTSTRAP_DIR=$STATE/bootstrap"
       "CM_AUTH_KEY_ENCRYPTION_KEYS_FILE=$SECRETS/auth-kek") ;;
     ingest) own+=(
@@ -77,7 +77,7 @@ service_env() {
       "CM_ANALYTICS_CLICKHOUSE_WRITER_PASSWORD_FILE=$SECRETS/clickhouse-writer"
       "CM_ANALYTICS_CLICKHOUSE_READER_USER=${INFRA_CM_CLICKHOUSE_READER_USER:-analytics_reader}"
       "CM_ANALYTICS_CLICKHOUSE_READER_PASSWORD_FILE=$SECRETS/clickhouse-reader") ;;
-    campaigns) own+=("CM_CAMPAIGNS_POSTGRES_URL=${INFRA_CM_POSTGRES_URL:-}/campaigns?sslmode=disable") ;;
+    campaigns) own+=("CM_CAMPAIGNS_POSTGRES_URL=postgres://campaigns@${INFRA_CM_POSTGRES_ADDR:-}/campaigns?sslmode=disable&passfile=$SECRETS/pgpass-campaigns") ;;
     gateway) own+=("CM_GATEWAY_EDGE_TLS_CERT=$CERTS/edge.pem" "CM_GATEWAY_EDGE_TLS_KEY=$CERTS/edge-key.pem") ;;
     *) echo "run: unknown service $svc (one of: ${SERVICES[*]})" >&2; return 2 ;;
   esac

@@ -19,7 +19,9 @@ var services = []string{"auth", "ingest", "analytics", "campaigns", "gateway"}
 var secrets = map[string]string{
 	"auth-kek": "auth", "nats-ingest": "ingest", "nats-analytics": "analytics",
 	"clickhouse-writer": "analytics", "clickhouse-reader": "analytics",
-	"nats-admin": "", "clickhouse-default": "", "clickhouse-client.xml": "",
+	"pgpass-auth": "auth", "postgres-auth": "auth", "pgpass-campaigns": "campaigns", "postgres-campaigns": "campaigns",
+	"pgpass-dsr": "dsr", "postgres-dsr": "dsr",
+	"nats-admin": "", "clickhouse-default": "", "clickhouse-client.xml": "", "pgpass-admin": "", "postgres-admin": "",
 }
 
 func prefix(svc string) string { return "CM_" + strings.ToUpper(svc) + "_" }
@@ -29,7 +31,8 @@ func prefix(svc string) string { return "CM_" + strings.ToUpper(svc) + "_" }
 func TestRunShGivesEachServiceOnlyItsOwnSettings(t *testing.T) {
 	state := t.TempDir()
 	env := strings.Join([]string{
-		"CM_POSTGRES_URL=postgres://campaignmesh:pw@127.0.0.1:15432",
+		"CM_POSTGRES_URL=postgres://campaignmesh@127.0.0.1:15432/postgres?passfile=" + filepath.Join(state, "secrets", "pgpass-admin"),
+		"CM_POSTGRES_ADDR=127.0.0.1:15432",
 		"CM_CLICKHOUSE_ADDR=127.0.0.1:19000", "CM_NATS_URL=nats://127.0.0.1:14222",
 		"CM_SECRETS_DIR=" + filepath.Join(state, "secrets"),
 		"CM_CLICKHOUSE_USER=default", "CM_CLICKHOUSE_PASSWORD_FILE=" + filepath.Join(state, "secrets", "clickhouse-default"),
@@ -96,7 +99,8 @@ func TestComposeGivesEachServiceOnlyItsOwnSettings(t *testing.T) {
 	if err := yaml.Unmarshal(data, &compose); err != nil {
 		t.Fatal(err)
 	}
-	wantSecrets := map[string][]string{"ingest": {"nats-ingest"}, "analytics": {"nats-analytics", "clickhouse-writer", "clickhouse-reader"}}
+	wantSecrets := map[string][]string{"ingest": {"nats-ingest"}, "analytics": {"nats-analytics", "clickhouse-writer", "clickhouse-reader"},
+		"auth": {"pgpass-auth", "auth-kek"}, "campaigns": {"pgpass-campaigns"}}
 	for _, svc := range services {
 		s, ok := compose.Services[svc]
 		if !ok {
