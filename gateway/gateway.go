@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,7 +56,10 @@ type Config struct {
 	MaxBodyBytes int
 	// CORSOrigins lists the origins browsers may call from; "*" allows any. Empty: none.
 	CORSOrigins []string
-	Logger      *slog.Logger
+	// TrustedProxies are the proxies in front of the gateway: only from these TCP peers is
+	// X-Forwarded-For believed (see clientIP). Empty: the TCP peer is the client.
+	TrustedProxies []netip.Prefix
+	Logger         *slog.Logger
 }
 
 // Gateway is the edge HTTP handler.
@@ -84,13 +88,13 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 	}
 	g := &Gateway{cfg: cfg, limiter: newIPLimiter(cfg.RateLimit, cfg.RateWindow)}
 
-	g.rest = runtime.NewServeMux(runtime.WithMetadata(func(ctx context.Context, r *http.Request) metadata.MD {
+	g.rest = runtime.NewServeMux(append(restMuxOptions(backends), runtime.WithMetadata(func(ctx context.Context, r *http.Request) metadata.MD {
 		md := metadata.Pairs("x-request-id", telemetry.RequestID(ctx))
 		if ip := clientIPFromContext(ctx); ip != "" {
 			md.Set("x-forwarded-for", ip)
 		}
 		return md
-	}))
+	}))...)
 	for _, b := range backends {
 		if err := b.RegisterREST(ctx, g.rest, b.Conn); err != nil {
 			return nil, fmt.Errorf("register REST handlers of %s: %w", b.Package, err)
@@ -130,7 +134,7 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 		}
 		mux.ServeHTTP(w, r)
 	})
-	g.handler = otelhttp.NewHandler(withRequestContext(g.cors(route)), "gateway",
+	g.handler = otelhttp.NewHandler(withRequestContext(cfg.TrustedProxies, g.cors(route)), "gateway",
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }))
 	return g, nil
 }
@@ -187,18 +191,14 @@ func clientIPFromContext(ctx context.Context) string {
 
 // withRequestContext gives every request its id (the caller's X-Request-Id when well-formed)
 // and its client address, and returns the id in the response.
-func withRequestContext(next http.Handler) http.Handler {
+func withRequestContext(proxies []netip.Prefix, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("X-Request-Id")
 		if !validRequestID(id) {
 			id = grpcserver.NewRequestID()
 		}
 		w.Header().Set("X-Request-Id", id)
-		ip, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil {
-			ip = r.RemoteAddr
-		}
-		ctx := context.WithValue(telemetry.WithRequestID(r.Context(), id), clientIPKey{}, ip)
+		ctx := context.WithValue(telemetry.WithRequestID(r.Context(), id), clientIPKey{}, clientIP(r, proxies))
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
