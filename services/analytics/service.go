@@ -2,8 +2,11 @@ package analytics
 
 import (
 	"context"
+	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +36,31 @@ var DefaultLimits = Limits{ConcurrentPerTenant: 4, LiveStreamsPerTenant: 20, Max
 // ErrTooExpensive is what the store returns when ClickHouse stopped a query at its time,
 // memory or result-size limit.
 var ErrTooExpensive = apperr.New(apperr.ResourceExhausted, "QUERY_TOO_EXPENSIVE", "the query exceeded its time or size limit; narrow the range or the filters")
+
+// ErrTimeZoneUnsupported is what the store returns when ClickHouse does not know a time zone
+// that LoadTimeZone accepted (its zone database differs from Go's).
+var ErrTimeZoneUnsupported = func() error {
+	var v apperr.Violations
+	v.Add("time_zone", "is not a time zone the analytics store knows; use an IANA name such as Europe/Berlin")
+	return v.Err()
+}()
+
+// ianaZone is the shape of an IANA zone name: Area/Location (or a bare name such as UTC),
+// letters, digits, '_', '-', '+'.
+var ianaZone = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$`)
+
+// LoadTimeZone loads an IANA time zone by name. It refuses what Go's time.LoadLocation takes
+// but is not a zone name a caller should use and ClickHouse may not know: "Local" (the
+// server's own zone), the zoneinfo directory's other files ("localtime", "posixrules") and
+// its "posix/" and "right/" copies — ClickHouse 18.16 cannot load any "right/" (leap-second)
+// zone and answered such a query with an exception.
+func LoadTimeZone(name string) (*time.Location, error) {
+	if len(name) > 64 || !ianaZone.MatchString(name) || name == "Local" || name == "localtime" || name == "posixrules" ||
+		strings.HasPrefix(name, "right/") || strings.HasPrefix(name, "posix/") {
+		return nil, fmt.Errorf("time zone %q: not an IANA zone name", name)
+	}
+	return time.LoadLocation(name)
+}
 
 // Bounds on request fields.
 const (
@@ -250,8 +278,8 @@ func (s *Service) Series(ctx context.Context, tenant string, req *analyticsv1.Ge
 	if tz == "" {
 		tz = "UTC"
 	}
-	loc, err := time.LoadLocation(tz)
-	if err != nil || len(tz) > 64 || tz == "Local" {
+	loc, err := LoadTimeZone(tz)
+	if err != nil {
 		v.Add("time_zone", "is not an IANA time zone name (e.g. Europe/Berlin)")
 		loc = time.UTC
 	}
