@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	meshtestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/meshtest/v1"
@@ -182,4 +183,13 @@ func TestUndecodableStreamMessageIsInvalidArgument(t *testing.T) {
 	}
 	var out []byte
 	wantInvalidField(t, s.RecvMsg(&out), "events[0].name")
+}
+
+// A Timestamp outside years 1-9999 (only a hand-made message can carry one) would reach a
+// store as a time it cannot hold: refused at validation, naming the field.
+func TestTimestampOutOfRangeIsInvalidArgument(t *testing.T) {
+	conn, h := startIngestStub(t)
+	_, err := ingestv1.NewIngestServiceClient(conn).IngestEvents(bearer(h.token(t, "admin", "t1", "u1")),
+		&ingestv1.IngestEventsRequest{Events: []*ingestv1.Event{{SentAt: &timestamppb.Timestamp{Seconds: 1 << 62}}}})
+	wantInvalidField(t, err, "events[0].sent_at")
 }

@@ -6,7 +6,9 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 )
@@ -14,43 +16,49 @@ import (
 // refuseNUL answers INVALID_ARGUMENT naming the first string field of m (at any depth: lists,
 // map keys and values, nested messages, google.protobuf.Struct and Value) that holds a NUL
 // byte. PostgreSQL cannot store NUL in text, and no CampaignMesh string has a use for it, so
-// it is refused for every RPC here rather than failing inside a store.
+// it is refused for every RPC here rather than failing inside a store. The same walk refuses
+// a google.protobuf.Timestamp or Duration outside its documented range (years 1 to 9999,
+// ±10,000 years, nanos in range), which only a hand-made gRPC message can carry and which
+// would otherwise reach a store as a time it cannot hold.
 func refuseNUL(req any) error {
 	m, ok := req.(proto.Message)
 	if !ok {
 		return nil
 	}
-	field := findNUL(m.ProtoReflect(), "")
+	field, reason := findNUL(m.ProtoReflect(), "")
 	if field == "" {
 		return nil
 	}
 	var v apperr.Violations
-	v.Add(field, "must not contain a NUL byte")
+	v.Add(field, "%s", reason)
 	return v.Err()
 }
 
-// findNUL returns the path of the first string holding NUL in m, or "". The walk builds no
-// path until it finds one, so a clean 1,000-event batch costs no allocations for names.
-func findNUL(m protoreflect.Message, prefix string) string {
+// findNUL returns the path of the first string holding NUL (or malformed time) in m and what
+// is wrong with it, or "". The walk builds no path until it finds one, so a clean 1,000-event
+// batch costs no allocations for names.
+func findNUL(m protoreflect.Message, prefix string) (path, reason string) {
 	trail, ok := nulTrail(m)
 	if !ok {
-		return ""
+		return "", ""
 	}
-	path := prefix
+	path, reason = prefix, "must not contain a NUL byte"
 	for i := len(trail) - 1; i >= 0; i-- {
 		switch e := trail[i]; {
+		case e.reason != "":
+			reason = e.reason
 		case e.name != "":
 			path = join(path, e.name)
 		default:
 			path = index(path, e.key)
 		}
 	}
-	return path
+	return orRequest(path), reason
 }
 
 // step is one element of a field path, collected innermost first: a field name, or a list
 // index or map key.
-type step struct{ name, key string }
+type step struct{ name, key, reason string }
 
 func nulTrail(m protoreflect.Message) ([]step, bool) {
 	// Event properties are Structs: walk them as Go values, which reflection over their maps
@@ -62,6 +70,16 @@ func nulTrail(m protoreflect.Message) ([]step, bool) {
 		return jsonValueTrail(v)
 	case *structpb.ListValue:
 		return listTrail(v)
+	case *timestamppb.Timestamp:
+		if v.CheckValid() != nil {
+			return []step{{reason: "is not a valid time (years 1 to 9999)"}}, true
+		}
+		return nil, false
+	case *durationpb.Duration:
+		if v.CheckValid() != nil {
+			return []step{{reason: "is not a valid duration"}}, true
+		}
+		return nil, false
 	}
 	md := m.Descriptor()
 	structLike := isStructLike(md)

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 )
@@ -33,9 +34,11 @@ func TestFindNULNamesTheField(t *testing.T) {
 		{"struct value", &ingestv1.IngestEventsRequest{Events: []*ingestv1.Event{{Properties: props(map[string]any{"plan": map[string]any{"tier": "p\x00"}})}}}, "events[0].properties.plan.tier"},
 		{"struct list", &ingestv1.IngestEventsRequest{Events: []*ingestv1.Event{{Properties: props(map[string]any{"tags": []any{"a", "\x00"}})}}}, "events[0].properties.tags[1]"},
 		{"struct key", &ingestv1.IngestEventsRequest{Events: []*ingestv1.Event{{Properties: props(map[string]any{"k\x00": "v"})}}}, "events[0].properties"},
+		{"timestamp out of range", &ingestv1.IngestEventsRequest{Events: []*ingestv1.Event{{}, {SentAt: &timestamppb.Timestamp{Seconds: 1 << 62}}}}, "events[1].sent_at"},
+		{"timestamp nanos out of range", &ingestv1.IngestEventsRequest{Events: []*ingestv1.Event{{Timestamp: &timestamppb.Timestamp{Nanos: -1}}}}, "events[0].timestamp"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := findNUL(tc.req.ProtoReflect(), ""); got != tc.want {
+			if got, _ := findNUL(tc.req.ProtoReflect(), ""); got != tc.want {
 				t.Fatalf("findNUL = %q, want %q", got, tc.want)
 			}
 		})
@@ -50,7 +53,7 @@ func BenchmarkRefuseNUL(b *testing.B) {
 		p, _ := structpb.NewStruct(map[string]any{"plan": "pro", "seats": 12, "page": "/pricing", "tags": []any{"a", "b"}, "nested": map[string]any{"k": "v"}})
 		req.Events = append(req.Events, &ingestv1.Event{
 			EventId: fmt.Sprintf("evt-%d", i), Type: ingestv1.EventType_EVENT_TYPE_TRACK, Name: "signup", UserId: "user-123",
-			CampaignId: "cmp-1", Variant: "A", Properties: p,
+			CampaignId: "cmp-1", Variant: "A", Properties: p, Timestamp: timestamppb.Now(), SentAt: timestamppb.Now(),
 			Context: &ingestv1.EventContext{Ip: "203.0.113.9", UserAgent: "Mozilla/5.0", Locale: "en-US", App: "web"},
 		})
 	}
