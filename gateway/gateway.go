@@ -106,8 +106,8 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 		grpc.UnknownServiceHandler(p.handle),
 		grpc.ForceServerCodecV2(p.codec),
 		grpc.MaxRecvMsgSize(cfg.MaxBodyBytes),
-		grpc.ChainUnaryInterceptor(g.unaryRateLimit),
-		grpc.ChainStreamInterceptor(g.streamRateLimit),
+		grpc.ChainUnaryInterceptor(g.unaryRateLimit, g.unarySizeCheck),
+		grpc.ChainStreamInterceptor(g.streamRateLimit, g.streamSizeCheck),
 	)
 	g.health = health.NewServer()
 	healthpb.RegisterHealthServer(g.grpc, g.health)
@@ -126,7 +126,7 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 
 	route := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
-			g.grpc.ServeHTTP(w, r) // rate limited by the gRPC interceptors, so errors are gRPC-shaped
+			g.grpc.ServeHTTP(w, limitFrames(r, cfg.MaxBodyBytes)) // rate and size limited by the gRPC interceptors, so errors are gRPC-shaped
 			return
 		}
 		if !g.allowHTTP(w, r) {
