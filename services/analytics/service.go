@@ -135,6 +135,14 @@ func (s *Service) take(counts map[string]int, tenant string, limit int, refused 
 	}, nil
 }
 
+// The times a query may name: ClickHouse's DateTime holds 1970 to early 2106, and a query
+// range grows by its funnel window and bucket alignment before it reaches the store (a
+// year-9999 end became "10000-01-01", which ClickHouse could not parse: a 500).
+var (
+	storeFirst = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	storeLast  = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
 // timeRange resolves a request's range: no end means up to now, open-ended (events stamped a
 // little ahead included); no start means DefaultRange before the end's hour.
 func (s *Service) timeRange(v *apperr.Violations, start, end *timestamppb.Timestamp, limit time.Duration) (from, to time.Time, open bool) {
@@ -155,6 +163,10 @@ func (s *Service) timeRange(v *apperr.Violations, start, end *timestamppb.Timest
 		from = start.AsTime().UTC()
 	}
 	switch {
+	case from.Before(storeFirst) || from.After(storeLast):
+		v.Add("start_time", "must be between %s and %s", storeFirst.Format(time.DateOnly), storeLast.Format(time.DateOnly))
+	case to.Before(storeFirst) || to.After(storeLast):
+		v.Add("end_time", "must be between %s and %s", storeFirst.Format(time.DateOnly), storeLast.Format(time.DateOnly))
 	case !from.Before(to):
 		v.Add("start_time", "must be before end_time")
 	case to.Sub(from) > limit:
@@ -566,6 +578,16 @@ func (s *Service) Delete(ctx context.Context, req *analyticsv1.DeleteEventsReque
 			v.Add("start_time", "start_time and end_time must both be valid times")
 		} else if d.Start, d.End = req.GetStartTime().AsTime().UTC(), req.GetEndTime().AsTime().UTC(); !d.Start.Before(d.End) {
 			v.Add("start_time", "must be before end_time")
+		}
+		// No event lies outside the store's range: deleting "all time" keeps meaning that.
+		if d.Start.Before(storeFirst) {
+			d.Start = storeFirst
+		}
+		if d.End.After(storeLast) {
+			d.End = storeLast
+		}
+		if d.End.Before(d.Start) {
+			d.End = d.Start
 		}
 	}
 	if err := v.Err(); err != nil {
