@@ -76,10 +76,14 @@ func cleanStatus(st *status.Status) *status.Status {
 		s, _ := apperr.ToStatus(v.Err())
 		return s
 	}
-	if g, ok := generic[st.Code()]; ok {
+	switch st.Code() {
+	case codes.Internal, codes.Unknown, codes.DataLoss:
 		if st.Code() == codes.Internal && msg == "internal error" && len(st.Details()) == 0 {
 			return st
 		}
+		return status.New(codes.Internal, generic[codes.Internal])
+	}
+	if g, ok := generic[st.Code()]; ok && transportText(msg) {
 		return status.New(st.Code(), g)
 	}
 	if transportText(msg) {
@@ -89,7 +93,7 @@ func cleanStatus(st *status.Status) *status.Status {
 }
 
 func transportText(msg string) bool {
-	for _, s := range []string{"grpc:", "transport:", "desc =", "proto:", "strconv.", "parsing "} {
+	for _, s := range []string{"grpc", "transport", "desc =", "proto:", "strconv.", "parsing ", "connection", "http2"} {
 		if strings.Contains(msg, s) {
 			return true
 		}

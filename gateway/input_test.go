@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 )
@@ -162,5 +164,27 @@ func TestRetryAfterFromBackend(t *testing.T) {
 	e.RetryAfter = 3 * time.Second
 	if w := restCall(t, g, "POST", "/v1/auth/login", "{}"); w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") != "3" {
 		t.Fatalf("answer %d, Retry-After %q; want 429 with 3", w.Code, w.Header().Get("Retry-After"))
+	}
+}
+
+func TestCleanStatus(t *testing.T) {
+	ours, _ := apperr.ToStatus(apperr.New(apperr.Unavailable, "AUTH_UNAVAILABLE", "credential cannot be verified right now; retry"))
+	for _, tc := range []struct {
+		in   *status.Status
+		code codes.Code
+		msg  string
+	}{
+		{ours, codes.Unavailable, "credential cannot be verified right now; retry"},
+		{status.New(codes.Internal, "grpc: error while marshaling: string field contains invalid UTF-8"), codes.Internal, "internal error"},
+		{status.New(codes.Unknown, "anything at all"), codes.Internal, "internal error"},
+		{status.New(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused"`), codes.Unavailable, "service unavailable; retry later"},
+		{status.New(codes.ResourceExhausted, "grpc: received message larger than max (5 vs. 4)"), codes.ResourceExhausted, "message too large or limit exceeded"},
+		{status.New(codes.Unimplemented, "unknown service campaignmesh.x.v1.Y"), codes.Unimplemented, "unknown service campaignmesh.x.v1.Y"},
+		{status.New(codes.NotFound, "Not Found"), codes.NotFound, "Not Found"},
+	} {
+		got := cleanStatus(tc.in)
+		if got.Code() != tc.code || got.Message() != tc.msg {
+			t.Errorf("cleanStatus(%v %q) = %v %q; want %v %q", tc.in.Code(), tc.in.Message(), got.Code(), got.Message(), tc.code, tc.msg)
+		}
 	}
 }
