@@ -118,6 +118,7 @@ FUZZTIME ?= 10s
 fuzz: ## Run each fuzz target for FUZZTIME (default 10s)
 	go test -run '^$$' -fuzz '^FuzzPrepare$$' -fuzztime $(FUZZTIME) ./services/ingest
 	go test -run '^$$' -fuzz '^FuzzDecodeAndPrepare$$' -fuzztime $(FUZZTIME) ./services/ingest
+	go test -run '^$$' -fuzz '^FuzzRESTSurface$$' -fuzztime $(FUZZTIME) ./gateway
 .PHONY: fuzz
 
 bench-ingest: infra ## Measure the event pipeline against its baselines (about 2.5 min; results in .state/bench-ingest.json)

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,7 +54,10 @@ type Config struct {
 	MaxBodyBytes int
 	// CORSOrigins lists the origins browsers may call from; "*" allows any. Empty: none.
 	CORSOrigins []string
-	Logger      *slog.Logger
+	// TrustedProxies are the proxies in front of the gateway: only from these TCP peers is
+	// X-Forwarded-For believed (see clientIP). Empty: the TCP peer is the client.
+	TrustedProxies []netip.Prefix
+	Logger         *slog.Logger
 }
 
 // Gateway is the edge HTTP handler.
@@ -82,13 +86,13 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 	}
 	g := &Gateway{cfg: cfg, limiter: newIPLimiter(cfg.RateLimit, cfg.RateWindow)}
 
-	g.rest = runtime.NewServeMux(runtime.WithMetadata(func(ctx context.Context, r *http.Request) metadata.MD {
+	g.rest = runtime.NewServeMux(append(restMuxOptions(backends), runtime.WithMetadata(func(ctx context.Context, r *http.Request) metadata.MD {
 		md := metadata.Pairs("x-request-id", telemetry.RequestID(ctx))
 		if ip := clientIPFromContext(ctx); ip != "" {
 			md.Set("x-forwarded-for", ip)
 		}
 		return md
-	}))
+	}))...)
 	for _, b := range backends {
 		if err := b.RegisterREST(ctx, g.rest, b.Conn); err != nil {
 			return nil, fmt.Errorf("register REST handlers of %s: %w", b.Package, err)
@@ -100,8 +104,8 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 		grpc.UnknownServiceHandler(p.handle),
 		grpc.ForceServerCodecV2(p.codec),
 		grpc.MaxRecvMsgSize(cfg.MaxBodyBytes),
-		grpc.ChainUnaryInterceptor(g.unaryRateLimit),
-		grpc.ChainStreamInterceptor(g.streamRateLimit),
+		grpc.ChainUnaryInterceptor(g.unaryRateLimit, g.unarySizeCheck),
+		grpc.ChainStreamInterceptor(g.streamRateLimit, g.streamSizeCheck),
 	)
 	g.health = health.NewServer()
 	healthpb.RegisterHealthServer(g.grpc, g.health)
@@ -124,7 +128,7 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 
 	route := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
-			g.grpc.ServeHTTP(w, r) // rate limited by the gRPC interceptors, so errors are gRPC-shaped
+			g.grpc.ServeHTTP(w, limitFrames(r, cfg.MaxBodyBytes)) // rate and size limited by the gRPC interceptors, so errors are gRPC-shaped
 			return
 		}
 		if !g.allowHTTP(w, r) {
@@ -132,7 +136,7 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 		}
 		mux.ServeHTTP(w, r)
 	})
-	g.handler = otelhttp.NewHandler(withRequestContext(g.cors(route)), "gateway",
+	g.handler = otelhttp.NewHandler(withRequestContext(cfg.TrustedProxies, g.cors(route)), "gateway",
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }))
 	return g, nil
 }
@@ -161,18 +165,14 @@ func clientIPFromContext(ctx context.Context) string {
 
 // withRequestContext gives every request its id (the caller's X-Request-Id when well-formed)
 // and its client address, and returns the id in the response.
-func withRequestContext(next http.Handler) http.Handler {
+func withRequestContext(proxies []netip.Prefix, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("X-Request-Id")
 		if !validRequestID(id) {
 			id = grpcserver.NewRequestID()
 		}
 		w.Header().Set("X-Request-Id", id)
-		ip, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil {
-			ip = r.RemoteAddr
-		}
-		ctx := context.WithValue(telemetry.WithRequestID(r.Context(), id), clientIPKey{}, ip)
+		ctx := context.WithValue(telemetry.WithRequestID(r.Context(), id), clientIPKey{}, clientIP(r, proxies))
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

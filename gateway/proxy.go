@@ -98,7 +98,7 @@ func (p *proxy) handle(_ any, ss grpc.ServerStream) error {
 	ctx = metadata.NewOutgoingContext(ctx, outgoingMetadata(ss.Context()))
 	cs, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method, grpc.ForceCodecV2(p.codec))
 	if err != nil {
-		return err
+		return clean(err)
 	}
 
 	toBackend := make(chan error, 1)
@@ -146,7 +146,7 @@ func (p *proxy) handle(_ any, ss grpc.ServerStream) error {
 		select {
 		case err := <-toBackend:
 			if err != nil {
-				return err // the client went away or sent garbage: cancel the backend call
+				return clean(err) // the client went away or sent too much: cancel the backend call
 			}
 			toBackend = nil // client finished sending; wait for the backend
 		case err := <-toClient:
@@ -157,7 +157,11 @@ func (p *proxy) handle(_ any, ss grpc.ServerStream) error {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
-			return err
+			return clean(err)
 		}
 	}
 }
+
+// clean passes the backends' own statuses through and replaces the text of any status that
+// grpc-go made on either side of the gateway (see cleanStatus).
+func clean(err error) error { return cleanStatus(status.Convert(err)).Err() }

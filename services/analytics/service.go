@@ -2,8 +2,11 @@ package analytics
 
 import (
 	"context"
+	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +36,31 @@ var DefaultLimits = Limits{ConcurrentPerTenant: 4, LiveStreamsPerTenant: 20, Max
 // ErrTooExpensive is what the store returns when ClickHouse stopped a query at its time,
 // memory or result-size limit.
 var ErrTooExpensive = apperr.New(apperr.ResourceExhausted, "QUERY_TOO_EXPENSIVE", "the query exceeded its time or size limit; narrow the range or the filters")
+
+// ErrTimeZoneUnsupported is what the store returns when ClickHouse does not know a time zone
+// that LoadTimeZone accepted (its zone database differs from Go's).
+var ErrTimeZoneUnsupported = func() error {
+	var v apperr.Violations
+	v.Add("time_zone", "is not a time zone the analytics store knows; use an IANA name such as Europe/Berlin")
+	return v.Err()
+}()
+
+// ianaZone is the shape of an IANA zone name: Area/Location (or a bare name such as UTC),
+// letters, digits, '_', '-', '+'.
+var ianaZone = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$`)
+
+// LoadTimeZone loads an IANA time zone by name. It refuses what Go's time.LoadLocation takes
+// but is not a zone name a caller should use and ClickHouse may not know: "Local" (the
+// server's own zone), the zoneinfo directory's other files ("localtime", "posixrules") and
+// its "posix/" and "right/" copies — ClickHouse 18.16 cannot load any "right/" (leap-second)
+// zone and answered such a query with an exception.
+func LoadTimeZone(name string) (*time.Location, error) {
+	if len(name) > 64 || !ianaZone.MatchString(name) || name == "Local" || name == "localtime" || name == "posixrules" ||
+		strings.HasPrefix(name, "right/") || strings.HasPrefix(name, "posix/") {
+		return nil, fmt.Errorf("time zone %q: not an IANA zone name", name)
+	}
+	return time.LoadLocation(name)
+}
 
 // Bounds on request fields.
 const (
@@ -107,6 +135,14 @@ func (s *Service) take(counts map[string]int, tenant string, limit int, refused 
 	}, nil
 }
 
+// The times a query may name: ClickHouse's DateTime holds 1970 to early 2106, and a query
+// range grows by its funnel window and bucket alignment before it reaches the store (a
+// year-9999 end became "10000-01-01", which ClickHouse could not parse: a 500).
+var (
+	storeFirst = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	storeLast  = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
 // timeRange resolves a request's range: no end means up to now, open-ended (events stamped a
 // little ahead included); no start means DefaultRange before the end's hour.
 func (s *Service) timeRange(v *apperr.Violations, start, end *timestamppb.Timestamp, limit time.Duration) (from, to time.Time, open bool) {
@@ -127,6 +163,10 @@ func (s *Service) timeRange(v *apperr.Violations, start, end *timestamppb.Timest
 		from = start.AsTime().UTC()
 	}
 	switch {
+	case from.Before(storeFirst) || from.After(storeLast):
+		v.Add("start_time", "must be between %s and %s", storeFirst.Format(time.DateOnly), storeLast.Format(time.DateOnly))
+	case to.Before(storeFirst) || to.After(storeLast):
+		v.Add("end_time", "must be between %s and %s", storeFirst.Format(time.DateOnly), storeLast.Format(time.DateOnly))
 	case !from.Before(to):
 		v.Add("start_time", "must be before end_time")
 	case to.Sub(from) > limit:
@@ -250,8 +290,8 @@ func (s *Service) Series(ctx context.Context, tenant string, req *analyticsv1.Ge
 	if tz == "" {
 		tz = "UTC"
 	}
-	loc, err := time.LoadLocation(tz)
-	if err != nil || len(tz) > 64 || tz == "Local" {
+	loc, err := LoadTimeZone(tz)
+	if err != nil {
 		v.Add("time_zone", "is not an IANA time zone name (e.g. Europe/Berlin)")
 		loc = time.UTC
 	}
@@ -538,6 +578,16 @@ func (s *Service) Delete(ctx context.Context, req *analyticsv1.DeleteEventsReque
 			v.Add("start_time", "start_time and end_time must both be valid times")
 		} else if d.Start, d.End = req.GetStartTime().AsTime().UTC(), req.GetEndTime().AsTime().UTC(); !d.Start.Before(d.End) {
 			v.Add("start_time", "must be before end_time")
+		}
+		// No event lies outside the store's range: deleting "all time" keeps meaning that.
+		if d.Start.Before(storeFirst) {
+			d.Start = storeFirst
+		}
+		if d.End.After(storeLast) {
+			d.End = storeLast
+		}
+		if d.End.Before(d.Start) {
+			d.End = d.Start
 		}
 	}
 	if err := v.Err(); err != nil {

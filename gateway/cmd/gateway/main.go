@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -48,6 +49,7 @@ type settings struct {
 	rateWindow, grace   time.Duration
 	maxBodyBytes        int
 	corsOrigins         string
+	trustedProxies      []netip.Prefix
 	logLevel            slog.Level
 }
 
@@ -66,12 +68,17 @@ func parse(args []string) (settings, error) {
 	fs.DurationVar(&s.rateWindow, "rate-window", 10*time.Second, "window of -rate-limit")
 	fs.IntVar(&s.maxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body or gRPC message in bytes")
 	fs.StringVar(&s.corsOrigins, "cors-origins", "", "comma-separated origins allowed by CORS (\"*\" for any; empty for none)")
+	var proxies string
+	fs.StringVar(&proxies, "trusted-proxies", "", "comma-separated CIDRs of proxies in front of the gateway whose X-Forwarded-For is believed (empty: none; the TCP peer is the client)")
 	fs.DurationVar(&s.grace, "grace-period", 10*time.Second, "how long a stop waits for requests in flight")
 	fs.TextVar(&s.logLevel, "log-level", slog.LevelInfo, "log level (debug, info, warn, error)")
 	if err := config.Parse(fs, "CM_GATEWAY", args); err != nil {
 		return s, err
 	}
 	var p config.Problems
+	var err error
+	s.trustedProxies, err = gateway.ParseTrustedProxies(proxies)
+	p.Check(err == nil, "-trusted-proxies: %v", err)
 	p.Check(s.edge.Cert != "" && s.edge.Key != "", "-edge-tls-cert and -edge-tls-key are required")
 	p.Check(s.mesh.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
 	p.Check(s.rateLimit > 0 && s.rateWindow >= time.Second, "-rate-limit must be positive and -rate-window at least 1s")
@@ -111,7 +118,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	}
 	gw, err := gateway.New(ctx, gateway.Config{
 		RateLimit: s.rateLimit, RateWindow: s.rateWindow, MaxBodyBytes: s.maxBodyBytes,
-		CORSOrigins: origins, Logger: logger,
+		CORSOrigins: origins, TrustedProxies: s.trustedProxies, Logger: logger,
 	}, backends)
 	if err != nil {
 		return err

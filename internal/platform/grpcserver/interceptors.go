@@ -93,8 +93,9 @@ func (m errMapper) mapErr(ctx context.Context, method string, err error) error {
 		return nil
 	}
 	st, internal := apperr.ToStatus(err)
-	if internal {
+	if internal || transportInternal(st) {
 		m.logger.ErrorContext(ctx, "internal error", "method", method, "err", err.Error())
+		st = status.New(codes.Internal, "internal error")
 	}
 	return st.Err()
 }
@@ -106,6 +107,16 @@ func (m errMapper) unary(ctx context.Context, req any, info *grpc.UnaryServerInf
 
 func (m errMapper) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	return m.mapErr(ss.Context(), info.FullMethod, handler(srv, ss))
+}
+
+// transportInternal reports an INTERNAL, UNKNOWN or DATA_LOSS status that apperr did not make
+// (e.g. gRPC's own text from a call to another service): its text is not for callers.
+func transportInternal(st *status.Status) bool {
+	switch st.Code() {
+	case codes.Internal, codes.Unknown, codes.DataLoss:
+		return st.Message() != "internal error" || len(st.Proto().GetDetails()) > 0
+	}
+	return false
 }
 
 var errVerifierDown = apperr.New(apperr.Unavailable, "AUTH_UNAVAILABLE", "credential cannot be verified right now; retry")
@@ -142,10 +153,8 @@ func bearerAuth(v Verifier, logger *slog.Logger) func(ctx context.Context) (cont
 
 func unaryValidator(v Validator) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if v != nil {
-			if err := v(info.FullMethod, req); err != nil {
-				return nil, err
-			}
+		if err := validate(v, info.FullMethod, req); err != nil {
+			return nil, err
 		}
 		return handler(ctx, req)
 	}
@@ -153,9 +162,6 @@ func unaryValidator(v Validator) grpc.UnaryServerInterceptor {
 
 func streamValidator(v Validator) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if v == nil {
-			return handler(srv, ss)
-		}
 		return handler(srv, &validatingStream{ServerStream: ss, method: info.FullMethod, validate: v})
 	}
 }
@@ -170,5 +176,16 @@ func (s *validatingStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	return s.validate(s.method, m)
+	return validate(s.validate, s.method, m)
+}
+
+// validate refuses NUL bytes in any string of req, then runs the service's validator.
+func validate(v Validator, method string, req any) error {
+	if err := refuseNUL(req); err != nil {
+		return err
+	}
+	if v == nil {
+		return nil
+	}
+	return v(method, req)
 }

@@ -2,11 +2,14 @@
 // interceptor chain, health, reflection, metrics, tracing, message size limits and a graceful
 // stop. The chain is, outermost first:
 //
-//	recovery → metrics → request id → logging → error mapping → authentication (streams: re-checked
-//	every second for revocation) → access (authz + audit) → validation
+//	recovery → metrics → request id → logging → error mapping → decoding → authentication (streams:
+//	re-checked every second for revocation) → access (authz + audit) → validation
 //
 // so that every error, including a denial, is logged once with its final code, and handlers
-// only ever see authenticated, authorized and validated requests.
+// only ever see authenticated, authorized and validated requests. Malformed input is refused
+// as INVALID_ARGUMENT naming the field, never as a transport error: a request that does not
+// decode (invalid UTF-8, nesting past the limit) at the decoding stage, and a string holding a
+// NUL byte anywhere in the request at the validation stage, before the service's own validator.
 package grpcserver
 
 import (
@@ -131,6 +134,7 @@ func New(opts ...Option) *Server {
 		o.logger.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
 	authFunc := bearerAuth(o.verifier, o.logger)
+	codec := newDecodeCodec()
 
 	unary := []grpc.UnaryServerInterceptor{recovery.UnaryServerInterceptor(recoveryOpt)}
 	stream := []grpc.StreamServerInterceptor{recovery.StreamServerInterceptor(recoveryOpt)}
@@ -144,6 +148,7 @@ func New(opts ...Option) *Server {
 		unaryRequestID,
 		logging.UnaryServerInterceptor(logger, logOpts...),
 		errorMapper(o.logger).unary,
+		codec.unary,
 		auth.UnaryServerInterceptor(authFunc),
 		s.enforcer.UnaryInterceptor(),
 		unaryValidator(o.validator),
@@ -153,6 +158,7 @@ func New(opts ...Option) *Server {
 		streamRequestID,
 		logging.StreamServerInterceptor(logger, logOpts...),
 		errorMapper(o.logger).stream,
+		codec.stream,
 		auth.StreamServerInterceptor(authFunc),
 		streamReverify(o.verifier, ReverifyInterval),
 		s.enforcer.StreamInterceptor(),
@@ -163,6 +169,7 @@ func New(opts ...Option) *Server {
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.StatsHandler(otelgrpc.NewServerHandler()),
+		grpc.ForceServerCodecV2(codec),
 		grpc.MaxRecvMsgSize(o.maxRecvMsgSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}

@@ -269,10 +269,18 @@ var limitCodes = map[int32]bool{
 	158: true, // TOO_MANY_ROWS
 }
 
+// unknownZoneCodes are the exceptions ClickHouse raises for a time zone it cannot load:
+// POCO_EXCEPTION from 18.16's zone loader, BAD_ARGUMENTS from current versions.
+var unknownZoneCodes = map[int32]bool{1000: true, 36: true}
+
 func queryError(what string, err error) error {
 	var ex *ch.Exception
 	if errors.As(err, &ex) && limitCodes[ex.Code] {
 		return analytics.ErrTooExpensive
+	}
+	if errors.As(err, &ex) && unknownZoneCodes[ex.Code] && strings.Contains(ex.Message, "time zone") {
+		// A second line behind analytics.LoadTimeZone: a zone Go knows and ClickHouse not.
+		return analytics.ErrTimeZoneUnsupported
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }

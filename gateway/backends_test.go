@@ -1,0 +1,152 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
+	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
+)
+
+// allowAll takes any bearer credential as a tenant admin holding every permission, so that
+// requests get through the backends' access stage to their validation.
+type allowAll struct{}
+
+func (allowAll) Verify(context.Context, string) (*authn.Principal, error) {
+	return &authn.Principal{TenantID: "t1", Subject: "u1", Role: rbac.Admin, Permissions: rbac.AllPermissions(), Kind: authn.KindAccessToken}, nil
+}
+
+// echoMesh runs every service behind the gateway as a real grpcserver (the platform's whole
+// interceptor chain) whose handlers answer an empty response of the right type.
+type echoMesh struct {
+	backends []Backend
+	mu       sync.Mutex
+	// header, when set, is sent by every handler as response header metadata.
+	header metadata.MD
+	// fail, when set, is what every handler answers.
+	fail error
+	// seen is the incoming metadata of the last call.
+	seen metadata.MD
+}
+
+func (m *echoMesh) setFail(err error) { m.mu.Lock(); m.fail = err; m.mu.Unlock() }
+
+func (m *echoMesh) setHeader(md metadata.MD) { m.mu.Lock(); m.header = md; m.mu.Unlock() }
+
+func (m *echoMesh) lastMetadata() metadata.MD { m.mu.Lock(); defer m.mu.Unlock(); return m.seen }
+
+func (m *echoMesh) called(ctx context.Context) error {
+	in, _ := metadata.FromIncomingContext(ctx)
+	m.mu.Lock()
+	m.seen = in
+	hdr, fail := m.header, m.fail
+	m.mu.Unlock()
+	if hdr != nil {
+		if err := grpc.SetHeader(ctx, hdr); err != nil {
+			return err
+		}
+	}
+	return fail
+}
+
+func startEchoMesh(tb testing.TB) *echoMesh {
+	tb.Helper()
+	m := &echoMesh{}
+	for _, svc := range []struct {
+		pkg  string
+		desc *grpc.ServiceDesc
+		rest func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error
+	}{
+		{"campaignmesh.auth.v1", &authv1.AuthService_ServiceDesc, authv1.RegisterAuthServiceHandler},
+		{"campaignmesh.ingest.v1", &ingestv1.IngestService_ServiceDesc, ingestv1.RegisterIngestServiceHandler},
+		{"campaignmesh.campaigns.v1", &campaignsv1.CampaignService_ServiceDesc, campaignsv1.RegisterCampaignServiceHandler},
+		{"campaignmesh.analytics.v1", &analyticsv1.AnalyticsService_ServiceDesc, analyticsv1.RegisterAnalyticsServiceHandler},
+	} {
+		srv := grpcserver.New(grpcserver.WithVerifier(allowAll{}), grpcserver.WithLogger(slog.New(slog.DiscardHandler)))
+		srv.GRPC().RegisterService(m.echoDesc(tb, svc.desc), struct{}{})
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(ctx, lis) }()
+		tb.Cleanup(func() { cancel(); <-done })
+		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { conn.Close() })
+		m.backends = append(m.backends, Backend{Package: svc.pkg, Conn: conn, RegisterREST: svc.rest})
+	}
+	return m
+}
+
+// echoDesc copies a generated service description with handlers that decode the request,
+// pass it through the interceptors and answer an empty response.
+func (m *echoMesh) echoDesc(tb testing.TB, gen *grpc.ServiceDesc) *grpc.ServiceDesc {
+	tb.Helper()
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(gen.ServiceName))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sd := d.(protoreflect.ServiceDescriptor)
+	newMsg := func(name protoreflect.FullName) proto.Message {
+		mt, err := protoregistry.GlobalTypes.FindMessageByName(name)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return mt.New().Interface()
+	}
+	out := &grpc.ServiceDesc{ServiceName: gen.ServiceName, HandlerType: (*any)(nil), Metadata: gen.Metadata}
+	for _, gm := range gen.Methods {
+		md := sd.Methods().ByName(protoreflect.Name(gm.MethodName))
+		in, outName, full := md.Input().FullName(), md.Output().FullName(), "/"+gen.ServiceName+"/"+gm.MethodName
+		out.Methods = append(out.Methods, grpc.MethodDesc{MethodName: gm.MethodName,
+			Handler: func(srv any, ctx context.Context, dec func(any) error, icpt grpc.UnaryServerInterceptor) (any, error) {
+				req := newMsg(in)
+				if err := dec(req); err != nil {
+					return nil, err
+				}
+				h := func(ctx context.Context, _ any) (any, error) { return newMsg(outName), m.called(ctx) }
+				return icpt(ctx, req, &grpc.UnaryServerInfo{Server: srv, FullMethod: full}, h)
+			}})
+	}
+	for _, gs := range gen.Streams {
+		md := sd.Methods().ByName(protoreflect.Name(gs.StreamName))
+		in := md.Input().FullName()
+		gs.Handler = func(_ any, ss grpc.ServerStream) error {
+			if err := m.called(ss.Context()); err != nil {
+				return err
+			}
+			for {
+				if err := ss.RecvMsg(newMsg(in)); err != nil {
+					if errors.Is(err, io.EOF) {
+						return nil
+					}
+					return err
+				}
+			}
+		}
+		out.Streams = append(out.Streams, gs)
+	}
+	return out
+}
