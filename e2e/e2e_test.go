@@ -483,6 +483,18 @@ func TestMeshEndToEnd(t *testing.T) {
 		t.Fatalf("auth /metrics has no Login counter:\n%.2000s", metrics)
 	}
 
+	// A throttled login answers 429 with Retry-After (the delay is not only in the body).
+	var throttled http.Header
+	for i := 0; i < 8 && throttled == nil; i++ {
+		code, _, hdr := m.rest(t, "POST", "/v1/auth/login", "", map[string]any{"tenant": "acme", "email": "guess@acme.example", "password": "wrong password"})
+		if code == http.StatusTooManyRequests {
+			throttled = hdr
+		}
+	}
+	if throttled == nil || throttled.Get("Retry-After") == "" {
+		t.Fatalf("repeated failed logins: no 429 with Retry-After (%v)", throttled)
+	}
+
 	// OpenAPI is served.
 	resp, err := m.httpc.Get(m.url("/openapi.json"))
 	if err != nil || resp.StatusCode != 200 {
