@@ -131,7 +131,7 @@ func New(opts ...Option) *Server {
 	})
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		o.logger.Log(ctx, slog.Level(lvl), msg, fields...)
+		o.logger.Log(ctx, slog.Level(quietInternal(lvl, fields)), msg, fields...)
 	})
 	authFunc := bearerAuth(o.verifier, o.logger)
 	codec := newDecodeCodec()
