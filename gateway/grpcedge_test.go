@@ -22,6 +22,12 @@ import (
 // grpcEdge serves g over TLS with HTTP/2 and returns a campaigns client through it.
 func grpcEdge(t *testing.T, g *Gateway) campaignsv1.CampaignServiceClient {
 	t.Helper()
+	return campaignsv1.NewCampaignServiceClient(edgeConn(t, g))
+}
+
+// edgeConn serves g over TLS with HTTP/2 and returns a gRPC connection to it.
+func edgeConn(t *testing.T, g *Gateway) *grpc.ClientConn {
+	t.Helper()
 	srv := httptest.NewUnstartedServer(g)
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
@@ -32,7 +38,7 @@ func grpcEdge(t *testing.T, g *Gateway) campaignsv1.CampaignServiceClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return campaignsv1.NewCampaignServiceClient(conn)
+	return conn
 }
 
 func TestGRPCForwardedAddressBehindProxies(t *testing.T) {
@@ -85,16 +91,7 @@ func TestGRPCStreamFramesThroughTheSizeCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(g)
-	srv.EnableHTTP2 = true
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	conn, err := grpc.NewClient(strings.TrimPrefix(srv.URL, "https://"),
-		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true}))) // the test server's own certificate
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := edgeConn(t, g)
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer any")
 	for _, tc := range []struct {
 		name  string

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/tls"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -11,7 +10,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
@@ -33,7 +31,7 @@ var internalRPCs = []string{
 }
 
 // edgeWithBackends serves a gateway for auth and analytics over TLS (HTTP/2) and returns a gRPC
-// connection to it. The backends' connections lead to a closed port: a call the gateway
+// connection to it (edgeConn). The backends' connections lead to a closed port: a call the gateway
 // forwarded would fail UNAVAILABLE, one it refused fails UNIMPLEMENTED.
 func edgeWithBackends(t *testing.T) (*Gateway, *grpc.ClientConn) {
 	t.Helper()
@@ -55,17 +53,7 @@ func edgeWithBackends(t *testing.T) (*Gateway, *grpc.ClientConn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(g)
-	srv.EnableHTTP2 = true
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	conn, err := grpc.NewClient(strings.TrimPrefix(srv.URL, "https://"),
-		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true}))) // the test server's own certificate
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return g, conn
+	return g, edgeConn(t, g)
 }
 
 func TestEdgeNeitherServesNorDescribesInternalRPCs(t *testing.T) {
