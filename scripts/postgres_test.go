@@ -3,18 +3,19 @@ package scripts
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/campaignmesh/campaignmesh/internal/platform/devstate"
 )
 
 // Each service's PostgreSQL role (scripts/devenv.sh) reaches its own database and no other, and
 // the admin role of tests and tools reaches none of the services' databases.
 func TestPostgresRolesReachOnlyTheirOwnDatabase(t *testing.T) {
-	secrets, addr := os.Getenv("CM_SECRETS_DIR"), os.Getenv("CM_POSTGRES_ADDR")
+	secrets, addr := devstate.Getenv("CM_SECRETS_DIR"), devstate.Getenv("CM_POSTGRES_ADDR")
 	if secrets == "" || addr == "" {
 		t.Skip("CM_SECRETS_DIR and CM_POSTGRES_ADDR are not set: run make test (it sources .state/env)")
 	}

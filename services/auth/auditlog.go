@@ -51,6 +51,9 @@ func NewAuditEntry(r access.AuditRecord) AuditEntry {
 	return AuditEntry{AuditRecord: r, OutcomeName: auditlog.CodeName(r.Outcome)}
 }
 
+// maxAuditClockSkew is how far ahead of auth's clock a delivered record's time may be.
+const maxAuditClockSkew = time.Minute
+
 // MaxAuditBatch bounds AppendAuditRecords.
 const MaxAuditBatch = 500
 
@@ -123,6 +126,9 @@ func (r refusal) Error() string { return string(r) }
 func (s *Service) checkForeignRecord(ctx context.Context, caller string, r access.AuditRecord, seen map[string]bool) error {
 	if !strings.HasPrefix(r.Method, "/campaignmesh."+caller+".v") && !strings.HasPrefix(r.Method, caller+".") {
 		return refusal(fmt.Sprintf("method %q is not served by %s", r.Method, caller))
+	}
+	if r.Time.After(s.now().Add(maxAuditClockSkew)) {
+		return refusal("record time lies in the future") // records wait in outboxes: late is normal, early is not
 	}
 	key := r.TenantID + "/" + r.ActorKind + "/" + r.Actor
 	if seen[key] {

@@ -6,16 +6,17 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"testing"
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/campaignmesh/campaignmesh/internal/platform/devstate"
 )
 
 // Addr is the server to test against: CM_CLICKHOUSE_ADDR, or the dev server.
 func Addr() string {
-	if a := os.Getenv("CM_CLICKHOUSE_ADDR"); a != "" {
+	if a := devstate.Getenv("CM_CLICKHOUSE_ADDR"); a != "" {
 		return a
 	}
 	return "127.0.0.1:19000"

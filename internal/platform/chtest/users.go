@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/campaignmesh/campaignmesh/internal/platform/devstate"
 )
 
 // User is a ClickHouse user and its password (convertible to clickhouse.User).
@@ -15,12 +17,12 @@ type User struct {
 // PREFIX_PASSWORD_FILE. ok is false when PREFIX_USER is unset.
 func user(tb testing.TB, prefix string) (User, bool) {
 	tb.Helper()
-	name := os.Getenv(prefix + "_USER")
+	name := devstate.Getenv(prefix + "_USER")
 	if name == "" {
 		return User{}, false
 	}
 	u := User{Name: name}
-	if f := os.Getenv(prefix + "_PASSWORD_FILE"); f != "" {
+	if f := devstate.Getenv(prefix + "_PASSWORD_FILE"); f != "" {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			tb.Fatalf("read %s_PASSWORD_FILE: %v", prefix, err)
@@ -65,7 +67,7 @@ func Reader(tb testing.TB) User {
 // names no reader user): tests of the users' rights need them.
 func RequireRoleUsers(tb testing.TB) {
 	tb.Helper()
-	if os.Getenv("CM_CLICKHOUSE_READER_USER") == "" || os.Getenv("CM_CLICKHOUSE_WRITER_USER") == "" {
+	if devstate.Getenv("CM_CLICKHOUSE_READER_USER") == "" || devstate.Getenv("CM_CLICKHOUSE_WRITER_USER") == "" {
 		tb.Skip("ClickHouse role users not configured (CM_CLICKHOUSE_READER_USER unset): run scripts/devenv.sh up to recreate .state/env")
 	}
 }

@@ -7,19 +7,22 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/url"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/campaignmesh/campaignmesh/internal/platform/devstate"
 )
 
-// DefaultServerURL is the development server of scripts/devenv.sh.
-const DefaultServerURL = "postgres://campaignmesh:campaignmesh@127.0.0.1:15432"
+// DefaultServerURL is the development server of scripts/devenv.sh (its admin's password comes
+// from .state/env's passfile; this default serves only to name the server in errors).
+const DefaultServerURL = "postgres://campaignmesh@127.0.0.1:15432"
 
-// ServerURL returns the server to test against: CM_POSTGRES_URL, or the dev server.
+// ServerURL returns the server to test against: CM_POSTGRES_URL (from the environment or
+// .state/env), or the dev server.
 func ServerURL() string {
-	if u := os.Getenv("CM_POSTGRES_URL"); u != "" {
+	if u := devstate.Getenv("CM_POSTGRES_URL"); u != "" {
 		return u
 	}
 	return DefaultServerURL

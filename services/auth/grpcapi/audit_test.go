@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	accessv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/access/v1"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
@@ -387,6 +388,7 @@ func TestAppendAuditRecordsRefusesForgedRecords(t *testing.T) {
 		"another service as actor":         func(r *authv1.AuditRecord) { r.ActorKind, r.Actor = "service", "service:auth" },
 		"an anonymous record with a actor": func(r *authv1.AuditRecord) { r.ActorKind = "anonymous" },
 		"an unknown actor kind":            func(r *authv1.AuditRecord) { r.ActorKind = "root" },
+		"a time in the future":             func(r *authv1.AuditRecord) { r.Time = timestamppb.New(time.Now().Add(time.Hour)) },
 	} {
 		good := record(func(*authv1.AuditRecord) {})
 		_, err := campaigns.AppendAuditRecords(context.Background(), &authv1.AppendAuditRecordsRequest{Records: []*authv1.AuditRecord{good, record(mod)}})
