@@ -3,8 +3,6 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -130,41 +128,35 @@ func (in restInput) check(r *http.Request) error {
 	return nil
 }
 
-// checkJSON returns why body is not acceptable JSON, or "". An empty body is acceptable (the
+// checkJSON returns why body is not acceptable, or "". An empty body is acceptable (the
 // request's fields take their defaults); sequence allows several values one after another.
+// One pass over the bytes: grpc-gateway's decoder parses the body anyway and answers a syntax
+// error itself (cleaned to "body"), but it reads only the first value and nests as deep as it
+// is told, so depth and trailing data are decided here.
 func checkJSON(body []byte, sequence bool) string {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return ""
-	}
 	if !utf8.Valid(body) {
 		return "is not valid UTF-8"
 	}
-	if jsonDepth(body) > MaxJSONDepth {
+	deepest, end := scanJSON(body)
+	switch {
+	case deepest > MaxJSONDepth:
 		return "nests deeper than " + strconv.Itoa(MaxJSONDepth) + " levels"
+	case !sequence && end >= 0 && len(bytes.TrimSpace(body[end:])) > 0:
+		return "has data after the JSON value"
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	for {
-		var raw json.RawMessage
-		err := dec.Decode(&raw)
-		if errors.Is(err, io.EOF) {
-			return ""
-		}
-		if err != nil {
-			return "is not valid JSON"
-		}
-		if !sequence {
-			if len(bytes.TrimSpace(body[dec.InputOffset():])) > 0 {
-				return "has data after the JSON value"
-			}
-			return ""
-		}
-	}
+	return ""
 }
 
-// jsonDepth returns the deepest nesting of objects and arrays in b, skipping strings.
-func jsonDepth(b []byte) int {
-	depth, deepest, inString, escaped := 0, 0, false, false
-	for _, c := range b {
+// scanJSON returns the deepest nesting of objects and arrays in b (skipping strings) and the
+// offset just after the first top-level object or array, or -1 when b does not start with one
+// that closes.
+func scanJSON(b []byte) (deepest, end int) {
+	depth, inString, escaped := 0, false, false
+	end = -1
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || (t[0] != '{' && t[0] != '[') {
+		end = len(b) // a scalar or nothing: the decoder judges it
+	}
+	for i, c := range b {
 		switch {
 		case inString:
 			switch {
@@ -182,9 +174,12 @@ func jsonDepth(b []byte) int {
 			deepest = max(deepest, depth)
 		case c == '}' || c == ']':
 			depth--
+			if depth == 0 && end < 0 {
+				end = i + 1
+			}
 		}
 	}
-	return deepest
+	return deepest, end
 }
 
 // restMuxOptions are the grpc-gateway options that keep bad input and transport errors at the

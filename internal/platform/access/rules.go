@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -49,6 +50,20 @@ func RuleOf(fullMethod string) *accessv1.Rule {
 	if r, ok := builtin[fullMethod]; ok {
 		return r
 	}
+	if r, ok := known.Load(fullMethod); ok {
+		return r.(*accessv1.Rule)
+	}
+	r := lookupRule(fullMethod)
+	if r != nil {
+		known.Store(fullMethod, r) // only methods that exist: callers cannot grow it
+	}
+	return r
+}
+
+// known caches the rules found, for the per-call users (the gateway's proxy, request logs).
+var known sync.Map // full method → *accessv1.Rule
+
+func lookupRule(fullMethod string) *accessv1.Rule {
 	name := strings.ReplaceAll(strings.TrimPrefix(fullMethod, "/"), "/", ".")
 	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
 	if err != nil {
