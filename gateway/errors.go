@@ -78,10 +78,8 @@ func cleanStatus(st *status.Status) *status.Status {
 	}
 	switch st.Code() {
 	case codes.Internal, codes.Unknown, codes.DataLoss:
-		if st.Code() == codes.Internal && msg == "internal error" && len(st.Details()) == 0 {
-			return st
-		}
-		return status.New(codes.Internal, generic[codes.Internal])
+		s, _ := apperr.ToStatus(st.Err()) // masked there, like in every service
+		return s
 	}
 	if g, ok := generic[st.Code()]; ok && transportText(msg) {
 		return status.New(st.Code(), g)

@@ -125,7 +125,12 @@ func ToStatus(err error) (st *status.Status, internal bool) {
 		return de.status(), false
 	}
 	if s, ok := status.FromError(err); ok {
-		// Already a status (from gRPC itself or a downstream service): pass it on unchanged.
+		// Already a status (from gRPC itself or a downstream service): passed on, except an
+		// INTERNAL, UNKNOWN or DATA_LOSS that is not our own generic answer — its text came from
+		// a transport or another process and is not for callers.
+		if masked(s) {
+			return status.New(codes.Internal, "internal error"), true
+		}
 		return s, false
 	}
 	switch {
@@ -164,4 +169,13 @@ func (e *Error) status() *status.Status {
 		return withDetails
 	}
 	return st
+}
+
+// masked reports a status whose text must not reach a caller.
+func masked(s *status.Status) bool {
+	switch s.Code() {
+	case codes.Internal, codes.Unknown, codes.DataLoss:
+		return s.Message() != "internal error" || len(s.Proto().GetDetails()) > 0
+	}
+	return false
 }

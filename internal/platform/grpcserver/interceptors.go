@@ -93,7 +93,7 @@ func (m errMapper) mapErr(ctx context.Context, method string, err error) error {
 		return nil
 	}
 	st, internal := apperr.ToStatus(err)
-	if internal || transportInternal(st) {
+	if internal {
 		m.logger.ErrorContext(ctx, "internal error", "method", method, "err", err.Error())
 		st = status.New(codes.Internal, "internal error")
 	}
@@ -107,16 +107,6 @@ func (m errMapper) unary(ctx context.Context, req any, info *grpc.UnaryServerInf
 
 func (m errMapper) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	return m.mapErr(ss.Context(), info.FullMethod, handler(srv, ss))
-}
-
-// transportInternal reports an INTERNAL, UNKNOWN or DATA_LOSS status that apperr did not make
-// (e.g. gRPC's own text from a call to another service): its text is not for callers.
-func transportInternal(st *status.Status) bool {
-	switch st.Code() {
-	case codes.Internal, codes.Unknown, codes.DataLoss:
-		return st.Message() != "internal error" || len(st.Proto().GetDetails()) > 0
-	}
-	return false
 }
 
 var errVerifierDown = apperr.New(apperr.Unavailable, "AUTH_UNAVAILABLE", "credential cannot be verified right now; retry")
