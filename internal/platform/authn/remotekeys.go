@@ -22,6 +22,7 @@ type RemoteKeys struct {
 	mu        sync.Mutex
 	keys      map[string]ed25519.PublicKey
 	fetchedAt time.Time
+	fetchErr  error // of the last fetch
 }
 
 // Defaults of NewRemoteKeys.
@@ -49,6 +50,9 @@ func (r *RemoteKeys) PublicKey(ctx context.Context, kid string) (ed25519.PublicK
 	key, known := r.keys[kid]
 	age := time.Since(r.fetchedAt)
 	if (known && age < r.maxAge) || (!known && age < r.minRefresh) {
+		if !known && r.fetchErr != nil {
+			return nil, r.fetchErr // auth was unreachable: say so (UNAVAILABLE), not "unknown key"
+		}
 		if !known {
 			return nil, ErrUnknownKey
 		}
@@ -72,8 +76,10 @@ func (r *RemoteKeys) fetch(ctx context.Context) error {
 	resp, err := r.client.ListSigningKeys(ctx, &authv1.ListSigningKeysRequest{})
 	r.fetchedAt = time.Now()
 	if err != nil {
-		return fmt.Errorf("fetch signing keys: %w", err)
+		r.fetchErr = fmt.Errorf("fetch signing keys: %w", err)
+		return r.fetchErr
 	}
+	r.fetchErr = nil
 	keys := make(map[string]ed25519.PublicKey, len(resp.GetKeys()))
 	for _, k := range resp.GetKeys() {
 		raw, err := base64.RawURLEncoding.DecodeString(k.GetX())
