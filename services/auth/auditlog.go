@@ -11,15 +11,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/campaignmesh/campaignmesh/internal/platform/access"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
-	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 )
 
 // AuditEntry is a stored audit record: the record plus its place in its tenant's hash chain.
 type AuditEntry struct {
-	access.AuditRecord
+	audit.Record
 	// Outcome is the gRPC code name ("OK", "PERMISSION_DENIED").
 	OutcomeName  string
 	Sequence     int64
@@ -46,9 +45,9 @@ func (e AuditEntry) ComputeHash() string {
 }
 
 // NewAuditEntry prepares a record for storage (hash fields are set by the store).
-func NewAuditEntry(r access.AuditRecord) AuditEntry {
+func NewAuditEntry(r audit.Record) AuditEntry {
 	r.Time = r.Time.UTC().Truncate(time.Microsecond) // what PostgreSQL keeps
-	return AuditEntry{AuditRecord: r, OutcomeName: auditlog.CodeName(r.Outcome)}
+	return AuditEntry{Record: r, OutcomeName: audit.CodeName(r.Outcome)}
 }
 
 // maxAuditClockSkew is how far ahead of auth's clock a delivered record's time may be.
@@ -57,19 +56,18 @@ const maxAuditClockSkew = time.Minute
 // MaxAuditBatch bounds AppendAuditRecords.
 const MaxAuditBatch = 500
 
-// AuditLog is the auth service's own Auditor: it appends to the audit store directly.
+// AuditLog is the auth service's own audit sink: it appends to the audit store directly.
 type AuditLog struct {
 	Store  Store
 	Logger *slog.Logger
 }
 
-// Record implements access.Auditor. A record that cannot be stored is logged in full (records
-// hold no secrets) so that nothing disappears silently.
-func (a AuditLog) Record(ctx context.Context, r access.AuditRecord) {
-	if _, _, err := a.Store.AppendAudit(context.WithoutCancel(ctx), []AuditEntry{NewAuditEntry(r)}); err != nil {
-		a.Logger.ErrorContext(ctx, "store audit record", "err", err, "id", r.ID, "method", r.Method,
-			"tenant_id", r.TenantID, "actor", r.Actor, "outcome", r.Outcome.String())
+// Record implements audit.Sink: the record is in the chain when it returns.
+func (a AuditLog) Record(ctx context.Context, r audit.Record) error {
+	if _, _, err := a.Store.AppendAudit(ctx, []AuditEntry{NewAuditEntry(r)}); err != nil {
+		return fmt.Errorf("append audit record: %w", err)
 	}
+	return nil
 }
 
 // AuditFilter selects audit records; zero fields match everything.
@@ -107,7 +105,7 @@ func (s *Service) AppendAuditRecords(ctx context.Context, caller string, recs []
 	for i := range recs {
 		recs[i].Service = caller
 		var refused refusal
-		switch err := s.checkForeignRecord(ctx, caller, recs[i].AuditRecord, seen); {
+		switch err := s.checkForeignRecord(ctx, caller, recs[i].Record, seen); {
 		case errors.As(err, &refused):
 			return 0, 0, apperr.New(apperr.PermissionDenied, "AUDIT_RECORD_REFUSED", "records[%d]: %s", i, string(refused))
 		case err != nil:
@@ -123,7 +121,7 @@ type refusal string
 func (r refusal) Error() string { return string(r) }
 
 // checkForeignRecord says why r cannot come from caller (a refusal), or returns nil.
-func (s *Service) checkForeignRecord(ctx context.Context, caller string, r access.AuditRecord, seen map[string]bool) error {
+func (s *Service) checkForeignRecord(ctx context.Context, caller string, r audit.Record, seen map[string]bool) error {
 	if !strings.HasPrefix(r.Method, "/campaignmesh."+caller+".v") && !strings.HasPrefix(r.Method, caller+".") {
 		return refusal(fmt.Sprintf("method %q is not served by %s", r.Method, caller))
 	}

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/campaignmesh/campaignmesh/internal/platform/access"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
 )
@@ -203,7 +203,7 @@ func (s *Service) AcceptInvitation(ctx context.Context, token, displayName, pass
 	if subtle.ConstantTimeCompare(stored, hashSecret(token)) != 1 || !ok || inv.ID == "" || inv.State == InvitationRevoked {
 		return AcceptedInvitation{}, ErrInvitationInvalid
 	}
-	access.Annotate(ctx, inv.TenantID, "", inv.ID)
+	audit.Annotate(ctx, inv.TenantID, "", inv.ID)
 	switch inv.StateAt(s.now()) {
 	case InvitationAccepted:
 		return AcceptedInvitation{}, ErrInvitationUsed
@@ -223,7 +223,7 @@ func (s *Service) AcceptInvitation(ctx context.Context, token, displayName, pass
 	if err != nil {
 		return AcceptedInvitation{}, err
 	}
-	access.Annotate(ctx, inv.TenantID, u.ID, inv.ID)
+	audit.Annotate(ctx, inv.TenantID, u.ID, inv.ID)
 	return AcceptedInvitation{User: u, TenantSlug: t.Slug}, nil
 }
 

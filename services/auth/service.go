@@ -8,8 +8,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/campaignmesh/campaignmesh/internal/platform/access"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
 )
@@ -71,7 +71,7 @@ func (s *Service) Login(ctx context.Context, tenantSlug, email, password, client
 	if clientAddr != "" {
 		address = addressKey(clientAddr)
 	}
-	access.Annotate(ctx, "", "", account)
+	audit.Annotate(ctx, "", "", account)
 	if err := s.checkLoginThrottle(ctx, account, clientAddr); err != nil {
 		return Token{}, err
 	}
@@ -87,7 +87,7 @@ func (s *Service) Login(ctx context.Context, tenantSlug, email, password, client
 		default:
 			tenantID = t.ID
 			tenantOK = t.State == TenantActive
-			access.Annotate(ctx, tenantID, "", account) // failed logins show in the tenant's audit log
+			audit.Annotate(ctx, tenantID, "", account) // failed logins show in the tenant's audit log
 		}
 	}
 	hash := dummyHash
@@ -115,7 +115,7 @@ func (s *Service) Login(ctx context.Context, tenantSlug, email, password, client
 	if err := s.rememberAddress(ctx, account, clientAddr); err != nil {
 		return Token{}, err
 	}
-	access.Annotate(ctx, tenantID, user.ID, user.ID)
+	audit.Annotate(ctx, tenantID, user.ID, user.ID)
 	return s.startSession(ctx, user)
 }
 

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/campaignmesh/campaignmesh/internal/platform/access"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 )
 
@@ -76,13 +76,13 @@ func (s *Service) Refresh(ctx context.Context, refresh string) (Token, error) {
 	next, rt := s.newRefreshToken("", "")
 	u, familyStart, err := s.store.RotateRefreshToken(ctx, hashSecret(refresh), rt, s.now().Add(-s.refreshAbsoluteTTL))
 	if errors.Is(err, ErrRefreshReused) {
-		access.Annotate(ctx, u.TenantID, u.ID, "")
+		audit.Annotate(ctx, u.TenantID, u.ID, "")
 		return Token{}, ErrRefreshInvalid
 	}
 	if err != nil {
 		return Token{}, err
 	}
-	access.Annotate(ctx, u.TenantID, u.ID, u.ID)
+	audit.Annotate(ctx, u.TenantID, u.ID, u.ID)
 	tok, err := s.issue(ctx, u)
 	if err != nil {
 		return Token{}, err
@@ -107,7 +107,7 @@ func (s *Service) Logout(ctx context.Context, refresh string) error {
 	}
 	u, err := s.store.RevokeRefreshFamily(ctx, hashSecret(refresh))
 	if err == nil && u.ID != "" {
-		access.Annotate(ctx, u.TenantID, u.ID, u.ID)
+		audit.Annotate(ctx, u.TenantID, u.ID, u.ID)
 	}
 	return err
 }

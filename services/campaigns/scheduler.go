@@ -12,8 +12,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/campaignmesh/campaignmesh/internal/platform/access"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 )
 
 // SchedulerActor is the actor of the scheduler's transitions and audit records.
@@ -37,7 +37,7 @@ func schedulerMethod(a Action) string { return "campaigns.scheduler/" + string(a
 type Scheduler struct {
 	store          Store
 	spend          SpendSource
-	outbox         access.Waker
+	outbox         audit.Waker
 	logger         *slog.Logger
 	now            func() time.Time
 	interval       time.Duration
@@ -75,7 +75,7 @@ const (
 // NewScheduler returns a scheduler. spend may be nil (budgets are then not enforced). The store
 // writes the audit records of its transitions into the audit outbox (auditlog.RecordTx), whose
 // table must exist; outbox, told when there are new ones, may be nil (tests).
-func NewScheduler(store Store, spend SpendSource, outbox access.Waker, logger *slog.Logger, opts ...SchedulerOption) *Scheduler {
+func NewScheduler(store Store, spend SpendSource, outbox audit.Waker, logger *slog.Logger, opts ...SchedulerOption) *Scheduler {
 	s := &Scheduler{store: store, spend: spend, outbox: outbox, logger: logger, now: time.Now,
 		interval: DefaultSchedulerInterval, budgetInterval: DefaultBudgetInterval, batch: defaultBatch}
 	for _, o := range opts {
@@ -186,8 +186,8 @@ func (s *Scheduler) RunDue(ctx context.Context, now time.Time) (int, error) {
 // auditAs returns ctx in which the store audits each transition it makes as the scheduler's
 // action (read once the change has run, which decides it for budget checks).
 func auditAs(ctx context.Context, action func() Action) context.Context {
-	return access.WithAuditRecord(ctx, func() access.AuditRecord {
-		return access.AuditRecord{Method: schedulerMethod(action()), Actor: SchedulerActor, ActorKind: "service",
+	return audit.WithWork(ctx, func() audit.Record {
+		return audit.Record{Method: schedulerMethod(action()), Actor: SchedulerActor, ActorKind: "service",
 			Outcome: codes.OK, Service: "campaigns"}
 	})
 }

@@ -13,13 +13,13 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
-	"github.com/campaignmesh/campaignmesh/internal/platform/access"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
 	"github.com/campaignmesh/campaignmesh/services/campaigns"
 )
 
-func decodeAudit(t *testing.T, data []byte) access.AuditRecord {
+func decodeAudit(t *testing.T, data []byte) audit.Record {
 	t.Helper()
 	var p authv1.AuditRecord
 	if err := proto.Unmarshal(data, &p); err != nil {

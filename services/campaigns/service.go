@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/campaignmesh/campaignmesh/internal/platform/access"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 )
 
@@ -131,7 +131,7 @@ func (s *Service) UpdateCampaign(ctx context.Context, caller *authn.Principal, i
 	if err != nil {
 		return Campaign{}, err
 	}
-	access.Annotate(ctx, "", "", in.ID)
+	audit.Annotate(ctx, "", "", in.ID)
 	fields, err := ParseMask(mask)
 	if err = apperr.First(ValidateID("campaign.id", in.ID), err); err != nil {
 		return Campaign{}, err

@@ -2,11 +2,8 @@ package access
 
 import (
 	"context"
-	"crypto/rand"
-	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -18,116 +15,28 @@ import (
 
 	accessv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/access/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 )
 
-// AuditRecord is what the access layer reports for an audited call, allowed or denied.
-type AuditRecord struct {
-	// ID identifies the record wherever it travels, so redelivery never duplicates it.
-	ID       string
-	Time     time.Time
-	Method   string
-	TenantID string
-	// Actor is the user or key id, or "service:<name>" for mesh callers.
-	Actor         string
-	ActorKind     string
-	Resource      string
-	Outcome       codes.Code
-	RequestID     string
-	TraceID       string
-	ClientAddress string
-	// PeerService is the mesh identity that forwarded the call (e.g. "gateway").
-	PeerService string
-	// Service is the service that handled the call.
-	Service string
-}
-
-// Auditor receives one record per audited call.
-type Auditor interface {
-	Record(ctx context.Context, rec AuditRecord)
-}
-
-// LogAuditor writes audit records as structured log lines ("audit" messages).
-type LogAuditor struct{ Logger *slog.Logger }
-
-// Record implements Auditor.
-func (a LogAuditor) Record(ctx context.Context, r AuditRecord) {
-	a.Logger.InfoContext(ctx, "audit", "id", r.ID, "method", r.Method, "tenant_id", r.TenantID, "actor", r.Actor,
-		"actor_kind", r.ActorKind, "resource", r.Resource, "peer_service", r.PeerService, "outcome", r.Outcome.String())
-}
-
-// annotation lets a handler say what the access layer cannot know: who logged in, and on
-// what. It is installed in the context of every audited call, and holds the call's record when
-// the handler takes it (TakeRecord).
-type annotation struct {
-	mu                        sync.Mutex
-	tenantID, actor, resource string
-	set                       bool
-	// base builds the record of the work in progress as a success; taken says the handler
-	// stored it with its change.
-	base  func() AuditRecord
-	taken bool
-}
-
-type annotationKey struct{}
-
-// Annotate records, for the audit record of the current call, the tenant and actor it concerns
-// (e.g. the account of a login, which has no credential yet) and the resource acted on. Empty
-// values keep what the access layer found. It does nothing outside an audited call.
-func Annotate(ctx context.Context, tenantID, actor, resource string) {
-	a, ok := ctx.Value(annotationKey{}).(*annotation)
-	if !ok {
-		return
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.tenantID, a.actor, a.resource, a.set = tenantID, actor, resource, true
-}
-
-// TakeRecord returns the audit record of the audited work in ctx — an audited call, or work
-// started with WithAuditRecord — as a success on resource (in tenantID when the record names
-// no tenant), with a new id. A store writes it in the transaction of the change it audits, so
-// a crash after the commit cannot lose it; the access layer then records the call itself only
-// when it fails. It returns false outside audited work.
-func TakeRecord(ctx context.Context, tenantID, resource string) (AuditRecord, bool) {
-	a, ok := ctx.Value(annotationKey{}).(*annotation)
-	if !ok || a.base == nil {
-		return AuditRecord{}, false
-	}
-	rec := a.base()
-	a.mu.Lock()
-	a.taken = true
-	a.mu.Unlock()
-	rec.ID, rec.Time, rec.Resource = newID(), time.Now().UTC(), resource
-	if rec.TenantID == "" {
-		rec.TenantID = tenantID
-	}
-	return rec, true
-}
-
-// WithAuditRecord starts audited work outside a call (e.g. a scheduler's): TakeRecord in ctx
-// builds its records from what record returns when it is called.
-func WithAuditRecord(ctx context.Context, record func() AuditRecord) context.Context {
-	return context.WithValue(ctx, annotationKey{}, &annotation{base: record})
-}
-
-// Waker is an Auditor that delivers records stored by TakeRecord's callers; Wake tells it that
-// some are waiting.
-type Waker interface{ Wake() }
-
 // Enforcer checks every call against its rule and audits the calls whose rule says so.
 type Enforcer struct {
 	rules   Rules
-	auditor Auditor
+	sink    audit.Sink
 	service string
+	logger  *slog.Logger
 }
 
-// NewEnforcer returns an enforcer for rules of the named service. auditor may be nil when
-// nothing is audited.
-func NewEnforcer(service string, rules Rules, auditor Auditor) *Enforcer {
-	return &Enforcer{service: service, rules: rules, auditor: auditor}
+// NewEnforcer returns an enforcer for rules of the named service that stores audit records in
+// sink (nil only where nothing is audited, e.g. in tests of the rules alone). A record the sink
+// cannot store is logged in full (records hold no secrets) so it is not lost silently.
+func NewEnforcer(service string, rules Rules, sink audit.Sink, logger *slog.Logger) *Enforcer {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Enforcer{service: service, rules: rules, sink: sink, logger: logger}
 }
 
 // SetRules replaces the rules; call it before serving.
@@ -170,38 +79,38 @@ func (e *Enforcer) Check(ctx context.Context, method string) error {
 
 func (e *Enforcer) audited(method string) bool {
 	rule := e.rules[method]
-	return e.auditor != nil && rule != nil && rule.GetAudit()
+	return e.sink != nil && rule != nil && rule.GetAudit()
 }
 
 // audit records a call when its rule says so, and every denied call of an API key (so a key
-// probing beyond its scopes is visible to the tenant's admins). A successful call whose handler
-// took its record (TakeRecord) is not recorded again.
+// probing beyond its scopes is visible to the tenant's admins). A successful call whose store
+// took its record (audit.Take) is not recorded again.
 func (e *Enforcer) audit(ctx context.Context, method string, req, resp any, err error) {
 	st, _ := apperr.ToStatus(err)
 	p := authn.FromContext(ctx)
 	denied := st.Code() == codes.PermissionDenied || st.Code() == codes.Unauthenticated
-	if e.auditor == nil || !(e.audited(method) || (denied && p != nil && p.Kind == authn.KindAPIKey)) {
+	if e.sink == nil || !(e.audited(method) || (denied && p != nil && p.Kind == authn.KindAPIKey)) {
 		return
 	}
-	if a, ok := ctx.Value(annotationKey{}).(*annotation); ok && st.Code() == codes.OK {
-		a.mu.Lock()
-		taken := a.taken
-		a.mu.Unlock()
-		if taken {
-			if w, ok := e.auditor.(Waker); ok {
-				w.Wake()
-			}
-			return
+	if st.Code() == codes.OK && audit.Taken(ctx) {
+		if w, ok := e.sink.(audit.Waker); ok {
+			w.Wake()
 		}
+		return
 	}
-	e.auditor.Record(ctx, e.record(ctx, method, req, resp, st.Code()))
+	rec := audit.Annotated(ctx, e.record(ctx, method, req, resp, st.Code()))
+	if err := e.sink.Record(context.WithoutCancel(ctx), rec); err != nil {
+		e.logger.ErrorContext(ctx, "store audit record", "err", err, "id", rec.ID, "method", rec.Method,
+			"tenant_id", rec.TenantID, "actor", rec.Actor, "actor_kind", rec.ActorKind, "resource", rec.Resource,
+			"outcome", rec.Outcome.String())
+	}
 }
 
 // record builds the audit record of a call with the given outcome.
-func (e *Enforcer) record(ctx context.Context, method string, req, resp any, outcome codes.Code) AuditRecord {
+func (e *Enforcer) record(ctx context.Context, method string, req, resp any, outcome codes.Code) audit.Record {
 	p := authn.FromContext(ctx)
-	rec := AuditRecord{
-		ID: newID(), Time: time.Now().UTC(), Method: method, Outcome: outcome, Service: e.service,
+	rec := audit.Record{
+		ID: audit.NewID(), Time: time.Now().UTC(), Method: method, Outcome: outcome, Service: e.service,
 		RequestID: telemetry.RequestID(ctx), ClientAddress: telemetry.ClientAddress(ctx),
 		Resource: resourceOf(req, resp), ActorKind: "anonymous",
 	}
@@ -214,24 +123,6 @@ func (e *Enforcer) record(ctx context.Context, method string, req, resp any, out
 		rec.TenantID, rec.Actor, rec.ActorKind = p.TenantID, p.Subject, string(p.Kind)
 	case rec.PeerService != "" && e.rules[method].GetCallers() != nil:
 		rec.Actor, rec.ActorKind = "service:"+rec.PeerService, "service"
-	}
-	if a, ok := ctx.Value(annotationKey{}).(*annotation); ok {
-		a.mu.Lock()
-		if a.set {
-			if a.tenantID != "" {
-				rec.TenantID = a.tenantID
-			}
-			if a.actor != "" {
-				rec.Actor = a.actor
-				if rec.ActorKind == "anonymous" {
-					rec.ActorKind = "user" // e.g. the account that just logged in
-				}
-			}
-			if a.resource != "" {
-				rec.Resource = a.resource
-			}
-		}
-		a.mu.Unlock()
 	}
 	return rec
 }
@@ -271,21 +162,13 @@ func idField(v any) string {
 	return m.ProtoReflect().Get(fd).String()
 }
 
-func newID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
-}
-
 func (e *Enforcer) withAnnotation(ctx context.Context, method string, req any) context.Context {
 	if !e.audited(method) {
 		return ctx
 	}
-	a := &annotation{}
-	ctx = context.WithValue(ctx, annotationKey{}, a)
-	a.base = func() AuditRecord { return e.record(ctx, method, req, nil, codes.OK) }
+	var base func() audit.Record
+	ctx = audit.Begin(ctx, func() audit.Record { return base() })
+	base = func() audit.Record { return e.record(ctx, method, req, nil, codes.OK) }
 	return ctx
 }
 

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
-	"github.com/campaignmesh/campaignmesh/internal/platform/access"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 )
 
 const outboxSchema = `CREATE TABLE IF NOT EXISTS audit_outbox (
@@ -33,7 +33,7 @@ type Outbox struct {
 	wake   chan struct{}
 }
 
-var _ access.Auditor = (*Outbox)(nil)
+var _ audit.Sink = (*Outbox)(nil)
 
 // NewOutbox returns an outbox in the service's database (creating its table if needed) that
 // delivers to auth through client. Run must be running for records to leave.
@@ -44,14 +44,14 @@ func NewOutbox(ctx context.Context, pool *pgxpool.Pool, client authv1.AuthServic
 	return &Outbox{pool: pool, client: client, logger: logger, wake: make(chan struct{}, 1)}, nil
 }
 
-var _ access.Waker = (*Outbox)(nil)
+var _ audit.Waker = (*Outbox)(nil)
 
 // execer is a pool or a transaction.
 type execer interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
-func insert(ctx context.Context, db execer, r access.AuditRecord) error {
+func insert(ctx context.Context, db execer, r audit.Record) error {
 	data, err := proto.Marshal(ToProto(r))
 	if err == nil {
 		_, err = db.Exec(ctx, `INSERT INTO audit_outbox (id, record) VALUES ($1, $2)`, r.ID, data)
@@ -68,12 +68,12 @@ func CreateOutboxTable(ctx context.Context, pool *pgxpool.Pool) error {
 	return nil
 }
 
-// RecordTx stores the audit record of the audited work in ctx (access.TakeRecord), as a success
+// RecordTx stores the audit record of the audited work in ctx (audit.Take), as a success
 // on resource in tenantID, in tx: the record commits with the change it audits, or neither
 // does. id, when not empty, is the record's id (e.g. that of the change's own row). Outside
 // audited work it does nothing. The outbox table must exist (CreateOutboxTable).
 func RecordTx(ctx context.Context, tx pgx.Tx, id, tenantID, resource string) error {
-	r, ok := access.TakeRecord(ctx, tenantID, resource)
+	r, ok := audit.Take(ctx, tenantID, resource)
 	if !ok {
 		return nil
 	}
@@ -86,7 +86,7 @@ func RecordTx(ctx context.Context, tx pgx.Tx, id, tenantID, resource string) err
 	return nil
 }
 
-// Wake implements access.Waker: records were stored with RecordTx; deliver them soon.
+// Wake implements audit.Waker: records were stored with RecordTx; deliver them soon.
 func (o *Outbox) Wake() {
 	select {
 	case o.wake <- struct{}{}:
@@ -94,16 +94,13 @@ func (o *Outbox) Wake() {
 	}
 }
 
-// Record implements access.Auditor: it stores the record durably before the call returns.
-func (o *Outbox) Record(ctx context.Context, r access.AuditRecord) {
-	err := insert(context.WithoutCancel(ctx), o.pool, r)
-	if err != nil {
-		// Not stored anywhere: keep it in the log (records hold no secrets) so it is not lost silently.
-		o.logger.ErrorContext(ctx, "store audit record in outbox", "err", err, "id", r.ID, "method", r.Method,
-			"tenant_id", r.TenantID, "actor", r.Actor, "outcome", r.Outcome.String())
-		return
+// Record implements audit.Sink: it stores the record durably before the call returns.
+func (o *Outbox) Record(ctx context.Context, r audit.Record) error {
+	if err := insert(ctx, o.pool, r); err != nil {
+		return fmt.Errorf("store audit record in outbox: %w", err)
 	}
 	o.Wake()
+	return nil
 }
 
 // Run delivers records until ctx ends, retrying with backoff (up to 30 s) while auth is

@@ -37,6 +37,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/access"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 )
 
@@ -59,7 +60,7 @@ type options struct {
 	tls            *tls.Config
 	verifier       Verifier
 	validator      Validator
-	auditor        access.Auditor
+	auditor        audit.Sink
 	registry       prometheus.Registerer
 	maxRecvMsgSize int
 	grace          time.Duration
@@ -84,8 +85,8 @@ func WithVerifier(v Verifier) Option { return func(o *options) { o.verifier = v 
 // WithValidator sets the request validator.
 func WithValidator(v Validator) Option { return func(o *options) { o.validator = v } }
 
-// WithAuditor sets where audited calls are recorded (default: log lines).
-func WithAuditor(a access.Auditor) Option { return func(o *options) { o.auditor = a } }
+// WithAuditor sets the durable sink of the audit records of audited and denied calls.
+func WithAuditor(a audit.Sink) Option { return func(o *options) { o.auditor = a } }
 
 // WithService names the service in audit records (e.g. "auth").
 func WithService(name string) Option { return func(o *options) { o.service = name } }
@@ -121,9 +122,9 @@ func New(opts ...Option) *Server {
 		opt(&o)
 	}
 	if o.auditor == nil {
-		o.auditor = access.LogAuditor{Logger: o.logger}
+		o.auditor = logSink{o.logger} // TODO(issue 11, audit helper): refuse to serve without a durable sink
 	}
-	s := &Server{logger: o.logger, grace: o.grace, enforcer: access.NewEnforcer(o.service, nil, o.auditor)}
+	s := &Server{logger: o.logger, grace: o.grace, enforcer: access.NewEnforcer(o.service, nil, o.auditor, o.logger)}
 
 	recoveryOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		o.logger.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
@@ -217,5 +218,14 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		s.logger.Warn("grace period over; cutting remaining calls", "grace", s.grace.String())
 		s.grpc.Stop()
 	}
+	return nil
+}
+
+// logSink writes audit records as log lines: not durable, kept only until every service has a sink.
+type logSink struct{ logger *slog.Logger }
+
+func (l logSink) Record(ctx context.Context, r audit.Record) error {
+	l.logger.InfoContext(ctx, "audit", "id", r.ID, "method", r.Method, "tenant_id", r.TenantID, "actor", r.Actor,
+		"actor_kind", r.ActorKind, "resource", r.Resource, "peer_service", r.PeerService, "outcome", r.Outcome.String())
 	return nil
 }

@@ -23,8 +23,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	meshtestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/meshtest/v1"
-	"github.com/campaignmesh/campaignmesh/internal/platform/access"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
@@ -43,7 +43,7 @@ func (p probe) describe(ctx context.Context, req *meshtestv1.ProbeRequest) (*mes
 		panic("probe panic")
 	}
 	if req.GetText() == "take" {
-		if rec, ok := access.TakeRecord(ctx, "", "resource-1"); ok {
+		if rec, ok := audit.Take(ctx, "", "resource-1"); ok {
 			p.taken.Record(ctx, rec)
 		}
 	}
@@ -73,19 +73,20 @@ func (p probe) Internal(ctx context.Context, r *meshtestv1.ProbeRequest) (*mesht
 
 type auditLog struct {
 	mu   sync.Mutex
-	recs []access.AuditRecord
+	recs []audit.Record
 }
 
-func (a *auditLog) Record(_ context.Context, r access.AuditRecord) {
+func (a *auditLog) Record(_ context.Context, r audit.Record) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.recs = append(a.recs, r)
+	return nil
 }
 
-func (a *auditLog) all() []access.AuditRecord {
+func (a *auditLog) all() []audit.Record {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return append([]access.AuditRecord(nil), a.recs...)
+	return append([]audit.Record(nil), a.recs...)
 }
 
 type syncBuffer struct {

@@ -58,7 +58,7 @@ func (s *Server) AppendAuditRecords(ctx context.Context, req *authv1.AppendAudit
 }
 
 func auditToProto(e auth.AuditEntry) *authv1.AuditRecord {
-	p := auditlog.ToProto(e.AuditRecord)
+	p := auditlog.ToProto(e.Record)
 	p.Outcome, p.Sequence, p.PreviousHash, p.Hash = e.OutcomeName, e.Sequence, e.PreviousHash, e.Hash
 	return p
 }

@@ -21,7 +21,7 @@ import (
 	accessv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/access/v1"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
-	"github.com/campaignmesh/campaignmesh/internal/platform/access"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
@@ -343,7 +343,7 @@ func TestAuditRecordsSurviveAnAuthOutage(t *testing.T) {
 		t.Fatalf("delivered record: %+v", r)
 	}
 	// A redelivery (say the outbox crashed before deleting) is skipped.
-	again, err := e.clientAs(t, "campaigns").AppendAuditRecords(ctx, &authv1.AppendAuditRecordsRequest{Records: []*authv1.AuditRecord{auditlog.ToProto(r.AuditRecord)}})
+	again, err := e.clientAs(t, "campaigns").AppendAuditRecords(ctx, &authv1.AppendAuditRecordsRequest{Records: []*authv1.AuditRecord{auditlog.ToProto(r.Record)}})
 	if err != nil || again.GetDuplicates() != 1 || again.GetAppended() != 0 {
 		t.Fatalf("redelivery: %v %v", again, err)
 	}
@@ -372,7 +372,7 @@ func TestAppendAuditRecordsRefusesForgedRecords(t *testing.T) {
 	campaigns := e.clientAs(t, "campaigns")
 	method := campaignsv1.CampaignService_DeleteCampaign_FullMethodName
 	record := func(mod func(r *authv1.AuditRecord)) *authv1.AuditRecord {
-		r := auditlog.ToProto(access.AuditRecord{
+		r := auditlog.ToProto(audit.Record{
 			ID: uuid(t), Time: time.Now(), Method: method, TenantID: f.tenant.ID,
 			Actor: f.users[rbac.Admin].ID, ActorKind: "access_token", Service: "campaigns",
 		})

@@ -13,8 +13,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
-	"github.com/campaignmesh/campaignmesh/internal/platform/access"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/idempotency"
@@ -27,7 +27,7 @@ const ServiceName = "campaigns"
 // ServerOptions are the platform options of the campaigns server, shared by main and the
 // tests so both run the same chain: credentials checked by verifier, every audited call
 // recorded through auditor (the service's audit outbox), idempotent creates kept in pool.
-func ServerOptions(ctx context.Context, pool *pgxpool.Pool, verifier grpcserver.Verifier, auditor access.Auditor, logger *slog.Logger) ([]grpcserver.Option, error) {
+func ServerOptions(ctx context.Context, pool *pgxpool.Pool, verifier grpcserver.Verifier, auditor audit.Sink, logger *slog.Logger) ([]grpcserver.Option, error) {
 	idem, err := idempotency.New(ctx, pool)
 	if err != nil {
 		return nil, err

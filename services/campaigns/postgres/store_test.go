@@ -15,8 +15,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
-	"github.com/campaignmesh/campaignmesh/internal/platform/access"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
@@ -164,8 +164,8 @@ func TestUpdateCampaignIsAtomicWithItsTransition(t *testing.T) {
 func TestChangesCommitWithTheirAuditRecord(t *testing.T) {
 	t.Parallel()
 	s := openStore(t)
-	ctx := access.WithAuditRecord(context.Background(), func() access.AuditRecord {
-		return access.AuditRecord{Method: "test/Change", Actor: "me", ActorKind: "user", Outcome: codes.OK, Service: "campaigns"}
+	ctx := audit.WithWork(context.Background(), func() audit.Record {
+		return audit.Record{Method: "test/Change", Actor: "me", ActorKind: "user", Outcome: codes.OK, Service: "campaigns"}
 	})
 	svc := campaigns.NewService(s, nil)
 	// Without the outbox table the record cannot be stored, so neither is the change.
@@ -202,14 +202,14 @@ func TestChangesCommitWithTheirAuditRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (access.AuditRecord, error) {
+	recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (audit.Record, error) {
 		var data []byte
 		var p authv1.AuditRecord
 		if err := row.Scan(&data); err != nil {
-			return access.AuditRecord{}, err
+			return audit.Record{}, err
 		}
 		if err := proto.Unmarshal(data, &p); err != nil {
-			return access.AuditRecord{}, err
+			return audit.Record{}, err
 		}
 		return auditlog.FromProto(&p), nil
 	})
