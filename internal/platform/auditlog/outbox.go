@@ -59,6 +59,16 @@ func insert(ctx context.Context, db execer, r audit.Record) error {
 	return err
 }
 
+// InsertTx stores r in tx: the record commits with the change it audits, or neither does. A
+// store calls it with the record its domain took (audit.Take) and passed to it. The outbox
+// table must exist (CreateOutboxTable).
+func InsertTx(ctx context.Context, tx pgx.Tx, r audit.Record) error {
+	if err := insert(ctx, tx, r); err != nil {
+		return fmt.Errorf("store audit record: %w", err)
+	}
+	return nil
+}
+
 // CreateOutboxTable creates the outbox's table if needed: for stores that write records with
 // RecordTx.
 func CreateOutboxTable(ctx context.Context, pool *pgxpool.Pool) error {
