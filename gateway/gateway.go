@@ -15,10 +15,11 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -32,7 +33,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/campaignmesh/campaignmesh/gen/openapi"
-	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/ratelimit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 )
 
@@ -58,12 +59,15 @@ type Config struct {
 	// X-Forwarded-For believed (see clientIP). Empty: the TCP peer is the client.
 	TrustedProxies []netip.Prefix
 	Logger         *slog.Logger
+	// Registry receives the edge's request metrics (nil: not exported).
+	Registry prometheus.Registerer
 }
 
 // Gateway is the edge HTTP handler.
 type Gateway struct {
 	cfg     Config
-	limiter *ipLimiter
+	limiter *ratelimit.Keyed
+	metrics *edgeMetrics
 	rest    *runtime.ServeMux
 	grpc    *grpc.Server
 	health  *health.Server
@@ -84,9 +88,9 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	g := &Gateway{cfg: cfg, limiter: newIPLimiter(cfg.RateLimit, cfg.RateWindow)}
+	g := &Gateway{cfg: cfg, limiter: ratelimit.New(ratelimit.PerWindow(cfg.RateLimit, cfg.RateWindow))}
 
-	g.rest = runtime.NewServeMux(append(restMuxOptions(backends), runtime.WithMetadata(func(ctx context.Context, r *http.Request) metadata.MD {
+	g.rest = runtime.NewServeMux(append(restMuxOptions(backends), runtime.WithMiddlewares(recordRoute), runtime.WithMetadata(func(ctx context.Context, r *http.Request) metadata.MD {
 		md := metadata.Pairs("x-request-id", telemetry.RequestID(ctx))
 		if ip := clientIPFromContext(ctx); ip != "" {
 			md.Set("x-forwarded-for", ip)
@@ -99,21 +103,25 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 		}
 	}
 
-	p := &proxy{backends: backends, codec: newPassthroughCodec()}
-	g.grpc = grpc.NewServer(
-		grpc.UnknownServiceHandler(p.handle),
-		grpc.ForceServerCodecV2(p.codec),
-		grpc.MaxRecvMsgSize(cfg.MaxBodyBytes),
-		grpc.ChainUnaryInterceptor(g.unaryRateLimit, g.unarySizeCheck),
-		grpc.ChainStreamInterceptor(g.streamRateLimit, g.streamSizeCheck),
-	)
-	g.health = health.NewServer()
-	healthpb.RegisterHealthServer(g.grpc, g.health)
 	// Reflection answers for the backends' services too: the gateway links their descriptors.
 	files, err := publicFiles(backends)
 	if err != nil {
 		return nil, err
 	}
+	if g.metrics, err = newEdgeMetrics(cfg.Registry, publicMethods(files, backends)); err != nil {
+		return nil, err
+	}
+	p := &proxy{backends: backends, codec: newPassthroughCodec()}
+	recoverOpt := grpcRecovery(cfg.Logger)
+	g.grpc = grpc.NewServer(
+		grpc.UnknownServiceHandler(p.handle),
+		grpc.ForceServerCodecV2(p.codec),
+		grpc.MaxRecvMsgSize(cfg.MaxBodyBytes),
+		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(recoverOpt), g.unaryObserve, g.unaryRateLimit, g.unarySizeCheck),
+		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(recoverOpt), g.streamObserve, g.streamRateLimit, g.streamSizeCheck),
+	)
+	g.health = health.NewServer()
+	healthpb.RegisterHealthServer(g.grpc, g.health)
 	refl := reflection.ServerOptions{Services: meshServices{own: g.grpc, backends: backends, files: files}, DescriptorResolver: files}
 	reflectionv1.RegisterServerReflectionServer(g.grpc, reflection.NewServerV1(refl))
 	reflectionv1alpha.RegisterServerReflectionServer(g.grpc, reflection.NewServer(refl))
@@ -127,7 +135,7 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 	mux.Handle("/", g.limitBody(g.rest))
 
 	route := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		if isGRPC(r) {
 			g.grpc.ServeHTTP(w, limitFrames(r, cfg.MaxBodyBytes)) // rate and size limited by the gRPC interceptors, so errors are gRPC-shaped
 			return
 		}
@@ -136,7 +144,7 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 		}
 		mux.ServeHTTP(w, r)
 	})
-	g.handler = otelhttp.NewHandler(withRequestContext(cfg.TrustedProxies, g.cors(route)), "gateway",
+	g.handler = otelhttp.NewHandler(withRequestContext(cfg.TrustedProxies, g.observeREST(g.cors(route))), "gateway",
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }))
 	return g, nil
 }
@@ -163,35 +171,21 @@ func clientIPFromContext(ctx context.Context) string {
 	return ip
 }
 
-// withRequestContext gives every request its id (the caller's X-Request-Id when well-formed)
-// and its client address, and returns the id in the response.
+// withRequestContext gives every request its id (the caller's X-Request-Id when it follows the
+// mesh's rule, telemetry.ValidRequestID) and its client address, and returns the id in the
+// response.
 func withRequestContext(proxies []netip.Prefix, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get("X-Request-Id")
-		if !validRequestID(id) {
-			id = grpcserver.NewRequestID()
-		}
+		id := telemetry.RequestIDOrNew(r.Header.Get("X-Request-Id"))
 		w.Header().Set("X-Request-Id", id)
 		ctx := context.WithValue(telemetry.WithRequestID(r.Context(), id), clientIPKey{}, clientIP(r, proxies))
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
-func validRequestID(id string) bool {
-	if id == "" || len(id) > 64 {
-		return false
-	}
-	for _, c := range id {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
-
 // allowHTTP applies the per-IP rate limit to a REST request, answering 429 with Retry-After.
 func (g *Gateway) allowHTTP(w http.ResponseWriter, r *http.Request) bool {
-	ok, retry := g.limiter.allow(clientIPFromContext(r.Context()))
+	ok, retry := g.limiter.Allow(clientIPFromContext(r.Context()), 1)
 	if ok {
 		return true
 	}
@@ -207,7 +201,7 @@ func (g *Gateway) rateLimitGRPC(ctx context.Context) error {
 			ip, _, _ = net.SplitHostPort(p.Addr.String())
 		}
 	}
-	ok, retry := g.limiter.allow(ip)
+	ok, retry := g.limiter.Allow(ip, 1)
 	if ok {
 		return nil
 	}

@@ -83,3 +83,25 @@ func (m meshServices) GetServiceInfo() map[string]grpc.ServiceInfo {
 	})
 	return out
 }
+
+// publicMethods is the set of full method names the edge forwards, plus its own services'.
+func publicMethods(files *protoregistry.Files, backends []Backend) map[string]bool {
+	out := map[string]bool{
+		"/grpc.health.v1.Health/Check": true, "/grpc.health.v1.Health/Watch": true,
+		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      true,
+		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": true,
+	}
+	files.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+		if !ownedByBackend(string(fd.Package()), backends) {
+			return true
+		}
+		for i := 0; i < fd.Services().Len(); i++ {
+			sd := fd.Services().Get(i)
+			for j := 0; j < sd.Methods().Len(); j++ {
+				out[fmt.Sprintf("/%s/%s", sd.FullName(), sd.Methods().Get(j).Name())] = true
+			}
+		}
+		return true
+	})
+	return out
+}

@@ -31,6 +31,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 )
 
 const (
@@ -602,17 +603,8 @@ func (r *requestIDFlag) sending(a *app) string {
 // newRequestID returns a random request id; the prefix tells audit readers where it came from.
 func newRequestID() string { return "cmesh-" + strings.ToLower(rand.Text()) }
 
-func validRequestID(id string) bool {
-	if len(id) == 0 || len(id) > 64 {
-		return false
-	}
-	for _, r := range id {
-		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return false
-		}
-	}
-	return true
-}
+// validRequestID is the mesh's rule, checked here so a bad -request-id fails before any call.
+func validRequestID(id string) bool { return telemetry.ValidRequestID(id) }
 
 // parseTimeFlag parses an RFC 3339 time given to flag name.
 func parseTimeFlag(name, s string) (time.Time, error) {

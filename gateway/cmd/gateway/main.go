@@ -116,9 +116,10 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 			origins = append(origins, o)
 		}
 	}
+	reg := telemetry.NewRegistry()
 	gw, err := gateway.New(ctx, gateway.Config{
 		RateLimit: s.rateLimit, RateWindow: s.rateWindow, MaxBodyBytes: s.maxBodyBytes,
-		CORSOrigins: origins, TrustedProxies: s.trustedProxies, Logger: logger,
+		CORSOrigins: origins, TrustedProxies: s.trustedProxies, Logger: logger, Registry: reg,
 	}, backends)
 	if err != nil {
 		return err
@@ -135,7 +136,6 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	reg := telemetry.NewRegistry()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		gw.SetServing(true)

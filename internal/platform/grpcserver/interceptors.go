@@ -2,11 +2,8 @@ package grpcserver
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
 	"net"
-	"regexp"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -22,28 +19,19 @@ import (
 )
 
 // RequestIDHeader carries the request id between processes and back to the caller.
-const RequestIDHeader = "x-request-id"
-
-var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-
-// NewRequestID returns a random request id.
-func NewRequestID() string {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
+const RequestIDHeader = telemetry.RequestIDHeader
 
 // requestID takes the caller's request id when it is well-formed (the gateway sets one), or
 // makes one, and sends it back in the response header.
 func requestID(ctx context.Context) context.Context {
 	id := ""
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(RequestIDHeader); len(v) == 1 && validRequestID.MatchString(v[0]) {
+		if v := md.Get(RequestIDHeader); len(v) == 1 && telemetry.ValidRequestID(v[0]) {
 			id = v[0]
 		}
 	}
 	if id == "" {
-		id = NewRequestID()
+		id = telemetry.NewRequestID()
 	}
 	_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDHeader, id))
 	return telemetry.WithClientAddress(telemetry.WithRequestID(ctx, id), clientAddress(ctx))

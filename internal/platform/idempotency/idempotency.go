@@ -11,7 +11,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 )
 
 // Retention is how long a request id is remembered.
@@ -38,8 +38,6 @@ const schema = `CREATE TABLE IF NOT EXISTS idempotency_keys (
     PRIMARY KEY (scope, method, request_id)
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_age ON idempotency_keys (create_time);`
-
-var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 // Store keeps request ids and first responses in PostgreSQL.
 type Store struct {
@@ -71,7 +69,7 @@ func (s *Store) UnaryInterceptor() grpc.UnaryServerInterceptor {
 		if id == "" {
 			return handler(ctx, req)
 		}
-		if !validRequestID.MatchString(id) {
+		if !telemetry.ValidRequestID(id) { // the same rule as the request id that travels in metadata
 			var v apperr.Violations
 			v.Add("request_id", "must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-'")
 			return nil, v.Err()
