@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 )
 
 // APIKeyPrefix starts every API key secret, so keys are recognisable in logs and by secret
@@ -38,9 +36,9 @@ type Verifier struct {
 // locally with auth's published keys, API keys through auth, both with the default caches, and
 // revocations heard from auth's ListRevocations. The caller runs the returned list
 // (RevocationList.Run) for as long as it serves.
-func NewRemoteVerifier(client authv1.AuthServiceClient) (Verifier, *RevocationList) {
-	revs := NewRemoteRevocations(client, 0)
-	return Verifier{Tokens: NewJWTVerifier(NewRemoteKeys(client, 0, 0)), Keys: NewRemoteAPIKeys(client, 0), Revocations: revs}, revs
+func NewRemoteVerifier(auth Auth) (Verifier, *RevocationList) {
+	revs := NewRemoteRevocations(auth, 0)
+	return Verifier{Tokens: NewJWTVerifier(NewRemoteKeys(auth, 0, 0)), Keys: NewRemoteAPIKeys(auth, 0), Revocations: revs}, revs
 }
 
 // Verify implements grpcserver.Verifier.
@@ -71,17 +69,17 @@ const RemoteAPIKeysTTL = 30 * time.Second
 // RemoteAPIKeys verifies API keys through the auth service over mTLS and caches valid answers
 // for RemoteAPIKeysTTL (never past the key's expiry). Secrets are cached by SHA-256 only.
 type RemoteAPIKeys struct {
-	client authv1.AuthServiceClient
-	ttl    time.Duration
-	cache  principalCache
+	auth  Auth
+	ttl   time.Duration
+	cache principalCache
 }
 
 // NewRemoteAPIKeys returns a verifier backed by the auth service; ttl <= 0 means RemoteAPIKeysTTL.
-func NewRemoteAPIKeys(client authv1.AuthServiceClient, ttl time.Duration) *RemoteAPIKeys {
+func NewRemoteAPIKeys(auth Auth, ttl time.Duration) *RemoteAPIKeys {
 	if ttl <= 0 {
 		ttl = RemoteAPIKeysTTL
 	}
-	return &RemoteAPIKeys{client: client, ttl: ttl}
+	return &RemoteAPIKeys{auth: auth, ttl: ttl}
 }
 
 // VerifyAPIKey implements APIKeyVerifier.
@@ -92,15 +90,14 @@ func (r *RemoteAPIKeys) VerifyAPIKey(ctx context.Context, secret string) (*Princ
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := r.client.VerifyApiKey(ctx, &authv1.VerifyApiKeyRequest{Secret: secret})
+	k, err := r.auth.VerifyAPIKey(ctx, secret)
 	if err != nil {
 		return nil, fmt.Errorf("verify api key: %w", err)
 	}
-	p := Principal{TenantID: resp.GetTenantId(), Subject: resp.GetKeyId(), Permissions: resp.GetScopes(), Kind: KindAPIKey,
-		TenantEpoch: resp.GetTenantTokenEpoch()}
+	p := Principal{TenantID: k.TenantID, Subject: k.KeyID, Permissions: k.Scopes, Kind: KindAPIKey, TenantEpoch: k.TenantEpoch}
 	until := now.Add(r.ttl)
-	if exp := resp.GetExpireTime(); exp != nil && exp.AsTime().Before(until) {
-		until = exp.AsTime()
+	if !k.Expire.IsZero() && k.Expire.Before(until) {
+		until = k.Expire
 	}
 	r.cache.put(key, p, until, now)
 	return &p, nil

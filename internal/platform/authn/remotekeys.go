@@ -3,19 +3,16 @@ package authn
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/base64"
 	"fmt"
 	"sync"
 	"time"
-
-	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 )
 
 // RemoteKeys is a KeySource that fetches the auth service's published keys over mTLS and
 // caches them. It refetches when the cache is older than maxAge, and on an unknown kid (key
 // rotation) — but at most once per minRefresh, so forged kids cannot flood the auth service.
 type RemoteKeys struct {
-	client     authv1.AuthServiceClient
+	auth       Auth
 	maxAge     time.Duration
 	minRefresh time.Duration
 
@@ -33,14 +30,14 @@ const (
 
 // NewRemoteKeys returns a key source backed by the auth service that keeps keys at most maxAge
 // and refetches for an unknown kid at most every minRefresh (zero values: the defaults).
-func NewRemoteKeys(client authv1.AuthServiceClient, maxAge, minRefresh time.Duration) *RemoteKeys {
+func NewRemoteKeys(auth Auth, maxAge, minRefresh time.Duration) *RemoteKeys {
 	if maxAge <= 0 {
 		maxAge = DefaultKeysMaxAge
 	}
 	if minRefresh <= 0 {
 		minRefresh = DefaultKeysMinRefresh
 	}
-	return &RemoteKeys{client: client, maxAge: maxAge, minRefresh: minRefresh}
+	return &RemoteKeys{auth: auth, maxAge: maxAge, minRefresh: minRefresh}
 }
 
 // PublicKey implements KeySource.
@@ -73,21 +70,13 @@ func (r *RemoteKeys) PublicKey(ctx context.Context, kid string) (ed25519.PublicK
 func (r *RemoteKeys) fetch(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := r.client.ListSigningKeys(ctx, &authv1.ListSigningKeysRequest{})
+	keys, err := r.auth.SigningKeys(ctx)
 	r.fetchedAt = time.Now()
 	if err != nil {
 		r.fetchErr = fmt.Errorf("fetch signing keys: %w", err)
 		return r.fetchErr
 	}
 	r.fetchErr = nil
-	keys := make(map[string]ed25519.PublicKey, len(resp.GetKeys()))
-	for _, k := range resp.GetKeys() {
-		raw, err := base64.RawURLEncoding.DecodeString(k.GetX())
-		if err != nil || len(raw) != ed25519.PublicKeySize || k.GetAlg() != "EdDSA" {
-			continue
-		}
-		keys[k.GetKid()] = ed25519.PublicKey(raw)
-	}
 	r.keys = keys
 	return nil
 }

@@ -3,28 +3,24 @@ package authn
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/base64"
 	"testing"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 )
 
-// keysClient answers ListSigningKeys with err, or else with key.
+// keysClient answers SigningKeys with err, or else with key (as "k1").
 type keysClient struct {
-	authv1.AuthServiceClient
+	Auth
 	key ed25519.PublicKey
 	err error
 }
 
-func (c *keysClient) ListSigningKeys(context.Context, *authv1.ListSigningKeysRequest, ...grpc.CallOption) (*authv1.ListSigningKeysResponse, error) {
+func (c *keysClient) SigningKeys(context.Context) (map[string]ed25519.PublicKey, error) {
 	if c.err != nil {
 		return nil, c.err
 	}
-	return &authv1.ListSigningKeysResponse{Keys: []*authv1.SigningKey{{Kid: "k1", Alg: "EdDSA", X: base64.RawURLEncoding.EncodeToString(c.key)}}}, nil
+	return map[string]ed25519.PublicKey{"k1": c.key}, nil
 }
 
 // While auth cannot be reached, a key the service has not seen yet answers UNAVAILABLE (so the

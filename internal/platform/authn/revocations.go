@@ -3,12 +3,9 @@ package authn
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
-
-	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 )
 
 // DefaultRevocationPoll is how often a RevocationList asks auth: the bound, plus one round trip,
@@ -48,26 +45,9 @@ func NewRevocationList(fetch func(ctx context.Context) (Revoked, error), interva
 	return &RevocationList{fetch: fetch, interval: interval, logger: slog.Default()}
 }
 
-// NewRemoteRevocations returns a list fed by auth's ListRevocations over mTLS.
-func NewRemoteRevocations(client authv1.AuthServiceClient, interval time.Duration) *RevocationList {
-	return NewRevocationList(func(ctx context.Context) (Revoked, error) {
-		resp, err := client.ListRevocations(ctx, &authv1.ListRevocationsRequest{})
-		if err != nil {
-			return Revoked{}, fmt.Errorf("list revocations: %w", err)
-		}
-		r := Revoked{Users: map[string]int64{}, Tenants: map[string]int64{}, APIKeys: map[string]bool{}}
-		for _, rev := range resp.GetRevocations() {
-			switch rev.GetKind() {
-			case authv1.Revocation_KIND_USER:
-				r.Users[rev.GetId()] = max(r.Users[rev.GetId()], rev.GetTokenEpoch())
-			case authv1.Revocation_KIND_TENANT:
-				r.Tenants[rev.GetId()] = max(r.Tenants[rev.GetId()], rev.GetTokenEpoch())
-			case authv1.Revocation_KIND_API_KEY:
-				r.APIKeys[rev.GetId()] = true
-			}
-		}
-		return r, nil
-	}, interval)
+// NewRemoteRevocations returns a list fed by the auth service's ListRevocations.
+func NewRemoteRevocations(auth Auth, interval time.Duration) *RevocationList {
+	return NewRevocationList(auth.Revocations, interval)
 }
 
 // WithLogger sets where failed polls are reported (default slog.Default()).

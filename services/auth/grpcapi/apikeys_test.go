@@ -13,6 +13,7 @@ import (
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
 	"github.com/campaignmesh/campaignmesh/services/auth"
 )
@@ -82,7 +83,7 @@ func TestAPIKeys(t *testing.T) {
 	}
 
 	// Revocation: auth refuses at once; another service within its cache bound.
-	remote := authn.NewRemoteAPIKeys(e.clientAs(t, "ingest"), 300*time.Millisecond)
+	remote := authn.NewRemoteAPIKeys(authclient.New(e.clientAs(t, "ingest")), 300*time.Millisecond)
 	if _, err := remote.VerifyAPIKey(ctx, secret); err != nil {
 		t.Fatalf("remote verification: %v", err)
 	}

@@ -8,7 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
-	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
 )
 
@@ -99,7 +99,7 @@ func TestRevocationListRefusesWhatAuthRevoked(t *testing.T) {
 	ctx := context.Background()
 	f := e.tenantWithRoles(t, "revlist")
 	client := e.clientAs(t, "campaigns")
-	verifier, revocations := authn.NewRemoteVerifier(client)
+	verifier, revocations := authclient.NewVerifier(client)
 	refresh := func() {
 		t.Helper()
 		if err := revocations.Refresh(ctx); err != nil {

@@ -20,6 +20,7 @@ import (
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
@@ -331,7 +332,7 @@ func TestRemoteKeysFollowRotation(t *testing.T) {
 	ctx := context.Background()
 	dir := e.bootstrap(t)
 	op := readLoginFile(t, dir+"/operator.json")
-	verifier := authn.NewJWTVerifier(authn.NewRemoteKeys(e.client, time.Hour, time.Millisecond))
+	verifier := authn.NewJWTVerifier(authn.NewRemoteKeys(authclient.New(e.client), time.Hour, time.Millisecond))
 	before := e.login(t, "", op.GetEmail(), op.GetPassword())
 	if p, err := verifier.Verify(ctx, before); err != nil || p.Role != rbac.PlatformOperator {
 		t.Fatalf("verify before rotation: %+v %v", p, err)

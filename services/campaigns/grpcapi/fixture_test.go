@@ -21,6 +21,7 @@ import (
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
@@ -128,7 +129,7 @@ func newEnv(t *testing.T) *env {
 	wg.Go(func() { _ = e.outbox.Run(runCtx) })
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	e.svc = campaigns.NewService(e.store, e.spend).WithLogger(logger)
-	verifier := authn.Verifier{Tokens: authn.NewJWTVerifier(authn.NewRemoteKeys(authClient, 0, 0)), Keys: authn.NewRemoteAPIKeys(authClient, 0)}
+	verifier := authn.Verifier{Tokens: authn.NewJWTVerifier(authn.NewRemoteKeys(authclient.New(authClient), 0, 0)), Keys: authn.NewRemoteAPIKeys(authclient.New(authClient), 0)}
 	opts, err := grpcapi.ServerOptions(ctx, e.store.Pool(), verifier, e.outbox, logger)
 	if err != nil {
 		t.Fatal(err)

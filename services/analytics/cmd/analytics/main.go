@@ -15,7 +15,7 @@ import (
 
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
-	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
@@ -144,7 +144,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 			os.Exit(3)
 		})
 	}
-	verifier, revocations := authn.NewRemoteVerifier(authClient)
+	verifier, revocations := authclient.NewVerifier(authClient)
 	srv := grpcserver.New(
 		grpcserver.WithService("analytics"),
 		grpcserver.WithLogger(logger),

@@ -15,7 +15,7 @@ import (
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
-	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
@@ -99,7 +99,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	svc := campaigns.NewService(store, spend).WithLogger(logger)
 	scheduler := campaigns.NewScheduler(store, spend, outbox, logger,
 		campaigns.WithInterval(s.schedulerInterval), campaigns.WithBudgetInterval(s.budgetInterval))
-	verifier, revocations := authn.NewRemoteVerifier(authClient)
+	verifier, revocations := authclient.NewVerifier(authClient)
 	opts, err := grpcapi.ServerOptions(ctx, store.Pool(), verifier, outbox, logger)
 	if err != nil {
 		return err

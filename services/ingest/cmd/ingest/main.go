@@ -13,7 +13,7 @@ import (
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
-	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
@@ -95,7 +95,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	authClient := authv1.NewAuthServiceClient(authConn)
 
 	reg := telemetry.NewRegistry()
-	verifier, revocations := authn.NewRemoteVerifier(authClient)
+	verifier, revocations := authclient.NewVerifier(authClient)
 	srv := grpcserver.New(
 		grpcserver.WithService("ingest"),
 		grpcserver.WithLogger(logger),
