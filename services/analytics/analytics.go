@@ -1,6 +1,8 @@
 // Package analytics answers campaign metrics: it validates and bounds each question, decides
 // whether the hourly rollups can answer it or the raw events table must, and turns the store's
-// aggregates into metrics. The SQL lives in the clickhouse package.
+// aggregates into metrics. It is plain Go with its own request and result types and declares
+// the store it needs (Store); the SQL lives in the clickhouse package and the wire format in
+// grpcapi.
 package analytics
 
 import (

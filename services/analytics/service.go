@@ -10,9 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
-	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 )
 
@@ -109,8 +106,8 @@ func (s *Service) acquire(tenant string) (func(), error) {
 	})
 }
 
-// OpenLive counts a live stream against the tenant's limit; call the returned func when it ends.
-func (s *Service) OpenLive(tenant string) (func(), error) {
+// openLive counts a live stream against the tenant's limit; call the returned func when it ends.
+func (s *Service) openLive(tenant string) (func(), error) {
 	return s.take(s.live, tenant, s.limits.LiveStreamsPerTenant, func() *apperr.Error {
 		e := apperr.New(apperr.ResourceExhausted, "TOO_MANY_STREAMS", "too many live metric streams open for this tenant (limit %d)", s.limits.LiveStreamsPerTenant)
 		e.RetryAfter = 10 * time.Second
@@ -145,22 +142,22 @@ var (
 
 // timeRange resolves a request's range: no end means up to now, open-ended (events stamped a
 // little ahead included); no start means DefaultRange before the end's hour.
-func (s *Service) timeRange(v *apperr.Violations, start, end *timestamppb.Timestamp, limit time.Duration) (from, to time.Time, open bool) {
+func (s *Service) timeRange(v *apperr.Violations, start, end RequestTime, limit time.Duration) (from, to time.Time, open bool) {
 	to, open = s.now().UTC().Truncate(time.Second), true
-	if end != nil {
-		if err := end.CheckValid(); err != nil {
+	if end.Given {
+		if end.Invalid {
 			v.Add("end_time", "is not a valid time")
 			return
 		}
-		to, open = end.AsTime().UTC(), false
+		to, open = end.Time.UTC(), false
 	}
 	from = to.Truncate(time.Hour).Add(-s.limits.DefaultRange)
-	if start != nil {
-		if err := start.CheckValid(); err != nil {
+	if start.Given {
+		if start.Invalid {
 			v.Add("start_time", "is not a valid time")
 			return
 		}
-		from = start.AsTime().UTC()
+		from = start.Time.UTC()
 	}
 	switch {
 	case from.Before(storeFirst) || from.After(storeLast):
@@ -176,11 +173,11 @@ func (s *Service) timeRange(v *apperr.Violations, start, end *timestamppb.Timest
 }
 
 // chooseSource decides between rollups and raw for q, honouring an explicit request.
-func chooseSource(v *apperr.Violations, q *Query, want analyticsv1.DataSource) analyticsv1.DataSource {
+func chooseSource(v *apperr.Violations, q *Query, want Source) Source {
 	switch want {
-	case analyticsv1.DataSource_DATA_SOURCE_RAW:
+	case SourceRaw:
 		return want
-	case analyticsv1.DataSource_DATA_SOURCE_ROLLUP:
+	case SourceRollup:
 		if !canUseRollup(*q) {
 			v.Add("source", "the rollups cannot answer this query (they need whole UTC hours, hour or day buckets in a whole-hour time zone, and campaign, variant or type dimensions)")
 		}
@@ -189,9 +186,9 @@ func chooseSource(v *apperr.Violations, q *Query, want analyticsv1.DataSource) a
 	}
 	if canUseRollup(*q) {
 		q.Rollup = true
-		return analyticsv1.DataSource_DATA_SOURCE_ROLLUP
+		return SourceRollup
 	}
-	return analyticsv1.DataSource_DATA_SOURCE_RAW
+	return SourceRaw
 }
 
 func checkIDs(v *apperr.Violations, field string, ids []string, atLeast, atMost int) []string {
@@ -211,22 +208,22 @@ func checkIDs(v *apperr.Violations, field string, ids []string, atLeast, atMost 
 	return out
 }
 
-// Summary implements GetCampaignSummary.
-func (s *Service) Summary(ctx context.Context, tenant string, req *analyticsv1.GetCampaignSummaryRequest) (*analyticsv1.GetCampaignSummaryResponse, error) {
+// Summary answers GetCampaignSummary for the tenant.
+func (s *Service) Summary(ctx context.Context, tenant string, req SummaryRequest) (SummaryResult, error) {
 	var v apperr.Violations
-	ids := checkIDs(&v, "campaign_ids", req.GetCampaignIds(), 1, maxCampaigns)
-	from, to, open := s.timeRange(&v, req.GetStartTime(), req.GetEndTime(), s.limits.MaxRange)
+	ids := checkIDs(&v, "campaign_ids", req.CampaignIDs, 1, maxCampaigns)
+	from, to, open := s.timeRange(&v, req.Start, req.End, s.limits.MaxRange)
 	q := Query{TenantID: tenant, CampaignIDs: ids, Start: from, End: to, OpenEnd: open, Dimension: Campaign}
-	if req.GetByVariant() {
+	if req.ByVariant {
 		q.Dimension = CampaignVariant
 	}
-	source := chooseSource(&v, &q, req.GetSource())
+	source := chooseSource(&v, &q, req.Source)
 	if err := v.Err(); err != nil {
-		return nil, err
+		return SummaryResult{}, err
 	}
 	rows, err := s.aggregate(ctx, q)
 	if err != nil {
-		return nil, err
+		return SummaryResult{}, err
 	}
 	// One campaign without variants: its row is the total; otherwise distinct users across
 	// the rows need a query of their own.
@@ -235,10 +232,10 @@ func (s *Service) Summary(ctx context.Context, tenant string, req *analyticsv1.G
 		totalQ := q
 		totalQ.Dimension = NoDimension
 		if total, err = s.aggregate(ctx, totalQ); err != nil {
-			return nil, err
+			return SummaryResult{}, err
 		}
 	}
-	resp := &analyticsv1.GetCampaignSummaryResponse{Source: source, Total: metricsOf(first(total))}
+	resp := SummaryResult{Source: source, Total: metricsOf(first(total))}
 	slices.SortFunc(rows, func(a, b Aggregate) int {
 		if c := slices.Index(ids, a.K1) - slices.Index(ids, b.K1); c != 0 {
 			return c
@@ -249,12 +246,12 @@ func (s *Service) Summary(ctx context.Context, tenant string, req *analyticsv1.G
 		found := false
 		for _, r := range rows {
 			if r.K1 == id {
-				resp.Campaigns = append(resp.Campaigns, &analyticsv1.CampaignMetrics{CampaignId: id, Variant: r.K2, Metrics: metricsOf(r)})
+				resp.Campaigns = append(resp.Campaigns, CampaignMetrics{CampaignID: id, Variant: r.K2, Metrics: metricsOf(r)})
 				found = true
 			}
 		}
 		if !found {
-			resp.Campaigns = append(resp.Campaigns, &analyticsv1.CampaignMetrics{CampaignId: id, Metrics: metricsOf(Aggregate{})})
+			resp.Campaigns = append(resp.Campaigns, CampaignMetrics{CampaignID: id, Metrics: metricsOf(Aggregate{})})
 		}
 	}
 	return resp, nil
@@ -277,16 +274,16 @@ func compareStrings(a, b string) int {
 	return 0
 }
 
-// Series implements GetMetricSeries.
-func (s *Service) Series(ctx context.Context, tenant string, req *analyticsv1.GetMetricSeriesRequest) (*analyticsv1.GetMetricSeriesResponse, error) {
+// Series answers GetMetricSeries for the tenant.
+func (s *Service) Series(ctx context.Context, tenant string, req SeriesRequest) (SeriesResult, error) {
 	var v apperr.Violations
-	g := Granularity(req.GetGranularity())
+	g := req.Granularity
 	limit, ok := seriesRange[g]
 	if !ok {
 		v.Add("granularity", "must be minute, hour or day")
 		limit = seriesRange[Day]
 	}
-	tz := req.GetTimeZone()
+	tz := req.TimeZone
 	if tz == "" {
 		tz = "UTC"
 	}
@@ -295,33 +292,33 @@ func (s *Service) Series(ctx context.Context, tenant string, req *analyticsv1.Ge
 		v.Add("time_zone", "is not an IANA time zone name (e.g. Europe/Berlin)")
 		loc = time.UTC
 	}
-	if c := req.GetCampaignId(); len(c) > maxIDLen {
+	if c := req.CampaignID; len(c) > maxIDLen {
 		v.Add("campaign_id", "must be at most %d bytes", maxIDLen)
 	}
-	from, to, open := s.timeRange(&v, req.GetStartTime(), req.GetEndTime(), limit)
+	from, to, open := s.timeRange(&v, req.Start, req.End, limit)
 	if err := v.Err(); err != nil {
-		return nil, err
+		return SeriesResult{}, err
 	}
 	starts := bucketStarts(g, loc, from, to)
 	q := Query{TenantID: tenant, Start: starts[0], End: to, OpenEnd: open, Dimension: Bucket, Granularity: g, Location: loc}
-	if c := req.GetCampaignId(); c != "" {
+	if c := req.CampaignID; c != "" {
 		q.CampaignIDs = []string{c}
 	}
-	source := chooseSource(&v, &q, req.GetSource())
+	source := chooseSource(&v, &q, req.Source)
 	if err := v.Err(); err != nil {
-		return nil, err
+		return SeriesResult{}, err
 	}
 	rows, err := s.aggregate(ctx, q)
 	if err != nil {
-		return nil, err
+		return SeriesResult{}, err
 	}
 	byStart := make(map[string]Aggregate, len(rows))
 	for _, r := range rows {
 		byStart[r.K1] = r
 	}
-	resp := &analyticsv1.GetMetricSeriesResponse{Source: source, Buckets: make([]*analyticsv1.Bucket, len(starts))}
+	resp := SeriesResult{Source: source, Buckets: make([]BucketMetrics, len(starts))}
 	for i, t := range starts {
-		resp.Buckets[i] = &analyticsv1.Bucket{StartTime: timestamppb.New(t), Metrics: metricsOf(byStart[strconv.FormatInt(t.Unix(), 10)])}
+		resp.Buckets[i] = BucketMetrics{Start: t, Metrics: metricsOf(byStart[strconv.FormatInt(t.Unix(), 10)])}
 	}
 	return resp, nil
 }
@@ -362,100 +359,89 @@ func bucketStarts(g Granularity, loc *time.Location, from, to time.Time) []time.
 	return out
 }
 
-var dimensions = map[analyticsv1.Dimension]Dimension{
-	analyticsv1.Dimension_DIMENSION_EVENT_NAME: EventName, analyticsv1.Dimension_DIMENSION_EVENT_TYPE: EventType,
-	analyticsv1.Dimension_DIMENSION_CAMPAIGN: Campaign, analyticsv1.Dimension_DIMENSION_VARIANT: Variant,
-	analyticsv1.Dimension_DIMENSION_APP: App, analyticsv1.Dimension_DIMENSION_DEVICE: Device,
-	analyticsv1.Dimension_DIMENSION_LOCALE: Locale, analyticsv1.Dimension_DIMENSION_PROPERTY: Property,
-}
+// breakdownDimensions are the dimensions a breakdown can group by.
+var breakdownDimensions = []Dimension{EventName, EventType, Campaign, Variant, App, Device, Locale, Property}
 
-var metricsByEnum = map[analyticsv1.Metric]Metric{
-	analyticsv1.Metric_METRIC_UNSPECIFIED: MetricEvents, analyticsv1.Metric_METRIC_EVENTS: MetricEvents,
-	analyticsv1.Metric_METRIC_IMPRESSIONS: MetricImpressions, analyticsv1.Metric_METRIC_CLICKS: MetricClicks,
-	analyticsv1.Metric_METRIC_CONVERSIONS: MetricConversions, analyticsv1.Metric_METRIC_CONVERSION_VALUE: MetricConversionValue,
-	analyticsv1.Metric_METRIC_UNIQUE_USERS: MetricUniqueUsers, analyticsv1.Metric_METRIC_SPEND: MetricSpend,
-}
-
-// Breakdown implements GetBreakdown.
-func (s *Service) Breakdown(ctx context.Context, tenant string, req *analyticsv1.GetBreakdownRequest) (*analyticsv1.GetBreakdownResponse, error) {
+// Breakdown answers GetBreakdown for the tenant.
+func (s *Service) Breakdown(ctx context.Context, tenant string, req BreakdownRequest) (BreakdownResult, error) {
 	var v apperr.Violations
-	dim, ok := dimensions[req.GetDimension()]
-	if !ok {
+	dim := req.Dimension
+	if !slices.Contains(breakdownDimensions, dim) {
 		v.Add("dimension", "is required (event name, type, campaign, variant, app, device, locale or property)")
 	}
-	if dim == Property && (req.GetPropertyKey() == "" || len(req.GetPropertyKey()) > 128) {
+	if dim == Property && (req.PropertyKey == "" || len(req.PropertyKey) > 128) {
 		v.Add("property_key", "is required for a property breakdown (at most 128 bytes)")
 	}
-	metric, ok := metricsByEnum[req.GetMetric()]
-	if !ok {
+	metric := req.Metric
+	if !metric.valid() {
 		v.Add("metric", "is not a known metric")
 	}
-	limit := int(req.GetLimit())
+	limit := req.Limit
 	switch {
 	case limit == 0:
 		limit = 10
 	case limit < 0 || limit > maxBreakdownRows:
 		v.Add("limit", "must be 1 to %d", maxBreakdownRows)
 	}
-	if c := req.GetCampaignId(); len(c) > maxIDLen {
+	if c := req.CampaignID; len(c) > maxIDLen {
 		v.Add("campaign_id", "must be at most %d bytes", maxIDLen)
 	}
-	from, to, open := s.timeRange(&v, req.GetStartTime(), req.GetEndTime(), s.limits.MaxRange)
-	q := Query{TenantID: tenant, Start: from, End: to, OpenEnd: open, Dimension: dim, PropertyKey: req.GetPropertyKey(), OrderBy: metric, Limit: limit}
-	if c := req.GetCampaignId(); c != "" {
+	from, to, open := s.timeRange(&v, req.Start, req.End, s.limits.MaxRange)
+	q := Query{TenantID: tenant, Start: from, End: to, OpenEnd: open, Dimension: dim, PropertyKey: req.PropertyKey, OrderBy: metric, Limit: limit}
+	if c := req.CampaignID; c != "" {
 		q.CampaignIDs = []string{c}
 	}
-	source := chooseSource(&v, &q, req.GetSource())
+	source := chooseSource(&v, &q, req.Source)
 	if err := v.Err(); err != nil {
-		return nil, err
+		return BreakdownResult{}, err
 	}
 	rows, err := s.aggregate(ctx, q)
 	if err != nil {
-		return nil, err
+		return BreakdownResult{}, err
 	}
-	resp := &analyticsv1.GetBreakdownResponse{Source: source, Rows: make([]*analyticsv1.BreakdownRow, len(rows))}
+	resp := BreakdownResult{Source: source, Rows: make([]BreakdownRow, len(rows))}
 	for i, r := range rows {
-		resp.Rows[i] = &analyticsv1.BreakdownRow{Value: r.K1, Metrics: metricsOf(r)}
+		resp.Rows[i] = BreakdownRow{Value: r.K1, Metrics: metricsOf(r)}
 	}
 	return resp, nil
 }
 
-// Funnel implements GetFunnel.
-func (s *Service) Funnel(ctx context.Context, tenant string, req *analyticsv1.GetFunnelRequest) (*analyticsv1.GetFunnelResponse, error) {
+// Funnel answers GetFunnel for the tenant.
+func (s *Service) Funnel(ctx context.Context, tenant string, req FunnelRequest) (FunnelResult, error) {
 	var v apperr.Violations
-	steps := req.GetSteps()
+	steps := req.Steps
 	if len(steps) < 2 || len(steps) > maxFunnelSteps {
 		v.Add("steps", "needs 2 to %d steps", maxFunnelSteps)
 	}
 	q := FunnelQuery{TenantID: tenant, Window: 24 * time.Hour}
 	for i, st := range steps {
-		if st.GetEventName() == "" || len(st.GetEventName()) > maxIDLen || len(st.GetCampaignId()) > maxIDLen {
+		if st.EventName == "" || len(st.EventName) > maxIDLen || len(st.CampaignID) > maxIDLen {
 			v.Add("steps["+strconv.Itoa(i)+"]", "needs an event name of 1 to %d bytes (campaign id at most %d)", maxIDLen, maxIDLen)
 		}
-		q.Steps = append(q.Steps, FunnelStep{EventName: st.GetEventName(), CampaignID: st.GetCampaignId()})
+		q.Steps = append(q.Steps, st)
 	}
-	if w := req.GetWindowSeconds(); w != 0 {
+	if w := req.WindowSeconds; w != 0 {
 		if w < 1 || time.Duration(w)*time.Second > maxFunnelWindow {
 			v.Add("window_seconds", "must be 1 s to 90 days")
 		}
 		q.Window = time.Duration(w) * time.Second
 	}
-	q.Start, q.End, q.OpenEnd = s.timeRange(&v, req.GetStartTime(), req.GetEndTime(), s.limits.MaxFunnelRange)
+	q.Start, q.End, q.OpenEnd = s.timeRange(&v, req.Start, req.End, s.limits.MaxFunnelRange)
 	if err := v.Err(); err != nil {
-		return nil, err
+		return FunnelResult{}, err
 	}
 	release, err := s.acquire(tenant)
 	if err != nil {
-		return nil, err
+		return FunnelResult{}, err
 	}
 	defer release()
 	users, err := s.store.Funnel(ctx, q)
 	if err != nil {
-		return nil, err
+		return FunnelResult{}, err
 	}
-	resp := &analyticsv1.GetFunnelResponse{}
+	var resp FunnelResult
 	for i, st := range steps {
-		r := &analyticsv1.FunnelStepResult{Step: st, Users: users[i]}
+		r := FunnelStepResult{Step: st, Users: users[i]}
 		r.ConversionFromStart = ratio(users[i], users[0])
 		r.ConversionFromPrevious = 1
 		if i > 0 {
@@ -466,53 +452,94 @@ func (s *Service) Funnel(ctx context.Context, tenant string, req *analyticsv1.Ge
 	return resp, nil
 }
 
-// LiveRequest checks a live stream request and returns its campaign, interval and start.
-func (s *Service) LiveRequest(req *analyticsv1.WatchCampaignMetricsRequest) (string, time.Duration, time.Time, error) {
+// MaxLiveStream is how long a live metrics stream runs before the server ends it (clients
+// reconnect), so no stream holds resources forever.
+const MaxLiveStream = time.Hour
+
+// Watch answers WatchCampaignMetrics for the tenant: it checks req, counts the stream against
+// the tenant's limit, then pushes the campaign's metrics at once and every interval until ctx
+// ends or MaxLiveStream has passed (both end the stream without an error). push gets the time
+// of each push; its error ends the stream.
+func (s *Service) Watch(ctx context.Context, tenant string, req WatchRequest, push func(at time.Time, m Metrics) error) error {
+	campaign, interval, start, err := s.checkWatch(req)
+	if err != nil {
+		return err
+	}
+	release, err := s.openLive(tenant)
+	if err != nil {
+		return err
+	}
+	defer release()
+	ctx, cancel := context.WithTimeout(ctx, MaxLiveStream)
+	defer cancel()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		m, err := s.liveMetrics(ctx, tenant, campaign, start)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := push(s.now(), m); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// checkWatch checks a live stream request and returns its campaign, interval and start.
+func (s *Service) checkWatch(req WatchRequest) (string, time.Duration, time.Time, error) {
 	var v apperr.Violations
-	if c := req.GetCampaignId(); c == "" || len(c) > maxIDLen {
+	if c := req.CampaignID; c == "" || len(c) > maxIDLen {
 		v.Add("campaign_id", "is required (at most %d bytes)", maxIDLen)
 	}
 	interval := 5 * time.Second
-	if n := req.GetIntervalSeconds(); n != 0 {
+	if n := req.IntervalSeconds; n != 0 {
 		if n < 1 || n > 60 {
 			v.Add("interval_seconds", "must be 1 to 60")
 		}
 		interval = time.Duration(n) * time.Second
 	}
 	start := s.now().UTC().Truncate(24 * time.Hour)
-	if t := req.GetStartTime(); t != nil {
-		if t.CheckValid() != nil || s.now().Sub(t.AsTime()) > s.limits.MaxRange {
+	if t := req.Start; t.Given {
+		if t.Invalid || s.now().Sub(t.Time) > s.limits.MaxRange {
 			v.Add("start_time", "must be a time within the last %d days", int(s.limits.MaxRange.Hours()/24))
 		}
-		start = t.AsTime().UTC()
+		start = t.Time.UTC()
 	}
-	return req.GetCampaignId(), interval, start, v.Err()
+	return req.CampaignID, interval, start, v.Err()
 }
 
-// Live reads a campaign's metrics from start until now (one push of a live stream).
-func (s *Service) Live(ctx context.Context, tenant, campaign string, start time.Time) (*analyticsv1.Metrics, error) {
+// liveMetrics reads a campaign's metrics from start until now (one push of a live stream).
+func (s *Service) liveMetrics(ctx context.Context, tenant, campaign string, start time.Time) (Metrics, error) {
 	q := Query{TenantID: tenant, CampaignIDs: []string{campaign}, Start: start, OpenEnd: true, Dimension: NoDimension}
 	q.Rollup = canUseRollup(q)
 	rows, err := s.aggregate(ctx, q)
 	if err != nil {
-		return nil, err
+		return Metrics{}, err
 	}
 	return metricsOf(first(rows)), nil
 }
 
-// Spend implements GetCampaignSpend (internal).
-func (s *Service) Spend(ctx context.Context, req *analyticsv1.GetCampaignSpendRequest) (*analyticsv1.GetCampaignSpendResponse, error) {
+// Spend answers GetCampaignSpend (internal): the spend of the named tenant's campaigns.
+func (s *Service) Spend(ctx context.Context, req SpendRequest) ([]CampaignSpend, error) {
 	var v apperr.Violations
-	if t := req.GetTenantId(); t == "" || len(t) > maxIDLen {
+	if t := req.TenantID; t == "" || len(t) > maxIDLen {
 		v.Add("tenant_id", "is required")
 	}
-	ids := checkIDs(&v, "campaign_ids", req.GetCampaignIds(), 1, maxSpendCampaigns)
-	if req.GetStartTime() == nil || req.GetEndTime() == nil {
+	ids := checkIDs(&v, "campaign_ids", req.CampaignIDs, 1, maxSpendCampaigns)
+	if !req.Start.Given || !req.End.Given {
 		v.Add("start_time", "start_time and end_time are required")
 	}
-	from, to, _ := s.timeRange(&v, req.GetStartTime(), req.GetEndTime(), s.limits.MaxRange)
-	q := Query{TenantID: req.GetTenantId(), CampaignIDs: ids, Start: from, End: to, Dimension: Campaign}
-	chooseSource(&v, &q, analyticsv1.DataSource_DATA_SOURCE_UNSPECIFIED)
+	from, to, _ := s.timeRange(&v, req.Start, req.End, s.limits.MaxRange)
+	q := Query{TenantID: req.TenantID, CampaignIDs: ids, Start: from, End: to, Dimension: Campaign}
+	chooseSource(&v, &q, SourceAuto)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
@@ -520,15 +547,15 @@ func (s *Service) Spend(ctx context.Context, req *analyticsv1.GetCampaignSpendRe
 	if err != nil {
 		return nil, err
 	}
-	resp := &analyticsv1.GetCampaignSpendResponse{}
+	var spends []CampaignSpend
 	for _, r := range rows {
 		for i, c := range r.Currencies {
 			if r.Spend[i] != 0 {
-				resp.Spends = append(resp.Spends, &analyticsv1.CampaignSpend{CampaignId: r.K1, SpendMicros: r.Spend[i], Currency: c})
+				spends = append(spends, CampaignSpend{CampaignID: r.K1, SpendMicros: r.Spend[i], Currency: c})
 			}
 		}
 	}
-	return resp, nil
+	return spends, nil
 }
 
 func ratio(a, b int64) float64 {
@@ -540,43 +567,43 @@ func ratio(a, b int64) float64 {
 
 // metricsOf turns one group's aggregate into metrics: rates, per-currency money, and the cost
 // per conversion when the spend is in one currency.
-func metricsOf(a Aggregate) *analyticsv1.Metrics {
-	m := &analyticsv1.Metrics{Events: a.Events, Impressions: a.Impressions, Clicks: a.Clicks, Conversions: a.Conversions,
-		UniqueUsers: a.UniqueUsers, Ctr: ratio(a.Clicks, a.Impressions), Cvr: ratio(a.Conversions, a.Clicks)}
+func metricsOf(a Aggregate) Metrics {
+	m := Metrics{Events: a.Events, Impressions: a.Impressions, Clicks: a.Clicks, Conversions: a.Conversions,
+		UniqueUsers: a.UniqueUsers, CTR: ratio(a.Clicks, a.Impressions), CVR: ratio(a.Conversions, a.Clicks)}
 	for i, c := range a.Currencies {
 		if a.ConversionValue[i] != 0 {
-			m.ConversionValue = append(m.ConversionValue, &analyticsv1.Money{AmountMicros: a.ConversionValue[i], Currency: c})
+			m.ConversionValue = append(m.ConversionValue, Money{AmountMicros: a.ConversionValue[i], Currency: c})
 		}
 		if a.Spend[i] != 0 {
-			m.Spend = append(m.Spend, &analyticsv1.Money{AmountMicros: a.Spend[i], Currency: c})
+			m.Spend = append(m.Spend, Money{AmountMicros: a.Spend[i], Currency: c})
 		}
 	}
-	byCurrency := func(x, y *analyticsv1.Money) int { return compareStrings(x.GetCurrency(), y.GetCurrency()) }
+	byCurrency := func(x, y Money) int { return compareStrings(x.Currency, y.Currency) }
 	slices.SortFunc(m.ConversionValue, byCurrency)
 	slices.SortFunc(m.Spend, byCurrency)
 	if len(m.Spend) == 1 && a.Conversions > 0 {
-		m.CostPerConversion = &analyticsv1.Money{AmountMicros: m.Spend[0].GetAmountMicros() / a.Conversions, Currency: m.Spend[0].GetCurrency()}
+		m.CostPerConversion = &Money{AmountMicros: m.Spend[0].AmountMicros / a.Conversions, Currency: m.Spend[0].Currency}
 	}
 	return m
 }
 
-// Delete implements DeleteEvents (internal): one data subject's events, or a time range's.
-func (s *Service) Delete(ctx context.Context, req *analyticsv1.DeleteEventsRequest) (*analyticsv1.DeleteEventsResponse, error) {
+// Delete answers DeleteEvents (internal): one data subject's events, or a time range's.
+func (s *Service) Delete(ctx context.Context, req DeleteRequest) (DeletionStatus, error) {
 	var v apperr.Violations
-	if t := req.GetTenantId(); t == "" || len(t) > maxIDLen {
+	if t := req.TenantID; t == "" || len(t) > maxIDLen {
 		v.Add("tenant_id", "is required")
 	}
-	d := Deletion{TenantID: req.GetTenantId(), SubjectID: req.GetSubjectId()}
-	hasRange := req.GetStartTime() != nil || req.GetEndTime() != nil
+	d := Deletion{TenantID: req.TenantID, SubjectID: req.SubjectID}
+	hasRange := req.Start.Given || req.End.Given
 	switch {
 	case d.SubjectID != "" && hasRange, d.SubjectID == "" && !hasRange:
 		v.Add("subject_id", "give either a subject id or a time range")
 	case len(d.SubjectID) > maxIDLen:
 		v.Add("subject_id", "must be at most %d bytes", maxIDLen)
 	case hasRange:
-		if req.GetStartTime().CheckValid() != nil || req.GetEndTime().CheckValid() != nil {
+		if !req.Start.usable() || !req.End.usable() {
 			v.Add("start_time", "start_time and end_time must both be valid times")
-		} else if d.Start, d.End = req.GetStartTime().AsTime().UTC(), req.GetEndTime().AsTime().UTC(); !d.Start.Before(d.End) {
+		} else if d.Start, d.End = req.Start.Time.UTC(), req.End.Time.UTC(); !d.Start.Before(d.End) {
 			v.Add("start_time", "must be before end_time")
 		}
 		// No event lies outside the store's range: deleting "all time" keeps meaning that.
@@ -591,11 +618,7 @@ func (s *Service) Delete(ctx context.Context, req *analyticsv1.DeleteEventsReque
 		}
 	}
 	if err := v.Err(); err != nil {
-		return nil, err
+		return DeletionStatus{}, err
 	}
-	st, err := s.store.Delete(ctx, d)
-	if err != nil {
-		return nil, err
-	}
-	return &analyticsv1.DeleteEventsResponse{Done: st.Done, RemainingRows: st.RemainingRows, MutationId: st.MutationID}, nil
+	return s.store.Delete(ctx, d)
 }

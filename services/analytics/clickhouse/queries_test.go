@@ -8,13 +8,12 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
@@ -30,7 +29,8 @@ func at(s string) time.Time {
 	return t
 }
 
-func ts(s string) *timestamppb.Timestamp { return timestamppb.New(at(s)) }
+// ts is a request time.
+func ts(s string) analytics.RequestTime { return analytics.At(at(s)) }
 
 type ev struct {
 	tenant, id, typ, name, user, anon, campaign, variant, when string
@@ -114,42 +114,45 @@ func insert(t *testing.T, conn driver.Conn, events []ev, seq uint64) {
 	}
 }
 
-func usd(m int64) []*analyticsv1.Money {
-	return []*analyticsv1.Money{{AmountMicros: m, Currency: "USD"}}
+func usd(m int64) []analytics.Money {
+	return []analytics.Money{{AmountMicros: m, Currency: "USD"}}
 }
 
 var (
-	c1Total = &analyticsv1.Metrics{Events: 7, Impressions: 4, Clicks: 2, Conversions: 1, UniqueUsers: 3, Ctr: 0.5, Cvr: 0.5,
-		ConversionValue: usd(20_000_000), Spend: usd(2200), CostPerConversion: &analyticsv1.Money{AmountMicros: 2200, Currency: "USD"}}
-	c1a = &analyticsv1.Metrics{Events: 5, Impressions: 3, Clicks: 1, Conversions: 1, UniqueUsers: 2, Ctr: 1.0 / 3, Cvr: 1,
-		ConversionValue: usd(20_000_000), Spend: usd(1500), CostPerConversion: &analyticsv1.Money{AmountMicros: 1500, Currency: "USD"}}
-	c1b = &analyticsv1.Metrics{Events: 2, Impressions: 1, Clicks: 1, UniqueUsers: 1, Ctr: 1, Spend: usd(700)}
+	c1Total = analytics.Metrics{Events: 7, Impressions: 4, Clicks: 2, Conversions: 1, UniqueUsers: 3, CTR: 0.5, CVR: 0.5,
+		ConversionValue: usd(20_000_000), Spend: usd(2200), CostPerConversion: &analytics.Money{AmountMicros: 2200, Currency: "USD"}}
+	c1a = analytics.Metrics{Events: 5, Impressions: 3, Clicks: 1, Conversions: 1, UniqueUsers: 2, CTR: 1.0 / 3, CVR: 1,
+		ConversionValue: usd(20_000_000), Spend: usd(1500), CostPerConversion: &analytics.Money{AmountMicros: 1500, Currency: "USD"}}
+	c1b = analytics.Metrics{Events: 2, Impressions: 1, Clicks: 1, UniqueUsers: 1, CTR: 1, Spend: usd(700)}
 	// A campaign without events.
-	zero = &analyticsv1.Metrics{}
+	zero = analytics.Metrics{}
 )
+
+// sourceName names a source in subtest names and messages.
+var sourceName = map[analytics.Source]string{analytics.SourceAuto: "auto", analytics.SourceRaw: "raw", analytics.SourceRollup: "rollup"}
 
 func TestSummaryEveryMetricFromRawAndRollup(t *testing.T) {
 	svc := load(t, dataset, 1)
-	for _, source := range []analyticsv1.DataSource{analyticsv1.DataSource_DATA_SOURCE_RAW, analyticsv1.DataSource_DATA_SOURCE_ROLLUP} {
-		t.Run(source.String(), func(t *testing.T) {
-			resp, err := svc.Summary(context.Background(), "t1", &analyticsv1.GetCampaignSummaryRequest{
-				CampaignIds: []string{"c1", "nope"}, StartTime: ts("2026-03-28T00:00:00Z"), EndTime: ts("2026-03-31T00:00:00Z"), Source: source})
+	for _, source := range []analytics.Source{analytics.SourceRaw, analytics.SourceRollup} {
+		t.Run(sourceName[source], func(t *testing.T) {
+			resp, err := svc.Summary(context.Background(), "t1", analytics.SummaryRequest{
+				CampaignIDs: []string{"c1", "nope"}, Start: ts("2026-03-28T00:00:00Z"), End: ts("2026-03-31T00:00:00Z"), Source: source})
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := &analyticsv1.GetCampaignSummaryResponse{Source: source, Total: c1Total, Campaigns: []*analyticsv1.CampaignMetrics{
-				{CampaignId: "c1", Metrics: c1Total}, {CampaignId: "nope", Metrics: zero}}}
-			if d := cmp.Diff(want, resp, protocmp.Transform()); d != "" {
+			want := analytics.SummaryResult{Source: source, Total: c1Total, Campaigns: []analytics.CampaignMetrics{
+				{CampaignID: "c1", Metrics: c1Total}, {CampaignID: "nope", Metrics: zero}}}
+			if d := cmp.Diff(want, resp, cmpopts.EquateEmpty()); d != "" {
 				t.Fatalf("summary (-want +got):\n%s", d)
 			}
-			resp, err = svc.Summary(context.Background(), "t1", &analyticsv1.GetCampaignSummaryRequest{
-				CampaignIds: []string{"c1"}, StartTime: ts("2026-03-28T00:00:00Z"), EndTime: ts("2026-03-31T00:00:00Z"), ByVariant: true, Source: source})
+			resp, err = svc.Summary(context.Background(), "t1", analytics.SummaryRequest{
+				CampaignIDs: []string{"c1"}, Start: ts("2026-03-28T00:00:00Z"), End: ts("2026-03-31T00:00:00Z"), ByVariant: true, Source: source})
 			if err != nil {
 				t.Fatal(err)
 			}
-			want = &analyticsv1.GetCampaignSummaryResponse{Source: source, Total: c1Total, Campaigns: []*analyticsv1.CampaignMetrics{
-				{CampaignId: "c1", Variant: "a", Metrics: c1a}, {CampaignId: "c1", Variant: "b", Metrics: c1b}}}
-			if d := cmp.Diff(want, resp, protocmp.Transform()); d != "" {
+			want = analytics.SummaryResult{Source: source, Total: c1Total, Campaigns: []analytics.CampaignMetrics{
+				{CampaignID: "c1", Variant: "a", Metrics: c1a}, {CampaignID: "c1", Variant: "b", Metrics: c1b}}}
+			if d := cmp.Diff(want, resp, cmpopts.EquateEmpty()); d != "" {
 				t.Fatalf("summary by variant (-want +got):\n%s", d)
 			}
 		})
@@ -160,19 +163,19 @@ func TestSummaryChoosesRollupsOnlyForWholeHours(t *testing.T) {
 	svc := load(t, dataset, 1)
 	for _, tc := range []struct {
 		start string
-		want  analyticsv1.DataSource
-	}{{"2026-03-28T10:00:00Z", analyticsv1.DataSource_DATA_SOURCE_ROLLUP}, {"2026-03-28T10:01:00Z", analyticsv1.DataSource_DATA_SOURCE_RAW}} {
-		resp, err := svc.Summary(context.Background(), "t1", &analyticsv1.GetCampaignSummaryRequest{CampaignIds: []string{"c1"},
-			StartTime: ts(tc.start), EndTime: ts("2026-03-29T00:00:00Z")})
+		want  analytics.Source
+	}{{"2026-03-28T10:00:00Z", analytics.SourceRollup}, {"2026-03-28T10:01:00Z", analytics.SourceRaw}} {
+		resp, err := svc.Summary(context.Background(), "t1", analytics.SummaryRequest{CampaignIDs: []string{"c1"},
+			Start: ts(tc.start), End: ts("2026-03-29T00:00:00Z")})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if resp.GetSource() != tc.want {
-			t.Errorf("from %s answered by %s, want %s", tc.start, resp.GetSource(), tc.want)
+		if resp.Source != tc.want {
+			t.Errorf("from %s answered by %s, want %s", tc.start, sourceName[resp.Source], sourceName[tc.want])
 		}
 		// From 10:01 the impression at 10:00 is out: the raw answer must be exact.
 		wantImpressions := map[string]int64{"2026-03-28T10:00:00Z": 2, "2026-03-28T10:01:00Z": 1}[tc.start]
-		if got := resp.GetTotal().GetImpressions(); got != wantImpressions {
+		if got := resp.Total.Impressions; got != wantImpressions {
 			t.Errorf("from %s: %d impressions, want %d", tc.start, got, wantImpressions)
 		}
 	}
@@ -180,10 +183,10 @@ func TestSummaryChoosesRollupsOnlyForWholeHours(t *testing.T) {
 
 func TestSeriesDayBucketsFollowMidnightAcrossDST(t *testing.T) {
 	svc := load(t, dataset, 1)
-	for _, source := range []analyticsv1.DataSource{analyticsv1.DataSource_DATA_SOURCE_RAW, analyticsv1.DataSource_DATA_SOURCE_ROLLUP} {
-		resp, err := svc.Series(context.Background(), "t1", &analyticsv1.GetMetricSeriesRequest{CampaignId: "c1",
-			Granularity: analyticsv1.Granularity_GRANULARITY_DAY, TimeZone: "Europe/Berlin", Source: source,
-			StartTime: ts("2026-03-28T05:00:00Z"), EndTime: ts("2026-03-30T22:00:00Z")})
+	for _, source := range []analytics.Source{analytics.SourceRaw, analytics.SourceRollup} {
+		resp, err := svc.Series(context.Background(), "t1", analytics.SeriesRequest{CampaignID: "c1",
+			Granularity: analytics.Day, TimeZone: "Europe/Berlin", Source: source,
+			Start: ts("2026-03-28T05:00:00Z"), End: ts("2026-03-30T22:00:00Z")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -192,13 +195,13 @@ func TestSeriesDayBucketsFollowMidnightAcrossDST(t *testing.T) {
 			start  string
 			events int64
 		}{{"2026-03-27T23:00:00Z", 3}, {"2026-03-28T23:00:00Z", 3}, {"2026-03-29T22:00:00Z", 1}}
-		if len(resp.GetBuckets()) != len(want) {
-			t.Fatalf("%s: %d buckets, want %d: %v", source, len(resp.GetBuckets()), len(want), resp.GetBuckets())
+		if len(resp.Buckets) != len(want) {
+			t.Fatalf("%s: %d buckets, want %d: %v", sourceName[source], len(resp.Buckets), len(want), resp.Buckets)
 		}
 		for i, w := range want {
-			b := resp.GetBuckets()[i]
-			if !b.GetStartTime().AsTime().Equal(at(w.start)) || b.GetMetrics().GetEvents() != w.events {
-				t.Errorf("%s bucket %d: %s with %d events, want %s with %d", source, i, b.GetStartTime().AsTime(), b.GetMetrics().GetEvents(), w.start, w.events)
+			b := resp.Buckets[i]
+			if !b.Start.Equal(at(w.start)) || b.Metrics.Events != w.events {
+				t.Errorf("%s bucket %d: %s with %d events, want %s with %d", sourceName[source], i, b.Start, b.Metrics.Events, w.start, w.events)
 			}
 		}
 	}
@@ -207,34 +210,34 @@ func TestSeriesDayBucketsFollowMidnightAcrossDST(t *testing.T) {
 func TestSeriesHalfHourZoneUsesRawAndFillsEmptyBuckets(t *testing.T) {
 	svc := load(t, dataset, 1)
 	// Asia/Kolkata is UTC+5:30: its hours start at :30 UTC, which hourly rollups cannot split.
-	resp, err := svc.Series(context.Background(), "t1", &analyticsv1.GetMetricSeriesRequest{CampaignId: "c1",
-		Granularity: analyticsv1.Granularity_GRANULARITY_HOUR, TimeZone: "Asia/Kolkata",
-		StartTime: ts("2026-03-28T09:30:00Z"), EndTime: ts("2026-03-28T12:30:00Z")})
+	resp, err := svc.Series(context.Background(), "t1", analytics.SeriesRequest{CampaignID: "c1",
+		Granularity: analytics.Hour, TimeZone: "Asia/Kolkata",
+		Start: ts("2026-03-28T09:30:00Z"), End: ts("2026-03-28T12:30:00Z")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.GetSource() != analyticsv1.DataSource_DATA_SOURCE_RAW {
-		t.Errorf("answered by %s, want raw", resp.GetSource())
+	if resp.Source != analytics.SourceRaw {
+		t.Errorf("answered by %s, want raw", sourceName[resp.Source])
 	}
 	var got []int64
-	for _, b := range resp.GetBuckets() {
-		got = append(got, b.GetMetrics().GetEvents())
+	for _, b := range resp.Buckets {
+		got = append(got, b.Metrics.Events)
 	}
 	// 09:30–10:30Z holds e1, e2 and… e3 is at 10:30, the next bucket.
 	if d := cmp.Diff([]int64{2, 1, 0}, got); d != "" {
 		t.Errorf("hour buckets in Asia/Kolkata (-want +got):\n%s", d)
 	}
 	// An empty range: every minute bucket present, all zero.
-	resp, err = svc.Series(context.Background(), "t1", &analyticsv1.GetMetricSeriesRequest{
-		Granularity: analyticsv1.Granularity_GRANULARITY_MINUTE, StartTime: ts("2026-01-01T00:00:00Z"), EndTime: ts("2026-01-01T01:00:00Z")})
+	resp, err = svc.Series(context.Background(), "t1", analytics.SeriesRequest{
+		Granularity: analytics.Minute, Start: ts("2026-01-01T00:00:00Z"), End: ts("2026-01-01T01:00:00Z")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(resp.GetBuckets()); n != 60 {
+	if n := len(resp.Buckets); n != 60 {
 		t.Fatalf("%d minute buckets in an hour, want 60", n)
 	}
-	for _, b := range resp.GetBuckets() {
-		if b.GetMetrics().GetEvents() != 0 {
+	for _, b := range resp.Buckets {
+		if b.Metrics.Events != 0 {
 			t.Fatalf("empty range has events: %v", b)
 		}
 	}
@@ -243,26 +246,26 @@ func TestSeriesHalfHourZoneUsesRawAndFillsEmptyBuckets(t *testing.T) {
 func TestBreakdownTopNBreaksTiesByValue(t *testing.T) {
 	svc := load(t, dataset, 1)
 	// rows also checks which table answered: the rollups for the dimensions they hold.
-	rows := func(req *analyticsv1.GetBreakdownRequest, from analyticsv1.DataSource) []string {
+	rows := func(req analytics.BreakdownRequest, from analytics.Source) []string {
 		t.Helper()
-		req.StartTime, req.EndTime = ts("2026-03-28T00:00:00Z"), ts("2026-03-31T00:00:00Z")
+		req.Start, req.End = ts("2026-03-28T00:00:00Z"), ts("2026-03-31T00:00:00Z")
 		resp, err := svc.Breakdown(context.Background(), "t1", req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if resp.GetSource() != from {
-			t.Errorf("breakdown by %s answered from %s, want %s", req.GetDimension(), resp.GetSource(), from)
+		if resp.Source != from {
+			t.Errorf("breakdown by dimension %d answered from %s, want %s", req.Dimension, sourceName[resp.Source], sourceName[from])
 		}
 		var out []string
-		for _, r := range resp.GetRows() {
-			out = append(out, r.GetValue())
+		for _, r := range resp.Rows {
+			out = append(out, r.Value)
 		}
 		return out
 	}
-	const raw, rollup = analyticsv1.DataSource_DATA_SOURCE_RAW, analyticsv1.DataSource_DATA_SOURCE_ROLLUP
+	const raw, rollup = analytics.SourceRaw, analytics.SourceRollup
 	// Impressions by variant: a 3, then "" (c2, c3) 2… and b 1; the raw table agrees.
-	byVariant := func() *analyticsv1.GetBreakdownRequest {
-		return &analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_VARIANT, Metric: analyticsv1.Metric_METRIC_IMPRESSIONS, Limit: 2}
+	byVariant := func() analytics.BreakdownRequest {
+		return analytics.BreakdownRequest{Dimension: analytics.Variant, Metric: analytics.MetricImpressions, Limit: 2}
 	}
 	if d := cmp.Diff([]string{"a", ""}, rows(byVariant(), rollup)); d != "" {
 		t.Errorf("variants (-want +got):\n%s", d)
@@ -273,20 +276,20 @@ func TestBreakdownTopNBreaksTiesByValue(t *testing.T) {
 		t.Errorf("variants from raw (-want +got):\n%s", d)
 	}
 	// Clicks by campaign: c1 2, then c2 and c3 tie at 0: ascending value.
-	if d := cmp.Diff([]string{"c1", "c2", "c3"}, rows(&analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_CAMPAIGN,
-		Metric: analyticsv1.Metric_METRIC_CLICKS}, rollup)); d != "" {
+	if d := cmp.Diff([]string{"c1", "c2", "c3"}, rows(analytics.BreakdownRequest{Dimension: analytics.Campaign,
+		Metric: analytics.MetricClicks}, rollup)); d != "" {
 		t.Errorf("campaigns (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff([]string{"", "DE"}, rows(&analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_PROPERTY, PropertyKey: "country"}, raw)); d != "" {
+	if d := cmp.Diff([]string{"", "DE"}, rows(analytics.BreakdownRequest{Dimension: analytics.Property, PropertyKey: "country"}, raw)); d != "" {
 		t.Errorf("property country (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff([]string{"view", "purchase", "tap"}, rows(&analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_EVENT_NAME,
-		Metric: analyticsv1.Metric_METRIC_UNIQUE_USERS}, raw)); d != "" {
+	if d := cmp.Diff([]string{"view", "purchase", "tap"}, rows(analytics.BreakdownRequest{Dimension: analytics.EventName,
+		Metric: analytics.MetricUniqueUsers}, raw)); d != "" {
 		t.Errorf("names by users (-want +got):\n%s", d)
 	}
 	// The rollups hold no property values: forcing them is refused.
-	if _, err := svc.Breakdown(context.Background(), "t1", &analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_PROPERTY,
-		PropertyKey: "country", Source: rollup, StartTime: ts("2026-03-28T00:00:00Z"), EndTime: ts("2026-03-31T00:00:00Z")}); !apperr.HasCode(err, apperr.Invalid) {
+	if _, err := svc.Breakdown(context.Background(), "t1", analytics.BreakdownRequest{Dimension: analytics.Property,
+		PropertyKey: "country", Source: rollup, Start: ts("2026-03-28T00:00:00Z"), End: ts("2026-03-31T00:00:00Z")}); !apperr.HasCode(err, apperr.Invalid) {
 		t.Errorf("property breakdown forced to the rollups: %v", err)
 	}
 }
@@ -295,15 +298,15 @@ func TestFunnelOrderAndWindowEdges(t *testing.T) {
 	svc := load(t, dataset, 1)
 	funnel := func(window int64, campaign string) []int64 {
 		t.Helper()
-		resp, err := svc.Funnel(context.Background(), "t1", &analyticsv1.GetFunnelRequest{WindowSeconds: window,
-			StartTime: ts("2026-03-28T00:00:00Z"), EndTime: ts("2026-03-31T00:00:00Z"),
-			Steps: []*analyticsv1.FunnelStep{{EventName: "view", CampaignId: campaign}, {EventName: "tap"}, {EventName: "purchase"}}})
+		resp, err := svc.Funnel(context.Background(), "t1", analytics.FunnelRequest{WindowSeconds: window,
+			Start: ts("2026-03-28T00:00:00Z"), End: ts("2026-03-31T00:00:00Z"),
+			Steps: []analytics.FunnelStep{{EventName: "view", CampaignID: campaign}, {EventName: "tap"}, {EventName: "purchase"}}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		var out []int64
-		for _, s := range resp.GetSteps() {
-			out = append(out, s.GetUsers())
+		for _, s := range resp.Steps {
+			out = append(out, s.Users)
 		}
 		return out
 	}
@@ -327,21 +330,21 @@ func TestFunnelOrderAndWindowEdges(t *testing.T) {
 
 func TestTenantsNeverSeeEachOther(t *testing.T) {
 	svc := load(t, dataset, 1)
-	resp, err := svc.Summary(context.Background(), "t2", &analyticsv1.GetCampaignSummaryRequest{CampaignIds: []string{"c1"},
-		StartTime: ts("2026-03-28T00:00:00Z"), EndTime: ts("2026-03-31T00:00:00Z")})
+	resp, err := svc.Summary(context.Background(), "t2", analytics.SummaryRequest{CampaignIDs: []string{"c1"},
+		Start: ts("2026-03-28T00:00:00Z"), End: ts("2026-03-31T00:00:00Z")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := resp.GetTotal(); got.GetEvents() != 1 || got.GetSpend()[0].GetAmountMicros() != 99 {
+	if got := resp.Total; got.Events != 1 || got.Spend[0].AmountMicros != 99 {
 		t.Errorf("tenant t2 sees %v, want its one event", got)
 	}
-	resp2, err := svc.Spend(context.Background(), &analyticsv1.GetCampaignSpendRequest{TenantId: "t1", CampaignIds: []string{"c1"},
-		StartTime: ts("2026-03-28T00:00:00Z"), EndTime: ts("2026-03-31T00:00:00Z")})
+	resp2, err := svc.Spend(context.Background(), analytics.SpendRequest{TenantID: "t1", CampaignIDs: []string{"c1"},
+		Start: ts("2026-03-28T00:00:00Z"), End: ts("2026-03-31T00:00:00Z")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &analyticsv1.GetCampaignSpendResponse{Spends: []*analyticsv1.CampaignSpend{{CampaignId: "c1", SpendMicros: 2200, Currency: "USD"}}}
-	if d := cmp.Diff(want, resp2, protocmp.Transform()); d != "" {
+	want := []analytics.CampaignSpend{{CampaignID: "c1", SpendMicros: 2200, Currency: "USD"}}
+	if d := cmp.Diff(want, resp2); d != "" {
 		t.Errorf("spend (-want +got):\n%s", d)
 	}
 }
@@ -349,24 +352,24 @@ func TestTenantsNeverSeeEachOther(t *testing.T) {
 func TestGuards(t *testing.T) {
 	svc := load(t, dataset, 1)
 	ctx := context.Background()
-	_, err := svc.Series(ctx, "t1", &analyticsv1.GetMetricSeriesRequest{Granularity: analyticsv1.Granularity_GRANULARITY_MINUTE,
-		StartTime: ts("2026-03-01T00:00:00Z"), EndTime: ts("2026-03-03T00:00:00Z")})
+	_, err := svc.Series(ctx, "t1", analytics.SeriesRequest{Granularity: analytics.Minute,
+		Start: ts("2026-03-01T00:00:00Z"), End: ts("2026-03-03T00:00:00Z")})
 	if code(err) != codes.InvalidArgument {
 		t.Errorf("two days of minutes: %v, want INVALID_ARGUMENT", err)
 	}
-	_, err = svc.Series(ctx, "t1", &analyticsv1.GetMetricSeriesRequest{Granularity: analyticsv1.Granularity_GRANULARITY_DAY, TimeZone: "Mars/Olympus"})
+	_, err = svc.Series(ctx, "t1", analytics.SeriesRequest{Granularity: analytics.Day, TimeZone: "Mars/Olympus"})
 	if code(err) != codes.InvalidArgument {
 		t.Errorf("unknown zone: %v, want INVALID_ARGUMENT", err)
 	}
-	_, err = svc.Summary(ctx, "t1", &analyticsv1.GetCampaignSummaryRequest{CampaignIds: []string{"c1"}, Source: analyticsv1.DataSource_DATA_SOURCE_ROLLUP,
-		StartTime: ts("2026-03-28T00:00:30Z")})
+	_, err = svc.Summary(ctx, "t1", analytics.SummaryRequest{CampaignIDs: []string{"c1"}, Source: analytics.SourceRollup,
+		Start: ts("2026-03-28T00:00:30Z")})
 	if code(err) != codes.InvalidArgument {
 		t.Errorf("rollup forced on a partial hour: %v, want INVALID_ARGUMENT", err)
 	}
 	// A result over the row cap.
 	capped := analytics.NewService(newQueries(t, open(t, dataset, 1), clickhouse.QueryLimits{MaxExecutionTime: 10 * time.Second, MaxResultRows: 1, MaxMemory: 1 << 30}), analytics.DefaultLimits)
-	_, err = capped.Breakdown(ctx, "t1", &analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_CAMPAIGN,
-		StartTime: ts("2026-03-28T00:00:00Z"), EndTime: ts("2026-03-31T00:00:00Z")})
+	_, err = capped.Breakdown(ctx, "t1", analytics.BreakdownRequest{Dimension: analytics.Campaign,
+		Start: ts("2026-03-28T00:00:00Z"), End: ts("2026-03-31T00:00:00Z")})
 	if code(err) != codes.ResourceExhausted {
 		t.Errorf("over the row cap: %v, want RESOURCE_EXHAUSTED", err)
 	}
@@ -385,8 +388,8 @@ func TestSlowQueriesAreStoppedAndLimitedPerTenant(t *testing.T) {
 	limits := analytics.DefaultLimits
 	limits.ConcurrentPerTenant = 1
 	svc := analytics.NewService(newQueries(t, conn, clickhouse.QueryLimits{MaxExecutionTime: time.Second, MaxResultRows: 100000, MaxMemory: 1 << 30}), limits)
-	slow := &analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_PROPERTY, PropertyKey: "k",
-		Metric: analyticsv1.Metric_METRIC_UNIQUE_USERS, StartTime: timestamppb.New(time.Now().Add(-48 * time.Hour))}
+	slow := analytics.BreakdownRequest{Dimension: analytics.Property, PropertyKey: "k",
+		Metric: analytics.MetricUniqueUsers, Start: analytics.At(time.Now().Add(-48 * time.Hour))}
 	// The slow query alone: stopped at max_execution_time.
 	_, err := svc.Breakdown(ctx, "big", slow)
 	if st, _ := apperr.ToStatus(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "time or size limit") {
@@ -401,7 +404,7 @@ func TestSlowQueriesAreStoppedAndLimitedPerTenant(t *testing.T) {
 			done <- err
 		}()
 		time.Sleep(200 * time.Millisecond) // the slow query runs for a second
-		_, err := svc.Summary(ctx, "big", &analyticsv1.GetCampaignSummaryRequest{CampaignIds: []string{"c"}})
+		_, err := svc.Summary(ctx, "big", analytics.SummaryRequest{CampaignIDs: []string{"c"}})
 		st, _ := apperr.ToStatus(err)
 		refused = st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), "too many")
 		<-done
@@ -410,7 +413,7 @@ func TestSlowQueriesAreStoppedAndLimitedPerTenant(t *testing.T) {
 		t.Error("a second query while one ran was never refused")
 	}
 	// Another tenant is not held up by this one's limit.
-	if _, err := svc.Summary(ctx, "small", &analyticsv1.GetCampaignSummaryRequest{CampaignIds: []string{"c"}}); err != nil {
+	if _, err := svc.Summary(ctx, "small", analytics.SummaryRequest{CampaignIDs: []string{"c"}}); err != nil {
 		t.Errorf("another tenant: %v", err)
 	}
 }
@@ -432,7 +435,7 @@ func TestDeleteEventsOfASubjectAndOfARange(t *testing.T) {
 		}
 		return n
 	}
-	deleteUntilDone := func(req *analyticsv1.DeleteEventsRequest) *analyticsv1.DeleteEventsResponse {
+	deleteUntilDone := func(req analytics.DeleteRequest) analytics.DeletionStatus {
 		t.Helper()
 		deadline := time.Now().Add(30 * time.Second)
 		for {
@@ -440,7 +443,7 @@ func TestDeleteEventsOfASubjectAndOfARange(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if resp.GetDone() {
+			if resp.Done {
 				return resp
 			}
 			if time.Now().After(deadline) {
@@ -450,12 +453,12 @@ func TestDeleteEventsOfASubjectAndOfARange(t *testing.T) {
 		}
 	}
 	// Subject u1 of t1: its 4 events go; t2's u1 stays.
-	first, err := svc.Delete(ctx, &analyticsv1.DeleteEventsRequest{TenantId: "t1", SubjectId: "u1"})
-	if err != nil || first.GetRemainingRows() != 4 || first.GetMutationId() == "" {
+	first, err := svc.Delete(ctx, analytics.DeleteRequest{TenantID: "t1", SubjectID: "u1"})
+	if err != nil || first.RemainingRows != 4 || first.MutationID == "" {
 		t.Fatalf("first call: %v %v, want 4 remaining rows and a mutation", first, err)
 	}
-	if resp := deleteUntilDone(&analyticsv1.DeleteEventsRequest{TenantId: "t1", SubjectId: "u1"}); resp.GetRemainingRows() != 0 {
-		t.Fatalf("done with %d rows left", resp.GetRemainingRows())
+	if resp := deleteUntilDone(analytics.DeleteRequest{TenantID: "t1", SubjectID: "u1"}); resp.RemainingRows != 0 {
+		t.Fatalf("done with %d rows left", resp.RemainingRows)
 	}
 	if n := count("tenant_id = 't1' AND user_id = 'u1'"); n != 0 {
 		t.Errorf("%d events of t1's u1 left", n)
@@ -465,7 +468,7 @@ func TestDeleteEventsOfASubjectAndOfARange(t *testing.T) {
 	}
 	// A range of t1 holding e4, e5 and e6 (2026-03-28 23:00 to 2026-03-29 02:00), whole hours:
 	// their rollup hours go too.
-	deleteUntilDone(&analyticsv1.DeleteEventsRequest{TenantId: "t1", StartTime: ts("2026-03-28T23:00:00Z"), EndTime: ts("2026-03-29T02:00:00Z")})
+	deleteUntilDone(analytics.DeleteRequest{TenantID: "t1", Start: ts("2026-03-28T23:00:00Z"), End: ts("2026-03-29T02:00:00Z")})
 	if n := count("tenant_id = 't1'"); n != 6-3 {
 		t.Errorf("t1 has %d events after both deletions, want 3", n)
 	}
@@ -476,7 +479,7 @@ func TestDeleteEventsOfASubjectAndOfARange(t *testing.T) {
 	if rolled != 0 {
 		t.Errorf("rollup still counts %d events in the deleted hours", rolled)
 	}
-	if _, err := svc.Delete(ctx, &analyticsv1.DeleteEventsRequest{TenantId: "t1"}); code(err) != codes.InvalidArgument {
+	if _, err := svc.Delete(ctx, analytics.DeleteRequest{TenantID: "t1"}); code(err) != codes.InvalidArgument {
 		t.Errorf("neither subject nor range: %v, want INVALID_ARGUMENT", err)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 
-	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/services/analytics"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
@@ -33,13 +32,13 @@ func violatedFields(err error) []string {
 func TestTimeZonesGoAcceptsButNotClickHouse(t *testing.T) {
 	svc := load(t, dataset, 1)
 	for _, tz := range []string{"right/UTC", "right/Europe/Berlin", "posix/Europe/Berlin", "Local", "localtime", "posixrules", "Europe/../UTC", "utc"} {
-		_, err := svc.Series(context.Background(), "t1", &analyticsv1.GetMetricSeriesRequest{Granularity: analyticsv1.Granularity_GRANULARITY_DAY, TimeZone: tz})
+		_, err := svc.Series(context.Background(), "t1", analytics.SeriesRequest{Granularity: analytics.Day, TimeZone: tz})
 		if f := violatedFields(err); code(err) != codes.InvalidArgument || len(f) != 1 || f[0] != "time_zone" {
 			t.Errorf("time_zone %q: %v (fields %v); want INVALID_ARGUMENT on time_zone", tz, err, f)
 		}
 	}
 	for _, tz := range []string{"UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires", "Etc/GMT+5", "Asia/Kolkata"} {
-		if _, err := svc.Series(context.Background(), "t1", &analyticsv1.GetMetricSeriesRequest{Granularity: analyticsv1.Granularity_GRANULARITY_DAY, TimeZone: tz}); err != nil {
+		if _, err := svc.Series(context.Background(), "t1", analytics.SeriesRequest{Granularity: analytics.Day, TimeZone: tz}); err != nil {
 			t.Errorf("time_zone %q: %v", tz, err)
 		}
 	}

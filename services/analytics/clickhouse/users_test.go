@@ -7,7 +7,6 @@ import (
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 
-	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
 	"github.com/campaignmesh/campaignmesh/services/analytics"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
@@ -30,8 +29,8 @@ func TestClickHouseUsersHaveOnlyTheirRights(t *testing.T) {
 	defer reader.Close()
 
 	svc := analytics.NewService(clickhouse.NewQueries(reader, writer, clickhouse.DefaultQueryLimits), analytics.DefaultLimits)
-	if _, err := svc.Summary(ctx, "t1", &analyticsv1.GetCampaignSummaryRequest{CampaignIds: []string{"c1"},
-		StartTime: ts("2026-03-28T00:00:00Z"), EndTime: ts("2026-03-31T00:00:00Z")}); err != nil {
+	if _, err := svc.Summary(ctx, "t1", analytics.SummaryRequest{CampaignIDs: []string{"c1"},
+		Start: ts("2026-03-28T00:00:00Z"), End: ts("2026-03-31T00:00:00Z")}); err != nil {
 		t.Fatalf("a query through the reader: %v", err)
 	}
 	for _, q := range []string{

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -44,27 +45,12 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
-	db := chtest.NewDatabase(t)
-	conn, err := clickhouse.Open(ctx, chtest.Addr(), db, clickhouse.User(chtest.Writer(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	db, conn := seededDatabase(t)
 	reader, err := clickhouse.OpenReader(ctx, chtest.Addr(), db, clickhouse.User(chtest.Reader(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { reader.Close() })
-	now := timestamppb.Now()
-	var rows []clickhouse.Row
-	for i, tenant := range []string{"t1", "t2"} {
-		rows = append(rows, clickhouse.Row{Seq: 1, Event: &ingestv1.AcceptedEvent{TenantId: tenant, ReceivedAt: now, CorrectedTime: now,
-			Event: &ingestv1.Event{EventId: "e", Type: ingestv1.EventType_EVENT_TYPE_CLICK, Name: "tap", UserId: "u-" + tenant, CampaignId: "c",
-				Value: &ingestv1.Money{AmountMicros: int64(1000 * (i + 1)), Currency: "USD"}}}})
-	}
-	if err := clickhouse.Insert(ctx, conn, rows); err != nil {
-		t.Fatal(err)
-	}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	ca := mtlstest.NewCA(t)
 	srv := grpcserver.New(
@@ -95,6 +81,31 @@ func newEnv(t *testing.T) *env {
 		}
 		return tok
 	}}
+}
+
+// seededDatabase is a fresh ClickHouse database holding one click of campaign "c" for each of
+// tenants t1 and t2 (t2's worth 2,000 micros, t1's 1,000), and the writer user's connection
+// to it.
+func seededDatabase(t *testing.T) (string, driver.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	db := chtest.NewDatabase(t)
+	conn, err := clickhouse.Open(ctx, chtest.Addr(), db, clickhouse.User(chtest.Writer(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	now := timestamppb.Now()
+	var rows []clickhouse.Row
+	for i, tenant := range []string{"t1", "t2"} {
+		rows = append(rows, clickhouse.Row{Seq: 1, Event: &ingestv1.AcceptedEvent{TenantId: tenant, ReceivedAt: now, CorrectedTime: now,
+			Event: &ingestv1.Event{EventId: "e", Type: ingestv1.EventType_EVENT_TYPE_CLICK, Name: "tap", UserId: "u-" + tenant, CampaignId: "c",
+				Value: &ingestv1.Money{AmountMicros: int64(1000 * (i + 1)), Currency: "USD"}}}})
+	}
+	if err := clickhouse.Insert(ctx, conn, rows); err != nil {
+		t.Fatal(err)
+	}
+	return db, conn
 }
 
 // client dials as the given mesh identity (the gateway forwards end users' calls).
