@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -22,15 +20,13 @@ import (
 	accessv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/access/v1"
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
-	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
-	"github.com/campaignmesh/campaignmesh/services/analytics"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
-	"github.com/campaignmesh/campaignmesh/services/analytics/grpcapi"
 )
 
 type env struct {
@@ -39,37 +35,17 @@ type env struct {
 	token func(tenant string, role rbac.Role) string
 }
 
-// newEnv serves the analytics API over mTLS through the platform's interceptor chain, over a
-// fresh ClickHouse database holding one click of campaign "c" for each of tenants t1 and t2
-// (t2's worth 2,000 micros, t1's 1,000).
+// newEnv serves the analytics API over mTLS through the platform's interceptor chain (the
+// service built by its app package), over a fresh ClickHouse database holding one click of
+// campaign "c" for each of tenants t1 and t2 (t2's worth 2,000 micros, t1's 1,000).
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	ctx := context.Background()
-	db, conn := seededDatabase(t)
-	reader, err := clickhouse.OpenReader(ctx, chtest.Addr(), db, clickhouse.User(chtest.Reader(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reader.Close() })
+	db, _ := seededDatabase(t)
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	ca := mtlstest.NewCA(t)
-	srv := grpcserver.New(
-		grpcserver.WithService("analytics"),
-		grpcserver.WithLogger(slog.New(slog.DiscardHandler)),
-		grpcserver.WithTLS(mtlstest.Source(t, ca, "analytics").ServerConfig()),
-		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}),
-	)
-	svc := analytics.NewService(clickhouse.NewQueries(reader, conn, clickhouse.DefaultQueryLimits), analytics.DefaultLimits)
-	analyticsv1.RegisterAnalyticsServiceServer(srv.GRPC(), grpcapi.NewServer(svc))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx, lis) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return &env{addr: lis.Addr().String(), ca: ca, token: func(tenant string, role rbac.Role) string {
+	a := meshtest.StartAnalytics(t, meshtest.AnalyticsOptions{CA: ca, Database: db,
+		Verifier: authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}})
+	return &env{addr: a.Addr(), ca: ca, token: func(tenant string, role rbac.Role) string {
 		if !role.TenantScoped() {
 			tenant = "" // operators act above tenants
 		}

@@ -1,0 +1,242 @@
+// Package app builds the runnable analytics service from a Config: the query API over
+// ClickHouse (gRPC over mTLS, through the platform's server), the writer role that moves
+// accepted events from JetStream into ClickHouse, the revocation list that keeps credentials
+// current, and the admin listener (/metrics, /healthz). cmd/analytics, the test fixtures and
+// cmd/bench-analytics all build the service here, so they run the same wiring.
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
+	"github.com/campaignmesh/campaignmesh/internal/platform/config"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
+	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
+	"github.com/campaignmesh/campaignmesh/services/analytics"
+	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
+	"github.com/campaignmesh/campaignmesh/services/analytics/grpcapi"
+	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
+)
+
+// ServiceName is the analytics service's mesh identity and its name in audit records.
+const ServiceName = "analytics"
+
+// Config is everything the analytics service is built from. DefaultConfig holds the documented
+// defaults (the flags of cmd/analytics).
+type Config struct {
+	// Listen is the gRPC (mTLS) address, AdminListen the one of /metrics and /healthz; port 0
+	// picks a free port (Addr and AdminAddr tell which).
+	Listen, AdminListen string
+	// AuthAddr is the auth service: signing keys, API key verification, revocations.
+	AuthAddr string
+	// TLS names the service's mesh certificate, key and CA bundle.
+	TLS mtls.Files
+	// NATS is the JetStream server the writer reads accepted events from.
+	NATS natsjs.ClientFlags
+	// ClickHouseAddr is ClickHouse's native protocol address, Database the analytics database.
+	ClickHouseAddr, Database string
+	// WriterUser owns the schema, inserts and runs event deletions; ReaderUser is the read-only
+	// user of the query API. A password file, when named, is read by New and replaces Password.
+	WriterUser, ReaderUser                 clickhouse.User
+	WriterPasswordFile, ReaderPasswordFile string
+	// Writer bounds the writer's inserts.
+	Writer writer.Config
+	// Limits are the query API's per-tenant limits and range bounds; Query the limits
+	// ClickHouse enforces on every query.
+	Limits analytics.Limits
+	Query  clickhouse.QueryLimits
+	// GracePeriod bounds how long a stop waits for calls in flight.
+	GracePeriod time.Duration
+	// FaultExitAfterInserts, when positive, is fault injection for tests: the process exits
+	// right after this many inserts, before acknowledging them.
+	FaultExitAfterInserts int
+
+	// Verifier, when set, checks callers' credentials instead of the auth service (tests and
+	// benches that sign their own tokens); AuthAddr is then not dialed.
+	Verifier grpcserver.Verifier
+	// WrapStore, when set, wraps the query store (the bench records the queries it is asked).
+	WrapStore func(analytics.Store) analytics.Store
+}
+
+// DefaultConfig returns the documented defaults. TLS files have none: they are required.
+func DefaultConfig() Config {
+	return Config{
+		Listen: "127.0.0.1:7104", AdminListen: "127.0.0.1:9104", AuthAddr: "127.0.0.1:7101",
+		NATS:           natsjs.ClientFlags{URL: "nats://127.0.0.1:14222", User: ServiceName},
+		ClickHouseAddr: "127.0.0.1:19000", Database: "analytics",
+		WriterUser: clickhouse.User{Name: "analytics_writer"}, ReaderUser: clickhouse.User{Name: "analytics_reader"},
+		Writer: writer.DefaultConfig, Limits: analytics.DefaultLimits, Query: clickhouse.DefaultQueryLimits,
+		GracePeriod: grpcserver.DefaultGracePeriod,
+	}
+}
+
+// App is a built analytics service: connected, listening, not yet serving.
+type App struct {
+	logger      *slog.Logger
+	nc          *nats.Conn
+	conn        driver.Conn // the writer user's: schema, inserts, deletions
+	reader      driver.Conn // the reader user's: queries
+	authConn    *grpc.ClientConn
+	revocations *authn.RevocationList // nil with Config.Verifier
+	registry    *prometheus.Registry
+	writer      *writer.Writer
+	server      *grpcserver.Server
+	lis, admin  net.Listener
+	closeOnce   sync.Once
+}
+
+// New connects to NATS, ClickHouse (creating the schema) and the auth service, builds the
+// query API and the writer, and opens both listeners. On an error everything opened so far is
+// released.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err error) {
+	a := &App{logger: logger, registry: telemetry.NewRegistry()}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	certs, err := mtls.NewSource(cfg.TLS, logger)
+	if err != nil {
+		return nil, err
+	}
+	nc, js, err := cfg.NATS.Connect("analytics-writer")
+	if err != nil {
+		return nil, err
+	}
+	a.nc = nc
+	writerUser, err := withPassword(cfg.WriterUser, cfg.WriterPasswordFile)
+	if err != nil {
+		return nil, err
+	}
+	readerUser, err := withPassword(cfg.ReaderUser, cfg.ReaderPasswordFile)
+	if err != nil {
+		return nil, err
+	}
+	if a.conn, err = clickhouse.Open(ctx, cfg.ClickHouseAddr, cfg.Database, writerUser); err != nil {
+		return nil, err
+	}
+	if a.reader, err = clickhouse.OpenReader(ctx, cfg.ClickHouseAddr, cfg.Database, readerUser); err != nil {
+		return nil, err
+	}
+	verifier := cfg.Verifier
+	if verifier == nil {
+		if a.authConn, err = grpcclient.Dial(cfg.AuthAddr, "auth", certs); err != nil {
+			return nil, err
+		}
+		var v authn.Verifier
+		v, a.revocations = authclient.NewVerifier(authv1.NewAuthServiceClient(a.authConn))
+		a.revocations.WithLogger(logger)
+		verifier = v
+	}
+
+	a.writer = newWriter(js, a.conn, cfg, logger, a.registry)
+
+	a.server = grpcserver.New(
+		grpcserver.WithService(ServiceName),
+		grpcserver.WithLogger(logger),
+		grpcserver.WithTLS(certs.ServerConfig()),
+		grpcserver.WithVerifier(verifier),
+		grpcserver.WithMetrics(a.registry),
+		grpcserver.WithGracePeriod(cfg.GracePeriod),
+	)
+	var store analytics.Store = clickhouse.NewQueries(a.reader, a.conn, cfg.Query)
+	if cfg.WrapStore != nil {
+		store = cfg.WrapStore(store)
+	}
+	analyticsv1.RegisterAnalyticsServiceServer(a.server.GRPC(), grpcapi.NewServer(analytics.NewService(store, cfg.Limits)))
+
+	if a.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	if a.admin, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+		return nil, fmt.Errorf("listen admin %s: %w", cfg.AdminListen, err)
+	}
+	return a, nil
+}
+
+// newWriter builds the writer role over the writer user's connection, with the fault
+// injection of Config.FaultExitAfterInserts.
+func newWriter(js jetstream.JetStream, conn driver.Conn, cfg Config, logger *slog.Logger, reg prometheus.Registerer) *writer.Writer {
+	w := writer.New(js, conn, cfg.Writer, logger, reg)
+	if cfg.FaultExitAfterInserts > 0 {
+		w.CrashAfterInserts(cfg.FaultExitAfterInserts, func() {
+			logger.Warn("fault injection: exiting between insert and ack")
+			os.Exit(3)
+		})
+	}
+	return w
+}
+
+// withPassword is u with its password read from file, when one is named.
+func withPassword(u clickhouse.User, file string) (clickhouse.User, error) {
+	if file == "" {
+		return u, nil
+	}
+	pw, err := config.ReadSecret(file)
+	if err != nil {
+		return u, fmt.Errorf("clickhouse user %s: %w", u.Name, err)
+	}
+	u.Password = pw
+	return u, nil
+}
+
+// Addr is the address the gRPC server listens on.
+func (a *App) Addr() string { return a.lis.Addr().String() }
+
+// AdminAddr is the address of /metrics and /healthz.
+func (a *App) AdminAddr() string { return a.admin.Addr().String() }
+
+// Run serves the query API, runs the writer, the revocation list and the admin listener until
+// ctx ends (then stops gracefully and returns nil) or one of them fails: then the others are
+// stopped and its error is returned. Call it once; Close afterwards.
+func (a *App) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.writer.Run(ctx) })
+	g.Go(func() error { return a.server.Serve(ctx, a.lis) })
+	if a.revocations != nil {
+		g.Go(func() error { return a.revocations.Run(ctx) })
+	}
+	g.Go(func() error { return telemetry.ServeAdminOn(ctx, a.admin, a.registry, a.logger) })
+	return g.Wait()
+}
+
+// Close releases what New opened: listeners and connections. It is safe to call more than once.
+func (a *App) Close() {
+	a.closeOnce.Do(func() {
+		for _, l := range []net.Listener{a.lis, a.admin} {
+			if l != nil {
+				_ = l.Close() // already closed when Run has served on it
+			}
+		}
+		if a.authConn != nil {
+			_ = a.authConn.Close()
+		}
+		for _, c := range []driver.Conn{a.reader, a.conn} {
+			if c != nil {
+				_ = c.Close()
+			}
+		}
+		if a.nc != nil {
+			a.nc.Close()
+		}
+	})
+}

@@ -1,0 +1,97 @@
+package app_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
+	"github.com/campaignmesh/campaignmesh/services/analytics/app"
+)
+
+func options(t *testing.T) meshtest.AnalyticsOptions {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return meshtest.AnalyticsOptions{CA: mtlstest.NewCA(t), Verifier: authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}}
+}
+
+// A service built on port 0 tells where it listens: gRPC health over mTLS on Addr, /healthz
+// and /metrics (with the server's and the writer's series) on AdminAddr.
+func TestServesWhereItListens(t *testing.T) {
+	o := options(t)
+	a := meshtest.StartAnalytics(t, o)
+	conn, err := grpc.NewClient(a.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(mtlstest.Source(t, o.CA, "gateway").ClientConfig("analytics"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health: %v %v", resp, err)
+	}
+	get := func(path string) string {
+		t.Helper()
+		resp, err := http.Get("http://" + a.AdminAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
+		}
+		return string(body)
+	}
+	if body := get("/healthz"); body != "ok\n" {
+		t.Errorf("/healthz: %q", body)
+	}
+	metrics := get("/metrics")
+	for _, series := range []string{"grpc_server_handled_total", "writer_inserted_rows_total"} {
+		if !strings.Contains(metrics, series) {
+			t.Errorf("/metrics has no %s", series)
+		}
+	}
+}
+
+// New fails (releasing what it opened) when it cannot listen; Run returns why it stopped
+// rather than nil.
+func TestNewAndRunReportFailures(t *testing.T) {
+	o := options(t)
+	running := meshtest.StartAnalytics(t, o)
+	cfg := meshtest.AnalyticsConfig(t, o)
+	cfg.Listen = running.Addr()
+	logger := slog.New(slog.DiscardHandler)
+	if a, err := app.New(context.Background(), cfg, logger); err == nil || !strings.Contains(err.Error(), "listen "+running.Addr()) {
+		if a != nil {
+			a.Close()
+		}
+		t.Errorf("New on a port in use: %v", err)
+	}
+
+	a, err := app.New(context.Background(), meshtest.AnalyticsConfig(t, o), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close() // the listeners go away under Run
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.Run(ctx); err == nil || ctx.Err() != nil {
+		t.Errorf("Run without its listeners: %v (context: %v), want their error at once", err, ctx.Err())
+	}
+}
