@@ -34,6 +34,15 @@ var DefaultLimits = Limits{ConcurrentPerTenant: 4, LiveStreamsPerTenant: 20, Max
 // memory or result-size limit.
 var ErrTooExpensive = apperr.New(apperr.ResourceExhausted, "QUERY_TOO_EXPENSIVE", "the query exceeded its time or size limit; narrow the range or the filters")
 
+// ErrStoreUnavailable is what the store returns (wrapping the cause) when it cannot reach
+// ClickHouse: the connection is refused, broken or times out. Callers see UNAVAILABLE with a
+// retry delay, the answer a client retries on, not INTERNAL.
+var ErrStoreUnavailable = func() error {
+	e := apperr.New(apperr.Unavailable, "STORE_UNAVAILABLE", "the analytics store cannot be reached right now; retry shortly")
+	e.RetryAfter = 2 * time.Second
+	return e
+}()
+
 // ErrTimeZoneUnsupported is what the store returns when ClickHouse does not know a time zone
 // that LoadTimeZone accepted (its zone database differs from Go's).
 var ErrTimeZoneUnsupported = func() error {

@@ -158,7 +158,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		grpcserver.WithMetrics(a.registry),
 		grpcserver.WithGracePeriod(cfg.GracePeriod),
 	)
-	var store analytics.Store = clickhouse.NewQueries(a.reader, a.conn, cfg.Query)
+	var store analytics.Store = clickhouse.NewQueries(a.reader, a.conn, cfg.Query).WithLogger(logger)
 	if cfg.WrapStore != nil {
 		store = cfg.WrapStore(store)
 	}

@@ -7,8 +7,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
@@ -38,12 +42,17 @@ type Queries struct {
 	conn   driver.Conn // reader
 	writer driver.Conn
 	limits QueryLimits
+	logger *slog.Logger
 }
 
 // NewQueries returns the query store: reader for queries, writer for deletions.
 func NewQueries(reader, writer driver.Conn, limits QueryLimits) *Queries {
-	return &Queries{conn: reader, writer: writer, limits: limits}
+	return &Queries{conn: reader, writer: writer, limits: limits, logger: slog.Default()}
 }
+
+// WithLogger sets where the causes of store failures are logged (callers see only
+// analytics.ErrStoreUnavailable).
+func (q *Queries) WithLogger(l *slog.Logger) *Queries { q.logger = l; return q }
 
 var _ analytics.Store = (*Queries)(nil)
 
@@ -86,7 +95,7 @@ func (q *Queries) Aggregate(ctx context.Context, a analytics.Query) ([]analytics
 	}
 	rows, err := q.conn.Query(q.settings(ctx), sql, args...)
 	if err != nil {
-		return nil, queryError("aggregate events", err)
+		return nil, q.queryError(ctx, "aggregate events", err)
 	}
 	defer rows.Close()
 	var out []analytics.Aggregate
@@ -100,7 +109,7 @@ func (q *Queries) Aggregate(ctx context.Context, a analytics.Query) ([]analytics
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, queryError("aggregate events", err)
+		return nil, q.queryError(ctx, "aggregate events", err)
 	}
 	return out, nil
 }
@@ -189,7 +198,7 @@ func (q *Queries) Funnel(ctx context.Context, f analytics.FunnelQuery) ([]int64,
 	sql, args := FunnelSQL(f)
 	rows, err := q.conn.Query(q.settings(ctx), sql, args...)
 	if err != nil {
-		return nil, queryError("funnel", err)
+		return nil, q.queryError(ctx, "funnel", err)
 	}
 	defer rows.Close()
 	reached := make([]int64, len(f.Steps))
@@ -205,7 +214,7 @@ func (q *Queries) Funnel(ctx context.Context, f analytics.FunnelQuery) ([]int64,
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, queryError("funnel", err)
+		return nil, q.queryError(ctx, "funnel", err)
 	}
 	return reached, nil
 }
@@ -273,7 +282,9 @@ var limitCodes = map[int32]bool{
 // POCO_EXCEPTION from 18.16's zone loader, BAD_ARGUMENTS from current versions.
 var unknownZoneCodes = map[int32]bool{1000: true, 36: true}
 
-func queryError(what string, err error) error {
+// queryError classifies a failed query: a limit it hit, a time zone ClickHouse lacks, or a
+// server it could not reach (see storeError); anything else is unexpected.
+func (q *Queries) queryError(ctx context.Context, what string, err error) error {
 	var ex *ch.Exception
 	if errors.As(err, &ex) && limitCodes[ex.Code] {
 		return analytics.ErrTooExpensive
@@ -282,7 +293,41 @@ func queryError(what string, err error) error {
 		// A second line behind analytics.LoadTimeZone: a zone Go knows and ClickHouse not.
 		return analytics.ErrTimeZoneUnsupported
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return q.storeError(ctx, what, err)
+}
+
+// storeError wraps err with what failed. When ClickHouse could not be reached the error is
+// also analytics.ErrStoreUnavailable (UNAVAILABLE with a retry delay, the answer callers retry
+// on) and its cause is logged here at WARN: the caller only sees the generic message, and an
+// outage of a dependency is no fault of this service, so it must not page as an ERROR would.
+func (q *Queries) storeError(ctx context.Context, what string, err error) error {
+	if !unreachable(err) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	q.logger.WarnContext(ctx, "analytics store unreachable", "op", what, "err", err.Error())
+	return fmt.Errorf("%s: %w: %w", what, analytics.ErrStoreUnavailable, err)
+}
+
+// unreachable reports whether err says the ClickHouse server could not be reached or went away,
+// rather than that it refused or failed the query. clickhouse-go returns, for a server that is
+// down, the dial's *net.OpError (connection refused, or an i/o timeout during the handshake);
+// for one that went away mid-query, io.EOF or a reset or broken connection wrapped in its own
+// text; and ErrAcquireConnTimeout when no connection could be had in time. A ClickHouse
+// exception is an answer from the server, and the caller's own cancellation or deadline stays
+// what it is (CANCELLED, DEADLINE_EXCEEDED).
+func unreachable(err error) bool {
+	var ex *ch.Exception
+	if errors.As(err, &ex) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	for _, target := range []error{io.EOF, io.ErrUnexpectedEOF, net.ErrClosed, syscall.ECONNREFUSED, syscall.ECONNRESET,
+		syscall.ECONNABORTED, syscall.EPIPE, syscall.EHOSTUNREACH, syscall.ENETUNREACH, ch.ErrAcquireConnTimeout} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	var netErr *net.OpError
+	return errors.As(err, &netErr)
 }
 
 // Delete implements analytics.Store with ALTER TABLE … DELETE mutations, tagged with a hash
@@ -300,7 +345,7 @@ func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.D
 	tag := "cmdel-" + hex.EncodeToString(sum[:8])
 	var remaining uint64
 	if err := q.writer.QueryRow(ctx, "SELECT count() FROM events WHERE "+where, args...).Scan(&remaining); err != nil {
-		return st, fmt.Errorf("count rows to delete: %w", err)
+		return st, q.storeError(ctx, "count rows to delete", err)
 	}
 	st.RemainingRows = int64(remaining)
 	var isDone, found bool
@@ -316,7 +361,7 @@ func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.D
 		return st, nil // still running
 	}
 	if err := q.writer.Exec(ctx, "ALTER TABLE events DELETE WHERE "+where+" AND ? != ''", append(args, tag)...); err != nil {
-		return st, fmt.Errorf("delete events: %w", err)
+		return st, q.storeError(ctx, "delete events", err)
 	}
 	if d.SubjectID == "" {
 		first, last := d.Start.Truncate(time.Hour), d.End.Truncate(time.Hour)
@@ -326,7 +371,7 @@ func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.D
 		if first.Before(last) {
 			if err := q.writer.Exec(ctx, "ALTER TABLE events_hourly DELETE WHERE tenant_id = ? AND hour >= ? AND hour < ? AND ? != ''",
 				d.TenantID, first, last, tag); err != nil {
-				return st, fmt.Errorf("delete rollup hours: %w", err)
+				return st, q.storeError(ctx, "delete rollup hours", err)
 			}
 		}
 	}
@@ -344,7 +389,7 @@ func (q *Queries) mutation(ctx context.Context, tag string) (id string, done, fo
 	case errors.Is(err, sql.ErrNoRows):
 		return "", false, false, nil
 	case err != nil:
-		return "", false, false, fmt.Errorf("read mutations: %w", err)
+		return "", false, false, q.storeError(ctx, "read mutations", err)
 	}
 	return id, isDone == 1, true, nil
 }

@@ -45,7 +45,12 @@ func newEnv(t *testing.T) *env {
 	ca := mtlstest.NewCA(t)
 	a := meshtest.StartAnalytics(t, meshtest.AnalyticsOptions{CA: ca, Database: db,
 		Verifier: authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}})
-	return &env{addr: a.Addr(), ca: ca, token: func(tenant string, role rbac.Role) string {
+	return &env{addr: a.Addr(), ca: ca, token: signer(t, priv)}
+}
+
+// signer mints access tokens signed with priv under key id "k", as auth would.
+func signer(t *testing.T, priv ed25519.PrivateKey) func(tenant string, role rbac.Role) string {
+	return func(tenant string, role rbac.Role) string {
 		if !role.TenantScoped() {
 			tenant = "" // operators act above tenants
 		}
@@ -56,7 +61,7 @@ func newEnv(t *testing.T) *env {
 			t.Fatal(err)
 		}
 		return tok
-	}}
+	}
 }
 
 // seededDatabase is a fresh ClickHouse database holding one click of campaign "c" for each of
@@ -102,6 +107,12 @@ func as(tok string) context.Context {
 // call makes one RPC by name with a valid request and returns its code and the response
 // (the first push, for the live stream).
 func call(ctx context.Context, c analyticsv1.AnalyticsServiceClient, method string) (codes.Code, proto.Message) {
+	resp, err := invoke(ctx, c, method)
+	return status.Code(err), resp
+}
+
+// invoke is call returning the error itself.
+func invoke(ctx context.Context, c analyticsv1.AnalyticsServiceClient, method string) (proto.Message, error) {
 	var resp proto.Message
 	var err error
 	switch method {
@@ -129,7 +140,7 @@ func call(ctx context.Context, c analyticsv1.AnalyticsServiceClient, method stri
 	default:
 		panic("no request for " + method)
 	}
-	return status.Code(err), resp
+	return resp, err
 }
 
 // TestAuthorizationMatrix calls every RPC as every tenant role through the gateway identity,
