@@ -6,10 +6,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"path/filepath"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -20,7 +18,6 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
-	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
 	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
 	"github.com/campaignmesh/campaignmesh/services/ingest"
@@ -46,42 +43,14 @@ func (b *bench) freshness(ctx context.Context, e *env) (freshStats, error) {
 	st := freshStats{maxWait: cfg.MaxWait}
 	fmt.Printf("\nFreshness (ingest ack → visible in GetCampaignSummary; %d samples of %d events; writer: %d rows or %s)\n",
 		b.cfg.samples, freshBatch, cfg.BatchRows, cfg.MaxWait)
-	progress("starting embedded NATS (JetStream, file storage, fsync always), ingest and the writer (%s)", machine())
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(e.dir, "nats"), SyncAlways: true, NoLog: true, NoSigs: true})
-	if err != nil {
-		return st, err
-	}
-	go ns.Start()
-	defer ns.Shutdown()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		return st, fmt.Errorf("nats not ready")
-	}
-	nc, js, err := natsjs.Connect(ns.ClientURL(), "bench")
-	if err != nil {
-		return st, err
-	}
-	defer nc.Close()
-	if err := natsjs.EnsureStreams(ctx, js, natsjs.DefaultStream); err != nil {
-		return st, err
-	}
-	// A database kept from an earlier run holds that run's stream sequences; the writer offsets
-	// a new stream's sequences past them (writer_epochs), so nothing is needed here.
-
-	wctx, stopWriter := context.WithCancel(ctx)
-	writerDone := make(chan struct{})
-	go func() {
-		_ = writer.New(js, e.svcConn, cfg, slog.New(slog.DiscardHandler), nil).Run(wctx)
-		close(writerDone)
-	}()
-	defer func() { stopWriter(); <-writerDone }()
-
+	progress("starting ingest on the embedded NATS; the analytics service's writer reads it (%s)", machine())
 	ingestSrc, err := mtls.NewSource(e.files("ingest"), nil)
 	if err != nil {
 		return st, err
 	}
 	srv := grpcserver.New(grpcserver.WithService("ingest"), grpcserver.WithLogger(slog.New(slog.DiscardHandler)), grpcserver.WithTLS(ingestSrc.ServerConfig()),
 		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": e.pub})}), grpcserver.WithMetrics(prometheus.NewRegistry()))
-	ingestv1.RegisterIngestServiceServer(srv.GRPC(), ingestapi.NewServer(js, ingest.DefaultLimits, ingestapi.DefaultRateLimits, nil))
+	ingestv1.RegisterIngestServiceServer(srv.GRPC(), ingestapi.NewServer(e.js, ingest.DefaultLimits, ingestapi.DefaultRateLimits, nil))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return st, err

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -15,31 +14,31 @@ import (
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
-	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
 	"github.com/campaignmesh/campaignmesh/services/analytics"
+	"github.com/campaignmesh/campaignmesh/services/analytics/app"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
-	"github.com/campaignmesh/campaignmesh/services/analytics/grpcapi"
 )
 
 // env is what the query and freshness phases share.
 type env struct {
-	dir     string
 	files   func(svc string) mtls.Files
 	gateway *mtls.Source // the caller's identity: the gateway forwards end users' calls
 	pub     ed25519.PublicKey
 	priv    ed25519.PrivateKey
 	chAddr  string
 	chUser  clickhouse.User
-	svcConn driver.Conn // the analytics service's (and the writer's) connection
+	js      jetstream.JetStream // the embedded NATS the writer reads and ingest publishes to
 	client  analyticsv1.AnalyticsServiceClient
 	sent    *recorder // what the service sent to ClickHouse
 }
@@ -70,7 +69,7 @@ func (b *bench) run(ctx context.Context) error {
 	if _, err := mtls.DevPKI(dir, []string{"analytics", "ingest", "gateway"}); err != nil {
 		return err
 	}
-	e := &env{dir: dir, files: func(svc string) mtls.Files {
+	e := &env{files: func(svc string) mtls.Files {
 		return mtls.Files{Cert: filepath.Join(dir, svc+".pem"), Key: filepath.Join(dir, svc+"-key.pem"), CA: filepath.Join(dir, "ca.pem")}
 	}}
 	if e.gateway, err = mtls.NewSource(e.files("gateway"), nil); err != nil {
@@ -92,34 +91,33 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 
-	progress("starting the analytics API over mTLS (database %s)", b.cfg.database)
-	if e.svcConn, err = clickhouse.Open(ctx, e.chAddr, b.cfg.database, e.chUser); err != nil {
-		return err
-	}
-	defer e.svcConn.Close()
-	analyticsSrc, err := mtls.NewSource(e.files("analytics"), nil)
+	progress("starting embedded NATS (JetStream, file storage, fsync always) and the analytics service over mTLS: API and writer (database %s)", b.cfg.database)
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(dir, "nats"), SyncAlways: true, NoLog: true, NoSigs: true})
 	if err != nil {
 		return err
 	}
-	srv := grpcserver.New(
-		grpcserver.WithService("analytics"),
-		grpcserver.WithLogger(slog.New(slog.DiscardHandler)),
-		grpcserver.WithTLS(analyticsSrc.ServerConfig()),
-		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": e.pub})}),
-		grpcserver.WithMetrics(prometheus.NewRegistry()),
-	)
-	e.sent = &recorder{Store: clickhouse.NewQueries(e.svcConn, e.svcConn, clickhouse.DefaultQueryLimits)}
-	svc := analytics.NewService(e.sent, analytics.DefaultLimits)
-	analyticsv1.RegisterAnalyticsServiceServer(srv.GRPC(), grpcapi.NewServer(svc))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	go ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		return fmt.Errorf("nats not ready")
+	}
+	nc, js, err := natsjs.Connect(ns.ClientURL(), "bench")
 	if err != nil {
 		return err
 	}
-	sctx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(sctx, lis) }()
-	defer func() { stop(); <-served }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(e.gateway.ClientConfig("analytics"))))
+	defer nc.Close()
+	if err := natsjs.EnsureStreams(ctx, js, natsjs.DefaultStream); err != nil {
+		return err
+	}
+	e.js = js
+	// A database kept from an earlier run holds that run's stream sequences; the writer offsets
+	// a new stream's sequences past them (writer_epochs), so nothing is needed here.
+	svc, err := b.startAnalytics(ctx, e, ns.ClientURL())
+	if err != nil {
+		return err
+	}
+	defer svc.stop()
+	conn, err := grpc.NewClient(svc.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(e.gateway.ClientConfig("analytics"))))
 	if err != nil {
 		return err
 	}
@@ -141,6 +139,43 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	b.summary(stats, fresh)
 	return nil
+}
+
+// service is the analytics service under the bench, running until stop.
+type service struct {
+	*app.App
+	stop func()
+}
+
+// startAnalytics builds the analytics service as cmd/analytics does (its app package) over the
+// bench's database, as the bench's ClickHouse user for both roles, with the writer reading
+// natsURL, tokens checked against the bench's key, and every query it sends recorded in e.sent.
+func (b *bench) startAnalytics(ctx context.Context, e *env, natsURL string) (*service, error) {
+	cfg := app.DefaultConfig()
+	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.TLS = e.files("analytics")
+	cfg.NATS = natsjs.ClientFlags{URL: natsURL}
+	cfg.ClickHouseAddr, cfg.Database = e.chAddr, b.cfg.database
+	cfg.WriterUser, cfg.ReaderUser = e.chUser, e.chUser
+	cfg.Verifier = authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": e.pub})}
+	cfg.WrapStore = func(s analytics.Store) analytics.Store {
+		e.sent = &recorder{Store: s}
+		return e.sent
+	}
+	a, err := app.New(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(rctx) }()
+	return &service{App: a, stop: func() {
+		cancel()
+		if err := <-done; err != nil {
+			progress("analytics service stopped: %v", err)
+		}
+		a.Close()
+	}}, nil
 }
 
 // prepare makes sure the database holds the data set: reused with -keep when complete,
