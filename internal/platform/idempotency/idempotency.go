@@ -9,8 +9,10 @@ package idempotency
 import (
 	"context"
 	"crypto/sha256"
+	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"regexp"
 	"time"
 
@@ -22,22 +24,20 @@ import (
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/pgdb"
 )
 
 // Retention is how long a request id is remembered.
 const Retention = 24 * time.Hour
 
-// schema is the table the store needs in the service's own database.
-const schema = `CREATE TABLE IF NOT EXISTS idempotency_keys (
-    scope        text NOT NULL,
-    method       text NOT NULL,
-    request_id   text NOT NULL,
-    request_hash bytea NOT NULL,
-    response     bytea,
-    create_time  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (scope, method, request_id)
-);
-CREATE INDEX IF NOT EXISTS idempotency_keys_age ON idempotency_keys (create_time);`
+// migrations create and evolve idempotency_keys in the service's own database, versioned apart
+// from the service's tables (pgdb.MigrateNamed, version table goose_idempotency_version).
+//
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// MigrationSet names this package's migrations in pgdb.MigrateNamed.
+const MigrationSet = "idempotency"
 
 var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
@@ -47,10 +47,14 @@ type Store struct {
 	now  func() time.Time
 }
 
-// New returns a store on pool, creating its table if needed.
+// New returns a store on pool, applying its migrations first.
 func New(ctx context.Context, pool *pgxpool.Pool) (*Store, error) {
-	if _, err := pool.Exec(ctx, schema); err != nil {
-		return nil, fmt.Errorf("create idempotency table: %w", err)
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("idempotency migrations: %w", err)
+	}
+	if err := pgdb.MigrateNamed(ctx, pool, MigrationSet, sub); err != nil {
+		return nil, err
 	}
 	return &Store{pool: pool, now: time.Now}, nil
 }
