@@ -86,7 +86,7 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 	}
 	g := &Gateway{cfg: cfg, limiter: newIPLimiter(cfg.RateLimit, cfg.RateWindow)}
 
-	g.rest = runtime.NewServeMux(append(restMuxOptions(backends), runtime.WithMetadata(func(ctx context.Context, r *http.Request) metadata.MD {
+	g.rest = runtime.NewServeMux(append(restMuxOptions(backends, cfg.Logger), runtime.WithMetadata(func(ctx context.Context, r *http.Request) metadata.MD {
 		md := metadata.Pairs("x-request-id", telemetry.RequestID(ctx))
 		if ip := clientIPFromContext(ctx); ip != "" {
 			md.Set("x-forwarded-for", ip)
@@ -99,7 +99,7 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 		}
 	}
 
-	p := &proxy{backends: backends, codec: newPassthroughCodec()}
+	p := &proxy{backends: backends, codec: newPassthroughCodec(), logger: cfg.Logger}
 	g.grpc = grpc.NewServer(
 		grpc.UnknownServiceHandler(p.handle),
 		grpc.ForceServerCodecV2(p.codec),

@@ -86,16 +86,15 @@ type errMapper struct{ logger *slog.Logger }
 
 func errorMapper(l *slog.Logger) errMapper { return errMapper{logger: l} }
 
-// mapErr turns any handler error into the status the caller sees; unexpected errors are
-// logged in full and answered with a generic INTERNAL.
+// mapErr turns any handler error into the status the caller sees; internal errors are
+// answered with a generic INTERNAL whose ref is logged here with the full error.
 func (m errMapper) mapErr(ctx context.Context, method string, err error) error {
 	if err == nil {
 		return nil
 	}
-	st, internal := apperr.ToStatus(err)
-	if internal {
-		m.logger.ErrorContext(ctx, "internal error", "method", method, "err", err.Error())
-		st = status.New(codes.Internal, "internal error")
+	st, ref := apperr.ToStatus(err)
+	if ref != "" {
+		m.logger.ErrorContext(ctx, "internal error", "method", method, "ref", ref, "err", err.Error())
 	}
 	return st.Err()
 }

@@ -287,20 +287,32 @@ func TestErrorsNeverRevealInternals(t *testing.T) {
 
 	_, err := gw.Public(bearer(secretToken), &meshtestv1.ProbeRequest{Fail: true})
 	st := status.Convert(err)
-	if st.Code() != codes.Internal || st.Message() != "internal error" {
-		t.Fatalf("unexpected error = %v; want a generic INTERNAL", err)
+	failRef := apperr.Ref(st)
+	if st.Code() != codes.Internal || failRef == "" || st.Message() != "internal error (ref "+failRef+")" {
+		t.Fatalf("unexpected error = %v; want a generic INTERNAL with a ref", err)
 	}
 	_, err = gw.Public(context.Background(), &meshtestv1.ProbeRequest{Panic: true})
-	if st := status.Convert(err); st.Code() != codes.Internal || strings.Contains(st.Message(), "probe panic") {
-		t.Fatalf("panic error = %v; want a generic INTERNAL", err)
+	st = status.Convert(err)
+	panicRef := apperr.Ref(st)
+	if st.Code() != codes.Internal || panicRef == "" || st.Message() != "internal error (ref "+panicRef+")" {
+		t.Fatalf("panic error = %v; want a generic INTERNAL with a ref", err)
 	}
 	// The server survived the panic.
 	if _, err := gw.Public(context.Background(), &meshtestv1.ProbeRequest{}); err != nil {
 		t.Fatalf("after panic: %v", err)
 	}
 	logs := h.logs.String()
-	if !strings.Contains(logs, "driver exploded") || !strings.Contains(logs, "probe panic") {
-		t.Errorf("internal details are not logged:\n%s", logs)
+	// Each ref is on the one line that holds the detail of its error.
+	for ref, detail := range map[string]string{failRef: "driver exploded", panicRef: "probe panic"} {
+		var lines []string
+		for _, l := range strings.Split(logs, "\n") {
+			if strings.Contains(l, ref) {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) == 0 || !strings.Contains(lines[0], `"ref":"`+ref+`"`) || !strings.Contains(lines[0], detail) || !strings.Contains(lines[0], `"level":"ERROR"`) {
+			t.Errorf("ref %s is not logged with %q at ERROR:\n%s", ref, detail, logs)
+		}
 	}
 	if !strings.Contains(logs, `"request_id"`) {
 		t.Errorf("log lines carry no request_id:\n%s", logs)
