@@ -3,7 +3,8 @@
 // stop. The chain is, outermost first:
 //
 //	recovery → metrics → request id → logging → error mapping → decoding → authentication (streams:
-//	re-checked every second for revocation) → access (authz + audit) → validation
+//	re-checked every second for revocation) → access (authz + audit) → validation → dependency
+//	error classification (WithErrorClassifier) → the service's innermost stages (WithInnermost)
 //
 // so that every error, including a denial, is logged once with its final code, and handlers
 // only ever see authenticated, authorized and validated requests. Malformed input is refused
@@ -64,6 +65,7 @@ type options struct {
 	grace          time.Duration
 	service        string
 	innermost      []grpc.UnaryServerInterceptor
+	classify       func(error) error
 }
 
 // Option configures a Server.
@@ -94,6 +96,13 @@ func WithService(name string) Option { return func(o *options) { o.service = nam
 func WithInnermost(i ...grpc.UnaryServerInterceptor) Option {
 	return func(o *options) { o.innermost = append(o.innermost, i...) }
 }
+
+// WithErrorClassifier sets how errors of the service's own dependencies are recognised, e.g.
+// pgdb.Classify: a database that cannot be reached answers UNAVAILABLE with retry info (logged
+// at warn with its cause) instead of INTERNAL. It sees every error of the handler and of the
+// stages after validation (WithInnermost), and of a local credential check, before the access
+// layer records the outcome.
+func WithErrorClassifier(c func(error) error) Option { return func(o *options) { o.classify = c } }
 
 // WithMetrics registers the server's RPC metrics with reg.
 func WithMetrics(reg prometheus.Registerer) Option { return func(o *options) { o.registry = reg } }
@@ -133,7 +142,7 @@ func New(opts ...Option) *Server {
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		o.logger.Log(ctx, slog.Level(quietInternal(lvl, fields)), msg, fields...)
 	})
-	authFunc := bearerAuth(o.verifier, o.logger)
+	authFunc := bearerAuth(o.verifier, o.classify, o.logger)
 	codec := newDecodeCodec()
 
 	unary := []grpc.UnaryServerInterceptor{recovery.UnaryServerInterceptor(recoveryOpt)}
@@ -153,6 +162,9 @@ func New(opts ...Option) *Server {
 		s.enforcer.UnaryInterceptor(),
 		unaryValidator(o.validator),
 	)
+	if o.classify != nil {
+		unary = append(unary, classifier{o.classify, o.logger}.unary)
+	}
 	unary = append(unary, o.innermost...)
 	stream = append(stream,
 		streamRequestID,
@@ -164,6 +176,9 @@ func New(opts ...Option) *Server {
 		s.enforcer.StreamInterceptor(),
 		streamValidator(o.validator),
 	)
+	if o.classify != nil {
+		stream = append(stream, classifier{o.classify, o.logger}.stream)
+	}
 
 	serverOpts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),

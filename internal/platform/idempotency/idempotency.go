@@ -106,7 +106,7 @@ func (s *Store) once(ctx context.Context, msg proto.Message, fd protoreflect.Fie
 		ON CONFLICT (scope, method, request_id) DO UPDATE SET request_hash = excluded.request_hash, response = NULL, create_time = now()
 		WHERE idempotency_keys.create_time < now() - $5::interval`, scope, method, id, sum[:], Retention)
 	if err != nil {
-		return nil, fmt.Errorf("claim request id: %w", err)
+		return nil, pgdb.Classify(fmt.Errorf("claim request id: %w", err))
 	}
 	if tag.RowsAffected() == 0 {
 		return s.replay(ctx, scope, method, id, sum[:])
@@ -115,7 +115,7 @@ func (s *Store) once(ctx context.Context, msg proto.Message, fd protoreflect.Fie
 	if herr != nil {
 		// Forget the claim so a retry can run again.
 		if _, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE scope = $1 AND method = $2 AND request_id = $3`, scope, method, id); err != nil {
-			return nil, errors.Join(herr, fmt.Errorf("release request id: %w", err))
+			return nil, errors.Join(herr, pgdb.Classify(fmt.Errorf("release request id: %w", err)))
 		}
 		return nil, herr
 	}
@@ -129,7 +129,7 @@ func (s *Store) once(ctx context.Context, msg proto.Message, fd protoreflect.Fie
 	}
 	if _, err := s.pool.Exec(ctx, `UPDATE idempotency_keys SET response = $4 WHERE scope = $1 AND method = $2 AND request_id = $3`,
 		scope, method, id, out); err != nil {
-		return nil, fmt.Errorf("keep response: %w", err)
+		return nil, pgdb.Classify(fmt.Errorf("keep response: %w", err))
 	}
 	if s.now().Unix()%64 == 0 { // now and then, forget expired ids
 		_, _ = s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE create_time < now() - $1::interval`, Retention)
@@ -145,7 +145,7 @@ func (s *Store) replay(ctx context.Context, scope, method, id string, sum []byte
 		return nil, apperr.New(apperr.Conflict, "REQUEST_IN_PROGRESS", "a request with this request_id just failed or is running; retry")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read request id: %w", err)
+		return nil, pgdb.Classify(fmt.Errorf("read request id: %w", err))
 	}
 	if string(hash) != string(sum) {
 		return nil, apperr.New(apperr.Invalid, "REQUEST_ID_REUSED", "request_id was already used for a different request")

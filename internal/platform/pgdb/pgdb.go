@@ -17,11 +17,15 @@ import (
 	"github.com/pressly/goose/v3/lock"
 )
 
-// Open connects to url and checks the connection within a bounded time.
+// Open connects to url and checks the connection within a bounded time. Each later connection
+// attempt of the pool is bounded by the URL's connect_timeout, else by ConnectTimeout.
 func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse postgres url: invalid format") // the url holds a password: never echo it
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = ConnectTimeout
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
