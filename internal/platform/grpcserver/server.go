@@ -118,6 +118,7 @@ type Server struct {
 	grpc     *grpc.Server
 	health   *health.Server
 	enforcer *access.Enforcer
+	metrics  *grpcprom.ServerMetrics
 	logger   *slog.Logger
 	grace    time.Duration
 }
@@ -148,10 +149,10 @@ func New(opts ...Option) *Server {
 	unary := []grpc.UnaryServerInterceptor{recovery.UnaryServerInterceptor(recoveryOpt)}
 	stream := []grpc.StreamServerInterceptor{recovery.StreamServerInterceptor(recoveryOpt)}
 	if o.registry != nil {
-		m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
-		o.registry.MustRegister(m)
-		unary = append(unary, m.UnaryServerInterceptor())
-		stream = append(stream, m.StreamServerInterceptor())
+		s.metrics = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+		o.registry.MustRegister(s.metrics)
+		unary = append(unary, s.metrics.UnaryServerInterceptor())
+		stream = append(stream, s.metrics.StreamServerInterceptor())
 	}
 	unary = append(unary,
 		unaryRequestID,
@@ -206,13 +207,19 @@ func (s *Server) Rules() (access.Rules, []string) { return access.RulesFor(s.grp
 
 // Serve serves on lis until ctx is done, then stops gracefully: health turns NOT_SERVING, calls
 // in flight get the grace period, and the rest are cut. It refuses to start when any registered
-// RPC lacks an access rule.
+// RPC lacks an access rule. With WithMetrics, the request series of every registered method are
+// exported from the start.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	rules, missing := s.Rules()
 	if len(missing) > 0 {
 		return fmt.Errorf("refusing to serve: RPCs without an access rule: %v", missing)
 	}
 	s.enforcer.SetRules(rules)
+	if s.metrics != nil {
+		// Every registered method's series exist from the start, at zero: a process nobody has
+		// called yet still exports its request metrics (dashboards and rate() need the zeros).
+		s.metrics.InitializeMetrics(s.grpc)
+	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 
 	errc := make(chan error, 1)
