@@ -66,6 +66,7 @@ type options struct {
 	service        string
 	innermost      []grpc.UnaryServerInterceptor
 	classify       func(error) error
+	quiet          map[string]bool
 }
 
 // Option configures a Server.
@@ -104,6 +105,20 @@ func WithInnermost(i ...grpc.UnaryServerInterceptor) Option {
 // layer records the outcome.
 func WithErrorClassifier(c func(error) error) Option { return func(o *options) { o.classify = c } }
 
+// WithQuietCalls names the hot-path methods (full names, "/pkg.Service/Method") whose successful
+// calls log at debug rather than info: one line per call at the event rate is hundreds of MB an
+// hour. Their failures and denials keep their level; their metrics count every call.
+func WithQuietCalls(methods ...string) Option {
+	return func(o *options) {
+		if o.quiet == nil {
+			o.quiet = map[string]bool{}
+		}
+		for _, m := range methods {
+			o.quiet[m] = true
+		}
+	}
+}
+
 // WithMetrics registers the server's RPC metrics with reg.
 func WithMetrics(reg prometheus.Registerer) Option { return func(o *options) { o.registry = reg } }
 
@@ -140,8 +155,9 @@ func New(opts ...Option) *Server {
 		return st.Err()
 	})
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	level := quietCalls(o.quiet)
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		o.logger.Log(ctx, slog.Level(quietInternal(lvl, fields)), msg, fields...)
+		o.logger.Log(ctx, slog.Level(level(lvl, fields)), msg, fields...)
 	})
 	authFunc := bearerAuth(o.verifier, o.classify, o.logger)
 	codec := newDecodeCodec()

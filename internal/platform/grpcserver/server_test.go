@@ -109,17 +109,17 @@ type harness struct {
 	logs  *syncBuffer
 }
 
-func start(t *testing.T) *harness {
+func start(t *testing.T, extra ...grpcserver.Option) *harness {
 	t.Helper()
 	h := &harness{ca: mtlstest.NewCA(t), audit: &auditLog{}, taken: &auditLog{}, logs: &syncBuffer{}}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	h.priv = priv
-	srv := grpcserver.New(
+	srv := grpcserver.New(append([]grpcserver.Option{
 		grpcserver.WithLogger(telemetry.NewLogger(h.logs, "test", slog.LevelInfo)),
 		grpcserver.WithTLS(mtlstest.Source(t, h.ca, "auth").ServerConfig()),
 		grpcserver.WithVerifier(authn.NewJWTVerifier(authn.StaticKeys{"k1": pub})),
 		grpcserver.WithAuditor(h.audit),
-		grpcserver.WithMaxRecvMsgSize(16<<10),
+		grpcserver.WithMaxRecvMsgSize(16 << 10),
 		grpcserver.WithValidator(func(_ string, req any) error {
 			if r, ok := req.(*meshtestv1.ProbeRequest); ok && r.GetText() == "invalid" {
 				var v apperr.Violations
@@ -128,7 +128,7 @@ func start(t *testing.T) *harness {
 			}
 			return nil
 		}),
-	)
+	}, extra...)...)
 	meshtestv1.RegisterProbeServiceServer(srv.GRPC(), probe{taken: h.taken})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
