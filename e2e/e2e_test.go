@@ -35,6 +35,7 @@ import (
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
@@ -184,13 +185,7 @@ func (p *proc) stop() {
 
 func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready after %s", what, timeout)
-		}
-		time.Sleep(100 * time.Millisecond) // polling a condition under a deadline
-	}
+	meshtest.Eventually(t, timeout, ok, "%s not ready", what)
 }
 
 func startMesh(t *testing.T, gatewayEnv ...string) *mesh {

@@ -18,6 +18,7 @@ type RemoteKeys struct {
 	client     authv1.AuthServiceClient
 	maxAge     time.Duration
 	minRefresh time.Duration
+	now        func() time.Time
 
 	mu        sync.Mutex
 	keys      map[string]ed25519.PublicKey
@@ -40,7 +41,15 @@ func NewRemoteKeys(client authv1.AuthServiceClient, maxAge, minRefresh time.Dura
 	if minRefresh <= 0 {
 		minRefresh = DefaultKeysMinRefresh
 	}
-	return &RemoteKeys{client: client, maxAge: maxAge, minRefresh: minRefresh}
+	return &RemoteKeys{client: client, maxAge: maxAge, minRefresh: minRefresh, now: time.Now}
+}
+
+// WithClock makes r read the time from now, so a test can step past maxAge or minRefresh.
+func (r *RemoteKeys) WithClock(now func() time.Time) *RemoteKeys {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.now = now
+	return r
 }
 
 // PublicKey implements KeySource.
@@ -48,7 +57,7 @@ func (r *RemoteKeys) PublicKey(ctx context.Context, kid string) (ed25519.PublicK
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	key, known := r.keys[kid]
-	age := time.Since(r.fetchedAt)
+	age := r.now().Sub(r.fetchedAt)
 	if (known && age < r.maxAge) || (!known && age < r.minRefresh) {
 		if !known && r.fetchErr != nil {
 			return nil, r.fetchErr // auth was unreachable: say so (UNAVAILABLE), not "unknown key"
@@ -74,7 +83,7 @@ func (r *RemoteKeys) fetch(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	resp, err := r.client.ListSigningKeys(ctx, &authv1.ListSigningKeysRequest{})
-	r.fetchedAt = time.Now()
+	r.fetchedAt = r.now()
 	if err != nil {
 		r.fetchErr = fmt.Errorf("fetch signing keys: %w", err)
 		return r.fetchErr

@@ -3,17 +3,13 @@ package grpcserver_test
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"log/slog"
 	"net"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -23,12 +19,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	meshtestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/meshtest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/access"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
 	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 )
 
@@ -103,7 +101,7 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 type harness struct {
 	addr  string
 	ca    *mtls.CA
-	priv  ed25519.PrivateKey
+	iss   *meshtest.Issuer
 	audit *auditLog
 	taken *auditLog
 	logs  *syncBuffer
@@ -112,12 +110,11 @@ type harness struct {
 func start(t *testing.T, extra ...grpcserver.Option) *harness {
 	t.Helper()
 	h := &harness{ca: mtlstest.NewCA(t), audit: &auditLog{}, taken: &auditLog{}, logs: &syncBuffer{}}
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	h.priv = priv
+	h.iss = meshtest.NewIssuer(t)
 	srv := grpcserver.New(append([]grpcserver.Option{
 		grpcserver.WithLogger(telemetry.NewLogger(h.logs, "test", slog.LevelInfo)),
 		grpcserver.WithTLS(mtlstest.Source(t, h.ca, "auth").ServerConfig()),
-		grpcserver.WithVerifier(authn.NewJWTVerifier(authn.StaticKeys{"k1": pub})),
+		grpcserver.WithVerifier(h.iss.Verifier()),
 		grpcserver.WithAuditor(h.audit),
 		grpcserver.WithMaxRecvMsgSize(16 << 10),
 		grpcserver.WithValidator(func(_ string, req any) error {
@@ -166,21 +163,10 @@ func (h *harness) client(t *testing.T, service string) meshtestv1.ProbeServiceCl
 
 func (h *harness) token(t *testing.T, role, tenant, subject string) string {
 	t.Helper()
-	now := time.Now()
-	tok, err := authn.Sign(authn.Claims{
-		RegisteredClaims: jwt.RegisteredClaims{Issuer: authn.Issuer, Audience: jwt.ClaimStrings{authn.Audience},
-			Subject: subject, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute))},
-		TenantID: tenant, Role: role,
-	}, "k1", h.priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return h.iss.Token(t, tenant, rbac.Role(role), subject)
 }
 
-func bearer(tok string) context.Context {
-	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
-}
+func bearer(tok string) context.Context { return meshtest.Bearer(context.Background(), tok) }
 
 func TestAccessRules(t *testing.T) {
 	h := start(t)

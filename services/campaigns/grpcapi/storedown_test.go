@@ -3,8 +3,6 @@ package grpcapi_test
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"log/slog"
 	"net"
 	"strings"
@@ -12,14 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
-	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
@@ -59,9 +56,8 @@ func TestDatabaseOutageAnswersUnavailable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	verifier := authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k1": pub})}
-	opts, err := grpcapi.ServerOptions(ctx, store.Pool(), verifier, outbox, logger)
+	issuer := meshtest.NewIssuer(t)
+	opts, err := grpcapi.ServerOptions(ctx, store.Pool(), issuer.Verifier(), outbox, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,16 +74,7 @@ func TestDatabaseOutageAnswersUnavailable(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 	client := campaignsv1.NewCampaignServiceClient(dial(t, lis.Addr().String(), ca, "gateway", "campaigns"))
 
-	now := time.Now()
-	token, err := authn.Sign(authn.Claims{
-		RegisteredClaims: jwt.RegisteredClaims{Issuer: authn.Issuer, Audience: jwt.ClaimStrings{authn.Audience},
-			Subject: "u-manager", IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))},
-		TenantID: "t1", Role: string(rbac.Manager),
-	}, "k1", priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := as(token)
+	m := as(issuer.Token(t, "t1", rbac.Manager, "u-manager"))
 	c, err := client.CreateCampaign(m, &campaignsv1.CreateCampaignRequest{Campaign: newDraft("before")})
 	if err != nil {
 		t.Fatalf("before the outage: %v", err)
