@@ -35,6 +35,7 @@ import (
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
@@ -51,6 +52,8 @@ type mesh struct {
 	bootstrp string
 	// authAdmin serves auth's /metrics and /healthz.
 	authAdmin string
+	// admins are the admin (/metrics, /healthz) addresses of the mesh services, by name.
+	admins map[string]string
 	// clickhouseDB is the analytics database of this mesh.
 	clickhouseDB string
 	procs        map[string]*proc
@@ -182,13 +185,7 @@ func (p *proc) stop() {
 
 func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready after %s", what, timeout)
-		}
-		time.Sleep(100 * time.Millisecond) // polling a condition under a deadline
-	}
+	meshtest.Eventually(t, timeout, ok, "%s not ready", what)
 }
 
 func startMesh(t *testing.T, gatewayEnv ...string) *mesh {
@@ -200,7 +197,7 @@ func startMesh(t *testing.T, gatewayEnv ...string) *mesh {
 // (a proxy, in fault tests).
 func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *mesh {
 	t.Helper()
-	m := &mesh{dir: t.TempDir(), procs: map[string]*proc{}}
+	m := &mesh{dir: t.TempDir(), procs: map[string]*proc{}, admins: map[string]string{}}
 	build(t, m.dir)
 	m.certs = filepath.Join(m.dir, "certs")
 	if _, err := mtls.DevPKI(m.certs, []string{"auth", "ingest", "analytics", "campaigns", "gateway"}); err != nil {
@@ -214,6 +211,7 @@ func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *me
 	}
 	authAddr, authAdmin := freePort(t), freePort(t)
 	m.authAdmin = authAdmin
+	m.admins["auth"] = authAdmin
 	c := func(name string) string { return filepath.Join(m.certs, name) }
 	m.procs["auth"] = startProcess(t, filepath.Join(m.dir, "auth"), append([]string{
 		"CM_AUTH_LISTEN=" + authAddr, "CM_AUTH_ADMIN_LISTEN=" + authAdmin,
@@ -247,6 +245,7 @@ func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *me
 		"CM_INGEST_AUTH_ADDR=" + authAddr,
 		"CM_INGEST_TLS_CERT=" + c("ingest.pem"), "CM_INGEST_TLS_KEY=" + c("ingest-key.pem"), "CM_INGEST_TLS_CA=" + c("ca.pem"),
 	}, otel...))
+	m.admins["ingest"] = ingestAdmin
 	waitFor(t, "ingest", 30*time.Second, func() bool { return httpOK("http://" + ingestAdmin + "/healthz") })
 	m.clickhouseDB = chtest.NewDatabase(t)
 	// ClickHouse as analytics' writer and reader users (.state/env names them).
@@ -269,6 +268,7 @@ func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *me
 		"CM_ANALYTICS_WRITER_MAX_WAIT=200ms",
 		"CM_ANALYTICS_NATS_USER=" + natsUsers.Analytics.Name, "CM_ANALYTICS_NATS_PASSWORD_FILE=" + secret("nats-analytics", natsUsers.Analytics.Password),
 	}, append(chUsers, otel...)...))
+	m.admins["analytics"] = analyticsAdmin
 	waitFor(t, "analytics", 30*time.Second, func() bool { return httpOK("http://" + analyticsAdmin + "/healthz") })
 
 	campaignsAddr, campaignsAdmin := freePort(t), freePort(t)
@@ -278,6 +278,7 @@ func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *me
 		"CM_CAMPAIGNS_TLS_CERT=" + c("campaigns.pem"), "CM_CAMPAIGNS_TLS_KEY=" + c("campaigns-key.pem"), "CM_CAMPAIGNS_TLS_CA=" + c("ca.pem"),
 		"CM_CAMPAIGNS_SCHEDULER_INTERVAL=200ms", "CM_CAMPAIGNS_BUDGET_INTERVAL=1s",
 	}, otel...))
+	m.admins["campaigns"] = campaignsAdmin
 	waitFor(t, "campaigns", 30*time.Second, func() bool { return httpOK("http://" + campaignsAdmin + "/healthz") })
 
 	m.gateway = freePort(t)

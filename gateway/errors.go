@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -22,7 +23,10 @@ import (
 // message over a size limit, a backend that cannot be reached, a request the gateway could
 // not marshal), or grpc-gateway reading the request — and its text ("grpc: …", "connection
 // error: desc = …", "strconv.ParseInt: …", "proto: (line 1:27) …") is not for callers:
-// cleanStatus turns it into a plain message for its code, naming the field for bad input.
+// cleanStatus turns it into a plain message for its code, naming the field for bad input. An
+// INTERNAL, UNKNOWN or DATA_LOSS status of that kind is masked by apperr with a new ref, which
+// the gateway logs with the status it replaced (a backend's own masked answer, which carries
+// the backend's ErrorInfo, passes through with the backend's ref: the backend logged it).
 
 // generic is what callers see for a code whose status came from a transport.
 var generic = map[codes.Code]string{
@@ -55,10 +59,11 @@ func fromBackend(st *status.Status) bool {
 	return false
 }
 
-// cleanStatus returns the status a caller may see for st.
-func cleanStatus(st *status.Status) *status.Status {
+// cleanStatus returns the status a caller may see for st, and the ref to log st under when
+// it was masked.
+func cleanStatus(st *status.Status) (clean *status.Status, ref string) {
 	if st.Code() == codes.OK || fromBackend(st) {
-		return st
+		return st, ""
 	}
 	msg := st.Message()
 	if st.Code() == codes.InvalidArgument {
@@ -74,18 +79,26 @@ func cleanStatus(st *status.Status) *status.Status {
 			v.Add("body", "is not valid JSON for this request")
 		}
 		s, _ := apperr.ToStatus(v.Err())
-		return s
+		return s, ""
 	}
 	switch st.Code() {
 	case codes.Internal, codes.Unknown, codes.DataLoss:
-		s, _ := apperr.ToStatus(st.Err()) // masked there, like in every service
-		return s
+		return apperr.ToStatus(st.Err()) // masked there, like in every service
 	}
 	if g, ok := generic[st.Code()]; ok && transportText(msg) {
-		return status.New(st.Code(), g)
+		return status.New(st.Code(), g), ""
 	}
 	if transportText(msg) {
-		return status.New(st.Code(), strings.ToLower(strings.ReplaceAll(st.Code().String(), "_", " ")))
+		return status.New(st.Code(), strings.ToLower(strings.ReplaceAll(st.Code().String(), "_", " "))), ""
+	}
+	return st, ""
+}
+
+// cleanLogged is cleanStatus for err, logging err in full under the ref of a masked answer.
+func cleanLogged(ctx context.Context, logger *slog.Logger, where string, err error) *status.Status {
+	st, ref := cleanStatus(status.Convert(err))
+	if ref != "" {
+		logger.ErrorContext(ctx, "internal error", "method", where, "ref", ref, "err", err.Error())
 	}
 	return st
 }
@@ -102,10 +115,12 @@ func transportText(msg string) bool {
 // errorHandler answers REST errors: the cleaned status, and Retry-After when the backend
 // asked the caller to wait (google.rpc.RetryInfo; a `retry-after` header from the backend is
 // already forwarded by the header matcher).
-func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
-	st := cleanStatus(status.Convert(err))
-	setRetryAfter(ctx, w, st)
-	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, st.Err())
+func errorHandler(logger *slog.Logger) runtime.ErrorHandlerFunc {
+	return func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+		st := cleanLogged(ctx, logger, r.Method+" "+r.URL.Path, err)
+		setRetryAfter(ctx, w, st)
+		runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, st.Err())
+	}
 }
 
 func setRetryAfter(ctx context.Context, w http.ResponseWriter, st *status.Status) {

@@ -90,7 +90,7 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 	}
 	g := &Gateway{cfg: cfg, limiter: ratelimit.New(ratelimit.PerWindow(cfg.RateLimit, cfg.RateWindow))}
 
-	g.rest = runtime.NewServeMux(append(restMuxOptions(backends), runtime.WithMiddlewares(recordRoute), runtime.WithMetadata(func(ctx context.Context, r *http.Request) metadata.MD {
+	g.rest = runtime.NewServeMux(append(restMuxOptions(backends, cfg.Logger), runtime.WithMiddlewares(recordRoute), runtime.WithMetadata(func(ctx context.Context, r *http.Request) metadata.MD {
 		md := metadata.Pairs("x-request-id", telemetry.RequestID(ctx))
 		if ip := clientIPFromContext(ctx); ip != "" {
 			md.Set("x-forwarded-for", ip)
@@ -111,7 +111,7 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 	if g.metrics, err = newEdgeMetrics(cfg.Registry, publicMethods(files, backends)); err != nil {
 		return nil, err
 	}
-	p := &proxy{backends: backends, codec: newPassthroughCodec()}
+	p := &proxy{backends: backends, codec: newPassthroughCodec(), logger: cfg.Logger}
 	recoverOpt := grpcRecovery(cfg.Logger)
 	g.grpc = grpc.NewServer(
 		grpc.UnknownServiceHandler(p.handle),

@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -169,22 +171,41 @@ func TestRetryAfterFromBackend(t *testing.T) {
 
 func TestCleanStatus(t *testing.T) {
 	ours, _ := apperr.ToStatus(apperr.New(apperr.Unavailable, "AUTH_UNAVAILABLE", "credential cannot be verified right now; retry"))
+	backendMasked, backendRef := apperr.Masked()
+	const masked = "internal error (ref <new>)"
 	for _, tc := range []struct {
 		in   *status.Status
 		code codes.Code
 		msg  string
 	}{
 		{ours, codes.Unavailable, "credential cannot be verified right now; retry"},
-		{status.New(codes.Internal, "grpc: error while marshaling: string field contains invalid UTF-8"), codes.Internal, "internal error"},
-		{status.New(codes.Unknown, "anything at all"), codes.Internal, "internal error"},
+		{backendMasked, codes.Internal, "internal error (ref " + backendRef + ")"}, // the backend logged it under its ref
+		{status.New(codes.Internal, "grpc: error while marshaling: string field contains invalid UTF-8"), codes.Internal, masked},
+		{status.New(codes.Unknown, "anything at all"), codes.Internal, masked},
 		{status.New(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused"`), codes.Unavailable, "service unavailable; retry later"},
 		{status.New(codes.ResourceExhausted, "grpc: received message larger than max (5 vs. 4)"), codes.ResourceExhausted, "message too large or limit exceeded"},
 		{status.New(codes.Unimplemented, "unknown service campaignmesh.x.v1.Y"), codes.Unimplemented, "unknown service campaignmesh.x.v1.Y"},
 		{status.New(codes.NotFound, "Not Found"), codes.NotFound, "Not Found"},
 	} {
-		got := cleanStatus(tc.in)
-		if got.Code() != tc.code || got.Message() != tc.msg {
-			t.Errorf("cleanStatus(%v %q) = %v %q; want %v %q", tc.in.Code(), tc.in.Message(), got.Code(), got.Message(), tc.code, tc.msg)
+		got, ref := cleanStatus(tc.in)
+		want, wantRef := tc.msg, false
+		if tc.msg == masked {
+			want, wantRef = "internal error (ref "+ref+")", true
 		}
+		if got.Code() != tc.code || got.Message() != want || (ref != "") != wantRef {
+			t.Errorf("cleanStatus(%v %q) = %v %q ref %q; want %v %q", tc.in.Code(), tc.in.Message(), got.Code(), got.Message(), ref, tc.code, tc.msg)
+		}
+	}
+}
+
+// A status the gateway masks is logged in full under the ref the caller sees.
+func TestMaskedStatusIsLoggedWithItsRef(t *testing.T) {
+	var logs bytes.Buffer
+	err := status.Error(codes.Internal, "grpc: error while marshaling: string field contains invalid UTF-8")
+	st := cleanLogged(context.Background(), slog.New(slog.NewJSONHandler(&logs, nil)), "/campaignmesh.x.v1.S/M", err)
+	ref := apperr.Ref(st)
+	line := logs.String()
+	if ref == "" || !strings.Contains(line, `"ref":"`+ref+`"`) || !strings.Contains(line, "invalid UTF-8") || strings.Count(line, "\n") != 1 {
+		t.Fatalf("answer %q, log:\n%s", st.Message(), line)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -57,6 +58,7 @@ var droppedMetadata = map[string]bool{
 type proxy struct {
 	backends []Backend
 	codec    passthroughCodec
+	logger   *slog.Logger
 }
 
 func (p *proxy) route(method string) *grpc.ClientConn {
@@ -98,7 +100,7 @@ func (p *proxy) handle(_ any, ss grpc.ServerStream) error {
 	ctx = metadata.NewOutgoingContext(ctx, outgoingMetadata(ss.Context()))
 	cs, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method, grpc.ForceCodecV2(p.codec))
 	if err != nil {
-		return clean(err)
+		return p.clean(ctx, method, err)
 	}
 
 	toBackend := make(chan error, 1)
@@ -146,7 +148,7 @@ func (p *proxy) handle(_ any, ss grpc.ServerStream) error {
 		select {
 		case err := <-toBackend:
 			if err != nil {
-				return clean(err) // the client went away or sent too much: cancel the backend call
+				return p.clean(ctx, method, err) // the client went away or sent too much: cancel the backend call
 			}
 			toBackend = nil // client finished sending; wait for the backend
 		case err := <-toClient:
@@ -157,11 +159,13 @@ func (p *proxy) handle(_ any, ss grpc.ServerStream) error {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
-			return clean(err)
+			return p.clean(ctx, method, err)
 		}
 	}
 }
 
 // clean passes the backends' own statuses through and replaces the text of any status that
 // grpc-go made on either side of the gateway (see cleanStatus).
-func clean(err error) error { return cleanStatus(status.Convert(err)).Err() }
+func (p *proxy) clean(ctx context.Context, method string, err error) error {
+	return cleanLogged(ctx, p.logger, method, err).Err()
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -185,10 +186,10 @@ func scanJSON(b []byte) (deepest, end int) {
 // restMuxOptions are the grpc-gateway options that keep bad input and transport errors at the
 // edge: input checks on every route, cleaned errors with Retry-After, and routing errors
 // answered with their own HTTP status (grpc-gateway would answer 405 as 501).
-func restMuxOptions(backends []Backend) []runtime.ServeMuxOption {
+func restMuxOptions(backends []Backend, logger *slog.Logger) []runtime.ServeMuxOption {
 	return []runtime.ServeMuxOption{
 		runtime.WithMiddlewares(newRESTInput(backends).middleware),
-		runtime.WithErrorHandler(errorHandler),
+		runtime.WithErrorHandler(errorHandler(logger)),
 		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
 		runtime.WithRoutingErrorHandler(routingError),
 	}

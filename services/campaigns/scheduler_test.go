@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
@@ -377,13 +378,8 @@ func TestRunMakesDueTransitionsWhileSpendHangs(t *testing.T) {
 	go func() { done <- s.Run(ctx) }()
 	<-hang.called                              // a budget check hangs now
 	e.clock.Set(at(t, "2026-03-09T00:00:00Z")) // and then the start comes
-	deadline := time.Now().Add(10 * time.Second)
-	for e.get(t, "t1", c.ID).State != campaigns.Active {
-		if time.Now().After(deadline) {
-			t.Fatal("the scheduled campaign was not started while the spend source hung")
-		}
-		time.Sleep(10 * time.Millisecond) // polling under a deadline
-	}
+	meshtest.Eventually(t, 10*time.Second, func() bool { return e.get(t, "t1", c.ID).State == campaigns.Active },
+		"the scheduled campaign was not started while the spend source hung")
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -1,10 +1,14 @@
 // Package apperr defines the small set of domain error codes every service returns, and the one
-// place that turns them into gRPC statuses with google.rpc details. Unknown errors become
-// INTERNAL with a generic message: callers never see SQL, driver text or stacks.
+// place that turns them into gRPC statuses with google.rpc details. Every internal error — an
+// unexpected error, a domain error with code Internal, an INTERNAL, UNKNOWN or DATA_LOSS status
+// from gRPC or another service — becomes INTERNAL "internal error (ref <id>)": callers never see
+// SQL, driver text or stacks, and the id leads an operator to the one log line with the detail.
 package apperr
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -33,6 +37,7 @@ const (
 	Unauthenticated                    // no or bad credential: UNAUTHENTICATED
 	ResourceExhausted                  // limit reached: RESOURCE_EXHAUSTED
 	Unavailable                        // dependency down, retry later: UNAVAILABLE
+	Internal                           // a broken invariant: INTERNAL, masked like any unexpected error
 )
 
 var grpcCodes = map[Code]codes.Code{
@@ -113,41 +118,71 @@ func (v Violations) Err() error {
 	return &Error{Code: Invalid, Reason: "INVALID_ARGUMENT", Message: msg, Violations: v}
 }
 
-// ToStatus converts any error into the status a caller may see. internal reports whether the
-// error was unexpected, in which case the caller only sees a generic message and the error
-// must be logged.
-func ToStatus(err error) (st *status.Status, internal bool) {
+// ToStatus converts any error into the status a caller may see. Domain errors and statuses from
+// elsewhere pass through as they are (a wrapped status without its wrapping text, which is ours),
+// except every internal error whatever its origin: a domain error with code Internal, a plain
+// error, an INTERNAL, UNKNOWN or DATA_LOSS status made by gRPC or returned by another service
+// (even our own masked answer: it gets a new ref, and the old one is in the logged detail).
+// Those become INTERNAL "internal error (ref <id>)" with an ErrorInfo (reason INTERNAL, metadata
+// "ref"), and ref is that id: the caller of ToStatus must log err in full with it, in one line.
+// ref is "" when nothing was masked.
+func ToStatus(err error) (st *status.Status, ref string) {
 	if err == nil {
-		return status.New(codes.OK, ""), false
+		return status.New(codes.OK, ""), ""
 	}
 	var de *Error
 	if errors.As(err, &de) {
-		return de.status(), false
-	}
-	if s, ok := status.FromError(err); ok {
-		// Already a status (from gRPC itself or a downstream service): passed on, except an
-		// INTERNAL, UNKNOWN or DATA_LOSS that is not our own generic answer — its text came from
-		// a transport or another process and is not for callers.
-		if masked(s) {
-			return status.New(codes.Internal, "internal error"), true
+		if _, ok := grpcCodes[de.Code]; !ok {
+			return Masked()
 		}
-		return s, false
+		return de.status(), ""
+	}
+	var gs interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &gs) && gs.GRPCStatus() != nil {
+		s := gs.GRPCStatus()
+		switch s.Code() {
+		case codes.Internal, codes.Unknown, codes.DataLoss:
+			return Masked()
+		}
+		return s, ""
 	}
 	switch {
 	case errors.Is(err, context.Canceled):
-		return status.New(codes.Canceled, "request canceled"), false
+		return status.New(codes.Canceled, "request canceled"), ""
 	case errors.Is(err, context.DeadlineExceeded):
-		return status.New(codes.DeadlineExceeded, "deadline exceeded"), false
+		return status.New(codes.DeadlineExceeded, "deadline exceeded"), ""
 	}
-	return status.New(codes.Internal, "internal error"), true
+	return Masked()
+}
+
+// Masked returns the generic INTERNAL answer with a new correlation id, and the id. The caller
+// logs the detail with the id; ToStatus is the usual way in.
+func Masked() (*status.Status, string) {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	ref := hex.EncodeToString(b)
+	st := status.New(codes.Internal, "internal error (ref "+ref+")")
+	if withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Reason: "INTERNAL", Domain: Domain, Metadata: map[string]string{"ref": ref}}); err == nil {
+		return withInfo, ref
+	}
+	return st, ref
+}
+
+// Ref returns the correlation id of a masked answer (see ToStatus), or "".
+func Ref(st *status.Status) string {
+	if st.Code() != codes.Internal {
+		return ""
+	}
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetDomain() == Domain && ei.GetReason() == "INTERNAL" {
+			return ei.GetMetadata()["ref"]
+		}
+	}
+	return ""
 }
 
 func (e *Error) status() *status.Status {
-	code, ok := grpcCodes[e.Code]
-	if !ok {
-		code = codes.Internal
-	}
-	st := status.New(code, e.Message)
+	st := status.New(grpcCodes[e.Code], e.Message)
 	var details []protoadapt.MessageV1
 	if e.Reason != "" {
 		details = append(details, &errdetails.ErrorInfo{Reason: e.Reason, Domain: Domain})
@@ -169,13 +204,4 @@ func (e *Error) status() *status.Status {
 		return withDetails
 	}
 	return st
-}
-
-// masked reports a status whose text must not reach a caller.
-func masked(s *status.Status) bool {
-	switch s.Code() {
-	case codes.Internal, codes.Unknown, codes.DataLoss:
-		return s.Message() != "internal error" || len(s.Proto().GetDetails()) > 0
-	}
-	return false
 }

@@ -15,6 +15,7 @@ type RemoteKeys struct {
 	auth       Auth
 	maxAge     time.Duration
 	minRefresh time.Duration
+	now        func() time.Time
 
 	mu        sync.Mutex
 	keys      map[string]ed25519.PublicKey
@@ -37,7 +38,15 @@ func NewRemoteKeys(auth Auth, maxAge, minRefresh time.Duration) *RemoteKeys {
 	if minRefresh <= 0 {
 		minRefresh = DefaultKeysMinRefresh
 	}
-	return &RemoteKeys{auth: auth, maxAge: maxAge, minRefresh: minRefresh}
+	return &RemoteKeys{auth: auth, maxAge: maxAge, minRefresh: minRefresh, now: time.Now}
+}
+
+// WithClock makes r read the time from now, so a test can step past maxAge or minRefresh.
+func (r *RemoteKeys) WithClock(now func() time.Time) *RemoteKeys {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.now = now
+	return r
 }
 
 // PublicKey implements KeySource.
@@ -45,7 +54,7 @@ func (r *RemoteKeys) PublicKey(ctx context.Context, kid string) (ed25519.PublicK
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	key, known := r.keys[kid]
-	age := time.Since(r.fetchedAt)
+	age := r.now().Sub(r.fetchedAt)
 	if (known && age < r.maxAge) || (!known && age < r.minRefresh) {
 		if !known && r.fetchErr != nil {
 			return nil, r.fetchErr // auth was unreachable: say so (UNAVAILABLE), not "unknown key"
@@ -71,7 +80,7 @@ func (r *RemoteKeys) fetch(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	keys, err := r.auth.SigningKeys(ctx)
-	r.fetchedAt = time.Now()
+	r.fetchedAt = r.now()
 	if err != nil {
 		r.fetchErr = fmt.Errorf("fetch signing keys: %w", err)
 		return r.fetchErr

@@ -2,8 +2,6 @@ package grpcserver_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"io"
 	"net"
@@ -24,7 +22,7 @@ import (
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	meshtestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/meshtest/v1"
-	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 )
@@ -125,11 +123,8 @@ func (ingestStub) StreamEvents(s grpc.BidiStreamingServer[ingestv1.StreamEventsR
 
 func startIngestStub(t *testing.T) (*grpc.ClientConn, *harness) {
 	t.Helper()
-	h := &harness{}
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	h.priv = priv
-	srv := grpcserver.New(grpcserver.WithMaxRecvMsgSize(8<<20),
-		grpcserver.WithVerifier(authn.NewJWTVerifier(authn.StaticKeys{"k1": pub})))
+	h := &harness{iss: meshtest.NewIssuer(t)}
+	srv := grpcserver.New(grpcserver.WithMaxRecvMsgSize(8<<20), grpcserver.WithVerifier(h.iss.Verifier()))
 	ingestv1.RegisterIngestServiceServer(srv.GRPC(), ingestStub{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

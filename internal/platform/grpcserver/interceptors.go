@@ -74,16 +74,15 @@ type errMapper struct{ logger *slog.Logger }
 
 func errorMapper(l *slog.Logger) errMapper { return errMapper{logger: l} }
 
-// mapErr turns any handler error into the status the caller sees; unexpected errors are
-// logged in full and answered with a generic INTERNAL.
+// mapErr turns any handler error into the status the caller sees; internal errors are
+// answered with a generic INTERNAL whose ref is logged here with the full error.
 func (m errMapper) mapErr(ctx context.Context, method string, err error) error {
 	if err == nil {
 		return nil
 	}
-	st, internal := apperr.ToStatus(err)
-	if internal {
-		m.logger.ErrorContext(ctx, "internal error", "method", method, "err", err.Error())
-		st = status.New(codes.Internal, "internal error")
+	st, ref := apperr.ToStatus(err)
+	if ref != "" {
+		m.logger.ErrorContext(ctx, "internal error", "method", method, "ref", ref, "err", err.Error())
 	}
 	return st.Err()
 }
@@ -105,7 +104,7 @@ var errBadCredential = apperr.New(apperr.Unauthenticated, "INVALID_CREDENTIAL", 
 // No credential means no principal (public RPCs allow that; the access layer decides). A
 // credential that does not verify is refused here with one generic message; the reason is
 // logged, never returned.
-func bearerAuth(v Verifier, logger *slog.Logger) func(ctx context.Context) (context.Context, error) {
+func bearerAuth(v Verifier, classify func(error) error, logger *slog.Logger) func(ctx context.Context) (context.Context, error) {
 	return func(ctx context.Context) (context.Context, error) {
 		md, _ := metadata.FromIncomingContext(ctx)
 		vals := md.Get("authorization")
@@ -117,6 +116,13 @@ func bearerAuth(v Verifier, logger *slog.Logger) func(ctx context.Context) (cont
 			return nil, errBadCredential
 		}
 		p, err := v.Verify(ctx, strings.TrimSpace(cred))
+		if err != nil && classify != nil {
+			err = classify(err)
+		}
+		if apperr.HasCode(err, apperr.Unavailable) { // a local check whose store is down
+			logger.WarnContext(ctx, "credential not verifiable now", "reason", err.Error())
+			return nil, err
+		}
 		if st, ok := status.FromError(err); ok && err != nil && st.Code() == codes.Unavailable {
 			logger.WarnContext(ctx, "credential not verifiable now", "reason", err.Error())
 			return nil, errVerifierDown
@@ -127,6 +133,34 @@ func bearerAuth(v Verifier, logger *slog.Logger) func(ctx context.Context) (cont
 		}
 		return authn.WithPrincipal(ctx, p), nil
 	}
+}
+
+// classifier turns the errors of the service's dependencies into the domain errors they mean
+// (WithErrorClassifier), logging the cause of each it turned UNAVAILABLE at warn: the call's own
+// log line only carries what the caller sees.
+type classifier struct {
+	classify func(error) error
+	logger   *slog.Logger
+}
+
+func (c classifier) apply(ctx context.Context, method string, err error) error {
+	if err == nil {
+		return nil
+	}
+	out := c.classify(err)
+	if apperr.HasCode(out, apperr.Unavailable) && !apperr.HasCode(err, apperr.Unavailable) {
+		c.logger.WarnContext(ctx, "dependency unavailable", "method", method, "err", err.Error())
+	}
+	return out
+}
+
+func (c classifier) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	return resp, c.apply(ctx, info.FullMethod, err)
+}
+
+func (c classifier) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return c.apply(ss.Context(), info.FullMethod, handler(srv, ss))
 }
 
 func unaryValidator(v Validator) grpc.UnaryServerInterceptor {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 )
 
 func TestFindNULNamesTheField(t *testing.T) {
@@ -95,7 +96,7 @@ func TestTransportInternalStatusIsGeneric(t *testing.T) {
 		status.Error(codes.Unknown, "pq: invalid byte sequence for encoding \"UTF8\": 0x00"),
 	} {
 		st := status.Convert(m.mapErr(context.Background(), "/x.v1.S/M", err))
-		if st.Code() != codes.Internal || st.Message() != "internal error" {
+		if st.Code() != codes.Internal || st.Message() != "internal error (ref "+apperr.Ref(st)+")" || apperr.Ref(st) == "" {
 			t.Errorf("%v answered %v %q; want a generic INTERNAL", err, st.Code(), st.Message())
 		}
 	}

@@ -3,7 +3,8 @@
 // stop. The chain is, outermost first:
 //
 //	recovery → metrics → request id → logging → error mapping → decoding → authentication (streams:
-//	re-checked every second for revocation) → access (authz + audit) → validation
+//	re-checked every second for revocation) → access (authz + audit) → validation → dependency
+//	error classification (WithErrorClassifier) → the service's innermost stages (WithInnermost)
 //
 // so that every error, including a denial, is logged once with its final code, and handlers
 // only ever see authenticated, authorized and validated requests. Malformed input is refused
@@ -28,15 +29,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/access"
+	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 )
@@ -66,6 +66,8 @@ type options struct {
 	grace          time.Duration
 	service        string
 	innermost      []grpc.UnaryServerInterceptor
+	classify       func(error) error
+	quiet          map[string]bool
 }
 
 // Option configures a Server.
@@ -97,6 +99,27 @@ func WithInnermost(i ...grpc.UnaryServerInterceptor) Option {
 	return func(o *options) { o.innermost = append(o.innermost, i...) }
 }
 
+// WithErrorClassifier sets how errors of the service's own dependencies are recognised, e.g.
+// pgdb.Classify: a database that cannot be reached answers UNAVAILABLE with retry info (logged
+// at warn with its cause) instead of INTERNAL. It sees every error of the handler and of the
+// stages after validation (WithInnermost), and of a local credential check, before the access
+// layer records the outcome.
+func WithErrorClassifier(c func(error) error) Option { return func(o *options) { o.classify = c } }
+
+// WithQuietCalls names the hot-path methods (full names, "/pkg.Service/Method") whose successful
+// calls log at debug rather than info: one line per call at the event rate is hundreds of MB an
+// hour. Their failures and denials keep their level; their metrics count every call.
+func WithQuietCalls(methods ...string) Option {
+	return func(o *options) {
+		if o.quiet == nil {
+			o.quiet = map[string]bool{}
+		}
+		for _, m := range methods {
+			o.quiet[m] = true
+		}
+	}
+}
+
 // WithMetrics registers the server's RPC metrics with reg.
 func WithMetrics(reg prometheus.Registerer) Option { return func(o *options) { o.registry = reg } }
 
@@ -111,6 +134,7 @@ type Server struct {
 	grpc     *grpc.Server
 	health   *health.Server
 	enforcer *access.Enforcer
+	metrics  *grpcprom.ServerMetrics
 	logger   *slog.Logger
 	grace    time.Duration
 }
@@ -127,23 +151,25 @@ func New(opts ...Option) *Server {
 	s := &Server{logger: o.logger, grace: o.grace, enforcer: access.NewEnforcer(o.service, nil, o.auditor, o.logger)}
 
 	recoveryOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
-		o.logger.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-		return status.Error(codes.Internal, "internal error")
+		st, ref := apperr.Masked()
+		o.logger.ErrorContext(ctx, "panic in handler", "ref", ref, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		return st.Err()
 	})
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	level := quietCalls(o.quiet)
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		o.logger.Log(ctx, slog.Level(quietInternal(lvl, fields)), msg, fields...)
+		o.logger.Log(ctx, slog.Level(level(lvl, fields)), msg, fields...)
 	})
-	authFunc := bearerAuth(o.verifier, o.logger)
+	authFunc := bearerAuth(o.verifier, o.classify, o.logger)
 	codec := newDecodeCodec()
 
 	unary := []grpc.UnaryServerInterceptor{recovery.UnaryServerInterceptor(recoveryOpt)}
 	stream := []grpc.StreamServerInterceptor{recovery.StreamServerInterceptor(recoveryOpt)}
 	if o.registry != nil {
-		m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
-		o.registry.MustRegister(m)
-		unary = append(unary, m.UnaryServerInterceptor())
-		stream = append(stream, m.StreamServerInterceptor())
+		s.metrics = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+		o.registry.MustRegister(s.metrics)
+		unary = append(unary, s.metrics.UnaryServerInterceptor())
+		stream = append(stream, s.metrics.StreamServerInterceptor())
 	}
 	unary = append(unary,
 		unaryRequestID,
@@ -154,6 +180,9 @@ func New(opts ...Option) *Server {
 		s.enforcer.UnaryInterceptor(),
 		unaryValidator(o.validator),
 	)
+	if o.classify != nil {
+		unary = append(unary, classifier{o.classify, o.logger}.unary)
+	}
 	unary = append(unary, o.innermost...)
 	stream = append(stream,
 		streamRequestID,
@@ -165,6 +194,9 @@ func New(opts ...Option) *Server {
 		s.enforcer.StreamInterceptor(),
 		streamValidator(o.validator),
 	)
+	if o.classify != nil {
+		stream = append(stream, classifier{o.classify, o.logger}.stream)
+	}
 
 	serverOpts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
@@ -192,13 +224,19 @@ func (s *Server) Rules() (access.Rules, []string) { return access.RulesFor(s.grp
 
 // Serve serves on lis until ctx is done, then stops gracefully: health turns NOT_SERVING, calls
 // in flight get the grace period, and the rest are cut. It refuses to start when any registered
-// RPC lacks an access rule.
+// RPC lacks an access rule. With WithMetrics, the request series of every registered method are
+// exported from the start.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	rules, missing := s.Rules()
 	if len(missing) > 0 {
 		return fmt.Errorf("refusing to serve: RPCs without an access rule: %v", missing)
 	}
 	s.enforcer.SetRules(rules)
+	if s.metrics != nil {
+		// Every registered method's series exist from the start, at zero: a process nobody has
+		// called yet still exports its request metrics (dashboards and rate() need the zeros).
+		s.metrics.InitializeMetrics(s.grpc)
+	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 
 	errc := make(chan error, 1)

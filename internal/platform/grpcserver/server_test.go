@@ -3,17 +3,13 @@ package grpcserver_test
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"log/slog"
 	"net"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -23,12 +19,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	meshtestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/meshtest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
 	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 )
 
@@ -104,23 +102,22 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 type harness struct {
 	addr  string
 	ca    *mtls.CA
-	priv  ed25519.PrivateKey
+	iss   *meshtest.Issuer
 	audit *auditLog
 	taken *auditLog
 	logs  *syncBuffer
 }
 
-func start(t *testing.T) *harness {
+func start(t *testing.T, extra ...grpcserver.Option) *harness {
 	t.Helper()
 	h := &harness{ca: mtlstest.NewCA(t), audit: &auditLog{}, taken: &auditLog{}, logs: &syncBuffer{}}
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	h.priv = priv
-	srv := grpcserver.New(
+	h.iss = meshtest.NewIssuer(t)
+	srv := grpcserver.New(append([]grpcserver.Option{
 		grpcserver.WithLogger(telemetry.NewLogger(h.logs, "test", slog.LevelInfo)),
 		grpcserver.WithTLS(mtlstest.Source(t, h.ca, "auth").ServerConfig()),
-		grpcserver.WithVerifier(authn.NewJWTVerifier(authn.StaticKeys{"k1": pub})),
+		grpcserver.WithVerifier(h.iss.Verifier()),
 		grpcserver.WithAuditor(h.audit),
-		grpcserver.WithMaxRecvMsgSize(16<<10),
+		grpcserver.WithMaxRecvMsgSize(16 << 10),
 		grpcserver.WithValidator(func(_ string, req any) error {
 			if r, ok := req.(*meshtestv1.ProbeRequest); ok && r.GetText() == "invalid" {
 				var v apperr.Violations
@@ -129,7 +126,7 @@ func start(t *testing.T) *harness {
 			}
 			return nil
 		}),
-	)
+	}, extra...)...)
 	meshtestv1.RegisterProbeServiceServer(srv.GRPC(), probe{taken: h.taken})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -167,21 +164,10 @@ func (h *harness) client(t *testing.T, service string) meshtestv1.ProbeServiceCl
 
 func (h *harness) token(t *testing.T, role, tenant, subject string) string {
 	t.Helper()
-	now := time.Now()
-	tok, err := authn.Sign(authn.Claims{
-		RegisteredClaims: jwt.RegisteredClaims{Issuer: authn.Issuer, Audience: jwt.ClaimStrings{authn.Audience},
-			Subject: subject, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute))},
-		TenantID: tenant, Role: role,
-	}, "k1", h.priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return h.iss.Token(t, tenant, rbac.Role(role), subject)
 }
 
-func bearer(tok string) context.Context {
-	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
-}
+func bearer(tok string) context.Context { return meshtest.Bearer(context.Background(), tok) }
 
 func TestAccessRules(t *testing.T) {
 	h := start(t)
@@ -288,20 +274,32 @@ func TestErrorsNeverRevealInternals(t *testing.T) {
 
 	_, err := gw.Public(bearer(secretToken), &meshtestv1.ProbeRequest{Fail: true})
 	st := status.Convert(err)
-	if st.Code() != codes.Internal || st.Message() != "internal error" {
-		t.Fatalf("unexpected error = %v; want a generic INTERNAL", err)
+	failRef := apperr.Ref(st)
+	if st.Code() != codes.Internal || failRef == "" || st.Message() != "internal error (ref "+failRef+")" {
+		t.Fatalf("unexpected error = %v; want a generic INTERNAL with a ref", err)
 	}
 	_, err = gw.Public(context.Background(), &meshtestv1.ProbeRequest{Panic: true})
-	if st := status.Convert(err); st.Code() != codes.Internal || strings.Contains(st.Message(), "probe panic") {
-		t.Fatalf("panic error = %v; want a generic INTERNAL", err)
+	st = status.Convert(err)
+	panicRef := apperr.Ref(st)
+	if st.Code() != codes.Internal || panicRef == "" || st.Message() != "internal error (ref "+panicRef+")" {
+		t.Fatalf("panic error = %v; want a generic INTERNAL with a ref", err)
 	}
 	// The server survived the panic.
 	if _, err := gw.Public(context.Background(), &meshtestv1.ProbeRequest{}); err != nil {
 		t.Fatalf("after panic: %v", err)
 	}
 	logs := h.logs.String()
-	if !strings.Contains(logs, "driver exploded") || !strings.Contains(logs, "probe panic") {
-		t.Errorf("internal details are not logged:\n%s", logs)
+	// Each ref is on the one line that holds the detail of its error.
+	for ref, detail := range map[string]string{failRef: "driver exploded", panicRef: "probe panic"} {
+		var lines []string
+		for _, l := range strings.Split(logs, "\n") {
+			if strings.Contains(l, ref) {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) == 0 || !strings.Contains(lines[0], `"ref":"`+ref+`"`) || !strings.Contains(lines[0], detail) || !strings.Contains(lines[0], `"level":"ERROR"`) {
+			t.Errorf("ref %s is not logged with %q at ERROR:\n%s", ref, detail, logs)
+		}
 	}
 	if !strings.Contains(logs, `"request_id"`) {
 		t.Errorf("log lines carry no request_id:\n%s", logs)

@@ -9,8 +9,10 @@ package idempotency
 import (
 	"context"
 	"crypto/sha256"
+	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -21,23 +23,21 @@ import (
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/pgdb"
 	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 )
 
 // Retention is how long a request id is remembered.
 const Retention = 24 * time.Hour
 
-// schema is the table the store needs in the service's own database.
-const schema = `CREATE TABLE IF NOT EXISTS idempotency_keys (
-    scope        text NOT NULL,
-    method       text NOT NULL,
-    request_id   text NOT NULL,
-    request_hash bytea NOT NULL,
-    response     bytea,
-    create_time  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (scope, method, request_id)
-);
-CREATE INDEX IF NOT EXISTS idempotency_keys_age ON idempotency_keys (create_time);`
+// migrations create and evolve idempotency_keys in the service's own database, versioned apart
+// from the service's tables (pgdb.MigrateNamed, version table goose_idempotency_version).
+//
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// MigrationSet names this package's migrations in pgdb.MigrateNamed.
+const MigrationSet = "idempotency"
 
 // Store keeps request ids and first responses in PostgreSQL.
 type Store struct {
@@ -45,10 +45,14 @@ type Store struct {
 	now  func() time.Time
 }
 
-// New returns a store on pool, creating its table if needed.
+// New returns a store on pool, applying its migrations first.
 func New(ctx context.Context, pool *pgxpool.Pool) (*Store, error) {
-	if _, err := pool.Exec(ctx, schema); err != nil {
-		return nil, fmt.Errorf("create idempotency table: %w", err)
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("idempotency migrations: %w", err)
+	}
+	if err := pgdb.MigrateNamed(ctx, pool, MigrationSet, sub); err != nil {
+		return nil, err
 	}
 	return &Store{pool: pool, now: time.Now}, nil
 }
@@ -100,7 +104,7 @@ func (s *Store) once(ctx context.Context, msg proto.Message, fd protoreflect.Fie
 		ON CONFLICT (scope, method, request_id) DO UPDATE SET request_hash = excluded.request_hash, response = NULL, create_time = now()
 		WHERE idempotency_keys.create_time < now() - $5::interval`, scope, method, id, sum[:], Retention)
 	if err != nil {
-		return nil, fmt.Errorf("claim request id: %w", err)
+		return nil, pgdb.Classify(fmt.Errorf("claim request id: %w", err))
 	}
 	if tag.RowsAffected() == 0 {
 		return s.replay(ctx, scope, method, id, sum[:])
@@ -109,7 +113,7 @@ func (s *Store) once(ctx context.Context, msg proto.Message, fd protoreflect.Fie
 	if herr != nil {
 		// Forget the claim so a retry can run again.
 		if _, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE scope = $1 AND method = $2 AND request_id = $3`, scope, method, id); err != nil {
-			return nil, errors.Join(herr, fmt.Errorf("release request id: %w", err))
+			return nil, errors.Join(herr, pgdb.Classify(fmt.Errorf("release request id: %w", err)))
 		}
 		return nil, herr
 	}
@@ -123,7 +127,7 @@ func (s *Store) once(ctx context.Context, msg proto.Message, fd protoreflect.Fie
 	}
 	if _, err := s.pool.Exec(ctx, `UPDATE idempotency_keys SET response = $4 WHERE scope = $1 AND method = $2 AND request_id = $3`,
 		scope, method, id, out); err != nil {
-		return nil, fmt.Errorf("keep response: %w", err)
+		return nil, pgdb.Classify(fmt.Errorf("keep response: %w", err))
 	}
 	if s.now().Unix()%64 == 0 { // now and then, forget expired ids
 		_, _ = s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE create_time < now() - $1::interval`, Retention)
@@ -139,7 +143,7 @@ func (s *Store) replay(ctx context.Context, scope, method, id string, sum []byte
 		return nil, apperr.New(apperr.Conflict, "REQUEST_IN_PROGRESS", "a request with this request_id just failed or is running; retry")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read request id: %w", err)
+		return nil, pgdb.Classify(fmt.Errorf("read request id: %w", err))
 	}
 	if string(hash) != string(sum) {
 		return nil, apperr.New(apperr.Invalid, "REQUEST_ID_REUSED", "request_id was already used for a different request")

@@ -28,6 +28,7 @@ type Files struct {
 type Source struct {
 	files  Files
 	logger *slog.Logger
+	now    func() time.Time // time.Now; tests step a clock past the check interval
 
 	mu        sync.Mutex
 	cert      *tls.Certificate
@@ -41,7 +42,7 @@ func NewSource(files Files, logger *slog.Logger) (*Source, error) {
 	if files.Cert == "" || files.Key == "" {
 		return nil, errors.New("certificate and key files are required")
 	}
-	s := &Source{files: files, logger: logger}
+	s := &Source{files: files, logger: logger, now: time.Now}
 	if err := s.load(); err != nil {
 		return nil, err
 	}
@@ -86,8 +87,8 @@ func (s *Source) load() error {
 func (s *Source) current() (*tls.Certificate, *x509.CertPool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if time.Since(s.lastCheck) >= reloadCheckInterval {
-		s.lastCheck = time.Now()
+	if now := s.now(); now.Sub(s.lastCheck) >= reloadCheckInterval {
+		s.lastCheck = now
 		if stamp := s.fileStamp(); stamp != s.stamp {
 			if err := s.load(); err != nil {
 				if s.logger != nil {

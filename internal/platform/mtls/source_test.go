@@ -1,13 +1,17 @@
 package mtls_test
 
 import (
+	"bytes"
 	"crypto/tls"
 	"io"
+	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 )
@@ -111,10 +115,13 @@ func TestMutualTLS(t *testing.T) {
 func TestSourceReloadsChangedFiles(t *testing.T) {
 	ca := mtlstest.NewCA(t)
 	files := mtlstest.Files(t, ca, "auth")
-	src, err := mtls.NewSource(files, nil)
+	var logs bytes.Buffer
+	src, err := mtls.NewSource(files, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
+	clock := meshtest.NewClock(time.Now())
+	mtls.SetClock(src, clock.Now)
 	first := src.Certificate().Leaf
 	if first == nil || first.URIs[0].Path != "/auth" {
 		t.Fatalf("loaded %v", first)
@@ -130,19 +137,19 @@ func TestSourceReloadsChangedFiles(t *testing.T) {
 	if err := os.WriteFile(files.Cert, certPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for src.Certificate().Leaf.URIs[0].Path != "/auth2" {
-		if time.Now().After(deadline) {
-			t.Fatal("certificate was not reloaded within 5 s")
-		}
-		time.Sleep(50 * time.Millisecond) // polling a condition, bounded by the deadline
+	clock.Advance(mtls.ReloadCheckInterval)
+	if got := src.Certificate().Leaf.URIs[0].Path; got != "/auth2" {
+		t.Fatalf("certificate %s once the check interval passed; want the rotated /auth2", got)
 	}
 	// A broken file keeps the last good certificate.
 	if err := os.WriteFile(files.Cert, []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1100 * time.Millisecond) // let the reload interval pass once
+	clock.Advance(mtls.ReloadCheckInterval) // let the reload interval pass once
 	if got := src.Certificate().Leaf.URIs[0].Path; got != "/auth2" {
 		t.Fatalf("after a broken file, certificate is %s; want the last good one", got)
+	}
+	if !strings.Contains(logs.String(), "keeping the previous ones") {
+		t.Fatalf("the broken file was not tried:\n%s", logs.String())
 	}
 }

@@ -15,26 +15,26 @@ import (
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
+	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 	"github.com/campaignmesh/campaignmesh/services/analytics/app"
 )
 
-func options(t *testing.T) meshtest.AnalyticsOptions {
+func options(t *testing.T) servicetest.AnalyticsOptions {
 	t.Helper()
 	pub, _, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return meshtest.AnalyticsOptions{CA: mtlstest.NewCA(t), Verifier: authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}}
+	return servicetest.AnalyticsOptions{CA: mtlstest.NewCA(t), Verifier: authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}}
 }
 
 // A service built on port 0 tells where it listens: gRPC health over mTLS on Addr, /healthz
 // and /metrics (with the server's and the writer's series) on AdminAddr.
 func TestServesWhereItListens(t *testing.T) {
 	o := options(t)
-	a := meshtest.StartAnalytics(t, o)
+	a := servicetest.StartAnalytics(t, o)
 	conn, err := grpc.NewClient(a.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(mtlstest.Source(t, o.CA, "gateway").ClientConfig("analytics"))))
 	if err != nil {
 		t.Fatal(err)
@@ -73,8 +73,8 @@ func TestServesWhereItListens(t *testing.T) {
 // rather than nil.
 func TestNewAndRunReportFailures(t *testing.T) {
 	o := options(t)
-	running := meshtest.StartAnalytics(t, o)
-	cfg := meshtest.AnalyticsConfig(t, o)
+	running := servicetest.StartAnalytics(t, o)
+	cfg := servicetest.AnalyticsConfig(t, o)
 	cfg.Listen = running.Addr()
 	logger := slog.New(slog.DiscardHandler)
 	if a, err := app.New(context.Background(), cfg, logger); err == nil || !strings.Contains(err.Error(), "listen "+running.Addr()) {
@@ -84,7 +84,7 @@ func TestNewAndRunReportFailures(t *testing.T) {
 		t.Errorf("New on a port in use: %v", err)
 	}
 
-	a, err := app.New(context.Background(), meshtest.AnalyticsConfig(t, o), logger)
+	a, err := app.New(context.Background(), servicetest.AnalyticsConfig(t, o), logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
 	"github.com/campaignmesh/campaignmesh/services/analytics"
@@ -403,7 +404,11 @@ func TestSlowQueriesAreStoppedAndLimitedPerTenant(t *testing.T) {
 			_, err := svc.Breakdown(ctx, "big", slow)
 			done <- err
 		}()
-		time.Sleep(200 * time.Millisecond) // the slow query runs for a second
+		meshtest.Eventually(t, 5*time.Second, func() bool { // the slow query runs (for a second), holding the slot
+			var n uint64
+			return conn.QueryRow(ctx, `SELECT count() FROM system.processes WHERE query LIKE '%prop_keys%' AND query LIKE '%''big''%'
+				AND query NOT LIKE '%system.processes%'`).Scan(&n) == nil && n > 0
+		}, "the slow query never ran")
 		_, err := svc.Summary(ctx, "big", analytics.SummaryRequest{CampaignIDs: []string{"c"}})
 		st, _ := apperr.ToStatus(err)
 		refused = st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), "too many")

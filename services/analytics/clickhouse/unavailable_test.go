@@ -46,7 +46,7 @@ func checkUnavailable(t *testing.T, what string, err error) {
 		t.Errorf("%s: %v, want analytics.ErrStoreUnavailable", what, err)
 		return
 	}
-	st, internal := apperr.ToStatus(err)
+	st, ref := apperr.ToStatus(err)
 	var retry time.Duration
 	var reason string
 	for _, d := range st.Details() {
@@ -57,8 +57,8 @@ func checkUnavailable(t *testing.T, what string, err error) {
 			reason = d.GetReason()
 		}
 	}
-	if st.Code() != codes.Unavailable || internal || reason != "STORE_UNAVAILABLE" || retry < time.Second || retry > 5*time.Second {
-		t.Errorf("%s: %v %q internal=%v reason %q retry %s; want UNAVAILABLE, STORE_UNAVAILABLE, 1–5 s", what, st.Code(), st.Message(), internal, reason, retry)
+	if st.Code() != codes.Unavailable || ref != "" || reason != "STORE_UNAVAILABLE" || retry < time.Second || retry > 5*time.Second {
+		t.Errorf("%s: %v %q ref=%q reason %q retry %s; want UNAVAILABLE, STORE_UNAVAILABLE, 1–5 s", what, st.Code(), st.Message(), ref, reason, retry)
 	}
 	for _, leak := range []string{"127.0.0.1", "dial", "EOF", "timeout", "clickhouse:"} {
 		if strings.Contains(st.Message(), leak) {

@@ -20,12 +20,12 @@ import (
 	accessv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/access/v1"
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
-	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
+	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
 )
 
@@ -43,7 +43,7 @@ func newEnv(t *testing.T) *env {
 	db, _ := seededDatabase(t)
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	ca := mtlstest.NewCA(t)
-	a := meshtest.StartAnalytics(t, meshtest.AnalyticsOptions{CA: ca, Database: db,
+	a := servicetest.StartAnalytics(t, servicetest.AnalyticsOptions{CA: ca, Database: db,
 		Verifier: authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}})
 	return &env{addr: a.Addr(), ca: ca, token: signer(t, priv)}
 }

@@ -13,11 +13,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
+	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 	"github.com/campaignmesh/campaignmesh/services/analytics/app"
 )
 
@@ -58,7 +58,7 @@ func TestQueriesWhileClickHouseIsDownAreUnavailable(t *testing.T) {
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	ca := mtlstest.NewCA(t)
 	logs := &records{}
-	a := meshtest.StartAnalytics(t, meshtest.AnalyticsOptions{CA: ca, Database: db, Logger: slog.New(logs),
+	a := servicetest.StartAnalytics(t, servicetest.AnalyticsOptions{CA: ca, Database: db, Logger: slog.New(logs),
 		Verifier: authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})},
 		Config:   func(c *app.Config) { c.ClickHouseAddr = proxy.Addr() }})
 	e := &env{addr: a.Addr(), ca: ca, token: signer(t, priv)}

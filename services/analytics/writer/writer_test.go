@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
@@ -163,7 +164,15 @@ func TestCrashBetweenInsertAndAckDoesNotDuplicate(t *testing.T) {
 	p.publish(t, "batch-5", ids("e5", 20)...)
 	p.start(t, nil)
 	p.waitFor(t, `SELECT count() FROM events`, 120)
-	time.Sleep(500 * time.Millisecond) // one more write cycle: nothing further must arrive
+	// Everything is acknowledged: nothing can be redelivered, so nothing further can arrive.
+	meshtest.Eventually(t, 15*time.Second, func() bool {
+		c, err := p.admin.Consumer(context.Background(), natsjs.StreamName, ConsumerName)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	}, "the writer did not acknowledge every batch")
 	p.settle(t)
 	if n := p.count(t, `SELECT count() FROM events`); n != 120 {
 		t.Fatalf("raw rows = %d after redelivery, want 120 (no duplicates even before merges)", n)

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
@@ -325,14 +326,15 @@ func readLoginFile(t *testing.T, path string) *authv1.LoginRequest {
 }
 
 // Other services verify tokens locally with keys fetched from auth over mTLS; a rotation is
-// picked up on the first token with the new kid.
+// picked up on the first token with the new kid once the minimum refresh interval has passed.
 func TestRemoteKeysFollowRotation(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	dir := e.bootstrap(t)
 	op := readLoginFile(t, dir+"/operator.json")
-	verifier := authn.NewJWTVerifier(authn.NewRemoteKeys(authclient.New(e.client), time.Hour, time.Millisecond))
+	clock := meshtest.NewClock(time.Now())
+	verifier := authn.NewJWTVerifier(authn.NewRemoteKeys(authclient.New(e.client), time.Hour, time.Minute).WithClock(clock.Now))
 	before := e.login(t, "", op.GetEmail(), op.GetPassword())
 	if p, err := verifier.Verify(ctx, before); err != nil || p.Role != rbac.PlatformOperator {
 		t.Fatalf("verify before rotation: %+v %v", p, err)
@@ -340,7 +342,7 @@ func TestRemoteKeysFollowRotation(t *testing.T) {
 	if _, err := e.client.RotateSigningKey(as(before), &authv1.RotateSigningKeyRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Millisecond) // past the minimum refresh interval of this verifier
+	clock.Advance(time.Minute) // past the minimum refresh interval of this verifier
 	after := e.login(t, "", op.GetEmail(), op.GetPassword())
 	if _, err := verifier.Verify(ctx, after); err != nil {
 		t.Fatalf("token signed with the rotated key: %v", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/idempotency"
+	"github.com/campaignmesh/campaignmesh/internal/platform/pgdb"
 	"github.com/campaignmesh/campaignmesh/services/campaigns"
 )
 
@@ -37,6 +38,7 @@ func ServerOptions(ctx context.Context, pool *pgxpool.Pool, verifier grpcserver.
 		grpcserver.WithLogger(logger),
 		grpcserver.WithVerifier(verifier),
 		grpcserver.WithAuditor(auditor),
+		grpcserver.WithErrorClassifier(pgdb.Classify), // database down: UNAVAILABLE with retry info
 		grpcserver.WithInnermost(idem.UnaryInterceptor()),
 	}, nil
 }

@@ -37,6 +37,10 @@ type RateLimits struct {
 // DefaultRateLimits are the documented defaults.
 var DefaultRateLimits = RateLimits{PerTenant: 200000, PerSource: 100000}
 
+// HotMethods are the RPCs on the events' hot path: the server logs their successful calls at
+// debug (grpcserver.WithQuietCalls); failures and denials keep their level.
+var HotMethods = []string{ingestv1.IngestService_IngestEvents_FullMethodName, ingestv1.IngestService_StreamEvents_FullMethodName}
+
 // Server implements ingestv1.IngestServiceServer.
 type Server struct {
 	ingestv1.UnimplementedIngestServiceServer

@@ -102,6 +102,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 		grpcserver.WithTLS(certs.ServerConfig()),
 		grpcserver.WithVerifier(verifier),
 		grpcserver.WithMetrics(reg),
+		grpcserver.WithQuietCalls(grpcapi.HotMethods...),
 		grpcserver.WithMaxRecvMsgSize(s.limits.MaxBatchBytes+64<<10),
 		grpcserver.WithGracePeriod(s.grace),
 	)

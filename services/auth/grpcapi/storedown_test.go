@@ -1,0 +1,146 @@
+package grpcapi_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
+	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
+	"github.com/campaignmesh/campaignmesh/services/auth"
+	"github.com/campaignmesh/campaignmesh/services/auth/grpcapi"
+	"github.com/campaignmesh/campaignmesh/services/auth/postgres"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// wantStoreUnavailable checks a call made while the database is away: UNAVAILABLE with retry
+// info, and no driver text.
+func wantStoreUnavailable(t *testing.T, what string, err error) {
+	t.Helper()
+	st := status.Convert(err)
+	var retry time.Duration
+	var reason string
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.RetryInfo:
+			retry = d.GetRetryDelay().AsDuration()
+		case *errdetails.ErrorInfo:
+			reason = d.GetReason()
+		}
+	}
+	if st.Code() != codes.Unavailable || retry <= 0 || reason != "STORE_UNAVAILABLE" || strings.Contains(st.Message(), "127.0.0.1") {
+		t.Errorf("%s: %v %q retry %v reason %q; want UNAVAILABLE STORE_UNAVAILABLE with retry info", what, st.Code(), st.Message(), retry, reason)
+	}
+}
+
+// When auth's database goes away, its calls answer UNAVAILABLE with retry info — a public call,
+// a call with an access token and one with a not yet seen API key (checked against the store
+// before any handler) — and nothing is logged as an error.
+func TestDatabaseOutageAnswersUnavailable(t *testing.T) {
+	ctx := context.Background()
+	proxy, dbURL := pgtest.NewProxy(t, pgtest.NewDatabase(t))
+	store, err := postgres.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	svc := auth.NewService(store, 5*time.Minute).WithKeyEncryption(newKEK(t, "test"))
+	if err := svc.Keys().Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	opts, err := grpcapi.ServerOptions(ctx, svc, store, telemetry.NewLogger(logs, "auth", slog.LevelDebug))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{svc: svc, store: store, ca: mtlstest.NewCA(t)}
+	srv := grpcserver.New(append(opts, grpcserver.WithTLS(mtlstest.Source(t, e.ca, "auth").ServerConfig()))...)
+	authv1.RegisterAuthServiceServer(srv.GRPC(), grpcapi.NewServer(svc))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.addr = lis.Addr().String()
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(sctx, lis) }()
+	t.Cleanup(func() { cancel(); <-done })
+	e.client = e.clientAs(t, "gateway")
+
+	tn, err := svc.CreateTenant(ctx, "acme", "Acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := svc.CreateUser(ctx, adminOf(tn.ID), auth.User{Email: "admin@acme.example", Role: rbac.Admin}, password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := e.login(t, "acme", "admin@acme.example", password)
+	_, key, err := svc.CreateAPIKey(ctx, &authn.Principal{TenantID: tn.ID, Subject: admin.ID, Permissions: rbac.Admin.Permissions()}, "reader", []string{rbac.UsersRead}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.ListUsers(as(token), &authv1.ListUsersRequest{}); err != nil {
+		t.Fatalf("before the outage: %v", err)
+	}
+
+	proxy.Cut()
+	_, err = e.client.Login(ctx, &authv1.LoginRequest{Tenant: "acme", Email: "admin@acme.example", Password: password})
+	wantStoreUnavailable(t, "Login", err)
+	_, err = e.client.ListUsers(as(token), &authv1.ListUsersRequest{})
+	wantStoreUnavailable(t, "ListUsers with an access token", err)
+	_, err = e.client.ListUsers(as(key), &authv1.ListUsersRequest{})
+	wantStoreUnavailable(t, "ListUsers with an API key", err)
+
+	wantLoggedAsWarnings(t, logs.String())
+}
+
+// wantLoggedAsWarnings checks that the calls answered UNAVAILABLE were logged at warn, with the
+// cause on a warn line, and none as an internal error. (A lost audit record is still an error,
+// logged by the audit sink.)
+func wantLoggedAsWarnings(t *testing.T, logs string) {
+	t.Helper()
+	calls, causes := 0, 0
+	for _, l := range strings.Split(logs, "\n") {
+		switch {
+		case strings.Contains(l, `"msg":"internal error"`):
+			t.Errorf("logged as an internal error: %s", l)
+		case strings.Contains(l, `"grpc.code":"Unavailable"`):
+			calls++
+			if !strings.Contains(l, `"level":"WARN"`) {
+				t.Errorf("not at warn: %s", l)
+			}
+		case strings.Contains(l, `"level":"WARN"`) && (strings.Contains(l, "connection refused") || strings.Contains(l, "EOF") || strings.Contains(l, "conn closed")):
+			causes++
+		}
+	}
+	if calls == 0 || causes < calls {
+		t.Errorf("%d calls answered UNAVAILABLE, %d causes logged at warn:\n%s", calls, causes, logs)
+	}
+}

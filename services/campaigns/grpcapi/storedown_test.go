@@ -1,0 +1,129 @@
+package grpcapi_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
+	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
+	"github.com/campaignmesh/campaignmesh/services/campaigns"
+	"github.com/campaignmesh/campaignmesh/services/campaigns/grpcapi"
+	"github.com/campaignmesh/campaignmesh/services/campaigns/postgres"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// When the campaigns database goes away, reads, creates and idempotent creates answer
+// UNAVAILABLE with retry info through the real chain, logged at warn with their cause.
+func TestDatabaseOutageAnswersUnavailable(t *testing.T) {
+	ctx := context.Background()
+	proxy, dbURL := pgtest.NewProxy(t, pgtest.NewDatabase(t))
+	store, err := postgres.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	logs := &lockedBuffer{}
+	logger := telemetry.NewLogger(logs, "campaigns", slog.LevelDebug)
+	outbox, err := auditlog.NewOutbox(ctx, store.Pool(), nil, logger) // records stay in the outbox: no delivery here
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer := meshtest.NewIssuer(t)
+	opts, err := grpcapi.ServerOptions(ctx, store.Pool(), issuer.Verifier(), outbox, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := mtlstest.NewCA(t)
+	srv := grpcserver.New(append(opts, grpcserver.WithTLS(mtlstest.Source(t, ca, "campaigns").ServerConfig()))...)
+	campaignsv1.RegisterCampaignServiceServer(srv.GRPC(), grpcapi.NewServer(campaigns.NewService(store, zeroSpend{}).WithLogger(logger)))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(sctx, lis) }()
+	t.Cleanup(func() { cancel(); <-done })
+	client := campaignsv1.NewCampaignServiceClient(dial(t, lis.Addr().String(), ca, "gateway", "campaigns"))
+
+	m := as(issuer.Token(t, "t1", rbac.Manager, "u-manager"))
+	c, err := client.CreateCampaign(m, &campaignsv1.CreateCampaignRequest{Campaign: newDraft("before")})
+	if err != nil {
+		t.Fatalf("before the outage: %v", err)
+	}
+
+	proxy.Cut()
+	for what, call := range map[string]func() error{
+		"GetCampaign": func() error {
+			_, err := client.GetCampaign(m, &campaignsv1.GetCampaignRequest{Id: c.GetId()})
+			return err
+		},
+		"ListCampaigns": func() error { _, err := client.ListCampaigns(m, &campaignsv1.ListCampaignsRequest{}); return err },
+		"CreateCampaign": func() error {
+			_, err := client.CreateCampaign(m, &campaignsv1.CreateCampaignRequest{Campaign: newDraft("during")})
+			return err
+		},
+		"CreateCampaign with a request id": func() error {
+			_, err := client.CreateCampaign(m, &campaignsv1.CreateCampaignRequest{Campaign: newDraft("during"), RequestId: "r-1"})
+			return err
+		},
+	} {
+		st := status.Convert(call())
+		var retry time.Duration
+		var reason string
+		for _, d := range st.Details() {
+			switch d := d.(type) {
+			case *errdetails.RetryInfo:
+				retry = d.GetRetryDelay().AsDuration()
+			case *errdetails.ErrorInfo:
+				reason = d.GetReason()
+			}
+		}
+		if st.Code() != codes.Unavailable || retry <= 0 || reason != "STORE_UNAVAILABLE" {
+			t.Errorf("%s: %v %q retry %v reason %q; want UNAVAILABLE STORE_UNAVAILABLE with retry info", what, st.Code(), st.Message(), retry, reason)
+		}
+	}
+	calls := 0
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, `"msg":"internal error"`) {
+			t.Errorf("logged as an internal error: %s", l)
+		}
+		if strings.Contains(l, `"grpc.code":"Unavailable"`) {
+			calls++
+			if !strings.Contains(l, `"level":"WARN"`) {
+				t.Errorf("not at warn: %s", l)
+			}
+		}
+	}
+	if calls != 4 || !strings.Contains(logs.String(), `"msg":"dependency unavailable"`) {
+		t.Errorf("%d calls logged as UNAVAILABLE, want 4, with their causes at warn:\n%s", calls, logs.String())
+	}
+}
