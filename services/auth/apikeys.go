@@ -81,7 +81,7 @@ func (s *Service) CreateAPIKey(ctx context.Context, caller *authn.Principal, nam
 	slices.Sort(sorted)
 	k, err := s.store.CreateAPIKey(ctx, APIKey{
 		ID: id, TenantID: caller.TenantID, Name: name, Scopes: slices.Compact(sorted), Creator: caller.Subject, ExpireTime: expire,
-	}, hashSecret(secret))
+	}, hashSecret(secret), takeAudit(ctx, caller.TenantID, "", id))
 	if err != nil {
 		return APIKey{}, "", err
 	}
@@ -111,7 +111,7 @@ func (s *Service) RevokeAPIKey(ctx context.Context, caller *authn.Principal, id 
 	if err := ValidateID("id", id); err != nil {
 		return APIKey{}, err
 	}
-	return s.store.RevokeAPIKey(ctx, caller.TenantID, id)
+	return s.store.RevokeAPIKey(ctx, caller.TenantID, id, takeAudit(ctx, caller.TenantID, "", id))
 }
 
 var errBadAPIKey = apperr.New(apperr.Unauthenticated, "INVALID_API_KEY", "invalid, revoked or expired API key")

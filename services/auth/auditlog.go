@@ -56,7 +56,33 @@ const maxAuditClockSkew = time.Minute
 // MaxAuditBatch bounds AppendAuditRecords.
 const MaxAuditBatch = 500
 
-// AuditLog is the auth service's own audit sink: it appends to the audit store directly.
+// takeAudit takes the audit record of the call in ctx (audit.Take) as a success on resource in
+// tenantID, for the store to append to the tenant's chain in the transaction of the change: the
+// record commits with the change or neither does, and the access layer does not record the call
+// again. actor, when not empty, names the user the call acted as when its credential names
+// nobody (a refresh, an accepted invitation). It returns nil outside audited work (the domain
+// called directly, e.g. by a test or the bootstrap): the store then appends nothing.
+//
+// Call it right before the store call that makes the change, after every check that can
+// refuse the call: a taken record is the call's only record once the call succeeds.
+func takeAudit(ctx context.Context, tenantID, actor, resource string) *AuditEntry {
+	r, ok := audit.Take(ctx, tenantID, resource)
+	if !ok {
+		return nil
+	}
+	if actor != "" {
+		r.Actor = actor
+		if r.ActorKind == "anonymous" {
+			r.ActorKind = "user"
+		}
+	}
+	e := NewAuditEntry(r)
+	return &e
+}
+
+// AuditLog is the auth service's own audit sink: it appends to the audit store directly. It
+// stores what the access layer records after a call: denials, failures, and successful calls
+// that changed nothing (their changes' records are appended with the changes, see takeAudit).
 type AuditLog struct {
 	Store  Store
 	Logger *slog.Logger

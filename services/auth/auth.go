@@ -93,34 +93,43 @@ type Cursor struct {
 
 // Store is what the domain needs from persistence. Every tenant-scoped call takes the tenant
 // explicitly; a row of another tenant is reported as not found.
+//
+// Every method that makes an audited change takes the audit record of the call (rec, from
+// takeAudit) and, when it is not nil, appends it to its tenant's audit chain in the transaction
+// of the change: the change and its record commit together or not at all. A method that fails
+// appends nothing.
 type Store interface {
-	CreateTenant(ctx context.Context, t Tenant) (Tenant, error)
+	// CreateTenant stores t with its id (the domain's; a new one when empty).
+	CreateTenant(ctx context.Context, t Tenant, rec *AuditEntry) (Tenant, error)
 	GetTenant(ctx context.Context, id string) (Tenant, error)
 	GetTenantBySlug(ctx context.Context, slug string) (Tenant, error)
 	ListTenants(ctx context.Context, p Page) ([]Tenant, error)
-	SetTenantState(ctx context.Context, id string, s TenantState) (Tenant, error)
+	SetTenantState(ctx context.Context, id string, s TenantState, rec *AuditEntry) (Tenant, error)
 
-	CreateUser(ctx context.Context, u User, passwordHash string) (User, error)
+	// CreateUser stores u with its id (the domain's; a new one when empty).
+	CreateUser(ctx context.Context, u User, passwordHash string, rec *AuditEntry) (User, error)
 	GetUser(ctx context.Context, tenantID, id string) (User, error)
 	ListUsers(ctx context.Context, tenantID string, p Page) ([]User, error)
-	SetUserState(ctx context.Context, tenantID, id string, s UserState) (User, error)
-	SetUserRole(ctx context.Context, tenantID, id string, r rbac.Role) (User, error)
+	// SetUserState sets a user's state; disabling also ends every session of the user, in the
+	// same transaction.
+	SetUserState(ctx context.Context, tenantID, id string, s UserState, rec *AuditEntry) (User, error)
+	SetUserRole(ctx context.Context, tenantID, id string, r rbac.Role, rec *AuditEntry) (User, error)
 	// UserCredentials finds a user by tenant ("" for platform operators) and email.
 	UserCredentials(ctx context.Context, tenantID, email string) (User, string, error)
 
 	ListSigningKeys(ctx context.Context, retiredSince time.Time) ([]StoredKey, error)
 	// InsertSigningKey stores key (its KEKID and Sealed) as the active key and retires the
 	// previous active one.
-	InsertSigningKey(ctx context.Context, key StoredKey) error
+	InsertSigningKey(ctx context.Context, key StoredKey, rec *AuditEntry) error
 	// SigningKeysToReseal lists every stored key, however old, not encrypted under kekID.
 	SigningKeysToReseal(ctx context.Context, kekID string) ([]StoredKey, error)
 	// ResealSigningKey replaces the stored seed of kid with sealed under newKEK, unless the row
 	// is no longer under oldKEK ("" for clear): another replica did it first.
 	ResealSigningKey(ctx context.Context, kid, oldKEK, newKEK string, sealed []byte) error
-	CreateAPIKey(ctx context.Context, k APIKey, secretHash []byte) (APIKey, error)
+	CreateAPIKey(ctx context.Context, k APIKey, secretHash []byte, rec *AuditEntry) (APIKey, error)
 	GetAPIKey(ctx context.Context, tenantID, id string) (APIKey, error)
 	ListAPIKeys(ctx context.Context, tenantID string, p Page) ([]APIKey, error)
-	RevokeAPIKey(ctx context.Context, tenantID, id string) (APIKey, error)
+	RevokeAPIKey(ctx context.Context, tenantID, id string, rec *AuditEntry) (APIKey, error)
 	// APIKeyForVerify finds a key by id in any tenant, with its secret hash and tenant state.
 	APIKeyForVerify(ctx context.Context, id string) (APIKey, []byte, TenantState, error)
 	// ListRevocations lists users and tenants whose token epoch changed, and API keys revoked,
@@ -133,39 +142,44 @@ type Store interface {
 
 	// CreateInvitation stores an invitation with the hash of its token; an email that is already
 	// a user of the tenant is ALREADY_EXISTS.
-	CreateInvitation(ctx context.Context, inv Invitation, tokenHash []byte) (Invitation, error)
+	CreateInvitation(ctx context.Context, inv Invitation, tokenHash []byte, rec *AuditEntry) (Invitation, error)
 	ListInvitations(ctx context.Context, tenantID string, p Page) ([]Invitation, error)
 	// RevokeInvitation revokes a pending invitation (keeping the first revoke time); an
 	// accepted one is FAILED_PRECONDITION.
-	RevokeInvitation(ctx context.Context, tenantID, id string) (Invitation, error)
+	RevokeInvitation(ctx context.Context, tenantID, id string, rec *AuditEntry) (Invitation, error)
 	// InvitationForAccept finds an invitation by id in any tenant, with its token hash.
 	InvitationForAccept(ctx context.Context, id string) (Invitation, []byte, error)
 	// AcceptInvitation, in one transaction, marks a pending, unexpired invitation accepted and
-	// creates u with passwordHash; otherwise it returns ErrInvitationUsed, ErrInvitationExpired
-	// or ErrInvitationInvalid and changes nothing.
-	AcceptInvitation(ctx context.Context, id string, u User, passwordHash string) (User, error)
+	// creates u (with its id) with passwordHash; otherwise it returns ErrInvitationUsed,
+	// ErrInvitationExpired or ErrInvitationInvalid and changes nothing.
+	AcceptInvitation(ctx context.Context, id string, u User, passwordHash string, rec *AuditEntry) (User, error)
 
-	InsertRefreshToken(ctx context.Context, t RefreshToken) error
+	// InsertRefreshToken starts a session: the first refresh token of a family.
+	InsertRefreshToken(ctx context.Context, t RefreshToken, rec *AuditEntry) error
+	// RefreshTokenUser returns the user of the refresh token with hash (NOT_FOUND when unknown),
+	// whatever the token's state.
+	RefreshTokenUser(ctx context.Context, hash []byte) (User, error)
 	// RotateRefreshToken marks the token with hash used and stores next in its family for the
 	// same user (with the family's start time, whatever next says), returning the user and the
 	// family's start time. A used token revokes its family (committed) and returns
 	// ErrRefreshReused with the user; an unknown, expired or revoked token, a token whose family
-	// started before oldestStart, or an inactive user or tenant, returns ErrRefreshInvalid.
-	RotateRefreshToken(ctx context.Context, hash []byte, next RefreshToken, oldestStart time.Time) (User, time.Time, error)
+	// started before oldestStart, or an inactive user or tenant, returns ErrRefreshInvalid. rec
+	// is appended only with a rotation.
+	RotateRefreshToken(ctx context.Context, hash []byte, next RefreshToken, oldestStart time.Time, rec *AuditEntry) (User, time.Time, error)
 	// RevokeRefreshFamily revokes the family of the token with hash; it returns the user, or
-	// a zero User when the token is unknown.
-	RevokeRefreshFamily(ctx context.Context, hash []byte) (User, error)
-	RevokeUserSessions(ctx context.Context, userID string) (int64, error)
+	// a zero User (and appends nothing) when the token is unknown.
+	RevokeRefreshFamily(ctx context.Context, hash []byte, rec *AuditEntry) (User, error)
+	RevokeUserSessions(ctx context.Context, userID string, rec *AuditEntry) (int64, error)
 	PasswordHash(ctx context.Context, tenantID, userID string) (string, error)
 	// ChangePassword stores a new hash and revokes every session of the user, atomically.
-	ChangePassword(ctx context.Context, tenantID, userID, hash string) error
+	ChangePassword(ctx context.Context, tenantID, userID, hash string, rec *AuditEntry) error
 
 	// LoginLockedUntil returns the latest lock among keys (zero when none is locked).
 	LoginLockedUntil(ctx context.Context, keys []string) (time.Time, error)
 	// RecordLoginFailure counts a failure of key within window and returns the count.
 	RecordLoginFailure(ctx context.Context, key string, window time.Duration) (int, error)
 	LockLogin(ctx context.Context, key string, until time.Time) error
-	ClearLoginFailures(ctx context.Context, key string) error
+	ClearLoginFailures(ctx context.Context, key string, rec *AuditEntry) error
 	// RememberLoginAddress records that account logged in from the address with hash: it keeps
 	// the newest keep addresses of the account seen since oldest and forgets the others.
 	RememberLoginAddress(ctx context.Context, account string, hash []byte, keep int, oldest time.Time) error
@@ -173,7 +187,8 @@ type Store interface {
 	KnownLoginAddress(ctx context.Context, account string, hash []byte, oldest time.Time) (bool, error)
 
 	// AppendAudit appends records to their tenants' chains, skipping ids already stored; it
-	// returns how many were appended and how many were duplicates.
+	// returns how many were appended and how many were duplicates. It is the path of records
+	// made apart from a change: the access layer's (auth.AuditLog) and other services'.
 	AppendAudit(ctx context.Context, recs []AuditEntry) (int, int, error)
 	// ListAudit returns records of a chain in sequence order.
 	ListAudit(ctx context.Context, chain string, f AuditFilter) ([]AuditEntry, error)

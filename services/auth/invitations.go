@@ -88,7 +88,7 @@ func (s *Service) CreateInvitation(ctx context.Context, caller *authn.Principal,
 		return Invitation{}, "", err
 	}
 	inv.TenantID, inv.Creator = caller.TenantID, caller.Subject
-	return s.storeInvitation(ctx, inv)
+	return s.storeInvitation(ctx, caller, inv)
 }
 
 // CreateTenantInvitation is the platform operator's CreateInvitation: any active tenant, any
@@ -105,7 +105,7 @@ func (s *Service) CreateTenantInvitation(ctx context.Context, caller *authn.Prin
 		return Invitation{}, "", err
 	}
 	inv.TenantID, inv.Creator = tenantID, caller.Subject
-	return s.storeInvitation(ctx, inv)
+	return s.storeInvitation(ctx, caller, inv)
 }
 
 // checkInvitation validates the fields a caller sets into v and fills in the expiry.
@@ -123,8 +123,9 @@ func (s *Service) checkInvitation(v *apperr.Violations, email string, role rbac.
 	return Invitation{Email: email, Role: role, State: InvitationPending, ExpireTime: exp}
 }
 
-// storeInvitation stores inv in its tenant, which must be active, with a new id and token.
-func (s *Service) storeInvitation(ctx context.Context, inv Invitation) (Invitation, string, error) {
+// storeInvitation stores inv in its tenant, which must be active, with a new id and token. Its
+// audit record goes to the caller's chain (the platform's for an operator).
+func (s *Service) storeInvitation(ctx context.Context, caller *authn.Principal, inv Invitation) (Invitation, string, error) {
 	t, err := s.store.GetTenant(ctx, inv.TenantID)
 	if err != nil {
 		return Invitation{}, "", err
@@ -134,7 +135,7 @@ func (s *Service) storeInvitation(ctx context.Context, inv Invitation) (Invitati
 	}
 	inv.ID = newUUID()
 	token := InvitationTokenPrefix + strings.ReplaceAll(inv.ID, "-", "") + "_" + randomToken(32)
-	created, err := s.store.CreateInvitation(ctx, inv, hashSecret(token))
+	created, err := s.store.CreateInvitation(ctx, inv, hashSecret(token), takeAudit(ctx, caller.TenantID, "", inv.ID))
 	if err != nil {
 		return Invitation{}, "", err
 	}
@@ -160,7 +161,7 @@ func (s *Service) RevokeInvitation(ctx context.Context, caller *authn.Principal,
 	if err := ValidateID("id", id); err != nil {
 		return Invitation{}, err
 	}
-	inv, err := s.store.RevokeInvitation(ctx, caller.TenantID, id)
+	inv, err := s.store.RevokeInvitation(ctx, caller.TenantID, id, takeAudit(ctx, caller.TenantID, "", id))
 	return s.withState(inv), err
 }
 
@@ -217,9 +218,10 @@ func (s *Service) AcceptInvitation(ctx context.Context, token, displayName, pass
 	if t.State != TenantActive {
 		return AcceptedInvitation{}, apperr.New(apperr.FailedPrecondition, "TENANT_SUSPENDED", "the tenant of this invitation is suspended")
 	}
+	userID := newUUID()
 	u, err := s.store.AcceptInvitation(ctx, inv.ID, User{
-		TenantID: inv.TenantID, Email: inv.Email, DisplayName: displayName, Role: inv.Role, State: UserActive,
-	}, hash)
+		ID: userID, TenantID: inv.TenantID, Email: inv.Email, DisplayName: displayName, Role: inv.Role, State: UserActive,
+	}, hash, takeAudit(ctx, inv.TenantID, userID, inv.ID))
 	if err != nil {
 		return AcceptedInvitation{}, err
 	}

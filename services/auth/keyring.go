@@ -139,14 +139,16 @@ func (k *Keyring) loadLocked(ctx context.Context) error {
 			return nil
 		}
 		// No active key yet (first start): create one. A replica racing us may win; reload then.
-		if err := k.insertNew(ctx); err != nil && attempt == 1 {
+		if err := k.insertNew(ctx, nil); err != nil && attempt == 1 {
 			return err
 		}
 	}
 	return fmt.Errorf("load signing keys: no active key")
 }
 
-func (k *Keyring) insertNew(ctx context.Context) error {
+// insertNew makes a new key the active one, appending rec (the audit record of a rotation, or
+// nil) with it.
+func (k *Keyring) insertNew(ctx context.Context, rec *AuditEntry) error {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return fmt.Errorf("generate signing key: %w", err)
@@ -154,7 +156,7 @@ func (k *Keyring) insertNew(ctx context.Context) error {
 	sum := sha256.Sum256(priv.Public().(ed25519.PublicKey))
 	kid := base64.RawURLEncoding.EncodeToString(sum[:12])
 	kekID, sealed := k.kek.seal(kid, priv.Seed())
-	return k.store.InsertSigningKey(ctx, StoredKey{KID: kid, KEKID: kekID, Sealed: sealed})
+	return k.store.InsertSigningKey(ctx, StoredKey{KID: kid, KEKID: kekID, Sealed: sealed}, rec)
 }
 
 func (k *Keyring) fresh(ctx context.Context) error {
@@ -213,11 +215,12 @@ func (k *Keyring) Published(ctx context.Context) ([]PublicKey, error) {
 	return out, nil
 }
 
-// Rotate makes a new key active and returns it.
-func (k *Keyring) Rotate(ctx context.Context) (PublicKey, error) {
+// Rotate makes a new key active and returns it; rec, when not nil, is the audit record of the
+// rotation, stored with the new key.
+func (k *Keyring) Rotate(ctx context.Context, rec *AuditEntry) (PublicKey, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if err := k.insertNew(ctx); err != nil {
+	if err := k.insertNew(ctx, rec); err != nil {
 		return PublicKey{}, fmt.Errorf("rotate signing key: %w", err)
 	}
 	if err := k.loadLocked(ctx); err != nil {

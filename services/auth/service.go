@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"time"
@@ -109,14 +110,14 @@ func (s *Service) Login(ctx context.Context, tenantSlug, email, password, client
 		}
 		return Token{}, errBadLogin
 	}
-	if err := s.store.ClearLoginFailures(ctx, account); err != nil {
+	if err := s.store.ClearLoginFailures(ctx, account, nil); err != nil {
 		return Token{}, err
 	}
 	if err := s.rememberAddress(ctx, account, clientAddr); err != nil {
 		return Token{}, err
 	}
 	audit.Annotate(ctx, tenantID, user.ID, user.ID)
-	return s.startSession(ctx, user)
+	return s.startSession(ctx, user, takeAudit(ctx, tenantID, user.ID, user.ID))
 }
 
 // UnlockUser clears the failed-login lock of a user of the caller's tenant.
@@ -135,7 +136,7 @@ func (s *Service) UnlockUser(ctx context.Context, caller *authn.Principal, id st
 	if err != nil {
 		return User{}, err
 	}
-	return u, s.store.ClearLoginFailures(ctx, accountKey(t.Slug, u.Email))
+	return u, s.store.ClearLoginFailures(ctx, accountKey(t.Slug, u.Email), takeAudit(ctx, caller.TenantID, "", id))
 }
 
 func (s *Service) issue(ctx context.Context, u User) (Token, error) {
@@ -143,6 +144,11 @@ func (s *Service) issue(ctx context.Context, u User) (Token, error) {
 	if err != nil {
 		return Token{}, err
 	}
+	return s.sign(kid, key, u)
+}
+
+// sign issues an access token for u signed with key kid.
+func (s *Service) sign(kid string, key ed25519.PrivateKey, u User) (Token, error) {
 	now := s.now()
 	exp := now.Add(s.tokenTTL)
 	jti := make([]byte, 16)
@@ -174,7 +180,8 @@ func (s *Service) CreateTenant(ctx context.Context, slug, displayName string) (T
 	if err := ValidateTenantInput(slug, displayName); err != nil {
 		return Tenant{}, err
 	}
-	return s.store.CreateTenant(ctx, Tenant{Slug: slug, DisplayName: displayName, State: TenantActive})
+	t := Tenant{ID: newUUID(), Slug: slug, DisplayName: displayName, State: TenantActive}
+	return s.store.CreateTenant(ctx, t, takeAudit(ctx, "", "", t.ID))
 }
 
 // GetTenant returns a tenant.
@@ -200,7 +207,7 @@ func (s *Service) SuspendTenant(ctx context.Context, id string) (Tenant, error) 
 	if err := ValidateID("id", id); err != nil {
 		return Tenant{}, err
 	}
-	return s.store.SetTenantState(ctx, id, TenantSuspended)
+	return s.store.SetTenantState(ctx, id, TenantSuspended, takeAudit(ctx, "", "", id))
 }
 
 // CreateUser adds an active user to the tenant of the caller.
@@ -216,8 +223,8 @@ func (s *Service) CreateUser(ctx context.Context, caller *authn.Principal, u Use
 		return User{}, err
 	}
 	// Server-owned fields come from the server, whatever the request said.
-	u.ID, u.TenantID, u.State = "", caller.TenantID, UserActive
-	return s.store.CreateUser(ctx, u, hash)
+	u.ID, u.TenantID, u.State = newUUID(), caller.TenantID, UserActive
+	return s.store.CreateUser(ctx, u, hash, takeAudit(ctx, caller.TenantID, "", u.ID))
 }
 
 // GetUser returns a user of the caller's tenant.
@@ -238,8 +245,8 @@ func (s *Service) ListUsers(ctx context.Context, caller *authn.Principal, p Page
 	return us, NextPageToken(p, len(us), Cursor{CreateTime: last.CreateTime, ID: last.ID}), nil
 }
 
-// DisableUser disables a user of the caller's tenant. Admins cannot disable themselves, so a
-// tenant cannot lock out its last admin by accident.
+// DisableUser disables a user of the caller's tenant and ends its sessions. Admins cannot
+// disable themselves, so a tenant cannot lock out its last admin by accident.
 func (s *Service) DisableUser(ctx context.Context, caller *authn.Principal, id string) (User, error) {
 	if err := ValidateID("id", id); err != nil {
 		return User{}, err
@@ -250,12 +257,7 @@ func (s *Service) DisableUser(ctx context.Context, caller *authn.Principal, id s
 	if err := s.checkTarget(ctx, caller, id); err != nil {
 		return User{}, err
 	}
-	u, err := s.store.SetUserState(ctx, caller.TenantID, id, UserDisabled)
-	if err != nil {
-		return User{}, err
-	}
-	_, err = s.store.RevokeUserSessions(ctx, id)
-	return u, err
+	return s.store.SetUserState(ctx, caller.TenantID, id, UserDisabled, takeAudit(ctx, caller.TenantID, "", id))
 }
 
 // ChangeUserRole gives a user of the caller's tenant another tenant role; nobody changes their
@@ -273,7 +275,7 @@ func (s *Service) ChangeUserRole(ctx context.Context, caller *authn.Principal, i
 	if err := s.checkTarget(ctx, caller, id); err != nil {
 		return User{}, err
 	}
-	return s.store.SetUserRole(ctx, caller.TenantID, id, role)
+	return s.store.SetUserRole(ctx, caller.TenantID, id, role, takeAudit(ctx, caller.TenantID, "", id))
 }
 
 // PublishedKeys lists the keys that verify access tokens.
@@ -282,4 +284,6 @@ func (s *Service) PublishedKeys(ctx context.Context) ([]PublicKey, error) {
 }
 
 // RotateSigningKey makes a new key sign tokens.
-func (s *Service) RotateSigningKey(ctx context.Context) (PublicKey, error) { return s.keys.Rotate(ctx) }
+func (s *Service) RotateSigningKey(ctx context.Context) (PublicKey, error) {
+	return s.keys.Rotate(ctx, takeAudit(ctx, "", "", ""))
+}

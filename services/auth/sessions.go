@@ -54,27 +54,43 @@ func (s *Service) WithRefreshAbsoluteTTL(d time.Duration) *Service {
 	return s
 }
 
-// startSession issues an access token and the first refresh token of a new family.
-func (s *Service) startSession(ctx context.Context, u User) (Token, error) {
+// startSession issues an access token and the first refresh token of a new family, stored
+// with rec (the audit record of the login).
+func (s *Service) startSession(ctx context.Context, u User, rec *AuditEntry) (Token, error) {
 	tok, err := s.issue(ctx, u)
 	if err != nil {
 		return Token{}, err
 	}
 	refresh, rt := s.newRefreshToken(u.ID, newUUID())
-	if err := s.store.InsertRefreshToken(ctx, rt); err != nil {
+	if err := s.store.InsertRefreshToken(ctx, rt, rec); err != nil {
 		return Token{}, err
 	}
 	tok.RefreshToken, tok.RefreshExpireTime = refresh, rt.ExpireTime
 	return tok, nil
 }
 
-// Refresh rotates a refresh token and issues a new access token.
+// Refresh rotates a refresh token and issues a new access token. The rotation is stored with
+// the call's audit record, in the chain of the token's user, so the signing key is found
+// first: once the rotation commits, only signing is left to do.
 func (s *Service) Refresh(ctx context.Context, refresh string) (Token, error) {
 	if !strings.HasPrefix(refresh, RefreshTokenPrefix) || len(refresh) > 128 {
 		return Token{}, ErrRefreshInvalid
 	}
+	hash := hashSecret(refresh)
+	owner, err := s.store.RefreshTokenUser(ctx, hash)
+	switch {
+	case apperr.HasCode(err, apperr.NotFound):
+		return Token{}, ErrRefreshInvalid
+	case err != nil:
+		return Token{}, err
+	}
+	kid, key, err := s.keys.Signer(ctx)
+	if err != nil {
+		return Token{}, err
+	}
 	next, rt := s.newRefreshToken("", "")
-	u, familyStart, err := s.store.RotateRefreshToken(ctx, hashSecret(refresh), rt, s.now().Add(-s.refreshAbsoluteTTL))
+	u, familyStart, err := s.store.RotateRefreshToken(ctx, hash, rt, s.now().Add(-s.refreshAbsoluteTTL),
+		takeAudit(ctx, owner.TenantID, owner.ID, owner.ID))
 	if errors.Is(err, ErrRefreshReused) {
 		audit.Annotate(ctx, u.TenantID, u.ID, "")
 		return Token{}, ErrRefreshInvalid
@@ -83,7 +99,7 @@ func (s *Service) Refresh(ctx context.Context, refresh string) (Token, error) {
 		return Token{}, err
 	}
 	audit.Annotate(ctx, u.TenantID, u.ID, u.ID)
-	tok, err := s.issue(ctx, u)
+	tok, err := s.sign(kid, key, u)
 	if err != nil {
 		return Token{}, err
 	}
@@ -99,13 +115,22 @@ func minTime(a, b time.Time) time.Time {
 	return a
 }
 
-// Logout revokes the session family of a refresh token. Unknown tokens are ignored, so the
-// answer says nothing about them.
+// Logout revokes the session family of a refresh token, with the call's audit record in the
+// chain of the token's user. Unknown tokens are ignored, so the answer says nothing about them
+// (the access layer records such a call: it changed nothing).
 func (s *Service) Logout(ctx context.Context, refresh string) error {
 	if !strings.HasPrefix(refresh, RefreshTokenPrefix) || len(refresh) > 128 {
 		return nil
 	}
-	u, err := s.store.RevokeRefreshFamily(ctx, hashSecret(refresh))
+	hash := hashSecret(refresh)
+	owner, err := s.store.RefreshTokenUser(ctx, hash)
+	switch {
+	case apperr.HasCode(err, apperr.NotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	u, err := s.store.RevokeRefreshFamily(ctx, hash, takeAudit(ctx, owner.TenantID, owner.ID, owner.ID))
 	if err == nil && u.ID != "" {
 		audit.Annotate(ctx, u.TenantID, u.ID, u.ID)
 	}
@@ -120,7 +145,7 @@ func (s *Service) RevokeUserSessions(ctx context.Context, caller *authn.Principa
 	if err := s.checkTarget(ctx, caller, id); err != nil {
 		return 0, err
 	}
-	return s.store.RevokeUserSessions(ctx, id)
+	return s.store.RevokeUserSessions(ctx, id, takeAudit(ctx, caller.TenantID, "", id))
 }
 
 // ChangePassword changes the calling user's password and ends all their sessions. A wrong
@@ -163,7 +188,7 @@ func (s *Service) ChangePassword(ctx context.Context, caller *authn.Principal, c
 		return v.Err()
 	}
 	// The right password, as at a login: the account's failures are cleared, the address known.
-	if err := s.store.ClearLoginFailures(ctx, account); err != nil {
+	if err := s.store.ClearLoginFailures(ctx, account, nil); err != nil {
 		return err
 	}
 	if err := s.rememberAddress(ctx, account, clientAddr); err != nil {
@@ -173,7 +198,7 @@ func (s *Service) ChangePassword(ctx context.Context, caller *authn.Principal, c
 	if err != nil {
 		return err
 	}
-	return s.store.ChangePassword(ctx, caller.TenantID, caller.Subject, newHash)
+	return s.store.ChangePassword(ctx, caller.TenantID, caller.Subject, newHash, takeAudit(ctx, caller.TenantID, "", ""))
 }
 
 // accountOf is the throttling key of the calling user: the one Login uses for them.

@@ -381,8 +381,12 @@ func TestGuards(t *testing.T) {
 func TestSlowQueriesAreStoppedAndLimitedPerTenant(t *testing.T) {
 	ctx := context.Background()
 	conn := open(t, nil, 1)
-	if err := conn.Exec(ctx, `INSERT INTO events (tenant_id, event_id, type, campaign_id, user_id, event_date, event_time, stream_seq)
-		SELECT 'big', toString(number), 'impression', 'c', toString(number % 100000), today(), now() - number % 86400, 1
+	// Every row carries properties, so the breakdown below looks up a key in each row's arrays
+	// and counts unique users in many groups: well past a second on any machine.
+	if err := conn.Exec(ctx, `INSERT INTO events (tenant_id, event_id, type, campaign_id, user_id, event_date, event_time, stream_seq,
+		prop_keys, prop_values)
+		SELECT 'big', toString(number), 'impression', 'c', toString(number % 100000), today(), now() - number % 86400, 1,
+		['a', 'b', 'c', 'd', 'e', 'f', 'g', 'k'], arrayMap(i -> toString((number * i) % 200003), [1, 2, 3, 4, 5, 6, 7, 8])
 		FROM system.numbers LIMIT 3000000`); err != nil {
 		t.Fatal(err)
 	}

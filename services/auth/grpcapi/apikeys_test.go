@@ -116,7 +116,7 @@ func TestExpiredAndMalformedAPIKeysAreRefused(t *testing.T) {
 	sum := sha256.Sum256([]byte(secret))
 	past := time.Now().Add(-time.Minute)
 	if _, err := e.store.CreateAPIKey(ctx, auth.APIKey{ID: id, TenantID: f.tenant.ID, Name: "old", Scopes: []string{"users.read"},
-		Creator: f.users[rbac.Admin].ID, ExpireTime: &past}, sum[:]); err != nil {
+		Creator: f.users[rbac.Admin].ID, ExpireTime: &past}, sum[:], nil); err != nil {
 		t.Fatal(err)
 	}
 	for name, s := range map[string]string{

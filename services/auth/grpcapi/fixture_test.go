@@ -2,8 +2,6 @@ package grpcapi_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"testing"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
@@ -71,16 +69,4 @@ func (e *env) loginFull(t *testing.T, tenant, email, pw string) *authv1.LoginRes
 // adminOf is a tenant admin's principal, for seeding users straight through the service.
 func adminOf(tenantID string) *authn.Principal {
 	return &authn.Principal{TenantID: tenantID, Permissions: rbac.Admin.Permissions()}
-}
-
-// newKEK returns one random key-encryption key named id.
-func newKEK(t *testing.T, id string) *auth.KeyEncryptionKeys {
-	t.Helper()
-	raw := make([]byte, auth.KEKSize)
-	_, _ = rand.Read(raw)
-	k, err := auth.ParseKeyEncryptionKeys(id + ":" + base64.StdEncoding.EncodeToString(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }

@@ -3,10 +3,6 @@ package grpcapi_test
 import (
 	"context"
 	"os"
-	"sync"
-
-	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -22,72 +18,58 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
-	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
-	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
+	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 	"github.com/campaignmesh/campaignmesh/services/auth"
-	"github.com/campaignmesh/campaignmesh/services/auth/grpcapi"
+	"github.com/campaignmesh/campaignmesh/services/auth/app"
 	"github.com/campaignmesh/campaignmesh/services/auth/postgres"
 )
 
 // env is an auth server on loopback, behind the real interceptor chain and real mTLS, on its
-// own PostgreSQL database, called with the gateway's mesh identity.
+// own PostgreSQL database, called with the gateway's mesh identity. It is the service as
+// cmd/auth builds it (package app, through servicetest.StartAuth).
 type env struct {
 	client authv1.AuthServiceClient
 	svc    *auth.Service
 	store  *postgres.Store
 	ca     *mtls.CA
 	addr   string
-	// stop stops the auth server (serve starts it again on the same address).
+	// auth is the running service; stop stops it (serve starts it again on the same address
+	// and database).
+	auth *servicetest.Auth
 	stop func()
 }
 
 func newEnv(t *testing.T, configure ...func(*auth.Service)) *env {
 	t.Helper()
-	ctx := context.Background()
-	store, err := postgres.Open(ctx, pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
-	svc := auth.NewService(store, 5*time.Minute).WithKeyEncryption(newKEK(t, "test"))
-	for _, c := range configure {
-		c(svc)
-	}
-	if err := svc.Keys().Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	e := &env{svc: svc, store: store, ca: mtlstest.NewCA(t), addr: "127.0.0.1:0"}
-	e.stop = e.serve(t)
+	e := &env{}
+	e.serve(t, servicetest.AuthOptions{Config: func(c *app.Config) {
+		c.AccessTokenTTL = 5 * time.Minute
+		c.ConfigureService = func(s *auth.Service) {
+			for _, c := range configure {
+				c(s)
+			}
+		}
+	}})
 	e.client = e.clientAs(t, "gateway")
 	return e
 }
 
-// serve starts the auth server on e.addr (a free port the first time, the same port after a
-// stop) and returns a function that stops it.
-func (e *env) serve(t *testing.T) (stop func()) {
+// serve starts the auth server from o, or, after a stop, the same server again (its address,
+// database and keys).
+func (e *env) serve(t *testing.T, o ...servicetest.AuthOptions) {
 	t.Helper()
-	ctx := context.Background()
-	opts, err := grpcapi.ServerOptions(ctx, e.svc, e.store, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
+	opts := servicetest.AuthOptions{}
+	switch {
+	case e.auth != nil:
+		opts = e.auth.Options
+	case len(o) > 0:
+		opts = o[0]
 	}
-	srv := grpcserver.New(append(opts, grpcserver.WithTLS(mtlstest.Source(t, e.ca, "auth").ServerConfig()))...)
-	authv1.RegisterAuthServiceServer(srv.GRPC(), grpcapi.NewServer(e.svc))
-	lis, err := net.Listen("tcp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.addr = lis.Addr().String()
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx, lis) }()
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(stop)
-	return stop
+	e.auth = servicetest.StartAuth(t, opts)
+	e.svc, e.store, e.ca, e.addr, e.stop = e.auth.Service(), e.auth.Store(), e.auth.CA, e.auth.Addr(), e.auth.Stop
 }
 
 // clientAs returns a client with the mesh identity service.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -16,14 +15,10 @@ import (
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
-	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
-	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
 	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
-	"github.com/campaignmesh/campaignmesh/services/auth"
-	"github.com/campaignmesh/campaignmesh/services/auth/grpcapi"
-	"github.com/campaignmesh/campaignmesh/services/auth/postgres"
+	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 )
 
 type lockedBuffer struct {
@@ -65,57 +60,25 @@ func wantStoreUnavailable(t *testing.T, what string, err error) {
 func TestDatabaseOutageAnswersUnavailable(t *testing.T) {
 	ctx := context.Background()
 	proxy, dbURL := pgtest.NewProxy(t, pgtest.NewDatabase(t))
-	store, err := postgres.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
-	svc := auth.NewService(store, 5*time.Minute).WithKeyEncryption(newKEK(t, "test"))
-	if err := svc.Keys().Load(ctx); err != nil {
-		t.Fatal(err)
-	}
 	logs := &lockedBuffer{}
-	opts, err := grpcapi.ServerOptions(ctx, svc, store, telemetry.NewLogger(logs, "auth", slog.LevelDebug))
+	a := servicetest.StartAuth(t, servicetest.AuthOptions{Database: dbURL, Logger: telemetry.NewLogger(logs, "auth", slog.LevelDebug)})
+	client := a.Client(t, "gateway")
+	tn := a.NewTenant(t, "acme")
+	token := tn.Token
+	_, key, err := a.Service().CreateAPIKey(ctx, &authn.Principal{TenantID: tn.Tenant.ID, Subject: tn.Admin.ID, Permissions: rbac.Admin.Permissions()}, "reader", []string{rbac.UsersRead}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{svc: svc, store: store, ca: mtlstest.NewCA(t)}
-	srv := grpcserver.New(append(opts, grpcserver.WithTLS(mtlstest.Source(t, e.ca, "auth").ServerConfig()))...)
-	authv1.RegisterAuthServiceServer(srv.GRPC(), grpcapi.NewServer(svc))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.addr = lis.Addr().String()
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx, lis) }()
-	t.Cleanup(func() { cancel(); <-done })
-	e.client = e.clientAs(t, "gateway")
-
-	tn, err := svc.CreateTenant(ctx, "acme", "Acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := svc.CreateUser(ctx, adminOf(tn.ID), auth.User{Email: "admin@acme.example", Role: rbac.Admin}, password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := e.login(t, "acme", "admin@acme.example", password)
-	_, key, err := svc.CreateAPIKey(ctx, &authn.Principal{TenantID: tn.ID, Subject: admin.ID, Permissions: rbac.Admin.Permissions()}, "reader", []string{rbac.UsersRead}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.client.ListUsers(as(token), &authv1.ListUsersRequest{}); err != nil {
+	if _, err := client.ListUsers(as(token), &authv1.ListUsersRequest{}); err != nil {
 		t.Fatalf("before the outage: %v", err)
 	}
 
 	proxy.Cut()
-	_, err = e.client.Login(ctx, &authv1.LoginRequest{Tenant: "acme", Email: "admin@acme.example", Password: password})
+	_, err = client.Login(ctx, &authv1.LoginRequest{Tenant: "acme", Email: tn.Admin.Email, Password: tn.Password})
 	wantStoreUnavailable(t, "Login", err)
-	_, err = e.client.ListUsers(as(token), &authv1.ListUsersRequest{})
+	_, err = client.ListUsers(as(token), &authv1.ListUsersRequest{})
 	wantStoreUnavailable(t, "ListUsers with an access token", err)
-	_, err = e.client.ListUsers(as(key), &authv1.ListUsersRequest{})
+	_, err = client.ListUsers(as(key), &authv1.ListUsersRequest{})
 	wantStoreUnavailable(t, "ListUsers with an API key", err)
 
 	wantLoggedAsWarnings(t, logs.String())

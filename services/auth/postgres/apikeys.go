@@ -35,11 +35,16 @@ func oneAPIKey(rows pgx.Rows, err error, id string) (auth.APIKey, error) {
 }
 
 // CreateAPIKey implements auth.Store.
-func (s *Store) CreateAPIKey(ctx context.Context, k auth.APIKey, secretHash []byte) (auth.APIKey, error) {
-	rows, err := s.pool.Query(ctx, `INSERT INTO api_keys (id, tenant_id, name, scopes, secret_hash, creator, expire_time)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING `+apiKeyCols,
-		k.ID, k.TenantID, k.Name, k.Scopes, secretHash, k.Creator, k.ExpireTime)
-	return oneAPIKey(rows, err, k.ID)
+func (s *Store) CreateAPIKey(ctx context.Context, k auth.APIKey, secretHash []byte, rec *auth.AuditEntry) (auth.APIKey, error) {
+	var out auth.APIKey
+	err := s.inTx(ctx, rec, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `INSERT INTO api_keys (id, tenant_id, name, scopes, secret_hash, creator, expire_time)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING `+apiKeyCols,
+			k.ID, k.TenantID, k.Name, k.Scopes, secretHash, k.Creator, k.ExpireTime)
+		out, err = oneAPIKey(rows, err, k.ID)
+		return err
+	})
+	return out, err
 }
 
 // GetAPIKey implements auth.Store.
@@ -68,10 +73,15 @@ func (s *Store) ListAPIKeys(ctx context.Context, tenantID string, p auth.Page) (
 }
 
 // RevokeAPIKey implements auth.Store.
-func (s *Store) RevokeAPIKey(ctx context.Context, tenantID, id string) (auth.APIKey, error) {
-	rows, err := s.pool.Query(ctx, `UPDATE api_keys SET revoke_time = coalesce(revoke_time, now())
-		WHERE tenant_id = $1 AND id = $2 RETURNING `+apiKeyCols, tenantArg(tenantID), id)
-	return oneAPIKey(rows, err, id)
+func (s *Store) RevokeAPIKey(ctx context.Context, tenantID, id string, rec *auth.AuditEntry) (auth.APIKey, error) {
+	var out auth.APIKey
+	err := s.inTx(ctx, rec, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `UPDATE api_keys SET revoke_time = coalesce(revoke_time, now())
+			WHERE tenant_id = $1 AND id = $2 RETURNING `+apiKeyCols, tenantArg(tenantID), id)
+		out, err = oneAPIKey(rows, err, id)
+		return err
+	})
+	return out, err
 }
 
 // APIKeyForVerify implements auth.Store.

@@ -37,9 +37,9 @@ func oneInvitation(rows pgx.Rows, err error, id string) (auth.Invitation, error)
 
 // CreateInvitation implements auth.Store. An email that already belongs to a user of the tenant
 // is refused: accepting could only fail.
-func (s *Store) CreateInvitation(ctx context.Context, inv auth.Invitation, tokenHash []byte) (auth.Invitation, error) {
+func (s *Store) CreateInvitation(ctx context.Context, inv auth.Invitation, tokenHash []byte, rec *auth.AuditEntry) (auth.Invitation, error) {
 	var out auth.Invitation
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, rec, func(tx pgx.Tx) error {
 		var exists bool
 		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = $1 AND lower(email) = lower($2))`,
 			inv.TenantID, inv.Email).Scan(&exists); err != nil {
@@ -77,10 +77,14 @@ func (s *Store) ListInvitations(ctx context.Context, tenantID string, p auth.Pag
 }
 
 // RevokeInvitation implements auth.Store.
-func (s *Store) RevokeInvitation(ctx context.Context, tenantID, id string) (auth.Invitation, error) {
-	rows, err := s.pool.Query(ctx, `UPDATE invitations SET state = 'revoked', revoke_time = coalesce(revoke_time, now())
-		WHERE tenant_id = $1 AND id = $2 AND state <> 'accepted' RETURNING `+invitationCols, tenantArg(tenantID), id)
-	inv, err := oneInvitation(rows, err, id)
+func (s *Store) RevokeInvitation(ctx context.Context, tenantID, id string, rec *auth.AuditEntry) (auth.Invitation, error) {
+	var inv auth.Invitation
+	err := s.inTx(ctx, rec, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `UPDATE invitations SET state = 'revoked', revoke_time = coalesce(revoke_time, now())
+			WHERE tenant_id = $1 AND id = $2 AND state <> 'accepted' RETURNING `+invitationCols, tenantArg(tenantID), id)
+		inv, err = oneInvitation(rows, err, id)
+		return err
+	})
 	if !apperr.HasCode(err, apperr.NotFound) {
 		return inv, err
 	}
@@ -116,9 +120,9 @@ func (s *Store) InvitationForAccept(ctx context.Context, id string) (auth.Invita
 // AcceptInvitation implements auth.Store. The invitation is claimed first (a row lock held to
 // the commit), so of two concurrent accepts one creates the user and the other finds the
 // invitation used; a user that cannot be created (email taken) rolls the claim back.
-func (s *Store) AcceptInvitation(ctx context.Context, id string, u auth.User, passwordHash string) (auth.User, error) {
+func (s *Store) AcceptInvitation(ctx context.Context, id string, u auth.User, passwordHash string, rec *auth.AuditEntry) (auth.User, error) {
 	var out auth.User
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, rec, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE invitations SET state = 'accepted', accept_time = now()
 			WHERE id = $1 AND tenant_id = $2 AND state = 'pending' AND expire_time > now()`, id, u.TenantID)
 		if err != nil {

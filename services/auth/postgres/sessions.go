@@ -8,21 +8,40 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/services/auth"
 )
 
 // InsertRefreshToken implements auth.Store.
-func (s *Store) InsertRefreshToken(ctx context.Context, t auth.RefreshToken) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO refresh_tokens (token_hash, family_id, user_id, expire_time, family_start_time)
-		VALUES ($1, $2, $3, $4, $5)`, t.Hash, t.FamilyID, t.UserID, t.ExpireTime, t.FamilyStartTime)
+func (s *Store) InsertRefreshToken(ctx context.Context, t auth.RefreshToken, rec *auth.AuditEntry) error {
+	return s.inTx(ctx, rec, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO refresh_tokens (token_hash, family_id, user_id, expire_time, family_start_time)
+			VALUES ($1, $2, $3, $4, $5)`, t.Hash, t.FamilyID, t.UserID, t.ExpireTime, t.FamilyStartTime)
+		if err != nil {
+			return fmt.Errorf("insert refresh token: %w", err)
+		}
+		return nil
+	})
+}
+
+// RefreshTokenUser implements auth.Store.
+func (s *Store) RefreshTokenUser(ctx context.Context, hash []byte) (auth.User, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+userColsU+` FROM users u JOIN refresh_tokens r ON r.user_id = u.id WHERE r.token_hash = $1`, hash)
 	if err != nil {
-		return fmt.Errorf("insert refresh token: %w", err)
+		return auth.User{}, fmt.Errorf("query refresh token user: %w", err)
 	}
-	return nil
+	u, err := pgx.CollectExactlyOneRow(rows, scanUser)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return auth.User{}, apperr.NotFoundf("refresh token")
+	}
+	if err != nil {
+		return auth.User{}, fmt.Errorf("read refresh token user: %w", err)
+	}
+	return u, nil
 }
 
 // RotateRefreshToken implements auth.Store.
-func (s *Store) RotateRefreshToken(ctx context.Context, hash []byte, next auth.RefreshToken, oldestStart time.Time) (auth.User, time.Time, error) {
+func (s *Store) RotateRefreshToken(ctx context.Context, hash []byte, next auth.RefreshToken, oldestStart time.Time, rec *auth.AuditEntry) (auth.User, time.Time, error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return auth.User{}, time.Time{}, fmt.Errorf("begin refresh: %w", err)
@@ -71,6 +90,9 @@ func (s *Store) RotateRefreshToken(ctx context.Context, hash []byte, next auth.R
 		VALUES ($1, $2, $3, $4, $5)`, next.Hash, family, userID, next.ExpireTime, familyStart); err != nil {
 		return auth.User{}, time.Time{}, fmt.Errorf("insert rotated refresh token: %w", err)
 	}
+	if err := appendRecord(ctx, tx, rec); err != nil {
+		return auth.User{}, time.Time{}, err
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return auth.User{}, time.Time{}, fmt.Errorf("commit refresh: %w", err)
 	}
@@ -78,25 +100,29 @@ func (s *Store) RotateRefreshToken(ctx context.Context, hash []byte, next auth.R
 }
 
 // RevokeRefreshFamily implements auth.Store.
-func (s *Store) RevokeRefreshFamily(ctx context.Context, hash []byte) (auth.User, error) {
+func (s *Store) RevokeRefreshFamily(ctx context.Context, hash []byte, rec *auth.AuditEntry) (auth.User, error) {
 	var u auth.User
-	err := s.pool.QueryRow(ctx, `WITH fam AS (SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1),
-		rev AS (UPDATE refresh_tokens SET revoke_time = now() WHERE family_id IN (SELECT family_id FROM fam) AND revoke_time IS NULL)
-		SELECT u.id::text, coalesce(u.tenant_id::text, '') FROM users u JOIN fam ON fam.user_id = u.id`, hash).Scan(&u.ID, &u.TenantID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return auth.User{}, nil
-	}
-	if err != nil {
-		return auth.User{}, fmt.Errorf("revoke refresh family: %w", err)
-	}
-	return u, nil
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `WITH fam AS (SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1),
+			rev AS (UPDATE refresh_tokens SET revoke_time = now() WHERE family_id IN (SELECT family_id FROM fam) AND revoke_time IS NULL)
+			SELECT u.id::text, coalesce(u.tenant_id::text, '') FROM users u JOIN fam ON fam.user_id = u.id`, hash).Scan(&u.ID, &u.TenantID)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			u = auth.User{}
+			return nil // unknown token: nothing changed, nothing to record
+		case err != nil:
+			return fmt.Errorf("revoke refresh family: %w", err)
+		}
+		return appendRecord(ctx, tx, rec)
+	})
+	return u, err
 }
 
 // RevokeUserSessions implements auth.Store: the user's refresh tokens and, through the token
 // epoch, its access tokens, in one transaction.
-func (s *Store) RevokeUserSessions(ctx context.Context, userID string) (int64, error) {
+func (s *Store) RevokeUserSessions(ctx context.Context, userID string, rec *auth.AuditEntry) (int64, error) {
 	var n int64
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, rec, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoke_time = now()
 			WHERE user_id = $1 AND revoke_time IS NULL AND used_time IS NULL AND expire_time > now()`, userID)
 		if err != nil {
@@ -130,8 +156,8 @@ func (s *Store) PasswordHash(ctx context.Context, tenantID, userID string) (stri
 }
 
 // ChangePassword implements auth.Store.
-func (s *Store) ChangePassword(ctx context.Context, tenantID, userID, hash string) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+func (s *Store) ChangePassword(ctx context.Context, tenantID, userID, hash string, rec *auth.AuditEntry) error {
+	return s.inTx(ctx, rec, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE users SET password_hash = $3, update_time = now(), `+bumpEpoch+`
 			WHERE tenant_id IS NOT DISTINCT FROM $1 AND id = $2`, tenantArg(tenantID), userID, hash)
 		if err != nil {

@@ -74,14 +74,37 @@ func oneTenant(rows pgx.Rows, err error, id string) (auth.Tenant, error) {
 }
 
 // CreateTenant implements auth.Store.
-func (s *Store) CreateTenant(ctx context.Context, t auth.Tenant) (auth.Tenant, error) {
-	rows, err := s.pool.Query(ctx, `INSERT INTO tenants (slug, display_name, state) VALUES ($1, $2, $3) RETURNING `+tenantCols,
-		t.Slug, t.DisplayName, t.State)
-	out, err := oneTenant(rows, err, t.Slug)
+func (s *Store) CreateTenant(ctx context.Context, t auth.Tenant, rec *auth.AuditEntry) (auth.Tenant, error) {
+	var out auth.Tenant
+	err := s.inTx(ctx, rec, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `INSERT INTO tenants (id, slug, display_name, state) VALUES (coalesce($1::uuid, gen_random_uuid()), $2, $3, $4)
+			RETURNING `+tenantCols, idArg(t.ID), t.Slug, t.DisplayName, t.State)
+		out, err = oneTenant(rows, err, t.Slug)
+		return err
+	})
 	if isUniqueViolation(err) {
 		return auth.Tenant{}, apperr.New(apperr.AlreadyExists, "TENANT_EXISTS", "a tenant with slug %q exists", t.Slug)
 	}
 	return out, err
+}
+
+// idArg maps an id the domain left empty to SQL NULL, so the table's default makes one.
+func idArg(id string) any {
+	if id == "" {
+		return nil
+	}
+	return id
+}
+
+// inTx runs change in a transaction and appends rec (the change's audit record, or nil) after
+// it, in the same transaction.
+func (s *Store) inTx(ctx context.Context, rec *auth.AuditEntry, change func(tx pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := change(tx); err != nil {
+			return err
+		}
+		return appendRecord(ctx, tx, rec)
+	})
 }
 
 // GetTenant implements auth.Store.
@@ -115,12 +138,17 @@ func (s *Store) ListTenants(ctx context.Context, p auth.Page) ([]auth.Tenant, er
 }
 
 // SetTenantState implements auth.Store.
-func (s *Store) SetTenantState(ctx context.Context, id string, state auth.TenantState) (auth.Tenant, error) {
-	rows, err := s.pool.Query(ctx, `UPDATE tenants SET state = $2,
-		update_time = CASE WHEN state = $2 THEN update_time ELSE now() END,
-		`+bumpEpoch+`
-		WHERE id = $1 RETURNING `+tenantCols, id, state)
-	return oneTenant(rows, err, id)
+func (s *Store) SetTenantState(ctx context.Context, id string, state auth.TenantState, rec *auth.AuditEntry) (auth.Tenant, error) {
+	var out auth.Tenant
+	err := s.inTx(ctx, rec, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `UPDATE tenants SET state = $2,
+			update_time = CASE WHEN state = $2 THEN update_time ELSE now() END,
+			`+bumpEpoch+`
+			WHERE id = $1 RETURNING `+tenantCols, id, state)
+		out, err = oneTenant(rows, err, id)
+		return err
+	})
+	return out, err
 }
 
 // userCols ends with the token epochs of the user and of its tenant (0 for operators).
@@ -161,8 +189,14 @@ func tenantArg(tenantID string) any {
 }
 
 // CreateUser implements auth.Store.
-func (s *Store) CreateUser(ctx context.Context, u auth.User, hash string) (auth.User, error) {
-	return createUser(ctx, s.pool, u, hash)
+func (s *Store) CreateUser(ctx context.Context, u auth.User, hash string, rec *auth.AuditEntry) (auth.User, error) {
+	var out auth.User
+	err := s.inTx(ctx, rec, func(tx pgx.Tx) error {
+		var err error
+		out, err = createUser(ctx, tx, u, hash)
+		return err
+	})
+	return out, err
 }
 
 type querier interface {
@@ -170,9 +204,9 @@ type querier interface {
 }
 
 func createUser(ctx context.Context, q querier, u auth.User, hash string) (auth.User, error) {
-	rows, err := q.Query(ctx, `INSERT INTO users (tenant_id, email, display_name, role, state, password_hash)
-		VALUES ($1, $2, $3, $4, $5, $6) RETURNING `+userCols,
-		tenantArg(u.TenantID), u.Email, u.DisplayName, u.Role, u.State, hash)
+	rows, err := q.Query(ctx, `INSERT INTO users (id, tenant_id, email, display_name, role, state, password_hash)
+		VALUES (coalesce($1::uuid, gen_random_uuid()), $2, $3, $4, $5, $6, $7) RETURNING `+userCols,
+		idArg(u.ID), tenantArg(u.TenantID), u.Email, u.DisplayName, u.Role, u.State, hash)
 	out, err := oneUser(rows, err, u.Email)
 	if isUniqueViolation(err) {
 		return auth.User{}, apperr.New(apperr.AlreadyExists, "USER_EXISTS", "a user with email %q exists", u.Email)
@@ -205,22 +239,38 @@ func (s *Store) ListUsers(ctx context.Context, tenantID string, p auth.Page) ([]
 	return us, nil
 }
 
-// SetUserState implements auth.Store.
-func (s *Store) SetUserState(ctx context.Context, tenantID, id string, state auth.UserState) (auth.User, error) {
-	rows, err := s.pool.Query(ctx, `UPDATE users SET state = $3,
-		update_time = CASE WHEN state = $3 THEN update_time ELSE now() END,
-		`+bumpEpoch+`
-		WHERE tenant_id IS NOT DISTINCT FROM $1 AND id = $2 RETURNING `+userCols, tenantArg(tenantID), id, state)
-	return oneUser(rows, err, id)
+// SetUserState implements auth.Store: the state and, for a disabled user, its refresh tokens
+// (its access tokens go with the token epoch) in one transaction.
+func (s *Store) SetUserState(ctx context.Context, tenantID, id string, state auth.UserState, rec *auth.AuditEntry) (auth.User, error) {
+	var out auth.User
+	err := s.inTx(ctx, rec, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `UPDATE users SET state = $3,
+			update_time = CASE WHEN state = $3 THEN update_time ELSE now() END,
+			`+bumpEpoch+`
+			WHERE tenant_id IS NOT DISTINCT FROM $1 AND id = $2 RETURNING `+userCols, tenantArg(tenantID), id, state)
+		if out, err = oneUser(rows, err, id); err != nil || state != auth.UserDisabled {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoke_time = now() WHERE user_id = $1 AND revoke_time IS NULL`, id); err != nil {
+			return fmt.Errorf("revoke sessions of disabled user: %w", err)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // SetUserRole implements auth.Store.
-func (s *Store) SetUserRole(ctx context.Context, tenantID, id string, role rbac.Role) (auth.User, error) {
-	rows, err := s.pool.Query(ctx, `UPDATE users SET role = $3,
-		update_time = CASE WHEN role = $3 THEN update_time ELSE now() END,
-		`+bumpEpoch+`
-		WHERE tenant_id IS NOT DISTINCT FROM $1 AND id = $2 AND role <> 'platform_operator' RETURNING `+userCols, tenantArg(tenantID), id, role)
-	return oneUser(rows, err, id)
+func (s *Store) SetUserRole(ctx context.Context, tenantID, id string, role rbac.Role, rec *auth.AuditEntry) (auth.User, error) {
+	var out auth.User
+	err := s.inTx(ctx, rec, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `UPDATE users SET role = $3,
+			update_time = CASE WHEN role = $3 THEN update_time ELSE now() END,
+			`+bumpEpoch+`
+			WHERE tenant_id IS NOT DISTINCT FROM $1 AND id = $2 AND role <> 'platform_operator' RETURNING `+userCols, tenantArg(tenantID), id, role)
+		out, err = oneUser(rows, err, id)
+		return err
+	})
+	return out, err
 }
 
 // UserCredentials implements auth.Store.
@@ -279,8 +329,8 @@ func (s *Store) ResealSigningKey(ctx context.Context, kid, oldKEK, newKEK string
 }
 
 // InsertSigningKey implements auth.Store.
-func (s *Store) InsertSigningKey(ctx context.Context, key auth.StoredKey) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+func (s *Store) InsertSigningKey(ctx context.Context, key auth.StoredKey, rec *auth.AuditEntry) error {
+	return s.inTx(ctx, rec, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `UPDATE signing_keys SET retire_time = clock_timestamp() WHERE retire_time IS NULL`); err != nil {
 			return fmt.Errorf("retire signing key: %w", err)
 		}

@@ -54,21 +54,21 @@ func TestTenants(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := openStore(t)
-	a, err := s.CreateTenant(ctx, auth.Tenant{Slug: "alpha", DisplayName: "Alpha", State: auth.TenantActive})
+	a, err := s.CreateTenant(ctx, auth.Tenant{Slug: "alpha", DisplayName: "Alpha", State: auth.TenantActive}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a.ID == "" || a.State != auth.TenantActive || a.CreateTime.IsZero() {
 		t.Fatalf("created %+v", a)
 	}
-	if _, err := s.CreateTenant(ctx, auth.Tenant{Slug: "alpha", DisplayName: "Again", State: auth.TenantActive}); code(err) != apperr.AlreadyExists {
+	if _, err := s.CreateTenant(ctx, auth.Tenant{Slug: "alpha", DisplayName: "Again", State: auth.TenantActive}, nil); code(err) != apperr.AlreadyExists {
 		t.Fatalf("duplicate slug: %v", err)
 	}
 	got, err := s.GetTenantBySlug(ctx, "alpha")
 	if err != nil || got.ID != a.ID {
 		t.Fatalf("by slug: %+v %v", got, err)
 	}
-	sus, err := s.SetTenantState(ctx, a.ID, auth.TenantSuspended)
+	sus, err := s.SetTenantState(ctx, a.ID, auth.TenantSuspended, nil)
 	if err != nil || sus.State != auth.TenantSuspended {
 		t.Fatalf("suspend: %+v %v", sus, err)
 	}
@@ -126,23 +126,23 @@ func TestUsersAreScopedToTheirTenant(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := openStore(t)
-	a, _ := s.CreateTenant(ctx, auth.Tenant{Slug: "aaa", DisplayName: "A", State: auth.TenantActive})
-	b, _ := s.CreateTenant(ctx, auth.Tenant{Slug: "bbb", DisplayName: "B", State: auth.TenantActive})
-	ua, err := s.CreateUser(ctx, auth.User{TenantID: a.ID, Email: "x@example.com", Role: rbac.Viewer, State: auth.UserActive}, "hash")
+	a, _ := s.CreateTenant(ctx, auth.Tenant{Slug: "aaa", DisplayName: "A", State: auth.TenantActive}, nil)
+	b, _ := s.CreateTenant(ctx, auth.Tenant{Slug: "bbb", DisplayName: "B", State: auth.TenantActive}, nil)
+	ua, err := s.CreateUser(ctx, auth.User{TenantID: a.ID, Email: "x@example.com", Role: rbac.Viewer, State: auth.UserActive}, "hash", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The same email may exist in another tenant, but not twice in one (case-insensitive).
-	if _, err := s.CreateUser(ctx, auth.User{TenantID: b.ID, Email: "x@example.com", Role: rbac.Viewer, State: auth.UserActive}, "hash"); err != nil {
+	if _, err := s.CreateUser(ctx, auth.User{TenantID: b.ID, Email: "x@example.com", Role: rbac.Viewer, State: auth.UserActive}, "hash", nil); err != nil {
 		t.Fatalf("same email in another tenant: %v", err)
 	}
-	if _, err := s.CreateUser(ctx, auth.User{TenantID: a.ID, Email: "X@Example.com", Role: rbac.Viewer, State: auth.UserActive}, "hash"); code(err) != apperr.AlreadyExists {
+	if _, err := s.CreateUser(ctx, auth.User{TenantID: a.ID, Email: "X@Example.com", Role: rbac.Viewer, State: auth.UserActive}, "hash", nil); code(err) != apperr.AlreadyExists {
 		t.Fatalf("duplicate email: %v", err)
 	}
 	for name, err := range map[string]error{
 		"get":   second(s.GetUser(ctx, b.ID, ua.ID)),
-		"state": second(s.SetUserState(ctx, b.ID, ua.ID, auth.UserDisabled)),
-		"role":  second(s.SetUserRole(ctx, b.ID, ua.ID, rbac.Admin)),
+		"state": second(s.SetUserState(ctx, b.ID, ua.ID, auth.UserDisabled, nil)),
+		"role":  second(s.SetUserRole(ctx, b.ID, ua.ID, rbac.Admin, nil)),
 	} {
 		if code(err) != apperr.NotFound {
 			t.Errorf("%s across tenants: %v, want NotFound", name, err)

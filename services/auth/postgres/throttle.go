@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/campaignmesh/campaignmesh/services/auth"
 )
 
 // LoginLockedUntil implements auth.Store.
@@ -42,12 +45,21 @@ func (s *Store) LockLogin(ctx context.Context, key string, until time.Time) erro
 	return nil
 }
 
-// ClearLoginFailures implements auth.Store.
-func (s *Store) ClearLoginFailures(ctx context.Context, key string) error {
-	if _, err := s.pool.Exec(ctx, `DELETE FROM login_failures WHERE key = $1`, key); err != nil {
-		return fmt.Errorf("clear login failures: %w", err)
+// ClearLoginFailures implements auth.Store. Without a record (a login's bookkeeping) it needs
+// no transaction of its own.
+func (s *Store) ClearLoginFailures(ctx context.Context, key string, rec *auth.AuditEntry) error {
+	clear := func(db interface {
+		Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+	}) error {
+		if _, err := db.Exec(ctx, `DELETE FROM login_failures WHERE key = $1`, key); err != nil {
+			return fmt.Errorf("clear login failures: %w", err)
+		}
+		return nil
 	}
-	return nil
+	if rec == nil {
+		return clear(s.pool)
+	}
+	return s.inTx(ctx, rec, func(tx pgx.Tx) error { return clear(tx) })
 }
 
 // RememberLoginAddress implements auth.Store.

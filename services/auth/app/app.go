@@ -1,0 +1,195 @@
+// Package app builds the runnable auth service from a Config: the PostgreSQL store (migrated on
+// open), the token signing keys encrypted under the key-encryption keys, the first-start
+// bootstrap of the operator and the first tenant, the gRPC API over mTLS through the platform's
+// server, and the admin listener (/metrics, /healthz). cmd/auth and the test fixtures
+// (internal/servicetest.StartAuth) build the service here, so they run the same wiring.
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
+	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
+	"github.com/campaignmesh/campaignmesh/services/auth"
+	"github.com/campaignmesh/campaignmesh/services/auth/grpcapi"
+	"github.com/campaignmesh/campaignmesh/services/auth/postgres"
+)
+
+// ServiceName is the auth service's mesh identity and its name in audit records.
+const ServiceName = "auth"
+
+// Config is everything the auth service is built from. DefaultConfig holds the documented
+// defaults (the flags of cmd/auth).
+type Config struct {
+	// Listen is the gRPC (mTLS) address, AdminListen the one of /metrics and /healthz; port 0
+	// picks a free port (Addr and AdminAddr tell which).
+	Listen, AdminListen string
+	// PostgresURL is the auth database; New applies its migrations.
+	PostgresURL string
+	// TLS names the service's mesh certificate, key and CA bundle.
+	TLS mtls.Files
+	// AccessTokenTTL is the lifetime of access tokens; RefreshAbsoluteTTL how long a session
+	// lives from its login, however often it is refreshed.
+	AccessTokenTTL, RefreshAbsoluteTTL time.Duration
+	// KEKs encrypt the token signing keys at rest (required; see LoadKeyEncryptionKeys). They
+	// are never logged.
+	KEKs *auth.KeyEncryptionKeys
+	// BootstrapDir, when set, receives the credentials of the platform operator and of the
+	// first tenant's admin, created on the very first start.
+	BootstrapDir string
+	// MaxRecvMsgSize bounds a request message, in bytes.
+	MaxRecvMsgSize int
+	// GracePeriod bounds how long a stop waits for calls in flight.
+	GracePeriod time.Duration
+
+	// ConfigureService, when set, adjusts the domain service before its keys are loaded (tests
+	// set a clock or a smaller login throttle).
+	ConfigureService func(*auth.Service)
+}
+
+// DefaultConfig returns the documented defaults. The database, TLS files and KEKs have none:
+// they are required.
+func DefaultConfig() Config {
+	return Config{
+		Listen: "127.0.0.1:7101", AdminListen: "127.0.0.1:9101",
+		AccessTokenTTL: auth.DefaultAccessTokenTTL, RefreshAbsoluteTTL: auth.DefaultRefreshAbsoluteTTL,
+		MaxRecvMsgSize: 1 << 20, GracePeriod: grpcserver.DefaultGracePeriod,
+	}
+}
+
+// LoadKeyEncryptionKeys reads the key-encryption keys from spec ("id:base64,…") or from the file
+// holding it: exactly one of them. Errors never show key material.
+func LoadKeyEncryptionKeys(spec, file string) (*auth.KeyEncryptionKeys, error) {
+	switch {
+	case spec != "" && file != "":
+		return nil, fmt.Errorf("set one of -key-encryption-keys and -key-encryption-keys-file, not both")
+	case file != "":
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("read -key-encryption-keys-file: %w", err)
+		}
+		spec = string(data)
+	}
+	if strings.TrimSpace(spec) == "" {
+		return nil, auth.ErrNoKEK
+	}
+	return auth.ParseKeyEncryptionKeys(spec)
+}
+
+// App is a built auth service: migrated, keys loaded, listening, not yet serving.
+type App struct {
+	logger     *slog.Logger
+	store      *postgres.Store
+	svc        *auth.Service
+	registry   *prometheus.Registry
+	server     *grpcserver.Server
+	lis, admin net.Listener
+	closeOnce  sync.Once
+}
+
+// New opens the database (applying its migrations), loads the signing keys (encrypting under
+// the current KEK any that are not yet, creating the first on a first start), runs the
+// first-start bootstrap when Config.BootstrapDir is set, builds the gRPC server and opens both
+// listeners. On an error everything opened so far is released.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err error) {
+	a := &App{logger: logger, registry: telemetry.NewRegistry()}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	certs, err := mtls.NewSource(cfg.TLS, logger)
+	if err != nil {
+		return nil, err
+	}
+	if a.store, err = postgres.Open(ctx, cfg.PostgresURL); err != nil {
+		return nil, err
+	}
+	a.svc = auth.NewService(a.store, cfg.AccessTokenTTL).WithRefreshAbsoluteTTL(cfg.RefreshAbsoluteTTL).WithKeyEncryption(cfg.KEKs)
+	if cfg.ConfigureService != nil {
+		cfg.ConfigureService(a.svc)
+	}
+	if err := a.svc.Keys().Load(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.BootstrapDir != "" {
+		files, err := a.svc.Bootstrap(ctx, cfg.BootstrapDir)
+		if err != nil {
+			return nil, err
+		}
+		if len(files) > 0 {
+			// The files hold passwords; only their names are logged.
+			logger.Info("first start: created the platform operator and tenant acme; credentials written", "files", files)
+		}
+	}
+
+	opts, err := grpcapi.ServerOptions(ctx, a.svc, a.store, logger)
+	if err != nil {
+		return nil, err
+	}
+	a.server = grpcserver.New(append(opts,
+		grpcserver.WithTLS(certs.ServerConfig()),
+		grpcserver.WithMetrics(a.registry),
+		grpcserver.WithMaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		grpcserver.WithGracePeriod(cfg.GracePeriod),
+	)...)
+	authv1.RegisterAuthServiceServer(a.server.GRPC(), grpcapi.NewServer(a.svc))
+
+	if a.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	if a.admin, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+		return nil, fmt.Errorf("listen admin %s: %w", cfg.AdminListen, err)
+	}
+	return a, nil
+}
+
+// Addr is the address the gRPC server listens on.
+func (a *App) Addr() string { return a.lis.Addr().String() }
+
+// AdminAddr is the address of /metrics and /healthz.
+func (a *App) AdminAddr() string { return a.admin.Addr().String() }
+
+// Service is the domain service the API serves: for tests and tools that seed or inspect it
+// directly, bypassing the API's access rules.
+func (a *App) Service() *auth.Service { return a.svc }
+
+// Store is the service's PostgreSQL store (its Pool lets tests inspect or tamper with rows).
+func (a *App) Store() *postgres.Store { return a.store }
+
+// Run serves the API and the admin listener until ctx ends (then stops gracefully and returns
+// nil) or one of them fails: then the other is stopped and its error is returned. Call it
+// once; Close afterwards.
+func (a *App) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.server.Serve(ctx, a.lis) })
+	g.Go(func() error { return telemetry.ServeAdminOn(ctx, a.admin, a.registry, a.logger) })
+	return g.Wait()
+}
+
+// Close releases what New opened: the listeners and the database pool. It is safe to call more
+// than once.
+func (a *App) Close() {
+	a.closeOnce.Do(func() {
+		for _, l := range []net.Listener{a.lis, a.admin} {
+			if l != nil {
+				_ = l.Close() // already closed when Run has served on it
+			}
+		}
+		if a.store != nil {
+			a.store.Close()
+		}
+	})
+}
