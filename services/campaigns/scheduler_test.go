@@ -15,7 +15,7 @@ import (
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
-	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit/auditpb"
 	"github.com/campaignmesh/campaignmesh/services/campaigns"
 )
 
@@ -25,7 +25,7 @@ func decodeAudit(t *testing.T, data []byte) audit.Record {
 	if err := proto.Unmarshal(data, &p); err != nil {
 		t.Fatal(err)
 	}
-	return auditlog.FromProto(&p)
+	return auditpb.FromProto(&p)
 }
 
 func at(t *testing.T, s string) time.Time {
