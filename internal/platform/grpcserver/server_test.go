@@ -207,6 +207,9 @@ func TestAccessRules(t *testing.T) {
 		{"internal from the allowed identity", func() (*meshtestv1.ProbeResponse, error) {
 			return h.client(t, "campaigns").Internal(context.Background(), req)
 		}, codes.OK},
+		{"internal from the allowed identity relaying a user's credential", func() (*meshtestv1.ProbeResponse, error) {
+			return h.client(t, "campaigns").Internal(bearer(admin), req)
+		}, codes.PermissionDenied},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
