@@ -15,6 +15,7 @@ import (
 
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
@@ -135,6 +136,11 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	}
 	defer authConn.Close()
 	authClient := authv1.NewAuthServiceClient(authConn)
+	// Audit: refused credentials are records in the audit stream, delivered to auth by auditSink.Run.
+	auditSink, err := auditnats.New(ctx, js, "analytics", authClient, logger, auditnats.DefaultConfig)
+	if err != nil {
+		return err
+	}
 
 	reg := telemetry.NewRegistry()
 	w := writer.New(js, conn, s.writer, logger, reg)
@@ -147,6 +153,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	verifier, revocations := authclient.NewVerifier(authClient)
 	srv := grpcserver.New(
 		grpcserver.WithService("analytics"),
+		grpcserver.WithAuditor(auditSink),
 		grpcserver.WithLogger(logger),
 		grpcserver.WithTLS(certs.ServerConfig()),
 		grpcserver.WithVerifier(verifier),
@@ -163,6 +170,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	g.Go(func() error { return w.Run(ctx) })
 	g.Go(func() error { return srv.Serve(ctx, lis) })
 	g.Go(func() error { return revocations.WithLogger(logger).Run(ctx) })
+	g.Go(func() error { return auditSink.Run(ctx) })
 	g.Go(func() error { return telemetry.ServeAdmin(ctx, s.adminListen, reg, logger) })
 	return g.Wait()
 }
