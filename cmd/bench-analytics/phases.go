@@ -101,9 +101,15 @@ func (b *bench) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	sink, stopSink, err := startAuditSink(ctx, e.dir, "analytics")
+	if err != nil {
+		return err
+	}
+	defer stopSink()
 	srv := grpcserver.New(
 		grpcserver.WithService("analytics"),
 		grpcserver.WithLogger(slog.New(slog.DiscardHandler)),
+		grpcserver.WithAuditor(sink),
 		grpcserver.WithTLS(analyticsSrc.ServerConfig()),
 		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": e.pub})}),
 		grpcserver.WithMetrics(prometheus.NewRegistry()),

@@ -128,7 +128,7 @@ func startIngestStub(t *testing.T) (*grpc.ClientConn, *harness) {
 	h := &harness{}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	h.priv = priv
-	srv := grpcserver.New(grpcserver.WithMaxRecvMsgSize(8<<20),
+	srv := grpcserver.New(grpcserver.WithMaxRecvMsgSize(8<<20), grpcserver.WithAuditor(&auditLog{}),
 		grpcserver.WithVerifier(authn.NewJWTVerifier(authn.StaticKeys{"k1": pub})))
 	ingestv1.RegisterIngestServiceServer(srv.GRPC(), ingestStub{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -26,6 +26,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
 	"github.com/campaignmesh/campaignmesh/services/analytics"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
@@ -72,6 +73,7 @@ func newEnv(t *testing.T) *env {
 		grpcserver.WithLogger(slog.New(slog.DiscardHandler)),
 		grpcserver.WithTLS(mtlstest.Source(t, ca, "analytics").ServerConfig()),
 		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}),
+		grpcserver.WithAuditor(natstest.AuditSink(t, "analytics")),
 	)
 	svc := analytics.NewService(clickhouse.NewQueries(reader, conn, clickhouse.DefaultQueryLimits), analytics.DefaultLimits)
 	analyticsv1.RegisterAnalyticsServiceServer(srv.GRPC(), grpcapi.NewServer(svc))
