@@ -57,6 +57,9 @@ type mesh struct {
 	// clickhouseDB is the analytics database of this mesh.
 	clickhouseDB string
 	procs        map[string]*proc
+	// natsURL and natsAdmin reach the mesh's NATS as its admin user.
+	natsURL   string
+	natsAdmin natstest.User
 }
 
 func httpOK(url string) bool {
@@ -231,6 +234,7 @@ func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *me
 	// NATS with the real deploy/nats.conf: each process connects as its own user.
 	natsSrv, natsUsers := natstest.StartSecured(t)
 	natsURL := natsSrv.ClientURL()
+	m.natsURL, m.natsAdmin = natsURL, natsUsers.Admin
 	secret := func(name, value string) string {
 		f := filepath.Join(m.dir, "secret-"+name)
 		if err := os.WriteFile(f, []byte(value+"\n"), 0o600); err != nil {
@@ -287,6 +291,8 @@ func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *me
 		"CM_GATEWAY_INGEST_ADDR=" + ingestAddr, "CM_GATEWAY_ANALYTICS_ADDR=" + analyticsAddr, "CM_GATEWAY_CAMPAIGNS_ADDR=" + campaignsAddr,
 		"CM_GATEWAY_EDGE_TLS_CERT=" + c("edge.pem"), "CM_GATEWAY_EDGE_TLS_KEY=" + c("edge-key.pem"),
 		"CM_GATEWAY_TLS_CERT=" + c("gateway.pem"), "CM_GATEWAY_TLS_KEY=" + c("gateway-key.pem"), "CM_GATEWAY_TLS_CA=" + c("ca.pem"),
+		"CM_GATEWAY_NATS_URL=" + natsURL, "CM_GATEWAY_NATS_USER=" + natsUsers.Gateway.Name,
+		"CM_GATEWAY_NATS_PASSWORD_FILE=" + secret("nats-gateway", natsUsers.Gateway.Password),
 	}, otel...), gatewayEnv...))
 	m.httpc = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: m.edgeTLS(t)}}
 	waitFor(t, "gateway", 30*time.Second, func() bool {
@@ -536,6 +542,8 @@ func TestRESTCallIsOneTraceAcrossGatewayAndAuth(t *testing.T) {
 
 func TestGatewayRateLimitsPerClientIP(t *testing.T) {
 	m := startMesh(t, "CM_GATEWAY_RATE_LIMIT=20", "CM_GATEWAY_RATE_WINDOW=10s")
+	_, oplogin, _ := m.rest(t, "POST", "/v1/auth/login", "", m.bootstrapFile(t, "operator.json"))
+	optoken, _ := oplogin["accessToken"].(string)
 	var last int
 	var retry string
 	for i := 0; i < 40 && last != http.StatusTooManyRequests; i++ {
@@ -553,6 +561,29 @@ func TestGatewayRateLimitsPerClientIP(t *testing.T) {
 	_, err := authv1.NewAuthServiceClient(m.grpcConn(t)).ListSigningKeys(context.Background(), &authv1.ListSigningKeysRequest{})
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("gRPC over the limit: %v, want ResourceExhausted", err)
+	}
+	// The refusals are audited in the platform's chain: one record per address and window that
+	// counts them (gateway/refusals.go), delivered through the gateway's audit stream to auth.
+	waitFor(t, "the gateway's record of the refusals", 60*time.Second, func() bool {
+		code, page, _ := m.rest(t, "GET", "/v1/audit/records?method=gateway.RateLimited", optoken, nil)
+		recs, _ := page["records"].([]any)
+		for _, r := range recs {
+			rec, _ := r.(map[string]any)
+			if code == http.StatusOK && rec["service"] == "gateway" && rec["clientAddress"] == "127.0.0.1" &&
+				rec["outcome"] == "RESOURCE_EXHAUSTED" && strings.HasSuffix(fmt.Sprint(rec["resource"]), " refused") {
+				return true
+			}
+		}
+		return false // 429 too, while the address is still over its limit
+	})
+	var chain map[string]any
+	waitFor(t, "the platform chain's verification past the rate limit", 30*time.Second, func() bool {
+		var code int
+		code, chain, _ = m.rest(t, "POST", "/v1/audit:verify", optoken, map[string]any{})
+		return code != http.StatusTooManyRequests
+	})
+	if chain["ok"] != true {
+		t.Fatalf("platform audit chain: %v", chain)
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
 )
 
@@ -70,6 +71,7 @@ func (m *echoMesh) called(ctx context.Context) error {
 func startEchoMesh(tb testing.TB) *echoMesh {
 	tb.Helper()
 	m := &echoMesh{}
+	sink := natstest.AuditSink(tb, "backends")
 	for _, svc := range []struct {
 		pkg  string
 		desc *grpc.ServiceDesc
@@ -80,7 +82,7 @@ func startEchoMesh(tb testing.TB) *echoMesh {
 		{"campaignmesh.campaigns.v1", &campaignsv1.CampaignService_ServiceDesc, campaignsv1.RegisterCampaignServiceHandler},
 		{"campaignmesh.analytics.v1", &analyticsv1.AnalyticsService_ServiceDesc, analyticsv1.RegisterAnalyticsServiceHandler},
 	} {
-		srv := grpcserver.New(grpcserver.WithVerifier(allowAll{}), grpcserver.WithLogger(slog.New(slog.DiscardHandler)))
+		srv := grpcserver.New(grpcserver.WithVerifier(allowAll{}), grpcserver.WithLogger(slog.New(slog.DiscardHandler)), grpcserver.WithAuditor(sink))
 		srv.GRPC().RegisterService(m.echoDesc(tb, svc.desc), struct{}{})
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

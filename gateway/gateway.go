@@ -1,7 +1,8 @@
 // Package gateway is the edge of the mesh: one TLS listener that serves REST (grpc-gateway)
 // and gRPC (a transparent proxy) for every service, so curl and grpcurl use the same address.
 // It adds what belongs at the edge — request ids, per-client-IP rate limits, body size limits,
-// CORS, tracing — and leaves authentication and authorization to the services.
+// CORS, tracing, the audit records of what it refuses (refusals.go) — and leaves
+// authentication and authorization to the services.
 package gateway
 
 import (
@@ -33,6 +34,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/campaignmesh/campaignmesh/gen/openapi"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/ratelimit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 )
@@ -61,6 +63,9 @@ type Config struct {
 	Logger         *slog.Logger
 	// Registry receives the edge's request metrics (nil: not exported).
 	Registry prometheus.Registerer
+	// Auditor durably stores the audit records of what the edge refuses (see refusals.go);
+	// cmd/gateway always gives one. Nil: refusals are not recorded (tests of other concerns).
+	Auditor audit.Sink
 }
 
 // Gateway is the edge HTTP handler.
@@ -72,6 +77,9 @@ type Gateway struct {
 	grpc    *grpc.Server
 	health  *health.Server
 	handler http.Handler
+
+	// refusals records what the edge refuses (nil: not recorded).
+	refusals *refusals
 }
 
 // New builds the gateway for backends.
@@ -88,7 +96,8 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	g := &Gateway{cfg: cfg, limiter: ratelimit.New(ratelimit.PerWindow(cfg.RateLimit, cfg.RateWindow))}
+	g := &Gateway{cfg: cfg, limiter: ratelimit.New(ratelimit.PerWindow(cfg.RateLimit, cfg.RateWindow)),
+		refusals: newRefusals(cfg.Auditor, cfg.RateWindow, cfg.Logger)}
 
 	g.rest = runtime.NewServeMux(append(restMuxOptions(backends, cfg.Logger), runtime.WithMiddlewares(recordRoute), runtime.WithMetadata(func(ctx context.Context, r *http.Request) metadata.MD {
 		md := metadata.Pairs("x-request-id", telemetry.RequestID(ctx))
@@ -146,6 +155,9 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 	})
 	g.handler = otelhttp.NewHandler(withRequestContext(cfg.TrustedProxies, g.observeREST(g.cors(route))), "gateway",
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }))
+	if g.refusals != nil {
+		go g.refusals.run(ctx)
+	}
 	return g, nil
 }
 
@@ -161,8 +173,11 @@ func (g *Gateway) SetServing(serving bool) {
 	}
 }
 
-// Stop ends the gRPC streams in flight.
-func (g *Gateway) Stop() { g.grpc.Stop() }
+// Stop ends the gRPC streams in flight and records the refusals still being counted.
+func (g *Gateway) Stop() {
+	g.grpc.Stop()
+	g.refusals.flush(context.Background(), true)
+}
 
 type clientIPKey struct{}
 
@@ -189,22 +204,30 @@ func (g *Gateway) allowHTTP(w http.ResponseWriter, r *http.Request) bool {
 	if ok {
 		return true
 	}
+	g.refusals.note(r.Context(), MethodRateLimited, clientIPFromContext(r.Context()))
 	w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(retry)))
 	writeJSONError(w, http.StatusTooManyRequests, codes.ResourceExhausted, "rate limit exceeded")
 	return false
 }
 
-func (g *Gateway) rateLimitGRPC(ctx context.Context) error {
+// grpcClientIP is the client address of a gRPC call.
+func grpcClientIP(ctx context.Context) string {
 	ip := clientIPFromContext(ctx)
 	if ip == "" {
 		if p, ok := peer.FromContext(ctx); ok {
 			ip, _, _ = net.SplitHostPort(p.Addr.String())
 		}
 	}
+	return ip
+}
+
+func (g *Gateway) rateLimitGRPC(ctx context.Context) error {
+	ip := grpcClientIP(ctx)
 	ok, retry := g.limiter.Allow(ip, 1)
 	if ok {
 		return nil
 	}
+	g.refusals.note(ctx, MethodRateLimited, ip)
 	_ = grpc.SetHeader(ctx, metadata.Pairs("retry-after", strconv.Itoa(retrySeconds(retry))))
 	return status.Error(codes.ResourceExhausted, "rate limit exceeded")
 }
@@ -232,6 +255,7 @@ func retrySeconds(d time.Duration) int {
 func (g *Gateway) limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > int64(g.cfg.MaxBodyBytes) {
+			g.refusals.note(r.Context(), MethodRequestTooLarge, clientIPFromContext(r.Context()))
 			writeJSONError(w, http.StatusRequestEntityTooLarge, codes.ResourceExhausted, "request body too large")
 			return
 		}
@@ -241,6 +265,7 @@ func (g *Gateway) limitBody(next http.Handler) http.Handler {
 			return
 		}
 		if len(body) > g.cfg.MaxBodyBytes {
+			g.refusals.note(r.Context(), MethodRequestTooLarge, clientIPFromContext(r.Context()))
 			writeJSONError(w, http.StatusRequestEntityTooLarge, codes.ResourceExhausted, "request body too large")
 			return
 		}

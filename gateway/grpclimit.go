@@ -90,6 +90,7 @@ func (f *frameLimiter) Close() error { return f.body.Close() }
 
 func (g *Gateway) tooLarge(ctx context.Context) error {
 	if o, ok := ctx.Value(oversizeKey{}).(*oversize); ok && o.seen.Load() {
+		g.refusals.note(ctx, MethodRequestTooLarge, grpcClientIP(ctx))
 		return status.Error(codes.ResourceExhausted, fmt.Sprintf("message larger than %d bytes", g.cfg.MaxBodyBytes))
 	}
 	return nil

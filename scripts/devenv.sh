@@ -66,7 +66,7 @@ ch_query() { clickhouse-client --config-file "$SECRETS/clickhouse-client.xml" --
 ensure_secrets() {
   mkdir -p "$SECRETS"; chmod 700 "$SECRETS"
   local n
-  for n in nats-admin nats-ingest nats-analytics clickhouse-default clickhouse-writer clickhouse-reader \
+  for n in nats-admin nats-ingest nats-analytics nats-gateway clickhouse-default clickhouse-writer clickhouse-reader \
     postgres-admin postgres-auth postgres-campaigns postgres-dsr; do
     [ -s "$SECRETS/$n" ] && continue
     (umask 077; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$SECRETS/$n.tmp") && mv "$SECRETS/$n.tmp" "$SECRETS/$n"
@@ -261,7 +261,7 @@ nats_up() {
     # The compose stack's config (users, permissions, fsync on every write); its passwords come
     # from the server's environment. setsid + nohup: own session, survives this script.
     NATS_ADMIN_PASSWORD=$(cat "$SECRETS/nats-admin") NATS_INGEST_PASSWORD=$(cat "$SECRETS/nats-ingest") \
-    NATS_ANALYTICS_PASSWORD=$(cat "$SECRETS/nats-analytics") \
+    NATS_ANALYTICS_PASSWORD=$(cat "$SECRETS/nats-analytics") NATS_GATEWAY_PASSWORD=$(cat "$SECRETS/nats-gateway") \
     setsid nohup "$NATS_BIN" -c "$NATS_CONF" -js -sd "$NATS_DIR" -a 127.0.0.1 -p $NATS_PORT -m $NATS_MON \
       -P "$NATS_PID" -l "$LOGS/nats.log" </dev/null >>"$LOGS/nats.log" 2>&1 9>&- &
     WATCH=$!

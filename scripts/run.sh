@@ -78,7 +78,9 @@ service_env() {
       "CM_ANALYTICS_CLICKHOUSE_READER_USER=${INFRA_CM_CLICKHOUSE_READER_USER:-analytics_reader}"
       "CM_ANALYTICS_CLICKHOUSE_READER_PASSWORD_FILE=$SECRETS/clickhouse-reader") ;;
     campaigns) own+=("CM_CAMPAIGNS_POSTGRES_URL=postgres://campaigns@${INFRA_CM_POSTGRES_ADDR:-}/campaigns?sslmode=disable&passfile=$SECRETS/pgpass-campaigns") ;;
-    gateway) own+=("CM_GATEWAY_EDGE_TLS_CERT=$CERTS/edge.pem" "CM_GATEWAY_EDGE_TLS_KEY=$CERTS/edge-key.pem") ;;
+    gateway) own+=("CM_GATEWAY_EDGE_TLS_CERT=$CERTS/edge.pem" "CM_GATEWAY_EDGE_TLS_KEY=$CERTS/edge-key.pem"
+      "CM_GATEWAY_NATS_URL=${INFRA_CM_NATS_URL:-}"
+      "CM_GATEWAY_NATS_USER=gateway" "CM_GATEWAY_NATS_PASSWORD_FILE=$SECRETS/nats-gateway") ;;
     *) echo "run: unknown service $svc (one of: ${SERVICES[*]})" >&2; return 2 ;;
   esac
   local kv name

@@ -17,7 +17,7 @@ var services = []string{"auth", "ingest", "analytics", "campaigns", "gateway"}
 // secrets maps each file of .state/secrets to the one service that may know it ("" : none,
 // the admin credentials are for devenv and tests).
 var secrets = map[string]string{
-	"auth-kek": "auth", "nats-ingest": "ingest", "nats-analytics": "analytics",
+	"auth-kek": "auth", "nats-ingest": "ingest", "nats-analytics": "analytics", "nats-gateway": "gateway",
 	"clickhouse-writer": "analytics", "clickhouse-reader": "analytics",
 	"pgpass-auth": "auth", "postgres-auth": "auth", "pgpass-campaigns": "campaigns", "postgres-campaigns": "campaigns",
 	"pgpass-dsr": "dsr", "postgres-dsr": "dsr",
@@ -100,7 +100,7 @@ func TestComposeGivesEachServiceOnlyItsOwnSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantSecrets := map[string][]string{"ingest": {"nats-ingest"}, "analytics": {"nats-analytics", "clickhouse-writer", "clickhouse-reader"},
-		"auth": {"pgpass-auth", "auth-kek"}, "campaigns": {"pgpass-campaigns"}}
+		"auth": {"pgpass-auth", "auth-kek"}, "campaigns": {"pgpass-campaigns"}, "gateway": {"nats-gateway"}}
 	for _, svc := range services {
 		s, ok := compose.Services[svc]
 		if !ok {

@@ -15,6 +15,7 @@ import (
 
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
@@ -48,7 +49,11 @@ func (b *bench) freshness(ctx context.Context, e *env) (freshStats, error) {
 	if err != nil {
 		return st, err
 	}
-	srv := grpcserver.New(grpcserver.WithService("ingest"), grpcserver.WithLogger(slog.New(slog.DiscardHandler)), grpcserver.WithTLS(ingestSrc.ServerConfig()),
+	sink, err := auditnats.New(ctx, e.js, "ingest", nil, slog.New(slog.DiscardHandler), auditnats.DefaultConfig)
+	if err != nil {
+		return st, err
+	}
+	srv := grpcserver.New(grpcserver.WithService("ingest"), grpcserver.WithLogger(slog.New(slog.DiscardHandler)), grpcserver.WithAuditor(sink), grpcserver.WithTLS(ingestSrc.ServerConfig()),
 		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": e.pub})}), grpcserver.WithMetrics(prometheus.NewRegistry()))
 	ingestv1.RegisterIngestServiceServer(srv.GRPC(), ingestapi.NewServer(e.js, ingest.DefaultLimits, ingestapi.DefaultRateLimits, nil))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

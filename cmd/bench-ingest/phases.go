@@ -29,6 +29,7 @@ import (
 
 	"github.com/campaignmesh/campaignmesh/gateway"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
@@ -149,7 +150,11 @@ func (b *bench) run(ctx context.Context) error {
 	if err := natsjs.EnsureStreams(ctx, js, natsjs.DefaultStream); err != nil {
 		return err
 	}
-	srv := grpcserver.New(grpcserver.WithLogger(slog.New(slog.DiscardHandler)), grpcserver.WithTLS(ingestSrc.ServerConfig()),
+	sink, err := auditnats.New(ctx, js, "ingest", nil, slog.New(slog.DiscardHandler), auditnats.DefaultConfig)
+	if err != nil {
+		return err
+	}
+	srv := grpcserver.New(grpcserver.WithLogger(slog.New(slog.DiscardHandler)), grpcserver.WithAuditor(sink), grpcserver.WithTLS(ingestSrc.ServerConfig()),
 		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}))
 	ingestv1.RegisterIngestServiceServer(srv.GRPC(), grpcapi.NewServer(js, ingest.DefaultLimits, grpcapi.RateLimits{PerTenant: 1e9, PerSource: 1e9}, nil))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -18,7 +18,7 @@ import (
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
-	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
+	auditpg "github.com/campaignmesh/campaignmesh/internal/platform/audit/postgres"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
@@ -55,7 +55,7 @@ func newCampaignsCLI(t *testing.T) *testCLI {
 	}
 	t.Cleanup(store.Close)
 	logger := slog.New(slog.DiscardHandler)
-	outbox, err := auditlog.NewOutbox(ctx, store.Pool(), nil, logger) // stored, never delivered: no auth here
+	outbox, err := auditpg.NewOutbox(ctx, store.Pool(), nil, logger) // stored, never delivered: no auth here
 	if err != nil {
 		t.Fatal(err)
 	}

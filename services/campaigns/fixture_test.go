@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
-	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
+	auditpg "github.com/campaignmesh/campaignmesh/internal/platform/audit/postgres"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
@@ -88,7 +88,7 @@ type env struct {
 	svc    *campaigns.Service
 	clock  *clock
 	spend  *memSpend
-	outbox *auditlog.Outbox
+	outbox *auditpg.Outbox
 }
 
 // start is when every test begins: a week before the schedules of draft start.
@@ -102,7 +102,7 @@ func newEnv(t *testing.T) *env {
 	e.svc = campaigns.NewService(e.store, e.spend).WithClock(e.clock.Now).WithLogger(slog.New(slog.DiscardHandler))
 	// The real audit outbox in the service's database; nothing delivers it to auth here, so
 	// the records stay for the test to count.
-	ob, err := auditlog.NewOutbox(context.Background(), e.store.Pool(), nil, slog.New(slog.DiscardHandler))
+	ob, err := auditpg.NewOutbox(context.Background(), e.store.Pool(), nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,7 +73,7 @@ const (
 )
 
 // NewScheduler returns a scheduler. spend may be nil (budgets are then not enforced). The store
-// writes the audit records of its transitions into the audit outbox (auditlog.RecordTx), whose
+// writes the audit records of its transitions into the audit outbox (audit/postgres.RecordTx), whose
 // table must exist; outbox, told when there are new ones, may be nil (tests).
 func NewScheduler(store Store, spend SpendSource, outbox audit.Waker, logger *slog.Logger, opts ...SchedulerOption) *Scheduler {
 	s := &Scheduler{store: store, spend: spend, outbox: outbox, logger: logger, now: time.Now,

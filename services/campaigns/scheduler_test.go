@@ -16,7 +16,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
-	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit/auditpb"
 	"github.com/campaignmesh/campaignmesh/services/campaigns"
 )
 
@@ -26,7 +26,7 @@ func decodeAudit(t *testing.T, data []byte) audit.Record {
 	if err := proto.Unmarshal(data, &p); err != nil {
 		t.Fatal(err)
 	}
-	return auditlog.FromProto(&p)
+	return auditpb.FromProto(&p)
 }
 
 func at(t *testing.T, s string) time.Time {

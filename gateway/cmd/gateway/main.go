@@ -22,9 +22,11 @@ import (
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/process"
 	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 )
@@ -44,6 +46,7 @@ var meshBackends = []struct {
 type settings struct {
 	listen, adminListen string
 	edge, mesh          mtls.Files
+	nats                natsjs.ClientFlags
 	addrs               map[string]*string
 	rateLimit           int
 	rateWindow, grace   time.Duration
@@ -61,6 +64,7 @@ func parse(args []string) (settings, error) {
 	fs.StringVar(&s.edge.Cert, "edge-tls-cert", "", "certificate of the public listener (PEM) (required)")
 	fs.StringVar(&s.edge.Key, "edge-tls-key", "", "private key of the public listener (PEM) (required)")
 	s.mesh.RegisterFlags(fs, "gateway")
+	s.nats.RegisterFlags(fs, "gateway") // the audit stream, for the records of what the edge refuses
 	for _, b := range meshBackends {
 		s.addrs[b.name] = fs.String(b.name+"-addr", b.addr, "address of the "+b.name+" service")
 	}
@@ -81,6 +85,7 @@ func parse(args []string) (settings, error) {
 	p.Check(err == nil, "-trusted-proxies: %v", err)
 	p.Check(s.edge.Cert != "" && s.edge.Key != "", "-edge-tls-cert and -edge-tls-key are required")
 	p.Check(s.mesh.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
+	s.nats.Check(&p)
 	p.Check(s.rateLimit > 0 && s.rateWindow >= time.Second, "-rate-limit must be positive and -rate-window at least 1s")
 	p.Check(s.maxBodyBytes >= 1024 && s.maxBodyBytes <= 64<<20, "-max-body-bytes must be between 1 KiB and 64 MiB")
 	return s, p.Err()
@@ -101,13 +106,25 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 		return err
 	}
 	var backends []gateway.Backend
+	conns := map[string]*grpc.ClientConn{}
 	for _, b := range meshBackends {
 		conn, err := grpcclient.Dial(*s.addrs[b.name], b.name, mesh)
 		if err != nil {
 			return err
 		}
 		defer conn.Close()
+		conns[b.name] = conn
 		backends = append(backends, gateway.Backend{Package: b.pkg, Conn: conn, RegisterREST: b.rest})
+	}
+	// Audit: what the edge refuses becomes records in the audit stream, delivered to auth by auditSink.Run.
+	nc, js, err := s.nats.Connect("gateway")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	auditSink, err := auditnats.New(ctx, js, "gateway", authv1.NewAuthServiceClient(conns["auth"]), logger, auditnats.DefaultConfig)
+	if err != nil {
+		return err
 	}
 
 	var origins []string
@@ -119,7 +136,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	reg := telemetry.NewRegistry()
 	gw, err := gateway.New(ctx, gateway.Config{
 		RateLimit: s.rateLimit, RateWindow: s.rateWindow, MaxBodyBytes: s.maxBodyBytes,
-		CORSOrigins: origins, TrustedProxies: s.trustedProxies, Logger: logger, Registry: reg,
+		CORSOrigins: origins, TrustedProxies: s.trustedProxies, Logger: logger, Registry: reg, Auditor: auditSink,
 	}, backends)
 	if err != nil {
 		return err
@@ -155,5 +172,6 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 		return err
 	})
 	g.Go(func() error { return telemetry.ServeAdmin(ctx, s.adminListen, reg, logger) })
+	g.Go(func() error { return auditSink.Run(ctx) })
 	return g.Wait()
 }

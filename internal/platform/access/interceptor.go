@@ -56,7 +56,11 @@ func (e *Enforcer) Check(ctx context.Context, method string) error {
 		return nil
 	case *accessv1.Rule_Callers:
 		svc, err := mtls.PeerService(ctx)
-		if err != nil || !slices.Contains(req.Callers.GetServices(), svc) {
+		// A service calls an internal RPC as itself, with no end-user credential: one that carries
+		// a user's credential is relayed for that user (the gateway forwards users' calls under
+		// its own identity, and is itself a caller of AppendAuditRecords), and no user may call
+		// an internal RPC.
+		if err != nil || !slices.Contains(req.Callers.GetServices(), svc) || p != nil {
 			return apperr.New(apperr.PermissionDenied, "CALLER_NOT_ALLOWED", "caller is not allowed to call this method")
 		}
 		return nil

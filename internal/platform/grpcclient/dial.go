@@ -50,10 +50,12 @@ func Dial(target, service string, src *mtls.Source, opts ...grpc.DialOption) (*g
 }
 
 // propagateRequestID forwards the request id of the incoming call, so one id follows a request
-// through every service it touches.
+// through every service it touches — unless the caller already set it (the gateway's REST
+// handlers do): a second value would make the server discard both and mint its own.
 func propagateRequestID(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	if id := telemetry.RequestID(ctx); id != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, "x-request-id", id)
+	md, _ := metadata.FromOutgoingContext(ctx)
+	if id := telemetry.RequestID(ctx); id != "" && len(md.Get(telemetry.RequestIDHeader)) == 0 {
+		ctx = metadata.AppendToOutgoingContext(ctx, telemetry.RequestIDHeader, id)
 	}
 	return invoker(ctx, method, req, reply, cc, opts...)
 }

@@ -124,7 +124,7 @@ func (ingestStub) StreamEvents(s grpc.BidiStreamingServer[ingestv1.StreamEventsR
 func startIngestStub(t *testing.T) (*grpc.ClientConn, *harness) {
 	t.Helper()
 	h := &harness{iss: meshtest.NewIssuer(t)}
-	srv := grpcserver.New(grpcserver.WithMaxRecvMsgSize(8<<20), grpcserver.WithVerifier(h.iss.Verifier()))
+	srv := grpcserver.New(grpcserver.WithMaxRecvMsgSize(8<<20), grpcserver.WithAuditor(&auditLog{}), grpcserver.WithVerifier(h.iss.Verifier()))
 	ingestv1.RegisterIngestServiceServer(srv.GRPC(), ingestStub{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

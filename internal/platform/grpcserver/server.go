@@ -16,6 +16,7 @@ package grpcserver
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -87,7 +88,8 @@ func WithVerifier(v Verifier) Option { return func(o *options) { o.verifier = v 
 // WithValidator sets the request validator.
 func WithValidator(v Validator) Option { return func(o *options) { o.validator = v } }
 
-// WithAuditor sets the durable sink of the audit records of audited and denied calls.
+// WithAuditor sets the durable sink of the audit records of audited and denied calls. It is
+// required: Serve refuses to start without one.
 func WithAuditor(a audit.Sink) Option { return func(o *options) { o.auditor = a } }
 
 // WithService names the service in audit records (e.g. "auth").
@@ -137,6 +139,8 @@ type Server struct {
 	metrics  *grpcprom.ServerMetrics
 	logger   *slog.Logger
 	grace    time.Duration
+	// noSink: built without WithAuditor, so Serve refuses to start.
+	noSink bool
 }
 
 // New builds a server. Register services on Server.GRPC() before calling Serve.
@@ -145,10 +149,7 @@ func New(opts ...Option) *Server {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.auditor == nil {
-		o.auditor = logSink{o.logger} // TODO(issue 11, audit helper): refuse to serve without a durable sink
-	}
-	s := &Server{logger: o.logger, grace: o.grace, enforcer: access.NewEnforcer(o.service, nil, o.auditor, o.logger)}
+	s := &Server{logger: o.logger, grace: o.grace, enforcer: access.NewEnforcer(o.service, nil, o.auditor, o.logger), noSink: o.auditor == nil}
 
 	recoveryOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		st, ref := apperr.Masked()
@@ -223,10 +224,14 @@ func (s *Server) GRPC() *grpc.Server { return s.grpc }
 func (s *Server) Rules() (access.Rules, []string) { return access.RulesFor(s.grpc.GetServiceInfo()) }
 
 // Serve serves on lis until ctx is done, then stops gracefully: health turns NOT_SERVING, calls
-// in flight get the grace period, and the rest are cut. It refuses to start when any registered
-// RPC lacks an access rule. With WithMetrics, the request series of every registered method are
-// exported from the start.
+// in flight get the grace period, and the rest are cut. It refuses to start without a durable
+// audit sink (WithAuditor: a denied credential must become a record, not a log line) and when
+// any registered RPC lacks an access rule. With WithMetrics, the request series of every
+// registered method are exported from the start.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	if s.noSink {
+		return errors.New("refusing to serve: no durable audit sink (grpcserver.WithAuditor)")
+	}
 	rules, missing := s.Rules()
 	if len(missing) > 0 {
 		return fmt.Errorf("refusing to serve: RPCs without an access rule: %v", missing)
@@ -256,14 +261,5 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		s.logger.Warn("grace period over; cutting remaining calls", "grace", s.grace.String())
 		s.grpc.Stop()
 	}
-	return nil
-}
-
-// logSink writes audit records as log lines: not durable, kept only until every service has a sink.
-type logSink struct{ logger *slog.Logger }
-
-func (l logSink) Record(ctx context.Context, r audit.Record) error {
-	l.logger.InfoContext(ctx, "audit", "id", r.ID, "method", r.Method, "tenant_id", r.TenantID, "actor", r.Actor,
-		"actor_kind", r.ActorKind, "resource", r.Resource, "peer_service", r.PeerService, "outcome", r.Outcome.String())
 	return nil
 }

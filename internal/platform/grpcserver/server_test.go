@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -193,6 +194,9 @@ func TestAccessRules(t *testing.T) {
 		{"internal from the allowed identity", func() (*meshtestv1.ProbeResponse, error) {
 			return h.client(t, "campaigns").Internal(context.Background(), req)
 		}, codes.OK},
+		{"internal from the allowed identity relaying a user's credential", func() (*meshtestv1.ProbeResponse, error) {
+			return h.client(t, "campaigns").Internal(bearer(admin), req)
+		}, codes.PermissionDenied},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -354,7 +358,7 @@ func TestHealthAndRequestIDPropagation(t *testing.T) {
 }
 
 func TestServerRefusesRPCsWithoutRule(t *testing.T) {
-	srv := grpcserver.New(grpcserver.WithLogger(slog.New(slog.DiscardHandler)))
+	srv := grpcserver.New(grpcserver.WithLogger(slog.New(slog.DiscardHandler)), grpcserver.WithAuditor(&auditLog{}))
 	srv.GRPC().RegisterService(&grpc.ServiceDesc{
 		ServiceName: "campaignmesh.unruled.v1.Service",
 		HandlerType: (*any)(nil),
@@ -370,5 +374,22 @@ func TestServerRefusesRPCsWithoutRule(t *testing.T) {
 	err = srv.Serve(context.Background(), lis)
 	if err == nil || !strings.Contains(err.Error(), "/campaignmesh.unruled.v1.Service/Do") {
 		t.Fatalf("Serve = %v; want a refusal naming the method", err)
+	}
+}
+
+// A server without a durable audit sink does not start: a refused credential would otherwise be
+// a log line, not a record (the sink must be given, there is no fallback).
+func TestServerRefusesToServeWithoutAuditSink(t *testing.T) {
+	srv := grpcserver.New(grpcserver.WithLogger(slog.New(slog.DiscardHandler)))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = srv.Serve(ctx, lis)
+	if err == nil || !strings.Contains(err.Error(), "audit sink") {
+		t.Fatalf("Serve = %v; want a refusal naming the missing audit sink", err)
 	}
 }

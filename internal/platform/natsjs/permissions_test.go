@@ -3,13 +3,19 @@ package natsjs_test
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
 
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
+	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
 )
@@ -156,4 +162,153 @@ func streamMsgs(t *testing.T, url string, admin natstest.User) uint64 {
 		t.Fatal(err)
 	}
 	return info.State.Msgs
+}
+
+// auditCollector stands for auth's AppendAuditRecords: it keeps the ids delivered to it.
+type auditCollector struct {
+	mu  sync.Mutex
+	ids map[string]bool
+}
+
+func (a *auditCollector) AppendAuditRecords(_ context.Context, in *authv1.AppendAuditRecordsRequest, _ ...grpc.CallOption) (*authv1.AppendAuditRecordsResponse, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, r := range in.GetRecords() {
+		a.ids[r.GetId()] = true
+	}
+	return &authv1.AppendAuditRecordsResponse{Appended: int64(len(in.GetRecords()))}, nil
+}
+
+func (a *auditCollector) has(id string) bool { a.mu.Lock(); defer a.mu.Unlock(); return a.ids[id] }
+
+// The real deploy/nats.conf, audit records: ingest, analytics and the gateway each create the
+// audit stream and their own consumer, store their records and deliver them; none publishes on
+// another's subject, takes another's consumer (by name or by filter), reads another's records or
+// removes the stream; the gateway has no right on the event stream.
+func TestNATSUsersHaveOnlyTheirAuditRights(t *testing.T) {
+	srv, users := natstest.StartSecured(t)
+	url := srv.ClientURL()
+	ctx := context.Background()
+	short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 2*time.Second) }
+	adminJS, _ := connectAs(t, url, users.Admin)
+
+	// Before any consumer exists: ingest asks for its own consumer name on its own create
+	// subject, but filtered on analytics' records. The server holds the filter to the subject.
+	ingestJS, ingestErrs := connectAs(t, url, users.Ingest)
+	if _, err := auditnats.New(ctx, ingestJS, "ingest", &auditCollector{ids: map[string]bool{}}, slog.New(slog.DiscardHandler), auditnats.DefaultConfig); err != nil {
+		t.Fatalf("ingest creates the audit stream and its consumer: %v", err)
+	}
+	if err := adminJS.DeleteConsumer(ctx, auditnats.StreamName, auditnats.ConsumerName("ingest")); err != nil {
+		t.Fatal(err)
+	}
+	body := `{"stream_name":"AUDIT","config":{"durable_name":"audit-ingest","filter_subject":"audit.analytics","ack_policy":"explicit"},"action":""}`
+	reply, err := ingestJS.Conn().Request("$JS.API.CONSUMER.CREATE.AUDIT.audit-ingest.audit.ingest", []byte(body), 2*time.Second)
+	if err != nil || !strings.Contains(string(reply.Data), `"error"`) {
+		t.Fatalf("ingest created a consumer filtered on analytics' records: %v %s", err, reply.Data)
+	}
+
+	for _, u := range []natstest.User{users.Ingest, users.Analytics, users.Gateway} {
+		js, _ := connectAs(t, url, u)
+		auth := &auditCollector{ids: map[string]bool{}}
+		sink, err := auditnats.New(ctx, js, u.Name, auth, slog.New(slog.DiscardHandler), auditnats.DefaultConfig)
+		if err != nil {
+			t.Fatalf("%s creates the audit stream and its consumer: %v", u.Name, err)
+		}
+		r := audit.Record{ID: audit.NewID(), Time: time.Now(), Method: u.Name + ".Probe", ActorKind: "anonymous", Service: u.Name}
+		if err := sink.Record(ctx, r); err != nil {
+			t.Fatalf("%s stores an audit record: %v", u.Name, err)
+		}
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { _ = sink.Run(runCtx); close(done) }()
+		deadline := time.Now().Add(10 * time.Second)
+		for !auth.has(r.ID) || consumerPending(t, adminJS, u.Name) != 0 {
+			if time.Now().After(deadline) {
+				stop()
+				t.Fatalf("%s's audit record was not delivered and acknowledged", u.Name)
+			}
+			time.Sleep(20 * time.Millisecond) // polling a condition under a deadline
+		}
+		stop()
+		<-done
+	}
+
+	// Another's subject, consumer and records; the stream itself.
+	before := auditMsgs(t, adminJS)
+	ictx, cancel := short()
+	if _, err := ingestJS.Publish(ictx, auditnats.Subject("analytics"), []byte("forged")); err == nil {
+		t.Fatal("ingest published on analytics' audit subject")
+	}
+	cancel()
+	if after := auditMsgs(t, adminJS); after != before {
+		t.Fatalf("audit stream holds %d messages after a forbidden publish, had %d", after, before)
+	}
+	ictx, cancel = short()
+	if _, err := ingestJS.CreateOrUpdateConsumer(ictx, auditnats.StreamName, jetstream.ConsumerConfig{
+		Durable: auditnats.ConsumerName("analytics"), FilterSubject: auditnats.Subject("analytics"), AckPolicy: jetstream.AckExplicitPolicy}); err == nil {
+		t.Fatal("ingest created analytics' audit consumer")
+	}
+	cancel()
+	ictx, cancel = short()
+	if _, err := ingestJS.CreateOrUpdateConsumer(ictx, auditnats.StreamName, jetstream.ConsumerConfig{
+		Durable: "audit-all", AckPolicy: jetstream.AckExplicitPolicy}); err == nil {
+		t.Fatal("ingest created an unfiltered audit consumer")
+	}
+	cancel()
+	gatewayRaw, gatewayErrs := connectAs(t, url, users.Gateway)
+	if _, err := gatewayRaw.Conn().Request("$JS.API.CONSUMER.MSG.NEXT.AUDIT.audit-ingest", []byte(`{"batch":1,"no_wait":true}`), time.Second); err == nil {
+		t.Fatal("the gateway pulled from ingest's audit consumer")
+	}
+	ictx, cancel = short()
+	if err := gatewayRaw.DeleteStream(ictx, auditnats.StreamName); err == nil {
+		t.Fatal("the gateway deleted the audit stream")
+	}
+	cancel()
+	ictx, cancel = short()
+	if _, err := ingestJS.Conn().Request("$JS.API.STREAM.PURGE.AUDIT", nil, time.Second); err == nil {
+		t.Fatal("ingest purged the audit stream")
+	}
+	cancel()
+
+	// The gateway has nothing of the event stream.
+	ictx, cancel = short()
+	if err := natsjs.EnsureStreams(ictx, gatewayRaw, natsjs.DefaultStream); err == nil {
+		t.Fatal("the gateway created the event stream")
+	}
+	cancel()
+	ictx, cancel = short()
+	if _, err := gatewayRaw.Publish(ictx, natsjs.SubjectPrefix+"tenant-1", []byte("forged")); err == nil {
+		t.Fatal("the gateway published an event batch")
+	}
+	cancel()
+	if !hasPermissionError(gatewayErrs()) || !hasPermissionError(ingestErrs()) {
+		t.Fatalf("forbidden requests without permission violations (gateway: %v; ingest: %v)", gatewayErrs(), ingestErrs())
+	}
+}
+
+func auditMsgs(t *testing.T, admin jetstream.JetStream) uint64 {
+	t.Helper()
+	s, err := admin.Stream(context.Background(), auditnats.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// consumerPending counts service's records not yet delivered or not yet acknowledged.
+func consumerPending(t *testing.T, admin jetstream.JetStream, service string) uint64 {
+	t.Helper()
+	c, err := admin.Consumer(context.Background(), auditnats.StreamName, auditnats.ConsumerName(service))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.NumPending + uint64(info.NumAckPending)
 }

@@ -23,6 +23,8 @@ import (
 
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit/auditpb"
+	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
@@ -97,6 +99,7 @@ type App struct {
 	reader      driver.Conn // the reader user's: queries
 	authConn    *grpc.ClientConn
 	revocations *authn.RevocationList // nil with Config.Verifier
+	audit       *auditnats.Sink
 	registry    *prometheus.Registry
 	writer      *writer.Writer
 	server      *grpcserver.Server
@@ -138,20 +141,27 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		return nil, err
 	}
 	verifier := cfg.Verifier
+	var appender auditpb.Appender // nil with Config.Verifier: records are stored, not delivered
 	if verifier == nil {
 		if a.authConn, err = grpcclient.Dial(cfg.AuthAddr, "auth", certs); err != nil {
 			return nil, err
 		}
+		authClient := authv1.NewAuthServiceClient(a.authConn)
 		var v authn.Verifier
-		v, a.revocations = authclient.NewVerifier(authv1.NewAuthServiceClient(a.authConn))
+		v, a.revocations = authclient.NewVerifier(authClient)
 		a.revocations.WithLogger(logger)
-		verifier = v
+		verifier, appender = v, authClient
+	}
+	// Refused credentials are records in the audit stream, delivered to auth by the sink's Run.
+	if a.audit, err = auditnats.New(ctx, js, ServiceName, appender, logger, auditnats.DefaultConfig); err != nil {
+		return nil, err
 	}
 
 	a.writer = newWriter(js, a.conn, cfg, logger, a.registry)
 
 	a.server = grpcserver.New(
 		grpcserver.WithService(ServiceName),
+		grpcserver.WithAuditor(a.audit),
 		grpcserver.WithLogger(logger),
 		grpcserver.WithTLS(certs.ServerConfig()),
 		grpcserver.WithVerifier(verifier),
@@ -214,6 +224,7 @@ func (a *App) Run(ctx context.Context) error {
 	g.Go(func() error { return a.server.Serve(ctx, a.lis) })
 	if a.revocations != nil {
 		g.Go(func() error { return a.revocations.Run(ctx) })
+		g.Go(func() error { return a.audit.Run(ctx) })
 	}
 	g.Go(func() error { return telemetry.ServeAdminOn(ctx, a.admin, a.registry, a.logger) })
 	return g.Wait()

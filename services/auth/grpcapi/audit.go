@@ -5,7 +5,7 @@ import (
 	"strings"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
-	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit/auditpb"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/services/auth"
@@ -44,7 +44,7 @@ func (s *Server) VerifyAuditChain(ctx context.Context, _ *authv1.VerifyAuditChai
 func (s *Server) AppendAuditRecords(ctx context.Context, req *authv1.AppendAuditRecordsRequest) (*authv1.AppendAuditRecordsResponse, error) {
 	recs := make([]auth.AuditEntry, 0, len(req.GetRecords()))
 	for _, r := range req.GetRecords() {
-		recs = append(recs, auth.NewAuditEntry(auditlog.FromProto(r)))
+		recs = append(recs, auth.NewAuditEntry(auditpb.FromProto(r)))
 	}
 	caller, err := mtls.PeerService(ctx) // the access rule admitted only mesh identities
 	if err != nil {
@@ -58,7 +58,7 @@ func (s *Server) AppendAuditRecords(ctx context.Context, req *authv1.AppendAudit
 }
 
 func auditToProto(e auth.AuditEntry) *authv1.AuditRecord {
-	p := auditlog.ToProto(e.Record)
+	p := auditpb.ToProto(e.Record)
 	p.Outcome, p.Sequence, p.PreviousHash, p.Hash = e.OutcomeName, e.Sequence, e.PreviousHash, e.Hash
 	return p
 }

@@ -22,7 +22,8 @@ import (
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
-	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit/auditpb"
+	auditpg "github.com/campaignmesh/campaignmesh/internal/platform/audit/postgres"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
@@ -291,7 +292,7 @@ func TestAuditRecordsSurviveAnAuthOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	outbox, err := auditlog.NewOutbox(ctx, pool, e.clientAs(t, "campaigns"), slog.New(slog.DiscardHandler))
+	outbox, err := auditpg.NewOutbox(ctx, pool, e.clientAs(t, "campaigns"), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +344,7 @@ func TestAuditRecordsSurviveAnAuthOutage(t *testing.T) {
 		t.Fatalf("delivered record: %+v", r)
 	}
 	// A redelivery (say the outbox crashed before deleting) is skipped.
-	again, err := e.clientAs(t, "campaigns").AppendAuditRecords(ctx, &authv1.AppendAuditRecordsRequest{Records: []*authv1.AuditRecord{auditlog.ToProto(r.Record)}})
+	again, err := e.clientAs(t, "campaigns").AppendAuditRecords(ctx, &authv1.AppendAuditRecordsRequest{Records: []*authv1.AuditRecord{auditpb.ToProto(r.Record)}})
 	if err != nil || again.GetDuplicates() != 1 || again.GetAppended() != 0 {
 		t.Fatalf("redelivery: %v %v", again, err)
 	}
@@ -372,7 +373,7 @@ func TestAppendAuditRecordsRefusesForgedRecords(t *testing.T) {
 	campaigns := e.clientAs(t, "campaigns")
 	method := campaignsv1.CampaignService_DeleteCampaign_FullMethodName
 	record := func(mod func(r *authv1.AuditRecord)) *authv1.AuditRecord {
-		r := auditlog.ToProto(audit.Record{
+		r := auditpb.ToProto(audit.Record{
 			ID: uuid(t), Time: time.Now(), Method: method, TenantID: f.tenant.ID,
 			Actor: f.users[rbac.Admin].ID, ActorKind: "access_token", Service: "campaigns",
 		})

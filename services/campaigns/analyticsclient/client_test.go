@@ -17,6 +17,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
 	"github.com/campaignmesh/campaignmesh/services/campaigns"
 	"github.com/campaignmesh/campaignmesh/services/campaigns/analyticsclient"
 )
@@ -51,7 +52,7 @@ func serve(t *testing.T, ca *mtls.CA) (string, *analyticsStub) {
 	t.Helper()
 	stub := &analyticsStub{}
 	srv := grpcserver.New(grpcserver.WithService("analytics"), grpcserver.WithLogger(slog.New(slog.DiscardHandler)),
-		grpcserver.WithTLS(mtlstest.Source(t, ca, "analytics").ServerConfig()))
+		grpcserver.WithTLS(mtlstest.Source(t, ca, "analytics").ServerConfig()), grpcserver.WithAuditor(natstest.AuditSink(t, "analytics")))
 	analyticsv1.RegisterAnalyticsServiceServer(srv.GRPC(), stub)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

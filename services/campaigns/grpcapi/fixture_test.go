@@ -20,7 +20,7 @@ import (
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
-	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
+	auditpg "github.com/campaignmesh/campaignmesh/internal/platform/audit/postgres"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
@@ -51,7 +51,7 @@ type env struct {
 	store   *postgres.Store
 	svc     *campaigns.Service
 	spend   *zeroSpend
-	outbox  *auditlog.Outbox
+	outbox  *auditpg.Outbox
 	addr    string
 	conn    *grpc.ClientConn
 	client  campaignsv1.CampaignServiceClient
@@ -122,7 +122,7 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() { authConn.Close() })
 	authClient := authv1.NewAuthServiceClient(authConn)
-	if e.outbox, err = auditlog.NewOutbox(ctx, e.store.Pool(), authClient, logger); err != nil {
+	if e.outbox, err = auditpg.NewOutbox(ctx, e.store.Pool(), authClient, logger); err != nil {
 		t.Fatal(err)
 	}
 	runCtx, cancel := context.WithCancel(ctx)

@@ -16,7 +16,7 @@ import (
 
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
-	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
+	auditpg "github.com/campaignmesh/campaignmesh/internal/platform/audit/postgres"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
@@ -52,7 +52,7 @@ func TestDatabaseOutageAnswersUnavailable(t *testing.T) {
 	t.Cleanup(store.Close)
 	logs := &lockedBuffer{}
 	logger := telemetry.NewLogger(logs, "campaigns", slog.LevelDebug)
-	outbox, err := auditlog.NewOutbox(ctx, store.Pool(), nil, logger) // records stay in the outbox: no delivery here
+	outbox, err := auditpg.NewOutbox(ctx, store.Pool(), nil, logger) // records stay in the outbox: no delivery here
 	if err != nil {
 		t.Fatal(err)
 	}

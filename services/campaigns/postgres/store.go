@@ -16,7 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
-	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
+	auditpg "github.com/campaignmesh/campaignmesh/internal/platform/audit/postgres"
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgdb"
 	"github.com/campaignmesh/campaignmesh/services/campaigns"
 )
@@ -38,7 +38,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	}
 	sub, _ := fs.Sub(migrations, "migrations")
 	if err = pgdb.Migrate(ctx, pool, sub); err == nil {
-		err = auditlog.CreateOutboxTable(ctx, pool)
+		err = auditpg.Migrate(ctx, pool)
 	}
 	if err != nil {
 		pool.Close()
@@ -163,7 +163,7 @@ func (s *Store) CreateCampaign(ctx context.Context, c campaigns.Campaign) (campa
 		if out, err = oneCampaign(rows, err, "new"); err != nil {
 			return err
 		}
-		return auditlog.RecordTx(ctx, tx, "", out.TenantID, out.ID)
+		return auditpg.RecordTx(ctx, tx, "", out.TenantID, out.ID)
 	})
 	if err != nil {
 		return campaigns.Campaign{}, err
@@ -301,7 +301,7 @@ func apply(ctx context.Context, tx pgx.Tx, c campaigns.Campaign, change campaign
 		return campaigns.Campaign{}, nil, fmt.Errorf("update campaign %s: %w", c.ID, err)
 	}
 	if tr == nil {
-		return updated, nil, auditlog.RecordTx(ctx, tx, "", c.TenantID, c.ID)
+		return updated, nil, auditpg.RecordTx(ctx, tx, "", c.TenantID, c.ID)
 	}
 	tr.TenantID, tr.CampaignID = c.TenantID, c.ID
 	err = tx.QueryRow(ctx, `INSERT INTO campaign_transitions (tenant_id, campaign_id, from_state, to_state, trigger, actor, effective_time)
@@ -312,7 +312,7 @@ func apply(ctx context.Context, tx pgx.Tx, c campaigns.Campaign, change campaign
 		return campaigns.Campaign{}, nil, fmt.Errorf("record transition of campaign %s: %w", c.ID, err)
 	}
 	// The audit record of a transition carries the transition's id.
-	return updated, tr, auditlog.RecordTx(ctx, tx, tr.ID, c.TenantID, c.ID)
+	return updated, tr, auditpg.RecordTx(ctx, tx, tr.ID, c.TenantID, c.ID)
 }
 
 // DeleteCampaign implements campaigns.Store.
@@ -329,7 +329,7 @@ func (s *Store) DeleteCampaign(ctx context.Context, tenantID, id string, check f
 		if _, err := tx.Exec(ctx, `DELETE FROM campaigns WHERE tenant_id = $1 AND id = $2::uuid`, tenantID, id); err != nil {
 			return fmt.Errorf("delete campaign %s: %w", id, err)
 		}
-		return auditlog.RecordTx(ctx, tx, "", tenantID, id)
+		return auditpg.RecordTx(ctx, tx, "", tenantID, id)
 	})
 }
 

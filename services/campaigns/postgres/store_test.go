@@ -17,7 +17,7 @@ import (
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
-	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit/auditpb"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
 	"github.com/campaignmesh/campaignmesh/services/campaigns"
@@ -211,7 +211,7 @@ func TestChangesCommitWithTheirAuditRecord(t *testing.T) {
 		if err := proto.Unmarshal(data, &p); err != nil {
 			return audit.Record{}, err
 		}
-		return auditlog.FromProto(&p), nil
+		return auditpb.FromProto(&p), nil
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
@@ -49,10 +50,15 @@ func newEnv(t *testing.T, rates grpcapi.RateLimits, stream natsjs.StreamConfig) 
 	if err := natsjs.EnsureStreams(ctx, js, stream); err != nil {
 		t.Fatal(err)
 	}
+	sink, err := auditnats.New(ctx, js, "ingest", nil, slog.New(slog.DiscardHandler), auditnats.DefaultConfig) // stored, never delivered: no auth here
+	if err != nil {
+		t.Fatal(err)
+	}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	ca := mtlstest.NewCA(t)
 	srv := grpcserver.New(
 		grpcserver.WithLogger(slog.New(slog.DiscardHandler)),
+		grpcserver.WithAuditor(sink),
 		grpcserver.WithTLS(mtlstest.Source(t, ca, "ingest").ServerConfig()),
 		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}),
 	)

@@ -174,8 +174,9 @@ type AuthServiceClient interface {
 	// while auth was unreachable). Records carry ids; a record already stored is skipped, so
 	// redelivery never duplicates. The record's service is the caller's verified mesh identity,
 	// whatever the record says; records of methods the caller does not serve, or naming an actor
-	// or tenant the caller could not have seen, are refused. Caller: mesh services only
-	// (internal: no REST mapping, not served at the edge).
+	// or tenant the caller could not have seen, are refused. Caller: mesh services only, the
+	// gateway included for the records of what it refuses (internal: no REST mapping, not served
+	// at the edge).
 	AppendAuditRecords(ctx context.Context, in *AppendAuditRecordsRequest, opts ...grpc.CallOption) (*AppendAuditRecordsResponse, error)
 }
 
@@ -637,8 +638,9 @@ type AuthServiceServer interface {
 	// while auth was unreachable). Records carry ids; a record already stored is skipped, so
 	// redelivery never duplicates. The record's service is the caller's verified mesh identity,
 	// whatever the record says; records of methods the caller does not serve, or naming an actor
-	// or tenant the caller could not have seen, are refused. Caller: mesh services only
-	// (internal: no REST mapping, not served at the edge).
+	// or tenant the caller could not have seen, are refused. Caller: mesh services only, the
+	// gateway included for the records of what it refuses (internal: no REST mapping, not served
+	// at the edge).
 	AppendAuditRecords(context.Context, *AppendAuditRecordsRequest) (*AppendAuditRecordsResponse, error)
 	mustEmbedUnimplementedAuthServiceServer()
 }

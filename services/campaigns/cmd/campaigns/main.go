@@ -14,7 +14,7 @@ import (
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
-	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
+	auditpg "github.com/campaignmesh/campaignmesh/internal/platform/audit/postgres"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
@@ -86,7 +86,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	}
 	defer authConn.Close()
 	authClient := authv1.NewAuthServiceClient(authConn)
-	outbox, err := auditlog.NewOutbox(ctx, store.Pool(), authClient, logger)
+	outbox, err := auditpg.NewOutbox(ctx, store.Pool(), authClient, logger)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
@@ -93,11 +94,17 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	}
 	defer authConn.Close()
 	authClient := authv1.NewAuthServiceClient(authConn)
+	// Audit: refused credentials are records in the audit stream, delivered to auth by auditSink.Run.
+	auditSink, err := auditnats.New(ctx, js, "ingest", authClient, logger, auditnats.DefaultConfig)
+	if err != nil {
+		return err
+	}
 
 	reg := telemetry.NewRegistry()
 	verifier, revocations := authclient.NewVerifier(authClient)
 	srv := grpcserver.New(
 		grpcserver.WithService("ingest"),
+		grpcserver.WithAuditor(auditSink),
 		grpcserver.WithLogger(logger),
 		grpcserver.WithTLS(certs.ServerConfig()),
 		grpcserver.WithVerifier(verifier),
@@ -114,6 +121,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx, lis) })
 	g.Go(func() error { return revocations.WithLogger(logger).Run(ctx) })
+	g.Go(func() error { return auditSink.Run(ctx) })
 	g.Go(func() error { return telemetry.ServeAdmin(ctx, s.adminListen, reg, logger) })
 	return g.Wait()
 }

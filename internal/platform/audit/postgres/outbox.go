@@ -1,8 +1,16 @@
-package auditlog
+// Package postgres is the audit outbox of a service with a PostgreSQL database: a record is
+// first stored in the service's own database — by a store in the transaction of the change it
+// audits (InsertTx), or by the access layer through the Outbox sink — then delivered in batches
+// to auth's AppendAuditRecords over mTLS and deleted once auth has it. Auth skips record ids it
+// already holds, so a delivery retried after a crash or an outage stores each record exactly
+// once. The outbox's table is versioned by its own goose migrations (Migrate).
+package postgres
 
 import (
 	"context"
+	"embed"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"time"
 
@@ -13,38 +21,47 @@ import (
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit/auditpb"
+	"github.com/campaignmesh/campaignmesh/internal/platform/pgdb"
 )
 
-const outboxSchema = `CREATE TABLE IF NOT EXISTS audit_outbox (
-    id          uuid PRIMARY KEY,
-    record      bytea NOT NULL,
-    create_time timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE INDEX IF NOT EXISTS audit_outbox_age ON audit_outbox (create_time);`
+//go:embed migrations/*.sql
+var migrations embed.FS
 
-// batchSize matches auth's AppendAuditRecords limit.
-const batchSize = 500
+// MigrationsName names the outbox's migrations and their version table (goose_audit_outbox_version).
+const MigrationsName = "audit_outbox"
 
-// Outbox is the Auditor of services other than auth: durable first, delivered later.
+// Migrate creates or updates the outbox's table in the service's database. Stores that write
+// records with InsertTx call it when they open; NewOutbox calls it too.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return fmt.Errorf("audit outbox migrations: %w", err)
+	}
+	return pgdb.MigrateNamed(ctx, pool, MigrationsName, sub)
+}
+
+// Outbox is the audit sink of a service with a PostgreSQL database: durable first, delivered later.
 type Outbox struct {
 	pool   *pgxpool.Pool
-	client authv1.AuthServiceClient
+	client auditpb.Appender
 	logger *slog.Logger
 	wake   chan struct{}
 }
 
-var _ audit.Sink = (*Outbox)(nil)
+var (
+	_ audit.Sink  = (*Outbox)(nil)
+	_ audit.Waker = (*Outbox)(nil)
+)
 
-// NewOutbox returns an outbox in the service's database (creating its table if needed) that
-// delivers to auth through client. Run must be running for records to leave.
-func NewOutbox(ctx context.Context, pool *pgxpool.Pool, client authv1.AuthServiceClient, logger *slog.Logger) (*Outbox, error) {
-	if err := CreateOutboxTable(ctx, pool); err != nil {
+// NewOutbox returns an outbox in the service's database (migrating its table) that delivers to
+// auth through client. Run must be running for records to leave.
+func NewOutbox(ctx context.Context, pool *pgxpool.Pool, client auditpb.Appender, logger *slog.Logger) (*Outbox, error) {
+	if err := Migrate(ctx, pool); err != nil {
 		return nil, err
 	}
 	return &Outbox{pool: pool, client: client, logger: logger, wake: make(chan struct{}, 1)}, nil
 }
-
-var _ audit.Waker = (*Outbox)(nil)
 
 // execer is a pool or a transaction.
 type execer interface {
@@ -52,7 +69,7 @@ type execer interface {
 }
 
 func insert(ctx context.Context, db execer, r audit.Record) error {
-	data, err := proto.Marshal(ToProto(r))
+	data, err := proto.Marshal(auditpb.ToProto(r))
 	if err == nil {
 		_, err = db.Exec(ctx, `INSERT INTO audit_outbox (id, record) VALUES ($1, $2)`, r.ID, data)
 	}
@@ -61,7 +78,7 @@ func insert(ctx context.Context, db execer, r audit.Record) error {
 
 // InsertTx stores r in tx: the record commits with the change it audits, or neither does. A
 // store calls it with the record its domain took (audit.Take) and passed to it. The outbox
-// table must exist (CreateOutboxTable).
+// table must exist (Migrate).
 func InsertTx(ctx context.Context, tx pgx.Tx, r audit.Record) error {
 	if err := insert(ctx, tx, r); err != nil {
 		return fmt.Errorf("store audit record: %w", err)
@@ -69,19 +86,12 @@ func InsertTx(ctx context.Context, tx pgx.Tx, r audit.Record) error {
 	return nil
 }
 
-// CreateOutboxTable creates the outbox's table if needed: for stores that write records with
-// RecordTx.
-func CreateOutboxTable(ctx context.Context, pool *pgxpool.Pool) error {
-	if _, err := pool.Exec(ctx, outboxSchema); err != nil {
-		return fmt.Errorf("create audit outbox: %w", err)
-	}
-	return nil
-}
-
 // RecordTx stores the audit record of the audited work in ctx (audit.Take), as a success
-// on resource in tenantID, in tx: the record commits with the change it audits, or neither
-// does. id, when not empty, is the record's id (e.g. that of the change's own row). Outside
-// audited work it does nothing. The outbox table must exist (CreateOutboxTable).
+// on resource in tenantID, in tx. id, when not empty, is the record's id (e.g. that of the
+// change's own row). Outside audited work it does nothing.
+//
+// Deprecated: a store receives its record explicitly from its domain and calls InsertTx; this
+// remains only until the campaigns store has moved to InsertTx.
 func RecordTx(ctx context.Context, tx pgx.Tx, id, tenantID, resource string) error {
 	r, ok := audit.Take(ctx, tenantID, resource)
 	if !ok {
@@ -90,13 +100,10 @@ func RecordTx(ctx context.Context, tx pgx.Tx, id, tenantID, resource string) err
 	if id != "" {
 		r.ID = id
 	}
-	if err := insert(ctx, tx, r); err != nil {
-		return fmt.Errorf("store audit record: %w", err)
-	}
-	return nil
+	return InsertTx(ctx, tx, r)
 }
 
-// Wake implements audit.Waker: records were stored with RecordTx; deliver them soon.
+// Wake implements audit.Waker: records were stored with InsertTx; deliver them soon.
 func (o *Outbox) Wake() {
 	select {
 	case o.wake <- struct{}{}:
@@ -125,7 +132,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 		case err != nil:
 			backoff = min(max(2*backoff, 250*time.Millisecond), 30*time.Second)
 			o.logger.WarnContext(ctx, "deliver audit records; will retry", "err", err, "retry_in", backoff.String())
-		case n == batchSize:
+		case n == auditpb.MaxBatch:
 			backoff = 0
 			continue // more waiting
 		default:
@@ -153,7 +160,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 
 // Flush delivers one batch of the oldest records and returns how many it delivered.
 func (o *Outbox) Flush(ctx context.Context) (int, error) {
-	rows, err := o.pool.Query(ctx, `SELECT id::text, record FROM audit_outbox ORDER BY create_time, id LIMIT $1`, batchSize)
+	rows, err := o.pool.Query(ctx, `SELECT id::text, record FROM audit_outbox ORDER BY create_time, id LIMIT $1`, auditpb.MaxBatch)
 	if err != nil {
 		return 0, fmt.Errorf("read audit outbox: %w", err)
 	}

@@ -1,16 +1,27 @@
-// Package auditlog carries audit records from the service that handled a call to the auth
-// service's tamper-evident audit log. Services other than auth record through an Outbox: the
-// record is first stored in the service's own database, then delivered in batches to auth's
-// AppendAuditRecords over mTLS and deleted once auth has it. Auth skips record ids it already
-// holds, so a delivery retried after a crash or an outage stores each record exactly once.
-package auditlog
+// Package auditpb converts audit records to and from auth's wire message (authv1.AuditRecord),
+// the form in which they travel to auth's AppendAuditRecords and wait in outboxes. It lives
+// apart from package audit because it depends on the generated auth API, which domain packages
+// must not import.
+package auditpb
 
 import (
+	"context"
+
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 )
+
+// Appender delivers records to auth's audit log (authv1.AuthServiceClient is one). Auth skips
+// record ids it already holds, so a delivery may be repeated safely.
+type Appender interface {
+	AppendAuditRecords(ctx context.Context, in *authv1.AppendAuditRecordsRequest, opts ...grpc.CallOption) (*authv1.AppendAuditRecordsResponse, error)
+}
+
+// MaxBatch is the most records one AppendAuditRecords call may carry (auth's limit).
+const MaxBatch = 500
 
 // ToProto encodes a record.
 func ToProto(r audit.Record) *authv1.AuditRecord {
