@@ -19,6 +19,7 @@ import (
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
 )
@@ -83,17 +84,6 @@ func auditedGateway(t *testing.T, cfg Config, backends []Backend) (*Gateway, *au
 	return g, auth, stored
 }
 
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a condition under a deadline
-	}
-}
-
 func restFrom(g *Gateway, ip, method, path string, body string) int {
 	r := httptest.NewRequest(method, path, strings.NewReader(body))
 	r.RemoteAddr = ip + ":40000"
@@ -140,9 +130,9 @@ func TestRefusalsAreOneRecordPerAddressKindAndWindow(t *testing.T) {
 		MethodRequestTooLarge + " 127.0.0.1": "1 refused",
 		MethodRateLimited + " 127.0.0.1":     fmt.Sprintf("%d refused", grpcLimited),
 	}
-	waitUntil(t, 15*time.Second, "one record per address and kind", func() bool {
+	meshtest.Eventually(t, 15*time.Second, func() bool {
 		return len(auth.all()) >= len(want) && stored() == 0
-	})
+	}, "one record per address and kind")
 	g.Stop() // nothing is still being counted: no record is added
 	if n := stored(); n != 0 {
 		t.Fatalf("stop stored %d more records", n)
@@ -177,9 +167,9 @@ func TestRefusalsOfAFloodAreBounded(t *testing.T) {
 			}
 		}
 	}
-	waitUntil(t, 15*time.Second, "the flood's records", func() bool {
+	meshtest.Eventually(t, 15*time.Second, func() bool {
 		return len(auth.all()) >= maxRefusalAddresses+1 && stored() == 0
-	})
+	}, "the flood's records")
 	recs := auth.all()
 	if len(recs) != maxRefusalAddresses+1 {
 		t.Fatalf("%d records for a flood from %d addresses, want %d", len(recs), addresses, maxRefusalAddresses+1)

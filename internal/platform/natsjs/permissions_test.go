@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
@@ -221,14 +222,9 @@ func TestNATSUsersHaveOnlyTheirAuditRights(t *testing.T) {
 		runCtx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { _ = sink.Run(runCtx); close(done) }()
-		deadline := time.Now().Add(10 * time.Second)
-		for !auth.has(r.ID) || consumerPending(t, adminJS, u.Name) != 0 {
-			if time.Now().After(deadline) {
-				stop()
-				t.Fatalf("%s's audit record was not delivered and acknowledged", u.Name)
-			}
-			time.Sleep(20 * time.Millisecond) // polling a condition under a deadline
-		}
+		t.Cleanup(stop)
+		meshtest.Eventually(t, 10*time.Second, func() bool { return auth.has(r.ID) && consumerPending(t, adminJS, u.Name) == 0 },
+			"%s's audit record was not delivered and acknowledged", u.Name)
 		stop()
 		<-done
 	}

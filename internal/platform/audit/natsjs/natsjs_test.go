@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
 )
@@ -101,17 +102,6 @@ func (a *authLog) state() (ids map[string]bool, repeats, calls int) {
 		repeats += n - 1
 	}
 	return ids, repeats, a.calls
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a condition under a deadline
-	}
 }
 
 func record() audit.Record {
@@ -208,10 +198,10 @@ func TestDeliveryIsRetriedWhileAuthFails(t *testing.T) {
 		want[r.ID] = true
 	}
 	run(t, sink)
-	eventually(t, 20*time.Second, "records delivered after auth recovered", func() bool {
+	meshtest.Eventually(t, 20*time.Second, func() bool {
 		ids, _, _ := auth.state()
 		return len(ids) == len(want) && streamMsgs(t, js) == 0
-	})
+	}, "records delivered after auth recovered")
 	ids, repeats, calls := auth.state()
 	for id := range want {
 		if !ids[id] {
@@ -258,10 +248,10 @@ func TestRedeliveryAfterACrashBetweenAppendAndAck(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(t, sink2)
-	eventually(t, 20*time.Second, "redelivered records acknowledged", func() bool {
+	meshtest.Eventually(t, 20*time.Second, func() bool {
 		_, repeats, _ := auth.state()
 		return repeats == len(want) && streamMsgs(t, js2) == 0
-	})
+	}, "redelivered records acknowledged")
 	ids, _, _ := auth.state()
 	if len(ids) != len(want) {
 		t.Fatalf("auth holds %d distinct records, want %d", len(ids), len(want))
