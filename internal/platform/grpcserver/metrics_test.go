@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -19,7 +20,7 @@ import (
 // serves, at zero.
 func TestRequestMetricsExistBeforeTheFirstCall(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	srv := grpcserver.New(grpcserver.WithLogger(slog.New(slog.DiscardHandler)), grpcserver.WithMetrics(reg))
+	srv := grpcserver.New(grpcserver.WithLogger(slog.New(slog.DiscardHandler)), grpcserver.WithAuditor(&auditLog{}), grpcserver.WithMetrics(reg))
 	meshtestv1.RegisterProbeServiceServer(srv.GRPC(), probe{taken: &auditLog{}})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -35,7 +36,9 @@ func TestRequestMetricsExistBeforeTheFirstCall(t *testing.T) {
 	}
 	defer conn.Close()
 	// Health answers once Serve has set the server up (its own series are not looked at here).
-	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
+	checkCtx, stop := context.WithTimeout(ctx, 10*time.Second) // bounded: a server that refused to serve never answers
+	defer stop()
+	if _, err := healthpb.NewHealthClient(conn).Check(checkCtx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
 		t.Fatal(err)
 	}
 
