@@ -131,7 +131,7 @@ bench-analytics: infra ## Load 10M synthetic events and time each analytics quer
 	set -a; . .state/env; set +a; $(BIN)/bench-analytics $(BENCH_FLAGS)
 .PHONY: bench-analytics
 
-chaos: infra ## Long fault test: kill -9 writer and ingest, ClickHouse outages, under load (CHAOS_DURATION, default 3m; outages double up to CHAOS_MAX_OUTAGE, default 1m); prints acked/found/lost/duplicated
+chaos: infra ## Long fault test (analytics from its chaos build, -tags chaos): kill -9 writer and ingest, ClickHouse outages, under load (CHAOS_DURATION, default 3m; outages double up to CHAOS_MAX_OUTAGE, default 1m); prints acked/found/lost/duplicated
 	set -a; . .state/env; set +a; CHAOS_DURATION=$${CHAOS_DURATION:-3m} go test -count=1 -timeout 30m -run TestNoAckedEventIsLostOrDuplicatedUnderFaults -v ./e2e | grep -E '^(chaos:|--- |ok|FAIL)|fault_test'
 .PHONY: chaos
 

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -83,6 +85,16 @@ func (p *tcpProxy) pause() {
 	p.conns = map[net.Conn]bool{}
 }
 
+// buildChaosAnalytics builds analytics with its fault injection (main_chaos.go) into dir.
+func buildChaosAnalytics(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "analytics-chaos")
+	if out, err := exec.Command("go", "build", "-tags", "chaos", "-o", bin, "../services/analytics/cmd/analytics").CombinedOutput(); err != nil {
+		t.Fatalf("build analytics -tags chaos: %v\n%s", err, out)
+	}
+	return bin
+}
+
 // Fault test: under load, kill -9 the writer (once exactly between an insert and its acks),
 // kill -9 ingest, take ClickHouse away for a while; then every acknowledged event must be in
 // ClickHouse exactly once. CHAOS_DURATION (e.g. 3m, `make chaos`) runs a longer variant with
@@ -141,6 +153,9 @@ func TestNoAckedEventIsLostOrDuplicatedUnderFaults(t *testing.T) {
 
 	longestOutage := time.Duration(0)
 	analytics, ingest := m.procs["analytics"], m.procs["ingest"]
+	// The crash between an insert and its acks is injected by the chaos build of analytics
+	// (-tags chaos): the normal binary has no fault flag.
+	analytics.bin = buildChaosAnalytics(t, m.dir)
 	deadline := time.Now().Add(duration)
 	for round := 0; round == 0 || time.Now().Before(deadline); round++ {
 		time.Sleep(time.Second)
@@ -213,7 +228,7 @@ func TestNoAckedEventIsLostOrDuplicatedUnderFaults(t *testing.T) {
 	// An insert's rows show in events before its materialized view has written the rollup:
 	// count once no writer insert is running.
 	settleCtx, cancelSettle := context.WithTimeout(context.Background(), time.Minute)
-	if _, err := chstore.SettledWatermark(settleCtx, conn); err != nil {
+	if _, err := chstore.NewEventSink(conn).Settle(settleCtx); err != nil {
 		t.Fatal(err)
 	}
 	cancelSettle()

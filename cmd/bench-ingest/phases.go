@@ -174,7 +174,7 @@ func (b *bench) run(ctx context.Context) error {
 	defer stopWriter()
 	startWriter := func(ctx context.Context) chan struct{} {
 		done := make(chan struct{})
-		w := writer.New(js, chConn, writer.DefaultConfig, slog.New(slog.DiscardHandler), nil)
+		w := writer.New(js, clickhouse.NewEventSink(chConn), writer.DefaultConfig, slog.New(slog.DiscardHandler), nil)
 		go func() { _ = w.Run(ctx); close(done) }()
 		return done
 	}
@@ -396,13 +396,14 @@ func (b *bench) rawClickHouse(ctx context.Context, addr, db string, admin ch.Con
 		return 0, err
 	}
 	defer conn.Close()
-	rows := make([]clickhouse.Row, 0, writer.DefaultConfig.BatchRows)
+	sink := clickhouse.NewEventSink(conn)
+	rows := make([]writer.Row, 0, writer.DefaultConfig.BatchRows)
 	for len(rows) < writer.DefaultConfig.BatchRows {
 		for _, e := range request("c", len(rows), 0).GetEvents() {
-			rows = append(rows, clickhouse.Row{Event: &ingestv1.AcceptedEvent{Event: e, TenantId: "bench", ReceivedAt: timestamppb.Now(), CorrectedTime: timestamppb.Now()}, Seq: 1})
+			rows = append(rows, writer.Row{Event: &ingestv1.AcceptedEvent{Event: e, TenantId: "bench", ReceivedAt: timestamppb.Now(), CorrectedTime: timestamppb.Now()}, Seq: 1})
 		}
 	}
-	calls, _, err := load(ctx, 1, b.duration, func(ctx context.Context, _, _ int) error { return clickhouse.Insert(ctx, conn, rows) })
+	calls, _, err := load(ctx, 1, b.duration, func(ctx context.Context, _, _ int) error { return sink.Insert(ctx, rows) })
 	if err != nil {
 		return 0, fmt.Errorf("raw clickhouse: %w", err)
 	}

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"time"
 
@@ -68,15 +67,14 @@ type Config struct {
 	Query  clickhouse.QueryLimits
 	// GracePeriod bounds how long a stop waits for calls in flight.
 	GracePeriod time.Duration
-	// FaultExitAfterInserts, when positive, is fault injection for tests: the process exits
-	// right after this many inserts, before acknowledging them.
-	FaultExitAfterInserts int
-
 	// Verifier, when set, checks callers' credentials instead of the auth service (tests and
 	// benches that sign their own tokens); AuthAddr is then not dialed.
 	Verifier grpcserver.Verifier
 	// WrapStore, when set, wraps the query store (the bench records the queries it is asked).
 	WrapStore func(analytics.Store) analytics.Store
+	// WrapSink, when set, wraps the writer's sink: fault injection (writerfault) of tests and
+	// of the chaos build of cmd/analytics, never of the normal binary.
+	WrapSink func(writer.Sink) writer.Sink
 }
 
 // DefaultConfig returns the documented defaults. TLS files have none: they are required.
@@ -183,17 +181,14 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	return a, nil
 }
 
-// newWriter builds the writer role over the writer user's connection, with the fault
-// injection of Config.FaultExitAfterInserts.
+// newWriter builds the writer role into the events table over the writer user's connection,
+// its sink wrapped by Config.WrapSink when set.
 func newWriter(js jetstream.JetStream, conn driver.Conn, cfg Config, logger *slog.Logger, reg prometheus.Registerer) *writer.Writer {
-	w := writer.New(js, conn, cfg.Writer, logger, reg)
-	if cfg.FaultExitAfterInserts > 0 {
-		w.CrashAfterInserts(cfg.FaultExitAfterInserts, func() {
-			logger.Warn("fault injection: exiting between insert and ack")
-			os.Exit(3)
-		})
+	var sink writer.Sink = clickhouse.NewEventSink(conn)
+	if cfg.WrapSink != nil {
+		sink = cfg.WrapSink(sink)
 	}
-	return w
+	return writer.New(js, sink, cfg.Writer, logger, reg)
 }
 
 // withPassword is u with its password read from file, when one is named.

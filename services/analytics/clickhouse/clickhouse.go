@@ -1,7 +1,7 @@
-// Package clickhouse is the analytics store: the events table in ClickHouse and the writer's
-// batch insert. The SQL runs on Debian's ClickHouse 18.16 and on current ClickHouse: named
-// columns in every INSERT, no DateTime64 (milliseconds kept as UInt64), no JSON functions
-// (properties as key/value arrays), no TTL, no async inserts.
+// Package clickhouse is the analytics store: the events table in ClickHouse, the writer's sink
+// (EventSink) and the query store. The SQL runs on Debian's ClickHouse 18.16 and on current
+// ClickHouse: named columns in every INSERT, no DateTime64 (milliseconds kept as UInt64), no
+// JSON functions (properties as key/value arrays), no TTL, no async inserts.
 package clickhouse
 
 import (
@@ -19,73 +19,8 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
 )
-
-// schema creates the tables. events is a ReplacingMergeTree on (tenant_id, event_id): a client
-// retry that reached the stream twice leaves one row after merges, and queries that must not
-// count twice read with FINAL (or by distinct event_id). stream_seq, the JetStream sequence of
-// the batch, is the version kept and the writer's restart watermark. events is not
-// partitioned, so that one insert is one part — all or nothing, which the watermark relies on
-// (a block spanning two partitions could be half stored).
-var schema = []string{
-	`CREATE TABLE IF NOT EXISTS events (
-		tenant_id String,
-		event_id String,
-		type String,
-		name String,
-		user_id String,
-		anonymous_id String,
-		campaign_id String,
-		variant String,
-		value_micros Int64,
-		currency String,
-		event_date Date,
-		event_time DateTime,
-		event_ms UInt64,
-		client_ms UInt64,
-		received_ms UInt64,
-		prop_keys Array(String),
-		prop_values Array(String),
-		ip String,
-		user_agent String,
-		locale String,
-		app String,
-		device String,
-		source String,
-		stream_seq UInt64
-	) ENGINE = ReplacingMergeTree(stream_seq)
-	ORDER BY (tenant_id, event_id)`,
-	// events_hourly is the rollup: per tenant, campaign, hour (UTC), variant, type and currency,
-	// the count, value and distinct users of the events, kept by the materialized view below on
-	// every insert into events. The writer inserts each stream batch once (see Watermark) and
-	// drops duplicate event ids within a block, so the rollup counts what the raw table holds.
-	`CREATE TABLE IF NOT EXISTS events_hourly (
-		tenant_id String,
-		campaign_id String,
-		hour DateTime,
-		variant String,
-		type String,
-		currency String,
-		events AggregateFunction(count),
-		value_micros AggregateFunction(sum, Int64),
-		users AggregateFunction(uniqExact, String)
-	) ENGINE = AggregatingMergeTree()
-	PARTITION BY toYYYYMM(hour)
-	ORDER BY (tenant_id, campaign_id, hour, variant, type, currency)`,
-	// writer_epochs gives each incarnation of the event stream (told apart by its creation
-	// time) an offset added to its sequences, so stored sequences keep growing when the stream
-	// is recreated and restarts at 1 — otherwise the watermark would skip its new batches.
-	`CREATE TABLE IF NOT EXISTS writer_epochs (
-		stream_created UInt64,
-		seq_offset UInt64
-	) ENGINE = MergeTree() ORDER BY stream_created`,
-	`CREATE MATERIALIZED VIEW IF NOT EXISTS events_hourly_mv TO events_hourly AS
-	SELECT tenant_id, campaign_id, toStartOfHour(event_time) AS hour, variant, type, currency,
-		countState() AS events, sumState(value_micros) AS value_micros,
-		uniqExactState(if(user_id != '', user_id, anonymous_id)) AS users
-	FROM events
-	GROUP BY tenant_id, campaign_id, hour, variant, type, currency`,
-}
 
 // User is a ClickHouse user and its password. analytics uses two (see the README's security
 // model): a writer, which owns the schema, inserts and runs deletion mutations, and a read-only
@@ -94,17 +29,16 @@ type User struct {
 	Name, Password string
 }
 
-// Open connects as the writer user over the native protocol and creates the tables.
+// Open connects as the writer user over the native protocol and brings the schema up to date
+// (Migrate).
 func Open(ctx context.Context, addr, database string, user User) (driver.Conn, error) {
 	conn, err := dial(ctx, addr, database, user)
 	if err != nil {
 		return nil, err
 	}
-	for _, q := range schema {
-		if err := conn.Exec(ctx, q); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("create clickhouse schema: %w", err)
-		}
+	if err := Migrate(ctx, addr, database, user); err != nil {
+		conn.Close()
+		return nil, err
 	}
 	return conn, nil
 }
@@ -114,11 +48,15 @@ func OpenReader(ctx context.Context, addr, database string, user User) (driver.C
 	return dial(ctx, addr, database, user)
 }
 
-func dial(ctx context.Context, addr, database string, user User) (driver.Conn, error) {
-	conn, err := ch.Open(&ch.Options{
+func options(addr, database string, user User) *ch.Options {
+	return &ch.Options{
 		Addr: []string{addr}, Auth: ch.Auth{Database: database, Username: user.Name, Password: user.Password},
 		DialTimeout: 5 * time.Second, MaxOpenConns: 8,
-	})
+	}
+}
+
+func dial(ctx context.Context, addr, database string, user User) (driver.Conn, error) {
+	conn, err := ch.Open(options(addr, database, user))
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse: %w", err)
 	}
@@ -129,38 +67,49 @@ func dial(ctx context.Context, addr, database string, user User) (driver.Conn, e
 	return conn, nil
 }
 
-// Row is one event with the stream sequence of its batch.
-type Row struct {
-	Event *ingestv1.AcceptedEvent
-	Seq   uint64
+// EventSink is the writer's sink (writer.Sink) on the events table: atomic block inserts, the
+// watermark once no insert of a writer is running, and the stream epochs in writer_epochs.
+type EventSink struct {
+	conn driver.Conn
+
+	mu     sync.Mutex
+	prefix string // the query id prefix of the writer's inserts; read once
 }
 
-// queryPrefixes caches writerQueryPrefix per connection: it is read once, not on every insert.
-var queryPrefixes sync.Map // driver.Conn → string
+// NewEventSink returns the sink writing through conn (the writer user's, from Open).
+func NewEventSink(conn driver.Conn) *EventSink {
+	return &EventSink{conn: conn}
+}
 
-// writerQueryPrefix marks the writer's inserts into one database (in their query id), so that a
-// restarted writer can see whether an insert of a predecessor is still running.
-func writerQueryPrefix(ctx context.Context, conn driver.Conn) (string, error) {
-	if p, ok := queryPrefixes.Load(conn); ok {
-		return p.(string), nil
+var _ writer.Sink = (*EventSink)(nil)
+
+// queryPrefix marks the writer's inserts into one database (in their query id), so that a
+// restarted writer can see whether an insert of a predecessor is still running. It is read
+// once, not on every insert, and again after a failed read.
+func (s *EventSink) queryPrefix(ctx context.Context) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.prefix != "" {
+		return s.prefix, nil
 	}
 	var db string
-	if err := conn.QueryRow(ctx, `SELECT currentDatabase()`).Scan(&db); err != nil {
+	if err := s.conn.QueryRow(ctx, `SELECT currentDatabase()`).Scan(&db); err != nil {
 		return "", fmt.Errorf("read current database: %w", err)
 	}
-	p := "cm-writer-" + db + "-"
-	queryPrefixes.Store(conn, p)
-	return p, nil
+	s.prefix = "cm-writer-" + db + "-"
+	return s.prefix, nil
 }
 
 // Insert writes rows in one native batch insert (one block: atomic on a MergeTree table).
-func Insert(ctx context.Context, conn driver.Conn, rows []Row) error {
-	prefix, err := writerQueryPrefix(ctx, conn)
+// Repeats of an event (tenant and event id) within rows are dropped: the raw table would
+// collapse them, the rollup would not.
+func (s *EventSink) Insert(ctx context.Context, rows []writer.Row) error {
+	prefix, err := s.queryPrefix(ctx)
 	if err != nil {
 		return err
 	}
 	ctx = ch.Context(ctx, ch.WithQueryID(prefix+strconv.FormatInt(time.Now().UnixNano(), 36)))
-	b, err := conn.PrepareBatch(ctx, `INSERT INTO events (tenant_id, event_id, type, name, user_id, anonymous_id, campaign_id, variant,
+	b, err := s.conn.PrepareBatch(ctx, `INSERT INTO events (tenant_id, event_id, type, name, user_id, anonymous_id, campaign_id, variant,
 		value_micros, currency, event_date, event_time, event_ms, client_ms, received_ms, prop_keys, prop_values,
 		ip, user_agent, locale, app, device, source, stream_seq)`)
 	if err != nil {
@@ -170,7 +119,6 @@ func Insert(ctx context.Context, conn driver.Conn, rows []Row) error {
 	for _, r := range rows {
 		a := r.Event
 		e := a.GetEvent()
-		// A client retry in the same block: the raw table would collapse it, the rollup not.
 		k := [2]string{a.GetTenantId(), e.GetEventId()}
 		if _, dup := seen[k]; dup {
 			continue
@@ -196,22 +144,22 @@ func Insert(ctx context.Context, conn driver.Conn, rows []Row) error {
 	return nil
 }
 
-// SettledWatermark waits until no writer insert into this database is running — an insert whose
-// writer died, or whose answer was lost, may still complete on the server — and then returns
-// the watermark. Reading it earlier could miss that insert, and inserting its rows again would
+// Settle waits until no writer insert into this database is running — an insert whose writer
+// died, or whose answer was lost, may still complete on the server — and then returns the
+// watermark. Reading it earlier could miss that insert, and inserting its rows again would
 // count them twice in the rollups (the raw table collapses them).
-func SettledWatermark(ctx context.Context, conn driver.Conn) (uint64, error) {
-	prefix, err := writerQueryPrefix(ctx, conn)
+func (s *EventSink) Settle(ctx context.Context) (uint64, error) {
+	prefix, err := s.queryPrefix(ctx)
 	if err != nil {
 		return 0, err
 	}
 	for {
 		var running uint64
-		if err := conn.QueryRow(ctx, `SELECT count() FROM system.processes WHERE startsWith(query_id, ?)`, prefix).Scan(&running); err != nil {
+		if err := s.conn.QueryRow(ctx, `SELECT count() FROM system.processes WHERE startsWith(query_id, ?)`, prefix).Scan(&running); err != nil {
 			return 0, fmt.Errorf("look for running inserts: %w", err)
 		}
 		if running == 0 {
-			return Watermark(ctx, conn)
+			return s.watermark(ctx)
 		}
 		select {
 		case <-ctx.Done():
@@ -222,11 +170,11 @@ func SettledWatermark(ctx context.Context, conn driver.Conn) (uint64, error) {
 }
 
 // SeqOffset returns the offset of the stream incarnation created at streamCreated (Unix
-// nanoseconds): for a stream not seen before, the watermark so far (call it with no insert
-// running, after SettledWatermark).
-func SeqOffset(ctx context.Context, conn driver.Conn, streamCreated uint64) (uint64, error) {
+// nanoseconds): for a stream not seen before, the watermark so far, recorded in
+// writer_epochs (call it with no insert running, after Settle).
+func (s *EventSink) SeqOffset(ctx context.Context, streamCreated uint64) (uint64, error) {
 	var offsets []uint64
-	rows, err := conn.Query(ctx, `SELECT seq_offset FROM writer_epochs WHERE stream_created = ?`, streamCreated)
+	rows, err := s.conn.Query(ctx, `SELECT seq_offset FROM writer_epochs WHERE stream_created = ?`, streamCreated)
 	if err != nil {
 		return 0, fmt.Errorf("read stream epoch: %w", err)
 	}
@@ -242,11 +190,11 @@ func SeqOffset(ctx context.Context, conn driver.Conn, streamCreated uint64) (uin
 	if len(offsets) > 0 {
 		return offsets[0], nil
 	}
-	w, err := Watermark(ctx, conn)
+	w, err := s.watermark(ctx)
 	if err != nil {
 		return 0, err
 	}
-	b, err := conn.PrepareBatch(ctx, `INSERT INTO writer_epochs (stream_created, seq_offset)`)
+	b, err := s.conn.PrepareBatch(ctx, `INSERT INTO writer_epochs (stream_created, seq_offset)`)
 	if err == nil {
 		if err = b.Append(streamCreated, w); err == nil {
 			err = b.Send()
@@ -258,11 +206,11 @@ func SeqOffset(ctx context.Context, conn driver.Conn, streamCreated uint64) (uin
 	return w, nil
 }
 
-// Watermark is the highest stream sequence stored: every batch up to it is in ClickHouse
+// watermark is the highest stream sequence stored: every batch up to it is in ClickHouse
 // (the writer inserts batches in sequence order, one block at a time).
-func Watermark(ctx context.Context, conn driver.Conn) (uint64, error) {
+func (s *EventSink) watermark(ctx context.Context) (uint64, error) {
 	var w uint64
-	if err := conn.QueryRow(ctx, `SELECT max(stream_seq) FROM events`).Scan(&w); err != nil {
+	if err := s.conn.QueryRow(ctx, `SELECT max(stream_seq) FROM events`).Scan(&w); err != nil {
 		return 0, fmt.Errorf("read watermark: %w", err)
 	}
 	return w, nil

@@ -20,6 +20,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
 	"github.com/campaignmesh/campaignmesh/services/analytics"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
+	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
 )
 
 func at(s string) time.Time {
@@ -95,7 +96,7 @@ func open(t *testing.T, events []ev, seq uint64) driver.Conn {
 
 func insert(t *testing.T, conn driver.Conn, events []ev, seq uint64) {
 	t.Helper()
-	var rows []clickhouse.Row
+	var rows []writer.Row
 	for _, e := range events {
 		when := at(e.when)
 		ae := &ingestv1.AcceptedEvent{TenantId: e.tenant, ReceivedAt: timestamppb.New(when), CorrectedTime: timestamppb.New(when),
@@ -108,9 +109,9 @@ func insert(t *testing.T, conn driver.Conn, events []ev, seq uint64) {
 		if e.country != "" {
 			ae.Event.Properties, _ = structpb.NewStruct(map[string]any{"country": e.country})
 		}
-		rows = append(rows, clickhouse.Row{Event: ae, Seq: seq})
+		rows = append(rows, writer.Row{Event: ae, Seq: seq})
 	}
-	if err := clickhouse.Insert(context.Background(), conn, rows); err != nil {
+	if err := clickhouse.NewEventSink(conn).Insert(context.Background(), rows); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
 	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
+	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
 )
 
 type env struct {
@@ -77,13 +78,13 @@ func seededDatabase(t *testing.T) (string, driver.Conn) {
 	}
 	t.Cleanup(func() { conn.Close() })
 	now := timestamppb.Now()
-	var rows []clickhouse.Row
+	var rows []writer.Row
 	for i, tenant := range []string{"t1", "t2"} {
-		rows = append(rows, clickhouse.Row{Seq: 1, Event: &ingestv1.AcceptedEvent{TenantId: tenant, ReceivedAt: now, CorrectedTime: now,
+		rows = append(rows, writer.Row{Seq: 1, Event: &ingestv1.AcceptedEvent{TenantId: tenant, ReceivedAt: now, CorrectedTime: now,
 			Event: &ingestv1.Event{EventId: "e", Type: ingestv1.EventType_EVENT_TYPE_CLICK, Name: "tap", UserId: "u-" + tenant, CampaignId: "c",
 				Value: &ingestv1.Money{AmountMicros: int64(1000 * (i + 1)), Currency: "USD"}}}})
 	}
-	if err := clickhouse.Insert(ctx, conn, rows); err != nil {
+	if err := clickhouse.NewEventSink(conn).Insert(ctx, rows); err != nil {
 		t.Fatal(err)
 	}
 	return db, conn

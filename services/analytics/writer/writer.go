@@ -1,22 +1,52 @@
-// Package writer moves accepted events from JetStream into ClickHouse.
+// Package writer moves accepted events from JetStream into the analytics store (a Sink;
+// ClickHouse in production, services/analytics/clickhouse.EventSink).
 //
 // Exactly-once effect: the writer reads one durable pull consumer in stream order, inserts each
-// collected set of batches as one ClickHouse block (atomic on a MergeTree table) with every
-// row's stream sequence, and only then acknowledges the messages. After a crash between insert
-// and ack, JetStream redelivers; the writer first reads its watermark — max(stream_seq) in
-// ClickHouse — and acknowledges without inserting every message at or below it, so nothing is
-// inserted twice. Because sets are inserted whole and in order, everything at or below the
-// watermark is stored. Client retries that reached the stream twice (same tenant and event_id
-// in two batches) collapse in the ReplacingMergeTree; queries count with FINAL or distinct
-// event ids. One writer per stream keeps the order argument valid.
+// collected set of batches with one Sink.Insert (all or nothing: one block on a MergeTree table)
+// with every row's stream sequence, and only then acknowledges the messages. After a crash
+// between insert and ack, JetStream redelivers; the writer first reads its watermark — the
+// highest sequence stored, from Sink.Settle — and acknowledges without inserting every message
+// at or below it, so nothing is inserted twice. Because sets are inserted whole and in order,
+// everything at or below the watermark is stored. Client retries that reached the stream twice
+// (same tenant and event_id in two batches) collapse in the ReplacingMergeTree; queries count
+// with FINAL or distinct event ids. One writer per stream keeps the order argument valid.
+//
+// The argument needs exactly this of the store, which is the Sink interface:
+//   - Insert is atomic: after it returns — with or without an error, or when its writer dies —
+//     either all of its rows are stored or none. An error does not mean none: the answer may
+//     have been lost while the insert landed.
+//   - Settle waits until no insert begun earlier (by this writer or by a predecessor that died
+//     in the middle of one) can still land, then returns the watermark. Read any earlier, it
+//     could miss a landing insert, whose rows would then be inserted again. The writer settles
+//     at start and after every failed insert attempt, before trying again: if the failed
+//     attempt landed after all, its messages are acknowledged without a second insert.
+//   - SeqOffset gives each incarnation of the stream (told apart by its creation time) a fixed
+//     offset added to its sequences, the watermark when first seen: a recreated stream
+//     restarts at 1, and without the offset its batches would sit below the watermark and be
+//     skipped as already stored.
+//
+// Four more rules of the writer keep "at or below the watermark means stored" true:
+//   - Rows are inserted in stream order: the consumer is recreated at start so that batches a
+//     crashed writer left unacknowledged come first, not after the ack wait behind newer ones.
+//   - Nothing is acknowledged before its insert returned success, or before Settle showed it
+//     stored; a writer that stops in between leaves its messages to be redelivered.
+//   - Messages collected before a fetch error are written, never dropped: a dropped message
+//     would be redelivered after the ack wait, below a watermark that newer sets had raised,
+//     and be acknowledged unwritten — lost.
+//   - While an insert is retried, its messages are kept in progress, so the stream does not
+//     redeliver them behind the writer's back.
 //
 // A message that cannot be decoded is a poison message: it goes to the dead-letter stream with
 // its reason and is acknowledged, so it never blocks the pipeline. So is a batch holding an event
 // whose tenant is not the one its subject (events.<tenant>) names: only ingest may publish there
 // (NATS permissions), and it publishes each tenant's events on that tenant's subject, so a
-// mismatch is forged or broken and is never stored for either tenant. While ClickHouse is down the
+// mismatch is forged or broken and is never stored for either tenant. While the store is down the
 // writer retries with backoff and keeps its messages in progress; the backlog stays in the
-// stream and drains on recovery.
+// stream and drains on recovery. Run returns an error only when writing cannot go on (the
+// stream or the writer's consumer is deleted under it): a restarted writer starts over.
+//
+// Fault injection (a crash between an insert and its acks) is a Sink wrapper in package
+// writerfault, installed only by tests and the chaos build of cmd/analytics.
 package writer
 
 import (
@@ -28,7 +58,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,11 +68,36 @@ import (
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
-	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
 )
 
 // ConsumerName is the writer's durable consumer.
 const ConsumerName = "analytics-writer"
+
+// Row is one accepted event with the sequence it is stored under: the stream sequence of its
+// batch plus the offset of the stream's incarnation (Sink.SeqOffset).
+type Row struct {
+	Event *ingestv1.AcceptedEvent
+	Seq   uint64
+}
+
+// Sink is the store the writer fills, reduced to what the exactly-once argument of the package
+// doc needs from it. services/analytics/clickhouse.EventSink is the production one.
+type Sink interface {
+	// Insert stores rows, all of them or none, even when it fails or its process dies
+	// midway. An error does not mean none were stored (the answer may have been lost while
+	// the insert landed): Settle tells. The writer passes rows in stream order, above the
+	// watermark.
+	Insert(ctx context.Context, rows []Row) error
+	// Settle waits until no Insert into this store begun earlier, by this writer or by one
+	// that died, can still land, then returns the watermark: the highest Seq stored (0 when
+	// none is). Every row at or below it is stored.
+	Settle(ctx context.Context) (watermark uint64, err error)
+	// SeqOffset returns the offset added to the sequences of the stream incarnation created at
+	// streamCreated (Unix nanoseconds). An incarnation not seen before gets the watermark,
+	// recorded durably, so the same incarnation always gets the same offset; call it after
+	// Settle, with no Insert running.
+	SeqOffset(ctx context.Context, streamCreated uint64) (uint64, error)
+}
 
 // Config bounds a write: a set is inserted when it holds BatchRows rows or MaxWait has passed.
 type Config struct {
@@ -54,27 +108,24 @@ type Config struct {
 // DefaultConfig is 10,000 rows or 1 s.
 var DefaultConfig = Config{BatchRows: 10000, MaxWait: time.Second}
 
-// Writer is the JetStream → ClickHouse writer.
+// Writer is the JetStream → Sink writer.
 type Writer struct {
 	js     jetstream.JetStream
-	conn   driver.Conn
+	sink   Sink
 	cfg    Config
 	logger *slog.Logger
 
-	// seqOffset is added to the stream's sequences (see clickhouse.SeqOffset).
+	// seqOffset is added to the stream's sequences (see Sink.SeqOffset).
 	seqOffset uint64
-
-	// crashAfterInsert, in tests, stops Run right after an insert and before the acks.
-	crashAfterInsert func() bool
 
 	inserted, dead prometheus.Counter
 	latency        prometheus.Histogram
 	backlog, lag   prometheus.Gauge
 }
 
-// New returns a writer; its metrics are registered with reg.
-func New(js jetstream.JetStream, conn driver.Conn, cfg Config, logger *slog.Logger, reg prometheus.Registerer) *Writer {
-	w := &Writer{js: js, conn: conn, cfg: cfg, logger: logger,
+// New returns a writer into sink; its metrics are registered with reg.
+func New(js jetstream.JetStream, sink Sink, cfg Config, logger *slog.Logger, reg prometheus.Registerer) *Writer {
+	w := &Writer{js: js, sink: sink, cfg: cfg, logger: logger,
 		inserted: prometheus.NewCounter(prometheus.CounterOpts{Name: "writer_inserted_rows_total", Help: "Event rows inserted into ClickHouse."}),
 		dead:     prometheus.NewCounter(prometheus.CounterOpts{Name: "writer_dead_letters_total", Help: "Messages sent to the dead-letter stream."}),
 		latency:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "writer_insert_seconds", Help: "ClickHouse insert latency.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
@@ -87,28 +138,29 @@ func New(js jetstream.JetStream, conn driver.Conn, cfg Config, logger *slog.Logg
 	return w
 }
 
-// CrashAfterInserts is fault injection for tests: after n inserts the process exits at once,
-// between an insert and its acknowledgements, as a kill -9 at the worst moment would.
-func (w *Writer) CrashAfterInserts(n int, exit func()) {
-	count := 0
-	w.crashAfterInsert = func() bool {
-		count++
-		if count >= n {
-			exit()
-		}
-		return false
+// Run writes until ctx ends, then returns nil. Store and NATS outages are retried, not
+// returned; Run returns an error only when writing cannot go on: the configuration bounds no
+// set, or the stream or the writer's consumer was deleted under it (a new writer waits for the
+// stream and starts over, with the offset of the new incarnation).
+func (w *Writer) Run(ctx context.Context) error {
+	err := w.run(ctx)
+	if ctx.Err() != nil {
+		return nil // stopped: unacknowledged messages are redelivered to the next run
 	}
+	return err
 }
 
-// Run writes until ctx ends.
-func (w *Writer) Run(ctx context.Context) error {
+func (w *Writer) run(ctx context.Context) error {
+	if w.cfg.BatchRows < 1 || w.cfg.MaxWait <= 0 {
+		return fmt.Errorf("writer: batch rows (%d) and max wait (%s) must be positive", w.cfg.BatchRows, w.cfg.MaxWait)
+	}
 	var watermark uint64
 	if err := w.retry(ctx, nil, "read the watermark", func() error {
 		var err error
-		watermark, err = clickhouse.SettledWatermark(ctx, w.conn)
+		watermark, err = w.sink.Settle(ctx)
 		return err
 	}); err != nil {
-		return nil // ctx ended
+		return err
 	}
 	// Start over: the consumer is recreated so that it delivers, in stream order, every batch
 	// still in the stream — the work-queue stream (ingest's; wait for it) keeps exactly the
@@ -129,7 +181,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		})
 		return err
 	}); err != nil {
-		return nil
+		return err
 	}
 	// Stored sequences are offset per stream incarnation: a recreated stream restarts at 1.
 	if err := w.retry(ctx, nil, "read the stream epoch", func() error {
@@ -137,60 +189,88 @@ func (w *Writer) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		w.seqOffset, err = clickhouse.SeqOffset(ctx, w.conn, uint64(stream.CachedInfo().Created.UnixNano()))
+		w.seqOffset, err = w.sink.SeqOffset(ctx, uint64(stream.CachedInfo().Created.UnixNano()))
 		return err
 	}); err != nil {
-		return nil
+		return err
 	}
 	w.logger.Info("writer started", "watermark", watermark, "seq_offset", w.seqOffset)
 	for ctx.Err() == nil {
-		msgs, rows, err := w.collect(ctx, cons)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			w.logger.Warn("fetch from stream; retrying", "err", err)
-			sleep(ctx, time.Second)
-			continue
-		}
-		if len(msgs) == 0 {
-			continue
-		}
-		fresh, maxSeq := rowsAbove(rows, watermark)
-		if len(fresh) > 0 {
-			failed := false
-			if err := w.retry(ctx, msgs, "insert into clickhouse", func() error {
-				// After a failed attempt the insert may still have landed (the answer was lost):
-				// inserting again would count the block twice in the rollups, so look first.
-				if failed {
-					if stored, err := clickhouse.SettledWatermark(ctx, w.conn); err != nil {
-						return err
-					} else if stored >= maxSeq {
-						w.logger.Info("insert had landed although its answer was lost", "seq", maxSeq)
-						return nil
-					}
-				}
-				err := w.insert(ctx, msgs, fresh)
-				failed = err != nil
+		msgs, rows, fetchErr := w.collect(ctx, cons)
+		// What was collected before a fetch error is written all the same: dropped, it would
+		// come again after the ack wait, below the watermark of newer sets, and be skipped.
+		if len(msgs) > 0 && ctx.Err() == nil {
+			var err error
+			if watermark, err = w.write(ctx, msgs, rows, watermark); err != nil {
 				return err
-			}); err != nil {
-				return nil // ctx ended; unacked messages are redelivered to the next run
-			}
-			watermark = max(watermark, maxSeq)
-			if w.crashAfterInsert != nil && w.crashAfterInsert() {
-				return nil
 			}
 		}
-		for _, m := range msgs {
-			if err := m.msg.Ack(); err != nil {
-				w.logger.Warn("ack batch (it will be redelivered and skipped)", "err", err)
-			}
+		if err := w.updateBacklog(ctx, cons); fetchErr == nil && gone(err) {
+			fetchErr = err
 		}
-		if info, err := cons.Info(ctx); err == nil {
-			w.backlog.Set(float64(info.NumPending + uint64(info.NumAckPending)))
+		if fetchErr != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if gone(fetchErr) {
+				return fmt.Errorf("stream %s, consumer %s: gone while writing (deleted?): %w", natsjs.StreamName, ConsumerName, fetchErr)
+			}
+			w.logger.Warn("fetch from stream; retrying", "err", fetchErr)
+			sleep(ctx, time.Second)
 		}
 	}
+	return ctx.Err()
+}
+
+// write inserts the rows of msgs above watermark, then acknowledges msgs; it returns the new
+// watermark. It returns an error only when ctx ends, before acknowledging anything.
+func (w *Writer) write(ctx context.Context, msgs []fetched, rows []Row, watermark uint64) (uint64, error) {
+	fresh, maxSeq := rowsAbove(rows, watermark)
+	if len(fresh) > 0 {
+		failed := false
+		if err := w.retry(ctx, msgs, "insert into clickhouse", func() error {
+			// After a failed attempt the insert may still have landed (the answer was lost):
+			// inserting again would count the block twice in the rollups, so look first.
+			if failed {
+				if stored, err := w.sink.Settle(ctx); err != nil {
+					return err
+				} else if stored >= maxSeq {
+					w.logger.Info("insert had landed although its answer was lost", "seq", maxSeq)
+					return nil
+				}
+			}
+			err := w.insert(ctx, msgs, fresh)
+			failed = err != nil
+			return err
+		}); err != nil {
+			return watermark, err // unacked messages are redelivered to the next run
+		}
+		watermark = max(watermark, maxSeq)
+	}
+	for _, m := range msgs {
+		if err := m.msg.Ack(); err != nil {
+			w.logger.Warn("ack batch (it will be redelivered and skipped)", "err", err)
+		}
+	}
+	return watermark, nil
+}
+
+// updateBacklog sets the backlog gauge. Its error also tells when the consumer is gone while
+// the fetches only time out.
+func (w *Writer) updateBacklog(ctx context.Context, cons jetstream.Consumer) error {
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return err
+	}
+	w.backlog.Set(float64(info.NumPending + uint64(info.NumAckPending)))
 	return nil
+}
+
+// gone tells whether err means the stream or the writer's consumer no longer exists, which no
+// retry on this consumer can mend.
+func gone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+		errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 type fetched struct {
@@ -200,46 +280,73 @@ type fetched struct {
 }
 
 // collect gathers messages until BatchRows rows or MaxWait, decoding each; poison messages go
-// to the dead-letter stream.
-func (w *Writer) collect(ctx context.Context, cons jetstream.Consumer) ([]fetched, []clickhouse.Row, error) {
-	deadline := time.Now().Add(w.cfg.MaxWait)
+// to the dead-letter stream. A set may hold more than BatchRows rows, from the messages of its
+// last fetch. With an error it also returns what it collected before.
+func (w *Writer) collect(ctx context.Context, cons jetstream.Consumer) ([]fetched, []Row, error) {
+	// The fetches end at the deadline, or at once when ctx ends: a stop does not wait MaxWait.
+	fetchCtx, cancel := context.WithTimeout(ctx, w.cfg.MaxWait)
+	defer cancel()
+	deadline, _ := fetchCtx.Deadline()
 	var msgs []fetched
-	var rows []clickhouse.Row
-	for len(rows) < w.cfg.BatchRows {
-		wait := time.Until(deadline)
-		if wait < 10*time.Millisecond {
+	var rows []Row
+	for len(rows) < w.cfg.BatchRows && ctx.Err() == nil {
+		if time.Until(deadline) < 10*time.Millisecond {
 			break
 		}
-		batch, err := cons.Fetch(200, jetstream.FetchMaxWait(wait))
+		// Take what the stream holds without waiting for a fetch to fill up (a fetch waits for
+		// its count of messages), so that a set goes as soon as it holds BatchRows rows; only
+		// when the stream holds nothing, wait for the next message until the deadline.
+		batch, err := cons.FetchNoWait(200)
 		if err != nil {
 			return msgs, rows, err
 		}
-		for m := range batch.Messages() {
-			meta, err := m.Metadata()
-			if err != nil {
-				w.deadLetter(ctx, m, "no metadata: "+err.Error())
-				continue
-			}
-			var b ingestv1.AcceptedBatch
-			if err := proto.Unmarshal(m.Data(), &b); err != nil || len(b.GetEvents()) == 0 {
-				w.deadLetter(ctx, m, fmt.Sprintf("undecodable batch: %v", err))
-				continue
-			}
-			if reason := tenantMismatch(m.Subject(), &b); reason != "" {
-				w.deadLetter(ctx, m, reason)
-				continue
-			}
-			sc := trace.SpanContextFromContext(otel.GetTextMapPropagator().Extract(ctx, propagation.HeaderCarrier(http.Header(m.Headers()))))
-			msgs = append(msgs, fetched{msg: m, seq: meta.Sequence.Stream, ctx: sc})
-			for _, e := range b.GetEvents() {
-				rows = append(rows, clickhouse.Row{Event: e, Seq: w.seqOffset + meta.Sequence.Stream})
-			}
+		n, err := w.take(ctx, batch, &msgs, &rows)
+		if err != nil {
+			return msgs, rows, err
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+		if n > 0 {
+			continue
+		}
+		if batch, err = cons.Fetch(1, jetstream.FetchContext(fetchCtx)); err != nil {
+			return msgs, rows, err
+		}
+		if _, err := w.take(ctx, batch, &msgs, &rows); err != nil {
 			return msgs, rows, err
 		}
 	}
-	return msgs, rows, nil
+	return msgs, rows, ctx.Err()
+}
+
+// take decodes the messages of batch into msgs and rows, dead-lettering poison messages, and
+// returns how many messages it saw.
+func (w *Writer) take(ctx context.Context, batch jetstream.MessageBatch, msgs *[]fetched, rows *[]Row) (int, error) {
+	n := 0
+	for m := range batch.Messages() {
+		n++
+		meta, err := m.Metadata()
+		if err != nil {
+			w.deadLetter(ctx, m, "no metadata: "+err.Error())
+			continue
+		}
+		var b ingestv1.AcceptedBatch
+		if err := proto.Unmarshal(m.Data(), &b); err != nil || len(b.GetEvents()) == 0 {
+			w.deadLetter(ctx, m, fmt.Sprintf("undecodable batch: %v", err))
+			continue
+		}
+		if reason := tenantMismatch(m.Subject(), &b); reason != "" {
+			w.deadLetter(ctx, m, reason)
+			continue
+		}
+		sc := trace.SpanContextFromContext(otel.GetTextMapPropagator().Extract(ctx, propagation.HeaderCarrier(http.Header(m.Headers()))))
+		*msgs = append(*msgs, fetched{msg: m, seq: meta.Sequence.Stream, ctx: sc})
+		for _, e := range b.GetEvents() {
+			*rows = append(*rows, Row{Event: e, Seq: w.seqOffset + meta.Sequence.Stream})
+		}
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+		return n, err
+	}
+	return n, nil
 }
 
 // tenantMismatch says why batch b may not be stored from subject, or "" when every event's
@@ -257,8 +364,8 @@ func tenantMismatch(subject string, b *ingestv1.AcceptedBatch) string {
 	return ""
 }
 
-func rowsAbove(rows []clickhouse.Row, watermark uint64) ([]clickhouse.Row, uint64) {
-	var out []clickhouse.Row
+func rowsAbove(rows []Row, watermark uint64) ([]Row, uint64) {
+	var out []Row
 	var top uint64
 	for _, r := range rows {
 		if r.Seq > watermark {
@@ -269,7 +376,7 @@ func rowsAbove(rows []clickhouse.Row, watermark uint64) ([]clickhouse.Row, uint6
 	return out, top
 }
 
-func (w *Writer) insert(ctx context.Context, msgs []fetched, rows []clickhouse.Row) error {
+func (w *Writer) insert(ctx context.Context, msgs []fetched, rows []Row) error {
 	links := make([]trace.Link, 0, min(len(msgs), 128))
 	for _, m := range msgs[:min(len(msgs), 128)] {
 		if m.ctx.IsValid() {
@@ -284,7 +391,7 @@ func (w *Writer) insert(ctx context.Context, msgs []fetched, rows []clickhouse.R
 	ctx, span := otel.Tracer("analytics/writer").Start(parent, "writer.insert", trace.WithLinks(links...))
 	defer span.End()
 	start := time.Now()
-	if err := clickhouse.Insert(ctx, w.conn, rows); err != nil {
+	if err := w.sink.Insert(ctx, rows); err != nil {
 		span.RecordError(err)
 		return err
 	}

@@ -1,4 +1,4 @@
-package writer
+package writer_test
 
 import (
 	"context"
@@ -20,18 +20,18 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
+	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
+	"github.com/campaignmesh/campaignmesh/services/analytics/writer/writerfault"
 )
 
-// pipeline runs the writer as in production: NATS with deploy/nats.conf's users (js publishes
-// as ingest, the writer runs as analytics, admin inspects) and ClickHouse as the writer user.
-type pipeline struct {
+// streams is NATS as in production: deploy/nats.conf's users (js publishes as ingest, the
+// writer runs as analytics, admin inspects).
+type streams struct {
 	js, writerJS, admin jetstream.JetStream
-	conn                driver.Conn
 }
 
-func newPipeline(t *testing.T) *pipeline {
+func newStreams(t *testing.T) *streams {
 	t.Helper()
-	ctx := context.Background()
 	srv, users := natstest.StartSecured(t)
 	connect := func(u natstest.User) jetstream.JetStream {
 		nc, js, err := natsjs.Connect(srv.ClientURL(), u.Name, natsjs.WithUser(u.Name, u.Password))
@@ -41,20 +41,15 @@ func newPipeline(t *testing.T) *pipeline {
 		t.Cleanup(nc.Close)
 		return js
 	}
-	js, writerJS, admin := connect(users.Ingest), connect(users.Analytics), connect(users.Admin)
-	if err := natsjs.EnsureStreams(ctx, js, natsjs.DefaultStream); err != nil {
+	s := &streams{js: connect(users.Ingest), writerJS: connect(users.Analytics), admin: connect(users.Admin)}
+	if err := natsjs.EnsureStreams(context.Background(), s.js, natsjs.DefaultStream); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := clickhouse.Open(ctx, chtest.Addr(), chtest.NewDatabase(t), clickhouse.User(chtest.Writer(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return &pipeline{js: js, writerJS: writerJS, admin: admin, conn: conn}
+	return s
 }
 
-// publish stores a batch of events with the given ids, as ingest does.
-func (p *pipeline) publish(t *testing.T, msgID string, ids ...string) {
+// publish stores a batch of events of tenant t1 with the given ids, as ingest does.
+func (s *streams) publish(t *testing.T, msgID string, ids ...string) {
 	t.Helper()
 	b := &ingestv1.AcceptedBatch{}
 	now := time.Now()
@@ -65,17 +60,39 @@ func (p *pipeline) publish(t *testing.T, msgID string, ids ...string) {
 		})
 	}
 	data, _ := proto.Marshal(b)
-	if _, err := natsjs.Publish(context.Background(), p.js, "t1", msgID, data, nil); err != nil {
+	if _, err := natsjs.Publish(context.Background(), s.js, "t1", msgID, data, nil); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// start runs a writer until the returned stop is called (or it stops by itself).
-func (p *pipeline) start(t *testing.T, crash func() bool) (done <-chan struct{}, stop func()) {
+// pipeline runs the writer as in production: the streams above and ClickHouse as the writer
+// user.
+type pipeline struct {
+	*streams
+	conn driver.Conn
+}
+
+func newPipeline(t *testing.T) *pipeline {
+	t.Helper()
+	s := newStreams(t)
+	conn, err := clickhouse.Open(context.Background(), chtest.Addr(), chtest.NewDatabase(t), clickhouse.User(chtest.Writer(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &pipeline{streams: s, conn: conn}
+}
+
+// start runs a writer until the returned stop is called (or it stops by itself). With
+// crashAfter > 0 it crashes right after that many inserts, before acknowledging them.
+func (p *pipeline) start(t *testing.T, crashAfter int) (done <-chan struct{}, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	w := New(p.writerJS, p.conn, Config{BatchRows: 10000, MaxWait: 200 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
-	w.crashAfterInsert = crash
+	var sink writer.Sink = clickhouse.NewEventSink(p.conn)
+	if crashAfter > 0 {
+		sink = writerfault.CrashAfterInserts(sink, crashAfter, cancel)
+	}
+	w := writer.New(p.writerJS, sink, writer.Config{BatchRows: 10000, MaxWait: 200 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
 	ch := make(chan struct{})
 	go func() { _ = w.Run(ctx); close(ch) }()
 	var once sync.Once
@@ -110,7 +127,7 @@ func (p *pipeline) settle(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if _, err := clickhouse.SettledWatermark(ctx, p.conn); err != nil {
+	if _, err := clickhouse.NewEventSink(p.conn).Settle(ctx); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -129,7 +146,7 @@ func TestEventsLandOnceEvenWhenRetried(t *testing.T) {
 	p.publish(t, "b1", ids("a", 100)...) // the same batch again: dropped by the stream
 	p.publish(t, "b2", ids("a", 50)...)  // a client retry of half of it in another batch
 	p.publish(t, "b3", ids("b", 30)...)
-	p.start(t, nil)
+	p.start(t, 0)
 	p.waitFor(t, `SELECT count() FROM events FINAL`, 130)
 	p.settle(t)
 	if n := p.count(t, `SELECT uniqExact(event_id) FROM events`); n != 130 {
@@ -151,7 +168,7 @@ func TestCrashBetweenInsertAndAckDoesNotDuplicate(t *testing.T) {
 		p.publish(t, fmt.Sprint("batch-", i), ids(fmt.Sprint("e", i), 20)...)
 	}
 	// The first writer inserts, then "crashes" before acknowledging anything.
-	done, _ := p.start(t, func() bool { return true })
+	done, _ := p.start(t, 1)
 	select {
 	case <-done:
 	case <-time.After(15 * time.Second):
@@ -162,11 +179,11 @@ func TestCrashBetweenInsertAndAckDoesNotDuplicate(t *testing.T) {
 	}
 	// The stream redelivers everything to the next writer, which must skip it.
 	p.publish(t, "batch-5", ids("e5", 20)...)
-	p.start(t, nil)
+	p.start(t, 0)
 	p.waitFor(t, `SELECT count() FROM events`, 120)
 	// Everything is acknowledged: nothing can be redelivered, so nothing further can arrive.
 	meshtest.Eventually(t, 15*time.Second, func() bool {
-		c, err := p.admin.Consumer(context.Background(), natsjs.StreamName, ConsumerName)
+		c, err := p.admin.Consumer(context.Background(), natsjs.StreamName, writer.ConsumerName)
 		if err != nil {
 			return false
 		}
@@ -193,7 +210,7 @@ func TestPoisonMessagesGoToTheDeadLetterStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.publish(t, "good", ids("g", 10)...)
-	p.start(t, nil)
+	p.start(t, 0)
 	p.waitFor(t, `SELECT count() FROM events`, 10)
 	dlq, err := p.admin.Stream(ctx, natsjs.DeadLetterName)
 	if err != nil {
@@ -216,7 +233,7 @@ func TestRecreatedStreamIsNotSkipped(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		p.publish(t, fmt.Sprint("old-", i), ids(fmt.Sprint("o", i), 10)...)
 	}
-	_, stop := p.start(t, nil)
+	_, stop := p.start(t, 0)
 	p.waitFor(t, `SELECT count() FROM events`, 30)
 	stop()
 	if err := p.admin.DeleteStream(ctx, natsjs.StreamName); err != nil {
@@ -226,7 +243,7 @@ func TestRecreatedStreamIsNotSkipped(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.publish(t, "new-0", ids("n", 10)...) // sequence 1 again
-	p.start(t, nil)
+	p.start(t, 0)
 	p.waitFor(t, `SELECT count() FROM events`, 40)
 	p.settle(t)
 	if n := p.count(t, `SELECT countMerge(events) FROM events_hourly`); n != 40 {
@@ -249,7 +266,7 @@ func TestBatchOnAnotherTenantsSubjectIsDeadLettered(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.publish(t, "good", ids("g", 10)...) // tenant t1 on events.t1
-	p.start(t, nil)
+	p.start(t, 0)
 	p.waitFor(t, `SELECT count() FROM events WHERE tenant_id = 't1'`, 10)
 	p.settle(t)
 	if n := p.count(t, `SELECT count() FROM events WHERE tenant_id IN ('tenant-a', 'tenant-b')`); n != 0 {

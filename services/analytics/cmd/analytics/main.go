@@ -45,7 +45,7 @@ func parse(args []string) (settings, error) {
 	fs.StringVar(&c.ReaderPasswordFile, "clickhouse-reader-password-file", "", "file holding the reader user's password")
 	fs.IntVar(&c.Writer.BatchRows, "writer-batch-rows", c.Writer.BatchRows, "rows per ClickHouse insert (at most)")
 	fs.DurationVar(&c.Writer.MaxWait, "writer-max-wait", c.Writer.MaxWait, "longest a row waits before it is inserted")
-	fs.IntVar(&c.FaultExitAfterInserts, "fault-exit-after-inserts", 0, "fault injection for tests: exit right after this many inserts, before acknowledging (0: off)")
+	registerFaultFlags(fs, c) // only in the chaos build (main_chaos.go)
 	fs.TextVar(&s.logLevel, "log-level", slog.LevelInfo, "log level (debug, info, warn, error)")
 	if err := config.Parse(fs, "CM_ANALYTICS", args); err != nil {
 		return s, err

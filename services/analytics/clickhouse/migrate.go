@@ -1,0 +1,87 @@
+package clickhouse
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/pressly/goose/v3"
+	goosedb "github.com/pressly/goose/v3/database"
+	"github.com/pressly/goose/v3/database/dialect"
+)
+
+// migrations are the schema's versions, applied in order by Migrate. 00001 adopts the tables
+// that the unversioned schema of earlier releases created.
+//
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// VersionTable records the applied migrations (goose's default name, as for PostgreSQL).
+const VersionTable = "goose_db_version"
+
+// Migrate applies the migrations the database lacks, as user (the writer, which owns the
+// schema), with goose over clickhouse-go's database/sql driver. ClickHouse has no
+// transactions: each migration runs outside one and is written so that running it again is
+// safe (IF NOT EXISTS, …), which completes one interrupted midway. There is no lock: run one
+// analytics writer per database (the writer's protocol needs that anyway).
+func Migrate(ctx context.Context, addr, database string, user User) error {
+	db := ch.OpenDB(options(addr, database, user))
+	defer func() { _ = db.Close() }()
+	fsys, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return fmt.Errorf("load clickhouse migrations: %w", err)
+	}
+	store, err := goosedb.NewStoreFromQuerier(VersionTable, versionQueries{})
+	if err != nil {
+		return fmt.Errorf("load clickhouse migrations: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectCustom, db, fsys, goose.WithStore(store))
+	if err != nil {
+		return fmt.Errorf("load clickhouse migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("migrate clickhouse schema: %w", err)
+	}
+	return nil
+}
+
+// versionQueries keep goose's version table in SQL that ClickHouse 18.16 runs as well as
+// current releases. goose's own ClickHouse dialect does not work on 18.16: its INSERT … VALUES
+// through database/sql never returns there (the server waits for a data block the driver does
+// not send), and its DELETE asks for mutations_sync, a setting 18.16 does not know.
+type versionQueries struct{}
+
+var _ dialect.Querier = versionQueries{}
+
+func (versionQueries) CreateTable(table string) string {
+	return `CREATE TABLE IF NOT EXISTS ` + table + ` (
+		version_id Int64,
+		is_applied UInt8,
+		tstamp DateTime DEFAULT now()
+	) ENGINE = MergeTree() ORDER BY version_id`
+}
+
+// InsertVersion is an INSERT … SELECT: an ordinary query on every release (see versionQueries).
+func (versionQueries) InsertVersion(table string) string {
+	return `INSERT INTO ` + table + ` (version_id, is_applied) SELECT $1, $2`
+}
+
+// DeleteVersion is an asynchronous mutation (18.16 cannot wait for one); it only serves goose
+// down, which analytics never runs.
+func (versionQueries) DeleteVersion(table string) string {
+	return `ALTER TABLE ` + table + ` DELETE WHERE version_id = $1`
+}
+
+func (versionQueries) GetMigrationByVersion(table string) string {
+	return `SELECT tstamp, is_applied FROM ` + table + ` WHERE version_id = $1 ORDER BY tstamp DESC LIMIT 1`
+}
+
+func (versionQueries) ListMigrations(table string) string {
+	return `SELECT version_id, is_applied FROM ` + table + ` ORDER BY version_id DESC`
+}
+
+func (versionQueries) GetLatestVersion(table string) string {
+	return `SELECT max(version_id) FROM ` + table
+}
