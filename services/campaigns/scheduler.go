@@ -73,8 +73,8 @@ const (
 )
 
 // NewScheduler returns a scheduler. spend may be nil (budgets are then not enforced). The store
-// writes the audit records of its transitions into the audit outbox (auditlog.RecordTx), whose
-// table must exist; outbox, told when there are new ones, may be nil (tests).
+// writes the audit records of its transitions into the audit outbox, whose table must exist;
+// outbox, told when there are new ones, may be nil (tests).
 func NewScheduler(store Store, spend SpendSource, outbox audit.Waker, logger *slog.Logger, opts ...SchedulerOption) *Scheduler {
 	s := &Scheduler{store: store, spend: spend, outbox: outbox, logger: logger, now: time.Now,
 		interval: DefaultSchedulerInterval, budgetInterval: DefaultBudgetInterval, batch: defaultBatch}
@@ -163,12 +163,13 @@ func (s *Scheduler) RunDue(ctx context.Context, now time.Time) (int, error) {
 	total := 0
 	for _, d := range due {
 		for {
-			applied, err := s.store.ApplyDue(auditAs(ctx, func() Action { return d.action }), d.kind, now, s.batch, func(c *Campaign) (*Transition, error) {
+			work := auditAs(ctx, func() Action { return d.action })
+			applied, err := s.store.ApplyDue(ctx, d.kind, now, s.batch, func(c *Campaign) (*Transition, *audit.Record, error) {
 				to, err := Next(c.State, d.action)
 				if err != nil {
-					return nil, ErrUnchanged // the store's query and the state machine disagree: leave it
+					return nil, nil, ErrUnchanged // the store's query and the state machine disagree: leave it
 				}
-				return c.enter(to, "scheduler:"+string(d.action), SchedulerActor, d.when(*c)), nil
+				return c.enter(to, "scheduler:"+string(d.action), SchedulerActor, d.when(*c)), takeRecord(work, c.TenantID, c.ID), nil
 			})
 			if err != nil {
 				return total, fmt.Errorf("run due %s: %w", d.kind, err)
@@ -183,8 +184,8 @@ func (s *Scheduler) RunDue(ctx context.Context, now time.Time) (int, error) {
 	return total, nil
 }
 
-// auditAs returns ctx in which the store audits each transition it makes as the scheduler's
-// action (read once the change has run, which decides it for budget checks).
+// auditAs returns ctx in which each transition the scheduler decides is audited as its
+// action (read when the record is taken, once the change has decided it for budget checks).
 func auditAs(ctx context.Context, action func() Action) context.Context {
 	return audit.WithWork(ctx, func() audit.Record {
 		return audit.Record{Method: schedulerMethod(action()), Actor: SchedulerActor, ActorKind: "service",
@@ -265,7 +266,8 @@ func (s *Scheduler) checkTenant(ctx context.Context, tenant string, cs []Campaig
 	made := 0
 	for _, c := range cs {
 		var action Action
-		change := func(cur *Campaign) (*Transition, error) {
+		work := auditAs(ctx, func() Action { return action })
+		change := func(cur *Campaign) (*Transition, *audit.Record, error) {
 			total, day := spendIn(totals, cur.ID, cur.Budget.Currency), spendIn(today, cur.ID, cur.Budget.Currency)
 			v := judgeBudget(*cur, now, total, day)
 			switch {
@@ -273,20 +275,20 @@ func (s *Scheduler) checkTenant(ctx context.Context, tenant string, cs []Campaig
 				action = ActExhaust
 				t := cur.enter(BudgetExhausted, "scheduler:"+string(ActExhaust), SchedulerActor, now)
 				cur.Exhausted, cur.ResumeTime = v.exhausted, v.resume
-				return t, nil
+				return t, takeRecord(work, tenant, cur.ID), nil
 			case cur.State == BudgetExhausted && v.exhausted == "":
 				// The budget was raised, or a new day began before the daily reset ran.
 				action = ActReplenish
-				return cur.enter(Active, "scheduler:"+string(ActReplenish), SchedulerActor, now), nil
+				return cur.enter(Active, "scheduler:"+string(ActReplenish), SchedulerActor, now), takeRecord(work, tenant, cur.ID), nil
 			}
 			// Otherwise nothing changes. (A total exhaustion whose total was raised while today's
 			// budget is spent stays "total" until the next day's check resumes it.)
-			return nil, ErrUnchanged
+			return nil, nil, ErrUnchanged
 		}
 		if _, ok := quickJudge(c, totals, today, now); !ok {
 			continue // no change by the figures: don't lock the row
 		}
-		updated, t, err := s.store.UpdateCampaign(auditAs(ctx, func() Action { return action }), tenant, c.ID, change)
+		updated, t, err := s.store.UpdateCampaign(ctx, tenant, c.ID, change)
 		switch {
 		case errors.Is(err, ErrUnchanged), apperr.HasCode(err, apperr.NotFound):
 			continue // changed or deleted meanwhile, or another replica got there first

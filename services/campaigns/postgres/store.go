@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/auditlog"
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgdb"
 	"github.com/campaignmesh/campaignmesh/services/campaigns"
@@ -29,8 +30,8 @@ type Store struct{ pool *pgxpool.Pool }
 
 var _ campaigns.Store = (*Store)(nil)
 
-// Open connects to the database at url and applies the migrations. Changes in audited work
-// write their audit records into the audit outbox's table, which Open creates too.
+// Open connects to the database at url and applies the migrations. Changes write the audit
+// records they are handed into the audit outbox's table, which Open creates too.
 func Open(ctx context.Context, url string) (*Store, error) {
 	pool, err := pgdb.Open(ctx, url)
 	if err != nil {
@@ -149,7 +150,7 @@ const writeCols = `name, description, channel, state, schedule_start, schedule_e
 	exhausted, resume_time, state_time, launch_time`
 
 // CreateCampaign implements campaigns.Store.
-func (s *Store) CreateCampaign(ctx context.Context, c campaigns.Campaign) (campaigns.Campaign, error) {
+func (s *Store) CreateCampaign(ctx context.Context, c campaigns.Campaign, rec *audit.Record) (campaigns.Campaign, error) {
 	args, err := values(c)
 	if err != nil {
 		return campaigns.Campaign{}, err
@@ -163,12 +164,28 @@ func (s *Store) CreateCampaign(ctx context.Context, c campaigns.Campaign) (campa
 		if out, err = oneCampaign(rows, err, "new"); err != nil {
 			return err
 		}
-		return auditlog.RecordTx(ctx, tx, "", out.TenantID, out.ID)
+		return insertRecord(ctx, tx, rec, "", out.ID)
 	})
 	if err != nil {
 		return campaigns.Campaign{}, err
 	}
 	return out, nil
+}
+
+// insertRecord writes rec, when there is one, in tx: with id as its id when not empty (the
+// change's own row's) and with resource when not empty (the id a new campaign was given).
+func insertRecord(ctx context.Context, tx pgx.Tx, rec *audit.Record, id, resource string) error {
+	if rec == nil {
+		return nil
+	}
+	r := *rec
+	if id != "" {
+		r.ID = id
+	}
+	if resource != "" {
+		r.Resource = resource
+	}
+	return auditlog.InsertTx(ctx, tx, r)
 }
 
 func oneCampaign(rows pgx.Rows, err error, id string) (campaigns.Campaign, error) {
@@ -279,7 +296,7 @@ func (s *Store) UpdateCampaign(ctx context.Context, tenantID, id string, change 
 // apply runs change on the locked campaign c and writes the result and its transition.
 func apply(ctx context.Context, tx pgx.Tx, c campaigns.Campaign, change campaigns.ChangeFunc) (campaigns.Campaign, *campaigns.Transition, error) {
 	from := c.State
-	tr, err := change(&c)
+	tr, rec, err := change(&c)
 	if err != nil {
 		return campaigns.Campaign{}, nil, err
 	}
@@ -301,7 +318,7 @@ func apply(ctx context.Context, tx pgx.Tx, c campaigns.Campaign, change campaign
 		return campaigns.Campaign{}, nil, fmt.Errorf("update campaign %s: %w", c.ID, err)
 	}
 	if tr == nil {
-		return updated, nil, auditlog.RecordTx(ctx, tx, "", c.TenantID, c.ID)
+		return updated, nil, insertRecord(ctx, tx, rec, "", "")
 	}
 	tr.TenantID, tr.CampaignID = c.TenantID, c.ID
 	err = tx.QueryRow(ctx, `INSERT INTO campaign_transitions (tenant_id, campaign_id, from_state, to_state, trigger, actor, effective_time)
@@ -312,11 +329,11 @@ func apply(ctx context.Context, tx pgx.Tx, c campaigns.Campaign, change campaign
 		return campaigns.Campaign{}, nil, fmt.Errorf("record transition of campaign %s: %w", c.ID, err)
 	}
 	// The audit record of a transition carries the transition's id.
-	return updated, tr, auditlog.RecordTx(ctx, tx, tr.ID, c.TenantID, c.ID)
+	return updated, tr, insertRecord(ctx, tx, rec, tr.ID, "")
 }
 
 // DeleteCampaign implements campaigns.Store.
-func (s *Store) DeleteCampaign(ctx context.Context, tenantID, id string, check func(campaigns.Campaign) error) error {
+func (s *Store) DeleteCampaign(ctx context.Context, tenantID, id string, check func(campaigns.Campaign) error, rec *audit.Record) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `SELECT `+campaignCols+` FROM campaigns WHERE tenant_id = $1 AND id = $2::uuid FOR UPDATE`, tenantID, id)
 		c, err := oneCampaign(rows, err, id)
@@ -329,7 +346,7 @@ func (s *Store) DeleteCampaign(ctx context.Context, tenantID, id string, check f
 		if _, err := tx.Exec(ctx, `DELETE FROM campaigns WHERE tenant_id = $1 AND id = $2::uuid`, tenantID, id); err != nil {
 			return fmt.Errorf("delete campaign %s: %w", id, err)
 		}
-		return auditlog.RecordTx(ctx, tx, "", tenantID, id)
+		return insertRecord(ctx, tx, rec, "", "")
 	})
 }
 
