@@ -190,6 +190,9 @@ type Store interface {
 	// due first, skipping those another scheduler holds, and applies change to each as
 	// UpdateCampaign does — in one transaction. It returns what it stored.
 	ApplyDue(ctx context.Context, kind DueKind, now time.Time, limit int, change ChangeFunc) ([]Applied, error)
+	// CountDue counts the campaigns of any tenant due for any kind at now, held by a scheduler
+	// or not.
+	CountDue(ctx context.Context, now time.Time) (int, error)
 	// BudgetCandidates lists campaigns of any tenant that are active or budget-exhausted and
 	// have a budget, by id, after afterID ("" for the start).
 	BudgetCandidates(ctx context.Context, afterID string, limit int) ([]Campaign, error)

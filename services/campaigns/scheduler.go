@@ -39,6 +39,7 @@ type Scheduler struct {
 	spend          SpendSource
 	outbox         audit.Waker
 	logger         *slog.Logger
+	metrics        Metrics
 	now            func() time.Time
 	interval       time.Duration
 	budgetInterval time.Duration
@@ -62,6 +63,10 @@ func WithBudgetInterval(d time.Duration) SchedulerOption {
 	return func(s *Scheduler) { s.budgetInterval = d }
 }
 
+// WithMetrics sets where the scheduler reports its transitions, their lateness, the campaigns
+// left due and its budget checks (default: nowhere).
+func WithMetrics(m Metrics) SchedulerOption { return func(s *Scheduler) { s.metrics = m } }
+
 // WithBatchSize sets how many campaigns one transaction claims (default 200).
 func WithBatchSize(n int) SchedulerOption { return func(s *Scheduler) { s.batch = n } }
 
@@ -76,7 +81,7 @@ const (
 // writes the audit records of its transitions into the audit outbox, whose table must exist;
 // outbox, told when there are new ones, may be nil (tests).
 func NewScheduler(store Store, spend SpendSource, outbox audit.Waker, logger *slog.Logger, opts ...SchedulerOption) *Scheduler {
-	s := &Scheduler{store: store, spend: spend, outbox: outbox, logger: logger, now: time.Now,
+	s := &Scheduler{store: store, spend: spend, outbox: outbox, logger: logger, metrics: NopMetrics{}, now: time.Now,
 		interval: DefaultSchedulerInterval, budgetInterval: DefaultBudgetInterval, batch: defaultBatch}
 	for _, o := range opts {
 		o(s)
@@ -158,8 +163,21 @@ var due = []struct {
 	{DueResume, ActDailyReset, func(c Campaign) time.Time { return *c.ResumeTime }},
 }
 
-// RunDue makes every time-triggered transition due at now and returns how many it made.
+// RunDue makes every time-triggered transition due at now and returns how many it made. Then,
+// whether or not that succeeded, it reports how many campaigns are still due.
 func (s *Scheduler) RunDue(ctx context.Context, now time.Time) (int, error) {
+	total, err := s.runDue(ctx, now)
+	n, cerr := s.store.CountDue(ctx, now)
+	switch {
+	case cerr == nil:
+		s.metrics.Due(n)
+	case err == nil:
+		err = fmt.Errorf("count due campaigns: %w", cerr)
+	}
+	return total, err
+}
+
+func (s *Scheduler) runDue(ctx context.Context, now time.Time) (int, error) {
 	total := 0
 	for _, d := range due {
 		for {
@@ -174,7 +192,10 @@ func (s *Scheduler) RunDue(ctx context.Context, now time.Time) (int, error) {
 			if err != nil {
 				return total, fmt.Errorf("run due %s: %w", d.kind, err)
 			}
-			s.applied(ctx, applied)
+			for _, a := range applied {
+				s.metrics.Late(max(now.Sub(a.Transition.EffectiveTime), 0))
+			}
+			s.applied(ctx, d.action, applied)
 			total += len(applied)
 			if len(applied) < s.batch {
 				break
@@ -193,9 +214,11 @@ func auditAs(ctx context.Context, action func() Action) context.Context {
 	})
 }
 
-// applied logs transitions made (and audited) and tells the outbox to deliver their records.
-func (s *Scheduler) applied(ctx context.Context, applied []Applied) {
+// applied logs and counts transitions made (and audited) by action, and tells the outbox to
+// deliver their records.
+func (s *Scheduler) applied(ctx context.Context, action Action, applied []Applied) {
 	for _, a := range applied {
+		s.metrics.Transitioned(string(action), string(a.Transition.From), string(a.Transition.To))
 		s.logger.InfoContext(ctx, "campaign transition", "campaign_id", a.Campaign.ID, "tenant_id", a.Campaign.TenantID,
 			"from", string(a.Transition.From), "to", string(a.Transition.To), "trigger", a.Transition.Trigger)
 	}
@@ -251,14 +274,21 @@ func (s *Scheduler) checkTenant(ctx context.Context, tenant string, cs []Campaig
 		dayStart, _ := dayWindow(c, now)
 		byDay[dayStart] = append(byDay[dayStart], c.ID)
 	}
+	unavailable := func() {
+		for range cs {
+			s.metrics.BudgetChecked(CheckSpendUnavailable)
+		}
+	}
 	totals, err := s.spend.Spend(ctx, tenant, ids, from, end)
 	if err != nil {
+		unavailable()
 		return 0, fmt.Errorf("read total spend: %w", err)
 	}
 	var today []Spend
 	for dayStart, dayIDs := range byDay {
 		rows, err := s.spend.Spend(ctx, tenant, dayIDs, dayStart, end)
 		if err != nil {
+			unavailable()
 			return 0, fmt.Errorf("read today's spend: %w", err)
 		}
 		today = append(today, rows...)
@@ -286,17 +316,26 @@ func (s *Scheduler) checkTenant(ctx context.Context, tenant string, cs []Campaig
 			return nil, nil, ErrUnchanged
 		}
 		if _, ok := quickJudge(c, totals, today, now); !ok {
+			s.metrics.BudgetChecked(CheckUnchanged)
 			continue // no change by the figures: don't lock the row
 		}
 		updated, t, err := s.store.UpdateCampaign(ctx, tenant, c.ID, change)
 		switch {
 		case errors.Is(err, ErrUnchanged), apperr.HasCode(err, apperr.NotFound):
+			s.metrics.BudgetChecked(CheckUnchanged)
 			continue // changed or deleted meanwhile, or another replica got there first
 		case err != nil:
+			s.metrics.BudgetChecked(CheckFailed)
 			return made, fmt.Errorf("apply budget verdict to campaign %s: %w", c.ID, err)
 		}
 		made++
-		s.applied(ctx, []Applied{{Campaign: updated, Transition: *t}})
+		if action == ActExhaust {
+			s.metrics.BudgetChecked(CheckExhausted)
+			s.metrics.BudgetExhausted(string(updated.Exhausted))
+		} else {
+			s.metrics.BudgetChecked(CheckReplenished)
+		}
+		s.applied(ctx, action, []Applied{{Campaign: updated, Transition: *t}})
 	}
 	return made, nil
 }

@@ -371,13 +371,29 @@ func (s *Store) ListTransitions(ctx context.Context, tenantID, campaignID string
 	return ts, nil
 }
 
-// dueQueries select, for each kind, the campaigns due at $1, oldest due first, locking them and
-// skipping rows another scheduler holds.
-var dueQueries = map[campaigns.DueKind]string{
-	campaigns.DueStart: `state = 'scheduled' AND start_time <= $1 ORDER BY start_time, id`,
-	campaigns.DueEnd:   `state IN ('active', 'paused', 'budget_exhausted') AND end_time <= $1 ORDER BY end_time, id`,
-	campaigns.DueResume: `state = 'budget_exhausted' AND exhausted = 'daily' AND resume_time <= $1
-		ORDER BY resume_time, id`,
+// dueConds select, for each kind, the campaigns due at $1; dueOrders put the oldest due first.
+var (
+	dueConds = map[campaigns.DueKind]string{
+		campaigns.DueStart:  `state = 'scheduled' AND start_time <= $1`,
+		campaigns.DueEnd:    `state IN ('active', 'paused', 'budget_exhausted') AND end_time <= $1`,
+		campaigns.DueResume: `state = 'budget_exhausted' AND exhausted = 'daily' AND resume_time <= $1`,
+	}
+	dueOrders = map[campaigns.DueKind]string{
+		campaigns.DueStart:  `start_time, id`,
+		campaigns.DueEnd:    `end_time, id`,
+		campaigns.DueResume: `resume_time, id`,
+	}
+)
+
+// CountDue implements campaigns.Store. A plain read: it waits for no lock.
+func (s *Store) CountDue(ctx context.Context, now time.Time) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM campaigns WHERE (`+dueConds[campaigns.DueStart]+`) OR (`+
+		dueConds[campaigns.DueEnd]+`) OR (`+dueConds[campaigns.DueResume]+`)`, now).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count due campaigns: %w", err)
+	}
+	return n, nil
 }
 
 // ApplyDue implements campaigns.Store. Another scheduler's transaction either holds a due row
@@ -385,14 +401,14 @@ var dueQueries = map[campaigns.DueKind]string{
 // re-checks the condition on the newest row version before locking it), so every transition
 // is made once.
 func (s *Store) ApplyDue(ctx context.Context, kind campaigns.DueKind, now time.Time, limit int, change campaigns.ChangeFunc) ([]campaigns.Applied, error) {
-	cond, ok := dueQueries[kind]
+	cond, ok := dueConds[kind]
 	if !ok {
 		return nil, fmt.Errorf("unknown due kind %q", kind)
 	}
 	var applied []campaigns.Applied
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		applied = nil
-		rows, err := tx.Query(ctx, `SELECT `+campaignCols+` FROM campaigns WHERE `+cond+` LIMIT $2 FOR UPDATE SKIP LOCKED`, now, limit)
+		rows, err := tx.Query(ctx, `SELECT `+campaignCols+` FROM campaigns WHERE `+cond+` ORDER BY `+dueOrders[kind]+` LIMIT $2 FOR UPDATE SKIP LOCKED`, now, limit)
 		if err != nil {
 			return fmt.Errorf("claim due campaigns: %w", err)
 		}
