@@ -4,28 +4,20 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
-	"net"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
-	auditpg "github.com/campaignmesh/campaignmesh/internal/platform/audit/postgres"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
-	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
-	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
-	"github.com/campaignmesh/campaignmesh/services/campaigns"
-	"github.com/campaignmesh/campaignmesh/services/campaigns/grpcapi"
-	"github.com/campaignmesh/campaignmesh/services/campaigns/postgres"
+	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 )
 
 // storedTokenVerifier accepts the test credentials' access token as a manager of tenant t1.
@@ -38,45 +30,18 @@ func (storedTokenVerifier) Verify(_ context.Context, cred string) (*authn.Princi
 	return &authn.Principal{TenantID: "t1", Subject: "u1", Role: rbac.Manager, Permissions: rbac.Manager.Permissions(), Kind: authn.KindAccessToken}, nil
 }
 
-type noSpend struct{}
-
-func (noSpend) Spend(context.Context, string, []string, time.Time, time.Time) ([]campaigns.Spend, error) {
-	return nil, nil
-}
-
-// newCampaignsCLI returns a CLI logged in to a gateway that is the real campaigns server
-// (interceptor chain, domain, PostgreSQL store) over an in-memory connection.
+// newCampaignsCLI returns a CLI logged in to a gateway that is the real campaigns service
+// (built by its app package: interceptor chain, domain, PostgreSQL store), reached over mTLS
+// with the gateway's identity.
 func newCampaignsCLI(t *testing.T) *testCLI {
 	t.Helper()
-	ctx := context.Background()
-	store, err := postgres.Open(ctx, pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
-	logger := slog.New(slog.DiscardHandler)
-	outbox, err := auditpg.NewOutbox(ctx, store.Pool(), nil, logger) // stored, never delivered: no auth here
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts, err := grpcapi.ServerOptions(ctx, store.Pool(), storedTokenVerifier{}, outbox, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpcserver.New(opts...)
-	campaignsv1.RegisterCampaignServiceServer(srv.GRPC(), grpcapi.NewServer(campaigns.NewService(store, noSpend{})))
-	lis := bufconn.Listen(1 << 20)
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx, lis) }()
-	t.Cleanup(func() { cancel(); <-done })
+	svc := servicetest.StartCampaigns(t, servicetest.CampaignsOptions{Verifier: storedTokenVerifier{}}) // audit records stay in the outbox: no auth here
+	creds := credentials.NewTLS(mtlstest.Source(t, svc.CA, "gateway").ClientConfig("campaigns"))
 
 	c := newTestCLI(t, loggedIn(t, fresh), nil)
 	c.dial = func(*app) (authv1.AuthServiceClient, io.Closer, error) {
 		c.dials++
-		conn, err := grpc.NewClient("passthrough:///gateway",
-			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-			grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(svc.Addr(), grpc.WithTransportCredentials(creds))
 		if err != nil {
 			return nil, nil, err
 		}

@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 )
 
 // Channel is where a campaign runs.
@@ -166,29 +167,51 @@ type Transition struct {
 
 // Store is what the domain needs from persistence. Every tenant-scoped call takes the tenant
 // explicitly; a campaign of another tenant is reported as not found.
+//
+// Changes in audited work carry their audit record, which the domain takes (audit.Take) where
+// it decides the change; the store writes it in the transaction of the change, so the record
+// commits with the change or neither does. A nil record: the work is not audited.
 type Store interface {
-	CreateCampaign(ctx context.Context, c Campaign) (Campaign, error)
+	// CreateCampaign stores a new campaign with rec, whose resource becomes the id the store
+	// gives the campaign.
+	CreateCampaign(ctx context.Context, c Campaign, rec *audit.Record) (Campaign, error)
 	GetCampaign(ctx context.Context, tenantID, id string) (Campaign, error)
 	ListCampaigns(ctx context.Context, tenantID string, q ListQuery) ([]Campaign, error)
 	// UpdateCampaign locks the campaign, lets change modify it, and stores the result with the
-	// next revision, together with the transition change returns (nil: none), atomically. An
-	// error from change aborts and is returned as is (ErrUnchanged: nothing to store).
+	// next revision, together with the transition and the audit record change returns,
+	// atomically. An error from change aborts and is returned as is (ErrUnchanged: nothing to
+	// store).
 	UpdateCampaign(ctx context.Context, tenantID, id string, change ChangeFunc) (Campaign, *Transition, error)
-	// DeleteCampaign locks the campaign, asks check whether it may go, and deletes it.
-	DeleteCampaign(ctx context.Context, tenantID, id string, check func(Campaign) error) error
+	// DeleteCampaign locks the campaign, asks check whether it may go, and deletes it with rec.
+	DeleteCampaign(ctx context.Context, tenantID, id string, check func(Campaign) error, rec *audit.Record) error
 	// ListTransitions returns a campaign's transitions with Seq > afterSeq, oldest first.
 	ListTransitions(ctx context.Context, tenantID, campaignID string, afterSeq int64, limit int) ([]Transition, error)
 	// ApplyDue claims up to limit campaigns of any tenant that are due for kind at now, oldest
 	// due first, skipping those another scheduler holds, and applies change to each as
 	// UpdateCampaign does — in one transaction. It returns what it stored.
 	ApplyDue(ctx context.Context, kind DueKind, now time.Time, limit int, change ChangeFunc) ([]Applied, error)
+	// CountDue counts the campaigns of any tenant due for any kind at now, held by a scheduler
+	// or not.
+	CountDue(ctx context.Context, now time.Time) (int, error)
 	// BudgetCandidates lists campaigns of any tenant that are active or budget-exhausted and
 	// have a budget, by id, after afterID ("" for the start).
 	BudgetCandidates(ctx context.Context, afterID string, limit int) ([]Campaign, error)
 }
 
-// ChangeFunc changes a locked campaign in place and returns the transition it made, if any.
-type ChangeFunc func(c *Campaign) (*Transition, error)
+// ChangeFunc changes a locked campaign in place and returns the transition it made, if any,
+// and the audit record of the change (nil: not audited). The record of a transition takes the
+// transition's id, which the store assigns.
+type ChangeFunc func(c *Campaign) (*Transition, *audit.Record, error)
+
+// takeRecord takes the record of the audited work in ctx (audit.Take) for the store to write
+// with the change; nil outside audited work.
+func takeRecord(ctx context.Context, tenantID, resource string) *audit.Record {
+	r, ok := audit.Take(ctx, tenantID, resource)
+	if !ok {
+		return nil
+	}
+	return &r
+}
 
 // Applied is a campaign the scheduler changed, and its transition.
 type Applied struct {

@@ -39,6 +39,7 @@ type Scheduler struct {
 	spend          SpendSource
 	outbox         audit.Waker
 	logger         *slog.Logger
+	metrics        Metrics
 	now            func() time.Time
 	interval       time.Duration
 	budgetInterval time.Duration
@@ -62,6 +63,10 @@ func WithBudgetInterval(d time.Duration) SchedulerOption {
 	return func(s *Scheduler) { s.budgetInterval = d }
 }
 
+// WithMetrics sets where the scheduler reports its transitions, their lateness, the campaigns
+// left due and its budget checks (default: nowhere).
+func WithMetrics(m Metrics) SchedulerOption { return func(s *Scheduler) { s.metrics = m } }
+
 // WithBatchSize sets how many campaigns one transaction claims (default 200).
 func WithBatchSize(n int) SchedulerOption { return func(s *Scheduler) { s.batch = n } }
 
@@ -73,10 +78,10 @@ const (
 )
 
 // NewScheduler returns a scheduler. spend may be nil (budgets are then not enforced). The store
-// writes the audit records of its transitions into the audit outbox (audit/postgres.RecordTx), whose
-// table must exist; outbox, told when there are new ones, may be nil (tests).
+// writes the audit records of its transitions into the audit outbox, whose table must exist;
+// outbox, told when there are new ones, may be nil (tests).
 func NewScheduler(store Store, spend SpendSource, outbox audit.Waker, logger *slog.Logger, opts ...SchedulerOption) *Scheduler {
-	s := &Scheduler{store: store, spend: spend, outbox: outbox, logger: logger, now: time.Now,
+	s := &Scheduler{store: store, spend: spend, outbox: outbox, logger: logger, metrics: NopMetrics{}, now: time.Now,
 		interval: DefaultSchedulerInterval, budgetInterval: DefaultBudgetInterval, batch: defaultBatch}
 	for _, o := range opts {
 		o(s)
@@ -158,22 +163,39 @@ var due = []struct {
 	{DueResume, ActDailyReset, func(c Campaign) time.Time { return *c.ResumeTime }},
 }
 
-// RunDue makes every time-triggered transition due at now and returns how many it made.
+// RunDue makes every time-triggered transition due at now and returns how many it made. Then,
+// whether or not that succeeded, it reports how many campaigns are still due.
 func (s *Scheduler) RunDue(ctx context.Context, now time.Time) (int, error) {
+	total, err := s.runDue(ctx, now)
+	n, cerr := s.store.CountDue(ctx, now)
+	switch {
+	case cerr == nil:
+		s.metrics.Due(n)
+	case err == nil:
+		err = fmt.Errorf("count due campaigns: %w", cerr)
+	}
+	return total, err
+}
+
+func (s *Scheduler) runDue(ctx context.Context, now time.Time) (int, error) {
 	total := 0
 	for _, d := range due {
 		for {
-			applied, err := s.store.ApplyDue(auditAs(ctx, func() Action { return d.action }), d.kind, now, s.batch, func(c *Campaign) (*Transition, error) {
+			work := auditAs(ctx, func() Action { return d.action })
+			applied, err := s.store.ApplyDue(ctx, d.kind, now, s.batch, func(c *Campaign) (*Transition, *audit.Record, error) {
 				to, err := Next(c.State, d.action)
 				if err != nil {
-					return nil, ErrUnchanged // the store's query and the state machine disagree: leave it
+					return nil, nil, ErrUnchanged // the store's query and the state machine disagree: leave it
 				}
-				return c.enter(to, "scheduler:"+string(d.action), SchedulerActor, d.when(*c)), nil
+				return c.enter(to, "scheduler:"+string(d.action), SchedulerActor, d.when(*c)), takeRecord(work, c.TenantID, c.ID), nil
 			})
 			if err != nil {
 				return total, fmt.Errorf("run due %s: %w", d.kind, err)
 			}
-			s.applied(ctx, applied)
+			for _, a := range applied {
+				s.metrics.Late(max(now.Sub(a.Transition.EffectiveTime), 0))
+			}
+			s.applied(ctx, d.action, applied)
 			total += len(applied)
 			if len(applied) < s.batch {
 				break
@@ -183,8 +205,8 @@ func (s *Scheduler) RunDue(ctx context.Context, now time.Time) (int, error) {
 	return total, nil
 }
 
-// auditAs returns ctx in which the store audits each transition it makes as the scheduler's
-// action (read once the change has run, which decides it for budget checks).
+// auditAs returns ctx in which each transition the scheduler decides is audited as its
+// action (read when the record is taken, once the change has decided it for budget checks).
 func auditAs(ctx context.Context, action func() Action) context.Context {
 	return audit.WithWork(ctx, func() audit.Record {
 		return audit.Record{Method: schedulerMethod(action()), Actor: SchedulerActor, ActorKind: "service",
@@ -192,9 +214,11 @@ func auditAs(ctx context.Context, action func() Action) context.Context {
 	})
 }
 
-// applied logs transitions made (and audited) and tells the outbox to deliver their records.
-func (s *Scheduler) applied(ctx context.Context, applied []Applied) {
+// applied logs and counts transitions made (and audited) by action, and tells the outbox to
+// deliver their records.
+func (s *Scheduler) applied(ctx context.Context, action Action, applied []Applied) {
 	for _, a := range applied {
+		s.metrics.Transitioned(string(action), string(a.Transition.From), string(a.Transition.To))
 		s.logger.InfoContext(ctx, "campaign transition", "campaign_id", a.Campaign.ID, "tenant_id", a.Campaign.TenantID,
 			"from", string(a.Transition.From), "to", string(a.Transition.To), "trigger", a.Transition.Trigger)
 	}
@@ -250,14 +274,21 @@ func (s *Scheduler) checkTenant(ctx context.Context, tenant string, cs []Campaig
 		dayStart, _ := dayWindow(c, now)
 		byDay[dayStart] = append(byDay[dayStart], c.ID)
 	}
+	unavailable := func() {
+		for range cs {
+			s.metrics.BudgetChecked(CheckSpendUnavailable)
+		}
+	}
 	totals, err := s.spend.Spend(ctx, tenant, ids, from, end)
 	if err != nil {
+		unavailable()
 		return 0, fmt.Errorf("read total spend: %w", err)
 	}
 	var today []Spend
 	for dayStart, dayIDs := range byDay {
 		rows, err := s.spend.Spend(ctx, tenant, dayIDs, dayStart, end)
 		if err != nil {
+			unavailable()
 			return 0, fmt.Errorf("read today's spend: %w", err)
 		}
 		today = append(today, rows...)
@@ -265,7 +296,8 @@ func (s *Scheduler) checkTenant(ctx context.Context, tenant string, cs []Campaig
 	made := 0
 	for _, c := range cs {
 		var action Action
-		change := func(cur *Campaign) (*Transition, error) {
+		work := auditAs(ctx, func() Action { return action })
+		change := func(cur *Campaign) (*Transition, *audit.Record, error) {
 			total, day := spendIn(totals, cur.ID, cur.Budget.Currency), spendIn(today, cur.ID, cur.Budget.Currency)
 			v := judgeBudget(*cur, now, total, day)
 			switch {
@@ -273,28 +305,37 @@ func (s *Scheduler) checkTenant(ctx context.Context, tenant string, cs []Campaig
 				action = ActExhaust
 				t := cur.enter(BudgetExhausted, "scheduler:"+string(ActExhaust), SchedulerActor, now)
 				cur.Exhausted, cur.ResumeTime = v.exhausted, v.resume
-				return t, nil
+				return t, takeRecord(work, tenant, cur.ID), nil
 			case cur.State == BudgetExhausted && v.exhausted == "":
 				// The budget was raised, or a new day began before the daily reset ran.
 				action = ActReplenish
-				return cur.enter(Active, "scheduler:"+string(ActReplenish), SchedulerActor, now), nil
+				return cur.enter(Active, "scheduler:"+string(ActReplenish), SchedulerActor, now), takeRecord(work, tenant, cur.ID), nil
 			}
 			// Otherwise nothing changes. (A total exhaustion whose total was raised while today's
 			// budget is spent stays "total" until the next day's check resumes it.)
-			return nil, ErrUnchanged
+			return nil, nil, ErrUnchanged
 		}
 		if _, ok := quickJudge(c, totals, today, now); !ok {
+			s.metrics.BudgetChecked(CheckUnchanged)
 			continue // no change by the figures: don't lock the row
 		}
-		updated, t, err := s.store.UpdateCampaign(auditAs(ctx, func() Action { return action }), tenant, c.ID, change)
+		updated, t, err := s.store.UpdateCampaign(ctx, tenant, c.ID, change)
 		switch {
 		case errors.Is(err, ErrUnchanged), apperr.HasCode(err, apperr.NotFound):
+			s.metrics.BudgetChecked(CheckUnchanged)
 			continue // changed or deleted meanwhile, or another replica got there first
 		case err != nil:
+			s.metrics.BudgetChecked(CheckFailed)
 			return made, fmt.Errorf("apply budget verdict to campaign %s: %w", c.ID, err)
 		}
 		made++
-		s.applied(ctx, []Applied{{Campaign: updated, Transition: *t}})
+		if action == ActExhaust {
+			s.metrics.BudgetChecked(CheckExhausted)
+			s.metrics.BudgetExhausted(string(updated.Exhausted))
+		} else {
+			s.metrics.BudgetChecked(CheckReplenished)
+		}
+		s.applied(ctx, action, []Applied{{Campaign: updated, Transition: *t}})
 	}
 	return made, nil
 }

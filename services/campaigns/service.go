@@ -57,7 +57,7 @@ func (s *Service) CreateCampaign(ctx context.Context, caller *authn.Principal, c
 	}
 	c.ID, c.TenantID, c.State, c.Creator, c.Revision = "", tenant, Draft, caller.Subject, 1
 	c.StateTime, c.Exhausted, c.ResumeTime, c.LaunchTime = s.now(), "", nil, nil
-	return s.store.CreateCampaign(ctx, c)
+	return s.store.CreateCampaign(ctx, c, takeRecord(ctx, tenant, ""))
 }
 
 // GetCampaign returns a campaign of the caller's tenant.
@@ -138,32 +138,32 @@ func (s *Service) UpdateCampaign(ctx context.Context, caller *authn.Principal, i
 	}
 	in.normalize()
 	now := s.now()
-	c, _, err := s.store.UpdateCampaign(ctx, tenant, in.ID, func(cur *Campaign) (*Transition, error) {
+	c, _, err := s.store.UpdateCampaign(ctx, tenant, in.ID, func(cur *Campaign) (*Transition, *audit.Record, error) {
 		if err := cur.checkEtag(etag); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		next, changed := applyFields(*cur, in, fields)
 		for _, f := range changed {
 			if !CanChange(f, cur.State) {
-				return nil, apperr.New(apperr.FailedPrecondition, "FIELD_NOT_CHANGEABLE",
+				return nil, nil, apperr.New(apperr.FailedPrecondition, "FIELD_NOT_CHANGEABLE",
 					"%s cannot change while the campaign is %s", strings.TrimSuffix(string(f), " (weights only)"), cur.State)
 			}
 		}
 		if err := next.validate(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if next.State != Draft {
 			if err := next.validateReady(); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		if slices.Contains(changed, FieldScheduleEnd) && next.State != Draft && next.Schedule.EndTime != nil && !next.Schedule.EndTime.After(now) {
 			var v apperr.Violations
 			v.Add("campaign.schedule.end", "must be in the future once the campaign is %s", next.State)
-			return nil, v.Err()
+			return nil, nil, v.Err()
 		}
 		*cur = next
-		return nil, nil
+		return nil, takeRecord(ctx, tenant, cur.ID), nil
 	})
 	return c, err
 }
@@ -243,6 +243,8 @@ func (s *Service) DeleteCampaign(ctx context.Context, caller *authn.Principal, i
 	if err := ValidateID("id", id); err != nil {
 		return err
 	}
+	// The record is taken before the check: a refused delete fails the call, which the access
+	// layer then records itself.
 	return s.store.DeleteCampaign(ctx, tenant, id, func(c Campaign) error {
 		if err := c.checkEtag(etag); err != nil {
 			return err
@@ -257,7 +259,7 @@ func (s *Service) DeleteCampaign(ctx context.Context, caller *authn.Principal, i
 		default:
 			return apperr.New(apperr.FailedPrecondition, "DELETE_NOT_DRAFT", "only drafts can be deleted; the campaign is %s: cancel or complete it, then archive it", c.State)
 		}
-	})
+	}, takeRecord(ctx, tenant, id))
 }
 
 // triggers are the transition triggers of the user actions: the RPC names.
@@ -280,26 +282,26 @@ func (s *Service) Transition(ctx context.Context, caller *authn.Principal, id st
 		return Campaign{}, err
 	}
 	now := s.now()
-	c, _, err := s.store.UpdateCampaign(ctx, tenant, id, func(cur *Campaign) (*Transition, error) {
+	c, _, err := s.store.UpdateCampaign(ctx, tenant, id, func(cur *Campaign) (*Transition, *audit.Record, error) {
 		if err := cur.checkEtag(etag); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		to, err := Next(cur.State, action)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if action == ActSchedule {
 			if err := cur.validateReady(); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if cur.Schedule.EndTime != nil && !cur.Schedule.EndTime.After(now) {
 				var v apperr.Violations
 				v.Add("campaign.schedule.end", "has passed; set a later end to schedule the campaign")
-				return nil, v.Err()
+				return nil, nil, v.Err()
 			}
 			cur.LaunchTime = &now
 		}
-		return cur.enter(to, trigger, caller.Subject, now), nil
+		return cur.enter(to, trigger, caller.Subject, now), takeRecord(ctx, tenant, cur.ID), nil
 	})
 	return c, err
 }

@@ -2,14 +2,9 @@ package grpcapi_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,18 +17,12 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	auditpg "github.com/campaignmesh/campaignmesh/internal/platform/audit/postgres"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
-	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
-	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
-	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
-	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
+	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 	"github.com/campaignmesh/campaignmesh/services/auth"
-	authapi "github.com/campaignmesh/campaignmesh/services/auth/grpcapi"
-	authpg "github.com/campaignmesh/campaignmesh/services/auth/postgres"
 	"github.com/campaignmesh/campaignmesh/services/campaigns"
-	"github.com/campaignmesh/campaignmesh/services/campaigns/grpcapi"
 	"github.com/campaignmesh/campaignmesh/services/campaigns/postgres"
 )
 
@@ -42,8 +31,9 @@ const password = "a long enough password"
 // env is a small mesh in one process, every hop over real mTLS with certificates from one
 // test CA: the real auth service (own database) issues tokens, verifies API keys and keeps
 // the audit log; the campaigns service (own database) verifies credentials with auth's
-// published keys, records audited calls in its outbox and delivers them to auth — exactly as
-// cmd/campaigns wires it. Clients call campaigns with the gateway's identity.
+// published keys, records audited calls in its outbox and delivers them to auth — both built
+// by their app packages, as their commands build them. Clients call campaigns with the
+// gateway's identity.
 type env struct {
 	ca      *mtls.CA
 	authSvc *auth.Service
@@ -65,82 +55,13 @@ func (zeroSpend) Spend(context.Context, string, []string, time.Time, time.Time) 
 	return nil, nil
 }
 
-func serve(t *testing.T, srv *grpcserver.Server) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, lis) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return lis.Addr().String()
-}
-
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	ctx := context.Background()
-	logger := slog.New(slog.DiscardHandler)
-	e := &env{ca: mtlstest.NewCA(t), spend: &zeroSpend{}}
-
-	// auth
-	authStore, err := authpg.Open(ctx, pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(authStore.Close)
-	kek := make([]byte, auth.KEKSize)
-	_, _ = rand.Read(kek)
-	keks, err := auth.ParseKeyEncryptionKeys("test:" + base64.StdEncoding.EncodeToString(kek))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.authSvc = auth.NewService(authStore, 5*time.Minute).WithKeyEncryption(keks)
-	if err := e.authSvc.Keys().Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	authOpts, err := authapi.ServerOptions(ctx, e.authSvc, authStore, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	authSrv := grpcserver.New(append(authOpts, grpcserver.WithTLS(mtlstest.Source(t, e.ca, "auth").ServerConfig()))...)
-	authv1.RegisterAuthServiceServer(authSrv.GRPC(), authapi.NewServer(e.authSvc))
-	authAddr := serve(t, authSrv)
-	e.auth = authv1.NewAuthServiceClient(dial(t, authAddr, e.ca, "gateway", "auth"))
-
-	// campaigns, wired as cmd/campaigns does
-	e.store, err = postgres.Open(ctx, pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.store.Close)
-	certs := mtlstest.Source(t, e.ca, "campaigns")
-	authConn, err := grpcclient.Dial(authAddr, "auth", certs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { authConn.Close() })
-	authClient := authv1.NewAuthServiceClient(authConn)
-	if e.outbox, err = auditpg.NewOutbox(ctx, e.store.Pool(), authClient, logger); err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = e.outbox.Run(runCtx) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	e.svc = campaigns.NewService(e.store, e.spend).WithLogger(logger)
-	verifier := authn.Verifier{Tokens: authn.NewJWTVerifier(authn.NewRemoteKeys(authclient.New(authClient), 0, 0)), Keys: authn.NewRemoteAPIKeys(authclient.New(authClient), 0)}
-	opts, err := grpcapi.ServerOptions(ctx, e.store.Pool(), verifier, e.outbox, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpcserver.New(append(opts, grpcserver.WithTLS(certs.ServerConfig()))...)
-	campaignsv1.RegisterCampaignServiceServer(srv.GRPC(), grpcapi.NewServer(e.svc))
-	if _, missing := srv.Rules(); len(missing) > 0 {
-		t.Fatalf("RPCs without an access rule: %v", missing)
-	}
-	e.addr = serve(t, srv)
+	a := servicetest.StartAuth(t, servicetest.AuthOptions{})
+	e := &env{ca: a.CA, authSvc: a.Service(), spend: &zeroSpend{}}
+	e.auth = a.Client(t, "gateway")
+	c := servicetest.StartCampaigns(t, servicetest.CampaignsOptions{CA: a.CA, AuthAddr: a.Addr(), Spend: e.spend})
+	e.store, e.svc, e.outbox, e.addr = c.Store(), c.Service(), c.Outbox(), c.Addr()
 	e.conn = dial(t, e.addr, e.ca, "gateway", "campaigns")
 	e.client = campaignsv1.NewCampaignServiceClient(e.conn)
 	return e

@@ -2,9 +2,7 @@ package grpcapi_test
 
 import (
 	"bytes"
-	"context"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -16,15 +14,10 @@ import (
 
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
-	auditpg "github.com/campaignmesh/campaignmesh/internal/platform/audit/postgres"
-	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
-	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
 	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
-	"github.com/campaignmesh/campaignmesh/services/campaigns"
-	"github.com/campaignmesh/campaignmesh/services/campaigns/grpcapi"
-	"github.com/campaignmesh/campaignmesh/services/campaigns/postgres"
+	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 )
 
 type lockedBuffer struct {
@@ -43,36 +36,12 @@ func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); retur
 // When the campaigns database goes away, reads, creates and idempotent creates answer
 // UNAVAILABLE with retry info through the real chain, logged at warn with their cause.
 func TestDatabaseOutageAnswersUnavailable(t *testing.T) {
-	ctx := context.Background()
 	proxy, dbURL := pgtest.NewProxy(t, pgtest.NewDatabase(t))
-	store, err := postgres.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
 	logs := &lockedBuffer{}
-	logger := telemetry.NewLogger(logs, "campaigns", slog.LevelDebug)
-	outbox, err := auditpg.NewOutbox(ctx, store.Pool(), nil, logger) // records stay in the outbox: no delivery here
-	if err != nil {
-		t.Fatal(err)
-	}
 	issuer := meshtest.NewIssuer(t)
-	opts, err := grpcapi.ServerOptions(ctx, store.Pool(), issuer.Verifier(), outbox, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := mtlstest.NewCA(t)
-	srv := grpcserver.New(append(opts, grpcserver.WithTLS(mtlstest.Source(t, ca, "campaigns").ServerConfig()))...)
-	campaignsv1.RegisterCampaignServiceServer(srv.GRPC(), grpcapi.NewServer(campaigns.NewService(store, zeroSpend{}).WithLogger(logger)))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx, lis) }()
-	t.Cleanup(func() { cancel(); <-done })
-	client := campaignsv1.NewCampaignServiceClient(dial(t, lis.Addr().String(), ca, "gateway", "campaigns"))
+	svc := servicetest.StartCampaigns(t, servicetest.CampaignsOptions{Database: dbURL, Verifier: issuer.Verifier(), Spend: zeroSpend{},
+		Logger: telemetry.NewLogger(logs, "campaigns", slog.LevelDebug)}) // audit records stay in the outbox: no auth here
+	client := svc.Client(t, "gateway")
 
 	m := as(issuer.Token(t, "t1", rbac.Manager, "u-manager"))
 	c, err := client.CreateCampaign(m, &campaignsv1.CreateCampaignRequest{Campaign: newDraft("before")})

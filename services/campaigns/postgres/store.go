@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	auditpg "github.com/campaignmesh/campaignmesh/internal/platform/audit/postgres"
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgdb"
 	"github.com/campaignmesh/campaignmesh/services/campaigns"
@@ -29,8 +30,8 @@ type Store struct{ pool *pgxpool.Pool }
 
 var _ campaigns.Store = (*Store)(nil)
 
-// Open connects to the database at url and applies the migrations. Changes in audited work
-// write their audit records into the audit outbox's table, which Open creates too.
+// Open connects to the database at url and applies the migrations. Changes write the audit
+// records they are handed into the audit outbox's table, which Open creates too.
 func Open(ctx context.Context, url string) (*Store, error) {
 	pool, err := pgdb.Open(ctx, url)
 	if err != nil {
@@ -149,7 +150,7 @@ const writeCols = `name, description, channel, state, schedule_start, schedule_e
 	exhausted, resume_time, state_time, launch_time`
 
 // CreateCampaign implements campaigns.Store.
-func (s *Store) CreateCampaign(ctx context.Context, c campaigns.Campaign) (campaigns.Campaign, error) {
+func (s *Store) CreateCampaign(ctx context.Context, c campaigns.Campaign, rec *audit.Record) (campaigns.Campaign, error) {
 	args, err := values(c)
 	if err != nil {
 		return campaigns.Campaign{}, err
@@ -163,12 +164,28 @@ func (s *Store) CreateCampaign(ctx context.Context, c campaigns.Campaign) (campa
 		if out, err = oneCampaign(rows, err, "new"); err != nil {
 			return err
 		}
-		return auditpg.RecordTx(ctx, tx, "", out.TenantID, out.ID)
+		return insertRecord(ctx, tx, rec, "", out.ID)
 	})
 	if err != nil {
 		return campaigns.Campaign{}, err
 	}
 	return out, nil
+}
+
+// insertRecord writes rec, when there is one, in tx: with id as its id when not empty (the
+// change's own row's) and with resource when not empty (the id a new campaign was given).
+func insertRecord(ctx context.Context, tx pgx.Tx, rec *audit.Record, id, resource string) error {
+	if rec == nil {
+		return nil
+	}
+	r := *rec
+	if id != "" {
+		r.ID = id
+	}
+	if resource != "" {
+		r.Resource = resource
+	}
+	return auditpg.InsertTx(ctx, tx, r)
 }
 
 func oneCampaign(rows pgx.Rows, err error, id string) (campaigns.Campaign, error) {
@@ -279,7 +296,7 @@ func (s *Store) UpdateCampaign(ctx context.Context, tenantID, id string, change 
 // apply runs change on the locked campaign c and writes the result and its transition.
 func apply(ctx context.Context, tx pgx.Tx, c campaigns.Campaign, change campaigns.ChangeFunc) (campaigns.Campaign, *campaigns.Transition, error) {
 	from := c.State
-	tr, err := change(&c)
+	tr, rec, err := change(&c)
 	if err != nil {
 		return campaigns.Campaign{}, nil, err
 	}
@@ -301,7 +318,7 @@ func apply(ctx context.Context, tx pgx.Tx, c campaigns.Campaign, change campaign
 		return campaigns.Campaign{}, nil, fmt.Errorf("update campaign %s: %w", c.ID, err)
 	}
 	if tr == nil {
-		return updated, nil, auditpg.RecordTx(ctx, tx, "", c.TenantID, c.ID)
+		return updated, nil, insertRecord(ctx, tx, rec, "", "")
 	}
 	tr.TenantID, tr.CampaignID = c.TenantID, c.ID
 	err = tx.QueryRow(ctx, `INSERT INTO campaign_transitions (tenant_id, campaign_id, from_state, to_state, trigger, actor, effective_time)
@@ -312,11 +329,11 @@ func apply(ctx context.Context, tx pgx.Tx, c campaigns.Campaign, change campaign
 		return campaigns.Campaign{}, nil, fmt.Errorf("record transition of campaign %s: %w", c.ID, err)
 	}
 	// The audit record of a transition carries the transition's id.
-	return updated, tr, auditpg.RecordTx(ctx, tx, tr.ID, c.TenantID, c.ID)
+	return updated, tr, insertRecord(ctx, tx, rec, tr.ID, "")
 }
 
 // DeleteCampaign implements campaigns.Store.
-func (s *Store) DeleteCampaign(ctx context.Context, tenantID, id string, check func(campaigns.Campaign) error) error {
+func (s *Store) DeleteCampaign(ctx context.Context, tenantID, id string, check func(campaigns.Campaign) error, rec *audit.Record) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `SELECT `+campaignCols+` FROM campaigns WHERE tenant_id = $1 AND id = $2::uuid FOR UPDATE`, tenantID, id)
 		c, err := oneCampaign(rows, err, id)
@@ -329,7 +346,7 @@ func (s *Store) DeleteCampaign(ctx context.Context, tenantID, id string, check f
 		if _, err := tx.Exec(ctx, `DELETE FROM campaigns WHERE tenant_id = $1 AND id = $2::uuid`, tenantID, id); err != nil {
 			return fmt.Errorf("delete campaign %s: %w", id, err)
 		}
-		return auditpg.RecordTx(ctx, tx, "", tenantID, id)
+		return insertRecord(ctx, tx, rec, "", "")
 	})
 }
 
@@ -354,13 +371,29 @@ func (s *Store) ListTransitions(ctx context.Context, tenantID, campaignID string
 	return ts, nil
 }
 
-// dueQueries select, for each kind, the campaigns due at $1, oldest due first, locking them and
-// skipping rows another scheduler holds.
-var dueQueries = map[campaigns.DueKind]string{
-	campaigns.DueStart: `state = 'scheduled' AND start_time <= $1 ORDER BY start_time, id`,
-	campaigns.DueEnd:   `state IN ('active', 'paused', 'budget_exhausted') AND end_time <= $1 ORDER BY end_time, id`,
-	campaigns.DueResume: `state = 'budget_exhausted' AND exhausted = 'daily' AND resume_time <= $1
-		ORDER BY resume_time, id`,
+// dueConds select, for each kind, the campaigns due at $1; dueOrders put the oldest due first.
+var (
+	dueConds = map[campaigns.DueKind]string{
+		campaigns.DueStart:  `state = 'scheduled' AND start_time <= $1`,
+		campaigns.DueEnd:    `state IN ('active', 'paused', 'budget_exhausted') AND end_time <= $1`,
+		campaigns.DueResume: `state = 'budget_exhausted' AND exhausted = 'daily' AND resume_time <= $1`,
+	}
+	dueOrders = map[campaigns.DueKind]string{
+		campaigns.DueStart:  `start_time, id`,
+		campaigns.DueEnd:    `end_time, id`,
+		campaigns.DueResume: `resume_time, id`,
+	}
+)
+
+// CountDue implements campaigns.Store. A plain read: it waits for no lock.
+func (s *Store) CountDue(ctx context.Context, now time.Time) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM campaigns WHERE (`+dueConds[campaigns.DueStart]+`) OR (`+
+		dueConds[campaigns.DueEnd]+`) OR (`+dueConds[campaigns.DueResume]+`)`, now).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count due campaigns: %w", err)
+	}
+	return n, nil
 }
 
 // ApplyDue implements campaigns.Store. Another scheduler's transaction either holds a due row
@@ -368,14 +401,14 @@ var dueQueries = map[campaigns.DueKind]string{
 // re-checks the condition on the newest row version before locking it), so every transition
 // is made once.
 func (s *Store) ApplyDue(ctx context.Context, kind campaigns.DueKind, now time.Time, limit int, change campaigns.ChangeFunc) ([]campaigns.Applied, error) {
-	cond, ok := dueQueries[kind]
+	cond, ok := dueConds[kind]
 	if !ok {
 		return nil, fmt.Errorf("unknown due kind %q", kind)
 	}
 	var applied []campaigns.Applied
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		applied = nil
-		rows, err := tx.Query(ctx, `SELECT `+campaignCols+` FROM campaigns WHERE `+cond+` LIMIT $2 FOR UPDATE SKIP LOCKED`, now, limit)
+		rows, err := tx.Query(ctx, `SELECT `+campaignCols+` FROM campaigns WHERE `+cond+` ORDER BY `+dueOrders[kind]+` LIMIT $2 FOR UPDATE SKIP LOCKED`, now, limit)
 		if err != nil {
 			return fmt.Errorf("claim due campaigns: %w", err)
 		}

@@ -107,10 +107,10 @@ func TestCampaignRoundTripAndTenantScope(t *testing.T) {
 	if _, err := s.GetCampaign(ctx, "t2", c.ID); code(err) != apperr.NotFound {
 		t.Fatalf("another tenant reads the campaign: %v", err)
 	}
-	if _, _, err := s.UpdateCampaign(ctx, "t2", c.ID, func(*campaigns.Campaign) (*campaigns.Transition, error) { return nil, nil }); code(err) != apperr.NotFound {
+	if _, _, err := s.UpdateCampaign(ctx, "t2", c.ID, func(*campaigns.Campaign) (*campaigns.Transition, *audit.Record, error) { return nil, nil, nil }); code(err) != apperr.NotFound {
 		t.Fatalf("another tenant updates the campaign: %v", err)
 	}
-	if err := s.DeleteCampaign(ctx, "t2", c.ID, func(campaigns.Campaign) error { return nil }); code(err) != apperr.NotFound {
+	if err := s.DeleteCampaign(ctx, "t2", c.ID, func(campaigns.Campaign) error { return nil }, nil); code(err) != apperr.NotFound {
 		t.Fatalf("another tenant deletes the campaign: %v", err)
 	}
 	if list, err := s.ListCampaigns(ctx, "t2", campaigns.ListQuery{Size: 10}); err != nil || len(list) != 0 {
@@ -127,24 +127,24 @@ func TestUpdateCampaignIsAtomicWithItsTransition(t *testing.T) {
 		t.Fatal(err)
 	}
 	boom := errors.New("boom")
-	if _, _, err := s.UpdateCampaign(ctx, "t1", c.ID, func(cur *campaigns.Campaign) (*campaigns.Transition, error) {
+	if _, _, err := s.UpdateCampaign(ctx, "t1", c.ID, func(cur *campaigns.Campaign) (*campaigns.Transition, *audit.Record, error) {
 		cur.Name = "changed"
-		return nil, boom
+		return nil, nil, boom
 	}); !errors.Is(err, boom) {
 		t.Fatalf("failing change: %v", err)
 	}
 	if got, _ := s.GetCampaign(ctx, "t1", c.ID); got.Name != "Atomic" || got.Revision != 1 {
 		t.Fatalf("a failed change was stored: %+v", got)
 	}
-	if _, _, err := s.UpdateCampaign(ctx, "t1", c.ID, func(cur *campaigns.Campaign) (*campaigns.Transition, error) {
+	if _, _, err := s.UpdateCampaign(ctx, "t1", c.ID, func(cur *campaigns.Campaign) (*campaigns.Transition, *audit.Record, error) {
 		cur.State = campaigns.Scheduled // a state change without its transition is refused
-		return nil, nil
+		return nil, nil, nil
 	}); err == nil {
 		t.Fatal("state change without a transition was stored")
 	}
-	updated, tr, err := s.UpdateCampaign(ctx, "t1", c.ID, func(cur *campaigns.Campaign) (*campaigns.Transition, error) {
+	updated, tr, err := s.UpdateCampaign(ctx, "t1", c.ID, func(cur *campaigns.Campaign) (*campaigns.Transition, *audit.Record, error) {
 		cur.State = campaigns.Scheduled
-		return &campaigns.Transition{From: campaigns.Draft, To: campaigns.Scheduled, Trigger: "test", Actor: "me", EffectiveTime: time.Now()}, nil
+		return &campaigns.Transition{From: campaigns.Draft, To: campaigns.Scheduled, Trigger: "test", Actor: "me", EffectiveTime: time.Now()}, nil, nil
 	})
 	if err != nil || updated.State != campaigns.Scheduled || updated.Revision != 2 || tr.ID == "" || tr.Seq == 0 || !updated.UpdateTime.After(c.UpdateTime) {
 		t.Fatalf("update = %+v, %+v, %v", updated, tr, err)
@@ -185,18 +185,29 @@ func TestChangesCommitWithTheirAuditRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, tr, err := s.UpdateCampaign(ctx, "t1", c.ID, func(cur *campaigns.Campaign) (*campaigns.Transition, error) {
+	// The store writes the record its caller took and handed it, with the transition's id.
+	_, tr, err := s.UpdateCampaign(ctx, "t1", c.ID, func(cur *campaigns.Campaign) (*campaigns.Transition, *audit.Record, error) {
 		cur.State = campaigns.Scheduled
-		return &campaigns.Transition{From: campaigns.Draft, To: campaigns.Scheduled, Trigger: "test", Actor: "me", EffectiveTime: time.Now()}, nil
+		rec, _ := audit.Take(ctx, "t1", cur.ID)
+		return &campaigns.Transition{From: campaigns.Draft, To: campaigns.Scheduled, Trigger: "test", Actor: "me", EffectiveTime: time.Now()}, &rec, nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A change that fails writes no record.
-	if _, _, err := s.UpdateCampaign(ctx, "t1", c.ID, func(*campaigns.Campaign) (*campaigns.Transition, error) {
-		return nil, errors.New("boom")
+	// A change that fails writes no record, even one it was handed.
+	if _, _, err := s.UpdateCampaign(ctx, "t1", c.ID, func(cur *campaigns.Campaign) (*campaigns.Transition, *audit.Record, error) {
+		rec, _ := audit.Take(ctx, "t1", cur.ID)
+		return nil, &rec, errors.New("boom")
 	}); err == nil {
 		t.Fatal("failing change succeeded")
+	}
+	// A change handed no record writes none, even in audited work: the store never takes one
+	// from the context itself.
+	if _, _, err := s.UpdateCampaign(ctx, "t1", c.ID, func(cur *campaigns.Campaign) (*campaigns.Transition, *audit.Record, error) {
+		cur.Description = "unaudited"
+		return nil, nil, nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	rows, err := s.Pool().Query(context.Background(), `SELECT record FROM audit_outbox ORDER BY create_time`)
 	if err != nil {
@@ -393,7 +404,7 @@ func TestDeleteRemovesDraftAndItsTransitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	refuse := errors.New("no")
-	if err := s.DeleteCampaign(ctx, "t1", c.ID, func(campaigns.Campaign) error { return refuse }); !errors.Is(err, refuse) {
+	if err := s.DeleteCampaign(ctx, "t1", c.ID, func(campaigns.Campaign) error { return refuse }, nil); !errors.Is(err, refuse) {
 		t.Fatalf("refused delete: %v", err)
 	}
 	if err := svc.DeleteCampaign(ctx, p, c.ID, ""); err != nil {

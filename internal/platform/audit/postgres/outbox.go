@@ -86,23 +86,6 @@ func InsertTx(ctx context.Context, tx pgx.Tx, r audit.Record) error {
 	return nil
 }
 
-// RecordTx stores the audit record of the audited work in ctx (audit.Take), as a success
-// on resource in tenantID, in tx. id, when not empty, is the record's id (e.g. that of the
-// change's own row). Outside audited work it does nothing.
-//
-// Deprecated: a store receives its record explicitly from its domain and calls InsertTx; this
-// remains only until the campaigns store has moved to InsertTx.
-func RecordTx(ctx context.Context, tx pgx.Tx, id, tenantID, resource string) error {
-	r, ok := audit.Take(ctx, tenantID, resource)
-	if !ok {
-		return nil
-	}
-	if id != "" {
-		r.ID = id
-	}
-	return InsertTx(ctx, tx, r)
-}
-
 // Wake implements audit.Waker: records were stored with InsertTx; deliver them soon.
 func (o *Outbox) Wake() {
 	select {

@@ -1,0 +1,212 @@
+// Package app builds the runnable campaigns service from a Config: the PostgreSQL store
+// (migrated on open), the audit outbox and its delivery to auth, the clients of auth
+// (credentials, revocations) and analytics (spend), the scheduler, the gRPC API over mTLS
+// through the platform's server, and the admin listener (/metrics with the request series and
+// the scheduler's, /healthz). cmd/campaigns and the test fixtures
+// (internal/servicetest.StartCampaigns) build the service here, so they run the same wiring.
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
+	auditpg "github.com/campaignmesh/campaignmesh/internal/platform/audit/postgres"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
+	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
+	"github.com/campaignmesh/campaignmesh/services/campaigns"
+	"github.com/campaignmesh/campaignmesh/services/campaigns/analyticsclient"
+	"github.com/campaignmesh/campaignmesh/services/campaigns/grpcapi"
+	"github.com/campaignmesh/campaignmesh/services/campaigns/postgres"
+	campaignsprom "github.com/campaignmesh/campaignmesh/services/campaigns/prometheus"
+)
+
+// ServiceName is the campaigns service's mesh identity and its name in audit records.
+const ServiceName = grpcapi.ServiceName
+
+// Config is everything the campaigns service is built from. DefaultConfig holds the documented
+// defaults (the flags of cmd/campaigns).
+type Config struct {
+	// Listen is the gRPC (mTLS) address, AdminListen the one of /metrics and /healthz; port 0
+	// picks a free port (Addr and AdminAddr tell which).
+	Listen, AdminListen string
+	// PostgresURL is the campaigns database; New applies its migrations.
+	PostgresURL string
+	// AuthAddr is the auth service: signing keys, API key verification, revocations and the
+	// audit log the outbox delivers to. AnalyticsAddr is the analytics service: campaign spend.
+	AuthAddr, AnalyticsAddr string
+	// TLS names the service's mesh certificate, key and CA bundle.
+	TLS mtls.Files
+	// SchedulerInterval is how often the scheduler looks for due campaigns, BudgetInterval how
+	// often it compares spend with budgets.
+	SchedulerInterval, BudgetInterval time.Duration
+	// MaxRecvMsgSize bounds a request message, in bytes.
+	MaxRecvMsgSize int
+	// GracePeriod bounds how long a stop waits for calls in flight.
+	GracePeriod time.Duration
+
+	// Verifier, when set, checks callers' credentials instead of the auth service (tests that
+	// sign their own tokens); auth is then dialed only to deliver audit records.
+	Verifier grpcserver.Verifier
+	// Spend, when set, is the campaigns' spend instead of the analytics service (tests);
+	// AnalyticsAddr is then not dialed.
+	Spend campaigns.SpendSource
+}
+
+// DefaultConfig returns the documented defaults. The database and TLS files have none: they
+// are required.
+func DefaultConfig() Config {
+	return Config{
+		Listen: "127.0.0.1:7103", AdminListen: "127.0.0.1:9103",
+		AuthAddr: "127.0.0.1:7101", AnalyticsAddr: "127.0.0.1:7104",
+		SchedulerInterval: campaigns.DefaultSchedulerInterval, BudgetInterval: campaigns.DefaultBudgetInterval,
+		MaxRecvMsgSize: 1 << 20, GracePeriod: grpcserver.DefaultGracePeriod,
+	}
+}
+
+// App is a built campaigns service: migrated, connected, listening, not yet serving.
+type App struct {
+	logger      *slog.Logger
+	store       *postgres.Store
+	conns       []*grpc.ClientConn
+	outbox      *auditpg.Outbox
+	revocations *authn.RevocationList // nil with Config.Verifier
+	svc         *campaigns.Service
+	scheduler   *campaigns.Scheduler
+	registry    *prometheus.Registry
+	server      *grpcserver.Server
+	lis, admin  net.Listener
+	closeOnce   sync.Once
+}
+
+// New opens the database (applying its migrations and creating the audit outbox), dials auth
+// and analytics (connections are made on first use), builds the domain, the scheduler and the
+// gRPC server, registers the scheduler's series next to the server's request series, and opens
+// both listeners. On an error everything opened so far is released.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err error) {
+	a := &App{logger: logger, registry: telemetry.NewRegistry()}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	certs, err := mtls.NewSource(cfg.TLS, logger)
+	if err != nil {
+		return nil, err
+	}
+	if a.store, err = postgres.Open(ctx, cfg.PostgresURL); err != nil {
+		return nil, err
+	}
+	authConn, err := grpcclient.Dial(cfg.AuthAddr, "auth", certs)
+	if err != nil {
+		return nil, err
+	}
+	a.conns = append(a.conns, authConn)
+	authClient := authv1.NewAuthServiceClient(authConn)
+	if a.outbox, err = auditpg.NewOutbox(ctx, a.store.Pool(), authClient, logger); err != nil {
+		return nil, err
+	}
+	spend := cfg.Spend
+	if spend == nil {
+		client, conn, err := analyticsclient.Dial(cfg.AnalyticsAddr, certs)
+		if err != nil {
+			return nil, err
+		}
+		a.conns = append(a.conns, conn)
+		spend = client
+	}
+	verifier := cfg.Verifier
+	if verifier == nil {
+		var v authn.Verifier
+		v, a.revocations = authclient.NewVerifier(authClient)
+		a.revocations.WithLogger(logger)
+		verifier = v
+	}
+
+	a.svc = campaigns.NewService(a.store, spend).WithLogger(logger)
+	a.scheduler = campaigns.NewScheduler(a.store, spend, a.outbox, logger,
+		campaigns.WithInterval(cfg.SchedulerInterval), campaigns.WithBudgetInterval(cfg.BudgetInterval),
+		campaigns.WithMetrics(campaignsprom.New(a.registry)))
+	opts, err := grpcapi.ServerOptions(ctx, a.store.Pool(), verifier, a.outbox, logger)
+	if err != nil {
+		return nil, err
+	}
+	a.server = grpcserver.New(append(opts,
+		grpcserver.WithTLS(certs.ServerConfig()),
+		grpcserver.WithMetrics(a.registry),
+		grpcserver.WithMaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		grpcserver.WithGracePeriod(cfg.GracePeriod),
+	)...)
+	campaignsv1.RegisterCampaignServiceServer(a.server.GRPC(), grpcapi.NewServer(a.svc))
+
+	if a.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	if a.admin, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+		return nil, fmt.Errorf("listen admin %s: %w", cfg.AdminListen, err)
+	}
+	return a, nil
+}
+
+// Addr is the address the gRPC server listens on.
+func (a *App) Addr() string { return a.lis.Addr().String() }
+
+// AdminAddr is the address of /metrics and /healthz.
+func (a *App) AdminAddr() string { return a.admin.Addr().String() }
+
+// Service is the domain service the API serves: for tests and tools that seed or inspect it
+// directly, bypassing the API's access rules.
+func (a *App) Service() *campaigns.Service { return a.svc }
+
+// Store is the service's PostgreSQL store (its Pool lets tests inspect rows).
+func (a *App) Store() *postgres.Store { return a.store }
+
+// Outbox is the service's audit outbox (tests count the records not yet delivered).
+func (a *App) Outbox() *auditpg.Outbox { return a.outbox }
+
+// Run serves the API and the admin listener, delivers audit records, keeps the revocation list
+// current and runs the scheduler until ctx ends (then stops gracefully and returns nil) or one
+// of them fails: then the others are stopped and its error is returned. Call it once; Close
+// afterwards.
+func (a *App) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.server.Serve(ctx, a.lis) })
+	if a.revocations != nil {
+		g.Go(func() error { return a.revocations.Run(ctx) })
+	}
+	g.Go(func() error { return telemetry.ServeAdminOn(ctx, a.admin, a.registry, a.logger) })
+	g.Go(func() error { return a.outbox.Run(ctx) })
+	g.Go(func() error { return a.scheduler.Run(ctx) })
+	return g.Wait()
+}
+
+// Close releases what New opened: the listeners, the connections to auth and analytics and
+// the database pool. It is safe to call more than once.
+func (a *App) Close() {
+	a.closeOnce.Do(func() {
+		for _, l := range []net.Listener{a.lis, a.admin} {
+			if l != nil {
+				_ = l.Close() // already closed when Run has served on it
+			}
+		}
+		for _, c := range a.conns {
+			_ = c.Close()
+		}
+		if a.store != nil {
+			a.store.Close()
+		}
+	})
+}
