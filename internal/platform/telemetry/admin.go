@@ -24,13 +24,19 @@ func NewRegistry() *prometheus.Registry {
 // ServeAdmin serves /metrics (from reg) and /healthz on addr until ctx is done. It is the
 // operator-facing listener of every process, separate from the API port.
 func ServeAdmin(ctx context.Context, addr string, reg *prometheus.Registry, logger *slog.Logger) error {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen admin %s: %w", addr, err)
 	}
+	return ServeAdminOn(ctx, lis, reg, logger)
+}
+
+// ServeAdminOn is ServeAdmin on a listener the caller opened (a service's app listens when it
+// is built, so that tests can ask for port 0 and learn the address). It closes lis.
+func ServeAdminOn(ctx context.Context, lis net.Listener, reg *prometheus.Registry, logger *slog.Logger) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
