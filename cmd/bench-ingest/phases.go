@@ -38,6 +38,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
 	"github.com/campaignmesh/campaignmesh/services/ingest"
 	"github.com/campaignmesh/campaignmesh/services/ingest/grpcapi"
+	ingestjs "github.com/campaignmesh/campaignmesh/services/ingest/natsjs"
 )
 
 const batchSize = 100
@@ -151,7 +152,7 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	srv := grpcserver.New(grpcserver.WithLogger(slog.New(slog.DiscardHandler)), grpcserver.WithTLS(ingestSrc.ServerConfig()),
 		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}))
-	ingestv1.RegisterIngestServiceServer(srv.GRPC(), grpcapi.NewServer(js, ingest.DefaultLimits, grpcapi.RateLimits{PerTenant: 1e9, PerSource: 1e9}, nil))
+	ingestv1.RegisterIngestServiceServer(srv.GRPC(), grpcapi.NewServer(ingest.NewService(ingestjs.NewPublisher(js, nil), ingest.DefaultLimits, ingest.RateLimits{PerTenant: 1e9, PerSource: 1e9})))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
