@@ -67,9 +67,6 @@ func (s *Service) WithMetrics(reg prometheus.Registerer) *Service {
 	return s
 }
 
-// WithClock replaces the clock that stamps reception (tests).
-func (s *Service) WithClock(now func() time.Time) *Service { s.now = now; return s }
-
 // Ingest takes the events of one request of requestBytes from source (the API key or user) of
 // tenant. A request over the batch limits is refused whole (INVALID_ARGUMENT); otherwise the
 // valid events are published as one batch, unless the caller is over a rate limit
