@@ -23,6 +23,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
 	"github.com/campaignmesh/campaignmesh/services/ingest"
 	ingestapi "github.com/campaignmesh/campaignmesh/services/ingest/grpcapi"
+	ingestjs "github.com/campaignmesh/campaignmesh/services/ingest/natsjs"
 )
 
 // freshTenant receives the freshness batches, apart from the data set.
@@ -55,7 +56,7 @@ func (b *bench) freshness(ctx context.Context, e *env) (freshStats, error) {
 	}
 	srv := grpcserver.New(grpcserver.WithService("ingest"), grpcserver.WithLogger(slog.New(slog.DiscardHandler)), grpcserver.WithAuditor(sink), grpcserver.WithTLS(ingestSrc.ServerConfig()),
 		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": e.pub})}), grpcserver.WithMetrics(prometheus.NewRegistry()))
-	ingestv1.RegisterIngestServiceServer(srv.GRPC(), ingestapi.NewServer(e.js, ingest.DefaultLimits, ingestapi.DefaultRateLimits, nil))
+	ingestv1.RegisterIngestServiceServer(srv.GRPC(), ingestapi.NewServer(ingest.NewService(ingestjs.NewPublisher(e.js, nil), ingest.DefaultLimits, ingest.DefaultRateLimits)))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return st, err

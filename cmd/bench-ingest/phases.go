@@ -29,16 +29,14 @@ import (
 
 	"github.com/campaignmesh/campaignmesh/gateway"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
-	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
-	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
 	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
 	"github.com/campaignmesh/campaignmesh/services/ingest"
-	"github.com/campaignmesh/campaignmesh/services/ingest/grpcapi"
+	"github.com/campaignmesh/campaignmesh/services/ingest/app"
 )
 
 const batchSize = 100
@@ -64,157 +62,273 @@ func (noop) IngestEvents(_ context.Context, r *ingestv1.IngestEventsRequest) (*i
 	return &ingestv1.IngestEventsResponse{Accepted: int32(len(r.GetEvents()))}, nil
 }
 
+// run sets up what every phase shares, measures the baselines, then the pipeline, and prints
+// the ratios between them.
 func (b *bench) run(ctx context.Context) error {
-	dir, err := os.MkdirTemp("", "bench-ingest-")
+	r, err := setUp(ctx)
+	if r != nil {
+		defer r.tearDown()
+	}
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	progress("issuing certificates")
-	if _, err := mtls.DevPKI(dir, []string{"ingest", "gateway"}); err != nil {
-		return err
-	}
-	files := func(svc string) mtls.Files {
-		return mtls.Files{Cert: filepath.Join(dir, svc+".pem"), Key: filepath.Join(dir, svc+"-key.pem"), CA: filepath.Join(dir, "ca.pem")}
-	}
-	ingestSrc, err := mtls.NewSource(files("ingest"), nil)
-	if err != nil {
-		return err
-	}
-	gatewaySrc, err := mtls.NewSource(files("gateway"), nil)
-	if err != nil {
-		return err
-	}
-	edgeSrc, err := mtls.NewSource(mtls.Files{Cert: filepath.Join(dir, "edge.pem"), Key: filepath.Join(dir, "edge-key.pem")}, nil)
-	if err != nil {
-		return err
-	}
-
-	progress("starting embedded NATS (JetStream, file storage, fsync always)")
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(dir, "nats"), SyncAlways: true, NoLog: true, NoSigs: true})
-	if err != nil {
-		return err
-	}
-	go ns.Start()
-	defer ns.Shutdown()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		return fmt.Errorf("nats not ready")
-	}
-	nc, js, err := natsjs.Connect(ns.ClientURL(), "bench")
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-
-	chAddr := os.Getenv("CM_CLICKHOUSE_ADDR")
-	if chAddr == "" {
-		chAddr = "127.0.0.1:19000"
-	}
-	db := fmt.Sprintf("bench_%d", time.Now().UnixNano())
-	chUser, err := clickhouse.EnvUser("CM_CLICKHOUSE")
-	if err != nil {
-		return err
-	}
-	admin, err := ch.Open(&ch.Options{Addr: []string{chAddr}, Auth: ch.Auth{Username: chUser.Name, Password: chUser.Password}})
-	if err == nil {
-		err = admin.Exec(ctx, "CREATE DATABASE "+db)
-	}
-	if err != nil {
-		return fmt.Errorf("clickhouse at %s (run scripts/devenv.sh up): %w", chAddr, err)
-	}
-	defer func() { _ = admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db); admin.Close() }()
 
 	fmt.Println()
 	fmt.Printf("Baselines (%d callers, %s each, %d-event batches)\n", b.callers, b.duration, batchSize)
-	a, err := b.rawGRPC(ctx, ingestSrc, gatewaySrc)
-	if err != nil {
-		return err
-	}
-	bb, err := b.rawJetStream(ctx, js)
-	if err != nil {
-		return err
-	}
-	c, err := b.rawClickHouse(ctx, chAddr, db+"_raw", admin, chUser)
+	base, err := b.baselines(ctx, r)
 	if err != nil {
 		return err
 	}
 
 	fmt.Printf("\nPipeline\n")
+	p, err := startPipeline(ctx, r)
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	acked, err := b.ackedDirect(ctx, p)
+	if err != nil {
+		return err
+	}
+	if err := b.viaGateway(ctx, r, p); err != nil {
+		return err
+	}
+	landed, err := b.steadyRun(ctx, p)
+	if err != nil {
+		return err
+	}
+	if err := b.backlogDrain(ctx, p); err != nil {
+		return err
+	}
+
+	b.ratios(base, acked, landed)
+	return nil
+}
+
+// rig is what the phases share: certificates, the embedded NATS server and the bench's own
+// JetStream connection, and a ClickHouse database dropped at the end.
+type rig struct {
+	dir                            string
+	ingestSrc, gatewaySrc, edgeSrc *mtls.Source
+	ns                             *server.Server
+	js                             jetstream.JetStream
+	chAddr, db                     string
+	chUser                         clickhouse.User
+	admin                          ch.Conn
+	cleanups                       []func()
+}
+
+// files are the certificate files DevPKI issued to svc.
+func (r *rig) files(svc string) mtls.Files {
+	return mtls.Files{Cert: filepath.Join(r.dir, svc+".pem"), Key: filepath.Join(r.dir, svc+"-key.pem"), CA: filepath.Join(r.dir, "ca.pem")}
+}
+
+func (r *rig) onTearDown(f func()) { r.cleanups = append(r.cleanups, f) }
+
+// tearDown releases what setUp built, last first.
+func (r *rig) tearDown() {
+	for i := len(r.cleanups) - 1; i >= 0; i-- {
+		r.cleanups[i]()
+	}
+}
+
+// setUp issues the certificates, starts NATS (JetStream, file storage, fsync always) and
+// creates the bench's ClickHouse database. On an error the rig returned holds what was built,
+// for tearDown.
+func setUp(ctx context.Context) (*rig, error) {
+	dir, err := os.MkdirTemp("", "bench-ingest-")
+	if err != nil {
+		return nil, err
+	}
+	r := &rig{dir: dir}
+	r.onTearDown(func() { _ = os.RemoveAll(dir) })
+	progress("issuing certificates")
+	if _, err := mtls.DevPKI(dir, []string{"ingest", "gateway"}); err != nil {
+		return r, err
+	}
+	if r.ingestSrc, err = mtls.NewSource(r.files("ingest"), nil); err != nil {
+		return r, err
+	}
+	if r.gatewaySrc, err = mtls.NewSource(r.files("gateway"), nil); err != nil {
+		return r, err
+	}
+	if r.edgeSrc, err = mtls.NewSource(mtls.Files{Cert: filepath.Join(dir, "edge.pem"), Key: filepath.Join(dir, "edge-key.pem")}, nil); err != nil {
+		return r, err
+	}
+
+	progress("starting embedded NATS (JetStream, file storage, fsync always)")
+	if r.ns, err = server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(dir, "nats"), SyncAlways: true, NoLog: true, NoSigs: true}); err != nil {
+		return r, err
+	}
+	go r.ns.Start()
+	r.onTearDown(r.ns.Shutdown)
+	if !r.ns.ReadyForConnections(10 * time.Second) {
+		return r, fmt.Errorf("nats not ready")
+	}
+	nc, js, err := natsjs.Connect(r.ns.ClientURL(), "bench")
+	if err != nil {
+		return r, err
+	}
+	r.onTearDown(nc.Close)
+	r.js = js
+
+	r.chAddr = os.Getenv("CM_CLICKHOUSE_ADDR")
+	if r.chAddr == "" {
+		r.chAddr = "127.0.0.1:19000"
+	}
+	r.db = fmt.Sprintf("bench_%d", time.Now().UnixNano())
+	if r.chUser, err = clickhouse.EnvUser("CM_CLICKHOUSE"); err != nil {
+		return r, err
+	}
+	r.admin, err = ch.Open(&ch.Options{Addr: []string{r.chAddr}, Auth: ch.Auth{Username: r.chUser.Name, Password: r.chUser.Password}})
+	if err == nil {
+		err = r.admin.Exec(ctx, "CREATE DATABASE "+r.db)
+	}
+	if err != nil {
+		return r, fmt.Errorf("clickhouse at %s (run scripts/devenv.sh up): %w", r.chAddr, err)
+	}
+	r.onTearDown(func() { _ = r.admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+r.db); r.admin.Close() })
+	return r, nil
+}
+
+// baseline are the physical limits the pipeline is compared with, in events (rows) a second.
+type baseline struct {
+	grpc, jetStream, clickHouse float64
+}
+
+// baselines measures (a) raw gRPC, (b) raw JetStream and (c) raw ClickHouse, one at a time.
+func (b *bench) baselines(ctx context.Context, r *rig) (baseline, error) {
+	var base baseline
+	var err error
+	if base.grpc, err = b.rawGRPC(ctx, r.ingestSrc, r.gatewaySrc); err != nil {
+		return base, err
+	}
+	if base.jetStream, err = b.rawJetStream(ctx, r.js); err != nil {
+		return base, err
+	}
+	if base.clickHouse, err = b.rawClickHouse(ctx, r.chAddr, r.db+"_raw", r.admin, r.chUser); err != nil {
+		return base, err
+	}
+	return base, nil
+}
+
+// pipeline is ingest as cmd/ingest builds it (through services/ingest/app, with a JWT verifier
+// of the bench's own key instead of the auth service, and rate limits out of the way), the
+// ClickHouse database the writer lands events in, and a count of the events acknowledged so far.
+type pipeline struct {
+	js       jetstream.JetStream
+	ingest   *app.App
+	served   chan error
+	stopServ context.CancelFunc
+	token    string
+	authCtx  context.Context
+	direct   *grpc.ClientConn
+	client   ingestv1.IngestServiceClient
+	chConn   ch.Conn
+	accepted int64
+}
+
+// startPipeline builds and starts ingest on the embedded NATS and opens the ClickHouse database
+// (the writer starts only for the steady run: the acked phases measure ingest against
+// baselines (a) and (b), which run alone too; the stream holds their events meanwhile).
+func startPipeline(ctx context.Context, r *rig) (_ *pipeline, err error) {
+	p := &pipeline{js: r.js}
+	defer func() {
+		if err != nil {
+			p.stop()
+		}
+	}()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	now := time.Now()
-	token, err := authn.Sign(authn.Claims{RegisteredClaims: jwt.RegisteredClaims{Issuer: authn.Issuer, Audience: jwt.ClaimStrings{authn.Audience},
-		Subject: "bench", IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}, TenantID: "bench", Role: "admin"}, "k", priv)
-	if err != nil {
-		return err
+	if p.token, err = authn.Sign(authn.Claims{RegisteredClaims: jwt.RegisteredClaims{Issuer: authn.Issuer, Audience: jwt.ClaimStrings{authn.Audience},
+		Subject: "bench", IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}, TenantID: "bench", Role: "admin"}, "k", priv); err != nil {
+		return nil, err
 	}
-	if err := natsjs.EnsureStreams(ctx, js, natsjs.DefaultStream); err != nil {
-		return err
-	}
-	sink, err := auditnats.New(ctx, js, "ingest", nil, slog.New(slog.DiscardHandler), auditnats.DefaultConfig)
-	if err != nil {
-		return err
-	}
-	srv := grpcserver.New(grpcserver.WithLogger(slog.New(slog.DiscardHandler)), grpcserver.WithAuditor(sink), grpcserver.WithTLS(ingestSrc.ServerConfig()),
-		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}))
-	ingestv1.RegisterIngestServiceServer(srv.GRPC(), grpcapi.NewServer(js, ingest.DefaultLimits, grpcapi.RateLimits{PerTenant: 1e9, PerSource: 1e9}, nil))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
+	p.authCtx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+p.token)
+
+	cfg := app.DefaultConfig()
+	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.TLS = r.files("ingest")
+	cfg.NATS = natsjs.ClientFlags{URL: r.ns.ClientURL()}
+	cfg.Rates = ingest.RateLimits{PerTenant: 1e9, PerSource: 1e9}
+	cfg.Verifier = authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}
+	if p.ingest, err = app.New(ctx, cfg, slog.New(slog.DiscardHandler)); err != nil {
+		return nil, err
 	}
 	sctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go func() { _ = srv.Serve(sctx, lis) }()
+	p.stopServ, p.served = stop, make(chan error, 1)
+	go func() { p.served <- p.ingest.Run(sctx) }()
 
-	chConn, err := clickhouse.Open(ctx, chAddr, db, chUser)
-	if err != nil {
+	if p.chConn, err = clickhouse.Open(ctx, r.chAddr, r.db, r.chUser); err != nil {
+		return nil, err
+	}
+	if p.direct, err = dialIngest(p.ingest.Addr(), r.gatewaySrc); err != nil {
+		return nil, err
+	}
+	p.client = ingestv1.NewIngestServiceClient(p.direct)
+	return p, nil
+}
+
+// stop ends ingest and closes the connections.
+func (p *pipeline) stop() {
+	if p.direct != nil {
+		_ = p.direct.Close()
+	}
+	if p.stopServ != nil {
+		p.stopServ()
+		<-p.served
+	}
+	if p.ingest != nil {
+		p.ingest.Close()
+	}
+	if p.chConn != nil {
+		_ = p.chConn.Close()
+	}
+}
+
+// call is a load function sending request(run, …) through client as the bench's tenant.
+func (p *pipeline) call(client ingestv1.IngestServiceClient, run string) func(context.Context, int, int) error {
+	return func(_ context.Context, caller, i int) error {
+		_, err := client.IngestEvents(p.authCtx, request(run, caller, i))
 		return err
 	}
-	defer chConn.Close()
-	wctx, stopWriter := context.WithCancel(ctx)
-	defer stopWriter()
-	startWriter := func(ctx context.Context) chan struct{} {
-		done := make(chan struct{})
-		w := writer.New(js, clickhouse.NewEventSink(chConn), writer.DefaultConfig, slog.New(slog.DiscardHandler), nil)
-		go func() { _ = w.Run(ctx); close(done) }()
-		return done
-	}
-	// The writer starts only for the steady run: the acked phases measure ingest against
-	// baselines (a) and (b), which run alone too; the stream holds their events meanwhile.
-	var writerDone chan struct{}
+}
 
-	direct, err := dialIngest(lis.Addr().String(), gatewaySrc)
+// startWriter runs the analytics writer, moving the stream's batches into conn, until ctx ends;
+// the channel closes when it has stopped.
+func startWriter(ctx context.Context, js jetstream.JetStream, conn ch.Conn) chan struct{} {
+	done := make(chan struct{})
+	w := writer.New(js, clickhouse.NewEventSink(conn), writer.DefaultConfig, slog.New(slog.DiscardHandler), nil)
+	go func() { _ = w.Run(ctx); close(done) }()
+	return done
+}
+
+// ackedDirect measures events durably acknowledged by ingest called directly by b.callers,
+// then the latency of a 100-event call at 1 and at b.callers callers. It returns the acked rate.
+func (b *bench) ackedDirect(ctx context.Context, p *pipeline) (float64, error) {
+	calls, lat8, err := load(ctx, b.callers, b.duration, p.call(p.client, "d8"))
 	if err != nil {
-		return err
+		return 0, fmt.Errorf("direct ingest: %w", err)
 	}
-	defer direct.Close()
-	authCtx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
-	var accepted int64
-	call := func(client ingestv1.IngestServiceClient, run string) func(context.Context, int, int) error {
-		return func(_ context.Context, caller, i int) error {
-			_, err := client.IngestEvents(authCtx, request(run, caller, i))
-			return err
-		}
-	}
-	directClient := ingestv1.NewIngestServiceClient(direct)
-	calls, lat8, err := load(ctx, b.callers, b.duration, call(directClient, "d8"))
-	if err != nil {
-		return fmt.Errorf("direct ingest: %w", err)
-	}
-	accepted += calls * batchSize
+	p.accepted += calls * batchSize
 	acked := float64(calls*batchSize) / b.duration.Seconds()
 	b.add("(d) ingest direct: events durably acked", acked, "ev/s", "")
-	calls, lat1, err := load(ctx, 1, b.duration/2, call(directClient, "d1"))
+	calls, lat1, err := load(ctx, 1, b.duration/2, p.call(p.client, "d1"))
 	if err != nil {
-		return fmt.Errorf("direct ingest, 1 caller: %w", err)
+		return 0, fmt.Errorf("direct ingest, 1 caller: %w", err)
 	}
-	accepted += calls * batchSize
+	p.accepted += calls * batchSize
 	b.add("(d) 100-event call latency, 1 caller: p50", float64(percentile(lat1, 0.5).Microseconds()), "µs", "")
 	b.add("(d) 100-event call latency, 1 caller: p99", float64(percentile(lat1, 0.99).Microseconds()), "µs", "")
 	b.add(fmt.Sprintf("(d) 100-event call latency, %d callers: p50", b.callers), float64(percentile(lat8, 0.5).Microseconds()), "µs", "")
 	b.add(fmt.Sprintf("(d) 100-event call latency, %d callers: p99", b.callers), float64(percentile(lat8, 0.99).Microseconds()), "µs", "")
+	return acked, nil
+}
 
-	// The gateway: gRPC proxy and REST, on a TLS listener with the edge certificate.
-	gwConn, err := grpcclient.Dial(lis.Addr().String(), "ingest", gatewaySrc)
+// viaGateway measures events acknowledged through the gateway, on a TLS listener with the edge
+// certificate: its gRPC proxy, then REST.
+func (b *bench) viaGateway(ctx context.Context, r *rig, p *pipeline) error {
+	gwConn, err := grpcclient.Dial(p.ingest.Addr(), "ingest", r.gatewaySrc)
 	if err != nil {
 		return err
 	}
@@ -228,23 +342,24 @@ func (b *bench) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: gw, TLSConfig: edgeSrc.EdgeServerConfig(), ReadHeaderTimeout: 5 * time.Second}
+	hs := &http.Server{Handler: gw, TLSConfig: r.edgeSrc.EdgeServerConfig(), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = hs.ServeTLS(gl, "", "") }()
 	defer hs.Close()
-	caPEM, _ := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	caPEM, _ := os.ReadFile(filepath.Join(r.dir, "ca.pem"))
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
 	edgeTLS := &tls.Config{RootCAs: pool, ServerName: "localhost"}
+
 	viaGW, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(edgeTLS)))
 	if err != nil {
 		return err
 	}
 	defer viaGW.Close()
-	calls, _, err = load(ctx, b.callers, b.duration, call(ingestv1.NewIngestServiceClient(viaGW), "g"))
+	calls, _, err := load(ctx, b.callers, b.duration, p.call(ingestv1.NewIngestServiceClient(viaGW), "g"))
 	if err != nil {
 		return fmt.Errorf("ingest through the gateway: %w", err)
 	}
-	accepted += calls * batchSize
+	p.accepted += calls * batchSize
 	b.add("(d) ingest via gateway gRPC proxy: events durably acked", float64(calls*batchSize)/b.duration.Seconds(), "ev/s", "")
 
 	httpc := &http.Client{Transport: &http.Transport{TLSClientConfig: edgeTLS, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: b.callers}, Timeout: 30 * time.Second}
@@ -252,7 +367,7 @@ func (b *bench) run(ctx context.Context) error {
 	calls, _, err = load(ctx, b.callers, b.duration, func(_ context.Context, caller, i int) error {
 		body, _ := protojson.Marshal(request("r", caller, i))
 		req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Authorization", "Bearer "+p.token)
 		resp, err := httpc.Do(req)
 		if err != nil {
 			return err
@@ -267,67 +382,75 @@ func (b *bench) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("REST through the gateway: %w", err)
 	}
-	accepted += calls * batchSize
+	p.accepted += calls * batchSize
 	b.add("(d) REST via gateway: events durably acked", float64(calls*batchSize)/b.duration.Seconds(), "ev/s", "")
+	return nil
+}
 
-	// Landing: a steady run with the writer running.
-	progress("starting the writer; waiting for it to land the %d events accepted so far", accepted)
-	writerDone = startWriter(wctx)
-	before, err := waitLanded(ctx, chConn, uint64(accepted), 120*time.Second)
+// steadyRun starts the writer, waits until it has landed everything accepted so far, then
+// ingests for b.steady while it lands events in ClickHouse, and waits for the rest. It returns
+// the rate events landed at during the run; the writer is stopped when it returns.
+func (b *bench) steadyRun(ctx context.Context, p *pipeline) (float64, error) {
+	progress("starting the writer; waiting for it to land the %d events accepted so far", p.accepted)
+	wctx, stopWriter := context.WithCancel(ctx)
+	writerDone := startWriter(wctx, p.js, p.chConn)
+	defer func() { stopWriter(); <-writerDone }()
+	before, err := waitLanded(ctx, p.chConn, uint64(p.accepted), 120*time.Second)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	progress("steady run: %s of ingest while the writer lands events in ClickHouse", b.steady)
 	steadyStart := time.Now()
-	calls, _, err = load(ctx, b.callers, b.steady, call(directClient, "s"))
+	calls, _, err := load(ctx, b.callers, b.steady, p.call(p.client, "s"))
 	if err != nil {
-		return fmt.Errorf("steady run: %w", err)
+		return 0, fmt.Errorf("steady run: %w", err)
 	}
-	accepted += calls * batchSize
+	p.accepted += calls * batchSize
 	b.add("(d) ingest direct during the steady run: events durably acked", float64(calls*batchSize)/b.steady.Seconds(), "ev/s", "")
-	after, err := countRows(ctx, chConn)
+	after, err := countRows(ctx, p.chConn)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	landedRate := float64(after-before) / time.Since(steadyStart).Seconds()
 	b.add("(d) events landed in ClickHouse during the steady run", landedRate, "ev/s", "")
-	landed, err := waitLanded(ctx, chConn, uint64(accepted), 60*time.Second)
+	landed, err := waitLanded(ctx, p.chConn, uint64(p.accepted), 60*time.Second)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	b.add("(d) landed / accepted after the run", float64(landed)/float64(accepted)*100, "%", fmt.Sprintf("(%d of %d)", landed, accepted))
+	b.add("(d) landed / accepted after the run", float64(landed)/float64(p.accepted)*100, "%", fmt.Sprintf("(%d of %d)", landed, p.accepted))
+	return landedRate, nil
+}
 
-	// Drain: stop the writer, build a backlog, start it again.
-	stopWriter()
-	<-writerDone
+// backlogDrain builds a backlog for b.duration with the writer stopped, starts it again and
+// measures how fast it lands the backlog.
+func (b *bench) backlogDrain(ctx context.Context, p *pipeline) error {
 	progress("building a backlog for %s with the writer stopped", b.duration)
-	calls, _, err = load(ctx, b.callers, b.duration, call(directClient, "b"))
+	calls, _, err := load(ctx, b.callers, b.duration, p.call(p.client, "b"))
 	if err != nil {
 		return fmt.Errorf("backlog: %w", err)
 	}
-	accepted += calls * batchSize
+	p.accepted += calls * batchSize
 	backlog := calls * batchSize
 	drainStart := time.Now()
-	wctx2, stopWriter2 := context.WithCancel(ctx)
-	defer stopWriter2()
-	done2 := startWriter(wctx2)
-	if _, err := waitLanded(ctx, chConn, uint64(accepted), 120*time.Second); err != nil {
-		stopWriter2()
+	wctx, stopWriter := context.WithCancel(ctx)
+	writerDone := startWriter(wctx, p.js, p.chConn)
+	defer func() { stopWriter(); <-writerDone }()
+	if _, err := waitLanded(ctx, p.chConn, uint64(p.accepted), 120*time.Second); err != nil {
 		return err
 	}
 	drain := float64(backlog) / time.Since(drainStart).Seconds()
-	stopWriter2()
-	<-done2
 	b.add("(d) writer backlog drain", drain, "ev/s", fmt.Sprintf("(%d events)", backlog))
+	return nil
+}
 
+// ratios compares the pipeline with its baselines put in series.
+func (b *bench) ratios(base baseline, acked, landed float64) {
 	fmt.Printf("\nRatios\n")
-	ab, abc := serial(a, bb), serial(a, bb, c)
+	ab, abc := serial(base.grpc, base.jetStream), serial(base.grpc, base.jetStream, base.clickHouse)
 	b.add("composite of (a) and (b) in series", ab, "ev/s", "")
 	b.add("acked direct / composite(a,b)", acked/ab*100, "%", "(target ≥ 60%, and acked ≥ 100,000 ev/s)")
 	b.add("composite of (a), (b) and (c) in series", abc, "ev/s", "")
-	b.add("landed (steady) / composite(a,b,c)", landedRate/abc*100, "%", "(target ≥ 60%)")
-	stop()
-	return nil
+	b.add("landed (steady) / composite(a,b,c)", landed/abc*100, "%", "(target ≥ 60%)")
 }
 
 func dialIngest(addr string, src *mtls.Source) (*grpc.ClientConn, error) {

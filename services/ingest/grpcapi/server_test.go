@@ -5,8 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
-	"log/slog"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -21,14 +19,13 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
-	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
-	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
+	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 	"github.com/campaignmesh/campaignmesh/services/ingest"
-	"github.com/campaignmesh/campaignmesh/services/ingest/grpcapi"
+	"github.com/campaignmesh/campaignmesh/services/ingest/app"
 )
 
 type env struct {
@@ -38,40 +35,22 @@ type env struct {
 	stopNATS func()
 }
 
-func newEnv(t *testing.T, rates grpcapi.RateLimits, stream natsjs.StreamConfig) *env {
+func newEnv(t *testing.T, rates ingest.RateLimits, stream natsjs.StreamConfig) *env {
 	t.Helper()
-	ctx := context.Background()
 	ns := natstest.StartServer(t)
 	nc, js, err := natsjs.Connect(ns.ClientURL(), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	if err := natsjs.EnsureStreams(ctx, js, stream); err != nil {
-		t.Fatal(err)
-	}
-	sink, err := auditnats.New(ctx, js, "ingest", nil, slog.New(slog.DiscardHandler), auditnats.DefaultConfig) // stored, never delivered: no auth here
-	if err != nil {
-		t.Fatal(err)
-	}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	ca := mtlstest.NewCA(t)
-	srv := grpcserver.New(
-		grpcserver.WithLogger(slog.New(slog.DiscardHandler)),
-		grpcserver.WithAuditor(sink),
-		grpcserver.WithTLS(mtlstest.Source(t, ca, "ingest").ServerConfig()),
-		grpcserver.WithVerifier(authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}),
-	)
-	ingestv1.RegisterIngestServiceServer(srv.GRPC(), grpcapi.NewServer(js, ingest.DefaultLimits, rates, nil))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx, lis) }()
-	t.Cleanup(func() { cancel(); <-done })
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(mtlstest.Source(t, ca, "gateway").ClientConfig("ingest"))))
+	a := servicetest.StartIngest(t, servicetest.IngestOptions{
+		CA: ca, NATS: ns,
+		Verifier: authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})},
+		Config:   func(c *app.Config) { c.Rates, c.Stream = rates, stream },
+	})
+	conn, err := grpc.NewClient(a.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(mtlstest.Source(t, ca, "gateway").ClientConfig("ingest"))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +92,7 @@ func streamMessages(t *testing.T, js jetstream.JetStream) uint64 {
 }
 
 func TestIngestStoresAcceptedEventsBeforeAnswering(t *testing.T) {
-	e := newEnv(t, grpcapi.DefaultRateLimits, natsjs.DefaultStream)
+	e := newEnv(t, ingest.DefaultRateLimits, natsjs.DefaultStream)
 	manager := as(e.token("manager"))
 	evs := append(events("a", "b"), &ingestv1.Event{EventId: "c", Type: ingestv1.EventType_EVENT_TYPE_CLICK})
 	resp, err := e.client.IngestEvents(manager, &ingestv1.IngestEventsRequest{Events: evs, Batch: 7})
@@ -152,7 +131,7 @@ func TestIngestStoresAcceptedEventsBeforeAnswering(t *testing.T) {
 }
 
 func TestStreamEventsAcknowledgesEachBatchInOrder(t *testing.T) {
-	e := newEnv(t, grpcapi.DefaultRateLimits, natsjs.DefaultStream)
+	e := newEnv(t, ingest.DefaultRateLimits, natsjs.DefaultStream)
 	stream, err := e.client.StreamEvents(as(e.token("admin")))
 	if err != nil {
 		t.Fatal(err)
@@ -177,7 +156,7 @@ func TestStreamEventsAcknowledgesEachBatchInOrder(t *testing.T) {
 }
 
 func TestBackpressure(t *testing.T) {
-	rates := grpcapi.RateLimits{PerTenant: 1000, PerSource: 1000}
+	rates := ingest.RateLimits{PerTenant: 1000, PerSource: 1000}
 	small := natsjs.DefaultStream
 	small.MaxBytes = 1 << 20
 	e := newEnv(t, rates, small)
@@ -205,7 +184,7 @@ func TestBackpressure(t *testing.T) {
 func TestStreamFullIsRefusedAndNothingIsAckedThatWasNotStored(t *testing.T) {
 	tiny := natsjs.DefaultStream
 	tiny.MaxBytes = 64 << 10
-	e := newEnv(t, grpcapi.RateLimits{PerTenant: 1e9, PerSource: 1e9}, tiny)
+	e := newEnv(t, ingest.RateLimits{PerTenant: 1e9, PerSource: 1e9}, tiny)
 	admin := as(e.token("admin"))
 	var acked uint64
 	var err error

@@ -1,0 +1,190 @@
+// Package app builds the runnable ingest service from a Config: the event stream on NATS
+// JetStream (connected as the service's NATS user, the streams created or updated), the intake
+// API (gRPC over mTLS through the platform's server) publishing to it, the credential checks
+// through the auth service with the revocation list that keeps them current, the audit stream
+// of refused credentials (delivered to auth), and the admin
+// listener (/metrics, /healthz). cmd/ingest, the test fixtures and cmd/bench-ingest all build
+// the service here, so they run the same wiring.
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit/auditpb"
+	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
+	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
+	"github.com/campaignmesh/campaignmesh/services/ingest"
+	"github.com/campaignmesh/campaignmesh/services/ingest/grpcapi"
+	ingestjs "github.com/campaignmesh/campaignmesh/services/ingest/natsjs"
+)
+
+// ServiceName is the ingest service's mesh identity and its name in audit records.
+const ServiceName = "ingest"
+
+// Config is everything the ingest service is built from. DefaultConfig holds the documented
+// defaults (the flags of cmd/ingest).
+type Config struct {
+	// Listen is the gRPC (mTLS) address, AdminListen the one of /metrics and /healthz; port 0
+	// picks a free port (Addr and AdminAddr tell which).
+	Listen, AdminListen string
+	// AuthAddr is the auth service: signing keys, API key verification, revocations.
+	AuthAddr string
+	// TLS names the service's mesh certificate, key and CA bundle.
+	TLS mtls.Files
+	// NATS is the JetStream server accepted batches are stored in.
+	NATS natsjs.ClientFlags
+	// Stream is the event stream's definition, created or updated by New.
+	Stream natsjs.StreamConfig
+	// Limits bound what one request may carry; Rates the events per second of a tenant and of
+	// a source (API key or user).
+	Limits ingest.Limits
+	Rates  ingest.RateLimits
+	// GracePeriod bounds how long a stop waits for calls in flight.
+	GracePeriod time.Duration
+
+	// Verifier, when set, checks callers' credentials instead of the auth service (tests and
+	// benches that sign their own tokens); AuthAddr is then not dialed.
+	Verifier grpcserver.Verifier
+}
+
+// DefaultConfig returns the documented defaults. TLS files have none: they are required.
+func DefaultConfig() Config {
+	return Config{
+		Listen: "127.0.0.1:7102", AdminListen: "127.0.0.1:9102", AuthAddr: "127.0.0.1:7101",
+		NATS:   natsjs.ClientFlags{URL: "nats://127.0.0.1:14222", User: ServiceName},
+		Stream: natsjs.DefaultStream, Limits: ingest.DefaultLimits, Rates: ingest.DefaultRateLimits,
+		GracePeriod: grpcserver.DefaultGracePeriod,
+	}
+}
+
+// App is a built ingest service: connected, listening, not yet serving.
+type App struct {
+	logger      *slog.Logger
+	nc          *nats.Conn
+	authConn    *grpc.ClientConn
+	revocations *authn.RevocationList // nil with Config.Verifier
+	audit       *auditnats.Sink
+	registry    *prometheus.Registry
+	server      *grpcserver.Server
+	lis, admin  net.Listener
+	closeOnce   sync.Once
+}
+
+// New connects to NATS (creating or updating the event streams) and to the auth service,
+// builds the intake API and opens both listeners. On an error everything opened so far is
+// released.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err error) {
+	a := &App{logger: logger, registry: telemetry.NewRegistry()}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	certs, err := mtls.NewSource(cfg.TLS, logger)
+	if err != nil {
+		return nil, err
+	}
+	nc, js, err := cfg.NATS.Connect(ServiceName)
+	if err != nil {
+		return nil, err
+	}
+	a.nc = nc
+	if err := natsjs.EnsureStreams(ctx, js, cfg.Stream); err != nil {
+		return nil, err
+	}
+	verifier := cfg.Verifier
+	var appender auditpb.Appender // nil with Config.Verifier: records are stored, not delivered
+	if verifier == nil {
+		if a.authConn, err = grpcclient.Dial(cfg.AuthAddr, "auth", certs); err != nil {
+			return nil, err
+		}
+		authClient := authv1.NewAuthServiceClient(a.authConn)
+		var v authn.Verifier
+		v, a.revocations = authclient.NewVerifier(authClient)
+		a.revocations.WithLogger(logger)
+		verifier, appender = v, authClient
+	}
+	// Refused credentials are records in the audit stream, delivered to auth by the sink's Run.
+	if a.audit, err = auditnats.New(ctx, js, ServiceName, appender, logger, auditnats.DefaultConfig); err != nil {
+		return nil, err
+	}
+
+	a.server = grpcserver.New(
+		grpcserver.WithService(ServiceName),
+		grpcserver.WithAuditor(a.audit),
+		grpcserver.WithLogger(logger),
+		grpcserver.WithTLS(certs.ServerConfig()),
+		grpcserver.WithVerifier(verifier),
+		grpcserver.WithMetrics(a.registry),
+		// Successful event calls log at debug: at INFO a line per call is gigabytes an hour.
+		grpcserver.WithQuietCalls(grpcapi.HotMethods...),
+		// Room for the largest request the limits allow, plus its framing.
+		grpcserver.WithMaxRecvMsgSize(cfg.Limits.MaxBatchBytes+64<<10),
+		grpcserver.WithGracePeriod(cfg.GracePeriod),
+	)
+	svc := ingest.NewService(ingestjs.NewPublisher(js, a.registry), cfg.Limits, cfg.Rates).WithMetrics(a.registry)
+	ingestv1.RegisterIngestServiceServer(a.server.GRPC(), grpcapi.NewServer(svc))
+
+	if a.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	if a.admin, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+		return nil, fmt.Errorf("listen admin %s: %w", cfg.AdminListen, err)
+	}
+	return a, nil
+}
+
+// Addr is the address the gRPC server listens on.
+func (a *App) Addr() string { return a.lis.Addr().String() }
+
+// AdminAddr is the address of /metrics and /healthz.
+func (a *App) AdminAddr() string { return a.admin.Addr().String() }
+
+// Run serves the intake API, the revocation list and the admin listener until ctx ends (then
+// stops gracefully and returns nil) or one of them fails: then the others are stopped and its
+// error is returned. Call it once; Close afterwards.
+func (a *App) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.server.Serve(ctx, a.lis) })
+	if a.revocations != nil {
+		g.Go(func() error { return a.revocations.Run(ctx) })
+		g.Go(func() error { return a.audit.Run(ctx) })
+	}
+	g.Go(func() error { return telemetry.ServeAdminOn(ctx, a.admin, a.registry, a.logger) })
+	return g.Wait()
+}
+
+// Close releases what New opened: listeners and connections. It is safe to call more than once.
+func (a *App) Close() {
+	a.closeOnce.Do(func() {
+		for _, l := range []net.Listener{a.lis, a.admin} {
+			if l != nil {
+				_ = l.Close() // already closed when Run has served on it
+			}
+		}
+		if a.authConn != nil {
+			_ = a.authConn.Close()
+		}
+		if a.nc != nil {
+			a.nc.Close()
+		}
+	})
+}

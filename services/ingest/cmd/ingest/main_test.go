@@ -1,0 +1,74 @@
+package main
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
+	"github.com/campaignmesh/campaignmesh/services/ingest"
+	"github.com/campaignmesh/campaignmesh/services/ingest/app"
+)
+
+var tlsArgs = []string{"-tls-cert", "c", "-tls-key", "k", "-tls-ca", "ca", "-nats-password-file", "pw"}
+
+// The documented defaults: what ingest runs with when only the required flags are given.
+func TestParseDefaults(t *testing.T) {
+	s, err := parse(tlsArgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := app.Config{
+		Listen: "127.0.0.1:7102", AdminListen: "127.0.0.1:9102", AuthAddr: "127.0.0.1:7101",
+		TLS:         mtls.Files{Cert: "c", Key: "k", CA: "ca"},
+		NATS:        natsjs.ClientFlags{URL: "nats://127.0.0.1:14222", User: "ingest", PasswordFile: "pw"},
+		Stream:      natsjs.DefaultStream,
+		Limits:      ingest.DefaultLimits,
+		Rates:       ingest.RateLimits{PerTenant: 200000, PerSource: 100000},
+		GracePeriod: grpcserver.DefaultGracePeriod,
+	}
+	if diff := cmp.Diff(want, s.cfg); diff != "" {
+		t.Errorf("defaults (-want +got):\n%s", diff)
+	}
+	if s.logLevel != slog.LevelInfo {
+		t.Errorf("log level %v", s.logLevel)
+	}
+}
+
+// Every flag (and so every CM_INGEST_* variable, named after it) sets its field.
+func TestParseFlags(t *testing.T) {
+	args := append([]string{
+		"-listen", ":1", "-admin-listen", ":2", "-auth-addr", "auth:3",
+		"-nats-url", "nats://n:4", "-nats-user", "u", "-nats-ca", "nca",
+		"-max-event-bytes", "1000", "-max-batch-bytes", "2000", "-max-batch-events", "5", "-max-properties", "6",
+		"-skew-tolerance", "7s", "-max-future", "8s", "-rate-per-tenant", "9", "-rate-per-source", "10",
+		"-stream-max-bytes", "2000000", "-stream-duplicate-window", "11s", "-grace-period", "12s", "-log-level", "debug",
+	}, tlsArgs...)
+	s, err := parse(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := app.DefaultConfig()
+	want.Listen, want.AdminListen, want.AuthAddr = ":1", ":2", "auth:3"
+	want.TLS = mtls.Files{Cert: "c", Key: "k", CA: "ca"}
+	want.NATS = natsjs.ClientFlags{URL: "nats://n:4", User: "u", PasswordFile: "pw", CA: "nca"}
+	want.Limits.MaxEventBytes, want.Limits.MaxBatchBytes, want.Limits.MaxBatchEvents, want.Limits.MaxProperties = 1000, 2000, 5, 6
+	want.Limits.SkewTolerance, want.Limits.MaxFuture = 7*time.Second, 8*time.Second
+	want.Rates = ingest.RateLimits{PerTenant: 9, PerSource: 10}
+	want.Stream.MaxBytes, want.Stream.Duplicates = 2000000, 11*time.Second
+	want.GracePeriod = 12 * time.Second
+	if diff := cmp.Diff(want, s.cfg); diff != "" {
+		t.Errorf("flags (-want +got):\n%s", diff)
+	}
+	if s.logLevel != slog.LevelDebug {
+		t.Errorf("log level %v", s.logLevel)
+	}
+	t.Setenv("CM_INGEST_RATE_PER_TENANT", "42")
+	if s, err := parse(tlsArgs); err != nil || s.cfg.Rates.PerTenant != 42 {
+		t.Errorf("CM_INGEST_RATE_PER_TENANT: %v, %v", s.cfg.Rates, err)
+	}
+}

@@ -1,0 +1,145 @@
+package ingest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/ratelimit"
+)
+
+// Publisher stores accepted batches in the event stream: the domain's port, implemented on
+// JetStream by services/ingest/natsjs.
+type Publisher interface {
+	// Publish stores batch for tenant and returns only once the stream has stored it. A batch
+	// published again with the same batchID is a duplicate the stream drops. Errors wrap
+	// ErrStreamFull or ErrStreamUnavailable when they are one of those.
+	Publish(ctx context.Context, tenant, batchID string, batch []*ingestv1.AcceptedEvent) error
+}
+
+// ErrStreamFull is a Publisher's error when the stream has no room: senders should back off.
+var ErrStreamFull = errors.New("event stream is full")
+
+// ErrStreamUnavailable is a Publisher's error when the stream cannot be reached.
+var ErrStreamUnavailable = errors.New("event stream is unavailable")
+
+// RateLimits bound events per second (bursts of one second's worth twice over).
+type RateLimits struct {
+	PerTenant float64
+	PerSource float64
+}
+
+// DefaultRateLimits are the documented defaults.
+var DefaultRateLimits = RateLimits{PerTenant: 200000, PerSource: 100000}
+
+// Service is event intake: a request's events are validated, the accepted ones counted against
+// the caller's rate limits and published as one batch, and the caller answered only after the
+// stream has stored them.
+type Service struct {
+	limits           Limits
+	tenants, sources *ratelimit.Keyed
+	pub              Publisher
+	now              func() time.Time
+	rejected         *prometheus.CounterVec
+}
+
+// NewService returns the intake publishing through pub under limits and rates.
+func NewService(pub Publisher, limits Limits, rates RateLimits) *Service {
+	return &Service{
+		limits: limits, pub: pub, now: time.Now,
+		tenants: ratelimit.New(ratelimit.Config{Rate: rates.PerTenant, Burst: int(2 * rates.PerTenant)}),
+		sources: ratelimit.New(ratelimit.Config{Rate: rates.PerSource, Burst: int(2 * rates.PerSource)}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ingest_events_rejected_total", Help: "Events rejected, by field at fault."},
+			[]string{"field"}),
+	}
+}
+
+// WithMetrics registers the intake's series (rejections by field) with reg.
+func (s *Service) WithMetrics(reg prometheus.Registerer) *Service {
+	reg.MustRegister(s.rejected)
+	return s
+}
+
+// Ingest takes the events of one request of requestBytes from source (the API key or user) of
+// tenant. A request over the batch limits is refused whole (INVALID_ARGUMENT); otherwise the
+// valid events are published as one batch, unless the caller is over a rate limit
+// (RESOURCE_EXHAUSTED, nothing published), and the result says which events were accepted and
+// which rejected. When no event is valid nothing is published and no rate is spent.
+func (s *Service) Ingest(ctx context.Context, tenant, source string, events []*ingestv1.Event, requestBytes int) (Result, error) {
+	res, err := s.limits.Prepare(events, tenant, source, s.now().UTC(), requestBytes)
+	if err != nil {
+		var v apperr.Violations
+		v.Add("events", "%v", err)
+		return Result{}, v.Err()
+	}
+	for _, r := range res.Rejected {
+		field := r.GetField()
+		if i := strings.IndexByte(field, ']'); i >= 0 {
+			field = strings.TrimPrefix(field[i+1:], ".")
+		}
+		s.rejected.WithLabelValues(field).Inc()
+	}
+	if len(res.Accepted) == 0 {
+		return res, nil
+	}
+	if err := s.allow(tenant, source, len(res.Accepted)); err != nil {
+		return Result{}, err
+	}
+	if err := s.pub.Publish(ctx, tenant, batchID(tenant, res.Accepted), res.Accepted); err != nil {
+		return Result{}, publishError(err)
+	}
+	return res, nil
+}
+
+// allow spends n events of the tenant's and then of the source's rate; the first refusal
+// answers with how long to wait.
+func (s *Service) allow(tenant, source string, n int) error {
+	if ok, wait := s.tenants.Allow(tenant, n); !ok {
+		return rateError(wait)
+	}
+	if ok, wait := s.sources.Allow(source, n); !ok {
+		return rateError(wait)
+	}
+	return nil
+}
+
+func rateError(d time.Duration) error {
+	e := apperr.New(apperr.ResourceExhausted, "RATE_LIMITED", "event rate limit exceeded; retry later")
+	e.RetryAfter = d
+	return e
+}
+
+// publishError turns the stream's refusals into answers a sender can act on; anything else
+// stays an internal error.
+func publishError(err error) error {
+	switch {
+	case errors.Is(err, ErrStreamFull):
+		e := apperr.New(apperr.ResourceExhausted, "STREAM_FULL", "event stream is full; retry later")
+		e.RetryAfter = 5 * time.Second
+		return e
+	case errors.Is(err, ErrStreamUnavailable):
+		e := apperr.New(apperr.Unavailable, "STREAM_UNAVAILABLE", "event stream is unavailable; retry")
+		e.RetryAfter = time.Second
+		return e
+	}
+	return err
+}
+
+// batchID identifies a batch by its tenant and event ids, so the same batch sent again is a
+// duplicate the stream drops.
+func batchID(tenant string, events []*ingestv1.AcceptedEvent) string {
+	h := sha256.New()
+	h.Write([]byte(tenant))
+	for _, e := range events {
+		h.Write([]byte{0})
+		h.Write([]byte(e.GetEvent().GetEventId()))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
