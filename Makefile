@@ -49,7 +49,6 @@ $(ROOT)/.cache/googleapis/google/api/annotations.proto:
 protodeps: $(ROOT)/.cache/googleapis/google/api/annotations.proto
 .PHONY: protodeps
 
-GO_BINARIES := auth gateway cmesh devcerts
 MESH_SERVICES := auth,ingest,analytics,campaigns,dsr,gateway
 
 help: ## List the targets
