@@ -70,7 +70,7 @@ generate-check: generate ## Fail when the committed gen/ differs from a fresh ge
 	@echo "generate-check: gen/ is up to date"
 .PHONY: generate-check
 
-lint: $(TOOLS) $(BIN)/staticcheck protodeps ## buf lint + format check, go vet, staticcheck, compose validation
+lint: $(TOOLS) $(BIN)/staticcheck protodeps ## buf lint + format check, gofmt, go vet, staticcheck, compose validation
 	buf lint proto
 	buf format -d --exit-code proto
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); echo "gofmt needed" >&2; exit 1; }
@@ -80,7 +80,7 @@ lint: $(TOOLS) $(BIN)/staticcheck protodeps ## buf lint + format check, go vet, 
 	docker-compose -f deploy/compose.yaml config -q
 .PHONY: lint
 
-build: ## Build every binary into ./bin
+build: ## Build the services, the gateway, cmesh and devcerts into ./bin
 	@mkdir -p $(BIN)
 	go build -o $(BIN)/auth ./services/auth/cmd/auth
 	go build -o $(BIN)/ingest ./services/ingest/cmd/ingest
@@ -99,7 +99,7 @@ infra: ## Install (apt) and start PostgreSQL, ClickHouse and NATS JetStream unde
 	scripts/devenv.sh up
 .PHONY: infra
 
-run: infra certs build $(BIN)/grpcurl ## Bring the whole mesh up in the foreground (Ctrl-C stops it)
+run: infra certs build $(BIN)/grpcurl ## Install and start the infrastructure, make certificates, build, and bring the whole mesh up in the foreground (Ctrl-C stops it)
 	scripts/run.sh up
 .PHONY: run
 
@@ -109,7 +109,7 @@ stop: ## Stop the services and the infrastructure started by make run / make tes
 .PHONY: stop
 
 TEST_FLAGS ?= -race -count=1 -timeout 10m
-test: infra ## Run every test against real PostgreSQL, ClickHouse and NATS
+test: infra ## Run every test against real PostgreSQL, ClickHouse and NATS (starting them if needed)
 	set -a; . .state/env; set +a; go test $(TEST_FLAGS) ./...
 .PHONY: test
 
@@ -120,12 +120,12 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 10s)
 	go test -run '^$$' -fuzz '^FuzzRESTSurface$$' -fuzztime $(FUZZTIME) ./gateway
 .PHONY: fuzz
 
-bench-ingest: infra ## Measure the event pipeline against its baselines (about 2.5 min; results in .state/bench-ingest.json)
+bench-ingest: infra ## Measure the event pipeline against its baselines (2.5-3 min; results in .state/bench-ingest.json)
 	go build -o $(BIN)/bench-ingest ./cmd/bench-ingest
 	set -a; . .state/env; set +a; $(BIN)/bench-ingest $(BENCH_FLAGS)
 .PHONY: bench-ingest
 
-bench-analytics: infra ## Load 10M synthetic events and time each analytics query via RPC and direct SQL, plus freshness (results in .state/bench-analytics.json)
+bench-analytics: infra ## Load 10M synthetic events and time each analytics query via RPC and direct SQL, plus freshness (about 5 min; results in .state/bench-analytics.json)
 	go build -o $(BIN)/bench-analytics ./cmd/bench-analytics
 	set -a; . .state/env; set +a; $(BIN)/bench-analytics $(BENCH_FLAGS)
 .PHONY: bench-analytics

@@ -5,7 +5,7 @@
 # Ports can be moved with CM_DEV_PG_PORT, CM_DEV_CH_TCP, CM_DEV_CH_HTTP, CM_DEV_NATS_PORT and
 # CM_DEV_NATS_MON (e.g. for a second instance from another checkout).
 # Every NATS client and ClickHouse role has its own user; the passwords are generated once into
-# .state/secrets/ (mode 600) and .state/env names the files (see the README's security model).
+# .state/secrets/ (mode 600) and .state/env names the files (see docs/security.md).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

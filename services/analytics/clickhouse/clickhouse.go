@@ -22,7 +22,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
 )
 
-// User is a ClickHouse user and its password. analytics uses two (see the README's security
+// User is a ClickHouse user and its password. analytics uses two (see docs/security.md's
 // model): a writer, which owns the schema, inserts and runs deletion mutations, and a read-only
 // reader for the query API.
 type User struct {

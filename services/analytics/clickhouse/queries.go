@@ -334,7 +334,7 @@ func unreachable(err error) bool {
 // of the request so a repeated call finds its mutation instead of starting another. A time
 // range also deletes the rollup hours it covers whole; a subject's events leave the rollups'
 // counts (aggregates without identifiers) but their distinct-user states keep hashes until the
-// rollup hours are rebuilt — see the README.
+// rollup hours are rebuilt — see docs/pipeline.md, "Rollups".
 func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.DeletionStatus, error) {
 	var st analytics.DeletionStatus
 	where, args := "tenant_id = ? AND (user_id = ? OR anonymous_id = ?)", []any{d.TenantID, d.SubjectID, d.SubjectID}

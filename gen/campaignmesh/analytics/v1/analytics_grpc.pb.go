@@ -34,7 +34,7 @@ const (
 //
 // AnalyticsService answers campaign metrics over the events in ClickHouse. Every query is
 // scoped to the caller's tenant (from the credential), bounded in range, rows and time, and
-// limited in concurrency per tenant. Metric definitions are in the README ("Analytics").
+// limited in concurrency per tenant. Metric definitions are in docs/api.md ("Campaign metrics").
 type AnalyticsServiceClient interface {
 	// GetCampaignSummary totals the metrics of one or more campaigns over a time range,
 	// optionally per variant. Answered from the hourly rollups when the range is whole hours.
@@ -156,7 +156,7 @@ func (c *analyticsServiceClient) DeleteEvents(ctx context.Context, in *DeleteEve
 //
 // AnalyticsService answers campaign metrics over the events in ClickHouse. Every query is
 // scoped to the caller's tenant (from the credential), bounded in range, rows and time, and
-// limited in concurrency per tenant. Metric definitions are in the README ("Analytics").
+// limited in concurrency per tenant. Metric definitions are in docs/api.md ("Campaign metrics").
 type AnalyticsServiceServer interface {
 	// GetCampaignSummary totals the metrics of one or more campaigns over a time range,
 	// optionally per variant. Answered from the hourly rollups when the range is whole hours.

@@ -22,7 +22,7 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Role is a fixed bundle of permissions (see the README's role table).
+// Role is a fixed bundle of permissions (see docs/security.md, "Roles and permissions").
 type Role int32
 
 const (

@@ -32,7 +32,7 @@ type AcceptedEvent struct {
 	TenantId string `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
 	// When ingest received the batch.
 	ReceivedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
-	// The event's time corrected for client clock skew and clamped (see the README).
+	// The event's time corrected for client clock skew and clamped (see docs/api.md, "Send events").
 	CorrectedTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=corrected_time,json=correctedTime,proto3" json:"corrected_time,omitempty"`
 	// The credential that sent it: API key id or user id.
 	Source        string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
