@@ -9,16 +9,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
-	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
 
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
@@ -29,9 +24,9 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/lifecycle"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
-	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 	"github.com/campaignmesh/campaignmesh/services/analytics"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
 	"github.com/campaignmesh/campaignmesh/services/analytics/grpcapi"
@@ -91,25 +86,19 @@ func DefaultConfig() Config {
 
 // App is a built analytics service: connected, listening, not yet serving.
 type App struct {
-	logger      *slog.Logger
-	nc          *nats.Conn
-	conn        driver.Conn // the writer user's: schema, inserts, deletions
-	reader      driver.Conn // the reader user's: queries
-	authConn    *grpc.ClientConn
+	*lifecycle.Base
+	conn        driver.Conn           // the writer user's: schema, inserts, deletions
 	revocations *authn.RevocationList // nil with Config.Verifier
 	audit       *auditnats.Sink
-	registry    *prometheus.Registry
 	writer      *writer.Writer
 	server      *grpcserver.Server
-	lis, admin  net.Listener
-	closeOnce   sync.Once
 }
 
 // New connects to NATS, ClickHouse (creating the schema) and the auth service, builds the
 // query API and the writer, and opens both listeners. On an error everything opened so far is
 // released.
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err error) {
-	a := &App{logger: logger, registry: telemetry.NewRegistry()}
+	a := &App{Base: lifecycle.New(logger)}
 	defer func() {
 		if err != nil {
 			a.Close()
@@ -123,7 +112,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if err != nil {
 		return nil, err
 	}
-	a.nc = nc
+	a.OnClose(nc.Close)
 	writerUser, err := withPassword(cfg.WriterUser, cfg.WriterPasswordFile)
 	if err != nil {
 		return nil, err
@@ -135,16 +124,21 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if a.conn, err = clickhouse.Open(ctx, cfg.ClickHouseAddr, cfg.Database, writerUser); err != nil {
 		return nil, err
 	}
-	if a.reader, err = clickhouse.OpenReader(ctx, cfg.ClickHouseAddr, cfg.Database, readerUser); err != nil {
+	a.OnClose(func() { _ = a.conn.Close() })
+	reader, err := clickhouse.OpenReader(ctx, cfg.ClickHouseAddr, cfg.Database, readerUser)
+	if err != nil {
 		return nil, err
 	}
+	a.OnClose(func() { _ = reader.Close() })
 	verifier := cfg.Verifier
 	var appender auditpb.Appender // nil with Config.Verifier: records are stored, not delivered
 	if verifier == nil {
-		if a.authConn, err = grpcclient.Dial(cfg.AuthAddr, "auth", certs); err != nil {
+		authConn, err := grpcclient.Dial(cfg.AuthAddr, "auth", certs)
+		if err != nil {
 			return nil, err
 		}
-		authClient := authv1.NewAuthServiceClient(a.authConn)
+		a.OnClose(func() { _ = authConn.Close() })
+		authClient := authv1.NewAuthServiceClient(authConn)
 		var v authn.Verifier
 		v, a.revocations = authclient.NewVerifier(authClient)
 		a.revocations.WithLogger(logger)
@@ -155,7 +149,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		return nil, err
 	}
 
-	a.writer = newWriter(js, a.conn, cfg, logger, a.registry)
+	a.writer = newWriter(js, a.conn, cfg, logger, a.Registry())
 
 	a.server = grpcserver.New(
 		grpcserver.WithService(ServiceName),
@@ -163,20 +157,17 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		grpcserver.WithLogger(logger),
 		grpcserver.WithTLS(certs.ServerConfig()),
 		grpcserver.WithVerifier(verifier),
-		grpcserver.WithMetrics(a.registry),
+		grpcserver.WithMetrics(a.Registry()),
 		grpcserver.WithGracePeriod(cfg.GracePeriod),
 	)
-	var store analytics.Store = clickhouse.NewQueries(a.reader, a.conn, cfg.Query).WithLogger(logger)
+	var store analytics.Store = clickhouse.NewQueries(reader, a.conn, cfg.Query).WithLogger(logger)
 	if cfg.WrapStore != nil {
 		store = cfg.WrapStore(store)
 	}
 	analyticsv1.RegisterAnalyticsServiceServer(a.server.GRPC(), grpcapi.NewServer(analytics.NewService(store, cfg.Limits)))
 
-	if a.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
-	}
-	if a.admin, err = net.Listen("tcp", cfg.AdminListen); err != nil {
-		return nil, fmt.Errorf("listen admin %s: %w", cfg.AdminListen, err)
+	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
@@ -204,45 +195,12 @@ func withPassword(u clickhouse.User, file string) (clickhouse.User, error) {
 	return u, nil
 }
 
-// Addr is the address the gRPC server listens on.
-func (a *App) Addr() string { return a.lis.Addr().String() }
-
-// AdminAddr is the address of /metrics and /healthz.
-func (a *App) AdminAddr() string { return a.admin.Addr().String() }
-
 // Run serves the query API, runs the writer, the revocation list and the admin listener until
 // ctx ends (then stops gracefully and returns nil) or one of them fails: then the others are
 // stopped and its error is returned. Call it once; Close afterwards.
 func (a *App) Run(ctx context.Context) error {
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return a.writer.Run(ctx) })
-	g.Go(func() error { return a.server.Serve(ctx, a.lis) })
-	if a.revocations != nil {
-		g.Go(func() error { return a.revocations.Run(ctx) })
-		g.Go(func() error { return a.audit.Run(ctx) })
+	if a.revocations == nil {
+		return a.Serve(ctx, a.server, a.writer.Run)
 	}
-	g.Go(func() error { return telemetry.ServeAdminOn(ctx, a.admin, a.registry, a.logger) })
-	return g.Wait()
-}
-
-// Close releases what New opened: listeners and connections. It is safe to call more than once.
-func (a *App) Close() {
-	a.closeOnce.Do(func() {
-		for _, l := range []net.Listener{a.lis, a.admin} {
-			if l != nil {
-				_ = l.Close() // already closed when Run has served on it
-			}
-		}
-		if a.authConn != nil {
-			_ = a.authConn.Close()
-		}
-		for _, c := range []driver.Conn{a.reader, a.conn} {
-			if c != nil {
-				_ = c.Close()
-			}
-		}
-		if a.nc != nil {
-			a.nc.Close()
-		}
-	})
+	return a.Serve(ctx, a.server, a.writer.Run, a.revocations.Run, a.audit.Run)
 }

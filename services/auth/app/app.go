@@ -9,19 +9,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
-	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/lifecycle"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
-	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 	"github.com/campaignmesh/campaignmesh/services/auth"
 	"github.com/campaignmesh/campaignmesh/services/auth/grpcapi"
 	"github.com/campaignmesh/campaignmesh/services/auth/postgres"
@@ -90,13 +85,10 @@ func LoadKeyEncryptionKeys(spec, file string) (*auth.KeyEncryptionKeys, error) {
 
 // App is a built auth service: migrated, keys loaded, listening, not yet serving.
 type App struct {
-	logger     *slog.Logger
-	store      *postgres.Store
-	svc        *auth.Service
-	registry   *prometheus.Registry
-	server     *grpcserver.Server
-	lis, admin net.Listener
-	closeOnce  sync.Once
+	*lifecycle.Base
+	store  *postgres.Store
+	svc    *auth.Service
+	server *grpcserver.Server
 }
 
 // New opens the database (applying its migrations), loads the signing keys (encrypting under
@@ -104,7 +96,7 @@ type App struct {
 // first-start bootstrap when Config.BootstrapDir is set, builds the gRPC server and opens both
 // listeners. On an error everything opened so far is released.
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err error) {
-	a := &App{logger: logger, registry: telemetry.NewRegistry()}
+	a := &App{Base: lifecycle.New(logger)}
 	defer func() {
 		if err != nil {
 			a.Close()
@@ -117,6 +109,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if a.store, err = postgres.Open(ctx, cfg.PostgresURL); err != nil {
 		return nil, err
 	}
+	a.OnClose(a.store.Close)
 	a.svc = auth.NewService(a.store, cfg.AccessTokenTTL).WithRefreshAbsoluteTTL(cfg.RefreshAbsoluteTTL).WithKeyEncryption(cfg.KEKs)
 	if cfg.ConfigureService != nil {
 		cfg.ConfigureService(a.svc)
@@ -141,26 +134,17 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	}
 	a.server = grpcserver.New(append(opts,
 		grpcserver.WithTLS(certs.ServerConfig()),
-		grpcserver.WithMetrics(a.registry),
+		grpcserver.WithMetrics(a.Registry()),
 		grpcserver.WithMaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpcserver.WithGracePeriod(cfg.GracePeriod),
 	)...)
 	authv1.RegisterAuthServiceServer(a.server.GRPC(), grpcapi.NewServer(a.svc))
 
-	if a.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
-	}
-	if a.admin, err = net.Listen("tcp", cfg.AdminListen); err != nil {
-		return nil, fmt.Errorf("listen admin %s: %w", cfg.AdminListen, err)
+	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
-
-// Addr is the address the gRPC server listens on.
-func (a *App) Addr() string { return a.lis.Addr().String() }
-
-// AdminAddr is the address of /metrics and /healthz.
-func (a *App) AdminAddr() string { return a.admin.Addr().String() }
 
 // Service is the domain service the API serves: for tests and tools that seed or inspect it
 // directly, bypassing the API's access rules.
@@ -172,24 +156,4 @@ func (a *App) Store() *postgres.Store { return a.store }
 // Run serves the API and the admin listener until ctx ends (then stops gracefully and returns
 // nil) or one of them fails: then the other is stopped and its error is returned. Call it
 // once; Close afterwards.
-func (a *App) Run(ctx context.Context) error {
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return a.server.Serve(ctx, a.lis) })
-	g.Go(func() error { return telemetry.ServeAdminOn(ctx, a.admin, a.registry, a.logger) })
-	return g.Wait()
-}
-
-// Close releases what New opened: the listeners and the database pool. It is safe to call more
-// than once.
-func (a *App) Close() {
-	a.closeOnce.Do(func() {
-		for _, l := range []net.Listener{a.lis, a.admin} {
-			if l != nil {
-				_ = l.Close() // already closed when Run has served on it
-			}
-		}
-		if a.store != nil {
-			a.store.Close()
-		}
-	})
-}
+func (a *App) Run(ctx context.Context) error { return a.Serve(ctx, a.server) }

@@ -8,15 +8,8 @@ package app
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"net"
-	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
@@ -25,8 +18,8 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/lifecycle"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
-	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 	"github.com/campaignmesh/campaignmesh/services/campaigns"
 	"github.com/campaignmesh/campaignmesh/services/campaigns/analyticsclient"
 	"github.com/campaignmesh/campaignmesh/services/campaigns/grpcapi"
@@ -79,17 +72,13 @@ func DefaultConfig() Config {
 
 // App is a built campaigns service: migrated, connected, listening, not yet serving.
 type App struct {
-	logger      *slog.Logger
+	*lifecycle.Base
 	store       *postgres.Store
-	conns       []*grpc.ClientConn
 	outbox      *auditpg.Outbox
 	revocations *authn.RevocationList // nil with Config.Verifier
 	svc         *campaigns.Service
 	scheduler   *campaigns.Scheduler
-	registry    *prometheus.Registry
 	server      *grpcserver.Server
-	lis, admin  net.Listener
-	closeOnce   sync.Once
 }
 
 // New opens the database (applying its migrations and creating the audit outbox), dials auth
@@ -97,7 +86,7 @@ type App struct {
 // gRPC server, registers the scheduler's series next to the server's request series, and opens
 // both listeners. On an error everything opened so far is released.
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err error) {
-	a := &App{logger: logger, registry: telemetry.NewRegistry()}
+	a := &App{Base: lifecycle.New(logger)}
 	defer func() {
 		if err != nil {
 			a.Close()
@@ -110,11 +99,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if a.store, err = postgres.Open(ctx, cfg.PostgresURL); err != nil {
 		return nil, err
 	}
+	a.OnClose(a.store.Close)
 	authConn, err := grpcclient.Dial(cfg.AuthAddr, "auth", certs)
 	if err != nil {
 		return nil, err
 	}
-	a.conns = append(a.conns, authConn)
+	a.OnClose(func() { _ = authConn.Close() })
 	authClient := authv1.NewAuthServiceClient(authConn)
 	if a.outbox, err = auditpg.NewOutbox(ctx, a.store.Pool(), authClient, logger); err != nil {
 		return nil, err
@@ -125,7 +115,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		if err != nil {
 			return nil, err
 		}
-		a.conns = append(a.conns, conn)
+		a.OnClose(func() { _ = conn.Close() })
 		spend = client
 	}
 	verifier := cfg.Verifier
@@ -139,33 +129,24 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	a.svc = campaigns.NewService(a.store, spend).WithLogger(logger)
 	a.scheduler = campaigns.NewScheduler(a.store, spend, a.outbox, logger,
 		campaigns.WithInterval(cfg.SchedulerInterval), campaigns.WithBudgetInterval(cfg.BudgetInterval),
-		campaigns.WithMetrics(campaignsprom.New(a.registry)))
+		campaigns.WithMetrics(campaignsprom.New(a.Registry())))
 	opts, err := grpcapi.ServerOptions(ctx, a.store.Pool(), verifier, a.outbox, logger)
 	if err != nil {
 		return nil, err
 	}
 	a.server = grpcserver.New(append(opts,
 		grpcserver.WithTLS(certs.ServerConfig()),
-		grpcserver.WithMetrics(a.registry),
+		grpcserver.WithMetrics(a.Registry()),
 		grpcserver.WithMaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpcserver.WithGracePeriod(cfg.GracePeriod),
 	)...)
 	campaignsv1.RegisterCampaignServiceServer(a.server.GRPC(), grpcapi.NewServer(a.svc))
 
-	if a.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
-	}
-	if a.admin, err = net.Listen("tcp", cfg.AdminListen); err != nil {
-		return nil, fmt.Errorf("listen admin %s: %w", cfg.AdminListen, err)
+	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
-
-// Addr is the address the gRPC server listens on.
-func (a *App) Addr() string { return a.lis.Addr().String() }
-
-// AdminAddr is the address of /metrics and /healthz.
-func (a *App) AdminAddr() string { return a.admin.Addr().String() }
 
 // Service is the domain service the API serves: for tests and tools that seed or inspect it
 // directly, bypassing the API's access rules.
@@ -182,31 +163,9 @@ func (a *App) Outbox() *auditpg.Outbox { return a.outbox }
 // of them fails: then the others are stopped and its error is returned. Call it once; Close
 // afterwards.
 func (a *App) Run(ctx context.Context) error {
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return a.server.Serve(ctx, a.lis) })
+	tasks := []func(context.Context) error{a.outbox.Run, a.scheduler.Run}
 	if a.revocations != nil {
-		g.Go(func() error { return a.revocations.Run(ctx) })
+		tasks = append(tasks, a.revocations.Run)
 	}
-	g.Go(func() error { return telemetry.ServeAdminOn(ctx, a.admin, a.registry, a.logger) })
-	g.Go(func() error { return a.outbox.Run(ctx) })
-	g.Go(func() error { return a.scheduler.Run(ctx) })
-	return g.Wait()
-}
-
-// Close releases what New opened: the listeners, the connections to auth and analytics and
-// the database pool. It is safe to call more than once.
-func (a *App) Close() {
-	a.closeOnce.Do(func() {
-		for _, l := range []net.Listener{a.lis, a.admin} {
-			if l != nil {
-				_ = l.Close() // already closed when Run has served on it
-			}
-		}
-		for _, c := range a.conns {
-			_ = c.Close()
-		}
-		if a.store != nil {
-			a.store.Close()
-		}
-	})
+	return a.Serve(ctx, a.server, tasks...)
 }

@@ -9,16 +9,8 @@ package app
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"net"
-	"sync"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
@@ -28,9 +20,9 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/lifecycle"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
-	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 	"github.com/campaignmesh/campaignmesh/services/ingest"
 	"github.com/campaignmesh/campaignmesh/services/ingest/grpcapi"
 	ingestjs "github.com/campaignmesh/campaignmesh/services/ingest/natsjs"
@@ -77,22 +69,17 @@ func DefaultConfig() Config {
 
 // App is a built ingest service: connected, listening, not yet serving.
 type App struct {
-	logger      *slog.Logger
-	nc          *nats.Conn
-	authConn    *grpc.ClientConn
+	*lifecycle.Base
 	revocations *authn.RevocationList // nil with Config.Verifier
 	audit       *auditnats.Sink
-	registry    *prometheus.Registry
 	server      *grpcserver.Server
-	lis, admin  net.Listener
-	closeOnce   sync.Once
 }
 
 // New connects to NATS (creating or updating the event streams) and to the auth service,
 // builds the intake API and opens both listeners. On an error everything opened so far is
 // released.
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err error) {
-	a := &App{logger: logger, registry: telemetry.NewRegistry()}
+	a := &App{Base: lifecycle.New(logger)}
 	defer func() {
 		if err != nil {
 			a.Close()
@@ -106,17 +93,19 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if err != nil {
 		return nil, err
 	}
-	a.nc = nc
+	a.OnClose(nc.Close)
 	if err := natsjs.EnsureStreams(ctx, js, cfg.Stream); err != nil {
 		return nil, err
 	}
 	verifier := cfg.Verifier
 	var appender auditpb.Appender // nil with Config.Verifier: records are stored, not delivered
 	if verifier == nil {
-		if a.authConn, err = grpcclient.Dial(cfg.AuthAddr, "auth", certs); err != nil {
+		authConn, err := grpcclient.Dial(cfg.AuthAddr, "auth", certs)
+		if err != nil {
 			return nil, err
 		}
-		authClient := authv1.NewAuthServiceClient(a.authConn)
+		a.OnClose(func() { _ = authConn.Close() })
+		authClient := authv1.NewAuthServiceClient(authConn)
 		var v authn.Verifier
 		v, a.revocations = authclient.NewVerifier(authClient)
 		a.revocations.WithLogger(logger)
@@ -133,58 +122,28 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		grpcserver.WithLogger(logger),
 		grpcserver.WithTLS(certs.ServerConfig()),
 		grpcserver.WithVerifier(verifier),
-		grpcserver.WithMetrics(a.registry),
+		grpcserver.WithMetrics(a.Registry()),
 		// Successful event calls log at debug: at INFO a line per call is gigabytes an hour.
 		grpcserver.WithQuietCalls(grpcapi.HotMethods...),
 		// Room for the largest request the limits allow, plus its framing.
 		grpcserver.WithMaxRecvMsgSize(cfg.Limits.MaxBatchBytes+64<<10),
 		grpcserver.WithGracePeriod(cfg.GracePeriod),
 	)
-	svc := ingest.NewService(ingestjs.NewPublisher(js, a.registry), cfg.Limits, cfg.Rates).WithMetrics(a.registry)
+	svc := ingest.NewService(ingestjs.NewPublisher(js, a.Registry()), cfg.Limits, cfg.Rates).WithMetrics(a.Registry())
 	ingestv1.RegisterIngestServiceServer(a.server.GRPC(), grpcapi.NewServer(svc))
 
-	if a.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
-	}
-	if a.admin, err = net.Listen("tcp", cfg.AdminListen); err != nil {
-		return nil, fmt.Errorf("listen admin %s: %w", cfg.AdminListen, err)
+	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
-
-// Addr is the address the gRPC server listens on.
-func (a *App) Addr() string { return a.lis.Addr().String() }
-
-// AdminAddr is the address of /metrics and /healthz.
-func (a *App) AdminAddr() string { return a.admin.Addr().String() }
 
 // Run serves the intake API, the revocation list and the admin listener until ctx ends (then
 // stops gracefully and returns nil) or one of them fails: then the others are stopped and its
 // error is returned. Call it once; Close afterwards.
 func (a *App) Run(ctx context.Context) error {
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return a.server.Serve(ctx, a.lis) })
-	if a.revocations != nil {
-		g.Go(func() error { return a.revocations.Run(ctx) })
-		g.Go(func() error { return a.audit.Run(ctx) })
+	if a.revocations == nil {
+		return a.Serve(ctx, a.server)
 	}
-	g.Go(func() error { return telemetry.ServeAdminOn(ctx, a.admin, a.registry, a.logger) })
-	return g.Wait()
-}
-
-// Close releases what New opened: listeners and connections. It is safe to call more than once.
-func (a *App) Close() {
-	a.closeOnce.Do(func() {
-		for _, l := range []net.Listener{a.lis, a.admin} {
-			if l != nil {
-				_ = l.Close() // already closed when Run has served on it
-			}
-		}
-		if a.authConn != nil {
-			_ = a.authConn.Close()
-		}
-		if a.nc != nil {
-			a.nc.Close()
-		}
-	})
+	return a.Serve(ctx, a.server, a.revocations.Run, a.audit.Run)
 }
