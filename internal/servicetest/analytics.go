@@ -33,24 +33,11 @@ type AnalyticsOptions struct {
 // from AnalyticsConfig, and runs it until the test ends. Run's error, if any, fails the test.
 func StartAnalytics(tb testing.TB, o AnalyticsOptions) *app.App {
 	tb.Helper()
-	logger := o.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	a, err := app.New(context.Background(), AnalyticsConfig(tb, o), logger)
+	a, err := app.New(context.Background(), AnalyticsConfig(tb, o), orDiscard(o.Logger))
 	if err != nil {
 		tb.Fatalf("build analytics: %v", err)
 	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	tb.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			tb.Errorf("analytics stopped: %v", err)
-		}
-		a.Close()
-	})
+	run(tb, "analytics", a)
 	return a
 }
 

@@ -8,9 +8,6 @@ import (
 	"sync"
 	"testing"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
@@ -49,39 +46,22 @@ type Auth struct {
 	// StartAuth once this one is stopped: a restart.
 	Options AuthOptions
 
-	stopOnce sync.Once
-	stop     func()
-	mu       sync.Mutex
-	client   authv1.AuthServiceClient
+	stop   func()
+	mu     sync.Mutex
+	client authv1.AuthServiceClient
 }
 
 // StartAuth builds the auth service through its app package from AuthConfig and runs it until
 // the test ends. Run's error, if any, fails the test.
 func StartAuth(tb testing.TB, o AuthOptions) *Auth {
 	tb.Helper()
-	logger := o.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
 	cfg := AuthConfig(tb, &o)
-	a, err := app.New(context.Background(), cfg, logger)
+	a, err := app.New(context.Background(), cfg, orDiscard(o.Logger))
 	if err != nil {
 		tb.Fatalf("build auth: %v", err)
 	}
 	o.Listen = a.Addr()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	s := &Auth{App: a, CA: o.CA, Options: o}
-	s.stop = func() {
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("auth stopped: %v", err)
-		}
-		a.Close()
-	}
-	tb.Cleanup(s.Stop)
-	return s
+	return &Auth{App: a, CA: o.CA, Options: o, stop: run(tb, "auth", a)}
 }
 
 // AuthConfig is the configuration StartAuth builds the service from: o's database (a fresh one
@@ -120,18 +100,13 @@ func AuthConfig(tb testing.TB, o *AuthOptions) app.Config {
 
 // Stop stops serving and releases the service (the database stays: StartAuth(tb, a.Options)
 // starts it again). It is safe to call more than once.
-func (a *Auth) Stop() { a.stopOnce.Do(a.stop) }
+func (a *Auth) Stop() { a.stop() }
 
 // Client returns a client of the service with the mesh identity of service (e.g. "gateway"),
 // closed when the test ends.
 func (a *Auth) Client(tb testing.TB, service string) authv1.AuthServiceClient {
 	tb.Helper()
-	conn, err := grpc.NewClient(a.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(mtlstest.Source(tb, a.CA, service).ClientConfig(app.ServiceName))))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = conn.Close() })
-	return authv1.NewAuthServiceClient(conn)
+	return authv1.NewAuthServiceClient(Dial(tb, a.Addr(), a.CA, service, app.ServiceName))
 }
 
 // Login logs in through the API, as the gateway forwards a login, and returns the access token.

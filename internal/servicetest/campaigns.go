@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
@@ -56,25 +53,12 @@ type Campaigns struct {
 // runs it until the test ends. Run's error, if any, fails the test.
 func StartCampaigns(tb testing.TB, o CampaignsOptions) *Campaigns {
 	tb.Helper()
-	logger := o.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
 	cfg := CampaignsConfig(tb, &o)
-	a, err := app.New(context.Background(), cfg, logger)
+	a, err := app.New(context.Background(), cfg, orDiscard(o.Logger))
 	if err != nil {
 		tb.Fatalf("build campaigns: %v", err)
 	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	tb.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			tb.Errorf("campaigns stopped: %v", err)
-		}
-		a.Close()
-	})
+	run(tb, "campaigns", a)
 	return &Campaigns{App: a, CA: o.CA}
 }
 
@@ -111,12 +95,7 @@ func CampaignsConfig(tb testing.TB, o *CampaignsOptions) app.Config {
 // closed when the test ends.
 func (c *Campaigns) Client(tb testing.TB, service string) campaignsv1.CampaignServiceClient {
 	tb.Helper()
-	conn, err := grpc.NewClient(c.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(mtlstest.Source(tb, c.CA, service).ClientConfig(app.ServiceName))))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = conn.Close() })
-	return campaignsv1.NewCampaignServiceClient(conn)
+	return campaignsv1.NewCampaignServiceClient(Dial(tb, c.Addr(), c.CA, service, app.ServiceName))
 }
 
 // zeroSpend answers that nothing was spent.

@@ -34,24 +34,11 @@ type IngestOptions struct {
 // IngestConfig, and runs it until the test ends. Run's error, if any, fails the test.
 func StartIngest(tb testing.TB, o IngestOptions) *app.App {
 	tb.Helper()
-	logger := o.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	a, err := app.New(context.Background(), IngestConfig(tb, o), logger)
+	a, err := app.New(context.Background(), IngestConfig(tb, o), orDiscard(o.Logger))
 	if err != nil {
 		tb.Fatalf("build ingest: %v", err)
 	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	tb.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			tb.Errorf("ingest stopped: %v", err)
-		}
-		a.Close()
-	})
+	run(tb, "ingest", a)
 	return a
 }
 

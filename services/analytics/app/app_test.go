@@ -4,16 +4,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"io"
 	"log/slog"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
@@ -35,29 +29,9 @@ func options(t *testing.T) servicetest.AnalyticsOptions {
 func TestServesWhereItListens(t *testing.T) {
 	o := options(t)
 	a := servicetest.StartAnalytics(t, o)
-	conn, err := grpc.NewClient(a.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(mtlstest.Source(t, o.CA, "gateway").ClientConfig("analytics"))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("health: %v %v", resp, err)
-	}
-	get := func(path string) string {
-		t.Helper()
-		resp, err := http.Get("http://" + a.AdminAddr() + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
-		}
-		return string(body)
-	}
+	conn := servicetest.Dial(t, a.Addr(), o.CA, "gateway", "analytics")
+	servicetest.RequireServing(t, conn)
+	get := func(path string) string { return servicetest.AdminGet(t, a.AdminAddr(), path) }
 	if body := get("/healthz"); body != "ok\n" {
 		t.Errorf("/healthz: %q", body)
 	}

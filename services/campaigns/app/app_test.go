@@ -2,21 +2,15 @@ package app_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
-	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
 	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 	"github.com/campaignmesh/campaignmesh/services/campaigns/app"
@@ -29,29 +23,11 @@ func TestServesWhereItListens(t *testing.T) {
 	t.Parallel()
 	issuer := meshtest.NewIssuer(t)
 	a := servicetest.StartCampaigns(t, servicetest.CampaignsOptions{Verifier: issuer.Verifier()})
-	conn, err := grpc.NewClient(a.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(mtlstest.Source(t, a.CA, "gateway").ClientConfig(app.ServiceName))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := servicetest.Dial(t, a.Addr(), a.CA, "gateway", app.ServiceName)
+	servicetest.RequireServing(t, conn)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("health: %v %v", resp, err)
-	}
-	get := func(path string) string {
-		t.Helper()
-		resp, err := http.Get("http://" + a.AdminAddr() + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
-		}
-		return string(body)
-	}
+	get := func(path string) string { return servicetest.AdminGet(t, a.AdminAddr(), path) }
 	if body := get("/healthz"); body != "ok\n" {
 		t.Errorf("/healthz: %q", body)
 	}

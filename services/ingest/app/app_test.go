@@ -4,17 +4,12 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"io"
 	"log/slog"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
@@ -33,16 +28,10 @@ func TestServesWhereItListens(t *testing.T) {
 	}
 	o := servicetest.IngestOptions{CA: mtlstest.NewCA(t), Verifier: authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}}
 	a := servicetest.StartIngest(t, o)
-	conn, err := grpc.NewClient(a.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(mtlstest.Source(t, o.CA, "gateway").ClientConfig("ingest"))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := servicetest.Dial(t, a.Addr(), o.CA, "gateway", "ingest")
+	servicetest.RequireServing(t, conn)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("health: %v %v", resp, err)
-	}
 	now := time.Now()
 	tok, err := authn.Sign(authn.Claims{RegisteredClaims: jwt.RegisteredClaims{Issuer: authn.Issuer, Audience: jwt.ClaimStrings{authn.Audience},
 		Subject: "user-1", IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute))}, TenantID: "tenant-1", Role: "admin"}, "k", priv)
@@ -57,19 +46,7 @@ func TestServesWhereItListens(t *testing.T) {
 	if err != nil || resp.GetAccepted() != 1 {
 		t.Fatalf("IngestEvents = %v, %v", resp, err)
 	}
-	get := func(path string) string {
-		t.Helper()
-		resp, err := http.Get("http://" + a.AdminAddr() + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
-		}
-		return string(body)
-	}
+	get := func(path string) string { return servicetest.AdminGet(t, a.AdminAddr(), path) }
 	if body := get("/healthz"); body != "ok\n" {
 		t.Errorf("/healthz: %q", body)
 	}
