@@ -7,12 +7,11 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
-	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
@@ -71,20 +70,7 @@ func TestQueriesWhileClickHouseIsDownAreUnavailable(t *testing.T) {
 	proxy.Close()
 	for _, method := range []string{"GetCampaignSummary", "GetBreakdown", "GetFunnel", "WatchCampaignMetrics"} {
 		_, err := invoke(ctx, c, method)
-		st := status.Convert(err)
-		var retry time.Duration
-		var reason string
-		for _, d := range st.Details() {
-			switch d := d.(type) {
-			case *errdetails.RetryInfo:
-				retry = d.GetRetryDelay().AsDuration()
-			case *errdetails.ErrorInfo:
-				reason = d.GetReason()
-			}
-		}
-		if st.Code() != codes.Unavailable || reason != "STORE_UNAVAILABLE" || retry < time.Second || retry > 5*time.Second {
-			t.Errorf("%s while ClickHouse is down: %v (reason %q, retry %s), want UNAVAILABLE, STORE_UNAVAILABLE, 1–5 s", method, err, reason, retry)
-		}
+		meshtest.RequireStoreUnavailable(t, method+" while ClickHouse is down", status.Convert(err))
 	}
 	if errs := logs.at(slog.LevelError); len(errs) > 0 {
 		t.Errorf("logged at ERROR: %v", errs)

@@ -1,19 +1,15 @@
 package grpcapi_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
@@ -21,46 +17,13 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
-// wantStoreUnavailable checks a call made while the database is away: UNAVAILABLE with retry
-// info, and no driver text.
-func wantStoreUnavailable(t *testing.T, what string, err error) {
-	t.Helper()
-	st := status.Convert(err)
-	var retry time.Duration
-	var reason string
-	for _, d := range st.Details() {
-		switch d := d.(type) {
-		case *errdetails.RetryInfo:
-			retry = d.GetRetryDelay().AsDuration()
-		case *errdetails.ErrorInfo:
-			reason = d.GetReason()
-		}
-	}
-	if st.Code() != codes.Unavailable || retry <= 0 || reason != "STORE_UNAVAILABLE" || strings.Contains(st.Message(), "127.0.0.1") {
-		t.Errorf("%s: %v %q retry %v reason %q; want UNAVAILABLE STORE_UNAVAILABLE with retry info", what, st.Code(), st.Message(), retry, reason)
-	}
-}
-
 // When auth's database goes away, its calls answer UNAVAILABLE with retry info — a public call,
 // a call with an access token and one with a not yet seen API key (checked against the store
 // before any handler) — and nothing is logged as an error.
 func TestDatabaseOutageAnswersUnavailable(t *testing.T) {
 	ctx := context.Background()
 	proxy, dbURL := pgtest.NewProxy(t, pgtest.NewDatabase(t))
-	logs := &lockedBuffer{}
+	logs := &meshtest.LogBuffer{}
 	a := servicetest.StartAuth(t, servicetest.AuthOptions{Database: dbURL, Logger: telemetry.NewLogger(logs, "auth", slog.LevelDebug)})
 	client := a.Client(t, "gateway")
 	tn := a.NewTenant(t, "acme")
@@ -75,11 +38,11 @@ func TestDatabaseOutageAnswersUnavailable(t *testing.T) {
 
 	proxy.Cut()
 	_, err = client.Login(ctx, &authv1.LoginRequest{Tenant: "acme", Email: tn.Admin.Email, Password: tn.Password})
-	wantStoreUnavailable(t, "Login", err)
+	meshtest.RequireStoreUnavailable(t, "Login", status.Convert(err))
 	_, err = client.ListUsers(as(token), &authv1.ListUsersRequest{})
-	wantStoreUnavailable(t, "ListUsers with an access token", err)
+	meshtest.RequireStoreUnavailable(t, "ListUsers with an access token", status.Convert(err))
 	_, err = client.ListUsers(as(key), &authv1.ListUsersRequest{})
-	wantStoreUnavailable(t, "ListUsers with an API key", err)
+	meshtest.RequireStoreUnavailable(t, "ListUsers with an API key", status.Convert(err))
 
 	wantLoggedAsWarnings(t, logs.String())
 }

@@ -1,15 +1,10 @@
 package grpcapi_test
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
@@ -20,24 +15,11 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
 // When the campaigns database goes away, reads, creates and idempotent creates answer
 // UNAVAILABLE with retry info through the real chain, logged at warn with their cause.
 func TestDatabaseOutageAnswersUnavailable(t *testing.T) {
 	proxy, dbURL := pgtest.NewProxy(t, pgtest.NewDatabase(t))
-	logs := &lockedBuffer{}
+	logs := &meshtest.LogBuffer{}
 	issuer := meshtest.NewIssuer(t)
 	svc := servicetest.StartCampaigns(t, servicetest.CampaignsOptions{Database: dbURL, Verifier: issuer.Verifier(), Spend: zeroSpend{},
 		Logger: telemetry.NewLogger(logs, "campaigns", slog.LevelDebug)}) // audit records stay in the outbox: no auth here
@@ -65,20 +47,7 @@ func TestDatabaseOutageAnswersUnavailable(t *testing.T) {
 			return err
 		},
 	} {
-		st := status.Convert(call())
-		var retry time.Duration
-		var reason string
-		for _, d := range st.Details() {
-			switch d := d.(type) {
-			case *errdetails.RetryInfo:
-				retry = d.GetRetryDelay().AsDuration()
-			case *errdetails.ErrorInfo:
-				reason = d.GetReason()
-			}
-		}
-		if st.Code() != codes.Unavailable || retry <= 0 || reason != "STORE_UNAVAILABLE" {
-			t.Errorf("%s: %v %q retry %v reason %q; want UNAVAILABLE STORE_UNAVAILABLE with retry info", what, st.Code(), st.Message(), retry, reason)
-		}
+		meshtest.RequireStoreUnavailable(t, what, status.Convert(call()))
 	}
 	calls := 0
 	for _, l := range strings.Split(logs.String(), "\n") {
