@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
 )
 
 // Every refused credential, in every service, is one record in the tenant's chain — exactly
@@ -119,13 +119,5 @@ func auditPending(t *testing.T, m *mesh, service string) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := js.Consumer(context.Background(), auditnats.StreamName, auditnats.ConsumerName(service))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := c.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.NumPending + uint64(info.NumAckPending)
+	return natstest.ConsumerPending(t, js, auditnats.StreamName, auditnats.ConsumerName(service))
 }

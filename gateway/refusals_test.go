@@ -70,17 +70,7 @@ func auditedGateway(t *testing.T, cfg Config, backends []Backend) (*Gateway, *au
 	if err != nil {
 		t.Fatal(err)
 	}
-	stored := func() uint64 {
-		s, err := js.Stream(context.Background(), auditnats.StreamName)
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := s.Info(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.Msgs
-	}
+	stored := func() uint64 { return natstest.StreamMsgs(t, js, auditnats.StreamName) }
 	return g, auth, stored
 }
 

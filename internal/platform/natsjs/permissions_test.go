@@ -154,15 +154,7 @@ func hasPermissionError(errs []error) bool {
 func streamMsgs(t *testing.T, url string, admin natstest.User) uint64 {
 	t.Helper()
 	js, _ := connectAs(t, url, admin)
-	s, err := js.Stream(context.Background(), natsjs.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
+	return natstest.StreamMsgs(t, js, natsjs.StreamName)
 }
 
 // auditCollector stands for auth's AppendAuditRecords: it keeps the ids delivered to it.
@@ -284,27 +276,11 @@ func TestNATSUsersHaveOnlyTheirAuditRights(t *testing.T) {
 
 func auditMsgs(t *testing.T, admin jetstream.JetStream) uint64 {
 	t.Helper()
-	s, err := admin.Stream(context.Background(), auditnats.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
+	return natstest.StreamMsgs(t, admin, auditnats.StreamName)
 }
 
 // consumerPending counts service's records not yet delivered or not yet acknowledged.
 func consumerPending(t *testing.T, admin jetstream.JetStream, service string) uint64 {
 	t.Helper()
-	c, err := admin.Consumer(context.Background(), auditnats.StreamName, auditnats.ConsumerName(service))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := c.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.NumPending + uint64(info.NumAckPending)
+	return natstest.ConsumerPending(t, admin, auditnats.StreamName, auditnats.ConsumerName(service))
 }

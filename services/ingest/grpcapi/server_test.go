@@ -80,15 +80,7 @@ func events(ids ...string) []*ingestv1.Event {
 
 func streamMessages(t *testing.T, js jetstream.JetStream) uint64 {
 	t.Helper()
-	s, err := js.Stream(context.Background(), natsjs.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
+	return natstest.StreamMsgs(t, js, natsjs.StreamName)
 }
 
 func TestIngestStoresAcceptedEventsBeforeAnswering(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
 )
 
 // startServer runs a JetStream server (fsync on every write) storing in dir, so a test can stop
@@ -111,15 +112,7 @@ func record() audit.Record {
 
 func streamMsgs(t *testing.T, js jetstream.JetStream) uint64 {
 	t.Helper()
-	s, err := js.Stream(context.Background(), auditnats.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
+	return natstest.StreamMsgs(t, js, auditnats.StreamName)
 }
 
 func run(t *testing.T, s *auditnats.Sink) context.CancelFunc {
