@@ -169,6 +169,35 @@ func (s *EventSink) Settle(ctx context.Context) (uint64, error) {
 	}
 }
 
+// Stored returns those of seqs that have rows in events. Without an index on stream_seq it
+// reads the column whole; the writer asks only about batches delivered below its watermark.
+func (s *EventSink) Stored(ctx context.Context, seqs []uint64) ([]uint64, error) {
+	if len(seqs) == 0 {
+		return nil, nil
+	}
+	list := make([]string, len(seqs))
+	for i, q := range seqs {
+		list[i] = strconv.FormatUint(q, 10)
+	}
+	rows, err := s.conn.Query(ctx, `SELECT DISTINCT stream_seq FROM events WHERE stream_seq IN (`+strings.Join(list, ",")+`)`)
+	if err != nil {
+		return nil, fmt.Errorf("look up stored batches: %w", err)
+	}
+	defer rows.Close()
+	var out []uint64
+	for rows.Next() {
+		var q uint64
+		if err := rows.Scan(&q); err != nil {
+			return nil, fmt.Errorf("look up stored batches: %w", err)
+		}
+		out = append(out, q)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("look up stored batches: %w", err)
+	}
+	return out, nil
+}
+
 // SeqOffset returns the offset of the stream incarnation created at streamCreated (Unix
 // nanoseconds): for a stream not seen before, the watermark so far, recorded in
 // writer_epochs (call it with no insert running, after Settle).

@@ -24,15 +24,20 @@
 //     offset added to its sequences, the watermark when first seen: a recreated stream
 //     restarts at 1, and without the offset its batches would sit below the watermark and be
 //     skipped as already stored.
+//   - Stored tells which of some batches have rows: the check for batches that come late.
 //
-// Four more rules of the writer keep "at or below the watermark means stored" true:
+// Five more rules of the writer store each batch once, whatever order it comes in:
 //   - Rows are inserted in stream order: the consumer is recreated at start so that batches a
 //     crashed writer left unacknowledged come first, not after the ack wait behind newer ones.
 //   - Nothing is acknowledged before its insert returned success, or before Settle showed it
 //     stored; a writer that stops in between leaves its messages to be redelivered.
-//   - Messages collected before a fetch error are written, never dropped: a dropped message
-//     would be redelivered after the ack wait, below a watermark that newer sets had raised,
-//     and be acknowledged unwritten — lost.
+//   - Messages collected before a fetch error are written, never dropped, and a waiting fetch
+//     is ended by the server (FetchMaxWait), not by a client-side deadline that could drop a
+//     message the server had just sent.
+//   - Still, a message can be delivered and not received (a broken connection) and come again
+//     after the ack wait, below a watermark that newer sets had raised. So a message at or
+//     below the watermark is not taken as stored: the writer asks the sink (Stored, after
+//     Settle) and inserts the batches it does not have. Skipped, they would be lost.
 //   - While an insert is retried, its messages are kept in progress, so the stream does not
 //     redeliver them behind the writer's back.
 //
@@ -55,6 +60,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -86,7 +92,7 @@ type Sink interface {
 	// Insert stores rows, all of them or none, even when it fails or its process dies
 	// midway. An error does not mean none were stored (the answer may have been lost while
 	// the insert landed): Settle tells. The writer passes rows in stream order, above the
-	// watermark.
+	// watermark, preceded by any redelivered rows below it that Stored showed missing.
 	Insert(ctx context.Context, rows []Row) error
 	// Settle waits until no Insert into this store begun earlier, by this writer or by one
 	// that died, can still land, then returns the watermark: the highest Seq stored (0 when
@@ -97,6 +103,10 @@ type Sink interface {
 	// recorded durably, so the same incarnation always gets the same offset; call it after
 	// Settle, with no Insert running.
 	SeqOffset(ctx context.Context, streamCreated uint64) (uint64, error)
+	// Stored returns those of seqs that have rows stored; call it after Settle. The writer
+	// asks only about batches delivered at or below the watermark, which is rare (a restart
+	// after a crash between insert and ack, a redelivery), so it may be slow.
+	Stored(ctx context.Context, seqs []uint64) ([]uint64, error)
 }
 
 // Config bounds a write: a set is inserted when it holds BatchRows rows or MaxWait has passed.
@@ -222,24 +232,29 @@ func (w *Writer) run(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// write inserts the rows of msgs above watermark, then acknowledges msgs; it returns the new
-// watermark. It returns an error only when ctx ends, before acknowledging anything.
+// write inserts the rows of msgs not yet stored — those above watermark, and any at or below
+// it that the sink does not have — then acknowledges msgs; it returns the new watermark. It
+// returns an error only when ctx ends, before acknowledging anything.
 func (w *Writer) write(ctx context.Context, msgs []fetched, rows []Row, watermark uint64) (uint64, error) {
 	fresh, maxSeq := rowsAbove(rows, watermark)
-	if len(fresh) > 0 {
+	late, err := w.missingBelow(ctx, msgs, rows, watermark)
+	if err != nil {
+		return watermark, err
+	}
+	if block := append(late, fresh...); len(block) > 0 {
 		failed := false
 		if err := w.retry(ctx, msgs, "insert into clickhouse", func() error {
 			// After a failed attempt the insert may still have landed (the answer was lost):
 			// inserting again would count the block twice in the rollups, so look first.
 			if failed {
-				if stored, err := w.sink.Settle(ctx); err != nil {
+				if landed, err := w.landed(ctx, block, maxSeq, watermark); err != nil {
 					return err
-				} else if stored >= maxSeq {
-					w.logger.Info("insert had landed although its answer was lost", "seq", maxSeq)
+				} else if landed {
+					w.logger.Info("insert had landed although its answer was lost", "rows", len(block))
 					return nil
 				}
 			}
-			err := w.insert(ctx, msgs, fresh)
+			err := w.insert(ctx, msgs, block)
 			failed = err != nil
 			return err
 		}); err != nil {
@@ -279,14 +294,14 @@ type fetched struct {
 	ctx trace.SpanContext
 }
 
+// maxFetchWait bounds one waiting fetch, and so how long a stop waits for it.
+const maxFetchWait = time.Second
+
 // collect gathers messages until BatchRows rows or MaxWait, decoding each; poison messages go
 // to the dead-letter stream. A set may hold more than BatchRows rows, from the messages of its
 // last fetch. With an error it also returns what it collected before.
 func (w *Writer) collect(ctx context.Context, cons jetstream.Consumer) ([]fetched, []Row, error) {
-	// The fetches end at the deadline, or at once when ctx ends: a stop does not wait MaxWait.
-	fetchCtx, cancel := context.WithTimeout(ctx, w.cfg.MaxWait)
-	defer cancel()
-	deadline, _ := fetchCtx.Deadline()
+	deadline := time.Now().Add(w.cfg.MaxWait)
 	var msgs []fetched
 	var rows []Row
 	for len(rows) < w.cfg.BatchRows && ctx.Err() == nil {
@@ -307,7 +322,14 @@ func (w *Writer) collect(ctx context.Context, cons jetstream.Consumer) ([]fetche
 		if n > 0 {
 			continue
 		}
-		if batch, err = cons.Fetch(1, jetstream.FetchContext(fetchCtx)); err != nil {
+		// The server ends the wait (FetchMaxWait, not a context that could end first on this
+		// side and drop a message the server had sent: it would come again only after the ack
+		// wait). A stop thus waits for the fetch, at most maxFetchWait.
+		wait := min(time.Until(deadline), maxFetchWait)
+		if wait < 10*time.Millisecond {
+			break
+		}
+		if batch, err = cons.Fetch(1, jetstream.FetchMaxWait(wait)); err != nil {
 			return msgs, rows, err
 		}
 		if _, err := w.take(ctx, batch, &msgs, &rows); err != nil {
@@ -374,6 +396,59 @@ func rowsAbove(rows []Row, watermark uint64) ([]Row, uint64) {
 		}
 	}
 	return out, top
+}
+
+// missingBelow returns the rows at or below watermark whose batches the sink does not have.
+// In stream order there are none, but a batch can come late: delivered to this writer and not
+// received (a fetch that ended as the server sent it, a broken connection), it is redelivered
+// after the ack wait, behind newer sets that raised the watermark. Skipped as stored, it would
+// be lost; asked about, it is inserted once.
+func (w *Writer) missingBelow(ctx context.Context, msgs []fetched, rows []Row, watermark uint64) ([]Row, error) {
+	var seqs []uint64
+	for _, r := range rows {
+		if r.Seq <= watermark && !slices.Contains(seqs, r.Seq) {
+			seqs = append(seqs, r.Seq)
+		}
+	}
+	if len(seqs) == 0 {
+		return nil, nil
+	}
+	var stored []uint64
+	if err := w.retry(ctx, msgs, "look up batches delivered below the watermark", func() error {
+		if _, err := w.sink.Settle(ctx); err != nil {
+			return err
+		}
+		var err error
+		stored, err = w.sink.Stored(ctx, seqs)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	var missing []Row
+	for _, r := range rows {
+		if r.Seq <= watermark && !slices.Contains(stored, r.Seq) {
+			missing = append(missing, r)
+		}
+	}
+	if len(missing) > 0 {
+		w.logger.Warn("batches delivered below the watermark were not stored; inserting them", "batches", len(seqs)-len(stored), "rows", len(missing))
+	}
+	return missing, nil
+}
+
+// landed tells whether block, whose insert failed, was stored all the same. With rows above
+// the watermark the new watermark tells (the insert is atomic and holds maxSeq); a block of late
+// rows only is looked up.
+func (w *Writer) landed(ctx context.Context, block []Row, maxSeq, watermark uint64) (bool, error) {
+	stored, err := w.sink.Settle(ctx)
+	if err != nil {
+		return false, err
+	}
+	if maxSeq > watermark {
+		return stored >= maxSeq, nil
+	}
+	have, err := w.sink.Stored(ctx, []uint64{block[0].Seq})
+	return len(have) > 0, err
 }
 
 func (w *Writer) insert(ctx context.Context, msgs []fetched, rows []Row) error {
