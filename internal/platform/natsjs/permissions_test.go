@@ -252,11 +252,9 @@ func TestNATSUsersHaveOnlyTheirAuditRights(t *testing.T) {
 		t.Fatal("the gateway deleted the audit stream")
 	}
 	cancel()
-	ictx, cancel = short()
 	if _, err := ingestJS.Conn().Request("$JS.API.STREAM.PURGE.AUDIT", nil, time.Second); err == nil {
 		t.Fatal("ingest purged the audit stream")
 	}
-	cancel()
 
 	// The gateway has nothing of the event stream.
 	ictx, cancel = short()
