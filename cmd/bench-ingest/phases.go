@@ -24,7 +24,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/campaignmesh/campaignmesh/gateway"
@@ -490,11 +489,16 @@ func (b *bench) rawJetStream(ctx context.Context, js jetstream.JetStream) (float
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage}); err != nil {
 		return 0, err
 	}
-	batch := &ingestv1.AcceptedBatch{}
+	// The batch as ingest publishes it (compact, natsjs.EncodeBatch), the client's clock trusted.
+	var batch []*ingestv1.AcceptedEvent
+	received := timestamppb.Now()
 	for _, e := range request("b", 0, 0).GetEvents() {
-		batch.Events = append(batch.Events, &ingestv1.AcceptedEvent{Event: e, TenantId: "bench", ReceivedAt: timestamppb.Now(), CorrectedTime: timestamppb.Now()})
+		batch = append(batch, &ingestv1.AcceptedEvent{Event: e, TenantId: "bench", Source: "bench", ReceivedAt: received, CorrectedTime: e.GetTimestamp()})
 	}
-	data, _ := proto.Marshal(batch)
+	data, err := natsjs.EncodeBatch(batch)
+	if err != nil {
+		return 0, err
+	}
 	calls, _, err := load(ctx, b.callers, b.duration, func(ctx context.Context, caller, i int) error {
 		_, err := js.Publish(ctx, "bench.t", data, jetstream.WithMsgID(fmt.Sprintf("%d-%d", caller, i)))
 		return err

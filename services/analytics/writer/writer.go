@@ -70,7 +70,6 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/protobuf/proto"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
@@ -350,12 +349,13 @@ func (w *Writer) take(ctx context.Context, batch jetstream.MessageBatch, msgs *[
 			w.deadLetter(ctx, m, "no metadata: "+err.Error())
 			continue
 		}
-		var b ingestv1.AcceptedBatch
-		if err := proto.Unmarshal(m.Data(), &b); err != nil || len(b.GetEvents()) == 0 {
+		// Both forms decode: compact batches and those an older ingest left in the stream.
+		b, err := natsjs.DecodeBatch(m.Data())
+		if err != nil || len(b.GetEvents()) == 0 {
 			w.deadLetter(ctx, m, fmt.Sprintf("undecodable batch: %v", err))
 			continue
 		}
-		if reason := tenantMismatch(m.Subject(), &b); reason != "" {
+		if reason := tenantMismatch(m.Subject(), b); reason != "" {
 			w.deadLetter(ctx, m, reason)
 			continue
 		}

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
@@ -97,8 +96,8 @@ func TestIngestStoresAcceptedEventsBeforeAnswering(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b ingestv1.AcceptedBatch
-	if err := proto.Unmarshal(msg.Data, &b); err != nil || len(b.GetEvents()) != 2 || b.GetEvents()[0].GetTenantId() != "tenant-1" || msg.Subject != "events.tenant-1" {
+	b, err := natsjs.DecodeBatch(msg.Data)
+	if err != nil || len(b.GetEvents()) != 2 || b.GetEvents()[0].GetTenantId() != "tenant-1" || msg.Subject != "events.tenant-1" {
 		t.Fatalf("stored batch: %v on %s (%v)", b.GetEvents(), msg.Subject, err)
 	}
 	// The same batch again is a duplicate the stream drops.

@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
-	"google.golang.org/protobuf/proto"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
@@ -50,9 +49,9 @@ func NewPublisher(js jetstream.JetStream, reg prometheus.Registerer) *Publisher 
 
 // Publish implements ingest.Publisher: it returns once JetStream has stored the batch.
 func (p *Publisher) Publish(ctx context.Context, tenant, batchID string, batch []*ingestv1.AcceptedEvent) error {
-	data, err := proto.Marshal(&ingestv1.AcceptedBatch{Events: batch})
+	data, err := natsjs.EncodeBatch(batch)
 	if err != nil {
-		return fmt.Errorf("encode batch: %w", err)
+		return err
 	}
 	hdr := nats.Header{}
 	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(http.Header(hdr)))

@@ -106,10 +106,26 @@ func (x *AcceptedEvent) GetSource() string {
 }
 
 // AcceptedBatch is one JetStream message: the accepted events of one request.
+//
+// Ingest writes it compact (compact = true): what every event of the request shares (tenant,
+// source, received_at) is carried once here and left out of the events, and an event's
+// corrected_time is left out when it is the default (its timestamp, or received_at when it has
+// none). The stream's size bound counts these bytes, so this is what lets it hold more minutes
+// of backlog. Readers restore the full events with internal/platform/natsjs.DecodeBatch, which
+// also reads batches written before (compact = false: every event complete, the fields below
+// empty).
 type AcceptedBatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The events.
-	Events        []*AcceptedEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	Events []*AcceptedEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// Set when the batch is compact (see above).
+	Compact bool `protobuf:"varint,2,opt,name=compact,proto3" json:"compact,omitempty"`
+	// The tenant of every event whose own tenant_id is empty.
+	TenantId string `protobuf:"bytes,3,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// The source of every event whose own source is empty.
+	Source string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	// The received_at of every event that has none.
+	ReceivedAt    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -151,6 +167,34 @@ func (x *AcceptedBatch) GetEvents() []*AcceptedEvent {
 	return nil
 }
 
+func (x *AcceptedBatch) GetCompact() bool {
+	if x != nil {
+		return x.Compact
+	}
+	return false
+}
+
+func (x *AcceptedBatch) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *AcceptedBatch) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *AcceptedBatch) GetReceivedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReceivedAt
+	}
+	return nil
+}
+
 var File_campaignmesh_ingest_v1_stream_proto protoreflect.FileDescriptor
 
 const file_campaignmesh_ingest_v1_stream_proto_rawDesc = "" +
@@ -162,9 +206,14 @@ const file_campaignmesh_ingest_v1_stream_proto_rawDesc = "" +
 	"\vreceived_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"receivedAt\x12A\n" +
 	"\x0ecorrected_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rcorrectedTime\x12\x16\n" +
-	"\x06source\x18\x05 \x01(\tR\x06source\"N\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\"\xda\x01\n" +
 	"\rAcceptedBatch\x12=\n" +
-	"\x06events\x18\x01 \x03(\v2%.campaignmesh.ingest.v1.AcceptedEventR\x06eventsBJZHgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1;ingestv1b\x06proto3"
+	"\x06events\x18\x01 \x03(\v2%.campaignmesh.ingest.v1.AcceptedEventR\x06events\x12\x18\n" +
+	"\acompact\x18\x02 \x01(\bR\acompact\x12\x1b\n" +
+	"\ttenant_id\x18\x03 \x01(\tR\btenantId\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12;\n" +
+	"\vreceived_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"receivedAtBJZHgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1;ingestv1b\x06proto3"
 
 var (
 	file_campaignmesh_ingest_v1_stream_proto_rawDescOnce sync.Once
@@ -190,11 +239,12 @@ var file_campaignmesh_ingest_v1_stream_proto_depIdxs = []int32{
 	3, // 1: campaignmesh.ingest.v1.AcceptedEvent.received_at:type_name -> google.protobuf.Timestamp
 	3, // 2: campaignmesh.ingest.v1.AcceptedEvent.corrected_time:type_name -> google.protobuf.Timestamp
 	0, // 3: campaignmesh.ingest.v1.AcceptedBatch.events:type_name -> campaignmesh.ingest.v1.AcceptedEvent
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	3, // 4: campaignmesh.ingest.v1.AcceptedBatch.received_at:type_name -> google.protobuf.Timestamp
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_campaignmesh_ingest_v1_stream_proto_init() }
