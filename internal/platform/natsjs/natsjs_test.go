@@ -3,7 +3,12 @@ package natsjs_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
@@ -47,5 +52,64 @@ func TestPublishDeduplicatesAndRefusesWhenFull(t *testing.T) {
 	info, err := s.Info(ctx)
 	if err != nil || info.State.Bytes > uint64(cfg.MaxBytes) {
 		t.Fatalf("stream holds %d bytes, limit %d (%v)", info.State.Bytes, cfg.MaxBytes, err)
+	}
+}
+
+// Both streams store S2-compressed blocks under the configured bounds, and a stream an older
+// version created (uncompressed, 1 GiB) is updated in place without losing its backlog.
+func TestEnsureStreamsCompressesAndUpdatesAnOlderStream(t *testing.T) {
+	nc, js, err := natsjs.Connect(natstest.Start(t), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx := context.Background()
+	// The event stream as the previous version created it, with a backlog.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: natsjs.StreamName, Subjects: []string{natsjs.SubjectPrefix + ">"},
+		Storage: jetstream.FileStorage, Retention: jetstream.WorkQueuePolicy, Discard: jetstream.DiscardNew,
+		MaxBytes: 1 << 30, MaxAge: 7 * 24 * time.Hour, Duplicates: 10 * time.Minute, MaxMsgSize: 2 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := natsjs.Publish(ctx, js, "t1", "old-1", []byte("backlog"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := natsjs.EnsureStreams(ctx, js, natsjs.DefaultStream); err != nil {
+		t.Fatalf("EnsureStreams over an older stream: %v", err)
+	}
+	for name, maxBytes := range map[string]int64{natsjs.StreamName: natsjs.DefaultStream.MaxBytes, natsjs.DeadLetterName: natsjs.DefaultStream.MaxBytes / 4} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg := s.CachedInfo().Config; cfg.Compression != jetstream.S2Compression || cfg.MaxBytes != maxBytes {
+			t.Errorf("stream %s: compression %v, max bytes %d; want s2 and %d", name, cfg.Compression, cfg.MaxBytes, maxBytes)
+		}
+	}
+	if n := natstest.StreamMsgs(t, js, natsjs.StreamName); n != 1 {
+		t.Fatalf("the older stream's backlog: %d messages after the update, want 1", n)
+	}
+}
+
+// A server whose JetStream storage limit cannot hold the stream's bound refuses to create it;
+// the error says which setting to change.
+func TestEnsureStreamsSaysWhenTheServerHasNoRoom(t *testing.T) {
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		JetStreamMaxStore: 1 << 30, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(s.Shutdown)
+	nc, js, err := natsjs.Connect(s.ClientURL(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	err = natsjs.EnsureStreams(context.Background(), js, natsjs.DefaultStream)
+	if err == nil || !strings.Contains(err.Error(), "-stream-max-bytes") {
+		t.Fatalf("EnsureStreams on a server with a 1 GiB storage limit: %v, want an error naming -stream-max-bytes", err)
 	}
 }

@@ -37,7 +37,7 @@ func parse(args []string) (settings, error) {
 	fs.DurationVar(&c.Limits.MaxFuture, "max-future", c.Limits.MaxFuture, "event times further ahead than this are clamped")
 	fs.Float64Var(&c.Rates.PerTenant, "rate-per-tenant", c.Rates.PerTenant, "events per second per tenant")
 	fs.Float64Var(&c.Rates.PerSource, "rate-per-source", c.Rates.PerSource, "events per second per API key or user")
-	fs.Int64Var(&c.Stream.MaxBytes, "stream-max-bytes", c.Stream.MaxBytes, "storage bound of the event stream")
+	fs.Int64Var(&c.Stream.MaxBytes, "stream-max-bytes", c.Stream.MaxBytes, "storage bound of the event stream, in bytes before compression: the ClickHouse outage it rides out (docs/operations.md)")
 	fs.DurationVar(&c.Stream.Duplicates, "stream-duplicate-window", c.Stream.Duplicates, "window in which a resent batch is dropped")
 	fs.DurationVar(&c.GracePeriod, "grace-period", c.GracePeriod, "how long a stop waits for calls in flight")
 	fs.TextVar(&s.logLevel, "log-level", slog.LevelInfo, "log level (debug, info, warn, error)")
