@@ -214,7 +214,9 @@ func (w *Writer) run(ctx context.Context) error {
 				return err
 			}
 		}
-		if err := w.updateBacklog(ctx, cons); fetchErr == nil && gone(err) {
+		// A fetch from a deleted consumer may fail otherwise (no responders) or only time out:
+		// the consumer's info tells it is gone, whatever the fetch said.
+		if err := w.updateBacklog(ctx, cons); gone(err) && !gone(fetchErr) {
 			fetchErr = err
 		}
 		if fetchErr != nil {
