@@ -100,9 +100,9 @@ func (s *EventSink) queryPrefix(ctx context.Context) (string, error) {
 	return s.prefix, nil
 }
 
-// Insert writes rows in one native batch insert (one block: atomic on a MergeTree table).
-// Repeats of an event (tenant and event id) within rows are dropped: the raw table would
-// collapse them, the rollup would not.
+// Insert writes rows in one native batch insert (one block: atomic on a MergeTree table); the
+// materialized views fill the rollup and event_ids from the same insert. The writer passes no
+// event twice (writer.Writer drops repeats and events stored already).
 func (s *EventSink) Insert(ctx context.Context, rows []writer.Row) error {
 	prefix, err := s.queryPrefix(ctx)
 	if err != nil {
@@ -115,15 +115,9 @@ func (s *EventSink) Insert(ctx context.Context, rows []writer.Row) error {
 	if err != nil {
 		return fmt.Errorf("prepare insert: %w", err)
 	}
-	seen := make(map[[2]string]struct{}, len(rows))
 	for _, r := range rows {
 		a := r.Event
 		e := a.GetEvent()
-		k := [2]string{a.GetTenantId(), e.GetEventId()}
-		if _, dup := seen[k]; dup {
-			continue
-		}
-		seen[k] = struct{}{}
 		t := a.GetCorrectedTime().AsTime().UTC()
 		var client uint64
 		if e.GetTimestamp() != nil {

@@ -73,7 +73,7 @@ var unversionedSchema = []string{
 }
 
 // latestVersion is the number of the newest file in migrations/.
-const latestVersion = 1
+const latestVersion = 3
 
 // connect opens a native connection as the writer user without migrating.
 func connect(t *testing.T, db string) driver.Conn {

@@ -23,21 +23,25 @@ import (
 )
 
 // memSink is an in-memory writer.Sink that keeps the contract of the interface (atomic
-// inserts, a watermark, one offset per stream incarnation), fails on demand, and records every
-// breach of the exactly-once argument it sees: a row inserted at or below the watermark (twice
-// or out of order), or a row whose message was acknowledged before its insert.
+// inserts, a watermark, one offset per stream incarnation, the keys of the events stored),
+// fails on demand, and records every breach of the exactly-once argument it sees: a row inserted
+// at or below the watermark (twice or out of order), an event (tenant and event id) inserted
+// again, or a row whose message was acknowledged before its insert.
 type memSink struct {
 	// acked tells whether the message at a stream sequence was acknowledged already.
 	acked func(seq uint64) bool
 
-	mu        sync.Mutex
-	stored    []writer.Row
-	sets      [][]writer.Row // what each stored insert held
-	attempts  int            // inserts tried
-	settles   int            // settles tried
-	lookups   int            // Stored calls
-	watermark uint64
-	epochs    map[uint64]uint64
+	mu       sync.Mutex
+	stored   []writer.Row
+	sets     [][]writer.Row // what each stored insert held
+	attempts int            // inserts tried
+	settles  int            // settles tried
+	lookups  int            // Stored calls
+	seenKeys int            // keys asked about in Seen calls
+	// forgetBefore: the keys of events received before it are dropped (DropIDsBefore).
+	forgetBefore time.Time
+	watermark    uint64
+	epochs       map[uint64]uint64
 	// The next failInserts inserts fail storing nothing; the next loseAnswers store their
 	// rows and fail all the same (the answer was lost); the next failSettles settles fail.
 	failInserts, loseAnswers, failSettles int
@@ -79,9 +83,12 @@ func (m *memSink) Insert(ctx context.Context, rows []writer.Row) error {
 	// Rows above the watermark come in stream order; below it only batches not stored yet
 	// (redelivered late) may come.
 	last := m.watermark
-	for _, r := range rows {
+	for i, r := range rows {
 		if m.has(r.Seq) {
 			m.problems = append(m.problems, fmt.Sprintf("event %s (seq %d) inserted again", r.Event.GetEvent().GetEventId(), r.Seq))
+		}
+		if k := keyOf(r); m.hasKey(k) || slices.ContainsFunc(rows[:i], func(o writer.Row) bool { return keyOf(o) == k }) {
+			m.problems = append(m.problems, fmt.Sprintf("event %s of tenant %s (seq %d) inserted again", k.EventID, k.Tenant, r.Seq))
 		}
 		if r.Seq > m.watermark {
 			if r.Seq < last {
@@ -129,6 +136,53 @@ func (m *memSink) Stored(ctx context.Context, seqs []uint64) ([]uint64, error) {
 	return out, ctx.Err()
 }
 
+func keyOf(r writer.Row) writer.EventKey {
+	return writer.EventKey{Tenant: r.Event.GetTenantId(), EventID: r.Event.GetEvent().GetEventId()}
+}
+
+// hasKey tells whether the event of k is stored and its key not dropped; m.mu is held.
+func (m *memSink) hasKey(k writer.EventKey) bool {
+	return slices.ContainsFunc(m.stored, func(r writer.Row) bool { return keyOf(r) == k })
+}
+
+// known tells whether the key of r is still kept (not dropped by DropIDsBefore); m.mu is held.
+func (m *memSink) known(r writer.Row) bool {
+	return !r.Event.GetReceivedAt().AsTime().Before(m.forgetBefore)
+}
+
+func (m *memSink) Seen(ctx context.Context, keys []writer.EventKey) ([]writer.EventKey, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.seenKeys += len(keys)
+	var out []writer.EventKey
+	for _, k := range keys {
+		if slices.ContainsFunc(m.stored, func(r writer.Row) bool { return keyOf(r) == k && m.known(r) }) {
+			out = append(out, k)
+		}
+	}
+	return out, ctx.Err()
+}
+
+func (m *memSink) RecentIDs(ctx context.Context, since time.Time, fn func(writer.EventKey)) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range m.stored {
+		if m.known(r) && !r.Event.GetReceivedAt().AsTime().Before(since) {
+			fn(keyOf(r))
+		}
+	}
+	return ctx.Err()
+}
+
+func (m *memSink) DropIDsBefore(_ context.Context, before time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if before.After(m.forgetBefore) {
+		m.forgetBefore = before
+	}
+	return nil
+}
+
 func (m *memSink) SeqOffset(_ context.Context, streamCreated uint64) (uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -151,6 +205,18 @@ func (m *memSink) counts() map[string]int {
 	return out
 }
 
+// keyCounts is how often each event (tenant and event id) is stored, and rows how many rows
+// are: what a count over the stored rows, such as the rollup's, answers.
+func (m *memSink) keyCounts() (counts map[writer.EventKey]int, rows int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	counts = map[writer.EventKey]int{}
+	for _, r := range m.stored {
+		counts[keyOf(r)]++
+	}
+	return counts, len(m.stored)
+}
+
 func (m *memSink) stats() (attempts, inserts int, problems []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -158,16 +224,16 @@ func (m *memSink) stats() (attempts, inserts int, problems []string) {
 }
 
 // run starts a writer into sink until cancel; stopped checks that Run then returns nil.
-func (s *streams) run(t *testing.T, sink writer.Sink, cfg writer.Config) (cancel context.CancelFunc, result <-chan error) {
+func (s *streams) run(t *testing.T, sink writer.Sink, cfg writer.Config, opts ...writer.Option) (cancel context.CancelFunc, result <-chan error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	return cancel, s.runCtx(ctx, sink, cfg)
+	return cancel, s.runCtx(ctx, sink, cfg, opts...)
 }
 
-func (s *streams) runCtx(ctx context.Context, sink writer.Sink, cfg writer.Config) <-chan error {
+func (s *streams) runCtx(ctx context.Context, sink writer.Sink, cfg writer.Config, opts ...writer.Option) <-chan error {
 	res := make(chan error, 1)
-	w := writer.New(s.writerJS, sink, cfg, slog.New(slog.DiscardHandler), nil)
+	w := writer.New(s.writerJS, sink, cfg, slog.New(slog.DiscardHandler), nil, opts...)
 	go func() { res <- w.Run(ctx) }()
 	return res
 }

@@ -7,9 +7,22 @@
 // between insert and ack, JetStream redelivers; the writer first reads its watermark — the
 // highest sequence stored, from Sink.Settle — and acknowledges without inserting every message
 // at or below it, so nothing is inserted twice. Because sets are inserted whole and in order,
-// everything at or below the watermark is stored. Client retries that reached the stream twice
-// (same tenant and event_id in two batches) collapse in the ReplacingMergeTree; queries count
-// with FINAL or distinct event ids. One writer per stream keeps the order argument valid.
+// everything at or below the watermark is stored. One writer per stream keeps the order argument
+// valid.
+//
+// The same event can also reach the stream twice in different batches (a client, or an SDK that
+// re-batches, retries after a lost answer): the stream drops only a repeated batch. The writer
+// inserts each event — a tenant and an event id — at most once within the dedup window
+// (Config.DedupWindow, at least 24 h): before inserting a set it drops repeats within the set,
+// then every event already stored. Asking the store about every event would cost a look-up per
+// row, so an in-memory filter of the keys stored within the window (package dedup: two rotating
+// Bloom filters, memory fixed by Config.DedupCapacity) rules out almost all of them: only the
+// keys it may hold are looked up (Sink.Seen), and only those the store confirms are dropped — a
+// false positive of the filter costs a look-up, never an event. The keys of each insert go into
+// the filter once the insert is known to be stored; a starting writer, after Settle, rebuilds the
+// filter from the keys stored within the window (Sink.RecentIDs), so a restart or a new writer
+// forgets nothing. About hourly the writer lets the store drop keys older than the window
+// (Sink.DropIDsBefore). Past the window a copy is inserted again.
 //
 // The argument needs exactly this of the store, which is the Sink interface:
 //   - Insert is atomic: after it returns — with or without an error, or when its writer dies —
@@ -25,6 +38,9 @@
 //     restarts at 1, and without the offset its batches would sit below the watermark and be
 //     skipped as already stored.
 //   - Stored tells which of some batches have rows: the check for batches that come late.
+//   - Seen tells which of some event keys are stored, RecentIDs lists the keys stored within a
+//     window, both as of the last Settle; DropIDsBefore forgets the keys of events received
+//     before a time. Keys are stored by the same atomic Insert as their rows.
 //
 // Five more rules of the writer store each batch once, whatever order it comes in:
 //   - Rows are inserted in stream order: the consumer is recreated at start so that batches a
@@ -73,6 +89,7 @@ import (
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
+	"github.com/campaignmesh/campaignmesh/services/analytics/dedup"
 )
 
 // ConsumerName is the writer's durable consumer.
@@ -106,16 +123,64 @@ type Sink interface {
 	// asks only about batches delivered at or below the watermark, which is rare (a restart
 	// after a crash between insert and ack, a redelivery), so it may be slow.
 	Stored(ctx context.Context, seqs []uint64) ([]uint64, error)
+	// Seen returns those of keys whose events are stored, among the events received since the
+	// last DropIDsBefore; call it after Settle. The writer asks only about keys its filter may
+	// hold: copies of stored events and the filter's false positives.
+	Seen(ctx context.Context, keys []EventKey) ([]EventKey, error)
+	// RecentIDs calls fn with the key of every stored event received at or after since (and
+	// maybe of some received before); call it after Settle. A starting writer rebuilds its
+	// filter with it.
+	RecentIDs(ctx context.Context, since time.Time, fn func(EventKey)) error
+	// DropIDsBefore lets the store forget the keys of events received before before: Seen and
+	// RecentIDs may miss them afterwards. The rows stay.
+	DropIDsBefore(ctx context.Context, before time.Time) error
 }
 
-// Config bounds a write: a set is inserted when it holds BatchRows rows or MaxWait has passed.
+// EventKey names an event: a tenant's event id. The writer stores each at most once within its
+// dedup window.
+type EventKey struct {
+	Tenant, EventID string
+}
+
+func keyOf(r Row) EventKey {
+	return EventKey{Tenant: r.Event.GetTenantId(), EventID: r.Event.GetEvent().GetEventId()}
+}
+
+// Config bounds a write — a set is inserted when it holds BatchRows rows or MaxWait has passed —
+// and sizes the dedup filter.
 type Config struct {
 	BatchRows int
 	MaxWait   time.Duration
+	// DedupWindow is how long after an event was stored another copy of it (the same tenant
+	// and event id) is still dropped; zero means DefaultConfig's. A copy comes later only when
+	// a client resends it that late.
+	DedupWindow time.Duration
+	// DedupCapacity is the number of events per window the in-memory filter is sized for; zero
+	// means DefaultConfig's. Its memory is fixed by it: about 2.5 bytes per event (two filters
+	// at 1 % false positives). More events than that only raise the share of events looked up
+	// in the store.
+	DedupCapacity int
 }
 
-// DefaultConfig is 10,000 rows or 1 s.
-var DefaultConfig = Config{BatchRows: 10000, MaxWait: time.Second}
+// DefaultConfig is 10,000 rows or 1 s, and a 48 h dedup window sized for 50 million events
+// (about 290 events/s on average; 126 MB).
+var DefaultConfig = Config{BatchRows: 10000, MaxWait: time.Second, DedupWindow: 48 * time.Hour, DedupCapacity: 50_000_000}
+
+// dedupFalsePositives is the filter's false-positive rate at capacity: the share of new events
+// looked up in the store.
+const dedupFalsePositives = 0.01
+
+// pruneEvery is how often the writer lets the store drop the keys older than the dedup window.
+const pruneEvery = time.Hour
+
+// Option changes how a Writer runs.
+type Option func(*Writer)
+
+// WithClock makes the writer read the time from now for its dedup window (the filter's
+// rotation, the keys rebuilt at start, the keys dropped hourly): tests move it by hours.
+func WithClock(now func() time.Time) Option {
+	return func(w *Writer) { w.now = now }
+}
 
 // Writer is the JetStream → Sink writer.
 type Writer struct {
@@ -127,22 +192,41 @@ type Writer struct {
 	// seqOffset is added to the stream's sequences (see Sink.SeqOffset).
 	seqOffset uint64
 
-	inserted, dead prometheus.Counter
-	latency        prometheus.Histogram
-	backlog, lag   prometheus.Gauge
+	// filter holds the keys stored within the dedup window (see the package doc); pruned is
+	// when the store last dropped older keys. now is the dedup window's clock.
+	filter *dedup.Filter
+	pruned time.Time
+	now    func() time.Time
+
+	inserted, dead, duplicates, lookups prometheus.Counter
+	latency                             prometheus.Histogram
+	backlog, lag, filterKeys            prometheus.Gauge
 }
 
-// New returns a writer into sink; its metrics are registered with reg.
-func New(js jetstream.JetStream, sink Sink, cfg Config, logger *slog.Logger, reg prometheus.Registerer) *Writer {
-	w := &Writer{js: js, sink: sink, cfg: cfg, logger: logger,
-		inserted: prometheus.NewCounter(prometheus.CounterOpts{Name: "writer_inserted_rows_total", Help: "Event rows inserted into ClickHouse."}),
-		dead:     prometheus.NewCounter(prometheus.CounterOpts{Name: "writer_dead_letters_total", Help: "Messages sent to the dead-letter stream."}),
-		latency:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "writer_insert_seconds", Help: "ClickHouse insert latency.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
-		backlog:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "writer_backlog_messages", Help: "Batches in the stream not yet written."}),
-		lag:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "writer_lag_seconds", Help: "Time from ingest's reception of the newest inserted event to its insert."}),
+// New returns a writer into sink; its metrics are registered with reg. A zero DedupWindow or
+// DedupCapacity of cfg takes DefaultConfig's.
+func New(js jetstream.JetStream, sink Sink, cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts ...Option) *Writer {
+	if cfg.DedupWindow == 0 {
+		cfg.DedupWindow = DefaultConfig.DedupWindow
+	}
+	if cfg.DedupCapacity == 0 {
+		cfg.DedupCapacity = DefaultConfig.DedupCapacity
+	}
+	w := &Writer{js: js, sink: sink, cfg: cfg, logger: logger, now: time.Now,
+		inserted:   prometheus.NewCounter(prometheus.CounterOpts{Name: "writer_inserted_rows_total", Help: "Event rows inserted into ClickHouse."}),
+		dead:       prometheus.NewCounter(prometheus.CounterOpts{Name: "writer_dead_letters_total", Help: "Messages sent to the dead-letter stream."}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "writer_duplicate_events_total", Help: "Events not inserted because the same tenant and event id is stored already (or comes earlier in the same insert)."}),
+		lookups:    prometheus.NewCounter(prometheus.CounterOpts{Name: "writer_dedup_lookups_total", Help: "Events the dedup filter could not rule out as new, looked up in ClickHouse."}),
+		latency:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "writer_insert_seconds", Help: "ClickHouse insert latency.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		backlog:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "writer_backlog_messages", Help: "Batches in the stream not yet written."}),
+		lag:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "writer_lag_seconds", Help: "Time from ingest's reception of the newest inserted event to its insert."}),
+		filterKeys: prometheus.NewGauge(prometheus.GaugeOpts{Name: "writer_dedup_filter_keys", Help: "Event keys in the dedup filter (two windows at most); above -dedup-capacity more new events are looked up in ClickHouse."}),
+	}
+	for _, o := range opts {
+		o(w)
 	}
 	if reg != nil {
-		reg.MustRegister(w.inserted, w.dead, w.latency, w.backlog, w.lag)
+		reg.MustRegister(w.inserted, w.dead, w.duplicates, w.lookups, w.latency, w.backlog, w.lag, w.filterKeys)
 	}
 	return w
 }
@@ -163,6 +247,11 @@ func (w *Writer) run(ctx context.Context) error {
 	if w.cfg.BatchRows < 1 || w.cfg.MaxWait <= 0 {
 		return fmt.Errorf("writer: batch rows (%d) and max wait (%s) must be positive", w.cfg.BatchRows, w.cfg.MaxWait)
 	}
+	filter, err := dedup.New(dedup.Config{Window: w.cfg.DedupWindow, Capacity: uint64(max(w.cfg.DedupCapacity, 0)),
+		FalsePositiveRate: dedupFalsePositives, Now: w.now})
+	if err != nil {
+		return fmt.Errorf("writer: %w", err)
+	}
 	var watermark uint64
 	if err := w.retry(ctx, nil, "read the watermark", func() error {
 		var err error
@@ -171,6 +260,27 @@ func (w *Writer) run(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	// After Settle no insert of a predecessor can still land: the keys read now are all stored.
+	if err := w.retry(ctx, nil, "rebuild the dedup filter", func() error {
+		start := time.Now()
+		n := 0
+		err := w.sink.RecentIDs(ctx, w.now().Add(-w.cfg.DedupWindow), func(k EventKey) {
+			filter.Add(k.Tenant, k.EventID)
+			n++
+		})
+		if err == nil {
+			w.logger.Info("dedup filter rebuilt", "keys", n, "capacity", w.cfg.DedupCapacity, "bytes", filter.Bytes(),
+				"window", w.cfg.DedupWindow.String(), "took", time.Since(start).String())
+			if n > w.cfg.DedupCapacity {
+				w.logger.Warn("more events stored within the dedup window than the filter is sized for; raise -dedup-capacity", "keys", n, "capacity", w.cfg.DedupCapacity)
+			}
+		}
+		return err // a partial rebuild is retried into the same filter: keys added twice cost nothing
+	}); err != nil {
+		return err
+	}
+	w.filter = filter
+	w.filterKeys.Set(float64(filter.Keys()))
 	// Start over: the consumer is recreated so that it delivers, in stream order, every batch
 	// still in the stream — the work-queue stream (ingest's; wait for it) keeps exactly the
 	// batches not yet acknowledged. Batches a crashed writer left unacknowledged thus come again
@@ -214,6 +324,7 @@ func (w *Writer) run(ctx context.Context) error {
 				return err
 			}
 		}
+		w.prune(ctx)
 		// A fetch from a deleted consumer may fail otherwise (no responders) or only time out:
 		// the consumer's info tells it is gone, whatever the fetch said.
 		if err := w.updateBacklog(ctx, cons); gone(err) && !gone(fetchErr) {
@@ -234,15 +345,23 @@ func (w *Writer) run(ctx context.Context) error {
 }
 
 // write inserts the rows of msgs not yet stored — those above watermark, and any at or below
-// it that the sink does not have — then acknowledges msgs; it returns the new watermark. It
-// returns an error only when ctx ends, before acknowledging anything.
+// it that the sink does not have, less the events stored already — then acknowledges msgs; it
+// returns the new watermark. It returns an error only when ctx ends, before acknowledging
+// anything.
 func (w *Writer) write(ctx context.Context, msgs []fetched, rows []Row, watermark uint64) (uint64, error) {
-	fresh, maxSeq := rowsAbove(rows, watermark)
 	late, err := w.missingBelow(ctx, msgs, rows, watermark)
 	if err != nil {
 		return watermark, err
 	}
-	if block := append(late, fresh...); len(block) > 0 {
+	fresh, _ := rowsAbove(rows, watermark)
+	block, err := w.unstored(ctx, msgs, append(late, fresh...))
+	if err != nil {
+		return watermark, err
+	}
+	// The watermark the insert raises is the highest sequence it holds: a batch whose events
+	// were all dropped as stored is not in it.
+	_, maxSeq := rowsAbove(block, watermark)
+	if len(block) > 0 {
 		failed := false
 		if err := w.retry(ctx, msgs, "insert into clickhouse", func() error {
 			// After a failed attempt the insert may still have landed (the answer was lost):
@@ -262,6 +381,10 @@ func (w *Writer) write(ctx context.Context, msgs []fetched, rows []Row, watermar
 			return watermark, err // unacked messages are redelivered to the next run
 		}
 		watermark = max(watermark, maxSeq)
+		for _, r := range block {
+			w.filter.Add(r.Event.GetTenantId(), r.Event.GetEvent().GetEventId())
+		}
+		w.filterKeys.Set(float64(w.filter.Keys()))
 	}
 	for _, m := range msgs {
 		if err := m.msg.Ack(); err != nil {
@@ -386,6 +509,67 @@ func tenantMismatch(subject string, b *ingestv1.AcceptedBatch) string {
 		}
 	}
 	return ""
+}
+
+// unstored returns block (the late rows, then those above the watermark) less the events stored
+// already: every repeat of an event (tenant and event id) after its first row, and every event
+// the sink confirms stored. Only the events the filter may hold are asked about, so a false
+// positive of the filter is asked about and kept. It returns an error only when ctx ends.
+func (w *Writer) unstored(ctx context.Context, msgs []fetched, block []Row) ([]Row, error) {
+	first := make(map[EventKey]struct{}, len(block))
+	out := make([]Row, 0, len(block))
+	var maybe []EventKey
+	for _, r := range block {
+		k := keyOf(r)
+		if _, again := first[k]; again {
+			continue
+		}
+		first[k] = struct{}{}
+		out = append(out, r)
+		if w.filter.MayContain(k.Tenant, k.EventID) {
+			maybe = append(maybe, k)
+		}
+	}
+	if len(maybe) > 0 {
+		w.lookups.Add(float64(len(maybe)))
+		var stored []EventKey
+		if err := w.retry(ctx, msgs, "look up events that may be stored already", func() error {
+			var err error
+			stored, err = w.sink.Seen(ctx, maybe)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		if len(stored) > 0 {
+			drop := make(map[EventKey]struct{}, len(stored))
+			for _, k := range stored {
+				drop[k] = struct{}{}
+			}
+			out = slices.DeleteFunc(out, func(r Row) bool {
+				_, ok := drop[keyOf(r)]
+				return ok
+			})
+		}
+	}
+	if n := len(block) - len(out); n > 0 {
+		w.duplicates.Add(float64(n))
+		w.logger.Debug("events stored already are not inserted again", "events", n)
+	}
+	return out, nil
+}
+
+// prune lets the store drop the event keys older than the dedup window, about every pruneEvery.
+// A failure is logged and tried again at the next turn, an hour later: meanwhile the store only
+// keeps more keys.
+func (w *Writer) prune(ctx context.Context) {
+	now := w.now()
+	if now.Sub(w.pruned) < pruneEvery || ctx.Err() != nil {
+		return
+	}
+	w.pruned = now
+	if err := w.sink.DropIDsBefore(ctx, now.Add(-w.cfg.DedupWindow)); err != nil && ctx.Err() == nil {
+		w.logger.Warn("drop event keys older than the dedup window; trying again in an hour", "err", err)
+	}
 }
 
 func rowsAbove(rows []Row, watermark uint64) ([]Row, uint64) {

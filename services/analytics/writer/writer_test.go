@@ -284,3 +284,30 @@ func TestBatchOnAnotherTenantsSubjectIsDeadLettered(t *testing.T) {
 		t.Fatalf("dead letter reason %q, want a tenant mismatch naming tenant-a", reason)
 	}
 }
+
+// A client retry of an event in another batch, published after the first batch was written, is
+// stored once: the raw table counts it once without FINAL, and so does the rollup — also when
+// the writer restarted in between (its filter is rebuilt from ClickHouse).
+func TestRetriedEventInAnotherBatchIsStoredOnce(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		t.Run(fmt.Sprintf("restart=%t", restart), func(t *testing.T) {
+			p := newPipeline(t)
+			p.publish(t, "b1", "e1")
+			_, stop := p.start(t, 0)
+			p.waitFor(t, `SELECT count() FROM events`, 1)
+			if restart {
+				stop()
+				p.start(t, 0)
+			}
+			p.publish(t, "b2", "e1") // another message id: the stream keeps it
+			meshtest.Eventually(t, 15*time.Second, func() bool { return p.inStream(t) == 0 }, "the writer did not acknowledge the retry")
+			p.settle(t)
+			if n := p.count(t, `SELECT count() FROM events`); n != 1 {
+				t.Errorf("raw rows = %d, want 1", n)
+			}
+			if n := p.count(t, `SELECT countMerge(events) FROM events_hourly`); n != 1 {
+				t.Errorf("rollup counts %d events, want 1", n)
+			}
+		})
+	}
+}

@@ -45,6 +45,8 @@ func parse(args []string) (settings, error) {
 	fs.StringVar(&c.ReaderPasswordFile, "clickhouse-reader-password-file", "", "file holding the reader user's password")
 	fs.IntVar(&c.Writer.BatchRows, "writer-batch-rows", c.Writer.BatchRows, "rows per ClickHouse insert (at most)")
 	fs.DurationVar(&c.Writer.MaxWait, "writer-max-wait", c.Writer.MaxWait, "longest a row waits before it is inserted")
+	fs.DurationVar(&c.Writer.DedupWindow, "dedup-window", c.Writer.DedupWindow, "how long after an event is stored a copy of it (same tenant and eventId, in another batch) is still dropped (24h to 720h)")
+	fs.IntVar(&c.Writer.DedupCapacity, "dedup-capacity", c.Writer.DedupCapacity, "events per dedup window the writer's in-memory filter is sized for, about 2.5 bytes each; beyond it more events are looked up in ClickHouse")
 	registerFaultFlags(fs, c) // only in the chaos build (main_chaos.go)
 	fs.TextVar(&s.logLevel, "log-level", slog.LevelInfo, "log level (debug, info, warn, error)")
 	if err := config.Parse(fs, "CM_ANALYTICS", args); err != nil {
@@ -57,6 +59,8 @@ func parse(args []string) (settings, error) {
 	p.Check(c.Query.MaxExecutionTime >= time.Second && c.Query.MaxResultRows >= 1000 && c.Query.MaxMemory >= 1<<20, "-query-timeout must be at least 1s, -query-max-rows at least 1000, -query-max-memory at least 1 MiB")
 	p.Check(c.Writer.BatchRows >= 1 && c.Writer.BatchRows <= 1000000, "-writer-batch-rows must be 1 to 1000000")
 	p.Check(c.Writer.MaxWait >= 10*time.Millisecond && c.Writer.MaxWait <= time.Minute, "-writer-max-wait must be 10ms to 1m")
+	p.Check(c.Writer.DedupWindow >= 24*time.Hour && c.Writer.DedupWindow <= 30*24*time.Hour, "-dedup-window must be 24h to 720h")
+	p.Check(c.Writer.DedupCapacity >= 1000 && c.Writer.DedupCapacity <= 4_000_000_000, "-dedup-capacity must be 1000 to 4000000000")
 	return s, p.Err()
 }
 

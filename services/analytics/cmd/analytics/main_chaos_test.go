@@ -5,15 +5,22 @@ package main
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
 )
 
 type nopSink struct{}
 
-func (nopSink) Insert(context.Context, []writer.Row) error        { return nil }
-func (nopSink) Settle(context.Context) (uint64, error)            { return 0, nil }
-func (nopSink) SeqOffset(context.Context, uint64) (uint64, error) { return 0, nil }
+func (nopSink) Insert(context.Context, []writer.Row) error         { return nil }
+func (nopSink) Settle(context.Context) (uint64, error)             { return 0, nil }
+func (nopSink) SeqOffset(context.Context, uint64) (uint64, error)  { return 0, nil }
+func (nopSink) Stored(context.Context, []uint64) ([]uint64, error) { return nil, nil }
+func (nopSink) Seen(context.Context, []writer.EventKey) ([]writer.EventKey, error) {
+	return nil, nil
+}
+func (nopSink) RecentIDs(context.Context, time.Time, func(writer.EventKey)) error { return nil }
+func (nopSink) DropIDsBefore(context.Context, time.Time) error                    { return nil }
 
 // The chaos build takes the fault flag (or its environment variable) and then wraps the
 // writer's sink; without it the sink is left alone.
