@@ -93,16 +93,7 @@ func TestEnsureStreamsCompressesAndUpdatesAnOlderStream(t *testing.T) {
 // A server whose JetStream storage limit cannot hold the stream's bound refuses to create it;
 // the error says which setting to change.
 func TestEnsureStreamsSaysWhenTheServerHasNoRoom(t *testing.T) {
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-		JetStreamMaxStore: 1 << 30, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(s.Shutdown)
+	s := natstest.StartServerWith(t, func(o *server.Options) { o.JetStreamMaxStore = 1 << 30 })
 	nc, js, err := natsjs.Connect(s.ClientURL(), "test")
 	if err != nil {
 		t.Fatal(err)

@@ -19,9 +19,19 @@ func Start(tb testing.TB) string {
 // StartServer is Start returning the server, for tests that stop it.
 func StartServer(tb testing.TB) *server.Server {
 	tb.Helper()
-	s, err := server.NewServer(&server.Options{
+	return StartServerWith(tb, nil)
+}
+
+// StartServerWith is StartServer with the options changed by configure (nil: none) first.
+func StartServerWith(tb testing.TB, configure func(*server.Options)) *server.Server {
+	tb.Helper()
+	opts := &server.Options{
 		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: tb.TempDir(), SyncAlways: true, NoLog: true, NoSigs: true,
-	})
+	}
+	if configure != nil {
+		configure(opts)
+	}
+	s, err := server.NewServer(opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
