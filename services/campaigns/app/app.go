@@ -11,12 +11,10 @@ import (
 	"log/slog"
 	"time"
 
-	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
 	auditpg "github.com/campaignmesh/campaignmesh/internal/platform/audit/postgres"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
-	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/lifecycle"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
@@ -100,13 +98,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		return nil, err
 	}
 	a.OnClose(a.store.Close)
-	authConn, err := grpcclient.Dial(cfg.AuthAddr, "auth", certs)
+	auth, err := authclient.Dial(cfg.AuthAddr, certs, logger)
 	if err != nil {
 		return nil, err
 	}
-	a.OnClose(func() { _ = authConn.Close() })
-	authClient := authv1.NewAuthServiceClient(authConn)
-	if a.outbox, err = auditpg.NewOutbox(ctx, a.store.Pool(), authClient, logger); err != nil {
+	a.OnClose(auth.Close)
+	if a.outbox, err = auditpg.NewOutbox(ctx, a.store.Pool(), auth.Client, logger); err != nil {
 		return nil, err
 	}
 	spend := cfg.Spend
@@ -120,10 +117,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	}
 	verifier := cfg.Verifier
 	if verifier == nil {
-		var v authn.Verifier
-		v, a.revocations = authclient.NewVerifier(authClient)
-		a.revocations.WithLogger(logger)
-		verifier = v
+		verifier, a.revocations = auth.Verifier, auth.Revocations
 	}
 
 	a.svc = campaigns.NewService(a.store, spend).WithLogger(logger)

@@ -12,13 +12,11 @@ import (
 	"log/slog"
 	"time"
 
-	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit/auditpb"
 	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
-	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/lifecycle"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
@@ -100,16 +98,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	verifier := cfg.Verifier
 	var appender auditpb.Appender // nil with Config.Verifier: records are stored, not delivered
 	if verifier == nil {
-		authConn, err := grpcclient.Dial(cfg.AuthAddr, "auth", certs)
+		auth, err := authclient.Dial(cfg.AuthAddr, certs, logger)
 		if err != nil {
 			return nil, err
 		}
-		a.OnClose(func() { _ = authConn.Close() })
-		authClient := authv1.NewAuthServiceClient(authConn)
-		var v authn.Verifier
-		v, a.revocations = authclient.NewVerifier(authClient)
-		a.revocations.WithLogger(logger)
-		verifier, appender = v, authClient
+		a.OnClose(auth.Close)
+		verifier, appender, a.revocations = auth.Verifier, auth.Client, auth.Revocations
 	}
 	// Refused credentials are records in the audit stream, delivered to auth by the sink's Run.
 	if a.audit, err = auditnats.New(ctx, js, ServiceName, appender, logger, auditnats.DefaultConfig); err != nil {
