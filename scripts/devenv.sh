@@ -219,15 +219,25 @@ clickhouse_config() {
     <analytics_reader><password_sha256_hex>$(ch_hash reader)</password_sha256_hex><profile>reader</profile><quota>default</quota>
       <networks><ip>127.0.0.1</ip><ip>::1</ip></networks></analytics_reader>
   </users>
+  <!-- cm_analytics is the cluster analytics' Distributed tables (events, events_hourly) read
+       through: one shard here, this server (queries run on it in-process). Remote shards are
+       read with the reader's credentials. -->
+  <remote_servers>
+    <cm_analytics>
+      <shard><replica><host>127.0.0.1</host><port>$CH_TCP</port><user>analytics_reader</user><password>$(cat "$SECRETS/clickhouse-reader")</password></replica></shard>
+    </cm_analytics>
+  </remote_servers>
 </yandex>
 EOF
 }
 
 clickhouse_up() {
   local was=
+  mkdir -p "$CH_DIR"
+  # Written on every start: a running server reloads users and remote_servers from it.
+  (umask 077; clickhouse_config >"$CH_DIR/config.xml.new") && mv "$CH_DIR/config.xml.new" "$CH_DIR/config.xml"  # holds passwords
+  [ $IS_ROOT = 0 ] || chown clickhouse: "$CH_DIR/config.xml"
   if ch_alive; then was=" (was running)"; else
-    mkdir -p "$CH_DIR"
-    (umask 077; clickhouse_config >"$CH_DIR/config.xml")  # holds password hashes
     # The server creates and rotates its logs itself, so it needs write access to the log dir.
     if [ $IS_ROOT = 1 ]; then chown -R clickhouse: "$CH_DIR"; chgrp clickhouse "$LOGS"; chmod 775 "$LOGS"; fi
     check_access clickhouse "$CH_DIR"
