@@ -238,7 +238,6 @@ var retried = []ev{dataset[0], dataset[2], dataset[10]}
 func answers(t *testing.T, conn driver.Conn, exact bool) map[string]any {
 	t.Helper()
 	ctx := context.Background()
-	_ = exact // the queries count unique users exactly
 	svc := analytics.NewService(newQueries(t, conn, clickhouse.DefaultQueryLimits), analytics.DefaultLimits)
 	start, end := ts("2026-03-28T00:00:00Z"), ts("2026-03-31T00:00:00Z")
 	out := map[string]any{}
@@ -251,23 +250,23 @@ func answers(t *testing.T, conn driver.Conn, exact bool) map[string]any {
 	}
 	for _, src := range []analytics.Source{analytics.SourceRaw, analytics.SourceRollup} {
 		n := sourceName[src]
-		r1, err := svc.Summary(ctx, "t1", analytics.SummaryRequest{CampaignIDs: []string{"c1", "c3", "nope"}, Start: start, End: end, Source: src})
+		r1, err := svc.Summary(ctx, "t1", analytics.SummaryRequest{CampaignIDs: []string{"c1", "c3", "nope"}, Start: start, End: end, Source: src, ExactUniqueUsers: exact})
 		check(n+" summary", r1, err)
-		r2, err := svc.Summary(ctx, "t1", analytics.SummaryRequest{CampaignIDs: []string{"c1"}, Start: start, End: end, ByVariant: true, Source: src})
+		r2, err := svc.Summary(ctx, "t1", analytics.SummaryRequest{CampaignIDs: []string{"c1"}, Start: start, End: end, ByVariant: true, Source: src, ExactUniqueUsers: exact})
 		check(n+" summary by variant", r2, err)
-		r3, err := svc.Summary(ctx, "t2", analytics.SummaryRequest{CampaignIDs: []string{"c1"}, Start: start, End: end, Source: src})
+		r3, err := svc.Summary(ctx, "t2", analytics.SummaryRequest{CampaignIDs: []string{"c1"}, Start: start, End: end, Source: src, ExactUniqueUsers: exact})
 		check(n+" summary of t2", r3, err)
-		r4, err := svc.Series(ctx, "t1", analytics.SeriesRequest{CampaignID: "c1", Granularity: analytics.Day, TimeZone: "Europe/Berlin", Start: start, End: end, Source: src})
+		r4, err := svc.Series(ctx, "t1", analytics.SeriesRequest{CampaignID: "c1", Granularity: analytics.Day, TimeZone: "Europe/Berlin", Start: start, End: end, Source: src, ExactUniqueUsers: exact})
 		check(n+" series by day", r4, err)
-		r5, err := svc.Series(ctx, "t1", analytics.SeriesRequest{Granularity: analytics.Hour, Start: start, End: end, Source: src})
+		r5, err := svc.Series(ctx, "t1", analytics.SeriesRequest{Granularity: analytics.Hour, Start: start, End: end, Source: src, ExactUniqueUsers: exact})
 		check(n+" series by hour", r5, err)
 		for _, d := range []analytics.Dimension{analytics.Campaign, analytics.Variant, analytics.EventType} {
-			r, err := svc.Breakdown(ctx, "t1", analytics.BreakdownRequest{Dimension: d, Metric: analytics.MetricUniqueUsers, Start: start, End: end, Source: src})
+			r, err := svc.Breakdown(ctx, "t1", analytics.BreakdownRequest{Dimension: d, Metric: analytics.MetricUniqueUsers, Start: start, End: end, Source: src, ExactUniqueUsers: exact})
 			check(fmt.Sprintf("%s breakdown by %d", n, d), r, err)
 		}
 	}
 	for _, d := range []analytics.Dimension{analytics.Property, analytics.EventName, analytics.Device} {
-		r, err := svc.Breakdown(ctx, "t1", analytics.BreakdownRequest{Dimension: d, PropertyKey: "country", Metric: analytics.MetricEvents, Start: start, End: end})
+		r, err := svc.Breakdown(ctx, "t1", analytics.BreakdownRequest{Dimension: d, PropertyKey: "country", Metric: analytics.MetricEvents, Start: start, End: end, ExactUniqueUsers: exact})
 		check(fmt.Sprintf("breakdown by %d", d), r, err)
 	}
 	f, err := svc.Funnel(ctx, "t1", analytics.FunnelRequest{WindowSeconds: 3600, Start: start, End: end,

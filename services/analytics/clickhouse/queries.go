@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -99,11 +100,14 @@ func (q *Queries) Aggregate(ctx context.Context, a analytics.Query) ([]analytics
 	}
 	defer rows.Close()
 	var out []analytics.Aggregate
+	scan := func(scan func(dest ...any) error, r *analytics.Aggregate) error {
+		var value, spend int64
+		return scan(&r.K1, &r.K2, &r.Events, &r.Impressions, &r.Clicks, &r.Conversions, &r.UniqueUsers,
+			&r.Currencies, &r.ConversionValue, &r.Spend, &value, &spend)
+	}
 	for rows.Next() {
 		var r analytics.Aggregate
-		var value, spend int64
-		if err := rows.Scan(&r.K1, &r.K2, &r.Events, &r.Impressions, &r.Clicks, &r.Conversions, &r.UniqueUsers,
-			&r.Currencies, &r.ConversionValue, &r.Spend, &value, &spend); err != nil {
+		if err := scan(rows.Scan, &r); err != nil {
 			return nil, fmt.Errorf("aggregate events: scan: %w", err)
 		}
 		out = append(out, r)
@@ -111,12 +115,44 @@ func (q *Queries) Aggregate(ctx context.Context, a analytics.Query) ([]analytics
 	if err := rows.Err(); err != nil {
 		return nil, q.queryError(ctx, "aggregate events", err)
 	}
+	if a.Total {
+		total := analytics.Aggregate{Total: true}
+		if len(out) > 0 { // no groups, nothing to add up
+			if err := scan(rows.Totals, &total); err != nil {
+				return nil, fmt.Errorf("aggregate events: scan the total: %w", err)
+			}
+			total.K1, total.K2 = "", ""
+			total.Currencies, total.ConversionValue, total.Spend = byCurrency(total.Currencies, total.ConversionValue, total.Spend)
+		}
+		out = append(out, total)
+	}
 	return out, nil
+}
+
+// byCurrency adds up the amounts of each currency: the total row's arrays are those of every
+// group one after the other.
+func byCurrency(currencies []string, values, spends []int64) ([]string, []int64, []int64) {
+	var cs []string
+	var vs, ss []int64
+	for i, c := range currencies {
+		j := slices.Index(cs, c)
+		if j < 0 {
+			cs, vs, ss = append(cs, c), append(vs, 0), append(ss, 0)
+			j = len(cs) - 1
+		}
+		vs[j] += values[i]
+		ss[j] += spends[i]
+	}
+	return cs, vs, ss
 }
 
 // AggregateSQL is the SQL and arguments Aggregate runs for a (the bench runs it directly too).
 // The inner query yields, per group key and currency, the counts, sums and a distinct-users
-// state; the outer one merges the currencies of a group.
+// state; the outer one merges the currencies of a group (and, for a.Total, all the groups, WITH
+// TOTALS). Unique users are counted with uniqCombined, or with uniqExact when a.ExactUsers:
+// the rollup keeps both states (users_approx, users). The raw table is read without FINAL —
+// the writer stores each event once — and within the sort key's ranges: the tenant, the
+// campaigns, the time range (and the months of event_date it spans, for partition pruning).
 func AggregateSQL(a analytics.Query) (string, []any, error) {
 	var args []any
 	timeCol := "event_time"
@@ -139,34 +175,42 @@ func AggregateSQL(a analytics.Query) (string, []any, error) {
 			args = append(args, a.PropertyKey)
 		}
 	}
-	where, whereArgs := scope(a, timeCol)
-	args = append(args, whereArgs...)
+	uniq, usersState := "uniqCombined", "users_approx"
+	if a.ExactUsers {
+		uniq, usersState = "uniqExact", "users"
+	}
 
 	var inner string
 	if a.Rollup {
-		inner = `SELECT k1, k2, currency,
-				sumIf(r_events, type = 'impression') AS i_impressions, sumIf(r_events, type = 'click') AS i_clicks,
-				sumIf(r_events, type = 'conversion') AS i_conversions, sum(r_events) AS i_events,
-				sumIf(r_value, type = 'conversion') AS i_value, sumIf(r_value, type IN ('impression', 'click')) AS i_spend,
-				uniqExactMergeState(r_users) AS i_users
-			FROM (SELECT ` + k1 + ` AS k1, ` + k2 + ` AS k2, currency, type,
-					countMerge(events) AS r_events, sumMerge(value_micros) AS r_value, uniqExactMergeState(users) AS r_users
-				FROM events_hourly WHERE ` + where + ` GROUP BY k1, k2, currency, type)
-			GROUP BY k1, k2, currency`
+		where, whereArgs := scope(a, timeCol)
+		args = append(args, whereArgs...)
+		// The stored states are merged once, straight into the group's (not first per type:
+		// merging merged distinct-user states again costs more than the counts).
+		inner = `SELECT ` + k1 + ` AS k1, ` + k2 + ` AS k2, currency,
+				countMergeIf(events, type = 'impression') AS i_impressions, countMergeIf(events, type = 'click') AS i_clicks,
+				countMergeIf(events, type = 'conversion') AS i_conversions, countMerge(events) AS i_events,
+				sumMergeIf(value_micros, type = 'conversion') AS i_value, sumMergeIf(value_micros, type IN ('impression', 'click')) AS i_spend,
+				` + uniq + `MergeState(` + usersState + `) AS i_users
+			FROM events_hourly WHERE ` + where + ` GROUP BY k1, k2, currency`
 	} else {
+		where, whereArgs := rawScope(a)
+		args = append(args, whereArgs...)
 		inner = `SELECT ` + k1 + ` AS k1, ` + k2 + ` AS k2, currency,
 				countIf(type = 'impression') AS i_impressions, countIf(type = 'click') AS i_clicks,
 				countIf(type = 'conversion') AS i_conversions, count() AS i_events,
 				sumIf(value_micros, type = 'conversion') AS i_value, sumIf(value_micros, type IN ('impression', 'click')) AS i_spend,
-				uniqExactState(if(user_id != '', user_id, anonymous_id)) AS i_users
-			FROM events FINAL WHERE ` + where + ` GROUP BY k1, k2, currency`
+				` + uniq + `State(if(user_id != '', user_id, anonymous_id)) AS i_users
+			FROM events WHERE ` + where + ` GROUP BY k1, k2, currency`
 	}
 	sql := `SELECT k1, k2, toInt64(sum(i_events)) AS m_events, toInt64(sum(i_impressions)) AS m_impressions,
 			toInt64(sum(i_clicks)) AS m_clicks, toInt64(sum(i_conversions)) AS m_conversions,
-			toInt64(uniqExactMerge(i_users)) AS m_users, groupArray(currency) AS currencies,
+			toInt64(` + uniq + `Merge(i_users)) AS m_users, groupArray(currency) AS currencies,
 			groupArray(toInt64(i_value)) AS values, groupArray(toInt64(i_spend)) AS spends,
 			sum(i_value) AS m_value, sum(i_spend) AS m_spend
 		FROM (` + inner + `) GROUP BY k1, k2`
+	if a.Total {
+		sql += ` WITH TOTALS`
+	}
 	if a.Limit > 0 {
 		sql += ` ORDER BY ` + orderColumns[a.OrderBy] + ` DESC, k1, k2 LIMIT ` + strconv.Itoa(a.Limit)
 	}
@@ -191,6 +235,24 @@ func scope(a analytics.Query, timeCol string) (string, []any) {
 	}
 	return where, args
 }
+
+// rawScope is scope over the raw table, plus the event dates of the range, which select the
+// partitions (months) to read: the time range alone does not, the partition key being
+// event_date's. The dates have a day to spare each side, so that they never leave out an event
+// whatever zone its event_date was taken in (the writer's is UTC).
+func rawScope(a analytics.Query) (string, []any) {
+	where, args := scope(a, "event_time")
+	where += " AND event_date >= toDate(?)"
+	args = append(args, eventDate(a.Start.AddDate(0, 0, -1)))
+	if !a.OpenEnd {
+		where += " AND event_date <= toDate(?)"
+		args = append(args, eventDate(a.End.AddDate(0, 0, 1)))
+	}
+	return where, args
+}
+
+// eventDate is t's UTC date as ClickHouse parses a Date.
+func eventDate(t time.Time) string { return t.UTC().Format(time.DateOnly) }
 
 // Funnel implements analytics.Store with windowFunnel over the corrected event time: a user
 // reaches step n when steps 1…n happened in order within the window, step 1 inside the range.
@@ -238,17 +300,14 @@ func FunnelSQL(f analytics.FunnelQuery) (string, []any) {
 	}
 	args := []any{int64(f.Window / time.Second)}
 	args = append(args, condArgs...)
-	args = append(args, f.TenantID, f.Start)
-	upper := ""
-	if !f.OpenEnd {
-		upper = " AND event_time < ?"
-		args = append(args, f.End.Add(f.Window))
-	}
+	// The events of the range and the window after it, no FINAL (see AggregateSQL).
+	where, whereArgs := rawScope(analytics.Query{TenantID: f.TenantID, Start: f.Start, End: f.End.Add(f.Window), OpenEnd: f.OpenEnd})
+	args = append(args, whereArgs...)
 	args = append(args, condArgs...)
 	sql := `SELECT level, count() FROM (
 			SELECT if(user_id != '', user_id, anonymous_id) AS subject, windowFunnel(?)(event_time, ` + strings.Join(conds, ", ") + `) AS level
-			FROM events FINAL
-			WHERE tenant_id = ? AND event_time >= ?` + upper + ` AND (` + strings.Join(conds, " OR ") + `)
+			FROM events
+			WHERE ` + where + ` AND (` + strings.Join(conds, " OR ") + `)
 			GROUP BY subject)
 		WHERE level > 0 GROUP BY level`
 	return sql, args
