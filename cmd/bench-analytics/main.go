@@ -60,6 +60,8 @@ func (b *bench) add(name string, v float64, unit, note string) {
 	switch unit {
 	case "ms", "s", "x":
 		format = "  %-62s %14.2f %s %s\n"
+	case "%":
+		format = "  %-62s %14.3f %s %s\n"
 	}
 	fmt.Printf(format, name, v, unit, note)
 }
