@@ -104,7 +104,7 @@ func main() {
 	flag.IntVar(&b.cfg.campaigns, "campaigns", 50, "campaigns of the big tenant")
 	flag.IntVar(&b.cfg.days, "days", 7, "days the events span, ending at the load time's hour")
 	flag.Uint64Var(&b.cfg.seed, "seed", 1, "seed of the data set (the same seed gives the same data)")
-	flag.IntVar(&b.cfg.iterations, "iterations", 50, "timed runs of each query, through the RPC and directly")
+	flag.IntVar(&b.cfg.iterations, "iterations", 50, "timed runs of each query, each way: through the RPC, its SQL directly, the reference SQL")
 	flag.DurationVar(&b.cfg.budget, "query-budget", 20*time.Second, "stop timing a query after this long (at least 5 runs each way), so slow queries keep the run short")
 	flag.IntVar(&b.cfg.samples, "freshness-samples", 50, "freshness samples (ingest ack → visible in the summary)")
 	flag.BoolVar(&b.cfg.keep, "keep", false, "reuse the data set in -database when it holds exactly this one (same flags, same row count)")
