@@ -88,49 +88,76 @@ func bucketKey(g analytics.Granularity, column string) string {
 	return "toString(toUnixTimestamp(toStartOfDay(" + column + ", ?)))"
 }
 
-// Aggregate implements analytics.Store.
+// Aggregate implements analytics.Store. A rollup query first tries one pass over the stored
+// states (OnePassSQL), which is exact unless a group holds amounts in more than one currency:
+// then, as a raw query always does, it adds up per currency first (AggregateSQL).
 func (q *Queries) Aggregate(ctx context.Context, a analytics.Query) ([]analytics.Aggregate, error) {
+	if a.Rollup {
+		sql, args, err := OnePassSQL(a)
+		if err != nil {
+			return nil, err
+		}
+		out, mixed, err := q.aggregate(ctx, a, sql, args)
+		if err != nil || !mixed {
+			return out, err
+		}
+	}
 	sql, args, err := AggregateSQL(a)
 	if err != nil {
 		return nil, err
 	}
+	out, _, err := q.aggregate(ctx, a, sql, args)
+	return out, err
+}
+
+// aggregate runs one of the aggregate queries (whose last column says whether a group holds
+// amounts in several currencies) and reads its rows and, for a.Total, its total.
+func (q *Queries) aggregate(ctx context.Context, a analytics.Query, sql string, args []any) (out []analytics.Aggregate, mixed bool, err error) {
 	rows, err := q.conn.Query(q.settings(ctx), sql, args...)
 	if err != nil {
-		return nil, q.queryError(ctx, "aggregate events", err)
+		return nil, false, q.queryError(ctx, "aggregate events", err)
 	}
 	defer rows.Close()
-	var out []analytics.Aggregate
-	scan := func(scan func(dest ...any) error, r *analytics.Aggregate) error {
+	scan := func(scan func(dest ...any) error, r *analytics.Aggregate) (bool, error) {
 		var value, spend int64
-		return scan(&r.K1, &r.K2, &r.Events, &r.Impressions, &r.Clicks, &r.Conversions, &r.UniqueUsers,
-			&r.Currencies, &r.ConversionValue, &r.Spend, &value, &spend)
+		var currencies uint64
+		err := scan(&r.K1, &r.K2, &r.Events, &r.Impressions, &r.Clicks, &r.Conversions, &r.UniqueUsers,
+			&r.Currencies, &r.ConversionValue, &r.Spend, &value, &spend, &currencies)
+		return currencies > 1, err
 	}
 	for rows.Next() {
 		var r analytics.Aggregate
-		if err := scan(rows.Scan, &r); err != nil {
-			return nil, fmt.Errorf("aggregate events: scan: %w", err)
+		several, err := scan(rows.Scan, &r)
+		if err != nil {
+			return nil, false, fmt.Errorf("aggregate events: scan: %w", err)
 		}
+		mixed = mixed || several
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, q.queryError(ctx, "aggregate events", err)
+		return nil, false, q.queryError(ctx, "aggregate events", err)
 	}
 	if a.Total {
 		total := analytics.Aggregate{Total: true}
 		if len(out) > 0 { // no groups, nothing to add up
-			if err := scan(rows.Totals, &total); err != nil {
-				return nil, fmt.Errorf("aggregate events: scan the total: %w", err)
+			if _, err := scan(rows.Totals, &total); err != nil {
+				return nil, false, fmt.Errorf("aggregate events: scan the total: %w", err)
 			}
-			total.K1, total.K2 = "", ""
+			// The amounts per currency from the groups': the total's arrays are not per currency.
+			total.K1, total.K2, total.Currencies, total.ConversionValue, total.Spend = "", "", nil, nil, nil
+			for _, r := range out {
+				total.Currencies = append(total.Currencies, r.Currencies...)
+				total.ConversionValue = append(total.ConversionValue, r.ConversionValue...)
+				total.Spend = append(total.Spend, r.Spend...)
+			}
 			total.Currencies, total.ConversionValue, total.Spend = byCurrency(total.Currencies, total.ConversionValue, total.Spend)
 		}
 		out = append(out, total)
 	}
-	return out, nil
+	return out, mixed, nil
 }
 
-// byCurrency adds up the amounts of each currency: the total row's arrays are those of every
-// group one after the other.
+// byCurrency adds up the amounts of each currency.
 func byCurrency(currencies []string, values, spends []int64) ([]string, []int64, []int64) {
 	var cs []string
 	var vs, ss []int64
@@ -146,56 +173,99 @@ func byCurrency(currencies []string, values, spends []int64) ([]string, []int64,
 	return cs, vs, ss
 }
 
-// AggregateSQL is the SQL and arguments Aggregate runs for a (the bench runs it directly too).
-// The inner query yields, per group key and currency, the counts, sums and a distinct-users
-// state; the outer one merges the currencies of a group (and, for a.Total, all the groups, WITH
-// TOTALS). Unique users are counted with uniqCombined, or with uniqExact when a.ExactUsers:
-// the rollup keeps both states (users_approx, users). The raw table is read without FINAL —
-// the writer stores each event once — and within the sort key's ranges: the tenant, the
-// campaigns, the time range (and the months of event_date it spans, for partition pruning).
+// keys are the group key expressions of a and their arguments.
+func keys(a analytics.Query, timeCol string) (k1, k2 string, args []any, err error) {
+	if a.Dimension == analytics.Bucket {
+		if a.Granularity != analytics.Minute {
+			args = append(args, a.Location.String())
+		}
+		return bucketKey(a.Granularity, timeCol), "''", args, nil
+	}
+	exprs, ok := rawKeys[a.Dimension]
+	if !ok {
+		return "", "", nil, fmt.Errorf("aggregate: dimension %d unknown", a.Dimension)
+	}
+	k1, k2 = exprs[0], exprs[1]
+	switch {
+	case a.Dimension == analytics.Property:
+		args = append(args, a.PropertyKey)
+	case (a.Dimension == analytics.Campaign || a.Dimension == analytics.CampaignVariant) && len(a.CampaignIDs) == 1:
+		// One campaign: its id is a constant, not a key ClickHouse hashes on every row.
+		k1 = "?"
+		args = append(args, a.CampaignIDs[0])
+	}
+	return k1, k2, args, nil
+}
+
+// usersFunc is the distinct-count function of a and the rollup's state column for it:
+// uniqCombined, or uniqExact when a.ExactUsers (the rollup keeps both states).
+func usersFunc(a analytics.Query) (uniq, state string) {
+	if a.ExactUsers {
+		return "uniqExact", "users"
+	}
+	return "uniqCombined", "users_approx"
+}
+
+// tail is what follows the GROUP BY of the outermost query: the total, the top-N order.
+func tail(a analytics.Query) string {
+	var sql string
+	if a.Total {
+		sql += ` WITH TOTALS`
+	}
+	if a.Limit > 0 {
+		sql += ` ORDER BY ` + orderColumns[a.OrderBy] + ` DESC, k1, k2 LIMIT ` + strconv.Itoa(a.Limit)
+	}
+	return sql
+}
+
+// OnePassSQL is the SQL and arguments Aggregate runs first for a rollup query: one group per
+// key, each stored distinct-user state merged once, straight into its group's. Its amounts
+// are those of the group's one currency (the currency of its rows with a non-zero amount); its
+// last column counts those currencies, and where a group has more than one Aggregate asks
+// AggregateSQL instead.
+func OnePassSQL(a analytics.Query) (string, []any, error) {
+	k1, k2, args, err := keys(a, "hour")
+	if err != nil {
+		return "", nil, err
+	}
+	uniq, state := usersFunc(a)
+	where, whereArgs := scope(a, "hour")
+	args = append(args, whereArgs...)
+	return `SELECT ` + k1 + ` AS k1, ` + k2 + ` AS k2, toInt64(countMerge(events)) AS m_events,
+			toInt64(countMergeIf(events, type = 'impression')) AS m_impressions, toInt64(countMergeIf(events, type = 'click')) AS m_clicks,
+			toInt64(countMergeIf(events, type = 'conversion')) AS m_conversions, toInt64(` + uniq + `Merge(` + state + `)) AS m_users,
+			[anyIf(currency, finalizeAggregation(value_micros) != 0)] AS currencies,
+			[sumMergeIf(value_micros, type = 'conversion')] AS values, [sumMergeIf(value_micros, type IN ('impression', 'click'))] AS spends,
+			values[1] AS m_value, spends[1] AS m_spend, toUInt64(uniqExactIf(currency, finalizeAggregation(value_micros) != 0)) AS currency_count
+		FROM events_hourly WHERE ` + where + ` GROUP BY k1, k2` + tail(a), args, nil
+}
+
+// AggregateSQL is the SQL and arguments Aggregate runs for a raw query, and for a rollup query
+// whose one pass (OnePassSQL) found a group with amounts in several currencies. The inner
+// query yields, per group key and currency, the counts, sums and a distinct-users state; the
+// outer one merges the currencies of a group (and, for a.Total, all the groups, WITH TOTALS).
+// The raw table is read without FINAL — the writer stores each event once — and within the
+// sort key's ranges: the tenant, the campaigns, the time range (and the months of event_date
+// it spans, for partition pruning).
 func AggregateSQL(a analytics.Query) (string, []any, error) {
-	var args []any
 	timeCol := "event_time"
 	if a.Rollup {
 		timeCol = "hour"
 	}
-	var k1, k2 string
-	if a.Dimension == analytics.Bucket {
-		k1, k2 = bucketKey(a.Granularity, timeCol), "''"
-		if a.Granularity != analytics.Minute {
-			args = append(args, a.Location.String())
-		}
-	} else {
-		keys, ok := rawKeys[a.Dimension]
-		if !ok {
-			return "", nil, fmt.Errorf("aggregate: dimension %d unknown", a.Dimension)
-		}
-		k1, k2 = keys[0], keys[1]
-		switch {
-		case a.Dimension == analytics.Property:
-			args = append(args, a.PropertyKey)
-		case (a.Dimension == analytics.Campaign || a.Dimension == analytics.CampaignVariant) && len(a.CampaignIDs) == 1:
-			// One campaign: its id is a constant, not a key ClickHouse hashes on every row.
-			k1 = "?"
-			args = append(args, a.CampaignIDs[0])
-		}
+	k1, k2, args, err := keys(a, timeCol)
+	if err != nil {
+		return "", nil, err
 	}
-	uniq, usersState := "uniqCombined", "users_approx"
-	if a.ExactUsers {
-		uniq, usersState = "uniqExact", "users"
-	}
-
+	uniq, state := usersFunc(a)
 	var inner string
 	if a.Rollup {
 		where, whereArgs := scope(a, timeCol)
 		args = append(args, whereArgs...)
-		// The stored states are merged once, straight into the group's (not first per type:
-		// merging merged distinct-user states again costs more than the counts).
 		inner = `SELECT ` + k1 + ` AS k1, ` + k2 + ` AS k2, currency,
 				countMergeIf(events, type = 'impression') AS i_impressions, countMergeIf(events, type = 'click') AS i_clicks,
 				countMergeIf(events, type = 'conversion') AS i_conversions, countMerge(events) AS i_events,
 				sumMergeIf(value_micros, type = 'conversion') AS i_value, sumMergeIf(value_micros, type IN ('impression', 'click')) AS i_spend,
-				` + uniq + `MergeState(` + usersState + `) AS i_users
+				` + uniq + `MergeState(` + state + `) AS i_users
 			FROM events_hourly WHERE ` + where + ` GROUP BY k1, k2, currency`
 	} else {
 		where, whereArgs := rawScope(a)
@@ -207,19 +277,12 @@ func AggregateSQL(a analytics.Query) (string, []any, error) {
 				` + uniq + `State(if(user_id != '', user_id, anonymous_id)) AS i_users
 			FROM events WHERE ` + where + ` GROUP BY k1, k2, currency`
 	}
-	sql := `SELECT k1, k2, toInt64(sum(i_events)) AS m_events, toInt64(sum(i_impressions)) AS m_impressions,
+	return `SELECT k1, k2, toInt64(sum(i_events)) AS m_events, toInt64(sum(i_impressions)) AS m_impressions,
 			toInt64(sum(i_clicks)) AS m_clicks, toInt64(sum(i_conversions)) AS m_conversions,
 			toInt64(` + uniq + `Merge(i_users)) AS m_users, groupArray(currency) AS currencies,
 			groupArray(toInt64(i_value)) AS values, groupArray(toInt64(i_spend)) AS spends,
-			sum(i_value) AS m_value, sum(i_spend) AS m_spend
-		FROM (` + inner + `) GROUP BY k1, k2`
-	if a.Total {
-		sql += ` WITH TOTALS`
-	}
-	if a.Limit > 0 {
-		sql += ` ORDER BY ` + orderColumns[a.OrderBy] + ` DESC, k1, k2 LIMIT ` + strconv.Itoa(a.Limit)
-	}
-	return sql, args, nil
+			sum(i_value) AS m_value, sum(i_spend) AS m_spend, toUInt64(0) AS currency_count
+		FROM (` + inner + `) GROUP BY k1, k2` + tail(a), args, nil
 }
 
 // scope is the WHERE clause every query starts with: the tenant, the time range, campaigns.

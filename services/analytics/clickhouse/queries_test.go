@@ -386,19 +386,19 @@ func TestSlowQueriesAreStoppedAndLimitedPerTenant(t *testing.T) {
 	ctx := context.Background()
 	conn := open(t, nil, 1)
 	// Every row carries properties, so the breakdown below looks up a key in each row's arrays
-	// and counts unique users in many groups: well past a second on any machine.
+	// and counts unique users exactly in many groups: well past a second on any machine.
 	if err := conn.Exec(ctx, `INSERT INTO events (tenant_id, event_id, type, campaign_id, user_id, event_date, event_time, stream_seq,
 		prop_keys, prop_values)
 		SELECT 'big', toString(number), 'impression', 'c', toString(number % 100000), today(), now() - number % 86400, 1,
 		['a', 'b', 'c', 'd', 'e', 'f', 'g', 'k'], arrayMap(i -> toString((number * i) % 200003), [1, 2, 3, 4, 5, 6, 7, 8])
-		FROM system.numbers LIMIT 3000000`); err != nil {
+		FROM system.numbers LIMIT 5000000`); err != nil {
 		t.Fatal(err)
 	}
 	limits := analytics.DefaultLimits
 	limits.ConcurrentPerTenant = 1
 	svc := analytics.NewService(newQueries(t, conn, clickhouse.QueryLimits{MaxExecutionTime: time.Second, MaxResultRows: 100000, MaxMemory: 1 << 30}), limits)
 	slow := analytics.BreakdownRequest{Dimension: analytics.Property, PropertyKey: "k",
-		Metric: analytics.MetricUniqueUsers, Start: analytics.At(time.Now().Add(-48 * time.Hour))}
+		Metric: analytics.MetricUniqueUsers, Start: analytics.At(time.Now().Add(-48 * time.Hour)), ExactUniqueUsers: true}
 	// The slow query alone: stopped at max_execution_time.
 	_, err := svc.Breakdown(ctx, "big", slow)
 	if st, _ := apperr.ToStatus(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "time or size limit") {
@@ -605,7 +605,8 @@ func TestUniqueUsersApproximateUnlessExactAsked(t *testing.T) {
 }
 
 // A summary's total comes with its rows from one query: amounts added up per currency across
-// the campaigns, and a user of several campaigns counted once.
+// the campaigns, and a user of several campaigns counted once — also from the rollups when a
+// campaign has amounts in two currencies.
 func TestSummaryTotalAddsUpCurrenciesAndCountsUsersOnce(t *testing.T) {
 	conn := open(t, dataset, 1)
 	insert(t, conn, []ev{{"t1", "e20", "conversion", "purchase", "u1", "", "c3", "", "2026-03-28T11:00:00Z", 7, "", ""}}, 2)
@@ -619,6 +620,30 @@ func TestSummaryTotalAddsUpCurrenciesAndCountsUsersOnce(t *testing.T) {
 	}
 	if err := clickhouse.NewEventSink(conn).Insert(context.Background(), rows); err != nil {
 		t.Fatal(err)
+	}
+	// The rollup's one pass sees that c3 has amounts in two currencies (so Aggregate adds up per
+	// currency first), and c1 in one (USD; its events without a value have none).
+	sql, args, err := clickhouse.OnePassSQL(analytics.Query{TenantID: "t1", Start: at("2026-03-28T00:00:00Z"), End: at("2026-03-31T00:00:00Z"),
+		Dimension: analytics.Campaign, CampaignIDs: []string{"c1", "c3"}, Rollup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts, err := conn.Query(context.Background(), `SELECT k1, currency_count FROM (`+sql+`) ORDER BY k1`, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for counts.Next() {
+		var k string
+		var n uint64
+		if err := counts.Scan(&k, &n); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %d", k, n))
+	}
+	counts.Close()
+	if d := cmp.Diff([]string{"c1 1", "c3 2"}, got); d != "" {
+		t.Errorf("currencies per campaign in one pass (-want +got):\n%s", d)
 	}
 	svc := analytics.NewService(newQueries(t, conn, clickhouse.DefaultQueryLimits), analytics.DefaultLimits)
 	for _, src := range []analytics.Source{analytics.SourceRaw, analytics.SourceRollup} {
