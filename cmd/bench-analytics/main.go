@@ -6,8 +6,10 @@
 //     over 7 days in 50 campaigns, plus small tenants, generated inside ClickHouse by INSERT …
 //     SELECT from numbers() with hash functions seeded from a PCG generator;
 //   - it runs each query type through the analytics RPC over mTLS (the platform's interceptor
-//     chain, a JWT with analytics.read) and the same SQL (clickhouse.AggregateSQL/FunnelSQL)
-//     directly through clickhouse-go, and prints p50/p99 of both and their ratio;
+//     chain, a JWT with analytics.read), the same queries directly through the store and
+//     clickhouse-go, and the best SQL for the question (reference.go: the engine's limit), and
+//     prints p50/p99 of the three, their ratios and issue 12's targets;
+//   - it compares the approximate unique users with exact ones (users.go);
 //   - it measures freshness: a small batch through the real ingest RPC, JetStream (embedded,
 //     fsync always) and the analytics writer with its default batching, from the ingest ack
 //     until GetCampaignSummary shows the events.
