@@ -133,6 +133,9 @@ func (b *bench) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := b.usersError(ctx, direct, d); err != nil {
+		return err
+	}
 	fresh, err := b.freshness(ctx, e)
 	if err != nil {
 		return err
@@ -268,7 +271,7 @@ func (b *bench) prepare(ctx context.Context, addr string) (dataset, error) {
 		}
 	}
 	var parts, partitions, hourlyRows uint64
-	if err := conn.QueryRow(ctx, "SELECT count(), uniqExact(partition) FROM system.parts WHERE database = currentDatabase() AND table IN ('events', 'events_hourly') AND active").Scan(&parts, &partitions); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT count(), uniqExact(table, partition) FROM system.parts WHERE database = currentDatabase() AND table IN ('events', 'events_hourly') AND active").Scan(&parts, &partitions); err != nil {
 		return d, err
 	}
 	if parts != partitions {

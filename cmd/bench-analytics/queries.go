@@ -65,7 +65,9 @@ func replay(direct analytics.Store, aggs []analytics.Query, funnels []analytics.
 			}
 			figure = 0
 			for _, r := range rows {
-				figure += r.Events
+				if !r.Total { // the groups' figure, as the RPC's rows
+					figure += r.Events
+				}
 			}
 			if q.Rollup {
 				source = analyticsv1.DataSource_DATA_SOURCE_ROLLUP
@@ -104,12 +106,19 @@ type queryCase struct {
 	name        string
 	want        analyticsv1.DataSource
 	rpc, direct run
+	ref         reference
+	reference   run
+	// target is issue 12's bound on the RPC's p50 (0: none).
+	target time.Duration
 }
 
 type queryStats struct {
 	name, source               string
 	rpc50, rpc99, dir50, dir99 time.Duration
+	ref50, ref99               time.Duration
+	target                     time.Duration
 	runs, rpcFail, dirFail     int
+	refFail                    int
 }
 
 // minRuns is the fewest timed runs each way, whatever the budget.
@@ -176,16 +185,17 @@ func cases(c analyticsv1.AnalyticsServiceClient, big tenantData) []queryCase {
 		auto   = analyticsv1.DataSource_DATA_SOURCE_UNSPECIFIED
 	)
 	one, ten := big.campaignIDs(1), big.campaignIDs(10)
+	milli := time.Millisecond
 	return []queryCase{
-		{name: "summary, 1 campaign, 7 days", want: rollup, rpc: summary(one, false, auto)},
-		{name: "summary, 10 campaigns by variant", want: rollup, rpc: summary(ten, true, auto)},
-		{name: "summary, 1 campaign, forced raw", want: raw, rpc: summary(one, false, raw)},
-		{name: "series, hour, 7 days", want: rollup, rpc: series(analyticsv1.Granularity_GRANULARITY_HOUR, "", noStart)},
-		{name: "series, day in Europe/Berlin, 7 days", want: rollup, rpc: series(analyticsv1.Granularity_GRANULARITY_DAY, "Europe/Berlin", noStart)},
-		{name: "series, minute, last 6 hours", want: raw, rpc: series(analyticsv1.Granularity_GRANULARITY_MINUTE, "", sixHours)},
-		{name: "breakdown by property country", want: raw, rpc: breakdown(analyticsv1.Dimension_DIMENSION_PROPERTY, "country", analyticsv1.Metric_METRIC_UNSPECIFIED)},
-		{name: "breakdown by campaign by conversions", want: rollup, rpc: breakdown(analyticsv1.Dimension_DIMENSION_CAMPAIGN, "", analyticsv1.Metric_METRIC_CONVERSIONS)},
-		{name: "funnel view→tap→purchase, 1-day window", want: raw, rpc: funnel},
+		{name: "summary, 1 campaign, 7 days", want: rollup, rpc: summary(one, false, auto), ref: refRollupSummary("", ""), target: 10 * milli},
+		{name: "summary, 10 campaigns by variant", want: rollup, rpc: summary(ten, true, auto), ref: refRollupSummary("campaign_id, variant, ", " WITH TOTALS"), target: 40 * milli},
+		{name: "summary, 1 campaign, forced raw", want: raw, rpc: summary(one, false, raw), ref: refRawSummary, target: 100 * milli},
+		{name: "series, hour, 7 days", want: rollup, rpc: series(analyticsv1.Granularity_GRANULARITY_HOUR, "", noStart), ref: refRollupSeries},
+		{name: "series, day in Europe/Berlin, 7 days", want: rollup, rpc: series(analyticsv1.Granularity_GRANULARITY_DAY, "Europe/Berlin", noStart), ref: refRollupSeries},
+		{name: "series, minute, last 6 hours", want: raw, rpc: series(analyticsv1.Granularity_GRANULARITY_MINUTE, "", sixHours), ref: refMinuteSeries, target: 300 * milli},
+		{name: "breakdown by property country", want: raw, rpc: breakdown(analyticsv1.Dimension_DIMENSION_PROPERTY, "country", analyticsv1.Metric_METRIC_UNSPECIFIED), ref: refPropertyBreakdown, target: 1500 * milli},
+		{name: "breakdown by campaign by conversions", want: rollup, rpc: breakdown(analyticsv1.Dimension_DIMENSION_CAMPAIGN, "", analyticsv1.Metric_METRIC_CONVERSIONS), ref: refCampaignBreakdown},
+		{name: "funnel view→tap→purchase, 1-day window", want: raw, rpc: funnel, ref: refFunnel, target: 1500 * milli},
 	}
 }
 
@@ -197,18 +207,18 @@ func (b *bench) queries(ctx context.Context, e *env, d dataset, conn driver.Conn
 	if err != nil {
 		return nil, err
 	}
-	fmt.Printf("\nQueries (tenant %s; RPC over mTLS with an analyst JWT vs the same SQL through clickhouse-go; up to %d runs each way, %s budget)\n",
+	fmt.Printf("\nQueries (tenant %s; RPC over mTLS with an analyst JWT vs the same SQL through clickhouse-go vs the best SQL for the question (reference); up to %d runs each way, %s budget)\n",
 		d.Tenants[0].ID, b.cfg.iterations, b.cfg.budget)
 	var stats []queryStats
 	direct := clickhouse.NewQueries(conn, conn, clickhouse.DefaultQueryLimits)
 	for _, qc := range cases(e.client, d.Tenants[0]) {
 		progress("%s (%s)", qc.name, machine())
 		var err error
-		if qc.direct, err = check(rctx, ctx, qc, e.sent, direct); err != nil { // also the warm-up, each way
+		if qc.direct, qc.reference, err = check(rctx, ctx, qc, e.sent, direct, conn); err != nil { // also the warm-up, each way
 			return nil, err
 		}
-		var rpcLat, dirLat []time.Duration
-		var rpcFail, dirFail int
+		var rpcLat, dirLat, refLat []time.Duration
+		var rpcFail, dirFail, refFail int
 		var firstFail error
 		start := time.Now()
 		for i := 0; i < b.cfg.iterations && (i < minRuns || time.Since(start) < b.cfg.budget); i++ {
@@ -228,19 +238,21 @@ func (b *bench) queries(ctx context.Context, e *env, d dataset, conn driver.Conn
 				}
 				return nil
 			}
-			first, second := func() error { return timed(qc.rpc, rctx, &rpcLat, &rpcFail) }, func() error { return timed(qc.direct, ctx, &dirLat, &dirFail) }
-			if i%2 == 1 {
-				first, second = second, first
+			// The three ways in turn, each first in one of three runs.
+			ways := []func() error{
+				func() error { return timed(qc.rpc, rctx, &rpcLat, &rpcFail) },
+				func() error { return timed(qc.direct, ctx, &dirLat, &dirFail) },
+				func() error { return timed(qc.reference, ctx, &refLat, &refFail) },
 			}
-			if err := first(); err != nil {
-				return nil, err
-			}
-			if err := second(); err != nil {
-				return nil, err
+			for j := range ways {
+				if err := ways[(i+j)%len(ways)](); err != nil {
+					return nil, err
+				}
 			}
 		}
 		st := queryStats{name: qc.name, source: sourceName(qc.want), rpc50: percentile(rpcLat, 0.5), rpc99: percentile(rpcLat, 0.99),
-			dir50: percentile(dirLat, 0.5), dir99: percentile(dirLat, 0.99), runs: len(rpcLat) + rpcFail, rpcFail: rpcFail, dirFail: dirFail}
+			dir50: percentile(dirLat, 0.5), dir99: percentile(dirLat, 0.99), ref50: percentile(refLat, 0.5), ref99: percentile(refLat, 0.99),
+			target: qc.target, runs: len(rpcLat) + rpcFail, rpcFail: rpcFail, dirFail: dirFail, refFail: refFail}
 		stats = append(stats, st)
 		label := fmt.Sprintf("%s [%s]", qc.name, st.source)
 		runs, p99 := "", ""
@@ -250,9 +262,9 @@ func (b *bench) queries(ctx context.Context, e *env, d dataset, conn driver.Conn
 				p99 = "(the slowest run)"
 			}
 		}
-		if rpcFail+dirFail > 0 {
-			b.add(label+": stopped at a query limit", float64(rpcFail+dirFail), "runs",
-				fmt.Sprintf("(RPC %d, direct %d of %d each; left out of the percentiles: %v)", rpcFail, dirFail, st.runs, firstFail))
+		if rpcFail+dirFail+refFail > 0 {
+			b.add(label+": stopped at a query limit", float64(rpcFail+dirFail+refFail), "runs",
+				fmt.Sprintf("(RPC %d, direct %d, reference %d of %d each; left out of the percentiles: %v)", rpcFail, dirFail, refFail, st.runs, firstFail))
 		}
 		if len(rpcLat) == 0 || len(dirLat) == 0 {
 			continue
@@ -264,6 +276,14 @@ func (b *bench) queries(ctx context.Context, e *env, d dataset, conn driver.Conn
 		limit := overheadLimit(st.dir50)
 		b.add(label+": RPC/direct p50", float64(st.rpc50)/float64(st.dir50), "x",
 			fmt.Sprintf("(target RPC p50 ≤ 1.15×direct+10 ms = %.1f ms: %s)", ms(limit), verdict(st.rpc50 <= limit)))
+		if len(refLat) > 0 {
+			b.add(label+": reference p50", ms(st.ref50), "ms", "(the best SQL for the question, directly)")
+			b.add(label+": reference p99", ms(st.ref99), "ms", p99)
+			b.add(label+": RPC/reference p50", float64(st.rpc50)/float64(st.ref50), "x", "")
+		}
+		if qc.target > 0 {
+			b.add(label+": RPC p50 against issue 12's target", ms(st.rpc50), "ms", fmt.Sprintf("(target ≤ %s: %s)", qc.target, verdict(st.rpc50 <= qc.target)))
+		}
 	}
 	return stats, nil
 }
@@ -272,24 +292,30 @@ func (b *bench) queries(ctx context.Context, e *env, d dataset, conn driver.Conn
 // run replaying that; it runs it once and fails when the answers or the sources differ. A run
 // stopped at a query limit (a busy machine) is retried; when no pair completes the case is
 // timed unchecked.
-func check(rctx, ctx context.Context, qc queryCase, sent *recorder, store analytics.Store) (run, error) {
+func check(rctx, ctx context.Context, qc queryCase, sent *recorder, store analytics.Store, conn driver.Conn) (run, run, error) {
 	var msg string
-	var direct run
+	var direct, ref run
 	for range 3 {
 		sent.reset()
 		got, src, err := qc.rpc(rctx)
 		if err != nil && !tooExpensive(err) {
-			return nil, fmt.Errorf("%s through the RPC: %w", qc.name, err)
+			return nil, nil, fmt.Errorf("%s through the RPC: %w", qc.name, err)
 		}
 		rpcErr := err
 		aggs, funnels := sent.take()
 		if len(aggs)+len(funnels) == 0 {
-			return nil, fmt.Errorf("%s: the RPC sent no query", qc.name)
+			return nil, nil, fmt.Errorf("%s: the RPC sent no query", qc.name)
 		}
 		direct = replay(store, aggs, funnels)
+		refSQL, refArgs, figure := qc.ref(aggs, funnels)
+		ref = referenceRun(conn, refSQL, refArgs, figure)
 		want, dsrc, err := direct(ctx)
 		if err != nil && !tooExpensive(err) {
-			return nil, fmt.Errorf("%s directly: %w", qc.name, err)
+			return nil, nil, fmt.Errorf("%s directly: %w", qc.name, err)
+		}
+		refGot, _, refErr := ref(ctx)
+		if refErr != nil && !tooExpensive(refErr) {
+			return nil, nil, fmt.Errorf("%s, reference SQL: %w", qc.name, refErr)
 		}
 		if rpcErr != nil || err != nil {
 			msg = fmt.Sprintf("stopped at a query limit (RPC: %v; direct: %v)", rpcErr, err)
@@ -297,19 +323,21 @@ func check(rctx, ctx context.Context, qc queryCase, sent *recorder, store analyt
 		}
 		switch {
 		case dsrc != qc.want:
-			return nil, fmt.Errorf("%s: the service read the %s tables, the case expects %s", qc.name, sourceName(dsrc), sourceName(qc.want))
+			return nil, nil, fmt.Errorf("%s: the service read the %s tables, the case expects %s", qc.name, sourceName(dsrc), sourceName(qc.want))
 		case src != 0 && src != dsrc:
-			return nil, fmt.Errorf("%s: the RPC says it answered from %s, it queried %s", qc.name, sourceName(src), sourceName(dsrc))
+			return nil, nil, fmt.Errorf("%s: the RPC says it answered from %s, it queried %s", qc.name, sourceName(src), sourceName(dsrc))
 		case got != want:
-			return nil, fmt.Errorf("%s: the RPC's answer (%d) differs from its replayed queries' (%d)", qc.name, got, want)
+			return nil, nil, fmt.Errorf("%s: the RPC's answer (%d) differs from its replayed queries' (%d)", qc.name, got, want)
+		case refErr == nil && refGot != got:
+			return nil, nil, fmt.Errorf("%s: the reference SQL's answer (%d) differs from the RPC's (%d)", qc.name, refGot, got)
 		case got == 0:
-			return nil, fmt.Errorf("%s: empty answer", qc.name)
+			return nil, nil, fmt.Errorf("%s: empty answer", qc.name)
 		}
-		progress("  source %s; %d queries a call; both answer %d", sourceName(dsrc), len(aggs)+len(funnels), got)
-		return direct, nil
+		progress("  source %s; %d queries a call; the three answer %d", sourceName(dsrc), len(aggs)+len(funnels), got)
+		return direct, ref, nil
 	}
 	progress("  not compared: %s", msg)
-	return direct, nil
+	return direct, ref, nil
 }
 
 // summary prints the figures against the issue's targets in one table.
@@ -332,15 +360,23 @@ func (b *bench) summary(stats []queryStats, f freshStats) {
 	b.add("queries with RPC p50 ≤ 1.15×direct p50 + 10 ms", float64(met), "of", fmt.Sprintf("%d", len(stats)))
 	b.add("freshness p99", ms(f.p99), "ms", fmt.Sprintf("(target ≤ 2000 ms: %s)", verdict(f.p99 <= 2*time.Second)))
 	fmt.Println()
-	fmt.Printf("  %-42s %-6s %9s %9s %10s %10s %6s  %s\n", "query", "source", "RPC p50", "RPC p99", "direct p50", "direct p99", "ratio", "RPC p50 ≤ 1.15×direct+10ms")
+	fmt.Printf("  %-42s %-6s %9s %9s %10s %10s %6s  %-27s %9s %16s\n", "query", "source", "RPC p50", "RPC p99", "direct p50", "direct p99", "ratio",
+		"RPC p50 ≤ 1.15×direct+10ms", "ref p50", "issue 12 target")
 	for _, s := range stats {
 		if s.rpc50 == 0 || s.dir50 == 0 {
 			fmt.Printf("  %-42s %-6s every run stopped at a query limit on one side (RPC %d, direct %d of %d)\n", s.name, s.source, s.rpcFail, s.dirFail, s.runs)
 			continue
 		}
 		limit := overheadLimit(s.dir50)
-		fmt.Printf("  %-42s %-6s %6.1f ms %6.1f ms %7.1f ms %7.1f ms %6.2f  %s (≤ %.1f ms)\n", s.name, s.source, ms(s.rpc50), ms(s.rpc99),
-			ms(s.dir50), ms(s.dir99), float64(s.rpc50)/float64(s.dir50), verdict(s.rpc50 <= limit), ms(limit))
+		ref, target := "—", ""
+		if s.ref50 > 0 {
+			ref = fmt.Sprintf("%.1f ms", ms(s.ref50))
+		}
+		if s.target > 0 {
+			target = fmt.Sprintf("≤ %s %s", s.target, verdict(s.rpc50 <= s.target))
+		}
+		fmt.Printf("  %-42s %-6s %6.1f ms %6.1f ms %7.1f ms %7.1f ms %6.2f  %-27s %9s %16s\n", s.name, s.source, ms(s.rpc50), ms(s.rpc99),
+			ms(s.dir50), ms(s.dir99), float64(s.rpc50)/float64(s.dir50), fmt.Sprintf("%s (≤ %.1f ms)", verdict(s.rpc50 <= limit), ms(limit)), ref, target)
 	}
 }
 

@@ -64,6 +64,12 @@ type Query struct {
 
 	// Rollup answers from the hourly rollups (Start and End whole hours in UTC).
 	Rollup bool
+	// ExactUsers counts unique users exactly; otherwise approximately (docs/api.md, "Campaign
+	// metrics", has the error), which the store merges several times faster.
+	ExactUsers bool
+	// Total asks for one more row after the groups: the total over all of them (Total set),
+	// whose unique users count each user once across the groups.
+	Total bool
 	// OrderBy and Limit make a top-N (by OrderBy descending, then key ascending); 0: all rows.
 	OrderBy Metric
 	Limit   int
@@ -84,9 +90,11 @@ const (
 )
 
 // Aggregate is the store's answer for one group: K1 and K2 are the group's key (campaign and
-// variant, the bucket start as Unix seconds, or the dimension's value).
+// variant, the bucket start as Unix seconds, or the dimension's value), or the total over the
+// groups (Total; see Query.Total).
 type Aggregate struct {
 	K1, K2                                   string
+	Total                                    bool
 	Events, Impressions, Clicks, Conversions int64
 	UniqueUsers                              int64
 	Currencies                               []string // parallel to the two below

@@ -40,6 +40,8 @@ type SummaryRequest struct {
 	Start, End  RequestTime
 	ByVariant   bool
 	Source      Source
+	// ExactUniqueUsers counts unique users exactly instead of approximately (slower).
+	ExactUniqueUsers bool
 }
 
 // SummaryResult is the total over the campaigns and a row per campaign (per variant when
@@ -63,6 +65,8 @@ type SeriesRequest struct {
 	Granularity Granularity
 	TimeZone    string
 	Source      Source
+	// ExactUniqueUsers counts unique users exactly instead of approximately (slower).
+	ExactUniqueUsers bool
 }
 
 // SeriesResult has one bucket for every bucket start in the range, empty ones included.
@@ -87,6 +91,8 @@ type BreakdownRequest struct {
 	Metric      Metric
 	Limit       int
 	Source      Source
+	// ExactUniqueUsers counts unique users exactly instead of approximately (slower).
+	ExactUniqueUsers bool
 }
 
 // BreakdownResult lists the top values, largest first.
@@ -127,6 +133,8 @@ type WatchRequest struct {
 	CampaignID      string
 	IntervalSeconds int64
 	Start           RequestTime
+	// ExactUniqueUsers counts unique users exactly instead of approximately (slower).
+	ExactUniqueUsers bool
 }
 
 // SpendRequest asks for the spend of a tenant's campaigns (GetCampaignSpend, internal: the

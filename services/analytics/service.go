@@ -222,10 +222,14 @@ func (s *Service) Summary(ctx context.Context, tenant string, req SummaryRequest
 	var v apperr.Violations
 	ids := checkIDs(&v, "campaign_ids", req.CampaignIDs, 1, maxCampaigns)
 	from, to, open := s.timeRange(&v, req.Start, req.End, s.limits.MaxRange)
-	q := Query{TenantID: tenant, CampaignIDs: ids, Start: from, End: to, OpenEnd: open, Dimension: Campaign}
+	q := Query{TenantID: tenant, CampaignIDs: ids, Start: from, End: to, OpenEnd: open, Dimension: Campaign,
+		ExactUsers: req.ExactUniqueUsers}
 	if req.ByVariant {
 		q.Dimension = CampaignVariant
 	}
+	// One campaign without variants: its row is the total; otherwise distinct users across
+	// the rows need the total over them, which the same query returns.
+	q.Total = len(ids) > 1 || q.Dimension == CampaignVariant
 	source := chooseSource(&v, &q, req.Source)
 	if err := v.Err(); err != nil {
 		return SummaryResult{}, err
@@ -234,17 +238,11 @@ func (s *Service) Summary(ctx context.Context, tenant string, req SummaryRequest
 	if err != nil {
 		return SummaryResult{}, err
 	}
-	// One campaign without variants: its row is the total; otherwise distinct users across
-	// the rows need a query of their own.
-	total := rows
-	if len(ids) > 1 || q.Dimension == CampaignVariant {
-		totalQ := q
-		totalQ.Dimension = NoDimension
-		if total, err = s.aggregate(ctx, totalQ); err != nil {
-			return SummaryResult{}, err
-		}
+	total := first(rows)
+	if q.Total {
+		rows, total = splitTotal(rows)
 	}
-	resp := SummaryResult{Source: source, Total: metricsOf(first(total))}
+	resp := SummaryResult{Source: source, Total: metricsOf(total)}
 	slices.SortFunc(rows, func(a, b Aggregate) int {
 		if c := slices.Index(ids, a.K1) - slices.Index(ids, b.K1); c != 0 {
 			return c
@@ -264,6 +262,18 @@ func (s *Service) Summary(ctx context.Context, tenant string, req SummaryRequest
 		}
 	}
 	return resp, nil
+}
+
+// splitTotal separates the total row (Query.Total) from the groups' rows.
+func splitTotal(rows []Aggregate) (groups []Aggregate, total Aggregate) {
+	for _, r := range rows {
+		if r.Total {
+			total = r
+		} else {
+			groups = append(groups, r)
+		}
+	}
+	return groups, total
 }
 
 func first(rows []Aggregate) Aggregate {
@@ -309,7 +319,8 @@ func (s *Service) Series(ctx context.Context, tenant string, req SeriesRequest) 
 		return SeriesResult{}, err
 	}
 	starts := bucketStarts(g, loc, from, to)
-	q := Query{TenantID: tenant, Start: starts[0], End: to, OpenEnd: open, Dimension: Bucket, Granularity: g, Location: loc}
+	q := Query{TenantID: tenant, Start: starts[0], End: to, OpenEnd: open, Dimension: Bucket, Granularity: g, Location: loc,
+		ExactUsers: req.ExactUniqueUsers}
 	if c := req.CampaignID; c != "" {
 		q.CampaignIDs = []string{c}
 	}
@@ -396,7 +407,8 @@ func (s *Service) Breakdown(ctx context.Context, tenant string, req BreakdownReq
 		v.Add("campaign_id", "must be at most %d bytes", maxIDLen)
 	}
 	from, to, open := s.timeRange(&v, req.Start, req.End, s.limits.MaxRange)
-	q := Query{TenantID: tenant, Start: from, End: to, OpenEnd: open, Dimension: dim, PropertyKey: req.PropertyKey, OrderBy: metric, Limit: limit}
+	q := Query{TenantID: tenant, Start: from, End: to, OpenEnd: open, Dimension: dim, PropertyKey: req.PropertyKey, OrderBy: metric, Limit: limit,
+		ExactUsers: req.ExactUniqueUsers}
 	if c := req.CampaignID; c != "" {
 		q.CampaignIDs = []string{c}
 	}
@@ -474,6 +486,7 @@ func (s *Service) Watch(ctx context.Context, tenant string, req WatchRequest, pu
 	if err != nil {
 		return err
 	}
+	exact := req.ExactUniqueUsers
 	release, err := s.openLive(tenant)
 	if err != nil {
 		return err
@@ -484,7 +497,7 @@ func (s *Service) Watch(ctx context.Context, tenant string, req WatchRequest, pu
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
-		m, err := s.liveMetrics(ctx, tenant, campaign, start)
+		m, err := s.liveMetrics(ctx, tenant, campaign, start, exact)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -526,8 +539,8 @@ func (s *Service) checkWatch(req WatchRequest) (string, time.Duration, time.Time
 }
 
 // liveMetrics reads a campaign's metrics from start until now (one push of a live stream).
-func (s *Service) liveMetrics(ctx context.Context, tenant, campaign string, start time.Time) (Metrics, error) {
-	q := Query{TenantID: tenant, CampaignIDs: []string{campaign}, Start: start, OpenEnd: true, Dimension: NoDimension}
+func (s *Service) liveMetrics(ctx context.Context, tenant, campaign string, start time.Time, exactUsers bool) (Metrics, error) {
+	q := Query{TenantID: tenant, CampaignIDs: []string{campaign}, Start: start, OpenEnd: true, Dimension: NoDimension, ExactUsers: exactUsers}
 	q.Rollup = canUseRollup(q)
 	rows, err := s.aggregate(ctx, q)
 	if err != nil {

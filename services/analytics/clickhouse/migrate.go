@@ -5,18 +5,30 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/pressly/goose/v3"
 	goosedb "github.com/pressly/goose/v3/database"
 	"github.com/pressly/goose/v3/database/dialect"
+
+	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse/migrations"
 )
 
-// migrations are the schema's versions, applied in order by Migrate. 00001 adopts the tables
-// that the unversioned schema of earlier releases created.
+// sqlMigrations are the schema's versions in SQL, applied in order by Migrate with the Go ones
+// (goMigrations). 00001 adopts the tables that the unversioned schema of earlier releases
+// created.
 //
 //go:embed migrations/*.sql
-var migrations embed.FS
+var sqlMigrations embed.FS
+
+// goMigrations are the versions written in Go, where SQL cannot be made safe to run again
+// (see migrations.EventsV2).
+func goMigrations() []*goose.Migration {
+	return []*goose.Migration{
+		goose.NewGoMigration(migrations.EventsV2Version, &goose.GoFunc{RunDB: migrations.EventsV2}, &goose.GoFunc{Mode: goose.TransactionDisabled}),
+	}
+}
 
 // VersionTable records the applied migrations (goose's default name, as for PostgreSQL).
 const VersionTable = "goose_db_version"
@@ -25,11 +37,20 @@ const VersionTable = "goose_db_version"
 // schema), with goose over clickhouse-go's database/sql driver. ClickHouse has no
 // transactions: each migration runs outside one and is written so that running it again is
 // safe (IF NOT EXISTS, …), which completes one interrupted midway. There is no lock: run one
-// analytics writer per database (the writer's protocol needs that anyway).
+// analytics writer per database (the writer's protocol needs that anyway). A migration that
+// moves data runs as long as its INSERT … SELECT takes: the read timeout is an hour, not the
+// queries' five minutes.
 func Migrate(ctx context.Context, addr, database string, user User) error {
-	db := ch.OpenDB(options(addr, database, user))
+	return migrateTo(ctx, addr, database, user, goose.MaxVersion)
+}
+
+// migrateTo is Migrate up to version (tests start from an older schema).
+func migrateTo(ctx context.Context, addr, database string, user User, version int64) error {
+	opts := options(addr, database, user)
+	opts.ReadTimeout = time.Hour
+	db := ch.OpenDB(opts)
 	defer func() { _ = db.Close() }()
-	fsys, err := fs.Sub(migrations, "migrations")
+	fsys, err := fs.Sub(sqlMigrations, "migrations")
 	if err != nil {
 		return fmt.Errorf("load clickhouse migrations: %w", err)
 	}
@@ -37,11 +58,12 @@ func Migrate(ctx context.Context, addr, database string, user User) error {
 	if err != nil {
 		return fmt.Errorf("load clickhouse migrations: %w", err)
 	}
-	p, err := goose.NewProvider(goose.DialectCustom, db, fsys, goose.WithStore(store))
+	p, err := goose.NewProvider(goose.DialectCustom, db, fsys, goose.WithStore(store),
+		goose.WithDisableGlobalRegistry(true), goose.WithGoMigrations(goMigrations()...))
 	if err != nil {
 		return fmt.Errorf("load clickhouse migrations: %w", err)
 	}
-	if _, err := p.Up(ctx); err != nil {
+	if _, err := p.UpTo(ctx, version); err != nil {
 		return fmt.Errorf("migrate clickhouse schema: %w", err)
 	}
 	return nil

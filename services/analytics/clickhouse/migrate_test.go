@@ -2,6 +2,7 @@ package clickhouse_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +14,9 @@ import (
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
+	"github.com/campaignmesh/campaignmesh/services/analytics"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
+	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse/migrations"
 	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
 )
 
@@ -73,7 +76,7 @@ var unversionedSchema = []string{
 }
 
 // latestVersion is the number of the newest file in migrations/.
-const latestVersion = 3
+const latestVersion = 4
 
 // connect opens a native connection as the writer user without migrating.
 func connect(t *testing.T, db string) driver.Conn {
@@ -209,5 +212,178 @@ func TestMigrationsAdoptTheUnversionedSchemaInPlace(t *testing.T) {
 	}
 	if got := contents(t, conn); got != [5]uint64{4, 4, 4, 4000, 1} {
 		t.Fatalf("after an insert into the migrated database: contents %v", got)
+	}
+}
+
+// v1Database is a database at schema version 1 holding the query tests' dataset, in which a
+// client retry stored three events twice, in a later batch: e1 and e3 of t1 and x1 of t2. v1
+// keeps one row of each under FINAL, but its rollup counted them twice.
+func v1Database(t *testing.T) (db string, conn driver.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	db = chtest.NewDatabase(t)
+	if err := clickhouse.MigrateTo(ctx, chtest.Addr(), db, clickhouse.User(chtest.Writer(t)), 3); err != nil {
+		t.Fatal(err)
+	}
+	conn = connect(t, db)
+	insert(t, conn, dataset, 1)
+	return db, conn
+}
+
+// retried are the events of v1Database sent again in another batch (stream sequence 2).
+var retried = []ev{dataset[0], dataset[2], dataset[10]}
+
+// answers are the analytics API's answers over the dataset — summaries, series, breakdowns and
+// a funnel, from the raw table and from the rollups — with exact or approximate unique users.
+func answers(t *testing.T, conn driver.Conn, exact bool) map[string]any {
+	t.Helper()
+	ctx := context.Background()
+	svc := analytics.NewService(newQueries(t, conn, clickhouse.DefaultQueryLimits), analytics.DefaultLimits)
+	start, end := ts("2026-03-28T00:00:00Z"), ts("2026-03-31T00:00:00Z")
+	out := map[string]any{}
+	check := func(name string, resp any, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		out[name] = resp
+	}
+	for _, src := range []analytics.Source{analytics.SourceRaw, analytics.SourceRollup} {
+		n := sourceName[src]
+		r1, err := svc.Summary(ctx, "t1", analytics.SummaryRequest{CampaignIDs: []string{"c1", "c3", "nope"}, Start: start, End: end, Source: src, ExactUniqueUsers: exact})
+		check(n+" summary", r1, err)
+		r2, err := svc.Summary(ctx, "t1", analytics.SummaryRequest{CampaignIDs: []string{"c1"}, Start: start, End: end, ByVariant: true, Source: src, ExactUniqueUsers: exact})
+		check(n+" summary by variant", r2, err)
+		r3, err := svc.Summary(ctx, "t2", analytics.SummaryRequest{CampaignIDs: []string{"c1"}, Start: start, End: end, Source: src, ExactUniqueUsers: exact})
+		check(n+" summary of t2", r3, err)
+		r4, err := svc.Series(ctx, "t1", analytics.SeriesRequest{CampaignID: "c1", Granularity: analytics.Day, TimeZone: "Europe/Berlin", Start: start, End: end, Source: src, ExactUniqueUsers: exact})
+		check(n+" series by day", r4, err)
+		r5, err := svc.Series(ctx, "t1", analytics.SeriesRequest{Granularity: analytics.Hour, Start: start, End: end, Source: src, ExactUniqueUsers: exact})
+		check(n+" series by hour", r5, err)
+		for _, d := range []analytics.Dimension{analytics.Campaign, analytics.Variant, analytics.EventType} {
+			r, err := svc.Breakdown(ctx, "t1", analytics.BreakdownRequest{Dimension: d, Metric: analytics.MetricUniqueUsers, Start: start, End: end, Source: src, ExactUniqueUsers: exact})
+			check(fmt.Sprintf("%s breakdown by %d", n, d), r, err)
+		}
+	}
+	for _, d := range []analytics.Dimension{analytics.Property, analytics.EventName, analytics.Device} {
+		r, err := svc.Breakdown(ctx, "t1", analytics.BreakdownRequest{Dimension: d, PropertyKey: "country", Metric: analytics.MetricEvents, Start: start, End: end, ExactUniqueUsers: exact})
+		check(fmt.Sprintf("breakdown by %d", d), r, err)
+	}
+	f, err := svc.Funnel(ctx, "t1", analytics.FunnelRequest{WindowSeconds: 3600, Start: start, End: end,
+		Steps: []analytics.FunnelStep{{EventName: "view"}, {EventName: "tap"}, {EventName: "purchase"}}})
+	check("funnel", f, err)
+	return out
+}
+
+// A populated version-1 events table moves into the new shape with every event once (the
+// newest version of a retried one), the rollup rebuilt to count exactly that, event_ids
+// filled, and every query answering as before.
+func TestMigrationMovesAPopulatedV1TableOnce(t *testing.T) {
+	ctx := context.Background()
+	db, conn := v1Database(t)
+	// Before the retries, v1 has no repeated event: its answers are the truth (the queries
+	// read v1's rollup, exact users only, and its raw table without FINAL, as they do v2's).
+	before := answers(t, conn, true)
+	insert(t, conn, retried, 2)
+	if got := [3]uint64{scalar(t, conn, `SELECT count() FROM events`), scalar(t, conn, `SELECT count() FROM events FINAL`),
+		scalar(t, conn, `SELECT countMerge(events) FROM events_hourly`)}; got != [3]uint64{14, 11, 14} {
+		t.Fatalf("v1 holds %v rows (raw, FINAL, rollup), want the retries twice in raw and rollup", got)
+	}
+
+	if err := clickhouse.Migrate(ctx, chtest.Addr(), db, clickhouse.User(chtest.Writer(t))); err != nil {
+		t.Fatal(err)
+	}
+	requireMoved(t, conn)
+	if v := scalar(t, conn, `SELECT max(stream_seq) FROM events WHERE event_id IN ('e1', 'e3', 'x1')`); v != 2 {
+		t.Errorf("a retried event kept stream_seq %d, want the newest (2)", v)
+	}
+	for _, exact := range []bool{true, false} {
+		if d := cmp.Diff(before, answers(t, conn, exact)); d != "" {
+			t.Errorf("answers after the migration (exact users %v) differ (-before +after):\n%s", exact, d)
+		}
+	}
+}
+
+// requireMoved checks a database migrated from v1Database: the dataset's 11 events once in
+// events, in the rollup and in event_ids, in the version-2 tables, with no table of the move
+// left behind.
+func requireMoved(t *testing.T, conn driver.Conn) {
+	t.Helper()
+	got := [5]uint64{
+		scalar(t, conn, `SELECT count() FROM events`),
+		scalar(t, conn, `SELECT uniqExact(tenant_id, event_id) FROM events`),
+		scalar(t, conn, `SELECT countMerge(events) FROM events_hourly`),
+		scalar(t, conn, `SELECT uniqCombinedMerge(users_approx) FROM events_hourly WHERE tenant_id = 't1'`),
+		scalar(t, conn, `SELECT count() FROM event_ids`),
+	}
+	// t1's users: u1, u2, anon-3, u4, u5.
+	if got != [5]uint64{11, 11, 11, 5, 11} {
+		t.Errorf("events rows, distinct ids, rollup count, t1's approximate users, event_ids rows = %v; want [11 11 11 5 11]", got)
+	}
+	if key := scalar(t, conn, `SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'events'
+		AND sorting_key = 'tenant_id, campaign_id, event_time, event_id' AND partition_key = 'toYYYYMM(event_date)'`); key != 1 {
+		t.Error("events is not sorted by (tenant_id, campaign_id, event_time, event_id) and partitioned by month")
+	}
+	if n := scalar(t, conn, `SELECT count() FROM system.tables WHERE database = currentDatabase() AND name LIKE '%\_v_'`); n != 0 {
+		t.Errorf("%d tables of the move are left", n)
+	}
+}
+
+// A migration that died after any of its steps — or inside a RENAME, between its two renames —
+// completes on the next start: every event once, the rollup and event_ids rebuilt, the views
+// feeding them, and the same schema as a new database.
+func TestMigrationCompletesAfterDyingAtAnyStep(t *testing.T) {
+	ctx := context.Background()
+	writerUser := clickhouse.User(chtest.Writer(t))
+	fresh := chtest.NewDatabase(t)
+	if err := clickhouse.Migrate(ctx, chtest.Addr(), fresh, writerUser); err != nil {
+		t.Fatal(err)
+	}
+	type death struct {
+		name  string
+		steps int      // of migrations.EventsV2Steps that completed
+		then  []string // statements that completed after them
+	}
+	var deaths []death
+	for i := range len(migrations.EventsV2Steps) + 1 {
+		name := "before any step"
+		if i > 0 {
+			name = "after " + migrations.EventsV2Steps[i-1].Name
+		}
+		deaths = append(deaths, death{name: name, steps: i})
+	}
+	deaths = append(deaths,
+		death{name: "inside the RENAME of events", steps: 2, then: []string{`RENAME TABLE events TO events_v1`}},
+		death{name: "inside the RENAME of events_hourly", steps: 4, then: []string{`RENAME TABLE events_hourly TO events_hourly_v1`}})
+	for _, d := range deaths {
+		t.Run(d.name, func(t *testing.T) {
+			db, conn := v1Database(t)
+			insert(t, conn, retried, 2)
+			sqlDB := ch.OpenDB(&ch.Options{Addr: []string{chtest.Addr()}, Auth: ch.Auth{Database: db, Username: writerUser.Name, Password: writerUser.Password}})
+			defer sqlDB.Close()
+			for _, s := range migrations.EventsV2Steps[:d.steps] {
+				if err := s.Run(ctx, sqlDB); err != nil {
+					t.Fatalf("%s: %v", s.Name, err)
+				}
+			}
+			for _, q := range d.then {
+				if _, err := sqlDB.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			if err := clickhouse.Migrate(ctx, chtest.Addr(), db, writerUser); err != nil {
+				t.Fatal(err)
+			}
+			requireMoved(t, conn)
+			if diff := cmp.Diff(schemaOf(t, conn, fresh), schemaOf(t, conn, db)); diff != "" {
+				t.Errorf("schema differs from a new one (-new +migrated):\n%s", diff)
+			}
+			insert(t, conn, []ev{{"t1", "e11", "click", "tap", "u9", "", "c2", "", "2026-03-28T12:30:00Z", 0, "", ""}}, 3)
+			if got := [3]uint64{scalar(t, conn, `SELECT count() FROM events`), scalar(t, conn, `SELECT countMerge(events) FROM events_hourly`),
+				scalar(t, conn, `SELECT count() FROM event_ids`)}; got != [3]uint64{12, 12, 12} {
+				t.Errorf("after one more insert: events, rollup, event_ids = %v, want 12 each", got)
+			}
+		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -87,90 +88,201 @@ func bucketKey(g analytics.Granularity, column string) string {
 	return "toString(toUnixTimestamp(toStartOfDay(" + column + ", ?)))"
 }
 
-// Aggregate implements analytics.Store.
+// Aggregate implements analytics.Store. A rollup query first tries one pass over the stored
+// states (OnePassSQL), which is exact unless a group holds amounts in more than one currency:
+// then, as a raw query always does, it adds up per currency first (AggregateSQL).
 func (q *Queries) Aggregate(ctx context.Context, a analytics.Query) ([]analytics.Aggregate, error) {
+	if a.Rollup {
+		sql, args, err := OnePassSQL(a)
+		if err != nil {
+			return nil, err
+		}
+		out, mixed, err := q.aggregate(ctx, a, sql, args)
+		if err != nil || !mixed {
+			return out, err
+		}
+	}
 	sql, args, err := AggregateSQL(a)
 	if err != nil {
 		return nil, err
 	}
+	out, _, err := q.aggregate(ctx, a, sql, args)
+	return out, err
+}
+
+// aggregate runs one of the aggregate queries (whose last column says whether a group holds
+// amounts in several currencies) and reads its rows and, for a.Total, its total.
+func (q *Queries) aggregate(ctx context.Context, a analytics.Query, sql string, args []any) (out []analytics.Aggregate, mixed bool, err error) {
 	rows, err := q.conn.Query(q.settings(ctx), sql, args...)
 	if err != nil {
-		return nil, q.queryError(ctx, "aggregate events", err)
+		return nil, false, q.queryError(ctx, "aggregate events", err)
 	}
 	defer rows.Close()
-	var out []analytics.Aggregate
+	scan := func(scan func(dest ...any) error, r *analytics.Aggregate) (bool, error) {
+		var value, spend int64
+		var currencies uint64
+		err := scan(&r.K1, &r.K2, &r.Events, &r.Impressions, &r.Clicks, &r.Conversions, &r.UniqueUsers,
+			&r.Currencies, &r.ConversionValue, &r.Spend, &value, &spend, &currencies)
+		return currencies > 1, err
+	}
 	for rows.Next() {
 		var r analytics.Aggregate
-		var value, spend int64
-		if err := rows.Scan(&r.K1, &r.K2, &r.Events, &r.Impressions, &r.Clicks, &r.Conversions, &r.UniqueUsers,
-			&r.Currencies, &r.ConversionValue, &r.Spend, &value, &spend); err != nil {
-			return nil, fmt.Errorf("aggregate events: scan: %w", err)
+		several, err := scan(rows.Scan, &r)
+		if err != nil {
+			return nil, false, fmt.Errorf("aggregate events: scan: %w", err)
 		}
+		mixed = mixed || several
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, q.queryError(ctx, "aggregate events", err)
+		return nil, false, q.queryError(ctx, "aggregate events", err)
 	}
-	return out, nil
+	if a.Total {
+		total := analytics.Aggregate{Total: true}
+		if len(out) > 0 { // no groups, nothing to add up
+			if _, err := scan(rows.Totals, &total); err != nil {
+				return nil, false, fmt.Errorf("aggregate events: scan the total: %w", err)
+			}
+			// The amounts per currency from the groups': the total's arrays are not per currency.
+			total.K1, total.K2, total.Currencies, total.ConversionValue, total.Spend = "", "", nil, nil, nil
+			for _, r := range out {
+				total.Currencies = append(total.Currencies, r.Currencies...)
+				total.ConversionValue = append(total.ConversionValue, r.ConversionValue...)
+				total.Spend = append(total.Spend, r.Spend...)
+			}
+			total.Currencies, total.ConversionValue, total.Spend = byCurrency(total.Currencies, total.ConversionValue, total.Spend)
+		}
+		out = append(out, total)
+	}
+	return out, mixed, nil
 }
 
-// AggregateSQL is the SQL and arguments Aggregate runs for a (the bench runs it directly too).
-// The inner query yields, per group key and currency, the counts, sums and a distinct-users
-// state; the outer one merges the currencies of a group.
+// byCurrency adds up the amounts of each currency.
+func byCurrency(currencies []string, values, spends []int64) ([]string, []int64, []int64) {
+	var cs []string
+	var vs, ss []int64
+	for i, c := range currencies {
+		j := slices.Index(cs, c)
+		if j < 0 {
+			cs, vs, ss = append(cs, c), append(vs, 0), append(ss, 0)
+			j = len(cs) - 1
+		}
+		vs[j] += values[i]
+		ss[j] += spends[i]
+	}
+	return cs, vs, ss
+}
+
+// keys are the group key expressions of a and their arguments.
+func keys(a analytics.Query, timeCol string) (k1, k2 string, args []any, err error) {
+	if a.Dimension == analytics.Bucket {
+		if a.Granularity != analytics.Minute {
+			args = append(args, a.Location.String())
+		}
+		return bucketKey(a.Granularity, timeCol), "''", args, nil
+	}
+	exprs, ok := rawKeys[a.Dimension]
+	if !ok {
+		return "", "", nil, fmt.Errorf("aggregate: dimension %d unknown", a.Dimension)
+	}
+	k1, k2 = exprs[0], exprs[1]
+	switch {
+	case a.Dimension == analytics.Property:
+		args = append(args, a.PropertyKey)
+	case (a.Dimension == analytics.Campaign || a.Dimension == analytics.CampaignVariant) && len(a.CampaignIDs) == 1:
+		// One campaign: its id is a constant, not a key ClickHouse hashes on every row.
+		k1 = "?"
+		args = append(args, a.CampaignIDs[0])
+	}
+	return k1, k2, args, nil
+}
+
+// usersFunc is the distinct-count function of a and the rollup's state column for it:
+// uniqCombined, or uniqExact when a.ExactUsers (the rollup keeps both states).
+func usersFunc(a analytics.Query) (uniq, state string) {
+	if a.ExactUsers {
+		return "uniqExact", "users"
+	}
+	return "uniqCombined", "users_approx"
+}
+
+// tail is what follows the GROUP BY of the outermost query: the total, the top-N order.
+func tail(a analytics.Query) string {
+	var sql string
+	if a.Total {
+		sql += ` WITH TOTALS`
+	}
+	if a.Limit > 0 {
+		sql += ` ORDER BY ` + orderColumns[a.OrderBy] + ` DESC, k1, k2 LIMIT ` + strconv.Itoa(a.Limit)
+	}
+	return sql
+}
+
+// OnePassSQL is the SQL and arguments Aggregate runs first for a rollup query: one group per
+// key, each stored distinct-user state merged once, straight into its group's. Its amounts
+// are those of the group's one currency (the currency of its rows with a non-zero amount); its
+// last column counts those currencies, and where a group has more than one Aggregate asks
+// AggregateSQL instead.
+func OnePassSQL(a analytics.Query) (string, []any, error) {
+	k1, k2, args, err := keys(a, "hour")
+	if err != nil {
+		return "", nil, err
+	}
+	uniq, state := usersFunc(a)
+	where, whereArgs := scope(a, "hour")
+	args = append(args, whereArgs...)
+	return `SELECT ` + k1 + ` AS k1, ` + k2 + ` AS k2, toInt64(countMerge(events)) AS m_events,
+			toInt64(countMergeIf(events, type = 'impression')) AS m_impressions, toInt64(countMergeIf(events, type = 'click')) AS m_clicks,
+			toInt64(countMergeIf(events, type = 'conversion')) AS m_conversions, toInt64(` + uniq + `Merge(` + state + `)) AS m_users,
+			[anyIf(currency, finalizeAggregation(value_micros) != 0)] AS currencies,
+			[sumMergeIf(value_micros, type = 'conversion')] AS values, [sumMergeIf(value_micros, type IN ('impression', 'click'))] AS spends,
+			values[1] AS m_value, spends[1] AS m_spend, toUInt64(uniqExactIf(currency, finalizeAggregation(value_micros) != 0)) AS currency_count
+		FROM events_hourly WHERE ` + where + ` GROUP BY k1, k2` + tail(a), args, nil
+}
+
+// AggregateSQL is the SQL and arguments Aggregate runs for a raw query, and for a rollup query
+// whose one pass (OnePassSQL) found a group with amounts in several currencies. The inner
+// query yields, per group key and currency, the counts, sums and a distinct-users state; the
+// outer one merges the currencies of a group (and, for a.Total, all the groups, WITH TOTALS).
+// The raw table is read without FINAL — the writer stores each event once — and within the
+// sort key's ranges: the tenant, the campaigns, the time range (and the months of event_date
+// it spans, for partition pruning).
 func AggregateSQL(a analytics.Query) (string, []any, error) {
-	var args []any
 	timeCol := "event_time"
 	if a.Rollup {
 		timeCol = "hour"
 	}
-	var k1, k2 string
-	if a.Dimension == analytics.Bucket {
-		k1, k2 = bucketKey(a.Granularity, timeCol), "''"
-		if a.Granularity != analytics.Minute {
-			args = append(args, a.Location.String())
-		}
-	} else {
-		keys, ok := rawKeys[a.Dimension]
-		if !ok {
-			return "", nil, fmt.Errorf("aggregate: dimension %d unknown", a.Dimension)
-		}
-		k1, k2 = keys[0], keys[1]
-		if a.Dimension == analytics.Property {
-			args = append(args, a.PropertyKey)
-		}
+	k1, k2, args, err := keys(a, timeCol)
+	if err != nil {
+		return "", nil, err
 	}
-	where, whereArgs := scope(a, timeCol)
-	args = append(args, whereArgs...)
-
+	uniq, state := usersFunc(a)
 	var inner string
 	if a.Rollup {
-		inner = `SELECT k1, k2, currency,
-				sumIf(r_events, type = 'impression') AS i_impressions, sumIf(r_events, type = 'click') AS i_clicks,
-				sumIf(r_events, type = 'conversion') AS i_conversions, sum(r_events) AS i_events,
-				sumIf(r_value, type = 'conversion') AS i_value, sumIf(r_value, type IN ('impression', 'click')) AS i_spend,
-				uniqExactMergeState(r_users) AS i_users
-			FROM (SELECT ` + k1 + ` AS k1, ` + k2 + ` AS k2, currency, type,
-					countMerge(events) AS r_events, sumMerge(value_micros) AS r_value, uniqExactMergeState(users) AS r_users
-				FROM events_hourly WHERE ` + where + ` GROUP BY k1, k2, currency, type)
-			GROUP BY k1, k2, currency`
+		where, whereArgs := scope(a, timeCol)
+		args = append(args, whereArgs...)
+		inner = `SELECT ` + k1 + ` AS k1, ` + k2 + ` AS k2, currency,
+				countMergeIf(events, type = 'impression') AS i_impressions, countMergeIf(events, type = 'click') AS i_clicks,
+				countMergeIf(events, type = 'conversion') AS i_conversions, countMerge(events) AS i_events,
+				sumMergeIf(value_micros, type = 'conversion') AS i_value, sumMergeIf(value_micros, type IN ('impression', 'click')) AS i_spend,
+				` + uniq + `MergeState(` + state + `) AS i_users
+			FROM events_hourly WHERE ` + where + ` GROUP BY k1, k2, currency`
 	} else {
+		where, whereArgs := rawScope(a)
+		args = append(args, whereArgs...)
 		inner = `SELECT ` + k1 + ` AS k1, ` + k2 + ` AS k2, currency,
 				countIf(type = 'impression') AS i_impressions, countIf(type = 'click') AS i_clicks,
 				countIf(type = 'conversion') AS i_conversions, count() AS i_events,
 				sumIf(value_micros, type = 'conversion') AS i_value, sumIf(value_micros, type IN ('impression', 'click')) AS i_spend,
-				uniqExactState(if(user_id != '', user_id, anonymous_id)) AS i_users
-			FROM events FINAL WHERE ` + where + ` GROUP BY k1, k2, currency`
+				` + uniq + `State(if(user_id != '', user_id, anonymous_id)) AS i_users
+			FROM events WHERE ` + where + ` GROUP BY k1, k2, currency`
 	}
-	sql := `SELECT k1, k2, toInt64(sum(i_events)) AS m_events, toInt64(sum(i_impressions)) AS m_impressions,
+	return `SELECT k1, k2, toInt64(sum(i_events)) AS m_events, toInt64(sum(i_impressions)) AS m_impressions,
 			toInt64(sum(i_clicks)) AS m_clicks, toInt64(sum(i_conversions)) AS m_conversions,
-			toInt64(uniqExactMerge(i_users)) AS m_users, groupArray(currency) AS currencies,
+			toInt64(` + uniq + `Merge(i_users)) AS m_users, groupArray(currency) AS currencies,
 			groupArray(toInt64(i_value)) AS values, groupArray(toInt64(i_spend)) AS spends,
-			sum(i_value) AS m_value, sum(i_spend) AS m_spend
-		FROM (` + inner + `) GROUP BY k1, k2`
-	if a.Limit > 0 {
-		sql += ` ORDER BY ` + orderColumns[a.OrderBy] + ` DESC, k1, k2 LIMIT ` + strconv.Itoa(a.Limit)
-	}
-	return sql, args, nil
+			sum(i_value) AS m_value, sum(i_spend) AS m_spend, toUInt64(0) AS currency_count
+		FROM (` + inner + `) GROUP BY k1, k2` + tail(a), args, nil
 }
 
 // scope is the WHERE clause every query starts with: the tenant, the time range, campaigns.
@@ -181,7 +293,12 @@ func scope(a analytics.Query, timeCol string) (string, []any) {
 		where += " AND " + timeCol + " < ?"
 		args = append(args, a.End)
 	}
-	if len(a.CampaignIDs) > 0 {
+	switch len(a.CampaignIDs) {
+	case 0:
+	case 1: // cheaper than IN with one element, row by row
+		where += " AND campaign_id = ?"
+		args = append(args, a.CampaignIDs[0])
+	default:
 		ids := make([]any, len(a.CampaignIDs))
 		for i, id := range a.CampaignIDs {
 			ids[i] = id
@@ -191,6 +308,24 @@ func scope(a analytics.Query, timeCol string) (string, []any) {
 	}
 	return where, args
 }
+
+// rawScope is scope over the raw table, plus the event dates of the range, which select the
+// partitions (months) to read: the time range alone does not, the partition key being
+// event_date's. The dates have a day to spare each side, so that they never leave out an event
+// whatever zone its event_date was taken in (the writer's is UTC).
+func rawScope(a analytics.Query) (string, []any) {
+	where, args := scope(a, "event_time")
+	where += " AND event_date >= toDate(?)"
+	args = append(args, eventDate(a.Start.AddDate(0, 0, -1)))
+	if !a.OpenEnd {
+		where += " AND event_date <= toDate(?)"
+		args = append(args, eventDate(a.End.AddDate(0, 0, 1)))
+	}
+	return where, args
+}
+
+// eventDate is t's UTC date as ClickHouse parses a Date.
+func eventDate(t time.Time) string { return t.UTC().Format(time.DateOnly) }
 
 // Funnel implements analytics.Store with windowFunnel over the corrected event time: a user
 // reaches step n when steps 1…n happened in order within the window, step 1 inside the range.
@@ -238,17 +373,14 @@ func FunnelSQL(f analytics.FunnelQuery) (string, []any) {
 	}
 	args := []any{int64(f.Window / time.Second)}
 	args = append(args, condArgs...)
-	args = append(args, f.TenantID, f.Start)
-	upper := ""
-	if !f.OpenEnd {
-		upper = " AND event_time < ?"
-		args = append(args, f.End.Add(f.Window))
-	}
+	// The events of the range and the window after it, no FINAL (see AggregateSQL).
+	where, whereArgs := rawScope(analytics.Query{TenantID: f.TenantID, Start: f.Start, End: f.End.Add(f.Window), OpenEnd: f.OpenEnd})
+	args = append(args, whereArgs...)
 	args = append(args, condArgs...)
 	sql := `SELECT level, count() FROM (
 			SELECT if(user_id != '', user_id, anonymous_id) AS subject, windowFunnel(?)(event_time, ` + strings.Join(conds, ", ") + `) AS level
-			FROM events FINAL
-			WHERE tenant_id = ? AND event_time >= ?` + upper + ` AND (` + strings.Join(conds, " OR ") + `)
+			FROM events
+			WHERE ` + where + ` AND (` + strings.Join(conds, " OR ") + `)
 			GROUP BY subject)
 		WHERE level > 0 GROUP BY level`
 	return sql, args
@@ -262,11 +394,14 @@ func FunnelSQL(f analytics.FunnelQuery) (string, []any) {
 // values; current ClickHouse (compose) also caps them with constraints in the profile.
 func (q *Queries) settings(ctx context.Context) context.Context {
 	// ClickHouse 18.16 takes only integer settings over the native protocol; the overflow
-	// modes are left at their default, "throw".
+	// modes are left at their default, "throw". A query reads its ranges with every thread
+	// (max_threads, the cores) from 2,048 rows on, not 163,840: a rollup query reads some
+	// thousands of rows, whose distinct-user states take most of its time to merge.
 	return ch.Context(ctx, ch.WithSettings(ch.Settings{
-		"max_execution_time": int(q.limits.MaxExecutionTime / time.Second),
-		"max_result_rows":    q.limits.MaxResultRows,
-		"max_memory_usage":   int(q.limits.MaxMemory),
+		"max_execution_time":                      int(q.limits.MaxExecutionTime / time.Second),
+		"max_result_rows":                         q.limits.MaxResultRows,
+		"max_memory_usage":                        int(q.limits.MaxMemory),
+		"merge_tree_min_rows_for_concurrent_read": 2048,
 	}))
 }
 

@@ -2,10 +2,13 @@ package clickhouse_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -383,19 +386,19 @@ func TestSlowQueriesAreStoppedAndLimitedPerTenant(t *testing.T) {
 	ctx := context.Background()
 	conn := open(t, nil, 1)
 	// Every row carries properties, so the breakdown below looks up a key in each row's arrays
-	// and counts unique users in many groups: well past a second on any machine.
+	// and counts unique users exactly in many groups: well past a second on any machine.
 	if err := conn.Exec(ctx, `INSERT INTO events (tenant_id, event_id, type, campaign_id, user_id, event_date, event_time, stream_seq,
 		prop_keys, prop_values)
 		SELECT 'big', toString(number), 'impression', 'c', toString(number % 100000), today(), now() - number % 86400, 1,
 		['a', 'b', 'c', 'd', 'e', 'f', 'g', 'k'], arrayMap(i -> toString((number * i) % 200003), [1, 2, 3, 4, 5, 6, 7, 8])
-		FROM system.numbers LIMIT 3000000`); err != nil {
+		FROM system.numbers LIMIT 5000000`); err != nil {
 		t.Fatal(err)
 	}
 	limits := analytics.DefaultLimits
 	limits.ConcurrentPerTenant = 1
 	svc := analytics.NewService(newQueries(t, conn, clickhouse.QueryLimits{MaxExecutionTime: time.Second, MaxResultRows: 100000, MaxMemory: 1 << 30}), limits)
 	slow := analytics.BreakdownRequest{Dimension: analytics.Property, PropertyKey: "k",
-		Metric: analytics.MetricUniqueUsers, Start: analytics.At(time.Now().Add(-48 * time.Hour))}
+		Metric: analytics.MetricUniqueUsers, Start: analytics.At(time.Now().Add(-48 * time.Hour)), ExactUniqueUsers: true}
 	// The slow query alone: stopped at max_execution_time.
 	_, err := svc.Breakdown(ctx, "big", slow)
 	if st, _ := apperr.ToStatus(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "time or size limit") {
@@ -491,5 +494,172 @@ func TestDeleteEventsOfASubjectAndOfARange(t *testing.T) {
 	}
 	if _, err := svc.Delete(ctx, analytics.DeleteRequest{TenantID: "t1"}); code(err) != codes.InvalidArgument {
 		t.Errorf("neither subject nor range: %v, want INVALID_ARGUMENT", err)
+	}
+}
+
+// Raw queries read the events table without FINAL (the writer stores each event once) and only
+// the rows of their ranges of the sort key: a campaign's time range, or the tenant's time range
+// in every campaign — not the tenant's whole history. They still count every row, over many
+// parts that have not been merged.
+func TestRawQueriesReadOnlyTheirRangesWithoutFinal(t *testing.T) {
+	for _, d := range []analytics.Dimension{analytics.NoDimension, analytics.Campaign, analytics.CampaignVariant, analytics.Bucket,
+		analytics.EventName, analytics.EventType, analytics.Variant, analytics.App, analytics.Device, analytics.Locale, analytics.Property} {
+		for _, rollup := range []bool{false, true} {
+			sql, _, err := clickhouse.AggregateSQL(analytics.Query{Dimension: d, Granularity: analytics.Hour, Location: time.UTC, Rollup: rollup})
+			if err != nil || strings.Contains(sql, "FINAL") {
+				t.Errorf("dimension %d (rollup %v): %v, FINAL in %s", d, rollup, err, sql)
+			}
+		}
+	}
+	if sql, _ := clickhouse.FunnelSQL(analytics.FunnelQuery{Steps: []analytics.FunnelStep{{EventName: "a"}, {EventName: "b"}}}); strings.Contains(sql, "FINAL") {
+		t.Errorf("FINAL in the funnel: %s", sql)
+	}
+
+	ctx := context.Background()
+	conn := open(t, nil, 0)
+	// 20 inserts (parts) of 10,000 events: c1 and c2 alternate, one event a minute each from
+	// 2026-03-20 00:00 UTC over 100,000 minutes (69 days, three months), plus tenant t2.
+	for part := range 20 {
+		if err := conn.Exec(ctx, fmt.Sprintf(`INSERT INTO events (tenant_id, event_id, type, name, user_id, campaign_id, event_date, event_time, received_ms, stream_seq)
+			SELECT if(n %% 10 = 9, 't2', 't1'), toString(n), 'impression', 'view', concat('u', toString(n %% 1000)), if(n %% 2 = 0, 'c1', 'c2'),
+				toDate(toDateTime(1773964800 + 60 * intDiv(n, 2), 'UTC')), toDateTime(1773964800 + 60 * intDiv(n, 2)), 0, 1
+			FROM (SELECT number + %d AS n FROM system.numbers LIMIT 10000)`, part*10000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q := newQueries(t, conn, clickhouse.DefaultQueryLimits)
+	// A day of t1: 1,440 events of c1 and 1,152 of c2 (every fifth c2 event is t2's), as
+	// counted by plain SQL below.
+	start, end := at("2026-04-10T00:00:00Z"), at("2026-04-11T00:00:00Z")
+	want := func(where string) int64 {
+		t.Helper()
+		return int64(scalar(t, conn, `SELECT count() FROM events WHERE tenant_id = 't1' AND event_time >= toDateTime('2026-04-10 00:00:00', 'UTC')
+			AND event_time < toDateTime('2026-04-11 00:00:00', 'UTC')`+where))
+	}
+	const granule = 8192
+	for _, tc := range []struct {
+		name    string
+		query   analytics.Query
+		want    int64
+		maxRead uint64 // rows of the range, plus a granule at each end of each campaign's range
+	}{
+		{"one campaign", analytics.Query{TenantID: "t1", CampaignIDs: []string{"c1"}, Start: start, End: end}, want(" AND campaign_id = 'c1'"), 1440 + 2*granule},
+		{"every campaign", analytics.Query{TenantID: "t1", Start: start, End: end}, want(""), 2*1440 + 4*granule},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var read atomic.Uint64
+			ctx := ch.Context(ctx, ch.WithProgress(func(p *ch.Progress) { read.Add(p.Rows) }))
+			rows, err := q.Aggregate(ctx, tc.query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rows) != 1 || rows[0].Events != tc.want || rows[0].Impressions != tc.want {
+				t.Errorf("rows %+v, want one with %d events", rows, tc.want)
+			}
+			if n := read.Load(); n == 0 || n > tc.maxRead {
+				t.Errorf("read %d rows, want at most %d of the 200,000", n, tc.maxRead)
+			}
+			f := analytics.FunnelQuery{TenantID: tc.query.TenantID, Start: start, End: end, Window: time.Hour,
+				Steps: []analytics.FunnelStep{{EventName: "view"}, {EventName: "view"}}}
+			read.Store(0)
+			if _, err := q.Funnel(ctx, f); err != nil {
+				t.Fatal(err)
+			}
+			if n := read.Load(); n == 0 || n > 2*(1440+60)+4*granule {
+				t.Errorf("the funnel read %d rows, want at most the range and its window", n)
+			}
+		})
+	}
+}
+
+// Unique users are approximate (uniqCombined) unless the request asks for exact counts, from
+// the raw table and from the rollups alike; the approximation stays within 1% here.
+func TestUniqueUsersApproximateUnlessExactAsked(t *testing.T) {
+	ctx := context.Background()
+	conn := open(t, nil, 0)
+	// 300,000 events of 150,000 users in campaign c1 on 2026-03-28.
+	if err := conn.Exec(ctx, `INSERT INTO events (tenant_id, event_id, type, user_id, campaign_id, event_date, event_time, received_ms, stream_seq)
+		SELECT 't1', toString(number), 'click', concat('user-', toString(number % 150000)), 'c1',
+			toDate('2026-03-28'), toDateTime(1774656000 + number % 86400), 0, 1
+		FROM system.numbers LIMIT 300000`); err != nil {
+		t.Fatal(err)
+	}
+	svc := analytics.NewService(newQueries(t, conn, clickhouse.DefaultQueryLimits), analytics.DefaultLimits)
+	for _, src := range []analytics.Source{analytics.SourceRaw, analytics.SourceRollup} {
+		users := map[bool]int64{}
+		for _, exact := range []bool{false, true} {
+			resp, err := svc.Summary(ctx, "t1", analytics.SummaryRequest{CampaignIDs: []string{"c1"}, Start: ts("2026-03-28T00:00:00Z"),
+				End: ts("2026-03-29T00:00:00Z"), Source: src, ExactUniqueUsers: exact})
+			if err != nil {
+				t.Fatal(err)
+			}
+			users[exact] = resp.Total.UniqueUsers
+		}
+		if users[true] != 150000 {
+			t.Errorf("%s: exact unique users %d, want 150000", sourceName[src], users[true])
+		}
+		if e := users[false] - 150000; e == 0 || e < -1500 || e > 1500 {
+			t.Errorf("%s: approximate unique users %d: want an estimate (not exactly 150000) within 1%%", sourceName[src], users[false])
+		}
+	}
+}
+
+// A summary's total comes with its rows from one query: amounts added up per currency across
+// the campaigns, and a user of several campaigns counted once — also from the rollups when a
+// campaign has amounts in two currencies.
+func TestSummaryTotalAddsUpCurrenciesAndCountsUsersOnce(t *testing.T) {
+	conn := open(t, dataset, 1)
+	insert(t, conn, []ev{{"t1", "e20", "conversion", "purchase", "u1", "", "c3", "", "2026-03-28T11:00:00Z", 7, "", ""}}, 2)
+	eur := []ev{{"t1", "e21", "conversion", "purchase", "u1", "", "c3", "", "2026-03-28T11:00:00Z", 5, "", ""}}
+	var rows []writer.Row
+	for _, e := range eur {
+		when := timestamppb.New(at(e.when))
+		rows = append(rows, writer.Row{Seq: 3, Event: &ingestv1.AcceptedEvent{TenantId: e.tenant, ReceivedAt: when, CorrectedTime: when,
+			Event: &ingestv1.Event{EventId: e.id, Type: types[e.typ], Name: e.name, UserId: e.user, CampaignId: e.campaign,
+				Value: &ingestv1.Money{AmountMicros: e.value, Currency: "EUR"}}}})
+	}
+	if err := clickhouse.NewEventSink(conn).Insert(context.Background(), rows); err != nil {
+		t.Fatal(err)
+	}
+	// The rollup's one pass sees that c3 has amounts in two currencies (so Aggregate adds up per
+	// currency first), and c1 in one (USD; its events without a value have none).
+	sql, args, err := clickhouse.OnePassSQL(analytics.Query{TenantID: "t1", Start: at("2026-03-28T00:00:00Z"), End: at("2026-03-31T00:00:00Z"),
+		Dimension: analytics.Campaign, CampaignIDs: []string{"c1", "c3"}, Rollup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts, err := conn.Query(context.Background(), `SELECT k1, currency_count FROM (`+sql+`) ORDER BY k1`, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for counts.Next() {
+		var k string
+		var n uint64
+		if err := counts.Scan(&k, &n); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %d", k, n))
+	}
+	counts.Close()
+	if d := cmp.Diff([]string{"c1 1", "c3 2"}, got); d != "" {
+		t.Errorf("currencies per campaign in one pass (-want +got):\n%s", d)
+	}
+	svc := analytics.NewService(newQueries(t, conn, clickhouse.DefaultQueryLimits), analytics.DefaultLimits)
+	for _, src := range []analytics.Source{analytics.SourceRaw, analytics.SourceRollup} {
+		resp, err := svc.Summary(context.Background(), "t1", analytics.SummaryRequest{CampaignIDs: []string{"c1", "c3"},
+			Start: ts("2026-03-28T00:00:00Z"), End: ts("2026-03-31T00:00:00Z"), Source: src})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// c1: u1, u2, anon-3; c3: u5 and u1 again.
+		got := resp.Total
+		if got.Events != 11 || got.UniqueUsers != 4 || !cmp.Equal(got.ConversionValue, []analytics.Money{{AmountMicros: 5, Currency: "EUR"},
+			{AmountMicros: 20_000_007, Currency: "USD"}}) {
+			t.Errorf("%s: total %+v, want 11 events, 4 users, 5 EUR and 20.000007 USD", sourceName[src], got)
+		}
+		if len(resp.Campaigns) != 2 || resp.Campaigns[0].Metrics.UniqueUsers != 3 || resp.Campaigns[1].Metrics.UniqueUsers != 2 {
+			t.Errorf("%s: rows %+v, want c1 with 3 users and c3 with 2", sourceName[src], resp.Campaigns)
+		}
 	}
 }

@@ -1,17 +1,26 @@
 package grpcapi_test
 
 import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/services/analytics"
+	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
+	"github.com/campaignmesh/campaignmesh/services/analytics/grpcapi"
 )
 
 // TestResponsesCarryTheDomainsAnswer reads t1's one click (1,000 micros, campaign "c", now)
@@ -139,4 +148,79 @@ func violatedFields(err error) []string {
 		}
 	}
 	return out
+}
+
+// exactRecorder is the real store, noting whether each aggregate it ran counted unique users
+// exactly.
+type exactRecorder struct {
+	analytics.Store
+	mu    sync.Mutex
+	exact []bool
+}
+
+func (r *exactRecorder) Aggregate(ctx context.Context, q analytics.Query) ([]analytics.Aggregate, error) {
+	r.mu.Lock()
+	r.exact = append(r.exact, q.ExactUsers)
+	r.mu.Unlock()
+	return r.Store.Aggregate(ctx, q)
+}
+
+func (r *exactRecorder) take() []bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.exact
+	r.exact = nil
+	return out
+}
+
+// errPushed ends a live stream after its first push.
+var errPushed = errors.New("pushed")
+
+// firstPush is a live stream's server side that ends the stream at its first push.
+type firstPush struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (w firstPush) Context() context.Context                             { return w.ctx }
+func (w firstPush) Send(*analyticsv1.WatchCampaignMetricsResponse) error { return errPushed }
+
+// exact_unique_users reaches the store on every request that returns unique users; without it
+// the store counts them approximately.
+func TestExactUniqueUsersReachesTheStore(t *testing.T) {
+	_, conn := seededDatabase(t)
+	store := &exactRecorder{Store: clickhouse.NewQueries(conn, conn, clickhouse.DefaultQueryLimits)}
+	h := grpcapi.NewServer(analytics.NewService(store, analytics.DefaultLimits))
+	ctx := authn.WithPrincipal(context.Background(), &authn.Principal{TenantID: "t1"})
+	for _, exact := range []bool{false, true} {
+		calls := map[string]func() error{
+			"summary": func() error {
+				_, err := h.GetCampaignSummary(ctx, &analyticsv1.GetCampaignSummaryRequest{CampaignIds: []string{"c", "d"}, ByVariant: true, ExactUniqueUsers: exact})
+				return err
+			},
+			"series": func() error {
+				_, err := h.GetMetricSeries(ctx, &analyticsv1.GetMetricSeriesRequest{Granularity: analyticsv1.Granularity_GRANULARITY_HOUR, ExactUniqueUsers: exact})
+				return err
+			},
+			"breakdown": func() error {
+				_, err := h.GetBreakdown(ctx, &analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_DEVICE, ExactUniqueUsers: exact})
+				return err
+			},
+			"live": func() error {
+				err := h.WatchCampaignMetrics(&analyticsv1.WatchCampaignMetricsRequest{CampaignId: "c", ExactUniqueUsers: exact}, firstPush{ctx: ctx})
+				if errors.Is(err, errPushed) {
+					return nil
+				}
+				return err
+			},
+		}
+		for name, call := range calls {
+			if err := call(); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if got := store.take(); len(got) == 0 || slices.Contains(got, !exact) {
+				t.Errorf("%s with exact_unique_users %v: the store was asked for exact users %v", name, exact, got)
+			}
+		}
+	}
 }

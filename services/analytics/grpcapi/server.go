@@ -30,7 +30,8 @@ func tenant(ctx context.Context) string { return authn.FromContext(ctx).TenantID
 // GetCampaignSummary implements analyticsv1.AnalyticsServiceServer.
 func (s *Server) GetCampaignSummary(ctx context.Context, req *analyticsv1.GetCampaignSummaryRequest) (*analyticsv1.GetCampaignSummaryResponse, error) {
 	r, err := s.svc.Summary(ctx, tenant(ctx), analytics.SummaryRequest{CampaignIDs: req.GetCampaignIds(),
-		Start: requestTime(req.GetStartTime()), End: requestTime(req.GetEndTime()), ByVariant: req.GetByVariant(), Source: sourceFromProto(req.GetSource())})
+		Start: requestTime(req.GetStartTime()), End: requestTime(req.GetEndTime()), ByVariant: req.GetByVariant(), Source: sourceFromProto(req.GetSource()),
+		ExactUniqueUsers: req.GetExactUniqueUsers()})
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +46,7 @@ func (s *Server) GetCampaignSummary(ctx context.Context, req *analyticsv1.GetCam
 func (s *Server) GetMetricSeries(ctx context.Context, req *analyticsv1.GetMetricSeriesRequest) (*analyticsv1.GetMetricSeriesResponse, error) {
 	r, err := s.svc.Series(ctx, tenant(ctx), analytics.SeriesRequest{CampaignID: req.GetCampaignId(),
 		Start: requestTime(req.GetStartTime()), End: requestTime(req.GetEndTime()), Granularity: granularities[req.GetGranularity()],
-		TimeZone: req.GetTimeZone(), Source: sourceFromProto(req.GetSource())})
+		TimeZone: req.GetTimeZone(), Source: sourceFromProto(req.GetSource()), ExactUniqueUsers: req.GetExactUniqueUsers()})
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +61,8 @@ func (s *Server) GetMetricSeries(ctx context.Context, req *analyticsv1.GetMetric
 func (s *Server) GetBreakdown(ctx context.Context, req *analyticsv1.GetBreakdownRequest) (*analyticsv1.GetBreakdownResponse, error) {
 	r, err := s.svc.Breakdown(ctx, tenant(ctx), analytics.BreakdownRequest{CampaignID: req.GetCampaignId(),
 		Start: requestTime(req.GetStartTime()), End: requestTime(req.GetEndTime()), Dimension: dimensions[req.GetDimension()],
-		PropertyKey: req.GetPropertyKey(), Metric: metricFromProto(req.GetMetric()), Limit: int(req.GetLimit()), Source: sourceFromProto(req.GetSource())})
+		PropertyKey: req.GetPropertyKey(), Metric: metricFromProto(req.GetMetric()), Limit: int(req.GetLimit()), Source: sourceFromProto(req.GetSource()),
+		ExactUniqueUsers: req.GetExactUniqueUsers()})
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +95,8 @@ func (s *Server) GetFunnel(ctx context.Context, req *analyticsv1.GetFunnelReques
 // analytics.Service.Watch.
 func (s *Server) WatchCampaignMetrics(req *analyticsv1.WatchCampaignMetricsRequest, stream analyticsv1.AnalyticsService_WatchCampaignMetricsServer) error {
 	ctx := stream.Context()
-	in := analytics.WatchRequest{CampaignID: req.GetCampaignId(), IntervalSeconds: int64(req.GetIntervalSeconds()), Start: requestTime(req.GetStartTime())}
+	in := analytics.WatchRequest{CampaignID: req.GetCampaignId(), IntervalSeconds: int64(req.GetIntervalSeconds()), Start: requestTime(req.GetStartTime()),
+		ExactUniqueUsers: req.GetExactUniqueUsers()}
 	return s.svc.Watch(ctx, tenant(ctx), in, func(at time.Time, m analytics.Metrics) error {
 		return stream.Send(&analyticsv1.WatchCampaignMetricsResponse{Time: timestamppb.New(at), Metrics: metricsToProto(m)})
 	})

@@ -351,7 +351,8 @@ type Metrics struct {
 	Conversions int64 `protobuf:"varint,3,opt,name=conversions,proto3" json:"conversions,omitempty"`
 	// Sum of the value of conversion events, per currency.
 	ConversionValue []*Money `protobuf:"bytes,4,rep,name=conversion_value,json=conversionValue,proto3" json:"conversion_value,omitempty"`
-	// Distinct users (user id, else anonymous id) with any event.
+	// Distinct users (user id, else anonymous id) with any event: an estimate unless the
+	// request set exact_unique_users (docs/api.md, "Campaign metrics", has its error).
 	UniqueUsers int64 `protobuf:"varint,5,opt,name=unique_users,json=uniqueUsers,proto3" json:"unique_users,omitempty"`
 	// Clicks / impressions (0 without impressions).
 	Ctr float64 `protobuf:"fixed64,6,opt,name=ctr,proto3" json:"ctr,omitempty"`
@@ -479,9 +480,12 @@ type GetCampaignSummaryRequest struct {
 	// One row per campaign and variant instead of per campaign.
 	ByVariant bool `protobuf:"varint,4,opt,name=by_variant,json=byVariant,proto3" json:"by_variant,omitempty"`
 	// Leave unspecified; RAW forces the raw table.
-	Source        DataSource `protobuf:"varint,5,opt,name=source,proto3,enum=campaignmesh.analytics.v1.DataSource" json:"source,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Source DataSource `protobuf:"varint,5,opt,name=source,proto3,enum=campaignmesh.analytics.v1.DataSource" json:"source,omitempty"`
+	// Count unique users exactly (slower). By default unique_users is approximate: see
+	// docs/api.md ("Campaign metrics") for its error.
+	ExactUniqueUsers bool `protobuf:"varint,6,opt,name=exact_unique_users,json=exactUniqueUsers,proto3" json:"exact_unique_users,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *GetCampaignSummaryRequest) Reset() {
@@ -547,6 +551,13 @@ func (x *GetCampaignSummaryRequest) GetSource() DataSource {
 		return x.Source
 	}
 	return DataSource_DATA_SOURCE_UNSPECIFIED
+}
+
+func (x *GetCampaignSummaryRequest) GetExactUniqueUsers() bool {
+	if x != nil {
+		return x.ExactUniqueUsers
+	}
+	return false
 }
 
 // CampaignMetrics are one campaign's (or one variant's) metrics.
@@ -692,9 +703,12 @@ type GetMetricSeriesRequest struct {
 	// IANA time zone for bucket boundaries (default "UTC"), e.g. "Europe/Berlin".
 	TimeZone string `protobuf:"bytes,5,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
 	// Leave unspecified; RAW forces the raw table.
-	Source        DataSource `protobuf:"varint,6,opt,name=source,proto3,enum=campaignmesh.analytics.v1.DataSource" json:"source,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Source DataSource `protobuf:"varint,6,opt,name=source,proto3,enum=campaignmesh.analytics.v1.DataSource" json:"source,omitempty"`
+	// Count unique users exactly (slower). By default unique_users is approximate: see
+	// docs/api.md ("Campaign metrics") for its error.
+	ExactUniqueUsers bool `protobuf:"varint,7,opt,name=exact_unique_users,json=exactUniqueUsers,proto3" json:"exact_unique_users,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *GetMetricSeriesRequest) Reset() {
@@ -767,6 +781,13 @@ func (x *GetMetricSeriesRequest) GetSource() DataSource {
 		return x.Source
 	}
 	return DataSource_DATA_SOURCE_UNSPECIFIED
+}
+
+func (x *GetMetricSeriesRequest) GetExactUniqueUsers() bool {
+	if x != nil {
+		return x.ExactUniqueUsers
+	}
+	return false
 }
 
 // Bucket is one interval of a series.
@@ -897,9 +918,12 @@ type GetBreakdownRequest struct {
 	// How many values (default 10, at most 1,000).
 	Limit int32 `protobuf:"varint,7,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Leave unspecified; RAW forces the raw table.
-	Source        DataSource `protobuf:"varint,8,opt,name=source,proto3,enum=campaignmesh.analytics.v1.DataSource" json:"source,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Source DataSource `protobuf:"varint,8,opt,name=source,proto3,enum=campaignmesh.analytics.v1.DataSource" json:"source,omitempty"`
+	// Count unique users exactly (slower). By default unique_users is approximate: see
+	// docs/api.md ("Campaign metrics") for its error.
+	ExactUniqueUsers bool `protobuf:"varint,9,opt,name=exact_unique_users,json=exactUniqueUsers,proto3" json:"exact_unique_users,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *GetBreakdownRequest) Reset() {
@@ -986,6 +1010,13 @@ func (x *GetBreakdownRequest) GetSource() DataSource {
 		return x.Source
 	}
 	return DataSource_DATA_SOURCE_UNSPECIFIED
+}
+
+func (x *GetBreakdownRequest) GetExactUniqueUsers() bool {
+	if x != nil {
+		return x.ExactUniqueUsers
+	}
+	return false
 }
 
 // BreakdownRow is one value of the dimension.
@@ -1353,9 +1384,12 @@ type WatchCampaignMetricsRequest struct {
 	// Seconds between pushes (1 to 60, default 5).
 	IntervalSeconds int32 `protobuf:"varint,2,opt,name=interval_seconds,json=intervalSeconds,proto3" json:"interval_seconds,omitempty"`
 	// Count events from here (default: midnight UTC today).
-	StartTime     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Count unique users exactly (slower). By default unique_users is approximate: see
+	// docs/api.md ("Campaign metrics") for its error.
+	ExactUniqueUsers bool `protobuf:"varint,4,opt,name=exact_unique_users,json=exactUniqueUsers,proto3" json:"exact_unique_users,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *WatchCampaignMetricsRequest) Reset() {
@@ -1407,6 +1441,13 @@ func (x *WatchCampaignMetricsRequest) GetStartTime() *timestamppb.Timestamp {
 		return x.StartTime
 	}
 	return nil
+}
+
+func (x *WatchCampaignMetricsRequest) GetExactUniqueUsers() bool {
+	if x != nil {
+		return x.ExactUniqueUsers
+	}
+	return false
 }
 
 // WatchCampaignMetricsResponse is one push.
@@ -1803,7 +1844,7 @@ const file_campaignmesh_analytics_v1_analytics_proto_rawDesc = "" +
 	"\x05spend\x18\b \x03(\v2 .campaignmesh.analytics.v1.MoneyR\x05spend\x12P\n" +
 	"\x13cost_per_conversion\x18\t \x01(\v2 .campaignmesh.analytics.v1.MoneyR\x11costPerConversion\x12\x16\n" +
 	"\x06events\x18\n" +
-	" \x01(\x03R\x06events\"\x8e\x02\n" +
+	" \x01(\x03R\x06events\"\xbc\x02\n" +
 	"\x19GetCampaignSummaryRequest\x12!\n" +
 	"\fcampaign_ids\x18\x01 \x03(\tR\vcampaignIds\x129\n" +
 	"\n" +
@@ -1811,7 +1852,8 @@ const file_campaignmesh_analytics_v1_analytics_proto_rawDesc = "" +
 	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x1d\n" +
 	"\n" +
 	"by_variant\x18\x04 \x01(\bR\tbyVariant\x12=\n" +
-	"\x06source\x18\x05 \x01(\x0e2%.campaignmesh.analytics.v1.DataSourceR\x06source\"\x8a\x01\n" +
+	"\x06source\x18\x05 \x01(\x0e2%.campaignmesh.analytics.v1.DataSourceR\x06source\x12,\n" +
+	"\x12exact_unique_users\x18\x06 \x01(\bR\x10exactUniqueUsers\"\x8a\x01\n" +
 	"\x0fCampaignMetrics\x12\x1f\n" +
 	"\vcampaign_id\x18\x01 \x01(\tR\n" +
 	"campaignId\x12\x18\n" +
@@ -1820,7 +1862,7 @@ const file_campaignmesh_analytics_v1_analytics_proto_rawDesc = "" +
 	"\x1aGetCampaignSummaryResponse\x12H\n" +
 	"\tcampaigns\x18\x01 \x03(\v2*.campaignmesh.analytics.v1.CampaignMetricsR\tcampaigns\x128\n" +
 	"\x05total\x18\x02 \x01(\v2\".campaignmesh.analytics.v1.MetricsR\x05total\x12=\n" +
-	"\x06source\x18\x03 \x01(\x0e2%.campaignmesh.analytics.v1.DataSourceR\x06source\"\xd1\x02\n" +
+	"\x06source\x18\x03 \x01(\x0e2%.campaignmesh.analytics.v1.DataSourceR\x06source\"\xff\x02\n" +
 	"\x16GetMetricSeriesRequest\x12\x1f\n" +
 	"\vcampaign_id\x18\x01 \x01(\tR\n" +
 	"campaignId\x129\n" +
@@ -1829,14 +1871,15 @@ const file_campaignmesh_analytics_v1_analytics_proto_rawDesc = "" +
 	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12H\n" +
 	"\vgranularity\x18\x04 \x01(\x0e2&.campaignmesh.analytics.v1.GranularityR\vgranularity\x12\x1b\n" +
 	"\ttime_zone\x18\x05 \x01(\tR\btimeZone\x12=\n" +
-	"\x06source\x18\x06 \x01(\x0e2%.campaignmesh.analytics.v1.DataSourceR\x06source\"\x81\x01\n" +
+	"\x06source\x18\x06 \x01(\x0e2%.campaignmesh.analytics.v1.DataSourceR\x06source\x12,\n" +
+	"\x12exact_unique_users\x18\a \x01(\bR\x10exactUniqueUsers\"\x81\x01\n" +
 	"\x06Bucket\x129\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12<\n" +
 	"\ametrics\x18\x02 \x01(\v2\".campaignmesh.analytics.v1.MetricsR\ametrics\"\x95\x01\n" +
 	"\x17GetMetricSeriesResponse\x12;\n" +
 	"\abuckets\x18\x01 \x03(\v2!.campaignmesh.analytics.v1.BucketR\abuckets\x12=\n" +
-	"\x06source\x18\x02 \x01(\x0e2%.campaignmesh.analytics.v1.DataSourceR\x06source\"\x9f\x03\n" +
+	"\x06source\x18\x02 \x01(\x0e2%.campaignmesh.analytics.v1.DataSourceR\x06source\"\xcd\x03\n" +
 	"\x13GetBreakdownRequest\x12\x1f\n" +
 	"\vcampaign_id\x18\x01 \x01(\tR\n" +
 	"campaignId\x129\n" +
@@ -1847,7 +1890,8 @@ const file_campaignmesh_analytics_v1_analytics_proto_rawDesc = "" +
 	"\fproperty_key\x18\x05 \x01(\tR\vpropertyKey\x129\n" +
 	"\x06metric\x18\x06 \x01(\x0e2!.campaignmesh.analytics.v1.MetricR\x06metric\x12\x14\n" +
 	"\x05limit\x18\a \x01(\x05R\x05limit\x12=\n" +
-	"\x06source\x18\b \x01(\x0e2%.campaignmesh.analytics.v1.DataSourceR\x06source\"b\n" +
+	"\x06source\x18\b \x01(\x0e2%.campaignmesh.analytics.v1.DataSourceR\x06source\x12,\n" +
+	"\x12exact_unique_users\x18\t \x01(\bR\x10exactUniqueUsers\"b\n" +
 	"\fBreakdownRow\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\tR\x05value\x12<\n" +
 	"\ametrics\x18\x02 \x01(\v2\".campaignmesh.analytics.v1.MetricsR\ametrics\"\x92\x01\n" +
@@ -1872,13 +1916,14 @@ const file_campaignmesh_analytics_v1_analytics_proto_rawDesc = "" +
 	"\x15conversion_from_start\x18\x03 \x01(\x01R\x13conversionFromStart\x128\n" +
 	"\x18conversion_from_previous\x18\x04 \x01(\x01R\x16conversionFromPrevious\"V\n" +
 	"\x11GetFunnelResponse\x12A\n" +
-	"\x05steps\x18\x01 \x03(\v2+.campaignmesh.analytics.v1.FunnelStepResultR\x05steps\"\xa4\x01\n" +
+	"\x05steps\x18\x01 \x03(\v2+.campaignmesh.analytics.v1.FunnelStepResultR\x05steps\"\xd2\x01\n" +
 	"\x1bWatchCampaignMetricsRequest\x12\x1f\n" +
 	"\vcampaign_id\x18\x01 \x01(\tR\n" +
 	"campaignId\x12)\n" +
 	"\x10interval_seconds\x18\x02 \x01(\x05R\x0fintervalSeconds\x129\n" +
 	"\n" +
-	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\"\x8c\x01\n" +
+	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12,\n" +
+	"\x12exact_unique_users\x18\x04 \x01(\bR\x10exactUniqueUsers\"\x8c\x01\n" +
 	"\x1cWatchCampaignMetricsResponse\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12<\n" +
 	"\ametrics\x18\x02 \x01(\v2\".campaignmesh.analytics.v1.MetricsR\ametrics\"\xcb\x01\n" +

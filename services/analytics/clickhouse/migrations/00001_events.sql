@@ -2,6 +2,8 @@
 -- IF NOT EXISTS, so a database created by that code (an existing dev .state) adopts this
 -- version without change, and one interrupted midway completes on the next start (ClickHouse
 -- has no transactions). Never edit an applied migration: change the schema in a new file.
+-- The comments below describe version 1: 00004_events_v2.go re-sorts and partitions events
+-- (queries no longer read it with FINAL), adds users_approx to events_hourly and event_ids.
 -- +goose NO TRANSACTION
 -- +goose Up
 
