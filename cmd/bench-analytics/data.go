@@ -16,7 +16,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
-// The data set is generated inside ClickHouse: INSERT INTO events … SELECT … FROM numbers(),
+// The data set is generated inside ClickHouse: INSERT INTO events_local … SELECT … FROM numbers(),
 // every column a function of the row number and a per-tenant seed (cityHash64), so it is the
 // same on every run with the same flags, apart from the time it ends at. The per-campaign
 // parameters (weights, variants, type mix, prices) come from a PCG generator seeded with -seed.
@@ -236,9 +236,9 @@ func (d dataset) insertSQL(t tenantData, from, n int64) string {
 		"{FROM}", strconv.FormatInt(from, 10),
 		"{N}", strconv.FormatInt(n, 10),
 	)
-	return r.Replace(`INSERT INTO events (tenant_id, event_id, type, name, user_id, anonymous_id, campaign_id, variant,
+	return r.Replace(`INSERT INTO events_local (tenant_id, event_id, type, name, user_id, anonymous_id, campaign_id, variant,
 	value_micros, currency, event_date, event_time, event_ms, client_ms, received_ms, prop_keys, prop_values,
-	ip, user_agent, locale, app, device, source, stream_seq)
+	ip, user_agent, locale, app, device, source, stream_seq, stream_part)
 SELECT {TENANT}, concat('ev-', toString(n)),
 	['impression', 'click', 'conversion'][t],
 	['view', 'tap', 'signup', 'add_to_cart', 'purchase'][if(t < 3, t, 3 + cn)],
@@ -249,7 +249,8 @@ SELECT {TENANT}, concat('ev-', toString(n)),
 	'USD', toDate(toDateTime(sec)), toDateTime(sec), ems, ems - hv % 300, ems + 20 + intDiv(hv, 1000) % 480,
 	['country'], [{COUNTRIES}[ci]],
 	IPv4NumToString(toUInt32(167772160 + u % 16777216)), {UAS}[dv], {LOCALES}[ci], {APPS}[dv], {DEVICES}[dv],
-	'bench-loader', toUInt64(0)
+	'bench-loader', toUInt64(0),
+	toUInt16(cityHash64(concat({TENANT}, '\0', if(anon, concat('anon-', toString(u)), concat('u-', toString(u))))) % 8)
 FROM (
 	SELECT number AS n,
 		cityHash64({S}, 1, n) % {SESSIONS} AS s,

@@ -271,7 +271,7 @@ func (b *bench) prepare(ctx context.Context, addr string) (dataset, error) {
 		}
 	}
 	var parts, partitions, hourlyRows uint64
-	if err := conn.QueryRow(ctx, "SELECT count(), uniqExact(table, partition) FROM system.parts WHERE database = currentDatabase() AND table IN ('events', 'events_hourly') AND active").Scan(&parts, &partitions); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT count(), uniqExact(table, partition) FROM system.parts WHERE database = currentDatabase() AND table IN ('events_local', 'events_hourly_local') AND active").Scan(&parts, &partitions); err != nil {
 		return d, err
 	}
 	if parts != partitions {

@@ -297,7 +297,7 @@ func (p *pipeline) call(client ingestv1.IngestServiceClient, run string) func(co
 // the channel closes when it has stopped.
 func startWriter(ctx context.Context, js jetstream.JetStream, conn ch.Conn) chan struct{} {
 	done := make(chan struct{})
-	w := writer.New(js, clickhouse.NewEventSink(conn), writer.DefaultConfig, slog.New(slog.DiscardHandler), nil)
+	w := writer.New(js, []writer.Sink{clickhouse.NewEventSink(conn)}, writer.DefaultConfig, slog.New(slog.DiscardHandler), nil)
 	go func() { _ = w.Run(ctx); close(done) }()
 	return done
 }
@@ -530,7 +530,9 @@ func (b *bench) rawClickHouse(ctx context.Context, addr, db string, admin ch.Con
 			rows = append(rows, writer.Row{Event: &ingestv1.AcceptedEvent{Event: e, TenantId: "bench", ReceivedAt: timestamppb.Now(), CorrectedTime: timestamppb.Now()}, Seq: 1})
 		}
 	}
-	calls, _, err := load(ctx, 1, b.duration, func(ctx context.Context, _, _ int) error { return sink.Insert(ctx, rows) })
+	month := writer.MonthOf(rows[0].Event.GetCorrectedTime().AsTime())
+	commits := []writer.Commit{{Part: 0, Seqs: []uint64{1}}}
+	calls, _, err := load(ctx, 1, b.duration, func(ctx context.Context, _, _ int) error { return sink.Insert(ctx, month, rows, commits) })
 	if err != nil {
 		return 0, fmt.Errorf("raw clickhouse: %w", err)
 	}
@@ -541,7 +543,7 @@ func (b *bench) rawClickHouse(ctx context.Context, addr, db string, admin ch.Con
 
 func countRows(ctx context.Context, conn ch.Conn) (uint64, error) {
 	var n uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM events").Scan(&n); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT count() FROM events WHERE tenant_id != ''").Scan(&n); err != nil {
 		return 0, fmt.Errorf("count landed rows: %w", err)
 	}
 	return n, nil

@@ -173,7 +173,7 @@ func newWriter(js jetstream.JetStream, conn driver.Conn, cfg Config, logger *slo
 	if cfg.WrapSink != nil {
 		sink = cfg.WrapSink(sink)
 	}
-	return writer.New(js, sink, cfg.Writer, logger, reg)
+	return writer.New(js, []writer.Sink{sink}, cfg.Writer, logger, reg)
 }
 
 // withPassword is u with its password read from file, when one is named.

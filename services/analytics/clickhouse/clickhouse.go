@@ -67,8 +67,9 @@ func dial(ctx context.Context, addr, database string, user User) (driver.Conn, e
 	return conn, nil
 }
 
-// EventSink is the writer's sink (writer.Sink) on the events table: atomic block inserts, the
-// watermark once no insert of a writer is running, and the stream epochs in writer_epochs.
+// EventSink is the writer's sink (writer.Sink) on one shard: atomic block inserts into
+// events_local with their commit rows, the watermark per stream partition and month once no
+// insert of a writer is running, and the stream epochs in writer_epochs (read on shard 0).
 type EventSink struct {
 	conn driver.Conn
 
@@ -76,7 +77,8 @@ type EventSink struct {
 	prefix string // the query id prefix of the writer's inserts; read once
 }
 
-// NewEventSink returns the sink writing through conn (the writer user's, from Open).
+// NewEventSink returns the sink writing through conn (the writer user's, from Open) into the
+// shard conn is connected to.
 func NewEventSink(conn driver.Conn) *EventSink {
 	return &EventSink{conn: conn}
 }
@@ -100,25 +102,41 @@ func (s *EventSink) queryPrefix(ctx context.Context) (string, error) {
 	return s.prefix, nil
 }
 
-// Insert writes rows in one native batch insert (one block: atomic on a MergeTree table); the
-// materialized views fill the rollup and event_ids from the same insert. The writer passes no
-// event twice (writer.Writer drops repeats and events stored already).
-func (s *EventSink) Insert(ctx context.Context, rows []writer.Row) error {
+// commitCondition selects the commit rows of events_local: the writer's record of the
+// sequences each insert stored, per stream partition and month. No event has an empty tenant
+// (ingest refuses one), and the condition is a prefix of the sort key: cheap to read.
+const commitCondition = `tenant_id = '' AND campaign_id = ''`
+
+// Insert writes rows — all of one month (the partition of events_local) — and one commit row
+// per element of commits in one native batch insert: one block, one part, all or nothing. The
+// materialized views fill the rollup and event_ids from the same insert, leaving commit rows
+// out. The writer passes no event twice (writer.Writer drops repeats and events stored already).
+func (s *EventSink) Insert(ctx context.Context, month uint32, rows []writer.Row, commits []writer.Commit) error {
 	prefix, err := s.queryPrefix(ctx)
 	if err != nil {
 		return err
 	}
+	first := time.Date(int(month/100), time.Month(month%100), 1, 0, 0, 0, 0, time.UTC)
+	if writer.MonthOf(first) != month {
+		return fmt.Errorf("insert events: %d is not a month (YYYYMM)", month)
+	}
 	ctx = ch.Context(ctx, ch.WithQueryID(prefix+strconv.FormatInt(time.Now().UnixNano(), 36)))
-	b, err := s.conn.PrepareBatch(ctx, `INSERT INTO events (tenant_id, event_id, type, name, user_id, anonymous_id, campaign_id, variant,
+	b, err := s.conn.PrepareBatch(ctx, `INSERT INTO events_local (tenant_id, event_id, type, name, user_id, anonymous_id, campaign_id, variant,
 		value_micros, currency, event_date, event_time, event_ms, client_ms, received_ms, prop_keys, prop_values,
-		ip, user_agent, locale, app, device, source, stream_seq)`)
+		ip, user_agent, locale, app, device, source, stream_part, stream_seq, commit_seqs)`)
 	if err != nil {
 		return fmt.Errorf("prepare insert: %w", err)
 	}
+	noSeqs := []uint64{}
 	for _, r := range rows {
 		a := r.Event
 		e := a.GetEvent()
 		t := a.GetCorrectedTime().AsTime().UTC()
+		// A row of another month would make a second part, which could be stored without the
+		// first: the commit rows would no longer tell what is stored.
+		if writer.MonthOf(t) != month {
+			return fmt.Errorf("insert events: an event of %s in the block of month %d", t.Format(time.DateOnly), month)
+		}
 		var client uint64
 		if e.GetTimestamp() != nil {
 			client = uint64(max(e.GetTimestamp().AsTime().UnixMilli(), 0))
@@ -128,8 +146,17 @@ func (s *EventSink) Insert(ctx context.Context, rows []writer.Row) error {
 		if err := b.Append(a.GetTenantId(), e.GetEventId(), eventType(e.GetType()), e.GetName(), e.GetUserId(), e.GetAnonymousId(),
 			e.GetCampaignId(), e.GetVariant(), e.GetValue().GetAmountMicros(), e.GetValue().GetCurrency(),
 			t, t, uint64(max(t.UnixMilli(), 0)), client, uint64(a.GetReceivedAt().AsTime().UnixMilli()), keys, values,
-			c.GetIp(), c.GetUserAgent(), c.GetLocale(), c.GetApp(), c.GetDevice(), a.GetSource(), r.Seq); err != nil {
+			c.GetIp(), c.GetUserAgent(), c.GetLocale(), c.GetApp(), c.GetDevice(), a.GetSource(), uint16(r.Part), r.Seq, noSeqs); err != nil {
 			return fmt.Errorf("append row: %w", err)
+		}
+	}
+	for _, c := range commits {
+		if len(c.Seqs) == 0 {
+			continue
+		}
+		if err := b.Append("", "commit", "", "", "", "", "", "", int64(0), "", first, first, uint64(0), uint64(0), uint64(0),
+			[]string{}, []string{}, "", "", "", "", "", "", uint16(c.Part), c.Seqs[len(c.Seqs)-1], c.Seqs); err != nil {
+			return fmt.Errorf("append commit row: %w", err)
 		}
 	}
 	if err := b.Send(); err != nil {
@@ -138,42 +165,89 @@ func (s *EventSink) Insert(ctx context.Context, rows []writer.Row) error {
 	return nil
 }
 
+// InsertAll inserts rows as the writer would on a single shard: each row in its event's stream
+// partition (writer.PartOf, whatever rows say), one Insert per month with its commits. Tools and
+// tests that fill the store use it.
+func (s *EventSink) InsertAll(ctx context.Context, rows []writer.Row) error {
+	parted := make([]writer.Row, len(rows))
+	for i, r := range rows {
+		parted[i] = writer.Row{Event: r.Event, Part: writer.PartOf(r.Event), Seq: r.Seq}
+	}
+	for _, b := range writer.Blocks(parted, 1) {
+		if err := s.Insert(ctx, b.Month, b.Rows, b.Commits); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Settle waits until no writer insert into this database is running — an insert whose writer
 // died, or whose answer was lost, may still complete on the server — and then returns the
-// watermark. Reading it earlier could miss that insert, and inserting its rows again would
-// count them twice in the rollups (the raw table collapses them).
-func (s *EventSink) Settle(ctx context.Context) (uint64, error) {
+// watermarks of parts (every partition when parts is nil). Reading them earlier could miss that
+// insert, and inserting its rows again would count them twice.
+func (s *EventSink) Settle(ctx context.Context, parts []int) (map[writer.PartMonth]uint64, error) {
 	prefix, err := s.queryPrefix(ctx)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	for {
 		var running uint64
 		if err := s.conn.QueryRow(ctx, `SELECT count() FROM system.processes WHERE startsWith(query_id, ?)`, prefix).Scan(&running); err != nil {
-			return 0, fmt.Errorf("look for running inserts: %w", err)
+			return nil, fmt.Errorf("look for running inserts: %w", err)
 		}
 		if running == 0 {
-			return s.watermark(ctx)
+			return s.watermarks(ctx, parts)
 		}
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
 
-// Stored returns those of seqs that have rows in events. Without an index on stream_seq it
-// reads the column whole; the writer asks only about batches delivered below its watermark.
-func (s *EventSink) Stored(ctx context.Context, seqs []uint64) ([]uint64, error) {
+// watermarks reads the highest sequence stored per stream partition and month from the commit
+// rows (one per partition of each insert).
+func (s *EventSink) watermarks(ctx context.Context, parts []int) (map[writer.PartMonth]uint64, error) {
+	q := `SELECT stream_part, toYYYYMM(event_date) AS month, max(stream_seq) FROM events_local WHERE ` + commitCondition
+	if parts != nil {
+		q += ` AND stream_part IN (` + joinInts(parts) + `)`
+	}
+	rows, err := s.conn.Query(ctx, q+` GROUP BY stream_part, month`)
+	if err != nil {
+		return nil, fmt.Errorf("read watermarks: %w", err)
+	}
+	defer rows.Close()
+	out := map[writer.PartMonth]uint64{}
+	for rows.Next() {
+		var part uint16
+		var month uint32
+		var seq uint64
+		if err := rows.Scan(&part, &month, &seq); err != nil {
+			return nil, fmt.Errorf("read watermarks: %w", err)
+		}
+		out[writer.PartMonth{Part: int(part), Month: month}] = seq
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read watermarks: %w", err)
+	}
+	return out, nil
+}
+
+// Stored returns those of seqs that an insert stored rows of for the partition and month pm:
+// those its commit rows list.
+func (s *EventSink) Stored(ctx context.Context, pm writer.PartMonth, seqs []uint64) ([]uint64, error) {
 	if len(seqs) == 0 {
 		return nil, nil
 	}
-	list := make([]string, len(seqs))
+	strs := make([]string, len(seqs))
 	for i, q := range seqs {
-		list[i] = strconv.FormatUint(q, 10)
+		strs[i] = strconv.FormatUint(q, 10)
 	}
-	rows, err := s.conn.Query(ctx, `SELECT DISTINCT stream_seq FROM events WHERE stream_seq IN (`+strings.Join(list, ",")+`)`)
+	in := strings.Join(strs, ",")
+	rows, err := s.conn.Query(ctx, `SELECT DISTINCT seq FROM events_local ARRAY JOIN commit_seqs AS seq
+		WHERE `+commitCondition+` AND stream_part = ? AND toYYYYMM(event_date) = ? AND hasAny(commit_seqs, [`+in+`]) AND seq IN (`+in+`)`,
+		uint16(pm.Part), pm.Month)
 	if err != nil {
 		return nil, fmt.Errorf("look up stored batches: %w", err)
 	}
@@ -193,9 +267,9 @@ func (s *EventSink) Stored(ctx context.Context, seqs []uint64) ([]uint64, error)
 }
 
 // SeqOffset returns the offset of the stream incarnation created at streamCreated (Unix
-// nanoseconds): for a stream not seen before, the watermark so far, recorded in
-// writer_epochs (call it with no insert running, after Settle).
-func (s *EventSink) SeqOffset(ctx context.Context, streamCreated uint64) (uint64, error) {
+// nanoseconds): for a stream not seen before, watermark (the highest sequence stored on any
+// shard), recorded in writer_epochs (call it with no insert running, after Settle).
+func (s *EventSink) SeqOffset(ctx context.Context, streamCreated, watermark uint64) (uint64, error) {
 	var offsets []uint64
 	rows, err := s.conn.Query(ctx, `SELECT seq_offset FROM writer_epochs WHERE stream_created = ?`, streamCreated)
 	if err != nil {
@@ -213,30 +287,24 @@ func (s *EventSink) SeqOffset(ctx context.Context, streamCreated uint64) (uint64
 	if len(offsets) > 0 {
 		return offsets[0], nil
 	}
-	w, err := s.watermark(ctx)
-	if err != nil {
-		return 0, err
-	}
 	b, err := s.conn.PrepareBatch(ctx, `INSERT INTO writer_epochs (stream_created, seq_offset)`)
 	if err == nil {
-		if err = b.Append(streamCreated, w); err == nil {
+		if err = b.Append(streamCreated, watermark); err == nil {
 			err = b.Send()
 		}
 	}
 	if err != nil {
 		return 0, fmt.Errorf("record stream epoch: %w", err)
 	}
-	return w, nil
+	return watermark, nil
 }
 
-// watermark is the highest stream sequence stored: every batch up to it is in ClickHouse
-// (the writer inserts batches in sequence order, one block at a time).
-func (s *EventSink) watermark(ctx context.Context) (uint64, error) {
-	var w uint64
-	if err := s.conn.QueryRow(ctx, `SELECT max(stream_seq) FROM events`).Scan(&w); err != nil {
-		return 0, fmt.Errorf("read watermark: %w", err)
+func joinInts(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.Itoa(x)
 	}
-	return w, nil
+	return strings.Join(s, ",")
 }
 
 func eventType(t ingestv1.EventType) string {

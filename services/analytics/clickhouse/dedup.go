@@ -10,10 +10,10 @@ import (
 	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
 )
 
-// The writer's dedup port (writer.Sink's Seen, RecentIDs and DropIDsBefore) on the event_ids
-// table: every stored event's tenant and id by the day it was received, filled by a materialized
-// view in the same insert as events and sorted by (tenant_id, event_id), so that a look-up of
-// some ids reads a few granules, not a tenant's whole history in events.
+// The writer's dedup port (writer.Sink's Seen, RecentIDs and DropIDsBefore) on the shard's
+// event_ids_local table: every stored event's tenant and id by the day it was received, filled
+// by a materialized view in the same insert as events_local and sorted by (tenant_id, event_id),
+// so that a look-up of some ids reads a few granules, not a tenant's whole history.
 
 // seenQueryBytes bounds the ids of one Seen query: the whole query must fit ClickHouse's
 // max_query_size (256 KiB by default).
@@ -51,7 +51,7 @@ func (s *EventSink) Seen(ctx context.Context, keys []writer.EventKey) ([]writer.
 }
 
 func (s *EventSink) seen(ctx context.Context, tenant string, ids []any) ([]writer.EventKey, error) {
-	rows, err := s.conn.Query(ctx, `SELECT DISTINCT event_id FROM event_ids WHERE tenant_id = ? AND event_id IN ?`,
+	rows, err := s.conn.Query(ctx, `SELECT DISTINCT event_id FROM event_ids_local WHERE tenant_id = ? AND event_id IN ?`,
 		tenant, ch.GroupSet{Value: ids})
 	if err != nil {
 		return nil, fmt.Errorf("look up stored events: %w", err)
@@ -75,7 +75,7 @@ func (s *EventSink) seen(ctx context.Context, tenant string, ids []any) ([]write
 // day in the server's time zone, and a day of margin keeps every event received since since
 // whatever that zone is.
 func (s *EventSink) RecentIDs(ctx context.Context, since time.Time, fn func(writer.EventKey)) error {
-	rows, err := s.conn.Query(ctx, `SELECT tenant_id, event_id FROM event_ids WHERE day >= toDate(toDateTime(?)) - 1`, since.Unix())
+	rows, err := s.conn.Query(ctx, `SELECT tenant_id, event_id FROM event_ids_local WHERE day >= toDate(toDateTime(?)) - 1`, since.Unix())
 	if err != nil {
 		return fmt.Errorf("read recent event ids: %w", err)
 	}
@@ -97,7 +97,7 @@ func (s *EventSink) RecentIDs(ctx context.Context, since time.Time, fn func(writ
 // day — the margin of RecentIDs — so every key RecentIDs reads for a window since before stays.
 func (s *EventSink) DropIDsBefore(ctx context.Context, before time.Time) error {
 	rows, err := s.conn.Query(ctx, `SELECT DISTINCT partition_id FROM system.parts
-		WHERE database = currentDatabase() AND table = 'event_ids' AND active AND max_date < toDate(toDateTime(?)) - 1`, before.Unix())
+		WHERE database = currentDatabase() AND table = 'event_ids_local' AND active AND max_date < toDate(toDateTime(?)) - 1`, before.Unix())
 	if err != nil {
 		return fmt.Errorf("list old event id partitions: %w", err)
 	}
@@ -115,7 +115,7 @@ func (s *EventSink) DropIDsBefore(ctx context.Context, before time.Time) error {
 		return fmt.Errorf("list old event id partitions: %w", err)
 	}
 	for _, id := range old {
-		if err := s.conn.Exec(ctx, `ALTER TABLE event_ids DROP PARTITION ID ?`, id); err != nil {
+		if err := s.conn.Exec(ctx, `ALTER TABLE event_ids_local DROP PARTITION ID ?`, id); err != nil {
 			return fmt.Errorf("drop event id partition %s: %w", id, err)
 		}
 	}

@@ -23,12 +23,21 @@ import (
 var sqlMigrations embed.FS
 
 // goMigrations are the versions written in Go, where SQL cannot be made safe to run again
-// (see migrations.EventsV2).
-func goMigrations() []*goose.Migration {
+// (see migrations.EventsV2), for a shard of layout.
+func goMigrations(layout Layout) []*goose.Migration {
 	return []*goose.Migration{
-		goose.NewGoMigration(migrations.EventsV2Version, &goose.GoFunc{RunDB: migrations.EventsV2}, &goose.GoFunc{Mode: goose.TransactionDisabled}),
+		goose.NewGoMigration(migrations.EventsV2Version, &goose.GoFunc{RunDB: migrations.EventsV2(layout)}, &goose.GoFunc{Mode: goose.TransactionDisabled}),
 	}
 }
+
+// Layout is where a database sits in the ClickHouse cluster: the cluster its Distributed tables
+// read through (default migrations.DefaultCluster) and its shard's index and the number of
+// shards (default 0 of 1). A migration that moves rows keeps on a shard those of its stream
+// partitions (stream_part % ShardCount == ShardIndex).
+type Layout = migrations.Layout
+
+// SingleNode is the layout of one server, the default: cluster cm_analytics, one shard.
+var SingleNode = Layout{Cluster: migrations.DefaultCluster, ShardIndex: 0, ShardCount: 1}
 
 // VersionTable records the applied migrations (goose's default name, as for PostgreSQL).
 const VersionTable = "goose_db_version"
@@ -41,11 +50,17 @@ const VersionTable = "goose_db_version"
 // moves data runs as long as its INSERT … SELECT takes: the read timeout is an hour, not the
 // queries' five minutes.
 func Migrate(ctx context.Context, addr, database string, user User) error {
-	return migrateTo(ctx, addr, database, user, goose.MaxVersion)
+	return MigrateShard(ctx, addr, database, user, SingleNode)
 }
 
-// migrateTo is Migrate up to version (tests start from an older schema).
-func migrateTo(ctx context.Context, addr, database string, user User, version int64) error {
+// MigrateShard is Migrate for the database of one shard of layout (at addr). Run it for every
+// shard of the cluster, each with its index; the Distributed tables it creates read all of them.
+func MigrateShard(ctx context.Context, addr, database string, user User, layout Layout) error {
+	return migrateTo(ctx, addr, database, user, layout, goose.MaxVersion)
+}
+
+// migrateTo is MigrateShard up to version (tests start from an older schema).
+func migrateTo(ctx context.Context, addr, database string, user User, layout Layout, version int64) error {
 	opts := options(addr, database, user)
 	opts.ReadTimeout = time.Hour
 	db := ch.OpenDB(opts)
@@ -59,7 +74,7 @@ func migrateTo(ctx context.Context, addr, database string, user User, version in
 		return fmt.Errorf("load clickhouse migrations: %w", err)
 	}
 	p, err := goose.NewProvider(goose.DialectCustom, db, fsys, goose.WithStore(store),
-		goose.WithDisableGlobalRegistry(true), goose.WithGoMigrations(goMigrations()...))
+		goose.WithDisableGlobalRegistry(true), goose.WithGoMigrations(goMigrations(layout)...))
 	if err != nil {
 		return fmt.Errorf("load clickhouse migrations: %w", err)
 	}

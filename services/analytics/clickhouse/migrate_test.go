@@ -78,6 +78,42 @@ var unversionedSchema = []string{
 // latestVersion is the number of the newest file in migrations/.
 const latestVersion = 4
 
+// insertV1 inserts rows into the events table of schema version 1 (to 3), as the writer of those
+// versions did: one block.
+func insertV1(ctx context.Context, conn driver.Conn, rows []writer.Row) error {
+	b, err := conn.PrepareBatch(ctx, `INSERT INTO events (tenant_id, event_id, type, name, user_id, anonymous_id, campaign_id, variant,
+		value_micros, currency, event_date, event_time, event_ms, client_ms, received_ms, prop_keys, prop_values,
+		ip, user_agent, locale, app, device, source, stream_seq)`)
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		a := r.Event
+		e := a.GetEvent()
+		t := a.GetCorrectedTime().AsTime().UTC()
+		var keys, values []string
+		for k, v := range e.GetProperties().GetFields() {
+			keys, values = append(keys, k), append(values, v.GetStringValue())
+		}
+		c := e.GetContext()
+		if err := b.Append(a.GetTenantId(), e.GetEventId(), strings.ToLower(strings.TrimPrefix(e.GetType().String(), "EVENT_TYPE_")), e.GetName(),
+			e.GetUserId(), e.GetAnonymousId(), e.GetCampaignId(), e.GetVariant(), e.GetValue().GetAmountMicros(), e.GetValue().GetCurrency(),
+			t, t, uint64(t.UnixMilli()), uint64(e.GetTimestamp().AsTime().UnixMilli()), uint64(a.GetReceivedAt().AsTime().UnixMilli()),
+			keys, values, c.GetIp(), c.GetUserAgent(), c.GetLocale(), c.GetApp(), c.GetDevice(), a.GetSource(), r.Seq); err != nil {
+			return err
+		}
+	}
+	return b.Send()
+}
+
+// insertOld is insert into a database of schema version 1 to 3.
+func insertOld(t *testing.T, conn driver.Conn, events []ev, seq uint64) {
+	t.Helper()
+	if err := insertV1(context.Background(), conn, rowsOf(events, seq)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // connect opens a native connection as the writer user without migrating.
 func connect(t *testing.T, db string) driver.Conn {
 	t.Helper()
@@ -114,7 +150,7 @@ func schemaOf(t *testing.T, conn driver.Conn, db string) map[string]string {
 		if err := rows.Scan(&name, &create); err != nil {
 			t.Fatal(err)
 		}
-		out[name] = strings.ReplaceAll(create, db+".", "")
+		out[name] = strings.ReplaceAll(strings.ReplaceAll(create, db+".", ""), "'"+db+"'", "'DB'")
 	}
 	return out
 }
@@ -122,9 +158,10 @@ func schemaOf(t *testing.T, conn driver.Conn, db string) map[string]string {
 // contents is what the analytics tables hold.
 func contents(t *testing.T, conn driver.Conn) [5]uint64 {
 	t.Helper()
+	// Commit rows (tenant_id '', since version 4) are the writer's, not events.
 	return [5]uint64{
-		scalar(t, conn, `SELECT count() FROM events`),
-		scalar(t, conn, `SELECT uniqExact(event_id) FROM events`),
+		scalar(t, conn, `SELECT count() FROM events WHERE tenant_id != ''`),
+		scalar(t, conn, `SELECT uniqExact(event_id) FROM events WHERE tenant_id != ''`),
 		scalar(t, conn, `SELECT countMerge(events) FROM events_hourly`),
 		scalar(t, conn, `SELECT toUInt64(sumMerge(value_micros)) FROM events_hourly`),
 		scalar(t, conn, `SELECT count() FROM writer_epochs`),
@@ -155,13 +192,10 @@ func TestMigrationsAdoptTheUnversionedSchemaInPlace(t *testing.T) {
 		}
 	}
 	sink := clickhouse.NewEventSink(conn)
-	if err := sink.Insert(ctx, eventRows(1, "a", "b", "c")); err != nil {
+	if err := insertV1(ctx, conn, eventRows(1, "a", "b", "c")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sink.SeqOffset(ctx, 42); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sink.Settle(ctx); err != nil { // the rollup is written once the insert ends
+	if _, err := sink.SeqOffset(ctx, 42, 1); err != nil {
 		t.Fatal(err)
 	}
 	before := contents(t, conn)
@@ -204,10 +238,10 @@ func TestMigrationsAdoptTheUnversionedSchemaInPlace(t *testing.T) {
 	}
 
 	// The view still feeds the rollup.
-	if err := sink.Insert(ctx, eventRows(2, "d")); err != nil {
+	if err := sink.InsertAll(ctx, eventRows(2, "d")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sink.Settle(ctx); err != nil {
+	if _, err := sink.Settle(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := contents(t, conn); got != [5]uint64{4, 4, 4, 4000, 1} {
@@ -226,7 +260,7 @@ func v1Database(t *testing.T) (db string, conn driver.Conn) {
 		t.Fatal(err)
 	}
 	conn = connect(t, db)
-	insert(t, conn, dataset, 1)
+	insertOld(t, conn, dataset, 1)
 	return db, conn
 }
 
@@ -284,8 +318,8 @@ func TestMigrationMovesAPopulatedV1TableOnce(t *testing.T) {
 	// Before the retries, v1 has no repeated event: its answers are the truth (the queries
 	// read v1's rollup, exact users only, and its raw table without FINAL, as they do v2's).
 	before := answers(t, conn, true)
-	insert(t, conn, retried, 2)
-	if got := [3]uint64{scalar(t, conn, `SELECT count() FROM events`), scalar(t, conn, `SELECT count() FROM events FINAL`),
+	insertOld(t, conn, retried, 2)
+	if got := [3]uint64{scalar(t, conn, `SELECT count() FROM events WHERE tenant_id != ''`), scalar(t, conn, `SELECT count() FROM events FINAL`),
 		scalar(t, conn, `SELECT countMerge(events) FROM events_hourly`)}; got != [3]uint64{14, 11, 14} {
 		t.Fatalf("v1 holds %v rows (raw, FINAL, rollup), want the retries twice in raw and rollup", got)
 	}
@@ -294,7 +328,7 @@ func TestMigrationMovesAPopulatedV1TableOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	requireMoved(t, conn)
-	if v := scalar(t, conn, `SELECT max(stream_seq) FROM events WHERE event_id IN ('e1', 'e3', 'x1')`); v != 2 {
+	if v := scalar(t, conn, `SELECT max(stream_seq) FROM events WHERE tenant_id != '' AND event_id IN ('e1', 'e3', 'x1')`); v != 2 {
 		t.Errorf("a retried event kept stream_seq %d, want the newest (2)", v)
 	}
 	for _, exact := range []bool{true, false} {
@@ -310,21 +344,24 @@ func TestMigrationMovesAPopulatedV1TableOnce(t *testing.T) {
 func requireMoved(t *testing.T, conn driver.Conn) {
 	t.Helper()
 	got := [5]uint64{
-		scalar(t, conn, `SELECT count() FROM events`),
-		scalar(t, conn, `SELECT uniqExact(tenant_id, event_id) FROM events`),
+		scalar(t, conn, `SELECT count() FROM events WHERE tenant_id != ''`),
+		scalar(t, conn, `SELECT uniqExact(tenant_id, event_id) FROM events WHERE tenant_id != ''`),
 		scalar(t, conn, `SELECT countMerge(events) FROM events_hourly`),
 		scalar(t, conn, `SELECT uniqCombinedMerge(users_approx) FROM events_hourly WHERE tenant_id = 't1'`),
-		scalar(t, conn, `SELECT count() FROM event_ids`),
+		scalar(t, conn, `SELECT count() FROM event_ids_local`),
 	}
 	// t1's users: u1, u2, anon-3, u4, u5.
 	if got != [5]uint64{11, 11, 11, 5, 11} {
 		t.Errorf("events rows, distinct ids, rollup count, t1's approximate users, event_ids rows = %v; want [11 11 11 5 11]", got)
 	}
-	if key := scalar(t, conn, `SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'events'
+	if key := scalar(t, conn, `SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'events_local'
 		AND sorting_key = 'tenant_id, campaign_id, event_time, event_id' AND partition_key = 'toYYYYMM(event_date)'`); key != 1 {
-		t.Error("events is not sorted by (tenant_id, campaign_id, event_time, event_id) and partitioned by month")
+		t.Error("events_local is not sorted by (tenant_id, campaign_id, event_time, event_id) and partitioned by month")
 	}
-	if n := scalar(t, conn, `SELECT count() FROM system.tables WHERE database = currentDatabase() AND name LIKE '%\_v_'`); n != 0 {
+	if n := scalar(t, conn, `SELECT count() FROM system.tables WHERE database = currentDatabase() AND engine = 'Distributed' AND name IN ('events', 'events_hourly')`); n != 2 {
+		t.Errorf("%d of events and events_hourly are Distributed tables, want both", n)
+	}
+	if n := scalar(t, conn, `SELECT count() FROM system.tables WHERE database = currentDatabase() AND (name LIKE '%\_v1' OR name LIKE '%\_stage')`); n != 0 {
 		t.Errorf("%d tables of the move are left", n)
 	}
 }
@@ -344,24 +381,30 @@ func TestMigrationCompletesAfterDyingAtAnyStep(t *testing.T) {
 		steps int      // of migrations.EventsV2Steps that completed
 		then  []string // statements that completed after them
 	}
+	steps := migrations.EventsV2Steps(clickhouse.SingleNode)
 	var deaths []death
-	for i := range len(migrations.EventsV2Steps) + 1 {
+	for i := range len(steps) + 1 {
 		name := "before any step"
 		if i > 0 {
-			name = "after " + migrations.EventsV2Steps[i-1].Name
+			name = "after " + steps[i-1].Name
 		}
 		deaths = append(deaths, death{name: name, steps: i})
 	}
+	// Deaths inside a step that builds a table: a stage filled halfway is left behind.
 	deaths = append(deaths,
-		death{name: "inside the RENAME of events", steps: 2, then: []string{`RENAME TABLE events TO events_v1`}},
-		death{name: "inside the RENAME of events_hourly", steps: 4, then: []string{`RENAME TABLE events_hourly TO events_hourly_v1`}})
+		death{name: "inside the copy of events", steps: 3, then: []string{`CREATE TABLE events_local_stage AS events_v1`,
+			`INSERT INTO events_local_stage SELECT * FROM events_v1 LIMIT 3`}},
+		death{name: "inside the rebuild of the rollup", steps: 4, then: []string{`CREATE TABLE events_hourly_local_stage AS events_hourly_v1`,
+			`INSERT INTO events_hourly_local_stage SELECT * FROM events_hourly_v1 LIMIT 3`}},
+		death{name: "inside the carry-over of event_ids", steps: 5, then: []string{`CREATE TABLE event_ids_local_stage AS event_ids_v1`,
+			`INSERT INTO event_ids_local_stage SELECT * FROM event_ids_v1 LIMIT 3`}})
 	for _, d := range deaths {
 		t.Run(d.name, func(t *testing.T) {
 			db, conn := v1Database(t)
-			insert(t, conn, retried, 2)
+			insertOld(t, conn, retried, 2)
 			sqlDB := ch.OpenDB(&ch.Options{Addr: []string{chtest.Addr()}, Auth: ch.Auth{Database: db, Username: writerUser.Name, Password: writerUser.Password}})
 			defer sqlDB.Close()
-			for _, s := range migrations.EventsV2Steps[:d.steps] {
+			for _, s := range steps[:d.steps] {
 				if err := s.Run(ctx, sqlDB); err != nil {
 					t.Fatalf("%s: %v", s.Name, err)
 				}
@@ -380,8 +423,8 @@ func TestMigrationCompletesAfterDyingAtAnyStep(t *testing.T) {
 				t.Errorf("schema differs from a new one (-new +migrated):\n%s", diff)
 			}
 			insert(t, conn, []ev{{"t1", "e11", "click", "tap", "u9", "", "c2", "", "2026-03-28T12:30:00Z", 0, "", ""}}, 3)
-			if got := [3]uint64{scalar(t, conn, `SELECT count() FROM events`), scalar(t, conn, `SELECT countMerge(events) FROM events_hourly`),
-				scalar(t, conn, `SELECT count() FROM event_ids`)}; got != [3]uint64{12, 12, 12} {
+			if got := [3]uint64{scalar(t, conn, `SELECT count() FROM events WHERE tenant_id != ''`), scalar(t, conn, `SELECT countMerge(events) FROM events_hourly`),
+				scalar(t, conn, `SELECT count() FROM event_ids_local`)}; got != [3]uint64{12, 12, 12} {
 				t.Errorf("after one more insert: events, rollup, event_ids = %v, want 12 each", got)
 			}
 		})

@@ -19,6 +19,7 @@ import (
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/services/analytics"
 )
 
@@ -92,6 +93,9 @@ func bucketKey(g analytics.Granularity, column string) string {
 // states (OnePassSQL), which is exact unless a group holds amounts in more than one currency:
 // then, as a raw query always does, it adds up per currency first (AggregateSQL).
 func (q *Queries) Aggregate(ctx context.Context, a analytics.Query) ([]analytics.Aggregate, error) {
+	if err := requireTenant(a.TenantID); err != nil {
+		return nil, err
+	}
 	if a.Rollup {
 		sql, args, err := OnePassSQL(a)
 		if err != nil {
@@ -330,6 +334,9 @@ func eventDate(t time.Time) string { return t.UTC().Format(time.DateOnly) }
 // Funnel implements analytics.Store with windowFunnel over the corrected event time: a user
 // reaches step n when steps 1…n happened in order within the window, step 1 inside the range.
 func (q *Queries) Funnel(ctx context.Context, f analytics.FunnelQuery) ([]int64, error) {
+	if err := requireTenant(f.TenantID); err != nil {
+		return nil, err
+	}
 	sql, args := FunnelSQL(f)
 	rows, err := q.conn.Query(q.settings(ctx), sql, args...)
 	if err != nil {
@@ -465,13 +472,28 @@ func unreachable(err error) bool {
 	return errors.As(err, &netErr)
 }
 
+// requireTenant refuses a request without a tenant. Every query binds tenant_id, and the rows
+// of the empty tenant are the writer's commit rows (clickhouse.EventSink): no answer may count
+// them, and no deletion touch them. Ingest refuses an event without a tenant.
+func requireTenant(tenant string) error {
+	if tenant == "" {
+		return apperr.New(apperr.Invalid, "NO_TENANT", "an analytics request needs a tenant")
+	}
+	return nil
+}
+
 // Delete implements analytics.Store with ALTER TABLE … DELETE mutations, tagged with a hash
 // of the request so a repeated call finds its mutation instead of starting another. A time
 // range also deletes the rollup hours it covers whole; a subject's events leave the rollups'
 // counts (aggregates without identifiers) but their distinct-user states keep hashes until the
-// rollup hours are rebuilt — see docs/pipeline.md, "Rollups".
+// rollup hours are rebuilt — see docs/pipeline.md, "Rollups". The mutations run on the shard of
+// the writer connection's server (events_local, events_hourly_local: a Distributed table takes
+// no mutation); with several shards, Delete runs on each.
 func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.DeletionStatus, error) {
 	var st analytics.DeletionStatus
+	if err := requireTenant(d.TenantID); err != nil {
+		return st, err
+	}
 	where, args := "tenant_id = ? AND (user_id = ? OR anonymous_id = ?)", []any{d.TenantID, d.SubjectID, d.SubjectID}
 	if d.SubjectID == "" {
 		where, args = "tenant_id = ? AND event_time >= ? AND event_time < ?", []any{d.TenantID, d.Start, d.End}
@@ -479,7 +501,7 @@ func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.D
 	sum := sha256.Sum256([]byte(fmt.Sprintf("%q %q %d %d", d.TenantID, d.SubjectID, d.Start.Unix(), d.End.Unix())))
 	tag := "cmdel-" + hex.EncodeToString(sum[:8])
 	var remaining uint64
-	if err := q.writer.QueryRow(ctx, "SELECT count() FROM events WHERE "+where, args...).Scan(&remaining); err != nil {
+	if err := q.writer.QueryRow(ctx, "SELECT count() FROM events_local WHERE "+where, args...).Scan(&remaining); err != nil {
 		return st, q.storeError(ctx, "count rows to delete", err)
 	}
 	st.RemainingRows = int64(remaining)
@@ -495,7 +517,7 @@ func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.D
 	if found && !isDone {
 		return st, nil // still running
 	}
-	if err := q.writer.Exec(ctx, "ALTER TABLE events DELETE WHERE "+where+" AND ? != ''", append(args, tag)...); err != nil {
+	if err := q.writer.Exec(ctx, "ALTER TABLE events_local DELETE WHERE "+where+" AND ? != ''", append(args, tag)...); err != nil {
 		return st, q.storeError(ctx, "delete events", err)
 	}
 	if d.SubjectID == "" {
@@ -504,7 +526,7 @@ func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.D
 			first = first.Add(time.Hour)
 		}
 		if first.Before(last) {
-			if err := q.writer.Exec(ctx, "ALTER TABLE events_hourly DELETE WHERE tenant_id = ? AND hour >= ? AND hour < ? AND ? != ''",
+			if err := q.writer.Exec(ctx, "ALTER TABLE events_hourly_local DELETE WHERE tenant_id = ? AND hour >= ? AND hour < ? AND ? != ''",
 				d.TenantID, first, last, tag); err != nil {
 				return st, q.storeError(ctx, "delete rollup hours", err)
 			}
@@ -514,11 +536,11 @@ func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.D
 	return st, err
 }
 
-// mutation finds the newest mutation of the events table tagged tag.
+// mutation finds the newest mutation of the events_local table tagged tag.
 func (q *Queries) mutation(ctx context.Context, tag string) (id string, done, found bool, err error) {
 	var isDone uint8
 	err = q.writer.QueryRow(ctx, `SELECT mutation_id, is_done FROM system.mutations
-		WHERE database = currentDatabase() AND table = 'events' AND position(command, ?) > 0
+		WHERE database = currentDatabase() AND table = 'events_local' AND position(command, ?) > 0
 		ORDER BY create_time DESC LIMIT 1`, tag).Scan(&id, &isDone)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):

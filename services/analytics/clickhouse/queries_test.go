@@ -99,6 +99,13 @@ func open(t *testing.T, events []ev, seq uint64) driver.Conn {
 
 func insert(t *testing.T, conn driver.Conn, events []ev, seq uint64) {
 	t.Helper()
+	if err := clickhouse.NewEventSink(conn).InsertAll(context.Background(), rowsOf(events, seq)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rowsOf is events as the writer's rows of the batch of sequence seq.
+func rowsOf(events []ev, seq uint64) []writer.Row {
 	var rows []writer.Row
 	for _, e := range events {
 		when := at(e.when)
@@ -114,9 +121,7 @@ func insert(t *testing.T, conn driver.Conn, events []ev, seq uint64) {
 		}
 		rows = append(rows, writer.Row{Event: ae, Seq: seq})
 	}
-	if err := clickhouse.NewEventSink(conn).Insert(context.Background(), rows); err != nil {
-		t.Fatal(err)
-	}
+	return rows
 }
 
 func usd(m int64) []analytics.Money {
@@ -618,7 +623,7 @@ func TestSummaryTotalAddsUpCurrenciesAndCountsUsersOnce(t *testing.T) {
 			Event: &ingestv1.Event{EventId: e.id, Type: types[e.typ], Name: e.name, UserId: e.user, CampaignId: e.campaign,
 				Value: &ingestv1.Money{AmountMicros: e.value, Currency: "EUR"}}}})
 	}
-	if err := clickhouse.NewEventSink(conn).Insert(context.Background(), rows); err != nil {
+	if err := clickhouse.NewEventSink(conn).InsertAll(context.Background(), rows); err != nil {
 		t.Fatal(err)
 	}
 	// The rollup's one pass sees that c3 has amounts in two currencies (so Aggregate adds up per
@@ -661,5 +666,47 @@ func TestSummaryTotalAddsUpCurrenciesAndCountsUsersOnce(t *testing.T) {
 		if len(resp.Campaigns) != 2 || resp.Campaigns[0].Metrics.UniqueUsers != 3 || resp.Campaigns[1].Metrics.UniqueUsers != 2 {
 			t.Errorf("%s: rows %+v, want c1 with 3 users and c3 with 2", sourceName[src], resp.Campaigns)
 		}
+	}
+}
+
+// The writer's commit rows (tenant_id ”) never reach an answer: a request without a tenant is
+// refused before it reads anything (also a deletion, which would delete them), and a tenant's
+// answers, raw or from the rollup, count its events only.
+func TestCommitRowsNeverReachAnAnswer(t *testing.T) {
+	conn := open(t, dataset, 1)
+	if n := scalar(t, conn, `SELECT count() FROM events WHERE tenant_id = ''`); n == 0 {
+		t.Fatal("the inserts wrote no commit row")
+	}
+	q := newQueries(t, conn, clickhouse.DefaultQueryLimits)
+	ctx := context.Background()
+	start, end := at("2026-03-01T00:00:00Z"), at("2026-05-01T00:00:00Z")
+	for _, rollup := range []bool{false, true} {
+		if _, err := q.Aggregate(ctx, analytics.Query{Start: start, End: end, Dimension: analytics.Campaign, Rollup: rollup}); code(err) != codes.InvalidArgument {
+			t.Errorf("aggregate without a tenant (rollup %v): %v, want INVALID_ARGUMENT", rollup, err)
+		}
+	}
+	if _, err := q.Funnel(ctx, analytics.FunnelQuery{Start: start, End: end, Window: time.Minute, Steps: []analytics.FunnelStep{{EventName: "view"}}}); code(err) != codes.InvalidArgument {
+		t.Errorf("funnel without a tenant: %v, want INVALID_ARGUMENT", err)
+	}
+	if _, err := q.Delete(ctx, analytics.Deletion{Start: start, End: end}); code(err) != codes.InvalidArgument {
+		t.Errorf("deletion without a tenant: %v, want INVALID_ARGUMENT", err)
+	}
+	svc := analytics.NewService(q, analytics.DefaultLimits)
+	for _, src := range []analytics.Source{analytics.SourceRaw, analytics.SourceRollup} {
+		r, err := svc.Breakdown(ctx, "t1", analytics.BreakdownRequest{Dimension: analytics.Campaign, Metric: analytics.MetricEvents,
+			Start: ts("2026-03-28T00:00:00Z"), End: ts("2026-03-31T00:00:00Z"), Source: src})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var events int64
+		for _, row := range r.Rows {
+			events += row.Metrics.Events
+		}
+		if events != 10 {
+			t.Errorf("%s: t1 has %d events, want its 10", sourceName[src], events)
+		}
+	}
+	if n := scalar(t, conn, `SELECT countMerge(events) FROM events_hourly WHERE tenant_id = ''`); n != 0 {
+		t.Errorf("the rollup holds %d rows of commit rows", n)
 	}
 }

@@ -84,7 +84,7 @@ func seededDatabase(t *testing.T) (string, driver.Conn) {
 			Event: &ingestv1.Event{EventId: "e", Type: ingestv1.EventType_EVENT_TYPE_CLICK, Name: "tap", UserId: "u-" + tenant, CampaignId: "c",
 				Value: &ingestv1.Money{AmountMicros: int64(1000 * (i + 1)), Currency: "USD"}}}})
 	}
-	if err := clickhouse.NewEventSink(conn).Insert(ctx, rows); err != nil {
+	if err := clickhouse.NewEventSink(conn).InsertAll(ctx, rows); err != nil {
 		t.Fatal(err)
 	}
 	return db, conn

@@ -23,10 +23,12 @@ import (
 )
 
 // memSink is an in-memory writer.Sink that keeps the contract of the interface (atomic
-// inserts, a watermark, one offset per stream incarnation, the keys of the events stored),
-// fails on demand, and records every breach of the exactly-once argument it sees: a row inserted
-// at or below the watermark (twice or out of order), an event (tenant and event id) inserted
-// again, or a row whose message was acknowledged before its insert.
+// inserts of one month with their commits, watermarks per partition and month, one offset per
+// stream incarnation, the keys of the events stored), fails on demand, and records every breach
+// of the exactly-once argument it sees: a row inserted whose partition, month and sequence are
+// stored already (twice), rows above the watermark out of order, an event (tenant and event id)
+// inserted again, commits that do not match the rows, or a row whose message was acknowledged
+// before its insert.
 type memSink struct {
 	// acked tells whether the message at a stream sequence was acknowledged already.
 	acked func(seq uint64) bool
@@ -40,7 +42,8 @@ type memSink struct {
 	seenKeys int            // keys asked about in Seen calls
 	// forgetBefore: the keys of events received before it are dropped (DropIDsBefore).
 	forgetBefore time.Time
-	watermark    uint64
+	watermarks   map[writer.PartMonth]uint64
+	committed    map[writer.PartMonth][]uint64 // the sequences the stored commits list
 	epochs       map[uint64]uint64
 	// The next failInserts inserts fail storing nothing; the next loseAnswers store their
 	// rows and fail all the same (the answer was lost); the next failSettles settles fail.
@@ -49,18 +52,23 @@ type memSink struct {
 }
 
 func newMemSink(s *streams) *memSink {
-	return &memSink{epochs: map[uint64]uint64{}, acked: func(seq uint64) bool {
-		stream, err := s.admin.Stream(context.Background(), natsjs.StreamName)
-		if err != nil {
-			return false
-		}
-		// The work-queue stream deletes a message when it is acknowledged.
-		_, err = stream.GetMsg(context.Background(), seq)
-		return errors.Is(err, jetstream.ErrMsgNotFound)
-	}}
+	return &memSink{epochs: map[uint64]uint64{}, watermarks: map[writer.PartMonth]uint64{}, committed: map[writer.PartMonth][]uint64{},
+		acked: func(seq uint64) bool {
+			stream, err := s.admin.Stream(context.Background(), natsjs.StreamName)
+			if err != nil {
+				return false
+			}
+			// The work-queue stream deletes a message when it is acknowledged.
+			_, err = stream.GetMsg(context.Background(), seq)
+			return errors.Is(err, jetstream.ErrMsgNotFound)
+		}}
 }
 
-func (m *memSink) Insert(ctx context.Context, rows []writer.Row) error {
+func pmOf(r writer.Row) writer.PartMonth {
+	return writer.PartMonth{Part: r.Part, Month: writer.MonthOf(r.Event.GetCorrectedTime().AsTime())}
+}
+
+func (m *memSink) Insert(ctx context.Context, month uint32, rows []writer.Row, commits []writer.Commit) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -80,26 +88,51 @@ func (m *memSink) Insert(ctx context.Context, rows []writer.Row) error {
 		m.failInserts--
 		return errors.New("store down")
 	}
+	// The commits are the rows' partitions and sequences.
+	want := map[int][]uint64{}
+	for _, r := range rows {
+		if pmOf(r).Month != month {
+			m.problems = append(m.problems, fmt.Sprintf("event %s of month %d in the block of %d", r.Event.GetEvent().GetEventId(), pmOf(r).Month, month))
+		}
+		if !slices.Contains(want[r.Part], r.Seq) {
+			want[r.Part] = append(want[r.Part], r.Seq)
+		}
+	}
+	if len(commits) != len(want) {
+		m.problems = append(m.problems, fmt.Sprintf("%d commits for rows of %d partitions", len(commits), len(want)))
+	}
+	for _, c := range commits {
+		seqs := want[c.Part]
+		slices.Sort(seqs)
+		if !slices.Equal(seqs, c.Seqs) {
+			m.problems = append(m.problems, fmt.Sprintf("commit of partition %d lists %v, the rows %v", c.Part, c.Seqs, seqs))
+		}
+	}
 	// Rows above the watermark come in stream order; below it only batches not stored yet
 	// (redelivered late) may come.
-	last := m.watermark
+	last := map[writer.PartMonth]uint64{}
 	for i, r := range rows {
-		if m.has(r.Seq) {
+		pm := pmOf(r)
+		if slices.Contains(m.committed[pm], r.Seq) {
 			m.problems = append(m.problems, fmt.Sprintf("event %s (seq %d) inserted again", r.Event.GetEvent().GetEventId(), r.Seq))
 		}
 		if k := keyOf(r); m.hasKey(k) || slices.ContainsFunc(rows[:i], func(o writer.Row) bool { return keyOf(o) == k }) {
 			m.problems = append(m.problems, fmt.Sprintf("event %s of tenant %s (seq %d) inserted again", k.EventID, k.Tenant, r.Seq))
 		}
-		if r.Seq > m.watermark {
-			if r.Seq < last {
+		if r.Seq > m.watermarks[pm] {
+			if r.Seq < last[pm] {
 				m.problems = append(m.problems, fmt.Sprintf("event %s (seq %d) inserted out of order", r.Event.GetEvent().GetEventId(), r.Seq))
 			}
-			last = r.Seq
+			last[pm] = r.Seq
 		}
 	}
 	m.stored = append(m.stored, rows...)
 	m.sets = append(m.sets, slices.Clone(rows))
-	m.watermark = max(m.watermark, last)
+	for _, c := range commits {
+		pm := writer.PartMonth{Part: c.Part, Month: month}
+		m.committed[pm] = append(m.committed[pm], c.Seqs...)
+		m.watermarks[pm] = max(m.watermarks[pm], c.Seqs[len(c.Seqs)-1])
+	}
 	if m.loseAnswers > 0 {
 		m.loseAnswers--
 		return errors.New("connection reset before the answer")
@@ -107,29 +140,44 @@ func (m *memSink) Insert(ctx context.Context, rows []writer.Row) error {
 	return nil
 }
 
-func (m *memSink) Settle(ctx context.Context) (uint64, error) {
+func (m *memSink) Settle(ctx context.Context, parts []int) (map[writer.PartMonth]uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.settles++
 	if m.failSettles > 0 {
 		m.failSettles--
-		return 0, errors.New("store down")
+		return nil, errors.New("store down")
 	}
-	return m.watermark, ctx.Err()
+	out := map[writer.PartMonth]uint64{}
+	for pm, w := range m.watermarks {
+		if parts == nil || slices.Contains(parts, pm.Part) {
+			out[pm] = w
+		}
+	}
+	return out, ctx.Err()
 }
 
-// has tells whether rows of seq are stored; m.mu is held.
-func (m *memSink) has(seq uint64) bool {
-	return slices.ContainsFunc(m.stored, func(r writer.Row) bool { return r.Seq == seq })
+// raise raises every partition's watermark of the current month by n, past batches not stored.
+func (m *memSink) raise(n uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	month := writer.MonthOf(time.Now())
+	var top uint64
+	for _, w := range m.watermarks {
+		top = max(top, w)
+	}
+	for p := range natsjs.Partitions {
+		m.watermarks[writer.PartMonth{Part: p, Month: month}] = top + n
+	}
 }
 
-func (m *memSink) Stored(ctx context.Context, seqs []uint64) ([]uint64, error) {
+func (m *memSink) Stored(ctx context.Context, pm writer.PartMonth, seqs []uint64) ([]uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.lookups++
 	var out []uint64
 	for _, q := range seqs {
-		if m.has(q) {
+		if slices.Contains(m.committed[pm], q) {
 			out = append(out, q)
 		}
 	}
@@ -183,12 +231,12 @@ func (m *memSink) DropIDsBefore(_ context.Context, before time.Time) error {
 	return nil
 }
 
-func (m *memSink) SeqOffset(_ context.Context, streamCreated uint64) (uint64, error) {
+func (m *memSink) SeqOffset(_ context.Context, streamCreated, watermark uint64) (uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	o, ok := m.epochs[streamCreated]
 	if !ok {
-		o = m.watermark
+		o = watermark
 		m.epochs[streamCreated] = o
 	}
 	return o, nil
@@ -233,7 +281,7 @@ func (s *streams) run(t *testing.T, sink writer.Sink, cfg writer.Config, opts ..
 
 func (s *streams) runCtx(ctx context.Context, sink writer.Sink, cfg writer.Config, opts ...writer.Option) <-chan error {
 	res := make(chan error, 1)
-	w := writer.New(s.writerJS, sink, cfg, slog.New(slog.DiscardHandler), nil, opts...)
+	w := writer.New(s.writerJS, []writer.Sink{sink}, cfg, slog.New(slog.DiscardHandler), nil, opts...)
 	go func() { res <- w.Run(ctx) }()
 	return res
 }
@@ -394,9 +442,7 @@ func TestWriterProtocol(t *testing.T) {
 		afterCrash: func(t *testing.T, s *streams, m *memSink) {
 			s.publish(t, "b2", ids("b", 10)...)
 			s.publish(t, "b3", ids("c", 10)...)
-			m.mu.Lock()
-			m.watermark += 10
-			m.mu.Unlock()
+			m.raise(10)
 		},
 		want: slices.Concat(ids("a", 10), ids("b", 10), ids("c", 10)),
 		check: func(t *testing.T, m *memSink) {

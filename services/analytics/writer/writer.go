@@ -77,7 +77,6 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -95,41 +94,74 @@ import (
 // ConsumerName is the writer's durable consumer.
 const ConsumerName = "analytics-writer"
 
-// Row is one accepted event with the sequence it is stored under: the stream sequence of its
-// batch plus the offset of the stream's incarnation (Sink.SeqOffset).
+// Row is one accepted event with its stream partition (natsjs.Partition of its tenant and
+// subject, computed by the writer from the event) and the sequence it is stored under: the
+// stream sequence of its batch plus the offset of the stream's incarnation (Sink.SeqOffset).
 type Row struct {
 	Event *ingestv1.AcceptedEvent
+	Part  int
 	Seq   uint64
 }
 
-// Sink is the store the writer fills, reduced to what the exactly-once argument of the package
-// doc needs from it. services/analytics/clickhouse.EventSink is the production one.
+// Commit is what one insert stores of a stream partition: the distinct sequences of its rows,
+// ascending. The store keeps it with the rows (a commit row), in the same block.
+type Commit struct {
+	Part int
+	Seqs []uint64
+}
+
+// PartMonth is a stream partition and a month (UTC, YYYYMM): the unit a watermark is kept for.
+type PartMonth struct {
+	Part  int
+	Month uint32
+}
+
+// MonthOf is the month (YYYYMM, UTC) an event of corrected time t is stored in: ClickHouse's
+// toYYYYMM(event_date), the partition of events_local.
+func MonthOf(t time.Time) uint32 {
+	t = t.UTC()
+	return uint32(t.Year()*100 + int(t.Month()))
+}
+
+// PartOf is the stream partition of e: natsjs.Partition of its tenant and subject (the user
+// id, or the anonymous id when there is none).
+func PartOf(e *ingestv1.AcceptedEvent) int {
+	subject := e.GetEvent().GetUserId()
+	if subject == "" {
+		subject = e.GetEvent().GetAnonymousId()
+	}
+	return natsjs.Partition(e.GetTenantId(), subject)
+}
+
+func monthOf(r Row) uint32 { return MonthOf(r.Event.GetCorrectedTime().AsTime()) }
+
+// Sink is one shard of the store the writer fills, reduced to what the exactly-once argument of
+// the package doc needs from it. services/analytics/clickhouse.EventSink is the production one.
 type Sink interface {
-	// Insert stores rows, all of them or none, even when it fails or its process dies
-	// midway. An error does not mean none were stored (the answer may have been lost while
-	// the insert landed): Settle tells. The writer passes rows in stream order, above the
-	// watermark, preceded by any redelivered rows below it that Stored showed missing.
-	Insert(ctx context.Context, rows []Row) error
+	// Insert stores rows, all of month, and commits (one per stream partition of rows: its
+	// sequences in rows) — all of them or none, even when it fails or its process dies midway.
+	// An error does not mean none were stored (the answer may have been lost while the insert
+	// landed): Settle and Stored tell.
+	Insert(ctx context.Context, month uint32, rows []Row, commits []Commit) error
 	// Settle waits until no Insert into this store begun earlier, by this writer or by one
-	// that died, can still land, then returns the watermark: the highest Seq stored (0 when
-	// none is). Every row at or below it is stored.
-	Settle(ctx context.Context) (watermark uint64, err error)
+	// that died, can still land, then returns the watermarks of parts (all when parts is nil):
+	// per partition and month, the highest sequence of a commit stored (absent when none is).
+	Settle(ctx context.Context, parts []int) (map[PartMonth]uint64, error)
+	// Stored returns those of seqs that a stored commit of pm lists; call it after Settle.
+	Stored(ctx context.Context, pm PartMonth, seqs []uint64) ([]uint64, error)
 	// SeqOffset returns the offset added to the sequences of the stream incarnation created at
-	// streamCreated (Unix nanoseconds). An incarnation not seen before gets the watermark,
-	// recorded durably, so the same incarnation always gets the same offset; call it after
-	// Settle, with no Insert running.
-	SeqOffset(ctx context.Context, streamCreated uint64) (uint64, error)
-	// Stored returns those of seqs that have rows stored; call it after Settle. The writer
-	// asks only about batches delivered at or below the watermark, which is rare (a restart
-	// after a crash between insert and ack, a redelivery), so it may be slow.
-	Stored(ctx context.Context, seqs []uint64) ([]uint64, error)
-	// Seen returns those of keys whose events are stored, among the events received since the
-	// last DropIDsBefore; call it after Settle. The writer asks only about keys its filter may
-	// hold: copies of stored events and the filter's false positives.
+	// streamCreated (Unix nanoseconds). An incarnation not seen before gets watermark (the
+	// highest sequence stored on any shard), recorded durably, so the same incarnation always
+	// gets the same offset; call it after Settle, with no Insert running. The writer asks the
+	// first shard.
+	SeqOffset(ctx context.Context, streamCreated, watermark uint64) (uint64, error)
+	// Seen returns those of keys whose events are stored on this shard, among the events
+	// received since the last DropIDsBefore; call it after Settle. The writer asks only about
+	// keys its filter may hold: copies of stored events and the filter's false positives.
 	Seen(ctx context.Context, keys []EventKey) ([]EventKey, error)
-	// RecentIDs calls fn with the key of every stored event received at or after since (and
-	// maybe of some received before); call it after Settle. A starting writer rebuilds its
-	// filter with it.
+	// RecentIDs calls fn with the key of every event stored on this shard received at or after
+	// since (and maybe of some received before); call it after Settle. A starting writer
+	// rebuilds its filter with it.
 	RecentIDs(ctx context.Context, since time.Time, fn func(EventKey)) error
 	// DropIDsBefore lets the store forget the keys of events received before before: Seen and
 	// RecentIDs may miss them afterwards. The rows stay.
@@ -185,9 +217,12 @@ func WithClock(now func() time.Time) Option {
 // Writer is the JetStream → Sink writer.
 type Writer struct {
 	js     jetstream.JetStream
-	sink   Sink
+	sinks  []Sink // index = shard: a row of partition p goes to sinks[p % len(sinks)]
 	cfg    Config
 	logger *slog.Logger
+
+	// watermarks are the highest sequences stored per partition and month, on every shard.
+	watermarks map[PartMonth]uint64
 
 	// seqOffset is added to the stream's sequences (see Sink.SeqOffset).
 	seqOffset uint64
@@ -203,16 +238,16 @@ type Writer struct {
 	backlog, lag, filterKeys            prometheus.Gauge
 }
 
-// New returns a writer into sink; its metrics are registered with reg. A zero DedupWindow or
-// DedupCapacity of cfg takes DefaultConfig's.
-func New(js jetstream.JetStream, sink Sink, cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts ...Option) *Writer {
+// New returns a writer into sinks, one per ClickHouse shard (index = shard); its metrics are
+// registered with reg. A zero DedupWindow or DedupCapacity of cfg takes DefaultConfig's.
+func New(js jetstream.JetStream, sinks []Sink, cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts ...Option) *Writer {
 	if cfg.DedupWindow == 0 {
 		cfg.DedupWindow = DefaultConfig.DedupWindow
 	}
 	if cfg.DedupCapacity == 0 {
 		cfg.DedupCapacity = DefaultConfig.DedupCapacity
 	}
-	w := &Writer{js: js, sink: sink, cfg: cfg, logger: logger, now: time.Now,
+	w := &Writer{js: js, sinks: sinks, cfg: cfg, logger: logger, now: time.Now,
 		inserted:   prometheus.NewCounter(prometheus.CounterOpts{Name: "writer_inserted_rows_total", Help: "Event rows inserted into ClickHouse."}),
 		dead:       prometheus.NewCounter(prometheus.CounterOpts{Name: "writer_dead_letters_total", Help: "Messages sent to the dead-letter stream."}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "writer_duplicate_events_total", Help: "Events not inserted because the same tenant and event id is stored already (or comes earlier in the same insert)."}),
@@ -252,54 +287,37 @@ func (w *Writer) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("writer: %w", err)
 	}
-	var watermark uint64
-	if err := w.retry(ctx, nil, "read the watermark", func() error {
-		var err error
-		watermark, err = w.sink.Settle(ctx)
-		return err
-	}); err != nil {
+	if len(w.sinks) == 0 {
+		return errors.New("writer: no sink")
+	}
+	if err := w.retry(ctx, nil, "read the watermarks", func() error { return w.settle(ctx, nil) }); err != nil {
 		return err
 	}
 	// After Settle no insert of a predecessor can still land: the keys read now are all stored.
 	if err := w.retry(ctx, nil, "rebuild the dedup filter", func() error {
 		start := time.Now()
 		n := 0
-		err := w.sink.RecentIDs(ctx, w.now().Add(-w.cfg.DedupWindow), func(k EventKey) {
-			filter.Add(k.Tenant, k.EventID)
-			n++
-		})
-		if err == nil {
-			w.logger.Info("dedup filter rebuilt", "keys", n, "capacity", w.cfg.DedupCapacity, "bytes", filter.Bytes(),
-				"window", w.cfg.DedupWindow.String(), "took", time.Since(start).String())
-			if n > w.cfg.DedupCapacity {
-				w.logger.Warn("more events stored within the dedup window than the filter is sized for; raise -dedup-capacity", "keys", n, "capacity", w.cfg.DedupCapacity)
+		for _, sink := range w.sinks {
+			if err := sink.RecentIDs(ctx, w.now().Add(-w.cfg.DedupWindow), func(k EventKey) {
+				filter.Add(k.Tenant, k.EventID)
+				n++
+			}); err != nil {
+				return err // a partial rebuild is retried into the same filter: keys added twice cost nothing
 			}
 		}
-		return err // a partial rebuild is retried into the same filter: keys added twice cost nothing
+		w.logger.Info("dedup filter rebuilt", "keys", n, "capacity", w.cfg.DedupCapacity, "bytes", filter.Bytes(),
+			"window", w.cfg.DedupWindow.String(), "took", time.Since(start).String())
+		if n > w.cfg.DedupCapacity {
+			w.logger.Warn("more events stored within the dedup window than the filter is sized for; raise -dedup-capacity", "keys", n, "capacity", w.cfg.DedupCapacity)
+		}
+		return nil
 	}); err != nil {
 		return err
 	}
 	w.filter = filter
 	w.filterKeys.Set(float64(filter.Keys()))
-	// Start over: the consumer is recreated so that it delivers, in stream order, every batch
-	// still in the stream — the work-queue stream (ingest's; wait for it) keeps exactly the
-	// batches not yet acknowledged. Batches a crashed writer left unacknowledged thus come again
-	// first, instead of after the ack wait behind newer ones, which keeps "everything up to the
-	// watermark is stored" true; those at or below the watermark are acknowledged unwritten.
-	var cons jetstream.Consumer
-	if err := w.retry(ctx, nil, "create the writer's consumer", func() error {
-		var apiErr *jetstream.APIError
-		if err := w.js.DeleteConsumer(ctx, natsjs.StreamName, ConsumerName); err != nil &&
-			!(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeConsumerNotFound) {
-			return err
-		}
-		var err error
-		cons, err = w.js.CreateOrUpdateConsumer(ctx, natsjs.StreamName, jetstream.ConsumerConfig{
-			Durable: ConsumerName, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
-			MaxAckPending: 100000, MaxDeliver: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
-		})
-		return err
-	}); err != nil {
+	cons, err := w.consumer(ctx)
+	if err != nil {
 		return err
 	}
 	// Stored sequences are offset per stream incarnation: a recreated stream restarts at 1.
@@ -308,19 +326,18 @@ func (w *Writer) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		w.seqOffset, err = w.sink.SeqOffset(ctx, uint64(stream.CachedInfo().Created.UnixNano()))
+		w.seqOffset, err = w.sinks[0].SeqOffset(ctx, uint64(stream.CachedInfo().Created.UnixNano()), w.highest())
 		return err
 	}); err != nil {
 		return err
 	}
-	w.logger.Info("writer started", "watermark", watermark, "seq_offset", w.seqOffset)
+	w.logger.Info("writer started", "watermark", w.highest(), "seq_offset", w.seqOffset, "shards", len(w.sinks))
 	for ctx.Err() == nil {
 		msgs, rows, fetchErr := w.collect(ctx, cons)
 		// What was collected before a fetch error is written all the same: dropped, it would
 		// come again after the ack wait, below the watermark of newer sets, and be skipped.
 		if len(msgs) > 0 && ctx.Err() == nil {
-			var err error
-			if watermark, err = w.write(ctx, msgs, rows, watermark); err != nil {
+			if err := w.write(ctx, msgs, rows); err != nil {
 				return err
 			}
 		}
@@ -344,54 +361,172 @@ func (w *Writer) run(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// write inserts the rows of msgs not yet stored — those above watermark, and any at or below
-// it that the sink does not have, less the events stored already — then acknowledges msgs; it
-// returns the new watermark. It returns an error only when ctx ends, before acknowledging
-// anything.
-func (w *Writer) write(ctx context.Context, msgs []fetched, rows []Row, watermark uint64) (uint64, error) {
-	late, err := w.missingBelow(ctx, msgs, rows, watermark)
-	if err != nil {
-		return watermark, err
-	}
-	fresh, _ := rowsAbove(rows, watermark)
-	block, err := w.unstored(ctx, msgs, append(late, fresh...))
-	if err != nil {
-		return watermark, err
-	}
-	// The watermark the insert raises is the highest sequence it holds: a batch whose events
-	// were all dropped as stored is not in it.
-	_, maxSeq := rowsAbove(block, watermark)
-	if len(block) > 0 {
-		failed := false
-		if err := w.retry(ctx, msgs, "insert into clickhouse", func() error {
-			// After a failed attempt the insert may still have landed (the answer was lost):
-			// inserting again would count the block twice in the rollups, so look first.
-			if failed {
-				if landed, err := w.landed(ctx, block, maxSeq, watermark); err != nil {
-					return err
-				} else if landed {
-					w.logger.Info("insert had landed although its answer was lost", "rows", len(block))
-					return nil
-				}
-			}
-			err := w.insert(ctx, msgs, block)
-			failed = err != nil
+// consumer (re)creates the writer's durable consumer over the whole stream. Start over: the
+// consumer is recreated so that it delivers, in stream order, every batch still in the stream
+// — the work-queue stream (ingest's; wait for it) keeps exactly the batches not yet
+// acknowledged. Batches a crashed writer left unacknowledged thus come again first, instead of
+// after the ack wait behind newer ones; those already stored are acknowledged unwritten.
+func (w *Writer) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	var cons jetstream.Consumer
+	err := w.retry(ctx, nil, "create the writer's consumer", func() error {
+		var apiErr *jetstream.APIError
+		if err := w.js.DeleteConsumer(ctx, natsjs.StreamName, ConsumerName); err != nil &&
+			!(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeConsumerNotFound) {
 			return err
-		}); err != nil {
-			return watermark, err // unacked messages are redelivered to the next run
 		}
-		watermark = max(watermark, maxSeq)
-		for _, r := range block {
-			w.filter.Add(r.Event.GetTenantId(), r.Event.GetEvent().GetEventId())
+		var err error
+		cons, err = w.js.CreateOrUpdateConsumer(ctx, natsjs.StreamName, jetstream.ConsumerConfig{
+			Durable: ConsumerName, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
+			MaxAckPending: 100000, MaxDeliver: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		return err
+	})
+	return cons, err
+}
+
+// shard is the index in w.sinks of partition part's shard.
+func (w *Writer) shard(part int) int { return part % len(w.sinks) }
+
+// settle settles the shards of parts (all shards when parts is nil) and takes their watermarks.
+func (w *Writer) settle(ctx context.Context, parts []int) error {
+	if w.watermarks == nil {
+		w.watermarks = map[PartMonth]uint64{}
+	}
+	for i, sink := range w.sinks {
+		var mine []int
+		for _, p := range parts {
+			if w.shard(p) == i {
+				mine = append(mine, p)
+			}
 		}
-		w.filterKeys.Set(float64(w.filter.Keys()))
+		if parts != nil && mine == nil {
+			continue
+		}
+		got, err := sink.Settle(ctx, mine)
+		if err != nil {
+			return fmt.Errorf("shard %d: %w", i, err)
+		}
+		for pm, seq := range got {
+			w.watermarks[pm] = max(w.watermarks[pm], seq)
+		}
+	}
+	return nil
+}
+
+// highest is the highest sequence stored, on any shard.
+func (w *Writer) highest() uint64 {
+	var top uint64
+	for _, seq := range w.watermarks {
+		top = max(top, seq)
+	}
+	return top
+}
+
+// Block is the rows of a set for one shard and month, with their commits: one Sink.Insert.
+type Block struct {
+	Shard   int
+	Month   uint32
+	Rows    []Row
+	Commits []Commit
+}
+
+// Blocks splits rows into one block per shard (of shards; partition p is on shard p % shards)
+// and month, ordered by shard and month, each with its commits: per partition, the distinct
+// sequences of its rows. Rows keep their order within a block.
+func Blocks(rows []Row, shards int) []Block {
+	type key struct {
+		shard int
+		month uint32
+	}
+	index := map[key]int{}
+	var out []Block
+	for _, r := range rows {
+		k := key{r.Part % shards, monthOf(r)}
+		i, ok := index[k]
+		if !ok {
+			i = len(out)
+			index[k] = i
+			out = append(out, Block{Shard: k.shard, Month: k.month})
+		}
+		out[i].Rows = append(out[i].Rows, r)
+	}
+	for i := range out {
+		seqs := map[int][]uint64{}
+		for _, r := range out[i].Rows {
+			seqs[r.Part] = append(seqs[r.Part], r.Seq)
+		}
+		for p, s := range seqs {
+			slices.Sort(s)
+			out[i].Commits = append(out[i].Commits, Commit{Part: p, Seqs: slices.Compact(s)})
+		}
+		slices.SortFunc(out[i].Commits, func(a, b Commit) int { return a.Part - b.Part })
+	}
+	slices.SortFunc(out, func(a, b Block) int {
+		if a.Shard != b.Shard {
+			return a.Shard - b.Shard
+		}
+		return int(a.Month) - int(b.Month)
+	})
+	return out
+}
+
+// write inserts the rows of msgs not yet stored — those above the watermark of their partition
+// and month, and any at or below it that the sink does not have, less the events stored already
+// — one block per shard and month, then acknowledges msgs. It returns an error only when ctx
+// ends, before acknowledging anything.
+func (w *Writer) write(ctx context.Context, msgs []fetched, rows []Row) error {
+	todo, err := w.unstoredBatches(ctx, msgs, rows)
+	if err != nil {
+		return err
+	}
+	todo, err = w.unstored(ctx, msgs, todo)
+	if err != nil {
+		return err
+	}
+	for _, b := range Blocks(todo, len(w.sinks)) {
+		if err := w.insertBlock(ctx, msgs, b); err != nil {
+			return err // unacked messages are redelivered to the next run
+		}
 	}
 	for _, m := range msgs {
 		if err := m.msg.Ack(); err != nil {
 			w.logger.Warn("ack batch (it will be redelivered and skipped)", "err", err)
 		}
 	}
-	return watermark, nil
+	return nil
+}
+
+// insertBlock inserts b, retrying until it is stored, and then raises the watermarks and adds
+// its keys to the filter. It returns an error only when ctx ends.
+func (w *Writer) insertBlock(ctx context.Context, msgs []fetched, b Block) error {
+	sink := w.sinks[b.Shard]
+	failed := false
+	if err := w.retry(ctx, msgs, "insert into clickhouse", func() error {
+		// After a failed attempt the insert may still have landed (the answer was lost):
+		// inserting again would count the block twice, so look first.
+		if failed {
+			if landed, err := w.landed(ctx, b); err != nil {
+				return err
+			} else if landed {
+				w.logger.Info("insert had landed although its answer was lost", "rows", len(b.Rows), "shard", b.Shard, "month", b.Month)
+				return nil
+			}
+		}
+		err := w.insert(ctx, msgs, sink, b)
+		failed = err != nil
+		return err
+	}); err != nil {
+		return err
+	}
+	for _, c := range b.Commits {
+		pm := PartMonth{Part: c.Part, Month: b.Month}
+		w.watermarks[pm] = max(w.watermarks[pm], c.Seqs[len(c.Seqs)-1])
+	}
+	for _, r := range b.Rows {
+		w.filter.Add(r.Event.GetTenantId(), r.Event.GetEvent().GetEventId())
+	}
+	w.filterKeys.Set(float64(w.filter.Keys()))
+	return nil
 }
 
 // updateBacklog sets the backlog gauge. Its error also tells when the consumer is gone while
@@ -480,14 +615,15 @@ func (w *Writer) take(ctx context.Context, batch jetstream.MessageBatch, msgs *[
 			w.deadLetter(ctx, m, fmt.Sprintf("undecodable batch: %v", err))
 			continue
 		}
-		if reason := tenantMismatch(m.Subject(), b); reason != "" {
+		parts, reason := partitions(m.Subject(), b)
+		if reason != "" {
 			w.deadLetter(ctx, m, reason)
 			continue
 		}
 		sc := trace.SpanContextFromContext(otel.GetTextMapPropagator().Extract(ctx, propagation.HeaderCarrier(http.Header(m.Headers()))))
 		*msgs = append(*msgs, fetched{msg: m, seq: meta.Sequence.Stream, ctx: sc})
-		for _, e := range b.GetEvents() {
-			*rows = append(*rows, Row{Event: e, Seq: w.seqOffset + meta.Sequence.Stream})
+		for i, e := range b.GetEvents() {
+			*rows = append(*rows, Row{Event: e, Part: parts[i], Seq: w.seqOffset + meta.Sequence.Stream})
 		}
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
@@ -496,19 +632,26 @@ func (w *Writer) take(ctx context.Context, batch jetstream.MessageBatch, msgs *[
 	return n, nil
 }
 
-// tenantMismatch says why batch b may not be stored from subject, or "" when every event's
-// tenant is the subject's.
-func tenantMismatch(subject string, b *ingestv1.AcceptedBatch) string {
-	tenant, ok := strings.CutPrefix(subject, natsjs.SubjectPrefix)
-	if !ok || tenant == "" || strings.Contains(tenant, ".") {
-		return fmt.Sprintf("tenant mismatch: subject %q names no tenant", subject)
+// partitions returns the stream partition of every event of batch b (natsjs.Partition of its
+// tenant and subject), or why b may not be stored from subject: an event whose tenant is not
+// the one the subject (events.<tenant>.<p>, or events.<tenant> before partitions) names, or
+// whose partition is not the subject's p.
+func partitions(subject string, b *ingestv1.AcceptedBatch) ([]int, string) {
+	tenant, part, ok := natsjs.ParseSubject(subject)
+	if !ok {
+		return nil, fmt.Sprintf("tenant mismatch: subject %q names no tenant", subject)
 	}
+	parts := make([]int, len(b.GetEvents()))
 	for i, e := range b.GetEvents() {
 		if e.GetTenantId() != tenant {
-			return fmt.Sprintf("tenant mismatch: event %d has tenant %q on subject %q", i, e.GetTenantId(), subject)
+			return nil, fmt.Sprintf("tenant mismatch: event %d has tenant %q on subject %q", i, e.GetTenantId(), subject)
+		}
+		parts[i] = PartOf(e)
+		if part >= 0 && parts[i] != part {
+			return nil, fmt.Sprintf("partition mismatch: event %d is of partition %d on subject %q", i, parts[i], subject)
 		}
 	}
-	return ""
+	return parts, ""
 }
 
 // unstored returns block (the late rows, then those above the watermark) less the events stored
@@ -518,7 +661,8 @@ func tenantMismatch(subject string, b *ingestv1.AcceptedBatch) string {
 func (w *Writer) unstored(ctx context.Context, msgs []fetched, block []Row) ([]Row, error) {
 	first := make(map[EventKey]struct{}, len(block))
 	out := make([]Row, 0, len(block))
-	var maybe []EventKey
+	maybe := map[int][]EventKey{} // by shard: a key is stored on its partition's shard
+	asked := 0
 	for _, r := range block {
 		k := keyOf(r)
 		if _, again := first[k]; again {
@@ -527,16 +671,23 @@ func (w *Writer) unstored(ctx context.Context, msgs []fetched, block []Row) ([]R
 		first[k] = struct{}{}
 		out = append(out, r)
 		if w.filter.MayContain(k.Tenant, k.EventID) {
-			maybe = append(maybe, k)
+			maybe[w.shard(r.Part)] = append(maybe[w.shard(r.Part)], k)
+			asked++
 		}
 	}
-	if len(maybe) > 0 {
-		w.lookups.Add(float64(len(maybe)))
+	if asked > 0 {
+		w.lookups.Add(float64(asked))
 		var stored []EventKey
 		if err := w.retry(ctx, msgs, "look up events that may be stored already", func() error {
-			var err error
-			stored, err = w.sink.Seen(ctx, maybe)
-			return err
+			stored = stored[:0]
+			for shard, keys := range maybe {
+				found, err := w.sinks[shard].Seen(ctx, keys)
+				if err != nil {
+					return fmt.Errorf("shard %d: %w", shard, err)
+				}
+				stored = append(stored, found...)
+			}
+			return nil
 		}); err != nil {
 			return nil, err
 		}
@@ -567,77 +718,93 @@ func (w *Writer) prune(ctx context.Context) {
 		return
 	}
 	w.pruned = now
-	if err := w.sink.DropIDsBefore(ctx, now.Add(-w.cfg.DedupWindow)); err != nil && ctx.Err() == nil {
-		w.logger.Warn("drop event keys older than the dedup window; trying again in an hour", "err", err)
+	for i, sink := range w.sinks {
+		if err := sink.DropIDsBefore(ctx, now.Add(-w.cfg.DedupWindow)); err != nil && ctx.Err() == nil {
+			w.logger.Warn("drop event keys older than the dedup window; trying again in an hour", "shard", i, "err", err)
+		}
 	}
 }
 
-func rowsAbove(rows []Row, watermark uint64) ([]Row, uint64) {
-	var out []Row
-	var top uint64
-	for _, r := range rows {
-		if r.Seq > watermark {
-			out = append(out, r)
-			top = max(top, r.Seq)
+// unstoredBatches returns, in stream order, the rows whose batches are not stored yet for their
+// partition and month: those above its watermark (an insert holding them would have raised it),
+// and those at or below it that no stored commit lists. In stream order there are none of the
+// latter, but a batch can come late: delivered to this writer and not received (a fetch that
+// ended as the server sent it, a broken connection), it is redelivered after the ack wait,
+// behind newer sets that raised the watermark. Skipped as stored, it would be lost; asked about,
+// it is inserted once.
+func (w *Writer) unstoredBatches(ctx context.Context, msgs []fetched, rows []Row) ([]Row, error) {
+	below := w.below(rows)
+	if len(below) == 0 {
+		return rows, nil
+	}
+	var parts []int
+	for pm := range below {
+		if !slices.Contains(parts, pm.Part) {
+			parts = append(parts, pm.Part)
 		}
 	}
-	return out, top
-}
-
-// missingBelow returns the rows at or below watermark whose batches the sink does not have.
-// In stream order there are none, but a batch can come late: delivered to this writer and not
-// received (a fetch that ended as the server sent it, a broken connection), it is redelivered
-// after the ack wait, behind newer sets that raised the watermark. Skipped as stored, it would
-// be lost; asked about, it is inserted once.
-func (w *Writer) missingBelow(ctx context.Context, msgs []fetched, rows []Row, watermark uint64) ([]Row, error) {
-	var seqs []uint64
-	for _, r := range rows {
-		if r.Seq <= watermark && !slices.Contains(seqs, r.Seq) {
-			seqs = append(seqs, r.Seq)
-		}
-	}
-	if len(seqs) == 0 {
-		return nil, nil
-	}
-	var stored []uint64
+	var stored map[PartMonth][]uint64
 	if err := w.retry(ctx, msgs, "look up batches delivered below the watermark", func() error {
-		if _, err := w.sink.Settle(ctx); err != nil {
+		if err := w.settle(ctx, parts); err != nil {
 			return err
 		}
-		var err error
-		stored, err = w.sink.Stored(ctx, seqs)
-		return err
+		// Settle may have raised a watermark (an insert that had not ended): ask about every
+		// row at or below the watermarks now held.
+		stored = map[PartMonth][]uint64{}
+		for pm, seqs := range w.below(rows) {
+			have, err := w.sinks[w.shard(pm.Part)].Stored(ctx, pm, seqs)
+			if err != nil {
+				return err
+			}
+			stored[pm] = have
+		}
+		return nil
 	}); err != nil {
 		return nil, err
 	}
-	var missing []Row
+	out := make([]Row, 0, len(rows))
+	late := 0
 	for _, r := range rows {
-		if r.Seq <= watermark && !slices.Contains(stored, r.Seq) {
-			missing = append(missing, r)
+		pm := PartMonth{Part: r.Part, Month: monthOf(r)}
+		if r.Seq <= w.watermarks[pm] {
+			if slices.Contains(stored[pm], r.Seq) {
+				continue
+			}
+			late++
 		}
+		out = append(out, r)
 	}
-	if len(missing) > 0 {
-		w.logger.Warn("batches delivered below the watermark were not stored; inserting them", "batches", len(seqs)-len(stored), "rows", len(missing))
+	if late > 0 {
+		w.logger.Warn("batches delivered below the watermark were not stored; inserting them", "rows", late)
 	}
-	return missing, nil
+	return out, nil
 }
 
-// landed tells whether block, whose insert failed, was stored all the same. With rows above
-// the watermark the new watermark tells (the insert is atomic and holds maxSeq); a block of late
-// rows only is looked up.
-func (w *Writer) landed(ctx context.Context, block []Row, maxSeq, watermark uint64) (bool, error) {
-	stored, err := w.sink.Settle(ctx)
-	if err != nil {
+// below returns the distinct sequences of rows at or below the watermark of their partition and
+// month.
+func (w *Writer) below(rows []Row) map[PartMonth][]uint64 {
+	out := map[PartMonth][]uint64{}
+	for _, r := range rows {
+		pm := PartMonth{Part: r.Part, Month: monthOf(r)}
+		if r.Seq <= w.watermarks[pm] && !slices.Contains(out[pm], r.Seq) {
+			out[pm] = append(out[pm], r.Seq)
+		}
+	}
+	return out
+}
+
+// landed tells whether block b, whose insert failed, was stored all the same: the insert is
+// atomic, so its first commit, looked up once no insert runs, tells.
+func (w *Writer) landed(ctx context.Context, b Block) (bool, error) {
+	c := b.Commits[0]
+	if err := w.settle(ctx, []int{c.Part}); err != nil {
 		return false, err
 	}
-	if maxSeq > watermark {
-		return stored >= maxSeq, nil
-	}
-	have, err := w.sink.Stored(ctx, []uint64{block[0].Seq})
+	have, err := w.sinks[b.Shard].Stored(ctx, PartMonth{Part: c.Part, Month: b.Month}, c.Seqs[len(c.Seqs)-1:])
 	return len(have) > 0, err
 }
 
-func (w *Writer) insert(ctx context.Context, msgs []fetched, rows []Row) error {
+func (w *Writer) insert(ctx context.Context, msgs []fetched, sink Sink, b Block) error {
 	links := make([]trace.Link, 0, min(len(msgs), 128))
 	for _, m := range msgs[:min(len(msgs), 128)] {
 		if m.ctx.IsValid() {
@@ -652,13 +819,13 @@ func (w *Writer) insert(ctx context.Context, msgs []fetched, rows []Row) error {
 	ctx, span := otel.Tracer("analytics/writer").Start(parent, "writer.insert", trace.WithLinks(links...))
 	defer span.End()
 	start := time.Now()
-	if err := w.sink.Insert(ctx, rows); err != nil {
+	if err := sink.Insert(ctx, b.Month, b.Rows, b.Commits); err != nil {
 		span.RecordError(err)
 		return err
 	}
 	w.latency.Observe(time.Since(start).Seconds())
-	w.inserted.Add(float64(len(rows)))
-	newest := rows[len(rows)-1].Event.GetReceivedAt().AsTime()
+	w.inserted.Add(float64(len(b.Rows)))
+	newest := b.Rows[len(b.Rows)-1].Event.GetReceivedAt().AsTime()
 	w.lag.Set(time.Since(newest).Seconds())
 	return nil
 }

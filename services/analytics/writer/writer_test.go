@@ -92,7 +92,7 @@ func (p *pipeline) start(t *testing.T, crashAfter int) (done <-chan struct{}, st
 	if crashAfter > 0 {
 		sink = writerfault.CrashAfterInserts(sink, crashAfter, cancel)
 	}
-	w := writer.New(p.writerJS, sink, writer.Config{BatchRows: 10000, MaxWait: 200 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
+	w := writer.New(p.writerJS, []writer.Sink{sink}, writer.Config{BatchRows: 10000, MaxWait: 200 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
 	ch := make(chan struct{})
 	go func() { _ = w.Run(ctx); close(ch) }()
 	var once sync.Once
@@ -127,7 +127,7 @@ func (p *pipeline) settle(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if _, err := clickhouse.NewEventSink(p.conn).Settle(ctx); err != nil {
+	if _, err := clickhouse.NewEventSink(p.conn).Settle(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -147,14 +147,14 @@ func TestEventsLandOnceEvenWhenRetried(t *testing.T) {
 	p.publish(t, "b2", ids("a", 50)...)  // a client retry of half of it in another batch
 	p.publish(t, "b3", ids("b", 30)...)
 	p.start(t, 0)
-	p.waitFor(t, `SELECT count() FROM events FINAL`, 130)
+	p.waitFor(t, `SELECT count() FROM events WHERE tenant_id != ''`, 130)
 	p.settle(t)
-	if n := p.count(t, `SELECT uniqExact(event_id) FROM events`); n != 130 {
+	if n := p.count(t, `SELECT uniqExact(event_id) FROM events WHERE tenant_id != ''`); n != 130 {
 		t.Fatalf("distinct events = %d, want 130", n)
 	}
 	// The retry arrived in the same insert block, where the writer drops it: not even the raw
 	// table or the rollup (which merges never collapse) holds it twice.
-	if n := p.count(t, `SELECT count() FROM events`); n != 130 {
+	if n := p.count(t, `SELECT count() FROM events WHERE tenant_id != ''`); n != 130 {
 		t.Fatalf("raw rows = %d, want 130", n)
 	}
 	if n := p.count(t, `SELECT countMerge(events) FROM events_hourly`); n != 130 {
@@ -174,13 +174,13 @@ func TestCrashBetweenInsertAndAckDoesNotDuplicate(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("writer did not insert")
 	}
-	if n := p.count(t, `SELECT count() FROM events`); n != 100 {
+	if n := p.count(t, `SELECT count() FROM events WHERE tenant_id != ''`); n != 100 {
 		t.Fatalf("after the first insert: %d rows, want 100", n)
 	}
 	// The stream redelivers everything to the next writer, which must skip it.
 	p.publish(t, "batch-5", ids("e5", 20)...)
 	p.start(t, 0)
-	p.waitFor(t, `SELECT count() FROM events`, 120)
+	p.waitFor(t, `SELECT count() FROM events WHERE tenant_id != ''`, 120)
 	// Everything is acknowledged: nothing can be redelivered, so nothing further can arrive.
 	meshtest.Eventually(t, 15*time.Second, func() bool {
 		c, err := p.admin.Consumer(context.Background(), natsjs.StreamName, writer.ConsumerName)
@@ -191,7 +191,7 @@ func TestCrashBetweenInsertAndAckDoesNotDuplicate(t *testing.T) {
 		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
 	}, "the writer did not acknowledge every batch")
 	p.settle(t)
-	if n := p.count(t, `SELECT count() FROM events`); n != 120 {
+	if n := p.count(t, `SELECT count() FROM events WHERE tenant_id != ''`); n != 120 {
 		t.Fatalf("raw rows = %d after redelivery, want 120 (no duplicates even before merges)", n)
 	}
 	// The rollup equals the raw table: the redelivered batches were not inserted again.
@@ -211,7 +211,7 @@ func TestPoisonMessagesGoToTheDeadLetterStream(t *testing.T) {
 	}
 	p.publish(t, "good", ids("g", 10)...)
 	p.start(t, 0)
-	p.waitFor(t, `SELECT count() FROM events`, 10)
+	p.waitFor(t, `SELECT count() FROM events WHERE tenant_id != ''`, 10)
 	dlq, err := p.admin.Stream(ctx, natsjs.DeadLetterName)
 	if err != nil {
 		t.Fatal(err)
@@ -234,7 +234,7 @@ func TestRecreatedStreamIsNotSkipped(t *testing.T) {
 		p.publish(t, fmt.Sprint("old-", i), ids(fmt.Sprint("o", i), 10)...)
 	}
 	_, stop := p.start(t, 0)
-	p.waitFor(t, `SELECT count() FROM events`, 30)
+	p.waitFor(t, `SELECT count() FROM events WHERE tenant_id != ''`, 30)
 	stop()
 	if err := p.admin.DeleteStream(ctx, natsjs.StreamName); err != nil {
 		t.Fatal(err)
@@ -244,7 +244,7 @@ func TestRecreatedStreamIsNotSkipped(t *testing.T) {
 	}
 	p.publish(t, "new-0", ids("n", 10)...) // sequence 1 again
 	p.start(t, 0)
-	p.waitFor(t, `SELECT count() FROM events`, 40)
+	p.waitFor(t, `SELECT count() FROM events WHERE tenant_id != ''`, 40)
 	p.settle(t)
 	if n := p.count(t, `SELECT countMerge(events) FROM events_hourly`); n != 40 {
 		t.Fatalf("rollup counts %d events, want 40", n)
@@ -294,7 +294,7 @@ func TestRetriedEventInAnotherBatchIsStoredOnce(t *testing.T) {
 			p := newPipeline(t)
 			p.publish(t, "b1", "e1")
 			_, stop := p.start(t, 0)
-			p.waitFor(t, `SELECT count() FROM events`, 1)
+			p.waitFor(t, `SELECT count() FROM events WHERE tenant_id != ''`, 1)
 			if restart {
 				stop()
 				p.start(t, 0)
@@ -302,7 +302,7 @@ func TestRetriedEventInAnotherBatchIsStoredOnce(t *testing.T) {
 			p.publish(t, "b2", "e1") // another message id: the stream keeps it
 			meshtest.Eventually(t, 15*time.Second, func() bool { return p.inStream(t) == 0 }, "the writer did not acknowledge the retry")
 			p.settle(t)
-			if n := p.count(t, `SELECT count() FROM events`); n != 1 {
+			if n := p.count(t, `SELECT count() FROM events WHERE tenant_id != ''`); n != 1 {
 				t.Errorf("raw rows = %d, want 1", n)
 			}
 			if n := p.count(t, `SELECT countMerge(events) FROM events_hourly`); n != 1 {

@@ -33,8 +33,8 @@ type crashAfter struct {
 }
 
 // Insert stores rows, then crashes if this was the n-th insert that succeeded.
-func (c *crashAfter) Insert(ctx context.Context, rows []writer.Row) error {
-	if err := c.Sink.Insert(ctx, rows); err != nil {
+func (c *crashAfter) Insert(ctx context.Context, month uint32, rows []writer.Row, commits []writer.Commit) error {
+	if err := c.Sink.Insert(ctx, month, rows, commits); err != nil {
 		return err
 	}
 	c.mu.Lock()
