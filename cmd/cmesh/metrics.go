@@ -361,12 +361,14 @@ func runMetricsSummary(ctx context.Context, a *app, c *cmdline) error {
 		r         rangeFlags
 		byVariant bool
 		raw       bool
+		exact     bool
 	)
 	c.Var(&campaigns, "campaign", "campaign `id`; repeat the flag or separate with commas, 1-100 (required)")
 	r.alignHours = true
 	r.register(c)
 	c.BoolVar(&byVariant, "by-variant", false, "one row per campaign and variant")
 	c.BoolVar(&raw, "raw", false, "read the raw events, not the hourly rollups")
+	c.BoolVar(&exact, "exact-users", false, "count unique users exactly (slower; by default an estimate, see docs/api.md)")
 	if _, err := c.parse(a); err != nil {
 		return err
 	}
@@ -376,7 +378,7 @@ func runMetricsSummary(ctx context.Context, a *app, c *cmdline) error {
 	case len(campaigns) > 100:
 		return c.usageErr(fmt.Sprintf("%d campaigns: at most 100", len(campaigns)))
 	}
-	req := &analyticsv1.GetCampaignSummaryRequest{CampaignIds: campaigns, ByVariant: byVariant}
+	req := &analyticsv1.GetCampaignSummaryRequest{CampaignIds: campaigns, ByVariant: byVariant, ExactUniqueUsers: exact}
 	var err error
 	if req.StartTime, req.EndTime, err = r.resolve(c, a.now()); err != nil {
 		return err
@@ -396,12 +398,14 @@ func runMetricsSeries(ctx context.Context, a *app, c *cmdline) error {
 		tz          string
 		r           rangeFlags
 		raw         bool
+		exact       bool
 	)
 	c.StringVar(&campaign, "campaign", "", "campaign `id` (default: all your tenant's events)")
 	c.StringVar(&granularity, "granularity", "", "bucket `size`: minute, hour or day (required)")
 	c.StringVar(&tz, "tz", "UTC", "IANA time `zone` that aligns and labels the buckets, e.g. Europe/Berlin")
 	r.register(c)
 	c.BoolVar(&raw, "raw", false, "read the raw events, not the hourly rollups")
+	c.BoolVar(&exact, "exact-users", false, "count unique users exactly (slower; by default an estimate, see docs/api.md)")
 	if _, err := c.parse(a); err != nil {
 		return err
 	}
@@ -416,7 +420,7 @@ func runMetricsSeries(ctx context.Context, a *app, c *cmdline) error {
 	if err != nil {
 		return c.usageErr(err.Error())
 	}
-	req := &analyticsv1.GetMetricSeriesRequest{CampaignId: campaign, Granularity: g, TimeZone: tz}
+	req := &analyticsv1.GetMetricSeriesRequest{CampaignId: campaign, Granularity: g, TimeZone: tz, ExactUniqueUsers: exact}
 	if req.StartTime, req.EndTime, err = r.resolve(c, a.now()); err != nil {
 		return err
 	}
@@ -444,7 +448,7 @@ func runMetricsBreakdown(ctx context.Context, a *app, c *cmdline) error {
 		by, property, metric, campaign string
 		limit                          int
 		r                              rangeFlags
-		raw                            bool
+		raw, exact                     bool
 	)
 	c.StringVar(&by, "by", "", "`dimension`: name, type, campaign, variant, app, device, locale or property (required)")
 	c.StringVar(&property, "property", "", "property `key` to group by, with -by property, e.g. country")
@@ -452,6 +456,7 @@ func runMetricsBreakdown(ctx context.Context, a *app, c *cmdline) error {
 	c.IntVar(&limit, "limit", 10, "show the top `n` values, 1-1000")
 	c.StringVar(&campaign, "campaign", "", "campaign `id` (default: all your tenant's events)")
 	c.BoolVar(&raw, "raw", false, "read the raw events, not the hourly rollups")
+	c.BoolVar(&exact, "exact-users", false, "count unique users exactly (slower; by default an estimate, see docs/api.md)")
 	r.alignHours = true
 	r.register(c)
 	if _, err := c.parse(a); err != nil {
@@ -477,7 +482,7 @@ func runMetricsBreakdown(ctx context.Context, a *app, c *cmdline) error {
 		return c.usageErr(err.Error())
 	}
 	req := &analyticsv1.GetBreakdownRequest{
-		CampaignId: campaign, Dimension: dim, PropertyKey: property, Metric: m, Limit: int32(limit),
+		CampaignId: campaign, Dimension: dim, PropertyKey: property, Metric: m, Limit: int32(limit), ExactUniqueUsers: exact,
 	}
 	if req.StartTime, req.EndTime, err = r.resolve(c, a.now()); err != nil {
 		return err
@@ -533,10 +538,12 @@ func runMetricsLive(ctx context.Context, a *app, c *cmdline) error {
 		campaign string
 		interval time.Duration
 		since    string
+		exact    bool
 	)
 	c.StringVar(&campaign, "campaign", "", "campaign `id` (required)")
 	c.DurationVar(&interval, "interval", 5*time.Second, "`time` between pushes, whole seconds from 1s to 60s")
 	c.StringVar(&since, "since", "", "count events from this `time` (or this long ago: 30m, 2h) (default: midnight UTC today)")
+	c.BoolVar(&exact, "exact-users", false, "count unique users exactly (slower; by default an estimate, see docs/api.md)")
 	if _, err := c.parse(a); err != nil {
 		return err
 	}
@@ -546,7 +553,7 @@ func runMetricsLive(ctx context.Context, a *app, c *cmdline) error {
 	if err := wholeSeconds("interval", interval, time.Second, time.Minute); err != nil {
 		return c.usageErr(err.Error())
 	}
-	req := &analyticsv1.WatchCampaignMetricsRequest{CampaignId: campaign, IntervalSeconds: int32(interval / time.Second)}
+	req := &analyticsv1.WatchCampaignMetricsRequest{CampaignId: campaign, IntervalSeconds: int32(interval / time.Second), ExactUniqueUsers: exact}
 	if since != "" {
 		t, err := parseTimeArg("since", since, a.now(), false)
 		if err != nil {

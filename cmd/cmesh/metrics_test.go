@@ -191,6 +191,11 @@ func TestMetricsRequests(t *testing.T) {
 			},
 		},
 		{
+			name: "summary with exact unique users",
+			args: []string{"summary", "-campaign", "c1", "-exact-users"},
+			want: &analyticsv1.GetCampaignSummaryRequest{CampaignIds: []string{"c1"}, ExactUniqueUsers: true},
+		},
+		{
 			name: "summary from and to",
 			args: []string{"summary", "-campaign", "c1", "-from", "2026-11-01T00:00:00Z", "-to", "2026-11-08T01:00:00+01:00"},
 			want: &analyticsv1.GetCampaignSummaryRequest{CampaignIds: []string{"c1"}, StartTime: ts(nov1), EndTime: ts(nov8)},
@@ -216,6 +221,11 @@ func TestMetricsRequests(t *testing.T) {
 			want: &analyticsv1.GetMetricSeriesRequest{
 				CampaignId: "c1", Granularity: analyticsv1.Granularity_GRANULARITY_HOUR, TimeZone: "Europe/Berlin", StartTime: ago(day),
 			},
+		},
+		{
+			name: "series with exact unique users",
+			args: []string{"series", "-granularity", "MINUTE", "-exact-users"},
+			want: &analyticsv1.GetMetricSeriesRequest{Granularity: analyticsv1.Granularity_GRANULARITY_MINUTE, TimeZone: "UTC", StartTime: ago(time.Hour), ExactUniqueUsers: true},
 		},
 		{
 			name: "series minute default range",
@@ -255,6 +265,12 @@ func TestMetricsRequests(t *testing.T) {
 			args: []string{"breakdown", "-by", "variant", "-raw"},
 			want: &analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_VARIANT, Metric: analyticsv1.Metric_METRIC_EVENTS,
 				Limit: 10, Source: analyticsv1.DataSource_DATA_SOURCE_RAW},
+		},
+		{
+			name: "breakdown by unique users, exact",
+			args: []string{"breakdown", "-by", "variant", "-metric", "unique_users", "-exact-users"},
+			want: &analyticsv1.GetBreakdownRequest{Dimension: analyticsv1.Dimension_DIMENSION_VARIANT, Metric: analyticsv1.Metric_METRIC_UNIQUE_USERS,
+				Limit: 10, ExactUniqueUsers: true},
 		},
 		{
 			name: "funnel steps in order",
@@ -732,7 +748,7 @@ func TestMetricsLiveInterrupt(t *testing.T) {
 // TestMetricsLiveJSON prints one protojson object per line and stops when its context ends.
 func TestMetricsLiveJSON(t *testing.T) {
 	t.Parallel()
-	want := &analyticsv1.WatchCampaignMetricsRequest{CampaignId: "c1", IntervalSeconds: 2, StartTime: timestamppb.New(testNow.Add(-30 * time.Minute))}
+	want := &analyticsv1.WatchCampaignMetricsRequest{CampaignId: "c1", IntervalSeconds: 2, StartTime: timestamppb.New(testNow.Add(-30 * time.Minute)), ExactUniqueUsers: true}
 	c := newMetricsCLI(t, liveServer(t, want))
 	out := &lineWriter{lines: make(chan string, 100)}
 	c.app.stdout = out
@@ -740,7 +756,7 @@ func TestMetricsLiveJSON(t *testing.T) {
 	defer cancel()
 	done := make(chan int)
 	go func() {
-		done <- c.run(ctx, []string{"-o", "json", "metrics", "live", "-campaign", "c1", "-interval", "2s", "-since", "30m"})
+		done <- c.run(ctx, []string{"-o", "json", "metrics", "live", "-campaign", "c1", "-interval", "2s", "-since", "30m", "-exact-users"})
 	}()
 	var got []*analyticsv1.WatchCampaignMetricsResponse
 	for range 3 {
