@@ -65,34 +65,80 @@ func (s *streams) publish(t *testing.T, msgID string, ids ...string) {
 	}
 }
 
+// publishEvents stores a batch of events as they are on tenant's subject (events.<tenant>).
+func (s *streams) publishEvents(t *testing.T, tenant, msgID string, events ...*ingestv1.AcceptedEvent) {
+	t.Helper()
+	data, _ := proto.Marshal(&ingestv1.AcceptedBatch{Events: events})
+	if _, err := natsjs.Publish(context.Background(), s.js, tenant, msgID, data, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// event is an event of tenant t1 with id, user and corrected (and received) time at.
+func event(id, user string, at time.Time) *ingestv1.AcceptedEvent {
+	return &ingestv1.AcceptedEvent{
+		Event:    &ingestv1.Event{EventId: id, Type: ingestv1.EventType_EVENT_TYPE_CLICK, UserId: user, CampaignId: "c1"},
+		TenantId: "t1", ReceivedAt: timestamppb.New(at), CorrectedTime: timestamppb.New(at),
+	}
+}
+
 // pipeline runs the writer as in production: the streams above and ClickHouse as the writer
-// user.
+// user, one database per shard (conns[0] is conn).
 type pipeline struct {
 	*streams
-	conn driver.Conn
+	conn  driver.Conn
+	conns []driver.Conn
 }
 
 func newPipeline(t *testing.T) *pipeline {
+	return newShardedPipeline(t, 1)
+}
+
+// newShardedPipeline is a pipeline over shards databases of the test server, each migrated as
+// its shard of a cluster of that many.
+func newShardedPipeline(t *testing.T, shards int) *pipeline {
 	t.Helper()
-	s := newStreams(t)
-	conn, err := clickhouse.Open(context.Background(), chtest.Addr(), chtest.NewDatabase(t), clickhouse.User(chtest.Writer(t)))
-	if err != nil {
-		t.Fatal(err)
+	p := &pipeline{streams: newStreams(t)}
+	for i := range shards {
+		db := chtest.NewDatabase(t)
+		layout := clickhouse.Layout{ShardIndex: i, ShardCount: shards}
+		if err := clickhouse.MigrateShard(context.Background(), chtest.Addr(), db, clickhouse.User(chtest.Writer(t)), layout); err != nil {
+			t.Fatal(err)
+		}
+		conn, err := clickhouse.OpenReader(context.Background(), chtest.Addr(), db, clickhouse.User(chtest.Writer(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		p.conns = append(p.conns, conn)
 	}
-	t.Cleanup(func() { conn.Close() })
-	return &pipeline{streams: s, conn: conn}
+	p.conn = p.conns[0]
+	return p
 }
 
 // start runs a writer until the returned stop is called (or it stops by itself). With
-// crashAfter > 0 it crashes right after that many inserts, before acknowledging them.
+// crashAfter > 0 it crashes right after that many inserts (into the first shard), before
+// acknowledging them.
 func (p *pipeline) start(t *testing.T, crashAfter int) (done <-chan struct{}, stop func()) {
 	t.Helper()
+	return p.startWith(t, func(i int, sink writer.Sink, crash func()) writer.Sink {
+		if crashAfter > 0 && i == 0 {
+			return writerfault.CrashAfterInserts(sink, crashAfter, crash)
+		}
+		return sink
+	})
+}
+
+// startWith is start with every shard's sink wrapped by wrap, which may call crash to stop
+// the writer as a kill would.
+func (p *pipeline) startWith(t *testing.T, wrap func(shard int, sink writer.Sink, crash func()) writer.Sink) (done <-chan struct{}, stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var sink writer.Sink = clickhouse.NewEventSink(p.conn)
-	if crashAfter > 0 {
-		sink = writerfault.CrashAfterInserts(sink, crashAfter, cancel)
+	var sinks []writer.Sink
+	for i, conn := range p.conns {
+		sinks = append(sinks, wrap(i, clickhouse.NewEventSink(conn), cancel))
 	}
-	w := writer.New(p.writerJS, []writer.Sink{sink}, writer.Config{BatchRows: 10000, MaxWait: 200 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
+	w := writer.New(p.writerJS, sinks, writer.Config{BatchRows: 10000, MaxWait: 200 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
 	ch := make(chan struct{})
 	go func() { _ = w.Run(ctx); close(ch) }()
 	var once sync.Once
@@ -127,9 +173,31 @@ func (p *pipeline) settle(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if _, err := clickhouse.NewEventSink(p.conn).Settle(ctx, nil); err != nil {
-		t.Fatal(err)
+	for _, conn := range p.conns {
+		if _, err := clickhouse.NewEventSink(conn).Settle(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
+}
+
+// countAll is q's count summed over the shards.
+func (p *pipeline) countAll(t *testing.T, q string) uint64 {
+	t.Helper()
+	var sum uint64
+	for _, conn := range p.conns {
+		var n uint64
+		if err := conn.QueryRow(context.Background(), q).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		sum += n
+	}
+	return sum
+}
+
+// drained waits until the stream holds no message: everything written and acknowledged.
+func (p *pipeline) drained(t *testing.T) {
+	t.Helper()
+	meshtest.Eventually(t, 15*time.Second, func() bool { return p.inStream(t) == 0 }, "the writer did not acknowledge every batch")
 }
 
 func ids(prefix string, n int) []string {

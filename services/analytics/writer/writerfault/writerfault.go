@@ -47,3 +47,44 @@ func (c *crashAfter) Insert(ctx context.Context, month uint32, rows []writer.Row
 	c.crash()
 	return ErrCrashed
 }
+
+// ErrAnswerLost is what Insert reports after LoseAnswers stored its rows.
+var ErrAnswerLost = errors.New("writerfault: connection lost before the insert's answer")
+
+// LoseAnswers returns sink whose first n inserts that succeed report ErrAnswerLost all the
+// same: the rows are stored and the writer does not know it, as when a connection breaks after
+// the server committed the insert. Inserts counts the Insert calls.
+func LoseAnswers(sink writer.Sink, n int) *Lost {
+	return &Lost{Sink: sink, left: n}
+}
+
+// Lost is the sink of LoseAnswers.
+type Lost struct {
+	writer.Sink
+	mu           sync.Mutex
+	left, called int
+}
+
+// Insert stores rows, then loses the answer while n answers are left to lose.
+func (l *Lost) Insert(ctx context.Context, month uint32, rows []writer.Row, commits []writer.Commit) error {
+	l.mu.Lock()
+	l.called++
+	l.mu.Unlock()
+	if err := l.Sink.Insert(ctx, month, rows, commits); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.left > 0 {
+		l.left--
+		return ErrAnswerLost
+	}
+	return nil
+}
+
+// Inserts is how many times Insert was called.
+func (l *Lost) Inserts() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.called
+}
