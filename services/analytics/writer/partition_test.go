@@ -18,7 +18,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/services/analytics/writer/writerfault"
 )
 
-// The rows of events, not the writer's commit rows (tenant_id '').
+// The rows of events, not the writer's commit rows (tenant_id ”).
 const (
 	rawEvents    = `SELECT count() FROM events_local WHERE tenant_id != ''`
 	rolledEvents = `SELECT countMerge(events) FROM events_hourly_local`
