@@ -430,3 +430,36 @@ func TestMigrationCompletesAfterDyingAtAnyStep(t *testing.T) {
 		})
 	}
 }
+
+// A version-1 table copied to two servers (two databases here) migrates as the two shards of a
+// cluster: each keeps the rows of its stream partitions (stream_part % 2), so every event is
+// on one shard once, and the rollups and event_ids of the two count each once.
+func TestMigrationSplitsAV1TableIntoShards(t *testing.T) {
+	ctx := context.Background()
+	writerUser := clickhouse.User(chtest.Writer(t))
+	var conns []driver.Conn
+	for shard := range 2 {
+		db, conn := v1Database(t)
+		insertOld(t, conn, retried, 2)
+		if err := clickhouse.MigrateShard(ctx, chtest.Addr(), db, writerUser, clickhouse.Layout{ShardIndex: shard, ShardCount: 2}); err != nil {
+			t.Fatal(err)
+		}
+		if n := scalar(t, conn, fmt.Sprintf(`SELECT count() FROM events_local WHERE stream_part %% 2 != %d`, shard)); n != 0 {
+			t.Errorf("shard %d holds %d rows of the other shard", shard, n)
+		}
+		conns = append(conns, conn)
+	}
+	var got [4]uint64
+	for _, conn := range conns {
+		got[0] += scalar(t, conn, `SELECT count() FROM events_local WHERE tenant_id != ''`)
+		got[1] += scalar(t, conn, `SELECT uniqExact(tenant_id, event_id) FROM events_local WHERE tenant_id != ''`)
+		got[2] += scalar(t, conn, `SELECT countMerge(events) FROM events_hourly_local`)
+		got[3] += scalar(t, conn, `SELECT count() FROM event_ids_local`)
+	}
+	if got != [4]uint64{11, 11, 11, 11} {
+		t.Errorf("over both shards: rows, distinct events, rollup count, event_ids = %v; want 11 each", got)
+	}
+	if scalar(t, conns[0], `SELECT count() FROM events_local WHERE tenant_id != ''`) == 0 || scalar(t, conns[1], `SELECT count() FROM events_local WHERE tenant_id != ''`) == 0 {
+		t.Error("a shard got no rows: the data set does not test the split")
+	}
+}
