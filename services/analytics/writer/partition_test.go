@@ -215,3 +215,33 @@ func TestBatchWithAnEventOfAnotherPartitionIsDeadLettered(t *testing.T) {
 		t.Errorf("dead letter reason %q, want a partition mismatch naming event 1", reason)
 	}
 }
+
+// Client retries in another batch, after a restart, of events stored on two shards: the
+// restarted writer rebuilds its filter from both shards' event_ids and confirms each key on its
+// partition's shard, so no shard stores one twice — raw rows and rollups, without FINAL.
+func TestRetriesAfterARestartAreStoredOnceOnEveryShard(t *testing.T) {
+	p := newShardedPipeline(t, 2)
+	now := time.Now()
+	var events []*ingestv1.AcceptedEvent
+	for shard := range 2 {
+		for i, u := range usersOn(shard, 2, 4) {
+			events = append(events, event(fmt.Sprintf("s%d-%d", shard, i), u, now))
+		}
+	}
+	p.publishEvents(t, "t1", "b1", events...)
+	_, stop := p.start(t, 0)
+	p.drained(t)
+	stop()
+	p.start(t, 0)
+	p.publishEvents(t, "t1", "b2", append(events, event("new", "u0", now))...) // another message id: the stream keeps it
+	p.drained(t)
+	p.settle(t)
+	if got := [2]uint64{p.countAll(t, rawEvents), p.countAll(t, rolledEvents)}; got != [2]uint64{9, 9} {
+		t.Errorf("raw rows and rollup count over the shards %v, want 9 each", got)
+	}
+	for shard := range 2 {
+		if n := countOn(t, p, shard, `SELECT toUInt64(count() - uniqExact(event_id)) FROM events_local WHERE tenant_id != ''`); n != 0 {
+			t.Errorf("shard %d stores %d events twice", shard, n)
+		}
+	}
+}
