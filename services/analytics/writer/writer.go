@@ -1,67 +1,90 @@
 // Package writer moves accepted events from JetStream into the analytics store (a Sink;
 // ClickHouse in production, services/analytics/clickhouse.EventSink).
 //
-// Exactly-once effect: the writer reads one durable pull consumer in stream order, inserts each
-// collected set of batches with one Sink.Insert (all or nothing: one block on a MergeTree table)
-// with every row's stream sequence, and only then acknowledges the messages. After a crash
-// between insert and ack, JetStream redelivers; the writer first reads its watermark — the
-// highest sequence stored, from Sink.Settle — and acknowledges without inserting every message
-// at or below it, so nothing is inserted twice. Because sets are inserted whole and in order,
-// everything at or below the watermark is stored. One writer per stream keeps the order argument
-// valid.
+// Exactly-once effect, per stream partition and month. Every row has a partition p (PartOf: the
+// tenant and subject of its event, natsjs.Partition — computed here, not taken from the
+// message), a month m (MonthOf its corrected time: the partition of ClickHouse's events_local)
+// and a sequence s (its batch's stream sequence plus the offset of the stream's incarnation).
+// The writer reads one durable pull consumer in stream order, collects a set of batches, and
+// splits it into one block per shard (sinks[p % len(sinks)]) and month, each inserted with one
+// Sink.Insert: rows of one month (one part of one table, all or nothing) plus a commit per
+// partition in the block listing the distinct sequences of its rows. A batch's rows of one
+// (p, m) are in one block, so:
+//
+//	the rows of (p, m, s) are stored  ⇔  a stored commit of (p, m) lists s.
+//
+// The watermark W[p, m] is the highest sequence of the stored commits of (p, m) (Sink.Settle).
+// A row with s > W[p, m] is not stored (its commit would have raised W); a row with s ≤ W[p, m]
+// is stored exactly when Sink.Stored lists s for (p, m). The writer inserts the rows that are
+// not stored — fresh ones, and late ones Stored does not list — and acknowledges the messages
+// only after every block of the set returned success. The decision is exact for each row
+// whatever order batches come in: stream order only keeps the Stored look-ups rare.
+//   - A crash between insert and ack: the batches are redelivered, their rows are at or below
+//     W and listed: acknowledged, not inserted.
+//   - A crash between the blocks of one set (two months, or two shards): the blocks that landed
+//     are listed by their commits, the others are not; only those are inserted.
+//   - An insert that failed may have landed (the answer was lost): before trying it again the
+//     writer settles the shard and looks up the block's first commit (Stored): the block is
+//     atomic, so one sequence tells.
+//   - A batch delivered late (delivered and not received, redelivered after the ack wait behind
+//     newer sets that raised W): not listed, so inserted, once; skipped, it would be lost.
+//
+// One writer writes a partition at a time (today one writer reads the whole stream): two could
+// both find a row not stored and both insert it. Rows the dedup step (below) drops are not
+// inserted: when it drops all of a batch's rows of (p, m), no commit lists s, and a redelivery
+// finds them not stored and drops them again.
 //
 // The same event can also reach the stream twice in different batches (a client, or an SDK that
 // re-batches, retries after a lost answer): the stream drops only a repeated batch. The writer
 // inserts each event — a tenant and an event id — at most once within the dedup window
-// (Config.DedupWindow, at least 24 h): before inserting a set it drops repeats within the set,
-// then every event already stored. Asking the store about every event would cost a look-up per
-// row, so an in-memory filter of the keys stored within the window (package dedup: two rotating
-// Bloom filters, memory fixed by Config.DedupCapacity) rules out almost all of them: only the
-// keys it may hold are looked up (Sink.Seen), and only those the store confirms are dropped — a
-// false positive of the filter costs a look-up, never an event. The keys of each insert go into
-// the filter once the insert is known to be stored; a starting writer, after Settle, rebuilds the
-// filter from the keys stored within the window (Sink.RecentIDs), so a restart or a new writer
-// forgets nothing. About hourly the writer lets the store drop keys older than the window
-// (Sink.DropIDsBefore). Past the window a copy is inserted again.
+// (Config.DedupWindow, at least 24 h): before inserting a set it drops repeats within the set
+// (the first in stream order stays), then every event already stored. Asking the store about
+// every event would cost a look-up per row, so an in-memory filter of the keys stored within
+// the window (package dedup: two rotating Bloom filters, memory fixed by Config.DedupCapacity)
+// rules out almost all of them: only the keys it may hold are looked up (Sink.Seen, on the shard
+// of the event's partition), and only those the store confirms are dropped — a false positive of
+// the filter costs a look-up, never an event. A copy has the same tenant and subject, so the same
+// partition and shard as the original; a resend that changes the user or anonymous id is
+// another partition and outside this guarantee. The keys of each insert go into the filter once
+// the insert is known to be stored; a starting writer, after Settle, rebuilds the filter from
+// the keys stored on every shard within the window (Sink.RecentIDs), so a restart or a new
+// writer forgets nothing. About hourly the writer lets every shard drop keys older than the
+// window (Sink.DropIDsBefore). Past the window a copy is inserted again.
 //
-// The argument needs exactly this of the store, which is the Sink interface:
+// The argument needs exactly this of each shard of the store, which is the Sink interface:
 //   - Insert is atomic: after it returns — with or without an error, or when its writer dies —
-//     either all of its rows are stored or none. An error does not mean none: the answer may
-//     have been lost while the insert landed.
+//     either all of its rows and commits are stored or none. An error does not mean none: the
+//     answer may have been lost while the insert landed.
 //   - Settle waits until no insert begun earlier (by this writer or by a predecessor that died
-//     in the middle of one) can still land, then returns the watermark. Read any earlier, it
+//     in the middle of one) can still land, then returns the watermarks. Read any earlier, they
 //     could miss a landing insert, whose rows would then be inserted again. The writer settles
-//     at start and after every failed insert attempt, before trying again: if the failed
-//     attempt landed after all, its messages are acknowledged without a second insert.
-//   - SeqOffset gives each incarnation of the stream (told apart by its creation time) a fixed
-//     offset added to its sequences, the watermark when first seen: a recreated stream
-//     restarts at 1, and without the offset its batches would sit below the watermark and be
-//     skipped as already stored.
-//   - Stored tells which of some batches have rows: the check for batches that come late.
-//   - Seen tells which of some event keys are stored, RecentIDs lists the keys stored within a
-//     window, both as of the last Settle; DropIDsBefore forgets the keys of events received
-//     before a time. Keys are stored by the same atomic Insert as their rows.
+//     every shard at start, and a shard before it asks Stored and after a failed insert.
+//   - Stored tells which sequences the stored commits of a partition and month list.
+//   - SeqOffset (asked of the first shard) gives each incarnation of the stream (told apart by
+//     its creation time) a fixed offset added to its sequences: the highest watermark of any
+//     shard when first seen. A recreated stream restarts at 1; without the offset its batches
+//     would sit below the watermarks and be taken for stored ones.
+//   - Seen tells which of some event keys are stored on the shard, RecentIDs lists the keys
+//     stored there within a window, both as of the last Settle; DropIDsBefore forgets the keys
+//     of events received before a time. Keys are stored by the same atomic Insert as their rows.
 //
-// Five more rules of the writer store each batch once, whatever order it comes in:
-//   - Rows are inserted in stream order: the consumer is recreated at start so that batches a
-//     crashed writer left unacknowledged come first, not after the ack wait behind newer ones.
+// Four more rules of the writer keep batches from being lost or delayed:
+//   - The consumer is recreated at start so that batches a crashed writer left unacknowledged
+//     come first, not after the ack wait behind newer ones.
 //   - Nothing is acknowledged before its insert returned success, or before Settle showed it
 //     stored; a writer that stops in between leaves its messages to be redelivered.
 //   - Messages collected before a fetch error are written, never dropped, and a waiting fetch
 //     is ended by the server (FetchMaxWait), not by a client-side deadline that could drop a
 //     message the server had just sent.
-//   - Still, a message can be delivered and not received (a broken connection) and come again
-//     after the ack wait, below a watermark that newer sets had raised. So a message at or
-//     below the watermark is not taken as stored: the writer asks the sink (Stored, after
-//     Settle) and inserts the batches it does not have. Skipped, they would be lost.
 //   - While an insert is retried, its messages are kept in progress, so the stream does not
 //     redeliver them behind the writer's back.
 //
 // A message that cannot be decoded is a poison message: it goes to the dead-letter stream with
 // its reason and is acknowledged, so it never blocks the pipeline. So is a batch holding an event
-// whose tenant is not the one its subject (events.<tenant>) names: only ingest may publish there
-// (NATS permissions), and it publishes each tenant's events on that tenant's subject, so a
-// mismatch is forged or broken and is never stored for either tenant. While the store is down the
+// whose tenant is not the one its subject (events.<tenant>.<p>, or events.<tenant> before
+// partitions) names, or, on a partition's subject, an event of another partition: only ingest
+// may publish there (NATS permissions), and it publishes each tenant's events of a partition on
+// that subject, so a mismatch is forged or broken and is never stored. While the store is down the
 // writer retries with backoff and keeps its messages in progress; the backlog stays in the
 // stream and drains on recovery. Run returns an error only when writing cannot go on (the
 // stream or the writer's consumer is deleted under it): a restarted writer starts over.
