@@ -642,7 +642,9 @@ func TestEventsLandInClickHouse(t *testing.T) {
 		}
 		return n
 	}
-	waitFor(t, "5 events in ClickHouse", 20*time.Second, func() bool { return count(`SELECT uniqExact(tenant_id, event_id) FROM events WHERE tenant_id != ''`) == 5 })
+	waitFor(t, "5 events in ClickHouse", 20*time.Second, func() bool {
+		return count(`SELECT uniqExact(tenant_id, event_id) FROM events WHERE tenant_id != ''`) == 5
+	})
 	if n := count(`SELECT count() FROM events WHERE tenant_id != ''`); n != 5 {
 		t.Fatalf("raw rows = %d, want 5 (the retried batch must be dropped by the stream)", n)
 	}
