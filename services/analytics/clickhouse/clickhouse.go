@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -181,21 +182,43 @@ func (s *EventSink) InsertAll(ctx context.Context, rows []writer.Row) error {
 	return nil
 }
 
-// Settle waits until no writer insert into this database is running — an insert whose writer
-// died, or whose answer was lost, may still complete on the server — and then returns the
-// watermarks of parts (every partition when parts is nil). Reading them earlier could miss that
-// insert, and inserting its rows again would count them twice.
+// Settle waits until none of the writer inserts into this database running when it is called
+// is running any more — an insert whose writer died, or whose answer was lost, may still
+// complete on the server — and then returns the watermarks of parts (every partition when parts
+// is nil). Reading them earlier could miss that insert, and inserting its rows again would count
+// them twice. Inserts begun later are not waited for: they are other live writers', which own
+// other partitions, and with several writers one is nearly always inserting.
 func (s *EventSink) Settle(ctx context.Context, parts []int) (map[writer.PartMonth]uint64, error) {
 	prefix, err := s.queryPrefix(ctx)
 	if err != nil {
 		return nil, err
 	}
+	var waiting []string
 	for {
-		var running uint64
-		if err := s.conn.QueryRow(ctx, `SELECT count() FROM system.processes WHERE startsWith(query_id, ?)`, prefix).Scan(&running); err != nil {
+		var running []string
+		rows, err := s.conn.Query(ctx, `SELECT query_id FROM system.processes WHERE startsWith(query_id, ?)`, prefix)
+		if err == nil {
+			for rows.Next() {
+				var id string
+				if err = rows.Scan(&id); err != nil {
+					break
+				}
+				running = append(running, id)
+			}
+			rows.Close()
+			if err == nil {
+				err = rows.Err()
+			}
+		}
+		if err != nil {
 			return nil, fmt.Errorf("look for running inserts: %w", err)
 		}
-		if running == 0 {
+		if waiting == nil {
+			waiting = running
+		} else {
+			waiting = slices.DeleteFunc(waiting, func(id string) bool { return !slices.Contains(running, id) })
+		}
+		if len(waiting) == 0 {
 			return s.watermarks(ctx, parts)
 		}
 		select {
