@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 	"github.com/campaignmesh/campaignmesh/services/analytics/app"
+	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
 )
 
 func options(t *testing.T) servicetest.AnalyticsOptions {
@@ -104,5 +106,27 @@ func TestNewChecksShardsAndWriters(t *testing.T) {
 			a.Close()
 		}
 		t.Errorf("New with writer 2 of 2: %v, want it refused", err)
+	}
+}
+
+// With two shards the writer user connects to both and brings each one's schema up to date.
+func TestOpensEveryShard(t *testing.T) {
+	c := chtest.StartCluster(t, "cm_analytics", 2)
+	o := options(t)
+	o.Database = c.NewDatabase(t)
+	o.Config = func(cfg *app.Config) {
+		cfg.ClickHouseAddr, cfg.ClickHouseShards = c.Addrs[0], c.Addrs
+		cfg.WriterUser, cfg.ReaderUser = clickhouse.User(c.Writer), clickhouse.User(c.Reader)
+	}
+	servicetest.StartAnalytics(t, o)
+	for i := range c.Addrs {
+		var n uint64
+		if err := c.Conn(t, i, o.Database, c.Admin).QueryRow(context.Background(),
+			"SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'events'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Errorf("shard %d has no events table", i+1)
+		}
 	}
 }
