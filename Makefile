@@ -95,11 +95,15 @@ certs: ## Generate the dev CA and certificates into .state/certs (only what is m
 	go run ./cmd/devcerts -dir .state/certs -services $(MESH_SERVICES)
 .PHONY: certs
 
-infra: ## Install (apt) and start PostgreSQL, ClickHouse and NATS JetStream under .state/
-	scripts/devenv.sh up
+# SHARDS: the ClickHouse servers infra runs as the shards of cluster cm_analytics (and make run's
+# analytics writers, one per shard). Every target but `make run SHARDS=N` runs one.
+SHARDS ?= 1
+
+infra: ## Install (apt) and start PostgreSQL, ClickHouse and NATS JetStream under .state/ (SHARDS=2: two ClickHouse servers as two shards)
+	CM_DEV_CH_SHARDS=$(SHARDS) scripts/devenv.sh up
 .PHONY: infra
 
-run: infra certs build $(BIN)/grpcurl ## Install and start the infrastructure, make certificates, build, and bring the whole mesh up in the foreground (Ctrl-C stops it)
+run: infra certs build $(BIN)/grpcurl ## Install and start the infrastructure, make certificates, build, and bring the whole mesh up in the foreground (Ctrl-C stops it); SHARDS=2: two ClickHouse shards and two analytics writers
 	scripts/run.sh up
 .PHONY: run
 

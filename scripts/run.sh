@@ -9,6 +9,9 @@
 # Each service starts with an environment holding only its own settings (CM_<SERVICE>_*, from
 # service_env below plus any the caller exported) and PATH, HOME, locale and OTEL_*: no process
 # learns another's database URL, key paths or passwords. CM_RUN_STATE moves .state (tests).
+# With N ClickHouse shards in .state/env (CM_CLICKHOUSE_SHARDS, from CM_DEV_CH_SHARDS=N, e.g.
+# make run SHARDS=2) analytics runs the query API and writer 0 of N, and N-1 more analytics
+# processes analytics-writer-<i> run writer i alone (admin listener 127.0.0.1:9104+10*i).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 STATE="${CM_RUN_STATE:-$ROOT/.state}"
@@ -19,9 +22,22 @@ GATEWAY_ADDR="${CM_GATEWAY_LISTEN:-127.0.0.1:8443}"
 
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
+# run_services: every process of this run in start order: SERVICES with, after analytics, the
+# extra writers of a sharded run (WRITERS, from load_infra) and any whose pid file is left.
+run_services() {
+  local s i f
+  for s in "${SERVICES[@]}"; do
+    echo "$s"
+    [ "$s" = analytics ] || continue
+    for ((i = 1; i < ${WRITERS:-1}; i++)); do echo "analytics-writer-$i"; done
+    for f in "$RUN"/analytics-writer-*.pid; do [ -e "$f" ] && basename "$f" .pid; done
+  done | awk '!seen[$0]++'
+}
+
 stop_services() {
-  for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
-    local name=${SERVICES[i]}
+  local -a all; mapfile -t all < <(run_services)
+  for ((i = ${#all[@]} - 1; i >= 0; i--)); do
+    local name=${all[i]}
     if alive "$name"; then
       local pid; pid=$(cat "$RUN/$name.pid")
       rm -f "$RUN/$name.pid" # first, so a foreground `up` sees a requested stop, not a crash
@@ -54,12 +70,24 @@ load_infra() {
     [[ $line =~ ^(CM_[A-Z0-9_]+)=(.*)$ ]] && printf -v "INFRA_${BASH_REMATCH[1]}" %s "${BASH_REMATCH[2]}"
   done <"$STATE/env"
   SECRETS="${INFRA_CM_SECRETS_DIR:-$STATE/secrets}"
+  # One writer per ClickHouse shard.
+  local -a shards; IFS=, read -r -a shards <<<"${INFRA_CM_CLICKHOUSE_SHARDS:-x}"
+  WRITERS=${#shards[@]}
 }
 
 # service_env NAME: the KEY=VALUE lines NAME starts with. Settings exported by the caller as
 # CM_<NAME>_* win over these defaults; other services' variables are never passed.
 service_env() {
-  local svc=$1 prefix; prefix="CM_$(echo "$1" | tr a-z A-Z)"
+  local svc=$1 prefix
+  # analytics-writer-<i>: analytics' settings, running writer i alone (fixed: the caller's
+  # settings do not change these).
+  local -a fixed=()
+  if [[ $svc =~ ^analytics-writer-([1-9][0-9]*)$ ]]; then
+    svc=analytics
+    fixed=("CM_ANALYTICS_ROLES=writer" "CM_ANALYTICS_WRITER_INDEX=${BASH_REMATCH[1]}"
+      "CM_ANALYTICS_ADMIN_LISTEN=127.0.0.1:$((9104 + 10 * BASH_REMATCH[1]))")
+  fi
+  prefix="CM_$(echo "$svc" | tr a-z A-Z)"
   local -a own=("${prefix}_TLS_CERT=$CERTS/$svc.pem" "${prefix}_TLS_KEY=$CERTS/$svc-key.pem" "${prefix}_TLS_CA=$CERTS/ca.pem")
   case $svc in
     auth) own+=(
@@ -73,6 +101,8 @@ service_env() {
       "CM_ANALYTICS_NATS_URL=${INFRA_CM_NATS_URL:-}"
       "CM_ANALYTICS_NATS_USER=analytics" "CM_ANALYTICS_NATS_PASSWORD_FILE=$SECRETS/nats-analytics"
       "CM_ANALYTICS_CLICKHOUSE_ADDR=${INFRA_CM_CLICKHOUSE_ADDR:-}"
+      "CM_ANALYTICS_CLICKHOUSE_SHARDS=${INFRA_CM_CLICKHOUSE_SHARDS:-${INFRA_CM_CLICKHOUSE_ADDR:-}}"
+      "CM_ANALYTICS_WRITER_COUNT=${WRITERS:-1}"
       "CM_ANALYTICS_CLICKHOUSE_WRITER_USER=${INFRA_CM_CLICKHOUSE_WRITER_USER:-analytics_writer}"
       "CM_ANALYTICS_CLICKHOUSE_WRITER_PASSWORD_FILE=$SECRETS/clickhouse-writer"
       "CM_ANALYTICS_CLICKHOUSE_READER_USER=${INFRA_CM_CLICKHOUSE_READER_USER:-analytics_reader}"
@@ -84,12 +114,14 @@ service_env() {
     *) echo "run: unknown service $svc (one of: ${SERVICES[*]})" >&2; return 2 ;;
   esac
   local kv name
+  for kv in "${fixed[@]}"; do echo "$kv"; done
   for kv in "${own[@]}"; do # the caller's CM_<NAME>_* override
     name=${kv%%=*}
+    [[ " ${fixed[*]%%=*} " == *" $name "* ]] && continue
     if [ -n "${!name+x}" ]; then echo "$name=${!name}"; else echo "$kv"; fi
   done
   while IFS= read -r name; do # caller's settings of this service not listed above
-    [[ " ${own[*]%%=*} " == *" $name "* ]] || echo "$name=${!name}"
+    [[ " ${own[*]%%=*} ${fixed[*]%%=*} " == *" $name "* ]] || echo "$name=${!name}"
   done < <(compgen -e | grep "^${prefix}_" || true)
   while IFS= read -r name; do
     echo "$name=${!name}"
@@ -129,6 +161,11 @@ up() {
   wait_http "http://127.0.0.1:9102/healthz" 30 ingest
   start analytics "$ROOT/bin/analytics"
   wait_http "http://127.0.0.1:9104/healthz" 30 analytics
+  local i
+  for ((i = 1; i < WRITERS; i++)); do
+    start "analytics-writer-$i" "$ROOT/bin/analytics"
+    wait_http "http://127.0.0.1:$((9104 + 10 * i))/healthz" 30 "analytics-writer-$i"
+  done
   start campaigns "$ROOT/bin/campaigns"
   wait_http "http://127.0.0.1:9103/healthz" 30 campaigns
   start gateway "$ROOT/bin/gateway"
@@ -142,6 +179,7 @@ CampaignMesh is up.
   first credentials      .state/bootstrap/admin.json      tenant "acme" admin
                          .state/bootstrap/operator.json   platform operator
   logs                   .state/logs/<service>.log
+  clickhouse shards      ${INFRA_CM_CLICKHOUSE_SHARDS:-${INFRA_CM_CLICKHOUSE_ADDR:-}}   ($WRITERS writer process(es))
 
 Try, in another terminal:
   bin/cmesh login -f .state/bootstrap/admin.json && bin/cmesh whoami
@@ -150,10 +188,11 @@ Try, in another terminal:
 Ctrl-C (or make stop) stops everything.
 MSG
   # Stay in the foreground until a service exits or we are interrupted.
-  all_alive() { for s in "${SERVICES[@]}"; do alive "$s" || return 1; done; }
+  local -a all; mapfile -t all < <(run_services)
+  all_alive() { for s in "${all[@]}"; do alive "$s" || return 1; done; }
   while all_alive; do sleep 1; done
   stopped=0
-  for s in "${SERVICES[@]}"; do [ -f "$RUN/$s.pid" ] || stopped=1; done
+  for s in "${all[@]}"; do [ -f "$RUN/$s.pid" ] || stopped=1; done
   if [ $stopped = 1 ]; then
     echo "run: stopped (make stop)"
     exit 0
@@ -165,7 +204,7 @@ MSG
 
 case "${1:-}" in
   up) up ;;
-  stop) stop_services ;;
+  stop) [ -f "$STATE/env" ] && load_infra; stop_services ;;
   env) [ -n "${2:-}" ] || { echo "usage: $0 env SERVICE (${SERVICES[*]})" >&2; exit 2; }; print_env "$2" ;;
   *) echo "usage: $0 up|stop|env SERVICE" >&2; exit 2 ;;
 esac

@@ -119,3 +119,53 @@ func TestComposeGivesEachServiceOnlyItsOwnSettings(t *testing.T) {
 		}
 	}
 }
+
+// With two ClickHouse shards in .state/env, analytics runs writer 0 of 2 over both shards and
+// analytics-writer-1 runs writer 1 of 2 alone on its own admin port, whatever the caller's
+// settings of the role, index or admin address; with one shard analytics is writer 0 of 1.
+func TestRunShStartsAWriterPerShard(t *testing.T) {
+	runEnv := func(t *testing.T, shards, svc string) map[string]string {
+		t.Helper()
+		state := t.TempDir()
+		env := "CM_CLICKHOUSE_ADDR=127.0.0.1:19000\nCM_SECRETS_DIR=" + filepath.Join(state, "secrets") + "\n"
+		if shards != "" {
+			env += "CM_CLICKHOUSE_SHARDS=" + shards + "\n"
+		}
+		if err := os.WriteFile(filepath.Join(state, "env"), []byte(env), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("bash", "run.sh", "env", svc)
+		cmd.Env = append(os.Environ(), "CM_RUN_STATE="+state, "CM_ANALYTICS_ROLES=api", "CM_ANALYTICS_WRITER_INDEX=5", "CM_ANALYTICS_ADMIN_LISTEN=127.0.0.1:1")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("run.sh env %s: %v\n%s", svc, err, out)
+		}
+		vars := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			key, value, _ := strings.Cut(line, "=")
+			if _, dup := vars[key]; dup {
+				t.Errorf("%s is set twice", key)
+			}
+			vars[key] = value
+		}
+		return vars
+	}
+	expect := func(t *testing.T, vars map[string]string, want map[string]string) {
+		t.Helper()
+		for k, v := range want {
+			if vars[k] != v {
+				t.Errorf("%s=%q, want %q", k, vars[k], v)
+			}
+		}
+	}
+	two := "127.0.0.1:19000,127.0.0.1:19001"
+	expect(t, runEnv(t, "", "analytics"), map[string]string{"CM_ANALYTICS_CLICKHOUSE_SHARDS": "127.0.0.1:19000", "CM_ANALYTICS_WRITER_COUNT": "1"})
+	expect(t, runEnv(t, two, "analytics"), map[string]string{"CM_ANALYTICS_CLICKHOUSE_SHARDS": two, "CM_ANALYTICS_WRITER_COUNT": "2",
+		"CM_ANALYTICS_CLICKHOUSE_ADDR": "127.0.0.1:19000", "CM_ANALYTICS_ROLES": "api"}) // the caller's setting, as for every service
+	writer := runEnv(t, two, "analytics-writer-1")
+	expect(t, writer, map[string]string{"CM_ANALYTICS_CLICKHOUSE_SHARDS": two, "CM_ANALYTICS_WRITER_COUNT": "2",
+		"CM_ANALYTICS_ROLES": "writer", "CM_ANALYTICS_WRITER_INDEX": "1", "CM_ANALYTICS_ADMIN_LISTEN": "127.0.0.1:9114"})
+	if !strings.HasSuffix(writer["CM_ANALYTICS_TLS_CERT"], "/certs/analytics.pem") {
+		t.Errorf("analytics-writer-1's certificate is %s, want analytics'", writer["CM_ANALYTICS_TLS_CERT"])
+	}
+}

@@ -47,6 +47,12 @@ func (b *Base) Listen(addr, adminAddr string) error {
 	}
 	b.lis = lis
 	b.OnClose(func() { _ = lis.Close() }) // already closed when Serve has served on it
+	return b.ListenAdmin(adminAddr)
+}
+
+// ListenAdmin opens only the admin listener (/metrics, /healthz), for a process that serves no
+// gRPC (Serve with a nil server; Addr is then empty). Close closes it.
+func (b *Base) ListenAdmin(adminAddr string) error {
 	admin, err := net.Listen("tcp", adminAddr)
 	if err != nil {
 		return fmt.Errorf("listen admin %s: %w", adminAddr, err)
@@ -59,18 +65,26 @@ func (b *Base) Listen(addr, adminAddr string) error {
 // OnClose registers f to run on Close, before everything registered earlier.
 func (b *Base) OnClose(f func()) { b.closers = append(b.closers, f) }
 
-// Addr is the address the gRPC server listens on.
-func (b *Base) Addr() string { return b.lis.Addr().String() }
+// Addr is the address the gRPC server listens on; empty after ListenAdmin alone.
+func (b *Base) Addr() string {
+	if b.lis == nil {
+		return ""
+	}
+	return b.lis.Addr().String()
+}
 
 // AdminAddr is the address of /metrics and /healthz.
 func (b *Base) AdminAddr() string { return b.admin.Addr().String() }
 
 // Serve serves srv on the gRPC listener, the admin endpoints on the other, and runs each task,
 // until ctx ends (then everything stops gracefully and Serve returns nil) or one of them fails:
-// then the others are stopped and its error is returned. Call it once, after Listen.
+// then the others are stopped and its error is returned. Call it once, after Listen (or, with a
+// nil srv, after ListenAdmin: then only the admin endpoints and the tasks run).
 func (b *Base) Serve(ctx context.Context, srv *grpcserver.Server, tasks ...func(context.Context) error) error {
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return srv.Serve(ctx, b.lis) })
+	if srv != nil {
+		g.Go(func() error { return srv.Serve(ctx, b.lis) })
+	}
 	g.Go(func() error { return telemetry.ServeAdminOn(ctx, b.admin, b.registry, b.logger) })
 	for _, task := range tasks {
 		g.Go(func() error { return task(ctx) })

@@ -103,3 +103,44 @@ func TestServeStopsEverythingWhenATaskFails(t *testing.T) {
 type discard struct{}
 
 func (discard) Record(context.Context, audit.Record) error { return nil }
+
+// A process without a gRPC server (ListenAdmin, Serve with a nil server) serves the admin
+// endpoints and runs its tasks, and has no gRPC address.
+func TestServeWithoutGRPCServer(t *testing.T) {
+	b := New(slog.New(slog.DiscardHandler))
+	defer b.Close()
+	if err := b.ListenAdmin("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	if b.Addr() != "" {
+		t.Errorf("Addr = %q without a gRPC listener, want empty", b.Addr())
+	}
+	ran := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- b.Serve(ctx, nil, func(ctx context.Context) error {
+			close(ran)
+			<-ctx.Done()
+			return nil
+		})
+	}()
+	meshtest.Eventually(t, 10*time.Second, func() bool {
+		resp, err := http.Get("http://" + b.AdminAddr() + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, "the admin endpoint answers")
+	<-ran
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve = %v after the context ended, want nil", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Serve did not return after the context ended")
+	}
+}

@@ -48,6 +48,15 @@ type Config struct {
 	NATS natsjs.ClientFlags
 	// ClickHouseAddr is ClickHouse's native protocol address, Database the analytics database.
 	ClickHouseAddr, Database string
+	// ClickHouseShards are the native addresses of the cluster's shards in shard order (the
+	// first is ClickHouseAddr); none means one shard, ClickHouseAddr (Shards).
+	ClickHouseShards []string
+	// WriterIndex and WriterCount: this process is writer WriterIndex of WriterCount, which
+	// own the stream's partitions p with p % WriterCount == WriterIndex.
+	WriterIndex, WriterCount int
+	// Roles are what this process runs (default AllRoles). Without the API it opens no gRPC
+	// listener, only the admin one.
+	Roles Roles
 	// WriterUser owns the schema, inserts and runs event deletions; ReaderUser is the read-only
 	// user of the query API. A password file, when named, is read by New and replaces Password.
 	WriterUser, ReaderUser                 clickhouse.User
@@ -75,7 +84,7 @@ func DefaultConfig() Config {
 	return Config{
 		Listen: "127.0.0.1:7104", AdminListen: "127.0.0.1:9104", AuthAddr: "127.0.0.1:7101",
 		NATS:           natsjs.ClientFlags{URL: "nats://127.0.0.1:14222", User: ServiceName},
-		ClickHouseAddr: "127.0.0.1:19000", Database: "analytics",
+		ClickHouseAddr: "127.0.0.1:19000", Database: "analytics", WriterCount: 1, Roles: AllRoles,
 		WriterUser: clickhouse.User{Name: "analytics_writer"}, ReaderUser: clickhouse.User{Name: "analytics_reader"},
 		Writer: writer.DefaultConfig, Limits: analytics.DefaultLimits, Query: clickhouse.DefaultQueryLimits,
 		GracePeriod: grpcserver.DefaultGracePeriod,
@@ -85,7 +94,10 @@ func DefaultConfig() Config {
 // App is a built analytics service: connected, listening, not yet serving.
 type App struct {
 	*lifecycle.Base
-	conn        driver.Conn           // the writer user's: schema, inserts, deletions
+	conn driver.Conn // the writer user's: schema, inserts, deletions
+	// shardConns are the writer user's connections to every shard, in shard order (conn is
+	// the first). The writer takes shard 0's sink until it takes one per shard.
+	shardConns  []driver.Conn
 	revocations *authn.RevocationList // nil with Config.Verifier
 	audit       *auditnats.Sink
 	writer      *writer.Writer
@@ -93,8 +105,9 @@ type App struct {
 }
 
 // New connects to NATS, ClickHouse (creating the schema) and the auth service, builds the
-// query API and the writer, and opens both listeners. On an error everything opened so far is
-// released.
+// query API and the writer, and opens both listeners: of these, only what Config.Roles names
+// (a writer alone opens only the admin listener and needs no auth service). On an error
+// everything opened so far is released.
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err error) {
 	a := &App{Base: lifecycle.New(logger)}
 	defer func() {
@@ -102,6 +115,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 			a.Close()
 		}
 	}()
+	var problems config.Problems
+	cfg.CheckScaleOut(&problems)
+	if err := problems.Err(); err != nil {
+		return nil, err
+	}
 	certs, err := mtls.NewSource(cfg.TLS, logger)
 	if err != nil {
 		return nil, err
@@ -123,6 +141,18 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		return nil, err
 	}
 	a.OnClose(func() { _ = a.conn.Close() })
+	if err := a.openShards(ctx, cfg, writerUser); err != nil {
+		return nil, err
+	}
+	if cfg.Roles.Writer {
+		a.writer = newWriter(js, a.conn, cfg, logger, a.Registry())
+	}
+	if !cfg.Roles.API { // a writer alone: no query API, only /metrics and /healthz
+		if err := a.ListenAdmin(cfg.AdminListen); err != nil {
+			return nil, err
+		}
+		return a, nil
+	}
 	reader, err := clickhouse.OpenReader(ctx, cfg.ClickHouseAddr, cfg.Database, readerUser)
 	if err != nil {
 		return nil, err
@@ -142,8 +172,6 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if a.audit, err = auditnats.New(ctx, js, ServiceName, appender, logger, auditnats.DefaultConfig); err != nil {
 		return nil, err
 	}
-
-	a.writer = newWriter(js, a.conn, cfg, logger, a.Registry())
 
 	a.server = grpcserver.New(
 		grpcserver.WithService(ServiceName),
@@ -193,8 +221,12 @@ func withPassword(u clickhouse.User, file string) (clickhouse.User, error) {
 // ctx ends (then stops gracefully and returns nil) or one of them fails: then the others are
 // stopped and its error is returned. Call it once; Close afterwards.
 func (a *App) Run(ctx context.Context) error {
-	if a.revocations == nil {
-		return a.Serve(ctx, a.server, a.writer.Run)
+	var tasks []func(context.Context) error
+	if a.writer != nil {
+		tasks = append(tasks, a.writer.Run)
 	}
-	return a.Serve(ctx, a.server, a.writer.Run, a.revocations.Run, a.audit.Run)
+	if a.revocations != nil {
+		tasks = append(tasks, a.revocations.Run, a.audit.Run)
+	}
+	return a.Serve(ctx, a.server, tasks...)
 }

@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 	"github.com/campaignmesh/campaignmesh/services/analytics/app"
+	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
 )
 
 func options(t *testing.T) servicetest.AnalyticsOptions {
@@ -67,5 +69,64 @@ func TestNewAndRunReportFailures(t *testing.T) {
 	defer cancel()
 	if err := a.Run(ctx); err == nil || ctx.Err() != nil {
 		t.Errorf("Run without its listeners: %v (context: %v), want their error at once", err, ctx.Err())
+	}
+}
+
+// -roles writer runs the writer alone: no gRPC listener (Addr is empty), /healthz and the
+// writer's series on the admin listener. -roles api runs the query API without the writer.
+func TestRoles(t *testing.T) {
+	o := options(t)
+	o.Config = func(c *app.Config) { c.Roles = app.Roles{Writer: true} }
+	w := servicetest.StartAnalytics(t, o)
+	if w.Addr() != "" {
+		t.Errorf("a writer alone listens for gRPC on %s", w.Addr())
+	}
+	if body := servicetest.AdminGet(t, w.AdminAddr(), "/healthz"); body != "ok\n" {
+		t.Errorf("writer's /healthz: %q", body)
+	}
+	if m := servicetest.AdminGet(t, w.AdminAddr(), "/metrics"); !strings.Contains(m, "writer_inserted_rows_total") || strings.Contains(m, "grpc_server_handled_total") {
+		t.Errorf("writer's /metrics: want the writer's series and no gRPC server's:\n%s", m)
+	}
+
+	o.Config = func(c *app.Config) { c.Roles = app.Roles{API: true} }
+	api := servicetest.StartAnalytics(t, o)
+	servicetest.RequireServing(t, servicetest.Dial(t, api.Addr(), o.CA, "gateway", "analytics"))
+	if m := servicetest.AdminGet(t, api.AdminAddr(), "/metrics"); strings.Contains(m, "writer_inserted_rows_total") {
+		t.Error("the query API alone runs a writer")
+	}
+}
+
+// New refuses a configuration that the flags' checks refuse (here: a writer index not below
+// the count), before it connects to anything.
+func TestNewChecksShardsAndWriters(t *testing.T) {
+	cfg := app.DefaultConfig()
+	cfg.WriterIndex, cfg.WriterCount = 2, 2
+	if a, err := app.New(context.Background(), cfg, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "-writer-index") {
+		if a != nil {
+			a.Close()
+		}
+		t.Errorf("New with writer 2 of 2: %v, want it refused", err)
+	}
+}
+
+// With two shards the writer user connects to both and brings each one's schema up to date.
+func TestOpensEveryShard(t *testing.T) {
+	c := chtest.StartCluster(t, "cm_analytics", 2)
+	o := options(t)
+	o.Database = c.NewDatabase(t)
+	o.Config = func(cfg *app.Config) {
+		cfg.ClickHouseAddr, cfg.ClickHouseShards = c.Addrs[0], c.Addrs
+		cfg.WriterUser, cfg.ReaderUser = clickhouse.User(c.Writer), clickhouse.User(c.Reader)
+	}
+	servicetest.StartAnalytics(t, o)
+	for i := range c.Addrs {
+		var n uint64
+		if err := c.Conn(t, i, o.Database, c.Admin).QueryRow(context.Background(),
+			"SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'events'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Errorf("shard %d has no events table", i+1)
+		}
 	}
 }

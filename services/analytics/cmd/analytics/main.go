@@ -7,6 +7,7 @@ import (
 	"context"
 	"flag"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
@@ -39,6 +40,10 @@ func parse(args []string) (settings, error) {
 	c.NATS.RegisterFlags(fs, "analytics")
 	fs.StringVar(&c.ClickHouseAddr, "clickhouse-addr", c.ClickHouseAddr, "ClickHouse native protocol address")
 	fs.StringVar(&c.Database, "clickhouse-database", c.Database, "ClickHouse database")
+	shards := fs.String("clickhouse-shards", "", "the ClickHouse cluster's shards, native addresses in shard order, comma-separated (shard k holds the stream partitions p with p % shards == k); default: one shard, -clickhouse-addr, which otherwise is the first of them")
+	fs.IntVar(&c.WriterIndex, "writer-index", c.WriterIndex, "this process's writer index: it owns the stream partitions p with p % -writer-count == index")
+	fs.IntVar(&c.WriterCount, "writer-count", c.WriterCount, "the number of writer processes (1 to the stream's 8 partitions)")
+	fs.TextVar(&c.Roles, "roles", c.Roles, "what this process runs, comma-separated: api (the query API), writer (stream to ClickHouse); writer alone listens only on -admin-listen")
 	fs.StringVar(&c.WriterUser.Name, "clickhouse-writer-user", c.WriterUser.Name, "ClickHouse user of the writer: schema, inserts, event deletions")
 	fs.StringVar(&c.WriterPasswordFile, "clickhouse-writer-password-file", "", "file holding the writer user's password")
 	fs.StringVar(&c.ReaderUser.Name, "clickhouse-reader-user", c.ReaderUser.Name, "read-only ClickHouse user of the query API")
@@ -52,7 +57,14 @@ func parse(args []string) (settings, error) {
 	if err := config.Parse(fs, "CM_ANALYTICS", args); err != nil {
 		return s, err
 	}
+	if *shards != "" {
+		c.ClickHouseShards = app.ParseShards(*shards)
+		if !setByUser(fs, "clickhouse-addr") {
+			c.ClickHouseAddr = c.ClickHouseShards[0]
+		}
+	}
 	var p config.Problems
+	c.CheckScaleOut(&p)
 	p.Check(c.TLS.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
 	c.NATS.Check(&p)
 	p.Check(c.Limits.ConcurrentPerTenant >= 1 && c.Limits.LiveStreamsPerTenant >= 1, "-max-concurrent-queries and -max-live-streams must be at least 1")
@@ -62,6 +74,13 @@ func parse(args []string) (settings, error) {
 	p.Check(c.Writer.DedupWindow >= 24*time.Hour && c.Writer.DedupWindow <= 30*24*time.Hour, "-dedup-window must be 24h to 720h")
 	p.Check(c.Writer.DedupCapacity >= 1000 && c.Writer.DedupCapacity <= 4_000_000_000, "-dedup-capacity must be 1000 to 4000000000")
 	return s, p.Err()
+}
+
+// setByUser tells whether flag name was given on the command line or in the environment.
+func setByUser(fs *flag.FlagSet, name string) bool {
+	_, set := os.LookupEnv(config.EnvName("CM_ANALYTICS", name))
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func main() { process.Main("analytics", parse, run) }

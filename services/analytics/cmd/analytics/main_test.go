@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/campaignmesh/campaignmesh/services/analytics/app"
 )
 
 const writerfaultPkg = "github.com/campaignmesh/campaignmesh/services/analytics/writer/writerfault"
@@ -52,6 +54,58 @@ func TestDedupFlags(t *testing.T) {
 	for _, args := range [][]string{{"-dedup-window", "23h"}, {"-dedup-window", "721h"}, {"-dedup-capacity", "999"}, {"-dedup-capacity", "4000000001"}} {
 		if _, err := parse(append(args, requiredArgs...)); err == nil || !strings.Contains(err.Error(), args[0]) {
 			t.Errorf("parse %v: err = %v, want it refused naming %s", args, err, args[0])
+		}
+	}
+}
+
+// The shards default to the one -clickhouse-addr, the writer to 0 of 1 and the roles to both;
+// -clickhouse-shards names the first shard's address -clickhouse-addr unless that is set too.
+func TestShardWriterAndRoleFlags(t *testing.T) {
+	s, err := parse(requiredArgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.cfg
+	if !slices.Equal(c.Shards(), []string{c.ClickHouseAddr}) || c.WriterIndex != 0 || c.WriterCount != 1 || c.Roles != app.AllRoles {
+		t.Errorf("defaults: shards %v, writer %d of %d, roles %v; want [%s], 0 of 1, api,writer", c.Shards(), c.WriterIndex, c.WriterCount, c.Roles, c.ClickHouseAddr)
+	}
+	s, err = parse(append([]string{"-clickhouse-shards", "ch1:9000, ch2:9000", "-writer-index", "1", "-writer-count", "2", "-roles", "writer"}, requiredArgs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = s.cfg
+	if !slices.Equal(c.Shards(), []string{"ch1:9000", "ch2:9000"}) || c.ClickHouseAddr != "ch1:9000" || c.WriterIndex != 1 || c.WriterCount != 2 || c.Roles != (app.Roles{Writer: true}) {
+		t.Errorf("set: shards %v (addr %s), writer %d of %d, roles %v; want [ch1:9000 ch2:9000] (ch1:9000), 1 of 2, writer", c.Shards(), c.ClickHouseAddr, c.WriterIndex, c.WriterCount, c.Roles)
+	}
+	if s, err = parse(append([]string{"-roles", "writer,api", "-clickhouse-addr", "ch1:9000", "-clickhouse-shards", "ch1:9000,ch2:9000"}, requiredArgs...)); err != nil || s.cfg.Roles != app.AllRoles {
+		t.Errorf("-roles writer,api with -clickhouse-addr the first shard: roles %v, err %v", s.cfg.Roles, err)
+	}
+	t.Run("env", func(t *testing.T) {
+		t.Setenv("CM_ANALYTICS_CLICKHOUSE_ADDR", "elsewhere:9000")
+		if _, err := parse(append([]string{"-clickhouse-shards", "ch1:9000,ch2:9000"}, requiredArgs...)); err == nil || !strings.Contains(err.Error(), "-clickhouse-addr") {
+			t.Errorf("CM_ANALYTICS_CLICKHOUSE_ADDR not the first shard: err = %v, want it refused naming -clickhouse-addr", err)
+		}
+	})
+
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"-clickhouse-shards", "ch1:9000,,ch2:9000"}, "-clickhouse-shards"},
+		{[]string{"-clickhouse-shards", "ch1:9000,ch2:9000,ch1:9000"}, "-clickhouse-shards"},
+		{[]string{"-clickhouse-shards", "a:1,b:1,c:1,d:1,e:1,f:1,g:1,h:1,i:1"}, "-clickhouse-shards"},
+		{[]string{"-clickhouse-addr", "other:9000", "-clickhouse-shards", "ch1:9000,ch2:9000"}, "-clickhouse-addr"},
+		{[]string{"-writer-count", "0"}, "-writer-count"},
+		{[]string{"-writer-count", "9"}, "-writer-count"},
+		{[]string{"-writer-index", "-1"}, "-writer-index"},
+		{[]string{"-writer-index", "2", "-writer-count", "2"}, "-writer-index"},
+		{[]string{"-writer-index", "1"}, "-writer-index"},
+		{[]string{"-roles", ""}, "-roles"},
+		{[]string{"-roles", "api,reports"}, "-roles"},
+		{[]string{"-roles", "writer,writer"}, "-roles"},
+	} {
+		if _, err := parse(append(tc.args, requiredArgs...)); err == nil || !strings.Contains(err.Error(), tc.flag) {
+			t.Errorf("parse %q: err = %v, want it refused naming %s", tc.args, err, tc.flag)
 		}
 	}
 }
