@@ -137,15 +137,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if err != nil {
 		return nil, err
 	}
-	if a.conn, err = clickhouse.Open(ctx, cfg.ClickHouseAddr, cfg.Database, writerUser); err != nil {
-		return nil, err
-	}
-	a.OnClose(func() { _ = a.conn.Close() })
 	if err := a.openShards(ctx, cfg, writerUser); err != nil {
 		return nil, err
 	}
 	if cfg.Roles.Writer {
-		a.writer = newWriter(js, a.conn, cfg, logger, a.Registry())
+		a.writer = newWriter(js, a.shardConns, cfg, logger, a.Registry())
 	}
 	if !cfg.Roles.API { // a writer alone: no query API, only /metrics and /healthz
 		if err := a.ListenAdmin(cfg.AdminListen); err != nil {
@@ -182,7 +178,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		grpcserver.WithMetrics(a.Registry()),
 		grpcserver.WithGracePeriod(cfg.GracePeriod),
 	)
-	var store analytics.Store = clickhouse.NewQueries(reader, a.conn, cfg.Query).WithLogger(logger)
+	var store analytics.Store = clickhouse.NewQueries(reader, a.conn, cfg.Query).WithShards(a.shardConns).WithLogger(logger)
 	if cfg.WrapStore != nil {
 		store = cfg.WrapStore(store)
 	}
@@ -194,14 +190,19 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	return a, nil
 }
 
-// newWriter builds the writer role into the events table over the writer user's connection,
-// its sink wrapped by Config.WrapSink when set.
-func newWriter(js jetstream.JetStream, conn driver.Conn, cfg Config, logger *slog.Logger, reg prometheus.Registerer) *writer.Writer {
-	var sink writer.Sink = clickhouse.NewEventSink(conn)
-	if cfg.WrapSink != nil {
-		sink = cfg.WrapSink(sink)
+// newWriter builds the writer role into the events tables of every shard (conns, in shard
+// order) over the writer user's connections, each sink wrapped by Config.WrapSink when set.
+func newWriter(js jetstream.JetStream, conns []driver.Conn, cfg Config, logger *slog.Logger, reg prometheus.Registerer) *writer.Writer {
+	sinks := make([]writer.Sink, len(conns))
+	for i, conn := range conns {
+		sinks[i] = clickhouse.NewEventSink(conn)
+		if cfg.WrapSink != nil {
+			sinks[i] = cfg.WrapSink(sinks[i])
+		}
 	}
-	return writer.New(js, []writer.Sink{sink}, cfg.Writer, logger, reg)
+	wcfg := cfg.Writer
+	wcfg.Index, wcfg.Count = cfg.WriterIndex, cfg.WriterCount
+	return writer.New(js, sinks, wcfg, logger, reg)
 }
 
 // withPassword is u with its password read from file, when one is named.

@@ -102,19 +102,23 @@ func (c Config) CheckScaleOut(p *config.Problems) {
 	p.Check(c.Roles.API || c.Roles.Writer, "-roles names no role (known: %s, %s)", RoleAPI, RoleWriter)
 }
 
-// openShards connects the writer user to every shard after the first (conn, already open) and
-// brings each one's schema up to date; shardConns is then every shard's connection in shard
-// order, closed by Close.
+// openShards connects the writer user to every shard, in shard order, into shardConns (conn
+// is the first), closed by Close. Writer 0 brings each shard's schema up to date, in shard
+// order; every other process waits until it has (clickhouse.OpenShard).
 func (a *App) openShards(ctx context.Context, cfg Config, user clickhouse.User) error {
-	a.shardConns = []driver.Conn{a.conn}
-	for i, addr := range cfg.Shards()[1:] {
-		conn, err := clickhouse.Open(ctx, addr, cfg.Database, user)
+	shards := cfg.Shards()
+	migrate := cfg.Roles.Writer && cfg.WriterIndex == 0
+	for i, addr := range shards {
+		layout := clickhouse.SingleNode
+		layout.ShardIndex, layout.ShardCount = i, len(shards)
+		conn, err := clickhouse.OpenShard(ctx, addr, cfg.Database, user, layout, migrate)
 		if err != nil {
-			return fmt.Errorf("clickhouse shard %d: %w", i+1, err)
+			return fmt.Errorf("clickhouse shard %d: %w", i, err)
 		}
 		a.OnClose(func() { _ = conn.Close() })
 		a.shardConns = append(a.shardConns, conn)
 	}
+	a.conn = a.shardConns[0]
 	return nil
 }
 

@@ -44,6 +44,26 @@ func Open(ctx context.Context, addr, database string, user User) (driver.Conn, e
 	return conn, nil
 }
 
+// OpenShard connects as the writer user to the shard of layout at addr and, with migrate, brings
+// its schema up to date (MigrateShard); without, it waits until another process has
+// (WaitMigrated) — one process migrates every shard, in shard order.
+func OpenShard(ctx context.Context, addr, database string, user User, layout Layout, migrate bool) (driver.Conn, error) {
+	conn, err := dial(ctx, addr, database, user)
+	if err != nil {
+		return nil, err
+	}
+	if migrate {
+		err = MigrateShard(ctx, addr, database, user, layout)
+	} else {
+		err = WaitMigrated(ctx, addr, database, user, layout)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
 // OpenReader connects as the read-only query user; the schema is the writer's (Open).
 func OpenReader(ctx context.Context, addr, database string, user User) (driver.Conn, error) {
 	return dial(ctx, addr, database, user)

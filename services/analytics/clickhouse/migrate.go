@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"time"
@@ -61,27 +62,62 @@ func MigrateShard(ctx context.Context, addr, database string, user User, layout 
 
 // migrateTo is MigrateShard up to version (tests start from an older schema).
 func migrateTo(ctx context.Context, addr, database string, user User, layout Layout, version int64) error {
-	opts := options(addr, database, user)
-	opts.ReadTimeout = time.Hour
-	db := ch.OpenDB(opts)
-	defer func() { _ = db.Close() }()
-	fsys, err := fs.Sub(sqlMigrations, "migrations")
+	p, closeDB, err := provider(addr, database, user, layout)
 	if err != nil {
-		return fmt.Errorf("load clickhouse migrations: %w", err)
+		return err
 	}
-	store, err := goosedb.NewStoreFromQuerier(VersionTable, versionQueries{})
-	if err != nil {
-		return fmt.Errorf("load clickhouse migrations: %w", err)
-	}
-	p, err := goose.NewProvider(goose.DialectCustom, db, fsys, goose.WithStore(store),
-		goose.WithDisableGlobalRegistry(true), goose.WithGoMigrations(goMigrations(layout)...))
-	if err != nil {
-		return fmt.Errorf("load clickhouse migrations: %w", err)
-	}
+	defer closeDB()
 	if _, err := p.UpTo(ctx, version); err != nil {
 		return fmt.Errorf("migrate clickhouse schema: %w", err)
 	}
 	return nil
+}
+
+// WaitMigrated waits until the schema of the shard at addr has every migration, checking every
+// second until ctx ends: a process that does not migrate — a writer of index above 0, which
+// starts with writer 0, which migrates every shard (MigrateShard) — starts on the schema it
+// was built for, never on one a migration is still changing.
+func WaitMigrated(ctx context.Context, addr, database string, user User, layout Layout) error {
+	p, closeDB, err := provider(addr, database, user, layout)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	for {
+		pending, err := p.HasPending(ctx)
+		if err == nil && !pending {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = errors.New("migrations pending (writer 0 migrates every shard)")
+			}
+			return fmt.Errorf("wait for the clickhouse schema at %s: %w", addr, err)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// provider is goose over the database at addr, for layout; closeDB closes its connection.
+func provider(addr, database string, user User, layout Layout) (p *goose.Provider, closeDB func(), err error) {
+	opts := options(addr, database, user)
+	opts.ReadTimeout = time.Hour
+	db := ch.OpenDB(opts)
+	closeDB = func() { _ = db.Close() }
+	fsys, err := fs.Sub(sqlMigrations, "migrations")
+	if err == nil {
+		var store goosedb.Store
+		if store, err = goosedb.NewStoreFromQuerier(VersionTable, versionQueries{}); err == nil {
+			p, err = goose.NewProvider(goose.DialectCustom, db, fsys, goose.WithStore(store),
+				goose.WithDisableGlobalRegistry(true), goose.WithGoMigrations(goMigrations(layout)...))
+		}
+	}
+	if err != nil {
+		closeDB()
+		return nil, nil, fmt.Errorf("load clickhouse migrations: %w", err)
+	}
+	return p, closeDB, nil
 }
 
 // versionQueries keep goose's version table in SQL that ClickHouse 18.16 runs as well as

@@ -43,6 +43,7 @@ var DefaultQueryLimits = QueryLimits{MaxExecutionTime: 10 * time.Second, MaxResu
 type Queries struct {
 	conn   driver.Conn // reader
 	writer driver.Conn
+	shards []driver.Conn // the writer user's, one per shard (WithShards); nil: writer alone
 	limits QueryLimits
 	logger *slog.Logger
 }
@@ -51,6 +52,11 @@ type Queries struct {
 func NewQueries(reader, writer driver.Conn, limits QueryLimits) *Queries {
 	return &Queries{conn: reader, writer: writer, limits: limits, logger: slog.Default()}
 }
+
+// WithShards names the writer user's connection to every shard, in shard order: Delete runs its
+// mutations on each (a Distributed table takes none). Without it Delete runs on the writer
+// connection's server alone, which is the whole of a one-shard cluster.
+func (q *Queries) WithShards(conns []driver.Conn) *Queries { q.shards = conns; return q }
 
 // WithLogger sets where the causes of store failures are logged (callers see only
 // analytics.ErrStoreUnavailable).
@@ -487,13 +493,36 @@ func requireTenant(tenant string) error {
 // range also deletes the rollup hours it covers whole; a subject's events leave the rollups'
 // counts (aggregates without identifiers) but their distinct-user states keep hashes until the
 // rollup hours are rebuilt — see docs/pipeline.md, "Rollups". The mutations run on the shard of
-// the writer connection's server (events_local, events_hourly_local: a Distributed table takes
-// no mutation); with several shards, Delete runs on each.
+// every shard (events_local, events_hourly_local: a Distributed table takes no mutation): the
+// status adds up the shards' remaining rows, is done when every shard's is, and names the first
+// shard's mutation still running (else the first shard's).
 func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.DeletionStatus, error) {
 	var st analytics.DeletionStatus
 	if err := requireTenant(d.TenantID); err != nil {
 		return st, err
 	}
+	shards := q.shards
+	if len(shards) == 0 {
+		shards = []driver.Conn{q.writer}
+	}
+	st.Done = true
+	for i, conn := range shards {
+		one, err := q.deleteOnShard(ctx, conn, d)
+		if err != nil {
+			return analytics.DeletionStatus{}, err
+		}
+		st.RemainingRows += one.RemainingRows
+		if i == 0 || (st.Done && !one.Done) {
+			st.MutationID = one.MutationID
+		}
+		st.Done = st.Done && one.Done
+	}
+	return st, nil
+}
+
+// deleteOnShard is Delete on the shard conn connects to.
+func (q *Queries) deleteOnShard(ctx context.Context, conn driver.Conn, d analytics.Deletion) (analytics.DeletionStatus, error) {
+	var st analytics.DeletionStatus
 	where, args := "tenant_id = ? AND (user_id = ? OR anonymous_id = ?)", []any{d.TenantID, d.SubjectID, d.SubjectID}
 	if d.SubjectID == "" {
 		where, args = "tenant_id = ? AND event_time >= ? AND event_time < ?", []any{d.TenantID, d.Start, d.End}
@@ -501,13 +530,13 @@ func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.D
 	sum := sha256.Sum256([]byte(fmt.Sprintf("%q %q %d %d", d.TenantID, d.SubjectID, d.Start.Unix(), d.End.Unix())))
 	tag := "cmdel-" + hex.EncodeToString(sum[:8])
 	var remaining uint64
-	if err := q.writer.QueryRow(ctx, "SELECT count() FROM events_local WHERE "+where, args...).Scan(&remaining); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT count() FROM events_local WHERE "+where, args...).Scan(&remaining); err != nil {
 		return st, q.storeError(ctx, "count rows to delete", err)
 	}
 	st.RemainingRows = int64(remaining)
 	var isDone, found bool
 	var err error
-	if st.MutationID, isDone, found, err = q.mutation(ctx, tag); err != nil {
+	if st.MutationID, isDone, found, err = q.mutation(ctx, conn, tag); err != nil {
 		return st, err
 	}
 	if remaining == 0 && (!found || isDone) {
@@ -517,7 +546,7 @@ func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.D
 	if found && !isDone {
 		return st, nil // still running
 	}
-	if err := q.writer.Exec(ctx, "ALTER TABLE events_local DELETE WHERE "+where+" AND ? != ''", append(args, tag)...); err != nil {
+	if err := conn.Exec(ctx, "ALTER TABLE events_local DELETE WHERE "+where+" AND ? != ''", append(args, tag)...); err != nil {
 		return st, q.storeError(ctx, "delete events", err)
 	}
 	if d.SubjectID == "" {
@@ -526,20 +555,20 @@ func (q *Queries) Delete(ctx context.Context, d analytics.Deletion) (analytics.D
 			first = first.Add(time.Hour)
 		}
 		if first.Before(last) {
-			if err := q.writer.Exec(ctx, "ALTER TABLE events_hourly_local DELETE WHERE tenant_id = ? AND hour >= ? AND hour < ? AND ? != ''",
+			if err := conn.Exec(ctx, "ALTER TABLE events_hourly_local DELETE WHERE tenant_id = ? AND hour >= ? AND hour < ? AND ? != ''",
 				d.TenantID, first, last, tag); err != nil {
 				return st, q.storeError(ctx, "delete rollup hours", err)
 			}
 		}
 	}
-	st.MutationID, _, _, err = q.mutation(ctx, tag)
+	st.MutationID, _, _, err = q.mutation(ctx, conn, tag)
 	return st, err
 }
 
 // mutation finds the newest mutation of the events_local table tagged tag.
-func (q *Queries) mutation(ctx context.Context, tag string) (id string, done, found bool, err error) {
+func (q *Queries) mutation(ctx context.Context, conn driver.Conn, tag string) (id string, done, found bool, err error) {
 	var isDone uint8
-	err = q.writer.QueryRow(ctx, `SELECT mutation_id, is_done FROM system.mutations
+	err = conn.QueryRow(ctx, `SELECT mutation_id, is_done FROM system.mutations
 		WHERE database = currentDatabase() AND table = 'events_local' AND position(command, ?) > 0
 		ORDER BY create_time DESC LIMIT 1`, tag).Scan(&id, &isDone)
 	switch {
