@@ -18,7 +18,8 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 )
 
-// The event stream. Subjects are events.<tenant id>.
+// The event stream. Subjects are events.<tenant id>.<partition> (Subject); messages stored
+// before partitions are on events.<tenant id>.
 const (
 	StreamName     = "EVENTS"
 	SubjectPrefix  = "events."
@@ -183,10 +184,24 @@ var ErrStreamFull = errors.New("event stream is full")
 // ErrUnavailable is returned when NATS cannot be reached.
 var ErrUnavailable = errors.New("event stream is unavailable")
 
-// Publish stores one batch for tenant and returns once JetStream has acknowledged it. The
-// message id deduplicates retries. Trace context travels in headers (hdr may be nil).
+// Publish stores one batch for tenant on the subject of the form before partitions,
+// events.<tenant>, and returns once JetStream has acknowledged it. Ingest publishes on
+// partitions (PublishPart); this form stays for what reads or writes older messages (the
+// writer's tests of a backlog from before partitions). The message id deduplicates retries.
+// Trace context travels in headers (hdr may be nil).
 func Publish(ctx context.Context, js jetstream.JetStream, tenant, msgID string, data []byte, hdr nats.Header) (*jetstream.PubAck, error) {
-	msg := &nats.Msg{Subject: SubjectPrefix + tenant, Data: data, Header: hdr}
+	return publish(ctx, js, SubjectPrefix+tenant, msgID, data, hdr)
+}
+
+// PublishPart stores one message of partition part of tenant's events on its subject
+// (Subject) and returns once JetStream has acknowledged it, with Publish's message id, header
+// and error rules.
+func PublishPart(ctx context.Context, js jetstream.JetStream, tenant string, part int, msgID string, data []byte, hdr nats.Header) (*jetstream.PubAck, error) {
+	return publish(ctx, js, Subject(tenant, part), msgID, data, hdr)
+}
+
+func publish(ctx context.Context, js jetstream.JetStream, subject, msgID string, data []byte, hdr nats.Header) (*jetstream.PubAck, error) {
+	msg := &nats.Msg{Subject: subject, Data: data, Header: hdr}
 	if msg.Header == nil {
 		msg.Header = nats.Header{}
 	}
