@@ -31,13 +31,14 @@ const (
 type StreamConfig struct {
 	// MaxBytes bounds the stream's storage (default 4 GiB). When full, new batches are refused
 	// (ingest answers RESOURCE_EXHAUSTED) rather than old ones dropped. JetStream counts the
-	// messages as stored before compression (data, headers, subject and 34 bytes of record),
-	// so S2 shrinks the disk a full stream takes, not what fits in it: the compact batch
-	// encoding (EncodeBatch) is what makes more events fit. The server reserves MaxBytes (and
-	// a quarter more for the dead-letter stream) against its JetStream storage limit when the
-	// stream is created, so that limit must allow it. The default holds about 13 minutes of
-	// ClickHouse outage at the bench's landed rate (95,000 events/s, 55.5 bytes an event stored
-	// in 100-event batches; docs/operations.md).
+	// messages as stored before the stream's compression (data, headers, subject and 34 bytes
+	// of record), so the stream's S2 shrinks the disk a full stream takes, not what fits in
+	// it: the batch encoding (EncodeBatch: compact, then S2-compressed by ingest) is what
+	// makes more events fit. The server reserves MaxBytes (and a quarter more for the
+	// dead-letter stream) against its JetStream storage limit when the stream is created, so
+	// that limit must allow it. The default holds about 25 minutes of ClickHouse outage at the
+	// bench's landed rate (95,000 events/s, 30 bytes an event stored with 100-event requests
+	// split over 8 partitions, no merging; docs/operations.md).
 	MaxBytes int64
 	// MaxAge bounds how long an unwritten batch is kept (default 7 days).
 	MaxAge time.Duration
