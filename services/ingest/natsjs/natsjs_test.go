@@ -360,65 +360,73 @@ func TestConcurrentCallsAreCoalescedExactlyOnce(t *testing.T) {
 // A message holds at most the configured events and bytes; a call whose events of a
 // partition do not fit is split over several messages, in order, none with the single-call id.
 func TestMessagesKeepTheirLimits(t *testing.T) {
-	const maxEvents, maxBytes = 30, 2048
-	js := streamOf(t, natstest.Start(t), natsjs.DefaultStream)
-	cfg := ingestjs.DefaultConfig
-	cfg.MaxMessageEvents, cfg.MaxMessageBytes = maxEvents, maxBytes
-	p := ingestjs.NewPublisher(js, nil, ingestjs.WithConfig(cfg))
-
-	// One call, one user: 100 events of one partition.
-	one := batch("t", slices.Collect(func(yield func(string) bool) {
-		for i := range 100 {
-			if !yield(fmt.Sprintf("solo-%03d", i)) {
-				return
-			}
-		}
-	})...)
-	if err := p.Publish(context.Background(), "t", "solo", one); err != nil {
-		t.Fatal(err)
-	}
-	msgs := storedMessages(t, js)
-	var ids []string
-	for _, m := range msgs {
-		if strings.HasPrefix(m.id, "solo.") {
-			t.Fatalf("a part of a split call has the whole call's id %q", m.id)
-		}
-		for _, e := range m.events {
-			ids = append(ids, e.GetEvent().GetEventId())
-		}
-	}
-	if len(msgs) < 100/maxEvents+1 || !slices.IsSorted(ids) || len(ids) != 100 {
-		t.Fatalf("100 events in %d messages, stored in this order: %v", len(msgs), ids)
-	}
-
-	// Concurrent callers.
-	var wg sync.WaitGroup
-	for c := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 5 {
-				if err := p.Publish(context.Background(), "t", fmt.Sprintf("b-%d-%d", c, i), request("t", c, i)); err != nil {
-					t.Error(err)
+	for _, lim := range []struct {
+		name                string
+		maxEvents, maxBytes int
+	}{{"events", 30, 256 << 10}, {"bytes", 1000, 1024}} {
+		t.Run(lim.name, func(t *testing.T) {
+			js := streamOf(t, natstest.Start(t), natsjs.DefaultStream)
+			cfg := ingestjs.DefaultConfig
+			cfg.MaxMessageEvents, cfg.MaxMessageBytes = lim.maxEvents, lim.maxBytes
+			p := ingestjs.NewPublisher(js, nil, ingestjs.WithConfig(cfg))
+			within := func(msgs []storedMsg) {
+				t.Helper()
+				for _, m := range msgs {
+					if len(m.events) > lim.maxEvents || m.size > lim.maxBytes {
+						t.Fatalf("message %s: %d events, %d bytes; limits %d and %d", m.id, len(m.events), m.size, lim.maxEvents, lim.maxBytes)
+					}
 				}
 			}
-		}()
-	}
-	wg.Wait()
-	msgs = storedMessages(t, js)
-	seen := checkPartitions(t, "t", msgs)
-	if len(seen) != 100+8*5*100 {
-		t.Fatalf("%d distinct events stored, want %d", len(seen), 100+8*5*100)
-	}
-	for _, m := range msgs {
-		if len(m.events) > maxEvents || m.size > maxBytes {
-			t.Fatalf("message %s: %d events, %d bytes; limits %d and %d", m.id, len(m.events), m.size, maxEvents, maxBytes)
-		}
-	}
-	for id, n := range seen {
-		if n != 1 {
-			t.Fatalf("event %s stored %d times", id, n)
-		}
+
+			// One call, one user: 100 events of one partition.
+			solo := make([]string, 100)
+			for i := range solo {
+				solo[i] = fmt.Sprintf("solo-%03d", i)
+			}
+			if err := p.Publish(context.Background(), "t", "solo", batch("t", solo...)); err != nil {
+				t.Fatal(err)
+			}
+			msgs := storedMessages(t, js)
+			within(msgs)
+			var ids []string
+			for _, m := range msgs {
+				if strings.HasPrefix(m.id, "solo.") {
+					t.Fatalf("a part of a split call has the whole call's id %q", m.id)
+				}
+				for _, e := range m.events {
+					ids = append(ids, e.GetEvent().GetEventId())
+				}
+			}
+			if len(msgs) < 2 || !slices.Equal(ids, solo) {
+				t.Fatalf("100 events in %d messages, stored in this order: %v", len(msgs), ids)
+			}
+
+			// Concurrent callers.
+			var wg sync.WaitGroup
+			for c := range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range 5 {
+						if err := p.Publish(context.Background(), "t", fmt.Sprintf("b-%d-%d", c, i), request("t", c, i)); err != nil {
+							t.Error(err)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			msgs = storedMessages(t, js)
+			within(msgs)
+			seen := checkPartitions(t, "t", msgs)
+			if len(seen) != 100+8*5*100 {
+				t.Fatalf("%d distinct events stored, want %d", len(seen), 100+8*5*100)
+			}
+			for id, n := range seen {
+				if n != 1 {
+					t.Fatalf("event %s stored %d times", id, n)
+				}
+			}
+		})
 	}
 }
 
