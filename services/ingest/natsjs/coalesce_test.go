@@ -104,12 +104,13 @@ func of(ids ...string) []*ingestv1.AcceptedEvent {
 	return out
 }
 
-// waitingEvents is the number of events waiting for partition part's next message (-1: no lane).
+// waitingEvents is the number of events of tenant t waiting for partition part's next message
+// (-1: no queue for t).
 func (p *Publisher) waitingEvents(part int) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if l := p.lanes[laneKey{"t", part}]; l != nil {
-		return l.waiting
+	if t := p.tenants["t"]; t != nil {
+		return t.lanes[part].waiting
 	}
 	return -1
 }
@@ -305,5 +306,40 @@ func TestAMergedMessageCarriesTheFirstCallsTraceAndLinksTheOthers(t *testing.T) 
 	}
 	if tp := http.Header(merged.Header).Get("traceparent"); !strings.Contains(tp, s.SpanContext().SpanID().String()) {
 		t.Fatalf("merged message carries traceparent %q, want its span %s", tp, s.SpanContext().SpanID())
+	}
+}
+
+// A round waits (up to its bound) for the calls the previous round answered: callers that send
+// again as soon as they are answered go in the same message as the calls that waited meanwhile,
+// instead of in the message after.
+func TestARoundWaitsForTheCallsItAnswered(t *testing.T) {
+	part := natsjs.Partition("t", "u")
+	bg := context.Background()
+	g := startGate(t)
+	cfg := DefaultConfig
+	cfg.MaxLinger = time.Minute // bounded by the last round's duration, which the test holds
+	p := NewPublisher(g.js, nil, WithConfig(cfg))
+	x := publishing(bg, p, "x", "x1")
+	inFlight := g.next(t)
+	a := publishing(bg, p, "a", "a1")
+	b := publishing(bg, p, "b", "b1")
+	meshtest.Eventually(t, 5*time.Second, func() bool { return p.waitingEvents(part) == 2 }, "a's and b's events are not waiting")
+	// Not a wait for a condition: the round in flight is made to last 50 ms, since its duration
+	// bounds the next round's wait for x's caller.
+	time.Sleep(50 * time.Millisecond)
+	g.ack(t, inFlight)
+	if err := result(t, x); err != nil {
+		t.Fatal(err)
+	}
+	x2 := publishing(bg, p, "x2", "x2") // x's caller, answered, sends again
+	m := g.next(t)
+	if got := slices.Sorted(slices.Values(ids(t, m))); !slices.Equal(got, []string{"a1", "b1", "x2"}) {
+		t.Fatalf("the round after x's holds %v, want a's, b's and x's caller's next", got)
+	}
+	g.ack(t, m)
+	for _, done := range []chan error{a, b, x2} {
+		if err := result(t, done); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -6,11 +6,13 @@
 // JetStream here writes every message to disk before acknowledging it (fsync on every write),
 // so the number of messages, not of events, bounds ingest: a 100-event request over 8
 // partitions as 8 messages would store about 8 times fewer events a second. The publisher
-// therefore coalesces: per (tenant, partition) at most one publish is in flight, and the events
-// of the calls arriving meanwhile go together in the next message (up to 1,000 events and
-// 256 KiB; more make several). At low load a call's events go out at once, as one message per
-// partition; under load the messages grow instead of multiplying. A call returns when every
-// message holding its events is stored, with the error of any that failed.
+// therefore coalesces, in rounds per tenant: a round is at most one message per partition
+// (so per (tenant, partition) at most one publish is in flight), published together; the
+// events of the calls arriving meanwhile go together in the next round's messages (up to
+// 1,000 events and 256 KiB a message; more wait for the round after). At low load a call's
+// events go out at once, one message per partition; under load the messages grow instead of
+// multiplying. A call returns when every message holding its events is stored, with the
+// error of any that failed.
 //
 // Duplicates: a message holding one call's events of a partition, all of them, has the message
 // id <batch id>.<p>, so a resent batch that goes out the same way is a duplicate the stream
@@ -53,13 +55,17 @@ type Config struct {
 	// partition); a call that finds no room waits for it (or for its context). A call's events
 	// of one partition are let in whole when nothing waits, even if they are more.
 	MaxWaitingEvents int
+	// MaxLinger bounds how long a tenant's next round waits for the calls the previous one
+	// answered to come back (see linger), and so the latency it adds; 0: no wait.
+	MaxLinger time.Duration
 	// PublishTimeout bounds one publish. A message may hold several calls' events, so no
 	// caller's deadline bounds it: a caller whose context ends stops waiting instead.
 	PublishTimeout time.Duration
 }
 
 // DefaultConfig are the documented defaults.
-var DefaultConfig = Config{MaxMessageEvents: 1000, MaxMessageBytes: 256 << 10, MaxWaitingEvents: 20000, PublishTimeout: 5 * time.Second}
+var DefaultConfig = Config{MaxMessageEvents: 1000, MaxMessageBytes: 256 << 10, MaxWaitingEvents: 20000, MaxLinger: 2 * time.Millisecond,
+	PublishTimeout: 5 * time.Second}
 
 // Option configures NewPublisher.
 type Option func(*Publisher)
@@ -68,7 +74,7 @@ type Option func(*Publisher)
 func WithConfig(c Config) Option { return func(p *Publisher) { p.cfg = c } }
 
 // Publisher stores batches in the event stream through js, coalescing concurrent calls' events
-// per (tenant, partition).
+// per tenant and partition.
 type Publisher struct {
 	js                  jetstream.JetStream
 	cfg                 Config
@@ -77,8 +83,8 @@ type Publisher struct {
 	messageEvents       prometheus.Histogram
 	roomWaits           prometheus.Counter
 
-	mu    sync.Mutex
-	lanes map[laneKey]*lane // the (tenant, partition)s with a publish in flight or events waiting
+	mu      sync.Mutex
+	tenants map[string]*tenantQueue // the tenants with a round in flight or events waiting
 }
 
 var _ ingest.Publisher = (*Publisher)(nil)
@@ -86,7 +92,7 @@ var _ ingest.Publisher = (*Publisher)(nil)
 // NewPublisher returns the publisher over js; its metrics are registered with reg (which may
 // be nil).
 func NewPublisher(js jetstream.JetStream, reg prometheus.Registerer, opts ...Option) *Publisher {
-	p := &Publisher{js: js, cfg: DefaultConfig, lanes: map[laneKey]*lane{},
+	p := &Publisher{js: js, cfg: DefaultConfig, tenants: map[string]*tenantQueue{},
 		accepted:  prometheus.NewCounter(prometheus.CounterOpts{Name: "ingest_events_accepted_total", Help: "Events stored in the stream."}),
 		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "ingest_batches_published_total", Help: "Messages (one partition's events of one or more requests) stored in the stream."}),
 		publishTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ingest_publish_seconds", Help: "Time for JetStream to store a message.",
@@ -105,14 +111,15 @@ func NewPublisher(js jetstream.JetStream, reg prometheus.Registerer, opts ...Opt
 	return p
 }
 
-type laneKey struct {
-	tenant string
-	part   int
+// tenantQueue is what waits for a tenant's next round. One goroutine (run) exists per queue:
+// it publishes the rounds and ends with the queue when nothing waits.
+type tenantQueue struct {
+	lanes   [natsjs.Partitions]lane
+	calls   int           // calls with events waiting (not yet taken into a message)
+	arrived chan struct{} // closed (and replaced) when a call's events are queued
 }
 
-// lane is what waits for one (tenant, partition)'s next message. One goroutine (run) exists
-// per lane: it publishes the waiting events, one message at a time, and ends with the lane
-// when none are left.
+// lane is what waits for a partition's next message.
 type lane struct {
 	queue   []*part
 	waiting int           // events in queue not yet taken into a message
@@ -123,6 +130,7 @@ type lane struct {
 type call struct {
 	ctx     context.Context
 	batchID string
+	untaken int // parts with events not yet taken into a message (under Publisher.mu)
 
 	mu   sync.Mutex
 	open int // parts not wholly taken into messages, plus messages not yet settled
@@ -132,7 +140,9 @@ type call struct {
 
 func (c *call) add(n int) { c.mu.Lock(); c.open += n; c.mu.Unlock() }
 
-func (c *call) settle(err error) {
+// settle records the outcome of one message holding c's events and says whether it was the
+// last: c is answered.
+func (c *call) settle(err error) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil && c.err == nil {
@@ -140,7 +150,9 @@ func (c *call) settle(err error) {
 	}
 	if c.open--; c.open == 0 {
 		close(c.done)
+		return true
 	}
+	return false
 }
 
 // part is a call's events of one partition, in the call's order.
@@ -183,6 +195,7 @@ func (p *Publisher) Publish(ctx context.Context, tenant, batchID string, batch [
 			return err
 		}
 	}
+	p.arrived(tenant)
 	select {
 	case <-c.done:
 		return c.err
@@ -236,21 +249,27 @@ func encodedSize(e *ingestv1.AcceptedEvent) int {
 	return proto.Size(e.GetEvent()) + len(e.GetTenantId()) + len(e.GetSource()) + 48
 }
 
-// enqueue adds pt to its lane, starting the lane's publisher when there was none, once the
+// enqueue adds pt to its lane, starting the tenant's publisher when there was none, once the
 // lane has room for it.
 func (p *Publisher) enqueue(ctx context.Context, tenant string, pt *part) error {
-	k := laneKey{tenant, pt.p}
 	for {
 		p.mu.Lock()
-		l := p.lanes[k]
-		if l == nil {
-			l = &lane{room: make(chan struct{})}
-			p.lanes[k] = l
-			go p.run(k, l)
+		t := p.tenants[tenant]
+		if t == nil {
+			t = &tenantQueue{arrived: make(chan struct{})}
+			for i := range t.lanes {
+				t.lanes[i].room = make(chan struct{})
+			}
+			p.tenants[tenant] = t
+			go p.run(tenant, t)
 		}
+		l := &t.lanes[pt.p]
 		if l.waiting == 0 || l.waiting+len(pt.events) <= p.cfg.MaxWaitingEvents {
 			l.queue = append(l.queue, pt)
 			l.waiting += len(pt.events)
+			if pt.call.untaken++; pt.call.untaken == 1 {
+				t.calls++
+			}
 			p.mu.Unlock()
 			return nil
 		}
@@ -265,8 +284,18 @@ func (p *Publisher) enqueue(ctx context.Context, tenant string, pt *part) error 
 	}
 }
 
-// withdraw takes the events of parts not yet in a message out of their lanes (the lane's
-// publisher drops the parts themselves when it comes to them).
+// arrived tells tenant's publisher, lingering for calls, that one has all its events queued.
+func (p *Publisher) arrived(tenant string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t := p.tenants[tenant]; t != nil {
+		close(t.arrived)
+		t.arrived = make(chan struct{})
+	}
+}
+
+// withdraw takes the events of parts not yet in a message out of their lanes (the publisher
+// drops the parts themselves when it comes to them).
 func (p *Publisher) withdraw(tenant string, parts []*part) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -274,37 +303,115 @@ func (p *Publisher) withdraw(tenant string, parts []*part) {
 		if pt.withdrawn || pt.next == len(pt.events) {
 			continue
 		}
-		// Not wholly taken, so still queued: its lane exists.
-		l := p.lanes[laneKey{tenant, pt.p}]
+		// Not wholly taken, so still queued: its tenant's queue exists.
+		t := p.tenants[tenant]
+		l := &t.lanes[pt.p]
 		l.waiting -= len(pt.events) - pt.next
 		pt.next, pt.withdrawn = len(pt.events), true
+		p.taken(t, pt)
 		close(l.room)
 		l.room = make(chan struct{})
 	}
 }
 
-// run publishes lane k's waiting events, one message at a time, until none are left.
-func (p *Publisher) run(k laneKey, l *lane) {
+// taken notes that pt has no events waiting any more (the caller holds p.mu).
+func (p *Publisher) taken(t *tenantQueue, pt *part) {
+	if pt.call.untaken--; pt.call.untaken == 0 {
+		t.calls--
+	}
+}
+
+// message is one message of a round: partition part's segs, n events.
+type message struct {
+	part int
+	segs []segment
+	n    int
+	err  error
+}
+
+// run publishes tenant's rounds until nothing waits: each round takes the next message of
+// every partition with events waiting, publishes them together and answers their calls.
+func (p *Publisher) run(tenant string, t *tenantQueue) {
+	var released int            // calls the last round answered
+	var lastRound time.Duration // how long it took
 	for {
 		p.mu.Lock()
-		segs, n := p.take(l)
-		if n == 0 {
-			delete(p.lanes, k)
+		p.linger(t, t.calls+released, min(p.cfg.MaxLinger, lastRound))
+		var round []*message
+		for i := range t.lanes {
+			if segs, n := p.take(t, &t.lanes[i]); n > 0 {
+				round = append(round, &message{part: i, segs: segs, n: n})
+			}
+		}
+		if len(round) == 0 {
+			delete(p.tenants, tenant)
 			p.mu.Unlock()
 			return
 		}
 		p.mu.Unlock()
-		err := p.send(k, segs, n)
-		for _, s := range segs {
-			s.part.call.settle(err)
+		start := time.Now()
+		var wg sync.WaitGroup
+		for _, m := range round[1:] {
+			wg.Add(1)
+			go func() { defer wg.Done(); m.err = p.send(tenant, m) }()
+		}
+		round[0].err = p.send(tenant, round[0])
+		wg.Wait()
+		lastRound = time.Since(start)
+		released = 0
+		for _, m := range round {
+			for _, s := range m.segs {
+				if s.part.call.settle(m.err) {
+					released++
+				}
+			}
 		}
 	}
+}
+
+// linger holds the next round (the caller holds p.mu) until want calls wait, or a partition
+// has a full message waiting, or wait has passed. want is the calls waiting when the last
+// round ended plus those it answered. Callers that send a request as soon as the previous
+// one is answered are answered together (every partition's message of their requests
+// stored) and come back together, a moment later: a round started at once would hold the
+// calls that were waiting and leave the answered ones to the round after, and the rounds
+// would settle at about half the calls each (half the events a message, and, as the server
+// stores one message at a time, about half the events stored a second). A single caller
+// waits for nobody but itself; with no caller coming back the round waits at most wait (the
+// last round's duration, at most MaxLinger).
+func (p *Publisher) linger(t *tenantQueue, want int, wait time.Duration) {
+	if t.calls >= want || wait <= 0 || p.fullLane(t) {
+		return
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for t.calls < want && !p.fullLane(t) {
+		arrived := t.arrived
+		p.mu.Unlock()
+		select {
+		case <-arrived:
+			p.mu.Lock()
+		case <-timer.C:
+			p.mu.Lock()
+			return
+		}
+	}
+}
+
+// fullLane says whether a partition of t has a full message waiting.
+func (p *Publisher) fullLane(t *tenantQueue) bool {
+	for i := range t.lanes {
+		if t.lanes[i].waiting >= p.cfg.MaxMessageEvents {
+			return true
+		}
+	}
+	return false
 }
 
 // take removes the next message's events from l's queue (the caller holds p.mu): the waiting
 // events in arrival order up to the message limits; a part that does not fit whole is split
 // and its rest goes first in the next message.
-func (p *Publisher) take(l *lane) ([]segment, int) {
+func (p *Publisher) take(t *tenantQueue, l *lane) ([]segment, int) {
 	var segs []segment
 	events, bytes := 0, batchOverhead
 	for len(l.queue) > 0 {
@@ -328,16 +435,20 @@ func (p *Publisher) take(l *lane) ([]segment, int) {
 			}
 			break // the message is full
 		}
+		p.taken(t, pt)
 		l.queue[0], l.queue = nil, l.queue[1:]
 	}
-	l.waiting -= events
-	close(l.room)
-	l.room = make(chan struct{})
+	if events > 0 {
+		l.waiting -= events
+		close(l.room)
+		l.room = make(chan struct{})
+	}
 	return segs, events
 }
 
-// send stores one message of lane k's segs (n events).
-func (p *Publisher) send(k laneKey, segs []segment, n int) error {
+// send stores m.
+func (p *Publisher) send(tenant string, m *message) error {
+	segs, n := m.segs, m.n
 	events := make([]*ingestv1.AcceptedEvent, 0, n)
 	for _, s := range segs {
 		events = append(events, s.part.events[s.from:s.to]...)
@@ -367,7 +478,7 @@ func (p *Publisher) send(k laneKey, segs []segment, n int) error {
 	hdr := nats.Header{}
 	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(http.Header(hdr)))
 	start := time.Now()
-	if _, err := natsjs.PublishPart(ctx, p.js, k.tenant, k.part, messageID(k.part, segs), data, hdr); err != nil {
+	if _, err := natsjs.PublishPart(ctx, p.js, tenant, m.part, messageID(m.part, segs), data, hdr); err != nil {
 		return classify(err)
 	}
 	p.publishTime.Observe(time.Since(start).Seconds())

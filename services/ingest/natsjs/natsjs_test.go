@@ -26,7 +26,7 @@ import (
 	ingestjs "github.com/campaignmesh/campaignmesh/services/ingest/natsjs"
 )
 
-func streamOf(t *testing.T, url string, cfg natsjs.StreamConfig) jetstream.JetStream {
+func streamOf(t testing.TB, url string, cfg natsjs.StreamConfig) jetstream.JetStream {
 	t.Helper()
 	nc, js, err := natsjs.Connect(url, "test")
 	if err != nil {
