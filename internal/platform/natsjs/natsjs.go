@@ -1,7 +1,8 @@
-// Package natsjs is the event stream on NATS JetStream: the stream and consumer definitions
-// (created idempotently at start) and a publisher that returns only once the server has stored
-// a batch. One JetStream message carries one accepted batch; its message id makes a retried
-// batch a duplicate that the stream drops within the duplicate window.
+// Package natsjs is the event stream on NATS JetStream: the stream and its partitions
+// (Partition, Subject), the writers' consumers and leases (WriterConsumerConfig,
+// AcquireWriterLease), the batch encoding, and a publish that returns only once the server has
+// stored a message. A message carries accepted events of one tenant's partition; its message id
+// makes a retried message a duplicate that the stream drops within the duplicate window.
 package natsjs
 
 import (
