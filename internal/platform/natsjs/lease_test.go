@@ -89,12 +89,15 @@ func TestWriterLeaseIsExclusive(t *testing.T) {
 func TestWriterLeaseSameIdentityTakesItBackAtOnce(t *testing.T) {
 	url := natstest.Start(t)
 	ctx := context.Background()
-	old, err := natsjs.AcquireWriterLease(ctx, jsAt(t, url), 2, "host-a/7/t0", shortLease)
+	// Held far longer than the test waits: the old lease is lost by its refresh finding the
+	// key rewritten, not by its hold time passing.
+	long := natsjs.WithLeaseTimes(time.Minute, 100*time.Millisecond, 50*time.Second)
+	old, err := natsjs.AcquireWriterLease(ctx, jsAt(t, url), 2, "host-a/7/t0", long)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer old.Close()
-	again, err := natsjs.AcquireWriterLease(ctx, jsAt(t, url), 2, "host-a/7/t0", shortLease)
+	again, err := natsjs.AcquireWriterLease(ctx, jsAt(t, url), 2, "host-a/7/t0", long)
 	if err != nil {
 		t.Fatalf("the same identity: %v", err)
 	}
