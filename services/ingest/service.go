@@ -19,7 +19,9 @@ import (
 // JetStream by services/ingest/natsjs.
 type Publisher interface {
 	// Publish stores batch for tenant and returns only once the stream has stored it. A batch
-	// published again with the same batchID is a duplicate the stream drops. Errors wrap
+	// published again with the same batchID is a duplicate the stream drops when its events go
+	// out in messages of their own again (the usual case at low load); events stored twice
+	// otherwise are dropped by the analytics writer's deduplication. Errors wrap
 	// ErrStreamFull or ErrStreamUnavailable when they are one of those.
 	Publish(ctx context.Context, tenant, batchID string, batch []*ingestv1.AcceptedEvent) error
 }

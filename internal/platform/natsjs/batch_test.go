@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/klauspost/compress/s2"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -114,6 +115,21 @@ func TestBatchEncodingRoundTrips(t *testing.T) {
 			if d := cmp.Diff(want, old, protocmp.Transform()); d != "" {
 				t.Fatalf("batch in the old form decoded (-want +got):\n%s", d)
 			}
+			// Compact but not compressed: as ingest wrote batches before S2.
+			if len(data) == 0 || data[0] != 0 {
+				t.Fatalf("encoded batch begins with %x, want the compressed form's zero byte", data[:min(len(data), 1)])
+			}
+			plain, err := s2.Decode(nil, data[1:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			uncompressed, err := natsjs.DecodeBatch(plain)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(want, uncompressed, protocmp.Transform()); d != "" {
+				t.Fatalf("uncompressed compact batch decoded (-want +got):\n%s", d)
+			}
 		})
 	}
 	// An event without a corrected time (ingest always sets one) still reads as the zero time,
@@ -125,8 +141,10 @@ func TestBatchEncodingRoundTrips(t *testing.T) {
 	if got, err := natsjs.DecodeBatch(data); err != nil || got.GetEvents()[0].GetCorrectedTime().AsTime().Unix() != 0 {
 		t.Fatalf("missing corrected time decoded as %v (%v), want the zero time", got.GetEvents()[0].GetCorrectedTime(), err)
 	}
-	if _, err := natsjs.DecodeBatch([]byte("not a batch")); err == nil {
-		t.Fatal("DecodeBatch of garbage: no error")
+	for _, garbage := range [][]byte{[]byte("not a batch"), {0, 0xff, 0xff, 0xff, 0xff, 0x7f}, {0, 10, 1, 2}} {
+		if _, err := natsjs.DecodeBatch(garbage); err == nil {
+			t.Fatalf("DecodeBatch of garbage %q: no error", garbage)
+		}
 	}
 }
 

@@ -1,7 +1,8 @@
-// Package natsjs is the event stream on NATS JetStream: the stream and consumer definitions
-// (created idempotently at start) and a publisher that returns only once the server has stored
-// a batch. One JetStream message carries one accepted batch; its message id makes a retried
-// batch a duplicate that the stream drops within the duplicate window.
+// Package natsjs is the event stream on NATS JetStream: the stream and its partitions
+// (Partition, Subject), the writers' consumers and leases (WriterConsumerConfig,
+// AcquireWriterLease), the batch encoding, and a publish that returns only once the server has
+// stored a message. A message carries accepted events of one tenant's partition; its message id
+// makes a retried message a duplicate that the stream drops within the duplicate window.
 package natsjs
 
 import (
@@ -18,7 +19,8 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 )
 
-// The event stream. Subjects are events.<tenant id>.
+// The event stream. Subjects are events.<tenant id>.<partition> (Subject); messages stored
+// before partitions are on events.<tenant id>.
 const (
 	StreamName     = "EVENTS"
 	SubjectPrefix  = "events."
@@ -30,13 +32,14 @@ const (
 type StreamConfig struct {
 	// MaxBytes bounds the stream's storage (default 4 GiB). When full, new batches are refused
 	// (ingest answers RESOURCE_EXHAUSTED) rather than old ones dropped. JetStream counts the
-	// messages as stored before compression (data, headers, subject and 34 bytes of record),
-	// so S2 shrinks the disk a full stream takes, not what fits in it: the compact batch
-	// encoding (EncodeBatch) is what makes more events fit. The server reserves MaxBytes (and
-	// a quarter more for the dead-letter stream) against its JetStream storage limit when the
-	// stream is created, so that limit must allow it. The default holds about 13 minutes of
-	// ClickHouse outage at the bench's landed rate (95,000 events/s, 55.5 bytes an event stored
-	// in 100-event batches; docs/operations.md).
+	// messages as stored before the stream's compression (data, headers, subject and 34 bytes
+	// of record), so the stream's S2 shrinks the disk a full stream takes, not what fits in
+	// it: the batch encoding (EncodeBatch: compact, then S2-compressed by ingest) is what
+	// makes more events fit. The server reserves MaxBytes (and a quarter more for the
+	// dead-letter stream) against its JetStream storage limit when the stream is created, so
+	// that limit must allow it. The default holds about 25 minutes of ClickHouse outage at the
+	// bench's landed rate (95,000 events/s, 30 bytes an event stored with 100-event requests
+	// split over 8 partitions, no merging; docs/operations.md).
 	MaxBytes int64
 	// MaxAge bounds how long an unwritten batch is kept (default 7 days).
 	MaxAge time.Duration
@@ -183,10 +186,24 @@ var ErrStreamFull = errors.New("event stream is full")
 // ErrUnavailable is returned when NATS cannot be reached.
 var ErrUnavailable = errors.New("event stream is unavailable")
 
-// Publish stores one batch for tenant and returns once JetStream has acknowledged it. The
-// message id deduplicates retries. Trace context travels in headers (hdr may be nil).
+// Publish stores one batch for tenant on the subject of the form before partitions,
+// events.<tenant>, and returns once JetStream has acknowledged it. Ingest publishes on
+// partitions (PublishPart); this form stays for what reads or writes older messages (the
+// writer's tests of a backlog from before partitions). The message id deduplicates retries.
+// Trace context travels in headers (hdr may be nil).
 func Publish(ctx context.Context, js jetstream.JetStream, tenant, msgID string, data []byte, hdr nats.Header) (*jetstream.PubAck, error) {
-	msg := &nats.Msg{Subject: SubjectPrefix + tenant, Data: data, Header: hdr}
+	return publish(ctx, js, SubjectPrefix+tenant, msgID, data, hdr)
+}
+
+// PublishPart stores one message of partition part of tenant's events on its subject
+// (Subject) and returns once JetStream has acknowledged it, with Publish's message id, header
+// and error rules.
+func PublishPart(ctx context.Context, js jetstream.JetStream, tenant string, part int, msgID string, data []byte, hdr nats.Header) (*jetstream.PubAck, error) {
+	return publish(ctx, js, Subject(tenant, part), msgID, data, hdr)
+}
+
+func publish(ctx context.Context, js jetstream.JetStream, subject, msgID string, data []byte, hdr nats.Header) (*jetstream.PubAck, error) {
+	msg := &nats.Msg{Subject: subject, Data: data, Header: hdr}
 	if msg.Header == nil {
 		msg.Header = nats.Header{}
 	}

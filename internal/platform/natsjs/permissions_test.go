@@ -69,16 +69,16 @@ func TestNATSUsersHaveOnlyTheirRights(t *testing.T) {
 	if err := natsjs.EnsureStreams(ctx, ingestJS, natsjs.DefaultStream); err != nil {
 		t.Fatalf("ingest creates the streams: %v", err)
 	}
-	if _, err := natsjs.Publish(ctx, ingestJS, "tenant-1", "b1", []byte("batch"), nil); err != nil {
+	if _, err := natsjs.PublishPart(ctx, ingestJS, "tenant-1", 0, "b1", []byte("batch"), nil); err != nil {
 		t.Fatalf("ingest publishes: %v", err)
 	}
 
 	// The writer: its consumer, pull, ack, dead-letter.
 	writerJS, _ := connectAs(t, url, users.Analytics)
-	if err := writerJS.DeleteConsumer(ctx, natsjs.StreamName, "analytics-writer"); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if err := writerJS.DeleteConsumer(ctx, natsjs.StreamName, natsjs.WriterConsumerName(0)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Fatalf("writer deletes its consumer: %v", err)
 	}
-	cons, err := writerJS.CreateOrUpdateConsumer(ctx, natsjs.StreamName, jetstream.ConsumerConfig{Durable: "analytics-writer", AckPolicy: jetstream.AckExplicitPolicy})
+	cons, err := writerJS.CreateOrUpdateConsumer(ctx, natsjs.StreamName, natsjs.WriterConsumerConfig(0, 1))
 	if err != nil {
 		t.Fatalf("writer creates its consumer: %v", err)
 	}
@@ -103,11 +103,18 @@ func TestNATSUsersHaveOnlyTheirRights(t *testing.T) {
 		t.Fatalf("writer reads the stream's info: %v", err)
 	}
 
-	// Nobody but ingest publishes events.
+	// Nobody but ingest publishes events, and ingest only on partitions' subjects.
 	before := streamMsgs(t, url, users.Admin)
+	for _, subject := range []string{natsjs.Subject("tenant-1", 1), natsjs.SubjectPrefix + "tenant-1"} {
+		wctx, cancel := short()
+		if _, err := writerJS.Publish(wctx, subject, []byte("forged")); err == nil {
+			t.Fatalf("the writer's user published an event batch on %s", subject)
+		}
+		cancel()
+	}
 	wctx, cancel := short()
-	if _, err := writerJS.Publish(wctx, natsjs.SubjectPrefix+"tenant-1", []byte("forged")); err == nil {
-		t.Fatal("the writer's user published an event batch")
+	if _, err := natsjs.Publish(wctx, ingestJS, "tenant-1", "old-form", []byte("batch"), nil); err == nil {
+		t.Fatal("ingest published on the subject of the form before partitions")
 	}
 	cancel()
 	if after := streamMsgs(t, url, users.Admin); after != before {
@@ -122,8 +129,18 @@ func TestNATSUsersHaveOnlyTheirRights(t *testing.T) {
 	}
 	cancel()
 	ictx, cancel = short()
-	if _, err := ingestRaw.Consumer(ictx, natsjs.StreamName, "analytics-writer"); err == nil {
+	if _, err := ingestRaw.Consumer(ictx, natsjs.StreamName, natsjs.WriterConsumerName(0)); err == nil {
 		t.Fatal("ingest read the writer's consumer")
+	}
+	cancel()
+	ictx, cancel = short()
+	if _, err := ingestRaw.CreateOrUpdateConsumer(ictx, natsjs.StreamName, natsjs.WriterConsumerConfig(1, 2)); err == nil {
+		t.Fatal("ingest created a writer's consumer")
+	}
+	cancel()
+	ictx, cancel = short()
+	if _, err := natsjs.AcquireWriterLease(ictx, ingestRaw, 0, "ingest"); err == nil {
+		t.Fatal("ingest took a writer's lease")
 	}
 	cancel()
 	sub, err := ingestRaw.Conn().SubscribeSync(natsjs.SubjectPrefix + ">")
@@ -140,6 +157,151 @@ func TestNATSUsersHaveOnlyTheirRights(t *testing.T) {
 		t.Fatal("the writer's user created another consumer")
 	}
 	cancel()
+}
+
+// The real deploy/nats.conf, writers: the analytics user creates (in each API form), pulls,
+// acknowledges and deletes the writers' consumers analytics-writer-0…7, deletes the consumer
+// of the single writer before partitions, and keeps its leases in EVENTS_WRITERS; nothing
+// else: no other consumer, no other bucket, not the stream itself. Nobody else touches leases.
+func TestNATSWritersHaveOnlyTheirRights(t *testing.T) {
+	srv, users := natstest.StartSecured(t)
+	url := srv.ClientURL()
+	ctx := context.Background()
+	short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 2*time.Second) }
+	adminJS, _ := connectAs(t, url, users.Admin)
+	ingestJS, _ := connectAs(t, url, users.Ingest)
+	if err := natsjs.EnsureStreams(ctx, ingestJS, natsjs.DefaultStream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := natsjs.PublishPart(ctx, ingestJS, "tenant-1", 1, "b1", []byte("batch"), nil); err != nil {
+		t.Fatal(err)
+	}
+	// The single writer's consumer of a run before partitions.
+	if _, err := adminJS.CreateOrUpdateConsumer(ctx, natsjs.StreamName, jetstream.ConsumerConfig{Durable: natsjs.LegacyWriterConsumer, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	writerJS, writerErrs := connectAs(t, url, users.Analytics)
+
+	// Kept: removing stale consumers, creating with several filters, with one (in the subject),
+	// and in the older form; pulling and acknowledging.
+	if err := natsjs.RemoveStaleWriterConsumers(ctx, writerJS, 0, 2); err != nil {
+		t.Fatalf("writer removes the stale consumers: %v", err)
+	}
+	if _, err := adminJS.Consumer(ctx, natsjs.StreamName, natsjs.LegacyWriterConsumer); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("the v1 consumer after the writer removed it: %v", err)
+	}
+	if _, err := writerJS.CreateOrUpdateConsumer(ctx, natsjs.StreamName, natsjs.WriterConsumerConfig(0, 2)); err != nil {
+		t.Fatalf("writer 0 of 2 creates its consumer (several filters): %v", err)
+	}
+	one := natsjs.WriterConsumerConfig(1, 2)
+	one.FilterSubjects, one.FilterSubject = nil, "events.*.1"
+	cons, err := writerJS.CreateOrUpdateConsumer(ctx, natsjs.StreamName, one)
+	if err != nil {
+		t.Fatalf("writer 1 creates its consumer (one filter, in the request's subject): %v", err)
+	}
+	legacy := `{"stream_name":"EVENTS","config":{"durable_name":"analytics-writer-3","filter_subject":"events.*.3","ack_policy":"explicit","deliver_policy":"all"}}`
+	reply, err := writerJS.Conn().Request("$JS.API.CONSUMER.DURABLE.CREATE.EVENTS.analytics-writer-3", []byte(legacy), 2*time.Second)
+	if err != nil {
+		t.Fatalf("writer 3 creates its consumer in the older form: %v", err)
+	}
+	if strings.Contains(string(reply.Data), `"error"`) {
+		t.Fatalf("writer 3 creates its consumer in the older form: %s", reply.Data)
+	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for m := range batch.Messages() {
+		got++
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatalf("writer acks: %v", err)
+		}
+	}
+	if got != 1 {
+		t.Fatalf("writer 1 fetched %d messages (%v), want 1", got, batch.Error())
+	}
+	if err := natsjs.RemoveStaleWriterConsumers(ctx, writerJS, 0, 1); err != nil {
+		t.Fatalf("writer 0 of 1 removes the consumers of writers 1 and 3: %v", err)
+	}
+
+	// Kept: the lease, taken, refreshed, closed, taken by another identity.
+	lease, err := natsjs.AcquireWriterLease(ctx, writerJS, 0, "writer-a", shortLease)
+	if err != nil {
+		t.Fatalf("writer takes its lease: %v", err)
+	}
+	kv, err := adminJS.KeyValue(ctx, natsjs.WriterLeaseBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := kv.Get(ctx, "w0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	meshtest.Eventually(t, 5*time.Second, func() bool {
+		e, err := kv.Get(ctx, "w0")
+		return err == nil && e.Revision() > first.Revision()
+	}, "the writer did not refresh its lease")
+	if !lease.Held() {
+		t.Fatal("the refreshed lease is not held")
+	}
+
+	// Refused: ingest and the gateway write a lease key.
+	gatewayJS, gatewayErrs := connectAs(t, url, users.Gateway)
+	ingestRaw, ingestErrs := connectAs(t, url, users.Ingest)
+	for _, js := range []jetstream.JetStream{ingestRaw, gatewayJS} {
+		_, _ = js.Conn().Request("$KV."+natsjs.WriterLeaseBucket+".w0", []byte("forged"), 500*time.Millisecond)
+		ictx, cancel := short()
+		if _, err := natsjs.AcquireWriterLease(ictx, js, 5, "forged"); err == nil {
+			t.Fatal("a user other than analytics took a writer's lease")
+		}
+		cancel()
+	}
+	if e, err := kv.Get(ctx, "w0"); err != nil || string(e.Value()) != "writer-a" {
+		t.Fatalf("lease key w0 holds %q (%v) after forged writes, want writer-a's", e.Value(), err)
+	}
+	if !hasPermissionError(ingestErrs()) || !hasPermissionError(gatewayErrs()) {
+		t.Fatalf("forged lease writes without permission violations (ingest: %v; gateway: %v)", ingestErrs(), gatewayErrs())
+	}
+	lease.Close()
+	next, err := natsjs.AcquireWriterLease(ctx, writerJS, 0, "writer-b", shortLease)
+	if err != nil {
+		t.Fatalf("another writer takes the closed lease: %v", err)
+	}
+	next.Close()
+
+	// Refused: other consumers (by name, or the v1 consumer again), the stream, other buckets.
+	for _, name := range []string{"other", "analytics-writer-8", natsjs.LegacyWriterConsumer} {
+		wctx, cancel := short()
+		if _, err := writerJS.CreateOrUpdateConsumer(wctx, natsjs.StreamName, jetstream.ConsumerConfig{Durable: name, AckPolicy: jetstream.AckExplicitPolicy, FilterSubjects: []string{"events.*.5"}}); err == nil {
+			t.Fatalf("the writer's user created consumer %s", name)
+		}
+		cancel()
+	}
+	wctx, cancel := short()
+	if err := writerJS.DeleteStream(wctx, natsjs.StreamName); err == nil {
+		t.Fatal("the writer's user deleted the event stream")
+	}
+	cancel()
+	if _, err := writerJS.Conn().Request("$JS.API.STREAM.PURGE.EVENTS", nil, time.Second); err == nil {
+		t.Fatal("the writer's user purged the event stream")
+	}
+	other, err := adminJS.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "OTHER"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = writerJS.Conn().Request("$KV.OTHER.k", []byte("forged"), 500*time.Millisecond)
+	if _, err := other.Get(ctx, "k"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("the writer's user wrote to another bucket: %v", err)
+	}
+	wctx, cancel = short()
+	if _, err := writerJS.CreateOrUpdateKeyValue(wctx, jetstream.KeyValueConfig{Bucket: "MINE"}); err == nil {
+		t.Fatal("the writer's user created another bucket")
+	}
+	cancel()
+	if !hasPermissionError(writerErrs()) {
+		t.Fatalf("forbidden requests without permission violations: %v", writerErrs())
+	}
 }
 
 func hasPermissionError(errs []error) bool {

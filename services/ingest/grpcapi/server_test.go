@@ -97,7 +97,7 @@ func TestIngestStoresAcceptedEventsBeforeAnswering(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, err := natsjs.DecodeBatch(msg.Data)
-	if err != nil || len(b.GetEvents()) != 2 || b.GetEvents()[0].GetTenantId() != "tenant-1" || msg.Subject != "events.tenant-1" {
+	if err != nil || len(b.GetEvents()) != 2 || b.GetEvents()[0].GetTenantId() != "tenant-1" || msg.Subject != natsjs.Subject("tenant-1", natsjs.Partition("tenant-1", "u")) {
 		t.Fatalf("stored batch: %v on %s (%v)", b.GetEvents(), msg.Subject, err)
 	}
 	// The same batch again is a duplicate the stream drops.
