@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -202,6 +203,10 @@ func newWriter(js jetstream.JetStream, conns []driver.Conn, cfg Config, logger *
 	}
 	wcfg := cfg.Writer
 	wcfg.Index, wcfg.Count = cfg.WriterIndex, cfg.WriterCount
+	// The same process restarted (same host, same admin address) takes its lease back at once;
+	// a second process started by mistake with the same index waits, and never writes beside it.
+	host, _ := os.Hostname()
+	wcfg.Identity = host + " " + cfg.AdminListen
 	return writer.New(js, sinks, wcfg, logger, reg)
 }
 

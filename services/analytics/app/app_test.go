@@ -73,9 +73,11 @@ func TestNewAndRunReportFailures(t *testing.T) {
 }
 
 // -roles writer runs the writer alone: no gRPC listener (Addr is empty), /healthz and the
-// writer's series on the admin listener. -roles api runs the query API without the writer.
+// writer's series on the admin listener. -roles api runs the query API without the writer, on
+// the schema writer 0 migrated.
 func TestRoles(t *testing.T) {
 	o := options(t)
+	o.Database = chtest.NewDatabase(t) // the API alone waits for writer 0's schema
 	o.Config = func(c *app.Config) { c.Roles = app.Roles{Writer: true} }
 	w := servicetest.StartAnalytics(t, o)
 	if w.Addr() != "" {

@@ -336,10 +336,11 @@ func (s *streams) deadLetters(t *testing.T) []string {
 	return out
 }
 
-// publishRaw stores data on tenant's subject, as a forged or broken publisher would.
+// publishRaw stores data on tenant's subject of the form before partitions (as the admin: ingest
+// may no longer publish there), as a forged or broken publisher would.
 func (s *streams) publishRaw(t *testing.T, tenant, msgID string, data []byte) {
 	t.Helper()
-	if _, err := natsjs.Publish(context.Background(), s.js, tenant, msgID, data, nil); err != nil {
+	if _, err := natsjs.Publish(context.Background(), s.admin, tenant, msgID, data, nil); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -99,6 +99,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"time"
 
@@ -114,8 +115,12 @@ import (
 	"github.com/campaignmesh/campaignmesh/services/analytics/dedup"
 )
 
-// ConsumerName is the writer's durable consumer.
-const ConsumerName = "analytics-writer"
+// errLeaseLost stops a writer whose lease lapsed or was taken (natsjs.WriterLease.Held).
+var errLeaseLost = errors.New("writer lease lost: another process writes as this index, or NATS did not answer its refresh in time")
+
+// ConsumerName is the durable consumer of writer 0 (of writer index i:
+// natsjs.WriterConsumerName(i)).
+var ConsumerName = natsjs.WriterConsumerName(0)
 
 // Row is one accepted event with its stream partition (natsjs.Partition of its tenant and
 // subject, computed by the writer from the event) and the sequence it is stored under: the
@@ -215,6 +220,15 @@ type Config struct {
 	// at 1 % false positives). More events than that only raise the share of events looked up
 	// in the store.
 	DedupCapacity int
+	// Index and Count place this writer among Count writers (zero Count means one): it owns
+	// the stream partitions p with p % Count == Index (natsjs.WriterPartitions), read through
+	// its own consumer, and holds the lease of its index (natsjs.AcquireWriterLease) while it
+	// writes, so two processes never write as the same index.
+	Index, Count int
+	// Identity names this process in its lease: a process restarted with the same identity
+	// takes its lease back at once, another waits until the lease lapses (30 s). Empty means
+	// the host name.
+	Identity string
 }
 
 // DefaultConfig is 10,000 rows or 1 s, and a 48 h dedup window sized for 50 million events
@@ -247,6 +261,9 @@ type Writer struct {
 	// watermarks are the highest sequences stored per partition and month, on every shard.
 	watermarks map[PartMonth]uint64
 
+	// lease is this writer's right to write as its index, held while Run runs.
+	lease *natsjs.WriterLease
+
 	// seqOffset is added to the stream's sequences (see Sink.SeqOffset).
 	seqOffset uint64
 
@@ -269,6 +286,12 @@ func New(js jetstream.JetStream, sinks []Sink, cfg Config, logger *slog.Logger, 
 	}
 	if cfg.DedupCapacity == 0 {
 		cfg.DedupCapacity = DefaultConfig.DedupCapacity
+	}
+	if cfg.Count == 0 {
+		cfg.Count = 1
+	}
+	if cfg.Identity == "" {
+		cfg.Identity, _ = os.Hostname()
 	}
 	w := &Writer{js: js, sinks: sinks, cfg: cfg, logger: logger, now: time.Now,
 		inserted:   prometheus.NewCounter(prometheus.CounterOpts{Name: "writer_inserted_rows_total", Help: "Event rows inserted into ClickHouse."}),
@@ -313,6 +336,18 @@ func (w *Writer) run(ctx context.Context) error {
 	if len(w.sinks) == 0 {
 		return errors.New("writer: no sink")
 	}
+	if natsjs.WriterPartitions(w.cfg.Index, w.cfg.Count) == nil {
+		return fmt.Errorf("writer: index %d of %d writers: the index must be below the count, the count 1 to %d", w.cfg.Index, w.cfg.Count, natsjs.MaxWriters)
+	}
+	// The lease first: only then may this process settle and write as its index.
+	if err := w.retry(ctx, nil, "take the writer lease", func() error {
+		var err error
+		w.lease, err = natsjs.AcquireWriterLease(ctx, w.js, w.cfg.Index, w.cfg.Identity)
+		return err
+	}); err != nil {
+		return err
+	}
+	defer w.lease.Close()
 	if err := w.retry(ctx, nil, "read the watermarks", func() error { return w.settle(ctx, nil) }); err != nil {
 		return err
 	}
@@ -356,6 +391,9 @@ func (w *Writer) run(ctx context.Context) error {
 	}
 	w.logger.Info("writer started", "watermark", w.highest(), "seq_offset", w.seqOffset, "shards", len(w.sinks))
 	for ctx.Err() == nil {
+		if !w.lease.Held() {
+			return fmt.Errorf("writer %d: %w", w.cfg.Index, errLeaseLost)
+		}
 		msgs, rows, fetchErr := w.collect(ctx, cons)
 		// What was collected before a fetch error is written all the same: dropped, it would
 		// come again after the ack wait, below the watermark of newer sets, and be skipped.
@@ -375,7 +413,7 @@ func (w *Writer) run(ctx context.Context) error {
 				return ctx.Err()
 			}
 			if gone(fetchErr) {
-				return fmt.Errorf("stream %s, consumer %s: gone while writing (deleted?): %w", natsjs.StreamName, ConsumerName, fetchErr)
+				return fmt.Errorf("stream %s, consumer %s: gone while writing (deleted?): %w", natsjs.StreamName, natsjs.WriterConsumerName(w.cfg.Index), fetchErr)
 			}
 			w.logger.Warn("fetch from stream; retrying", "err", fetchErr)
 			sleep(ctx, time.Second)
@@ -384,24 +422,27 @@ func (w *Writer) run(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// consumer (re)creates the writer's durable consumer over the whole stream. Start over: the
-// consumer is recreated so that it delivers, in stream order, every batch still in the stream
-// — the work-queue stream (ingest's; wait for it) keeps exactly the batches not yet
+// consumer (re)creates the writer's durable consumer over its partitions
+// (natsjs.WriterConsumerConfig), after deleting the consumers that would overlap it (the single
+// writer's from before partitions, those of a larger writer count). Start over: the consumer is
+// recreated so that it delivers, in stream order, every batch of its partitions still in the
+// stream — the work-queue stream (ingest's; wait for it) keeps exactly the batches not yet
 // acknowledged. Batches a crashed writer left unacknowledged thus come again first, instead of
-// after the ack wait behind newer ones; those already stored are acknowledged unwritten.
+// after the ack wait behind newer ones; those already stored are acknowledged unwritten. While
+// a writer of the older count still holds an overlapping consumer, the server refuses this one
+// and it is retried.
 func (w *Writer) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	var cons jetstream.Consumer
+	name := natsjs.WriterConsumerName(w.cfg.Index)
 	err := w.retry(ctx, nil, "create the writer's consumer", func() error {
-		var apiErr *jetstream.APIError
-		if err := w.js.DeleteConsumer(ctx, natsjs.StreamName, ConsumerName); err != nil &&
-			!(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeConsumerNotFound) {
+		if err := natsjs.RemoveStaleWriterConsumers(ctx, w.js, w.cfg.Index, w.cfg.Count); err != nil {
+			return err
+		}
+		if err := w.js.DeleteConsumer(ctx, natsjs.StreamName, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return err
 		}
 		var err error
-		cons, err = w.js.CreateOrUpdateConsumer(ctx, natsjs.StreamName, jetstream.ConsumerConfig{
-			Durable: ConsumerName, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
-			MaxAckPending: 100000, MaxDeliver: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
-		})
+		cons, err = w.js.CreateOrUpdateConsumer(ctx, natsjs.StreamName, natsjs.WriterConsumerConfig(w.cfg.Index, w.cfg.Count))
 		return err
 	})
 	return cons, err
@@ -525,6 +566,11 @@ func (w *Writer) insertBlock(ctx context.Context, msgs []fetched, b Block) error
 	sink := w.sinks[b.Shard]
 	failed := false
 	if err := w.retry(ctx, msgs, "insert into clickhouse", func() error {
+		// An insert retried through a long outage must not land once the lease has lapsed:
+		// another process may own these partitions by then and settle without waiting for it.
+		if !w.lease.Held() {
+			return errLeaseLost
+		}
 		// After a failed attempt the insert may still have landed (the answer was lost):
 		// inserting again would count the block twice, so look first.
 		if failed {
@@ -854,13 +900,14 @@ func (w *Writer) insert(ctx context.Context, msgs []fetched, sink Sink, b Block)
 }
 
 // retry runs f until it succeeds, backing off up to 10 s and keeping msgs in progress so the
-// stream does not redeliver them meanwhile. It returns an error only when ctx ends.
+// stream does not redeliver them meanwhile. It returns an error only when ctx ends or the
+// lease is lost (errLeaseLost: retrying would write as an index another process may hold).
 func (w *Writer) retry(ctx context.Context, msgs []fetched, what string, f func() error) error {
 	backoff := 100 * time.Millisecond
 	for {
 		err := f()
-		if err == nil {
-			return nil
+		if err == nil || errors.Is(err, errLeaseLost) {
+			return err
 		}
 		w.logger.Warn(what+"; retrying", "err", err, "retry_in", backoff.String())
 		for _, m := range msgs {

@@ -60,16 +60,31 @@ func (s *streams) publish(t *testing.T, msgID string, ids ...string) {
 		})
 	}
 	data, _ := proto.Marshal(b)
-	if _, err := natsjs.Publish(context.Background(), s.js, "t1", msgID, data, nil); err != nil {
+	if _, err := natsjs.PublishPart(context.Background(), s.js, "t1", natsjs.Partition("t1", "u"), msgID, data, nil); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// publishEvents stores a batch of events as they are on tenant's subject (events.<tenant>).
+// publishEvents stores a batch of events as they are: as ingest does, on their partition's
+// subject (events.<tenant>.<p>) when they all have the same, else on tenant's subject of the
+// form before partitions (events.<tenant>; only the admin may publish there now), which writer
+// 0 reads.
 func (s *streams) publishEvents(t *testing.T, tenant, msgID string, events ...*ingestv1.AcceptedEvent) {
 	t.Helper()
 	data, _ := proto.Marshal(&ingestv1.AcceptedBatch{Events: events})
-	if _, err := natsjs.Publish(context.Background(), s.js, tenant, msgID, data, nil); err != nil {
+	part := writer.PartOf(events[0])
+	for _, e := range events {
+		if writer.PartOf(e) != part {
+			part = -1
+		}
+	}
+	var err error
+	if part >= 0 {
+		_, err = natsjs.PublishPart(context.Background(), s.js, tenant, part, msgID, data, nil)
+	} else {
+		_, err = natsjs.Publish(context.Background(), s.admin, tenant, msgID, data, nil)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 }
@@ -274,7 +289,7 @@ func TestCrashBetweenInsertAndAckDoesNotDuplicate(t *testing.T) {
 func TestPoisonMessagesGoToTheDeadLetterStream(t *testing.T) {
 	p := newPipeline(t)
 	ctx := context.Background()
-	if _, err := natsjs.Publish(ctx, p.js, "t1", "poison", []byte("not a batch"), nil); err != nil {
+	if _, err := natsjs.PublishPart(ctx, p.js, "t1", 0, "poison", []byte("not a batch"), nil); err != nil {
 		t.Fatal(err)
 	}
 	p.publish(t, "good", ids("g", 10)...)
@@ -330,7 +345,7 @@ func TestBatchOnAnotherTenantsSubjectIsDeadLettered(t *testing.T) {
 		TenantId: "tenant-a", ReceivedAt: timestamppb.New(now), CorrectedTime: timestamppb.New(now),
 	}}}
 	data, _ := proto.Marshal(forged)
-	if _, err := natsjs.Publish(ctx, p.js, "tenant-b", "forged", data, nil); err != nil {
+	if _, err := natsjs.PublishPart(ctx, p.js, "tenant-b", natsjs.Partition("tenant-a", "u"), "forged", data, nil); err != nil {
 		t.Fatal(err)
 	}
 	p.publish(t, "good", ids("g", 10)...) // tenant t1 on events.t1
