@@ -73,12 +73,15 @@ func BenchmarkStreamBytes(b *testing.B) {
 			if s2 {
 				name = enc.name + "/s2"
 			}
-			b.Run(name, func(b *testing.B) { streamBytes(b, enc.encode, s2) })
+			b.Run(name, func(b *testing.B) { streamBytes(b, enc.encode, s2, false) })
 		}
 	}
+	// As ingest publishes now: each 100-event request split into one message per partition
+	// (the worst case: no coalescing of concurrent requests).
+	b.Run("compact/s2/partitioned", func(b *testing.B) { streamBytes(b, encodings[1].encode, true, true) })
 }
 
-func streamBytes(b *testing.B, encode func(testing.TB, []*ingestv1.AcceptedEvent) []byte, s2 bool) {
+func streamBytes(b *testing.B, encode func(testing.TB, []*ingestv1.AcceptedEvent) []byte, s2, partitioned bool) {
 	srv := natstest.StartServer(b)
 	nc, js, err := natsjs.Connect(srv.ClientURL(), "bench")
 	if err != nil {
@@ -103,16 +106,45 @@ func streamBytes(b *testing.B, encode func(testing.TB, []*ingestv1.AcceptedEvent
 			b.Fatal(err)
 		}
 	}
-	batches := make([][]byte, 64)
+	type message struct {
+		part int // -1: the subject of the form before partitions
+		data []byte
+	}
+	batches := make([][]message, 64)
 	for i := range batches {
-		batches[i] = encode(b, accepted(b, benchTenant, benchSource, 50000+i))
+		events := accepted(b, benchTenant, benchSource, 50000+i)
+		if !partitioned {
+			batches[i] = []message{{-1, encode(b, events)}}
+			continue
+		}
+		parts := map[int][]*ingestv1.AcceptedEvent{}
+		for _, e := range events {
+			subject := e.GetEvent().GetUserId()
+			if subject == "" {
+				subject = e.GetEvent().GetAnonymousId()
+			}
+			p := natsjs.Partition(e.GetTenantId(), subject)
+			parts[p] = append(parts[p], e)
+		}
+		for p, evs := range parts {
+			batches[i] = append(batches[i], message{p, encode(b, evs)})
+		}
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		hdr := nats.Header{}
 		hdr.Set("traceparent", fmt.Sprintf("00-%032x-%016x-01", i+1, i+1))
-		if _, err := natsjs.Publish(ctx, js, benchTenant, fmt.Sprintf("%064x", i), batches[i%len(batches)], hdr); err != nil {
-			b.Fatal(err)
+		for _, m := range batches[i%len(batches)] {
+			id := fmt.Sprintf("%064x.%d", i, m.part)
+			var err error
+			if m.part < 0 {
+				_, err = natsjs.Publish(ctx, js, benchTenant, id, m.data, hdr)
+			} else {
+				_, err = natsjs.PublishPart(ctx, js, benchTenant, m.part, id, m.data, hdr)
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 	b.StopTimer()

@@ -37,9 +37,9 @@ type StreamConfig struct {
 	// it: the batch encoding (EncodeBatch: compact, then S2-compressed by ingest) is what
 	// makes more events fit. The server reserves MaxBytes (and a quarter more for the
 	// dead-letter stream) against its JetStream storage limit when the stream is created, so
-	// that limit must allow it. The default holds about 25 minutes of ClickHouse outage at the
-	// bench's landed rate (95,000 events/s, 30 bytes an event stored with 100-event requests
-	// split over 8 partitions, no merging; docs/operations.md).
+	// that limit must allow it. The default holds at least 21 minutes of ClickHouse outage at
+	// the bench's landed rate (95,000 events/s, 35 bytes an event stored with 100-event
+	// requests split over 8 partitions, no merging; BenchmarkStreamBytes, docs/operations.md).
 	MaxBytes int64
 	// MaxAge bounds how long an unwritten batch is kept (default 7 days).
 	MaxAge time.Duration
