@@ -46,8 +46,9 @@ const VersionTable = "goose_db_version"
 // Migrate applies the migrations the database lacks, as user (the writer, which owns the
 // schema), with goose over clickhouse-go's database/sql driver. ClickHouse has no
 // transactions: each migration runs outside one and is written so that running it again is
-// safe (IF NOT EXISTS, …), which completes one interrupted midway. There is no lock: run one
-// analytics writer per database (the writer's protocol needs that anyway). A migration that
+// safe (IF NOT EXISTS, …), which completes one interrupted midway. There is no lock: one process
+// migrates, writer 0 (services/analytics/app), every shard in order; the others wait for it
+// (WaitMigrated). A migration that
 // moves data runs as long as its INSERT … SELECT takes: the read timeout is an hour, not the
 // queries' five minutes.
 func Migrate(ctx context.Context, addr, database string, user User) error {

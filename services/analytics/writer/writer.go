@@ -29,8 +29,13 @@
 //   - A batch delivered late (delivered and not received, redelivered after the ack wait behind
 //     newer sets that raised W): not listed, so inserted, once; skipped, it would be lost.
 //
-// One writer writes a partition at a time (today one writer reads the whole stream): two could
-// both find a row not stored and both insert it. Rows the dedup step (below) drops are not
+// A message is delivered to one writer: writer i of n (Config.Index, Config.Count) reads the
+// partitions p with p % n == i through its own consumer (natsjs.WriterConsumerConfig), and
+// writes only while it holds the lease of its index (natsjs.AcquireWriterLease), so two
+// processes never both decide about the same row. Writer 0 also reads messages of the form
+// before partitions (events.<tenant>), whose rows may be of any partition: their sequences are
+// below every partitioned message's, so where another writer has raised W[p, m] meanwhile,
+// Stored decides for them, as for a late batch. Rows the dedup step (below) drops are not
 // inserted: when it drops all of a batch's rows of (p, m), no commit lists s, and a redelivery
 // finds them not stored and drops them again.
 //
