@@ -6,9 +6,9 @@
 //	(c) raw ClickHouse: native batch inserts of the writer's block size
 //	(d) the pipeline: events durably acknowledged by ingest (direct, through the gateway's gRPC
 //	    proxy, and REST through the gateway), latency of a 100-event call at 1 and 8 callers,
-//	    events landed in ClickHouse over a steady run with one writer and again with two
-//	    (writer 0 and 1 of 2, each on its own connections; -writers), and the writer's backlog
-//	    drain rate.
+//	    events landed in ClickHouse over a steady run, and the writers' backlog drain rate —
+//	    these two with one writer and again with two (writer 0 and 1 of 2, each on its own
+//	    connections; -writers).
 //
 // NATS runs embedded (JetStream, file storage, fsync always); ClickHouse is the dev server
 // (CM_CLICKHOUSE_ADDR, scripts/devenv.sh). Every phase is bounded in time and sends only to

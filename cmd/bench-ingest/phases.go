@@ -103,7 +103,7 @@ func (b *bench) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := b.backlogDrain(ctx, r, p); err != nil {
+	if err := b.backlogDrains(ctx, r, p); err != nil {
 		return err
 	}
 
@@ -453,7 +453,7 @@ func (b *bench) steadyRuns(ctx context.Context, r *rig, p *pipeline) (float64, e
 		}
 		rates[n] = rate
 	}
-	for _, s := range scaling(b.writers, rates) {
+	for _, s := range scaling("landed (steady)", b.writers, rates) {
 		b.add(s.name, s.value, "%", s.note)
 	}
 	if rate, ok := rates[1]; ok {
@@ -469,9 +469,10 @@ type figure struct {
 	note  string
 }
 
-// scaling compares the landed rate of every writer count other than one with the rate of one
-// writer, in percent (200 % is twice one writer's rate); nothing without a run of one writer.
-func scaling(counts []int, rates map[int]float64) []figure {
+// scaling compares the rate (of the figure named name) of every writer count other than one with
+// the rate of one writer, in percent (200 % is twice one writer's rate); nothing without a run
+// of one writer.
+func scaling(name string, counts []int, rates map[int]float64) []figure {
 	one, ok := rates[1]
 	if !ok || one <= 0 {
 		return nil
@@ -481,14 +482,14 @@ func scaling(counts []int, rates map[int]float64) []figure {
 		if n == 1 {
 			continue
 		}
-		out = append(out, figure{steadyName("landed (steady)", n) + " / 1 writer", rates[n] / one * 100,
+		out = append(out, figure{steadyName(name, n) + " / 1 writer", rates[n] / one * 100,
 			fmt.Sprintf("(%.0f vs %.0f ev/s)", rates[n], one)})
 	}
 	return out
 }
 
-// steadyName is the name of a steady-run figure with n writers: the one-writer figures keep
-// the names they had before the bench ran several writers.
+// steadyName is the name of a steady-run or drain figure with n writers: the one-writer figures
+// keep the names they had before the bench ran several writers.
 func steadyName(name string, n int) string {
 	if n == 1 {
 		return name
@@ -575,31 +576,106 @@ func landedNote(landed, accepted uint64) string {
 	return note
 }
 
-// backlogDrain builds a backlog for b.duration with the writer stopped, starts it again and
-// measures how fast it lands the backlog.
-func (b *bench) backlogDrain(ctx context.Context, r *rig, p *pipeline) (err error) {
-	progress("building a backlog for %s with the writer stopped", b.duration)
-	calls, _, err := load(ctx, b.callers, b.duration, p.call(p.client, "b"))
+// backlogDrains runs the backlog drain once for each writer count of b.writers and, with more
+// than one count, prints each count's drain rate once reading against one writer's.
+func (b *bench) backlogDrains(ctx context.Context, r *rig, p *pipeline) error {
+	rates := map[int]float64{}
+	for _, n := range b.writers {
+		rate, err := b.backlogDrain(ctx, r, p, n)
+		if err != nil {
+			return err
+		}
+		rates[n] = rate
+	}
+	for _, s := range scaling("writer backlog drain once reading", b.writers, rates) {
+		b.add(s.name, s.value, "%", s.note)
+	}
+	return nil
+}
+
+// backlogDrain builds a backlog for b.duration with the writers stopped, starts n writers
+// (writer i of n each) and measures how fast they land the backlog: from their start (the
+// figure the bench has always printed, which includes a writer's start: rebuilding its dedup
+// filter from the stored ids, creating its consumer), and from when every writer has read from
+// the stream, which it returns: what n writers land once running.
+func (b *bench) backlogDrain(ctx context.Context, r *rig, p *pipeline, n int) (_ float64, err error) {
+	progress("building a backlog for %s with the writers stopped, for %d writer(s)", b.duration, n)
+	calls, _, err := load(ctx, b.callers, b.duration, p.call(p.client, fmt.Sprintf("b%d", n)))
 	if err != nil {
-		return fmt.Errorf("backlog: %w", err)
+		return 0, fmt.Errorf("backlog: %w", err)
 	}
 	p.accepted += calls * batchSize
 	backlog := calls * batchSize
+	// The consumers of the writers stopped before are deleted, so that a consumer that has
+	// delivered messages is one of the writers started now.
+	if err := deleteWriterConsumers(ctx, r.js); err != nil {
+		return 0, err
+	}
 	drainStart := time.Now()
-	stop, err := startWriters(ctx, r, 1)
+	stop, err := startWriters(ctx, r, n)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer func() {
 		if stopErr := stop(); stopErr != nil && err == nil {
 			err = stopErr
 		}
 	}()
-	if _, err := waitLanded(ctx, p.chConn, uint64(p.accepted), 120*time.Second); err != nil {
-		return err
+	if err := waitReading(ctx, r.js, n, 120*time.Second); err != nil {
+		return 0, err
 	}
-	drain := float64(backlog) / time.Since(drainStart).Seconds()
-	b.add("(d) writer backlog drain", drain, "ev/s", fmt.Sprintf("(%d events)", backlog))
+	readingStart := time.Now()
+	atReading, err := countRows(ctx, p.chConn)
+	if err != nil {
+		return 0, err
+	}
+	landed, err := waitLanded(ctx, p.chConn, uint64(p.accepted), 120*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	end := time.Now()
+	drain := float64(backlog) / end.Sub(drainStart).Seconds()
+	note := fmt.Sprintf("(%d events)", backlog)
+	if landed != uint64(p.accepted) {
+		note += " " + landedNote(landed, uint64(p.accepted))
+	}
+	b.add(steadyName("(d) writer backlog drain", n), drain, "ev/s", note)
+	reading := float64(landed-atReading) / end.Sub(readingStart).Seconds()
+	b.add(steadyName("(d) writer backlog drain once reading", n), reading, "ev/s",
+		fmt.Sprintf("(%d events, %s after the start)", landed-atReading, readingStart.Sub(drainStart).Round(time.Millisecond)))
+	return reading, nil
+}
+
+// deleteWriterConsumers deletes the consumers of every writer index (their writers are
+// stopped; a writer recreates its own at its start anyway).
+func deleteWriterConsumers(ctx context.Context, js jetstream.JetStream) error {
+	for i := 0; i < natsjs.MaxWriters; i++ {
+		if err := js.DeleteConsumer(ctx, natsjs.StreamName, natsjs.WriterConsumerName(i)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("delete consumer %s: %w", natsjs.WriterConsumerName(i), err)
+		}
+	}
+	return nil
+}
+
+// waitReading waits until the consumer of every writer i of n exists and has delivered
+// messages: each writer is past its start and reading (within limit).
+func waitReading(ctx context.Context, js jetstream.JetStream, n int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for i := 0; i < n; {
+		name := natsjs.WriterConsumerName(i)
+		cons, err := js.Consumer(ctx, natsjs.StreamName, name)
+		if err == nil && cons.CachedInfo().Delivered.Consumer > 0 {
+			i++
+			continue
+		}
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("consumer %s: %w", name, err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("writer %d of %d has read nothing within %s", i, n, limit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	return nil
 }
 

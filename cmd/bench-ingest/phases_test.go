@@ -23,19 +23,19 @@ func TestParseWriterCounts(t *testing.T) {
 }
 
 func TestScaling(t *testing.T) {
-	got := scaling([]int{1, 2}, map[int]float64{1: 80000, 2: 120000})
+	got := scaling("landed (steady)", []int{1, 2}, map[int]float64{1: 80000, 2: 120000})
 	if len(got) != 1 || got[0].value != 150 || got[0].name != "landed (steady), 2 writers / 1 writer" || got[0].note != "(120000 vs 80000 ev/s)" {
 		t.Fatalf("scaling of 1 and 2 writers = %+v", got)
 	}
 	// Each count against one writer, in the order run, whatever the place of the one-writer run.
-	got = scaling([]int{4, 1, 2}, map[int]float64{1: 100, 2: 150, 4: 50})
+	got = scaling("landed (steady)", []int{4, 1, 2}, map[int]float64{1: 100, 2: 150, 4: 50})
 	if len(got) != 2 || got[0].value != 50 || got[1].value != 150 || !strings.Contains(got[0].name, "4 writers") {
 		t.Fatalf("scaling of 4, 1 and 2 writers = %+v", got)
 	}
-	if got := scaling([]int{2}, map[int]float64{2: 100}); got != nil {
+	if got := scaling("landed (steady)", []int{2}, map[int]float64{2: 100}); got != nil {
 		t.Fatalf("scaling without a one-writer run = %+v, want nothing", got)
 	}
-	if got := scaling([]int{1, 2}, map[int]float64{1: 0, 2: 100}); got != nil {
+	if got := scaling("landed (steady)", []int{1, 2}, map[int]float64{1: 0, 2: 100}); got != nil {
 		t.Fatalf("scaling against a zero one-writer rate = %+v, want nothing", got)
 	}
 }
