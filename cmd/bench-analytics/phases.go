@@ -265,7 +265,7 @@ func (b *bench) prepare(ctx context.Context, addr string) (dataset, error) {
 	// Merge the inserted parts as background merges would in a while, so every run (and a
 	// -keep re-run) queries the same layout: one part of events, one per month of the rollup.
 	start := time.Now()
-	for _, t := range []string{"events", "events_hourly"} {
+	for _, t := range []string{"events_local", "events_hourly_local"} {
 		if err := optimize(ctx, conn, t); err != nil {
 			return d, err
 		}
@@ -278,7 +278,7 @@ func (b *bench) prepare(ctx context.Context, addr string) (dataset, error) {
 		return d, fmt.Errorf("after OPTIMIZE … FINAL, events and events_hourly still hold %d parts in %d partitions", parts, partitions)
 	}
 	_ = conn.QueryRow(ctx, "SELECT count() FROM events_hourly").Scan(&hourlyRows)
-	b.add("load: OPTIMIZE TABLE … FINAL (events, events_hourly)", time.Since(start).Seconds(), "s", fmt.Sprintf("(one part per partition; events_hourly: %d rows)", hourlyRows))
+	b.add("load: OPTIMIZE TABLE … FINAL (events_local, events_hourly_local)", time.Since(start).Seconds(), "s", fmt.Sprintf("(one part per partition; events_hourly: %d rows)", hourlyRows))
 	if err := conn.Exec(ctx, metaTable); err != nil {
 		return d, err
 	}
