@@ -14,6 +14,8 @@ import (
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
 )
 
 // The data set is generated inside ClickHouse: INSERT INTO events_local … SELECT … FROM numbers(),
@@ -308,7 +310,8 @@ func reusable(ctx context.Context, conn driver.Conn, cfg config, want int64) (ti
 }
 
 // load inserts the data set with one INSERT … SELECT per chunk, as many at once as there are
-// cores, printing progress every few seconds; it returns the time the inserts took.
+// cores, printing progress every few seconds, then its commit rows (commitRows); it returns the
+// time the inserts took.
 func load(ctx context.Context, conn driver.Conn, d dataset) (time.Duration, error) {
 	type chunk struct {
 		t       tenantData
@@ -334,7 +337,7 @@ func load(ctx context.Context, conn driver.Conn, d dataset) (time.Duration, erro
 				return
 			case <-tick.C:
 				var stored uint64
-				_ = conn.QueryRow(ctx, "SELECT count() FROM events").Scan(&stored)
+				_ = conn.QueryRow(ctx, "SELECT count() FROM events WHERE tenant_id != ''").Scan(&stored)
 				el := time.Since(start).Seconds()
 				progress("loading: %5.1f%% generated (%d of %d rows), %d stored, %.0f rows/s stored",
 					float64(generated.Load())*100/float64(total), generated.Load(), total, stored, float64(stored)/el)
@@ -365,5 +368,64 @@ func load(ctx context.Context, conn driver.Conn, d dataset) (time.Duration, erro
 	if err := <-errs; err != nil {
 		return 0, err
 	}
+	if err := commitRows(ctx, conn); err != nil {
+		return 0, err
+	}
 	return time.Since(start), nil
+}
+
+// batchRows is the writer's default batch: the size of the blocks commitRows counts in.
+func batchRows() int { return writer.DefaultConfig.BatchRows }
+
+// commitRows adds the commit rows the writer would have written with the loaded events, so
+// that events_local holds them as in a store the writer filled: per block of a tenant's events
+// (in load order) as large as the writer's default batch, one row per stream partition and
+// month of the block's events — an empty tenant_id, event_id 'commit', event_date the month's
+// first day, stream_part the partition, stream_seq its sequence, commit_seqs [stream_seq]. The
+// loaded events themselves have no sequence (stream_seq 0); the commit rows' sequences are
+// 1, 2, … in (tenant, block, partition, month) order, so every load of a data set writes the
+// same rows. A writer started on the database later takes their highest as its stream's
+// offset (writer_epochs).
+func commitRows(ctx context.Context, conn driver.Conn) error {
+	rows, err := conn.Query(ctx, `SELECT tenant_id, intDiv(toUInt64(substring(event_id, 4)), `+strconv.Itoa(batchRows())+`) AS block,
+		stream_part, toStartOfMonth(event_date) AS month
+	FROM events_local WHERE tenant_id != '' AND source = 'bench-loader'
+	GROUP BY tenant_id, block, stream_part, month ORDER BY tenant_id, block, stream_part, month`)
+	if err != nil {
+		return fmt.Errorf("commit rows: read the loaded blocks: %w", err)
+	}
+	type commit struct {
+		part  uint16
+		month time.Time
+	}
+	var commits []commit
+	for rows.Next() {
+		var tenant string
+		var block uint64
+		var c commit
+		if err := rows.Scan(&tenant, &block, &c.part, &c.month); err != nil {
+			rows.Close()
+			return fmt.Errorf("commit rows: read the loaded blocks: %w", err)
+		}
+		commits = append(commits, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("commit rows: read the loaded blocks: %w", err)
+	}
+	batch, err := conn.PrepareBatch(ctx, `INSERT INTO events_local (tenant_id, event_id, event_date, event_time, stream_part, stream_seq, commit_seqs)`)
+	if err != nil {
+		return fmt.Errorf("commit rows: %w", err)
+	}
+	for i, c := range commits {
+		seq := uint64(i + 1)
+		month := time.Date(c.month.Year(), c.month.Month(), 1, 0, 0, 0, 0, time.UTC)
+		if err := batch.Append("", "commit", month, month, c.part, seq, []uint64{seq}); err != nil {
+			return fmt.Errorf("commit rows: %w", err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("commit rows: %w", err)
+	}
+	return nil
 }

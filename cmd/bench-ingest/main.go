@@ -6,7 +6,9 @@
 //	(c) raw ClickHouse: native batch inserts of the writer's block size
 //	(d) the pipeline: events durably acknowledged by ingest (direct, through the gateway's gRPC
 //	    proxy, and REST through the gateway), latency of a 100-event call at 1 and 8 callers,
-//	    events landed in ClickHouse over a steady run, and the writer's backlog drain rate.
+//	    events landed in ClickHouse over a steady run, and the writers' backlog drain rate —
+//	    these two with one writer and again with two (writer 0 and 1 of 2, each on its own
+//	    connections; -writers).
 //
 // NATS runs embedded (JetStream, file storage, fsync always); ClickHouse is the dev server
 // (CM_CLICKHOUSE_ADDR, scripts/devenv.sh). Every phase is bounded in time and sends only to
@@ -36,12 +38,13 @@ type result struct {
 type bench struct {
 	duration, steady time.Duration
 	callers          int
+	writers          []int // the writer counts of the steady runs, in order
 	results          []result
 }
 
 func (b *bench) add(name string, v float64, unit, note string) {
 	b.results = append(b.results, result{name, v, unit, note})
-	fmt.Printf("  %-58s %14.0f %s %s\n", name, v, unit, note)
+	fmt.Printf("  %-72s %14.0f %s %s\n", name, v, unit, note)
 }
 
 func progress(format string, args ...any) { fmt.Printf("bench: "+format+"\n", args...) }
@@ -113,9 +116,15 @@ func main() {
 	flag.DurationVar(&b.duration, "duration", 10*time.Second, "length of each throughput phase")
 	flag.DurationVar(&b.steady, "steady", 60*time.Second, "length of the steady end-to-end run")
 	flag.IntVar(&b.callers, "callers", 8, "concurrent callers")
+	writers := flag.String("writers", "1,2", "writer counts of the steady runs, one run each, in order (comma-separated, 1 to 8)")
 	out := flag.String("out", ".state/bench-ingest.json", "where to write the results as JSON")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	flag.Parse()
+	var err error
+	if b.writers, err = parseWriterCounts(*writers); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-ingest:", err)
+		os.Exit(2)
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
@@ -39,6 +43,9 @@ import (
 )
 
 const batchSize = 100
+
+// tenant is the tenant of the bench's token: every event ingest accepts is its.
+const tenant = "bench"
 
 // request builds a 100-event batch whose ids are unique to (run, caller, call).
 func request(run string, caller, call int) *ingestv1.IngestEventsRequest {
@@ -92,11 +99,11 @@ func (b *bench) run(ctx context.Context) error {
 	if err := b.viaGateway(ctx, r, p); err != nil {
 		return err
 	}
-	landed, err := b.steadyRun(ctx, p)
+	landed, err := b.steadyRuns(ctx, r, p)
 	if err != nil {
 		return err
 	}
-	if err := b.backlogDrain(ctx, p); err != nil {
+	if err := b.backlogDrains(ctx, r, p); err != nil {
 		return err
 	}
 
@@ -240,7 +247,7 @@ func startPipeline(ctx context.Context, r *rig) (_ *pipeline, err error) {
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	now := time.Now()
 	if p.token, err = authn.Sign(authn.Claims{RegisteredClaims: jwt.RegisteredClaims{Issuer: authn.Issuer, Audience: jwt.ClaimStrings{authn.Audience},
-		Subject: "bench", IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}, TenantID: "bench", Role: "admin"}, "k", priv); err != nil {
+		Subject: "bench", IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}, TenantID: tenant, Role: "admin"}, "k", priv); err != nil {
 		return nil, err
 	}
 	p.authCtx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+p.token)
@@ -293,13 +300,60 @@ func (p *pipeline) call(client ingestv1.IngestServiceClient, run string) func(co
 	}
 }
 
-// startWriter runs the analytics writer, moving the stream's batches into conn, until ctx ends;
-// the channel closes when it has stopped.
-func startWriter(ctx context.Context, js jetstream.JetStream, conn ch.Conn) chan struct{} {
-	done := make(chan struct{})
-	w := writer.New(js, []writer.Sink{clickhouse.NewEventSink(conn)}, writer.DefaultConfig, slog.New(slog.DiscardHandler), nil)
-	go func() { _ = w.Run(ctx); close(done) }()
-	return done
+// writerConfig is writer i of n as the bench runs it: the writer's defaults, a fixed identity
+// per index (a later phase's writer of the same index takes the lease back at once).
+func writerConfig(i, n int) writer.Config {
+	cfg := writer.DefaultConfig
+	cfg.Index, cfg.Count = i, n
+	cfg.Identity = fmt.Sprintf("bench-writer-%d", i)
+	return cfg
+}
+
+// startWriters runs n writers — writer i of n for each i, as n analytics processes would: each
+// with its own JetStream and ClickHouse connections — on the bench's database of the one shard,
+// until the returned stop is called; stop returns once every writer has stopped and its
+// connections are closed. Run errors other than the stop are kept and returned by stop.
+func startWriters(ctx context.Context, r *rig, n int) (stop func() error, err error) {
+	wctx, cancel := context.WithCancel(ctx)
+	var closers []func()
+	var dones []chan error
+	stop = func() error {
+		cancel()
+		var errs []error
+		for _, d := range dones {
+			errs = append(errs, <-d)
+		}
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+		return errors.Join(errs...)
+	}
+	for i := 0; i < n; i++ {
+		nc, js, err := natsjs.Connect(r.ns.ClientURL(), fmt.Sprintf("bench-writer-%d", i))
+		if err != nil {
+			_ = stop()
+			return nil, fmt.Errorf("writer %d of %d: %w", i, n, err)
+		}
+		closers = append(closers, nc.Close)
+		// Opened one after the other: each Open checks the schema is up to date.
+		conn, err := clickhouse.Open(ctx, r.chAddr, r.db, r.chUser)
+		if err != nil {
+			_ = stop()
+			return nil, fmt.Errorf("writer %d of %d: %w", i, n, err)
+		}
+		closers = append(closers, func() { _ = conn.Close() })
+		w := writer.New(js, []writer.Sink{clickhouse.NewEventSink(conn)}, writerConfig(i, n), slog.New(slog.DiscardHandler), nil)
+		done := make(chan error, 1)
+		dones = append(dones, done)
+		go func(i int) {
+			if err := w.Run(wctx); err != nil {
+				done <- fmt.Errorf("writer %d of %d: %w", i, n, err)
+				return
+			}
+			done <- nil
+		}(i)
+	}
+	return stop, nil
 }
 
 // ackedDirect measures events durably acknowledged by ingest called directly by b.callers,
@@ -386,59 +440,242 @@ func (b *bench) viaGateway(ctx context.Context, r *rig, p *pipeline) error {
 	return nil
 }
 
-// steadyRun starts the writer, waits until it has landed everything accepted so far, then
-// ingests for b.steady while it lands events in ClickHouse, and waits for the rest. It returns
-// the rate events landed at during the run; the writer is stopped when it returns.
-func (b *bench) steadyRun(ctx context.Context, p *pipeline) (float64, error) {
-	progress("starting the writer; waiting for it to land the %d events accepted so far", p.accepted)
-	wctx, stopWriter := context.WithCancel(ctx)
-	writerDone := startWriter(wctx, p.js, p.chConn)
-	defer func() { stopWriter(); <-writerDone }()
+// steadyRuns runs the steady run once for each writer count of b.writers, one after the
+// other on the same stream and database, and returns the landed rate of the run with one writer
+// (of the first run when there is none), which the ratios compare with the baselines. With
+// more than one count it also prints each count's landed rate against one writer's.
+func (b *bench) steadyRuns(ctx context.Context, r *rig, p *pipeline) (float64, error) {
+	rates := map[int]float64{}
+	for _, n := range b.writers {
+		rate, err := b.steadyRun(ctx, r, p, n)
+		if err != nil {
+			return 0, err
+		}
+		rates[n] = rate
+	}
+	for _, s := range scaling("landed (steady)", b.writers, rates) {
+		b.add(s.name, s.value, "%", s.note)
+	}
+	if rate, ok := rates[1]; ok {
+		return rate, nil
+	}
+	return rates[b.writers[0]], nil
+}
+
+// figure is a computed result line, before it is printed.
+type figure struct {
+	name  string
+	value float64
+	note  string
+}
+
+// scaling compares the rate (of the figure named name) of every writer count other than one with
+// the rate of one writer, in percent (200 % is twice one writer's rate); nothing without a run
+// of one writer.
+func scaling(name string, counts []int, rates map[int]float64) []figure {
+	one, ok := rates[1]
+	if !ok || one <= 0 {
+		return nil
+	}
+	var out []figure
+	for _, n := range counts {
+		if n == 1 {
+			continue
+		}
+		out = append(out, figure{steadyName(name, n) + " / 1 writer", rates[n] / one * 100,
+			fmt.Sprintf("(%.0f vs %.0f ev/s)", rates[n], one)})
+	}
+	return out
+}
+
+// steadyName is the name of a steady-run or drain figure with n writers: the one-writer figures
+// keep the names they had before the bench ran several writers.
+func steadyName(name string, n int) string {
+	if n == 1 {
+		return name
+	}
+	return fmt.Sprintf("%s, %d writers", name, n)
+}
+
+// parseWriterCounts reads -writers: a comma-separated list of writer counts, each from 1 to
+// natsjs.MaxWriters.
+func parseWriterCounts(s string) ([]int, error) {
+	var counts []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > natsjs.MaxWriters {
+			return nil, fmt.Errorf("-writers %q: each count must be a number from 1 to %d", s, natsjs.MaxWriters)
+		}
+		if slices.Contains(counts, n) {
+			return nil, fmt.Errorf("-writers %q: %d twice", s, n)
+		}
+		counts = append(counts, n)
+	}
+	return counts, nil
+}
+
+// steadyRun starts n writers (writer i of n each), sends one more request and waits until they
+// have landed everything accepted so far — the request's events fall in every partition
+// (requestPartitions), so every writer has started and written —, then ingests for b.steady
+// while they land events in ClickHouse, and waits for the rest. It returns the rate events
+// landed at during the run; the writers are stopped when it returns.
+func (b *bench) steadyRun(ctx context.Context, r *rig, p *pipeline, n int) (_ float64, err error) {
+	progress("starting %d writer(s); waiting for them to land the events accepted so far", n)
+	stop, err := startWriters(ctx, r, n)
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if stopErr := stop(); stopErr != nil && err == nil {
+			err = stopErr
+		}
+	}()
+	if _, err := p.client.IngestEvents(p.authCtx, request(fmt.Sprintf("w%d", n), 0, 0)); err != nil {
+		return 0, fmt.Errorf("steady run, %d writers: %w", n, err)
+	}
+	p.accepted += batchSize
 	before, err := waitLanded(ctx, p.chConn, uint64(p.accepted), 120*time.Second)
 	if err != nil {
 		return 0, err
 	}
-	progress("steady run: %s of ingest while the writer lands events in ClickHouse", b.steady)
+	if before < uint64(p.accepted) {
+		return 0, fmt.Errorf("steady run, %d writers: %d of %d accepted events landed before the run", n, before, p.accepted)
+	}
+	progress("steady run: %s of ingest while %d writer(s) land events in ClickHouse", b.steady, n)
 	steadyStart := time.Now()
-	calls, _, err := load(ctx, b.callers, b.steady, p.call(p.client, "s"))
+	calls, _, err := load(ctx, b.callers, b.steady, p.call(p.client, fmt.Sprintf("s%d", n)))
 	if err != nil {
-		return 0, fmt.Errorf("steady run: %w", err)
+		return 0, fmt.Errorf("steady run, %d writers: %w", n, err)
 	}
 	p.accepted += calls * batchSize
-	b.add("(d) ingest direct during the steady run: events durably acked", float64(calls*batchSize)/b.steady.Seconds(), "ev/s", "")
+	b.add(steadyName("(d) ingest direct during the steady run: events durably acked", n), float64(calls*batchSize)/b.steady.Seconds(), "ev/s", "")
 	after, err := countRows(ctx, p.chConn)
 	if err != nil {
 		return 0, err
 	}
 	landedRate := float64(after-before) / time.Since(steadyStart).Seconds()
-	b.add("(d) events landed in ClickHouse during the steady run", landedRate, "ev/s", "")
+	b.add(steadyName("(d) events landed in ClickHouse during the steady run", n), landedRate, "ev/s", "")
 	landed, err := waitLanded(ctx, p.chConn, uint64(p.accepted), 60*time.Second)
 	if err != nil {
 		return 0, err
 	}
-	b.add("(d) landed / accepted after the run", float64(landed)/float64(p.accepted)*100, "%", fmt.Sprintf("(%d of %d)", landed, p.accepted))
+	b.add(steadyName("(d) landed / accepted after the run", n), float64(landed)/float64(p.accepted)*100, "%", landedNote(landed, uint64(p.accepted)))
 	return landedRate, nil
 }
 
-// backlogDrain builds a backlog for b.duration with the writer stopped, starts it again and
-// measures how fast it lands the backlog.
-func (b *bench) backlogDrain(ctx context.Context, p *pipeline) error {
-	progress("building a backlog for %s with the writer stopped", b.duration)
-	calls, _, err := load(ctx, b.callers, b.duration, p.call(p.client, "b"))
+// landedNote says how many of the accepted events landed, and calls out a count that is not
+// all of them (lost, or not landed within the wait) or more than them (counted twice).
+func landedNote(landed, accepted uint64) string {
+	note := fmt.Sprintf("(%d of %d)", landed, accepted)
+	switch {
+	case landed < accepted:
+		note += " NOT ALL LANDED"
+	case landed > accepted:
+		note += " MORE THAN ACCEPTED"
+	}
+	return note
+}
+
+// backlogDrains runs the backlog drain once for each writer count of b.writers and, with more
+// than one count, prints each count's drain rate once reading against one writer's.
+func (b *bench) backlogDrains(ctx context.Context, r *rig, p *pipeline) error {
+	rates := map[int]float64{}
+	for _, n := range b.writers {
+		rate, err := b.backlogDrain(ctx, r, p, n)
+		if err != nil {
+			return err
+		}
+		rates[n] = rate
+	}
+	for _, s := range scaling("writer backlog drain once reading", b.writers, rates) {
+		b.add(s.name, s.value, "%", s.note)
+	}
+	return nil
+}
+
+// backlogDrain builds a backlog for b.duration with the writers stopped, starts n writers
+// (writer i of n each) and measures how fast they land the backlog: from their start (the
+// figure the bench has always printed, which includes a writer's start: rebuilding its dedup
+// filter from the stored ids, creating its consumer), and from when every writer has read from
+// the stream, which it returns: what n writers land once running.
+func (b *bench) backlogDrain(ctx context.Context, r *rig, p *pipeline, n int) (_ float64, err error) {
+	progress("building a backlog for %s with the writers stopped, for %d writer(s)", b.duration, n)
+	calls, _, err := load(ctx, b.callers, b.duration, p.call(p.client, fmt.Sprintf("b%d", n)))
 	if err != nil {
-		return fmt.Errorf("backlog: %w", err)
+		return 0, fmt.Errorf("backlog: %w", err)
 	}
 	p.accepted += calls * batchSize
 	backlog := calls * batchSize
-	drainStart := time.Now()
-	wctx, stopWriter := context.WithCancel(ctx)
-	writerDone := startWriter(wctx, p.js, p.chConn)
-	defer func() { stopWriter(); <-writerDone }()
-	if _, err := waitLanded(ctx, p.chConn, uint64(p.accepted), 120*time.Second); err != nil {
-		return err
+	// The consumers of the writers stopped before are deleted, so that a consumer that has
+	// delivered messages is one of the writers started now.
+	if err := deleteWriterConsumers(ctx, r.js); err != nil {
+		return 0, err
 	}
-	drain := float64(backlog) / time.Since(drainStart).Seconds()
-	b.add("(d) writer backlog drain", drain, "ev/s", fmt.Sprintf("(%d events)", backlog))
+	drainStart := time.Now()
+	stop, err := startWriters(ctx, r, n)
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if stopErr := stop(); stopErr != nil && err == nil {
+			err = stopErr
+		}
+	}()
+	if err := waitReading(ctx, r.js, n, 120*time.Second); err != nil {
+		return 0, err
+	}
+	readingStart := time.Now()
+	atReading, err := countRows(ctx, p.chConn)
+	if err != nil {
+		return 0, err
+	}
+	landed, err := waitLanded(ctx, p.chConn, uint64(p.accepted), 120*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	end := time.Now()
+	drain := float64(backlog) / end.Sub(drainStart).Seconds()
+	note := fmt.Sprintf("(%d events)", backlog)
+	if landed != uint64(p.accepted) {
+		note += " " + landedNote(landed, uint64(p.accepted))
+	}
+	b.add(steadyName("(d) writer backlog drain", n), drain, "ev/s", note)
+	reading := float64(landed-atReading) / end.Sub(readingStart).Seconds()
+	b.add(steadyName("(d) writer backlog drain once reading", n), reading, "ev/s",
+		fmt.Sprintf("(%d events, %s after the start)", landed-atReading, readingStart.Sub(drainStart).Round(time.Millisecond)))
+	return reading, nil
+}
+
+// deleteWriterConsumers deletes the consumers of every writer index (their writers are
+// stopped; a writer recreates its own at its start anyway).
+func deleteWriterConsumers(ctx context.Context, js jetstream.JetStream) error {
+	for i := 0; i < natsjs.MaxWriters; i++ {
+		if err := js.DeleteConsumer(ctx, natsjs.StreamName, natsjs.WriterConsumerName(i)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("delete consumer %s: %w", natsjs.WriterConsumerName(i), err)
+		}
+	}
+	return nil
+}
+
+// waitReading waits until the consumer of every writer i of n exists and has delivered
+// messages: each writer is past its start and reading (within limit).
+func waitReading(ctx context.Context, js jetstream.JetStream, n int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for i := 0; i < n; {
+		name := natsjs.WriterConsumerName(i)
+		cons, err := js.Consumer(ctx, natsjs.StreamName, name)
+		if err == nil && cons.CachedInfo().Delivered.Consumer > 0 {
+			i++
+			continue
+		}
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("consumer %s: %w", name, err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("writer %d of %d has read nothing within %s", i, n, limit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	return nil
 }
 
