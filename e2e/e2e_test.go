@@ -118,6 +118,8 @@ type proc struct {
 	logs *logWriter
 	mu   sync.Mutex
 	cmd  *exec.Cmd
+	// exited is closed when the process of cmd has ended (and been waited for).
+	exited chan struct{}
 }
 
 func startProcess(t *testing.T, bin string, env []string) *proc {
@@ -142,55 +144,66 @@ func (p *proc) start(extraEnv ...string) {
 	if err := cmd.Start(); err != nil {
 		p.t.Fatal(err)
 	}
+	// One Wait per process (a second returns at once, before the process is gone).
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	p.mu.Lock()
-	p.cmd = cmd
+	p.cmd, p.exited = cmd, exited
 	p.mu.Unlock()
+}
+
+func (p *proc) current() (*exec.Cmd, chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd, p.exited
 }
 
 // kill9 kills the process without warning and waits for it to be gone.
 func (p *proc) kill9() {
-	p.mu.Lock()
-	cmd := p.cmd
-	p.mu.Unlock()
+	cmd, exited := p.current()
 	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
+	<-exited
 }
 
 // wait waits for the process to exit by itself (bounded).
 func (p *proc) wait(limit time.Duration) bool {
-	p.mu.Lock()
-	cmd := p.cmd
-	p.mu.Unlock()
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	_, exited := p.current()
 	select {
-	case <-done:
+	case <-exited:
 		return true
 	case <-time.After(limit):
 		return false
 	}
 }
 
+// alive tells whether the process runs (it was not killed and has not exited).
+func (p *proc) alive() bool {
+	_, exited := p.current()
+	select {
+	case <-exited:
+		return false
+	default:
+		return true
+	}
+}
+
 // stop interrupts the process and waits for a graceful exit.
 func (p *proc) stop() {
-	p.mu.Lock()
-	cmd := p.cmd
-	p.mu.Unlock()
-	if cmd.ProcessState != nil {
+	cmd, exited := p.current()
+	if !p.alive() {
 		return
 	}
 	_ = cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-exited:
 	case <-time.After(15 * time.Second):
 		// A Go process prints every goroutine's stack on SIGQUIT: where it hangs, in its logs.
 		_ = cmd.Process.Signal(syscall.SIGQUIT)
 		select {
-		case <-done:
+		case <-exited:
 		case <-time.After(5 * time.Second):
 			_ = cmd.Process.Kill()
+			<-exited
 		}
 		p.t.Errorf("%s did not stop within 15 s of SIGINT (its goroutines at SIGQUIT are in its logs)", filepath.Base(p.bin))
 	}

@@ -63,24 +63,6 @@ func (m *mesh) shards() int {
 	return 1
 }
 
-// alive tells whether the process runs (it was not killed and has not exited).
-func (p *proc) alive() bool {
-	p.mu.Lock()
-	cmd := p.cmd
-	p.mu.Unlock()
-	if cmd.ProcessState != nil {
-		return false
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-		return false
-	case <-time.After(10 * time.Millisecond):
-		return true
-	}
-}
-
 // loadEvent is event j of batch i of sender s of a load (ids prefixed tag): its content is a
 // function of these, so a resent event is the same event. 400 subjects (every tenth known only
 // by a device id), so every stream partition is used; three campaigns, variants a and b; per
