@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,7 +57,10 @@ type mesh struct {
 	admins map[string]string
 	// clickhouseDB is the analytics database of this mesh.
 	clickhouseDB string
-	procs        map[string]*proc
+	// cluster is the ClickHouse cluster of analytics' shards (meshConfig.cluster); nil: the dev
+	// server.
+	cluster *chtest.Cluster
+	procs   map[string]*proc
 	// natsURL and natsAdmin reach the mesh's NATS as its admin user.
 	natsURL   string
 	natsAdmin natstest.User
@@ -114,6 +118,8 @@ type proc struct {
 	logs *logWriter
 	mu   sync.Mutex
 	cmd  *exec.Cmd
+	// exited is closed when the process of cmd has ended (and been waited for).
+	exited chan struct{}
 }
 
 func startProcess(t *testing.T, bin string, env []string) *proc {
@@ -138,51 +144,68 @@ func (p *proc) start(extraEnv ...string) {
 	if err := cmd.Start(); err != nil {
 		p.t.Fatal(err)
 	}
+	// One Wait per process (a second returns at once, before the process is gone).
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	p.mu.Lock()
-	p.cmd = cmd
+	p.cmd, p.exited = cmd, exited
 	p.mu.Unlock()
+}
+
+func (p *proc) current() (*exec.Cmd, chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd, p.exited
 }
 
 // kill9 kills the process without warning and waits for it to be gone.
 func (p *proc) kill9() {
-	p.mu.Lock()
-	cmd := p.cmd
-	p.mu.Unlock()
+	cmd, exited := p.current()
 	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
+	<-exited
 }
 
 // wait waits for the process to exit by itself (bounded).
 func (p *proc) wait(limit time.Duration) bool {
-	p.mu.Lock()
-	cmd := p.cmd
-	p.mu.Unlock()
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	_, exited := p.current()
 	select {
-	case <-done:
+	case <-exited:
 		return true
 	case <-time.After(limit):
 		return false
 	}
 }
 
+// alive tells whether the process runs (it was not killed and has not exited).
+func (p *proc) alive() bool {
+	_, exited := p.current()
+	select {
+	case <-exited:
+		return false
+	default:
+		return true
+	}
+}
+
 // stop interrupts the process and waits for a graceful exit.
 func (p *proc) stop() {
-	p.mu.Lock()
-	cmd := p.cmd
-	p.mu.Unlock()
-	if cmd.ProcessState != nil {
+	cmd, exited := p.current()
+	if !p.alive() {
 		return
 	}
 	_ = cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-exited:
 	case <-time.After(15 * time.Second):
-		_ = cmd.Process.Kill()
-		p.t.Errorf("%s did not stop within 15 s of SIGINT", filepath.Base(p.bin))
+		// A Go process prints every goroutine's stack on SIGQUIT: where it hangs, in its logs.
+		_ = cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		p.t.Errorf("%s did not stop within 15 s of SIGINT (its goroutines at SIGQUIT are in its logs)", filepath.Base(p.bin))
 	}
 }
 
@@ -193,14 +216,45 @@ func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
 
 func startMesh(t *testing.T, gatewayEnv ...string) *mesh {
 	t.Helper()
-	return startMeshVia(t, chtest.Addr(), gatewayEnv...)
+	return startMeshWith(t, meshConfig{gatewayEnv: gatewayEnv})
 }
 
 // startMeshVia starts the mesh with the analytics writer reaching ClickHouse at clickhouseAddr
 // (a proxy, in fault tests).
 func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *mesh {
 	t.Helper()
-	m := &mesh{dir: t.TempDir(), procs: map[string]*proc{}, admins: map[string]string{}}
+	return startMeshWith(t, meshConfig{clickhouse: []string{clickhouseAddr}, gatewayEnv: gatewayEnv})
+}
+
+// meshConfig is what a test changes in the mesh it starts; the zero value is the usual mesh:
+// one analytics process (query API and writer) on the dev ClickHouse server.
+type meshConfig struct {
+	// clickhouse are the addresses analytics reaches its ClickHouse shards at, in shard order
+	// (proxies, in fault tests). Default: the servers of cluster, or the dev server.
+	clickhouse []string
+	// cluster, when set, is the ClickHouse cluster analytics writes into (its shards, its
+	// users, a fresh database on every server): chtest.StartCluster's. Default: the dev server.
+	cluster *chtest.Cluster
+	// writers is the number of analytics writers (default 1): analytics is writer 0 of them,
+	// and writer i > 0 runs alone (-roles writer) as the process analytics-writer-<i>.
+	writers int
+	// gatewayEnv is added to the gateway's environment.
+	gatewayEnv []string
+}
+
+// startMeshWith starts the mesh as cfg says.
+func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
+	t.Helper()
+	m := &mesh{dir: t.TempDir(), procs: map[string]*proc{}, admins: map[string]string{}, cluster: cfg.cluster}
+	if cfg.writers < 1 {
+		cfg.writers = 1
+	}
+	if cfg.clickhouse == nil {
+		cfg.clickhouse = []string{chtest.Addr()}
+		if cfg.cluster != nil {
+			cfg.clickhouse = cfg.cluster.Addrs
+		}
+	}
 	build(t, m.dir)
 	m.certs = filepath.Join(m.dir, "certs")
 	if _, err := mtls.DevPKI(m.certs, []string{"auth", "ingest", "analytics", "campaigns", "gateway"}); err != nil {
@@ -251,29 +305,54 @@ func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *me
 	}, otel...))
 	m.admins["ingest"] = ingestAdmin
 	waitFor(t, "ingest", 30*time.Second, func() bool { return httpOK("http://" + ingestAdmin + "/healthz") })
-	m.clickhouseDB = chtest.NewDatabase(t)
-	// ClickHouse as analytics' writer and reader users (.state/env names them).
+	// ClickHouse as analytics' writer and reader users (.state/env names them, or the cluster).
+	writerUser, readerUser := chtest.Writer(t), chtest.Reader(t)
+	if cfg.cluster != nil {
+		m.clickhouseDB = cfg.cluster.NewDatabase(t)
+		writerUser, readerUser = cfg.cluster.Writer, cfg.cluster.Reader
+	} else {
+		m.clickhouseDB = chtest.NewDatabase(t)
+	}
 	chUsers := []string{}
 	for _, u := range []struct {
 		role string
 		user chtest.User
-	}{{"WRITER", chtest.Writer(t)}, {"READER", chtest.Reader(t)}} {
+	}{{"WRITER", writerUser}, {"READER", readerUser}} {
 		chUsers = append(chUsers, "CM_ANALYTICS_CLICKHOUSE_"+u.role+"_USER="+u.user.Name)
 		if u.user.Password != "" {
 			chUsers = append(chUsers, "CM_ANALYTICS_CLICKHOUSE_"+u.role+"_PASSWORD_FILE="+secret("clickhouse-"+u.role, u.user.Password))
 		}
 	}
-	analyticsAddr, analyticsAdmin := freePort(t), freePort(t)
-	m.procs["analytics"] = startProcess(t, filepath.Join(m.dir, "analytics"), append([]string{
-		"CM_ANALYTICS_LISTEN=" + analyticsAddr, "CM_ANALYTICS_AUTH_ADDR=" + authAddr,
+	// What every analytics process shares: its certificate, NATS, ClickHouse and the writers.
+	analyticsEnv := append([]string{
 		"CM_ANALYTICS_TLS_CERT=" + c("analytics.pem"), "CM_ANALYTICS_TLS_KEY=" + c("analytics-key.pem"), "CM_ANALYTICS_TLS_CA=" + c("ca.pem"),
-		"CM_ANALYTICS_ADMIN_LISTEN=" + analyticsAdmin, "CM_ANALYTICS_NATS_URL=" + natsURL,
-		"CM_ANALYTICS_CLICKHOUSE_ADDR=" + clickhouseAddr, "CM_ANALYTICS_CLICKHOUSE_DATABASE=" + m.clickhouseDB,
+		"CM_ANALYTICS_NATS_URL=" + natsURL,
+		"CM_ANALYTICS_CLICKHOUSE_ADDR=" + cfg.clickhouse[0], "CM_ANALYTICS_CLICKHOUSE_DATABASE=" + m.clickhouseDB,
 		"CM_ANALYTICS_WRITER_MAX_WAIT=200ms",
 		"CM_ANALYTICS_NATS_USER=" + natsUsers.Analytics.Name, "CM_ANALYTICS_NATS_PASSWORD_FILE=" + secret("nats-analytics", natsUsers.Analytics.Password),
-	}, append(chUsers, otel...)...))
+	}, append(chUsers, otel...)...)
+	if len(cfg.clickhouse) > 1 {
+		analyticsEnv = append(analyticsEnv, "CM_ANALYTICS_CLICKHOUSE_SHARDS="+strings.Join(cfg.clickhouse, ","))
+	}
+	if cfg.writers > 1 {
+		analyticsEnv = append(analyticsEnv, fmt.Sprintf("CM_ANALYTICS_WRITER_COUNT=%d", cfg.writers))
+	}
+	analyticsAddr, analyticsAdmin := freePort(t), freePort(t)
+	m.procs["analytics"] = startProcess(t, filepath.Join(m.dir, "analytics"), append([]string{
+		"CM_ANALYTICS_LISTEN=" + analyticsAddr, "CM_ANALYTICS_AUTH_ADDR=" + authAddr, "CM_ANALYTICS_ADMIN_LISTEN=" + analyticsAdmin,
+	}, analyticsEnv...))
 	m.admins["analytics"] = analyticsAdmin
 	waitFor(t, "analytics", 30*time.Second, func() bool { return httpOK("http://" + analyticsAdmin + "/healthz") })
+	// The other writers, each alone in its process; analytics (writer 0) has migrated every
+	// shard by now. A restarted writer keeps its admin address, which names it in its lease.
+	for i := 1; i < cfg.writers; i++ {
+		name, admin := fmt.Sprintf("analytics-writer-%d", i), freePort(t)
+		m.procs[name] = startProcess(t, filepath.Join(m.dir, "analytics"), append([]string{
+			"CM_ANALYTICS_ROLES=writer", fmt.Sprintf("CM_ANALYTICS_WRITER_INDEX=%d", i), "CM_ANALYTICS_ADMIN_LISTEN=" + admin,
+		}, analyticsEnv...))
+		m.admins[name] = admin
+		waitFor(t, name, 30*time.Second, func() bool { return httpOK("http://" + admin + "/healthz") })
+	}
 
 	campaignsAddr, campaignsAdmin := freePort(t), freePort(t)
 	m.procs["campaigns"] = startProcess(t, filepath.Join(m.dir, "campaigns"), append([]string{
@@ -293,7 +372,7 @@ func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *me
 		"CM_GATEWAY_TLS_CERT=" + c("gateway.pem"), "CM_GATEWAY_TLS_KEY=" + c("gateway-key.pem"), "CM_GATEWAY_TLS_CA=" + c("ca.pem"),
 		"CM_GATEWAY_NATS_URL=" + natsURL, "CM_GATEWAY_NATS_USER=" + natsUsers.Gateway.Name,
 		"CM_GATEWAY_NATS_PASSWORD_FILE=" + secret("nats-gateway", natsUsers.Gateway.Password),
-	}, otel...), gatewayEnv...))
+	}, otel...), cfg.gatewayEnv...))
 	m.httpc = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: m.edgeTLS(t)}}
 	waitFor(t, "gateway", 30*time.Second, func() bool {
 		resp, err := m.httpc.Get(m.url("/healthz"))

@@ -95,9 +95,10 @@ func buildChaosAnalytics(t *testing.T, dir string) string {
 	return bin
 }
 
-// Fault test: under load, kill -9 the writer (once exactly between an insert and its acks),
-// kill -9 ingest, take ClickHouse away for a while; then every acknowledged event must be in
-// ClickHouse exactly once. CHAOS_DURATION (e.g. 3m, `make chaos`) runs a longer variant with
+// Fault test: under load, with two writers (analytics is writer 0 of 2, analytics-writer-1
+// writer 1), kill -9 each writer in turn while the other keeps running (once exactly between an
+// insert and its acks), kill -9 ingest, take ClickHouse away for a while; then every
+// acknowledged event must be in ClickHouse exactly once, raw and in the rollup. CHAOS_DURATION (e.g. 3m, `make chaos`) runs a longer variant with
 // repeated faults, ClickHouse outages growing 3 s, 6 s, 12 s… up to CHAOS_MAX_OUTAGE (default
 // 1m), and prints the figures.
 func TestNoAckedEventIsLostOrDuplicatedUnderFaults(t *testing.T) {
@@ -110,13 +111,14 @@ func TestNoAckedEventIsLostOrDuplicatedUnderFaults(t *testing.T) {
 		}
 	}
 	proxy := startProxy(t, chtest.Addr())
-	m := startMeshVia(t, proxy.addr)
+	m := startMeshWith(t, meshConfig{clickhouse: []string{proxy.addr}, writers: 2})
 	_, login, _ := m.rest(t, "POST", "/v1/auth/login", "", m.bootstrapFile(t, "admin.json"))
 	token, _ := login["accessToken"].(string)
 	client := ingestv1.NewIngestServiceClient(m.grpcConn(t))
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+token)
 
 	// Load: 4 senders of 100-event batches through the gateway; only acknowledged ids count.
+	// 32 users: every stream partition, so both writers, has events.
 	var mu sync.Mutex
 	acked := map[string]bool{}
 	var sent, failed int
@@ -129,7 +131,7 @@ func TestNoAckedEventIsLostOrDuplicatedUnderFaults(t *testing.T) {
 			for i := 0; loadCtx.Err() == nil; i++ {
 				req := &ingestv1.IngestEventsRequest{}
 				for j := 0; j < 100; j++ {
-					req.Events = append(req.Events, &ingestv1.Event{EventId: fmt.Sprintf("f-%d-%d-%d", s, i, j), Type: ingestv1.EventType_EVENT_TYPE_IMPRESSION, UserId: "u", CampaignId: "c"})
+					req.Events = append(req.Events, &ingestv1.Event{EventId: fmt.Sprintf("f-%d-%d-%d", s, i, j), Type: ingestv1.EventType_EVENT_TYPE_IMPRESSION, UserId: fmt.Sprintf("u%d", j%32), CampaignId: "c"})
 				}
 				callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				resp, err := client.IngestEvents(callCtx, req)
@@ -152,20 +154,31 @@ func TestNoAckedEventIsLostOrDuplicatedUnderFaults(t *testing.T) {
 	}
 
 	longestOutage := time.Duration(0)
-	analytics, ingest := m.procs["analytics"], m.procs["ingest"]
+	ingest := m.procs["ingest"]
+	writers := []*proc{m.procs["analytics"], m.procs["analytics-writer-1"]}
 	// The crash between an insert and its acks is injected by the chaos build of analytics
 	// (-tags chaos): the normal binary has no fault flag.
-	analytics.bin = buildChaosAnalytics(t, m.dir)
+	chaos := buildChaosAnalytics(t, m.dir)
+	for _, w := range writers {
+		w.bin = chaos
+	}
 	deadline := time.Now().Add(duration)
 	for round := 0; round == 0 || time.Now().Before(deadline); round++ {
-		time.Sleep(time.Second)
-		t.Logf("round %d: kill -9 the writer", round)
-		analytics.kill9()
-		analytics.start("CM_ANALYTICS_FAULT_EXIT_AFTER_INSERTS=1")
-		if !analytics.wait(30 * time.Second) { // it exits between its first insert and the acks
-			t.Fatal("the writer did not reach the injected crash after an insert")
+		// Each writer in turn, the other one running on: a restarted writer (same admin address,
+		// so the same lease identity) takes its lease back at once.
+		for i, w := range writers {
+			time.Sleep(time.Second)
+			t.Logf("round %d: kill -9 writer %d", round, i)
+			w.kill9()
+			w.start("CM_ANALYTICS_FAULT_EXIT_AFTER_INSERTS=1")
+			if !w.wait(30 * time.Second) { // it exits between its first insert and the acks
+				t.Fatalf("writer %d did not reach the injected crash after an insert", i)
+			}
+			if !writers[1-i].alive() {
+				t.Fatalf("writer %d stopped while writer %d was down", 1-i, i)
+			}
+			w.start()
 		}
-		analytics.start()
 		time.Sleep(time.Second)
 		t.Logf("round %d: kill -9 ingest", round)
 		ingest.kill9()
