@@ -196,7 +196,8 @@ func (l *WriterLease) Close() {
 		l.closed.Store(true)
 		close(l.stop)
 		<-l.done
-		ctx, cancel := context.WithTimeout(context.Background(), l.times.refresh)
+		// Bounded briefly: a process stopping must not wait on NATS; the key lapses anyway.
+		ctx, cancel := context.WithTimeout(context.Background(), min(l.times.refresh, 2*time.Second))
 		defer cancel()
 		_ = l.kv.Delete(ctx, l.key, jetstream.LastRevision(l.rev))
 	})
