@@ -148,6 +148,15 @@ func (s *EventSink) Insert(ctx context.Context, month uint32, rows []writer.Row,
 	if err != nil {
 		return fmt.Errorf("prepare insert: %w", err)
 	}
+	// A block refused before it is sent is aborted: the INSERT is open on the server from
+	// PrepareBatch on, and left there it would hold its table (a DROP waits for it) and be one
+	// of this writer's running inserts, which Settle waits for until the server gives up on it.
+	sent := false
+	defer func() {
+		if !sent {
+			_ = b.Abort()
+		}
+	}()
 	noSeqs := []uint64{}
 	for _, r := range rows {
 		a := r.Event
@@ -180,6 +189,7 @@ func (s *EventSink) Insert(ctx context.Context, month uint32, rows []writer.Row,
 			return fmt.Errorf("append commit row: %w", err)
 		}
 	}
+	sent = true
 	if err := b.Send(); err != nil {
 		return fmt.Errorf("insert events: %w", err)
 	}

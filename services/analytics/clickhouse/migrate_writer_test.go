@@ -37,7 +37,7 @@ func TestMigratedDatabaseKeepsTheUnacknowledgedBatchesOfAV1Writer(t *testing.T) 
 		t.Cleanup(nc.Close)
 		return js
 	}
-	ingest, analyticsJS := connectNATS(users.Ingest), connectNATS(users.Analytics)
+	ingest, analyticsJS, admin := connectNATS(users.Ingest), connectNATS(users.Analytics), connectNATS(users.Admin)
 	if err := natsjs.EnsureStreams(ctx, ingest, natsjs.DefaultStream); err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,8 @@ func TestMigratedDatabaseKeepsTheUnacknowledgedBatchesOfAV1Writer(t *testing.T) 
 	}
 	for i, b := range batches {
 		data, _ := proto.Marshal(&ingestv1.AcceptedBatch{Events: b})
-		if _, err := natsjs.Publish(ctx, ingest, "t1", string(rune('a'+i)), data, nil); err != nil {
+		// On the tenant's subject, as ingest published before partitions (only the admin may now).
+		if _, err := natsjs.Publish(ctx, admin, "t1", string(rune('a'+i)), data, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -367,7 +367,12 @@ func (q *Queries) Funnel(ctx context.Context, f analytics.FunnelQuery) ([]int64,
 	return reached, nil
 }
 
-// FunnelSQL is the SQL and arguments Funnel runs for f.
+// FunnelSQL is the SQL and arguments Funnel runs for f. Over several shards each sends its
+// subjects' windowFunnel states and the server the query entered merges them: exact wherever
+// a subject's events are. distributed_group_by_no_merge (each shard's levels counted as they
+// are) would send less, but count a subject twice whenever its events are on two shards, as
+// while a partition's rows are moved to a new shard (docs/operations.md); it measured at most
+// about twice as fast on 100,000 subjects, so it is not used.
 func FunnelSQL(f analytics.FunnelQuery) (string, []any) {
 	conds := make([]string, len(f.Steps))
 	var condArgs []any

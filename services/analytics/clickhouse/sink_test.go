@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -73,6 +74,12 @@ func TestSinkTellsWhichBatchesAreStored(t *testing.T) {
 	// A block holding a row of another month would be two parts: refused.
 	if err := sink.Insert(ctx, 202603, []writer.Row{row(1, 10, april)}, []writer.Commit{{Part: 1, Seqs: []uint64{10}}}); err == nil {
 		t.Error("an insert of an April event into the block of March succeeded")
+	}
+	// The refused block's INSERT is not left open on the server, where Settle would wait for it.
+	settleCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := sink.Settle(settleCtx, nil); err != nil {
+		t.Errorf("Settle after a refused block: %v", err)
 	}
 	// The commit rows are no events: not in the rollup, not in event_ids.
 	if got := [3]uint64{scalar(t, conn, `SELECT count() FROM events WHERE tenant_id != ''`), scalar(t, conn, `SELECT countMerge(events) FROM events_hourly`),

@@ -19,6 +19,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
+	"github.com/campaignmesh/campaignmesh/services/analytics"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
 	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
 	"github.com/campaignmesh/campaignmesh/services/analytics/writer/writerfault"
@@ -103,6 +104,9 @@ type pipeline struct {
 	*streams
 	conn  driver.Conn
 	conns []driver.Conn
+	// window and clock, when set, are the dedup window and the clock of the writers started.
+	window time.Duration
+	clock  func() time.Time
 }
 
 func newPipeline(t *testing.T) *pipeline {
@@ -153,7 +157,12 @@ func (p *pipeline) startWith(t *testing.T, wrap func(shard int, sink writer.Sink
 	for i, conn := range p.conns {
 		sinks = append(sinks, wrap(i, clickhouse.NewEventSink(conn), cancel))
 	}
-	w := writer.New(p.writerJS, sinks, writer.Config{BatchRows: 10000, MaxWait: 200 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
+	var opts []writer.Option
+	if p.clock != nil {
+		opts = append(opts, writer.WithClock(p.clock))
+	}
+	w := writer.New(p.writerJS, sinks, writer.Config{BatchRows: 10000, MaxWait: 200 * time.Millisecond, DedupWindow: p.window},
+		slog.New(slog.DiscardHandler), nil, opts...)
 	ch := make(chan struct{})
 	go func() { _ = w.Run(ctx); close(ch) }()
 	var once sync.Once
@@ -368,29 +377,79 @@ func TestBatchOnAnotherTenantsSubjectIsDeadLettered(t *testing.T) {
 	}
 }
 
-// A client retry of an event in another batch, published after the first batch was written, is
-// stored once: the raw table counts it once without FINAL, and so does the rollup — also when
+// A client retry of an event in another batch, published 1 s, 5 min or 1 h (by the writer's
+// clock) after the first batch was written, is stored once: the raw table counts it once
+// without FINAL, and so does the rollup, as do the store's raw and rollup queries — also when
 // the writer restarted in between (its filter is rebuilt from ClickHouse).
 func TestRetriedEventInAnotherBatchIsStoredOnce(t *testing.T) {
-	for _, restart := range []bool{false, true} {
-		t.Run(fmt.Sprintf("restart=%t", restart), func(t *testing.T) {
-			p := newPipeline(t)
-			p.publish(t, "b1", "e1")
-			_, stop := p.start(t, 0)
-			p.waitFor(t, `SELECT count() FROM events WHERE tenant_id != ''`, 1)
-			if restart {
-				stop()
-				p.start(t, 0)
-			}
-			p.publish(t, "b2", "e1") // another message id: the stream keeps it
-			meshtest.Eventually(t, 15*time.Second, func() bool { return p.inStream(t) == 0 }, "the writer did not acknowledge the retry")
-			p.settle(t)
-			if n := p.count(t, `SELECT count() FROM events WHERE tenant_id != ''`); n != 1 {
-				t.Errorf("raw rows = %d, want 1", n)
-			}
-			if n := p.count(t, `SELECT countMerge(events) FROM events_hourly`); n != 1 {
-				t.Errorf("rollup counts %d events, want 1", n)
-			}
-		})
+	for _, after := range []time.Duration{time.Second, 5 * time.Minute, time.Hour} {
+		for _, restart := range []bool{false, true} {
+			t.Run(fmt.Sprintf("after=%s/restart=%t", after, restart), func(t *testing.T) {
+				p := newPipeline(t)
+				clock := meshtest.NewClock(time.Now())
+				p.clock = clock.Now
+				first := clock.Now()
+				p.publishEvents(t, "t1", "b1", event("e1", "u", first))
+				_, stop := p.start(t, 0)
+				p.waitFor(t, `SELECT count() FROM events WHERE tenant_id != ''`, 1)
+				clock.Advance(after)
+				if restart {
+					stop()
+					p.start(t, 0)
+				}
+				// Another message id, so the stream keeps it: the same event (its own time, received
+				// again now) and a new one.
+				retry := event("e1", "u", first)
+				retry.ReceivedAt = timestamppb.New(clock.Now())
+				p.publishEvents(t, "t1", "b2", retry, event("e2", "u", clock.Now()))
+				p.drained(t)
+				p.settle(t)
+				if n := p.count(t, `SELECT count() FROM events WHERE tenant_id != ''`); n != 2 {
+					t.Errorf("raw rows = %d, want 2", n)
+				}
+				if n := p.count(t, `SELECT countMerge(events) FROM events_hourly`); n != 2 {
+					t.Errorf("rollup counts %d events, want 2", n)
+				}
+				q := clickhouse.NewQueries(p.conn, p.conn, clickhouse.DefaultQueryLimits)
+				for _, rollup := range []bool{false, true} {
+					rows, err := q.Aggregate(context.Background(), analytics.Query{TenantID: "t1", Start: first.Truncate(time.Hour),
+						End: clock.Now().Truncate(time.Hour).Add(time.Hour), Rollup: rollup, Total: true})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(rows) != 2 || rows[1].Events != 2 || rows[1].UniqueUsers != 1 {
+						t.Errorf("rollup %v: %+v, want 2 events of 1 user", rollup, rows)
+					}
+				}
+			})
+		}
+	}
+}
+
+// Past the dedup window a copy of an event is stored again, as the writer's documentation says:
+// the writer lets ClickHouse drop the keys of events received before the window (event_ids'
+// days), and its filter forgets them, so nothing tells the copy from a new event.
+func TestCopyPastTheDedupWindowIsStoredAgain(t *testing.T) {
+	p := newPipeline(t)
+	clock := meshtest.NewClock(time.Now())
+	p.clock, p.window = clock.Now, 24*time.Hour
+	first := clock.Now()
+	p.publishEvents(t, "t1", "b1", event("e1", "u", first))
+	p.start(t, 0)
+	p.waitFor(t, `SELECT count() FROM event_ids_local`, 1)
+	// Three days on: the day e1 was received ends more than the window (and event_ids' day of
+	// margin) ago, and the writer drops it within its next rounds.
+	clock.Advance(72 * time.Hour)
+	p.waitFor(t, `SELECT count() FROM event_ids_local`, 0)
+	retry := event("e1", "u", first)
+	retry.ReceivedAt = timestamppb.New(clock.Now())
+	p.publishEvents(t, "t1", "b2", retry)
+	p.drained(t)
+	p.settle(t)
+	if n := p.count(t, `SELECT count() FROM events WHERE tenant_id = 't1' AND event_id = 'e1'`); n != 2 {
+		t.Errorf("raw rows of e1 = %d, want 2: a copy past the window is stored again", n)
+	}
+	if n := p.count(t, `SELECT countMerge(events) FROM events_hourly WHERE tenant_id = 't1'`); n != 2 {
+		t.Errorf("rollup counts %d events, want 2", n)
 	}
 }
