@@ -205,25 +205,9 @@ func TestNoAckedEventIsLostOrDuplicatedUnderFaults(t *testing.T) {
 	// Wait for the writer to drain: every acked id present.
 	var found map[string]uint64
 	drained := func() bool {
-		found = map[string]uint64{}
-		rows, err := conn.Query(context.Background(), `SELECT event_id, count() FROM events WHERE tenant_id != '' GROUP BY event_id`)
-		if err != nil {
-			return false
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var id string
-			var n uint64
-			if rows.Scan(&id, &n) == nil {
-				found[id] = n
-			}
-		}
-		for id := range acked {
-			if found[id] == 0 {
-				return false
-			}
-		}
-		return true
+		var ok bool
+		found, ok = storedIDs(conn, acked)
+		return ok
 	}
 	// Cheap polling first (reading every id back takes seconds at millions of events and would
 	// slow the drain it waits for), then the full check. Not waitFor: past the deadline the

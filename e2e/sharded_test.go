@@ -176,25 +176,9 @@ func awaitLanded(t *testing.T, m *mesh, acked map[string]bool) map[string]uint64
 	conn := m.chConn(t, 0)
 	var found map[string]uint64
 	all := func() bool {
-		found = map[string]uint64{}
-		rows, err := conn.Query(context.Background(), `SELECT event_id, count() FROM events WHERE tenant_id != '' GROUP BY event_id`)
-		if err != nil {
-			return false
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var id string
-			var n uint64
-			if rows.Scan(&id, &n) == nil {
-				found[id] = n
-			}
-		}
-		for id := range acked {
-			if found[id] == 0 {
-				return false
-			}
-		}
-		return true
+		var ok bool
+		found, ok = storedIDs(conn, acked)
+		return ok
 	}
 	waitFor(t, fmt.Sprintf("%d acknowledged events in ClickHouse", len(acked)), 2*time.Minute, func() bool {
 		var n uint64
@@ -209,6 +193,30 @@ func awaitLanded(t *testing.T, m *mesh, acked map[string]bool) map[string]uint64
 		}
 	}
 	return found
+}
+
+// storedIDs returns how many times each event id is stored in events (commit rows left out), and
+// whether every id of acked is among them; ok is false also when the query fails.
+func storedIDs(conn driver.Conn, acked map[string]bool) (found map[string]uint64, ok bool) {
+	found = map[string]uint64{}
+	rows, err := conn.Query(context.Background(), `SELECT event_id, count() FROM events WHERE tenant_id != '' GROUP BY event_id`)
+	if err != nil {
+		return found, false
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var n uint64
+		if rows.Scan(&id, &n) == nil {
+			found[id] = n
+		}
+	}
+	for id := range acked {
+		if found[id] == 0 {
+			return found, false
+		}
+	}
+	return found, true
 }
 
 // counts runs a query of rows (key…, count) and returns the counts by the keys joined with "/".
