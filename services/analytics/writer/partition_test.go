@@ -203,15 +203,7 @@ func TestBatchWithAnEventOfAnotherPartitionIsDeadLettered(t *testing.T) {
 	if n := p.count(t, `SELECT count() FROM events_local WHERE event_id IN ('g1', 'l1')`); n != 2 {
 		t.Errorf("%d rows of the good batches stored, want 2", n)
 	}
-	dlq, err := p.admin.Stream(ctx, natsjs.DeadLetterName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := dlq.GetMsg(ctx, 1)
-	if err != nil {
-		t.Fatalf("dead-letter stream: %v", err)
-	}
-	if reason := msg.Header.Get("Cm-Reason"); !strings.Contains(reason, "partition mismatch") || !strings.Contains(reason, "event 1") {
+	if reason := firstDeadLetterReason(t, p.streams); !strings.Contains(reason, "partition mismatch") || !strings.Contains(reason, "event 1") {
 		t.Errorf("dead letter reason %q, want a partition mismatch naming event 1", reason)
 	}
 }

@@ -364,7 +364,16 @@ func TestBatchOnAnotherTenantsSubjectIsDeadLettered(t *testing.T) {
 	if n := p.count(t, `SELECT count() FROM events WHERE tenant_id IN ('tenant-a', 'tenant-b')`); n != 0 {
 		t.Fatalf("%d rows stored from the forged batch, want 0", n)
 	}
-	dlq, err := p.admin.Stream(ctx, natsjs.DeadLetterName)
+	if reason := firstDeadLetterReason(t, p.streams); !strings.Contains(reason, "tenant mismatch") || !strings.Contains(reason, "tenant-a") {
+		t.Fatalf("dead letter reason %q, want a tenant mismatch naming tenant-a", reason)
+	}
+}
+
+// firstDeadLetterReason is the Cm-Reason of the first message of the dead-letter stream.
+func firstDeadLetterReason(t *testing.T, s *streams) string {
+	t.Helper()
+	ctx := context.Background()
+	dlq, err := s.admin.Stream(ctx, natsjs.DeadLetterName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,9 +381,7 @@ func TestBatchOnAnotherTenantsSubjectIsDeadLettered(t *testing.T) {
 	if err != nil {
 		t.Fatalf("dead-letter stream: %v", err)
 	}
-	if reason := msg.Header.Get("Cm-Reason"); !strings.Contains(reason, "tenant mismatch") || !strings.Contains(reason, "tenant-a") {
-		t.Fatalf("dead letter reason %q, want a tenant mismatch naming tenant-a", reason)
-	}
+	return msg.Header.Get("Cm-Reason")
 }
 
 // A client retry of an event in another batch, published 1 s, 5 min or 1 h (by the writer's
