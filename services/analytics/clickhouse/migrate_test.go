@@ -272,7 +272,10 @@ var retried = []ev{dataset[0], dataset[2], dataset[10]}
 func answers(t *testing.T, conn driver.Conn, exact bool) map[string]any {
 	t.Helper()
 	ctx := context.Background()
-	svc := analytics.NewService(newQueries(t, conn, clickhouse.DefaultQueryLimits), analytics.DefaultLimits)
+	// Named as two shards, the queries read the Distributed tables' names, events and
+	// events_hourly: v1's tables before the migration, the Distributed ones after.
+	q := newQueries(t, conn, clickhouse.DefaultQueryLimits).WithShards([]driver.Conn{conn, conn})
+	svc := analytics.NewService(q, analytics.DefaultLimits)
 	start, end := ts("2026-03-28T00:00:00Z"), ts("2026-03-31T00:00:00Z")
 	out := map[string]any{}
 	check := func(name string, resp any, err error) {

@@ -510,13 +510,13 @@ func TestRawQueriesReadOnlyTheirRangesWithoutFinal(t *testing.T) {
 	for _, d := range []analytics.Dimension{analytics.NoDimension, analytics.Campaign, analytics.CampaignVariant, analytics.Bucket,
 		analytics.EventName, analytics.EventType, analytics.Variant, analytics.App, analytics.Device, analytics.Locale, analytics.Property} {
 		for _, rollup := range []bool{false, true} {
-			sql, _, err := clickhouse.AggregateSQL(analytics.Query{Dimension: d, Granularity: analytics.Hour, Location: time.UTC, Rollup: rollup})
+			sql, _, err := clickhouse.AggregateSQL(analytics.Query{Dimension: d, Granularity: analytics.Hour, Location: time.UTC, Rollup: rollup}, clickhouse.Distributed)
 			if err != nil || strings.Contains(sql, "FINAL") {
 				t.Errorf("dimension %d (rollup %v): %v, FINAL in %s", d, rollup, err, sql)
 			}
 		}
 	}
-	if sql, _ := clickhouse.FunnelSQL(analytics.FunnelQuery{Steps: []analytics.FunnelStep{{EventName: "a"}, {EventName: "b"}}}); strings.Contains(sql, "FINAL") {
+	if sql, _ := clickhouse.FunnelSQL(analytics.FunnelQuery{Steps: []analytics.FunnelStep{{EventName: "a"}, {EventName: "b"}}}, clickhouse.Distributed); strings.Contains(sql, "FINAL") {
 		t.Errorf("FINAL in the funnel: %s", sql)
 	}
 
@@ -629,7 +629,7 @@ func TestSummaryTotalAddsUpCurrenciesAndCountsUsersOnce(t *testing.T) {
 	// The rollup's one pass sees that c3 has amounts in two currencies (so Aggregate adds up per
 	// currency first), and c1 in one (USD; its events without a value have none).
 	sql, args, err := clickhouse.OnePassSQL(analytics.Query{TenantID: "t1", Start: at("2026-03-28T00:00:00Z"), End: at("2026-03-31T00:00:00Z"),
-		Dimension: analytics.Campaign, CampaignIDs: []string{"c1", "c3"}, Rollup: true})
+		Dimension: analytics.Campaign, CampaignIDs: []string{"c1", "c3"}, Rollup: true}, clickhouse.Local)
 	if err != nil {
 		t.Fatal(err)
 	}
