@@ -219,13 +219,6 @@ func startMesh(t *testing.T, gatewayEnv ...string) *mesh {
 	return startMeshWith(t, meshConfig{gatewayEnv: gatewayEnv})
 }
 
-// startMeshVia starts the mesh with the analytics writer reaching ClickHouse at clickhouseAddr
-// (a proxy, in fault tests).
-func startMeshVia(t *testing.T, clickhouseAddr string, gatewayEnv ...string) *mesh {
-	t.Helper()
-	return startMeshWith(t, meshConfig{clickhouse: []string{clickhouseAddr}, gatewayEnv: gatewayEnv})
-}
-
 // meshConfig is what a test changes in the mesh it starts; the zero value is the usual mesh:
 // one analytics process (query API and writer) on the dev ClickHouse server.
 type meshConfig struct {
