@@ -303,7 +303,10 @@ nats_up() {
       >>"$LOGS/nats-build.log" 2>&1 || die_log "go install nats-server failed" "$LOGS/nats-build.log"
   fi
   local was=
-  if nats_alive; then was=" (was running)"; else
+  if nats_alive; then
+    # A running server re-reads deploy/nats.conf (its permissions may have changed since).
+    was=" (was running; config reloaded)"; kill -HUP "$(cat "$NATS_PID")"
+  else
     mkdir -p "$NATS_DIR"; rm -f "$NATS_PID" "$NATS_DIR/nats.conf"
     # The compose stack's config (users, permissions, fsync on every write); its passwords come
     # from the server's environment. setsid + nohup: own session, survives this script.
