@@ -319,14 +319,14 @@ func TestARoundWaitsForTheCallsItAnswered(t *testing.T) {
 	cfg := DefaultConfig
 	cfg.MaxLinger = time.Minute // bounded by the last round's duration, which the test holds
 	p := NewPublisher(g.js, nil, WithConfig(cfg))
+	// Every round lasts a minute by the publisher's measure, so the next round's wait for x's
+	// caller is bounded by MaxLinger alone, not by how fast this machine ran the round.
+	p.since = func(time.Time) time.Duration { return time.Minute }
 	x := publishing(bg, p, "x", "x1")
 	inFlight := g.next(t)
 	a := publishing(bg, p, "a", "a1")
 	b := publishing(bg, p, "b", "b1")
 	meshtest.Eventually(t, 5*time.Second, func() bool { return p.waitingEvents(part) == 2 }, "a's and b's events are not waiting")
-	// Not a wait for a condition: the round in flight is made to last 50 ms, since its duration
-	// bounds the next round's wait for x's caller.
-	time.Sleep(50 * time.Millisecond)
 	g.ack(t, inFlight)
 	if err := result(t, x); err != nil {
 		t.Fatal(err)

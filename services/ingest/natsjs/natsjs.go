@@ -85,6 +85,9 @@ type Publisher struct {
 
 	mu      sync.Mutex
 	tenants map[string]*tenantQueue // the tenants with a round in flight or events waiting
+
+	// since measures a round's duration (time.Since; tests make rounds last as long as they need).
+	since func(time.Time) time.Duration
 }
 
 var _ ingest.Publisher = (*Publisher)(nil)
@@ -92,7 +95,7 @@ var _ ingest.Publisher = (*Publisher)(nil)
 // NewPublisher returns the publisher over js; its metrics are registered with reg (which may
 // be nil).
 func NewPublisher(js jetstream.JetStream, reg prometheus.Registerer, opts ...Option) *Publisher {
-	p := &Publisher{js: js, cfg: DefaultConfig, tenants: map[string]*tenantQueue{},
+	p := &Publisher{js: js, cfg: DefaultConfig, tenants: map[string]*tenantQueue{}, since: time.Since,
 		accepted:  prometheus.NewCounter(prometheus.CounterOpts{Name: "ingest_events_accepted_total", Help: "Events stored in the stream."}),
 		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "ingest_batches_published_total", Help: "Messages (one partition's events of one or more requests) stored in the stream."}),
 		publishTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ingest_publish_seconds", Help: "Time for JetStream to store a message.",
@@ -357,7 +360,7 @@ func (p *Publisher) run(tenant string, t *tenantQueue) {
 		}
 		round[0].err = p.send(tenant, round[0])
 		wg.Wait()
-		lastRound = time.Since(start)
+		lastRound = p.since(start)
 		released = 0
 		for _, m := range round {
 			for _, s := range m.segs {
