@@ -85,6 +85,15 @@ func (p *tcpProxy) pause() {
 	p.conns = map[net.Conn]bool{}
 }
 
+// backOff is a load sender's pause after a failed call (ingest away, say), ended early by the
+// end of the load: pacing, not a wait for a condition.
+func backOff(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
 // buildChaosAnalytics builds analytics with its fault injection (main_chaos.go) into dir.
 func buildChaosAnalytics(t *testing.T, dir string) string {
 	t.Helper()
@@ -147,10 +156,23 @@ func TestNoAckedEventIsLostOrDuplicatedUnderFaults(t *testing.T) {
 				}
 				mu.Unlock()
 				if err != nil {
-					time.Sleep(50 * time.Millisecond)
+					backOff(loadCtx)
 				}
 			}
 		}(s)
+	}
+	// loadGoesOn waits until the senders have 1,000 more events acknowledged: between faults the
+	// pipeline carries load again, whatever the machine's speed.
+	loadGoesOn := func(after string) {
+		t.Helper()
+		mu.Lock()
+		before := len(acked)
+		mu.Unlock()
+		waitFor(t, "load after "+after, time.Minute, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(acked) >= before+1000
+		})
 	}
 
 	longestOutage := time.Duration(0)
@@ -167,7 +189,7 @@ func TestNoAckedEventIsLostOrDuplicatedUnderFaults(t *testing.T) {
 		// Each writer in turn, the other one running on: a restarted writer (same admin address,
 		// so the same lease identity) takes its lease back at once.
 		for i, w := range writers {
-			time.Sleep(time.Second)
+			loadGoesOn("the last fault")
 			t.Logf("round %d: kill -9 writer %d", round, i)
 			w.kill9()
 			w.start("CM_ANALYTICS_FAULT_EXIT_AFTER_INSERTS=1")
@@ -179,20 +201,20 @@ func TestNoAckedEventIsLostOrDuplicatedUnderFaults(t *testing.T) {
 			}
 			w.start()
 		}
-		time.Sleep(time.Second)
+		loadGoesOn("the writers' restart")
 		t.Logf("round %d: kill -9 ingest", round)
 		ingest.kill9()
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond) // the fault under test: ingest away for half a second
 		ingest.start()
-		time.Sleep(time.Second)
+		loadGoesOn("ingest's restart")
 		outage := min(3*time.Second<<min(round, 10), maxOutage)
 		t.Logf("round %d: ClickHouse away for %s", round, outage)
 		proxy.pause()
-		time.Sleep(outage)
+		time.Sleep(outage) // the fault under test: ClickHouse away for the outage
 		proxy.resume(t)
 		longestOutage = max(longestOutage, outage)
 	}
-	time.Sleep(time.Second)
+	loadGoesOn("the last outage")
 	stopLoad()
 	wg.Wait()
 

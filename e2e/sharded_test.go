@@ -149,7 +149,7 @@ func startLoad(t *testing.T, m *mesh, token, tag string, senders, batches int, m
 				}
 				l.mu.Unlock()
 				if err != nil {
-					time.Sleep(50 * time.Millisecond) // a sender's back-off, not a wait for a condition
+					backOff(ctx)
 				}
 			}
 		}(s)
