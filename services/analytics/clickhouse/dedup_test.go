@@ -110,13 +110,7 @@ func TestSinkKnowsWhichEventsAreStored(t *testing.T) {
 // recent (the last 7 days), so a retry of one of them is still recognised after the upgrade.
 func TestMigrationFillsEventIDsWithRecentEvents(t *testing.T) {
 	ctx := context.Background()
-	db := chtest.NewDatabase(t)
-	conn := connect(t, db)
-	for _, q := range unversionedSchema {
-		if err := conn.Exec(ctx, q); err != nil {
-			t.Fatal(err)
-		}
-	}
+	db, conn := unversionedDatabase(t)
 	sink := clickhouse.NewEventSink(conn)
 	recent := writer.EventKey{Tenant: "t1", EventID: "recent"}
 	old := writer.EventKey{Tenant: "t1", EventID: "old"}

@@ -184,13 +184,7 @@ func eventRows(seq uint64, ids ...string) []writer.Row {
 // database gets, and the version is recorded. Running the migrations again changes nothing.
 func TestMigrationsAdoptTheUnversionedSchemaInPlace(t *testing.T) {
 	ctx := context.Background()
-	db := chtest.NewDatabase(t)
-	conn := connect(t, db)
-	for _, q := range unversionedSchema {
-		if err := conn.Exec(ctx, q); err != nil {
-			t.Fatal(err)
-		}
-	}
+	db, conn := unversionedDatabase(t)
 	sink := clickhouse.NewEventSink(conn)
 	if err := insertV1(ctx, conn, eventRows(1, "a", "b", "c")); err != nil {
 		t.Fatal(err)
@@ -247,6 +241,19 @@ func TestMigrationsAdoptTheUnversionedSchemaInPlace(t *testing.T) {
 	if got := contents(t, conn); got != [5]uint64{4, 4, 4, 4000, 1} {
 		t.Fatalf("after an insert into the migrated database: contents %v", got)
 	}
+}
+
+// unversionedDatabase is a fresh database holding the schema of before migrations.
+func unversionedDatabase(t *testing.T) (db string, conn driver.Conn) {
+	t.Helper()
+	db = chtest.NewDatabase(t)
+	conn = connect(t, db)
+	for _, q := range unversionedSchema {
+		if err := conn.Exec(context.Background(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return db, conn
 }
 
 // v1Database is a database at schema version 1 holding the query tests' dataset, in which a
