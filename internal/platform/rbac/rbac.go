@@ -15,6 +15,7 @@ const (
 	Analyst          Role = "analyst"
 	Viewer           Role = "viewer"
 	PlatformOperator Role = "platform_operator"
+	PrivacyOfficer   Role = "privacy_officer"
 )
 
 // The permissions. Access rules in the protos name them.
@@ -39,11 +40,12 @@ var table = map[Role][]string{
 	Manager:          {CampaignsRead, CampaignsWrite, AnalyticsRead, EventsWrite, UsersRead},
 	Analyst:          {CampaignsRead, AnalyticsRead},
 	Viewer:           {CampaignsRead},
+	PrivacyOfficer:   {DSRManage, PrivacyManage, AuditRead},
 	PlatformOperator: {TenantsManage, SigningKeysManage, AuditRead}, // audit.read: the platform's own chain
 }
 
 // Roles lists every role, tenant roles first.
-func Roles() []Role { return []Role{Admin, Manager, Analyst, Viewer, PlatformOperator} }
+func Roles() []Role { return []Role{Admin, Manager, Analyst, Viewer, PrivacyOfficer, PlatformOperator} }
 
 // Valid reports whether r is a known role.
 func (r Role) Valid() bool { _, ok := table[r]; return ok }

@@ -39,6 +39,9 @@ const (
 	// ROLE_PLATFORM_OPERATOR runs the platform above tenants (tenants, signing keys). It belongs
 	// to no tenant.
 	Role_ROLE_PLATFORM_OPERATOR Role = 5
+	// ROLE_PRIVACY_OFFICER answers data-subject requests and keeps the tenant's privacy policy
+	// (dsr.manage, privacy.manage, audit.read).
+	Role_ROLE_PRIVACY_OFFICER Role = 6
 )
 
 // Enum value maps for Role.
@@ -50,6 +53,7 @@ var (
 		3: "ROLE_ANALYST",
 		4: "ROLE_VIEWER",
 		5: "ROLE_PLATFORM_OPERATOR",
+		6: "ROLE_PRIVACY_OFFICER",
 	}
 	Role_value = map[string]int32{
 		"ROLE_UNSPECIFIED":       0,
@@ -58,6 +62,7 @@ var (
 		"ROLE_ANALYST":           3,
 		"ROLE_VIEWER":            4,
 		"ROLE_PLATFORM_OPERATOR": 5,
+		"ROLE_PRIVACY_OFFICER":   6,
 	}
 )
 
@@ -1096,7 +1101,7 @@ const file_campaignmesh_auth_v1_resources_proto_rawDesc = "" +
 	"\rSTATE_PENDING\x10\x01\x12\x12\n" +
 	"\x0eSTATE_ACCEPTED\x10\x02\x12\x11\n" +
 	"\rSTATE_REVOKED\x10\x03\x12\x11\n" +
-	"\rSTATE_EXPIRED\x10\x04*}\n" +
+	"\rSTATE_EXPIRED\x10\x04*\x97\x01\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -1104,7 +1109,8 @@ const file_campaignmesh_auth_v1_resources_proto_rawDesc = "" +
 	"\fROLE_MANAGER\x10\x02\x12\x10\n" +
 	"\fROLE_ANALYST\x10\x03\x12\x0f\n" +
 	"\vROLE_VIEWER\x10\x04\x12\x1a\n" +
-	"\x16ROLE_PLATFORM_OPERATOR\x10\x05BFZDgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1;authv1b\x06proto3"
+	"\x16ROLE_PLATFORM_OPERATOR\x10\x05\x12\x18\n" +
+	"\x14ROLE_PRIVACY_OFFICER\x10\x06BFZDgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1;authv1b\x06proto3"
 
 var (
 	file_campaignmesh_auth_v1_resources_proto_rawDescOnce sync.Once

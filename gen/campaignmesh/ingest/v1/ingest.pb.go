@@ -624,7 +624,10 @@ type IngestEventsResponse struct {
 	// Corrections made to accepted events.
 	Warnings []*Warning `protobuf:"bytes,3,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	// The request's batch number.
-	Batch         int64 `protobuf:"varint,4,opt,name=batch,proto3" json:"batch,omitempty"`
+	Batch int64 `protobuf:"varint,4,opt,name=batch,proto3" json:"batch,omitempty"`
+	// Number of events of suppressed data subjects (a data-subject request): dropped, not
+	// stored, not counted in accepted. A success: do not resend them.
+	Suppressed    int32 `protobuf:"varint,5,opt,name=suppressed,proto3" json:"suppressed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -687,6 +690,13 @@ func (x *IngestEventsResponse) GetBatch() int64 {
 	return 0
 }
 
+func (x *IngestEventsResponse) GetSuppressed() int32 {
+	if x != nil {
+		return x.Suppressed
+	}
+	return 0
+}
+
 var File_campaignmesh_ingest_v1_ingest_proto protoreflect.FileDescriptor
 
 const file_campaignmesh_ingest_v1_ingest_proto_rawDesc = "" +
@@ -732,12 +742,15 @@ const file_campaignmesh_ingest_v1_ingest_proto_rawDesc = "" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\"9\n" +
 	"\aWarning\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xc4\x01\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xe4\x01\n" +
 	"\x14IngestEventsResponse\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\x05R\baccepted\x12=\n" +
 	"\brejected\x18\x02 \x03(\v2!.campaignmesh.ingest.v1.RejectionR\brejected\x12;\n" +
 	"\bwarnings\x18\x03 \x03(\v2\x1f.campaignmesh.ingest.v1.WarningR\bwarnings\x12\x14\n" +
-	"\x05batch\x18\x04 \x01(\x03R\x05batch*\xb7\x01\n" +
+	"\x05batch\x18\x04 \x01(\x03R\x05batch\x12\x1e\n" +
+	"\n" +
+	"suppressed\x18\x05 \x01(\x05R\n" +
+	"suppressed*\xb7\x01\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10EVENT_TYPE_TRACK\x10\x01\x12\x17\n" +
