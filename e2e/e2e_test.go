@@ -64,6 +64,8 @@ type mesh struct {
 	// natsURL and natsAdmin reach the mesh's NATS as its admin user.
 	natsURL   string
 	natsAdmin natstest.User
+	// privacyKey is the file of the privacy key ingest, analytics and dsr share.
+	privacyKey string
 }
 
 func httpOK(url string) bool {
@@ -89,7 +91,7 @@ func build(t *testing.T, dir string) {
 	t.Helper()
 	for name, pkg := range map[string]string{"auth": "../services/auth/cmd/auth", "gateway": "../gateway/cmd/gateway",
 		"ingest": "../services/ingest/cmd/ingest", "analytics": "../services/analytics/cmd/analytics",
-		"campaigns": "../services/campaigns/cmd/campaigns"} {
+		"campaigns": "../services/campaigns/cmd/campaigns", "dsr": "../services/dsr/cmd/dsr"} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("build %s: %v\n%s", name, err, out)
@@ -231,6 +233,9 @@ type meshConfig struct {
 	// writers is the number of analytics writers (default 1): analytics is writer 0 of them,
 	// and writer i > 0 runs alone (-roles writer) as the process analytics-writer-<i>.
 	writers int
+	// splitWriter runs writer 0 alone too, as analytics-writer-0, and analytics as the query
+	// API only, so a test can stop the writer while the API (and its participant) serves.
+	splitWriter bool
 	// gatewayEnv is added to the gateway's environment.
 	gatewayEnv []string
 }
@@ -250,7 +255,7 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 	}
 	build(t, m.dir)
 	m.certs = filepath.Join(m.dir, "certs")
-	if _, err := mtls.DevPKI(m.certs, []string{"auth", "ingest", "analytics", "campaigns", "gateway"}); err != nil {
+	if _, err := mtls.DevPKI(m.certs, []string{"auth", "ingest", "analytics", "campaigns", "dsr", "gateway"}); err != nil {
 		t.Fatal(err)
 	}
 	m.bootstrp = filepath.Join(m.dir, "bootstrap")
@@ -289,11 +294,13 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 		}
 		return f
 	}
+	// One privacy key for ingest, analytics and dsr: they must hash identifiers alike.
+	m.privacyKey = secret("privacy-key", randomKEK())
 	ingestAddr, ingestAdmin := freePort(t), freePort(t)
 	m.procs["ingest"] = startProcess(t, filepath.Join(m.dir, "ingest"), append([]string{
 		"CM_INGEST_LISTEN=" + ingestAddr, "CM_INGEST_ADMIN_LISTEN=" + ingestAdmin, "CM_INGEST_NATS_URL=" + natsURL,
 		"CM_INGEST_NATS_USER=" + natsUsers.Ingest.Name, "CM_INGEST_NATS_PASSWORD_FILE=" + secret("nats-ingest", natsUsers.Ingest.Password),
-		"CM_INGEST_AUTH_ADDR=" + authAddr,
+		"CM_INGEST_AUTH_ADDR=" + authAddr, "CM_INGEST_PRIVACY_KEY_FILE=" + m.privacyKey,
 		"CM_INGEST_TLS_CERT=" + c("ingest.pem"), "CM_INGEST_TLS_KEY=" + c("ingest-key.pem"), "CM_INGEST_TLS_CA=" + c("ca.pem"),
 	}, otel...))
 	m.admins["ingest"] = ingestAdmin
@@ -323,6 +330,7 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 		"CM_ANALYTICS_CLICKHOUSE_ADDR=" + cfg.clickhouse[0], "CM_ANALYTICS_CLICKHOUSE_DATABASE=" + m.clickhouseDB,
 		"CM_ANALYTICS_WRITER_MAX_WAIT=200ms",
 		"CM_ANALYTICS_NATS_USER=" + natsUsers.Analytics.Name, "CM_ANALYTICS_NATS_PASSWORD_FILE=" + secret("nats-analytics", natsUsers.Analytics.Password),
+		"CM_ANALYTICS_PRIVACY_KEY_FILE=" + m.privacyKey,
 	}, append(chUsers, otel...)...)
 	if len(cfg.clickhouse) > 1 {
 		analyticsEnv = append(analyticsEnv, "CM_ANALYTICS_CLICKHOUSE_SHARDS="+strings.Join(cfg.clickhouse, ","))
@@ -330,10 +338,20 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 	if cfg.writers > 1 {
 		analyticsEnv = append(analyticsEnv, fmt.Sprintf("CM_ANALYTICS_WRITER_COUNT=%d", cfg.writers))
 	}
+	if cfg.splitWriter { // writer 0 alone, started first: it migrates the store the API waits for
+		admin := freePort(t)
+		m.procs["analytics-writer-0"] = startProcess(t, filepath.Join(m.dir, "analytics"), append([]string{
+			"CM_ANALYTICS_ROLES=writer", "CM_ANALYTICS_WRITER_INDEX=0", "CM_ANALYTICS_ADMIN_LISTEN=" + admin,
+		}, analyticsEnv...))
+		m.admins["analytics-writer-0"] = admin
+		waitFor(t, "analytics-writer-0", 30*time.Second, func() bool { return httpOK("http://" + admin + "/healthz") })
+	}
 	analyticsAddr, analyticsAdmin := freePort(t), freePort(t)
-	m.procs["analytics"] = startProcess(t, filepath.Join(m.dir, "analytics"), append([]string{
-		"CM_ANALYTICS_LISTEN=" + analyticsAddr, "CM_ANALYTICS_AUTH_ADDR=" + authAddr, "CM_ANALYTICS_ADMIN_LISTEN=" + analyticsAdmin,
-	}, analyticsEnv...))
+	apiEnv := []string{"CM_ANALYTICS_LISTEN=" + analyticsAddr, "CM_ANALYTICS_AUTH_ADDR=" + authAddr, "CM_ANALYTICS_ADMIN_LISTEN=" + analyticsAdmin}
+	if cfg.splitWriter {
+		apiEnv = append(apiEnv, "CM_ANALYTICS_ROLES=api")
+	}
+	m.procs["analytics"] = startProcess(t, filepath.Join(m.dir, "analytics"), append(apiEnv, analyticsEnv...))
 	m.admins["analytics"] = analyticsAdmin
 	waitFor(t, "analytics", 30*time.Second, func() bool { return httpOK("http://" + analyticsAdmin + "/healthz") })
 	// The other writers, each alone in its process; analytics (writer 0) has migrated every
@@ -357,10 +375,23 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 	m.admins["campaigns"] = campaignsAdmin
 	waitFor(t, "campaigns", 30*time.Second, func() bool { return httpOK("http://" + campaignsAdmin + "/healthz") })
 
+	dsrAddr, dsrAdmin := freePort(t), freePort(t)
+	m.procs["dsr"] = startProcess(t, filepath.Join(m.dir, "dsr"), append([]string{
+		"CM_DSR_LISTEN=" + dsrAddr, "CM_DSR_ADMIN_LISTEN=" + dsrAdmin,
+		"CM_DSR_POSTGRES_URL=" + pgtest.NewDatabase(t), "CM_DSR_AUTH_ADDR=" + authAddr,
+		"CM_DSR_NATS_URL=" + natsURL, "CM_DSR_NATS_USER=" + natsUsers.Dsr.Name,
+		"CM_DSR_NATS_PASSWORD_FILE=" + secret("nats-dsr", natsUsers.Dsr.Password),
+		"CM_DSR_PRIVACY_KEY_FILE=" + m.privacyKey, "CM_DSR_KEY_ENCRYPTION_KEYS_FILE=" + secret("dsr-kek", "e2e:"+randomKEK()),
+		"CM_DSR_PARTICIPANTS=analytics=" + analyticsAddr + ",auth=" + authAddr,
+		"CM_DSR_TLS_CERT=" + c("dsr.pem"), "CM_DSR_TLS_KEY=" + c("dsr-key.pem"), "CM_DSR_TLS_CA=" + c("ca.pem"),
+	}, otel...))
+	m.admins["dsr"] = dsrAdmin
+	waitFor(t, "dsr", 30*time.Second, func() bool { return httpOK("http://" + dsrAdmin + "/healthz") })
+
 	m.gateway = freePort(t)
 	m.procs["gateway"] = startProcess(t, filepath.Join(m.dir, "gateway"), append(append([]string{
 		"CM_GATEWAY_LISTEN=" + m.gateway, "CM_GATEWAY_ADMIN_LISTEN=" + freePort(t), "CM_GATEWAY_AUTH_ADDR=" + authAddr,
-		"CM_GATEWAY_INGEST_ADDR=" + ingestAddr, "CM_GATEWAY_ANALYTICS_ADDR=" + analyticsAddr, "CM_GATEWAY_CAMPAIGNS_ADDR=" + campaignsAddr,
+		"CM_GATEWAY_INGEST_ADDR=" + ingestAddr, "CM_GATEWAY_ANALYTICS_ADDR=" + analyticsAddr, "CM_GATEWAY_CAMPAIGNS_ADDR=" + campaignsAddr, "CM_GATEWAY_DSR_ADDR=" + dsrAddr,
 		"CM_GATEWAY_EDGE_TLS_CERT=" + c("edge.pem"), "CM_GATEWAY_EDGE_TLS_KEY=" + c("edge-key.pem"),
 		"CM_GATEWAY_TLS_CERT=" + c("gateway.pem"), "CM_GATEWAY_TLS_KEY=" + c("gateway-key.pem"), "CM_GATEWAY_TLS_CA=" + c("ca.pem"),
 		"CM_GATEWAY_NATS_URL=" + natsURL, "CM_GATEWAY_NATS_USER=" + natsUsers.Gateway.Name,
