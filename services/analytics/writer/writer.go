@@ -952,6 +952,9 @@ func (w *Writer) retry(ctx context.Context, msgs []fetched, what string, f func(
 func (w *Writer) deadLetter(ctx context.Context, m jetstream.Msg, reason string) {
 	msg := &nats.Msg{Subject: natsjs.DeadLetterSubj, Data: m.Data(), Header: nats.Header{}}
 	msg.Header.Set("Cm-Reason", reason)
+	// The subject names the tenant even when the data does not decode: an erasure of one of
+	// its subjects finds the message by it (services/analytics/deadletters).
+	msg.Header.Set("Cm-Subject", m.Subject())
 	if meta, err := m.Metadata(); err == nil {
 		msg.Header.Set("Cm-Stream-Seq", fmt.Sprint(meta.Sequence.Stream))
 	}

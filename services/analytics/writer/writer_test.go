@@ -321,6 +321,9 @@ func TestPoisonMessagesGoToTheDeadLetterStream(t *testing.T) {
 	if string(msg.Data) != "not a batch" || msg.Header.Get("Cm-Reason") == "" {
 		t.Fatalf("dead letter = %q, reason %q", msg.Data, msg.Header.Get("Cm-Reason"))
 	}
+	if got, want := msg.Header.Get("Cm-Subject"), natsjs.Subject("t1", 0); got != want {
+		t.Errorf("dead letter's Cm-Subject = %q, want %q (its tenant, for an erasure)", got, want)
+	}
 }
 
 // A recreated stream starts again at sequence 1, below the watermark of the old one: its
