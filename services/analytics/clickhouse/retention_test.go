@@ -147,3 +147,51 @@ func TestRetentionKeepsEverythingByDefault(t *testing.T) {
 		t.Errorf("%d mutations, %v; want none", n, err)
 	}
 }
+
+// On two shards a run starts one mutation on each for every tenant due (t1: 10 days, t2: 8
+// days), and a shard whose retention mutation of the previous run still runs (merges stopped)
+// gets no second one; once it has run, both shards hold only what the policies keep.
+func TestRetentionRunsOneMutationPerShard(t *testing.T) {
+	rows := shardedRows(false)
+	s := newShardedStore(t, rows)
+	ctx := context.Background()
+	admin := s.cluster.Conn(t, 1, s.db, s.cluster.Admin)
+	if err := admin.Exec(ctx, `SYSTEM STOP MERGES events_local`); err != nil {
+		t.Fatal(err)
+	}
+	clock := meshtest.NewClock(time.Date(2026, 4, 10, 0, 0, 0, 0, time.UTC))
+	stores := []analytics.RetentionStore{clickhouse.NewRetention(s.writers[0]), clickhouse.NewRetention(s.writers[1])}
+	r := analytics.NewRetention(stores, policies(t, map[string]int{"t1": 10, "t2": 8}), 0, clock.Now, slog.New(slog.DiscardHandler), nil)
+	expired := `tenant_id = 't1' AND event_time < toDateTime('2026-03-31 00:00:00', 'UTC') OR tenant_id = 't2' AND event_time < toDateTime('2026-04-02 00:00:00', 'UTC')`
+	both := func(q string) [2]uint64 { return [2]uint64{s.onShard(t, 0, q), s.onShard(t, 1, q)} }
+	before := both(`SELECT count() FROM events_local WHERE ` + expired)
+	if before[0] == 0 || before[1] == 0 {
+		t.Fatalf("expired rows per shard %v: want some on both", before)
+	}
+	kept := both(`SELECT count() FROM events_local WHERE tenant_id != '' AND NOT (` + expired + `)`)
+	mutations := `SELECT count() FROM system.mutations WHERE database = currentDatabase() AND table = 'events_local'`
+
+	if err := r.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	meshtest.Eventually(t, 30*time.Second, func() bool { return s.onShard(t, 0, `SELECT count() FROM events_local WHERE `+expired) == 0 },
+		"shard 1 did not delete its expired rows")
+	clock.Advance(time.Hour)
+	if err := r.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := both(mutations); got != [2]uint64{1, 1} {
+		t.Errorf("mutations per shard after two runs, the second shard's still running: %v, want [1 1]", got)
+	}
+	if err := admin.Exec(ctx, `SYSTEM START MERGES events_local`); err != nil {
+		t.Fatal(err)
+	}
+	meshtest.Eventually(t, 30*time.Second, func() bool { return s.onShard(t, 1, `SELECT count() FROM events_local WHERE `+expired) == 0 },
+		"shard 2 did not delete its expired rows once merges ran")
+	if got := both(`SELECT count() FROM events_local WHERE tenant_id != ''`); got != kept {
+		t.Errorf("rows per shard after retention %v, want the %v not expired", got, kept)
+	}
+	if got := testutil.ToFloat64(r.Metrics().Expired); got != float64(before[0]+before[1]) {
+		t.Errorf("retention_expired_rows_total = %v, want %d", got, before[0]+before[1])
+	}
+}

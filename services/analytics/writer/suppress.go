@@ -3,7 +3,6 @@ package writer
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,23 +39,38 @@ func (w *Writer) withoutSuppressed(rows []Row) []Row {
 	if s == nil {
 		return rows
 	}
+	// A set holds many rows of each subject: each identifier is hashed once a set.
+	known := map[[2]string]bool{}
+	isSuppressed := func(tenant, id string) bool {
+		if id == "" {
+			return false
+		}
+		k := [2]string{tenant, id}
+		v, ok := known[k]
+		if !ok {
+			v = s.view.Suppressed(tenant, s.hasher.SubjectHash(tenant, id))
+			known[k] = v
+		}
+		return v
+	}
 	suppressed := func(r Row) bool {
 		tenant := r.Event.GetTenantId()
 		if s.view.Suppressions(tenant) == 0 {
 			return false
 		}
-		for _, id := range []string{r.Event.GetEvent().GetUserId(), r.Event.GetEvent().GetAnonymousId()} {
-			if id != "" && s.view.Suppressed(tenant, s.hasher.SubjectHash(tenant, id)) {
-				return true
-			}
-		}
-		return false
+		return isSuppressed(tenant, r.Event.GetEvent().GetUserId()) || isSuppressed(tenant, r.Event.GetEvent().GetAnonymousId())
 	}
-	if !slices.ContainsFunc(rows, suppressed) {
+	// One pass, hashing each row once; rows is the set's own slice, built by collect for this
+	// write, so the rows kept are moved down in place.
+	out := rows[:0]
+	for _, r := range rows {
+		if !suppressed(r) {
+			out = append(out, r)
+		}
+	}
+	if len(out) == len(rows) {
 		return rows
 	}
-	// rows is the set's own slice, built by collect for this write: filtered in place.
-	out := slices.DeleteFunc(rows, suppressed)
 	n := len(rows) - len(out)
 	w.suppressed.Add(float64(n))
 	w.logger.Info("rows of suppressed subjects dropped before insert", "rows", n)

@@ -102,7 +102,8 @@
 //     redeliver them behind the writer's back.
 //
 // A message that cannot be decoded is a poison message: it goes to the dead-letter stream with
-// its reason and is acknowledged, so it never blocks the pipeline. So is a batch holding an event
+// its reason and the subject it came on (which names its tenant, for an erasure's clean-up:
+// services/analytics/deadletters) and is acknowledged, so it never blocks the pipeline. So is a batch holding an event
 // whose tenant is not the one its subject (events.<tenant>.<p>, or events.<tenant> before
 // partitions) names, or, on a partition's subject, an event of another partition: only ingest
 // may publish there (NATS permissions), and it publishes each tenant's events of a partition on
