@@ -78,6 +78,14 @@ type Config struct {
 	// WrapSink, when set, wraps the writer's sink: fault injection (writerfault) of tests and
 	// of the chaos build of cmd/analytics, never of the normal binary.
 	WrapSink func(writer.Sink) writer.Sink
+	// PrivacyKeyFile is the mesh's privacy key (privacy.LoadKey): the writer hashes events'
+	// user and anonymous ids with it to drop suppressed subjects' rows. Empty: it drops none.
+	PrivacyKeyFile string
+	// RetentionDays is the deployment's raw-event retention: the API role drops the months of
+	// raw events entirely older than it; 0 keeps them. Tenants' own retentions come from their
+	// privacy policies. Retention runs RetentionDelay after start, then every RetentionInterval.
+	RetentionDays                     int
+	RetentionInterval, RetentionDelay time.Duration
 }
 
 // DefaultConfig returns the documented defaults. TLS files have none: they are required.
@@ -88,7 +96,8 @@ func DefaultConfig() Config {
 		ClickHouseAddr: "127.0.0.1:19000", Database: "analytics", WriterCount: 1, Roles: AllRoles,
 		WriterUser: clickhouse.User{Name: "analytics_writer"}, ReaderUser: clickhouse.User{Name: "analytics_reader"},
 		Writer: writer.DefaultConfig, Limits: analytics.DefaultLimits, Query: clickhouse.DefaultQueryLimits,
-		GracePeriod: grpcserver.DefaultGracePeriod,
+		GracePeriod:       grpcserver.DefaultGracePeriod,
+		RetentionInterval: DefaultRetentionInterval, RetentionDelay: DefaultRetentionDelay,
 	}
 }
 
@@ -103,6 +112,8 @@ type App struct {
 	audit       *auditnats.Sink
 	writer      *writer.Writer
 	server      *grpcserver.Server
+	// retention is the API role's retention loop (nil without the API role).
+	retention func(context.Context) error
 }
 
 // New connects to NATS, ClickHouse (creating the schema) and the auth service, builds the
@@ -141,14 +152,25 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if err := a.openShards(ctx, cfg, writerUser); err != nil {
 		return nil, err
 	}
+	view, err := a.watchPrivacy(ctx, js, logger)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Roles.Writer {
-		a.writer = newWriter(js, a.shardConns, cfg, logger, a.Registry())
+		opts, err := suppressionOption(cfg, view, logger)
+		if err != nil {
+			return nil, err
+		}
+		a.writer = newWriter(js, a.shardConns, cfg, logger, a.Registry(), opts...)
 	}
 	if !cfg.Roles.API { // a writer alone: no query API, only /metrics and /healthz
 		if err := a.ListenAdmin(cfg.AdminListen); err != nil {
 			return nil, err
 		}
 		return a, nil
+	}
+	if a.retention, err = a.retentionTask(cfg, view, logger); err != nil {
+		return nil, err
 	}
 	reader, err := clickhouse.OpenReader(ctx, cfg.ClickHouseAddr, cfg.Database, readerUser)
 	if err != nil {
@@ -193,7 +215,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 
 // newWriter builds the writer role into the events tables of every shard (conns, in shard
 // order) over the writer user's connections, each sink wrapped by Config.WrapSink when set.
-func newWriter(js jetstream.JetStream, conns []driver.Conn, cfg Config, logger *slog.Logger, reg prometheus.Registerer) *writer.Writer {
+func newWriter(js jetstream.JetStream, conns []driver.Conn, cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts ...writer.Option) *writer.Writer {
 	sinks := make([]writer.Sink, len(conns))
 	for i, conn := range conns {
 		sinks[i] = clickhouse.NewEventSink(conn)
@@ -207,7 +229,7 @@ func newWriter(js jetstream.JetStream, conns []driver.Conn, cfg Config, logger *
 	// a second process started by mistake with the same index waits, and never writes beside it.
 	host, _ := os.Hostname()
 	wcfg.Identity = host + " " + cfg.AdminListen
-	return writer.New(js, sinks, wcfg, logger, reg)
+	return writer.New(js, sinks, wcfg, logger, reg, opts...)
 }
 
 // withPassword is u with its password read from file, when one is named.
@@ -233,6 +255,9 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	if a.revocations != nil {
 		tasks = append(tasks, a.revocations.Run, a.audit.Run)
+	}
+	if a.retention != nil {
+		tasks = append(tasks, a.retention)
 	}
 	return a.Serve(ctx, a.server, tasks...)
 }

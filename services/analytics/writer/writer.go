@@ -56,6 +56,23 @@
 // writer forgets nothing. About hourly the writer lets every shard drop keys older than the
 // window (Sink.DropIDsBefore). Past the window a copy is inserted again.
 //
+// Suppressed subjects (WithSuppression). A data subject's erasure suppresses the subject first
+// (ingest then drops its new events), but events accepted before that may still be in the
+// stream. Before the watermark and dedup steps the writer drops every row whose user id or
+// anonymous id is suppressed for its tenant (privacy.View: the PRIVACY bucket, loaded before Run
+// and followed by a watch); a dropped row is not inserted, and its message is acknowledged with
+// the rest of the set. The argument above holds as for the dedup step: a commit lists only the
+// sequences of inserted rows, so when every row of a batch's (p, m) is dropped no commit lists
+// s, and a redelivery finds them not stored and asks the view again; when only some are
+// dropped, the commit lists s and a redelivery skips the batch, the dropped rows included. A
+// suppression only grows while its erasure runs, so a redelivered row is dropped again. An
+// UNSUPPRESS could let a row of before the suppression land afterwards, redelivered or still
+// queued behind a stopped writer; an erasure therefore completes only once the stream is
+// drained through the sequence it read when its suppression was in force (StreamSeq, Drained).
+// After that no row accepted before the suppression is left to land: an UNSUPPRESS lets in only
+// events accepted after it, which is what it asks for. Rows already stored are the erasure's to
+// delete, not the writer's.
+//
 // The argument needs exactly this of each shard of the store, which is the Sink interface:
 //   - Insert is atomic: after it returns — with or without an error, or when its writer dies —
 //     either all of its rows and commits are stored or none. An error does not mean none: the
@@ -85,7 +102,8 @@
 //     redeliver them behind the writer's back.
 //
 // A message that cannot be decoded is a poison message: it goes to the dead-letter stream with
-// its reason and is acknowledged, so it never blocks the pipeline. So is a batch holding an event
+// its reason and the subject it came on (which names its tenant, for an erasure's clean-up:
+// services/analytics/deadletters) and is acknowledged, so it never blocks the pipeline. So is a batch holding an event
 // whose tenant is not the one its subject (events.<tenant>.<p>, or events.<tenant> before
 // partitions) names, or, on a partition's subject, an event of another partition: only ingest
 // may publish there (NATS permissions), and it publishes each tenant's events of a partition on
@@ -278,6 +296,11 @@ type Writer struct {
 	pruned time.Time
 	now    func() time.Time
 
+	// suppression, when set (WithSuppression), drops the rows of suppressed subjects, counted
+	// by suppressed.
+	suppression *suppression
+	suppressed  prometheus.Counter
+
 	inserted, dead, duplicates, lookups prometheus.Counter
 	latency                             prometheus.Histogram
 	backlog, lag, filterKeys            prometheus.Gauge
@@ -307,12 +330,13 @@ func New(js jetstream.JetStream, sinks []Sink, cfg Config, logger *slog.Logger, 
 		backlog:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "writer_backlog_messages", Help: "Batches in the stream not yet written."}),
 		lag:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "writer_lag_seconds", Help: "Time from ingest's reception of the newest inserted event to its insert."}),
 		filterKeys: prometheus.NewGauge(prometheus.GaugeOpts{Name: "writer_dedup_filter_keys", Help: "Event keys in the dedup filter (two windows at most); above -dedup-capacity more new events are looked up in ClickHouse."}),
+		suppressed: newSuppressedCounter(),
 	}
 	for _, o := range opts {
 		o(w)
 	}
 	if reg != nil {
-		reg.MustRegister(w.inserted, w.dead, w.duplicates, w.lookups, w.latency, w.backlog, w.lag, w.filterKeys)
+		reg.MustRegister(w.inserted, w.dead, w.duplicates, w.lookups, w.suppressed, w.latency, w.backlog, w.lag, w.filterKeys)
 	}
 	return w
 }
@@ -544,6 +568,7 @@ func Blocks(rows []Row, shards int) []Block {
 // — one block per shard and month, then acknowledges msgs. It returns an error only when ctx
 // ends, before acknowledging anything.
 func (w *Writer) write(ctx context.Context, msgs []fetched, rows []Row) error {
+	rows = w.withoutSuppressed(rows)
 	todo, err := w.unstoredBatches(ctx, msgs, rows)
 	if err != nil {
 		return err
@@ -928,6 +953,9 @@ func (w *Writer) retry(ctx context.Context, msgs []fetched, what string, f func(
 func (w *Writer) deadLetter(ctx context.Context, m jetstream.Msg, reason string) {
 	msg := &nats.Msg{Subject: natsjs.DeadLetterSubj, Data: m.Data(), Header: nats.Header{}}
 	msg.Header.Set("Cm-Reason", reason)
+	// The subject names the tenant even when the data does not decode: an erasure of one of
+	// its subjects finds the message by it (services/analytics/deadletters).
+	msg.Header.Set("Cm-Subject", m.Subject())
 	if meta, err := m.Metadata(); err == nil {
 		msg.Header.Set("Cm-Stream-Seq", fmt.Sprint(meta.Sequence.Stream))
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -107,6 +108,10 @@ type pipeline struct {
 	// window and clock, when set, are the dedup window and the clock of the writers started.
 	window time.Duration
 	clock  func() time.Time
+	// opts are further options of the writers started, reg where they register their metrics
+	// (none when nil).
+	opts []writer.Option
+	reg  prometheus.Registerer
 }
 
 func newPipeline(t *testing.T) *pipeline {
@@ -161,8 +166,9 @@ func (p *pipeline) startWith(t *testing.T, wrap func(shard int, sink writer.Sink
 	if p.clock != nil {
 		opts = append(opts, writer.WithClock(p.clock))
 	}
+	opts = append(opts, p.opts...)
 	w := writer.New(p.writerJS, sinks, writer.Config{BatchRows: 10000, MaxWait: 200 * time.Millisecond, DedupWindow: p.window},
-		slog.New(slog.DiscardHandler), nil, opts...)
+		slog.New(slog.DiscardHandler), p.reg, opts...)
 	ch := make(chan struct{})
 	go func() { _ = w.Run(ctx); close(ch) }()
 	var once sync.Once
@@ -314,6 +320,9 @@ func TestPoisonMessagesGoToTheDeadLetterStream(t *testing.T) {
 	}
 	if string(msg.Data) != "not a batch" || msg.Header.Get("Cm-Reason") == "" {
 		t.Fatalf("dead letter = %q, reason %q", msg.Data, msg.Header.Get("Cm-Reason"))
+	}
+	if got, want := msg.Header.Get("Cm-Subject"), natsjs.Subject("t1", 0); got != want {
+		t.Errorf("dead letter's Cm-Subject = %q, want %q (its tenant, for an erasure)", got, want)
 	}
 }
 

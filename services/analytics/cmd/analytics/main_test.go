@@ -109,3 +109,35 @@ func TestShardWriterAndRoleFlags(t *testing.T) {
 		}
 	}
 }
+
+// Retention defaults to keeping raw events (tenants' policies still apply), hourly; the privacy
+// key file comes from its flag or CM_ANALYTICS_PRIVACY_KEY_FILE.
+func TestPrivacyAndRetentionFlags(t *testing.T) {
+	s, err := parse(requiredArgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := s.cfg; c.RetentionDays != 0 || c.RetentionInterval != time.Hour || c.PrivacyKeyFile != "" {
+		t.Errorf("defaults: retention %d days every %s, key file %q; want 0, 1h, none", c.RetentionDays, c.RetentionInterval, c.PrivacyKeyFile)
+	}
+	s, err = parse(append([]string{"-retention-days", "395", "-retention-interval", "30m", "-privacy-key-file", "k.b64"}, requiredArgs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := s.cfg; c.RetentionDays != 395 || c.RetentionInterval != 30*time.Minute || c.PrivacyKeyFile != "k.b64" {
+		t.Errorf("set: retention %d days every %s, key file %q; want 395, 30m, k.b64", c.RetentionDays, c.RetentionInterval, c.PrivacyKeyFile)
+	}
+	t.Run("env", func(t *testing.T) {
+		t.Setenv("CM_ANALYTICS_PRIVACY_KEY_FILE", "/run/secrets/privacy-key")
+		t.Setenv("CM_ANALYTICS_RETENTION_DAYS", "30")
+		s, err := parse(requiredArgs)
+		if err != nil || s.cfg.PrivacyKeyFile != "/run/secrets/privacy-key" || s.cfg.RetentionDays != 30 {
+			t.Errorf("from the environment: key file %q, retention %d, err %v", s.cfg.PrivacyKeyFile, s.cfg.RetentionDays, err)
+		}
+	})
+	for _, args := range [][]string{{"-retention-days", "-1"}, {"-retention-interval", "59s"}, {"-retention-interval", "13h"}} {
+		if _, err := parse(append(args, requiredArgs...)); err == nil || !strings.Contains(err.Error(), args[0]) {
+			t.Errorf("parse %v: err = %v, want it refused naming %s", args, err, args[0])
+		}
+	}
+}
