@@ -127,7 +127,8 @@ login needed.`,
 		details: `Checks locally that the receipt's signature is dsr's Ed25519 signature of its payload,
 with the key it names: from -keys FILE (saved by cmesh dsr receipt keys -o FILE: no network
 at all), else fetched once from the gateway (public: no login needed). The server is never
-asked whether the receipt is valid. Any changed byte fails. Exits 1 when it does not verify.`,
+asked whether the receipt is valid. Any changed byte fails. Exits 1 when it does not verify.
+FILE - reads the receipt from stdin: cmesh dsr receipt get ID | cmesh dsr receipt verify -`,
 		run: runReceiptVerify,
 	},
 }
@@ -644,12 +645,12 @@ func runReceiptVerify(ctx context.Context, a *app, c *cmdline) error {
 		return err
 	}
 	receipt := &dsrv1.Receipt{}
-	if err := readJSONFile(args[0], receipt); err != nil {
+	if err := a.readJSONFile(args[0], receipt); err != nil {
 		return fmt.Errorf("read receipt: %w", err)
 	}
 	keys := &dsrv1.ListReceiptKeysResponse{}
 	if keysFile != "" {
-		if err := readJSONFile(keysFile, keys); err != nil {
+		if err := a.readJSONFile(keysFile, keys); err != nil {
 			return fmt.Errorf("read receipt keys: %w", err)
 		}
 	} else if keys, err = a.fetchReceiptKeys(ctx); err != nil {
@@ -668,9 +669,16 @@ func runReceiptVerify(ctx context.Context, a *app, c *cmdline) error {
 	return nil
 }
 
-// readJSONFile reads one protojson document from path into m; unknown fields are refused.
-func readJSONFile(path string, m proto.Message) error {
-	data, err := os.ReadFile(path)
+// readJSONFile reads one protojson document from path ("-": stdin) into m; unknown fields
+// are refused.
+func (a *app) readJSONFile(path string, m proto.Message) error {
+	var data []byte
+	var err error
+	if path == "-" {
+		data, err = io.ReadAll(io.LimitReader(a.stdin, 16<<20))
+	} else {
+		data, err = os.ReadFile(path)
+	}
 	if err != nil {
 		return err
 	}

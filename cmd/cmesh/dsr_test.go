@@ -665,6 +665,12 @@ func TestReceiptCommands(t *testing.T) {
 			t.Errorf("tampered, offline=%v: exit %d, %q", offline, code, out)
 		}
 	}
+	// From stdin.
+	c = newDsrCLI(t, srv, false)
+	c.stdin.Reset(string(data))
+	if code := c.run(t.Context(), []string{"dsr", "receipt", "verify", "-keys", keysFile, "-"}); code != 0 || c.stdout.String() != "receipt valid: signed by key rk1\n" {
+		t.Errorf("from stdin: exit %d, %q %q", code, c.stdout, c.stderr)
+	}
 	// Another key id: unknown.
 	otherKey := filepath.Join(dir, "other-key.json")
 	if err := os.WriteFile(otherKey, []byte(strings.Replace(string(data), `"rk1"`, `"rk2"`, 1)), 0o644); err != nil {
@@ -682,9 +688,10 @@ func TestReceiptCommands(t *testing.T) {
 	}
 	// JSON output is the server's verdict shape.
 	c = newDsrCLI(t, srv, false)
-	if code := c.run(t.Context(), []string{"-o", "json", "dsr", "receipt", "verify", "-keys", keysFile, otherKey}); code != 1 ||
-		!strings.Contains(c.stdout.String(), `"reason": "unknown key \"rk2\""`) {
-		t.Errorf("json verdict: exit %d, %s", code, c.stdout)
+	code := c.run(t.Context(), []string{"-o", "json", "dsr", "receipt", "verify", "-keys", keysFile, otherKey})
+	var verdict dsrv1.VerifyReceiptResponse
+	if err := protojson.Unmarshal(c.stdout.Bytes(), &verdict); code != 1 || err != nil || verdict.GetValid() || verdict.GetReason() != `unknown key "rk2"` {
+		t.Errorf("json verdict: exit %d, %s (%v)", code, c.stdout, err)
 	}
 }
 
