@@ -230,9 +230,15 @@ func runDsrCreate(ctx context.Context, a *app, c *cmdline) error {
 	if err := rid.resolve(c); err != nil {
 		return err
 	}
-	return callDsr(ctx, a, writeRequest, func(ctx context.Context, client dsrv1.DsrServiceClient) (*dsrv1.Request, error) {
-		return client.CreateRequest(ctx, &dsrv1.CreateRequestRequest{Request: r, RequestId: rid.sending(a)})
-	})
+	var id string // set when the table is printed: the hint is for people, not for -o json
+	err = callDsr(ctx, a, func(w io.Writer, r *dsrv1.Request) error { id = r.GetId(); return writeRequest(w, r) },
+		func(ctx context.Context, client dsrv1.DsrServiceClient) (*dsrv1.Request, error) {
+			return client.CreateRequest(ctx, &dsrv1.CreateRequestRequest{Request: r, RequestId: rid.sending(a)})
+		})
+	if err == nil && id != "" {
+		fmt.Fprintf(a.stderr, "follow its progress: cmesh dsr watch %s\n", id)
+	}
+	return err
 }
 
 func runDsrGet(ctx context.Context, a *app, c *cmdline) error {
@@ -413,6 +419,9 @@ func (a *app) writeProgress(r *dsrv1.Request) error {
 		return err
 	}
 	parts := []string{formatTime(a.now()), enumName(r.GetState(), "STATE_")}
+	if n := int64(len(r.GetCovered())); n > 0 { // grows as participants find linked identifiers
+		parts = append(parts, fmt.Sprintf("%d %s", n, plural(n, "identifier", "identifiers")))
+	}
 	for _, p := range r.GetParticipants() {
 		parts = append(parts, cell(p.GetParticipant())+": "+formatParticipantState(p)+countsSuffix(p.GetCounts()))
 	}

@@ -315,6 +315,9 @@ func TestDsrRequests(t *testing.T) {
 					t.Errorf("a call carried %q, want the stored token", tok)
 				}
 			}
+			if tt.args[1] == "create" && c.stderr.String() != "follow its progress: cmesh dsr watch dsr_1\n" {
+				t.Errorf("stderr = %q, want the hint to watch", c.stderr)
+			}
 			out := squeeze(c.stdout.String())
 			for _, want := range tt.output {
 				if !strings.Contains(out, want) {
@@ -415,14 +418,22 @@ func TestDsrWatch(t *testing.T) {
 				{Participant: "auth", State: auth},
 			}}
 	}
+	linked := func(r *dsrv1.Request) *dsrv1.Request {
+		r.Covered = []*dsrv1.CoveredIdentifier{
+			{Identifier: &dsrv1.Identifier{Kind: dsrv1.Identifier_KIND_USER_ID, Value: "u-42"}},
+			{Identifier: &dsrv1.Identifier{Kind: dsrv1.Identifier_KIND_ANONYMOUS_ID, Value: "anon-7"}, Linked: true, LinkedBy: "analytics"},
+		}
+		return r
+	}
 	running := dsrv1.ParticipantStatus_STATE_RUNNING
 	done, pending := dsrv1.ParticipantStatus_STATE_DONE, dsrv1.ParticipantStatus_STATE_PENDING
 	srv := &fakeDsr{requests: []*dsrv1.Request{
 		step(dsrv1.Request_STATE_RECEIVED, pending, pending, 0),
 		step(dsrv1.Request_STATE_RUNNING, running, pending, 10),
 		step(dsrv1.Request_STATE_RUNNING, running, pending, 10), // unchanged: no line
-		step(dsrv1.Request_STATE_RUNNING, done, running, 25),
-		step(dsrv1.Request_STATE_COMPLETED, done, done, 25),
+		linked(step(dsrv1.Request_STATE_RUNNING, running, pending, 10)),
+		linked(step(dsrv1.Request_STATE_RUNNING, done, running, 25)),
+		linked(step(dsrv1.Request_STATE_COMPLETED, done, done, 25)),
 	}}
 	c := newDsrCLI(t, srv, true)
 	if code := c.run(t.Context(), []string{"dsr", "watch", "-interval", "100ms", "dsr_1"}); code != 0 {
@@ -432,8 +443,9 @@ func TestDsrWatch(t *testing.T) {
 	want := []string{
 		"2026-11-22T12:00:00Z received analytics: pending (1 attempt) events=0 auth: pending",
 		"2026-11-22T12:00:00Z running analytics: running (1 attempt) events=10 auth: pending",
-		"2026-11-22T12:00:00Z running analytics: done (1 attempt) events=25 auth: running",
-		"2026-11-22T12:00:00Z completed analytics: done (1 attempt) events=25 auth: done",
+		"2026-11-22T12:00:00Z running 2 identifiers analytics: running (1 attempt) events=10 auth: pending",
+		"2026-11-22T12:00:00Z running 2 identifiers analytics: done (1 attempt) events=25 auth: running",
+		"2026-11-22T12:00:00Z completed 2 identifiers analytics: done (1 attempt) events=25 auth: done",
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("%d lines, want %d:\n%s", len(lines), len(want), c.stdout)
