@@ -86,6 +86,7 @@ build: ## Build the services, the gateway, cmesh and devcerts into ./bin
 	go build -o $(BIN)/ingest ./services/ingest/cmd/ingest
 	go build -o $(BIN)/analytics ./services/analytics/cmd/analytics
 	go build -o $(BIN)/campaigns ./services/campaigns/cmd/campaigns
+	go build -o $(BIN)/dsr ./services/dsr/cmd/dsr
 	go build -o $(BIN)/gateway ./gateway/cmd/gateway
 	go build -o $(BIN)/cmesh ./cmd/cmesh
 	go build -o $(BIN)/devcerts ./cmd/devcerts

@@ -20,6 +20,7 @@ import (
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
+	dsrv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/dsr/v1"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
@@ -46,6 +47,8 @@ type echoMesh struct {
 	fail error
 	// seen is the incoming metadata of the last call.
 	seen metadata.MD
+	// methods counts the calls that reached a handler, by full method name.
+	methods map[string]int
 }
 
 func (m *echoMesh) setFail(err error) { m.mu.Lock(); m.fail = err; m.mu.Unlock() }
@@ -54,10 +57,19 @@ func (m *echoMesh) setHeader(md metadata.MD) { m.mu.Lock(); m.header = md; m.mu.
 
 func (m *echoMesh) lastMetadata() metadata.MD { m.mu.Lock(); defer m.mu.Unlock(); return m.seen }
 
+// calls is how many calls of fullMethod reached its handler.
+func (m *echoMesh) calls(fullMethod string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.methods[fullMethod]
+}
+
 func (m *echoMesh) called(ctx context.Context) error {
 	in, _ := metadata.FromIncomingContext(ctx)
+	method, _ := grpc.Method(ctx)
 	m.mu.Lock()
 	m.seen = in
+	m.methods[method]++
 	hdr, fail := m.header, m.fail
 	m.mu.Unlock()
 	if hdr != nil {
@@ -70,7 +82,7 @@ func (m *echoMesh) called(ctx context.Context) error {
 
 func startEchoMesh(tb testing.TB) *echoMesh {
 	tb.Helper()
-	m := &echoMesh{}
+	m := &echoMesh{methods: map[string]int{}}
 	sink := natstest.AuditSink(tb, "backends")
 	for _, svc := range []struct {
 		pkg  string
@@ -81,6 +93,7 @@ func startEchoMesh(tb testing.TB) *echoMesh {
 		{"campaignmesh.ingest.v1", &ingestv1.IngestService_ServiceDesc, ingestv1.RegisterIngestServiceHandler},
 		{"campaignmesh.campaigns.v1", &campaignsv1.CampaignService_ServiceDesc, campaignsv1.RegisterCampaignServiceHandler},
 		{"campaignmesh.analytics.v1", &analyticsv1.AnalyticsService_ServiceDesc, analyticsv1.RegisterAnalyticsServiceHandler},
+		{"campaignmesh.dsr.v1", &dsrv1.DsrService_ServiceDesc, dsrv1.RegisterDsrServiceHandler},
 	} {
 		srv := grpcserver.New(grpcserver.WithVerifier(allowAll{}), grpcserver.WithLogger(slog.New(slog.DiscardHandler)), grpcserver.WithAuditor(sink))
 		srv.GRPC().RegisterService(m.echoDesc(tb, svc.desc), struct{}{})

@@ -123,6 +123,16 @@ func errorHandler(logger *slog.Logger) runtime.ErrorHandlerFunc {
 	}
 }
 
+// streamErrorHandler cleans the status that ends a REST server stream (sent as its last line,
+// {"error": …}, or as the whole answer when nothing was sent yet) as errorHandler cleans any
+// other answer: an export download or a live metrics stream must not carry transport text.
+func streamErrorHandler(logger *slog.Logger) runtime.StreamErrorHandlerFunc {
+	return func(ctx context.Context, err error) *status.Status {
+		method, _ := runtime.RPCMethod(ctx)
+		return cleanLogged(ctx, logger, method, err)
+	}
+}
+
 func setRetryAfter(ctx context.Context, w http.ResponseWriter, st *status.Status) {
 	if md, ok := runtime.ServerMetadataFromContext(ctx); ok && len(md.HeaderMD.Get("retry-after")) > 0 {
 		return

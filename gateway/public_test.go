@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -18,6 +19,7 @@ import (
 
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	dsrv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/dsr/v1"
 	"github.com/campaignmesh/campaignmesh/gen/openapi"
 )
 
@@ -28,9 +30,13 @@ var internalRPCs = []string{
 	authv1.AuthService_ListRevocations_FullMethodName,
 	analyticsv1.AnalyticsService_GetCampaignSpend_FullMethodName,
 	analyticsv1.AnalyticsService_DeleteEvents_FullMethodName,
+	dsrv1.ParticipantService_ResolveSubject_FullMethodName,
+	dsrv1.ParticipantService_ExportSubject_FullMethodName,
+	dsrv1.ParticipantService_StartErasure_FullMethodName,
+	dsrv1.ParticipantService_GetErasure_FullMethodName,
 }
 
-// edgeWithBackends serves a gateway for auth and analytics over TLS (HTTP/2) and returns a gRPC
+// edgeWithBackends serves a gateway for auth, analytics and dsr over TLS (HTTP/2) and returns a gRPC
 // connection to it (edgeConn). The backends' connections lead to a closed port: a call the gateway
 // forwarded would fail UNAVAILABLE, one it refused fails UNIMPLEMENTED.
 func edgeWithBackends(t *testing.T) (*Gateway, *grpc.ClientConn) {
@@ -49,6 +55,7 @@ func edgeWithBackends(t *testing.T) (*Gateway, *grpc.ClientConn) {
 	g, err := New(context.Background(), Config{}, []Backend{
 		{Package: "campaignmesh.auth.v1", Conn: backend, RegisterREST: authv1.RegisterAuthServiceHandler},
 		{Package: "campaignmesh.analytics.v1", Conn: backend, RegisterREST: analyticsv1.RegisterAnalyticsServiceHandler},
+		{Package: "campaignmesh.dsr.v1", Conn: backend, RegisterREST: dsrv1.RegisterDsrServiceHandler},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +95,7 @@ func TestEdgeNeitherServesNorDescribesInternalRPCs(t *testing.T) {
 		}
 		return resp
 	}
-	for _, svc := range []string{"campaignmesh.auth.v1.AuthService", "campaignmesh.analytics.v1.AnalyticsService"} {
+	for _, svc := range []string{"campaignmesh.auth.v1.AuthService", "campaignmesh.analytics.v1.AnalyticsService", "campaignmesh.dsr.v1.DsrService"} {
 		resp := ask(&reflectionv1.ServerReflectionRequest{MessageRequest: &reflectionv1.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: svc}})
 		files := resp.GetFileDescriptorResponse().GetFileDescriptorProto()
 		if len(files) == 0 {
@@ -107,7 +114,7 @@ func TestEdgeNeitherServesNorDescribesInternalRPCs(t *testing.T) {
 			}
 		}
 		all := strings.Join(methods, " ")
-		if !strings.Contains(all, "/GetCampaignSummary") && !strings.Contains(all, "/Login") {
+		if !strings.Contains(all, "/GetCampaignSummary") && !strings.Contains(all, "/Login") && !strings.Contains(all, "/CreateRequest") {
 			t.Fatalf("%s described without its public methods: %v", svc, methods)
 		}
 		for _, m := range internalRPCs {
@@ -115,6 +122,15 @@ func TestEdgeNeitherServesNorDescribesInternalRPCs(t *testing.T) {
 				t.Errorf("reflection describes internal %s", m)
 			}
 		}
+	}
+	// The service list (grpcurl list) names DsrService, not the internal ParticipantService.
+	list := ask(&reflectionv1.ServerReflectionRequest{MessageRequest: &reflectionv1.ServerReflectionRequest_ListServices{}})
+	var names []string
+	for _, s := range list.GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	if !slices.Contains(names, "campaignmesh.dsr.v1.DsrService") || slices.Contains(names, "campaignmesh.dsr.v1.ParticipantService") {
+		t.Errorf("reflection lists %v; want DsrService and no ParticipantService", names)
 	}
 	for _, m := range internalRPCs {
 		symbol := strings.ReplaceAll(strings.TrimPrefix(m, "/"), "/", ".")

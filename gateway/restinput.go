@@ -190,6 +190,7 @@ func restMuxOptions(backends []Backend, logger *slog.Logger) []runtime.ServeMuxO
 	return []runtime.ServeMuxOption{
 		runtime.WithMiddlewares(newRESTInput(backends).middleware),
 		runtime.WithErrorHandler(errorHandler(logger)),
+		runtime.WithStreamErrorHandler(streamErrorHandler(logger)),
 		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
 		runtime.WithRoutingErrorHandler(routingError),
 	}

@@ -17,7 +17,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 STATE="${CM_RUN_STATE:-$ROOT/.state}"
 RUN="$STATE/run"
 CERTS="$STATE/certs"
-SERVICES=(auth ingest analytics campaigns gateway) # start order
+SERVICES=(auth ingest analytics campaigns dsr gateway) # start order
 GATEWAY_ADDR="${CM_GATEWAY_LISTEN:-127.0.0.1:8443}"
 
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
@@ -96,7 +96,8 @@ service_env() {
       "CM_AUTH_KEY_ENCRYPTION_KEYS_FILE=$SECRETS/auth-kek") ;;
     ingest) own+=(
       "CM_INGEST_NATS_URL=${INFRA_CM_NATS_URL:-}"
-      "CM_INGEST_NATS_USER=ingest" "CM_INGEST_NATS_PASSWORD_FILE=$SECRETS/nats-ingest") ;;
+      "CM_INGEST_NATS_USER=ingest" "CM_INGEST_NATS_PASSWORD_FILE=$SECRETS/nats-ingest"
+      "CM_INGEST_PRIVACY_KEY_FILE=$SECRETS/privacy-key") ;;
     analytics) own+=(
       "CM_ANALYTICS_NATS_URL=${INFRA_CM_NATS_URL:-}"
       "CM_ANALYTICS_NATS_USER=analytics" "CM_ANALYTICS_NATS_PASSWORD_FILE=$SECRETS/nats-analytics"
@@ -106,11 +107,22 @@ service_env() {
       "CM_ANALYTICS_CLICKHOUSE_WRITER_USER=${INFRA_CM_CLICKHOUSE_WRITER_USER:-analytics_writer}"
       "CM_ANALYTICS_CLICKHOUSE_WRITER_PASSWORD_FILE=$SECRETS/clickhouse-writer"
       "CM_ANALYTICS_CLICKHOUSE_READER_USER=${INFRA_CM_CLICKHOUSE_READER_USER:-analytics_reader}"
-      "CM_ANALYTICS_CLICKHOUSE_READER_PASSWORD_FILE=$SECRETS/clickhouse-reader") ;;
+      "CM_ANALYTICS_CLICKHOUSE_READER_PASSWORD_FILE=$SECRETS/clickhouse-reader"
+      "CM_ANALYTICS_PRIVACY_KEY_FILE=$SECRETS/privacy-key") ;;
     campaigns) own+=("CM_CAMPAIGNS_POSTGRES_URL=postgres://campaigns@${INFRA_CM_POSTGRES_ADDR:-}/campaigns?sslmode=disable&passfile=$SECRETS/pgpass-campaigns") ;;
+    dsr) own+=(
+      "CM_DSR_LISTEN=127.0.0.1:7105" "CM_DSR_ADMIN_LISTEN=127.0.0.1:9105"
+      "CM_DSR_POSTGRES_URL=postgres://dsr@${INFRA_CM_POSTGRES_ADDR:-}/dsr?sslmode=disable&passfile=$SECRETS/pgpass-dsr"
+      "CM_DSR_AUTH_ADDR=127.0.0.1:7101"
+      "CM_DSR_NATS_URL=${INFRA_CM_NATS_URL:-}"
+      "CM_DSR_NATS_USER=dsr" "CM_DSR_NATS_PASSWORD_FILE=$SECRETS/nats-dsr"
+      "CM_DSR_PRIVACY_KEY_FILE=$SECRETS/privacy-key"
+      "CM_DSR_KEY_ENCRYPTION_KEYS_FILE=$SECRETS/dsr-kek"
+      "CM_DSR_PARTICIPANTS=analytics=127.0.0.1:7104,auth=127.0.0.1:7101") ;;
     gateway) own+=("CM_GATEWAY_EDGE_TLS_CERT=$CERTS/edge.pem" "CM_GATEWAY_EDGE_TLS_KEY=$CERTS/edge-key.pem"
       "CM_GATEWAY_NATS_URL=${INFRA_CM_NATS_URL:-}"
-      "CM_GATEWAY_NATS_USER=gateway" "CM_GATEWAY_NATS_PASSWORD_FILE=$SECRETS/nats-gateway") ;;
+      "CM_GATEWAY_NATS_USER=gateway" "CM_GATEWAY_NATS_PASSWORD_FILE=$SECRETS/nats-gateway"
+      "CM_GATEWAY_DSR_ADDR=127.0.0.1:7105") ;;
     *) echo "run: unknown service $svc (one of: ${SERVICES[*]})" >&2; return 2 ;;
   esac
   local kv name
@@ -150,11 +162,15 @@ up() {
   load_infra
 
   trap 'echo; echo "run: stopping"; stop_services; "$ROOT/scripts/devenv.sh" down; exit 0' INT TERM
-  # The key that encrypts auth's token signing keys at rest: made once, given to auth alone.
-  if [ ! -s "$SECRETS/auth-kek" ]; then
-    mkdir -p -m 700 "$SECRETS"
-    (umask 077; printf 'dev1:%s\n' "$(head -c32 /dev/urandom | base64 -w0)" >"$SECRETS/auth-kek")
-  fi
+  # The keys that encrypt auth's token signing keys and dsr's receipt signing keys at rest: made
+  # once, each given to its service alone.
+  local kek
+  for kek in auth-kek dsr-kek; do
+    if [ ! -s "$SECRETS/$kek" ]; then
+      mkdir -p -m 700 "$SECRETS"
+      (umask 077; printf 'dev1:%s\n' "$(head -c32 /dev/urandom | base64 -w0)" >"$SECRETS/$kek")
+    fi
+  done
   start auth "$ROOT/bin/auth"
   wait_http "http://127.0.0.1:9101/healthz" 60 auth
   start ingest "$ROOT/bin/ingest"
@@ -168,6 +184,8 @@ up() {
   done
   start campaigns "$ROOT/bin/campaigns"
   wait_http "http://127.0.0.1:9103/healthz" 30 campaigns
+  start dsr "$ROOT/bin/dsr"
+  wait_http "http://127.0.0.1:9105/healthz" 30 dsr
   start gateway "$ROOT/bin/gateway"
   wait_http "https://localhost:${GATEWAY_ADDR##*:}/healthz" 30 gateway
 
@@ -176,6 +194,8 @@ up() {
 CampaignMesh is up.
   gateway (REST + gRPC)  https://localhost:${GATEWAY_ADDR##*:}   (dev CA: .state/certs/ca.pem)
   OpenAPI                https://localhost:${GATEWAY_ADDR##*:}/openapi.json
+  services (mTLS)        auth 7101, ingest 7102, campaigns 7103, analytics 7104, dsr 7105
+                         (admin /healthz, /metrics: http://127.0.0.1:91xx)
   first credentials      .state/bootstrap/admin.json      tenant "acme" admin
                          .state/bootstrap/operator.json   platform operator
   logs                   .state/logs/<service>.log
@@ -183,6 +203,7 @@ CampaignMesh is up.
 
 Try, in another terminal:
   bin/cmesh login -f .state/bootstrap/admin.json && bin/cmesh whoami
+  bin/cmesh dsr list && bin/cmesh privacy policy get    (data-subject requests, privacy policy)
   curl --cacert .state/certs/ca.pem https://localhost:${GATEWAY_ADDR##*:}/v1/auth/login -d @.state/bootstrap/admin.json
 
 Ctrl-C (or make stop) stops everything.

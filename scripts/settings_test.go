@@ -6,13 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
 )
 
-var services = []string{"auth", "ingest", "analytics", "campaigns", "gateway"}
+var services = []string{"auth", "ingest", "analytics", "campaigns", "dsr", "gateway"}
 
 // secrets maps each file of .state/secrets to the one service that may know it ("" : none,
 // the admin credentials are for devenv and tests).
@@ -20,9 +21,13 @@ var secrets = map[string]string{
 	"auth-kek": "auth", "nats-ingest": "ingest", "nats-analytics": "analytics", "nats-gateway": "gateway",
 	"clickhouse-writer": "analytics", "clickhouse-reader": "analytics",
 	"pgpass-auth": "auth", "postgres-auth": "auth", "pgpass-campaigns": "campaigns", "postgres-campaigns": "campaigns",
-	"pgpass-dsr": "dsr", "postgres-dsr": "dsr",
+	"pgpass-dsr": "dsr", "postgres-dsr": "dsr", "dsr-kek": "dsr", "nats-dsr": "dsr",
 	"nats-admin": "", "clickhouse-default": "", "clickhouse-client.xml": "", "pgpass-admin": "", "postgres-admin": "",
 }
+
+// sharedSecrets are the files several services know: the privacy key keys the subject hashes
+// that dsr writes and ingest and analytics match.
+var sharedSecrets = map[string][]string{"privacy-key": {"dsr", "ingest", "analytics"}}
 
 func prefix(svc string) string { return "CM_" + strings.ToUpper(svc) + "_" }
 
@@ -52,6 +57,11 @@ func TestRunShGivesEachServiceOnlyItsOwnSettings(t *testing.T) {
 				t.Fatalf("run.sh env %s: %v\n%s", svc, err, out)
 			}
 			own := 0
+			for file, owners := range sharedSecrets {
+				if slices.Contains(owners, svc) && !strings.Contains(string(out), "/"+file+"\n") {
+					t.Errorf("%s is not given %s", svc, file)
+				}
+			}
 			for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 				key, value, ok := strings.Cut(line, "=")
 				if !ok {
@@ -68,6 +78,11 @@ func TestRunShGivesEachServiceOnlyItsOwnSettings(t *testing.T) {
 				for file, owner := range secrets {
 					if owner != svc && strings.Contains(value, "/"+file) {
 						t.Errorf("%s gets %s (%s), another's secret", svc, key, value)
+					}
+				}
+				for file, owners := range sharedSecrets {
+					if !slices.Contains(owners, svc) && strings.Contains(value, "/"+file) {
+						t.Errorf("%s gets %s (%s), a secret of %v only", svc, key, value, owners)
 					}
 				}
 				for _, other := range services {
@@ -99,8 +114,9 @@ func TestComposeGivesEachServiceOnlyItsOwnSettings(t *testing.T) {
 	if err := yaml.Unmarshal(data, &compose); err != nil {
 		t.Fatal(err)
 	}
-	wantSecrets := map[string][]string{"ingest": {"nats-ingest"}, "analytics": {"nats-analytics", "clickhouse-writer", "clickhouse-reader"},
-		"auth": {"pgpass-auth", "auth-kek"}, "campaigns": {"pgpass-campaigns"}, "gateway": {"nats-gateway"}}
+	wantSecrets := map[string][]string{"ingest": {"nats-ingest", "privacy-key"}, "analytics": {"nats-analytics", "clickhouse-writer", "clickhouse-reader", "privacy-key"},
+		"auth": {"pgpass-auth", "auth-kek"}, "campaigns": {"pgpass-campaigns"}, "dsr": {"pgpass-dsr", "dsr-kek", "nats-dsr", "privacy-key"},
+		"gateway": {"nats-gateway"}}
 	for _, svc := range services {
 		s, ok := compose.Services[svc]
 		if !ok {

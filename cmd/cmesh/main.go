@@ -83,6 +83,8 @@ cmesh login again with the new password.`,
 	{name: "audit", summary: "read and verify your tenant's audit log", subs: auditCommands},
 	{name: "campaigns", summary: "manage your tenant's campaigns and their lifecycle", subs: campaignCommands},
 	{name: "metrics", summary: "query campaign metrics: summary, series, breakdown, funnel, live", subs: metricsCommands},
+	{name: "dsr", summary: "data-subject requests (GDPR/CCPA): erasure, access, suppression, receipts", subs: dsrCommands},
+	{name: "privacy", summary: "your tenant's privacy policy: retention, property rules, IP and user agent", subs: privacyCommands},
 	{
 		name:    "signing-keys",
 		aliases: []string{"keys"},
@@ -271,7 +273,14 @@ func (c *cmdline) parse(a *app) ([]string, error) {
 		}
 		return nil, c.usageErr(err.Error())
 	}
-	if want := strings.Fields(c.cmd.args); c.NArg() != len(want) {
+	want := strings.Fields(c.cmd.args)
+	required := 0 // the arguments not in brackets; "[VALUE]" is optional
+	for _, w := range want {
+		if !strings.HasPrefix(w, "[") {
+			required++
+		}
+	}
+	if c.NArg() < required || c.NArg() > len(want) {
 		if len(want) == 0 {
 			return nil, c.usageErr(fmt.Sprintf("%s: unexpected argument %q", c.path, c.Arg(0)))
 		}
@@ -315,15 +324,17 @@ usage: cmesh [global flags] <command> [flags] [args]
 commands:
 `)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, c := range commands {
-		if c.subs == nil {
-			fmt.Fprintf(tw, "  %s\t%s\n", strings.TrimSpace(c.name+" "+c.args), c.summary)
-			continue
-		}
-		for _, s := range c.subs {
-			fmt.Fprintf(tw, "  %s\t%s\n", strings.TrimSpace(c.name+" "+s.name+" "+s.args), s.summary)
+	var list func(path string, cmds []*command)
+	list = func(path string, cmds []*command) {
+		for _, c := range cmds {
+			if c.subs == nil {
+				fmt.Fprintf(tw, "  %s\t%s\n", strings.TrimSpace(path+c.name+" "+c.args), c.summary)
+			} else {
+				list(path+c.name+" ", c.subs)
+			}
 		}
 	}
+	list("", commands)
 	fmt.Fprintf(tw, "  help [command]\tshow help for a command (same as: cmesh <command> -h)\n")
 	tw.Flush()
 	fmt.Fprint(w, "\nglobal flags (before the command):\n")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -141,6 +142,9 @@ func TestHelp(t *testing.T) {
 		{"old keys group name", []string{"keys", "-h"}, []string{"usage: cmesh [global flags] signing-keys <command>", "Also called: keys."}},
 		{"apikeys create flags", []string{"apikeys", "create", "-h"}, []string{"-scope permission", "-expire-time time", "-request-id id", "printed once"}},
 		{"env token is not refreshed", []string{"help"}, []string{"it is never refreshed"}},
+		{"help lists nested commands", []string{"help"}, []string{"dsr create", "dsr receipt verify FILE", "dsr suppressions get [VALUE]", "privacy policy set"}},
+		{"nested group", []string{"dsr", "receipt", "-h"}, []string{"usage: cmesh [global flags] dsr receipt <command>", "verify FILE"}},
+		{"nested command", []string{"help", "dsr", "receipt", "verify"}, []string{"-keys file", "The server is never"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -163,14 +167,15 @@ func TestHelp(t *testing.T) {
 func TestEveryCommandHasHelp(t *testing.T) {
 	t.Parallel()
 	var paths [][]string
-	for _, cmd := range commands {
-		if cmd.subs == nil {
-			paths = append(paths, []string{cmd.name})
-		}
-		for _, sub := range cmd.subs {
-			paths = append(paths, []string{cmd.name, sub.name})
+	var walk func(path []string, cmds []*command)
+	walk = func(path []string, cmds []*command) {
+		for _, cmd := range cmds {
+			p := append(slices.Clone(path), cmd.name)
+			paths = append(paths, p) // groups print their usage too
+			walk(p, cmd.subs)
 		}
 	}
+	walk(nil, commands)
 	for _, path := range paths {
 		name := strings.Join(path, " ")
 		t.Run(name, func(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
+	dsrv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/dsr/v1"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
@@ -41,6 +42,7 @@ var meshBackends = []struct {
 	{"ingest", "campaignmesh.ingest.v1", "127.0.0.1:7102", ingestv1.RegisterIngestServiceHandler},
 	{"campaigns", "campaignmesh.campaigns.v1", "127.0.0.1:7103", campaignsv1.RegisterCampaignServiceHandler},
 	{"analytics", "campaignmesh.analytics.v1", "127.0.0.1:7104", analyticsv1.RegisterAnalyticsServiceHandler},
+	{"dsr", "campaignmesh.dsr.v1", "127.0.0.1:7105", dsrv1.RegisterDsrServiceHandler},
 }
 
 type settings struct {
