@@ -136,11 +136,13 @@ func (s *dsrSession) uniqueUsers(campaign string) (rollup, exact string) {
 // createRequest creates a DSR through REST and returns its id.
 func (s *dsrSession) createRequest(kind string, requestID string, subject ...map[string]string) string {
 	s.t.Helper()
-	body := map[string]any{"request": map[string]any{"kind": kind, "regulation": "REGULATION_GDPR", "subject": subject}}
+	// REST: the body is the request itself; the idempotency key travels as a query parameter.
+	body := map[string]any{"kind": kind, "regulation": "REGULATION_GDPR", "subject": subject}
+	path := "/v1/dsr/requests"
 	if requestID != "" {
-		body["requestId"] = requestID
+		path += "?requestId=" + requestID
 	}
-	code, r, _ := s.rest(s.t, "POST", "/v1/dsr/requests", s.token, body)
+	code, r, _ := s.rest(s.t, "POST", path, s.token, body)
 	id, _ := r["id"].(string)
 	if code != 200 || id == "" {
 		s.t.Fatalf("create %s request: %d %v", kind, code, r)
