@@ -72,12 +72,35 @@ func NewView(logger *slog.Logger) *View {
 // Watch loads Bucket into a new View and keeps it current until ctx ends. It returns once the
 // bucket's current contents are loaded, so a service that serves after Watch returns never
 // applies an empty suppression list by mistake.
+//
+// Staleness: a change reaches the View within milliseconds while NATS is up. The watch is an
+// ordered consumer (nats.go): after a NATS restart or a lost consumer, nats.go notices within
+// two missed idle heartbeats (10 s) and recreates it from the last entry seen, so changes made
+// meanwhile arrive within about 10-20 s of NATS coming back. Should the watch end instead (its
+// subscription closed), the View loads the bucket again from a new watch, retrying every
+// second up to every WatchRetryMax, and swaps the fresh contents in whole (so keys deleted
+// meanwhile go too); until then it keeps applying what it last had.
 func Watch(ctx context.Context, kv jetstream.KeyValue, logger *slog.Logger) (*View, error) {
 	v := NewView(logger)
+	w, err := v.load(ctx, kv)
+	if err != nil {
+		return nil, err
+	}
+	go v.follow(ctx, kv, w)
+	return v, nil
+}
+
+// WatchRetryMax bounds the wait between two attempts to watch Bucket again.
+const WatchRetryMax = 5 * time.Second
+
+// load watches kv and fills v with its current contents, replacing what v held, and returns
+// the watch to follow.
+func (v *View) load(ctx context.Context, kv jetstream.KeyValue) (jetstream.KeyWatcher, error) {
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("watch bucket %s: %w", Bucket, err)
 	}
+	fresh := NewView(v.logger)
 	for {
 		select {
 		case <-ctx.Done():
@@ -88,16 +111,52 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, logger *slog.Logger) (*Vi
 				return nil, fmt.Errorf("watch bucket %s: closed while loading", Bucket)
 			}
 			if e == nil { // the current contents are loaded
-				go v.follow(ctx, w)
-				return v, nil
+				v.mu.Lock()
+				v.policies, v.sup, v.lastEvent = fresh.policies, fresh.sup, time.Now()
+				v.mu.Unlock()
+				return w, nil
 			}
-			v.Apply(e.Key(), e.Value(), e.Operation() != jetstream.KeyValuePut)
+			fresh.Apply(e.Key(), e.Value(), e.Operation() != jetstream.KeyValuePut)
 		}
 	}
 }
 
-func (v *View) follow(ctx context.Context, w jetstream.KeyWatcher) {
-	defer func() { _ = w.Stop() }()
+// follow applies w's changes until ctx ends, watching again whenever w ends.
+func (v *View) follow(ctx context.Context, kv jetstream.KeyValue, w jetstream.KeyWatcher) {
+	for {
+		v.drain(ctx, w)
+		_ = w.Stop()
+		if ctx.Err() != nil {
+			return
+		}
+		if v.logger != nil {
+			v.logger.Warn("privacy bucket watch ended; watching it again", "bucket", Bucket)
+		}
+		for wait := time.Second; ; wait = min(2*wait, WatchRetryMax) {
+			var err error
+			if w, err = v.load(ctx, kv); err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			if v.logger != nil {
+				v.logger.Error("privacy bucket cannot be watched; applying the last contents seen", "bucket", Bucket, "retry_in", wait, "error", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		if v.logger != nil {
+			v.logger.Info("privacy bucket watched again", "bucket", Bucket)
+		}
+	}
+}
+
+// drain applies w's changes until ctx ends or w does.
+func (v *View) drain(ctx context.Context, w jetstream.KeyWatcher) {
 	for {
 		select {
 		case <-ctx.Done():
