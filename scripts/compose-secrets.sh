@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # compose-secrets.sh - generate once the passwords of the compose stack's PostgreSQL roles, NATS
-# and ClickHouse users, and auth's key-encryption key, into deploy/secrets/ (not in git); deploy/compose.yaml hands each container only its own.
+# and ClickHouse users, auth's key-encryption key and the mesh's privacy key, into deploy/secrets/ (not in git); deploy/compose.yaml hands each container only its own.
 # Compose bind-mounts file secrets with their host mode and the services run as uid 65532, so
 # the files are 644 inside a 700 directory: no other host user can reach them. Existing files
 # are kept.
 set -euo pipefail
 DIR="$(cd "$(dirname "$0")/.." && pwd)/deploy/secrets"
 mkdir -p "$DIR"; chmod 700 "$DIR"
-for n in nats-admin nats-ingest nats-analytics nats-gateway clickhouse-admin clickhouse-writer clickhouse-reader \
+for n in nats-admin nats-ingest nats-analytics nats-gateway nats-dsr clickhouse-admin clickhouse-writer clickhouse-reader \
   postgres-admin postgres-auth postgres-campaigns postgres-dsr; do
   [ -s "$DIR/$n" ] && continue
   (umask 022; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$DIR/$n")
@@ -20,4 +20,10 @@ done
 if [ ! -s "$DIR/auth-kek" ]; then
   (umask 022; printf 'compose1:%s\n' "$(head -c32 /dev/urandom | base64 -w0)" >"$DIR/auth-kek")
   echo "compose-secrets: wrote deploy/secrets/auth-kek"
+fi
+# The privacy key of dsr, ingest and analytics: base64 of 32 random bytes. Never regenerated:
+# the suppression lists' hashes are keyed with it.
+if [ ! -s "$DIR/privacy-key" ]; then
+  (umask 022; head -c32 /dev/urandom | base64 -w0 >"$DIR/privacy-key")
+  echo "compose-secrets: wrote deploy/secrets/privacy-key"
 fi
