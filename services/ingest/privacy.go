@@ -84,7 +84,12 @@ func (p Privacy) Apply(tenant string, events []*ingestv1.AcceptedEvent) {
 				switch pol.PropertyAction(k) {
 				case privacy.ActionKeep:
 				case privacy.ActionHash:
-					f[k] = structpb.NewStringValue(p.Hasher.ValueHash(tenant, valueText(v)))
+					hashed := p.Hasher.ValueHash(tenant, valueText(v))
+					if s, ok := v.GetKind().(*structpb.Value_StringValue); ok {
+						s.StringValue = hashed // in place: the request is ours, and this path is hot
+					} else {
+						f[k] = structpb.NewStringValue(hashed)
+					}
 				default:
 					delete(f, k)
 				}
