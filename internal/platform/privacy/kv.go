@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -62,11 +63,12 @@ type View struct {
 	sup       map[string]map[string]struct{} // tenant -> subject hashes
 	lastEvent time.Time
 	logger    *slog.Logger
+	reload    chan struct{} // Reload's request to follow
 }
 
 // NewView returns an empty View; Watch fills it.
 func NewView(logger *slog.Logger) *View {
-	return &View{policies: map[string]Policy{}, sup: map[string]map[string]struct{}{}, logger: logger}
+	return &View{policies: map[string]Policy{}, sup: map[string]map[string]struct{}{}, logger: logger, reload: make(chan struct{}, 1)}
 }
 
 // Watch loads Bucket into a new View and keeps it current until ctx ends. It returns once the
@@ -76,10 +78,11 @@ func NewView(logger *slog.Logger) *View {
 // Staleness: a change reaches the View within milliseconds while NATS is up. The watch is an
 // ordered consumer (nats.go): after a NATS restart or a lost consumer, nats.go notices within
 // two missed idle heartbeats (10 s) and recreates it from the last entry seen, so changes made
-// meanwhile arrive within about 10-20 s of NATS coming back. Should the watch end instead (its
-// subscription closed), the View loads the bucket again from a new watch, retrying every
-// second up to every WatchRetryMax, and swaps the fresh contents in whole (so keys deleted
-// meanwhile go too); until then it keeps applying what it last had.
+// meanwhile arrive within about 10-20 s of NATS coming back; ReloadOnReconnect cuts that to
+// about a second. Should the watch end instead (its subscription closed), or Reload be called,
+// the View loads the bucket again from a new watch, retrying every second up to every
+// WatchRetryMax, and swaps the fresh contents in whole (so keys deleted meanwhile go too);
+// until then it keeps applying what it last had.
 func Watch(ctx context.Context, kv jetstream.KeyValue, logger *slog.Logger) (*View, error) {
 	v := NewView(logger)
 	w, err := v.load(ctx, kv)
@@ -130,7 +133,7 @@ func (v *View) follow(ctx context.Context, kv jetstream.KeyValue, w jetstream.Ke
 			return
 		}
 		if v.logger != nil {
-			v.logger.Warn("privacy bucket watch ended; watching it again", "bucket", Bucket)
+			v.logger.Warn("privacy bucket watch ended or reload asked; watching it again", "bucket", Bucket)
 		}
 		for wait := time.Second; ; wait = min(2*wait, WatchRetryMax) {
 			var err error
@@ -155,11 +158,13 @@ func (v *View) follow(ctx context.Context, kv jetstream.KeyValue, w jetstream.Ke
 	}
 }
 
-// drain applies w's changes until ctx ends or w does.
+// drain applies w's changes until ctx ends, w does, or Reload is called.
 func (v *View) drain(ctx context.Context, w jetstream.KeyWatcher) {
 	for {
 		select {
 		case <-ctx.Done():
+			return
+		case <-v.reload:
 			return
 		case e, ok := <-w.Updates():
 			if !ok {
@@ -170,6 +175,36 @@ func (v *View) drain(ctx context.Context, w jetstream.KeyWatcher) {
 			}
 		}
 	}
+}
+
+// Reload makes a View that Watch follows load the bucket again from a new watch (see Watch),
+// at once rather than when nats.go notices its watch is gone.
+func (v *View) Reload() {
+	select {
+	case v.reload <- struct{}{}:
+	default: // one is pending already
+	}
+}
+
+// ReloadOnReconnect calls v.Reload each time nc reconnects to NATS, until ctx ends: after a
+// NATS restart the watch's consumer is gone, and this finds out in about a second instead of
+// nats.go's 10-20 s.
+func ReloadOnReconnect(ctx context.Context, nc *nats.Conn, v *View) {
+	ch := nc.StatusChanged(nats.CONNECTED) // the connection is connected already: each is a reconnect
+	go func() {
+		defer nc.RemoveStatusListener(ch)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-ch:
+				if !ok {
+					return
+				}
+				v.Reload()
+			}
+		}
+	}()
 }
 
 // Apply records one entry of Bucket (deleted: the key was deleted or purged). Watch calls it;

@@ -3,6 +3,7 @@ package privacy_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
@@ -33,8 +34,15 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // A View keeps following the bucket across a NATS restart (same store, same port): a
-// suppression put after the restart arrives, within the documented bound.
+// suppression put after the restart arrives, within the documented bound (nats.go alone), and
+// within seconds with ReloadOnReconnect.
 func TestViewFollowsTheBucketAcrossANATSRestart(t *testing.T) {
+	for _, reload := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reload on reconnect %v", reload), func(t *testing.T) { followAcrossRestart(t, reload) })
+	}
+}
+
+func followAcrossRestart(t *testing.T, reloadOnReconnect bool) {
 	if testing.Short() {
 		t.Skip("waits for the watch to notice the restart (about 10-20 s)")
 	}
@@ -64,6 +72,11 @@ func TestViewFollowsTheBucketAcrossANATSRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	bound := 30 * time.Second
+	if reloadOnReconnect {
+		privacy.ReloadOnReconnect(ctx, nc, v)
+		bound = 5 * time.Second
+	}
 
 	srv.Shutdown()
 	srv.WaitForShutdown()
@@ -76,8 +89,8 @@ func TestViewFollowsTheBucketAcrossANATSRestart(t *testing.T) {
 		defer cancel()
 		return privacy.PutSuppression(pctx, kv, "t1", after, "dsr_2") == nil
 	}, "the suppression could not be put after the restart")
-	meshtest.Eventually(t, 30*time.Second, func() bool { return v.Suppressed("t1", after) },
-		"a suppression put after a NATS restart did not reach the view within 30 s")
+	meshtest.Eventually(t, bound, func() bool { return v.Suppressed("t1", after) },
+		"a suppression put after a NATS restart did not reach the view")
 	t.Logf("applied %s after NATS came back", time.Since(restarted).Round(100*time.Millisecond))
 	if !v.Suppressed("t1", h.SubjectHash("t1", "before")) {
 		t.Error("the suppression of before the restart is gone")
