@@ -9,14 +9,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -51,7 +54,11 @@ type privacyEnv struct {
 
 func newPrivacyEnv(t *testing.T) *privacyEnv {
 	t.Helper()
-	ns := natstest.StartServer(t)
+	return newPrivacyEnvOn(t, natstest.StartServer(t))
+}
+
+func newPrivacyEnvOn(t *testing.T, ns *server.Server) *privacyEnv {
+	t.Helper()
 	nc, js, err := natsjs.Connect(ns.ClientURL(), "test")
 	if err != nil {
 		t.Fatal(err)
@@ -288,4 +295,35 @@ func TestGatewayRESTReportsSuppressed(t *testing.T) {
 	if err := json.Unmarshal(raw, &got); err != nil || resp.StatusCode != http.StatusOK || got.Accepted != 1 || got.Suppressed != 1 {
 		t.Fatalf("REST answer %d %s (%v), want accepted 1 and suppressed 1", resp.StatusCode, raw, err)
 	}
+}
+
+// After a NATS restart (same store and port), a suppression put into the bucket applies to
+// ingest's next requests within seconds: ingest watches the bucket again when it reconnects.
+func TestSuppressionAppliesAfterANATSRestart(t *testing.T) {
+	store := t.TempDir()
+	ns := natstest.StartServerWith(t, func(o *server.Options) { o.StoreDir = store })
+	_, portText, _ := net.SplitHostPort(ns.Addr().String())
+	port, _ := strconv.Atoi(portText)
+	e := newPrivacyEnvOn(t, ns)
+	ctx := as(e.tokenOf("tenant-1"))
+	if _, err := e.client.IngestEvents(ctx, &ingestv1.IngestEventsRequest{Events: []*ingestv1.Event{click("a", "later-gone", "")}}); err != nil {
+		t.Fatal(err)
+	}
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	natstest.StartServerWith(t, func(o *server.Options) { o.StoreDir, o.Port = store, port })
+	meshtest.Eventually(t, 10*time.Second, func() bool {
+		pctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return privacy.PutSuppression(pctx, e.kv, "tenant-1", e.hasher.SubjectHash("tenant-1", "later-gone"), "dsr_1") == nil
+	}, "the suppression could not be put after the restart")
+	put := time.Now()
+	probe := 0
+	meshtest.Eventually(t, 5*time.Second, func() bool {
+		probe++
+		resp, err := e.client.IngestEvents(ctx, &ingestv1.IngestEventsRequest{Events: []*ingestv1.Event{click(fmt.Sprintf("probe-%d", probe), "later-gone", "")}})
+		return err == nil && resp.GetSuppressed() == 1
+	}, "a suppression put after a NATS restart did not apply")
+	t.Logf("applied %s after the put", time.Since(put).Round(10*time.Millisecond))
 }
