@@ -302,6 +302,7 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 		"CM_INGEST_NATS_USER=" + natsUsers.Ingest.Name, "CM_INGEST_NATS_PASSWORD_FILE=" + secret("nats-ingest", natsUsers.Ingest.Password),
 		"CM_INGEST_AUTH_ADDR=" + authAddr, "CM_INGEST_PRIVACY_KEY_FILE=" + m.privacyKey,
 		"CM_INGEST_TLS_CERT=" + c("ingest.pem"), "CM_INGEST_TLS_KEY=" + c("ingest-key.pem"), "CM_INGEST_TLS_CA=" + c("ca.pem"),
+		"CM_INGEST_PRIVACY_KEY_FILE=" + secret("privacy-key", randomKEK()),
 	}, otel...))
 	m.admins["ingest"] = ingestAdmin
 	waitFor(t, "ingest", 30*time.Second, func() bool { return httpOK("http://" + ingestAdmin + "/healthz") })

@@ -79,11 +79,17 @@ ch_query() { clickhouse-client --config-file "$SECRETS/clickhouse-client.xml" --
 ensure_secrets() {
   mkdir -p "$SECRETS"; chmod 700 "$SECRETS"
   local n
-  for n in nats-admin nats-ingest nats-analytics nats-gateway clickhouse-default clickhouse-writer clickhouse-reader \
+  for n in nats-admin nats-ingest nats-analytics nats-gateway nats-dsr clickhouse-default clickhouse-writer clickhouse-reader \
     postgres-admin postgres-auth postgres-campaigns postgres-dsr; do
     [ -s "$SECRETS/$n" ] && continue
     (umask 077; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$SECRETS/$n.tmp") && mv "$SECRETS/$n.tmp" "$SECRETS/$n"
   done
+  # The mesh's privacy key (dsr, ingest, analytics: -privacy-key-file): base64 of 32 random
+  # bytes, created once. Every subject hash of the suppression lists is keyed with it, so a
+  # new key would stop them matching: it is never regenerated.
+  if [ ! -s "$SECRETS/privacy-key" ]; then
+    (umask 077; head -c32 /dev/urandom | base64 -w0 >"$SECRETS/privacy-key.tmp") && mv "$SECRETS/privacy-key.tmp" "$SECRETS/privacy-key"
+  fi
   # PostgreSQL clients read passwords from a pgpass file named in the URL (passfile=…): one per
   # role, so each service is given its own and nothing else.
   local r
@@ -294,6 +300,17 @@ ch_shard_addrs() {
   echo "$out"
 }
 
+# nats_env_stale: the running server lacks a $NATS_*_PASSWORD variable deploy/nats.conf now
+# references (a user added since it started, e.g. dsr): a reload would fail on it.
+nats_env_stale() {
+  local v env="/proc/$(head -n1 "$NATS_PID")/environ"
+  [ -r "$env" ] || return 1
+  for v in $(grep -o '\$NATS_[A-Z_]*_PASSWORD' "$NATS_CONF" | tr -d '$' | sort -u); do
+    grep -qz "^$v=" "$env" || return 0
+  done
+  return 1
+}
+
 nats_up() {
   if [ ! -x "$NATS_BIN" ]; then
     local go; go=$(command -v go || echo /usr/local/go/bin/go); [ -x "$go" ] || die "go not found (needed to build nats-server)"
@@ -303,6 +320,10 @@ nats_up() {
       >>"$LOGS/nats-build.log" 2>&1 || die_log "go install nats-server failed" "$LOGS/nats-build.log"
   fi
   local was=
+  if nats_alive && nats_env_stale; then
+    say "nats runs without a password deploy/nats.conf now needs; restarting it (streams are on disk)"
+    stop_pid nats "$NATS_PID" nats-server
+  fi
   if nats_alive; then
     # A running server re-reads deploy/nats.conf (its permissions may have changed since).
     was=" (was running; config reloaded)"; kill -HUP "$(cat "$NATS_PID")"
@@ -312,6 +333,7 @@ nats_up() {
     # from the server's environment. setsid + nohup: own session, survives this script.
     NATS_ADMIN_PASSWORD=$(cat "$SECRETS/nats-admin") NATS_INGEST_PASSWORD=$(cat "$SECRETS/nats-ingest") \
     NATS_ANALYTICS_PASSWORD=$(cat "$SECRETS/nats-analytics") NATS_GATEWAY_PASSWORD=$(cat "$SECRETS/nats-gateway") \
+    NATS_DSR_PASSWORD=$(cat "$SECRETS/nats-dsr") \
     setsid nohup "$NATS_BIN" -c "$NATS_CONF" -js -sd "$NATS_DIR" -a 127.0.0.1 -p $NATS_PORT -m $NATS_MON \
       -P "$NATS_PID" -l "$LOGS/nats.log" </dev/null >>"$LOGS/nats.log" 2>&1 9>&- &
     WATCH=$!

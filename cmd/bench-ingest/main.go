@@ -10,6 +10,11 @@
 //	    these two with one writer and again with two (writer 0 and 1 of 2, each on its own
 //	    connections; -writers).
 //
+// With -privacy it measures instead (without ClickHouse) ingest's events durably acked with a
+// tenant's privacy on (-suppressions suppressed subjects and PII rules: 2 properties hashed, 1
+// dropped, IP truncated, user agent dropped) against the same load without, as a ratio, and the
+// time from a suppression's put into the privacy bucket to its applying to the next request.
+//
 // NATS runs embedded (JetStream, file storage, fsync always); ClickHouse is the dev server
 // (CM_CLICKHOUSE_ADDR, scripts/devenv.sh). Every phase is bounded in time and sends only to
 // loopback. Results are also written as JSON.
@@ -39,6 +44,7 @@ type bench struct {
 	duration, steady time.Duration
 	callers          int
 	writers          []int // the writer counts of the steady runs, in order
+	suppressions     int   // the privacy comparison's suppressed subjects
 	results          []result
 }
 
@@ -119,6 +125,8 @@ func main() {
 	writers := flag.String("writers", "1,2", "writer counts of the steady runs, one run each, in order (comma-separated, 1 to 8)")
 	out := flag.String("out", ".state/bench-ingest.json", "where to write the results as JSON")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	privacyMode := flag.Bool("privacy", false, "measure only ingest with privacy on against off (suppressions and PII rules; no ClickHouse)")
+	flag.IntVar(&b.suppressions, "suppressions", 100000, "suppressed subjects of the bench tenant in -privacy")
 	flag.Parse()
 	var err error
 	if b.writers, err = parseWriterCounts(*writers); err != nil {
@@ -135,7 +143,11 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 	ctx := context.Background()
-	if err := b.run(ctx); err != nil {
+	run := b.run
+	if *privacyMode {
+		run = b.privacyRun
+	}
+	if err := run(ctx); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench-ingest:", err)
 		os.Exit(1)

@@ -36,6 +36,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
+	"github.com/campaignmesh/campaignmesh/internal/platform/privacy"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
 	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
 	"github.com/campaignmesh/campaignmesh/services/ingest"
@@ -71,7 +72,7 @@ func (noop) IngestEvents(_ context.Context, r *ingestv1.IngestEventsRequest) (*i
 // run sets up what every phase shares, measures the baselines, then the pipeline, and prints
 // the ratios between them.
 func (b *bench) run(ctx context.Context) error {
-	r, err := setUp(ctx)
+	r, err := setUp(ctx, true)
 	if r != nil {
 		defer r.tearDown()
 	}
@@ -138,10 +139,10 @@ func (r *rig) tearDown() {
 	}
 }
 
-// setUp issues the certificates, starts NATS (JetStream, file storage, fsync always) and
-// creates the bench's ClickHouse database. On an error the rig returned holds what was built,
-// for tearDown.
-func setUp(ctx context.Context) (*rig, error) {
+// setUp issues the certificates, starts NATS (JetStream, file storage, fsync always) and, with
+// withClickHouse, creates the bench's ClickHouse database. On an error the rig returned holds
+// what was built, for tearDown.
+func setUp(ctx context.Context, withClickHouse bool) (*rig, error) {
 	dir, err := os.MkdirTemp("", "bench-ingest-")
 	if err != nil {
 		return nil, err
@@ -177,6 +178,9 @@ func setUp(ctx context.Context) (*rig, error) {
 	}
 	r.onTearDown(nc.Close)
 	r.js = js
+	if !withClickHouse {
+		return r, nil
+	}
 
 	r.chAddr = os.Getenv("CM_CLICKHOUSE_ADDR")
 	if r.chAddr == "" {
@@ -228,6 +232,8 @@ type pipeline struct {
 	stopServ context.CancelFunc
 	token    string
 	authCtx  context.Context
+	plainCtx context.Context // as plainTenant (the privacy comparison)
+	hasher   *privacy.Hasher
 	direct   *grpc.ClientConn
 	client   ingestv1.IngestServiceClient
 	chConn   ch.Conn
@@ -251,6 +257,12 @@ func startPipeline(ctx context.Context, r *rig) (_ *pipeline, err error) {
 		return nil, err
 	}
 	p.authCtx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+p.token)
+	if p.plainCtx, err = plainContext(ctx, priv); err != nil {
+		return nil, err
+	}
+	if p.hasher, err = newHasher(); err != nil {
+		return nil, err
+	}
 
 	cfg := app.DefaultConfig()
 	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
@@ -258,6 +270,7 @@ func startPipeline(ctx context.Context, r *rig) (_ *pipeline, err error) {
 	cfg.NATS = natsjs.ClientFlags{URL: r.ns.ClientURL()}
 	cfg.Rates = ingest.RateLimits{PerTenant: 1e9, PerSource: 1e9}
 	cfg.Verifier = authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}
+	cfg.Hasher = p.hasher
 	if p.ingest, err = app.New(ctx, cfg, slog.New(slog.DiscardHandler)); err != nil {
 		return nil, err
 	}
@@ -265,8 +278,10 @@ func startPipeline(ctx context.Context, r *rig) (_ *pipeline, err error) {
 	p.stopServ, p.served = stop, make(chan error, 1)
 	go func() { p.served <- p.ingest.Run(sctx) }()
 
-	if p.chConn, err = clickhouse.Open(ctx, r.chAddr, r.db, r.chUser); err != nil {
-		return nil, err
+	if r.admin != nil { // the privacy comparison has no ClickHouse
+		if p.chConn, err = clickhouse.Open(ctx, r.chAddr, r.db, r.chUser); err != nil {
+			return nil, err
+		}
 	}
 	if p.direct, err = dialIngest(p.ingest.Addr(), r.gatewaySrc); err != nil {
 		return nil, err

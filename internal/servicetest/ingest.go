@@ -2,6 +2,7 @@ package servicetest
 
 import (
 	"context"
+	"crypto/rand"
 	"log/slog"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/privacy"
 	"github.com/campaignmesh/campaignmesh/services/ingest/app"
 )
 
@@ -26,6 +28,9 @@ type IngestOptions struct {
 	NATS *server.Server
 	// Logger receives the service's logs; nil: discarded.
 	Logger *slog.Logger
+	// Hasher keys the subject and property hashes of the privacy bucket; nil: one of a
+	// random key (tests that put suppressions pass their own, to compute the hashes).
+	Hasher *privacy.Hasher
 	// Config, when set, makes last changes to the configuration (limits, rates, stream).
 	Config func(*app.Config)
 }
@@ -44,7 +49,7 @@ func StartIngest(tb testing.TB, o IngestOptions) *app.App {
 
 // IngestConfig is the configuration StartIngest builds the service from: o.NATS (or an
 // embedded NATS server) without credentials, the documented stream, limits and rates,
-// loopback listeners on free ports, a certificate of o.CA and o.Verifier.
+// loopback listeners on free ports, a certificate of o.CA, o.Verifier and o.Hasher.
 func IngestConfig(tb testing.TB, o IngestOptions) app.Config {
 	tb.Helper()
 	ns := o.NATS
@@ -56,8 +61,24 @@ func IngestConfig(tb testing.TB, o IngestOptions) app.Config {
 	cfg.TLS = mtlstest.Files(tb, o.CA, app.ServiceName)
 	cfg.NATS = natsjs.ClientFlags{URL: ns.ClientURL()}
 	cfg.Verifier = o.Verifier
+	cfg.Hasher = o.Hasher
+	if cfg.Hasher == nil {
+		cfg.Hasher = NewPrivacyHasher(tb)
+	}
 	if o.Config != nil {
 		o.Config(&cfg)
 	}
 	return cfg
+}
+
+// NewPrivacyHasher returns a privacy.Hasher of a random key.
+func NewPrivacyHasher(tb testing.TB) *privacy.Hasher {
+	tb.Helper()
+	key := make([]byte, privacy.MinKeyBytes)
+	_, _ = rand.Read(key)
+	h, err := privacy.NewHasher(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return h
 }

@@ -69,6 +69,8 @@ type Result struct {
 	Accepted []*ingestv1.AcceptedEvent
 	Rejected []*ingestv1.Rejection
 	Warnings []*ingestv1.Warning
+	// Suppressed counts the valid events of suppressed data subjects, dropped (Service.Ingest).
+	Suppressed int
 }
 
 // Prepare validates and enriches the events of one request received at receivedAt for tenant

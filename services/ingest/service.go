@@ -48,8 +48,10 @@ type Service struct {
 	limits           Limits
 	tenants, sources *ratelimit.Keyed
 	pub              Publisher
+	privacy          Privacy
 	now              func() time.Time
 	rejected         *prometheus.CounterVec
+	suppressed       prometheus.Counter
 }
 
 // NewService returns the intake publishing through pub under limits and rates.
@@ -60,12 +62,20 @@ func NewService(pub Publisher, limits Limits, rates RateLimits) *Service {
 		sources: ratelimit.New(ratelimit.Config{Rate: rates.PerSource, Burst: int(2 * rates.PerSource)}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ingest_events_rejected_total", Help: "Events rejected, by field at fault."},
 			[]string{"field"}),
+		suppressed: prometheus.NewCounter(prometheus.CounterOpts{Name: "ingest_events_suppressed_total", Help: "Events of suppressed data subjects, dropped before publish."}),
 	}
 }
 
-// WithMetrics registers the intake's series (rejections by field) with reg.
+// WithPrivacy makes the intake apply the tenants' suppression lists and privacy policies (p)
+// to accepted events before they are published.
+func (s *Service) WithPrivacy(p Privacy) *Service {
+	s.privacy = p
+	return s
+}
+
+// WithMetrics registers the intake's series (rejections by field, suppressed events) with reg.
 func (s *Service) WithMetrics(reg prometheus.Registerer) *Service {
-	reg.MustRegister(s.rejected)
+	reg.MustRegister(s.rejected, s.suppressed)
 	return s
 }
 
@@ -74,6 +84,12 @@ func (s *Service) WithMetrics(reg prometheus.Registerer) *Service {
 // valid events are published as one batch, unless the caller is over a rate limit
 // (RESOURCE_EXHAUSTED, nothing published), and the result says which events were accepted and
 // which rejected. When no event is valid nothing is published and no rate is spent.
+//
+// With WithPrivacy, the valid events of a suppressed data subject are then dropped and counted
+// in Result.Suppressed (a success: they are neither accepted nor rejected; a request of only
+// such events publishes nothing), and the tenant's policy is applied to the others before
+// they are published. Suppressed events spend rate like the others: the check comes first, so
+// a flood is refused before any hashing.
 func (s *Service) Ingest(ctx context.Context, tenant, source string, events []*ingestv1.Event, requestBytes int) (Result, error) {
 	res, err := s.limits.Prepare(events, tenant, source, s.now().UTC(), requestBytes)
 	if err != nil {
@@ -94,6 +110,13 @@ func (s *Service) Ingest(ctx context.Context, tenant, source string, events []*i
 	if err := s.allow(tenant, source, len(res.Accepted)); err != nil {
 		return Result{}, err
 	}
+	if res.Accepted, res.Suppressed = s.privacy.Suppress(tenant, res.Accepted); res.Suppressed > 0 {
+		s.suppressed.Add(float64(res.Suppressed))
+		if len(res.Accepted) == 0 {
+			return res, nil
+		}
+	}
+	s.privacy.Apply(tenant, res.Accepted)
 	if err := s.pub.Publish(ctx, tenant, batchID(tenant, res.Accepted), res.Accepted); err != nil {
 		return Result{}, publishError(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -62,22 +63,47 @@ type View struct {
 	sup       map[string]map[string]struct{} // tenant -> subject hashes
 	lastEvent time.Time
 	logger    *slog.Logger
+	reload    chan struct{} // Reload's request to follow
 }
 
 // NewView returns an empty View; Watch fills it.
 func NewView(logger *slog.Logger) *View {
-	return &View{policies: map[string]Policy{}, sup: map[string]map[string]struct{}{}, logger: logger}
+	return &View{policies: map[string]Policy{}, sup: map[string]map[string]struct{}{}, logger: logger, reload: make(chan struct{}, 1)}
 }
 
 // Watch loads Bucket into a new View and keeps it current until ctx ends. It returns once the
 // bucket's current contents are loaded, so a service that serves after Watch returns never
 // applies an empty suppression list by mistake.
+//
+// Staleness: a change reaches the View within milliseconds while NATS is up. The watch is an
+// ordered consumer (nats.go): after a NATS restart or a lost consumer, nats.go notices within
+// two missed idle heartbeats (10 s) and recreates it from the last entry seen, so changes made
+// meanwhile arrive within about 10-20 s of NATS coming back; ReloadOnReconnect cuts that to
+// about a second. Should the watch end instead (its subscription closed), or Reload be called,
+// the View loads the bucket again from a new watch, retrying every second up to every
+// WatchRetryMax, and swaps the fresh contents in whole (so keys deleted meanwhile go too);
+// until then it keeps applying what it last had.
 func Watch(ctx context.Context, kv jetstream.KeyValue, logger *slog.Logger) (*View, error) {
 	v := NewView(logger)
+	w, err := v.load(ctx, kv)
+	if err != nil {
+		return nil, err
+	}
+	go v.follow(ctx, kv, w)
+	return v, nil
+}
+
+// WatchRetryMax bounds the wait between two attempts to watch Bucket again.
+const WatchRetryMax = 5 * time.Second
+
+// load watches kv and fills v with its current contents, replacing what v held, and returns
+// the watch to follow.
+func (v *View) load(ctx context.Context, kv jetstream.KeyValue) (jetstream.KeyWatcher, error) {
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("watch bucket %s: %w", Bucket, err)
 	}
+	fresh := NewView(v.logger)
 	for {
 		select {
 		case <-ctx.Done():
@@ -88,19 +114,57 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, logger *slog.Logger) (*Vi
 				return nil, fmt.Errorf("watch bucket %s: closed while loading", Bucket)
 			}
 			if e == nil { // the current contents are loaded
-				go v.follow(ctx, w)
-				return v, nil
+				v.mu.Lock()
+				v.policies, v.sup, v.lastEvent = fresh.policies, fresh.sup, time.Now()
+				v.mu.Unlock()
+				return w, nil
 			}
-			v.Apply(e.Key(), e.Value(), e.Operation() != jetstream.KeyValuePut)
+			fresh.Apply(e.Key(), e.Value(), e.Operation() != jetstream.KeyValuePut)
 		}
 	}
 }
 
-func (v *View) follow(ctx context.Context, w jetstream.KeyWatcher) {
-	defer func() { _ = w.Stop() }()
+// follow applies w's changes until ctx ends, watching again whenever w ends.
+func (v *View) follow(ctx context.Context, kv jetstream.KeyValue, w jetstream.KeyWatcher) {
+	for {
+		v.drain(ctx, w)
+		_ = w.Stop()
+		if ctx.Err() != nil {
+			return
+		}
+		if v.logger != nil {
+			v.logger.Warn("privacy bucket watch ended or reload asked; watching it again", "bucket", Bucket)
+		}
+		for wait := time.Second; ; wait = min(2*wait, WatchRetryMax) {
+			var err error
+			if w, err = v.load(ctx, kv); err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			if v.logger != nil {
+				v.logger.Error("privacy bucket cannot be watched; applying the last contents seen", "bucket", Bucket, "retry_in", wait, "error", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		if v.logger != nil {
+			v.logger.Info("privacy bucket watched again", "bucket", Bucket)
+		}
+	}
+}
+
+// drain applies w's changes until ctx ends, w does, or Reload is called.
+func (v *View) drain(ctx context.Context, w jetstream.KeyWatcher) {
 	for {
 		select {
 		case <-ctx.Done():
+			return
+		case <-v.reload:
 			return
 		case e, ok := <-w.Updates():
 			if !ok {
@@ -111,6 +175,36 @@ func (v *View) follow(ctx context.Context, w jetstream.KeyWatcher) {
 			}
 		}
 	}
+}
+
+// Reload makes a View that Watch follows load the bucket again from a new watch (see Watch),
+// at once rather than when nats.go notices its watch is gone.
+func (v *View) Reload() {
+	select {
+	case v.reload <- struct{}{}:
+	default: // one is pending already
+	}
+}
+
+// ReloadOnReconnect calls v.Reload each time nc reconnects to NATS, until ctx ends: after a
+// NATS restart the watch's consumer is gone, and this finds out in about a second instead of
+// nats.go's 10-20 s.
+func ReloadOnReconnect(ctx context.Context, nc *nats.Conn, v *View) {
+	ch := nc.StatusChanged(nats.CONNECTED) // the connection is connected already: each is a reconnect
+	go func() {
+		defer nc.RemoveStatusListener(ch)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-ch:
+				if !ok {
+					return
+				}
+				v.Reload()
+			}
+		}
+	}()
 }
 
 // Apply records one entry of Bucket (deleted: the key was deleted or purged). Watch calls it;

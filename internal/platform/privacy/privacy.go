@@ -75,22 +75,35 @@ func (h *Hasher) pool(tenant string) *sync.Pool {
 	m := hmac.New(sha256.New, h.key)
 	m.Write([]byte("campaignmesh privacy tenant\x00" + tenant))
 	tenantKey := m.Sum(nil)
-	p, _ := h.tenants.LoadOrStore(tenant, &sync.Pool{New: func() any { return hmac.New(sha256.New, tenantKey) }})
+	p, _ := h.tenants.LoadOrStore(tenant, &sync.Pool{New: func() any {
+		return &keyedMAC{mac: hmac.New(sha256.New, tenantKey), sum: make([]byte, 0, sha256.Size)}
+	}})
 	return p.(*sync.Pool)
+}
+
+// keyedMAC is a tenant's HMAC with the buffers one hash needs, reused through the tenant's
+// pool: ingest hashes a few values of every event, so a hash allocates only its result.
+type keyedMAC struct {
+	mac     hash.Hash
+	in, sum []byte
+	hexed   [2 * sha256.Size]byte
 }
 
 // sum returns hex(HMAC(tenant key, domain || 0 || value)).
 func (h *Hasher) sum(tenant, domain, value string) string {
 	p := h.pool(tenant)
-	m := p.Get().(hash.Hash)
-	m.Reset()
-	m.Write([]byte(domain))
-	m.Write([]byte{0})
-	m.Write([]byte(value))
-	var out [sha256.Size]byte
-	sum := m.Sum(out[:0])
-	p.Put(m)
-	return hex.EncodeToString(sum)
+	k := p.Get().(*keyedMAC)
+	k.mac.Reset()
+	k.in = append(append(append(k.in[:0], domain...), 0), value...)
+	k.mac.Write(k.in)
+	k.sum = k.mac.Sum(k.sum[:0])
+	hex.Encode(k.hexed[:], k.sum)
+	out := string(k.hexed[:])
+	if cap(k.in) > 4<<10 { // keep no large value's buffer
+		k.in = nil
+	}
+	p.Put(k)
+	return out
 }
 
 // SubjectHash is the hash that stands for a data subject's identifier (a user id, anonymous id

@@ -2,6 +2,9 @@ package privacy_test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"log/slog"
 	"strings"
 	"testing"
@@ -132,5 +135,32 @@ func TestViewFollowsTheBucket(t *testing.T) {
 	v.Apply(privacy.PolicyKey("t1"), []byte(`{"version":1,"retention_days":9}`), false)
 	if v.Policy("t1").Version != 3 {
 		t.Error("an older policy version replaced a newer one")
+	}
+}
+
+// The hashes' definition, which stored suppressions depend on: a tenant key
+// HMAC-SHA-256(key, "campaignmesh privacy tenant" 0 tenant), then hex(HMAC-SHA-256(tenant key,
+// domain 0 value)) with domain "subject" or "value" (the latter prefixed "h:").
+func TestHashDefinition(t *testing.T) {
+	key := []byte(strings.Repeat("d", 40))
+	h, err := privacy.NewHasher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mac := func(k []byte, parts ...string) []byte {
+		m := hmac.New(sha256.New, k)
+		m.Write([]byte(strings.Join(parts, "\x00")))
+		return m.Sum(nil)
+	}
+	for _, tenant := range []string{"t1", "tenant-2"} {
+		tk := mac(key, "campaignmesh privacy tenant", tenant)
+		for _, v := range []string{"", "u1", strings.Repeat("long value ", 1000), "u1"} {
+			if got, want := h.SubjectHash(tenant, v), hex.EncodeToString(mac(tk, "subject", v)); got != want {
+				t.Errorf("SubjectHash(%s, %.10q) = %s, want %s", tenant, v, got, want)
+			}
+			if got, want := h.ValueHash(tenant, v), "h:"+hex.EncodeToString(mac(tk, "value", v)); got != want {
+				t.Errorf("ValueHash(%s, %.10q) = %s, want %s", tenant, v, got, want)
+			}
+		}
 	}
 }

@@ -1,6 +1,7 @@
 // Package app builds the runnable ingest service from a Config: the event stream on NATS
-// JetStream (connected as the service's NATS user, the streams created or updated), the intake
-// API (gRPC over mTLS through the platform's server) publishing to it, the credential checks
+// JetStream (connected as the service's NATS user, the streams created or updated), the live
+// view of the privacy bucket (dsr's suppression lists and policies, loaded before serving), the
+// intake API (gRPC over mTLS through the platform's server) applying them and publishing to it, the credential checks
 // through the auth service with the revocation list that keeps them current, the audit stream
 // of refused credentials (delivered to auth), and the admin
 // listener (/metrics, /healthz). cmd/ingest, the test fixtures and cmd/bench-ingest all build
@@ -9,8 +10,12 @@ package app
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit/auditpb"
@@ -21,6 +26,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/lifecycle"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
+	"github.com/campaignmesh/campaignmesh/internal/platform/privacy"
 	"github.com/campaignmesh/campaignmesh/services/ingest"
 	"github.com/campaignmesh/campaignmesh/services/ingest/grpcapi"
 	ingestjs "github.com/campaignmesh/campaignmesh/services/ingest/natsjs"
@@ -49,10 +55,18 @@ type Config struct {
 	Rates  ingest.RateLimits
 	// GracePeriod bounds how long a stop waits for calls in flight.
 	GracePeriod time.Duration
+	// PrivacyKeyFile holds the mesh's privacy key (base64, privacy.LoadKey), the key of the
+	// subject hashes the suppression lists hold and of the hashes of hashed properties; one
+	// key for dsr, ingest and analytics. Required unless Hasher is set.
+	PrivacyKeyFile string
+	// PrivacyLoadTimeout bounds the wait at start for the privacy bucket's contents.
+	PrivacyLoadTimeout time.Duration
 
 	// Verifier, when set, checks callers' credentials instead of the auth service (tests and
 	// benches that sign their own tokens); AuthAddr is then not dialed.
 	Verifier grpcserver.Verifier
+	// Hasher, when set, is used instead of the key in PrivacyKeyFile (tests and benches).
+	Hasher *privacy.Hasher
 }
 
 // DefaultConfig returns the documented defaults. TLS files have none: they are required.
@@ -61,7 +75,7 @@ func DefaultConfig() Config {
 		Listen: "127.0.0.1:7102", AdminListen: "127.0.0.1:9102", AuthAddr: "127.0.0.1:7101",
 		NATS:   natsjs.ClientFlags{URL: "nats://127.0.0.1:14222", User: ServiceName},
 		Stream: natsjs.DefaultStream, Limits: ingest.DefaultLimits, Rates: ingest.DefaultRateLimits,
-		GracePeriod: grpcserver.DefaultGracePeriod,
+		GracePeriod: grpcserver.DefaultGracePeriod, PrivacyLoadTimeout: 30 * time.Second,
 	}
 }
 
@@ -71,6 +85,7 @@ type App struct {
 	revocations *authn.RevocationList // nil with Config.Verifier
 	audit       *auditnats.Sink
 	server      *grpcserver.Server
+	privacy     *privacy.View
 }
 
 // New connects to NATS (creating or updating the event streams) and to the auth service,
@@ -87,12 +102,21 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if err != nil {
 		return nil, err
 	}
+	hasher := cfg.Hasher
+	if hasher == nil {
+		if hasher, err = privacy.LoadHasher(cfg.PrivacyKeyFile); err != nil {
+			return nil, err
+		}
+	}
 	nc, js, err := cfg.NATS.Connect(ServiceName)
 	if err != nil {
 		return nil, err
 	}
 	a.OnClose(nc.Close)
 	if err := natsjs.EnsureStreams(ctx, js, cfg.Stream); err != nil {
+		return nil, err
+	}
+	if a.privacy, err = watchPrivacy(ctx, a, js, cfg.PrivacyLoadTimeout, logger); err != nil {
 		return nil, err
 	}
 	verifier := cfg.Verifier
@@ -123,7 +147,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		grpcserver.WithMaxRecvMsgSize(cfg.Limits.MaxBatchBytes+64<<10),
 		grpcserver.WithGracePeriod(cfg.GracePeriod),
 	)
-	svc := ingest.NewService(ingestjs.NewPublisher(js, a.Registry()), cfg.Limits, cfg.Rates).WithMetrics(a.Registry())
+	svc := ingest.NewService(ingestjs.NewPublisher(js, a.Registry()), cfg.Limits, cfg.Rates).WithMetrics(a.Registry()).
+		WithPrivacy(ingest.Privacy{State: a.privacy, Hasher: hasher})
 	ingestv1.RegisterIngestServiceServer(a.server.GRPC(), grpcapi.NewServer(svc))
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
@@ -131,6 +156,35 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	}
 	return a, nil
 }
+
+// watchPrivacy opens the privacy bucket (creating it when missing) and loads it into a View
+// that follows it until the App is closed; it fails when the bucket cannot be opened or its
+// contents do not load within timeout, so ingest never serves without the suppression lists.
+// A change made by dsr applies to ingest's next requests within milliseconds; after a NATS
+// outage, within about a second of NATS coming back (privacy.Watch has the details).
+func watchPrivacy(ctx context.Context, a *App, js jetstream.JetStream, timeout time.Duration, logger *slog.Logger) (*privacy.View, error) {
+	kv, err := privacy.OpenBucket(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	// The View follows the bucket for the App's life, not New's context's; loading ends with
+	// that context or timeout, whichever comes first.
+	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	a.OnClose(stop)
+	unhook := context.AfterFunc(ctx, stop)
+	timer := time.AfterFunc(timeout, stop)
+	view, err := privacy.Watch(wctx, kv, logger)
+	if !timer.Stop() || !unhook() || err != nil {
+		return nil, fmt.Errorf("load privacy bucket %s (within %s): %w", privacy.Bucket, timeout, errors.Join(err, context.Cause(wctx)))
+	}
+	// After a NATS restart, watch again at once rather than when nats.go notices (10-20 s).
+	privacy.ReloadOnReconnect(wctx, js.Conn(), view)
+	return view, nil
+}
+
+// Privacy is the live view of the tenants' privacy policies and suppression lists the intake
+// applies (tests put into the bucket and wait for it here).
+func (a *App) Privacy() *privacy.View { return a.privacy }
 
 // Run serves the intake API, the revocation list and the admin listener until ctx ends (then
 // stops gracefully and returns nil) or one of them fails: then the others are stopped and its

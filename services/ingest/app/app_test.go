@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,8 @@ import (
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
 	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 	"github.com/campaignmesh/campaignmesh/services/ingest/app"
 )
@@ -94,5 +98,36 @@ func TestNewAndRunReportFailures(t *testing.T) {
 	defer cancel()
 	if err := a.Run(ctx); err == nil || ctx.Err() != nil {
 		t.Errorf("Run without its listeners: %v (context: %v), want their error at once", err, ctx.Err())
+	}
+}
+
+// Against the real deploy/nats.conf as its own NATS user, ingest opens and watches the privacy
+// bucket before serving; without a privacy key it does not start.
+func TestStartsWithThePrivacyBucketUnderItsNATSRights(t *testing.T) {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, users := natstest.StartSecured(t)
+	pwFile := filepath.Join(t.TempDir(), "nats-ingest")
+	if err := os.WriteFile(pwFile, []byte(users.Ingest.Password), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := servicetest.IngestOptions{CA: mtlstest.NewCA(t), Verifier: authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})},
+		Config: func(c *app.Config) {
+			c.NATS = natsjs.ClientFlags{URL: srv.ClientURL(), User: users.Ingest.Name, PasswordFile: pwFile}
+		}}
+	a := servicetest.StartIngest(t, o)
+	if a.Privacy() == nil {
+		t.Fatal("no privacy view")
+	}
+
+	cfg := servicetest.IngestConfig(t, o)
+	cfg.Hasher, cfg.PrivacyKeyFile = nil, filepath.Join(t.TempDir(), "missing")
+	if a, err := app.New(context.Background(), cfg, slog.New(slog.DiscardHandler)); err == nil {
+		a.Close()
+		t.Fatal("New without a privacy key succeeded")
+	} else if !strings.Contains(err.Error(), "privacy key") {
+		t.Fatalf("New without a privacy key: %v", err)
 	}
 }

@@ -72,5 +72,5 @@ func (s *Server) ingest(ctx context.Context, events []*ingestv1.Event, size int)
 	if err != nil {
 		return nil, err
 	}
-	return &ingestv1.IngestEventsResponse{Accepted: int32(len(res.Accepted)), Rejected: res.Rejected, Warnings: res.Warnings}, nil
+	return &ingestv1.IngestEventsResponse{Accepted: int32(len(res.Accepted)), Suppressed: int32(res.Suppressed), Rejected: res.Rejected, Warnings: res.Warnings}, nil
 }

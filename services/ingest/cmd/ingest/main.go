@@ -29,6 +29,7 @@ func parse(args []string) (settings, error) {
 	c.NATS.RegisterFlags(fs, "ingest")
 	fs.StringVar(&c.AuthAddr, "auth-addr", c.AuthAddr, "address of the auth service (keys and API key verification)")
 	c.TLS.RegisterFlags(fs, "ingest")
+	fs.StringVar(&c.PrivacyKeyFile, "privacy-key-file", "", "file holding the mesh's privacy key (base64 of at least 32 bytes; the same for dsr, ingest and analytics): the key of suppressed subjects' and hashed properties' hashes")
 	fs.IntVar(&c.Limits.MaxEventBytes, "max-event-bytes", c.Limits.MaxEventBytes, "largest event")
 	fs.IntVar(&c.Limits.MaxBatchBytes, "max-batch-bytes", c.Limits.MaxBatchBytes, "largest request")
 	fs.IntVar(&c.Limits.MaxBatchEvents, "max-batch-events", c.Limits.MaxBatchEvents, "most events in a request")
@@ -47,6 +48,7 @@ func parse(args []string) (settings, error) {
 	var p config.Problems
 	p.Check(c.TLS.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
 	c.NATS.Check(&p)
+	p.Check(c.PrivacyKeyFile != "", "-privacy-key-file is required (suppression lists and hashed properties are keyed with it)")
 	p.Check(c.Limits.MaxEventBytes > 0 && c.Limits.MaxBatchBytes >= c.Limits.MaxEventBytes && c.Limits.MaxBatchBytes <= 16<<20, "event and batch byte limits must be positive, the batch at least one event, at most 16 MiB")
 	p.Check(c.Limits.MaxBatchEvents > 0 && c.Limits.MaxBatchEvents <= 10000, "-max-batch-events must be 1 to 10000")
 	p.Check(c.Rates.PerTenant > 0 && c.Rates.PerSource > 0, "rate limits must be positive")

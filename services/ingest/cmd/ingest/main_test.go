@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/services/ingest/app"
 )
 
-var tlsArgs = []string{"-tls-cert", "c", "-tls-key", "k", "-tls-ca", "ca", "-nats-password-file", "pw"}
+var tlsArgs = []string{"-tls-cert", "c", "-tls-key", "k", "-tls-ca", "ca", "-nats-password-file", "pw", "-privacy-key-file", "pk"}
 
 // The documented defaults: what ingest runs with when only the required flags are given.
 func TestParseDefaults(t *testing.T) {
@@ -24,12 +25,13 @@ func TestParseDefaults(t *testing.T) {
 	}
 	want := app.Config{
 		Listen: "127.0.0.1:7102", AdminListen: "127.0.0.1:9102", AuthAddr: "127.0.0.1:7101",
-		TLS:         mtls.Files{Cert: "c", Key: "k", CA: "ca"},
-		NATS:        natsjs.ClientFlags{URL: "nats://127.0.0.1:14222", User: "ingest", PasswordFile: "pw"},
-		Stream:      natsjs.DefaultStream,
-		Limits:      ingest.DefaultLimits,
-		Rates:       ingest.RateLimits{PerTenant: 200000, PerSource: 100000},
-		GracePeriod: grpcserver.DefaultGracePeriod,
+		TLS:            mtls.Files{Cert: "c", Key: "k", CA: "ca"},
+		NATS:           natsjs.ClientFlags{URL: "nats://127.0.0.1:14222", User: "ingest", PasswordFile: "pw"},
+		Stream:         natsjs.DefaultStream,
+		Limits:         ingest.DefaultLimits,
+		Rates:          ingest.RateLimits{PerTenant: 200000, PerSource: 100000},
+		GracePeriod:    grpcserver.DefaultGracePeriod,
+		PrivacyKeyFile: "pk", PrivacyLoadTimeout: 30 * time.Second,
 	}
 	if diff := cmp.Diff(want, s.cfg); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
@@ -55,6 +57,7 @@ func TestParseFlags(t *testing.T) {
 	want := app.DefaultConfig()
 	want.Listen, want.AdminListen, want.AuthAddr = ":1", ":2", "auth:3"
 	want.TLS = mtls.Files{Cert: "c", Key: "k", CA: "ca"}
+	want.PrivacyKeyFile = "pk"
 	want.NATS = natsjs.ClientFlags{URL: "nats://n:4", User: "u", PasswordFile: "pw", CA: "nca"}
 	want.Limits.MaxEventBytes, want.Limits.MaxBatchBytes, want.Limits.MaxBatchEvents, want.Limits.MaxProperties = 1000, 2000, 5, 6
 	want.Limits.SkewTolerance, want.Limits.MaxFuture = 7*time.Second, 8*time.Second
@@ -70,5 +73,16 @@ func TestParseFlags(t *testing.T) {
 	t.Setenv("CM_INGEST_RATE_PER_TENANT", "42")
 	if s, err := parse(tlsArgs); err != nil || s.cfg.Rates.PerTenant != 42 {
 		t.Errorf("CM_INGEST_RATE_PER_TENANT: %v, %v", s.cfg.Rates, err)
+	}
+}
+
+// The privacy key is required: without it suppression lists cannot be matched.
+func TestParseRequiresThePrivacyKey(t *testing.T) {
+	if _, err := parse(tlsArgs[:len(tlsArgs)-2]); err == nil || !strings.Contains(err.Error(), "-privacy-key-file") {
+		t.Fatalf("parse without -privacy-key-file: %v", err)
+	}
+	t.Setenv("CM_INGEST_PRIVACY_KEY_FILE", "/run/secrets/privacy-key")
+	if s, err := parse(tlsArgs[:len(tlsArgs)-2]); err != nil || s.cfg.PrivacyKeyFile != "/run/secrets/privacy-key" {
+		t.Fatalf("CM_INGEST_PRIVACY_KEY_FILE: %q, %v", s.cfg.PrivacyKeyFile, err)
 	}
 }
