@@ -30,6 +30,8 @@ func (a *App) watchPrivacy(ctx context.Context, js jetstream.JetStream, logger *
 	if err != nil {
 		return nil, err
 	}
+	// After a NATS restart, watch again at once rather than when nats.go notices (10-20 s).
+	privacy.ReloadOnReconnect(watch, js.Conn(), view)
 	return view, nil
 }
 

@@ -52,7 +52,7 @@ func parse(args []string) (settings, error) {
 	fs.DurationVar(&c.Writer.MaxWait, "writer-max-wait", c.Writer.MaxWait, "longest a row waits before it is inserted")
 	fs.DurationVar(&c.Writer.DedupWindow, "dedup-window", c.Writer.DedupWindow, "how long after an event is stored a copy of it (same tenant and eventId, in another batch) is still dropped (24h to 720h)")
 	fs.IntVar(&c.Writer.DedupCapacity, "dedup-capacity", c.Writer.DedupCapacity, "events per dedup window the writer's in-memory filter is sized for, about 2.5 bytes each; beyond it more events are looked up in ClickHouse")
-	fs.StringVar(&c.PrivacyKeyFile, "privacy-key-file", "", "file holding the mesh's privacy key (base64 of 32 bytes, the same as dsr's and ingest's): the writer drops events of suppressed subjects still in the stream; without it the writer drops none")
+	fs.StringVar(&c.PrivacyKeyFile, "privacy-key-file", "", "file holding the mesh's privacy key (base64 of 32 bytes, the same as dsr's and ingest's): the writer drops events of suppressed subjects still in the stream; required with the writer role")
 	fs.IntVar(&c.RetentionDays, "retention-days", c.RetentionDays, "deployment-wide raw-event retention in days, enforced by dropping whole months entirely older than it (0 keeps events; tenants' own retentions come from their privacy policies)")
 	fs.DurationVar(&c.RetentionInterval, "retention-interval", c.RetentionInterval, "how often the api role enforces retention (tenant policies and -retention-days); the first run is a minute after start")
 	registerFaultFlags(fs, c) // only in the chaos build (main_chaos.go)
@@ -76,6 +76,9 @@ func parse(args []string) (settings, error) {
 	p.Check(c.Writer.MaxWait >= 10*time.Millisecond && c.Writer.MaxWait <= time.Minute, "-writer-max-wait must be 10ms to 1m")
 	p.Check(c.Writer.DedupWindow >= 24*time.Hour && c.Writer.DedupWindow <= 30*24*time.Hour, "-dedup-window must be 24h to 720h")
 	p.Check(c.Writer.DedupCapacity >= 1000 && c.Writer.DedupCapacity <= 4_000_000_000, "-dedup-capacity must be 1000 to 4000000000")
+	// Without the key the writer could not recognise suppressed subjects: an erased subject's
+	// events still in the stream would land after its erasure.
+	p.Check(!c.Roles.Writer || c.PrivacyKeyFile != "", "-privacy-key-file is required with the writer role (the same file as dsr's and ingest's)")
 	p.Check(c.RetentionDays >= 0 && c.RetentionDays <= 36500, "-retention-days must be 0 (keep) to 36500")
 	// A tenant's events must be gone within a day of passing its retention: a run at least
 	// every 12 hours leaves room for the mutation itself.

@@ -32,7 +32,7 @@ func TestOnlyTheChaosBuildLinksFaultInjection(t *testing.T) {
 }
 
 // requiredArgs are the flags every start needs.
-var requiredArgs = []string{"-tls-cert", "c.pem", "-tls-key", "k.pem", "-tls-ca", "ca.pem", "-nats-user", ""}
+var requiredArgs = []string{"-tls-cert", "c.pem", "-tls-key", "k.pem", "-tls-ca", "ca.pem", "-nats-user", "", "-privacy-key-file", "default.b64"}
 
 // The writer's dedup window is at least a day (a client's retries are dropped that long) and the
 // filter's capacity bounded; the defaults are 48 h and 50 million events.
@@ -117,10 +117,19 @@ func TestPrivacyAndRetentionFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := s.cfg; c.RetentionDays != 0 || c.RetentionInterval != time.Hour || c.PrivacyKeyFile != "" {
-		t.Errorf("defaults: retention %d days every %s, key file %q; want 0, 1h, none", c.RetentionDays, c.RetentionInterval, c.PrivacyKeyFile)
+	if c := s.cfg; c.RetentionDays != 0 || c.RetentionInterval != time.Hour {
+		t.Errorf("defaults: retention %d days every %s; want 0, 1h", c.RetentionDays, c.RetentionInterval)
 	}
-	s, err = parse(append([]string{"-retention-days", "395", "-retention-interval", "30m", "-privacy-key-file", "k.b64"}, requiredArgs...))
+	// The writer cannot recognise suppressed subjects without the key: it is required with the
+	// writer role, not with the API alone.
+	noKey := requiredArgs[:len(requiredArgs)-2]
+	if _, err := parse(noKey); err == nil || !strings.Contains(err.Error(), "-privacy-key-file") {
+		t.Errorf("a writer without -privacy-key-file: err = %v, want it refused", err)
+	}
+	if _, err := parse(append([]string{"-roles", "api"}, noKey...)); err != nil {
+		t.Errorf("the API alone without -privacy-key-file: %v", err)
+	}
+	s, err = parse(append(append([]string{"-retention-days", "395", "-retention-interval", "30m"}, requiredArgs...), "-privacy-key-file", "k.b64"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +139,7 @@ func TestPrivacyAndRetentionFlags(t *testing.T) {
 	t.Run("env", func(t *testing.T) {
 		t.Setenv("CM_ANALYTICS_PRIVACY_KEY_FILE", "/run/secrets/privacy-key")
 		t.Setenv("CM_ANALYTICS_RETENTION_DAYS", "30")
-		s, err := parse(requiredArgs)
+		s, err := parse(requiredArgs[:len(requiredArgs)-2])
 		if err != nil || s.cfg.PrivacyKeyFile != "/run/secrets/privacy-key" || s.cfg.RetentionDays != 30 {
 			t.Errorf("from the environment: key file %q, retention %d, err %v", s.cfg.PrivacyKeyFile, s.cfg.RetentionDays, err)
 		}
