@@ -71,7 +71,9 @@ var (
 )
 
 // Open reports whether a request in s has not ended.
-func (s State) Open() bool { return s == Received || s == Suppressing || s == Running || s == Verifying }
+func (s State) Open() bool {
+	return s == Received || s == Suppressing || s == Running || s == Verifying
+}
 
 // IDKind is what an identifier's value is.
 type IDKind string
@@ -335,7 +337,9 @@ func (e *CallError) Error() string { return e.Code + ": " + e.Err.Error() }
 func (e *CallError) Unwrap() error { return e.Err }
 
 // Permanent reports whether the participant refused for good.
-func (e *CallError) Permanent() bool { return e.Code == "INVALID_ARGUMENT" || e.Code == "FAILED_PRECONDITION" }
+func (e *CallError) Permanent() bool {
+	return e.Code == "INVALID_ARGUMENT" || e.Code == "FAILED_PRECONDITION"
+}
 
 // callCode returns the code of a participant error ("UNKNOWN" when it has none).
 func callCode(err error) string {

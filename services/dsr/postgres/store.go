@@ -200,8 +200,8 @@ func (s *Store) ListRequests(ctx context.Context, tenantID string, q dsr.ListQue
 		afterT, afterID = &q.After.CreateTime, q.After.ID
 	}
 	rows, err := s.pool.Query(ctx, `SELECT `+cols+` FROM requests WHERE tenant_id = $1
-		AND (cardinality($2::text[]) = 0 OR state = ANY($2))
-		AND (cardinality($3::text[]) = 0 OR kind = ANY($3))
+		AND (coalesce(cardinality($2::text[]), 0) = 0 OR state = ANY($2))
+		AND (coalesce(cardinality($3::text[]), 0) = 0 OR kind = ANY($3))
 		AND (NOT $4 OR (state = ANY($5) AND deadline_time < $6))
 		AND ($7::timestamptz IS NULL OR (create_time, id) < ($7, $8))
 		ORDER BY create_time DESC, id DESC LIMIT $9`,
