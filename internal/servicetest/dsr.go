@@ -56,6 +56,8 @@ type Dsr struct {
 	*app.App
 	CA     *mtls.CA
 	Hasher *privacy.Hasher
+	// NATSURL is the NATS server holding the PRIVACY bucket.
+	NATSURL string
 	// Stop stops the service (also done when the test ends).
 	Stop func()
 }
@@ -69,7 +71,7 @@ func StartDsr(tb testing.TB, o DsrOptions) *Dsr {
 		tb.Fatalf("build dsr: %v", err)
 	}
 	stop := run(tb, "dsr", a)
-	return &Dsr{App: a, CA: o.CA, Hasher: o.Hasher, Stop: stop}
+	return &Dsr{App: a, CA: o.CA, Hasher: o.Hasher, NATSURL: o.NATS.URL, Stop: stop}
 }
 
 // DsrConfig is the configuration StartDsr builds the service from; it fills in o what it made.
