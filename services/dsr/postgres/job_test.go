@@ -55,7 +55,11 @@ func (f *fakeParticipant) call(what string) error {
 
 func (f *fakeParticipant) setFail(code string) { f.mu.Lock(); f.fail = code; f.mu.Unlock() }
 
-func (f *fakeParticipant) count(what string) int { f.mu.Lock(); defer f.mu.Unlock(); return f.calls[what] }
+func (f *fakeParticipant) count(what string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[what]
+}
 
 func (f *fakeParticipant) Resolve(_ context.Context, _, _ string, ids []dsr.Identifier) ([]dsr.Identifier, error) {
 	if err := f.call("resolve"); err != nil {
