@@ -86,14 +86,14 @@ func (k *Keyring) reseal(ctx context.Context) error {
 	for _, row := range rows {
 		seed := row.Sealed
 		if row.KEKID != "" {
-			if seed, err = k.kek.open(row.KID, row.KEKID, row.Sealed); err != nil {
+			if seed, err = openSeed(k.kek, row.KID, row.KEKID, row.Sealed); err != nil {
 				return fmt.Errorf("encrypt signing keys under key-encryption key %q: %w", k.kek.Current(), err)
 			}
 		}
 		if len(seed) != ed25519.SeedSize {
 			return fmt.Errorf("signing key %s has a bad seed", row.KID)
 		}
-		kekID, sealed := k.kek.seal(row.KID, seed)
+		kekID, sealed := sealSeed(k.kek, row.KID, seed)
 		if err := k.store.ResealSigningKey(ctx, row.KID, row.KEKID, kekID, sealed); err != nil {
 			return fmt.Errorf("encrypt signing key %s: %w", row.KID, err)
 		}
@@ -103,7 +103,7 @@ func (k *Keyring) reseal(ctx context.Context) error {
 
 // unseal fills key.Private from its sealed seed.
 func (k *Keyring) unseal(key *StoredKey) error {
-	seed, err := k.kek.open(key.KID, key.KEKID, key.Sealed)
+	seed, err := openSeed(k.kek, key.KID, key.KEKID, key.Sealed)
 	if errors.Is(err, errNotEncrypted) {
 		return fmt.Errorf("signing key %s is stored in clear (a restart of auth encrypts it)", key.KID)
 	}
@@ -155,7 +155,7 @@ func (k *Keyring) insertNew(ctx context.Context, rec *AuditEntry) error {
 	}
 	sum := sha256.Sum256(priv.Public().(ed25519.PublicKey))
 	kid := base64.RawURLEncoding.EncodeToString(sum[:12])
-	kekID, sealed := k.kek.seal(kid, priv.Seed())
+	kekID, sealed := sealSeed(k.kek, kid, priv.Seed())
 	return k.store.InsertSigningKey(ctx, StoredKey{KID: kid, KEKID: kekID, Sealed: sealed}, rec)
 }
 
