@@ -302,7 +302,6 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 		"CM_INGEST_NATS_USER=" + natsUsers.Ingest.Name, "CM_INGEST_NATS_PASSWORD_FILE=" + secret("nats-ingest", natsUsers.Ingest.Password),
 		"CM_INGEST_AUTH_ADDR=" + authAddr, "CM_INGEST_PRIVACY_KEY_FILE=" + m.privacyKey,
 		"CM_INGEST_TLS_CERT=" + c("ingest.pem"), "CM_INGEST_TLS_KEY=" + c("ingest-key.pem"), "CM_INGEST_TLS_CA=" + c("ca.pem"),
-		"CM_INGEST_PRIVACY_KEY_FILE=" + secret("privacy-key", randomKEK()),
 	}, otel...))
 	m.admins["ingest"] = ingestAdmin
 	waitFor(t, "ingest", 30*time.Second, func() bool { return httpOK("http://" + ingestAdmin + "/healthz") })
@@ -380,8 +379,8 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 	m.procs["dsr"] = startProcess(t, filepath.Join(m.dir, "dsr"), append([]string{
 		"CM_DSR_LISTEN=" + dsrAddr, "CM_DSR_ADMIN_LISTEN=" + dsrAdmin,
 		"CM_DSR_POSTGRES_URL=" + pgtest.NewDatabase(t), "CM_DSR_AUTH_ADDR=" + authAddr,
-		"CM_DSR_NATS_URL=" + natsURL, "CM_DSR_NATS_USER=" + natsUsers.Dsr.Name,
-		"CM_DSR_NATS_PASSWORD_FILE=" + secret("nats-dsr", natsUsers.Dsr.Password),
+		"CM_DSR_NATS_URL=" + natsURL, "CM_DSR_NATS_USER=" + natsUsers.DSR.Name,
+		"CM_DSR_NATS_PASSWORD_FILE=" + secret("nats-dsr", natsUsers.DSR.Password),
 		"CM_DSR_PRIVACY_KEY_FILE=" + m.privacyKey, "CM_DSR_KEY_ENCRYPTION_KEYS_FILE=" + secret("dsr-kek", "e2e:"+randomKEK()),
 		"CM_DSR_PARTICIPANTS=analytics=" + analyticsAddr + ",auth=" + authAddr,
 		"CM_DSR_TLS_CERT=" + c("dsr.pem"), "CM_DSR_TLS_KEY=" + c("dsr-key.pem"), "CM_DSR_TLS_CA=" + c("ca.pem"),
