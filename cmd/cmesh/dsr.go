@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	dsrv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/dsr/v1"
+	"github.com/campaignmesh/campaignmesh/services/dsr/receipt"
 )
 
 // dsrPermissionDetails says who may run the dsr commands.
@@ -705,16 +706,20 @@ func verifyReceipt(r *dsrv1.Receipt, keys []*dsrv1.ReceiptKey) error {
 	if r.GetPayload() == "" || len(r.GetSignature()) == 0 || r.GetKeyId() == "" {
 		return errors.New("not a signed receipt: payload, signature or key id missing")
 	}
-	i := slices.IndexFunc(keys, func(k *dsrv1.ReceiptKey) bool { return k.GetKeyId() == r.GetKeyId() })
-	if i < 0 {
+	byID := map[string]ed25519.PublicKey{}
+	for _, k := range keys {
+		if k.GetAlgorithm() == receipt.Algorithm {
+			byID[k.GetKeyId()] = ed25519.PublicKey(k.GetPublicKey())
+		}
+	}
+	_, err := receipt.Verify(receipt.Receipt{Payload: r.GetPayload(), Signature: r.GetSignature(), KeyID: r.GetKeyId()}, byID)
+	switch {
+	case errors.Is(err, receipt.ErrUnknownKey):
 		return fmt.Errorf("unknown key %q", r.GetKeyId())
-	}
-	key := keys[i]
-	if key.GetAlgorithm() != "Ed25519" || len(key.GetPublicKey()) != ed25519.PublicKeySize {
-		return fmt.Errorf("key %q is not an Ed25519 public key", r.GetKeyId())
-	}
-	if !ed25519.Verify(ed25519.PublicKey(key.GetPublicKey()), []byte(r.GetPayload()), r.GetSignature()) {
+	case errors.Is(err, receipt.ErrSignatureMismatch):
 		return errors.New("signature mismatch: the receipt was changed or not signed by this key")
+	case err != nil:
+		return fmt.Errorf("the signature holds but the payload is not a receipt: %w", err)
 	}
 	return nil
 }

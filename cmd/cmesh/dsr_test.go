@@ -28,6 +28,7 @@ import (
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	dsrv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/dsr/v1"
+	"github.com/campaignmesh/campaignmesh/services/dsr/receipt"
 )
 
 // fakeDsr is a DsrService standing in for the gateway with fixed answers, reached through a
@@ -561,7 +562,14 @@ func signedReceipt(t *testing.T, keyID string) (*dsrv1.Receipt, *dsrv1.ReceiptKe
 	if err != nil {
 		t.Fatal(err)
 	}
-	payload := `{"completed":"2026-11-22T12:00:00Z","kind":"ERASURE","participants":{"analytics":{"events":1204,"outcome":"done"}},"request":"dsr_1","subject":["` + strings.Repeat("ab", 32) + `"],"tenant":"t1"}`
+	canonical, err := receipt.Canonical(receipt.Document{Version: receipt.Version, RequestID: "dsr_1", Tenant: "t1", Kind: "KIND_ERASURE",
+		Regulation: "REGULATION_GDPR", SubjectHashes: []string{strings.Repeat("ab", 32)}, CoveredHashes: []string{strings.Repeat("ab", 32)},
+		Participants: []receipt.Participant{{Name: "analytics", Outcome: "done", Counts: map[string]int64{"events": 1204}}},
+		CreateTime:   receipt.FormatTime(testNow), DeadlineTime: receipt.FormatTime(testNow.AddDate(0, 0, 30)), CompleteTime: receipt.FormatTime(testNow)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := string(canonical)
 	return &dsrv1.Receipt{Payload: payload, Signature: ed25519.Sign(priv, []byte(payload)), KeyId: keyID},
 		&dsrv1.ReceiptKey{KeyId: keyID, Algorithm: "Ed25519", PublicKey: pub, CreateTime: timestamppb.New(testNow)}
 }
@@ -602,8 +610,8 @@ func TestVerifyReceipt(t *testing.T) {
 		"no signature":         {func(r *dsrv1.Receipt) { r.Signature = nil }, keys, "not a signed receipt"},
 		"short signature":      {func(r *dsrv1.Receipt) { r.Signature = r.Signature[:63] }, keys, "signature mismatch"},
 		"appended to payload":  {func(r *dsrv1.Receipt) { r.Payload += " " }, keys, "signature mismatch"},
-		"not an Ed25519 key":   {func(*dsrv1.Receipt) {}, []*dsrv1.ReceiptKey{{KeyId: "rk1", Algorithm: "RSA", PublicKey: key.GetPublicKey()}}, "not an Ed25519 public key"},
-		"truncated public key": {func(*dsrv1.Receipt) {}, []*dsrv1.ReceiptKey{{KeyId: "rk1", Algorithm: "Ed25519", PublicKey: key.GetPublicKey()[:31]}}, "not an Ed25519 public key"},
+		"not an Ed25519 key":   {func(*dsrv1.Receipt) {}, []*dsrv1.ReceiptKey{{KeyId: "rk1", Algorithm: "RSA", PublicKey: key.GetPublicKey()}}, `unknown key "rk1"`},
+		"truncated public key": {func(*dsrv1.Receipt) {}, []*dsrv1.ReceiptKey{{KeyId: "rk1", Algorithm: "Ed25519", PublicKey: key.GetPublicKey()[:31]}}, `unknown key "rk1"`},
 	} {
 		tampered := proto.Clone(r).(*dsrv1.Receipt)
 		tc.change(tampered)
