@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/process"
 	"github.com/campaignmesh/campaignmesh/services/analytics/app"
 )
@@ -52,6 +53,8 @@ func parse(args []string) (settings, error) {
 	fs.DurationVar(&c.Writer.MaxWait, "writer-max-wait", c.Writer.MaxWait, "longest a row waits before it is inserted")
 	fs.DurationVar(&c.Writer.DedupWindow, "dedup-window", c.Writer.DedupWindow, "how long after an event is stored a copy of it (same tenant and eventId, in another batch) is still dropped (24h to 720h)")
 	fs.IntVar(&c.Writer.DedupCapacity, "dedup-capacity", c.Writer.DedupCapacity, "events per dedup window the writer's in-memory filter is sized for, about 2.5 bytes each; beyond it more events are looked up in ClickHouse")
+	fs.DurationVar(&c.Erasure.Window, "erasure-window", c.Erasure.Window, "how long subject erasures are gathered after the first arrives, to be deleted together in one ClickHouse mutation per shard")
+	fs.DurationVar(&c.Erasure.FenceTimeout, "erasure-fence-timeout", c.Erasure.FenceTimeout, "longest an erasure waits for every writer to pause a tenant's inserts before it tries again later")
 	registerFaultFlags(fs, c) // only in the chaos build (main_chaos.go)
 	fs.TextVar(&s.logLevel, "log-level", slog.LevelInfo, "log level (debug, info, warn, error)")
 	if err := config.Parse(fs, "CM_ANALYTICS", args); err != nil {
@@ -72,6 +75,8 @@ func parse(args []string) (settings, error) {
 	p.Check(c.Writer.BatchRows >= 1 && c.Writer.BatchRows <= 1000000, "-writer-batch-rows must be 1 to 1000000")
 	p.Check(c.Writer.MaxWait >= 10*time.Millisecond && c.Writer.MaxWait <= time.Minute, "-writer-max-wait must be 10ms to 1m")
 	p.Check(c.Writer.DedupWindow >= 24*time.Hour && c.Writer.DedupWindow <= 30*24*time.Hour, "-dedup-window must be 24h to 720h")
+	p.Check(c.Erasure.Window >= 10*time.Millisecond && c.Erasure.Window <= 5*time.Minute, "-erasure-window must be 10ms to 5m")
+	p.Check(c.Erasure.FenceTimeout >= time.Second && c.Erasure.FenceTimeout <= natsjs.FenceMaxAge, "-erasure-fence-timeout must be 1s to %s", natsjs.FenceMaxAge)
 	p.Check(c.Writer.DedupCapacity >= 1000 && c.Writer.DedupCapacity <= 4_000_000_000, "-dedup-capacity must be 1000 to 4000000000")
 	return s, p.Err()
 }
