@@ -347,7 +347,9 @@ func TestParticipantResolvesAndExports(t *testing.T) {
 	p := analytics.NewParticipant(store, nil)
 	ctx := context.Background()
 	user := func(v string) analytics.Identifier { return analytics.Identifier{Kind: analytics.KindUserID, Value: v} }
-	anon := func(v string) analytics.Identifier { return analytics.Identifier{Kind: analytics.KindAnonymousID, Value: v} }
+	anon := func(v string) analytics.Identifier {
+		return analytics.Identifier{Kind: analytics.KindAnonymousID, Value: v}
+	}
 
 	for _, tc := range []struct {
 		name string
