@@ -46,6 +46,9 @@ type Queries struct {
 	shards []driver.Conn // the writer user's, one per shard (WithShards); nil: writer alone
 	limits QueryLimits
 	logger *slog.Logger
+	// rebuildPause, when set, runs in RebuildHours between a shard's rollup delete and its
+	// insert (WithRebuildPause).
+	rebuildPause func(context.Context)
 }
 
 // NewQueries returns the query store: reader for queries, writer for deletions.
