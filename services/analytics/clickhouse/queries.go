@@ -48,7 +48,7 @@ type Queries struct {
 	logger *slog.Logger
 	// rebuildPause, when set, runs in RebuildHours between a shard's rollup delete and its
 	// insert (WithRebuildPause).
-	rebuildPause func(context.Context)
+	rebuildPause func(ctx context.Context, shard int)
 }
 
 // NewQueries returns the query store: reader for queries, writer for deletions.

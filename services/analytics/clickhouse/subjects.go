@@ -333,7 +333,7 @@ func (q *Queries) RebuildHours(ctx context.Context, hours []analytics.RollupHour
 			}
 		}
 		if q.rebuildPause != nil {
-			q.rebuildPause(ctx)
+			q.rebuildPause(ctx, shard)
 		}
 		// The dates of the hours, a day to spare each side whatever the server's zone: the
 		// partitions (months) the SELECT reads.
@@ -354,10 +354,10 @@ func (q *Queries) RebuildHours(ctx context.Context, hours []analytics.RollupHour
 	return mutations, nil
 }
 
-// WithRebuildPause makes RebuildHours call pause between each shard's rollup delete and its
-// insert: fault injection for tests, which hold the rebuild where a writer's insert would be
+// WithRebuildPause makes RebuildHours call pause (with the shard's index) between each shard's
+// rollup delete and its insert: fault injection for tests, which hold the rebuild where a writer's insert would be
 // counted twice (services/analytics/writer, "Write fences"). Never set in production.
-func (q *Queries) WithRebuildPause(pause func(context.Context)) *Queries {
+func (q *Queries) WithRebuildPause(pause func(ctx context.Context, shard int)) *Queries {
 	q.rebuildPause = pause
 	return q
 }

@@ -163,7 +163,20 @@ func TestErasureConcurrentWithWriterCountsEveryEventOnce(t *testing.T) {
 	ctx := context.Background()
 	p.start(t, 0)
 	base := time.Now().UTC().Truncate(time.Hour).Add(-3 * time.Hour)
-	users := []string{"victim", "u1", "u2", "u3", "u4", "u5", "u6", "u7"}
+	// The victim and the users of even index (only ever in campaign c0, as the victim) are on
+	// one shard, the others on the other: the load below inserts into the victim's hours on the
+	// shard whose hours are rebuilt.
+	shardOf := func(user string) int { return natsjs.Partition("t1", user) % 2 }
+	users := []string{"victim"}
+	for n := 0; len(users) < 8; n++ {
+		want := shardOf("victim")
+		if len(users)%2 == 1 {
+			want = 1 - want
+		}
+		if name := fmt.Sprint("u", n); shardOf(name) == want {
+			users = append(users, name)
+		}
+	}
 	// Seed j is users[j % 8]'s event in campaign c<j % 2> at an hour of three; a load event
 	// repeats a seed of another user than the victim with a new id: no new user in any hour.
 	published := 0
@@ -200,10 +213,7 @@ func TestErasureConcurrentWithWriterCountsEveryEventOnce(t *testing.T) {
 				return
 			case <-time.After(5 * time.Millisecond):
 			}
-			j := k % 96
-			if j%len(users) == 0 {
-				j++ // not the victim
-			}
+			j := (k%12)*8 + []int{2, 4, 6}[k%3] // a seed of a user on the victim's shard
 			if loadErr = publish(ctx, fmt.Sprint("load-", k), j); loadErr != nil {
 				return
 			}
@@ -217,13 +227,19 @@ func TestErasureConcurrentWithWriterCountsEveryEventOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The rebuild is held between a shard's rollup delete and its insert until the writer has
-	// inserted more of the tenant's events (as it would without the fence) or a second passed.
+	// inserted more of the tenant's events there (as it would without the fence) or a second
+	// passed.
 	paused := 0
-	store := clickhouse.NewQueries(p.conn, p.conn, clickhouse.DefaultQueryLimits).WithShards(p.conns).WithRebuildPause(func(ctx context.Context) {
+	store := clickhouse.NewQueries(p.conn, p.conn, clickhouse.DefaultQueryLimits).WithShards(p.conns).WithRebuildPause(func(ctx context.Context, shard int) {
 		paused++
-		from := p.tenantCount(t, "t1")
+		count := func() uint64 {
+			var n uint64
+			_ = p.conns[shard].QueryRow(ctx, `SELECT count() FROM events_local WHERE tenant_id = 't1'`).Scan(&n)
+			return n
+		}
+		from := count()
 		deadline := time.Now().Add(time.Second)
-		for p.tenantCount(t, "t1") < from+3 && time.Now().Before(deadline) {
+		for count() < from+3 && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond) // holding the rebuild open, polling the writer's progress
 		}
 	})
