@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
 	"github.com/campaignmesh/campaignmesh/services/analytics"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
 	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
@@ -399,5 +402,69 @@ func TestParticipantResolvesAndExports(t *testing.T) {
 	n := 0
 	if err := p.Export(ctx, "t1", "dsr-1", ids, func(analytics.SubjectEvent) error { n++; return stop }); err != stop || n != 1 {
 		t.Fatalf("export after the stream broke: %v after %d events", err, n)
+	}
+}
+
+// deadLetters stands for the dead-letter cleanup (another package's adapter over the
+// dead-letter stream): it records its calls and fails the first.
+type deadLetters struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (d *deadLetters) DeleteSubject(_ context.Context, tenant string, ids []string) (int64, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls = append(d.calls, tenant+":"+strings.Join(ids, ","))
+	if len(d.calls) == 1 {
+		return 0, fmt.Errorf("dead-letter stream unavailable")
+	}
+	return 3, nil
+}
+
+// While ClickHouse cannot be reached an erasure stays not done, saying it tries again; once
+// the store answers it completes, and a failed dead-letter cleanup is tried again too, its
+// count added as "dead_letters".
+func TestErasureRetriesUntilItCompletes(t *testing.T) {
+	_, conn := oneNodeStore(t, subjectRows())
+	var db string
+	if err := conn.QueryRow(context.Background(), `SELECT currentDatabase()`).Scan(&db); err != nil {
+		t.Fatal(err)
+	}
+	proxy := chtest.NewProxy(t)
+	viaProxy, err := clickhouse.OpenReader(context.Background(), proxy.Addr(), db, clickhouse.User(chtest.Writer(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { viaProxy.Close() })
+	store := clickhouse.NewQueries(viaProxy, viaProxy, clickhouse.DefaultQueryLimits)
+	dead := &deadLetters{}
+	e := analytics.NewEraser(store, nil, dead, analytics.ErasureConfig{Window: 50 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = e.Run(ctx) }()
+
+	proxy.Cut()
+	e.Start("t1", "r1", []string{"u05"})
+	meshtest.Eventually(t, 10*time.Second, func() bool {
+		st, err := e.Status("t1", "r1")
+		return err == nil && !st.Done && strings.HasSuffix(st.Message, "; trying again")
+	}, "the erasure does not say it tries again while the store is away")
+	proxy.Restore()
+	meshtest.Eventually(t, 30*time.Second, func() bool {
+		st, err := e.Status("t1", "r1")
+		return err == nil && st.Done
+	}, "the erasure did not complete once the store came back")
+	st, _ := e.Status("t1", "r1")
+	if st.Counts["events"] != 4 || st.Counts["dead_letters"] != 3 || st.Remaining != 0 {
+		t.Fatalf("status %+v, want 4 events and 3 dead letters", st)
+	}
+	dead.mu.Lock()
+	defer dead.mu.Unlock()
+	if len(dead.calls) != 2 || dead.calls[1] != "t1:u05" {
+		t.Fatalf("dead-letter cleanups %v, want two for t1:u05", dead.calls)
+	}
+	if n := scalar(t, conn, `SELECT count() FROM events_local WHERE tenant_id = 't1' AND user_id = 'u05'`); n != 0 {
+		t.Fatalf("%d events of u05 left", n)
 	}
 }
