@@ -38,8 +38,9 @@ var DefaultQueryLimits = QueryLimits{MaxExecutionTime: 10 * time.Second, MaxResu
 
 // Queries answers analytics questions over the events and rollup tables. Every value reaches
 // ClickHouse as a bound parameter; only the fixed SQL fragments below are spliced in. Queries
-// run on the reader connection (a read-only ClickHouse user); only Delete, the one mutation,
-// uses the writer's.
+// run on the reader connection (a read-only ClickHouse user); Delete and the data-subject
+// store (subjects.go: exports and erasures, whose identifiers are spliced in as escaped
+// literals) use the writer's.
 type Queries struct {
 	conn   driver.Conn // reader
 	writer driver.Conn

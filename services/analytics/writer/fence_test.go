@@ -229,9 +229,9 @@ func TestErasureConcurrentWithWriterCountsEveryEventOnce(t *testing.T) {
 	// The rebuild is held between a shard's rollup delete and its insert until the writer has
 	// inserted more of the tenant's events there (as it would without the fence) or a second
 	// passed.
-	paused := 0
+	var paused atomic.Int32
 	store := clickhouse.NewQueries(p.conn, p.conn, clickhouse.DefaultQueryLimits).WithShards(p.conns).WithRebuildPause(func(ctx context.Context, shard int) {
-		paused++
+		paused.Add(1)
 		count := func() uint64 {
 			var n uint64
 			_ = p.conns[shard].QueryRow(ctx, `SELECT count() FROM events_local WHERE tenant_id = 't1'`).Scan(&n)
@@ -264,8 +264,8 @@ func TestErasureConcurrentWithWriterCountsEveryEventOnce(t *testing.T) {
 	p.waitAll(t, `SELECT count() FROM events_local WHERE tenant_id = 't1'`, want)
 	p.drained(t)
 	p.settle(t)
-	if concurrent.Load() == 0 || paused == 0 {
-		t.Fatalf("%d events published while the erasure ran, its rebuild paused %d times", concurrent.Load(), paused)
+	if concurrent.Load() == 0 || paused.Load() == 0 {
+		t.Fatalf("%d events published while the erasure ran, its rebuild paused %d times", concurrent.Load(), paused.Load())
 	}
 	for k, conn := range p.conns {
 		raw := hourlyOf(t, conn, `SELECT tenant_id, campaign_id, toStartOfHour(event_time) AS hour, count(), uniqExact(user_id)
