@@ -347,6 +347,11 @@ func (e *Eraser) process(ctx context.Context, jobs []*erasureJob) {
 		retry(batch, "counting the subject's events", err)
 		return
 	}
+	e.mu.Lock()
+	for _, b := range batch {
+		b.j.remaining = rowsOf(before, b.j.key.tenant, b.values)
+	}
+	e.mu.Unlock()
 	hours, err := e.store.SubjectHours(ctx, subjects)
 	if err != nil {
 		retry(batch, "finding the rollup hours to rebuild", err)
