@@ -85,27 +85,26 @@
 //     redeliver them behind the writer's back.
 //
 // Write fences. A subject's erasure (services/analytics, Eraser) rebuilds the rollup hours its
-// events were in from the raw events that stay: it deletes those hours' rollup rows and inserts
-// them again with INSERT … SELECT from events_local. A row of those hours inserted by a writer
-// after the delete and before the SELECT read it would be counted twice — once by the
-// materialized view, once by the rebuild — so no insert of the tenant may land between the
-// delete and the end of the rebuild. The erasure
-// raises a fence on the tenant (natsjs.FenceBucket, fence.<tenant>) and waits until every
-// writer whose lease is live has acknowledged it (ack.<tenant>.w<index>). A writer
-// acknowledges a fence between two writes, when none of its inserts is in flight (an insert
-// being retried is in flight: the write has not returned), and from then on leaves every
-// message of a fenced tenant — one message holds one tenant's events, its subject names the
-// tenant — out of its sets: not inserted, not acknowledged, delivered again after a second
-// (NakWithDelay). Its acknowledgement thus says that no insert of the tenant's events by this
-// writer runs or will run until the fence is lifted; the erasure also waits until no writer
-// insert running on the shard at that point (a dead writer's, whose lease lapsed) still runs,
-// as Settle does. A starting writer loads the fences before it consumes. After the rebuild the
-// erasure lifts the fence, and the deferred messages come again. Their sequences may now be
-// below the watermark that newer sets raised; no commit lists them, so Stored finds them not
-// stored and they are inserted once, as any late batch: the exactly-once argument above holds
-// unchanged, a deferred message being one more way for a batch to come late. A fence never
-// blocks a tenant for good: the erasure lifts it on every way out, refreshes it while it holds
-// it, and a writer ignores a fence not refreshed for natsjs.FenceMaxAge, logging an error.
+// events were in from the raw events of those hours less the subject's: it deletes those hours'
+// rollup rows and inserts them again with INSERT … SELECT from events_local. A row of those hours
+// inserted by a writer after the delete and before the SELECT read it would be counted twice —
+// once by the materialized view, once by the rebuild — so no insert of the tenant may land between
+// the delete and the end of the rebuild. The erasure raises a fence on the tenant
+// (natsjs.FenceBucket, fence.<tenant>) and waits until every writer whose lease is live has
+// acknowledged it (ack.<tenant>.w<index>). A writer acknowledges a fence between two writes, when
+// none of its inserts is in flight (an insert being retried is in flight: the write has not
+// returned), and from then on leaves every message of a fenced tenant — one message holds one
+// tenant's events, its subject names the tenant — out of its sets: not inserted, not acknowledged,
+// delivered again after a second (NakWithDelay). Its acknowledgement thus says that no insert of
+// the tenant's events by this writer runs or will run until the fence is lifted; the erasure also
+// waits until no writer insert running on the shard at that point (a dead writer's, whose lease
+// lapsed) still runs, as Settle does. A starting writer loads the fences before it consumes. After
+// the rebuild the erasure lifts the fence, and the deferred messages come again. Their sequences
+// may now be below the watermark that newer sets raised; no commit lists them, so Stored finds
+// them not stored and they are inserted once, as any late batch: the exactly-once argument above
+// holds unchanged, a deferred message being one more way for a batch to come late. A fence never
+// blocks a tenant for good: the erasure lifts it on every way out, refreshes it while it holds it,
+// and a writer ignores a fence not refreshed for natsjs.FenceMaxAge, logging an error.
 //
 // A message that cannot be decoded is a poison message: it goes to the dead-letter stream with
 // its reason and is acknowledged, so it never blocks the pipeline. So is a batch holding an event
