@@ -18,6 +18,7 @@ import (
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/chtest"
 	"github.com/campaignmesh/campaignmesh/services/analytics"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
@@ -466,5 +467,43 @@ func TestErasureRetriesUntilItCompletes(t *testing.T) {
 	}
 	if n := scalar(t, conn, `SELECT count() FROM events_local WHERE tenant_id = 't1' AND user_id = 'u05'`); n != 0 {
 		t.Fatalf("%d events of u05 left", n)
+	}
+}
+
+// A process that dies in the middle of an erasure — here between a rebuilt hour's rollup
+// delete and its insert, the worst point: the rollup lacks those hours — loses its in-memory
+// state; dsr then starts the erasure again in the restarted process (GetErasure answers
+// NOT_FOUND), which finds the subject's raw events still there (they are deleted only after
+// the rebuild), rebuilds the same hours and completes: the rollup equals the raw events again.
+func TestErasureRestartedAfterAnInterruptedRebuild(t *testing.T) {
+	store, conn := oneNodeStore(t, subjectRows())
+	ctx, crash := context.WithCancel(context.Background())
+	dying := clickhouse.NewQueries(conn, conn, clickhouse.DefaultQueryLimits).WithRebuildPause(func(context.Context, int) { crash() })
+	first := analytics.NewEraser(dying, nil, nil, analytics.ErasureConfig{Window: 10 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); _ = first.Run(ctx) }()
+	first.Start("t1", "r1", []string{"u04", "anon-u04"})
+	<-stopped
+	if maps.Equal(rollupStats(t, conn), rawStats(t, conn)) {
+		t.Fatal("the interrupted rebuild left the rollup whole: it did not stop between delete and insert")
+	}
+	if n := scalar(t, conn, `SELECT count() FROM events_local WHERE tenant_id = 't1' AND (user_id = 'u04' OR anonymous_id = 'anon-u04')`); n != 4 {
+		t.Fatalf("%d events of u04 after the crash, want its 4 (deleted only after the rebuild)", n)
+	}
+
+	p, _, _ := runEraser(t, store, 10*time.Millisecond)
+	if _, err := p.GetErasure(context.Background(), "t1", "r1"); !apperr.HasCode(err, apperr.NotFound) {
+		t.Fatalf("the restarted process knows the erasure: %v", err)
+	}
+	ids := []analytics.Identifier{{Kind: analytics.KindUserID, Value: "u04"}, {Kind: analytics.KindAnonymousID, Value: "anon-u04"}}
+	if _, err := p.StartErasure(context.Background(), "t1", "r1", ids); err != nil {
+		t.Fatal(err)
+	}
+	meshtest.Eventually(t, 30*time.Second, func() bool {
+		st, err := p.GetErasure(context.Background(), "t1", "r1")
+		return err == nil && st.Done && st.Counts["events"] == 4
+	}, "the erasure started again did not complete")
+	if got, want := rollupStats(t, conn), rawStats(t, conn); !maps.Equal(got, want) {
+		t.Fatalf("the rollup %v does not match the raw events %v after the erasure", got, want)
 	}
 }
