@@ -387,11 +387,19 @@ func (e *Eraser) process(ctx context.Context, jobs []*erasureJob) {
 	}
 	e.setMessage(ok, "deleting the subject's events")
 	subjects = subjectsOf(ok)
-	n, err := e.store.DeleteSubjects(ctx, subjects)
-	e.mutations.WithLabelValues(TableEvents).Add(float64(n))
-	if err != nil {
-		retry(ok, "deleting the subject's events", err)
-		return
+	var stored int64
+	for _, b := range ok {
+		stored += rowsOf(after, b.j.key.tenant, b.values)
+	}
+	// A mutation rewrites whole parts: none for a batch with nothing to delete (a repeated
+	// erasure, or subjects never seen).
+	if stored > 0 {
+		n, err := e.store.DeleteSubjects(ctx, subjects)
+		e.mutations.WithLabelValues(TableEvents).Add(float64(n))
+		if err != nil {
+			retry(ok, "deleting the subject's events", err)
+			return
+		}
 	}
 	e.mu.Lock()
 	for _, b := range ok {

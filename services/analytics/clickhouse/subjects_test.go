@@ -507,3 +507,28 @@ func TestErasureRestartedAfterAnInterruptedRebuild(t *testing.T) {
 		t.Fatalf("the rollup %v does not match the raw events %v after the erasure", got, want)
 	}
 }
+
+// An erasure with nothing to delete — a subject never seen, or one erased already (dsr starts
+// it again after a restart) — completes, verified, without a mutation: a mutation rewrites
+// whole parts.
+func TestErasureOfNothingRunsNoMutation(t *testing.T) {
+	store, _ := oneNodeStore(t, subjectRows())
+	p, _, reg := runEraser(t, store, 10*time.Millisecond)
+	ctx := context.Background()
+	// Never seen at all; seen in other tenants only.
+	for _, subject := range []analytics.Subject{{Tenant: "t1", Value: "nobody"}, {Tenant: "t9", Value: "u01"}} {
+		ids := []analytics.Identifier{{Kind: analytics.KindUserID, Value: subject.Value}}
+		if _, err := p.StartErasure(ctx, subject.Tenant, "r1", ids); err != nil {
+			t.Fatal(err)
+		}
+		meshtest.Eventually(t, 30*time.Second, func() bool {
+			st, err := p.GetErasure(ctx, subject.Tenant, "r1")
+			return err == nil && st.Done && st.Counts["events"] == 0
+		}, "the erasure of %v did not complete", subject)
+	}
+	for _, table := range []string{analytics.TableEvents, analytics.TableRollup} {
+		if n := counterValue(t, reg, "cm_analytics_erasure_mutations_total", table); n != 0 {
+			t.Errorf("%v mutations of %s for nothing to erase", n, table)
+		}
+	}
+}
