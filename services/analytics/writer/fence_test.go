@@ -57,9 +57,9 @@ func (p *pipeline) tenantCount(t *testing.T, tenant string) uint64 {
 }
 
 // A raised fence holds back the fenced tenant's events, and only them: the writer acknowledges
-// it, events of other tenants published after the fenced ones land meanwhile, and once the
-// fence is lifted the held-back events land, once each (below the watermark other sets raised:
-// Stored decides), counted once in the rollup.
+// it, events of other tenants published after the fenced ones land meanwhile (in the same
+// stream partitions, raising their watermarks), and once the fence is lifted the held-back
+// events land, once each (below the watermark: Stored decides), counted once in the rollup.
 func TestFenceHoldsBackOnlyTheFencedTenant(t *testing.T) {
 	p := newPipeline(t)
 	ctx := context.Background()
@@ -88,8 +88,16 @@ func TestFenceHoldsBackOnlyTheFencedTenant(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// t2's users of the fenced events' partitions: their inserts raise the watermarks above
+	// the fenced batches, which come back late.
 	for i := range 5 {
-		if err := p.publishOne(ctx, tenantEvent("t2", fmt.Sprintf("after-%d", i), fmt.Sprintf("u%d", i), "c1", now)); err != nil {
+		user := ""
+		for n := 0; user == ""; n++ {
+			if name := fmt.Sprintf("v%d", n); natsjs.Partition("t2", name) == natsjs.Partition("t1", fmt.Sprintf("u%d", i)) {
+				user = name
+			}
+		}
+		if err := p.publishOne(ctx, tenantEvent("t2", fmt.Sprintf("after-%d", i), user, "c1", now)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -288,6 +296,58 @@ func TestErasureConcurrentWithWriterCountsEveryEventOnce(t *testing.T) {
 			t.Errorf("%s: %d distinct users (rollup %d), want %d", key, after[key], rollupUsers[key], n-drop)
 		}
 	}
+}
+
+// An erasure whose fence a live writer does not acknowledge (it is stuck, or stopped without
+// giving up its lease) waits at most its fence timeout, lifts the fence — the tenant's events
+// are not held back meanwhile for good — and tries again later, saying so; once the writer is
+// gone (its lease closed) the erasure completes.
+func TestErasureWaitsForTheWritersBoundedly(t *testing.T) {
+	p := newPipeline(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	for i := range 4 {
+		if err := p.publishOne(ctx, tenantEvent("t1", fmt.Sprint("e", i), fmt.Sprint("u", i%2), "c1", now)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, stopWriter := p.start(t, 0)
+	p.waitAll(t, `SELECT count() FROM events_local WHERE tenant_id = 't1'`, 4)
+	p.drained(t)
+	stopWriter()
+	stuck, err := natsjs.AcquireWriterLease(ctx, p.writerJS, 1, "stuck writer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	fencer, err := natsjs.NewFencer(ctx, p.writerJS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := natsjs.OpenFenceBucket(ctx, p.writerJS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := clickhouse.NewQueries(p.conn, p.conn, clickhouse.DefaultQueryLimits).WithShards(p.conns)
+	eraser := analytics.NewEraser(store, fencer, nil, analytics.ErasureConfig{Window: 10 * time.Millisecond, FenceTimeout: 300 * time.Millisecond},
+		slog.New(slog.DiscardHandler), nil)
+	runCtx, stopEraser := context.WithCancel(ctx)
+	defer stopEraser()
+	go func() { _ = eraser.Run(runCtx) }()
+	eraser.Start("t1", "r1", []string{"u0"})
+	meshtest.Eventually(t, 10*time.Second, func() bool {
+		st, err := eraser.Status("t1", "r1")
+		if err != nil || st.Message != "waiting for the event writers to pause; trying again" {
+			return false
+		}
+		_, err = kv.Get(ctx, natsjs.FenceKey("t1"))
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	}, "the erasure did not give up waiting and lift its fence")
+	stuck.Close()
+	meshtest.Eventually(t, 30*time.Second, func() bool {
+		st, err := eraser.Status("t1", "r1")
+		return err == nil && st.Done && st.Counts["events"] == 2
+	}, "the erasure did not complete once the stuck writer was gone")
 }
 
 // hourly adds up the (tenant, campaign, hour, n) rows of q (over _local tables) of every shard.
