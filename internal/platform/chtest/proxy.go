@@ -47,6 +47,10 @@ func (p *Proxy) Addr() string { return p.lis.Addr().String() }
 // client reads EOF or a reset; new connections fare the same.
 func (p *Proxy) Cut() { p.mode.Store(cutting) }
 
+// Restore makes the server come back: new requests and connections are forwarded again
+// (connections Cut or Hang closed stay closed; clients dial again).
+func (p *Proxy) Restore() { p.mode.Store(forwarding) }
+
 // Hang makes the server stop answering: open connections are closed and new ones are accepted
 // but never answered, so clients time out.
 func (p *Proxy) Hang() {

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
+	dsrv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/dsr/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit/auditpb"
 	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
@@ -28,6 +29,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/services/analytics"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
+	"github.com/campaignmesh/campaignmesh/services/analytics/deadletters"
 	"github.com/campaignmesh/campaignmesh/services/analytics/grpcapi"
 	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
 )
@@ -86,6 +88,12 @@ type Config struct {
 	// privacy policies. Retention runs RetentionDelay after start, then every RetentionInterval.
 	RetentionDays                     int
 	RetentionInterval, RetentionDelay time.Duration
+	// Erasure tunes the batched erasure of data subjects (dsr's ParticipantService, served
+	// with the API).
+	Erasure analytics.ErasureConfig
+	// DeadLetters deletes an erased subject's dead letters; nil: the dead-letter stream
+	// EVENTS_DLQ (services/analytics/deadletters).
+	DeadLetters analytics.DeadLetters
 }
 
 // DefaultConfig returns the documented defaults. TLS files have none: they are required.
@@ -96,7 +104,7 @@ func DefaultConfig() Config {
 		ClickHouseAddr: "127.0.0.1:19000", Database: "analytics", WriterCount: 1, Roles: AllRoles,
 		WriterUser: clickhouse.User{Name: "analytics_writer"}, ReaderUser: clickhouse.User{Name: "analytics_reader"},
 		Writer: writer.DefaultConfig, Limits: analytics.DefaultLimits, Query: clickhouse.DefaultQueryLimits,
-		GracePeriod:       grpcserver.DefaultGracePeriod,
+		GracePeriod: grpcserver.DefaultGracePeriod, Erasure: analytics.DefaultErasureConfig,
 		RetentionInterval: DefaultRetentionInterval, RetentionDelay: DefaultRetentionDelay,
 	}
 }
@@ -114,6 +122,7 @@ type App struct {
 	server      *grpcserver.Server
 	// retention is the API role's retention loop (nil without the API role).
 	retention func(context.Context) error
+	eraser    *analytics.Eraser // with the API: dsr's erasures
 }
 
 // New connects to NATS, ClickHouse (creating the schema) and the auth service, builds the
@@ -201,11 +210,23 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		grpcserver.WithMetrics(a.Registry()),
 		grpcserver.WithGracePeriod(cfg.GracePeriod),
 	)
-	var store analytics.Store = clickhouse.NewQueries(reader, a.conn, cfg.Query).WithShards(a.shardConns).WithLogger(logger)
+	queries := clickhouse.NewQueries(reader, a.conn, cfg.Query).WithShards(a.shardConns).WithLogger(logger)
+	var store analytics.Store = queries
 	if cfg.WrapStore != nil {
 		store = cfg.WrapStore(store)
 	}
 	analyticsv1.RegisterAnalyticsServiceServer(a.server.GRPC(), grpcapi.NewServer(analytics.NewService(store, cfg.Limits)))
+	// dsr's participant: erasures fence the writers of every process through NATS.
+	fencer, err := natsjs.NewFencer(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	deadLetters := cfg.DeadLetters
+	if deadLetters == nil {
+		deadLetters = deadletters.NewStore(js)
+	}
+	a.eraser = analytics.NewEraser(queries, fencer, deadLetters, cfg.Erasure, logger, a.Registry())
+	dsrv1.RegisterParticipantServiceServer(a.server.GRPC(), grpcapi.NewParticipantServer(analytics.NewParticipant(queries, a.eraser)))
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
 		return nil, err
@@ -252,6 +273,9 @@ func (a *App) Run(ctx context.Context) error {
 	var tasks []func(context.Context) error
 	if a.writer != nil {
 		tasks = append(tasks, a.writer.Run)
+	}
+	if a.eraser != nil {
+		tasks = append(tasks, a.eraser.Run)
 	}
 	if a.revocations != nil {
 		tasks = append(tasks, a.revocations.Run, a.audit.Run)

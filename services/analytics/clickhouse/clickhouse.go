@@ -219,9 +219,18 @@ func (s *EventSink) InsertAll(ctx context.Context, rows []writer.Row) error {
 // them twice. Inserts begun later are not waited for: they are other live writers', which own
 // other partitions, and with several writers one is nearly always inserting.
 func (s *EventSink) Settle(ctx context.Context, parts []int) (map[writer.PartMonth]uint64, error) {
+	if err := s.waitInserts(ctx); err != nil {
+		return nil, err
+	}
+	return s.watermarks(ctx, parts)
+}
+
+// waitInserts waits until none of the writer inserts into this database running when it is
+// called is running any more (Settle; an erasure's rollup rebuild, after the write fence).
+func (s *EventSink) waitInserts(ctx context.Context) error {
 	prefix, err := s.queryPrefix(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var waiting []string
 	for {
@@ -241,7 +250,7 @@ func (s *EventSink) Settle(ctx context.Context, parts []int) (map[writer.PartMon
 			}
 		}
 		if err != nil {
-			return nil, fmt.Errorf("look for running inserts: %w", err)
+			return fmt.Errorf("look for running inserts: %w", err)
 		}
 		if waiting == nil {
 			waiting = running
@@ -249,11 +258,11 @@ func (s *EventSink) Settle(ctx context.Context, parts []int) (map[writer.PartMon
 			waiting = slices.DeleteFunc(waiting, func(id string) bool { return !slices.Contains(running, id) })
 		}
 		if len(waiting) == 0 {
-			return s.watermarks(ctx, parts)
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

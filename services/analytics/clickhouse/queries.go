@@ -38,14 +38,18 @@ var DefaultQueryLimits = QueryLimits{MaxExecutionTime: 10 * time.Second, MaxResu
 
 // Queries answers analytics questions over the events and rollup tables. Every value reaches
 // ClickHouse as a bound parameter; only the fixed SQL fragments below are spliced in. Queries
-// run on the reader connection (a read-only ClickHouse user); only Delete, the one mutation,
-// uses the writer's.
+// run on the reader connection (a read-only ClickHouse user); Delete and the data-subject
+// store (subjects.go: exports and erasures, whose identifiers are spliced in as escaped
+// literals) use the writer's.
 type Queries struct {
 	conn   driver.Conn // reader
 	writer driver.Conn
 	shards []driver.Conn // the writer user's, one per shard (WithShards); nil: writer alone
 	limits QueryLimits
 	logger *slog.Logger
+	// rebuildPause, when set, runs in RebuildHours between a shard's rollup delete and its
+	// insert (WithRebuildPause).
+	rebuildPause func(ctx context.Context, shard int)
 }
 
 // NewQueries returns the query store: reader for queries, writer for deletions.

@@ -101,6 +101,28 @@
 //   - While an insert is retried, its messages are kept in progress, so the stream does not
 //     redeliver them behind the writer's back.
 //
+// Write fences. A subject's erasure (services/analytics, Eraser) rebuilds the rollup hours its
+// events were in from the raw events of those hours less the subject's: it deletes those hours'
+// rollup rows and inserts them again with INSERT … SELECT from events_local. A row of those hours
+// inserted by a writer after the delete and before the SELECT read it would be counted twice —
+// once by the materialized view, once by the rebuild — so no insert of the tenant may land between
+// the delete and the end of the rebuild. The erasure raises a fence on the tenant
+// (natsjs.FenceBucket, fence.<tenant>) and waits until every writer whose lease is live has
+// acknowledged it (ack.<tenant>.w<index>). A writer acknowledges a fence between two writes, when
+// none of its inserts is in flight (an insert being retried is in flight: the write has not
+// returned), and from then on leaves every message of a fenced tenant — one message holds one
+// tenant's events, its subject names the tenant — out of its sets: not inserted, not acknowledged,
+// delivered again after a second (NakWithDelay). Its acknowledgement thus says that no insert of
+// the tenant's events by this writer runs or will run until the fence is lifted; the erasure also
+// waits until no writer insert running on the shard at that point (a dead writer's, whose lease
+// lapsed) still runs, as Settle does. A starting writer loads the fences before it consumes. After
+// the rebuild the erasure lifts the fence, and the deferred messages come again. Their sequences
+// may now be below the watermark that newer sets raised; no commit lists them, so Stored finds
+// them not stored and they are inserted once, as any late batch: the exactly-once argument above
+// holds unchanged, a deferred message being one more way for a batch to come late. A fence never
+// blocks a tenant for good: the erasure lifts it on every way out, refreshes it while it holds it,
+// and a writer ignores a fence not refreshed for natsjs.FenceMaxAge, logging an error.
+//
 // A message that cannot be decoded is a poison message: it goes to the dead-letter stream with
 // its reason and the subject it came on (which names its tenant, for an erasure's clean-up:
 // services/analytics/deadletters) and is acknowledged, so it never blocks the pipeline. So is a batch holding an event
@@ -304,6 +326,11 @@ type Writer struct {
 	inserted, dead, duplicates, lookups prometheus.Counter
 	latency                             prometheus.Histogram
 	backlog, lag, filterKeys            prometheus.Gauge
+
+	// fences are the tenant write fences this writer honours (fence.go); fenceDeferred counts
+	// the messages it deferred for them.
+	fences        *fenceState
+	fenceDeferred prometheus.Counter
 }
 
 // New returns a writer into sinks, one per ClickHouse shard (index = shard); its metrics are
@@ -332,11 +359,13 @@ func New(js jetstream.JetStream, sinks []Sink, cfg Config, logger *slog.Logger, 
 		filterKeys: prometheus.NewGauge(prometheus.GaugeOpts{Name: "writer_dedup_filter_keys", Help: "Event keys in the dedup filter (two windows at most); above -dedup-capacity more new events are looked up in ClickHouse."}),
 		suppressed: newSuppressedCounter(),
 	}
+	w.fenceDeferred = prometheus.NewCounter(prometheus.CounterOpts{Name: "writer_fence_deferred_messages_total", Help: "Messages of tenants under an erasure's write fence, left unacknowledged to be delivered again after it."})
 	for _, o := range opts {
 		o(w)
 	}
 	if reg != nil {
 		reg.MustRegister(w.inserted, w.dead, w.duplicates, w.lookups, w.suppressed, w.latency, w.backlog, w.lag, w.filterKeys)
+		reg.MustRegister(w.fenceDeferred)
 	}
 	return w
 }
@@ -403,6 +432,10 @@ func (w *Writer) run(ctx context.Context) error {
 	}
 	w.filter = filter
 	w.filterKeys.Set(float64(filter.Keys()))
+	// The fences before the first message: one raised before this writer started holds too.
+	if err := w.openFences(ctx); err != nil {
+		return err
+	}
 	cons, err := w.consumer(ctx)
 	if err != nil {
 		return err
@@ -423,7 +456,9 @@ func (w *Writer) run(ctx context.Context) error {
 		if !w.lease.Held() {
 			return fmt.Errorf("writer %d: %w", w.cfg.Index, errLeaseLost)
 		}
+		w.ackFences(ctx) // between writes: none of this writer's inserts is in flight
 		msgs, rows, fetchErr := w.collect(ctx, cons)
+		msgs, rows = w.deferFenced(msgs, rows)
 		// What was collected before a fetch error is written all the same: dropped, it would
 		// come again after the ack wait, below the watermark of newer sets, and be skipped.
 		if len(msgs) > 0 && ctx.Err() == nil {

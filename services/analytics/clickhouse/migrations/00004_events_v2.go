@@ -175,6 +175,16 @@ FROM events_local WHERE tenant_id != ''`
 	rollupGroupBy = ` GROUP BY tenant_id, campaign_id, hour, variant, type, currency`
 )
 
+// RollupColumns, RollupSelect and RollupGroupBy are the rollup's columns, the materialized
+// view's SELECT over events_local (ending in a WHERE clause, to which conditions can be added
+// with AND) and its GROUP BY: what a rebuild of rollup rows from the raw events runs, so that it
+// computes exactly what the view does (clickhouse.Queries.RebuildHours).
+const (
+	RollupColumns = rollupColumns
+	RollupSelect  = rollupSelect
+	RollupGroupBy = rollupGroupBy
+)
+
 // createEventIDsLocal is the shard's table of stored event ids by the UTC day they were
 // received: the writer confirms a repeated id against it and drops its partitions after its
 // dedup window. Small granules: the writer looks up a few ids at a time.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/process"
 	"github.com/campaignmesh/campaignmesh/services/analytics/app"
 )
@@ -55,6 +56,8 @@ func parse(args []string) (settings, error) {
 	fs.StringVar(&c.PrivacyKeyFile, "privacy-key-file", "", "file holding the mesh's privacy key (base64 of 32 bytes, the same as dsr's and ingest's): the writer drops events of suppressed subjects still in the stream; required with the writer role")
 	fs.IntVar(&c.RetentionDays, "retention-days", c.RetentionDays, "deployment-wide raw-event retention in days, enforced by dropping whole months entirely older than it (0 keeps events; tenants' own retentions come from their privacy policies)")
 	fs.DurationVar(&c.RetentionInterval, "retention-interval", c.RetentionInterval, "how often the api role enforces retention (tenant policies and -retention-days); the first run is a minute after start")
+	fs.DurationVar(&c.Erasure.Window, "erasure-window", c.Erasure.Window, "how long subject erasures are gathered after the first arrives, to be deleted together in one ClickHouse mutation per shard")
+	fs.DurationVar(&c.Erasure.FenceTimeout, "erasure-fence-timeout", c.Erasure.FenceTimeout, "longest an erasure waits for every writer to pause a tenant's inserts before it tries again later")
 	registerFaultFlags(fs, c) // only in the chaos build (main_chaos.go)
 	fs.TextVar(&s.logLevel, "log-level", slog.LevelInfo, "log level (debug, info, warn, error)")
 	if err := config.Parse(fs, "CM_ANALYTICS", args); err != nil {
@@ -75,6 +78,8 @@ func parse(args []string) (settings, error) {
 	p.Check(c.Writer.BatchRows >= 1 && c.Writer.BatchRows <= 1000000, "-writer-batch-rows must be 1 to 1000000")
 	p.Check(c.Writer.MaxWait >= 10*time.Millisecond && c.Writer.MaxWait <= time.Minute, "-writer-max-wait must be 10ms to 1m")
 	p.Check(c.Writer.DedupWindow >= 24*time.Hour && c.Writer.DedupWindow <= 30*24*time.Hour, "-dedup-window must be 24h to 720h")
+	p.Check(c.Erasure.Window >= 10*time.Millisecond && c.Erasure.Window <= 5*time.Minute, "-erasure-window must be 10ms to 5m")
+	p.Check(c.Erasure.FenceTimeout >= time.Second && c.Erasure.FenceTimeout <= natsjs.FenceMaxAge, "-erasure-fence-timeout must be 1s to %s", natsjs.FenceMaxAge)
 	p.Check(c.Writer.DedupCapacity >= 1000 && c.Writer.DedupCapacity <= 4_000_000_000, "-dedup-capacity must be 1000 to 4000000000")
 	// Without the key the writer could not recognise suppressed subjects: an erased subject's
 	// events still in the stream would land after its erasure.

@@ -150,3 +150,29 @@ func TestPrivacyAndRetentionFlags(t *testing.T) {
 		}
 	}
 }
+
+// Erasures are gathered for 2 s by default and wait a minute for the writers' fence
+// acknowledgements; both are flags and environment variables, bounded (the fence timeout by
+// the age at which writers ignore a fence).
+func TestErasureFlags(t *testing.T) {
+	s, err := parse(requiredArgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := s.cfg.Erasure; e.Window != 2*time.Second || e.FenceTimeout != time.Minute {
+		t.Errorf("defaults: window %s, fence timeout %s; want 2s and 1m", e.Window, e.FenceTimeout)
+	}
+	t.Setenv("CM_ANALYTICS_ERASURE_WINDOW", "500ms")
+	s, err = parse(append([]string{"-erasure-fence-timeout", "30s"}, requiredArgs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := s.cfg.Erasure; e.Window != 500*time.Millisecond || e.FenceTimeout != 30*time.Second {
+		t.Errorf("set: window %s, fence timeout %s; want 500ms and 30s", e.Window, e.FenceTimeout)
+	}
+	for _, args := range [][]string{{"-erasure-window", "5ms"}, {"-erasure-window", "6m"}, {"-erasure-fence-timeout", "500ms"}, {"-erasure-fence-timeout", "4m"}} {
+		if _, err := parse(append(args, requiredArgs...)); err == nil || !strings.Contains(err.Error(), args[0]) {
+			t.Errorf("parse %v: err = %v, want it refused naming %s", args, err, args[0])
+		}
+	}
+}
