@@ -224,6 +224,21 @@ func TestErasureEndToEnd(t *testing.T) {
 		a, sup := s.send(event{"s-new-" + fmt.Sprint(time.Now().UnixNano()), "subj-1", "", "c1", "EVENT_TYPE_CLICK"})
 		return a == 0 && sup == 1
 	})
+	// While the stream still holds batches accepted before the request, the erasure waits for
+	// the writer: done now, the subject's in-flight events could still land (after an
+	// UNSUPPRESS, say).
+	waitFor(t, "the analytics participant polled while the writer is stopped", 30*time.Second, func() bool {
+		_, r, _ := s.rest(t, "GET", "/v1/dsr/requests/"+id, s.token, nil)
+		if r["state"] == "STATE_COMPLETED" {
+			t.Fatalf("the erasure completed while the writer was stopped with the subject's events in the stream: %v", r)
+		}
+		for _, p := range asList(r["participants"]) {
+			if p["participant"] == "analytics" && p["attempts"] != nil && p["attempts"].(float64) >= 3 {
+				return true
+			}
+		}
+		return false
+	})
 	s.procs["analytics-writer-0"].start()
 	done := s.awaitState(id, "STATE_COMPLETED", 90*time.Second)
 

@@ -32,6 +32,17 @@ type DeadLetters interface {
 	DeleteSubject(ctx context.Context, tenant string, ids []string) (int64, error)
 }
 
+// EventStream is the stream of accepted event batches the writers drain. An erasure waits until
+// every batch accepted before it started is written (its subject's events in them dropped by
+// the writers, which follow the suppression list), so none of them can land after it is done —
+// not even after a later UNSUPPRESS.
+type EventStream interface {
+	// LastSeq is the sequence of the newest batch accepted so far.
+	LastSeq(ctx context.Context) (uint64, error)
+	// Drained reports whether every batch at or below seq has been written.
+	Drained(ctx context.Context, seq uint64) (bool, error)
+}
+
 // ErasureConfig tunes the Eraser.
 type ErasureConfig struct {
 	// Window is how long the Eraser gathers erasures after the first one arrives before it
@@ -92,6 +103,7 @@ type Eraser struct {
 	store  SubjectStore
 	fence  Fence       // nil: no writer writes to the store (tests of the store alone)
 	dead   DeadLetters // nil: no dead-letter cleanup
+	stream EventStream // nil: no wait for the stream (tests of the store alone)
 	cfg    ErasureConfig
 	logger *slog.Logger
 	now    func() time.Time
@@ -121,6 +133,10 @@ type erasureJob struct {
 	done, queued, running          bool
 	attempts                       int
 	notBefore                      time.Time
+	// streamSeq is the event stream's last sequence when the job was first taken (its
+	// subject suppressed by then); streamKnown says it was read.
+	streamSeq   uint64
+	streamKnown bool
 	started, finished              time.Time
 }
 
@@ -153,6 +169,10 @@ func NewEraser(store SubjectStore, fence Fence, dead DeadLetters, cfg ErasureCon
 	}
 	return e
 }
+
+// WithEventStream makes erasures wait until the writers have written every batch accepted
+// before they started (see EventStream); it returns e.
+func (e *Eraser) WithEventStream(s EventStream) *Eraser { e.stream = s; return e }
 
 // Start queues the erasure of values (user and anonymous id values) of tenant for dsr request
 // and returns its status at once. A repeated call returns the request's status; one naming
@@ -340,6 +360,9 @@ func (e *Eraser) process(ctx context.Context, jobs []*erasureJob) {
 			e.enqueue(b.j, e.now().Add(backoff))
 		}
 	}
+	if batch = e.awaitDrained(ctx, batch); len(batch) == 0 {
+		return
+	}
 	e.setMessage(batch, "counting the subject's events")
 	subjects := subjectsOf(batch)
 	before, err := e.store.CountSubjectRows(ctx, subjects)
@@ -441,6 +464,63 @@ func (e *Eraser) process(ctx context.Context, jobs []*erasureJob) {
 
 // rebuild rebuilds hours without subjects under a write fence on their tenants, lifted on every
 // way out. It returns the step that failed.
+// awaitDrained returns the jobs of batch whose subject can have no event left in the stream:
+// every batch accepted before the job was first taken (the subject was suppressed by then) is
+// written. The others go back to the queue for a second, without counting as a failed
+// attempt, and show why; a stream that cannot be read sends the whole batch back.
+func (e *Eraser) awaitDrained(ctx context.Context, batch []batchJob) []batchJob {
+	if e.stream == nil {
+		return batch
+	}
+	var last uint64
+	var lastErr error
+	read := false
+	ready := batch[:0:0]
+	var waiting []batchJob
+	for _, b := range batch {
+		e.mu.Lock()
+		known, seq := b.j.streamKnown, b.j.streamSeq
+		e.mu.Unlock()
+		if !known {
+			if !read {
+				last, lastErr = e.stream.LastSeq(ctx)
+				read = true
+			}
+			if lastErr != nil {
+				waiting = append(waiting, b)
+				continue
+			}
+			seq = last
+			e.mu.Lock()
+			b.j.streamSeq, b.j.streamKnown = seq, true
+			e.mu.Unlock()
+		}
+		drained, err := e.stream.Drained(ctx, seq)
+		if err != nil || !drained {
+			if err != nil {
+				lastErr = err
+			}
+			waiting = append(waiting, b)
+			continue
+		}
+		ready = append(ready, b)
+	}
+	if len(waiting) > 0 {
+		if lastErr != nil && ctx.Err() == nil {
+			e.logger.Warn("read the event stream's state for an erasure; trying again", "requests", len(waiting), "err", lastErr)
+		}
+		e.mu.Lock()
+		for _, b := range waiting {
+			b.j.running = false
+			b.j.attempts-- // waiting for the writers is not a failure: no backoff
+			b.j.message = "waiting for the writers to write the events accepted before the request"
+			e.enqueue(b.j, e.now().Add(time.Second))
+		}
+		e.mu.Unlock()
+	}
+	return ready
+}
+
 func (e *Eraser) rebuild(ctx context.Context, id string, hours []RollupHour, subjects []Subject) (string, error) {
 	var tenants []string
 	for _, h := range hours {

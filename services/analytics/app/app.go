@@ -225,7 +225,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if deadLetters == nil {
 		deadLetters = deadletters.NewStore(js)
 	}
-	a.eraser = analytics.NewEraser(queries, fencer, deadLetters, cfg.Erasure, logger, a.Registry())
+	a.eraser = analytics.NewEraser(queries, fencer, deadLetters, cfg.Erasure, logger, a.Registry()).WithEventStream(eventStream{js})
 	dsrv1.RegisterParticipantServiceServer(a.server.GRPC(), grpcapi.NewParticipantServer(analytics.NewParticipant(queries, a.eraser)))
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
@@ -284,4 +284,13 @@ func (a *App) Run(ctx context.Context) error {
 		tasks = append(tasks, a.retention)
 	}
 	return a.Serve(ctx, a.server, tasks...)
+}
+
+// eventStream is the event stream an erasure waits on (analytics.EventStream).
+type eventStream struct{ js jetstream.JetStream }
+
+func (s eventStream) LastSeq(ctx context.Context) (uint64, error) { return writer.StreamSeq(ctx, s.js) }
+
+func (s eventStream) Drained(ctx context.Context, seq uint64) (bool, error) {
+	return writer.Drained(ctx, s.js, seq)
 }
