@@ -330,6 +330,6 @@ func checkName(v *apperr.Violations, field, name string, required bool) {
 
 func checkTenantRole(v *apperr.Violations, field string, role rbac.Role) {
 	if !role.TenantScoped() {
-		v.Add(field, "must be one of admin, manager, analyst, viewer")
+		v.Add(field, "must be one of admin, manager, analyst, viewer, privacy_officer")
 	}
 }
