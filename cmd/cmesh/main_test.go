@@ -86,7 +86,7 @@ func TestDispatchErrors(t *testing.T) {
 		{"tenant without name", []string{"tenants", "create", "-slug", "acme"}, "-slug and -name are required"},
 		{"user without role", []string{"users", "create", "-email", "a@example.com"}, "-role is required"},
 		{"user with unknown role", []string{"users", "create", "-email", "a@example.com", "-role", "owner"}, `unknown role "owner"`},
-		{"set unknown role", []string{"users", "set-role", "u1", "owner"}, `unknown role "owner": want admin, manager, analyst or viewer`},
+		{"set unknown role", []string{"users", "set-role", "u1", "owner"}, `unknown role "owner": want admin, manager, analyst, viewer or privacy_officer`},
 		{"set platform operator role", []string{"users", "set-role", "u1", "platform_operator"}, `unknown role "platform_operator"`},
 		{"login without email", []string{"login", "-password-stdin"}, "-email is required"},
 		{"two password sources", []string{"login", "-email", "a@example.com", "-password-stdin", "-password-file", "pw"}, "are exclusive"},

@@ -38,9 +38,11 @@ var roles = map[string]authv1.Role{
 	"manager": authv1.Role_ROLE_MANAGER,
 	"analyst": authv1.Role_ROLE_ANALYST,
 	"viewer":  authv1.Role_ROLE_VIEWER,
+
+	"privacy_officer": authv1.Role_ROLE_PRIVACY_OFFICER,
 }
 
-const roleNames = "admin, manager, analyst or viewer"
+const roleNames = "admin, manager, analyst, viewer or privacy_officer"
 
 // parseRole maps a role name, in any case, to its Role.
 func parseRole(s string) (authv1.Role, error) {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
 )
 
 func TestParseRole(t *testing.T) {
@@ -19,6 +20,8 @@ func TestParseRole(t *testing.T) {
 		{in: "analyst", want: authv1.Role_ROLE_ANALYST},
 		{in: "viewer", want: authv1.Role_ROLE_VIEWER},
 		{in: "Admin", want: authv1.Role_ROLE_ADMIN},
+		{in: "privacy_officer", want: authv1.Role_ROLE_PRIVACY_OFFICER},
+		{in: "Privacy_Officer", want: authv1.Role_ROLE_PRIVACY_OFFICER},
 		{in: "", wantErr: true},
 		{in: "owner", wantErr: true},
 		{in: "ROLE_ADMIN", wantErr: true},
@@ -36,6 +39,20 @@ func TestParseRole(t *testing.T) {
 				t.Errorf("parseRole(%q) = %v, want %v", tt.in, got, tt.want)
 			}
 		})
+	}
+}
+
+// Every tenant role of the role table can be given from the command line, under its own name.
+func TestRolesCoverEveryTenantRole(t *testing.T) {
+	t.Parallel()
+	for _, r := range rbac.Roles() {
+		_, ok := roles[string(r)]
+		if ok != r.TenantScoped() {
+			t.Errorf("role %s: in cmesh's roles = %v, tenant role = %v", r, ok, r.TenantScoped())
+		}
+	}
+	if len(roles) != len(rbac.Roles())-1 {
+		t.Errorf("cmesh knows %d roles, the role table has %d tenant roles", len(roles), len(rbac.Roles())-1)
 	}
 }
 

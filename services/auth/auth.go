@@ -196,6 +196,24 @@ type Store interface {
 	// Bootstrap creates the operator, a tenant and its admin in one transaction, unless a
 	// platform operator exists already; it reports whether it created them.
 	Bootstrap(ctx context.Context, b BootstrapAccounts) (bool, error)
+
+	// SubjectUsers returns the users of the tenant (never a platform operator) whose email is
+	// one of emails, compared case-insensitively as at login.
+	SubjectUsers(ctx context.Context, tenantID string, emails []string) ([]User, error)
+	// SubjectInvitations returns the invitations of the tenant to one of emails.
+	SubjectInvitations(ctx context.Context, tenantID string, emails []string) ([]Invitation, error)
+	// SubjectSessions returns up to limit refresh token families of the user, ordered by family
+	// id, after the family afterFamily ("" for the first page).
+	SubjectSessions(ctx context.Context, userID, afterFamily string, limit int) ([]Session, error)
+	// SubjectAPIKeys returns one page of the API keys of the tenant that creator created.
+	SubjectAPIKeys(ctx context.Context, tenantID, creator string, p Page) ([]APIKey, error)
+	// EraseSubject, in one transaction, erases what spec names (see ErasureSpec), records the
+	// erasure under its tenant and dsr request, appends rec when the call erased anything or
+	// started the erasure, and returns the erasure's state, verified. A repeated call adds what
+	// it erased to the counts.
+	EraseSubject(ctx context.Context, spec ErasureSpec, rec *AuditEntry) (Erasure, error)
+	// GetErasure returns the state of an erasure, verified again (NOT_FOUND when unknown).
+	GetErasure(ctx context.Context, tenantID, dsrRequest string) (Erasure, error)
 }
 
 // Limits on sizes of input fields.
@@ -330,6 +348,6 @@ func checkName(v *apperr.Violations, field, name string, required bool) {
 
 func checkTenantRole(v *apperr.Violations, field string, role rbac.Role) {
 	if !role.TenantScoped() {
-		v.Add(field, "must be one of admin, manager, analyst, viewer")
+		v.Add(field, "must be one of admin, manager, analyst, viewer, privacy_officer")
 	}
 }

@@ -158,7 +158,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		md := sd.Methods().Get(i)
 		method := string(md.Name())
 		rule := proto.GetExtension(md.Options(), accessv1.E_Rule).(*accessv1.Rule)
-		for _, role := range []rbac.Role{rbac.Admin, rbac.Manager, rbac.Analyst, rbac.Viewer, rbac.PlatformOperator} {
+		for _, role := range rbac.Roles() {
 			want := codes.PermissionDenied
 			if p := rule.GetPermission(); p != "" && role.Has(p) {
 				want = codes.OK

@@ -1,7 +1,7 @@
 // Package app builds the runnable auth service from a Config: the PostgreSQL store (migrated on
 // open), the token signing keys encrypted under the key-encryption keys, the first-start
 // bootstrap of the operator and the first tenant, the gRPC API over mTLS through the platform's
-// server, and the admin listener (/metrics, /healthz). cmd/auth and the test fixtures
+// server (AuthService, and dsr's ParticipantService for data-subject requests), and the admin listener (/metrics, /healthz). cmd/auth and the test fixtures
 // (internal/servicetest.StartAuth) build the service here, so they run the same wiring.
 package app
 
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	dsrv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/dsr/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/lifecycle"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
@@ -139,6 +140,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		grpcserver.WithGracePeriod(cfg.GracePeriod),
 	)...)
 	authv1.RegisterAuthServiceServer(a.server.GRPC(), grpcapi.NewServer(a.svc))
+	dsrv1.RegisterParticipantServiceServer(a.server.GRPC(), grpcapi.NewParticipantServer(a.svc))
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
 		return nil, err

@@ -193,7 +193,7 @@ func TestEveryAuditedRPCWritesExactlyOneRecord(t *testing.T) {
 func TestAuditLogIsAppendOnlyAndTamperEvident(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	f := e.tenantWithRoles(t, "tamper") // 4 logins: 4 records
+	f := e.tenantWithRoles(t, "tamper") // one login per tenant role: one record each
 	admin := as(f.tokens[rbac.Admin])
 	ctx := context.Background()
 	for i := 0; i < 3; i++ {

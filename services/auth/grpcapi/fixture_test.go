@@ -12,7 +12,8 @@ import (
 
 const password = "a long enough password"
 
-// tenantFixture is a tenant with one logged-in user per role.
+// tenantFixture is a tenant with one logged-in user per tenant role (every role of rbac.Roles
+// but the platform operator, so a new role joins every test that walks the fixture).
 type tenantFixture struct {
 	tenant auth.Tenant
 	users  map[rbac.Role]auth.User
@@ -27,7 +28,7 @@ func (e *env) tenantWithRoles(t *testing.T, slug string) tenantFixture {
 		t.Fatal(err)
 	}
 	f := tenantFixture{tenant: tn, users: map[rbac.Role]auth.User{}, tokens: map[rbac.Role]string{}}
-	for _, r := range []rbac.Role{rbac.Admin, rbac.Manager, rbac.Analyst, rbac.Viewer} {
+	for _, r := range tenantRoles() {
 		email := string(r) + "@" + slug + ".example"
 		u, err := e.svc.CreateUser(ctx, adminOf(tn.ID), auth.User{Email: email, Role: r}, password)
 		if err != nil {
@@ -37,6 +38,17 @@ func (e *env) tenantWithRoles(t *testing.T, slug string) tenantFixture {
 		f.tokens[r] = e.login(t, slug, email, password)
 	}
 	return f
+}
+
+// tenantRoles are the roles a tenant user can hold, in rbac.Roles order.
+func tenantRoles() []rbac.Role {
+	var rs []rbac.Role
+	for _, r := range rbac.Roles() {
+		if r.TenantScoped() {
+			rs = append(rs, r)
+		}
+	}
+	return rs
 }
 
 // bootstrap runs the first-start bootstrap and returns the folder with operator.json and

@@ -149,13 +149,19 @@ func TestAuthorizationMatrix(t *testing.T) {
 		"ListRevocations":    func(bool) proto.Message { return &authv1.ListRevocationsRequest{} },
 	}
 
+	// One caller per role of the role table: a new role joins the matrix by existing.
 	callers := map[string]struct {
 		role  rbac.Role
 		token string
-	}{
-		"admin": {rbac.Admin, own.tokens[rbac.Admin]}, "manager": {rbac.Manager, own.tokens[rbac.Manager]},
-		"analyst": {rbac.Analyst, own.tokens[rbac.Analyst]}, "viewer": {rbac.Viewer, own.tokens[rbac.Viewer]},
-		"operator": {rbac.PlatformOperator, op},
+	}{"operator": {rbac.PlatformOperator, op}}
+	for _, r := range tenantRoles() {
+		callers[string(r)] = struct {
+			role  rbac.Role
+			token string
+		}{r, own.tokens[r]}
+	}
+	if len(callers) != len(rbac.Roles()) {
+		t.Fatalf("the matrix calls as %d roles, the role table has %d", len(callers), len(rbac.Roles()))
 	}
 	rest := newRESTClient(t, e)
 	transports := map[string]func(method string, req proto.Message, token string) codes.Code{

@@ -103,7 +103,10 @@ func (e *env) tenantWithRoles(t *testing.T, slug string) tenantFixture {
 		t.Fatal(err)
 	}
 	f := tenantFixture{tenant: tn, users: map[rbac.Role]auth.User{}, tokens: map[rbac.Role]string{}}
-	for _, r := range []rbac.Role{rbac.Admin, rbac.Manager, rbac.Analyst, rbac.Viewer} {
+	for _, r := range rbac.Roles() {
+		if !r.TenantScoped() {
+			continue // the platform operator has no tenant
+		}
 		email := string(r) + "@" + slug + ".example"
 		u, err := e.authSvc.CreateUser(ctx, &authn.Principal{TenantID: tn.ID, Permissions: rbac.Admin.Permissions()}, auth.User{Email: email, Role: r}, password)
 		if err != nil {

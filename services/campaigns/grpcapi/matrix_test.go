@@ -108,6 +108,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"manager", rbac.Manager.Has, own.tokens[rbac.Manager]},
 		{"analyst", rbac.Analyst.Has, own.tokens[rbac.Analyst]},
 		{"viewer", rbac.Viewer.Has, own.tokens[rbac.Viewer]},
+		{"privacy officer", rbac.PrivacyOfficer.Has, own.tokens[rbac.PrivacyOfficer]},
 		{"api key (campaigns.read)", func(p string) bool { return p == rbac.CampaignsRead }, own.apiKey},
 		{"platform operator", rbac.PlatformOperator.Has, op},
 		{"anonymous", nil, ""},
