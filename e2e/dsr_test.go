@@ -428,7 +428,7 @@ func (s *dsrSession) otherTenantAdmin(t *testing.T) string {
 		t.Fatalf("create tenant: %d %v", code, tenant)
 	}
 	code, inv, _ := s.rest(t, "POST", "/v1/tenants/"+tid+"/invitations", op, map[string]any{"invitation": map[string]any{"email": "gia@globex.example", "role": "ROLE_ADMIN"}})
-	token, _ := inv["token"].(string)
+	token, _ := inv["secret"].(string)
 	if code != 200 || token == "" {
 		t.Fatalf("invite: %d %v", code, inv)
 	}
