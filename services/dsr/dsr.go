@@ -248,8 +248,12 @@ type Store interface {
 	UpdateRequest(ctx context.Context, tenantID, id string, change func(r *Request) (removeOwn bool, rec *audit.Record, err error)) (Request, []string, error)
 
 	// ClaimDue claims up to limit open requests of any tenant whose next attempt is due at now,
-	// skipping rows another runner holds, and pushes their next attempt to now+lease.
-	ClaimDue(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]Request, error)
+	// skipping rows another runner holds, and pushes their next attempt to now+lease, noting
+	// runner as the claimer.
+	ClaimDue(ctx context.Context, runner string, now time.Time, lease time.Duration, limit int) ([]Request, error)
+	// ReleaseClaims makes the open requests runner claimed due at now: a runner starting
+	// again under its identity takes back what its previous incarnation held.
+	ReleaseClaims(ctx context.Context, runner string, now time.Time) (int, error)
 	// SaveProgress stores p (see Progress); ErrStale when the request is no longer in Expect.
 	SaveProgress(ctx context.Context, p Progress) error
 	// Release makes a claimed request due at once (a runner stopping).

@@ -53,6 +53,7 @@ type Runner struct {
 	metrics      Metrics
 	workers      int
 	lease, poll  time.Duration
+	id           string // in claims: see WithRunnerID
 	wake         chan struct{}
 }
 
@@ -61,6 +62,12 @@ type RunnerOption func(*Runner)
 
 // WithWorkers sets how many requests are worked on at once.
 func WithWorkers(n int) RunnerOption { return func(r *Runner) { r.workers = n } }
+
+// WithRunnerID names the runner in its claims (default "runner"): a runner started again under
+// the same identity — the same process restarted, even after a kill -9 — takes back the
+// requests its previous incarnation claimed at once instead of after their lease. Two live
+// runners must not share one.
+func WithRunnerID(id string) RunnerOption { return func(r *Runner) { r.id = id } }
 
 // WithLease sets how long a claimed request stays with its runner before another may take it
 // (after a crash).
@@ -82,7 +89,7 @@ func WithMetrics(m Metrics) RunnerOption { return func(r *Runner) { r.metrics = 
 func NewRunner(store Store, hasher *privacy.Hasher, pub Publisher, participants []Participant, keys *Keyring, opts ...RunnerOption) *Runner {
 	r := &Runner{store: store, hasher: hasher, pub: pub, participants: map[string]Participant{}, keys: keys, now: time.Now,
 		logger: slog.New(slog.DiscardHandler), workers: DefaultWorkers, lease: DefaultLease, poll: DefaultPollInterval,
-		wake: make(chan struct{}, 1)}
+		id: "runner", wake: make(chan struct{}, 1)}
 	for _, p := range participants {
 		r.participants[p.Name()] = p
 	}
@@ -103,6 +110,11 @@ func (r *Runner) Wake() {
 // Run works on due requests until ctx ends; the requests in progress are then released (due at
 // once for the next runner).
 func (r *Runner) Run(ctx context.Context) error {
+	if n, err := r.store.ReleaseClaims(ctx, r.id, r.now()); err != nil {
+		r.logger.Warn("take back the claims of this runner's previous start; they wait out their lease", "runner", r.id, "error", err)
+	} else if n > 0 {
+		r.logger.Info("took back the requests this runner held before it stopped", "runner", r.id, "requests", n)
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	done := make(chan struct{}, r.workers)
@@ -115,7 +127,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			if free <= 0 {
 				break
 			}
-			claimed, err := r.store.ClaimDue(ctx, r.now(), r.lease, free)
+			claimed, err := r.store.ClaimDue(ctx, r.id, r.now(), r.lease, free)
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil
@@ -151,7 +163,7 @@ func (r *Runner) Run(ctx context.Context) error {
 // many it stepped: a runner that lives for one round (tests stop and restart runners between
 // steps with it).
 func (r *Runner) RunOnce(ctx context.Context) (int, error) {
-	claimed, err := r.store.ClaimDue(ctx, r.now(), r.lease, r.workers)
+	claimed, err := r.store.ClaimDue(ctx, r.id, r.now(), r.lease, r.workers)
 	if err != nil {
 		return 0, err
 	}

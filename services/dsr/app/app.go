@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	dsrv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/dsr/v1"
@@ -163,7 +164,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		return nil, err
 	}
 	a.runner = dsr.NewRunner(a.store, hasher, a.bucket, participants, keys,
-		dsr.WithWorkers(cfg.Workers), dsr.WithPollInterval(cfg.PollInterval), dsr.WithLease(cfg.Lease),
+		dsr.WithWorkers(cfg.Workers), dsr.WithPollInterval(cfg.PollInterval), dsr.WithLease(cfg.Lease), dsr.WithRunnerID(runnerID(cfg.Listen)),
 		dsr.WithRunnerLogger(logger), dsr.WithMetrics(dsrprom.New(a.Registry())))
 	a.svc = dsr.NewService(a.store, hasher, a.bucket, names, keys).WithLogger(logger).WithWake(a.runner.Wake)
 	a.server = grpcserver.New(append(grpcapi.ServerOptions(verifier, a.outbox, logger),
@@ -199,4 +200,14 @@ func (a *App) Run(ctx context.Context) error {
 		tasks = append(tasks, a.revocations.Run)
 	}
 	return a.Serve(ctx, a.server, tasks...)
+}
+
+// runnerID is the job runner's identity: the host and the gRPC listen address, which a restarted
+// process keeps and no two live processes share (they could not both listen on it).
+func runnerID(listen string) string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown-host"
+	}
+	return host + "/" + listen
 }

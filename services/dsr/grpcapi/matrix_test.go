@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,17 +41,21 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	issuer := meshtest.NewIssuer(t)
-	d := servicetest.StartDsr(t, servicetest.DsrOptions{Verifier: issuer.Verifier()})
+	d := servicetest.StartDsr(t, servicetest.DsrOptions{Verifier: issuer.Verifier(), Impls: []dsr.Participant{holding{}}})
 	return &env{dsr: d, conn: servicetest.Dial(t, d.Addr(), d.CA, "gateway", "dsr"), issuer: issuer}
 }
 
-// completedAccess makes, through the domain, a completed ACCESS request of tenant (the service
-// has no participants: it completes at once).
+// request makes, through the domain, a request of tenant: completed (the participant finishes
+// at once), or held open in suppressing (see holding).
 func (e *env) request(t *testing.T, tenant string, kind dsr.Kind, completed bool) string {
 	t.Helper()
 	p := &authn.Principal{TenantID: tenant, Subject: "seed", Permissions: rbac.PrivacyOfficer.Permissions()}
+	value := fmt.Sprint("u-", time.Now().UnixNano())
+	if !completed {
+		value = holdPrefix + value // the participant holds it in suppressing: it stays open
+	}
 	r, err := e.dsr.Service().CreateRequest(context.Background(), p, dsr.CreateInput{Kind: kind, Regulation: dsr.GDPR,
-		Subject: []dsr.Identifier{{Kind: dsr.UserID, Value: fmt.Sprint("u-", time.Now().UnixNano())}}})
+		Subject: []dsr.Identifier{{Kind: dsr.UserID, Value: value}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,4 +208,36 @@ func expected(method string, rule *accessv1.Rule, role rbac.Role, foreign bool) 
 		return codes.NotFound
 	}
 	return codes.OK
+}
+
+// holdPrefix marks the subjects the holding participant never resolves.
+const holdPrefix = "hold-"
+
+// holding is the matrix's participant: it finishes every call at once, except that it holds the
+// resolution of a subject named holdPrefix… until the call's context ends, so a request meant to
+// stay open (to be cancelled or extended) cannot complete under the test.
+type holding struct{}
+
+func (holding) Name() string { return "holding" }
+
+func (holding) Resolve(ctx context.Context, _, _ string, ids []dsr.Identifier) ([]dsr.Identifier, error) {
+	for _, id := range ids {
+		if strings.HasPrefix(id.Value, holdPrefix) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+	}
+	return nil, nil
+}
+
+func (holding) Export(context.Context, string, string, []dsr.Identifier, func(string, []byte) error) error {
+	return nil
+}
+
+func (holding) StartErasure(context.Context, string, string, []dsr.Identifier) (dsr.ErasureStatus, error) {
+	return dsr.ErasureStatus{Done: true}, nil
+}
+
+func (holding) GetErasure(context.Context, string, string) (dsr.ErasureStatus, error) {
+	return dsr.ErasureStatus{Done: true}, nil
 }

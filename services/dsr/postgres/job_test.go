@@ -410,6 +410,37 @@ func TestKillAndResumeBetweenEverySteps(t *testing.T) {
 	}
 }
 
+// A runner started again under the identity of one that died holding claims (the same process
+// restarted after a kill -9) takes them back at once; another identity waits out the lease.
+func TestRestartedRunnerTakesBackItsClaims(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	r := create(t, f, "t1", dsr.KindErasure, "u1")
+	if claimed, err := f.store.ClaimDue(ctx, "host/127.0.0.1:7105", f.clock.Now(), time.Hour, 10); err != nil || len(claimed) != 1 {
+		t.Fatalf("claim: %v %v", claimed, err)
+	}
+	if n, err := f.store.ReleaseClaims(ctx, "host/127.0.0.1:7106", f.clock.Now()); err != nil || n != 0 {
+		t.Fatalf("another runner's release took %d claims (%v)", n, err)
+	}
+	if n, _ := f.runner().RunOnce(ctx); n != 0 {
+		t.Fatal("a claimed request was taken before its lease ended")
+	}
+	ps := make([]dsr.Participant, len(f.parts))
+	for i, p := range f.parts {
+		ps[i] = p
+	}
+	restarted := dsr.NewRunner(f.store, f.hasher, f.bucket, ps, f.keys, dsr.WithRunnerClock(f.clock.Now),
+		dsr.WithLease(time.Hour), dsr.WithRunnerID("host/127.0.0.1:7105"))
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = restarted.Run(runCtx) }()
+	meshtest.Eventually(t, 10*time.Second, func() bool {
+		got, err := f.store.GetRequest(ctx, "t1", r.ID)
+		return err == nil && got.State != dsr.Received
+	}, "the restarted runner did not take back its claim")
+}
+
 // A participant that lost its state (restart) answers NOT_FOUND: the erasure is started again.
 // A runner killed mid-step (its claim never released) is taken over after the lease.
 func TestLostErasureIsStartedAgainAndLeasesExpire(t *testing.T) {
@@ -417,7 +448,7 @@ func TestLostErasureIsStartedAgainAndLeasesExpire(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	r := create(t, f, "t1", dsr.KindErasure, "u1")
-	claimed, err := f.store.ClaimDue(ctx, f.clock.Now(), time.Minute, 10) // a runner that dies now
+	claimed, err := f.store.ClaimDue(ctx, "dead", f.clock.Now(), time.Minute, 10) // a runner that dies now
 	if err != nil || len(claimed) != 1 {
 		t.Fatalf("claim: %v %v", claimed, err)
 	}

@@ -255,11 +255,11 @@ func (s *Store) UpdateRequest(ctx context.Context, tenantID, id string, change f
 }
 
 // ClaimDue implements dsr.Store.
-func (s *Store) ClaimDue(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]dsr.Request, error) {
-	rows, err := s.pool.Query(ctx, `UPDATE requests SET next_attempt_at = $2 WHERE id IN (
+func (s *Store) ClaimDue(ctx context.Context, runner string, now time.Time, lease time.Duration, limit int) ([]dsr.Request, error) {
+	rows, err := s.pool.Query(ctx, `UPDATE requests SET next_attempt_at = $2, claimed_by = $5 WHERE id IN (
 			SELECT id FROM requests WHERE state = ANY($3) AND next_attempt_at <= $1
 			ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)
-		RETURNING `+cols, now, now.Add(lease), openStates, limit)
+		RETURNING `+cols, now, now.Add(lease), openStates, limit, runner)
 	if err != nil {
 		return nil, fmt.Errorf("claim due requests: %w", err)
 	}
@@ -268,6 +268,16 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, lease time.Duration
 		return nil, fmt.Errorf("claim due requests: %w", err)
 	}
 	return out, nil
+}
+
+// ReleaseClaims implements dsr.Store.
+func (s *Store) ReleaseClaims(ctx context.Context, runner string, now time.Time) (int, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE requests SET next_attempt_at = $2
+		WHERE claimed_by = $1 AND state = ANY($3) AND next_attempt_at > $2`, runner, now, openStates)
+	if err != nil {
+		return 0, fmt.Errorf("release claims of %s: %w", runner, err)
+	}
+	return int(tag.RowsAffected()), nil
 }
 
 // SaveProgress implements dsr.Store.
