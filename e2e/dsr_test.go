@@ -460,11 +460,20 @@ func TestDSRJobsSurviveFaults(t *testing.T) {
 	if again := s.createRequest("KIND_ERASURE", "retry-1", userID("kill-0")); again != first {
 		t.Errorf("a retried create made request %s, the first was %s", again, first)
 	}
-	// dsr dies mid-job and comes back.
+	// dsr dies mid-job (erasure running) and comes back.
+	waitFor(t, "the erasure running", 30*time.Second, func() bool {
+		_, r, _ := s.rest(t, "GET", "/v1/dsr/requests/"+first, s.token, nil)
+		return r["state"] == "STATE_RUNNING" || r["state"] == "STATE_VERIFYING"
+	})
 	s.procs["dsr"].kill9()
 	s.procs["dsr"].start()
 	waitFor(t, "dsr back", 30*time.Second, func() bool { return httpOK("http://" + s.admins["dsr"] + "/healthz") })
-	s.awaitState(first, "STATE_COMPLETED", 60*time.Second)
+	done := s.awaitState(first, "STATE_COMPLETED", 60*time.Second)
+	for _, p := range asList(done["participants"]) { // erased once: the subject's 10 events
+		if counts, _ := p["counts"].(map[string]any); p["participant"] == "analytics" && counts["events"] != "10" {
+			t.Errorf("analytics counts after the restart: %v", p)
+		}
+	}
 	if n := s.subjectRows("kill-0"); n != 0 {
 		t.Errorf("%d rows of kill-0 remain", n)
 	}
