@@ -4,6 +4,7 @@ import (
 	"context"
 	"regexp"
 	"slices"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -80,9 +81,10 @@ type RollupHour struct {
 
 // SubjectStore is what a data-subject request needs of the events store, on every shard.
 type SubjectStore interface {
-	// LinkedIDs returns the anonymous ids stored in the same events as userIDs and the user
-	// ids stored with anonymousIDs (non-empty, distinct), each list at most limit long.
-	LinkedIDs(ctx context.Context, tenant string, userIDs, anonymousIDs []string, limit int) (users, anons []string, err error)
+	// Links returns the distinct (user id, anonymous id) pairs stored together in events of
+	// tenant whose user id is one of userIDs or whose anonymous id is one of anonymousIDs, at
+	// most limit.
+	Links(ctx context.Context, tenant string, userIDs, anonymousIDs []string, limit int) ([]Link, error)
 	// SubjectEvents calls fn with every stored event of the tenant whose user_id or
 	// anonymous_id is one of values, as it reads them; an error of fn stops it.
 	SubjectEvents(ctx context.Context, tenant string, values []string, fn func(SubjectEvent) error) error
@@ -100,16 +102,94 @@ type SubjectStore interface {
 	DeleteSubjects(ctx context.Context, subjects []Subject) (mutations int, err error)
 }
 
+// Link is a user id and an anonymous id stored in the same event.
+type Link struct{ UserID, AnonymousID string }
+
+// ResolveWindow is how long the participant gathers ResolveSubject calls of one tenant after
+// the first arrives, to answer them all from one look-up: a look-up scans the tenant's events,
+// so a thousand erasures submitted at once must not cost a thousand scans.
+const ResolveWindow = 200 * time.Millisecond
+
+// maxBatchLinks bounds the pairs one batched look-up reads.
+const maxBatchLinks = 1_000_000
+
 // Participant answers dsr's participant calls for analytics: ResolveSubject, ExportSubject
 // and the erasure (Eraser).
 type Participant struct {
 	store  SubjectStore
 	eraser *Eraser
+
+	mu      sync.Mutex
+	pending map[string]*linkBatch // by tenant: the batch gathering callers
+	lookups chan struct{}         // one look-up at a time: the others wait, gathering more
+}
+
+// linkBatch is one batched look-up of links: the identifiers of every caller that joined it,
+// and, once done is closed, its answer.
+type linkBatch struct {
+	users, anons []string
+	callers      int
+	done         chan struct{}
+	links        []Link
+	err          error
 }
 
 // NewParticipant returns the participant over store, erasing through eraser.
 func NewParticipant(store SubjectStore, eraser *Eraser) *Participant {
-	return &Participant{store: store, eraser: eraser}
+	return &Participant{store: store, eraser: eraser, pending: map[string]*linkBatch{}, lookups: make(chan struct{}, 1)}
+}
+
+// links returns the stored links of users and anons (and possibly of other callers' ids: the
+// caller picks its own). Callers of one tenant within ResolveWindow share one look-up; the
+// first of them runs it for all.
+func (p *Participant) links(ctx context.Context, tenant string, users, anons []string) ([]Link, error) {
+	p.mu.Lock()
+	b := p.pending[tenant]
+	first := b == nil
+	if first {
+		b = &linkBatch{done: make(chan struct{})}
+		p.pending[tenant] = b
+	}
+	b.users, b.anons, b.callers = appendNew(b.users, users), appendNew(b.anons, anons), b.callers+1
+	p.mu.Unlock()
+	if first {
+		// The look-up serves every caller that joined: it outlives the first one's context.
+		go p.lookUp(context.WithoutCancel(ctx), tenant, b)
+	}
+	select {
+	case <-b.done:
+		return b.links, b.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// lookUp gathers callers for ResolveWindow, then runs b's look-up (one at a time) and answers
+// them.
+func (p *Participant) lookUp(ctx context.Context, tenant string, b *linkBatch) {
+	defer close(b.done)
+	<-time.After(ResolveWindow) // the window callers join in
+	p.lookups <- struct{}{}
+	defer func() { <-p.lookups }()
+	p.mu.Lock()
+	if p.pending[tenant] == b {
+		delete(p.pending, tenant) // later callers start the next batch
+	}
+	users, anons, callers := b.users, b.anons, b.callers
+	p.mu.Unlock()
+	limit := min(maxBatchLinks, callers*MaxLinked+len(users)+len(anons))
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	b.links, b.err = p.store.Links(ctx, tenant, users, anons, limit)
+}
+
+func appendNew(to, from []string) []string {
+	for _, v := range from {
+		if !slices.Contains(to, v) {
+			to = append(to, v)
+		}
+	}
+	return to
 }
 
 // checkSubject validates a participant call and returns the user and anonymous id values
@@ -181,20 +261,23 @@ func (p *Participant) Resolve(ctx context.Context, tenant, request string, ids [
 	if len(users) == 0 && len(anons) == 0 {
 		return nil, nil
 	}
-	// One more than room for: the given ones are left out below.
-	linkedUsers, linkedAnons, err := p.store.LinkedIDs(ctx, tenant, users, anons, MaxLinked+len(users)+len(anons))
+	links, err := p.links(ctx, tenant, users, anons)
 	if err != nil {
 		return nil, err
 	}
 	var out []Identifier
-	for _, a := range linkedAnons {
-		if !slices.Contains(anons, a) && len(out) < MaxLinked {
-			out = append(out, Identifier{Kind: KindAnonymousID, Value: a})
+	add := func(kind IdentifierKind, v string) {
+		id := Identifier{Kind: kind, Value: v}
+		if len(out) < MaxLinked && !slices.Contains(out, id) {
+			out = append(out, id)
 		}
 	}
-	for _, u := range linkedUsers {
-		if !slices.Contains(users, u) && len(out) < MaxLinked {
-			out = append(out, Identifier{Kind: KindUserID, Value: u})
+	for _, l := range links { // the batch holds other callers' links too: keep this caller's
+		if slices.Contains(users, l.UserID) && !slices.Contains(anons, l.AnonymousID) {
+			add(KindAnonymousID, l.AnonymousID)
+		}
+		if slices.Contains(anons, l.AnonymousID) && !slices.Contains(users, l.UserID) {
+			add(KindUserID, l.UserID)
 		}
 	}
 	return out, nil

@@ -15,7 +15,10 @@ import (
 
 // Defaults of the runner.
 const (
-	DefaultWorkers = 64
+	// DefaultWorkers: a worker waits for a participant's answer (analytics gathers the calls of
+	// many requests into one look-up or one erasure batch), so many requests must be in flight
+	// at once for a burst of requests to be batched well.
+	DefaultWorkers = 256
 	DefaultLease   = 2 * time.Minute
 	// DefaultPollInterval is how often an idle runner looks for due requests (a new request
 	// wakes it at once) and how often it polls a running erasure.

@@ -103,45 +103,54 @@ func valueList(values []string) string {
 	return strings.Join(quoted, ", ")
 }
 
-// LinkedIDs implements analytics.SubjectStore on every shard.
-func (q *Queries) LinkedIDs(ctx context.Context, tenant string, userIDs, anonymousIDs []string, limit int) (users, anons []string, err error) {
+// Links implements analytics.SubjectStore on every shard: one scan of the tenant's events per
+// shard for every identifier asked (the events are not sorted by subject, so a look-up costs a
+// scan whatever the number of identifiers: the participant batches its callers' look-ups).
+func (q *Queries) Links(ctx context.Context, tenant string, userIDs, anonymousIDs []string, limit int) ([]analytics.Link, error) {
 	if err := requireTenant(tenant); err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	if len(userIDs) == 0 && len(anonymousIDs) == 0 {
+		return nil, nil
 	}
 	ctx = subjectSettings(ctx)
-	collect := func(conn driver.Conn, column, by string, ids []string, into *[]string) error {
-		if len(ids) == 0 || len(*into) >= limit {
-			return nil
-		}
-		rows, err := conn.Query(ctx, `SELECT DISTINCT `+column+` FROM events_local
-			WHERE tenant_id = ? AND `+by+` IN (`+valueList(ids)+`) AND `+column+` != '' LIMIT `+strconv.Itoa(limit), tenant)
-		if err != nil {
-			return q.storeError(ctx, "read linked identifiers", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				return fmt.Errorf("read linked identifiers: %w", err)
-			}
-			if len(*into) < limit && !contains(*into, id) {
-				*into = append(*into, id)
-			}
-		}
-		if err := rows.Err(); err != nil {
-			return q.storeError(ctx, "read linked identifiers", err)
-		}
-		return nil
+	var cond []string
+	if len(userIDs) > 0 {
+		cond = append(cond, `user_id IN (`+valueList(userIDs)+`)`)
 	}
+	if len(anonymousIDs) > 0 {
+		cond = append(cond, `anonymous_id IN (`+valueList(anonymousIDs)+`)`)
+	}
+	seen := map[analytics.Link]bool{}
+	var out []analytics.Link
 	for _, conn := range q.writers() {
-		if err := collect(conn, "anonymous_id", "user_id", userIDs, &anons); err != nil {
-			return nil, nil, err
+		if len(out) >= limit {
+			break
 		}
-		if err := collect(conn, "user_id", "anonymous_id", anonymousIDs, &users); err != nil {
-			return nil, nil, err
+		rows, err := conn.Query(ctx, `SELECT DISTINCT user_id, anonymous_id FROM events_local
+			WHERE tenant_id = ? AND user_id != '' AND anonymous_id != '' AND (`+strings.Join(cond, " OR ")+`)
+			LIMIT `+strconv.Itoa(limit), tenant)
+		if err != nil {
+			return nil, q.storeError(ctx, "read linked identifiers", err)
+		}
+		for rows.Next() {
+			var l analytics.Link
+			if err := rows.Scan(&l.UserID, &l.AnonymousID); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("read linked identifiers: %w", err)
+			}
+			if !seen[l] && len(out) < limit {
+				seen[l] = true
+				out = append(out, l)
+			}
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, q.storeError(ctx, "read linked identifiers", err)
 		}
 	}
-	return users, anons, nil
+	return out, nil
 }
 
 func contains(xs []string, x string) bool {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -530,5 +531,51 @@ func TestErasureOfNothingRunsNoMutation(t *testing.T) {
 		if n := counterValue(t, reg, "cm_analytics_erasure_mutations_total", table); n != 0 {
 			t.Errorf("%v mutations of %s for nothing to erase", n, table)
 		}
+	}
+}
+
+// countingLinks counts the look-ups of links the participant makes on the real store.
+type countingLinks struct {
+	analytics.SubjectStore
+	calls atomic.Int32
+}
+
+func (c *countingLinks) Links(ctx context.Context, tenant string, users, anons []string, limit int) ([]analytics.Link, error) {
+	c.calls.Add(1)
+	return c.SubjectStore.Links(ctx, tenant, users, anons, limit)
+}
+
+// ResolveSubject calls arriving together share one look-up (each scans the tenant's events):
+// 30 concurrent resolves of different subjects cost at most two scans (one may start before
+// the others arrive), and each caller gets exactly its own links.
+func TestConcurrentResolvesShareOneLookUp(t *testing.T) {
+	store, _ := oneNodeStore(t, subjectRows())
+	counting := &countingLinks{SubjectStore: store}
+	p := analytics.NewParticipant(counting, nil)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 30)
+	for i := range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			u := fmt.Sprintf("u%02d", i)
+			got, err := p.Resolve(ctx, "t1", fmt.Sprintf("dsr-%d", i), []analytics.Identifier{{Kind: analytics.KindUserID, Value: u}})
+			var want []analytics.Identifier
+			if i%3 == 1 { // subjectRows links the user of every third index (its list starts with two others)
+				want = []analytics.Identifier{{Kind: analytics.KindAnonymousID, Value: "anon-" + u}}
+			}
+			if err != nil || !slices.Equal(got, want) {
+				errs <- fmt.Errorf("resolve %s: %v %v, want %v", u, got, err, want)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := counting.calls.Load(); n < 1 || n > 2 {
+		t.Errorf("%d look-ups for 30 concurrent resolves, want 1 or 2", n)
 	}
 }
