@@ -58,6 +58,8 @@ type config struct {
 	erasures     int
 	exportEvents int64
 	timeout      time.Duration // of each phase
+	ingest       bool          // run bench-ingest's privacy mode
+	suppressions int
 	dryRun       bool
 }
 
@@ -115,6 +117,8 @@ func main() {
 	flag.IntVar(&b.cfg.erasures, "erasures", 1000, "erasures submitted at once, each its own subject")
 	flag.Int64Var(&b.cfg.exportEvents, "export-events", 100_000, "events of the subject of the ACCESS export")
 	flag.DurationVar(&b.cfg.timeout, "phase-timeout", 30*time.Minute, "longest any phase may take before the run fails")
+	flag.BoolVar(&b.cfg.ingest, "ingest", true, "also run bench-ingest's privacy mode (ingest with a suppression list and PII rules on ÷ off) and take its figures")
+	flag.IntVar(&b.cfg.suppressions, "suppressions", 100_000, "suppressed subjects of bench-ingest's privacy mode")
 	flag.BoolVar(&b.cfg.dryRun, "dry-run", false, "prepare the data, start the mesh, log in and pick the subjects, then stop before the requests")
 	out := flag.String("out", ".state/bench-dsr.json", "where to write the results as JSON")
 	flag.Parse()
