@@ -25,6 +25,7 @@ import (
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
 )
 
@@ -121,7 +122,7 @@ func (m *mesh) build(prebuilt string) error {
 // and rights), storing in the temp dir: the dev server's streams and consumers belong to make
 // run's services (the writer's analytics-writer-0 consumer, the PRIVACY bucket), which a
 // second mesh on it would take over.
-func (m *mesh) startNATS() error {
+func (m *mesh) startNATS(ctx context.Context) error {
 	const conf = "deploy/nats.conf"
 	text, err := os.ReadFile(conf)
 	if err != nil {
@@ -151,7 +152,14 @@ func (m *mesh) startNATS() error {
 	if !m.nats.ReadyForConnections(10 * time.Second) {
 		return errors.New("nats not ready")
 	}
-	return nil
+	// The event streams, as ingest creates them at start: the analytics writer only reads
+	// them (and its erasures' write fence waits for the writer).
+	nc, js, err := natsjs.Connect(m.nats.ClientURL(), "bench-dsr", natsjs.WithUser("admin", m.natsPass["admin"]))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	return natsjs.EnsureStreams(ctx, js, natsjs.DefaultStream)
 }
 
 // natsEnv is the NATS settings of service prefix (CM_<SVC>) as user, falling back to admin

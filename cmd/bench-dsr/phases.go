@@ -68,7 +68,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	defer data.close()
 
 	progress("starting NATS (embedded, deploy/nats.conf) and analytics (query API and writer, database %s)", b.cfg.database)
-	if err := m.startNATS(); err != nil {
+	if err := m.startNATS(ctx); err != nil {
 		return err
 	}
 	if err := m.startAnalytics(ctx, b.cfg.database); err != nil {
