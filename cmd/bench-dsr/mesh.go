@@ -338,8 +338,39 @@ func (m *mesh) startAnalytics(ctx context.Context, db string) error {
 			env = append(env, "CM_ANALYTICS_CLICKHOUSE_"+role+"_PASSWORD_FILE="+f)
 		}
 	}
-	m.analytics, err = m.start(ctx, "analytics", append(env, m.tls("analytics")...))
-	return err
+	if m.analytics, err = m.start(ctx, "analytics", append(env, m.tls("analytics")...)); err != nil {
+		return err
+	}
+	return m.waitWriter(ctx)
+}
+
+// waitWriter waits until the analytics writer reads the event stream (its consumer exists):
+// an erasure's write fence waits for the writers, so a bench without one would only time out.
+func (m *mesh) waitWriter(ctx context.Context) error {
+	nc, js, err := natsjs.Connect(m.nats.ClientURL(), "bench-dsr", natsjs.WithUser("admin", m.natsPass["admin"]))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if stream, err := js.Stream(ctx, natsjs.StreamName); err == nil {
+			if info, err := stream.Info(ctx); err == nil && info.State.Consumers > 0 {
+				return nil
+			}
+		}
+		if err := m.analytics.alive(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the analytics writer has no consumer on %s after 30 s; its log (%s) ends:\n%s", natsjs.StreamName, m.analytics.log, m.analytics.tail())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // startDsr runs dsr on a fresh database <database>_dsr with analytics and auth as its

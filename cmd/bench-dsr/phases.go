@@ -175,6 +175,26 @@ func (c *requests) get(ctx context.Context, id string) (*dsrv1.Request, error) {
 	return c.dsr.GetRequest(actx, &dsrv1.GetRequestRequest{Id: id})
 }
 
+// countOpen counts the erasures that have not ended, by ListRequests.
+func (c *requests) countOpen(ctx context.Context) (int, error) {
+	actx, err := c.m.session.ctx(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n, token := 0, ""
+	for {
+		resp, err := c.dsr.ListRequests(actx, &dsrv1.ListRequestsRequest{PageSize: 1000, PageToken: token, Kinds: []dsrv1.Kind{dsrv1.Kind_KIND_ERASURE},
+			States: []dsrv1.Request_State{dsrv1.Request_STATE_RECEIVED, dsrv1.Request_STATE_SUPPRESSING, dsrv1.Request_STATE_RUNNING, dsrv1.Request_STATE_VERIFYING}})
+		if err != nil {
+			return 0, fmt.Errorf("list open erasures: %w", err)
+		}
+		n += len(resp.GetRequests())
+		if token = resp.GetNextPageToken(); token == "" {
+			return n, nil
+		}
+	}
+}
+
 // ended reports whether a request is in a final state.
 func ended(r *dsrv1.Request) bool {
 	switch r.GetState() {
@@ -321,41 +341,49 @@ func (b *bench) batch(ctx context.Context, c *requests, data *dataState) ([]stri
 	}
 	progress("batch: %d erasures created in %s", n, submitted.Round(time.Millisecond))
 
-	// Poll the open ones until none is left.
+	// Until none is open: one ListRequests of the open erasures a round (1,000 GetRequests a
+	// round would load dsr as much as the erasures), then every request once, which must have
+	// completed (a request the list missed is polled on).
 	open := append([]string(nil), ids...)
 	deadline := start.Add(c.timeout)
 	lastReport := time.Now()
 	var last time.Time // the latest end_time
 	for len(open) > 0 {
-		var still []string
-		for _, id := range open {
-			r, err := c.get(ctx, id)
-			if err != nil {
-				return nil, fmt.Errorf("get request %s: %w", id, err)
-			}
-			switch {
-			case !ended(r):
-				still = append(still, id)
-			case r.GetState() != dsrv1.Request_STATE_COMPLETED:
-				return nil, fmt.Errorf("request %s ended %s", id, describe(r))
-			default:
-				if e := r.GetEndTime().AsTime(); e.After(last) {
-					last = e
+		listed, err := c.countOpen(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if listed == 0 {
+			var still []string
+			for _, id := range open {
+				r, err := c.get(ctx, id)
+				if err != nil {
+					return nil, fmt.Errorf("get request %s: %w", id, err)
+				}
+				switch {
+				case !ended(r):
+					still = append(still, id)
+				case r.GetState() != dsrv1.Request_STATE_COMPLETED:
+					return nil, fmt.Errorf("request %s ended %s", id, describe(r))
+				default:
+					if e := r.GetEndTime().AsTime(); e.After(last) {
+						last = e
+					}
 				}
 			}
-		}
-		open = still
-		if len(open) == 0 {
-			break
+			if open = still; len(open) == 0 {
+				break
+			}
+			listed = len(open)
 		}
 		if err := c.m.alive(); err != nil {
 			return nil, err
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%d of %d erasures not completed after %s", len(open), n, c.timeout)
+			return nil, fmt.Errorf("%d of %d erasures not completed after %s", listed, n, c.timeout)
 		}
 		if time.Since(lastReport) > 10*time.Second {
-			progress("batch: %d of %d completed after %s", n-len(open), n, time.Since(start).Round(time.Second))
+			progress("batch: %d of %d open after %s", listed, n, time.Since(start).Round(time.Second))
 			lastReport = time.Now()
 		}
 		select {
