@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"os"
 	"testing"
 	"time"
 
@@ -43,7 +44,8 @@ func TestParseMemory(t *testing.T) {
 // TestDryRun runs the bench on a small data set up to the requests: auth on its own database
 // (its bootstrap tenant is the data set's big tenant), the data set loaded and copied, the
 // export subject added, the subjects picked, analytics answering the admin for that tenant,
-// and dsr when this checkout has it; then again with -keep, reusing the data set and auth.
+// and dsr when this checkout has it; then again with -keep, reusing the data set and auth;
+// then with -keep and a key that does not open auth's kept database.
 func TestDryRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the services")
@@ -74,6 +76,19 @@ func TestDryRun(t *testing.T) {
 	}
 	if find(again.results, "data set: rows (reused with -keep)") == nil || find(again.results, "data set: rows loaded") != nil {
 		t.Fatalf("-keep run: %+v, want the data set reused", again.results)
+	}
+
+	// Kept credentials that do not open the kept auth database (another -state-dir ran on
+	// it): auth starts afresh, with a new tenant, so the data set is loaded again for it.
+	if err := os.WriteFile(authKEK(cfg), []byte("bench:"+randomKey()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	third := &bench{cfg: cfg}
+	if err := third.run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if find(third.results, "data set: rows loaded") == nil {
+		t.Fatalf("-keep run with another key: %+v, want the data set loaded for auth's new tenant", third.results)
 	}
 }
 

@@ -225,70 +225,96 @@ func postgresDatabase(ctx context.Context, db string, fresh bool) (bool, error) 
 }
 
 // startAuth runs auth on its kept database <database>_auth with the key-encryption key and
-// bootstrap credentials of -state-dir, all three new unless -keep finds them together; it
-// logs in as the bootstrap admin and returns whether auth is new (a new tenant).
+// bootstrap credentials of -state-dir, all three new unless -keep finds them together and auth
+// starts on them; it logs in as the bootstrap admin and returns whether auth is new (a new
+// tenant).
 func (m *mesh) startAuth(ctx context.Context, cfg config) (bool, error) {
-	kek := filepath.Join(cfg.stateDir, "auth-kek")
-	bootstrap := filepath.Join(cfg.stateDir, "bootstrap")
-	admin := filepath.Join(bootstrap, "admin.json")
 	fresh := !cfg.keep
-	for _, f := range []string{kek, admin} {
+	for _, f := range []string{authKEK(cfg), authAdmin(cfg)} {
 		if _, err := os.Stat(f); err != nil {
 			fresh = true
 		}
 	}
+	if fresh {
+		return true, m.tryAuth(ctx, cfg, true)
+	}
+	err := m.tryAuth(ctx, cfg, false)
+	if err == nil || ctx.Err() != nil {
+		return false, err
+	}
+	// Kept parts that do not belong together (another -state-dir on the same database, a
+	// database restored): start over rather than fail.
+	progress("auth: -keep: auth did not start on the kept database and credentials (%v); starting afresh", firstLine(err))
+	if m.auth != nil {
+		m.auth.stop()
+		m.procs = m.procs[:len(m.procs)-1]
+		m.auth = nil
+	}
+	return true, m.tryAuth(ctx, cfg, true)
+}
+
+func authKEK(cfg config) string   { return filepath.Join(cfg.stateDir, "auth-kek") }
+func authAdmin(cfg config) string { return filepath.Join(cfg.stateDir, "bootstrap", "admin.json") }
+
+func firstLine(err error) string { return strings.SplitN(err.Error(), "\n", 2)[0] }
+
+// tryAuth starts auth, on a new database, key and credentials when fresh, and logs in.
+func (m *mesh) tryAuth(ctx context.Context, cfg config, fresh bool) error {
+	kek, bootstrap := authKEK(cfg), filepath.Dir(authAdmin(cfg))
 	db := cfg.database + "_auth"
 	existed, err := postgresDatabase(ctx, db, fresh)
 	if err != nil {
-		return false, err
+		return err
 	}
 	if !existed && !fresh {
-		fresh = true // the database went: its credentials and tenant with it
+		return fmt.Errorf("database %s is gone", db)
 	}
 	if fresh {
 		progress("auth: new database %s, key-encryption key and bootstrap credentials in %s", db, cfg.stateDir)
 		if err := os.RemoveAll(bootstrap); err != nil {
-			return false, err
+			return err
 		}
 		if err := os.MkdirAll(cfg.stateDir, 0o700); err != nil {
-			return false, err
+			return err
 		}
 		if err := os.WriteFile(kek, []byte("bench:"+randomKey()+"\n"), 0o600); err != nil {
-			return false, err
+			return err
 		}
 	} else {
 		progress("auth: -keep: reusing database %s and the credentials in %s", db, cfg.stateDir)
 	}
 	pg, err := postgresURL(db)
 	if err != nil {
-		return false, err
+		return err
 	}
 	p, err := m.start(ctx, "auth", append([]string{
 		"CM_AUTH_POSTGRES_URL=" + pg, "CM_AUTH_BOOTSTRAP_DIR=" + bootstrap,
 		"CM_AUTH_KEY_ENCRYPTION_KEYS_FILE=" + kek, "CM_AUTH_ACCESS_TOKEN_TTL=1h",
 	}, m.tls("auth")...))
-	if err != nil {
-		return false, err
+	if p != nil {
+		m.auth = p
 	}
-	m.auth = p
-	data, err := os.ReadFile(admin)
 	if err != nil {
-		return false, fmt.Errorf("auth's bootstrap credentials: %w", err)
+		return err
+	}
+	data, err := os.ReadFile(authAdmin(cfg))
+	if err != nil {
+		return fmt.Errorf("auth's bootstrap credentials: %w", err)
 	}
 	var login authv1.LoginRequest
 	if err := protojson.Unmarshal(data, &login); err != nil {
-		return false, fmt.Errorf("auth's bootstrap credentials: %w", err)
+		return fmt.Errorf("auth's bootstrap credentials: %w", err)
 	}
 	conn, err := m.dial(p)
 	if err != nil {
-		return false, err
+		return err
 	}
 	m.session = &session{client: authv1.NewAuthServiceClient(conn), login: &login}
 	if _, err := m.session.ctx(ctx); err != nil {
-		return false, err
+		return err
 	}
 	progress("auth: logged in as the bootstrap admin of tenant %s (%s)", login.GetTenant(), m.session.tenant)
-	return fresh, nil
+	return nil
 }
 
 // start runs service name from m.bin on fresh loopback ports and waits until it is healthy.
