@@ -305,8 +305,12 @@ func (b *bench) single(ctx context.Context, c *requests, data *dataState) ([]str
 	if left != 0 {
 		failures = append(failures, fmt.Sprintf("single erasures: %d rows of the erased subjects remain", left))
 	}
+	var events []string
+	for _, s := range data.subjects[:n] {
+		events = append(events, fmt.Sprint(s.events))
+	}
 	b.add(fmt.Sprintf("one erasure: create → completed, median of %d", n), median(took).Seconds(), "s",
-		fmt.Sprintf("(runs: %s s; ~%d events per subject; %d rows left)", strings.Join(notes, ", "), data.subjects[0].events, left))
+		fmt.Sprintf("(runs: %s s; subjects' events: %s; %d rows left)", strings.Join(notes, ", "), strings.Join(events, ", "), left))
 	return failures, nil
 }
 
