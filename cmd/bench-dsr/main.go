@@ -132,15 +132,21 @@ func main() {
 	start := time.Now()
 	err := b.run(ctx)
 	stop()
+	// The figures taken so far are written also when a phase fails: a phase that does not
+	// finish is a finding too.
+	doc := map[string]any{"time": time.Now().UTC(), "events": b.cfg.data.Events, "small_tenants": b.cfg.data.SmallTenants,
+		"campaigns": b.cfg.data.Campaigns, "days": b.cfg.data.Days, "seed": b.cfg.data.Seed, "erasures": b.cfg.erasures,
+		"export_events": b.cfg.exportEvents, "dry_run": b.cfg.dryRun, "machine": machine(), "results": b.results}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-dsr:", err)
+		doc["error"] = err.Error()
+	}
+	data, _ := json.MarshalIndent(doc, "", "  ")
+	if werr := os.WriteFile(*out, append(data, '\n'), 0o644); werr != nil {
+		fmt.Fprintln(os.Stderr, "bench-dsr: write results:", werr)
 		os.Exit(1)
 	}
-	data, _ := json.MarshalIndent(map[string]any{"time": time.Now().UTC(), "events": b.cfg.data.Events, "small_tenants": b.cfg.data.SmallTenants,
-		"campaigns": b.cfg.data.Campaigns, "days": b.cfg.data.Days, "seed": b.cfg.data.Seed, "erasures": b.cfg.erasures,
-		"export_events": b.cfg.exportEvents, "dry_run": b.cfg.dryRun, "machine": machine(), "results": b.results}, "", "  ")
-	if err := os.WriteFile(*out, append(data, '\n'), 0o644); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-dsr: write results:", err)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench-dsr: %v\n(the figures taken before are in %s)\n", err, *out)
 		os.Exit(1)
 	}
 	fmt.Printf("bench: results written to %s (whole run %s)\n", *out, time.Since(start).Round(time.Second))

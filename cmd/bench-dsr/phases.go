@@ -175,24 +175,34 @@ func (c *requests) get(ctx context.Context, id string) (*dsrv1.Request, error) {
 	return c.dsr.GetRequest(actx, &dsrv1.GetRequestRequest{Id: id})
 }
 
-// countOpen counts the erasures that have not ended, by ListRequests.
-func (c *requests) countOpen(ctx context.Context) (int, error) {
+// countOpen counts the erasures that have not ended, by ListRequests, and says how many are
+// in each state.
+func (c *requests) countOpen(ctx context.Context) (int, string, error) {
 	actx, err := c.m.session.ctx(ctx)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	n, token := 0, ""
+	states := map[dsrv1.Request_State]int{}
 	for {
 		resp, err := c.dsr.ListRequests(actx, &dsrv1.ListRequestsRequest{PageSize: 1000, PageToken: token, Kinds: []dsrv1.Kind{dsrv1.Kind_KIND_ERASURE},
 			States: []dsrv1.Request_State{dsrv1.Request_STATE_RECEIVED, dsrv1.Request_STATE_SUPPRESSING, dsrv1.Request_STATE_RUNNING, dsrv1.Request_STATE_VERIFYING}})
 		if err != nil {
-			return 0, fmt.Errorf("list open erasures: %w", err)
+			return 0, "", fmt.Errorf("list open erasures: %w", err)
+		}
+		for _, r := range resp.GetRequests() {
+			states[r.GetState()]++
 		}
 		n += len(resp.GetRequests())
 		if token = resp.GetNextPageToken(); token == "" {
-			return n, nil
+			break
 		}
 	}
+	var parts []string
+	for _, st := range []dsrv1.Request_State{dsrv1.Request_STATE_RECEIVED, dsrv1.Request_STATE_SUPPRESSING, dsrv1.Request_STATE_RUNNING, dsrv1.Request_STATE_VERIFYING} {
+		parts = append(parts, fmt.Sprintf("%s %d", strings.ToLower(strings.TrimPrefix(st.String(), "STATE_")), states[st]))
+	}
+	return n, strings.Join(parts, ", "), nil
 }
 
 // ended reports whether a request is in a final state.
@@ -353,7 +363,7 @@ func (b *bench) batch(ctx context.Context, c *requests, data *dataState) ([]stri
 	lastReport := time.Now()
 	var last time.Time // the latest end_time
 	for len(open) > 0 {
-		listed, err := c.countOpen(ctx)
+		listed, byState, err := c.countOpen(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -384,10 +394,16 @@ func (b *bench) batch(ctx context.Context, c *requests, data *dataState) ([]stri
 			return nil, err
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%d of %d erasures not completed after %s", listed, n, c.timeout)
+			b.add(fmt.Sprintf("%d erasures at once: completed within the phase timeout", n), float64(n-listed), "erasures",
+				fmt.Sprintf("(%s; not all completed)", c.timeout))
+			stuck := ""
+			if r, err := c.get(ctx, open[0]); err == nil {
+				stuck = fmt.Sprintf("; request %s is %s", r.GetId(), describe(r))
+			}
+			return nil, fmt.Errorf("%d of %d erasures not completed after %s%s", listed, n, c.timeout, stuck)
 		}
 		if time.Since(lastReport) > 10*time.Second {
-			progress("batch: %d of %d open after %s", listed, n, time.Since(start).Round(time.Second))
+			progress("batch: %d of %d open after %s (%s)", listed, n, time.Since(start).Round(time.Second), byState)
 			lastReport = time.Now()
 		}
 		select {
