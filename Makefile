@@ -135,6 +135,11 @@ bench-analytics: infra ## Load 10M synthetic events and time each analytics quer
 	set -a; . .state/env; set +a; $(BIN)/bench-analytics $(BENCH_FLAGS)
 .PHONY: bench-analytics
 
+bench-dsr: infra ## Time data-subject requests on the 10M-event data set, services as processes over mTLS: one erasure, 1,000 at once (ClickHouse mutations), a 100,000-event export and dsr's peak memory (about 10 min, plus about 1 to load the data set unless BENCH_FLAGS=-keep finds it; results in .state/bench-dsr.json)
+	go build -o $(BIN)/bench-dsr ./cmd/bench-dsr
+	set -a; . .state/env; set +a; $(BIN)/bench-dsr $(BENCH_FLAGS)
+.PHONY: bench-dsr
+
 chaos: infra ## Long fault test (analytics from its chaos build, -tags chaos): kill -9 writer and ingest, ClickHouse outages, under load (CHAOS_DURATION, default 3m; outages double up to CHAOS_MAX_OUTAGE, default 1m); prints acked/found/lost/duplicated
 	set -a; . .state/env; set +a; CHAOS_DURATION=$${CHAOS_DURATION:-3m} go test -count=1 -timeout 30m -run TestNoAckedEventIsLostOrDuplicatedUnderFaults -v ./e2e | grep -E '^(chaos:|--- |ok|FAIL)|fault_test'
 .PHONY: chaos

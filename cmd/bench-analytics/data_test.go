@@ -20,15 +20,15 @@ func TestPlanIsDeterministic(t *testing.T) {
 	if !reflect.DeepEqual(a, b) {
 		t.Fatal("the same flags planned two data sets")
 	}
-	if a.insertSQL(a.Tenants[0], 0, chunkRows) != b.insertSQL(b.Tenants[0], 0, chunkRows) {
+	if a.InsertSQL(a.Tenants[0], 0, chunkRows) != b.InsertSQL(b.Tenants[0], 0, chunkRows) {
 		t.Fatal("the same plan generated two statements")
 	}
 	cfg.seed = 2
 	if c := plan(cfg, testEnd); reflect.DeepEqual(a.Tenants, c.Tenants) {
 		t.Fatal("seeds 1 and 2 planned the same data set")
 	}
-	if len(a.Tenants) != 6 || a.rows() != 10_050_000 || a.Tenants[0].Users != 200_000 {
-		t.Fatalf("plan: %d tenants, %d rows, %d users", len(a.Tenants), a.rows(), a.Tenants[0].Users)
+	if len(a.Tenants) != 6 || a.Rows() != 10_050_000 || a.Tenants[0].Users != 200_000 {
+		t.Fatalf("plan: %d tenants, %d rows, %d users", len(a.Tenants), a.Rows(), a.Tenants[0].Users)
 	}
 	for _, tn := range a.Tenants {
 		n := 0
@@ -78,8 +78,8 @@ func TestLoadIsReproducible(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT count(), (SELECT toUInt64(countMerge(events)) FROM events_hourly) FROM events WHERE tenant_id != ''").Scan(&rows, &rolled); err != nil {
 		t.Fatal(err)
 	}
-	if rows != uint64(d.rows()) || rolled != rows {
-		t.Errorf("%d rows, rollup counts %d, want %d", rows, rolled, d.rows())
+	if rows != uint64(d.Rows()) || rolled != rows {
+		t.Errorf("%d rows, rollup counts %d, want %d", rows, rolled, d.Rows())
 	}
 	if err := conn.QueryRow(ctx, `SELECT uniqExact(if(user_id != '', user_id, anonymous_id)), uniqExact(campaign_id), min(event_time), max(event_time)
 		FROM events WHERE tenant_id = ?`, bigTenant).Scan(&users, &campaigns, &first, &last); err != nil {
@@ -88,8 +88,8 @@ func TestLoadIsReproducible(t *testing.T) {
 	if users != uint64(d.Tenants[0].Users) || campaigns != uint64(cfg.campaigns) {
 		t.Errorf("big tenant: %d users, %d campaigns; want %d and %d", users, campaigns, d.Tenants[0].Users, cfg.campaigns)
 	}
-	if first.Before(d.begin()) || !last.Before(d.End) {
-		t.Errorf("events from %s to %s, outside [%s, %s)", first, last, d.begin(), d.End)
+	if first.Before(d.Begin()) || !last.Before(d.End) {
+		t.Errorf("events from %s to %s, outside [%s, %s)", first, last, d.Begin(), d.End)
 	}
 	var impressions, clicks, conversions float64
 	if err := conn.QueryRow(ctx, `SELECT countIf(type = 'impression') / count(), countIf(type = 'click') / count(), countIf(type = 'conversion') / count()
@@ -162,8 +162,8 @@ func TestPrepareLoadsTheNewLayout(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT toUInt64(countMerge(events)) FROM events_hourly").Scan(&rolled); err != nil {
 		t.Fatal(err)
 	}
-	if rolled != uint64(d.rows()) {
-		t.Fatalf("the rollup counts %d events, want %d", rolled, d.rows())
+	if rolled != uint64(d.Rows()) {
+		t.Fatalf("the rollup counts %d events, want %d", rolled, d.Rows())
 	}
 
 	b.cfg.keep, b.results = true, nil

@@ -4,15 +4,12 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
 
-	ch "github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
+	"github.com/campaignmesh/campaignmesh/internal/benchdata"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
@@ -182,133 +180,7 @@ func (b *bench) startAnalytics(ctx context.Context, e *env, natsURL string) (*se
 }
 
 // prepare makes sure the database holds the data set: reused with -keep when complete,
-// otherwise dropped and loaded.
+// otherwise dropped and loaded (benchdata.Prepare).
 func (b *bench) prepare(ctx context.Context, addr string) (dataset, error) {
-	progress("connecting to ClickHouse at %s", addr)
-	user, err := clickhouse.EnvUser("CM_CLICKHOUSE")
-	if err != nil {
-		return dataset{}, err
-	}
-	admin, err := ch.Open(&ch.Options{Addr: []string{addr}, Auth: ch.Auth{Username: user.Name, Password: user.Password}, DialTimeout: 5 * time.Second})
-	if err == nil {
-		err = admin.Ping(ctx)
-	}
-	if err != nil {
-		return dataset{}, fmt.Errorf("clickhouse at %s (run scripts/devenv.sh up): %w", addr, err)
-	}
-	defer admin.Close()
-	var version string
-	_ = admin.QueryRow(ctx, "SELECT version()").Scan(&version)
-	db := b.cfg.database
-	d := plan(b.cfg, time.Now())
-	want := d.rows()
-
-	fmt.Printf("\nData set (seed %d; ClickHouse %s, database %s)\n", b.cfg.seed, version, db)
-	if b.cfg.keep {
-		if err := admin.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
-			return d, err
-		}
-		conn, err := clickhouse.Open(ctx, addr, db, user)
-		if err != nil {
-			return d, err
-		}
-		end, ok, err := reusable(ctx, conn, b.cfg, want)
-		conn.Close()
-		if err != nil {
-			return d, err
-		}
-		if ok {
-			d = plan(b.cfg, end)
-			progress("-keep: %s holds this data set (%d rows, ending %s, %s ago); not loading", db, want,
-				end.Format(time.RFC3339), time.Since(end).Round(time.Minute))
-			b.add("data set: rows (reused with -keep)", float64(want), "rows", fmt.Sprintf("(%d tenants)", len(d.Tenants)))
-			return d, nil
-		}
-		progress("-keep: %s does not hold this data set complete; loading it", db)
-	}
-	if err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+db); err != nil {
-		return d, err
-	}
-	if err := admin.Exec(ctx, "CREATE DATABASE "+db); err != nil {
-		return d, err
-	}
-	conn, err := clickhouse.Open(ctx, addr, db, user)
-	if err != nil {
-		return d, err
-	}
-	defer conn.Close()
-	big := d.Tenants[0]
-	progress("loading %d events: tenant %s %d events, %d campaigns, %d users, %d days ending %s; %d small tenants of %d; %d at once",
-		want, big.ID, big.Events, len(big.Campaigns), big.Users, d.Days, d.End.Format(time.RFC3339), len(d.Tenants)-1, smallEvents, loaders())
-	took, err := load(ctx, conn, d)
-	if err != nil {
-		return d, err
-	}
-	progress("loaded %d rows in %s (%.0f rows/s)", want, took.Round(time.Millisecond), float64(want)/took.Seconds())
-	b.add("data set: rows loaded", float64(want), "rows", fmt.Sprintf("(%d tenants; big: %d events, %d campaigns, %d users)", len(d.Tenants), big.Events, len(big.Campaigns), big.Users))
-	b.add("load: INSERT … SELECT from numbers()", took.Seconds(), "s", fmt.Sprintf("(%.0f rows/s, %d inserts at once, 1M-row blocks)", float64(want)/took.Seconds(), loaders()))
-
-	// The materialized view fired on every block: the rollup counts every event.
-	var raw, rolled, commits uint64
-	if err := conn.QueryRow(ctx, "SELECT countIf(tenant_id != ''), countIf(tenant_id = '') FROM events").Scan(&raw, &commits); err != nil {
-		return d, err
-	}
-	if err := conn.QueryRow(ctx, "SELECT toUInt64(countMerge(events)) FROM events_hourly").Scan(&rolled); err != nil {
-		return d, err
-	}
-	b.add("load: count() of events", float64(raw), "rows", fmt.Sprintf("(and %d commit rows, one per %d-event block, partition and month)", commits, batchRows()))
-	b.add("load: sum of countMerge(events) of events_hourly", float64(rolled), "rows", "(the materialized view's rollup)")
-	if raw != uint64(want) || rolled != raw {
-		return d, fmt.Errorf("loaded %d rows, events holds %d, the rollup counts %d", want, raw, rolled)
-	}
-
-	// Merge the inserted parts as background merges would in a while, so every run (and a
-	// -keep re-run) queries the same layout: one part of events, one per month of the rollup.
-	start := time.Now()
-	for _, t := range []string{"events_local", "events_hourly_local"} {
-		if err := optimize(ctx, conn, t); err != nil {
-			return d, err
-		}
-	}
-	var parts, partitions, hourlyRows uint64
-	if err := conn.QueryRow(ctx, "SELECT count(), uniqExact(table, partition) FROM system.parts WHERE database = currentDatabase() AND table IN ('events_local', 'events_hourly_local') AND active").Scan(&parts, &partitions); err != nil {
-		return d, err
-	}
-	if parts != partitions {
-		return d, fmt.Errorf("after OPTIMIZE … FINAL, events and events_hourly still hold %d parts in %d partitions", parts, partitions)
-	}
-	_ = conn.QueryRow(ctx, "SELECT count() FROM events_hourly").Scan(&hourlyRows)
-	b.add("load: OPTIMIZE TABLE … FINAL (events_local, events_hourly_local)", time.Since(start).Seconds(), "s", fmt.Sprintf("(one part per partition; events_hourly: %d rows)", hourlyRows))
-	if err := conn.Exec(ctx, metaTable); err != nil {
-		return d, err
-	}
-	// A native batch: 18.16 does not answer clickhouse-go's INSERT … VALUES with arguments.
-	batch, err := conn.PrepareBatch(ctx, "INSERT INTO bench_dataset (seed, events, small_tenants, campaigns, days, end_time, row_count)")
-	if err == nil {
-		err = batch.Append(b.cfg.seed, b.cfg.events, int32(b.cfg.smallTenants), int32(b.cfg.campaigns), int32(b.cfg.days), d.End, uint64(want))
-	}
-	if err == nil {
-		err = batch.Send()
-	}
-	if err != nil {
-		return d, fmt.Errorf("record the data set: %w", err)
-	}
-	return d, nil
-}
-
-// optimize merges table into one part per partition. ClickHouse does nothing (and says
-// nothing) while background merges hold the parts, hence optimize_throw_if_noop and retries.
-func optimize(ctx context.Context, conn driver.Conn, table string) error {
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		err := conn.Exec(ch.Context(ctx, ch.WithSettings(ch.Settings{"optimize_throw_if_noop": 1})), "OPTIMIZE TABLE "+table+" FINAL")
-		var ex *ch.Exception
-		if err == nil || !errors.As(err, &ex) || ex.Code != 388 || time.Now().After(deadline) { // 388: CANNOT_ASSIGN_OPTIMIZE
-			if err != nil {
-				return fmt.Errorf("optimize %s: %w", table, err)
-			}
-			return nil
-		}
-		time.Sleep(time.Second)
-	}
+	return benchdata.Prepare(ctx, addr, b.cfg.data(), b.cfg.database, b.cfg.keep, b.add)
 }

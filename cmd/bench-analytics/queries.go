@@ -184,7 +184,7 @@ func cases(c analyticsv1.AnalyticsServiceClient, big tenantData) []queryCase {
 		raw    = analyticsv1.DataSource_DATA_SOURCE_RAW
 		auto   = analyticsv1.DataSource_DATA_SOURCE_UNSPECIFIED
 	)
-	one, ten := big.campaignIDs(1), big.campaignIDs(10)
+	one, ten := big.CampaignIDs(1), big.CampaignIDs(10)
 	milli := time.Millisecond
 	return []queryCase{
 		{name: "summary, 1 campaign, 7 days", want: rollup, rpc: summary(one, false, auto), ref: refRollupSummary("", ""), target: 10 * milli},

@@ -19,7 +19,7 @@ import (
 func (b *bench) usersError(ctx context.Context, conn driver.Conn, d dataset) error {
 	fmt.Printf("\nUnique users: approximate (uniqCombined) against exact (uniqExact), tenant %s over %d days\n", d.Tenants[0].ID, d.Days)
 	store := clickhouse.NewQueries(conn, conn, clickhouse.DefaultQueryLimits)
-	base := analytics.Query{TenantID: d.Tenants[0].ID, Start: d.begin(), End: d.End, Rollup: true, Location: d.End.Location()}
+	base := analytics.Query{TenantID: d.Tenants[0].ID, Start: d.Begin(), End: d.End, Rollup: true, Location: d.End.Location()}
 	one := func(change func(q *analytics.Query)) []analytics.Query {
 		q := base
 		change(&q)
