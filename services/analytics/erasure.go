@@ -135,9 +135,9 @@ type erasureJob struct {
 	notBefore                      time.Time
 	// streamSeq is the event stream's last sequence when the job was first taken (its
 	// subject suppressed by then); streamKnown says it was read.
-	streamSeq   uint64
-	streamKnown bool
-	started, finished              time.Time
+	streamSeq         uint64
+	streamKnown       bool
+	started, finished time.Time
 }
 
 // NewEraser returns an Eraser over store, fencing the writers through fence and cleaning dead
