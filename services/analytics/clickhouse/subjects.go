@@ -153,15 +153,6 @@ func (q *Queries) Links(ctx context.Context, tenant string, userIDs, anonymousID
 	return out, nil
 }
 
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
-}
-
 // SubjectEvents implements analytics.SubjectStore: shard by shard, row by row as the driver
 // reads its blocks, so memory does not grow with the subject's events.
 func (q *Queries) SubjectEvents(ctx context.Context, tenant string, values []string, fn func(analytics.SubjectEvent) error) error {
