@@ -135,7 +135,7 @@ bench-analytics: infra ## Load 10M synthetic events and time each analytics quer
 	set -a; . .state/env; set +a; $(BIN)/bench-analytics $(BENCH_FLAGS)
 .PHONY: bench-analytics
 
-bench-dsr: infra ## Time data-subject requests on the 10M-event data set, services as processes over mTLS: one erasure, 1,000 at once (ClickHouse mutations), a 100,000-event export and dsr's peak memory (about 10 min, plus about 1 to load the data set unless BENCH_FLAGS=-keep finds it; results in .state/bench-dsr.json)
+bench-dsr: infra ## Time data-subject requests on the 10M-event data set, services as processes over mTLS: one erasure, 1,000 at once (ClickHouse mutations), a 100,000-event export and dsr's peak memory, ingest with 100,000 suppressions and PII rules (about 4 min, plus about 1 to load the data set unless BENCH_FLAGS=-keep finds it; results in .state/bench-dsr.json)
 	go build -o $(BIN)/bench-dsr ./cmd/bench-dsr
 	set -a; . .state/env; set +a; $(BIN)/bench-dsr $(BENCH_FLAGS)
 .PHONY: bench-dsr
