@@ -1,26 +1,16 @@
 package grpcapi_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"regexp"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -30,6 +20,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
+	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 	"github.com/campaignmesh/campaignmesh/services/auth"
 )
 
@@ -170,7 +161,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 			err := grpcConn(t, e).Invoke(as(token), "/campaignmesh.auth.v1.AuthService/"+method, req, resp)
 			return status.Code(err)
 		},
-		"rest": rest.call,
+		"rest": rest.Call,
 	}
 
 	sd := authv1.File_campaignmesh_auth_v1_service_proto.Services().ByName("AuthService")
@@ -248,76 +239,8 @@ func newResponse(t *testing.T, method string) proto.Message {
 	return mt
 }
 
-// restClient calls RPCs over REST through the real gateway handler, using each RPC's
-// google.api.http mapping.
-type restClient struct {
-	t   *testing.T
-	srv *httptest.Server
-}
-
-func newRESTClient(t *testing.T, e *env) *restClient {
-	t.Helper()
-	gw, err := gateway.New(context.Background(), gateway.Config{Logger: slog.New(slog.DiscardHandler)}, []gateway.Backend{
-		{Package: "campaignmesh.auth.v1", Conn: grpcConn(t, e), RegisterREST: authv1.RegisterAuthServiceHandler},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(gw)
-	t.Cleanup(srv.Close)
-	return &restClient{t: t, srv: srv}
-}
-
-// pathParam is a field of the request in an HTTP rule's path, e.g. {tenant_id}.
-var pathParam = regexp.MustCompile(`\{([a-z_]+)\}`)
-
-func (r *restClient) call(method string, req proto.Message, token string) codes.Code {
-	t := r.t
-	md := authv1.File_campaignmesh_auth_v1_service_proto.Services().ByName("AuthService").Methods().ByName(protoreflect.Name(method))
-	rule := proto.GetExtension(md.Options(), annotations.E_Http).(*annotations.HttpRule)
-	var verb, path string
-	switch p := rule.GetPattern().(type) {
-	case *annotations.HttpRule_Get:
-		verb, path = http.MethodGet, p.Get
-	case *annotations.HttpRule_Post:
-		verb, path = http.MethodPost, p.Post
-	default:
-		t.Fatalf("%s: unsupported HTTP rule %v", method, rule)
-	}
-	for _, m := range pathParam.FindAllStringSubmatch(path, -1) {
-		if fd := req.ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(m[1])); fd != nil {
-			path = strings.Replace(path, m[0], req.ProtoReflect().Get(fd).String(), 1)
-		}
-	}
-	var body io.Reader
-	switch rule.GetBody() {
-	case "":
-	case "*":
-		data, _ := protojson.Marshal(req)
-		body = bytes.NewReader(data)
-	default:
-		fd := req.ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(rule.GetBody()))
-		data, _ := protojson.Marshal(req.ProtoReflect().Get(fd).Message().Interface())
-		body = bytes.NewReader(data)
-	}
-	hreq, err := http.NewRequest(verb, r.srv.URL+path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hreq.Header.Set("Authorization", "Bearer "+token)
-	resp, err := r.srv.Client().Do(hreq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusOK {
-		return codes.OK
-	}
-	var e struct {
-		Code int `json:"code"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
-		t.Fatalf("%s over REST: HTTP %d without a JSON error", method, resp.StatusCode)
-	}
-	return codes.Code(e.Code)
+// newRESTClient serves the auth API through the real gateway handler (servicetest.REST).
+func newRESTClient(t *testing.T, e *env) *servicetest.REST {
+	return servicetest.NewREST(t, authv1.File_campaignmesh_auth_v1_service_proto.Services().ByName("AuthService"),
+		gateway.Backend{Package: "campaignmesh.auth.v1", Conn: grpcConn(t, e), RegisterREST: authv1.RegisterAuthServiceHandler})
 }

@@ -1,23 +1,13 @@
 package grpcapi_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
-	"strings"
 	"testing"
 
-	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -27,6 +17,7 @@ import (
 	accessv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/access/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
+	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 	"github.com/campaignmesh/campaignmesh/services/campaigns"
 )
 
@@ -122,7 +113,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 			}
 			return status.Code(e.conn.Invoke(ctx, "/campaignmesh.campaigns.v1.CampaignService/"+method, req, newResponse(t, method)))
 		},
-		"rest": rest.call,
+		"rest": rest.Call,
 	}
 	for i := 0; i < serviceDesc.Methods().Len(); i++ {
 		md := serviceDesc.Methods().Get(i)
@@ -195,92 +186,7 @@ func newResponse(t *testing.T, method string) proto.Message {
 	return mt.New().Interface()
 }
 
-// restClient calls RPCs over REST through the real gateway handler, using each RPC's
-// google.api.http mapping.
-type restClient struct {
-	t   *testing.T
-	srv *httptest.Server
-}
-
-func newRESTClient(t *testing.T, e *env) *restClient {
-	t.Helper()
-	gw, err := gateway.New(context.Background(), gateway.Config{Logger: slog.New(slog.DiscardHandler)}, []gateway.Backend{
-		{Package: "campaignmesh.campaigns.v1", Conn: e.conn, RegisterREST: campaignsv1.RegisterCampaignServiceHandler},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(gw)
-	t.Cleanup(srv.Close)
-	return &restClient{t: t, srv: srv}
-}
-
-// do sends req as the REST mapping of method says and returns the HTTP status and body.
-func (r *restClient) do(method string, req proto.Message, token string) (int, []byte) {
-	t := r.t
-	t.Helper()
-	md := serviceDesc.Methods().ByName(protoreflect.Name(method))
-	rule := proto.GetExtension(md.Options(), annotations.E_Http).(*annotations.HttpRule)
-	var verb, path string
-	switch p := rule.GetPattern().(type) {
-	case *annotations.HttpRule_Get:
-		verb, path = http.MethodGet, p.Get
-	case *annotations.HttpRule_Post:
-		verb, path = http.MethodPost, p.Post
-	case *annotations.HttpRule_Patch:
-		verb, path = http.MethodPatch, p.Patch
-	case *annotations.HttpRule_Delete:
-		verb, path = http.MethodDelete, p.Delete
-	default:
-		t.Fatalf("%s: unsupported HTTP rule %v", method, rule)
-	}
-	msg := req.ProtoReflect()
-	if fd := msg.Descriptor().Fields().ByName("id"); fd != nil {
-		path = strings.Replace(path, "{id}", url.PathEscape(msg.Get(fd).String()), 1)
-	}
-	if fd := msg.Descriptor().Fields().ByName("campaign"); fd != nil && msg.Has(fd) {
-		path = strings.Replace(path, "{campaign.id}", url.PathEscape(msg.Get(fd).Message().Interface().(*campaignsv1.Campaign).GetId()), 1)
-	}
-	var body io.Reader
-	switch rule.GetBody() {
-	case "":
-	case "*":
-		data, _ := protojson.Marshal(req)
-		body = bytes.NewReader(data)
-	default:
-		fd := msg.Descriptor().Fields().ByName(protoreflect.Name(rule.GetBody()))
-		data, _ := protojson.Marshal(msg.Get(fd).Message().Interface())
-		body = bytes.NewReader(data)
-	}
-	hreq, err := http.NewRequest(verb, r.srv.URL+path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		hreq.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := r.srv.Client().Do(hreq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, data
-}
-
-func (r *restClient) call(method string, req proto.Message, token string) codes.Code {
-	code, data := r.do(method, req, token)
-	if code == http.StatusOK {
-		return codes.OK
-	}
-	var e struct {
-		Code int `json:"code"`
-	}
-	if err := json.Unmarshal(data, &e); err != nil {
-		r.t.Fatalf("%s over REST: HTTP %d without a JSON error", method, code)
-	}
-	return codes.Code(e.Code)
+// newRESTClient serves the campaigns API through the real gateway handler (servicetest.REST).
+func newRESTClient(t *testing.T, e *env) *servicetest.REST {
+	return servicetest.NewREST(t, serviceDesc, gateway.Backend{Package: "campaignmesh.campaigns.v1", Conn: e.conn, RegisterREST: campaignsv1.RegisterCampaignServiceHandler})
 }

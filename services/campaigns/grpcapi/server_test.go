@@ -134,13 +134,13 @@ func TestErrorsOverGRPCAndREST(t *testing.T) {
 		t.Errorf("stale etag reason %q", reasonOf(err))
 	}
 	rest := newRESTClient(t, e)
-	code, body := rest.do("UpdateCampaign", &campaignsv1.UpdateCampaignRequest{Campaign: &campaignsv1.Campaign{Id: c.GetId(), Name: "three", Etag: stale}}, f.tokens[rbac.Manager])
+	code, body := rest.Do("UpdateCampaign", &campaignsv1.UpdateCampaignRequest{Campaign: &campaignsv1.Campaign{Id: c.GetId(), Name: "three", Etag: stale}}, f.tokens[rbac.Manager])
 	if code != http.StatusConflict {
 		t.Fatalf("stale etag over REST: HTTP %d %s, want 409", code, body)
 	}
 	// PATCH infers the mask from the body: only the name changes, the etag guards it.
 	cur, _ := e.client.GetCampaign(m, &campaignsv1.GetCampaignRequest{Id: c.GetId()})
-	code, body = rest.do("UpdateCampaign", &campaignsv1.UpdateCampaignRequest{Campaign: &campaignsv1.Campaign{Id: c.GetId(), Name: "patched", Etag: cur.GetEtag()}}, f.tokens[rbac.Manager])
+	code, body = rest.Do("UpdateCampaign", &campaignsv1.UpdateCampaignRequest{Campaign: &campaignsv1.Campaign{Id: c.GetId(), Name: "patched", Etag: cur.GetEtag()}}, f.tokens[rbac.Manager])
 	var patched campaignsv1.Campaign
 	if code != http.StatusOK || protojson.Unmarshal(body, &patched) != nil || patched.GetName() != "patched" {
 		t.Fatalf("PATCH: HTTP %d %s", code, body)

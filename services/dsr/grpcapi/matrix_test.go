@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
+	"github.com/campaignmesh/campaignmesh/gateway"
 	accessv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/access/v1"
 	dsrv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/dsr/v1"
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
@@ -103,7 +104,8 @@ func (e *env) invoke(t *testing.T, method string, req proto.Message, token strin
 	}
 }
 
-// The authorization and tenant isolation matrix through the real interceptor chain over mTLS:
+// The authorization and tenant isolation matrix through the real interceptor chain over mTLS,
+// over gRPC and over REST through the real gateway handler:
 // every RPC × every role (and no credential) × a request of the caller's own or another
 // tenant, the expected code derived from the RPC's access rule and the role table.
 func TestAuthorizationMatrix(t *testing.T) {
@@ -161,6 +163,13 @@ func TestAuthorizationMatrix(t *testing.T) {
 	e.request(t, own, dsr.KindSuppress, false)
 	_, _ = e.dsr.Service().CreateRequest(context.Background(), &authn.Principal{TenantID: own, Subject: "seed"},
 		dsr.CreateInput{Kind: dsr.KindSuppress, Regulation: dsr.GDPR, Subject: []dsr.Identifier{{Kind: dsr.UserID, Value: "m"}}})
+	rest := servicetest.NewREST(t, serviceDesc, gateway.Backend{Package: "campaignmesh.dsr.v1", Conn: e.conn, RegisterREST: dsrv1.RegisterDsrServiceHandler})
+	transports := map[string]func(method string, req proto.Message, token string) codes.Code{
+		"gRPC": func(method string, req proto.Message, token string) codes.Code {
+			return e.invoke(t, method, req, token)
+		},
+		"REST": rest.Call,
+	}
 	for i := 0; i < serviceDesc.Methods().Len(); i++ {
 		md := serviceDesc.Methods().Get(i)
 		name := string(md.Name())
@@ -184,8 +193,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 				foreign bool
 			}{{own, false}, {foreign, true}} {
 				want := expected(name, rule, c.role, target.foreign)
-				if got := e.invoke(t, name, build(target.tenant), token); got != want {
-					t.Errorf("%s as %s on the %s tenant: %v, want %v", name, c.name, target.tenant, got, want)
+				for tname, call := range transports {
+					if got := call(name, build(target.tenant), token); got != want {
+						t.Errorf("%s as %s on the %s tenant over %s: %v, want %v", name, c.name, target.tenant, tname, got, want)
+					}
 				}
 			}
 		}
