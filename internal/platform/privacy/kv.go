@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -34,24 +35,10 @@ func SuppressionKey(tenant, subjectHash string) string { return "sup." + tenant 
 // OpenBucket returns Bucket, creating it when missing (every user of it may: the first to start
 // does). It keeps one revision per key, on disk.
 func OpenBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, Bucket)
-	if err == nil {
-		return kv, nil
-	}
-	if !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("open bucket %s: %w", Bucket, err)
-	}
-	kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+	return natsjs.OpenKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "privacy policies and suppression lists, published by dsr",
 		History: 1, Storage: jetstream.FileStorage,
 	})
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		kv, err = js.KeyValue(ctx, Bucket)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("create bucket %s: %w", Bucket, err)
-	}
-	return kv, nil
 }
 
 // View is a live copy of Bucket: the policies and suppression lists of every tenant, kept

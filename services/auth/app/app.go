@@ -7,15 +7,14 @@ package app
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"log/slog"
-	"os"
-	"strings"
 	"time"
 
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	dsrv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/dsr/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/kek"
 	"github.com/campaignmesh/campaignmesh/internal/platform/lifecycle"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/services/auth"
@@ -68,20 +67,11 @@ func DefaultConfig() Config {
 // LoadKeyEncryptionKeys reads the key-encryption keys from spec ("id:base64,…") or from the file
 // holding it: exactly one of them. Errors never show key material.
 func LoadKeyEncryptionKeys(spec, file string) (*auth.KeyEncryptionKeys, error) {
-	switch {
-	case spec != "" && file != "":
-		return nil, fmt.Errorf("set one of -key-encryption-keys and -key-encryption-keys-file, not both")
-	case file != "":
-		data, err := os.ReadFile(file)
-		if err != nil {
-			return nil, fmt.Errorf("read -key-encryption-keys-file: %w", err)
-		}
-		spec = string(data)
+	keys, err := kek.Load(spec, file)
+	if errors.Is(err, kek.ErrNone) {
+		return nil, auth.ErrNoKEK // its message says how to generate one for auth
 	}
-	if strings.TrimSpace(spec) == "" {
-		return nil, auth.ErrNoKEK
-	}
-	return auth.ParseKeyEncryptionKeys(spec)
+	return keys, err
 }
 
 // App is a built auth service: migrated, keys loaded, listening, not yet serving.
