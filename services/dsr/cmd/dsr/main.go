@@ -39,7 +39,7 @@ func parse(args []string) (settings, error) {
 	c.TLS.RegisterFlags(fs, app.ServiceName)
 	fs.IntVar(&c.Workers, "workers", c.Workers, "how many requests progress at once")
 	fs.DurationVar(&c.PollInterval, "poll-interval", c.PollInterval, "how often an idle runner looks for due requests and polls running erasures")
-	fs.DurationVar(&c.Lease, "lease", c.Lease, "how long a request claimed by a runner that died waits before another runner takes it")
+	fs.DurationVar(&c.Lease, "lease", c.Lease, "how long a request claimed by a runner that died waits before another runner takes it (the same process restarted takes its own back at once)")
 	fs.IntVar(&c.MaxRecvMsgSize, "max-recv-msg-size", c.MaxRecvMsgSize, "largest request message in bytes")
 	fs.DurationVar(&c.GracePeriod, "grace-period", c.GracePeriod, "how long a stop waits for calls in flight")
 	fs.TextVar(&s.logLevel, "log-level", slog.LevelInfo, "log level (debug, info, warn, error)")
