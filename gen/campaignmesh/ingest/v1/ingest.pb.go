@@ -152,7 +152,8 @@ func (x *Money) GetCurrency() string {
 // EventContext describes where an event came from.
 type EventContext struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Client IP address; when empty, the address the request came from is used.
+	// Client IP address, as the client sends it (ingest does not fill it in). The tenant's privacy
+	// policy may truncate or drop it before it is stored.
 	Ip string `protobuf:"bytes,1,opt,name=ip,proto3" json:"ip,omitempty"`
 	// User agent.
 	UserAgent string `protobuf:"bytes,2,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
