@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/campaignmesh/campaignmesh/internal/platform/kvbucket"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -57,31 +58,10 @@ func FenceAckKey(tenant string, index int) string {
 // OpenFenceBucket returns FenceBucket, creating it when missing (the writers and the erasure
 // create it alike, with the same configuration). One revision per key, on disk.
 func OpenFenceBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	return OpenKeyValue(ctx, js, jetstream.KeyValueConfig{
+	return kvbucket.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket: FenceBucket, Description: "analytics tenant write fences: fence.<tenant> raised by an erasure, ack.<tenant>.w<i> by writer i",
 		History: 1, Storage: jetstream.FileStorage,
 	})
-}
-
-// OpenKeyValue returns the key-value bucket cfg names, creating it with cfg when missing. Every
-// user of a bucket may call it with the same cfg, whoever starts first: no update rights are
-// needed to open an existing bucket, and a lost race to create it opens the winner's.
-func OpenKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if err == nil {
-		return kv, nil
-	}
-	if !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("open bucket %s: %w", cfg.Bucket, err)
-	}
-	kv, err = js.CreateKeyValue(ctx, cfg)
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		kv, err = js.KeyValue(ctx, cfg.Bucket)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("create bucket %s: %w", cfg.Bucket, err)
-	}
-	return kv, nil
 }
 
 // FenceView is a writer's live copy of the raised fences, kept current by a watch of

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
+	"github.com/campaignmesh/campaignmesh/internal/platform/kvbucket"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -35,7 +35,7 @@ func SuppressionKey(tenant, subjectHash string) string { return "sup." + tenant 
 // OpenBucket returns Bucket, creating it when missing (every user of it may: the first to start
 // does). It keeps one revision per key, on disk.
 func OpenBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	return natsjs.OpenKeyValue(ctx, js, jetstream.KeyValueConfig{
+	return kvbucket.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "privacy policies and suppression lists, published by dsr",
 		History: 1, Storage: jetstream.FileStorage,
 	})
