@@ -551,10 +551,29 @@ func (r *Runner) erase(ctx context.Context, req *Request, p Participant, st *Par
 		return false, err
 	}
 	st.Started = true
-	if es.Counts != nil {
-		st.Counts = es.Counts
-	}
+	st.Counts = mergeCounts(st.Counts, es.Counts)
 	return es.Done, nil
+}
+
+// mergeCounts keeps, per kind of record, the highest count a participant has reported for the
+// erasure: a participant that lost its state (restarted) and was started again reports only
+// what is left to erase then, not what it erased before.
+func mergeCounts(have, reported map[string]int64) map[string]int64 {
+	if reported == nil {
+		return have
+	}
+	out := make(map[string]int64, len(have)+len(reported))
+	for k, v := range have {
+		out[k] = v
+	}
+	for k, v := range reported {
+		if v > out[k] {
+			out[k] = v
+		} else if _, ok := out[k]; !ok {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // verify asks the participant once more: done only with nothing remaining.
@@ -568,9 +587,7 @@ func (r *Runner) verify(ctx context.Context, req *Request, p Participant, st *Pa
 	if err != nil {
 		return false, err
 	}
-	if es.Counts != nil {
-		st.Counts = es.Counts
-	}
+	st.Counts = mergeCounts(st.Counts, es.Counts)
 	return es.Done && es.Remaining == 0, nil
 }
 

@@ -35,10 +35,13 @@ type fakeParticipant struct {
 	started map[string]bool
 	polls   map[string]int
 	fail    string
+	// doneEvents is the events count of a finished erasure (5 unless a test lowers it: a
+	// participant restarted after deleting finds nothing left to count).
+	doneEvents int64
 }
 
 func newFake(name string, records int) *fakeParticipant {
-	return &fakeParticipant{name: name, records: records, calls: map[string]int{}, started: map[string]bool{}, polls: map[string]int{}}
+	return &fakeParticipant{name: name, records: records, calls: map[string]int{}, started: map[string]bool{}, polls: map[string]int{}, doneEvents: 5}
 }
 
 func (f *fakeParticipant) Name() string { return f.name }
@@ -110,7 +113,7 @@ func (f *fakeParticipant) GetErasure(_ context.Context, _, req string) (dsr.Eras
 	if f.polls[req] < 2 {
 		return dsr.ErasureStatus{Counts: map[string]int64{"events": 2}, Remaining: 3}, nil
 	}
-	return dsr.ErasureStatus{Done: true, Counts: map[string]int64{"events": 5}}, nil
+	return dsr.ErasureStatus{Done: true, Counts: map[string]int64{"events": f.doneEvents}}, nil
 }
 
 // memBucket is the PRIVACY bucket's contents (the NATS adapter has its own test).
@@ -439,6 +442,35 @@ func TestRestartedRunnerTakesBackItsClaims(t *testing.T) {
 		got, err := f.store.GetRequest(ctx, "t1", r.ID)
 		return err == nil && got.State != dsr.Received
 	}, "the restarted runner did not take back its claim")
+}
+
+// A participant that restarts after erasing reports, when started again, only what was left:
+// the request keeps the highest count each participant reported, in its status and receipt.
+func TestCountsSurviveAParticipantRestart(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	r := create(t, f, "t1", dsr.KindErasure, "u1")
+	for range 4 { // received, suppressing, running (start), running (first poll: events 2)
+		if _, err := f.runner().RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		f.clock.Advance(2 * time.Second)
+	}
+	for _, p := range f.parts {
+		p.mu.Lock()
+		p.started, p.polls, p.doneEvents = map[string]bool{}, map[string]int{}, 0 // restarted: its events are gone
+		p.mu.Unlock()
+	}
+	done := f.drive(t, "t1", r.ID)
+	for _, p := range done.Participants {
+		if p.Counts["events"] != 2 {
+			t.Errorf("%s counts %v after its restart, want the events 2 it reported before", p.Name, p.Counts)
+		}
+	}
+	if !strings.Contains(done.Receipt.Payload, `"events":2`) {
+		t.Errorf("receipt: %s", done.Receipt.Payload)
+	}
 }
 
 // A participant that lost its state (restart) answers NOT_FOUND: the erasure is started again.
