@@ -24,13 +24,23 @@ import (
 // quick conditions pass quickly and slow ones do not hammer what they read.
 func Eventually(tb testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
 	tb.Helper()
+	if !Within(timeout, cond) {
+		tb.Fatalf(format+" (not within %s)", append(args, timeout)...)
+	}
+}
+
+// Within polls cond (10 ms, doubling to 250 ms) until it holds or timeout passes, and reports
+// whether it held: Eventually for a test that does more than fail when it does not, or for a
+// wait whose end is not a failure (holding something open for at most timeout).
+func Within(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for wait := 10 * time.Millisecond; !cond(); wait = min(2*wait, 250*time.Millisecond) {
 		if time.Now().After(deadline) {
-			tb.Fatalf(format+" (not within %s)", append(args, timeout)...)
+			return false
 		}
 		time.Sleep(wait) // polling a condition under a deadline
 	}
+	return true
 }
 
 // Clock is a clock that only moves when the test says so, for code that takes a

@@ -42,12 +42,9 @@ func (s *streams) publishOne(ctx context.Context, e *ingestv1.AcceptedEvent) err
 // waitAll waits until q's count summed over the shards is want.
 func (p *pipeline) waitAll(t *testing.T, q string, want uint64) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for n := p.countAll(t, q); n != want; n = p.countAll(t, q) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s = %d, want %d (messages in the stream: %d)", q, n, want, p.inStream(t))
-		}
-		time.Sleep(50 * time.Millisecond) // polling under a deadline, as waitFor
+	var n uint64
+	if !meshtest.Within(30*time.Second, func() bool { n = p.countAll(t, q); return n == want }) {
+		t.Fatalf("%s = %d, want %d (messages in the stream: %d)", q, n, want, p.inStream(t))
 	}
 }
 
@@ -246,10 +243,9 @@ func TestErasureConcurrentWithWriterCountsEveryEventOnce(t *testing.T) {
 			return n
 		}
 		from := count()
-		deadline := time.Now().Add(time.Second)
-		for count() < from+3 && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond) // holding the rebuild open, polling the writer's progress
-		}
+		// Hold the rebuild open until the writer has inserted more of the tenant (or a second
+		// passed: the fence may be holding it, which is what the test checks).
+		meshtest.Within(time.Second, func() bool { return count() >= from+3 })
 	})
 	eraser := analytics.NewEraser(store, fencer, nil, analytics.ErasureConfig{Window: 100 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
 	runCtx, stopEraser := context.WithCancel(ctx)
