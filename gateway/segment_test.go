@@ -463,13 +463,16 @@ func TestSegmentOverQuotaIs429(t *testing.T) {
 // no more than the cap: the request does not allocate anything near its expanded size.
 func TestSegmentDecompressionBombIsRefusedWithoutExpanding(t *testing.T) {
 	e := newSegmentEnv(t, nil)
-	var bomb bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&bomb, gzip.BestCompression)
-	zeros := make([]byte, 1<<20)
-	for range 1 << 10 {
-		_, _ = zw.Write(zeros)
-	}
+	// A gzip stream may hold several members one after another (readers take them as one
+	// body): 1,024 copies of 1 MiB of zeros compressed once is a 1 GiB body, built quickly.
+	var member bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&member, gzip.BestCompression)
+	_, _ = zw.Write(make([]byte, 1<<20))
 	_ = zw.Close()
+	bomb := bytes.NewBuffer(nil)
+	for range 1 << 10 {
+		bomb.Write(member.Bytes())
+	}
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -530,5 +533,21 @@ func TestSegmentKeysWriteToTheirOwnTenant(t *testing.T) {
 	got := e.stored(t)
 	if got["x-a"].GetTenantId() != "tenant-a" || got["x-b"].GetTenantId() != "tenant-b" {
 		t.Fatalf("tenants: %v / %v", got["x-a"], got["x-b"])
+	}
+}
+
+// A batch of 2,500 events (more than one ingest call takes) is stored whole before the 200.
+func TestSegmentLargeBatchIsSplitIntoIngestCalls(t *testing.T) {
+	e := newSegmentEnv(t, nil)
+	items := make([]string, gateway.SegmentMaxBatchEvents)
+	for i := range items {
+		items[i] = fmt.Sprintf(`{"type":"track","event":"A","messageId":"l-%d","userId":"u"}`, i)
+	}
+	body := `{"batch":[` + strings.Join(items, ",") + `]}`
+	if code, _, answer := e.post(t, "/v1/batch", bytes.NewReader(gzipped(t, body)), basic(keyA)); code != http.StatusOK || answer != success {
+		t.Fatalf("%d %s", code, answer)
+	}
+	if got := e.stored(t); len(got) != gateway.SegmentMaxBatchEvents {
+		t.Fatalf("stored %d events, want %d", len(got), gateway.SegmentMaxBatchEvents)
 	}
 }
