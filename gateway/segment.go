@@ -286,9 +286,9 @@ func (s *segmentAPI) events(w http.ResponseWriter, r *http.Request, route segmen
 	if ip := clientIPFromContext(r.Context()); ip != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "x-forwarded-for", ip)
 	}
-	for _, chunk := range chunkEvents(events) {
+	for i, chunk := range chunkEvents(events) {
 		if err := s.send(ctx, chunk); err != nil {
-			s.answerError(w, r, err)
+			s.answerError(w, r, err, i > 0)
 			return
 		}
 	}
@@ -357,8 +357,11 @@ type ingestError struct {
 
 func (e *ingestError) Error() string { return e.err.Error() }
 
-// answerError answers a failed ingest call in the status table above.
-func (s *segmentAPI) answerError(w http.ResponseWriter, r *http.Request, err error) {
+// answerError answers a failed ingest call in the status table above. After part of a batch
+// was stored (partial), any failure answers 503: the SDK then sends the whole batch again, and
+// the events stored twice have the same event_id, which the analytics writer keeps once.
+// Answering 4xx there would make the SDK drop the part that was not stored.
+func (s *segmentAPI) answerError(w http.ResponseWriter, r *http.Request, err error, partial bool) {
 	var header metadata.MD
 	var ie *ingestError
 	if errors.As(err, &ie) {
@@ -378,7 +381,11 @@ func (s *segmentAPI) answerError(w http.ResponseWriter, r *http.Request, err err
 		}
 		w.Header().Set("Retry-After", "1")
 	}
-	switch st.Code() {
+	code := st.Code()
+	if partial {
+		code = codes.Unavailable
+	}
+	switch code {
 	case codes.Unauthenticated:
 		writeJSONError(w, http.StatusUnauthorized, codes.Unauthenticated, "write key not valid (unknown, revoked or expired)")
 	case codes.PermissionDenied:

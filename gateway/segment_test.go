@@ -358,6 +358,29 @@ func counter(t *testing.T, reg *prometheus.Registry, name, label string) float64
 	return 0
 }
 
+// routeCount is the number of REST requests of route counted by the edge metrics.
+func routeCount(t *testing.T, reg *prometheus.Registry, route string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() != "gateway_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "route" && l.GetValue() == route {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return n
+}
+
 // The status table: what SDKs retry (5xx, 429) and what they drop (other 4xx) is decided by
 // what the batch's fate really is.
 func TestSegmentStatusTable(t *testing.T) {
@@ -427,6 +450,10 @@ func TestSegmentStatusTable(t *testing.T) {
 		}
 	}
 
+	if n := routeCount(t, e.reg, "POST /v1/batch"); n < 10 {
+		t.Errorf("edge metrics count %v requests of route POST /v1/batch", n)
+	}
+
 	// Revoked: 401 from then on.
 	if code, _, _ := e.post(t, "/v1/batch", strings.NewReader(ok), basic(keyB)); code != http.StatusOK {
 		t.Fatalf("key B before revocation: %d", code)
@@ -445,7 +472,8 @@ func TestSegmentStatusTable(t *testing.T) {
 	}
 }
 
-// Over the ingest rate limit: 429 with Retry-After.
+// Over the ingest rate limit: 429 with Retry-After; 503 when part of the batch was stored
+// already, so the SDK resends all of it rather than dropping the rest.
 func TestSegmentOverQuotaIs429(t *testing.T) {
 	e := newSegmentEnv(t, &ingest.RateLimits{PerTenant: 1000, PerSource: 1})
 	var code int
@@ -456,6 +484,21 @@ func TestSegmentOverQuotaIs429(t *testing.T) {
 	}
 	if retry, _ := strconv.Atoi(h.Get("Retry-After")); code != http.StatusTooManyRequests || retry < 1 {
 		t.Fatalf("over quota: %d Retry-After %q", code, h.Get("Retry-After"))
+	}
+
+	// A burst of 1,200 events: the first 1,000-event call of a 2,000-event batch is stored, the
+	// second is over quota.
+	e = newSegmentEnv(t, &ingest.RateLimits{PerTenant: 100000, PerSource: 600})
+	items := make([]string, 2000)
+	for i := range items {
+		items[i] = fmt.Sprintf(`{"type":"track","event":"A","messageId":"p-%d","userId":"u"}`, i)
+	}
+	code, h, answer := e.post(t, "/v1/batch", strings.NewReader(`{"batch":[`+strings.Join(items, ",")+`]}`), basic(keyA))
+	if retry, _ := strconv.Atoi(h.Get("Retry-After")); code != http.StatusServiceUnavailable || retry < 1 {
+		t.Fatalf("partly stored batch: %d %s Retry-After %q", code, answer, h.Get("Retry-After"))
+	}
+	if n := len(e.stored(t)); n != 1000 {
+		t.Fatalf("stored %d events, want the first call's 1,000", n)
 	}
 }
 
