@@ -144,7 +144,7 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 		_, _ = w.Write(openapi.Document)
 	})
 	mux.Handle("/", g.limitBody(g.rest))
-	if g.segment, err = newSegmentAPI(cfg, backends); err != nil {
+	if g.segment, err = newSegmentAPI(cfg, backends, g.refusals); err != nil {
 		return nil, err
 	}
 

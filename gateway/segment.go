@@ -71,10 +71,14 @@ var (
 	segmentSettingsPath = regexp.MustCompile(`^(/v1)?/projects/([^/]+)/settings$`)
 )
 
-// matchSegment returns the Segment route of path, ignoring trailing slashes (an SDK configured
-// with a host ending in "/" must not be redirected).
+// matchSegment returns the Segment route of path, ignoring trailing and doubled slashes: an SDK
+// configured with a host ending in "/" sends "/v1//b", which must be served, not redirected.
 func matchSegment(path string) (segmentRoute, bool) {
-	p := strings.TrimRight(path, "/")
+	p := path
+	for strings.Contains(p, "//") {
+		p = strings.ReplaceAll(p, "//", "/")
+	}
+	p = strings.TrimRight(p, "/")
 	switch p {
 	case "/v1/batch", "/v1/import", "/v1/b", "/b":
 		return segmentRoute{label: "POST " + p}, true
@@ -126,9 +130,11 @@ type segmentAPI struct {
 	rawLimit int64
 	metrics  *segmentMetrics
 	logger   *slog.Logger
+	// refusals records bodies refused as too large, as the REST routes' limit does.
+	refusals *refusals
 }
 
-func newSegmentAPI(cfg Config, backends []Backend) (*segmentAPI, error) {
+func newSegmentAPI(cfg Config, backends []Backend, refused *refusals) (*segmentAPI, error) {
 	var conn *grpc.ClientConn
 	for _, b := range backends {
 		if b.Package == ingestPackage {
@@ -142,7 +148,7 @@ func newSegmentAPI(cfg Config, backends []Backend) (*segmentAPI, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &segmentAPI{ingest: ingestv1.NewIngestServiceClient(conn), rawLimit: int64(cfg.MaxBodyBytes), metrics: m, logger: cfg.Logger}, nil
+	return &segmentAPI{ingest: ingestv1.NewIngestServiceClient(conn), rawLimit: int64(cfg.MaxBodyBytes), metrics: m, logger: cfg.Logger, refusals: refused}, nil
 }
 
 // serve answers a request on a Segment path.
@@ -215,6 +221,7 @@ func (s *segmentAPI) events(w http.ResponseWriter, r *http.Request, route segmen
 	raw, err := readSegmentBody(r.Body, s.rawLimit)
 	switch {
 	case errors.Is(err, errBodyTooLarge):
+		s.refusals.note(r.Context(), MethodRequestTooLarge, clientIPFromContext(r.Context()))
 		writeJSONError(w, http.StatusBadRequest, codes.InvalidArgument, fmt.Sprintf("body: larger than %d bytes (after decompression)", SegmentMaxBodyBytes))
 		return
 	case err != nil:
