@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"testing"
@@ -54,4 +55,48 @@ func TestSegmentTimeIsLenient(t *testing.T) {
 	if ts, bad := segmentTime(nil); ts != nil || bad {
 		t.Errorf("absent: %v %v", ts, bad)
 	}
+}
+
+// Whatever the body, reading and mapping never panics, never returns more than the cap, and
+// every mapped event has an id and a type ingest knows.
+func FuzzSegmentPayload(f *testing.F) {
+	for _, seed := range []string{
+		`{"batch":[{"type":"track","event":"A","userId":1e400,"properties":{"n":123456789012345678901234567890}}]}`,
+		`{"type":"identify","traits":{"a":{"b":[1,null,true]}},"context":{"app":"x","device":[]},"timestamp":7}`,
+		`{"batch":[null,1,"x",{"type":"alias","messageId":{}}],"context":null,"sentAt":"2026-01-01"}`,
+		"\x1f\x8b\x08\x00",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		body, err := readSegmentBody(bytes.NewReader(raw), 1<<20)
+		if err != nil {
+			return
+		}
+		if len(body) > SegmentMaxBodyBytes {
+			t.Fatalf("read %d bytes past the cap", len(body))
+		}
+		obj, err := decodeSegment(body)
+		if err != nil {
+			return
+		}
+		items, _ := obj["batch"].([]any)
+		items = append(items, obj)
+		for _, it := range items {
+			item, ok := it.(map[string]any)
+			if !ok {
+				continue
+			}
+			for typ := range segmentTypes {
+				m, err := mapSegmentEvent(item, typ, obj)
+				if err != nil {
+					t.Fatalf("known type %s refused: %v", typ, err)
+				}
+				if m.event.GetEventId() == "" || m.event.GetType() == ingestv1.EventType_EVENT_TYPE_UNSPECIFIED {
+					t.Fatalf("mapped %v", m.event)
+				}
+				_ = proto.Size(m.event)
+			}
+		}
+	})
 }
