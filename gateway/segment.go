@@ -289,7 +289,8 @@ func (s *segmentAPI) events(w http.ResponseWriter, r *http.Request, route segmen
 	}
 
 	ctx := metadata.NewOutgoingContext(r.Context(), metadata.Pairs(
-		"authorization", "Bearer "+key, "x-request-id", telemetry.RequestID(r.Context())))
+		"authorization", "Bearer "+key, "x-request-id", telemetry.RequestID(r.Context()),
+		authn.WriteKeyMetadata, "1"))
 	if ip := clientIPFromContext(r.Context()); ip != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "x-forwarded-for", ip)
 	}

@@ -39,6 +39,7 @@ const (
 	keyA        = "cmk_0123456789abcdef0123456789abcdef_writeA"
 	keyB        = "cmk_0123456789abcdef0123456789abcdee_writeB"
 	keyReadOnly = "cmk_0123456789abcdef0123456789abcded_read"
+	keyWide     = "cmk_0123456789abcdef0123456789abcdec_wide"
 )
 
 // testKeys verifies the tests' API keys as auth would: an unknown or revoked key is refused.
@@ -73,6 +74,7 @@ func newSegmentEnv(t *testing.T, rates *ingest.RateLimits) *segmentEnv {
 		keyA:        {TenantID: "tenant-a", Subject: "key-a", Permissions: []string{rbac.EventsWrite}, Kind: authn.KindAPIKey},
 		keyB:        {TenantID: "tenant-b", Subject: "key-b", Permissions: []string{rbac.EventsWrite}, Kind: authn.KindAPIKey},
 		keyReadOnly: {TenantID: "tenant-a", Subject: "key-r", Permissions: []string{rbac.AnalyticsRead}, Kind: authn.KindAPIKey},
+		keyWide:     {TenantID: "tenant-a", Subject: "key-w", Permissions: []string{rbac.AnalyticsRead, rbac.EventsWrite}, Kind: authn.KindAPIKey},
 	}}}
 	ca := mtlstest.NewCA(t)
 	in := servicetest.StartIngest(t, servicetest.IngestOptions{CA: ca, NATS: e.ns, Verifier: authn.Verifier{Keys: e.keys},
@@ -430,6 +432,8 @@ func TestSegmentStatusTable(t *testing.T) {
 		{"not an api key", "/v1/batch", []byte(ok), map[string]string{"Authorization": "Bearer eyJhbGciOi.x.y"}, http.StatusUnauthorized},
 		{"unknown key", "/v1/batch", []byte(ok), basic("cmk_ffffffffffffffffffffffffffffffff_nope"), http.StatusUnauthorized},
 		{"key without events.write", "/v1/batch", []byte(ok), basic(keyReadOnly), http.StatusForbidden},
+		// A write key ships inside browsers and apps: one that could also read is refused.
+		{"key with more than events.write", "/v1/batch", []byte(ok), basic(keyWide), http.StatusForbidden},
 		{"get on an ingest path", "/v1/batch", nil, nil, http.StatusMethodNotAllowed},
 	} {
 		method := http.MethodPost
