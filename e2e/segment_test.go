@@ -80,6 +80,12 @@ func TestSegmentGoSDKEndToEnd(t *testing.T) {
 		AND campaign_id = 'c-sdk' AND variant = 'b' AND name = 'Signed Up' AND prop_values[indexOf(prop_keys, 'plan')] = 'pro'`, s.tenant); n != 1 {
 		t.Errorf("the track event's fields were not mapped")
 	}
+	// A write key sends events and reads nothing.
+	for _, path := range []string{"/v1/analytics/summary?campaignIds=c-sdk", "/v1/campaigns", "/v1/users", "/v1/dsr/requests", "/v1/audit/records"} {
+		if code, _, _ := s.rest(t, "GET", path, s.key, nil); code != http.StatusForbidden {
+			t.Errorf("GET %s with the write key: %d, want 403", path, code)
+		}
+	}
 	if n := s.count(`SELECT count() FROM events WHERE tenant_id = ? AND event_id = 'sdk-identify' AND prop_values[indexOf(prop_keys, 'traits.name')] = 'Sam'`, s.tenant); n != 1 {
 		t.Errorf("the identify event's traits were not kept")
 	}
