@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/services/ingest"
 )
@@ -68,6 +69,10 @@ func (s *Server) StreamEvents(stream ingestv1.IngestService_StreamEventsServer) 
 // from the request.
 func (s *Server) ingest(ctx context.Context, events []*ingestv1.Event, size int) (*ingestv1.IngestEventsResponse, error) {
 	p := authn.FromContext(ctx)
+	if authn.WriteKeyRoute(ctx) && !p.IsWriteKey() {
+		return nil, apperr.New(apperr.PermissionDenied, "NOT_A_WRITE_KEY",
+			"a write key must be an API key scoped to events.write only (a browser or app ships it to everyone): create one with that single scope")
+	}
 	res, err := s.svc.Ingest(ctx, p.TenantID, p.Subject, events, size)
 	if err != nil {
 		return nil, err
