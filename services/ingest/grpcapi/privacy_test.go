@@ -49,7 +49,8 @@ type privacyEnv struct {
 	kv      jetstream.KeyValue
 	hasher  *privacy.Hasher
 	ca      *mtls.CA
-	tokenOf func(tenant string) string
+	tokenOf func(tenant string) string // a manager's
+	tokenAs func(tenant, role string) string
 }
 
 func newPrivacyEnv(t *testing.T) *privacyEnv {
@@ -57,7 +58,7 @@ func newPrivacyEnv(t *testing.T) *privacyEnv {
 	return newPrivacyEnvOn(t, natstest.StartServer(t))
 }
 
-func newPrivacyEnvOn(t *testing.T, ns *server.Server) *privacyEnv {
+func newPrivacyEnvOn(t *testing.T, ns *server.Server, config ...func(*app.Config)) *privacyEnv {
 	t.Helper()
 	nc, js, err := natsjs.Connect(ns.ClientURL(), "test")
 	if err != nil {
@@ -68,7 +69,12 @@ func newPrivacyEnvOn(t *testing.T, ns *server.Server) *privacyEnv {
 	e := &privacyEnv{js: js, hasher: servicetest.NewPrivacyHasher(t), ca: mtlstest.NewCA(t)}
 	e.ingest = servicetest.StartIngest(t, servicetest.IngestOptions{
 		CA: e.ca, NATS: ns, Hasher: e.hasher,
-		Verifier: authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})},
+		Verifier: authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub}), Keys: writeKeys{}},
+		Config: func(c *app.Config) {
+			for _, f := range config {
+				f(c)
+			}
+		},
 	})
 	if e.kv, err = privacy.OpenBucket(context.Background(), js); err != nil {
 		t.Fatal(err)
@@ -79,15 +85,16 @@ func newPrivacyEnvOn(t *testing.T, ns *server.Server) *privacyEnv {
 	}
 	t.Cleanup(func() { conn.Close() })
 	e.client = ingestv1.NewIngestServiceClient(conn)
-	e.tokenOf = func(tenant string) string {
+	e.tokenAs = func(tenant, role string) string {
 		now := time.Now()
 		tok, err := authn.Sign(authn.Claims{RegisteredClaims: jwt.RegisteredClaims{Issuer: authn.Issuer, Audience: jwt.ClaimStrings{authn.Audience},
-			Subject: "user-1", IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute))}, TenantID: tenant, Role: "manager"}, "k", priv)
+			Subject: "user-1", IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute))}, TenantID: tenant, Role: role}, "k", priv)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return tok
 	}
+	e.tokenOf = func(tenant string) string { return e.tokenAs(tenant, "manager") }
 	return e
 }
 
