@@ -52,7 +52,7 @@ type Service struct {
 	now              func() time.Time
 	rejected         *prometheus.CounterVec
 	suppressed       prometheus.Counter
-	tails            *Tails
+	tails            TailSink
 }
 
 // NewService returns the intake publishing through pub under limits and rates.
@@ -75,8 +75,8 @@ func (s *Service) WithPrivacy(p Privacy) *Service {
 }
 
 // WithTails makes the intake offer each request's outcomes to the open tails of its tenant
-// (the live event debugger); nothing is built when nobody tails the tenant.
-func (s *Service) WithTails(t *Tails) *Service {
+// (the live event debugger) through t; nothing is built when nobody tails the tenant.
+func (s *Service) WithTails(t TailSink) *Service {
 	s.tails = t
 	return s
 }
@@ -112,7 +112,7 @@ func (s *Service) Ingest(ctx context.Context, tenant, source string, events []*i
 		}
 		s.rejected.WithLabelValues(field).Inc()
 	}
-	watching := s.tails.Watching(tenant)
+	watching := s.tails != nil && s.tails.Watching(tenant)
 	if len(res.Accepted) == 0 {
 		s.tell(watching, tenant, source, res, nil)
 		return res, nil

@@ -21,6 +21,25 @@ type TailLimits struct {
 // DefaultTailLimits are the documented defaults.
 var DefaultTailLimits = TailLimits{PerSecond: 100, MaxDuration: 30 * time.Minute, PerTenant: 5}
 
+// TailSink takes the outcomes ingest decides for the tails of their tenant: Tails on one
+// instance, the NATS relay (services/ingest/natsjs) across instances.
+type TailSink interface {
+	// Watching reports whether a tail of tenant is open: outcomes are built only then.
+	Watching(tenant string) bool
+	// Publish offers the outcomes of one request of tenant, without waiting.
+	Publish(tenant string, outs []*TailOutcome)
+}
+
+// TailSource opens and closes tails: Tails on one instance, the NATS relay across instances.
+type TailSource interface {
+	Open(tenant string) (*Tail, error)
+	Close(tl *Tail)
+	Limits() TailLimits
+}
+
+// TailOutcome is one outcome a tail receives.
+type TailOutcome = ingestv1.TailEventsResponse
+
 // Tails fans the outcomes ingest decides out to the open tails of their tenant, on this
 // instance. Publishing never blocks: a tail that cannot keep up (or is over its rate) misses
 // outcomes and is told how many.
@@ -49,6 +68,9 @@ type Tail struct {
 	// dropped counts outcomes not delivered since the last one that was.
 	dropped int64
 }
+
+// Tenant answers the tenant tl tails.
+func (tl *Tail) Tenant() string { return tl.tenant }
 
 // Outcomes delivers the tail's outcomes; a DROPPED marker precedes an outcome that follows a gap.
 func (tl *Tail) Outcomes() <-chan *ingestv1.TailEventsResponse { return tl.c }

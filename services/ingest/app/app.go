@@ -149,7 +149,14 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		grpcserver.WithMaxRecvMsgSize(cfg.Limits.MaxBatchBytes+64<<10),
 		grpcserver.WithGracePeriod(cfg.GracePeriod),
 	)
-	tails := ingest.NewTails(cfg.Tails)
+	// The live event debugger: a tail opened on any instance sees the outcomes of all of them.
+	// The relay's watch lives as long as the App, not New's context.
+	rctx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
+	a.OnClose(stopRelay)
+	tails, err := ingestjs.OpenTailRelay(rctx, nc, js, ingest.NewTails(cfg.Tails))
+	if err != nil {
+		return nil, err
+	}
 	svc := ingest.NewService(ingestjs.NewPublisher(js, a.Registry()), cfg.Limits, cfg.Rates).WithMetrics(a.Registry()).
 		WithPrivacy(ingest.Privacy{State: a.privacy, Hasher: hasher}).WithTails(tails)
 	ingestv1.RegisterIngestServiceServer(a.server.GRPC(), grpcapi.NewServer(svc).WithTails(tails))

@@ -20,6 +20,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -46,6 +47,7 @@ type privacyEnv struct {
 	ingest  *app.App
 	client  ingestv1.IngestServiceClient
 	js      jetstream.JetStream
+	nc      *nats.Conn // the admin's (an unsecured server)
 	kv      jetstream.KeyValue
 	hasher  *privacy.Hasher
 	ca      *mtls.CA
@@ -66,7 +68,7 @@ func newPrivacyEnvOn(t *testing.T, ns *server.Server, config ...func(*app.Config
 	}
 	t.Cleanup(nc.Close)
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	e := &privacyEnv{js: js, hasher: servicetest.NewPrivacyHasher(t), ca: mtlstest.NewCA(t)}
+	e := &privacyEnv{js: js, nc: nc, hasher: servicetest.NewPrivacyHasher(t), ca: mtlstest.NewCA(t)}
 	e.ingest = servicetest.StartIngest(t, servicetest.IngestOptions{
 		CA: e.ca, NATS: ns, Hasher: e.hasher,
 		Verifier: authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub}), Keys: writeKeys{}},

@@ -24,7 +24,7 @@ var HotMethods = []string{ingestv1.IngestService_IngestEvents_FullMethodName, in
 type Server struct {
 	ingestv1.UnimplementedIngestServiceServer
 	svc   *ingest.Service
-	tails *ingest.Tails
+	tails ingest.TailSource
 }
 
 var _ ingestv1.IngestServiceServer = (*Server)(nil)
@@ -36,7 +36,7 @@ func NewServer(svc *ingest.Service) *Server {
 
 // WithTails serves TailEvents from t (the registry the domain offers its outcomes to); without
 // it TailEvents answers Unimplemented.
-func (s *Server) WithTails(t *ingest.Tails) *Server {
+func (s *Server) WithTails(t ingest.TailSource) *Server {
 	s.tails = t
 	return s
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -192,5 +193,65 @@ func TestTailAccess(t *testing.T) {
 	}
 	if status.Code(err) != codes.ResourceExhausted || errors.Is(err, io.EOF) {
 		t.Errorf("second tail of a tenant allowed one: %v, want ResourceExhausted", err)
+	}
+}
+
+// With several ingest instances, a tail opened on one sees the events sent to any of them.
+func TestTailAcrossInstances(t *testing.T) {
+	ns := natstest.StartServer(t)
+	a, b := newPrivacyEnvOn(t, ns), newPrivacyEnvOn(t, ns)
+	outs := tail(t, a, as(a.tokenOf("tenant-1")))
+	for _, via := range []*privacyEnv{b, a} {
+		n, id := 0, ""
+		// b hears of the tail through the bucket's watch: until then it publishes nothing.
+		meshtest.Eventually(t, 10*time.Second, func() bool {
+			n++
+			id = fmt.Sprintf("%p-%d", via, n)
+			_, err := via.client.IngestEvents(as(via.tokenOf("tenant-1")), &ingestv1.IngestEventsRequest{Events: []*ingestv1.Event{click(id, "u", "")}})
+			return err == nil && len(outs) > 0
+		}, "no outcome of an event sent to the other instance reached the tail")
+		for r := next(t, outs); r.GetEventId() != id; r = next(t, outs) {
+			if r.GetOutcome() != ingestv1.EventOutcome_EVENT_OUTCOME_ACCEPTED {
+				t.Fatalf("outcome %v", r)
+			}
+		}
+	}
+}
+
+// While nobody tails a tenant, ingest publishes nothing of its events on debug.events.>; a
+// tail of another tenant changes nothing for it.
+func TestNoTailNoPublish(t *testing.T) {
+	e := newPrivacyEnv(t)
+	got := make(chan string, 1000)
+	sub, err := e.nc.Subscribe("debug.events.>", func(m *nats.Msg) { got <- m.Subject })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	send := func(tenant, id string) {
+		t.Helper()
+		bad := click("bad-"+id, "", "")
+		if _, err := e.client.IngestEvents(as(e.tokenOf(tenant)), &ingestv1.IngestEventsRequest{Events: []*ingestv1.Event{click(id, "u", ""), bad}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 20 {
+		send("tenant-1", fmt.Sprintf("untailed-%d", i))
+	}
+	tail(t, e, as(e.tokenOf("tenant-2")))
+	send("tenant-1", "still-untailed")
+	send("tenant-2", "tailed")
+	// Ingest's messages reach the subscriber in the order ingest published them: the first one
+	// must be tenant-2's.
+	select {
+	case s := <-got:
+		if s != "debug.events.tenant-2" {
+			t.Fatalf("published on %s while nobody tailed it", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tailed tenant's outcomes were never published")
 	}
 }
