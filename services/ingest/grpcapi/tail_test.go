@@ -1,10 +1,15 @@
 package grpcapi_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -16,9 +21,12 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/campaignmesh/campaignmesh/gateway"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/privacy"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
@@ -253,5 +261,59 @@ func TestNoTailNoPublish(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the tailed tenant's outcomes were never published")
+	}
+}
+
+// Through the gateway's REST mapping a tail is newline-delimited JSON, one outcome a line.
+func TestGatewayRESTTail(t *testing.T) {
+	e := newPrivacyEnv(t)
+	conn, err := grpcclient.Dial(e.ingest.Addr(), "ingest", mtlstest.Source(t, e.ca, "gateway"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	gw, err := gateway.New(context.Background(), gateway.Config{RateLimit: 1 << 20, Logger: slog.New(slog.DiscardHandler)},
+		[]gateway.Backend{{Package: "campaignmesh.ingest.v1", Conn: conn, RegisterREST: ingestv1.RegisterIngestServiceHandler}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(gw)
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	lines := make(chan string, 1000)
+	statusCodes := make(chan int, 1)
+	go func() {
+		defer close(lines)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v1/events:tail", nil)
+		req.Header.Set("Authorization", "Bearer "+e.tokenOf("tenant-1"))
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			return
+		}
+		defer resp.Body.Close()
+		statusCodes <- resp.StatusCode
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	n := 0
+	meshtest.Eventually(t, 10*time.Second, func() bool {
+		n++
+		_, err := e.client.IngestEvents(as(e.tokenOf("tenant-1")), &ingestv1.IngestEventsRequest{Events: []*ingestv1.Event{click(fmt.Sprintf("rest-%d", n), "u", "")}})
+		return err == nil && len(lines) > 0
+	}, "no NDJSON line reached the REST tail")
+	if code := <-statusCodes; code != http.StatusOK {
+		t.Fatalf("status %d", code)
+	}
+	var line struct {
+		Result struct {
+			Outcome, EventID, Source string
+		}
+	}
+	raw := <-lines
+	if err := json.Unmarshal([]byte(raw), &line); err != nil || line.Result.Outcome != "EVENT_OUTCOME_ACCEPTED" || !strings.HasPrefix(line.Result.EventID, "rest-") || line.Result.Source != "user-1" {
+		t.Fatalf("line %s (%v)", raw, err)
 	}
 }
