@@ -38,7 +38,7 @@ type TailRelay struct {
 	local *ingest.Tails
 	ttl   time.Duration
 
-	mu   sync.Mutex
+	mu   sync.RWMutex
 	live map[string]time.Time // tenant → when its key was last heard of
 	open map[string]*relayed  // tenants tailed on this instance
 }
@@ -92,15 +92,12 @@ func (r *TailRelay) heard(tenant string) {
 }
 
 // Watching implements ingest.TailSink: a tail key of tenant was heard of within its TTL.
+// A read lock: every request of every tenant asks, concurrently.
 func (r *TailRelay) Watching(tenant string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.mu.RLock()
 	at, ok := r.live[tenant]
-	if ok && time.Since(at) >= r.ttl {
-		delete(r.live, tenant)
-		return false
-	}
-	return ok
+	r.mu.RUnlock()
+	return ok && time.Since(at) < r.ttl
 }
 
 // Publish implements ingest.TailSink: one core NATS message per request, buffered by the
