@@ -18,7 +18,8 @@ import (
 
 // TailBucket is the key-value bucket in which an ingest instance with an open tail of a
 // tenant keeps the key tail.<tenant> alive (refreshed every third of TailKeyTTL); every
-// instance watches it and publishes a tenant's outcomes only while its key lives.
+// instance watches it and publishes a tenant's outcomes only while its key lives. It is on
+// file: a bucket in memory would be gone after a NATS restart, and every put with it.
 const TailBucket = "DEBUG_TAILS"
 
 // TailKeyTTL is how long a tail key lives unrefreshed: outcomes go on being published for at
@@ -56,7 +57,7 @@ var (
 
 // OpenTailRelay creates or opens TailBucket and watches it until ctx ends.
 func OpenTailRelay(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, local *ingest.Tails) (*TailRelay, error) {
-	kv, err := kvbucket.Open(ctx, js, jetstream.KeyValueConfig{Bucket: TailBucket, TTL: TailKeyTTL, Storage: jetstream.MemoryStorage,
+	kv, err := kvbucket.Open(ctx, js, jetstream.KeyValueConfig{Bucket: TailBucket, TTL: TailKeyTTL, Storage: jetstream.FileStorage,
 		Description: "ingest instances with an open live event tail, by tenant"})
 	if err != nil {
 		return nil, err
