@@ -80,6 +80,8 @@ type Gateway struct {
 
 	// refusals records what the edge refuses (nil: not recorded).
 	refusals *refusals
+	// segment serves the Segment HTTP API (nil: no ingest backend).
+	segment *segmentAPI
 }
 
 // New builds the gateway for backends.
@@ -142,6 +144,9 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 		_, _ = w.Write(openapi.Document)
 	})
 	mux.Handle("/", g.limitBody(g.rest))
+	if g.segment, err = newSegmentAPI(cfg, backends, g.refusals); err != nil {
+		return nil, err
+	}
 
 	route := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isGRPC(r) {
@@ -149,6 +154,10 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 			return
 		}
 		if !g.allowHTTP(w, r) {
+			return
+		}
+		if sr, ok := matchSegment(r.URL.Path); ok && g.segment != nil {
+			g.segment.serve(w, r, sr) // before the mux, which would redirect an unclean path
 			return
 		}
 		mux.ServeHTTP(w, r)

@@ -98,6 +98,10 @@ func TestRefusalsAreOneRecordPerAddressKindAndWindow(t *testing.T) {
 			t.Fatalf("oversized body: %d, want 413", code)
 		}
 	}
+	// A Segment body over the cap is refused with 400 (SDKs must drop it, not retry) and recorded alike.
+	if code := restFrom(g, "10.0.0.3", http.MethodPost, "/v1/batch", strings.Repeat("x", 2048)); code != http.StatusBadRequest {
+		t.Fatalf("oversized Segment body: %d, want 400", code)
+	}
 	// gRPC from the edge's loopback client: one oversized message, then calls over the limit.
 	client := grpcEdge(t, g)
 	_, err := client.CreateCampaign(context.Background(), &campaignsv1.CreateCampaignRequest{Campaign: &campaignsv1.Campaign{Name: strings.Repeat("x", 2048)}})
@@ -117,6 +121,7 @@ func TestRefusalsAreOneRecordPerAddressKindAndWindow(t *testing.T) {
 	want := map[string]string{
 		MethodRateLimited + " 10.0.0.1":      fmt.Sprintf("%d refused", limited),
 		MethodRequestTooLarge + " 10.0.0.2":  "2 refused",
+		MethodRequestTooLarge + " 10.0.0.3":  "1 refused",
 		MethodRequestTooLarge + " 127.0.0.1": "1 refused",
 		MethodRateLimited + " 127.0.0.1":     fmt.Sprintf("%d refused", grpcLimited),
 	}

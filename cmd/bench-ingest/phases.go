@@ -269,7 +269,7 @@ func startPipeline(ctx context.Context, r *rig) (_ *pipeline, err error) {
 	cfg.TLS = r.files("ingest")
 	cfg.NATS = natsjs.ClientFlags{URL: r.ns.ClientURL()}
 	cfg.Rates = ingest.RateLimits{PerTenant: 1e9, PerSource: 1e9}
-	cfg.Verifier = authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}
+	cfg.Verifier = authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub}), Keys: benchKeys{}}
 	cfg.Hasher = p.hasher
 	if p.ingest, err = app.New(ctx, cfg, slog.New(slog.DiscardHandler)); err != nil {
 		return nil, err
@@ -451,7 +451,23 @@ func (b *bench) viaGateway(ctx context.Context, r *rig, p *pipeline) error {
 		return fmt.Errorf("REST through the gateway: %w", err)
 	}
 	p.accepted += calls * batchSize
-	b.add("(d) REST via gateway: events durably acked", float64(calls*batchSize)/b.duration.Seconds(), "ev/s", "")
+	rest := float64(calls*batchSize) / b.duration.Seconds()
+	b.add("(d) REST via gateway: events durably acked", rest, "ev/s", "")
+
+	// The Segment HTTP API (/v1/batch, a write key in Basic auth), plain and gzip.
+	for _, compress := range []bool{false, true} {
+		name, run := "(d) Segment /v1/batch via gateway: events durably acked", "s"
+		if compress {
+			name, run = "(d) Segment /v1/batch gzip via gateway: events durably acked", "z"
+		}
+		calls, err := b.segmentLoad(ctx, httpc, "https://"+gl.Addr().String()+"/v1/batch", run, compress)
+		if err != nil {
+			return fmt.Errorf("segment through the gateway: %w", err)
+		}
+		p.accepted += calls * batchSize
+		rate := float64(calls*batchSize) / b.duration.Seconds()
+		b.add(name, rate, "ev/s", fmt.Sprintf("%.0f %% of REST (target ≥ 90 %%)", 100*rate/rest))
+	}
 	return nil
 }
 

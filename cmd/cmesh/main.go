@@ -83,6 +83,7 @@ cmesh login again with the new password.`,
 	{name: "audit", summary: "read and verify your tenant's audit log", subs: auditCommands},
 	{name: "campaigns", summary: "manage your tenant's campaigns and their lifecycle", subs: campaignCommands},
 	{name: "metrics", summary: "query campaign metrics: summary, series, breakdown, funnel, live", subs: metricsCommands},
+	{name: "events", summary: "follow your tenant's events: tail (the live event debugger)", subs: eventCommands},
 	{name: "dsr", summary: "data-subject requests (GDPR/CCPA): erasure, access, suppression, receipts", subs: dsrCommands},
 	{name: "privacy", summary: "your tenant's privacy policy: retention, property rules, IP and user agent", subs: privacyCommands},
 	{

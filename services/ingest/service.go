@@ -52,6 +52,7 @@ type Service struct {
 	now              func() time.Time
 	rejected         *prometheus.CounterVec
 	suppressed       prometheus.Counter
+	tails            TailSink
 }
 
 // NewService returns the intake publishing through pub under limits and rates.
@@ -70,6 +71,13 @@ func NewService(pub Publisher, limits Limits, rates RateLimits) *Service {
 // to accepted events before they are published.
 func (s *Service) WithPrivacy(p Privacy) *Service {
 	s.privacy = p
+	return s
+}
+
+// WithTails makes the intake offer each request's outcomes to the open tails of its tenant
+// (the live event debugger) through t; nothing is built when nobody tails the tenant.
+func (s *Service) WithTails(t TailSink) *Service {
+	s.tails = t
 	return s
 }
 
@@ -104,15 +112,25 @@ func (s *Service) Ingest(ctx context.Context, tenant, source string, events []*i
 		}
 		s.rejected.WithLabelValues(field).Inc()
 	}
+	watching := s.tails != nil && s.tails.Watching(tenant)
 	if len(res.Accepted) == 0 {
+		s.tell(watching, tenant, source, res, nil)
 		return res, nil
 	}
 	if err := s.allow(tenant, source, len(res.Accepted)); err != nil {
 		return Result{}, err
 	}
+	var valid []string
+	if watching {
+		valid = make([]string, len(res.Accepted))
+		for i, a := range res.Accepted {
+			valid[i] = a.GetEvent().GetEventId()
+		}
+	}
 	if res.Accepted, res.Suppressed = s.privacy.Suppress(tenant, res.Accepted); res.Suppressed > 0 {
 		s.suppressed.Add(float64(res.Suppressed))
 		if len(res.Accepted) == 0 {
+			s.tell(watching, tenant, source, res, valid)
 			return res, nil
 		}
 	}
@@ -120,7 +138,30 @@ func (s *Service) Ingest(ctx context.Context, tenant, source string, events []*i
 	if err := s.pub.Publish(ctx, tenant, batchID(tenant, res.Accepted), res.Accepted); err != nil {
 		return Result{}, publishError(err)
 	}
+	s.tell(watching, tenant, source, res, valid)
 	return res, nil
+}
+
+// tell offers the outcomes of a request that succeeded to the tenant's tails, when watching.
+// valid are the ids of the events that passed validation: those no longer accepted were
+// suppressed (only their ids are told, never the subject's data).
+func (s *Service) tell(watching bool, tenant, source string, res Result, valid []string) {
+	if !watching {
+		return
+	}
+	var suppressed []string
+	if res.Suppressed > 0 {
+		kept := make(map[string]bool, len(res.Accepted))
+		for _, a := range res.Accepted {
+			kept[a.GetEvent().GetEventId()] = true
+		}
+		for _, id := range valid {
+			if !kept[id] {
+				suppressed = append(suppressed, id)
+			}
+		}
+	}
+	s.tails.Publish(tenant, outcomes(s.now().UTC(), source, res, suppressed))
 }
 
 // allow spends n events of the tenant's and then of the source's rate; the first refusal

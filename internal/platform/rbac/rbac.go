@@ -24,6 +24,7 @@ const (
 	CampaignsWrite    = "campaigns.write"
 	AnalyticsRead     = "analytics.read"
 	EventsWrite       = "events.write"
+	EventsDebug       = "events.debug" // tail the tenant's event outcomes (the live debugger): reads events
 	UsersRead         = "users.read"
 	UsersManage       = "users.manage"
 	APIKeysManage     = "apikeys.manage"
@@ -35,9 +36,9 @@ const (
 )
 
 var table = map[Role][]string{
-	Admin: {CampaignsRead, CampaignsWrite, AnalyticsRead, EventsWrite, UsersRead, UsersManage,
+	Admin: {CampaignsRead, CampaignsWrite, AnalyticsRead, EventsWrite, EventsDebug, UsersRead, UsersManage,
 		APIKeysManage, AuditRead, DSRManage, PrivacyManage},
-	Manager:          {CampaignsRead, CampaignsWrite, AnalyticsRead, EventsWrite, UsersRead},
+	Manager:          {CampaignsRead, CampaignsWrite, AnalyticsRead, EventsWrite, EventsDebug, UsersRead},
 	Analyst:          {CampaignsRead, AnalyticsRead},
 	Viewer:           {CampaignsRead},
 	PrivacyOfficer:   {DSRManage, PrivacyManage, AuditRead},

@@ -53,6 +53,8 @@ type Config struct {
 	// a source (API key or user).
 	Limits ingest.Limits
 	Rates  ingest.RateLimits
+	// Tails bound the live event debugger's streams (TailEvents).
+	Tails ingest.TailLimits
 	// GracePeriod bounds how long a stop waits for calls in flight.
 	GracePeriod time.Duration
 	// PrivacyKeyFile holds the mesh's privacy key (base64, privacy.LoadKey), the key of the
@@ -75,7 +77,7 @@ func DefaultConfig() Config {
 		Listen: "127.0.0.1:7102", AdminListen: "127.0.0.1:9102", AuthAddr: "127.0.0.1:7101",
 		NATS:   natsjs.ClientFlags{URL: "nats://127.0.0.1:14222", User: ServiceName},
 		Stream: natsjs.DefaultStream, Limits: ingest.DefaultLimits, Rates: ingest.DefaultRateLimits,
-		GracePeriod: grpcserver.DefaultGracePeriod, PrivacyLoadTimeout: 30 * time.Second,
+		Tails: ingest.DefaultTailLimits, GracePeriod: grpcserver.DefaultGracePeriod, PrivacyLoadTimeout: 30 * time.Second,
 	}
 }
 
@@ -147,9 +149,17 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		grpcserver.WithMaxRecvMsgSize(cfg.Limits.MaxBatchBytes+64<<10),
 		grpcserver.WithGracePeriod(cfg.GracePeriod),
 	)
+	// The live event debugger: a tail opened on any instance sees the outcomes of all of them.
+	// The relay's watch lives as long as the App, not New's context.
+	rctx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
+	a.OnClose(stopRelay)
+	tails, err := ingestjs.OpenTailRelay(rctx, nc, js, ingest.NewTails(cfg.Tails))
+	if err != nil {
+		return nil, err
+	}
 	svc := ingest.NewService(ingestjs.NewPublisher(js, a.Registry()), cfg.Limits, cfg.Rates).WithMetrics(a.Registry()).
-		WithPrivacy(ingest.Privacy{State: a.privacy, Hasher: hasher})
-	ingestv1.RegisterIngestServiceServer(a.server.GRPC(), grpcapi.NewServer(svc))
+		WithPrivacy(ingest.Privacy{State: a.privacy, Hasher: hasher}).WithTails(tails)
+	ingestv1.RegisterIngestServiceServer(a.server.GRPC(), grpcapi.NewServer(svc).WithTails(tails))
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
 		return nil, err

@@ -20,6 +20,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -46,10 +47,12 @@ type privacyEnv struct {
 	ingest  *app.App
 	client  ingestv1.IngestServiceClient
 	js      jetstream.JetStream
+	nc      *nats.Conn // the admin's (an unsecured server)
 	kv      jetstream.KeyValue
 	hasher  *privacy.Hasher
 	ca      *mtls.CA
-	tokenOf func(tenant string) string
+	tokenOf func(tenant string) string // a manager's
+	tokenAs func(tenant, role string) string
 }
 
 func newPrivacyEnv(t *testing.T) *privacyEnv {
@@ -57,7 +60,7 @@ func newPrivacyEnv(t *testing.T) *privacyEnv {
 	return newPrivacyEnvOn(t, natstest.StartServer(t))
 }
 
-func newPrivacyEnvOn(t *testing.T, ns *server.Server) *privacyEnv {
+func newPrivacyEnvOn(t *testing.T, ns *server.Server, config ...func(*app.Config)) *privacyEnv {
 	t.Helper()
 	nc, js, err := natsjs.Connect(ns.ClientURL(), "test")
 	if err != nil {
@@ -65,10 +68,15 @@ func newPrivacyEnvOn(t *testing.T, ns *server.Server) *privacyEnv {
 	}
 	t.Cleanup(nc.Close)
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	e := &privacyEnv{js: js, hasher: servicetest.NewPrivacyHasher(t), ca: mtlstest.NewCA(t)}
+	e := &privacyEnv{js: js, nc: nc, hasher: servicetest.NewPrivacyHasher(t), ca: mtlstest.NewCA(t)}
 	e.ingest = servicetest.StartIngest(t, servicetest.IngestOptions{
 		CA: e.ca, NATS: ns, Hasher: e.hasher,
-		Verifier: authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})},
+		Verifier: authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub}), Keys: writeKeys{}},
+		Config: func(c *app.Config) {
+			for _, f := range config {
+				f(c)
+			}
+		},
 	})
 	if e.kv, err = privacy.OpenBucket(context.Background(), js); err != nil {
 		t.Fatal(err)
@@ -79,15 +87,16 @@ func newPrivacyEnvOn(t *testing.T, ns *server.Server) *privacyEnv {
 	}
 	t.Cleanup(func() { conn.Close() })
 	e.client = ingestv1.NewIngestServiceClient(conn)
-	e.tokenOf = func(tenant string) string {
+	e.tokenAs = func(tenant, role string) string {
 		now := time.Now()
 		tok, err := authn.Sign(authn.Claims{RegisteredClaims: jwt.RegisteredClaims{Issuer: authn.Issuer, Audience: jwt.ClaimStrings{authn.Audience},
-			Subject: "user-1", IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute))}, TenantID: tenant, Role: "manager"}, "k", priv)
+			Subject: "user-1", IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute))}, TenantID: tenant, Role: role}, "k", priv)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return tok
 	}
+	e.tokenOf = func(tenant string) string { return e.tokenAs(tenant, "manager") }
 	return e
 }
 

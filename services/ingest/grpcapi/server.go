@@ -7,10 +7,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/services/ingest"
 )
@@ -22,7 +24,8 @@ var HotMethods = []string{ingestv1.IngestService_IngestEvents_FullMethodName, in
 // Server implements ingestv1.IngestServiceServer.
 type Server struct {
 	ingestv1.UnimplementedIngestServiceServer
-	svc *ingest.Service
+	svc   *ingest.Service
+	tails ingest.TailSource
 }
 
 var _ ingestv1.IngestServiceServer = (*Server)(nil)
@@ -30,6 +33,13 @@ var _ ingestv1.IngestServiceServer = (*Server)(nil)
 // NewServer returns the ingest server over the domain's svc.
 func NewServer(svc *ingest.Service) *Server {
 	return &Server{svc: svc}
+}
+
+// WithTails serves TailEvents from t (the registry the domain offers its outcomes to); without
+// it TailEvents answers Unimplemented.
+func (s *Server) WithTails(t ingest.TailSource) *Server {
+	s.tails = t
+	return s
 }
 
 // IngestEvents implements ingestv1.IngestServiceServer.
@@ -68,9 +78,46 @@ func (s *Server) StreamEvents(stream ingestv1.IngestService_StreamEventsServer) 
 // from the request.
 func (s *Server) ingest(ctx context.Context, events []*ingestv1.Event, size int) (*ingestv1.IngestEventsResponse, error) {
 	p := authn.FromContext(ctx)
+	if authn.WriteKeyRoute(ctx) && !p.IsWriteKey() {
+		return nil, apperr.New(apperr.PermissionDenied, "NOT_A_WRITE_KEY",
+			"a write key must be an API key scoped to events.write only (a browser or app ships it to everyone): create one with that single scope")
+	}
 	res, err := s.svc.Ingest(ctx, p.TenantID, p.Subject, events, size)
 	if err != nil {
 		return nil, err
 	}
 	return &ingestv1.IngestEventsResponse{Accepted: int32(len(res.Accepted)), Suppressed: int32(res.Suppressed), Rejected: res.Rejected, Warnings: res.Warnings}, nil
+}
+
+// TailEvents implements ingestv1.IngestServiceServer: the caller's tenant's outcomes, from the
+// credential (never the request), until the caller goes away or the maximum duration ends the
+// stream (OK: reconnect).
+func (s *Server) TailEvents(_ *ingestv1.TailEventsRequest, stream ingestv1.IngestService_TailEventsServer) error {
+	if s.tails == nil {
+		return s.UnimplementedIngestServiceServer.TailEvents(nil, stream)
+	}
+	tenant := authn.FromContext(stream.Context()).TenantID
+	tl, err := s.tails.Open(tenant)
+	if err != nil {
+		return err
+	}
+	defer s.tails.Close(tl)
+	// The headers go out now, so a REST caller sees the stream open before the first outcome.
+	if err := stream.SendHeader(nil); err != nil {
+		return err
+	}
+	end := time.NewTimer(s.tails.Limits().MaxDuration)
+	defer end.Stop()
+	for {
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case <-end.C:
+			return nil
+		case o := <-tl.Outcomes():
+			if err := stream.Send(o); err != nil {
+				return err
+			}
+		}
+	}
 }

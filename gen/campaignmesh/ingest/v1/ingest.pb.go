@@ -94,6 +94,67 @@ func (EventType) EnumDescriptor() ([]byte, []int) {
 	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{0}
 }
 
+// EventOutcome is what ingest did with an event.
+type EventOutcome int32
+
+const (
+	// EVENT_OUTCOME_UNSPECIFIED is never sent.
+	EventOutcome_EVENT_OUTCOME_UNSPECIFIED EventOutcome = 0
+	// Stored in the event stream; event is the event as stored.
+	EventOutcome_EVENT_OUTCOME_ACCEPTED EventOutcome = 1
+	// Not accepted; rejection says why.
+	EventOutcome_EVENT_OUTCOME_REJECTED EventOutcome = 2
+	// Dropped: its data subject is suppressed (a data-subject request). Only event_id is sent.
+	EventOutcome_EVENT_OUTCOME_SUPPRESSED EventOutcome = 3
+	// Outcomes this stream did not receive (over its rate bound); dropped says how many.
+	EventOutcome_EVENT_OUTCOME_DROPPED EventOutcome = 4
+)
+
+// Enum value maps for EventOutcome.
+var (
+	EventOutcome_name = map[int32]string{
+		0: "EVENT_OUTCOME_UNSPECIFIED",
+		1: "EVENT_OUTCOME_ACCEPTED",
+		2: "EVENT_OUTCOME_REJECTED",
+		3: "EVENT_OUTCOME_SUPPRESSED",
+		4: "EVENT_OUTCOME_DROPPED",
+	}
+	EventOutcome_value = map[string]int32{
+		"EVENT_OUTCOME_UNSPECIFIED": 0,
+		"EVENT_OUTCOME_ACCEPTED":    1,
+		"EVENT_OUTCOME_REJECTED":    2,
+		"EVENT_OUTCOME_SUPPRESSED":  3,
+		"EVENT_OUTCOME_DROPPED":     4,
+	}
+)
+
+func (x EventOutcome) Enum() *EventOutcome {
+	p := new(EventOutcome)
+	*p = x
+	return p
+}
+
+func (x EventOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_campaignmesh_ingest_v1_ingest_proto_enumTypes[1].Descriptor()
+}
+
+func (EventOutcome) Type() protoreflect.EnumType {
+	return &file_campaignmesh_ingest_v1_ingest_proto_enumTypes[1]
+}
+
+func (x EventOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventOutcome.Descriptor instead.
+func (EventOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{1}
+}
+
 // Money is an amount in micros of a currency (1 USD = 1,000,000 micros).
 type Money struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -698,6 +759,143 @@ func (x *IngestEventsResponse) GetSuppressed() int32 {
 	return 0
 }
 
+// TailEventsRequest opens a tail of the caller's tenant's events.
+type TailEventsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailEventsRequest) Reset() {
+	*x = TailEventsRequest{}
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailEventsRequest) ProtoMessage() {}
+
+func (x *TailEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailEventsRequest.ProtoReflect.Descriptor instead.
+func (*TailEventsRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{8}
+}
+
+// TailEventsResponse is one outcome.
+type TailEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What happened.
+	Outcome EventOutcome `protobuf:"varint,1,opt,name=outcome,proto3,enum=campaignmesh.ingest.v1.EventOutcome" json:"outcome,omitempty"`
+	// When ingest decided it.
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// Who sent it: the API key id or the user id of the sender's credential.
+	Source string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	// The event id (all but DROPPED; a rejected event may have none).
+	EventId string `protobuf:"bytes,4,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// ACCEPTED: the event as stored.
+	Event *Event `protobuf:"bytes,5,opt,name=event,proto3" json:"event,omitempty"`
+	// REJECTED: the index in its request, the field at fault and the reason.
+	Rejection *Rejection `protobuf:"bytes,6,opt,name=rejection,proto3" json:"rejection,omitempty"`
+	// DROPPED: how many outcomes this stream missed since the previous one it received.
+	Dropped       int64 `protobuf:"varint,7,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailEventsResponse) Reset() {
+	*x = TailEventsResponse{}
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailEventsResponse) ProtoMessage() {}
+
+func (x *TailEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailEventsResponse.ProtoReflect.Descriptor instead.
+func (*TailEventsResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *TailEventsResponse) GetOutcome() EventOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return EventOutcome_EVENT_OUTCOME_UNSPECIFIED
+}
+
+func (x *TailEventsResponse) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *TailEventsResponse) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *TailEventsResponse) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *TailEventsResponse) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *TailEventsResponse) GetRejection() *Rejection {
+	if x != nil {
+		return x.Rejection
+	}
+	return nil
+}
+
+func (x *TailEventsResponse) GetDropped() int64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
 var File_campaignmesh_ingest_v1_ingest_proto protoreflect.FileDescriptor
 
 const file_campaignmesh_ingest_v1_ingest_proto_rawDesc = "" +
@@ -751,7 +949,16 @@ const file_campaignmesh_ingest_v1_ingest_proto_rawDesc = "" +
 	"\x05batch\x18\x04 \x01(\x03R\x05batch\x12\x1e\n" +
 	"\n" +
 	"suppressed\x18\x05 \x01(\x05R\n" +
-	"suppressed*\xb7\x01\n" +
+	"suppressed\"\x13\n" +
+	"\x11TailEventsRequest\"\xc7\x02\n" +
+	"\x12TailEventsResponse\x12>\n" +
+	"\aoutcome\x18\x01 \x01(\x0e2$.campaignmesh.ingest.v1.EventOutcomeR\aoutcome\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x12\x19\n" +
+	"\bevent_id\x18\x04 \x01(\tR\aeventId\x123\n" +
+	"\x05event\x18\x05 \x01(\v2\x1d.campaignmesh.ingest.v1.EventR\x05event\x12?\n" +
+	"\trejection\x18\x06 \x01(\v2!.campaignmesh.ingest.v1.RejectionR\trejection\x12\x18\n" +
+	"\adropped\x18\a \x01(\x03R\adropped*\xb7\x01\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10EVENT_TYPE_TRACK\x10\x01\x12\x17\n" +
@@ -759,12 +966,21 @@ const file_campaignmesh_ingest_v1_ingest_proto_rawDesc = "" +
 	"\x0fEVENT_TYPE_PAGE\x10\x03\x12\x19\n" +
 	"\x15EVENT_TYPE_IMPRESSION\x10\x04\x12\x14\n" +
 	"\x10EVENT_TYPE_CLICK\x10\x05\x12\x19\n" +
-	"\x15EVENT_TYPE_CONVERSION\x10\x062\xca\x02\n" +
+	"\x15EVENT_TYPE_CONVERSION\x10\x06*\x9e\x01\n" +
+	"\fEventOutcome\x12\x1d\n" +
+	"\x19EVENT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16EVENT_OUTCOME_ACCEPTED\x10\x01\x12\x1a\n" +
+	"\x16EVENT_OUTCOME_REJECTED\x10\x02\x12\x1c\n" +
+	"\x18EVENT_OUTCOME_SUPPRESSED\x10\x03\x12\x19\n" +
+	"\x15EVENT_OUTCOME_DROPPED\x10\x042\xdd\x03\n" +
 	"\rIngestService\x12\x98\x01\n" +
 	"\fIngestEvents\x12+.campaignmesh.ingest.v1.IngestEventsRequest\x1a,.campaignmesh.ingest.v1.IngestEventsResponse\"-\xc2\xf3\x18\x0e\n" +
 	"\fevents.write\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/events:batch\x12\x9d\x01\n" +
 	"\fStreamEvents\x12+.campaignmesh.ingest.v1.StreamEventsRequest\x1a,.campaignmesh.ingest.v1.IngestEventsResponse\".\xc2\xf3\x18\x0e\n" +
-	"\fevents.write\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/events:stream(\x010\x01BJZHgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1;ingestv1b\x06proto3"
+	"\fevents.write\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/events:stream(\x010\x01\x12\x90\x01\n" +
+	"\n" +
+	"TailEvents\x12).campaignmesh.ingest.v1.TailEventsRequest\x1a*.campaignmesh.ingest.v1.TailEventsResponse\")\xc2\xf3\x18\x0e\n" +
+	"\fevents.debug\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/events:tail0\x01BJZHgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1;ingestv1b\x06proto3"
 
 var (
 	file_campaignmesh_ingest_v1_ingest_proto_rawDescOnce sync.Once
@@ -778,41 +994,50 @@ func file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP() []byte {
 	return file_campaignmesh_ingest_v1_ingest_proto_rawDescData
 }
 
-var file_campaignmesh_ingest_v1_ingest_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_campaignmesh_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_campaignmesh_ingest_v1_ingest_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_campaignmesh_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_campaignmesh_ingest_v1_ingest_proto_goTypes = []any{
 	(EventType)(0),                // 0: campaignmesh.ingest.v1.EventType
-	(*Money)(nil),                 // 1: campaignmesh.ingest.v1.Money
-	(*EventContext)(nil),          // 2: campaignmesh.ingest.v1.EventContext
-	(*Event)(nil),                 // 3: campaignmesh.ingest.v1.Event
-	(*IngestEventsRequest)(nil),   // 4: campaignmesh.ingest.v1.IngestEventsRequest
-	(*StreamEventsRequest)(nil),   // 5: campaignmesh.ingest.v1.StreamEventsRequest
-	(*Rejection)(nil),             // 6: campaignmesh.ingest.v1.Rejection
-	(*Warning)(nil),               // 7: campaignmesh.ingest.v1.Warning
-	(*IngestEventsResponse)(nil),  // 8: campaignmesh.ingest.v1.IngestEventsResponse
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),       // 10: google.protobuf.Struct
+	(EventOutcome)(0),             // 1: campaignmesh.ingest.v1.EventOutcome
+	(*Money)(nil),                 // 2: campaignmesh.ingest.v1.Money
+	(*EventContext)(nil),          // 3: campaignmesh.ingest.v1.EventContext
+	(*Event)(nil),                 // 4: campaignmesh.ingest.v1.Event
+	(*IngestEventsRequest)(nil),   // 5: campaignmesh.ingest.v1.IngestEventsRequest
+	(*StreamEventsRequest)(nil),   // 6: campaignmesh.ingest.v1.StreamEventsRequest
+	(*Rejection)(nil),             // 7: campaignmesh.ingest.v1.Rejection
+	(*Warning)(nil),               // 8: campaignmesh.ingest.v1.Warning
+	(*IngestEventsResponse)(nil),  // 9: campaignmesh.ingest.v1.IngestEventsResponse
+	(*TailEventsRequest)(nil),     // 10: campaignmesh.ingest.v1.TailEventsRequest
+	(*TailEventsResponse)(nil),    // 11: campaignmesh.ingest.v1.TailEventsResponse
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 13: google.protobuf.Struct
 }
 var file_campaignmesh_ingest_v1_ingest_proto_depIdxs = []int32{
 	0,  // 0: campaignmesh.ingest.v1.Event.type:type_name -> campaignmesh.ingest.v1.EventType
-	1,  // 1: campaignmesh.ingest.v1.Event.value:type_name -> campaignmesh.ingest.v1.Money
-	9,  // 2: campaignmesh.ingest.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
-	9,  // 3: campaignmesh.ingest.v1.Event.sent_at:type_name -> google.protobuf.Timestamp
-	10, // 4: campaignmesh.ingest.v1.Event.properties:type_name -> google.protobuf.Struct
-	2,  // 5: campaignmesh.ingest.v1.Event.context:type_name -> campaignmesh.ingest.v1.EventContext
-	3,  // 6: campaignmesh.ingest.v1.IngestEventsRequest.events:type_name -> campaignmesh.ingest.v1.Event
-	3,  // 7: campaignmesh.ingest.v1.StreamEventsRequest.events:type_name -> campaignmesh.ingest.v1.Event
-	6,  // 8: campaignmesh.ingest.v1.IngestEventsResponse.rejected:type_name -> campaignmesh.ingest.v1.Rejection
-	7,  // 9: campaignmesh.ingest.v1.IngestEventsResponse.warnings:type_name -> campaignmesh.ingest.v1.Warning
-	4,  // 10: campaignmesh.ingest.v1.IngestService.IngestEvents:input_type -> campaignmesh.ingest.v1.IngestEventsRequest
-	5,  // 11: campaignmesh.ingest.v1.IngestService.StreamEvents:input_type -> campaignmesh.ingest.v1.StreamEventsRequest
-	8,  // 12: campaignmesh.ingest.v1.IngestService.IngestEvents:output_type -> campaignmesh.ingest.v1.IngestEventsResponse
-	8,  // 13: campaignmesh.ingest.v1.IngestService.StreamEvents:output_type -> campaignmesh.ingest.v1.IngestEventsResponse
-	12, // [12:14] is the sub-list for method output_type
-	10, // [10:12] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	2,  // 1: campaignmesh.ingest.v1.Event.value:type_name -> campaignmesh.ingest.v1.Money
+	12, // 2: campaignmesh.ingest.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	12, // 3: campaignmesh.ingest.v1.Event.sent_at:type_name -> google.protobuf.Timestamp
+	13, // 4: campaignmesh.ingest.v1.Event.properties:type_name -> google.protobuf.Struct
+	3,  // 5: campaignmesh.ingest.v1.Event.context:type_name -> campaignmesh.ingest.v1.EventContext
+	4,  // 6: campaignmesh.ingest.v1.IngestEventsRequest.events:type_name -> campaignmesh.ingest.v1.Event
+	4,  // 7: campaignmesh.ingest.v1.StreamEventsRequest.events:type_name -> campaignmesh.ingest.v1.Event
+	7,  // 8: campaignmesh.ingest.v1.IngestEventsResponse.rejected:type_name -> campaignmesh.ingest.v1.Rejection
+	8,  // 9: campaignmesh.ingest.v1.IngestEventsResponse.warnings:type_name -> campaignmesh.ingest.v1.Warning
+	1,  // 10: campaignmesh.ingest.v1.TailEventsResponse.outcome:type_name -> campaignmesh.ingest.v1.EventOutcome
+	12, // 11: campaignmesh.ingest.v1.TailEventsResponse.time:type_name -> google.protobuf.Timestamp
+	4,  // 12: campaignmesh.ingest.v1.TailEventsResponse.event:type_name -> campaignmesh.ingest.v1.Event
+	7,  // 13: campaignmesh.ingest.v1.TailEventsResponse.rejection:type_name -> campaignmesh.ingest.v1.Rejection
+	5,  // 14: campaignmesh.ingest.v1.IngestService.IngestEvents:input_type -> campaignmesh.ingest.v1.IngestEventsRequest
+	6,  // 15: campaignmesh.ingest.v1.IngestService.StreamEvents:input_type -> campaignmesh.ingest.v1.StreamEventsRequest
+	10, // 16: campaignmesh.ingest.v1.IngestService.TailEvents:input_type -> campaignmesh.ingest.v1.TailEventsRequest
+	9,  // 17: campaignmesh.ingest.v1.IngestService.IngestEvents:output_type -> campaignmesh.ingest.v1.IngestEventsResponse
+	9,  // 18: campaignmesh.ingest.v1.IngestService.StreamEvents:output_type -> campaignmesh.ingest.v1.IngestEventsResponse
+	11, // 19: campaignmesh.ingest.v1.IngestService.TailEvents:output_type -> campaignmesh.ingest.v1.TailEventsResponse
+	17, // [17:20] is the sub-list for method output_type
+	14, // [14:17] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_campaignmesh_ingest_v1_ingest_proto_init() }
@@ -825,8 +1050,8 @@ func file_campaignmesh_ingest_v1_ingest_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campaignmesh_ingest_v1_ingest_proto_rawDesc), len(file_campaignmesh_ingest_v1_ingest_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   8,
+			NumEnums:      2,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

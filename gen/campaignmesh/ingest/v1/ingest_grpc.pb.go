@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	IngestService_IngestEvents_FullMethodName = "/campaignmesh.ingest.v1.IngestService/IngestEvents"
 	IngestService_StreamEvents_FullMethodName = "/campaignmesh.ingest.v1.IngestService/StreamEvents"
+	IngestService_TailEvents_FullMethodName   = "/campaignmesh.ingest.v1.IngestService/TailEvents"
 )
 
 // IngestServiceClient is the client API for IngestService service.
@@ -38,6 +39,14 @@ type IngestServiceClient interface {
 	// StreamEvents accepts a stream of batches and answers each with its own acknowledgement, in
 	// order, once that batch is stored. Caller: high-volume senders. Permission: events.write.
 	StreamEvents(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamEventsRequest, IngestEventsResponse], error)
+	// TailEvents streams the caller's tenant's event outcomes as ingest decides them (the live
+	// event debugger, for setting up an SDK): accepted events as stored (after the privacy
+	// policy), rejected ones with the field and reason (no property values), and suppressed ones
+	// by event id only. At most a bounded number of outcomes per second reach a stream: the rest
+	// are dropped (ingest never waits for a tail) and a DROPPED outcome says how many. The stream
+	// ends after a maximum duration; reconnect. REST: newline-delimited JSON, one object per
+	// outcome. Caller: users and keys with events.debug (a write key cannot tail).
+	TailEvents(ctx context.Context, in *TailEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TailEventsResponse], error)
 }
 
 type ingestServiceClient struct {
@@ -71,6 +80,25 @@ func (c *ingestServiceClient) StreamEvents(ctx context.Context, opts ...grpc.Cal
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type IngestService_StreamEventsClient = grpc.BidiStreamingClient[StreamEventsRequest, IngestEventsResponse]
 
+func (c *ingestServiceClient) TailEvents(ctx context.Context, in *TailEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TailEventsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &IngestService_ServiceDesc.Streams[1], IngestService_TailEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TailEventsRequest, TailEventsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type IngestService_TailEventsClient = grpc.ServerStreamingClient[TailEventsResponse]
+
 // IngestServiceServer is the server API for IngestService service.
 // All implementations must embed UnimplementedIngestServiceServer
 // for forward compatibility.
@@ -86,6 +114,14 @@ type IngestServiceServer interface {
 	// StreamEvents accepts a stream of batches and answers each with its own acknowledgement, in
 	// order, once that batch is stored. Caller: high-volume senders. Permission: events.write.
 	StreamEvents(grpc.BidiStreamingServer[StreamEventsRequest, IngestEventsResponse]) error
+	// TailEvents streams the caller's tenant's event outcomes as ingest decides them (the live
+	// event debugger, for setting up an SDK): accepted events as stored (after the privacy
+	// policy), rejected ones with the field and reason (no property values), and suppressed ones
+	// by event id only. At most a bounded number of outcomes per second reach a stream: the rest
+	// are dropped (ingest never waits for a tail) and a DROPPED outcome says how many. The stream
+	// ends after a maximum duration; reconnect. REST: newline-delimited JSON, one object per
+	// outcome. Caller: users and keys with events.debug (a write key cannot tail).
+	TailEvents(*TailEventsRequest, grpc.ServerStreamingServer[TailEventsResponse]) error
 	mustEmbedUnimplementedIngestServiceServer()
 }
 
@@ -101,6 +137,9 @@ func (UnimplementedIngestServiceServer) IngestEvents(context.Context, *IngestEve
 }
 func (UnimplementedIngestServiceServer) StreamEvents(grpc.BidiStreamingServer[StreamEventsRequest, IngestEventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method StreamEvents not implemented")
+}
+func (UnimplementedIngestServiceServer) TailEvents(*TailEventsRequest, grpc.ServerStreamingServer[TailEventsResponse]) error {
+	return status.Error(codes.Unimplemented, "method TailEvents not implemented")
 }
 func (UnimplementedIngestServiceServer) mustEmbedUnimplementedIngestServiceServer() {}
 func (UnimplementedIngestServiceServer) testEmbeddedByValue()                       {}
@@ -148,6 +187,17 @@ func _IngestService_StreamEvents_Handler(srv interface{}, stream grpc.ServerStre
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type IngestService_StreamEventsServer = grpc.BidiStreamingServer[StreamEventsRequest, IngestEventsResponse]
 
+func _IngestService_TailEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(TailEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(IngestServiceServer).TailEvents(m, &grpc.GenericServerStream[TailEventsRequest, TailEventsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type IngestService_TailEventsServer = grpc.ServerStreamingServer[TailEventsResponse]
+
 // IngestService_ServiceDesc is the grpc.ServiceDesc for IngestService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -166,6 +216,11 @@ var IngestService_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _IngestService_StreamEvents_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "TailEvents",
+			Handler:       _IngestService_TailEvents_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "campaignmesh/ingest/v1/ingest.proto",

@@ -195,6 +195,54 @@ func (x *AcceptedBatch) GetReceivedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// TailOutcomes is one core NATS message on debug.events.<tenant> (the live event debugger
+// across ingest instances): the outcomes of one request, published only while a tail of the
+// tenant is open somewhere; never stored.
+type TailOutcomes struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The outcomes, in the order TailEvents sends them.
+	Outcomes      []*TailEventsResponse `protobuf:"bytes,1,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailOutcomes) Reset() {
+	*x = TailOutcomes{}
+	mi := &file_campaignmesh_ingest_v1_stream_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailOutcomes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailOutcomes) ProtoMessage() {}
+
+func (x *TailOutcomes) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_ingest_v1_stream_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailOutcomes.ProtoReflect.Descriptor instead.
+func (*TailOutcomes) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_ingest_v1_stream_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *TailOutcomes) GetOutcomes() []*TailEventsResponse {
+	if x != nil {
+		return x.Outcomes
+	}
+	return nil
+}
+
 var File_campaignmesh_ingest_v1_stream_proto protoreflect.FileDescriptor
 
 const file_campaignmesh_ingest_v1_stream_proto_rawDesc = "" +
@@ -213,7 +261,9 @@ const file_campaignmesh_ingest_v1_stream_proto_rawDesc = "" +
 	"\ttenant_id\x18\x03 \x01(\tR\btenantId\x12\x16\n" +
 	"\x06source\x18\x04 \x01(\tR\x06source\x12;\n" +
 	"\vreceived_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"receivedAtBJZHgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1;ingestv1b\x06proto3"
+	"receivedAt\"V\n" +
+	"\fTailOutcomes\x12F\n" +
+	"\boutcomes\x18\x01 \x03(\v2*.campaignmesh.ingest.v1.TailEventsResponseR\boutcomesBJZHgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1;ingestv1b\x06proto3"
 
 var (
 	file_campaignmesh_ingest_v1_stream_proto_rawDescOnce sync.Once
@@ -227,24 +277,27 @@ func file_campaignmesh_ingest_v1_stream_proto_rawDescGZIP() []byte {
 	return file_campaignmesh_ingest_v1_stream_proto_rawDescData
 }
 
-var file_campaignmesh_ingest_v1_stream_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_campaignmesh_ingest_v1_stream_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_campaignmesh_ingest_v1_stream_proto_goTypes = []any{
 	(*AcceptedEvent)(nil),         // 0: campaignmesh.ingest.v1.AcceptedEvent
 	(*AcceptedBatch)(nil),         // 1: campaignmesh.ingest.v1.AcceptedBatch
-	(*Event)(nil),                 // 2: campaignmesh.ingest.v1.Event
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(*TailOutcomes)(nil),          // 2: campaignmesh.ingest.v1.TailOutcomes
+	(*Event)(nil),                 // 3: campaignmesh.ingest.v1.Event
+	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*TailEventsResponse)(nil),    // 5: campaignmesh.ingest.v1.TailEventsResponse
 }
 var file_campaignmesh_ingest_v1_stream_proto_depIdxs = []int32{
-	2, // 0: campaignmesh.ingest.v1.AcceptedEvent.event:type_name -> campaignmesh.ingest.v1.Event
-	3, // 1: campaignmesh.ingest.v1.AcceptedEvent.received_at:type_name -> google.protobuf.Timestamp
-	3, // 2: campaignmesh.ingest.v1.AcceptedEvent.corrected_time:type_name -> google.protobuf.Timestamp
+	3, // 0: campaignmesh.ingest.v1.AcceptedEvent.event:type_name -> campaignmesh.ingest.v1.Event
+	4, // 1: campaignmesh.ingest.v1.AcceptedEvent.received_at:type_name -> google.protobuf.Timestamp
+	4, // 2: campaignmesh.ingest.v1.AcceptedEvent.corrected_time:type_name -> google.protobuf.Timestamp
 	0, // 3: campaignmesh.ingest.v1.AcceptedBatch.events:type_name -> campaignmesh.ingest.v1.AcceptedEvent
-	3, // 4: campaignmesh.ingest.v1.AcceptedBatch.received_at:type_name -> google.protobuf.Timestamp
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	4, // 4: campaignmesh.ingest.v1.AcceptedBatch.received_at:type_name -> google.protobuf.Timestamp
+	5, // 5: campaignmesh.ingest.v1.TailOutcomes.outcomes:type_name -> campaignmesh.ingest.v1.TailEventsResponse
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_campaignmesh_ingest_v1_stream_proto_init() }
@@ -259,7 +312,7 @@ func file_campaignmesh_ingest_v1_stream_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campaignmesh_ingest_v1_stream_proto_rawDesc), len(file_campaignmesh_ingest_v1_stream_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

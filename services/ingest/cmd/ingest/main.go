@@ -38,6 +38,9 @@ func parse(args []string) (settings, error) {
 	fs.DurationVar(&c.Limits.MaxFuture, "max-future", c.Limits.MaxFuture, "event times further ahead than this are clamped")
 	fs.Float64Var(&c.Rates.PerTenant, "rate-per-tenant", c.Rates.PerTenant, "events per second per tenant")
 	fs.Float64Var(&c.Rates.PerSource, "rate-per-source", c.Rates.PerSource, "events per second per API key or user")
+	fs.IntVar(&c.Tails.PerSecond, "tail-rate", c.Tails.PerSecond, "outcomes per second one live event tail receives (the rest are dropped and counted)")
+	fs.DurationVar(&c.Tails.MaxDuration, "tail-max-duration", c.Tails.MaxDuration, "a live event tail ends after this long (the caller reconnects)")
+	fs.IntVar(&c.Tails.PerTenant, "tail-per-tenant", c.Tails.PerTenant, "concurrent live event tails per tenant")
 	fs.Int64Var(&c.Stream.MaxBytes, "stream-max-bytes", c.Stream.MaxBytes, "storage bound of the event stream, in bytes before compression: the ClickHouse outage it rides out (docs/operations.md)")
 	fs.DurationVar(&c.Stream.Duplicates, "stream-duplicate-window", c.Stream.Duplicates, "window in which a resent batch is dropped")
 	fs.DurationVar(&c.GracePeriod, "grace-period", c.GracePeriod, "how long a stop waits for calls in flight")
@@ -52,6 +55,7 @@ func parse(args []string) (settings, error) {
 	p.Check(c.Limits.MaxEventBytes > 0 && c.Limits.MaxBatchBytes >= c.Limits.MaxEventBytes && c.Limits.MaxBatchBytes <= 16<<20, "event and batch byte limits must be positive, the batch at least one event, at most 16 MiB")
 	p.Check(c.Limits.MaxBatchEvents > 0 && c.Limits.MaxBatchEvents <= 10000, "-max-batch-events must be 1 to 10000")
 	p.Check(c.Rates.PerTenant > 0 && c.Rates.PerSource > 0, "rate limits must be positive")
+	p.Check(c.Tails.PerSecond > 0 && c.Tails.PerTenant > 0 && c.Tails.MaxDuration > 0, "-tail-rate, -tail-per-tenant and -tail-max-duration must be positive")
 	p.Check(c.Stream.MaxBytes >= 1<<20, "-stream-max-bytes must be at least 1 MiB")
 	return s, p.Err()
 }

@@ -30,6 +30,7 @@ func TestParseDefaults(t *testing.T) {
 		Stream:         natsjs.DefaultStream,
 		Limits:         ingest.DefaultLimits,
 		Rates:          ingest.RateLimits{PerTenant: 200000, PerSource: 100000},
+		Tails:          ingest.TailLimits{PerSecond: 100, MaxDuration: 30 * time.Minute, PerTenant: 5},
 		GracePeriod:    grpcserver.DefaultGracePeriod,
 		PrivacyKeyFile: "pk", PrivacyLoadTimeout: 30 * time.Second,
 	}
@@ -49,6 +50,7 @@ func TestParseFlags(t *testing.T) {
 		"-max-event-bytes", "1000", "-max-batch-bytes", "2000", "-max-batch-events", "5", "-max-properties", "6",
 		"-skew-tolerance", "7s", "-max-future", "8s", "-rate-per-tenant", "9", "-rate-per-source", "10",
 		"-stream-max-bytes", "2000000", "-stream-duplicate-window", "11s", "-grace-period", "12s", "-log-level", "debug",
+		"-tail-rate", "13", "-tail-max-duration", "14s", "-tail-per-tenant", "15",
 	}, tlsArgs...)
 	s, err := parse(args)
 	if err != nil {
@@ -64,6 +66,7 @@ func TestParseFlags(t *testing.T) {
 	want.Rates = ingest.RateLimits{PerTenant: 9, PerSource: 10}
 	want.Stream.MaxBytes, want.Stream.Duplicates = 2000000, 11*time.Second
 	want.GracePeriod = 12 * time.Second
+	want.Tails = ingest.TailLimits{PerSecond: 13, MaxDuration: 14 * time.Second, PerTenant: 15}
 	if diff := cmp.Diff(want, s.cfg); diff != "" {
 		t.Errorf("flags (-want +got):\n%s", diff)
 	}
@@ -84,5 +87,15 @@ func TestParseRequiresThePrivacyKey(t *testing.T) {
 	t.Setenv("CM_INGEST_PRIVACY_KEY_FILE", "/run/secrets/privacy-key")
 	if s, err := parse(tlsArgs[:len(tlsArgs)-2]); err != nil || s.cfg.PrivacyKeyFile != "/run/secrets/privacy-key" {
 		t.Fatalf("CM_INGEST_PRIVACY_KEY_FILE: %q, %v", s.cfg.PrivacyKeyFile, err)
+	}
+}
+
+// The live event debugger's bounds must be positive: a zero rate or duration would make every
+// tail useless, a zero per-tenant count refuse them all.
+func TestParseRequiresPositiveTailBounds(t *testing.T) {
+	for _, flag := range []string{"-tail-rate", "-tail-max-duration", "-tail-per-tenant"} {
+		if _, err := parse(append([]string{flag, "0"}, tlsArgs...)); err == nil || !strings.Contains(err.Error(), flag) {
+			t.Errorf("%s 0: %v", flag, err)
+		}
 	}
 }

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+)
+
+// tailIngest is an IngestService that sends two outcomes on the first tail and ends it, as
+// the server does after its maximum duration; on the next it sends two and waits.
+type tailIngest struct {
+	ingestv1.UnimplementedIngestServiceServer
+	mu      sync.Mutex
+	streams int
+}
+
+func (s *tailIngest) TailEvents(_ *ingestv1.TailEventsRequest, stream grpc.ServerStreamingServer[ingestv1.TailEventsResponse]) error {
+	s.mu.Lock()
+	s.streams++
+	n := s.streams
+	s.mu.Unlock()
+	at := timestamppb.New(testNow)
+	if n == 1 {
+		stream.Send(&ingestv1.TailEventsResponse{Outcome: ingestv1.EventOutcome_EVENT_OUTCOME_ACCEPTED, Time: at, Source: "key-1", EventId: "e1",
+			Event: &ingestv1.Event{EventId: "e1", Type: ingestv1.EventType_EVENT_TYPE_TRACK, Name: "Signed Up"}})
+		stream.Send(&ingestv1.TailEventsResponse{Outcome: ingestv1.EventOutcome_EVENT_OUTCOME_REJECTED, Time: at, Source: "key-1", EventId: "e2",
+			Rejection: &ingestv1.Rejection{Index: 1, EventId: "e2", Field: "events[1].user_id", Reason: "user_id or anonymous_id is required"}})
+		return nil
+	}
+	stream.Send(&ingestv1.TailEventsResponse{Outcome: ingestv1.EventOutcome_EVENT_OUTCOME_SUPPRESSED, Time: at, Source: "user-1", EventId: "e3"})
+	stream.Send(&ingestv1.TailEventsResponse{Outcome: ingestv1.EventOutcome_EVENT_OUTCOME_DROPPED, Time: at, Dropped: 42})
+	<-stream.Context().Done()
+	return stream.Context().Err()
+}
+
+// TestEventsTailInterrupt runs events tail until SIGINT, as Ctrl-C sends it, in both output
+// formats; it reconnects when the server ends a stream. Not parallel: no other test may be
+// listening for the signal meanwhile.
+func TestEventsTailInterrupt(t *testing.T) {
+	self, err := os.FindProcess(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args  []string
+		lines int
+		want  string
+	}{
+		{[]string{"events", "tail"}, 5, "" +
+			"TIME                  OUTCOME     EVENT                                 SOURCE                    DETAIL\n" +
+			"2026-11-22T12:00:00Z  ACCEPTED    e1                                    key-1                     TRACK Signed Up\n" +
+			"2026-11-22T12:00:00Z  REJECTED    e2                                    key-1                     events[1].user_id: user_id or anonymous_id is required\n" +
+			"2026-11-22T12:00:00Z  SUPPRESSED  e3                                    user-1\n" +
+			"2026-11-22T12:00:00Z  DROPPED     -                                     -                         dropped 42\n"},
+		{[]string{"-o", "json", "events", "tail"}, 4, "" +
+			`{"outcome":"EVENT_OUTCOME_ACCEPTED","time":"2026-11-22T12:00:00Z","source":"key-1","eventId":"e1","event":{"eventId":"e1","type":"EVENT_TYPE_TRACK","name":"Signed Up"}}` + "\n" +
+			`{"outcome":"EVENT_OUTCOME_REJECTED","time":"2026-11-22T12:00:00Z","source":"key-1","eventId":"e2","rejection":{"index":1,"eventId":"e2","field":"events[1].user_id","reason":"user_id or anonymous_id is required"}}` + "\n" +
+			`{"outcome":"EVENT_OUTCOME_SUPPRESSED","time":"2026-11-22T12:00:00Z","source":"user-1","eventId":"e3"}` + "\n" +
+			`{"outcome":"EVENT_OUTCOME_DROPPED","time":"2026-11-22T12:00:00Z","dropped":"42"}` + "\n"},
+	}
+	for _, tt := range tests {
+		lis := bufconn.Listen(1 << 20)
+		s := grpc.NewServer()
+		ingestv1.RegisterIngestServiceServer(s, &tailIngest{})
+		go s.Serve(lis)
+		t.Cleanup(s.Stop)
+		c := newTestCLI(t, loggedIn(t, fresh), nil)
+		c.dial = func(*app) (authv1.AuthServiceClient, io.Closer, error) {
+			conn, err := grpc.NewClient("passthrough:///gateway",
+				grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+				grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				return nil, nil, err
+			}
+			return authv1.NewAuthServiceClient(conn), conn, nil
+		}
+		out := &lineWriter{lines: make(chan string, 100)}
+		c.app.stdout = out
+		done := make(chan int)
+		go func() { done <- c.run(context.Background(), tt.args) }()
+		for range tt.lines {
+			select {
+			case <-out.lines:
+			case code := <-done:
+				t.Fatalf("%v: exit code = %d before the interrupt; stderr:\n%s", tt.args, code, c.stderr)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%v: no outcome; stdout:\n%s", tt.args, out)
+			}
+		}
+		if err := self.Signal(os.Interrupt); err != nil {
+			t.Skipf("cannot send SIGINT here: %v", err)
+		}
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("%v: exit code = %d, want 0; stderr:\n%s", tt.args, code, c.stderr)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%v: events tail did not stop on SIGINT", tt.args)
+		}
+		// protojson varies its spacing on purpose: JSON lines are compared without spaces.
+		norm := func(s string) string {
+			if tt.args[0] == "-o" {
+				return strings.ReplaceAll(s, " ", "")
+			}
+			return s
+		}
+		if norm(out.String()) != norm(tt.want) {
+			t.Errorf("%v: stdout =\n%s\nwant\n%s", tt.args, out, tt.want)
+		}
+	}
+}

@@ -1,0 +1,87 @@
+package natsjs_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
+	"github.com/campaignmesh/campaignmesh/services/ingest"
+	ingestjs "github.com/campaignmesh/campaignmesh/services/ingest/natsjs"
+)
+
+// connectSecured connects as u and collects the asynchronous errors (permission violations).
+func connectSecured(t *testing.T, url string, u natstest.User) (*nats.Conn, jetstream.JetStream, func() []error) {
+	t.Helper()
+	var mu sync.Mutex
+	var errs []error
+	nc, err := nats.Connect(url, nats.UserInfo(u.Name, u.Password), nats.CustomInboxPrefix(natsjs.InboxPrefix(u.Name)),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}))
+	if err != nil {
+		t.Fatalf("connect as %s: %v", u.Name, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js, func() []error { mu.Lock(); defer mu.Unlock(); return append([]error(nil), errs...) }
+}
+
+// The real deploy/nats.conf: two ingest instances relay a tail's outcomes with the ingest
+// user's rights alone (create and watch the tail bucket, keep a key alive, publish and
+// subscribe on debug.events.*), without a permission violation; the gateway cannot listen in.
+func TestTailRelayRights(t *testing.T) {
+	srv, users := natstest.StartSecured(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ncA, jsA, errsA := connectSecured(t, srv.ClientURL(), users.Ingest)
+	ncB, jsB, errsB := connectSecured(t, srv.ClientURL(), users.Ingest)
+	a, err := ingestjs.OpenTailRelay(ctx, ncA, jsA, ingest.NewTails(ingest.DefaultTailLimits))
+	if err != nil {
+		t.Fatalf("ingest A opens the tail relay: %v", err)
+	}
+	b, err := ingestjs.OpenTailRelay(ctx, ncB, jsB, ingest.NewTails(ingest.DefaultTailLimits))
+	if err != nil {
+		t.Fatalf("ingest B opens the tail relay: %v", err)
+	}
+	gw, _, gwErrs := connectSecured(t, srv.ClientURL(), users.Gateway)
+	if _, err := gw.Subscribe("debug.events.>", func(*nats.Msg) { t.Error("the gateway heard a tail") }); err != nil {
+		t.Fatal(err)
+	}
+	_ = gw.Flush()
+
+	tl, err := a.Open("t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(tl)
+	meshtest.Eventually(t, 10*time.Second, func() bool { return b.Watching("t1") }, "ingest B never heard of the tail")
+	out := &ingestv1.TailEventsResponse{Outcome: ingestv1.EventOutcome_EVENT_OUTCOME_ACCEPTED, EventId: "e1"}
+	b.Publish("t1", []*ingest.TailOutcome{out})
+	select {
+	case got := <-tl.Outcomes():
+		if got.GetEventId() != "e1" {
+			t.Fatalf("got %v", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("B's outcome never reached A's tail")
+	}
+	for name, errs := range map[string]func() []error{"ingest A": errsA, "ingest B": errsB} {
+		if e := errs(); len(e) > 0 {
+			t.Errorf("%s: %v", name, e)
+		}
+	}
+	meshtest.Eventually(t, 5*time.Second, func() bool { return len(gwErrs()) > 0 }, "the gateway's subscription to debug.events.> was not refused")
+}
