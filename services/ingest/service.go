@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
@@ -24,6 +25,16 @@ type Publisher interface {
 	// otherwise are dropped by the analytics writer's deduplication. Errors wrap
 	// ErrStreamFull or ErrStreamUnavailable when they are one of those.
 	Publish(ctx context.Context, tenant, batchID string, batch []*ingestv1.AcceptedEvent) error
+}
+
+// DeadLetters keeps the events of requests that were rejected, with why, where an operator can
+// read them and a data subject's erasure deletes them: the domain's port, implemented on the
+// dead-letter stream by services/ingest/natsjs. Nothing a client sent is then lost silently,
+// even when the client ignores the rejections in its answer (SDKs do).
+type DeadLetters interface {
+	// Keep stores the rejected events of one request of tenant; reasons[i] says why events[i]
+	// was rejected. It returns only once they are stored, with Publisher.Publish's errors.
+	Keep(ctx context.Context, tenant string, events []*ingestv1.AcceptedEvent, reasons []string) error
 }
 
 // ErrStreamFull is a Publisher's error when the stream has no room: senders should back off.
@@ -48,10 +59,12 @@ type Service struct {
 	limits           Limits
 	tenants, sources *ratelimit.Keyed
 	pub              Publisher
+	dead             DeadLetters
 	privacy          Privacy
 	now              func() time.Time
 	rejected         *prometheus.CounterVec
 	suppressed       prometheus.Counter
+	deadLettered     prometheus.Counter
 	tails            TailSink
 }
 
@@ -61,9 +74,10 @@ func NewService(pub Publisher, limits Limits, rates RateLimits) *Service {
 		limits: limits, pub: pub, now: time.Now,
 		tenants: ratelimit.New(ratelimit.Config{Rate: rates.PerTenant, Burst: int(2 * rates.PerTenant)}),
 		sources: ratelimit.New(ratelimit.Config{Rate: rates.PerSource, Burst: int(2 * rates.PerSource)}),
-		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ingest_events_rejected_total", Help: "Events rejected, by field at fault."},
-			[]string{"field"}),
-		suppressed: prometheus.NewCounter(prometheus.CounterOpts{Name: "ingest_events_suppressed_total", Help: "Events of suppressed data subjects, dropped before publish."}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ingest_events_rejected_total", Help: "Events rejected, by field at fault and reason."},
+			[]string{"field", "reason"}),
+		deadLettered: prometheus.NewCounter(prometheus.CounterOpts{Name: "ingest_events_dead_lettered_total", Help: "Rejected events kept in the dead-letter stream."}),
+		suppressed:   prometheus.NewCounter(prometheus.CounterOpts{Name: "ingest_events_suppressed_total", Help: "Events of suppressed data subjects, dropped before publish."}),
 	}
 }
 
@@ -71,6 +85,14 @@ func NewService(pub Publisher, limits Limits, rates RateLimits) *Service {
 // to accepted events before they are published.
 func (s *Service) WithPrivacy(p Privacy) *Service {
 	s.privacy = p
+	return s
+}
+
+// WithDeadLetters makes the intake keep every rejected event with its reason through d (a
+// suppressed subject's excepted, and after the tenant's privacy policy, like accepted events).
+// Kept events spend rate like accepted ones, so rejections cannot flood the dead letters.
+func (s *Service) WithDeadLetters(d DeadLetters) *Service {
+	s.dead = d
 	return s
 }
 
@@ -83,7 +105,7 @@ func (s *Service) WithTails(t TailSink) *Service {
 
 // WithMetrics registers the intake's series (rejections by field, suppressed events) with reg.
 func (s *Service) WithMetrics(reg prometheus.Registerer) *Service {
-	reg.MustRegister(s.rejected, s.suppressed)
+	reg.MustRegister(s.rejected, s.suppressed, s.deadLettered)
 	return s
 }
 
@@ -91,7 +113,9 @@ func (s *Service) WithMetrics(reg prometheus.Registerer) *Service {
 // tenant. A request over the batch limits is refused whole (INVALID_ARGUMENT); otherwise the
 // valid events are published as one batch, unless the caller is over a rate limit
 // (RESOURCE_EXHAUSTED, nothing published), and the result says which events were accepted and
-// which rejected. When no event is valid nothing is published and no rate is spent.
+// which rejected. With WithDeadLetters the rejected events are kept too, after the accepted
+// ones are stored (an error keeping them fails the request: a resend stores the accepted ones
+// once, by event id). When nothing is to be stored, nothing is published and no rate is spent.
 //
 // With WithPrivacy, the valid events of a suppressed data subject are then dropped and counted
 // in Result.Suppressed (a success: they are neither accepted nor rejected; a request of only
@@ -99,7 +123,8 @@ func (s *Service) WithMetrics(reg prometheus.Registerer) *Service {
 // they are published. Suppressed events spend rate like the others: the check comes first, so
 // a flood is refused before any hashing.
 func (s *Service) Ingest(ctx context.Context, tenant, source string, events []*ingestv1.Event, requestBytes int) (Result, error) {
-	res, err := s.limits.Prepare(events, tenant, source, s.now().UTC(), requestBytes)
+	receivedAt := s.now().UTC()
+	res, err := s.limits.Prepare(events, tenant, source, receivedAt, requestBytes)
 	if err != nil {
 		var v apperr.Violations
 		v.Add("events", "%v", err)
@@ -110,14 +135,15 @@ func (s *Service) Ingest(ctx context.Context, tenant, source string, events []*i
 		if i := strings.IndexByte(field, ']'); i >= 0 {
 			field = strings.TrimPrefix(field[i+1:], ".")
 		}
-		s.rejected.WithLabelValues(field).Inc()
+		s.rejected.WithLabelValues(field, r.GetReason()).Inc()
 	}
+	dead, reasons := s.deadLetters(tenant, source, receivedAt, events, res.Rejected)
 	watching := s.tails != nil && s.tails.Watching(tenant)
-	if len(res.Accepted) == 0 {
+	if len(res.Accepted) == 0 && len(dead) == 0 {
 		s.tell(watching, tenant, source, res, nil)
 		return res, nil
 	}
-	if err := s.allow(tenant, source, len(res.Accepted)); err != nil {
+	if err := s.allow(tenant, source, len(res.Accepted)+len(dead)); err != nil {
 		return Result{}, err
 	}
 	var valid []string
@@ -129,17 +155,43 @@ func (s *Service) Ingest(ctx context.Context, tenant, source string, events []*i
 	}
 	if res.Accepted, res.Suppressed = s.privacy.Suppress(tenant, res.Accepted); res.Suppressed > 0 {
 		s.suppressed.Add(float64(res.Suppressed))
-		if len(res.Accepted) == 0 {
-			s.tell(watching, tenant, source, res, valid)
-			return res, nil
+	}
+	if len(res.Accepted) > 0 {
+		s.privacy.Apply(tenant, res.Accepted)
+		if err := s.pub.Publish(ctx, tenant, batchID(tenant, res.Accepted), res.Accepted); err != nil {
+			return Result{}, publishError(err)
 		}
 	}
-	s.privacy.Apply(tenant, res.Accepted)
-	if err := s.pub.Publish(ctx, tenant, batchID(tenant, res.Accepted), res.Accepted); err != nil {
-		return Result{}, publishError(err)
+	if len(dead) > 0 {
+		s.privacy.Apply(tenant, dead)
+		if err := s.dead.Keep(ctx, tenant, dead, reasons); err != nil {
+			return Result{}, publishError(err)
+		}
+		s.deadLettered.Add(float64(len(dead)))
 	}
 	s.tell(watching, tenant, source, res, valid)
 	return res, nil
+}
+
+// deadLetters returns the rejected events of a request to keep, as the stream's events, with
+// why each was rejected: none without WithDeadLetters, and none of a suppressed data subject.
+func (s *Service) deadLetters(tenant, source string, receivedAt time.Time, events []*ingestv1.Event, rejected []*ingestv1.Rejection) ([]*ingestv1.AcceptedEvent, []string) {
+	if s.dead == nil || len(rejected) == 0 {
+		return nil, nil
+	}
+	received := timestamppb.New(receivedAt)
+	checkSuppressed := s.privacy.State != nil && s.privacy.State.Suppressions(tenant) > 0
+	dead := make([]*ingestv1.AcceptedEvent, 0, len(rejected))
+	reasons := make([]string, 0, len(rejected))
+	for _, r := range rejected {
+		e := events[r.GetIndex()]
+		if e == nil || checkSuppressed && s.privacy.suppressed(tenant, e) {
+			continue
+		}
+		dead = append(dead, &ingestv1.AcceptedEvent{Event: e, TenantId: tenant, Source: source, ReceivedAt: received, CorrectedTime: received})
+		reasons = append(reasons, r.GetField()+": "+r.GetReason())
+	}
+	return dead, reasons
 }
 
 // tell offers the outcomes of a request that succeeded to the tenant's tails, when watching.

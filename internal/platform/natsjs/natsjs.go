@@ -202,12 +202,23 @@ func PublishPart(ctx context.Context, js jetstream.JetStream, tenant string, par
 	return publish(ctx, js, Subject(tenant, part), msgID, data, hdr)
 }
 
+// PublishDeadLetter stores data (a batch, EncodeBatch) in the dead-letter stream with hdr
+// (which says why: Cm-Reason at least) and returns once JetStream has acknowledged it, with
+// Publish's error rules.
+func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, data []byte, hdr nats.Header) (*jetstream.PubAck, error) {
+	return publishTo(ctx, js, DeadLetterName, DeadLetterSubj, data, hdr)
+}
+
 func publish(ctx context.Context, js jetstream.JetStream, subject, msgID string, data []byte, hdr nats.Header) (*jetstream.PubAck, error) {
+	return publishTo(ctx, js, StreamName, subject, data, hdr, jetstream.WithMsgID(msgID))
+}
+
+func publishTo(ctx context.Context, js jetstream.JetStream, stream, subject string, data []byte, hdr nats.Header, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
 	msg := &nats.Msg{Subject: subject, Data: data, Header: hdr}
 	if msg.Header == nil {
 		msg.Header = nats.Header{}
 	}
-	ack, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(StreamName))
+	ack, err := js.PublishMsg(ctx, msg, append(opts, jetstream.WithExpectStream(stream))...)
 	if err == nil {
 		return ack, nil
 	}

@@ -158,7 +158,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		return nil, err
 	}
 	svc := ingest.NewService(ingestjs.NewPublisher(js, a.Registry()), cfg.Limits, cfg.Rates).WithMetrics(a.Registry()).
-		WithPrivacy(ingest.Privacy{State: a.privacy, Hasher: hasher}).WithTails(tails)
+		WithPrivacy(ingest.Privacy{State: a.privacy, Hasher: hasher}).WithTails(tails).
+		WithDeadLetters(ingestjs.NewDeadLetters(js, ingestjs.DefaultConfig.PublishTimeout))
 	ingestv1.RegisterIngestServiceServer(a.server.GRPC(), grpcapi.NewServer(svc).WithTails(tails))
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {

@@ -25,6 +25,7 @@ import (
 
 // A service built on port 0 tells where it listens: the intake API over mTLS on Addr, /healthz
 // and /metrics (with the server's, the domain's and the publisher's series) on AdminAddr.
+// A rejected event is counted by field and reason, and kept in the dead-letter stream.
 func TestServesWhereItListens(t *testing.T) {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -56,7 +57,8 @@ func TestServesWhereItListens(t *testing.T) {
 	}
 	metrics := get("/metrics")
 	for _, series := range []string{"grpc_server_handled_total", "ingest_events_accepted_total 1", "ingest_batches_published_total 1",
-		`ingest_events_rejected_total{field="user_id"} 1`, "ingest_publish_seconds_count 1"} {
+		`ingest_events_rejected_total{field="user_id",reason="user_id or anonymous_id is required"} 1`, "ingest_events_dead_lettered_total 1",
+		"ingest_publish_seconds_count 1"} {
 		if !strings.Contains(metrics, series) {
 			t.Errorf("/metrics has no %s", series)
 		}
