@@ -29,10 +29,23 @@ const TailKeyTTL = 30 * time.Second
 // TailSubject is the core NATS subject of tenant's outcomes: no stream stores it.
 func TailSubject(tenant string) string { return "debug.events." + tenant }
 
+// HistorySubject is the core NATS subject on which an instance opening a tail of tenant asks
+// every instance for the tenant's recent outcomes; each answers on the request's reply subject
+// with TailOutcomes messages (none when it has nothing), each within the server's payload
+// limit, and from then on publishes the tenant's outcomes on TailSubject as if it had heard
+// of the tail's key.
+func HistorySubject(tenant string) string { return "debug.history." + tenant }
+
+// HistoryAnswers is the most messages an instance answers a HistorySubject request with (the
+// allow_responses bound of deploy/nats.conf): with the default limits an answer takes four at
+// most (100 events of 32 KiB in 1 MiB messages).
+const HistoryAnswers = 8
+
 // TailRelay is the live event debugger across ingest instances: every instance publishes the
 // outcomes of the tenants someone tails on core NATS, and the instance serving a tail
-// subscribes and hands them to its local Tails. When nobody tails, the cost to ingest is one
-// map look-up per request.
+// subscribes and hands them to its local Tails; a tail opening gathers every instance's
+// recent outcomes of its tenant (HistorySubject). When nobody tails, the cost to ingest is
+// one map look-up per request and the local history's record.
 type TailRelay struct {
 	nc    *nats.Conn
 	kv    jetstream.KeyValue
@@ -67,6 +80,12 @@ func OpenTailRelay(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, l
 		return nil, fmt.Errorf("watch bucket %s: %w", TailBucket, err)
 	}
 	r := &TailRelay{nc: nc, kv: kv, local: local, ttl: TailKeyTTL, live: map[string]time.Time{}, open: map[string]*relayed{}}
+	hist, err := nc.Subscribe(HistorySubject("*"), r.answerHistory)
+	if err != nil {
+		_ = w.Stop()
+		return nil, fmt.Errorf("subscribe to %s: %w", HistorySubject("*"), err)
+	}
+	context.AfterFunc(ctx, func() { _ = hist.Unsubscribe() })
 	go func() {
 		defer w.Stop() //nolint:errcheck // the watch ends with ctx
 		for {
@@ -109,6 +128,84 @@ func (r *TailRelay) Publish(tenant string, outs []*ingest.TailOutcome) {
 		return
 	}
 	_ = r.nc.Publish(TailSubject(tenant), b) // best effort by design: a debugger, never a reason to fail ingest
+}
+
+// Record implements ingest.TailSink: the local history keeps the request's outcomes.
+func (r *TailRelay) Record(tenant string, o *ingest.RequestOutcomes) { r.local.Record(tenant, o) }
+
+// answerHistory answers a HistorySubject request with the local recent outcomes of its
+// tenant. The tenant counts as tailed first: an outcome recorded after the answer is published
+// (ingest.Service records, then asks Watching), one recorded before is in it.
+func (r *TailRelay) answerHistory(m *nats.Msg) {
+	tenant := strings.TrimPrefix(m.Subject, HistorySubject(""))
+	if m.Reply == "" || tenant == "" {
+		return
+	}
+	r.heard(tenant)
+	outs := r.local.Recent(context.Background(), tenant)
+	// An outcome is at most an event (MaxEventBytes) and a few fields: far below the limit.
+	limit := int(r.nc.MaxPayload()) - 1024
+	var chunks []*ingestv1.TailOutcomes
+	size := limit
+	for _, o := range outs {
+		n := proto.Size(o) + 8 // the field's tag and length
+		if size+n > limit {
+			chunks = append(chunks, &ingestv1.TailOutcomes{})
+			size = 0
+		}
+		c := chunks[len(chunks)-1]
+		c.Outcomes = append(c.Outcomes, o)
+		size += n
+	}
+	// The newest answers only, as many as the server lets an instance send.
+	for _, c := range chunks[max(0, len(chunks)-HistoryAnswers):] {
+		r.respond(m, c)
+	}
+}
+
+func (r *TailRelay) respond(m *nats.Msg, outs *ingestv1.TailOutcomes) {
+	b, err := proto.Marshal(outs)
+	if err != nil {
+		return
+	}
+	_ = m.Respond(b) // best effort: a lost answer leaves that instance's history out
+}
+
+// Recent implements ingest.TailSource: it asks every instance (this one included) for
+// tenant's recent outcomes and gathers the answers that arrive within HistoryWait.
+func (r *TailRelay) Recent(ctx context.Context, tenant string) []*ingest.TailOutcome {
+	limits := r.local.Limits()
+	if limits.History <= 0 {
+		return nil
+	}
+	inbox := r.nc.NewInbox()
+	answers := make(chan *nats.Msg, 64)
+	sub, err := r.nc.ChanSubscribe(inbox, answers)
+	if err != nil {
+		return nil
+	}
+	defer sub.Unsubscribe() //nolint:errcheck // the inbox is this call's alone
+	if err := r.nc.PublishRequest(HistorySubject(tenant), inbox, nil); err != nil {
+		return nil
+	}
+	wait := time.NewTimer(limits.HistoryWait)
+	defer wait.Stop()
+	var out []*ingest.TailOutcome
+	// Bounded like the answers: every instance sends at most History outcomes.
+	for len(out) < 64*limits.History {
+		select {
+		case <-ctx.Done():
+			return out
+		case <-wait.C:
+			return out
+		case m := <-answers:
+			var outs ingestv1.TailOutcomes
+			if proto.Unmarshal(m.Data, &outs) == nil {
+				out = append(out, outs.GetOutcomes()...)
+			}
+		}
+	}
+	return out
 }
 
 // Limits implements ingest.TailSource.

@@ -78,6 +78,19 @@ func TestTailRelayRights(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("B's outcome never reached A's tail")
 	}
+	// A tail opening on A gathers the recent outcomes B recorded: a request on
+	// debug.history.<tenant>, answered on A's inbox.
+	if err := natsjs.EnsureStreams(ctx, jsB, natsjs.DefaultStream); err != nil {
+		t.Fatal(err)
+	}
+	svcB := ingest.NewService(ingestjs.NewPublisher(jsB, nil), ingest.DefaultLimits, ingest.DefaultRateLimits).WithTails(b)
+	if _, err := svcB.Ingest(ctx, "t1", "key-1", []*ingestv1.Event{{EventId: "recent-1", Type: ingestv1.EventType_EVENT_TYPE_CLICK, UserId: "u"}}, 100); err != nil {
+		t.Fatal(err)
+	}
+	recent := a.Recent(ctx, "t1")
+	if len(recent) != 1 || recent[0].GetEventId() != "recent-1" {
+		t.Fatalf("A gathered %v, want B's recent outcome", recent)
+	}
 	for name, errs := range map[string]func() []error{"ingest A": errsA, "ingest B": errsB} {
 		if e := errs(); len(e) > 0 {
 			t.Errorf("%s: %v", name, e)
