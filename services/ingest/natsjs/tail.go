@@ -58,9 +58,10 @@ type TailRelay struct {
 }
 
 type relayed struct {
-	tails int
-	sub   *nats.Subscription
-	stop  context.CancelFunc
+	tails   int
+	sub     *nats.Subscription
+	stop    context.CancelFunc
+	refresh chan struct{} // put the key now
 }
 
 var (
@@ -69,40 +70,97 @@ var (
 )
 
 // OpenTailRelay creates or opens TailBucket and watches it until ctx ends.
+//
+// NATS restarts: the subscriptions (debug.events.<tenant>, debug.history.*) are made again by
+// nats.go when it reconnects, but the bucket's watch is a consumer the restart took away, which
+// nats.go notices only after two missed heartbeats (10-20 s): meanwhile no tail opened
+// elsewhere would be heard of. So on every reconnect the relay watches the bucket again at
+// once (retrying every second up to WatchRetryMax while JetStream is not back yet), and puts
+// the keys of the tails open on this instance at once instead of at their next refresh. A
+// watch that ends by itself is replaced the same way.
 func OpenTailRelay(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, local *ingest.Tails) (*TailRelay, error) {
 	kv, err := kvbucket.Open(ctx, js, jetstream.KeyValueConfig{Bucket: TailBucket, TTL: TailKeyTTL, Storage: jetstream.FileStorage,
 		Description: "ingest instances with an open live event tail, by tenant"})
 	if err != nil {
 		return nil, err
 	}
+	// Listening before the watch starts: a reconnect in between is not missed.
+	reconnects := nc.StatusChanged(nats.CONNECTED) // connected already: each is a reconnect
 	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
+		nc.RemoveStatusListener(reconnects)
 		return nil, fmt.Errorf("watch bucket %s: %w", TailBucket, err)
 	}
 	r := &TailRelay{nc: nc, kv: kv, local: local, ttl: TailKeyTTL, live: map[string]time.Time{}, open: map[string]*relayed{}}
 	hist, err := nc.Subscribe(HistorySubject("*"), r.answerHistory)
 	if err != nil {
 		_ = w.Stop()
+		nc.RemoveStatusListener(reconnects)
 		return nil, fmt.Errorf("subscribe to %s: %w", HistorySubject("*"), err)
 	}
 	context.AfterFunc(ctx, func() { _ = hist.Unsubscribe() })
-	go func() {
-		defer w.Stop() //nolint:errcheck // the watch ends with ctx
-		for {
+	go r.follow(ctx, w, reconnects)
+	return r, nil
+}
+
+// WatchRetryMax bounds the wait between two attempts to watch TailBucket again.
+const WatchRetryMax = 5 * time.Second
+
+// follow hears of the tail keys w delivers until ctx ends, watching again after a reconnect
+// or when w ends.
+func (r *TailRelay) follow(ctx context.Context, w jetstream.KeyWatcher, reconnects chan nats.Status) {
+	defer r.nc.RemoveStatusListener(reconnects)
+	for {
+		if !r.drain(ctx, w, reconnects) {
+			_ = w.Stop()
+			return
+		}
+		_ = w.Stop()
+		for wait := time.Second; ; wait = min(2*wait, WatchRetryMax) {
+			var err error
+			if w, err = r.kv.WatchAll(ctx, jetstream.IgnoreDeletes()); err == nil {
+				break
+			}
 			select {
 			case <-ctx.Done():
 				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e != nil {
-					r.heard(strings.TrimPrefix(e.Key(), "tail."))
-				}
+			case <-time.After(wait):
 			}
 		}
-	}()
-	return r, nil
+	}
+}
+
+// drain hears of w's keys until ctx ends (false) or w should be replaced: NATS reconnected
+// (the keys of this instance's tails are put again at once) or w ended.
+func (r *TailRelay) drain(ctx context.Context, w jetstream.KeyWatcher, reconnects chan nats.Status) bool {
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-reconnects:
+			r.refreshKeys()
+			return true
+		case e, ok := <-w.Updates():
+			if !ok {
+				return true
+			}
+			if e != nil {
+				r.heard(strings.TrimPrefix(e.Key(), "tail."))
+			}
+		}
+	}
+}
+
+// refreshKeys has the keep-alive of every tenant tailed on this instance put its key now.
+func (r *TailRelay) refreshKeys() {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, o := range r.open {
+		select {
+		case o.refresh <- struct{}{}:
+		default: // one is pending already
+		}
+	}
 }
 
 func (r *TailRelay) heard(tenant string) {
@@ -235,14 +293,16 @@ func (r *TailRelay) Open(tenant string) (*ingest.Tail, error) {
 		return nil, fmt.Errorf("subscribe to %s: %w", TailSubject(tenant), err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	r.open[tenant] = &relayed{tails: 1, sub: sub, stop: stop}
+	o := &relayed{tails: 1, sub: sub, stop: stop, refresh: make(chan struct{}, 1)}
+	r.open[tenant] = o
 	r.live[tenant] = time.Now()
-	go r.keepAlive(ctx, tenant)
+	go r.keepAlive(ctx, tenant, o.refresh)
 	return tl, nil
 }
 
-// keepAlive puts tenant's key now and every third of its TTL until ctx ends.
-func (r *TailRelay) keepAlive(ctx context.Context, tenant string) {
+// keepAlive puts tenant's key now, every third of its TTL and when asked on refresh, until
+// ctx ends.
+func (r *TailRelay) keepAlive(ctx context.Context, tenant string, refresh <-chan struct{}) {
 	t := time.NewTicker(r.ttl / 3)
 	defer t.Stop()
 	for {
@@ -253,6 +313,7 @@ func (r *TailRelay) keepAlive(ctx context.Context, tenant string) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-refresh:
 		}
 	}
 }
