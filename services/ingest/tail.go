@@ -20,7 +20,10 @@ type TailLimits struct {
 	// A tail starts with the tenant's most recent outcomes: at most History of them (0: none),
 	// of the last HistoryAge, gathered from every instance for HistoryWait. Each instance keeps
 	// the requests that hold them within HistoryBytes across tenants (counted at their size on
-	// the wire); over that, the tenants that sent least recently lose theirs first.
+	// the wire); over that, the tenants that sent least recently lose theirs first. Decoded,
+	// a request takes about 6 times its wire size in memory (measured: 100 events of 5
+	// properties), 12 times with 100 one-letter properties, at most about 37 times (lists of
+	// empty values, the worst shape): with the default 4 MiB, 25 MB, 50 MB and 150 MB.
 	History      int
 	HistoryAge   time.Duration
 	HistoryBytes int
@@ -29,7 +32,7 @@ type TailLimits struct {
 
 // DefaultTailLimits are the documented defaults.
 var DefaultTailLimits = TailLimits{PerSecond: 100, MaxDuration: 30 * time.Minute, PerTenant: 5,
-	History: 100, HistoryAge: 10 * time.Minute, HistoryBytes: 16 << 20, HistoryWait: 250 * time.Millisecond}
+	History: 100, HistoryAge: 10 * time.Minute, HistoryBytes: 4 << 20, HistoryWait: 250 * time.Millisecond}
 
 // TailSink takes the outcomes ingest decides for the tails of their tenant: Tails on one
 // instance, the NATS relay (services/ingest/natsjs) across instances.

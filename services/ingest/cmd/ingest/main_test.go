@@ -30,7 +30,7 @@ func TestParseDefaults(t *testing.T) {
 		Stream:         natsjs.DefaultStream,
 		Limits:         ingest.DefaultLimits,
 		Rates:          ingest.RateLimits{PerTenant: 200000, PerSource: 100000},
-		Tails:          ingest.TailLimits{PerSecond: 100, MaxDuration: 30 * time.Minute, PerTenant: 5, History: 100, HistoryAge: 10 * time.Minute, HistoryBytes: 16 << 20, HistoryWait: 250 * time.Millisecond},
+		Tails:          ingest.TailLimits{PerSecond: 100, MaxDuration: 30 * time.Minute, PerTenant: 5, History: 100, HistoryAge: 10 * time.Minute, HistoryBytes: 4 << 20, HistoryWait: 250 * time.Millisecond},
 		GracePeriod:    grpcserver.DefaultGracePeriod,
 		PrivacyKeyFile: "pk", PrivacyLoadTimeout: 30 * time.Second,
 	}
