@@ -2,6 +2,7 @@ package natsjs_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -97,4 +98,16 @@ func TestTailRelayRights(t *testing.T) {
 		}
 	}
 	meshtest.Eventually(t, 5*time.Second, func() bool { return len(gwErrs()) > 0 }, "the gateway's subscription to debug.events.> was not refused")
+	// Nor can it ask for a tenant's recent outcomes.
+	if err := gw.Publish(ingestjs.HistorySubject("t1"), nil); err != nil {
+		t.Fatal(err)
+	}
+	meshtest.Eventually(t, 5*time.Second, func() bool {
+		for _, err := range gwErrs() {
+			if strings.Contains(err.Error(), ingestjs.HistorySubject("t1")) {
+				return true
+			}
+		}
+		return false
+	}, "the gateway's request on %s was not refused", ingestjs.HistorySubject("t1"))
 }
