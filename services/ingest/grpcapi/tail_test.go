@@ -341,11 +341,19 @@ func outcomeIDs(outs []*ingestv1.TailEventsResponse) string {
 }
 
 // A tail starts with the tenant's recent outcomes, oldest first, the accepted events exactly as
-// stored in the stream, then goes on with the live ones, none twice.
+// stored in the stream (after the tenant's policy), then goes on with the live ones, none twice.
 func TestTailStartsWithRecentOutcomes(t *testing.T) {
 	e := newPrivacyEnv(t)
+	pol := privacy.Policy{Version: 1, PropertyRules: map[string]privacy.Action{"email": privacy.ActionHash, "address": privacy.ActionDrop}, IP: privacy.IPTruncate}
+	if err := privacy.PutPolicy(context.Background(), e.kv, "tenant-1", pol); err != nil {
+		t.Fatal(err)
+	}
+	meshtest.Eventually(t, 5*time.Second, func() bool { return e.ingest.Privacy().Policy("tenant-1").Version == 1 }, "the policy did not reach ingest")
 	sender := as(e.tokenOf("tenant-1"))
-	for _, batch := range [][]*ingestv1.Event{{click("ok-1", "u1", "")}, {click("bad", "", ""), click("ok-2", "u2", "")}, {click("ok-3", "", "a3")}} {
+	withPII := click("ok-1", "u1", "")
+	withPII.Properties, _ = structpb.NewStruct(map[string]any{"email": "raw@example.com", "address": "1 Raw Street", "plan": "pro"})
+	withPII.Context = &ingestv1.EventContext{Ip: "203.0.113.77"}
+	for _, batch := range [][]*ingestv1.Event{{withPII}, {click("bad", "", ""), click("ok-2", "u2", "")}, {click("ok-3", "", "a3")}} {
 		if _, err := e.client.IngestEvents(sender, &ingestv1.IngestEventsRequest{Events: batch}); err != nil {
 			t.Fatal(err)
 		}
@@ -365,6 +373,9 @@ func TestTailStartsWithRecentOutcomes(t *testing.T) {
 	for _, o := range start {
 		if o.GetOutcome() == ingestv1.EventOutcome_EVENT_OUTCOME_ACCEPTED && !proto.Equal(o.GetEvent(), stored[o.GetEventId()]) {
 			t.Errorf("recent %v is not the event as stored: %v", o.GetEvent(), stored[o.GetEventId()])
+		}
+		if text := prototext.Format(o); strings.Contains(text, "raw@example.com") || strings.Contains(text, "Raw Street") || strings.Contains(text, "203.0.113.77") {
+			t.Errorf("a raw value the policy hashes or drops reached the tail: %v", o)
 		}
 		if o.GetSource() != "user-1" || o.GetTime() == nil {
 			t.Errorf("recent outcome without its sender or time: %v", o)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
@@ -91,4 +92,20 @@ func TestTailRelaySurvivesANATSRestart(t *testing.T) {
 		t.Fatal("a tail opened after the restart does not receive the other instance's outcomes")
 	}
 	t.Logf("heard of the new tail %s after NATS came back", time.Since(restarted).Round(100*time.Millisecond))
+
+	// And B still answers a tail's request for the recent outcomes it recorded.
+	jsB, err := jetstream.New(ncB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := natsjs.EnsureStreams(ctx, jsB, natsjs.DefaultStream); err != nil {
+		t.Fatal(err)
+	}
+	svcB := ingest.NewService(ingestjs.NewPublisher(jsB, nil), ingest.DefaultLimits, ingest.DefaultRateLimits).WithTails(b)
+	if _, err := svcB.Ingest(ctx, "after", "key-1", []*ingestv1.Event{{EventId: "recorded-by-b", Type: ingestv1.EventType_EVENT_TYPE_CLICK, UserId: "u"}}, 100); err != nil {
+		t.Fatal(err)
+	}
+	if recent := a.Recent(ctx, "after"); len(recent) != 1 || recent[0].GetEventId() != "recorded-by-b" {
+		t.Fatalf("after the restart A gathered %v, want B's recent outcome", recent)
+	}
 }
