@@ -393,7 +393,8 @@ func TestTailStartsWithRecentOutcomes(t *testing.T) {
 // them, merged by time.
 func TestTailStartsWithRecentOutcomesOfEveryInstance(t *testing.T) {
 	ns := natstest.StartServer(t)
-	a, b := newPrivacyEnvOn(t, ns), newPrivacyEnvOn(t, ns)
+	// Room for the other instance's answer on a busy machine (the default is 250 ms).
+	a, b := newPrivacyEnvOn(t, ns, func(c *app.Config) { c.Tails.HistoryWait = 2 * time.Second }), newPrivacyEnvOn(t, ns)
 	for _, via := range []struct {
 		env *privacyEnv
 		id  string

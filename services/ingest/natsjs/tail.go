@@ -2,6 +2,7 @@ package natsjs
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"strings"
 	"sync"
@@ -30,10 +31,10 @@ const TailKeyTTL = 30 * time.Second
 func TailSubject(tenant string) string { return "debug.events." + tenant }
 
 // HistorySubject is the core NATS subject on which an instance opening a tail of tenant asks
-// every instance for the tenant's recent outcomes; each answers on the request's reply subject
-// with TailOutcomes messages (none when it has nothing), each within the server's payload
-// limit, and from then on publishes the tenant's outcomes on TailSubject as if it had heard
-// of the tail's key.
+// the other instances for the tenant's recent outcomes; each answers on the request's reply
+// subject with TailOutcomes messages (none when it has nothing), each within the server's
+// payload limit, and from then on publishes the tenant's outcomes on TailSubject as if it had
+// heard of the tail's key.
 func HistorySubject(tenant string) string { return "debug.history." + tenant }
 
 // HistoryAnswers is the most messages an instance answers a HistorySubject request with (the
@@ -47,6 +48,7 @@ const HistoryAnswers = 8
 // recent outcomes of its tenant (HistorySubject). When nobody tails, the cost to ingest is
 // one map look-up per request and the local history's record.
 type TailRelay struct {
+	id    string // tells this instance's history requests from the others'
 	nc    *nats.Conn
 	kv    jetstream.KeyValue
 	local *ingest.Tails
@@ -91,7 +93,7 @@ func OpenTailRelay(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, l
 		nc.RemoveStatusListener(reconnects)
 		return nil, fmt.Errorf("watch bucket %s: %w", TailBucket, err)
 	}
-	r := &TailRelay{nc: nc, kv: kv, local: local, ttl: TailKeyTTL, live: map[string]time.Time{}, open: map[string]*relayed{}}
+	r := &TailRelay{nc: nc, kv: kv, local: local, ttl: TailKeyTTL, live: map[string]time.Time{}, open: map[string]*relayed{}, id: rand.Text()}
 	hist, err := nc.Subscribe(HistorySubject("*"), r.answerHistory)
 	if err != nil {
 		_ = w.Stop()
@@ -196,8 +198,8 @@ func (r *TailRelay) Record(tenant string, o *ingest.RequestOutcomes) { r.local.R
 // (ingest.Service records, then asks Watching), one recorded before is in it.
 func (r *TailRelay) answerHistory(m *nats.Msg) {
 	tenant := strings.TrimPrefix(m.Subject, HistorySubject(""))
-	if m.Reply == "" || tenant == "" {
-		return
+	if m.Reply == "" || tenant == "" || m.Header.Get(historyFrom) == r.id {
+		return // this instance's own request: Recent has its history already
 	}
 	r.heard(tenant)
 	outs := r.local.Recent(context.Background(), tenant)
@@ -229,26 +231,32 @@ func (r *TailRelay) respond(m *nats.Msg, outs *ingestv1.TailOutcomes) {
 	_ = m.Respond(b) // best effort: a lost answer leaves that instance's history out
 }
 
-// Recent implements ingest.TailSource: it asks every instance (this one included) for
-// tenant's recent outcomes and gathers the answers that arrive within HistoryWait.
+// historyFrom is the header of a HistorySubject request naming the instance that asks.
+const historyFrom = "Ingest-Instance"
+
+// Recent implements ingest.TailSource: this instance's recent outcomes of tenant, and those
+// of the other instances that answer within HistoryWait.
 func (r *TailRelay) Recent(ctx context.Context, tenant string) []*ingest.TailOutcome {
 	limits := r.local.Limits()
 	if limits.History <= 0 {
 		return nil
 	}
+	// The local ones directly: they never miss the wait. The tail is open (Watching) already,
+	// so what is recorded from now on goes out live.
+	out := r.local.Recent(ctx, tenant)
 	inbox := r.nc.NewInbox()
 	answers := make(chan *nats.Msg, 64)
 	sub, err := r.nc.ChanSubscribe(inbox, answers)
 	if err != nil {
-		return nil
+		return out
 	}
 	defer sub.Unsubscribe() //nolint:errcheck // the inbox is this call's alone
-	if err := r.nc.PublishRequest(HistorySubject(tenant), inbox, nil); err != nil {
-		return nil
+	req := &nats.Msg{Subject: HistorySubject(tenant), Reply: inbox, Header: nats.Header{historyFrom: []string{r.id}}}
+	if err := r.nc.PublishMsg(req); err != nil {
+		return out
 	}
 	wait := time.NewTimer(limits.HistoryWait)
 	defer wait.Stop()
-	var out []*ingest.TailOutcome
 	// Bounded like the answers: every instance sends at most History outcomes.
 	for len(out) < 64*limits.History {
 		select {

@@ -19,6 +19,14 @@ import (
 	ingestjs "github.com/campaignmesh/campaignmesh/services/ingest/natsjs"
 )
 
+// testTailLimits leave room for the other instances' answers on a busy machine (the default
+// wait is 250 ms).
+var testTailLimits = func() ingest.TailLimits {
+	l := ingest.DefaultTailLimits
+	l.HistoryWait = 2 * time.Second
+	return l
+}()
+
 // openRelay connects to url as its own client and opens a tail relay until the test ends.
 func openRelay(t *testing.T, ctx context.Context, url, name string) (*ingestjs.TailRelay, *nats.Conn) {
 	t.Helper()
@@ -27,7 +35,7 @@ func openRelay(t *testing.T, ctx context.Context, url, name string) (*ingestjs.T
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	r, err := ingestjs.OpenTailRelay(ctx, nc, js, ingest.NewTails(ingest.DefaultTailLimits))
+	r, err := ingestjs.OpenTailRelay(ctx, nc, js, ingest.NewTails(testTailLimits))
 	if err != nil {
 		t.Fatalf("%s opens the tail relay: %v", name, err)
 	}

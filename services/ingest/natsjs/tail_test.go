@@ -49,11 +49,11 @@ func TestTailRelayRights(t *testing.T) {
 	t.Cleanup(cancel)
 	ncA, jsA, errsA := connectSecured(t, srv.ClientURL(), users.Ingest)
 	ncB, jsB, errsB := connectSecured(t, srv.ClientURL(), users.Ingest)
-	a, err := ingestjs.OpenTailRelay(ctx, ncA, jsA, ingest.NewTails(ingest.DefaultTailLimits))
+	a, err := ingestjs.OpenTailRelay(ctx, ncA, jsA, ingest.NewTails(testTailLimits))
 	if err != nil {
 		t.Fatalf("ingest A opens the tail relay: %v", err)
 	}
-	b, err := ingestjs.OpenTailRelay(ctx, ncB, jsB, ingest.NewTails(ingest.DefaultTailLimits))
+	b, err := ingestjs.OpenTailRelay(ctx, ncB, jsB, ingest.NewTails(testTailLimits))
 	if err != nil {
 		t.Fatalf("ingest B opens the tail relay: %v", err)
 	}
