@@ -23,7 +23,9 @@ stored, after the privacy policy), rejected (the field at fault and why) or drop
 its data subject is suppressed (the event id only), with who sent it; with -o json, one
 JSON object per line. A tail receives a bounded number of outcomes per second: a line
 "dropped n" says how many it missed. The server ends a stream after a while; cmesh then
-reconnects. Needs events.debug (admin, manager): a write key cannot tail.
+reconnects. A stream starts with the tenant's recent outcomes (by default the last 100 of
+the last 10 minutes, on every ingest instance); after a reconnect, those already printed
+are not printed again. Needs events.debug (admin, manager): a write key cannot tail.
 
 ` + credentialDetails,
 		run: runEventsTail,
@@ -41,8 +43,9 @@ func runEventsTail(ctx context.Context, a *app, c *cmdline) error {
 			return err
 		}
 	}
+	printed := newRecentKeys(1000)
 	for {
-		err := a.tail(ctx)
+		err := a.tail(ctx, printed)
 		if ctx.Err() != nil {
 			return nil // Ctrl-C
 		}
@@ -54,8 +57,10 @@ func runEventsTail(ctx context.Context, a *app, c *cmdline) error {
 	}
 }
 
-// tail opens one TailEvents stream and prints its outcomes until it ends (no error).
-func (a *app) tail(ctx context.Context) error {
+// tail opens one TailEvents stream and prints its outcomes until it ends (no error). A stream
+// starts with the tenant's recent outcomes: those an earlier stream printed (in printed) are
+// not printed again.
+func (a *app) tail(ctx context.Context, printed *recentKeys) error {
 	ctx, client, err := serviceClient(ctx, a, ingestv1.NewIngestServiceClient)
 	if err != nil {
 		return err
@@ -73,6 +78,9 @@ func (a *app) tail(ctx context.Context) error {
 		}
 		if err != nil {
 			return err
+		}
+		if resp.GetOutcome() != ingestv1.EventOutcome_EVENT_OUTCOME_DROPPED && !printed.add(outcomeKey(resp)) {
+			continue
 		}
 		if err := a.writeOutcome(resp); err != nil {
 			return err
@@ -110,4 +118,35 @@ func (a *app) writeOutcome(o *ingestv1.TailEventsResponse) error {
 	line := fmt.Sprintf(tailFormat, formatTimestamp(o.GetTime()), outcome, orDash(o.GetEventId()), orDash(o.GetSource()), detail)
 	_, err := io.WriteString(a.stdout, strings.TrimRight(line, " \n")+"\n")
 	return err
+}
+
+// recentKeys remembers the last n outcomes printed, by key.
+type recentKeys struct {
+	set  map[string]struct{}
+	ring []string
+	next int
+}
+
+func newRecentKeys(n int) *recentKeys {
+	return &recentKeys{set: make(map[string]struct{}, n), ring: make([]string, n)}
+}
+
+// add remembers k, forgetting the oldest when full; false when k was remembered already.
+func (r *recentKeys) add(k string) bool {
+	if _, ok := r.set[k]; ok {
+		return false
+	}
+	if old := r.ring[r.next]; old != "" {
+		delete(r.set, old)
+	}
+	r.ring[r.next] = k
+	r.set[k] = struct{}{}
+	r.next = (r.next + 1) % len(r.ring)
+	return true
+}
+
+// outcomeKey tells outcomes apart: those of one request share their time and sender and differ
+// by event id (and, for rejections, index: a rejected event may have no id).
+func outcomeKey(o *ingestv1.TailEventsResponse) string {
+	return fmt.Sprintf("%d|%d.%d|%s|%d|%s", o.GetOutcome(), o.GetTime().GetSeconds(), o.GetTime().GetNanos(), o.GetSource(), o.GetRejection().GetIndex(), o.GetEventId())
 }

@@ -20,7 +20,8 @@ import (
 )
 
 // tailIngest is an IngestService that sends two outcomes on the first tail and ends it, as
-// the server does after its maximum duration; on the next it sends two and waits.
+// the server does after its maximum duration; the next starts with those two again (the
+// recent outcomes), sends two more and waits.
 type tailIngest struct {
 	ingestv1.UnimplementedIngestServiceServer
 	mu      sync.Mutex
@@ -40,6 +41,11 @@ func (s *tailIngest) TailEvents(_ *ingestv1.TailEventsRequest, stream grpc.Serve
 			Rejection: &ingestv1.Rejection{Index: 1, EventId: "e2", Field: "events[1].user_id", Reason: "user_id or anonymous_id is required"}})
 		return nil
 	}
+	// The next stream starts with the recent outcomes: the first stream's, printed already.
+	stream.Send(&ingestv1.TailEventsResponse{Outcome: ingestv1.EventOutcome_EVENT_OUTCOME_ACCEPTED, Time: at, Source: "key-1", EventId: "e1",
+		Event: &ingestv1.Event{EventId: "e1", Type: ingestv1.EventType_EVENT_TYPE_TRACK, Name: "Signed Up"}})
+	stream.Send(&ingestv1.TailEventsResponse{Outcome: ingestv1.EventOutcome_EVENT_OUTCOME_REJECTED, Time: at, Source: "key-1", EventId: "e2",
+		Rejection: &ingestv1.Rejection{Index: 1, EventId: "e2", Field: "events[1].user_id", Reason: "user_id or anonymous_id is required"}})
 	stream.Send(&ingestv1.TailEventsResponse{Outcome: ingestv1.EventOutcome_EVENT_OUTCOME_SUPPRESSED, Time: at, Source: "user-1", EventId: "e3"})
 	stream.Send(&ingestv1.TailEventsResponse{Outcome: ingestv1.EventOutcome_EVENT_OUTCOME_DROPPED, Time: at, Dropped: 42})
 	<-stream.Context().Done()

@@ -97,7 +97,9 @@ func (s *Service) WithDeadLetters(d DeadLetters) *Service {
 }
 
 // WithTails makes the intake offer each request's outcomes to the open tails of its tenant
-// (the live event debugger) through t; nothing is built when nobody tails the tenant.
+// (the live event debugger) through t; nothing is built when nobody tails the tenant. t also
+// records them for the tails opened later, by reference: callers must not change a request's
+// events once Ingest has returned.
 func (s *Service) WithTails(t TailSink) *Service {
 	s.tails = t
 	return s
@@ -138,21 +140,14 @@ func (s *Service) Ingest(ctx context.Context, tenant, source string, events []*i
 		s.rejected.WithLabelValues(field, r.GetReason()).Inc()
 	}
 	dead, reasons := s.deadLetters(tenant, source, receivedAt, events, res.Rejected)
-	watching := s.tails != nil && s.tails.Watching(tenant)
 	if len(res.Accepted) == 0 && len(dead) == 0 {
-		s.tell(watching, tenant, source, res, nil)
+		s.tell(tenant, source, res, nil, requestBytes)
 		return res, nil
 	}
 	if err := s.allow(tenant, source, len(res.Accepted)+len(dead)); err != nil {
 		return Result{}, err
 	}
-	var valid []string
-	if watching {
-		valid = make([]string, len(res.Accepted))
-		for i, a := range res.Accepted {
-			valid[i] = a.GetEvent().GetEventId()
-		}
-	}
+	valid := res.Accepted // Suppress returns a new slice when it removes events: this one stays whole
 	if res.Accepted, res.Suppressed = s.privacy.Suppress(tenant, res.Accepted); res.Suppressed > 0 {
 		s.suppressed.Add(float64(res.Suppressed))
 	}
@@ -169,7 +164,7 @@ func (s *Service) Ingest(ctx context.Context, tenant, source string, events []*i
 		}
 		s.deadLettered.Add(float64(len(dead)))
 	}
-	s.tell(watching, tenant, source, res, valid)
+	s.tell(tenant, source, res, valid, requestBytes)
 	return res, nil
 }
 
@@ -194,26 +189,20 @@ func (s *Service) deadLetters(tenant, source string, receivedAt time.Time, event
 	return dead, reasons
 }
 
-// tell offers the outcomes of a request that succeeded to the tenant's tails, when watching.
-// valid are the ids of the events that passed validation: those no longer accepted were
-// suppressed (only their ids are told, never the subject's data).
-func (s *Service) tell(watching bool, tenant, source string, res Result, valid []string) {
-	if !watching {
+// tell records the outcomes of a request that succeeded for the tenant's tails opened later,
+// and offers them to those open now. valid are the events that passed validation: those no
+// longer accepted were suppressed (only their ids are told, never the subject's data).
+// Watching is asked after Record: a tail that opens meanwhile finds the request in the
+// history or receives it live (Service.Recent drops the repeat).
+func (s *Service) tell(tenant, source string, res Result, valid []*ingestv1.AcceptedEvent, requestBytes int) {
+	if s.tails == nil {
 		return
 	}
-	var suppressed []string
-	if res.Suppressed > 0 {
-		kept := make(map[string]bool, len(res.Accepted))
-		for _, a := range res.Accepted {
-			kept[a.GetEvent().GetEventId()] = true
-		}
-		for _, id := range valid {
-			if !kept[id] {
-				suppressed = append(suppressed, id)
-			}
-		}
+	r := newRequestOutcomes(s.now().UTC(), source, res, valid, requestBytes)
+	s.tails.Record(tenant, r)
+	if s.tails.Watching(tenant) {
+		s.tails.Publish(tenant, r.Messages())
 	}
-	s.tails.Publish(tenant, outcomes(s.now().UTC(), source, res, suppressed))
 }
 
 // allow spends n events of the tenant's and then of the source's rate; the first refusal

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -16,10 +17,22 @@ type TailLimits struct {
 	PerSecond   int           // outcomes a stream receives per second; the rest are dropped and counted
 	MaxDuration time.Duration // a stream ends after this long (the caller reconnects)
 	PerTenant   int           // concurrent tails of one tenant
+	// A tail starts with the tenant's most recent outcomes: at most History of them (0: none),
+	// of the last HistoryAge, gathered from every instance for HistoryWait. Each instance keeps
+	// the requests that hold them within HistoryBytes across tenants (counted at their size on
+	// the wire); over that, the tenants that sent least recently lose theirs first. Decoded,
+	// a request takes about 6 times its wire size in memory (measured: 100 events of 5
+	// properties), 12 times with 100 one-letter properties, at most about 37 times (lists of
+	// empty values, the worst shape): with the default 4 MiB, 25 MB, 50 MB and 150 MB.
+	History      int
+	HistoryAge   time.Duration
+	HistoryBytes int
+	HistoryWait  time.Duration
 }
 
 // DefaultTailLimits are the documented defaults.
-var DefaultTailLimits = TailLimits{PerSecond: 100, MaxDuration: 30 * time.Minute, PerTenant: 5}
+var DefaultTailLimits = TailLimits{PerSecond: 100, MaxDuration: 30 * time.Minute, PerTenant: 5,
+	History: 100, HistoryAge: 10 * time.Minute, HistoryBytes: 4 << 20, HistoryWait: 250 * time.Millisecond}
 
 // TailSink takes the outcomes ingest decides for the tails of their tenant: Tails on one
 // instance, the NATS relay (services/ingest/natsjs) across instances.
@@ -28,6 +41,9 @@ type TailSink interface {
 	Watching(tenant string) bool
 	// Publish offers the outcomes of one request of tenant, without waiting.
 	Publish(tenant string, outs []*TailOutcome)
+	// Record keeps the outcomes of one request of tenant for the tails opened later (their
+	// recent history), whether or not anyone tails it now; it must be cheap.
+	Record(tenant string, r *RequestOutcomes)
 }
 
 // TailSource opens and closes tails: Tails on one instance, the NATS relay across instances.
@@ -35,6 +51,9 @@ type TailSource interface {
 	Open(tenant string) (*Tail, error)
 	Close(tl *Tail)
 	Limits() TailLimits
+	// Recent gathers tenant's recent outcomes recorded by every instance (at most
+	// Limits().History of each, unordered across instances), for Service.Recent.
+	Recent(ctx context.Context, tenant string) []*TailOutcome
 }
 
 // TailOutcome is one outcome a tail receives.
@@ -44,15 +63,16 @@ type TailOutcome = ingestv1.TailEventsResponse
 // instance. Publishing never blocks: a tail that cannot keep up (or is over its rate) misses
 // outcomes and is told how many.
 type Tails struct {
-	limits TailLimits
-	now    func() time.Time
-	mu     sync.RWMutex
-	open   map[string]map[*Tail]struct{}
+	limits  TailLimits
+	now     func() time.Time
+	mu      sync.RWMutex
+	open    map[string]map[*Tail]struct{}
+	history *history
 }
 
 // NewTails returns the tails registry under limits.
 func NewTails(limits TailLimits) *Tails {
-	return &Tails{limits: limits, now: time.Now, open: map[string]map[*Tail]struct{}{}}
+	return &Tails{limits: limits, now: time.Now, open: map[string]map[*Tail]struct{}{}, history: newHistory(limits)}
 }
 
 // Limits answers the registry's limits.
@@ -67,6 +87,9 @@ type Tail struct {
 	sent   int
 	// dropped counts outcomes not delivered since the last one that was.
 	dropped int64
+	// recent are the keys of the recent outcomes sent first (Service.Recent), which the live
+	// ones may repeat; only the reader touches it.
+	recent map[string]struct{}
 }
 
 // Tenant answers the tenant tl tails.
@@ -148,23 +171,4 @@ func (tl *Tail) offer(o *ingestv1.TailEventsResponse, now time.Time, perSecond i
 	default:
 		tl.dropped++
 	}
-}
-
-// outcomes builds what a tail of the tenant sees of one request: the rejections (field and
-// reason, no values), the suppressed events by id, and the accepted events as stored.
-func outcomes(now time.Time, source string, res Result, suppressedIDs []string) []*ingestv1.TailEventsResponse {
-	ts := timestamppb.New(now)
-	out := make([]*ingestv1.TailEventsResponse, 0, len(res.Rejected)+len(suppressedIDs)+len(res.Accepted))
-	for _, r := range res.Rejected {
-		out = append(out, &ingestv1.TailEventsResponse{Outcome: ingestv1.EventOutcome_EVENT_OUTCOME_REJECTED, Time: ts, Source: source,
-			EventId: r.GetEventId(), Rejection: r})
-	}
-	for _, id := range suppressedIDs {
-		out = append(out, &ingestv1.TailEventsResponse{Outcome: ingestv1.EventOutcome_EVENT_OUTCOME_SUPPRESSED, Time: ts, Source: source, EventId: id})
-	}
-	for _, a := range res.Accepted {
-		out = append(out, &ingestv1.TailEventsResponse{Outcome: ingestv1.EventOutcome_EVENT_OUTCOME_ACCEPTED, Time: ts, Source: source,
-			EventId: a.GetEvent().GetEventId(), Event: a.GetEvent()})
-	}
-	return out
 }

@@ -90,7 +90,7 @@ func (s *Server) ingest(ctx context.Context, events []*ingestv1.Event, size int)
 }
 
 // TailEvents implements ingestv1.IngestServiceServer: the caller's tenant's outcomes, from the
-// credential (never the request), until the caller goes away or the maximum duration ends the
+// credential (never the request), its recent ones first (ingest.Service.Recent), until the caller goes away or the maximum duration ends the
 // stream (OK: reconnect).
 func (s *Server) TailEvents(_ *ingestv1.TailEventsRequest, stream ingestv1.IngestService_TailEventsServer) error {
 	if s.tails == nil {
@@ -106,6 +106,12 @@ func (s *Server) TailEvents(_ *ingestv1.TailEventsRequest, stream ingestv1.Inges
 	if err := stream.SendHeader(nil); err != nil {
 		return err
 	}
+	// The tenant's recent outcomes first, then the live ones (the tail already buffers them).
+	for _, o := range s.svc.Recent(stream.Context(), s.tails, tl) {
+		if err := stream.Send(o); err != nil {
+			return err
+		}
+	}
 	end := time.NewTimer(s.tails.Limits().MaxDuration)
 	defer end.Stop()
 	for {
@@ -115,6 +121,9 @@ func (s *Server) TailEvents(_ *ingestv1.TailEventsRequest, stream ingestv1.Inges
 		case <-end.C:
 			return nil
 		case o := <-tl.Outcomes():
+			if tl.Repeats(o) {
+				continue
+			}
 			if err := stream.Send(o); err != nil {
 				return err
 			}

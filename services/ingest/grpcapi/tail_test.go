@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/campaignmesh/campaignmesh/gateway"
@@ -315,5 +316,130 @@ func TestGatewayRESTTail(t *testing.T) {
 	raw := <-lines
 	if err := json.Unmarshal([]byte(raw), &line); err != nil || line.Result.Outcome != "EVENT_OUTCOME_ACCEPTED" || !strings.HasPrefix(line.Result.EventID, "rest-") || line.Result.Source != "user-1" {
 		t.Fatalf("line %s (%v)", raw, err)
+	}
+}
+
+// until reads c up to and including the outcome of event id.
+func until(t *testing.T, c <-chan *ingestv1.TailEventsResponse, id string) []*ingestv1.TailEventsResponse {
+	t.Helper()
+	var out []*ingestv1.TailEventsResponse
+	for {
+		r := next(t, c)
+		out = append(out, r)
+		if r.GetEventId() == id {
+			return out
+		}
+	}
+}
+
+func outcomeIDs(outs []*ingestv1.TailEventsResponse) string {
+	ids := make([]string, len(outs))
+	for i, o := range outs {
+		ids[i] = strings.TrimPrefix(o.GetOutcome().String(), "EVENT_OUTCOME_") + ":" + o.GetEventId()
+	}
+	return strings.Join(ids, " ")
+}
+
+// A tail starts with the tenant's recent outcomes, oldest first, the accepted events exactly as
+// stored in the stream (after the tenant's policy), then goes on with the live ones, none twice.
+func TestTailStartsWithRecentOutcomes(t *testing.T) {
+	e := newPrivacyEnv(t)
+	pol := privacy.Policy{Version: 1, PropertyRules: map[string]privacy.Action{"email": privacy.ActionHash, "address": privacy.ActionDrop}, IP: privacy.IPTruncate}
+	if err := privacy.PutPolicy(context.Background(), e.kv, "tenant-1", pol); err != nil {
+		t.Fatal(err)
+	}
+	meshtest.Eventually(t, 5*time.Second, func() bool { return e.ingest.Privacy().Policy("tenant-1").Version == 1 }, "the policy did not reach ingest")
+	sender := as(e.tokenOf("tenant-1"))
+	withPII := click("ok-1", "u1", "")
+	withPII.Properties, _ = structpb.NewStruct(map[string]any{"email": "raw@example.com", "address": "1 Raw Street", "plan": "pro"})
+	withPII.Context = &ingestv1.EventContext{Ip: "203.0.113.77"}
+	for _, batch := range [][]*ingestv1.Event{{withPII}, {click("bad", "", ""), click("ok-2", "u2", "")}, {click("ok-3", "", "a3")}} {
+		if _, err := e.client.IngestEvents(sender, &ingestv1.IngestEventsRequest{Events: batch}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.client.IngestEvents(as(e.tokenOf("tenant-2")), &ingestv1.IngestEventsRequest{Events: []*ingestv1.Event{click("other", "u", "")}}); err != nil {
+		t.Fatal(err)
+	}
+	outs := tail(t, e, as(e.tokenOf("tenant-1")))
+	start := until(t, outs, "ok-3")
+	if got := outcomeIDs(start); got != "ACCEPTED:ok-1 REJECTED:bad ACCEPTED:ok-2 ACCEPTED:ok-3" {
+		t.Fatalf("the tail starts with %s", got)
+	}
+	stored := map[string]*ingestv1.Event{}
+	for _, a := range e.stored(t) {
+		stored[a.GetEvent().GetEventId()] = a.GetEvent()
+	}
+	for _, o := range start {
+		if o.GetOutcome() == ingestv1.EventOutcome_EVENT_OUTCOME_ACCEPTED && !proto.Equal(o.GetEvent(), stored[o.GetEventId()]) {
+			t.Errorf("recent %v is not the event as stored: %v", o.GetEvent(), stored[o.GetEventId()])
+		}
+		if text := prototext.Format(o); strings.Contains(text, "raw@example.com") || strings.Contains(text, "Raw Street") || strings.Contains(text, "203.0.113.77") {
+			t.Errorf("a raw value the policy hashes or drops reached the tail: %v", o)
+		}
+		if o.GetSource() != "user-1" || o.GetTime() == nil {
+			t.Errorf("recent outcome without its sender or time: %v", o)
+		}
+	}
+	if _, err := e.client.IngestEvents(sender, &ingestv1.IngestEventsRequest{Events: []*ingestv1.Event{click("live-1", "u", "")}}); err != nil {
+		t.Fatal(err)
+	}
+	if r := next(t, outs); r.GetEventId() != "live-1" {
+		t.Fatalf("after the recent outcomes came %v, want live-1", r)
+	}
+}
+
+// With several ingest instances, a tail opened on one starts with the recent outcomes of all of
+// them, merged by time.
+func TestTailStartsWithRecentOutcomesOfEveryInstance(t *testing.T) {
+	ns := natstest.StartServer(t)
+	// Room for the other instance's answer on a busy machine (the default is 250 ms).
+	a, b := newPrivacyEnvOn(t, ns, func(c *app.Config) { c.Tails.HistoryWait = 2 * time.Second }), newPrivacyEnvOn(t, ns)
+	for _, via := range []struct {
+		env *privacyEnv
+		id  string
+	}{{b, "via-b-1"}, {a, "via-a"}, {b, "via-b-2"}} {
+		if _, err := via.env.client.IngestEvents(as(via.env.tokenOf("tenant-1")), &ingestv1.IngestEventsRequest{Events: []*ingestv1.Event{click(via.id, "u", "")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outs := tail(t, a, as(a.tokenOf("tenant-1")))
+	if got := outcomeIDs(until(t, outs, "via-b-2")); got != "ACCEPTED:via-b-1 ACCEPTED:via-a ACCEPTED:via-b-2" {
+		t.Fatalf("the tail starts with %s", got)
+	}
+}
+
+// A tail leaves out of its start the accepted events of a subject suppressed since they were
+// sent; events suppressed when sent show by id only.
+func TestTailStartLeavesOutSubjectsSuppressedSince(t *testing.T) {
+	e := newPrivacyEnv(t)
+	sender := as(e.tokenOf("tenant-1"))
+	if _, err := e.client.IngestEvents(sender, &ingestv1.IngestEventsRequest{Events: []*ingestv1.Event{click("gone-1", "later-gone", ""), click("kept-1", "stays", "")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := privacy.PutSuppression(context.Background(), e.kv, "tenant-1", e.hasher.SubjectHash("tenant-1", "later-gone"), "dsr_1"); err != nil {
+		t.Fatal(err)
+	}
+	probe := ""
+	meshtest.Eventually(t, 5*time.Second, func() bool {
+		probe = fmt.Sprintf("probe-%d", time.Now().UnixNano())
+		resp, err := e.client.IngestEvents(sender, &ingestv1.IngestEventsRequest{Events: []*ingestv1.Event{click(probe, "later-gone", "")}})
+		return err == nil && resp.GetSuppressed() == 1
+	}, "the suppression never applied")
+	outs := tail(t, e, as(e.tokenOf("tenant-1")))
+	start := until(t, outs, probe)
+	kept := false
+	for _, o := range start {
+		switch {
+		case o.GetOutcome() == ingestv1.EventOutcome_EVENT_OUTCOME_ACCEPTED && o.GetEvent().GetUserId() == "later-gone":
+			t.Errorf("the tail starts with an event of a subject suppressed since: %v", o)
+		case o.GetOutcome() == ingestv1.EventOutcome_EVENT_OUTCOME_SUPPRESSED && (o.GetEvent() != nil || o.GetRejection() != nil):
+			t.Errorf("a suppressed event shows more than its id: %v", o)
+		case o.GetEventId() == "kept-1":
+			kept = true
+		}
+	}
+	if !kept {
+		t.Errorf("the tail starts without the event of a subject not suppressed: %s", outcomeIDs(start))
 	}
 }

@@ -2,6 +2,7 @@ package natsjs_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -48,11 +49,11 @@ func TestTailRelayRights(t *testing.T) {
 	t.Cleanup(cancel)
 	ncA, jsA, errsA := connectSecured(t, srv.ClientURL(), users.Ingest)
 	ncB, jsB, errsB := connectSecured(t, srv.ClientURL(), users.Ingest)
-	a, err := ingestjs.OpenTailRelay(ctx, ncA, jsA, ingest.NewTails(ingest.DefaultTailLimits))
+	a, err := ingestjs.OpenTailRelay(ctx, ncA, jsA, ingest.NewTails(testTailLimits))
 	if err != nil {
 		t.Fatalf("ingest A opens the tail relay: %v", err)
 	}
-	b, err := ingestjs.OpenTailRelay(ctx, ncB, jsB, ingest.NewTails(ingest.DefaultTailLimits))
+	b, err := ingestjs.OpenTailRelay(ctx, ncB, jsB, ingest.NewTails(testTailLimits))
 	if err != nil {
 		t.Fatalf("ingest B opens the tail relay: %v", err)
 	}
@@ -78,10 +79,35 @@ func TestTailRelayRights(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("B's outcome never reached A's tail")
 	}
+	// A tail opening on A gathers the recent outcomes B recorded: a request on
+	// debug.history.<tenant>, answered on A's inbox.
+	if err := natsjs.EnsureStreams(ctx, jsB, natsjs.DefaultStream); err != nil {
+		t.Fatal(err)
+	}
+	svcB := ingest.NewService(ingestjs.NewPublisher(jsB, nil), ingest.DefaultLimits, ingest.DefaultRateLimits).WithTails(b)
+	if _, err := svcB.Ingest(ctx, "t1", "key-1", []*ingestv1.Event{{EventId: "recent-1", Type: ingestv1.EventType_EVENT_TYPE_CLICK, UserId: "u"}}, 100); err != nil {
+		t.Fatal(err)
+	}
+	recent := a.Recent(ctx, "t1")
+	if len(recent) != 1 || recent[0].GetEventId() != "recent-1" {
+		t.Fatalf("A gathered %v, want B's recent outcome", recent)
+	}
 	for name, errs := range map[string]func() []error{"ingest A": errsA, "ingest B": errsB} {
 		if e := errs(); len(e) > 0 {
 			t.Errorf("%s: %v", name, e)
 		}
 	}
 	meshtest.Eventually(t, 5*time.Second, func() bool { return len(gwErrs()) > 0 }, "the gateway's subscription to debug.events.> was not refused")
+	// Nor can it ask for a tenant's recent outcomes.
+	if err := gw.Publish(ingestjs.HistorySubject("t1"), nil); err != nil {
+		t.Fatal(err)
+	}
+	meshtest.Eventually(t, 5*time.Second, func() bool {
+		for _, err := range gwErrs() {
+			if strings.Contains(err.Error(), ingestjs.HistorySubject("t1")) {
+				return true
+			}
+		}
+		return false
+	}, "the gateway's request on %s was not refused", ingestjs.HistorySubject("t1"))
 }

@@ -41,6 +41,10 @@ func parse(args []string) (settings, error) {
 	fs.IntVar(&c.Tails.PerSecond, "tail-rate", c.Tails.PerSecond, "outcomes per second one live event tail receives (the rest are dropped and counted)")
 	fs.DurationVar(&c.Tails.MaxDuration, "tail-max-duration", c.Tails.MaxDuration, "a live event tail ends after this long (the caller reconnects)")
 	fs.IntVar(&c.Tails.PerTenant, "tail-per-tenant", c.Tails.PerTenant, "concurrent live event tails per tenant")
+	fs.IntVar(&c.Tails.History, "tail-history", c.Tails.History, "recent outcomes of its tenant a live event tail starts with (0: none)")
+	fs.DurationVar(&c.Tails.HistoryAge, "tail-history-age", c.Tails.HistoryAge, "a live event tail starts with the outcomes of this last while only")
+	fs.IntVar(&c.Tails.HistoryBytes, "tail-history-bytes", c.Tails.HistoryBytes, "bytes of recent requests (wire size) an instance keeps for the tails, across tenants")
+	fs.DurationVar(&c.Tails.HistoryWait, "tail-history-wait", c.Tails.HistoryWait, "how long an opening live event tail waits for the other instances' recent outcomes")
 	fs.Int64Var(&c.Stream.MaxBytes, "stream-max-bytes", c.Stream.MaxBytes, "storage bound of the event stream, in bytes before compression: the ClickHouse outage it rides out (docs/operations.md)")
 	fs.DurationVar(&c.Stream.Duplicates, "stream-duplicate-window", c.Stream.Duplicates, "window in which a resent batch is dropped")
 	fs.DurationVar(&c.GracePeriod, "grace-period", c.GracePeriod, "how long a stop waits for calls in flight")
@@ -56,6 +60,8 @@ func parse(args []string) (settings, error) {
 	p.Check(c.Limits.MaxBatchEvents > 0 && c.Limits.MaxBatchEvents <= 10000, "-max-batch-events must be 1 to 10000")
 	p.Check(c.Rates.PerTenant > 0 && c.Rates.PerSource > 0, "rate limits must be positive")
 	p.Check(c.Tails.PerSecond > 0 && c.Tails.PerTenant > 0 && c.Tails.MaxDuration > 0, "-tail-rate, -tail-per-tenant and -tail-max-duration must be positive")
+	p.Check(c.Tails.History >= 0 && c.Tails.History <= 1000 && c.Tails.HistoryAge > 0 && c.Tails.HistoryBytes >= 0 && c.Tails.HistoryWait > 0,
+		"-tail-history must be 0 to 1000, -tail-history-bytes at least 0, -tail-history-age and -tail-history-wait positive")
 	p.Check(c.Stream.MaxBytes >= 1<<20, "-stream-max-bytes must be at least 1 MiB")
 	return s, p.Err()
 }

@@ -30,7 +30,7 @@ func TestParseDefaults(t *testing.T) {
 		Stream:         natsjs.DefaultStream,
 		Limits:         ingest.DefaultLimits,
 		Rates:          ingest.RateLimits{PerTenant: 200000, PerSource: 100000},
-		Tails:          ingest.TailLimits{PerSecond: 100, MaxDuration: 30 * time.Minute, PerTenant: 5},
+		Tails:          ingest.TailLimits{PerSecond: 100, MaxDuration: 30 * time.Minute, PerTenant: 5, History: 100, HistoryAge: 10 * time.Minute, HistoryBytes: 4 << 20, HistoryWait: 250 * time.Millisecond},
 		GracePeriod:    grpcserver.DefaultGracePeriod,
 		PrivacyKeyFile: "pk", PrivacyLoadTimeout: 30 * time.Second,
 	}
@@ -51,6 +51,7 @@ func TestParseFlags(t *testing.T) {
 		"-skew-tolerance", "7s", "-max-future", "8s", "-rate-per-tenant", "9", "-rate-per-source", "10",
 		"-stream-max-bytes", "2000000", "-stream-duplicate-window", "11s", "-grace-period", "12s", "-log-level", "debug",
 		"-tail-rate", "13", "-tail-max-duration", "14s", "-tail-per-tenant", "15",
+		"-tail-history", "16", "-tail-history-age", "17s", "-tail-history-bytes", "18", "-tail-history-wait", "19s",
 	}, tlsArgs...)
 	s, err := parse(args)
 	if err != nil {
@@ -66,7 +67,8 @@ func TestParseFlags(t *testing.T) {
 	want.Rates = ingest.RateLimits{PerTenant: 9, PerSource: 10}
 	want.Stream.MaxBytes, want.Stream.Duplicates = 2000000, 11*time.Second
 	want.GracePeriod = 12 * time.Second
-	want.Tails = ingest.TailLimits{PerSecond: 13, MaxDuration: 14 * time.Second, PerTenant: 15}
+	want.Tails = ingest.TailLimits{PerSecond: 13, MaxDuration: 14 * time.Second, PerTenant: 15,
+		History: 16, HistoryAge: 17 * time.Second, HistoryBytes: 18, HistoryWait: 19 * time.Second}
 	if diff := cmp.Diff(want, s.cfg); diff != "" {
 		t.Errorf("flags (-want +got):\n%s", diff)
 	}
