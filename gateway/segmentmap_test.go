@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 )
@@ -94,6 +95,7 @@ func FuzzSegmentPayload(f *testing.F) {
 			items = d.vals[list.lo:list.hi]
 		}
 		items = append(items, obj)
+		var events []*ingestv1.Event
 		for _, item := range items {
 			if item.kind != jsonObject {
 				continue
@@ -107,9 +109,47 @@ func FuzzSegmentPayload(f *testing.F) {
 					t.Fatalf("mapped %v", m.event)
 				}
 				_ = proto.Size(m.event)
+				events = append(events, m.event)
 			}
 		}
+		checkMarshalChunks(t, events)
 	})
+}
+
+// checkMarshalChunks says whether every chunk of events, marshalled as send marshals it,
+// reads back as the IngestEventsRequest of its events.
+func checkMarshalChunks(t *testing.T, events []*ingestv1.Event) {
+	t.Helper()
+	for _, chunk := range chunkEvents(events) {
+		raw, err := marshalChunk(chunk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got ingestv1.IngestEventsRequest
+		if err := proto.Unmarshal(raw, &got); err != nil {
+			t.Fatal(err)
+		}
+		if want := (&ingestv1.IngestEventsRequest{Events: chunk}); !proto.Equal(&got, want) {
+			t.Fatalf("marshalled %v, want %v", &got, want)
+		}
+	}
+}
+
+// A chunk marshalled once with the sizes chunkEvents measured is the request proto.Marshal
+// would make of it, for events with every kind of field and nested properties.
+func TestMarshalChunkIsTheRequest(t *testing.T) {
+	nested, _ := structpb.NewStruct(map[string]any{"s": "é😀", "n": 1.5, "b": true, "z": nil, "l": []any{"x", 2.0, map[string]any{"k": "v"}}})
+	events := []*ingestv1.Event{
+		{EventId: "a", Type: ingestv1.EventType_EVENT_TYPE_TRACK, Name: "Order", UserId: "u", AnonymousId: "an", CampaignId: "c", Variant: "v",
+			Properties: nested, Context: &ingestv1.EventContext{Ip: "192.0.2.1", UserAgent: "ua", Locale: "de", App: "app/1", Device: "d"},
+			Timestamp: timestamppb.Now(), SentAt: timestamppb.Now()},
+		{EventId: "b"},
+		{},
+	}
+	for i := range 3000 {
+		events = append(events, &ingestv1.Event{EventId: fmt.Sprint(i), Name: strings.Repeat("x", i%700)})
+	}
+	checkMarshalChunks(t, events)
 }
 
 // The single-pass parser and mapping do exactly what encoding/json and the map-based mapping
