@@ -191,6 +191,13 @@ type jsonDoc struct {
 	// vals holds the members and elements of every object and array, each container's
 	// contiguous; stack collects those of the containers still open.
 	vals, stack []jsonVal
+	// lastTime is the time text parsed last and what it parsed to: the items of a batch share
+	// its sentAt, and often their timestamps.
+	lastTime struct {
+		text []byte
+		t    time.Time
+		ok   bool
+	}
 }
 
 // parse parses src as one JSON object with nothing after it but white space, nested at most
@@ -198,6 +205,7 @@ type jsonDoc struct {
 // names the same reason as before this parser existed.
 func (d *jsonDoc) parse(src []byte) (jsonVal, bool) {
 	d.src, d.vals, d.stack = src, d.vals[:0], d.stack[:0]
+	d.lastTime.text = nil
 	if len(src) > math.MaxInt32 {
 		return jsonVal{}, false
 	}
@@ -674,14 +682,13 @@ func (c segmentCtx) get(name string) jsonVal {
 	return c.d.get(c.batch, name)
 }
 
-// event keeps what ingest stores of a Segment context.
+// event keeps what ingest stores of a Segment context (nil when that is nothing).
 func (c segmentCtx) event() *ingestv1.EventContext {
 	d := c.d
-	e := &ingestv1.EventContext{
-		Ip:        d.scalar(c.get("ip")),
-		UserAgent: d.scalar(c.get("userAgent")),
-		Locale:    d.scalar(c.get("locale")),
-	}
+	var e ingestv1.EventContext
+	e.Ip = d.scalar(c.get("ip"))
+	e.UserAgent = d.scalar(c.get("userAgent"))
+	e.Locale = d.scalar(c.get("locale"))
 	if app := c.get("app"); app.kind == jsonObject {
 		e.App = d.scalar(d.get(app, "name"))
 		if v := d.scalar(d.get(app, "version")); v != "" && e.App != "" {
@@ -697,7 +704,7 @@ func (c segmentCtx) event() *ingestv1.EventContext {
 	if e.Ip == "" && e.UserAgent == "" && e.Locale == "" && e.App == "" && e.Device == "" {
 		return nil
 	}
-	return e
+	return &ingestv1.EventContext{Ip: e.Ip, UserAgent: e.UserAgent, Locale: e.Locale, App: e.App, Device: e.Device}
 }
 
 // protoValue converts a parsed value to a property value; a number as numberValue says.
@@ -734,7 +741,12 @@ func (d *jsonDoc) time(v jsonVal) (*timestamppb.Timestamp, bool) {
 	case jsonAbsent, jsonNull:
 		return nil, false
 	case jsonString:
-		return segmentTimeText(d.text(v))
+		text := d.src[v.lo:v.hi]
+		if last := &d.lastTime; last.text == nil || !bytes.Equal(text, last.text) {
+			last.text = text
+			last.t, last.ok = parseSegmentTime(d.text(v))
+		}
+		return segmentTimestamp(d.lastTime.t, d.lastTime.ok)
 	}
 	return nil, true
 }
@@ -786,16 +798,30 @@ func segmentTime(v any) (ts *timestamppb.Timestamp, bad bool) {
 
 // segmentTimeText parses a time sent as a string, as segmentTime.
 func segmentTimeText(s string) (ts *timestamppb.Timestamp, bad bool) {
+	return segmentTimestamp(parseSegmentTime(s))
+}
+
+// parseSegmentTime is the time s spells in any of segmentTimeLayouts.
+func parseSegmentTime(s string) (time.Time, bool) {
 	for _, layout := range segmentTimeLayouts {
 		if t, err := time.Parse(layout, s); err == nil {
-			pb := timestamppb.New(t)
-			if !pb.IsValid() {
-				return nil, true
-			}
-			return pb, false
+			return t, true
 		}
 	}
-	return nil, true
+	return time.Time{}, false
+}
+
+// segmentTimestamp is t as an event's time; bad when t was not parsed or is out of the
+// range a timestamp holds.
+func segmentTimestamp(t time.Time, parsed bool) (ts *timestamppb.Timestamp, bad bool) {
+	if !parsed {
+		return nil, true
+	}
+	pb := timestamppb.New(t)
+	if !pb.IsValid() {
+		return nil, true
+	}
+	return pb, false
 }
 
 // newEventID is a random UUID (version 4) for an event sent without a messageId. A retry of
