@@ -68,6 +68,7 @@ func putSegmentScratch(s *segmentScratch) {
 		s.br.Reset(nil) // drop the request body
 	}
 	s.doc.src = nil
+	clear(s.doc.shared)
 	if cap(s.doc.vals) > maxPooledValues || cap(s.doc.stack) > maxPooledValues {
 		s.doc = jsonDoc{}
 	}
@@ -191,6 +192,11 @@ type jsonDoc struct {
 	// vals holds the members and elements of every object and array, each container's
 	// contiguous; stack collects those of the containers still open.
 	vals, stack []jsonVal
+	// shared holds the strings already copied out of this document, by text: the items of a
+	// batch repeat their property names and many values (type, event name, campaign, a
+	// batch's context), and one copy serves them all. Bounded, as the document is the
+	// client's.
+	shared map[string]string
 	// lastTime is the time text parsed last and what it parsed to: the items of a batch share
 	// its sentAt, and often their timestamps.
 	lastTime struct {
@@ -206,6 +212,7 @@ type jsonDoc struct {
 func (d *jsonDoc) parse(src []byte) (jsonVal, bool) {
 	d.src, d.vals, d.stack = src, d.vals[:0], d.stack[:0]
 	d.lastTime.text = nil
+	clear(d.shared)
 	if len(src) > math.MaxInt32 {
 		return jsonVal{}, false
 	}
@@ -441,13 +448,42 @@ func (d *jsonDoc) close(kind jsonKind, mark int) jsonVal {
 	return jsonVal{kind: kind, lo: int32(lo), hi: int32(len(d.vals))}
 }
 
-// text is a string value's text (a copy: it outlives the body).
+// Strings shared within a document: at most maxShared of at most maxSharedLen bytes.
+const (
+	maxShared    = 512
+	maxSharedLen = 64
+)
+
+// text is a string value's text (a copy: it outlives the body), shared with the same text
+// copied before from the document when it is short.
 func (d *jsonDoc) text(v jsonVal) string {
 	b := d.src[v.lo:v.hi]
-	if !v.esc {
+	if v.esc {
+		return unescapeJSON(b)
+	}
+	if len(b) > maxSharedLen {
 		return string(b)
 	}
-	return unescapeJSON(b)
+	if s, ok := d.shared[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if d.shared == nil {
+		d.shared = make(map[string]string)
+	}
+	if len(d.shared) < maxShared {
+		d.shared[s] = s
+	}
+	return s
+}
+
+// unique is a string value's text copied without sharing, for what is never repeated (an
+// event's id).
+func (d *jsonDoc) unique(v jsonVal) string {
+	if v.kind == jsonString && !v.esc {
+		return string(d.src[v.lo:v.hi])
+	}
+	return d.scalar(v)
 }
 
 // unescapeJSON undoes the escapes of a valid JSON string as encoding/json does: a surrogate
@@ -572,7 +608,7 @@ func mapSegmentEvent(d *jsonDoc, item jsonVal, typ string, batch jsonVal) (mappe
 	ctx := segmentCtx{d: d, item: d.get(item, "context"), batch: d.get(batch, "context")}
 	props := d.get(item, "properties")
 	e := &ingestv1.Event{
-		EventId:     d.scalar(d.get(item, "messageId")),
+		EventId:     d.unique(d.get(item, "messageId")),
 		Type:        et,
 		UserId:      d.scalar(d.get(item, "userId")),
 		AnonymousId: d.scalar(d.get(item, "anonymousId")),
