@@ -236,8 +236,8 @@ func (s *segmentAPI) events(w http.ResponseWriter, r *http.Request, route segmen
 	d := &scratch.doc
 	body, ok := d.parse(raw)
 	if !ok {
-		// Why, in the words of the REST routes' input check (which came first before the
-		// single-pass parser); what it lets through is simply not a JSON object.
+		// Why, in the words of the REST routes' input check as before the single-pass parser
+		// made it: a body that passes the check and is still refused is not a JSON object.
 		reason := checkJSON(raw, false)
 		if reason == "" {
 			reason = "is not a JSON object"

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -439,4 +441,57 @@ func segmentValueRef(v any) *structpb.Value {
 		return structpb.NewStructValue(&structpb.Struct{Fields: fields})
 	}
 	return structpb.NewNullValue()
+}
+
+// One scratch reads body after body, whatever the one before it was: gzip or not, broken,
+// or over the cap; and what was mapped from a body does not change when the scratch reads the
+// next one.
+func TestSegmentScratchIsReusable(t *testing.T) {
+	gz := func(s string) []byte {
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		_, _ = zw.Write([]byte(s))
+		_ = zw.Close()
+		return buf.Bytes()
+	}
+	body := func(id string) string {
+		return `{"batch":[{"type":"track","event":"A","messageId":"` + id + `","userId":"u","timestamp":"2026-11-29T07:00:00Z"}]}`
+	}
+	over := gz(`{"batch":"` + strings.Repeat("x", SegmentMaxBodyBytes) + `"}`)
+	s := getSegmentScratch()
+	defer putSegmentScratch(s)
+	var kept []*ingestv1.Event
+	for i, c := range []struct {
+		raw  []byte
+		want string // the event's id, or "" for a refused body
+	}{
+		{gz(body("a")), "a"}, {[]byte(body("b")), "b"}, {gz(body("c"))[:15], ""}, {gz(body("d")), "d"},
+		{over, ""}, {[]byte(body("e")), "e"}, {[]byte(`{"batch":[`), ""}, {gz(body("f")), "f"},
+	} {
+		raw, err := s.readSegmentBody(bytes.NewReader(c.raw), 1<<20)
+		if err != nil {
+			if c.want != "" {
+				t.Fatalf("body %d: %v", i, err)
+			}
+			continue
+		}
+		root, ok := s.doc.parse(raw)
+		if ok != (c.want != "") {
+			t.Fatalf("body %d: parsed %v", i, ok)
+		}
+		if !ok {
+			continue
+		}
+		list := s.doc.get(root, "batch")
+		m, err := mapSegmentEvent(&s.doc, s.doc.vals[list.lo], "track", root)
+		if err != nil || m.event.GetEventId() != c.want || m.event.GetTimestamp().AsTime() != time.Date(2026, 11, 29, 7, 0, 0, 0, time.UTC) {
+			t.Fatalf("body %d: %v %v", i, m.event, err)
+		}
+		kept = append(kept, m.event)
+	}
+	for i, e := range kept {
+		if want := string(rune('a' + []int{0, 1, 3, 4, 5}[i])); e.GetEventId() != want || e.GetName() != "A" || e.GetUserId() != "u" {
+			t.Fatalf("event %d changed to %v", i, e)
+		}
+	}
 }
