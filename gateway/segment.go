@@ -272,23 +272,24 @@ func (s *segmentAPI) events(w http.ResponseWriter, r *http.Request, route segmen
 		items, batchLevel = d.vals[list.lo:list.hi], body
 	}
 
+	if len(items) == 0 {
+		writeJSONError(w, http.StatusBadRequest, codes.InvalidArgument, "batch: has no events")
+		return
+	}
+	// Every item goes to ingest, even one that cannot be an event here (not an object, or of a
+	// type we do not know): ingest rejects it like any invalid event, so it is counted by
+	// reason, kept in the dead letters and shown in the live debugger, never lost silently.
 	events := make([]*ingestv1.Event, 0, len(items))
 	for _, item := range items {
 		if item.kind != jsonObject {
-			s.metrics.rejected.WithLabelValues("event").Inc()
-			s.metrics.events.WithLabelValues("rejected").Inc()
+			events = append(events, unmappableItem(d, item))
 			continue
 		}
 		typ := route.typ
 		if typ == "" {
 			typ = d.stringValue(d.get(item, "type"))
 		}
-		m, err := mapSegmentEvent(d, item, typ, batchLevel)
-		if err != nil {
-			s.metrics.rejected.WithLabelValues(err.Error()).Inc()
-			s.metrics.events.WithLabelValues("rejected").Inc()
-			continue
-		}
+		m := mapSegmentEvent(d, item, typ, batchLevel)
 		for _, f := range m.warnings {
 			s.metrics.warnings.WithLabelValues(f).Inc()
 		}

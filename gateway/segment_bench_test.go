@@ -203,7 +203,7 @@ func benchDecodeSegment(b *testing.B, raw []byte) int {
 	list := d.get(root, "batch")
 	n := 0
 	for _, item := range d.vals[list.lo:list.hi] {
-		if _, err := mapSegmentEvent(d, item, d.stringValue(d.get(item, "type")), root); err == nil {
+		if m := mapSegmentEvent(d, item, d.stringValue(d.get(item, "type")), root); m.event != nil {
 			n++
 		}
 	}

@@ -132,13 +132,25 @@ func basic(key string) map[string]string {
 // stored is every event in the event stream, by event id.
 func (e *segmentEnv) stored(t *testing.T) map[string]*ingestv1.AcceptedEvent {
 	t.Helper()
+	return e.streamEvents(t, natsjs.StreamName)
+}
+
+// deadLetters is every event in the dead-letter stream (ingest keeps rejected events there), by
+// event id.
+func (e *segmentEnv) deadLetters(t *testing.T) map[string]*ingestv1.AcceptedEvent {
+	t.Helper()
+	return e.streamEvents(t, natsjs.DeadLetterName)
+}
+
+func (e *segmentEnv) streamEvents(t *testing.T, stream string) map[string]*ingestv1.AcceptedEvent {
+	t.Helper()
 	nc, js, err := natsjs.Connect(e.ns.ClientURL(), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	ctx := context.Background()
-	s, err := js.Stream(ctx, natsjs.StreamName)
+	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +275,9 @@ func TestSegmentRecordedShapes(t *testing.T) {
 	}
 	prop := func(e *ingestv1.Event, k string) string { return e.GetProperties().GetFields()[k].GetStringValue() }
 
+	// campaign_id and variant become the event's campaign and variant, not repeated as properties.
 	if b := ev("ajs-next-1"); b.GetName() != "Plan Chosen" || b.GetCampaignId() != "c-spring" || b.GetVariant() != "b" ||
+		len(b.GetProperties().GetFields()) != 1 || prop(b, "plan") != "pro" ||
 		b.GetAnonymousId() != "anon-1" || b.GetUserId() != "" || b.GetContext().GetUserAgent() != "Mozilla/5.0" ||
 		b.GetTimestamp().AsTime() != time.Date(2026, 11, 29, 7, 0, 0, 123e6, time.UTC) || b.GetSentAt() == nil {
 		t.Errorf("browser event: %v", b)
@@ -285,7 +299,7 @@ func TestSegmentRecordedShapes(t *testing.T) {
 	}
 	for _, id := range []string{"kt-2", "sw-2"} {
 		k := ev(id)
-		if k.GetCampaignId() != "c-summer" || k.GetVariant() != "v2" || k.GetContext().GetDevice() != "Pixel 8" {
+		if k.GetCampaignId() != "c-summer" || k.GetVariant() != "v2" || k.GetContext().GetDevice() != "Pixel 8" || k.GetProperties().GetFields()["variation_id"] != nil {
 			t.Errorf("track %s (UTM campaign, variation_id, batch context): %v", id, k)
 		}
 	}
@@ -404,9 +418,24 @@ func TestSegmentStatusTable(t *testing.T) {
 	if got["st-2"] == nil || got["st-3"] != nil || got["st-4"] != nil || got["st-5"] != nil {
 		t.Fatalf("stored %v", got)
 	}
-	for field, want := range map[string]float64{"name": 1, "user_id": 1, "type": 1, "event": 1} {
+	// Every bad item reached ingest, which rejected it with a reason and kept it in the dead
+	// letters: an item of an unknown type with its type, one that is not an object whole.
+	for field, want := range map[string]float64{"name": 1, "user_id": 1, "type": 2} {
 		if n := (counter(t, e.reg, "gateway_segment_rejected_total", field)); n != want {
 			t.Errorf("rejected %s = %v, want %v", field, n, want)
+		}
+	}
+	dead := e.deadLetters(t)
+	if len(dead) != 4 || dead["st-3"] == nil || dead["st-4"] == nil || dead["st-5"] == nil ||
+		dead["st-5"].GetEvent().GetProperties().GetFields()["segment_type"].GetStringValue() != "launch" {
+		t.Fatalf("dead letters %v, want st-3, st-4, st-5 (segment_type launch) and the item that is not an object", dead)
+	}
+	for id, ev := range dead {
+		if ev.GetTenantId() != "tenant-a" {
+			t.Errorf("dead letter %s of tenant %q", id, ev.GetTenantId())
+		}
+		if !strings.HasPrefix(id, "st-") && ev.GetEvent().GetProperties().GetFields()["segment_item"].GetStringValue() != "not an object" {
+			t.Errorf("dead letter %s: %v, want the item as segment_item", id, ev.GetEvent())
 		}
 	}
 
@@ -427,6 +456,8 @@ func TestSegmentStatusTable(t *testing.T) {
 		{"not an object", "/v1/track", []byte(`[1,2]`), basic(keyA), http.StatusBadRequest},
 		{"trailing data", "/v1/track", []byte(`{} {}`), basic(keyA), http.StatusBadRequest},
 		{"batch not an array", "/v1/batch", []byte(`{"batch":{}}`), basic(keyA), http.StatusBadRequest},
+		// No events: nothing to store, and no 200 for a key nobody checked.
+		{"empty batch", "/v1/batch", []byte(`{"batch":[]}`), basic("cmk_ffffffffffffffffffffffffffffffff_nope"), http.StatusBadRequest},
 		{"too many events", "/v1/batch", []byte(manyItems), basic(keyA), http.StatusBadRequest},
 		{"bad gzip", "/v1/batch", badGzip, merge(basic(keyA), map[string]string{"Content-Encoding": "gzip"}), http.StatusBadRequest},
 		{"over the decompressed cap", "/v1/batch", bomb.Bytes(), basic(keyA), http.StatusBadRequest},

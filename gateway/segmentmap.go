@@ -597,14 +597,12 @@ type mapped struct {
 
 // mapSegmentEvent turns one Segment item of d into an ingest event. typ is the call type (from
 // the path for single-event routes, else the item's "type"); batch is the batch object, whose
-// context and sentAt the item's own values override (jsonAbsent for a single event). An error
-// is a per-item rejection reason.
-func mapSegmentEvent(d *jsonDoc, item jsonVal, typ string, batch jsonVal) (mapped, error) {
+// context and sentAt the item's own values override (jsonAbsent for a single event). A type
+// we do not know leaves the event's type unspecified, with the type sent in the property
+// "segment_type": ingest rejects it, and keeps it with the reason.
+func mapSegmentEvent(d *jsonDoc, item jsonVal, typ string, batch jsonVal) mapped {
 	var m mapped
-	et, ok := segmentTypes[typ]
-	if !ok {
-		return m, errors.New("type")
-	}
+	et, known := segmentTypes[typ]
 	ctx := segmentCtx{d: d, item: d.get(item, "context"), batch: d.get(batch, "context")}
 	props := d.get(item, "properties")
 	e := &ingestv1.Event{
@@ -635,7 +633,9 @@ func mapSegmentEvent(d *jsonDoc, item jsonVal, typ string, batch jsonVal) (mappe
 	}
 	if props.kind == jsonObject {
 		for i := props.lo; i < props.hi; i += 2 {
-			fields[d.text(d.vals[i])] = d.protoValue(d.vals[i+1])
+			if k := d.vals[i]; !d.is(k, "campaign_id") && !d.is(k, "variant") && !d.is(k, "variation_id") {
+				fields[d.text(k)] = d.protoValue(d.vals[i+1])
+			}
 		}
 	}
 	if traits.kind == jsonObject {
@@ -649,7 +649,7 @@ func mapSegmentEvent(d *jsonDoc, item jsonVal, typ string, batch jsonVal) (mappe
 		}
 		fields[k] = v
 	}
-	if typ == "screen" || typ == "group" || typ == "alias" {
+	if typ == "screen" || typ == "group" || typ == "alias" || !known {
 		put("segment_type", structpb.NewStringValue(typ))
 	}
 	for _, f := range segmentIDProperties {
@@ -661,6 +661,8 @@ func mapSegmentEvent(d *jsonDoc, item jsonVal, typ string, batch jsonVal) (mappe
 		e.Properties = &structpb.Struct{Fields: fields}
 	}
 
+	// properties.campaign_id (else the UTM campaign) and properties.variant (else
+	// variation_id) are the event's campaign and variant, not repeated as properties.
 	e.CampaignId = d.scalar(d.get(props, "campaign_id"))
 	if e.CampaignId == "" {
 		e.CampaignId = d.scalar(d.get(ctx.get("campaign"), "name"))
@@ -688,7 +690,14 @@ func mapSegmentEvent(d *jsonDoc, item jsonVal, typ string, batch jsonVal) (mappe
 		m.warnings = append(m.warnings, "sent_at")
 	}
 	m.event = e
-	return m, nil
+	return m
+}
+
+// unmappableItem is a batch item that is not an object, as an event ingest rejects (it has no
+// type) and keeps: the item is its property "segment_item".
+func unmappableItem(d *jsonDoc, item jsonVal) *ingestv1.Event {
+	return &ingestv1.Event{EventId: newEventID(),
+		Properties: &structpb.Struct{Fields: map[string]*structpb.Value{"segment_item": d.protoValue(item)}}}
 }
 
 // segmentIDProperties are the item's ids kept as properties.
