@@ -125,7 +125,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 10s)
 	go test -run '^$$' -fuzz '^FuzzRESTSurface$$' -fuzztime $(FUZZTIME) ./gateway
 .PHONY: fuzz
 
-bench-ingest: infra ## Measure the event pipeline against its baselines, landing with 1 and 2 writers (about 4.5 min; results in .state/bench-ingest.json)
+bench-ingest: infra ## Measure the event pipeline against its baselines (REST, Segment route), landing with 1 and 2 writers (about 5 min; results in .state/bench-ingest.json)
 	go build -o $(BIN)/bench-ingest ./cmd/bench-ingest
 	set -a; . .state/env; set +a; $(BIN)/bench-ingest $(BENCH_FLAGS)
 .PHONY: bench-ingest
