@@ -23,24 +23,8 @@ import (
 
 // connectAs connects as u and records the server's asynchronous errors (permission violations).
 func connectAs(t *testing.T, url string, u natstest.User) (jetstream.JetStream, func() []error) {
-	t.Helper()
-	var mu sync.Mutex
-	var errs []error
-	nc, err := nats.Connect(url, nats.UserInfo(u.Name, u.Password), nats.CustomInboxPrefix(natsjs.InboxPrefix(u.Name)),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			mu.Lock()
-			errs = append(errs, err)
-			mu.Unlock()
-		}))
-	if err != nil {
-		t.Fatalf("connect as %s: %v", u.Name, err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js, func() []error { mu.Lock(); defer mu.Unlock(); return append([]error(nil), errs...) }
+	_, js, errs := natstest.ConnectAs(t, url, u)
+	return js, errs
 }
 
 // The real deploy/nats.conf: ingest publishes, the writer consumes, nobody else does either, and

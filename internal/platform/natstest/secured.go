@@ -11,6 +11,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 )
 
 // User is a NATS user of deploy/nats.conf with its password.
@@ -82,4 +86,28 @@ func StartSecured(tb testing.TB) (*server.Server, Users) {
 	}
 	tb.Cleanup(s.Shutdown)
 	return s, u
+}
+
+// ConnectAs connects to url as u, taking replies on u's own inbox prefix as deploy/nats.conf
+// requires, and returns the connection (closed when the test ends), its JetStream, and a
+// function returning the server's asynchronous errors so far (permission violations).
+func ConnectAs(tb testing.TB, url string, u User) (*nats.Conn, jetstream.JetStream, func() []error) {
+	tb.Helper()
+	var mu sync.Mutex
+	var errs []error
+	nc, err := nats.Connect(url, nats.UserInfo(u.Name, u.Password), nats.CustomInboxPrefix(natsjs.InboxPrefix(u.Name)),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}))
+	if err != nil {
+		tb.Fatalf("connect as %s: %v", u.Name, err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return nc, js, func() []error { mu.Lock(); defer mu.Unlock(); return append([]error(nil), errs...) }
 }

@@ -23,7 +23,7 @@ func TestDeadLettersKeepRejectedEventsWithTheirReasons(t *testing.T) {
 	srv, users := natstest.StartSecured(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, js, errs := connectSecured(t, srv.ClientURL(), users.Ingest)
+	_, js, errs := natstest.ConnectAs(t, srv.ClientURL(), users.Ingest)
 	if err := natsjs.EnsureStreams(ctx, js, natsjs.DefaultStream); err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func TestDeadLettersKeepRejectedEventsWithTheirReasons(t *testing.T) {
 		t.Fatalf("ingest keeps dead letters: %v (%v)", err, errs())
 	}
 
-	_, admin, _ := connectSecured(t, srv.ClientURL(), users.Admin)
+	_, admin, _ := natstest.ConnectAs(t, srv.ClientURL(), users.Admin)
 	stream, err := admin.Stream(ctx, natsjs.DeadLetterName)
 	if err != nil {
 		t.Fatal(err)

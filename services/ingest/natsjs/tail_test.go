@@ -3,12 +3,10 @@ package natsjs_test
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
@@ -18,28 +16,6 @@ import (
 	ingestjs "github.com/campaignmesh/campaignmesh/services/ingest/natsjs"
 )
 
-// connectSecured connects as u and collects the asynchronous errors (permission violations).
-func connectSecured(t *testing.T, url string, u natstest.User) (*nats.Conn, jetstream.JetStream, func() []error) {
-	t.Helper()
-	var mu sync.Mutex
-	var errs []error
-	nc, err := nats.Connect(url, nats.UserInfo(u.Name, u.Password), nats.CustomInboxPrefix(natsjs.InboxPrefix(u.Name)),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			mu.Lock()
-			errs = append(errs, err)
-			mu.Unlock()
-		}))
-	if err != nil {
-		t.Fatalf("connect as %s: %v", u.Name, err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js, func() []error { mu.Lock(); defer mu.Unlock(); return append([]error(nil), errs...) }
-}
-
 // The real deploy/nats.conf: two ingest instances relay a tail's outcomes with the ingest
 // user's rights alone (create and watch the tail bucket, keep a key alive, publish and
 // subscribe on debug.events.*), without a permission violation; the gateway cannot listen in.
@@ -47,8 +23,8 @@ func TestTailRelayRights(t *testing.T) {
 	srv, users := natstest.StartSecured(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	ncA, jsA, errsA := connectSecured(t, srv.ClientURL(), users.Ingest)
-	ncB, jsB, errsB := connectSecured(t, srv.ClientURL(), users.Ingest)
+	ncA, jsA, errsA := natstest.ConnectAs(t, srv.ClientURL(), users.Ingest)
+	ncB, jsB, errsB := natstest.ConnectAs(t, srv.ClientURL(), users.Ingest)
 	a, err := ingestjs.OpenTailRelay(ctx, ncA, jsA, ingest.NewTails(testTailLimits))
 	if err != nil {
 		t.Fatalf("ingest A opens the tail relay: %v", err)
@@ -57,7 +33,7 @@ func TestTailRelayRights(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ingest B opens the tail relay: %v", err)
 	}
-	gw, _, gwErrs := connectSecured(t, srv.ClientURL(), users.Gateway)
+	gw, _, gwErrs := natstest.ConnectAs(t, srv.ClientURL(), users.Gateway)
 	if _, err := gw.Subscribe("debug.events.>", func(*nats.Msg) { t.Error("the gateway heard a tail") }); err != nil {
 		t.Fatal(err)
 	}
