@@ -588,6 +588,35 @@ var segmentTypes = map[string]ingestv1.EventType{
 	"alias":    ingestv1.EventType_EVENT_TYPE_IDENTIFY,
 }
 
+// segmentSpecEvents are the track events of Segment's e-commerce spec that are what the
+// campaign metrics count: a promotion seen is an impression, clicked a click, an order
+// completed a conversion (its revenue, else total, in its currency, the conversion's value).
+// The event keeps its name.
+var segmentSpecEvents = map[string]ingestv1.EventType{
+	"Promotion Viewed":  ingestv1.EventType_EVENT_TYPE_IMPRESSION,
+	"Promotion Clicked": ingestv1.EventType_EVENT_TYPE_CLICK,
+	"Order Completed":   ingestv1.EventType_EVENT_TYPE_CONVERSION,
+}
+
+// maxOrderAmount bounds an order's amount so its micros fit an int64 exactly enough.
+const maxOrderAmount = 1e12
+
+// orderValue is an order's value from the texts of its revenue, total and currency: nil when
+// there is no number or no 3-letter currency (the conversion then counts without a value;
+// a value ingest would refuse must not cost the event).
+func orderValue(revenue, total, currency string) *ingestv1.Money {
+	amount := revenue
+	if amount == "" {
+		amount = total
+	}
+	f, err := strconv.ParseFloat(amount, 64)
+	currency = strings.ToUpper(currency)
+	if err != nil || math.IsNaN(f) || math.Abs(f) > maxOrderAmount || len(currency) != 3 || strings.Trim(currency, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "" {
+		return nil
+	}
+	return &ingestv1.Money{AmountMicros: int64(math.Round(f * 1e6)), Currency: currency}
+}
+
 // mapped is one Segment item turned into an event, with the corrections made on the way.
 type mapped struct {
 	event *ingestv1.Event
@@ -617,6 +646,12 @@ func mapSegmentEvent(d *jsonDoc, item jsonVal, typ string, batch jsonVal) mapped
 	switch typ {
 	case "track":
 		e.Name = d.scalar(d.get(item, "event"))
+		if t, ok := segmentSpecEvents[e.Name]; ok {
+			e.Type = t
+			if t == ingestv1.EventType_EVENT_TYPE_CONVERSION {
+				e.Value = orderValue(d.scalar(d.get(props, "revenue")), d.scalar(d.get(props, "total")), d.scalar(d.get(props, "currency")))
+			}
+		}
 	case "page", "screen":
 		e.Name = d.scalar(d.get(item, "name"))
 	}

@@ -50,6 +50,37 @@ func TestChunkEventsBoundsCountAndBytes(t *testing.T) {
 }
 
 // Lenient times: the spellings SDKs send parse; anything else is no time, flagged.
+// The e-commerce spec's promotion and order events are what campaign metrics count: an
+// impression, a click, a conversion worth its revenue (else total) in its currency; a value
+// that cannot be one is left out, never costing the event.
+func TestSegmentSpecEventsAreCampaignMetrics(t *testing.T) {
+	for _, c := range []struct {
+		body     string
+		typ      ingestv1.EventType
+		micros   int64
+		currency string
+	}{
+		{`{"event":"Promotion Viewed","properties":{"campaign_id":"c"}}`, ingestv1.EventType_EVENT_TYPE_IMPRESSION, 0, ""},
+		{`{"event":"Promotion Clicked"}`, ingestv1.EventType_EVENT_TYPE_CLICK, 0, ""},
+		{`{"event":"Order Completed","properties":{"revenue":49.9,"total":55,"currency":"eur"}}`, ingestv1.EventType_EVENT_TYPE_CONVERSION, 49_900_000, "EUR"},
+		{`{"event":"Order Completed","properties":{"total":"12.5","currency":"USD"}}`, ingestv1.EventType_EVENT_TYPE_CONVERSION, 12_500_000, "USD"},
+		{`{"event":"Order Completed","properties":{"revenue":10}}`, ingestv1.EventType_EVENT_TYPE_CONVERSION, 0, ""},
+		{`{"event":"Order Completed","properties":{"revenue":1e300,"currency":"USD"}}`, ingestv1.EventType_EVENT_TYPE_CONVERSION, 0, ""},
+		{`{"event":"Order Completed","properties":{"revenue":10,"currency":"dollars"}}`, ingestv1.EventType_EVENT_TYPE_CONVERSION, 0, ""},
+		{`{"event":"order completed"}`, ingestv1.EventType_EVENT_TYPE_TRACK, 0, ""},
+	} {
+		var d jsonDoc
+		item, ok := d.parse([]byte(c.body))
+		if !ok {
+			t.Fatalf("%s: not parsed", c.body)
+		}
+		e := mapSegmentEvent(&d, item, "track", jsonVal{}).event
+		if e.GetType() != c.typ || e.GetValue().GetAmountMicros() != c.micros || e.GetValue().GetCurrency() != c.currency {
+			t.Errorf("%s: %v, want %v %d %q", c.body, e, c.typ, c.micros, c.currency)
+		}
+	}
+}
+
 func TestSegmentTimeIsLenient(t *testing.T) {
 	for _, s := range []string{"2026-11-29T07:00:00.123Z", "2026-11-29T07:00:00+0100", "2026-11-29T07:00:00.5", "2026-11-29 07:00:00Z", "2026-11-29"} {
 		if ts, bad := segmentTime(s); ts == nil || bad {
@@ -300,6 +331,12 @@ func mapSegmentEventRef(item map[string]any, typ string, batch map[string]any) m
 	switch typ {
 	case "track":
 		e.Name = scalarStringRef(item["event"])
+		if t, ok := segmentSpecEvents[e.Name]; ok {
+			e.Type = t
+			if t == ingestv1.EventType_EVENT_TYPE_CONVERSION {
+				e.Value = orderValue(scalarStringRef(props["revenue"]), scalarStringRef(props["total"]), scalarStringRef(props["currency"]))
+			}
+		}
 	case "page", "screen":
 		e.Name = scalarStringRef(item["name"])
 	}

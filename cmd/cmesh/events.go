@@ -20,14 +20,14 @@ var eventCommands = []*command{
 		summary: "print your tenant's event outcomes as ingest decides them, until Ctrl-C",
 		details: `The live event debugger, for setting up an SDK: a line per event ingest accepted (as
 stored, after the privacy policy), rejected (the field at fault and why) or dropped as
-its data subject is suppressed (the event id only), with who sent it; with -o json, one
-JSON object per line. A tail receives a bounded number of outcomes per second: a line
+its data subject is suppressed (the event id only), with who sent it; with
+cmesh -o json events tail, one JSON object per line. A tail receives a bounded number of outcomes per second: a line
 "dropped n" says how many it missed. The server ends a stream after a while; cmesh then
 reconnects. A stream starts with the tenant's recent outcomes (by default the last 100 of
 the last 10 minutes, on every ingest instance); after a reconnect, those already printed
 are not printed again. Needs events.debug (admin, manager): a write key cannot tail.
 
-` + credentialDetails,
+Scripts can send an API key holding events.debug: CMESH_TOKEN=<secret> cmesh events tail`,
 		run: runEventsTail,
 	},
 }
