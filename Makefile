@@ -123,6 +123,8 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 10s)
 	go test -run '^$$' -fuzz '^FuzzPrepare$$' -fuzztime $(FUZZTIME) ./services/ingest
 	go test -run '^$$' -fuzz '^FuzzDecodeAndPrepare$$' -fuzztime $(FUZZTIME) ./services/ingest
 	go test -run '^$$' -fuzz '^FuzzRESTSurface$$' -fuzztime $(FUZZTIME) ./gateway
+	go test -run '^$$' -fuzz '^FuzzSegmentPayload$$' -fuzztime $(FUZZTIME) ./gateway
+	go test -run '^$$' -fuzz '^FuzzSegmentDecodeMatchesEncodingJSON$$' -fuzztime $(FUZZTIME) ./gateway
 .PHONY: fuzz
 
 bench-ingest: infra ## Measure the event pipeline against its baselines (REST, Segment route), landing with 1 and 2 writers (about 5 min; results in .state/bench-ingest.json)
