@@ -46,6 +46,16 @@ import (
 const (
 	DefaultMaxRecvMsgSize = 4 << 20
 	DefaultGracePeriod    = 10 * time.Second
+	// DefaultMaxConnectionAge is how long a client connection lives before the server asks the
+	// client (GOAWAY) to open a new one for its next calls. Behind a Kubernetes Service a gRPC
+	// client otherwise keeps its first pod for as long as the process lives: a new replica
+	// (scale-out, rollout) would get no traffic from existing clients.
+	DefaultMaxConnectionAge = 5 * time.Minute
+	// DefaultMaxConnectionAgeGrace is how long calls in flight on a connection past its age may
+	// run before they are cut: 0, no limit. The GOAWAY already moves new calls to a new
+	// connection; the long streams (TailEvents, WatchCampaignMetrics, StreamEvents,
+	// DownloadExport) then end on their own terms instead of failing UNAVAILABLE mid-stream.
+	DefaultMaxConnectionAgeGrace = time.Duration(0)
 )
 
 // Verifier checks a bearer credential and returns its principal.
@@ -65,6 +75,8 @@ type options struct {
 	registry       prometheus.Registerer
 	maxRecvMsgSize int
 	grace          time.Duration
+	maxAge         time.Duration
+	maxAgeGrace    time.Duration
 	service        string
 	innermost      []grpc.UnaryServerInterceptor
 	classify       func(error) error
@@ -131,6 +143,14 @@ func WithMaxRecvMsgSize(n int) Option { return func(o *options) { o.maxRecvMsgSi
 // WithGracePeriod bounds how long a stop waits for calls in flight (default 10 s).
 func WithGracePeriod(d time.Duration) Option { return func(o *options) { o.grace = d } }
 
+// WithMaxConnectionAge sets how long a client connection lives before the server sends GOAWAY
+// so the client reconnects (and re-resolves) for its next calls, and how long calls in flight
+// may then run before the connection is cut; 0 means no limit, for either (defaults
+// DefaultMaxConnectionAge, DefaultMaxConnectionAgeGrace).
+func WithMaxConnectionAge(age, grace time.Duration) Option {
+	return func(o *options) { o.maxAge, o.maxAgeGrace = age, grace }
+}
+
 // Server is a gRPC server with the platform's interceptor chain.
 type Server struct {
 	grpc     *grpc.Server
@@ -139,17 +159,20 @@ type Server struct {
 	metrics  *grpcprom.ServerMetrics
 	logger   *slog.Logger
 	grace    time.Duration
+	// stopped is closed when Serve returns: the health-only port (ServeHealth) stops then.
+	stopped chan struct{}
 	// noSink: built without WithAuditor, so Serve refuses to start.
 	noSink bool
 }
 
 // New builds a server. Register services on Server.GRPC() before calling Serve.
 func New(opts ...Option) *Server {
-	o := options{logger: slog.Default(), maxRecvMsgSize: DefaultMaxRecvMsgSize, grace: DefaultGracePeriod}
+	o := options{logger: slog.Default(), maxRecvMsgSize: DefaultMaxRecvMsgSize, grace: DefaultGracePeriod,
+		maxAge: DefaultMaxConnectionAge, maxAgeGrace: DefaultMaxConnectionAgeGrace}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	s := &Server{logger: o.logger, grace: o.grace, enforcer: access.NewEnforcer(o.service, nil, o.auditor, o.logger), noSink: o.auditor == nil}
+	s := &Server{logger: o.logger, grace: o.grace, stopped: make(chan struct{}), enforcer: access.NewEnforcer(o.service, nil, o.auditor, o.logger), noSink: o.auditor == nil}
 
 	recoveryOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		st, ref := apperr.Masked()
@@ -206,12 +229,16 @@ func New(opts ...Option) *Server {
 		grpc.ForceServerCodecV2(codec),
 		grpc.MaxRecvMsgSize(o.maxRecvMsgSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Zero is infinity for both in grpc-go, as it is for the options.
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: o.maxAge, MaxConnectionAgeGrace: o.maxAgeGrace}),
 	}
 	if o.tls != nil {
 		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(o.tls)))
 	}
 	s.grpc = grpc.NewServer(serverOpts...)
 	s.health = health.NewServer()
+	// Not ready until Serve: the health-only port may be asked before the server serves.
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	return s
@@ -229,6 +256,7 @@ func (s *Server) Rules() (access.Rules, []string) { return access.RulesFor(s.grp
 // any registered RPC lacks an access rule. With WithMetrics, the request series of every
 // registered method are exported from the start.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	defer close(s.stopped)
 	if s.noSink {
 		return errors.New("refusing to serve: no durable audit sink (grpcserver.WithAuditor)")
 	}
@@ -262,4 +290,13 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		s.grpc.Stop()
 	}
 	return nil
+}
+
+// ServeHealth serves the server's health, and nothing else, in plaintext on lis (HealthOnly):
+// NOT_SERVING until Serve is ready, SERVING while it serves, NOT_SERVING again from the start
+// of its graceful stop until Serve returns; then it stops too. Run it beside Serve, until the
+// same ctx is done.
+func (s *Server) ServeHealth(ctx context.Context, lis net.Listener) error {
+	s.logger.Info("grpc health listening", "addr", lis.Addr().String())
+	return NewHealthOnly(s.health).Serve(ctx, lis, s.stopped)
 }
