@@ -4,7 +4,8 @@
 // the context ends or one of them fails, and the resources released on Close, last opened first.
 //
 // An app embeds a *Base: it gets Addr, AdminAddr, Registry and Close, registers what it opens
-// with OnClose, and its Run calls Serve with its server and its background tasks.
+// with OnClose, and its Run calls Serve with its server and its background tasks. With
+// ListenHealth it also serves a plaintext gRPC health-only port for Kubernetes probes.
 package lifecycle
 
 import (
@@ -16,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/health"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
@@ -26,6 +28,7 @@ type Base struct {
 	logger     *slog.Logger
 	registry   *prometheus.Registry
 	lis, admin net.Listener
+	health     net.Listener // nil: no health-only port
 	closers    []func()
 	closeOnce  sync.Once
 }
@@ -62,6 +65,29 @@ func (b *Base) ListenAdmin(adminAddr string) error {
 	return nil
 }
 
+// ListenHealth opens the plaintext gRPC health-only listener (grpcserver.HealthOnly) on addr,
+// the port Kubernetes probes call; an empty addr opens none. Close closes it.
+func (b *Base) ListenHealth(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen health %s: %w", addr, err)
+	}
+	b.health = lis
+	b.OnClose(func() { _ = lis.Close() })
+	return nil
+}
+
+// HealthAddr is the address of the health-only port; empty without ListenHealth.
+func (b *Base) HealthAddr() string {
+	if b.health == nil {
+		return ""
+	}
+	return b.health.Addr().String()
+}
+
 // OnClose registers f to run on Close, before everything registered earlier.
 func (b *Base) OnClose(f func()) { b.closers = append(b.closers, f) }
 
@@ -80,14 +106,37 @@ func (b *Base) AdminAddr() string { return b.admin.Addr().String() }
 // until ctx ends (then everything stops gracefully and Serve returns nil) or one of them fails:
 // then the others are stopped and its error is returned. Call it once, after Listen (or, with a
 // nil srv, after ListenAdmin: then only the admin endpoints and the tasks run).
+//
+// After ListenHealth, the health-only port serves srv's health (grpcserver.Server.ServeHealth);
+// without a server, it answers SERVING while the tasks run (the analytics writer alone), and
+// NOT_SERVING from the moment they are asked to stop until they have.
 func (b *Base) Serve(ctx context.Context, srv *grpcserver.Server, tasks ...func(context.Context) error) error {
 	g, ctx := errgroup.WithContext(ctx)
 	if srv != nil {
 		g.Go(func() error { return srv.Serve(ctx, b.lis) })
+		if b.health != nil {
+			g.Go(func() error { return srv.ServeHealth(ctx, b.health) })
+		}
 	}
 	g.Go(func() error { return telemetry.ServeAdminOn(ctx, b.admin, b.registry, b.logger) })
+	var running sync.WaitGroup
 	for _, task := range tasks {
-		g.Go(func() error { return task(ctx) })
+		running.Add(1)
+		g.Go(func() error {
+			defer running.Done()
+			return task(ctx)
+		})
+	}
+	if srv == nil && b.health != nil {
+		drained := make(chan struct{})
+		go func() { running.Wait(); close(drained) }()
+		status := health.NewServer() // SERVING: the tasks have started
+		g.Go(func() error {
+			stop := context.AfterFunc(ctx, status.Shutdown)
+			defer stop()
+			b.logger.Info("grpc health listening", "addr", b.health.Addr().String())
+			return grpcserver.NewHealthOnly(status).Serve(ctx, b.health, drained)
+		})
 	}
 	return g.Wait()
 }
