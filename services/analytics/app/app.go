@@ -43,6 +43,11 @@ type Config struct {
 	// Listen is the gRPC (mTLS) address, AdminListen the one of /metrics and /healthz; port 0
 	// picks a free port (Addr and AdminAddr tell which).
 	Listen, AdminListen string
+	// HealthListen is the plaintext gRPC health-only address Kubernetes probes call (empty:
+	// none); ConnectionAge how long a client connection lives before the server asks the
+	// client to reconnect, so clients spread over the replicas behind a Service.
+	HealthListen  string
+	ConnectionAge grpcserver.ConnectionAge
 	// AuthAddr is the auth service: signing keys, API key verification, revocations.
 	AuthAddr string
 	// TLS names the service's mesh certificate, key and CA bundle.
@@ -104,7 +109,7 @@ func DefaultConfig() Config {
 		ClickHouseAddr: "127.0.0.1:19000", Database: "analytics", WriterCount: 1, Roles: AllRoles,
 		WriterUser: clickhouse.User{Name: "analytics_writer"}, ReaderUser: clickhouse.User{Name: "analytics_reader"},
 		Writer: writer.DefaultConfig, Limits: analytics.DefaultLimits, Query: clickhouse.DefaultQueryLimits,
-		GracePeriod: grpcserver.DefaultGracePeriod, Erasure: analytics.DefaultErasureConfig,
+		GracePeriod: grpcserver.DefaultGracePeriod, ConnectionAge: grpcserver.DefaultConnectionAge, Erasure: analytics.DefaultErasureConfig,
 		RetentionInterval: DefaultRetentionInterval, RetentionDelay: DefaultRetentionDelay,
 	}
 }
@@ -176,6 +181,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		if err := a.ListenAdmin(cfg.AdminListen); err != nil {
 			return nil, err
 		}
+		if err := a.ListenHealth(cfg.HealthListen); err != nil {
+			return nil, err
+		}
 		return a, nil
 	}
 	if a.retention, err = a.retentionTask(cfg, view, logger); err != nil {
@@ -209,6 +217,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		grpcserver.WithVerifier(verifier),
 		grpcserver.WithMetrics(a.Registry()),
 		grpcserver.WithGracePeriod(cfg.GracePeriod),
+		cfg.ConnectionAge.Option(),
 	)
 	queries := clickhouse.NewQueries(reader, a.conn, cfg.Query).WithShards(a.shardConns).WithLogger(logger)
 	var store analytics.Store = queries
@@ -229,6 +238,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	dsrv1.RegisterParticipantServiceServer(a.server.GRPC(), grpcapi.NewParticipantServer(analytics.NewParticipant(queries, a.eraser)))
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
+		return nil, err
+	}
+	if err := a.ListenHealth(cfg.HealthListen); err != nil {
 		return nil, err
 	}
 	return a, nil

@@ -30,9 +30,11 @@ func options(t *testing.T) servicetest.AnalyticsOptions {
 // and /metrics (with the server's and the writer's series) on AdminAddr.
 func TestServesWhereItListens(t *testing.T) {
 	o := options(t)
+	o.Config = func(c *app.Config) { c.HealthListen = "127.0.0.1:0" }
 	a := servicetest.StartAnalytics(t, o)
 	conn := servicetest.Dial(t, a.Addr(), o.CA, "gateway", "analytics")
 	servicetest.RequireServing(t, conn)
+	servicetest.RequireHealthOnly(t, a.HealthAddr())
 	get := func(path string) string { return servicetest.AdminGet(t, a.AdminAddr(), path) }
 	if body := get("/healthz"); body != "ok\n" {
 		t.Errorf("/healthz: %q", body)
@@ -78,11 +80,12 @@ func TestNewAndRunReportFailures(t *testing.T) {
 func TestRoles(t *testing.T) {
 	o := options(t)
 	o.Database = chtest.NewDatabase(t) // the API alone waits for writer 0's schema
-	o.Config = func(c *app.Config) { c.Roles = app.Roles{Writer: true} }
+	o.Config = func(c *app.Config) { c.Roles, c.HealthListen = app.Roles{Writer: true}, "127.0.0.1:0" }
 	w := servicetest.StartAnalytics(t, o)
 	if w.Addr() != "" {
 		t.Errorf("a writer alone listens for gRPC on %s", w.Addr())
 	}
+	servicetest.RequireHealthOnly(t, w.HealthAddr()) // probes of the writer alone
 	if body := servicetest.AdminGet(t, w.AdminAddr(), "/healthz"); body != "ok\n" {
 		t.Errorf("writer's /healthz: %q", body)
 	}

@@ -31,6 +31,11 @@ type Config struct {
 	// Listen is the gRPC (mTLS) address, AdminListen the one of /metrics and /healthz; port 0
 	// picks a free port (Addr and AdminAddr tell which).
 	Listen, AdminListen string
+	// HealthListen is the plaintext gRPC health-only address Kubernetes probes call (empty:
+	// none); ConnectionAge how long a client connection lives before the server asks the
+	// client to reconnect, so clients spread over the replicas behind a Service.
+	HealthListen  string
+	ConnectionAge grpcserver.ConnectionAge
 	// PostgresURL is the auth database; New applies its migrations.
 	PostgresURL string
 	// TLS names the service's mesh certificate, key and CA bundle.
@@ -60,7 +65,7 @@ func DefaultConfig() Config {
 	return Config{
 		Listen: "127.0.0.1:7101", AdminListen: "127.0.0.1:9101",
 		AccessTokenTTL: auth.DefaultAccessTokenTTL, RefreshAbsoluteTTL: auth.DefaultRefreshAbsoluteTTL,
-		MaxRecvMsgSize: 1 << 20, GracePeriod: grpcserver.DefaultGracePeriod,
+		MaxRecvMsgSize: 1 << 20, GracePeriod: grpcserver.DefaultGracePeriod, ConnectionAge: grpcserver.DefaultConnectionAge,
 	}
 }
 
@@ -128,11 +133,15 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		grpcserver.WithMetrics(a.Registry()),
 		grpcserver.WithMaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpcserver.WithGracePeriod(cfg.GracePeriod),
+		cfg.ConnectionAge.Option(),
 	)...)
 	authv1.RegisterAuthServiceServer(a.server.GRPC(), grpcapi.NewServer(a.svc))
 	dsrv1.RegisterParticipantServiceServer(a.server.GRPC(), grpcapi.NewParticipantServer(a.svc))
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
+		return nil, err
+	}
+	if err := a.ListenHealth(cfg.HealthListen); err != nil {
 		return nil, err
 	}
 	return a, nil

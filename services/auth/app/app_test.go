@@ -21,9 +21,10 @@ import (
 // and /metrics (with the server's request series) on AdminAddr.
 func TestServesWhereItListens(t *testing.T) {
 	t.Parallel()
-	a := servicetest.StartAuth(t, servicetest.AuthOptions{})
+	a := servicetest.StartAuth(t, servicetest.AuthOptions{Config: func(c *app.Config) { c.HealthListen = "127.0.0.1:0" }})
 	conn := servicetest.Dial(t, a.Addr(), a.CA, "gateway", "auth")
 	servicetest.RequireServing(t, conn)
+	servicetest.RequireHealthOnly(t, a.HealthAddr())
 	get := func(path string) string { return servicetest.AdminGet(t, a.AdminAddr(), path) }
 	if body := get("/healthz"); body != "ok\n" {
 		t.Errorf("/healthz: %q", body)

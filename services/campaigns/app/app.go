@@ -34,6 +34,11 @@ type Config struct {
 	// Listen is the gRPC (mTLS) address, AdminListen the one of /metrics and /healthz; port 0
 	// picks a free port (Addr and AdminAddr tell which).
 	Listen, AdminListen string
+	// HealthListen is the plaintext gRPC health-only address Kubernetes probes call (empty:
+	// none); ConnectionAge how long a client connection lives before the server asks the
+	// client to reconnect, so clients spread over the replicas behind a Service.
+	HealthListen  string
+	ConnectionAge grpcserver.ConnectionAge
 	// PostgresURL is the campaigns database; New applies its migrations.
 	PostgresURL string
 	// AuthAddr is the auth service: signing keys, API key verification, revocations and the
@@ -64,7 +69,7 @@ func DefaultConfig() Config {
 		Listen: "127.0.0.1:7103", AdminListen: "127.0.0.1:9103",
 		AuthAddr: "127.0.0.1:7101", AnalyticsAddr: "127.0.0.1:7104",
 		SchedulerInterval: campaigns.DefaultSchedulerInterval, BudgetInterval: campaigns.DefaultBudgetInterval,
-		MaxRecvMsgSize: 1 << 20, GracePeriod: grpcserver.DefaultGracePeriod,
+		MaxRecvMsgSize: 1 << 20, GracePeriod: grpcserver.DefaultGracePeriod, ConnectionAge: grpcserver.DefaultConnectionAge,
 	}
 }
 
@@ -133,10 +138,14 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		grpcserver.WithMetrics(a.Registry()),
 		grpcserver.WithMaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpcserver.WithGracePeriod(cfg.GracePeriod),
+		cfg.ConnectionAge.Option(),
 	)...)
 	campaignsv1.RegisterCampaignServiceServer(a.server.GRPC(), grpcapi.NewServer(a.svc))
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
+		return nil, err
+	}
+	if err := a.ListenHealth(cfg.HealthListen); err != nil {
 		return nil, err
 	}
 	return a, nil

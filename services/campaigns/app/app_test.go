@@ -22,9 +22,11 @@ import (
 func TestServesWhereItListens(t *testing.T) {
 	t.Parallel()
 	issuer := meshtest.NewIssuer(t)
-	a := servicetest.StartCampaigns(t, servicetest.CampaignsOptions{Verifier: issuer.Verifier()})
+	a := servicetest.StartCampaigns(t, servicetest.CampaignsOptions{Verifier: issuer.Verifier(),
+		Config: func(c *app.Config) { c.HealthListen = "127.0.0.1:0" }})
 	conn := servicetest.Dial(t, a.Addr(), a.CA, "gateway", app.ServiceName)
 	servicetest.RequireServing(t, conn)
+	servicetest.RequireHealthOnly(t, a.HealthAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	get := func(path string) string { return servicetest.AdminGet(t, a.AdminAddr(), path) }

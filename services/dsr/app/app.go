@@ -40,6 +40,11 @@ type Config struct {
 	// Listen is the gRPC (mTLS) address, AdminListen the one of /metrics and /healthz; port 0
 	// picks a free port.
 	Listen, AdminListen string
+	// HealthListen is the plaintext gRPC health-only address Kubernetes probes call (empty:
+	// none); ConnectionAge how long a client connection lives before the server asks the
+	// client to reconnect, so clients spread over the replicas behind a Service.
+	HealthListen  string
+	ConnectionAge grpcserver.ConnectionAge
 	// PostgresURL is the dsr database; New applies its migrations.
 	PostgresURL string
 	// AuthAddr is the auth service: signing keys, API key verification, revocations and the
@@ -78,7 +83,7 @@ func DefaultConfig() Config {
 		NATS:         natsjs.ClientFlags{URL: "nats://127.0.0.1:14222", User: ServiceName},
 		Participants: []participantclient.Spec{{Name: "analytics", Addr: "127.0.0.1:7104"}, {Name: "auth", Addr: "127.0.0.1:7101"}},
 		Workers:      dsr.DefaultWorkers, PollInterval: dsr.DefaultPollInterval, Lease: dsr.DefaultLease,
-		MaxRecvMsgSize: 1 << 20, GracePeriod: grpcserver.DefaultGracePeriod,
+		MaxRecvMsgSize: 1 << 20, GracePeriod: grpcserver.DefaultGracePeriod, ConnectionAge: grpcserver.DefaultConnectionAge,
 	}
 }
 
@@ -172,9 +177,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		grpcserver.WithMetrics(a.Registry()),
 		grpcserver.WithMaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpcserver.WithGracePeriod(cfg.GracePeriod),
+		cfg.ConnectionAge.Option(),
 	)...)
 	dsrv1.RegisterDsrServiceServer(a.server.GRPC(), grpcapi.NewServer(a.svc))
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
+		return nil, err
+	}
+	if err := a.ListenHealth(cfg.HealthListen); err != nil {
 		return nil, err
 	}
 	return a, nil

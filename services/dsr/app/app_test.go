@@ -12,6 +12,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/privacy"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
 	"github.com/campaignmesh/campaignmesh/internal/servicetest"
+	"github.com/campaignmesh/campaignmesh/services/dsr/app"
 )
 
 // The service as cmd/dsr builds it, over mTLS with a real NATS server: an erasure created
@@ -20,7 +21,9 @@ import (
 func TestCreatePublishesToTheBucketAndMetricsAreServed(t *testing.T) {
 	t.Parallel()
 	issuer := meshtest.NewIssuer(t)
-	d := servicetest.StartDsr(t, servicetest.DsrOptions{Verifier: issuer.Verifier()})
+	d := servicetest.StartDsr(t, servicetest.DsrOptions{Verifier: issuer.Verifier(),
+		Config: func(c *app.Config) { c.HealthListen = "127.0.0.1:0" }})
+	servicetest.RequireHealthOnly(t, d.HealthAddr())
 	client := d.Client(t, "gateway")
 	ctx := meshtest.Bearer(context.Background(), issuer.Token(t, "t1", rbac.PrivacyOfficer, "officer"))
 	r, err := client.CreateRequest(ctx, &dsrv1.CreateRequestRequest{Request: &dsrv1.Request{

@@ -41,6 +41,11 @@ type Config struct {
 	// Listen is the gRPC (mTLS) address, AdminListen the one of /metrics and /healthz; port 0
 	// picks a free port (Addr and AdminAddr tell which).
 	Listen, AdminListen string
+	// HealthListen is the plaintext gRPC health-only address Kubernetes probes call (empty:
+	// none); ConnectionAge how long a client connection lives before the server asks the
+	// client to reconnect, so clients spread over the replicas behind a Service.
+	HealthListen  string
+	ConnectionAge grpcserver.ConnectionAge
 	// AuthAddr is the auth service: signing keys, API key verification, revocations.
 	AuthAddr string
 	// TLS names the service's mesh certificate, key and CA bundle.
@@ -77,7 +82,7 @@ func DefaultConfig() Config {
 		Listen: "127.0.0.1:7102", AdminListen: "127.0.0.1:9102", AuthAddr: "127.0.0.1:7101",
 		NATS:   natsjs.ClientFlags{URL: "nats://127.0.0.1:14222", User: ServiceName},
 		Stream: natsjs.DefaultStream, Limits: ingest.DefaultLimits, Rates: ingest.DefaultRateLimits,
-		Tails: ingest.DefaultTailLimits, GracePeriod: grpcserver.DefaultGracePeriod, PrivacyLoadTimeout: 30 * time.Second,
+		Tails: ingest.DefaultTailLimits, GracePeriod: grpcserver.DefaultGracePeriod, ConnectionAge: grpcserver.DefaultConnectionAge, PrivacyLoadTimeout: 30 * time.Second,
 	}
 }
 
@@ -148,6 +153,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		// Room for the largest request the limits allow, plus its framing.
 		grpcserver.WithMaxRecvMsgSize(cfg.Limits.MaxBatchBytes+64<<10),
 		grpcserver.WithGracePeriod(cfg.GracePeriod),
+		cfg.ConnectionAge.Option(),
 	)
 	// The live event debugger: a tail opened on any instance sees the outcomes of all of them.
 	// The relay's watch lives as long as the App, not New's context.
@@ -163,6 +169,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	ingestv1.RegisterIngestServiceServer(a.server.GRPC(), grpcapi.NewServer(svc).WithTails(tails))
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
+		return nil, err
+	}
+	if err := a.ListenHealth(cfg.HealthListen); err != nil {
 		return nil, err
 	}
 	return a, nil

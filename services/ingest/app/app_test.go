@@ -32,9 +32,11 @@ func TestServesWhereItListens(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := servicetest.IngestOptions{CA: mtlstest.NewCA(t), Verifier: authn.Verifier{Tokens: authn.NewJWTVerifier(authn.StaticKeys{"k": pub})}}
+	o.Config = func(c *app.Config) { c.HealthListen = "127.0.0.1:0" }
 	a := servicetest.StartIngest(t, o)
 	conn := servicetest.Dial(t, a.Addr(), o.CA, "gateway", "ingest")
 	servicetest.RequireServing(t, conn)
+	servicetest.RequireHealthOnly(t, a.HealthAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	now := time.Now()

@@ -28,6 +28,8 @@ func parse(args []string) (settings, error) {
 	fs := flag.NewFlagSet("auth", flag.ContinueOnError)
 	fs.StringVar(&c.Listen, "listen", c.Listen, "gRPC (mTLS) listen address")
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin listen address for /metrics and /healthz")
+	fs.StringVar(&c.HealthListen, "health-listen", c.HealthListen, "plaintext gRPC health-only listen address for Kubernetes probes (empty: none)")
+	c.ConnectionAge.RegisterFlags(fs)
 	fs.StringVar(&c.PostgresURL, "postgres-url", "", "PostgreSQL URL of the auth database (required)")
 	c.TLS.RegisterFlags(fs, app.ServiceName)
 	fs.DurationVar(&c.AccessTokenTTL, "access-token-ttl", c.AccessTokenTTL, "lifetime of access tokens (1m to 1h)")
@@ -45,6 +47,7 @@ func parse(args []string) (settings, error) {
 	var p config.Problems
 	p.Check(c.PostgresURL != "", "-postgres-url is required")
 	p.Check(c.TLS.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
+	c.ConnectionAge.Check(&p)
 	p.Check(c.AccessTokenTTL >= time.Minute && c.AccessTokenTTL <= time.Hour, "-access-token-ttl must be between 1m and 1h")
 	p.Check(c.RefreshAbsoluteTTL >= time.Hour && c.RefreshAbsoluteTTL <= 365*24*time.Hour, "-refresh-absolute-ttl must be between 1h and 8760h")
 	keks, err := app.LoadKeyEncryptionKeys(kekSpec, kekFile)

@@ -28,6 +28,8 @@ func parse(args []string) (settings, error) {
 	fs := flag.NewFlagSet("campaigns", flag.ContinueOnError)
 	fs.StringVar(&c.Listen, "listen", c.Listen, "gRPC (mTLS) listen address")
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin listen address for /metrics and /healthz")
+	fs.StringVar(&c.HealthListen, "health-listen", c.HealthListen, "plaintext gRPC health-only listen address for Kubernetes probes (empty: none)")
+	c.ConnectionAge.RegisterFlags(fs)
 	fs.StringVar(&c.PostgresURL, "postgres-url", "", "PostgreSQL URL of the campaigns database (required)")
 	fs.StringVar(&c.AuthAddr, "auth-addr", c.AuthAddr, "address of the auth service (signing keys, API key verification, audit log)")
 	fs.StringVar(&c.AnalyticsAddr, "analytics-addr", c.AnalyticsAddr, "address of the analytics service (campaign spend)")
@@ -43,6 +45,7 @@ func parse(args []string) (settings, error) {
 	var p config.Problems
 	p.Check(c.PostgresURL != "", "-postgres-url is required")
 	p.Check(c.TLS.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
+	c.ConnectionAge.Check(&p)
 	p.Check(c.SchedulerInterval >= 10*time.Millisecond && c.SchedulerInterval <= time.Hour, "-scheduler-interval must be between 10ms and 1h")
 	p.Check(c.BudgetInterval >= time.Second && c.BudgetInterval <= time.Hour, "-budget-interval must be between 1s and 1h")
 	p.Check(c.MaxRecvMsgSize >= 1024 && c.MaxRecvMsgSize <= 64<<20, "-max-recv-msg-size must be between 1 KiB and 64 MiB")

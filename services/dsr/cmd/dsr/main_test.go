@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 )
 
 var requiredArgs = []string{"-postgres-url", "postgres://dsr@db/dsr", "-privacy-key-file", "privacy-key", "-key-encryption-keys-file", "dsr-kek",
@@ -45,5 +47,23 @@ func TestFlags(t *testing.T) {
 		if _, err := parse(append(args, requiredArgs...)); err == nil || !strings.Contains(err.Error(), args[0]) {
 			t.Errorf("parse %v: err = %v, want it refused naming %s", args, err, args[0])
 		}
+	}
+}
+
+// The probes' health-only port is off unless set (flag or CM_DSR_HEALTH_LISTEN); connections age out after
+// the default maximum unless set; a negative age is refused.
+func TestHealthAndConnectionAgeFlags(t *testing.T) {
+	base := requiredArgs
+	s, err := parse(base)
+	if err != nil || s.cfg.HealthListen != "" || s.cfg.ConnectionAge != grpcserver.DefaultConnectionAge {
+		t.Fatalf("defaults: health %q, age %+v, %v; want none, %+v", s.cfg.HealthListen, s.cfg.ConnectionAge, err, grpcserver.DefaultConnectionAge)
+	}
+	t.Setenv("CM_DSR_HEALTH_LISTEN", ":8081")
+	s, err = parse(append([]string{"-max-connection-age", "1m", "-max-connection-age-grace", "30s"}, base...))
+	if want := (grpcserver.ConnectionAge{Max: time.Minute, Grace: 30 * time.Second}); err != nil || s.cfg.HealthListen != ":8081" || s.cfg.ConnectionAge != want {
+		t.Errorf("set: health %q, age %+v, %v; want :8081, %+v", s.cfg.HealthListen, s.cfg.ConnectionAge, err, want)
+	}
+	if _, err := parse(append([]string{"-max-connection-age", "-1s"}, base...)); err == nil || !strings.Contains(err.Error(), "-max-connection-age") {
+		t.Errorf("a negative age: %v, want it refused", err)
 	}
 }

@@ -26,6 +26,8 @@ func parse(args []string) (settings, error) {
 	fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
 	fs.StringVar(&c.Listen, "listen", c.Listen, "gRPC (mTLS) listen address")
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin listen address for /metrics and /healthz")
+	fs.StringVar(&c.HealthListen, "health-listen", c.HealthListen, "plaintext gRPC health-only listen address for Kubernetes probes (empty: none)")
+	c.ConnectionAge.RegisterFlags(fs)
 	c.NATS.RegisterFlags(fs, "ingest")
 	fs.StringVar(&c.AuthAddr, "auth-addr", c.AuthAddr, "address of the auth service (keys and API key verification)")
 	c.TLS.RegisterFlags(fs, "ingest")
@@ -54,6 +56,7 @@ func parse(args []string) (settings, error) {
 	}
 	var p config.Problems
 	p.Check(c.TLS.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
+	c.ConnectionAge.Check(&p)
 	c.NATS.Check(&p)
 	p.Check(c.PrivacyKeyFile != "", "-privacy-key-file is required (suppression lists and hashed properties are keyed with it)")
 	p.Check(c.Limits.MaxEventBytes > 0 && c.Limits.MaxBatchBytes >= c.Limits.MaxEventBytes && c.Limits.MaxBatchBytes <= 16<<20, "event and batch byte limits must be positive, the batch at least one event, at most 16 MiB")

@@ -32,6 +32,7 @@ func TestParseDefaults(t *testing.T) {
 		Rates:          ingest.RateLimits{PerTenant: 200000, PerSource: 100000},
 		Tails:          ingest.TailLimits{PerSecond: 100, MaxDuration: 30 * time.Minute, PerTenant: 5, History: 100, HistoryAge: 10 * time.Minute, HistoryBytes: 4 << 20, HistoryWait: 250 * time.Millisecond},
 		GracePeriod:    grpcserver.DefaultGracePeriod,
+		ConnectionAge:  grpcserver.DefaultConnectionAge,
 		PrivacyKeyFile: "pk", PrivacyLoadTimeout: 30 * time.Second,
 	}
 	if diff := cmp.Diff(want, s.cfg); diff != "" {
@@ -52,6 +53,7 @@ func TestParseFlags(t *testing.T) {
 		"-stream-max-bytes", "2000000", "-stream-duplicate-window", "11s", "-grace-period", "12s", "-log-level", "debug",
 		"-tail-rate", "13", "-tail-max-duration", "14s", "-tail-per-tenant", "15",
 		"-tail-history", "16", "-tail-history-age", "17s", "-tail-history-bytes", "18", "-tail-history-wait", "19s",
+		"-health-listen", ":20", "-max-connection-age", "21s", "-max-connection-age-grace", "22s",
 	}, tlsArgs...)
 	s, err := parse(args)
 	if err != nil {
@@ -67,6 +69,7 @@ func TestParseFlags(t *testing.T) {
 	want.Rates = ingest.RateLimits{PerTenant: 9, PerSource: 10}
 	want.Stream.MaxBytes, want.Stream.Duplicates = 2000000, 11*time.Second
 	want.GracePeriod = 12 * time.Second
+	want.HealthListen, want.ConnectionAge = ":20", grpcserver.ConnectionAge{Max: 21 * time.Second, Grace: 22 * time.Second}
 	want.Tails = ingest.TailLimits{PerSecond: 13, MaxDuration: 14 * time.Second, PerTenant: 15,
 		History: 16, HistoryAge: 17 * time.Second, HistoryBytes: 18, HistoryWait: 19 * time.Second}
 	if diff := cmp.Diff(want, s.cfg); diff != "" {
