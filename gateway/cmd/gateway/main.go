@@ -16,6 +16,8 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/campaignmesh/campaignmesh/gateway"
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
@@ -26,6 +28,7 @@ import (
 	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/process"
@@ -47,6 +50,7 @@ var meshBackends = []struct {
 
 type settings struct {
 	listen, adminListen string
+	healthListen        string
 	edge, mesh          mtls.Files
 	nats                natsjs.ClientFlags
 	addrs               map[string]*string
@@ -63,6 +67,7 @@ func parse(args []string) (settings, error) {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.StringVar(&s.listen, "listen", "127.0.0.1:8443", "public TLS listen address (REST and gRPC)")
 	fs.StringVar(&s.adminListen, "admin-listen", "127.0.0.1:9100", "admin listen address for /metrics and /healthz")
+	fs.StringVar(&s.healthListen, "health-listen", "", "plaintext gRPC health-only listen address for Kubernetes probes (empty: none)")
 	fs.StringVar(&s.edge.Cert, "edge-tls-cert", "", "certificate of the public listener (PEM) (required)")
 	fs.StringVar(&s.edge.Key, "edge-tls-key", "", "private key of the public listener (PEM) (required)")
 	s.mesh.RegisterFlags(fs, "gateway")
@@ -148,6 +153,17 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", s.listen, err)
 	}
+	// The probes' view of the gateway: SERVING while it serves, NOT_SERVING from the start of
+	// its shutdown until it has drained (drained), as its own gRPC health says.
+	probes, drained := health.NewServer(), make(chan struct{})
+	probes.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	var healthLis net.Listener
+	if s.healthListen != "" {
+		if healthLis, err = net.Listen("tcp", s.healthListen); err != nil {
+			_ = lis.Close()
+			return fmt.Errorf("listen health %s: %w", s.healthListen, err)
+		}
+	}
 	srv := &http.Server{
 		Handler:           gw,
 		TLSConfig:         edge.EdgeServerConfig(),
@@ -158,6 +174,7 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		gw.SetServing(true)
+		probes.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 		logger.Info("gateway listening", "addr", lis.Addr().String())
 		if err := srv.ServeTLS(lis, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve: %w", err)
@@ -167,12 +184,20 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 	g.Go(func() error {
 		<-ctx.Done()
 		gw.SetServing(false)
+		probes.Shutdown()
+		defer close(drained)
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), s.grace)
 		defer cancel()
 		err := srv.Shutdown(shutdownCtx)
 		gw.Stop()
 		return err
 	})
+	if healthLis != nil {
+		g.Go(func() error {
+			logger.Info("grpc health listening", "addr", healthLis.Addr().String())
+			return grpcserver.NewHealthOnly(probes).Serve(ctx, healthLis, drained)
+		})
+	}
 	g.Go(func() error { return telemetry.ServeAdmin(ctx, s.adminListen, reg, logger) })
 	g.Go(func() error { return auditSink.Run(ctx) })
 	return g.Wait()

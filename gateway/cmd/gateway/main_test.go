@@ -94,3 +94,16 @@ func TestEveryRESTRouteHasABackend(t *testing.T) {
 		t.Fatalf("the OpenAPI document has %d routes and none of dsr", routes)
 	}
 }
+
+// The probes' health-only port is off unless set, by flag or CM_GATEWAY_HEALTH_LISTEN.
+func TestHealthListenFlag(t *testing.T) {
+	args := []string{"-edge-tls-cert", "e.pem", "-edge-tls-key", "e-key.pem", "-tls-cert", "g.pem", "-tls-key", "g-key.pem", "-tls-ca", "ca.pem",
+		"-nats-url", "nats://127.0.0.1:4222", "-nats-user", "gateway", "-nats-password-file", "pw"}
+	if s, err := parse(args); err != nil || s.healthListen != "" {
+		t.Fatalf("default: %q, %v; want none", s.healthListen, err)
+	}
+	t.Setenv("CM_GATEWAY_HEALTH_LISTEN", ":8081")
+	if s, err := parse(args); err != nil || s.healthListen != ":8081" {
+		t.Fatalf("from the environment: %q, %v; want :8081", s.healthListen, err)
+	}
+}
