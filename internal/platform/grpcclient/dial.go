@@ -1,10 +1,16 @@
 // Package grpcclient dials other mesh services: mTLS with the expected SPIFFE ID, OpenTelemetry
 // propagation, request-id propagation, keepalives and retries of UNAVAILABLE.
+//
+// A target written dns:///name:port is resolved to every address DNS holds for name (on
+// Kubernetes: a headless Service, one address per ready pod) and calls are spread over all of
+// them (round_robin). Any other target keeps one connection to the first address (pick_first):
+// behind a ClusterIP Service, the servers' maximum connection age moves it between pods.
 package grpcclient
 
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -19,7 +25,7 @@ import (
 
 // retryPolicy retries calls that failed with UNAVAILABLE (peer down or restarting) a few times
 // with backoff. Creates stay safe to retry because they carry request ids.
-const retryPolicy = `{
+const retryPolicy = `{%s
   "methodConfig": [{
     "name": [{}],
     "retryPolicy": {
@@ -32,13 +38,27 @@ const retryPolicy = `{
   }]
 }`
 
+// roundRobin spreads calls over every resolved address.
+const roundRobin = `
+  "loadBalancingConfig": [{"round_robin": {}}],`
+
+// serviceConfig is the default service config of target: retries, and round_robin for an
+// explicit dns: target.
+func serviceConfig(target string) string {
+	if strings.HasPrefix(target, "dns:") {
+		return fmt.Sprintf(retryPolicy, roundRobin)
+	}
+	return fmt.Sprintf(retryPolicy, "")
+}
+
 // Dial returns a client connection to the mesh service named service at target, authenticating
-// with src's certificate and accepting only a server whose SPIFFE ID names service.
+// with src's certificate and accepting only a server whose SPIFFE ID names service. A dns:///
+// target spreads calls over every address of its name (see the package doc).
 func Dial(target, service string, src *mtls.Source, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	base := []grpc.DialOption{
 		grpc.WithTransportCredentials(credentials.NewTLS(src.ClientConfig(service))),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
-		grpc.WithDefaultServiceConfig(retryPolicy),
+		grpc.WithDefaultServiceConfig(serviceConfig(target)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.WithChainUnaryInterceptor(propagateRequestID),
 	}
