@@ -23,8 +23,10 @@ type Files struct {
 	CA   string // CA bundle that verifies peers (empty for the edge listener)
 }
 
-// Source serves the current certificate and CA pool of Files, reloading them when the files'
-// modification times or sizes change. A reload that fails keeps the previous material.
+// Source serves the current certificate and CA pool of Files, reloading them when the files
+// change: another file behind a name (a Kubernetes secret volume swaps the ..data symlink the
+// names lead through; a file renamed over another), or another modification time or size. A
+// reload that fails keeps the previous material.
 type Source struct {
 	files  Files
 	logger *slog.Logger
@@ -33,7 +35,7 @@ type Source struct {
 	mu        sync.Mutex
 	cert      *tls.Certificate
 	pool      *x509.CertPool
-	stamp     string
+	stamp     []os.FileInfo
 	lastCheck time.Time
 }
 
@@ -49,17 +51,38 @@ func NewSource(files Files, logger *slog.Logger) (*Source, error) {
 	return s, nil
 }
 
-func (s *Source) fileStamp() string {
-	stamp := ""
+// fileStamp is what the files are now, through their symlinks (nil for a file missing).
+func (s *Source) fileStamp() []os.FileInfo {
+	var stamp []os.FileInfo
 	for _, f := range []string{s.files.Cert, s.files.Key, s.files.CA} {
 		if f == "" {
 			continue
 		}
-		if fi, err := os.Stat(f); err == nil {
-			stamp += fmt.Sprintf("%d/%d;", fi.ModTime().UnixNano(), fi.Size())
-		}
+		fi, _ := os.Stat(f)
+		stamp = append(stamp, fi)
 	}
 	return stamp
+}
+
+// sameStamp reports whether two stamps are of the same files, unchanged. The file's identity
+// counts, not only its time and size: a renewal written as new files can carry the previous
+// ones' times (a copy that keeps them, two writes within one clock tick) and sizes.
+func sameStamp(a, b []os.FileInfo) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] == nil || b[i] == nil {
+			if a[i] != b[i] {
+				return false
+			}
+			continue
+		}
+		if !os.SameFile(a[i], b[i]) || !a[i].ModTime().Equal(b[i].ModTime()) || a[i].Size() != b[i].Size() {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Source) load() error {
@@ -89,7 +112,7 @@ func (s *Source) current() (*tls.Certificate, *x509.CertPool) {
 	defer s.mu.Unlock()
 	if now := s.now(); now.Sub(s.lastCheck) >= reloadCheckInterval {
 		s.lastCheck = now
-		if stamp := s.fileStamp(); stamp != s.stamp {
+		if stamp := s.fileStamp(); !sameStamp(stamp, s.stamp) {
 			if err := s.load(); err != nil {
 				if s.logger != nil {
 					s.logger.Error("reload certificates; keeping the previous ones", "cert", s.files.Cert, "err", err)
