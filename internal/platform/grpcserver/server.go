@@ -1,6 +1,7 @@
 // Package grpcserver builds the gRPC server every CampaignMesh service runs: mTLS, a fixed
-// interceptor chain, health, reflection, metrics, tracing, message size limits and a graceful
-// stop. The chain is, outermost first:
+// interceptor chain, health, reflection, metrics, tracing, message size limits, a maximum
+// connection age (so clients spread over replicas) and a graceful stop; its health also on a
+// plaintext health-only port for Kubernetes probes (ServeHealth). The chain is, outermost first:
 //
 //	recovery → metrics → request id → logging → error mapping → decoding → authentication (streams:
 //	re-checked every second for revocation) → access (authz + audit) → validation → dependency
