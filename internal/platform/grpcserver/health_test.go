@@ -187,3 +187,27 @@ func TestConnectionsAgeOutWithoutCuttingStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// With a finite grace, a stream still running that long after its connection's age is cut
+// (UNAVAILABLE): what -max-connection-age-grace trades against long streams.
+func TestConnectionAgeGraceCutsLongStreams(t *testing.T) {
+	srv, ca := server(t, grpcserver.WithMaxConnectionAge(200*time.Millisecond, 200*time.Millisecond))
+	lis := listen(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	serveDone := make(chan error, 1)
+	go func() { serveDone <- srv.Serve(ctx, lis) }()
+	t.Cleanup(func() { cancel(); <-serveDone })
+	mesh := dial(t, lis.Addr().String(), credentials.NewTLS(mtlstest.Source(t, ca, "gateway").ClientConfig("auth")))
+	watchCtx, stopWatch := context.WithTimeout(context.Background(), 30*time.Second)
+	defer stopWatch()
+	watch, err := healthpb.NewHealthClient(mesh).Watch(watchCtx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("watch = %v, %v", resp, err)
+	}
+	if resp, err := watch.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("the stream past age and grace: %v, %v; want Unavailable", resp, err)
+	}
+}
