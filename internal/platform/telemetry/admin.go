@@ -12,12 +12,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 )
 
-// NewRegistry returns a Prometheus registry with the Go runtime and process collectors.
+// NewRegistry returns a Prometheus registry with the Go runtime and process collectors and the
+// validity of the process's certificates (mtls.ExpiryCollector).
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), mtls.ExpiryCollector{})
 	return reg
 }
 
