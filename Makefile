@@ -114,9 +114,15 @@ stop: ## Stop the services and the infrastructure started by make run / make tes
 .PHONY: stop
 
 TEST_FLAGS ?= -race -count=1 -timeout 10m
-test: infra ## Run every test against real PostgreSQL, ClickHouse and NATS (starting them if needed)
+test: infra check-alerts ## Run every test against real PostgreSQL, ClickHouse and NATS (starting them if needed)
 	set -a; . .state/env; set +a; go test $(TEST_FLAGS) ./...
 .PHONY: test
+
+check-alerts: ## Check the Prometheus alert rules and run their unit tests (promtool from Debian's prometheus package, extracted into ./bin)
+	scripts/promtool.sh
+	promtool check rules deploy/observability/alerts/*.yaml
+	promtool test rules deploy/observability/alerts/tests/*.yaml
+.PHONY: check-alerts
 
 FUZZTIME ?= 10s
 fuzz: ## Run each fuzz target for FUZZTIME (default 10s)

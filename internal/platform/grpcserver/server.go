@@ -41,6 +41,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 )
 
 // Defaults of the server options.
@@ -193,8 +194,10 @@ func New(opts ...Option) *Server {
 	if o.registry != nil {
 		s.metrics = grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 		o.registry.MustRegister(s.metrics)
-		unary = append(unary, s.metrics.UnaryServerInterceptor())
-		stream = append(stream, s.metrics.StreamServerInterceptor())
+		// The tracing stats handler has started the call's span by now: latency buckets link to it.
+		exemplar := grpcprom.WithExemplarFromContext(telemetry.TraceExemplar)
+		unary = append(unary, s.metrics.UnaryServerInterceptor(exemplar))
+		stream = append(stream, s.metrics.StreamServerInterceptor(exemplar))
 	}
 	unary = append(unary,
 		unaryRequestID,

@@ -48,6 +48,7 @@ func NewSource(files Files, logger *slog.Logger) (*Source, error) {
 	if err := s.load(); err != nil {
 		return nil, err
 	}
+	track(s)
 	return s, nil
 }
 

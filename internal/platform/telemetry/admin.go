@@ -12,12 +12,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 )
 
-// NewRegistry returns a Prometheus registry with the Go runtime and process collectors.
+// NewRegistry returns a Prometheus registry with the Go runtime and process collectors and the
+// validity of the process's certificates (mtls.ExpiryCollector).
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), mtls.ExpiryCollector{})
 	return reg
 }
 
@@ -35,7 +38,9 @@ func ServeAdmin(ctx context.Context, addr string, reg *prometheus.Registry, logg
 // is built, so that tests can ask for port 0 and learn the address). It closes lis.
 func ServeAdminOn(ctx context.Context, lis net.Listener, reg *prometheus.Registry, logger *slog.Logger) error {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	// OpenMetrics when the scraper asks for it (Prometheus does): the only format that carries
+	// exemplars (TraceExemplar). A plain GET still gets the text format.
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {

@@ -42,6 +42,7 @@ import (
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
+	"github.com/campaignmesh/campaignmesh/internal/platform/telemetry"
 	"github.com/campaignmesh/campaignmesh/services/ingest"
 )
 
@@ -484,7 +485,7 @@ func (p *Publisher) send(tenant string, m *message) error {
 	if _, err := natsjs.PublishPart(ctx, p.js, tenant, m.part, messageID(m.part, segs), data, hdr); err != nil {
 		return classify(err)
 	}
-	p.publishTime.Observe(time.Since(start).Seconds())
+	telemetry.ObserveWithTrace(ctx, p.publishTime, time.Since(start).Seconds())
 	p.published.Inc()
 	p.accepted.Add(float64(n))
 	p.messageEvents.Observe(float64(n))
