@@ -116,6 +116,7 @@ stop: ## Stop the services and the infrastructure started by make run / make tes
 TEST_FLAGS ?= -race -count=1 -timeout 10m
 test: infra ## Run every test against real PostgreSQL, ClickHouse and NATS (starting them if needed)
 	set -a; . .state/env; set +a; go test $(TEST_FLAGS) ./...
+	cd deploy && go test $(TEST_FLAGS) ./...
 .PHONY: test
 
 FUZZTIME ?= 10s
