@@ -214,6 +214,19 @@ func TestChecksCatchBrokenObjects(t *testing.T) {
 		{"certificate subPath", "pod-security", breakObj(t, dev, "Deployment", "auth", func(m map[string]any) {
 			container(m)["volumeMounts"].([]any)[0].(map[string]any)["subPath"] = "tls.crt"
 		}), "tls mounted with subPath"},
+		{"host path", "pod-security", breakObj(t, dev, "StatefulSet", "postgres", func(m map[string]any) {
+			get(m, "spec", "template", "spec", "volumes", 0).(map[string]any)["emptyDir"] = nil
+			get(m, "spec", "template", "spec", "volumes", 0).(map[string]any)["hostPath"] = map[string]any{"path": "/var/run"}
+		}), "is of a type the restricted standard refuses"},
+		{"host network", "pod-security", breakObj(t, dev, "Deployment", "gateway", func(m map[string]any) {
+			get(m, "spec", "template", "spec").(map[string]any)["hostNetwork"] = true
+		}), "gateway: shares a host namespace"},
+		{"host port", "pod-security", breakObj(t, dev, "Deployment", "gateway", func(m map[string]any) {
+			container(m)["ports"].([]any)[0].(map[string]any)["hostPort"] = 443
+		}), "host port 443"},
+		{"namespace not restricted", "namespaces", breakObj(t, dev, "Namespace", "campaignmesh", func(m map[string]any) {
+			get(m, "metadata", "labels").(map[string]any)["pod-security.kubernetes.io/enforce"] = "baseline"
+		}), "enforce=restricted"},
 		{"no limits", "resources", breakObj(t, dev, "StatefulSet", "analytics-writer", func(m map[string]any) {
 			delete(container(m)["resources"].(map[string]any), "limits")
 		}), "analytics-writer: no cpu limit"},

@@ -32,6 +32,7 @@ var Checks = map[string]Check{
 	"default-deny":  CheckDefaultDeny,
 	"writers":       CheckWriters,
 	"certificates":  CheckCertificates,
+	"namespaces":    CheckNamespaces,
 }
 
 // Workload is a pod template with the object that owns it.
@@ -74,10 +75,16 @@ func CheckPodSecurity(objs []Object) []string {
 		if a := w.Pod.Spec.AutomountServiceAccountToken; a == nil || *a {
 			p = append(p, w.ID()+": automountServiceAccountToken is not false")
 		}
+		if w.Pod.Spec.HostNetwork || w.Pod.Spec.HostPID || w.Pod.Spec.HostIPC {
+			p = append(p, w.ID()+": shares a host namespace")
+		}
 		secretVols := map[string]bool{}
 		for _, v := range w.Pod.Spec.Volumes {
 			if v.Secret != nil {
 				secretVols[v.Name] = true
+			}
+			if !restrictedVolumes(v) {
+				p = append(p, w.ID()+": volume "+v.Name+" is of a type the restricted standard refuses")
 			}
 		}
 		for _, c := range containers(w) {
@@ -110,6 +117,11 @@ func CheckPodSecurity(objs []Object) []string {
 			}
 			if seccomp == nil || seccomp.Type != corev1.SeccompProfileTypeRuntimeDefault {
 				p = append(p, id+": seccompProfile is not RuntimeDefault")
+			}
+			for _, cp := range c.Ports {
+				if cp.HostPort != 0 {
+					p = append(p, fmt.Sprintf("%s: host port %d", id, cp.HostPort))
+				}
 			}
 			for _, m := range c.VolumeMounts {
 				if secretVols[m.Name] && m.SubPath != "" {
@@ -427,4 +439,29 @@ func CheckCertificates(objs []Object) []string {
 		}
 	}
 	return p
+}
+
+// CheckNamespaces: every namespace with workloads is one of the built Namespaces and enforces
+// the restricted Pod Security Standard.
+func CheckNamespaces(objs []Object) []string {
+	restricted := map[string]bool{}
+	for _, o := range objs {
+		if ns, ok := o.Typed.(*corev1.Namespace); ok && ns.Labels["pod-security.kubernetes.io/enforce"] == "restricted" {
+			restricted[ns.Name] = true
+		}
+	}
+	var p []string
+	for _, w := range Workloads(objs) {
+		if !restricted[w.Namespace] {
+			p = append(p, w.ID()+": namespace "+strconv.Quote(w.Namespace)+" is not built here with pod-security.kubernetes.io/enforce=restricted")
+		}
+	}
+	return p
+}
+
+// restrictedVolumes reports whether v is of a type the restricted Pod Security Standard allows.
+func restrictedVolumes(v corev1.Volume) bool {
+	s := v.VolumeSource
+	return s.ConfigMap != nil || s.Secret != nil || s.EmptyDir != nil || s.PersistentVolumeClaim != nil ||
+		s.Projected != nil || s.DownwardAPI != nil || s.CSI != nil || s.Ephemeral != nil
 }
