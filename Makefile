@@ -116,6 +116,7 @@ stop: ## Stop the services and the infrastructure started by make run / make tes
 TEST_FLAGS ?= -race -count=1 -timeout 10m
 test: infra check-alerts ## Run every test against real PostgreSQL, ClickHouse and NATS (starting them if needed)
 	set -a; . .state/env; set +a; go test $(TEST_FLAGS) ./...
+	cd deploy && go test $(TEST_FLAGS) ./...
 .PHONY: test
 
 check-alerts: ## Check the Prometheus alert rules and run their unit tests (promtool from Debian's prometheus package, extracted into ./bin)
