@@ -10,11 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// pendingSettings are settings the manifests use that another branch of this work adds to the
-// processes (the plaintext health listener); tolerated while a binary lacks them. Empty this
-// once they are merged.
-var pendingSettings = map[string]bool{"HEALTH_LISTEN": true}
-
 var envInHelp = regexp.MustCompile(`\(env (CM_[A-Z0-9_]+)\)`)
 
 // TestSettingsExist builds each process the manifests run and checks that every CM_* variable
@@ -57,7 +52,6 @@ func envProblems(id string, env []corev1.EnvVar, settings map[string]bool) []str
 		case !strings.HasPrefix(e.Name, "CM_"):
 			p = append(p, id+": variable "+e.Name+" is neither a setting nor INFRA_*/OTEL_*")
 		case settings[e.Name]:
-		case pendingSettings[e.Name[strings.Index(e.Name[3:], "_")+4:]]:
 		default:
 			p = append(p, id+": "+e.Name+" is not a setting of the process")
 		}
