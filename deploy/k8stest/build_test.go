@@ -44,7 +44,7 @@ func mesh(t *testing.T) Graph {
 }
 
 func allChecks(t *testing.T) map[string]Check {
-	checks := map[string]Check{"graph": CheckGraph(mesh(t))}
+	checks := map[string]Check{"graph": CheckGraph(mesh(t)), "observability": CheckObservability(observability(t))}
 	for n, c := range Checks {
 		checks[n] = c
 	}
