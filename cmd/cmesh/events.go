@@ -8,7 +8,10 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
@@ -23,7 +26,8 @@ stored, after the privacy policy), rejected (the field at fault and why) or drop
 its data subject is suppressed (the event id only), with who sent it; with
 cmesh -o json events tail, one JSON object per line. A tail receives a bounded number of outcomes per second: a line
 "dropped n" says how many it missed. The server ends a stream after a while; cmesh then
-reconnects. A stream starts with the tenant's recent outcomes (by default the last 100 of
+reconnects, and so it does, with backoff, while the service is unavailable (a restart or
+a rollout). A stream starts with the tenant's recent outcomes (by default the last 100 of
 the last 10 minutes, on every ingest instance); after a reconnect, those already printed
 are not printed again. Needs events.debug (admin, manager): a write key cannot tail.
 
@@ -44,18 +48,45 @@ func runEventsTail(ctx context.Context, a *app, c *cmdline) error {
 		}
 	}
 	printed := newRecentKeys(1000)
+	wait := tailRetryMin
 	for {
+		start := time.Now()
 		err := a.tail(ctx, printed)
 		if ctx.Err() != nil {
 			return nil // Ctrl-C
 		}
-		if err != nil {
+		switch {
+		case err == nil:
+			// The server ends a stream after its maximum duration: open the next one, renewing
+			// the access token if it has expired meanwhile.
+			wait = tailRetryMin
+			continue
+		case status.Code(err) != codes.Unavailable:
 			return err
 		}
-		// The server ends a stream after its maximum duration: open the next one, renewing
-		// the access token if it has expired meanwhile.
+		// Unavailable: an ingest instance restarting or draining (a rollout), or the gateway
+		// between connections. Reconnect with backoff until Ctrl-C; the next stream's recent
+		// outcomes cover what happened meanwhile (none printed twice).
+		if time.Since(start) > tailRetryMax { // it was up a while: a new outage starts the backoff over
+			wait = tailRetryMin
+		}
+		fmt.Fprintf(a.stderr, "cmesh: events tail interrupted (%s); reconnecting in %s\n", status.Convert(err).Message(), wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		wait = min(2*wait, tailRetryMax)
 	}
 }
+
+// Backoff of events tail's reconnections after UNAVAILABLE.
+const (
+	tailRetryMin = 250 * time.Millisecond
+	tailRetryMax = 10 * time.Second
+)
 
 // tail opens one TailEvents stream and prints its outcomes until it ends (no error). A stream
 // starts with the tenant's recent outcomes: those an earlier stream printed (in printed) are

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -11,7 +12,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -26,6 +29,9 @@ type tailIngest struct {
 	ingestv1.UnimplementedIngestServiceServer
 	mu      sync.Mutex
 	streams int
+	// unavailable ends the first stream as a draining or restarting ingest does, with
+	// UNAVAILABLE, and refuses the second the same way, instead of ending it cleanly.
+	unavailable bool
 }
 
 func (s *tailIngest) TailEvents(_ *ingestv1.TailEventsRequest, stream grpc.ServerStreamingServer[ingestv1.TailEventsResponse]) error {
@@ -39,7 +45,13 @@ func (s *tailIngest) TailEvents(_ *ingestv1.TailEventsRequest, stream grpc.Serve
 			Event: &ingestv1.Event{EventId: "e1", Type: ingestv1.EventType_EVENT_TYPE_TRACK, Name: "Signed Up"}})
 		stream.Send(&ingestv1.TailEventsResponse{Outcome: ingestv1.EventOutcome_EVENT_OUTCOME_REJECTED, Time: at, Source: "key-1", EventId: "e2",
 			Rejection: &ingestv1.Rejection{Index: 1, EventId: "e2", Field: "events[1].user_id", Reason: "user_id or anonymous_id is required"}})
+		if s.unavailable {
+			return status.Error(codes.Unavailable, "server draining")
+		}
 		return nil
+	}
+	if n == 2 && s.unavailable {
+		return status.Error(codes.Unavailable, "no ingest instance ready")
 	}
 	// The next stream starts with the recent outcomes: the first stream's, printed already.
 	stream.Send(&ingestv1.TailEventsResponse{Outcome: ingestv1.EventOutcome_EVENT_OUTCOME_ACCEPTED, Time: at, Source: "key-1", EventId: "e1",
@@ -60,18 +72,28 @@ func TestEventsTailInterrupt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	table := "" +
+		"TIME                  OUTCOME     EVENT                                 SOURCE                    DETAIL\n" +
+		"2026-11-22T12:00:00Z  ACCEPTED    e1                                    key-1                     TRACK Signed Up\n" +
+		"2026-11-22T12:00:00Z  REJECTED    e2                                    key-1                     events[1].user_id: user_id or anonymous_id is required\n" +
+		"2026-11-22T12:00:00Z  SUPPRESSED  e3                                    user-1\n" +
+		"2026-11-22T12:00:00Z  DROPPED     -                                     -                         dropped 42\n"
 	tests := []struct {
-		args  []string
-		lines int
-		want  string
+		args        []string
+		unavailable bool
+		lines       int
+		want        string
 	}{
-		{[]string{"events", "tail"}, 5, "" +
+		// A rollout: the stream ends UNAVAILABLE, the next attempt too; the tail reconnects with
+		// backoff, says so on stderr, and prints nothing twice.
+		{[]string{"events", "tail"}, true, 5, table},
+		{[]string{"events", "tail"}, false, 5, "" +
 			"TIME                  OUTCOME     EVENT                                 SOURCE                    DETAIL\n" +
 			"2026-11-22T12:00:00Z  ACCEPTED    e1                                    key-1                     TRACK Signed Up\n" +
 			"2026-11-22T12:00:00Z  REJECTED    e2                                    key-1                     events[1].user_id: user_id or anonymous_id is required\n" +
 			"2026-11-22T12:00:00Z  SUPPRESSED  e3                                    user-1\n" +
 			"2026-11-22T12:00:00Z  DROPPED     -                                     -                         dropped 42\n"},
-		{[]string{"-o", "json", "events", "tail"}, 4, "" +
+		{[]string{"-o", "json", "events", "tail"}, false, 4, "" +
 			`{"outcome":"EVENT_OUTCOME_ACCEPTED","time":"2026-11-22T12:00:00Z","source":"key-1","eventId":"e1","event":{"eventId":"e1","type":"EVENT_TYPE_TRACK","name":"Signed Up"}}` + "\n" +
 			`{"outcome":"EVENT_OUTCOME_REJECTED","time":"2026-11-22T12:00:00Z","source":"key-1","eventId":"e2","rejection":{"index":1,"eventId":"e2","field":"events[1].user_id","reason":"user_id or anonymous_id is required"}}` + "\n" +
 			`{"outcome":"EVENT_OUTCOME_SUPPRESSED","time":"2026-11-22T12:00:00Z","source":"user-1","eventId":"e3"}` + "\n" +
@@ -80,7 +102,7 @@ func TestEventsTailInterrupt(t *testing.T) {
 	for _, tt := range tests {
 		lis := bufconn.Listen(1 << 20)
 		s := grpc.NewServer()
-		ingestv1.RegisterIngestServiceServer(s, &tailIngest{})
+		ingestv1.RegisterIngestServiceServer(s, &tailIngest{unavailable: tt.unavailable})
 		go s.Serve(lis)
 		t.Cleanup(s.Stop)
 		c := newTestCLI(t, loggedIn(t, fresh), nil)
@@ -126,6 +148,10 @@ func TestEventsTailInterrupt(t *testing.T) {
 		}
 		if norm(out.String()) != norm(tt.want) {
 			t.Errorf("%v: stdout =\n%s\nwant\n%s", tt.args, out, tt.want)
+		}
+		if stderr := fmt.Sprint(c.stderr); tt.unavailable && (!strings.Contains(stderr, "interrupted (server draining); reconnecting in 250ms") ||
+			!strings.Contains(stderr, "interrupted (no ingest instance ready); reconnecting in 500ms")) {
+			t.Errorf("%v: stderr does not tell of the reconnections with backoff:\n%s", tt.args, stderr)
 		}
 	}
 }
