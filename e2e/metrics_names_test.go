@@ -73,30 +73,45 @@ func metricNames(expr string) []string {
 	return names
 }
 
-// observabilityQueries returns every PromQL expression of the alert rule files and dashboards,
-// by where it is (file: alert or panel title).
-func observabilityQueries(t *testing.T) map[string]string {
+// alertRule is a rule of an alert rule file, with the file's name.
+type alertRule struct {
+	file                string
+	Alert, Record, Expr string
+	Labels, Annotations map[string]string
+}
+
+// alertRules reads every rule of the alert rule files.
+func alertRules(t *testing.T) []alertRule {
 	t.Helper()
-	queries := map[string]string{}
-	rules, _ := filepath.Glob(filepath.Join(observabilityDir, "alerts", "*.yaml"))
-	for _, f := range rules {
+	var out []alertRule
+	files, _ := filepath.Glob(filepath.Join(observabilityDir, "alerts", "*.yaml"))
+	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var file struct {
-			Groups []struct {
-				Rules []struct{ Alert, Record, Expr string }
-			}
-		}
+		var file struct{ Groups []struct{ Rules []alertRule } }
 		if err := yaml.Unmarshal(data, &file); err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
 		for _, g := range file.Groups {
 			for _, r := range g.Rules {
-				queries[filepath.Base(f)+": "+r.Alert+r.Record] = r.Expr
+				r.file = filepath.Base(f)
+				out = append(out, r)
 			}
 		}
+	}
+	return out
+}
+
+// observabilityQueries returns every PromQL expression of the alert rule files and dashboards,
+// by where it is (file: alert or panel title).
+func observabilityQueries(t *testing.T) map[string]string {
+	t.Helper()
+	queries := map[string]string{}
+	rules := alertRules(t)
+	for _, r := range rules {
+		queries[r.file+": "+r.Alert+r.Record] = r.Expr
 	}
 	dashboards, _ := filepath.Glob(filepath.Join(observabilityDir, "dashboards", "*.json"))
 	for _, f := range dashboards {
@@ -146,7 +161,7 @@ func observabilityQueries(t *testing.T) map[string]string {
 		}
 	}
 	if len(rules) == 0 || len(dashboards) == 0 {
-		t.Fatalf("found %d rule files and %d dashboards under %s", len(rules), len(dashboards), observabilityDir)
+		t.Fatalf("found %d alert rules and %d dashboards under %s", len(rules), len(dashboards), observabilityDir)
 	}
 	return queries
 }
@@ -323,36 +338,15 @@ func TestDashboardsAndAlertsArePortable(t *testing.T) {
 		_ = json.Unmarshal(data, &raw)
 		walk("$", raw)
 	}
-	rules, _ := filepath.Glob(filepath.Join(observabilityDir, "alerts", "*.yaml"))
-	for _, f := range rules {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
+	for _, r := range alertRules(t) {
+		if r.Alert == "" {
+			continue
 		}
-		var file struct {
-			Groups []struct {
-				Rules []struct {
-					Alert       string
-					Labels      map[string]string
-					Annotations map[string]string
-				}
-			}
+		if want := "docs/runbooks.md#" + strings.ToLower(r.Alert); !strings.HasSuffix(r.Annotations["runbook_url"], want) {
+			t.Errorf("%s: %s runbook_url %q, want one ending in %s", r.file, r.Alert, r.Annotations["runbook_url"], want)
 		}
-		if err := yaml.Unmarshal(data, &file); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		for _, g := range file.Groups {
-			for _, r := range g.Rules {
-				if r.Alert == "" {
-					continue
-				}
-				if want := "docs/runbooks.md#" + strings.ToLower(r.Alert); !strings.HasSuffix(r.Annotations["runbook_url"], want) {
-					t.Errorf("%s: %s runbook_url %q, want one ending in %s", f, r.Alert, r.Annotations["runbook_url"], want)
-				}
-				if s := r.Labels["severity"]; s != "warning" && s != "critical" {
-					t.Errorf("%s: %s severity %q, want warning or critical", f, r.Alert, s)
-				}
-			}
+		if s := r.Labels["severity"]; s != "warning" && s != "critical" {
+			t.Errorf("%s: %s severity %q, want warning or critical", r.file, r.Alert, s)
 		}
 	}
 }
