@@ -33,6 +33,12 @@ import (
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
 
+	"github.com/campaignmesh/campaignmesh/gateway/console"
+	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
+	dsrv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/dsr/v1"
+	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/gen/openapi"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/ratelimit"
@@ -63,6 +69,9 @@ type Config struct {
 	Logger         *slog.Logger
 	// Registry receives the edge's request metrics (nil: not exported).
 	Registry prometheus.Registerer
+	// ConsoleSessionKey seals the web console's session cookies (see package console); gateway
+	// replicas behind one address must share it. Empty: a random key per process.
+	ConsoleSessionKey []byte
 	// Auditor durably stores the audit records of what the edge refuses (see refusals.go);
 	// cmd/gateway always gives one. Nil: refusals are not recorded (tests of other concerns).
 	Auditor audit.Sink
@@ -144,6 +153,14 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 		_, _ = w.Write(openapi.Document)
 	})
 	mux.Handle("/", g.limitBody(g.rest))
+	if api := consoleAPI(backends); api.Auth != nil { // no auth, no one to sign in
+		cons, err := console.New(console.Config{SessionKey: cfg.ConsoleSessionKey, ClientIP: clientIPFromContext,
+			RequestID: telemetry.RequestID, Logger: cfg.Logger}, api)
+		if err != nil {
+			return nil, err
+		}
+		mux.Handle(console.Prefix, g.limitBody(cons))
+	}
 	if g.segment, err = newSegmentAPI(cfg, backends, g.refusals); err != nil {
 		return nil, err
 	}
@@ -168,6 +185,26 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 		go g.refusals.run(ctx)
 	}
 	return g, nil
+}
+
+// consoleAPI gives the console a client of each backend the gateway has.
+func consoleAPI(backends []Backend) console.API {
+	var api console.API
+	for _, b := range backends {
+		switch b.Package {
+		case "campaignmesh.auth.v1":
+			api.Auth = authv1.NewAuthServiceClient(b.Conn)
+		case ingestPackage:
+			api.Ingest = ingestv1.NewIngestServiceClient(b.Conn)
+		case "campaignmesh.campaigns.v1":
+			api.Campaigns = campaignsv1.NewCampaignServiceClient(b.Conn)
+		case "campaignmesh.analytics.v1":
+			api.Analytics = analyticsv1.NewAnalyticsServiceClient(b.Conn)
+		case "campaignmesh.dsr.v1":
+			api.DSR = dsrv1.NewDsrServiceClient(b.Conn)
+		}
+	}
+	return api
 }
 
 // ServeHTTP implements http.Handler.

@@ -2,6 +2,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -58,6 +60,7 @@ type settings struct {
 	rateWindow, grace   time.Duration
 	maxBodyBytes        int
 	corsOrigins         string
+	consoleKeyFile      string
 	trustedProxies      []netip.Prefix
 	logLevel            slog.Level
 }
@@ -79,6 +82,7 @@ func parse(args []string) (settings, error) {
 	fs.DurationVar(&s.rateWindow, "rate-window", 10*time.Second, "window of -rate-limit")
 	fs.IntVar(&s.maxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body or gRPC message in bytes")
 	fs.StringVar(&s.corsOrigins, "cors-origins", "", "comma-separated origins allowed by CORS (\"*\" for any; empty for none)")
+	fs.StringVar(&s.consoleKeyFile, "console-session-key-file", "", "file holding the key (at least 32 bytes) that seals the web console's session cookies; replicas must share it (empty: a random key per process, so sessions end at a restart)")
 	var proxies string
 	fs.StringVar(&proxies, "trusted-proxies", "", "comma-separated CIDRs of proxies in front of the gateway whose X-Forwarded-For is believed (empty: none; the TCP peer is the client)")
 	fs.DurationVar(&s.grace, "grace-period", 10*time.Second, "how long a stop waits for requests in flight")
@@ -96,6 +100,19 @@ func parse(args []string) (settings, error) {
 	p.Check(s.rateLimit > 0 && s.rateWindow >= time.Second, "-rate-limit must be positive and -rate-window at least 1s")
 	p.Check(s.maxBodyBytes >= 1024 && s.maxBodyBytes <= 64<<20, "-max-body-bytes must be between 1 KiB and 64 MiB")
 	return s, p.Err()
+}
+
+// readKeyFile reads a secret key file (surrounding white space is not part of the key).
+func readKeyFile(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("console session key: %w", err)
+	}
+	b = bytes.TrimSpace(b)
+	if len(b) < 32 || len(b) > 4096 {
+		return nil, fmt.Errorf("console session key %s: must hold 32 to 4096 bytes, has %d", path, len(b))
+	}
+	return b, nil
 }
 
 // LogLevel implements process.Settings.
@@ -140,8 +157,16 @@ func run(ctx context.Context, s settings, logger *slog.Logger) error {
 			origins = append(origins, o)
 		}
 	}
+	var consoleKey []byte
+	if s.consoleKeyFile != "" {
+		if consoleKey, err = readKeyFile(s.consoleKeyFile); err != nil {
+			return err
+		}
+	} else {
+		logger.Info("console sessions sealed with a random key: they end when this gateway restarts (set -console-session-key-file to share one across replicas)")
+	}
 	reg := telemetry.NewRegistry()
-	gw, err := gateway.New(ctx, gateway.Config{
+	gw, err := gateway.New(ctx, gateway.Config{ConsoleSessionKey: consoleKey,
 		RateLimit: s.rateLimit, RateWindow: s.rateWindow, MaxBodyBytes: s.maxBodyBytes,
 		CORSOrigins: origins, TrustedProxies: s.trustedProxies, Logger: logger, Registry: reg, Auditor: auditSink,
 	}, backends)

@@ -1,0 +1,5 @@
+package console
+
+import "net/http"
+
+func (c *Console) keyRoutes(m *http.ServeMux) {}

@@ -1,0 +1,5 @@
+package console
+
+func (c *Console) overviewPage(rq *request) {
+	rq.render("overview", "Overview", nil)
+}

@@ -1,0 +1,5 @@
+package console
+
+import "net/http"
+
+func (c *Console) privacyRoutes(m *http.ServeMux) {}
