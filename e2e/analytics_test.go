@@ -117,10 +117,7 @@ func TestMetricsOfSentEvents(t *testing.T) {
 	}
 
 	// The CLI.
-	cli := filepath.Join(m.dir, "cmesh")
-	if out, err := exec.Command("go", "build", "-o", cli, "../cmd/cmesh").CombinedOutput(); err != nil {
-		t.Fatalf("build cmesh: %v\n%s", err, out)
-	}
+	cli := bin(t, "cmesh")
 	cmd := exec.Command(cli, "-addr", m.gateway, "-cacert", filepath.Join(m.certs, "ca.pem"), "metrics", "summary", "-campaign", "launch", "-by-variant")
 	cmd.Env = append(cmd.Environ(), "CMESH_TOKEN="+readKey, "CMESH_CREDENTIALS="+filepath.Join(m.dir, "credentials.json"))
 	out, err := cmd.CombinedOutput()

@@ -54,10 +54,7 @@ func TestCampaignLifecycle(t *testing.T) {
 	waitState("STATE_ACTIVE")
 
 	// Paused with the CLI, resumed over REST.
-	cli := filepath.Join(m.dir, "cmesh")
-	if out, err := exec.Command("go", "build", "-o", cli, "../cmd/cmesh").CombinedOutput(); err != nil {
-		t.Fatalf("build cmesh: %v\n%s", err, out)
-	}
+	cli := bin(t, "cmesh")
 	cmesh := func(args ...string) string {
 		t.Helper()
 		cmd := exec.Command(cli, append([]string{"-addr", m.gateway, "-cacert", filepath.Join(m.certs, "ca.pem")}, args...)...)

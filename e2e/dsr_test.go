@@ -290,7 +290,7 @@ func TestErasureEndToEnd(t *testing.T) {
 	if verdict["valid"] != true {
 		t.Errorf("VerifyReceipt: %v", verdict)
 	}
-	cli := s.buildCLI(t)
+	cli := bin(t, "cmesh")
 	file := filepath.Join(s.dir, "receipt.json")
 	writeJSON(t, file, receipt)
 	if out, err := s.cmesh(cli, "dsr", "receipt", "verify", file); err != nil {
@@ -329,18 +329,6 @@ func writeJSON(t *testing.T, file string, v any) {
 	if err := os.WriteFile(file, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func (m *mesh) buildCLI(t *testing.T) string {
-	t.Helper()
-	cli := filepath.Join(m.dir, "cmesh")
-	if _, err := os.Stat(cli); err == nil {
-		return cli
-	}
-	if out, err := exec.Command("go", "build", "-o", cli, "../cmd/cmesh").CombinedOutput(); err != nil {
-		t.Fatalf("build cmesh: %v\n%s", err, out)
-	}
-	return cli
 }
 
 func (s *dsrSession) cmesh(cli string, args ...string) ([]byte, error) {

@@ -87,16 +87,40 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func build(t *testing.T, dir string) {
+// The mesh's binaries are built once per test run, into binDir, by one go build (which links
+// them in parallel); every test's mesh runs the same files.
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// bin is the path of a built binary (auth, gateway, ingest, analytics, campaigns, dsr, cmesh).
+func bin(t *testing.T, name string) string {
 	t.Helper()
-	for name, pkg := range map[string]string{"auth": "../services/auth/cmd/auth", "gateway": "../gateway/cmd/gateway",
-		"ingest": "../services/ingest/cmd/ingest", "analytics": "../services/analytics/cmd/analytics",
-		"campaigns": "../services/campaigns/cmd/campaigns", "dsr": "../services/dsr/cmd/dsr"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", name, err, out)
+	buildOnce.Do(func() {
+		if binDir, buildErr = os.MkdirTemp("", "cm-e2e-bin-"); buildErr != nil {
+			return
 		}
+		cmd := exec.Command("go", "build", "-o", binDir+string(filepath.Separator), "../services/auth/cmd/auth",
+			"../gateway/cmd/gateway", "../services/ingest/cmd/ingest", "../services/analytics/cmd/analytics",
+			"../services/campaigns/cmd/campaigns", "../services/dsr/cmd/dsr", "../cmd/cmesh")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("%v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build the mesh: %v", buildErr)
 	}
+	return filepath.Join(binDir, name)
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
 }
 
 // logWriter keeps a process's output for the failure report.
@@ -253,7 +277,6 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 			cfg.clickhouse = cfg.cluster.Addrs
 		}
 	}
-	build(t, m.dir)
 	m.certs = filepath.Join(m.dir, "certs")
 	if _, err := mtls.DevPKI(m.certs, []string{"auth", "ingest", "analytics", "campaigns", "dsr", "gateway"}); err != nil {
 		t.Fatal(err)
@@ -268,7 +291,7 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 	m.authAdmin = authAdmin
 	m.admins["auth"] = authAdmin
 	c := func(name string) string { return filepath.Join(m.certs, name) }
-	m.procs["auth"] = startProcess(t, filepath.Join(m.dir, "auth"), append([]string{
+	m.procs["auth"] = startProcess(t, bin(t, "auth"), append([]string{
 		"CM_AUTH_LISTEN=" + authAddr, "CM_AUTH_ADMIN_LISTEN=" + authAdmin,
 		"CM_AUTH_POSTGRES_URL=" + pgtest.NewDatabase(t),
 		"CM_AUTH_TLS_CERT=" + c("auth.pem"), "CM_AUTH_TLS_KEY=" + c("auth-key.pem"), "CM_AUTH_TLS_CA=" + c("ca.pem"),
@@ -297,7 +320,7 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 	// One privacy key for ingest, analytics and dsr: they must hash identifiers alike.
 	m.privacyKey = secret("privacy-key", randomKEK())
 	ingestAddr, ingestAdmin := freePort(t), freePort(t)
-	m.procs["ingest"] = startProcess(t, filepath.Join(m.dir, "ingest"), append([]string{
+	m.procs["ingest"] = startProcess(t, bin(t, "ingest"), append([]string{
 		"CM_INGEST_LISTEN=" + ingestAddr, "CM_INGEST_ADMIN_LISTEN=" + ingestAdmin, "CM_INGEST_NATS_URL=" + natsURL,
 		"CM_INGEST_NATS_USER=" + natsUsers.Ingest.Name, "CM_INGEST_NATS_PASSWORD_FILE=" + secret("nats-ingest", natsUsers.Ingest.Password),
 		"CM_INGEST_AUTH_ADDR=" + authAddr, "CM_INGEST_PRIVACY_KEY_FILE=" + m.privacyKey,
@@ -340,7 +363,7 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 	}
 	if cfg.splitWriter { // writer 0 alone, started first: it migrates the store the API waits for
 		admin := freePort(t)
-		m.procs["analytics-writer-0"] = startProcess(t, filepath.Join(m.dir, "analytics"), append([]string{
+		m.procs["analytics-writer-0"] = startProcess(t, bin(t, "analytics"), append([]string{
 			"CM_ANALYTICS_ROLES=writer", "CM_ANALYTICS_WRITER_INDEX=0", "CM_ANALYTICS_ADMIN_LISTEN=" + admin,
 		}, analyticsEnv...))
 		m.admins["analytics-writer-0"] = admin
@@ -351,14 +374,14 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 	if cfg.splitWriter {
 		apiEnv = append(apiEnv, "CM_ANALYTICS_ROLES=api")
 	}
-	m.procs["analytics"] = startProcess(t, filepath.Join(m.dir, "analytics"), append(apiEnv, analyticsEnv...))
+	m.procs["analytics"] = startProcess(t, bin(t, "analytics"), append(apiEnv, analyticsEnv...))
 	m.admins["analytics"] = analyticsAdmin
 	waitFor(t, "analytics", 30*time.Second, func() bool { return httpOK("http://" + analyticsAdmin + "/healthz") })
 	// The other writers, each alone in its process; analytics (writer 0) has migrated every
 	// shard by now. A restarted writer keeps its admin address, which names it in its lease.
 	for i := 1; i < cfg.writers; i++ {
 		name, admin := fmt.Sprintf("analytics-writer-%d", i), freePort(t)
-		m.procs[name] = startProcess(t, filepath.Join(m.dir, "analytics"), append([]string{
+		m.procs[name] = startProcess(t, bin(t, "analytics"), append([]string{
 			"CM_ANALYTICS_ROLES=writer", fmt.Sprintf("CM_ANALYTICS_WRITER_INDEX=%d", i), "CM_ANALYTICS_ADMIN_LISTEN=" + admin,
 		}, analyticsEnv...))
 		m.admins[name] = admin
@@ -366,7 +389,7 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 	}
 
 	campaignsAddr, campaignsAdmin := freePort(t), freePort(t)
-	m.procs["campaigns"] = startProcess(t, filepath.Join(m.dir, "campaigns"), append([]string{
+	m.procs["campaigns"] = startProcess(t, bin(t, "campaigns"), append([]string{
 		"CM_CAMPAIGNS_LISTEN=" + campaignsAddr, "CM_CAMPAIGNS_ADMIN_LISTEN=" + campaignsAdmin,
 		"CM_CAMPAIGNS_POSTGRES_URL=" + pgtest.NewDatabase(t), "CM_CAMPAIGNS_AUTH_ADDR=" + authAddr, "CM_CAMPAIGNS_ANALYTICS_ADDR=" + analyticsAddr,
 		"CM_CAMPAIGNS_TLS_CERT=" + c("campaigns.pem"), "CM_CAMPAIGNS_TLS_KEY=" + c("campaigns-key.pem"), "CM_CAMPAIGNS_TLS_CA=" + c("ca.pem"),
@@ -376,7 +399,7 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 	waitFor(t, "campaigns", 30*time.Second, func() bool { return httpOK("http://" + campaignsAdmin + "/healthz") })
 
 	dsrAddr, dsrAdmin := freePort(t), freePort(t)
-	m.procs["dsr"] = startProcess(t, filepath.Join(m.dir, "dsr"), append([]string{
+	m.procs["dsr"] = startProcess(t, bin(t, "dsr"), append([]string{
 		"CM_DSR_LISTEN=" + dsrAddr, "CM_DSR_ADMIN_LISTEN=" + dsrAdmin,
 		"CM_DSR_POSTGRES_URL=" + pgtest.NewDatabase(t), "CM_DSR_AUTH_ADDR=" + authAddr,
 		"CM_DSR_NATS_URL=" + natsURL, "CM_DSR_NATS_USER=" + natsUsers.DSR.Name,
@@ -389,7 +412,7 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 	waitFor(t, "dsr", 30*time.Second, func() bool { return httpOK("http://" + dsrAdmin + "/healthz") })
 
 	m.gateway = freePort(t)
-	m.procs["gateway"] = startProcess(t, filepath.Join(m.dir, "gateway"), append(append([]string{
+	m.procs["gateway"] = startProcess(t, bin(t, "gateway"), append(append([]string{
 		"CM_GATEWAY_LISTEN=" + m.gateway, "CM_GATEWAY_ADMIN_LISTEN=" + freePort(t), "CM_GATEWAY_AUTH_ADDR=" + authAddr,
 		"CM_GATEWAY_INGEST_ADDR=" + ingestAddr, "CM_GATEWAY_ANALYTICS_ADDR=" + analyticsAddr, "CM_GATEWAY_CAMPAIGNS_ADDR=" + campaignsAddr, "CM_GATEWAY_DSR_ADDR=" + dsrAddr,
 		"CM_GATEWAY_EDGE_TLS_CERT=" + c("edge.pem"), "CM_GATEWAY_EDGE_TLS_KEY=" + c("edge-key.pem"),
