@@ -24,8 +24,6 @@ func consoleSecurity(t *testing.T, env *consoleEnv) {
 		}
 	}
 	// The session cookie is out of the page scripts' reach and same-site only.
-	jar := env.admin.http.Jar
-	_ = jar
 	anon := &consoleClient{m: env.m, http: &http.Client{Transport: env.admin.http.Transport,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 	code, _, hdr := anon.do(t, "POST", "/console/signin", url.Values{"tenant": {env.adminLogin["tenant"]},

@@ -155,7 +155,7 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 	mux.Handle("/", g.limitBody(g.rest))
 	if api := consoleAPI(backends); api.Auth != nil { // no auth, no one to sign in
 		cons, err := console.New(console.Config{SessionKey: cfg.ConsoleSessionKey, ClientIP: clientIPFromContext,
-			RequestID: telemetry.RequestID, Logger: cfg.Logger}, api)
+			RequestID: telemetry.RequestID, Health: backendHealth(backends), Logger: cfg.Logger}, api)
 		if err != nil {
 			return nil, err
 		}
@@ -205,6 +205,22 @@ func consoleAPI(backends []Backend) console.API {
 		}
 	}
 	return api
+}
+
+// backendHealth asks a backend's gRPC health service (over the mesh connection) whether it
+// serves; service is the mesh name, e.g. "ingest" for campaignmesh.ingest.v1.
+func backendHealth(backends []Backend) func(context.Context, string) bool {
+	return func(ctx context.Context, service string) bool {
+		for _, b := range backends {
+			if b.Package == "campaignmesh."+service+".v1" {
+				ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				defer cancel()
+				resp, err := healthpb.NewHealthClient(b.Conn).Check(ctx, &healthpb.HealthCheckRequest{})
+				return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
+			}
+		}
+		return false
+	}
 }
 
 // ServeHTTP implements http.Handler.

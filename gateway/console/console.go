@@ -51,6 +51,9 @@ type Config struct {
 	// ClientIP returns the caller's address as the gateway sees it (for the services' audit
 	// records and rate limits); nil: none is passed on.
 	ClientIP func(context.Context) string
+	// Health reports whether a mesh service ("ingest", "analytics", …) is serving, for the
+	// overview; nil: health is not shown.
+	Health func(ctx context.Context, service string) bool
 	// RequestID returns the request's id (nil: none is passed on).
 	RequestID func(context.Context) string
 	Logger    *slog.Logger
