@@ -122,7 +122,8 @@ service_env() {
     gateway) own+=("CM_GATEWAY_EDGE_TLS_CERT=$CERTS/edge.pem" "CM_GATEWAY_EDGE_TLS_KEY=$CERTS/edge-key.pem"
       "CM_GATEWAY_NATS_URL=${INFRA_CM_NATS_URL:-}"
       "CM_GATEWAY_NATS_USER=gateway" "CM_GATEWAY_NATS_PASSWORD_FILE=$SECRETS/nats-gateway"
-      "CM_GATEWAY_DSR_ADDR=127.0.0.1:7105") ;;
+      "CM_GATEWAY_DSR_ADDR=127.0.0.1:7105"
+      "CM_GATEWAY_CONSOLE_SESSION_KEY_FILE=$SECRETS/console-session-key") ;;
     *) echo "run: unknown service $svc (one of: ${SERVICES[*]})" >&2; return 2 ;;
   esac
   local kv name
@@ -171,6 +172,11 @@ up() {
       (umask 077; printf 'dev1:%s\n' "$(head -c32 /dev/urandom | base64 -w0)" >"$SECRETS/$kek")
     fi
   done
+  # The key that seals the web console's session cookies (console sessions survive a restart).
+  if [ ! -s "$SECRETS/console-session-key" ]; then
+    mkdir -p -m 700 "$SECRETS"
+    (umask 077; head -c32 /dev/urandom | base64 -w0 >"$SECRETS/console-session-key")
+  fi
   start auth "$ROOT/bin/auth"
   wait_http "http://127.0.0.1:9101/healthz" 60 auth
   start ingest "$ROOT/bin/ingest"
@@ -192,6 +198,7 @@ up() {
   cat <<MSG
 
 CampaignMesh is up.
+  web console            https://localhost:${GATEWAY_ADDR##*:}/console/   (sign in with .state/bootstrap/admin.json)
   gateway (REST + gRPC)  https://localhost:${GATEWAY_ADDR##*:}   (dev CA: .state/certs/ca.pem)
   OpenAPI                https://localhost:${GATEWAY_ADDR##*:}/openapi.json
   services (mTLS)        auth 7101, ingest 7102, campaigns 7103, analytics 7104, dsr 7105
