@@ -22,6 +22,7 @@ import (
 // logs how long each took to show the events (the bench measures freshness; no assertion on
 // speed here beyond the waits' bounds).
 func TestMetricsOfSentEvents(t *testing.T) {
+	t.Parallel()
 	m := startMesh(t)
 	_, login, _ := m.rest(t, "POST", "/v1/auth/login", "", m.bootstrapFile(t, "admin.json"))
 	token, _ := login["accessToken"].(string)

@@ -21,6 +21,7 @@ import (
 // chain holds one record per refused call (found by request id), from the service that refused
 // it, and verifies.
 func TestRefusedCredentialsAreAuditedThroughAnAuthOutage(t *testing.T) {
+	t.Parallel()
 	m := startMesh(t)
 	_, login, _ := m.rest(t, "POST", "/v1/auth/login", "", m.bootstrapFile(t, "admin.json"))
 	token, _ := login["accessToken"].(string)

@@ -17,6 +17,7 @@ import (
 // the CLI: created, scheduled, started by the scheduler, paused, resumed, exhausted by spend
 // events sent through ingest (counted by analytics), resumed by a larger budget, completed.
 func TestCampaignLifecycle(t *testing.T) {
+	t.Parallel()
 	m := startMesh(t)
 	_, login, _ := m.rest(t, "POST", "/v1/auth/login", "", m.bootstrapFile(t, "admin.json"))
 	token, _ := login["accessToken"].(string)

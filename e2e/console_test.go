@@ -16,6 +16,7 @@ import (
 // (console_browser_test.go). The console's security rules that hold for every page are checked
 // here once per kind.
 func TestConsole(t *testing.T) {
+	t.Parallel()
 	m := startMesh(t)
 	var login map[string]string
 	if err := json.Unmarshal(m.bootstrapFile(t, "admin.json"), &login); err != nil {

@@ -174,6 +174,7 @@ func email(v string) map[string]string  { return map[string]string{"kind": "KIND
 // every other subject's rows are unchanged, new events are answered suppressed, and the receipt
 // verifies (a tampered copy does not).
 func TestErasureEndToEnd(t *testing.T) {
+	t.Parallel()
 	s := startDSRSession(t, meshConfig{splitWriter: true})
 	campaigns := []string{"c1", "c2", "c3"}
 	var events []event
@@ -341,6 +342,7 @@ func (s *dsrSession) cmesh(cli string, args ...string) ([]byte, error) {
 // counts) and the staff profile whose email matches; another tenant gets NOT_FOUND for the
 // request and its export.
 func TestAccessEndToEnd(t *testing.T) {
+	t.Parallel()
 	s := startDSRSession(t, meshConfig{})
 	code, _, _ := s.rest(t, "POST", "/v1/users", s.token, map[string]any{
 		"user": map[string]any{"email": "pat@acme.example", "displayName": "Pat", "role": "ROLE_ANALYST"}, "password": "a long enough password"})
@@ -439,6 +441,7 @@ func (s *dsrSession) otherTenantAdmin(t *testing.T) string {
 // restart; analytics stopped for 30 s during a job keeps the job waiting (retrying, with the
 // error visible) until it returns; a repeated create with the same request_id makes one job.
 func TestDSRJobsSurviveFaults(t *testing.T) {
+	t.Parallel()
 	s := startDSRSession(t, meshConfig{})
 	var events []event
 	for i := 0; i < 20; i++ {
@@ -516,6 +519,7 @@ func asList(v any) []map[string]any {
 // hash), drops another, truncates the IP and drops the user agent before anything reaches the
 // stream; the stored event shows the policy's effect and no raw value.
 func TestPrivacyPolicyAppliesAtIngest(t *testing.T) {
+	t.Parallel()
 	s := startDSRSession(t, meshConfig{})
 	code, p, _ := s.rest(t, "PATCH", "/v1/privacy/policy", s.token, map[string]any{
 		"propertyRules":     []map[string]any{{"key": "email", "action": "PROPERTY_ACTION_HASH"}, {"key": "phone", "action": "PROPERTY_ACTION_DROP"}},

@@ -115,6 +115,10 @@ func bin(t *testing.T, name string) string {
 	return filepath.Join(binDir, name)
 }
 
+// TestMain removes the built binaries. Every test starts its own mesh (own databases, NATS,
+// certificates and ports) and calls t.Parallel, so -parallel (default GOMAXPROCS) meshes run
+// at once: the tests mostly wait on conditions, and the package's time is the long pole of
+// make test.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if binDir != "" {
@@ -500,6 +504,7 @@ func (m *mesh) grpcConn(t *testing.T) *grpc.ClientConn {
 }
 
 func TestMeshEndToEnd(t *testing.T) {
+	t.Parallel()
 	m := startMesh(t)
 
 	// REST login with the bootstrap credentials, then a protected call with the token.
@@ -637,6 +642,7 @@ func TestMeshEndToEnd(t *testing.T) {
 }
 
 func TestRESTCallIsOneTraceAcrossGatewayAndAuth(t *testing.T) {
+	t.Parallel()
 	m := startMesh(t)
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	code, _, _ := m.rest(t, "POST", "/v1/auth/login", "", m.bootstrapFile(t, "admin.json"),
@@ -667,6 +673,7 @@ func TestRESTCallIsOneTraceAcrossGatewayAndAuth(t *testing.T) {
 }
 
 func TestGatewayRateLimitsPerClientIP(t *testing.T) {
+	t.Parallel()
 	m := startMesh(t, "CM_GATEWAY_RATE_LIMIT=20", "CM_GATEWAY_RATE_WINDOW=10s")
 	_, oplogin, _ := m.rest(t, "POST", "/v1/auth/login", "", m.bootstrapFile(t, "operator.json"))
 	optoken, _ := oplogin["accessToken"].(string)
@@ -716,6 +723,7 @@ func TestGatewayRateLimitsPerClientIP(t *testing.T) {
 // Events sent with an API key through the gateway, over REST and gRPC, land in ClickHouse
 // exactly once, even when a batch is sent twice.
 func TestEventsLandInClickHouse(t *testing.T) {
+	t.Parallel()
 	m := startMesh(t)
 	_, login, _ := m.rest(t, "POST", "/v1/auth/login", "", m.bootstrapFile(t, "admin.json"))
 	token, _ := login["accessToken"].(string)

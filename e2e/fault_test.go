@@ -111,6 +111,7 @@ func buildChaosAnalytics(t *testing.T, dir string) string {
 // repeated faults, ClickHouse outages growing 3 s, 6 s, 12 s… up to CHAOS_MAX_OUTAGE (default
 // 1m), and prints the figures.
 func TestNoAckedEventIsLostOrDuplicatedUnderFaults(t *testing.T) {
+	t.Parallel()
 	duration, maxOutage := 20*time.Second, 3*time.Second
 	if d, err := time.ParseDuration(os.Getenv("CHAOS_DURATION")); err == nil && d > duration {
 		// The long variant doubles the ClickHouse outage every round, up to CHAOS_MAX_OUTAGE.

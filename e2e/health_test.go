@@ -15,6 +15,7 @@ import (
 // The gateway binary with -health-listen (CM_GATEWAY_HEALTH_LISTEN) serves its health, and
 // nothing else, in plaintext for Kubernetes probes, until it stops.
 func TestGatewayHealthOnlyPort(t *testing.T) {
+	t.Parallel()
 	port := freePort(t)
 	m := startMesh(t, "CM_GATEWAY_HEALTH_LISTEN="+port)
 	servicetest.RequireHealthOnly(t, port)

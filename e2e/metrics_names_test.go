@@ -180,6 +180,7 @@ func unknownMetrics(queries map[string]string, exported map[string]bool) map[str
 }
 
 func TestMetricNamesOfPromQL(t *testing.T) {
+	t.Parallel()
 	for expr, want := range map[string][]string{
 		`up{job=~"a|b"} == 0`: {"up"},
 		`sum by (job, instance) (rate(grpc_server_handled_total{grpc_code=~"Unavailable|Internal"}[5m])) / on (job) group_left sum(x_total)`: {"grpc_server_handled_total", "x_total"},
@@ -230,6 +231,7 @@ func scrapeNames(t *testing.T, admin string, into map[string]bool) {
 // gets the traffic that brings the on-demand series out: REST and gRPC calls, accepted and
 // rejected events, a Segment batch, the writer landing events.
 func TestDashboardsAndAlertsReadExportedMetrics(t *testing.T) {
+	t.Parallel()
 	queries := observabilityQueries(t)
 	gatewayAdmin := freePort(t)
 	s := startDSRSession(t, meshConfig{splitWriter: true, gatewayEnv: []string{"CM_GATEWAY_ADMIN_LISTEN=" + gatewayAdmin}})
@@ -293,6 +295,7 @@ func TestDashboardsAndAlertsReadExportedMetrics(t *testing.T) {
 // ${datasource} variable (no data source uid of one installation). Every alert links its
 // runbook section (docs/runbooks.md#<alert, lowercased>), and has a severity.
 func TestDashboardsAndAlertsArePortable(t *testing.T) {
+	t.Parallel()
 	dashboards, _ := filepath.Glob(filepath.Join(observabilityDir, "dashboards", "*.json"))
 	for _, f := range dashboards {
 		data, err := os.ReadFile(f)

@@ -18,6 +18,7 @@ import (
 // Right after start, before anyone has called it, every service's /metrics has the request
 // series of every one of its own RPCs (the shared server wiring exports them from the start).
 func TestEveryServiceExportsRequestMetricsFromTheStart(t *testing.T) {
+	t.Parallel()
 	m := startMesh(t)
 	for name, desc := range map[string]grpc.ServiceDesc{
 		"auth":      authv1.AuthService_ServiceDesc,

@@ -21,6 +21,7 @@ const revocationBound = 10 * time.Second
 // Revoking access — demoting a user, revoking an API key, suspending a tenant — takes effect at
 // every service within seconds, not at token expiry (15 min) or key-cache expiry (30 s).
 func TestRevocationTakesEffectWithinSecondsEverywhere(t *testing.T) {
+	t.Parallel()
 	m := startMesh(t)
 	_, login, _ := m.rest(t, "POST", "/v1/auth/login", "", m.bootstrapFile(t, "admin.json"))
 	admin, _ := login["accessToken"].(string)

@@ -34,6 +34,7 @@ func (r *statusRecorder) count(code int) int { r.mu.Lock(); defer r.mu.Unlock();
 // retried after the gateway answered 503 (ingest stopped) all land in ClickHouse exactly once,
 // with the mapped fields.
 func TestSegmentGoSDKEndToEnd(t *testing.T) {
+	t.Parallel()
 	s := startDSRSession(t, meshConfig{})
 	rec := &statusRecorder{next: &http.Transport{TLSClientConfig: s.edgeTLS(t)}, seen: map[int]int{}}
 	client, err := analytics.NewWithConfig(s.key, analytics.Config{

@@ -281,6 +281,7 @@ func tenantOf(t *testing.T, m *mesh, token string) string {
 // and in the rollup, events resent in other batches included; each shard holds exactly the rows
 // of its partitions, and one subject's events are all on one shard, in its partition.
 func TestExactlyOncePerPartitionUnderKillOfOneOfTwoWriters(t *testing.T) {
+	t.Parallel()
 	m := startShardedMesh(t)
 	_, login, _ := m.rest(t, "POST", "/v1/auth/login", "", m.bootstrapFile(t, "admin.json"))
 	token, _ := login["accessToken"].(string)
@@ -387,6 +388,7 @@ func TestExactlyOncePerPartitionUnderKillOfOneOfTwoWriters(t *testing.T) {
 // holding the same events (copied from the shards into a database of the dev server, whose
 // rollup its own materialized view builds).
 func TestTwoShardsAnswerAsOneNode(t *testing.T) {
+	t.Parallel()
 	m := startShardedMesh(t)
 	_, login, _ := m.rest(t, "POST", "/v1/auth/login", "", m.bootstrapFile(t, "admin.json"))
 	token, _ := login["accessToken"].(string)
