@@ -182,13 +182,13 @@ func (ss *sessions) load(ctx context.Context, w http.ResponseWriter, r *http.Req
 
 func (ss *sessions) renew(ctx context.Context, s session) (session, error) {
 	id := sha256.Sum256([]byte(s.Refresh))
-	ss.mu.Lock()
-	if got, ok := ss.renewed[id]; ok && ss.now().Sub(got.seen) < renewalMemory {
-		ss.mu.Unlock()
-		return got.s, nil
+	if got, ok := ss.recall(id); ok {
+		return got, nil
 	}
-	ss.mu.Unlock()
 	v, err, _ := ss.flight.Do(string(id[:]), func() (any, error) {
+		if got, ok := ss.recall(id); ok { // renewed between the check above and this flight
+			return got, nil
+		}
 		// Not the request's context: a browser that goes away must not abandon a rotation
 		// that the others waiting on it need.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -206,6 +206,13 @@ func (ss *sessions) renew(ctx context.Context, s session) (session, error) {
 		return session{}, err
 	}
 	return v.(session), nil
+}
+
+func (ss *sessions) recall(id [32]byte) (session, bool) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	got, ok := ss.renewed[id]
+	return got.s, ok && ss.now().Sub(got.seen) < renewalMemory
 }
 
 func (ss *sessions) remember(id [32]byte, s session) {
