@@ -103,5 +103,7 @@ func (c *Console) changePassword(rq *request) {
 		rq.fail(err)
 		return
 	}
-	rq.done(Prefix+"account", "Your password was changed.")
+	// Auth ends all the user's sessions when the password changes, this one too.
+	clearCookie(rq.w, sessionCookie)
+	rq.done(Prefix+"signin", "Your password was changed and your sessions were ended. Sign in with the new password.")
 }
