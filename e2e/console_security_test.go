@@ -41,7 +41,7 @@ func consoleSecurity(t *testing.T, env *consoleEnv) {
 		t.Errorf("session cookie %q names a domain", set)
 	}
 	// Signed out: pages send to the sign-in form and back; actions are refused.
-	if code, _, hdr := anon.get(t, "/console/campaigns"); code != http.StatusSeeOther || !strings.HasPrefix(hdr.Get("Location"), "/console/signin?next=") {
+	if code, _, hdr := anon.get(t, "/console/account"); code != http.StatusSeeOther || !strings.HasPrefix(hdr.Get("Location"), "/console/signin?next=") {
 		t.Errorf("signed-out page: %d %s", code, hdr.Get("Location"))
 	}
 	if code, _, _ := anon.do(t, "POST", "/console/signout", url.Values{}); code != http.StatusUnauthorized {
@@ -80,5 +80,30 @@ func consoleSecurity(t *testing.T, env *consoleEnv) {
 	forged := &consoleClient{m: env.m, http: anon.http}
 	if code, _, hdr := forged.do(t, "GET", "/console/", nil, "Cookie", "__Host-cm_console=AAAA"+strings.Repeat("A", 100)); code != http.StatusSeeOther || !strings.HasPrefix(hdr.Get("Location"), "/console/signin") {
 		t.Errorf("forged cookie: %d %s", code, hdr.Get("Location"))
+	}
+
+	// A password change (auth ends every session of the user) sends the user to sign in again;
+	// the new password works, the old one does not.
+	if code, _, _ := env.m.rest(t, "POST", "/v1/users", env.token, map[string]any{
+		"user": map[string]any{"email": "pw@acme.example", "displayName": "Pw", "role": "ROLE_VIEWER"}, "password": "the first long password"}); code != 200 {
+		t.Fatalf("create user: %d", code)
+	}
+	pw := env.m.consoleSignIn(t, env.tenant, "pw@acme.example", "the first long password")
+	if code, body, _ := pw.post(t, "/console/account/password", url.Values{"current": {"the first long password"}, "new": {"short"}, "again": {"short"}}); code != http.StatusBadRequest || !strings.Contains(body, "Please check") {
+		t.Errorf("too short a new password: %d", code)
+	}
+	if code, _, _ := pw.post(t, "/console/account/password", url.Values{"current": {"the first long password"}, "new": {"a"}, "again": {"b"}}); code != http.StatusBadRequest {
+		t.Errorf("new passwords that differ: %d", code)
+	}
+	if code, _, hdr := pw.post(t, "/console/account/password", url.Values{"current": {"the first long password"},
+		"new": {"the second long password"}, "again": {"the second long password"}}); code != http.StatusSeeOther || hdr.Get("Location") != "/console/signin" {
+		t.Fatalf("change password: %d %s", code, hdr.Get("Location"))
+	}
+	if code, _, hdr := pw.get(t, "/console/"); code != http.StatusSeeOther || !strings.HasPrefix(hdr.Get("Location"), "/console/signin") {
+		t.Errorf("the session after the password change: %d %s", code, hdr.Get("Location"))
+	}
+	env.m.consoleSignIn(t, env.tenant, "pw@acme.example", "the second long password")
+	if code, _, _ := anon.do(t, "POST", "/console/signin", url.Values{"tenant": {env.tenant}, "email": {"pw@acme.example"}, "password": {"the first long password"}}); code != http.StatusUnauthorized {
+		t.Errorf("the old password: %d, want 401", code)
 	}
 }
