@@ -103,6 +103,7 @@ func consoleAnalytics(t *testing.T, env *consoleEnv) {
 	}
 	for _, want := range []string{`data-live="impressions">5<`, `data-live="clicks">2<`, `data-live="conversions">1<`, `name="zone" value="Europe/Berlin"`,
 		`<svg class="chart" role="img" aria-label="`, ">Download CSV</a>", "12.50 EUR", "&lt;img src=x onerror=alert(1)&gt; launch",
+		"0.00 EUR of 1,000.00 EUR", `<meter min="0" max="1000000000" value="0"`, // pacing against the budget (no spend sent)
 		base + "/variants.csv?", base + "/series.csv?", base + "/breakdown.csv?"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("analytics page lacks %s", want)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
 )
@@ -212,5 +214,40 @@ func TestAnalyticsPageRenders(t *testing.T) {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %s", want)
 		}
+	}
+}
+
+func TestFunnelAndSeriesRows(t *testing.T) {
+	// Nobody started: no conversion rate (the API answers 0), shown as "—".
+	rows := funnelRows(&analyticsv1.GetFunnelResponse{Steps: []*analyticsv1.FunnelStepResult{
+		{Step: &analyticsv1.FunnelStep{EventName: "view"}, Users: 0, ConversionFromStart: 0, ConversionFromPrevious: 1},
+		{Step: &analyticsv1.FunnelStep{EventName: "buy"}, Users: 0}}})
+	if len(rows) != 2 || rows[1].FromStart.OK || rows[1].FromPrev.OK || rows[1].FromStart.Text() != "—" {
+		t.Errorf("empty funnel %+v", rows)
+	}
+	rows = funnelRows(&analyticsv1.GetFunnelResponse{Steps: []*analyticsv1.FunnelStepResult{
+		{Step: &analyticsv1.FunnelStep{EventName: "view"}, Users: 4, ConversionFromStart: 1, ConversionFromPrevious: 1},
+		{Step: &analyticsv1.FunnelStep{EventName: "buy"}, Users: 1, ConversionFromStart: 0.25, ConversionFromPrevious: 0.25}}})
+	if rows[1].FromStart.Text() != "25.00 %" || rows[1].N != 2 || rows[1].Step != "buy" {
+		t.Errorf("funnel %+v", rows)
+	}
+
+	// The compared period's buckets sit beside the current ones by place; a shorter period
+	// (a DST day has 23 hours) leaves the last rows without one.
+	q, err := parseAnalyticsQuery(url.Values{"zone": {"Europe/Berlin"}, "gran": {"hour"}}, time.Now(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := func(h int) *analyticsv1.Bucket {
+		return &analyticsv1.Bucket{StartTime: timestamppb.New(time.Date(2026, 3, 29, h, 0, 0, 0, time.UTC)), Metrics: metrics(int64(h), 0, 0)}
+	}
+	sr := seriesRows(q, &analyticsv1.GetMetricSeriesResponse{Buckets: []*analyticsv1.Bucket{b(0), b(1), b(2)}},
+		&analyticsv1.GetMetricSeriesResponse{Buckets: []*analyticsv1.Bucket{b(5), b(6)}})
+	if len(sr) != 3 || sr[1].Prev.GetImpressions() != 6 || sr[2].Prev != nil || sr[0].Start != "2026-03-29 01:00 CET" || sr[2].Start != "2026-03-29 04:00 CEST" {
+		t.Errorf("series rows %+v", sr)
+	}
+	c := seriesChart(q, sr)
+	if len(c.Series) != 3 || len(c.X) != 3 { // no compare asked: no dashed series
+		t.Errorf("chart %+v", c)
 	}
 }
