@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -18,7 +19,6 @@ import (
 
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
-	"github.com/campaignmesh/campaignmesh/services/analytics"
 )
 
 // The campaign analytics screen: one date range (optionally compared with the period of the
@@ -38,13 +38,14 @@ func (c *Console) analyticsRoutes(m *http.ServeMux) {
 	m.HandleFunc("GET "+base+"/funnel.csv", c.signedIn(c.funnelCSV))
 }
 
-// Bounds of the page's query, as the analytics API's (analytics.DefaultLimits): summaries
-// and breakdowns over at most 400 days, hourly series over at most 31, funnels over at most
-// 90; funnels of 2 to 10 steps with a window of up to 90 days.
+// Bounds of the page's query, as the analytics API documents them (analytics.proto):
+// summaries and breakdowns over at most 400 days, hourly series over at most 31, funnels over
+// at most 90; funnels of 2 to 10 steps with a window of up to 90 days. The console checks them
+// to answer in words before calling; the API checks them again.
 var (
-	maxRange       = analytics.DefaultLimits.MaxRange
+	maxRange       = 400 * 24 * time.Hour
 	maxHourRange   = 31 * 24 * time.Hour
-	maxFunnelRange = analytics.DefaultLimits.MaxFunnelRange
+	maxFunnelRange = 90 * 24 * time.Hour
 	firstDate      = time.Date(1970, 1, 2, 0, 0, 0, 0, time.UTC)
 	lastDate       = time.Date(2099, 12, 30, 0, 0, 0, 0, time.UTC)
 )
@@ -119,11 +120,11 @@ func parseAnalyticsQuery(v url.Values, now time.Time, defaultZone string) (analy
 	q := analyticsQuery{Zone: v.Get("zone"), Gran: v.Get("gran"), Dim: v.Get("dim"), Key: strings.TrimSpace(v.Get("key")), Metric: v.Get("metric")}
 	if q.Zone == "" {
 		q.Zone = defaultZone
-		if _, err := analytics.LoadTimeZone(q.Zone); err != nil {
+		if _, err := loadZone(q.Zone); err != nil {
 			q.Zone = "UTC"
 		}
 	}
-	loc, err := analytics.LoadTimeZone(q.Zone)
+	loc, err := loadZone(q.Zone)
 	if err != nil {
 		return q, bad("The time zone %q is not an IANA time zone name such as Europe/Berlin or UTC.", truncate(q.Zone, 64))
 	}
@@ -232,6 +233,20 @@ func parseAnalyticsQuery(v url.Values, now time.Time, defaultZone string) (analy
 		return q, bad("The breakdown's metric %q is not one of events, impressions, clicks, conversions, conversion_value, unique_users or spend.", truncate(q.Metric, 32))
 	}
 	return q, nil
+}
+
+// ianaZone is the shape of an IANA zone name, as the analytics API accepts it: Area/Location
+// (or a bare name such as UTC).
+var ianaZone = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$`)
+
+// loadZone loads an IANA time zone by the analytics API's rule: the shape of a zone name
+// (no paths) and none of the names that mean the machine's zone rather than a place.
+func loadZone(name string) (*time.Location, error) {
+	if len(name) > 64 || !ianaZone.MatchString(name) || name == "Local" || name == "localtime" || name == "posixrules" ||
+		strings.HasPrefix(name, "right/") || strings.HasPrefix(name, "posix/") {
+		return nil, fmt.Errorf("time zone %q: not an IANA zone name", name)
+	}
+	return time.LoadLocation(name)
 }
 
 func parseDate(s string) (time.Time, error) {

@@ -147,6 +147,8 @@ func TestParseAnalyticsQuery(t *testing.T) {
 		"zone":              {"zone": {"Mars/Olympus"}},
 		"local zone":        {"zone": {"Local"}},
 		"zone path":         {"zone": {"../../etc/passwd"}},
+		"machine zone":      {"zone": {"localtime"}},
+		"posix zone":        {"zone": {"posix/Europe/Berlin"}},
 		"date":              {"from": {"yesterday"}},
 		"date range":        {"from": {"2026-03-10"}, "to": {"2026-03-01"}},
 		"too long":          {"from": {"2024-01-01"}, "to": {"2026-01-01"}},
