@@ -864,7 +864,7 @@ func funnelChart(rows []funnelRow) chart {
 // before the first push is an HTTP error (403 for a role without analytics.read); one during
 // the stream is a "problem" event that the page shows.
 func (c *Console) analyticsLive(rq *request) {
-	if c.api.Analytics == nil || c.api.Campaigns == nil {
+	if c.api.Analytics == nil {
 		code, msg := explain(errNoService)
 		http.Error(rq.w, msg, code)
 		return
