@@ -229,8 +229,9 @@ func consoleCampaigns(t *testing.T, env *consoleEnv) {
 	})
 	waitFor(t, "the overview's figures", 30*time.Second, func() bool {
 		_, body, _ := admin.get(t, "/console/")
-		return strings.Contains(body, "Winter launch 2") && strings.Contains(body, "Events, last 24 hours") &&
-			!strings.Contains(body, `<div class="value">0</div>`) && strings.Contains(body, "serving")
+		return strings.Count(rowOf(body), `<td class="num">1</td>`) == 3 && strings.Contains(body, "Events, last 24 hours") &&
+			!strings.Contains(body, `<div class="value">0</div>`) && strings.Contains(body, "serving") &&
+			!strings.Contains(body, "not available")
 	})
 
 	// List: search, state filter, sort, paging, bad queries.

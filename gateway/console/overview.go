@@ -84,7 +84,9 @@ func (c *Console) overviewPage(rq *request) {
 	var wg sync.WaitGroup
 	// One breakdown by event type per period: its rows' sums are the tenant's events and
 	// conversions (no campaign id needed). Four periods: the last 24 hours and the 24 before,
-	// the last hour and the one before.
+	// the last hour and the one before. They run one after the other: analytics admits only a
+	// few queries per tenant at once and refuses the rest, and other pages of the tenant's
+	// users query too.
 	type totals struct {
 		events, conversions int64
 		err                 error
@@ -94,13 +96,9 @@ func (c *Console) overviewPage(rq *request) {
 		for i, p := range []struct{ length, back time.Duration }{
 			{overviewPeriod, 0}, {overviewPeriod, overviewPeriod}, {overviewFlow, 0}, {overviewFlow, overviewFlow},
 		} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				end := now.Add(-p.back)
-				t := &periods[i]
-				t.events, t.conversions, t.err = c.eventTotals(rq, end.Add(-p.length), end)
-			}()
+			end := now.Add(-p.back)
+			t := &periods[i]
+			t.events, t.conversions, t.err = c.eventTotals(rq, end.Add(-p.length), end)
 		}
 	}
 	if c.cfg.Health != nil {
