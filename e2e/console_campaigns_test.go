@@ -123,6 +123,15 @@ func consoleCampaigns(t *testing.T, env *consoleEnv) {
 		t.Errorf("resubmitted form: %d %q, want the same campaign %q", code, hdr.Get("Location"), loc)
 	}
 
+	// The same form id with other fields is refused by the service, in words, and the form
+	// comes back with a fresh id so that the corrected form can be sent.
+	other := good()
+	other.Set("name", "Other launch")
+	if code, body, _ := admin.post(t, "/console/campaigns", other); code != http.StatusBadRequest || !strings.Contains(body, "already used") ||
+		!strings.Contains(body, `value="Other launch"`) || strings.Contains(body, rid[1]) || requestIDInput.FindStringSubmatch(body) == nil {
+		t.Errorf("reused request id: %d, want 400 with the form and a new request id", code)
+	}
+
 	// Its page: the name, the state, the buttons valid for a draft only.
 	body := page(admin, loc, http.StatusOK)
 	staleEtag := etagOf(body)

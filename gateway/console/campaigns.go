@@ -365,6 +365,9 @@ func (c *Console) createCampaign(rq *request) {
 	}
 	created, err := c.api.Campaigns.CreateCampaign(rq.ctx, &campaignsv1.CreateCampaignRequest{Campaign: camp, RequestId: f.RequestID})
 	if err != nil {
+		// Nothing was created: the corrected form is a new request (the same id with other
+		// fields would be refused as reused).
+		f.RequestID = newRequestID()
 		if rq.formRefused(err, &f) {
 			return
 		}
