@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -189,6 +190,9 @@ func consoleCampaigns(t *testing.T, env *consoleEnv) {
 			t.Fatalf("after %s: %v, want %s", action, c["state"], wantState)
 		}
 		body = page(admin, loc, http.StatusOK)
+		if !strings.Contains(body, `<div class="flash ok" role="status">`) {
+			t.Errorf("after %s: no confirmation on the page", action)
+		}
 		for _, b := range buttons {
 			if !strings.Contains(body, ">"+b+"</button>") {
 				t.Errorf("after %s: no %s button", action, b)
@@ -199,6 +203,29 @@ func consoleCampaigns(t *testing.T, env *consoleEnv) {
 	step("activate", "STATE_ACTIVE", "Pause", "Complete", "Cancel")
 	step("pause", "STATE_PAUSED", "Resume", "Complete", "Cancel")
 	step("resume", "STATE_ACTIVE", "Pause")
+
+	// Editing a running campaign: what may not change any more is disabled (so not sent);
+	// the variants' weights still may.
+	edit = page(admin, loc+"/edit", http.StatusOK)
+	for _, want := range []string{`name="channel" disabled`, `name="start" value="` + startWall.Format("2006-01-02T15:04") + `" step="1" disabled`,
+		`name="goal" value="purchase" maxlength="200" placeholder="purchase" disabled`, `name="variant_name_1" value="control" maxlength="64" readonly`} {
+		if !strings.Contains(edit, want) {
+			t.Errorf("active campaign's edit form lacks %s", want)
+		}
+	}
+	browser := url.Values{"etag": {etagOf(edit)}, "name": {"Winter launch 2"}, "description": {"Console test"},
+		"end": {endWall.Add(24 * time.Hour).Format("2006-01-02T15:04")}, "budget_total": {"2000"}, "budget_daily": {"200"}, "pacing": {"even"},
+		"variant_name_1": {"control"}, "variant_weight_1": {"50"}, "variant_name_2": {"bold"}, "variant_weight_2": {"50"}}
+	if code, body, hdr := admin.post(t, loc+"/edit", browser); code != http.StatusSeeOther || hdr.Get("Location") != loc {
+		t.Fatalf("edit the active campaign: %d %q\n%s", code, hdr.Get("Location"), body)
+	}
+	if _, c := rest("GET", "/v1/campaigns/"+id, nil); !strings.Contains(fmt.Sprint(c["variants"]), "weight:50") ||
+		c["schedule"].(map[string]any)["end"] != endWall.Add(24*time.Hour).Format("2006-01-02T15:04:05") || c["state"] != "STATE_ACTIVE" {
+		t.Errorf("after editing the active campaign: %v %v", c["variants"], c["schedule"])
+	}
+	if body := page(admin, loc, http.StatusOK); !strings.Contains(body, "Campaign saved.") || !strings.Contains(body, "control (50 %), bold (50 %)") {
+		t.Error("the campaign page does not show the saved change")
+	}
 
 	// History: one row per transition, oldest first.
 	body = page(admin, loc, http.StatusOK)
