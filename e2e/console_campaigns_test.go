@@ -361,6 +361,10 @@ func consoleCampaigns(t *testing.T, env *consoleEnv) {
 	if rowOf(body) == "" || strings.Contains(body, "Impressions") {
 		t.Error("viewer's list: the campaign without metrics expected")
 	}
+	body = page(viewer, loc, http.StatusOK)
+	if !strings.Contains(body, "<h1>Winter launch 2</h1>") || strings.Contains(body, "/analytics") || strings.Contains(body, "Last 30 days") || !strings.Contains(body, "Pacing") {
+		t.Error("viewer's campaign page: the campaign and its pacing without metrics or an Analytics link expected")
+	}
 
 	// A draft can be deleted; other states cannot (the button is not offered).
 	code, d := rest("POST", "/v1/campaigns", map[string]any{"name": "Throwaway", "channel": "CHANNEL_SMS"})
