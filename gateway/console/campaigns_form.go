@@ -42,8 +42,8 @@ var campaignChannels = []campaignsv1.Channel{
 	campaignsv1.Channel_CHANNEL_WEB, campaignsv1.Channel_CHANNEL_DISPLAY, campaignsv1.Channel_CHANNEL_SOCIAL,
 }
 
-// variantRow is one variant line of the form, as typed.
-type variantRow struct {
+// variantInput is one variant line of the campaign form, as typed.
+type variantInput struct {
 	Name, Weight string
 	// Index is the row's number on the form (1-based), for the labels "Variant 1 name".
 	Index int
@@ -63,7 +63,7 @@ type campaignForm struct {
 	Name, Description, Channel           string
 	Start, End, TimeZone                 string
 	Total, Daily, Currency, Pacing, Goal string
-	Variants                             []variantRow
+	Variants                             []variantInput
 	Problems                             []string
 	Channels                             []campaignsv1.Channel
 	Zones                                []string
@@ -326,7 +326,7 @@ func parseCampaignForm(v url.Values) (campaignForm, *campaignsv1.Campaign, []str
 		if name == "" && weight == "" {
 			continue
 		}
-		f.Variants = append(f.Variants, variantRow{Name: name, Weight: weight})
+		f.Variants = append(f.Variants, variantInput{Name: name, Weight: weight})
 		switch {
 		case name == "":
 			bad("Variant %d: enter a name (or clear its weight).", i)
@@ -470,12 +470,12 @@ func sameVariants(a, b []*campaignsv1.Variant) bool {
 
 // formRows are the variant rows the form shows: those typed (or the campaign's), then empty
 // ones to add more while the variants may change, at least two in all and at most 20.
-func formRows(typed []variantRow, namesLocked bool) []variantRow {
+func formRows(typed []variantInput, namesLocked bool) []variantInput {
 	rows := slices.Clone(typed)
 	if !namesLocked {
 		want := min(campaignVariantsMax, max(2, len(rows)+2))
 		for len(rows) < want {
-			rows = append(rows, variantRow{})
+			rows = append(rows, variantInput{})
 		}
 	}
 	for i := range rows {

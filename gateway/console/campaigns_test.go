@@ -255,7 +255,7 @@ func TestFormRows(t *testing.T) {
 	if len(rows) != 2 || rows[0].Index != 1 || rows[1].Index != 2 {
 		t.Errorf("empty form: %+v", rows)
 	}
-	typed := make([]variantRow, 19)
+	typed := make([]variantInput, 19)
 	if rows := formRows(typed, false); len(rows) != 20 || rows[19].Index != 20 {
 		t.Errorf("at most 20 rows: %d", len(rows))
 	}
