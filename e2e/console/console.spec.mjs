@@ -536,22 +536,23 @@ step('live events show accepted and rejected events', ['sign in as the admin (fo
   await navTo(page, 'Live events', '/console/events');
   const table = page.locator('table#live-events');
   await table.waitFor();
-  // The stream starts when the page's script connects: send until the rows show up.
-  const ids = [];
+  // The stream starts when the page's script connects: send until the rows show up. Each
+  // event carries its token as both id and name, whichever the table shows.
+  let n = 0;
   await waitUntil('rows of the events sent in the live events table', DATA_TIMEOUT, async () => {
-    const n = ids.length;
-    const good = `browser-live-${run}-${n}`;
-    const bad = `browser-live-bad-${run}-${n}`;
-    ids.push([good, bad]);
+    n++;
     await rest('POST', '/v1/events:batch', { events: [
-      { eventId: good, type: 'EVENT_TYPE_TRACK', name: 'signup', userId: 'browser-live' },
-      { eventId: bad, type: 'EVENT_TYPE_CLICK' }, // no user: rejected with a reason
+      { eventId: `browser-live-${run}-${n}`, type: 'EVENT_TYPE_TRACK', name: `browser-live-${run}-${n}`, userId: 'browser-live' },
+      // No user id or anonymous id: rejected, with the reason.
+      { eventId: `browser-live-bad-${run}-${n}`, type: 'EVENT_TYPE_TRACK', name: `browser-live-bad-${run}-${n}` },
     ] });
     const text = await table.innerText();
-    return ids.some(([g]) => text.includes(g)) && ids.some(([, b]) => text.includes(b));
+    return text.includes(`browser-live-${run}-`) && text.includes(`browser-live-bad-${run}-`);
   }, 2000);
-  const rejected = table.locator('tr', { hasText: /browser-live-bad-/ }).first();
+  const rejected = table.locator('tr', { hasText: `browser-live-bad-${run}-` }).first();
   expect(/reject/i.test(await rejected.innerText()), `the rejected event's row does not say it was rejected: ${await rejected.innerText()}`);
+  const accepted = table.locator('tr', { hasText: new RegExp(`browser-live-${run}-`) }).first();
+  expect(/accept/i.test(await accepted.innerText()), `the accepted event's row does not say it was accepted: ${await accepted.innerText()}`);
   await layout(page, 'live events');
   await shot(page, 'events');
 });
@@ -568,9 +569,16 @@ step('create a key (secret shown once, Copy) and revoke it', ['sign in as the ad
     await button(page, 'Create key').first().click();
   }
   await setField(page, 'Name', keyName);
-  await page.getByLabel('events.write', { exact: true }).check();
-  if (await page.getByLabel('Expires', { exact: true }).count()) {
-    await setField(page, 'Expires', { date: ymd(new Date(Date.now() + 30 * 86400_000)), time: '12:00' });
+  await (await field(page, 'events.write')).check();
+  const expires = page.getByLabel(/^\s*Expires\b/);
+  if (await expires.count()) { // optional: a date in a month, or a choice of periods
+    if (await expires.first().evaluate((e) => e.tagName === 'SELECT')) {
+      const options = await expires.first().evaluate((e) => [...e.options].map((o) => ({ value: o.value, text: o.textContent })));
+      const month = options.find((o) => /\b30\b|month/i.test(o.text));
+      if (month) await expires.first().selectOption(month.value);
+    } else {
+      await setField(page, 'Expires', { date: ymd(new Date(Date.now() + 30 * 86400_000)), time: '12:00' });
+    }
   }
   await page.getByRole('button', { name: 'Create key', exact: true }).click();
   const secretEl = page.locator('code#secret');
@@ -579,7 +587,8 @@ step('create a key (secret shown once, Copy) and revoke it', ['sign in as the ad
   expect(secret.length >= 20, 'the secret shown is too short to be a key');
   const copy = page.getByRole('button', { name: 'Copy', exact: true });
   await copy.click();
-  await waitUntil('the Copy button to say it copied', ACTION_TIMEOUT, async () => /Copied|Selected/.test(await page.locator('[data-copy="secret"]').innerText()));
+  await waitUntil('the Copy button to say it copied', ACTION_TIMEOUT, async () => /Copied/.test(await page.locator('[data-copy="secret"]').innerText()));
+  expect(await page.evaluate(() => navigator.clipboard.readText()) === secret, 'the clipboard does not hold the secret after "Copy"');
   // The key works: it may send events.
   const used = await rest('POST', '/v1/events:batch', { events: [{ eventId: `browser-key-${run}`, type: 'EVENT_TYPE_TRACK', name: 'key-check', userId: 'browser-key' }] }, secret);
   expect(used.status === 200, `the new key cannot send events: ${used.status}`);
