@@ -617,10 +617,11 @@ step('a campaign named like markup is shown as text', ['sign in as the admin (fo
   await (await field(page, 'Search')).fill(XSS);
   await (await field(page, 'Search')).press('Enter');
   await page.waitForURL(/[?&]q=/);
-  const link = page.getByRole('link', { name: XSS, exact: true });
-  await link.first().waitFor();
-  expect(await link.first().getAttribute('href') === `/console/campaigns/${c.id}`, `the list's link is ${await link.first().getAttribute('href')}`);
-  await link.first().click();
+  // Other tests may have made campaigns of the same name: this one is found by its address.
+  const link = page.locator(`main a[href="/console/campaigns/${c.id}"]`).first();
+  await link.waitFor();
+  expect((await link.innerText()).trim() === XSS, `the list's link to the campaign reads ${JSON.stringify(await link.innerText())}, want the name as text`);
+  await link.click();
   await page.waitForURL(`${cfg.base}/console/campaigns/${c.id}`);
   const h1 = await page.getByRole('heading', { level: 1 }).first().innerText();
   expect(h1.trim() === XSS, `the heading is ${JSON.stringify(h1)}, want the name as text`);
