@@ -72,8 +72,8 @@ function step(name, needs, fn) {
 
 // What the steps share.
 const state = {
-  page: null, // the page of the step running now (for failure screenshots)
   admin: null, // the admin's browser context and page
+  analyst: null, // the analyst's, in a context of its own
   campaign: null, // { id, name } created through the form
   sent: { a: { impressions: 0, clicks: 0, conversions: 0 }, b: { impressions: 0, clicks: 0, conversions: 0 } },
 };
