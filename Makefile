@@ -115,10 +115,14 @@ stop: ## Stop the services and the infrastructure started by make run / make tes
 .PHONY: stop
 
 TEST_FLAGS ?= -race -count=1 -timeout 10m
-test: infra check-alerts ## Run every test against real PostgreSQL, ClickHouse and NATS (starting them if needed)
+test: infra check-alerts browser-deps ## Run every test against real PostgreSQL, ClickHouse and NATS (starting them if needed), the console's browser test in Debian's Chromium among them
 	set -a; . .state/env; set +a; go test $(TEST_FLAGS) ./...
 	cd deploy && go test $(TEST_FLAGS) ./...
 .PHONY: test
+
+browser-deps: ## Install what the console's browser test needs when missing: Debian's Chromium (and Node.js), and npm ci of e2e/console (playwright-core, pinned by its lock file)
+	scripts/browser.sh
+.PHONY: browser-deps
 
 check-alerts: ## Check the Prometheus alert rules and run their unit tests (promtool from Debian's prometheus package, extracted into ./bin)
 	scripts/promtool.sh
