@@ -18,12 +18,12 @@ func TestAdminPagesEscapeValues(t *testing.T) {
 	const evil = `<img src=x onerror=alert(1)>`
 	now := timestamppb.Now()
 	for page, data := range map[string]any{
-		"keys": keysData{Host: evil, CanWrite: true, Keys: []keyRow{{ID: "1", Name: evil, Prefix: evil, Scopes: []string{evil},
+		"keys": keysData{SDK: sdkSnippets{Host: evil}, CanWrite: true, Keys: []keyRow{{ID: "1", Name: evil, Prefix: evil, Scopes: []string{evil},
 			Created: now, State: "active"}}, Scopes: []scopeChoice{{Name: evil}}},
 		"team": teamData{Manage: true, Roles: roleChoices(), Users: []userRow{{ID: "1", Name: evil, Email: evil, Role: "admin", RoleValue: "admin", State: "active"}},
 			Invitations: []invitationRow{{ID: "2", Email: evil, Role: "viewer", State: "pending"}}},
 		"tenants": tenantsData{Tenants: []tenantRow{{ID: "1", Slug: evil, Name: evil, State: "active"}}},
-		"events":  eventsData{Host: evil},
+		"events":  eventsData{SDK: sdkSnippets{Host: evil}},
 	} {
 		var b bytes.Buffer
 		if err := pages[page].ExecuteTemplate(&b, "layout", view{Title: evil, Data: data}); err != nil {

@@ -25,7 +25,14 @@ func (c *Console) eventRoutes(m *http.ServeMux) {
 
 // eventsData is the live events screen: the table fills from the live stream.
 type eventsData struct {
+	SDK sdkSnippets
+}
+
+// sdkSnippets is what the SDK set-up snippets (templates/_sdk.html) show: the gateway's host
+// as the browser reached it, and whether they start unfolded.
+type sdkSnippets struct {
 	Host string
+	Open bool
 }
 
 func (c *Console) eventsPage(rq *request) {
@@ -33,7 +40,7 @@ func (c *Console) eventsPage(rq *request) {
 	if !rq.need("events.debug") {
 		return
 	}
-	rq.render("events", "Live events", eventsData{Host: rq.r.Host})
+	rq.render("events", "Live events", eventsData{SDK: sdkSnippets{Host: rq.r.Host, Open: true}})
 }
 
 // liveOutcome is one outcome as the page's script gets it (as JSON; it puts every field into

@@ -53,7 +53,7 @@ type keysData struct {
 	Scopes    []scopeChoice
 	WriteKey  bool // the form is preset for a write key
 	CanWrite  bool // the caller holds events.write (a write key is possible at all)
-	Host      string
+	SDK       sdkSnippets
 	MinExpiry string // the first date a key may expire on (tomorrow), for the date field
 }
 
@@ -68,7 +68,7 @@ func (c *Console) keysPage(rq *request) {
 		return
 	}
 	now := rq.now()
-	d := keysData{Next: resp.GetNextPageToken(), Host: rq.r.Host, MinExpiry: now.UTC().AddDate(0, 0, 1).Format(time.DateOnly),
+	d := keysData{Next: resp.GetNextPageToken(), SDK: sdkSnippets{Host: rq.r.Host}, MinExpiry: now.UTC().AddDate(0, 0, 1).Format(time.DateOnly),
 		WriteKey: rq.r.URL.Query().Get("preset") == "write", CanWrite: rq.can(writeKeyScope)}
 	for _, k := range resp.GetApiKeys() {
 		d.Keys = append(d.Keys, keyRow{ID: k.GetId(), Name: k.GetName(), Prefix: k.GetSecretPrefix(), Creator: k.GetCreator(),
