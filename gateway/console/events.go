@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"time"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
@@ -13,6 +12,9 @@ import (
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 )
+
+// liveTimeFormat is RFC 3339 with milliseconds: what every browser's Date parses.
+const liveTimeFormat = "2006-01-02T15:04:05.000Z07:00"
 
 // maxShownProperties bounds the properties of one live event sent to the page (as JSON text):
 // the debugger shows what an SDK sent, not whole payloads.
@@ -66,7 +68,7 @@ func toLive(o *ingestv1.TailEventsResponse) liveOutcome {
 	l := liveOutcome{Outcome: enumName(o.GetOutcome().String(), "EVENT_OUTCOME_"), Source: o.GetSource(),
 		EventID: o.GetEventId(), Dropped: o.GetDropped()}
 	if t := o.GetTime(); t != nil {
-		l.Time = t.AsTime().UTC().Format(time.RFC3339Nano)
+		l.Time = t.AsTime().UTC().Format(liveTimeFormat)
 	}
 	if e := o.GetEvent(); e != nil {
 		l.Type = enumName(e.GetType().String(), "EVENT_TYPE_")

@@ -24,7 +24,7 @@ func TestToLive(t *testing.T) {
 		{"accepted", &ingestv1.TailEventsResponse{Outcome: ingestv1.EventOutcome_EVENT_OUTCOME_ACCEPTED, Time: timestamppb.New(at),
 			Source: "key-1", EventId: "e1", Event: &ingestv1.Event{EventId: "e1", Type: ingestv1.EventType_EVENT_TYPE_TRACK, Name: "signup",
 				AnonymousId: "anon-1", CampaignId: "c1", Variant: "a", Properties: props}},
-			liveOutcome{Outcome: "accepted", Time: "2026-03-10T15:00:00.000000005Z", Source: "key-1", EventID: "e1", Type: "track",
+			liveOutcome{Outcome: "accepted", Time: "2026-03-10T15:00:00.000Z", Source: "key-1", EventID: "e1", Type: "track",
 				Name: "signup", User: "anon-1", Campaign: "c1", Variant: "a", Properties: `{"plan":"<b>pro</b>"}`}},
 		{"rejected", &ingestv1.TailEventsResponse{Outcome: ingestv1.EventOutcome_EVENT_OUTCOME_REJECTED,
 			Rejection: &ingestv1.Rejection{EventId: "e2", Field: "events[0].type", Reason: "is required"}},
