@@ -124,6 +124,9 @@ func (c *Console) eventsLive(rq *request) {
 		rq.fail(err)
 		return
 	}
+	// Ingest sends its headers once the tail is open (or with its refusal): after them, "ready"
+	// tells the page the tail is registered, so events sent from now on reach it.
+	_, _ = tail.Header()
 	s := rq.stream()
 	defer s.close()
 	_ = s.send("ready", map[string]string{})
