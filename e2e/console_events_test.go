@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -189,16 +190,27 @@ func consoleEvents(t *testing.T, env *consoleEnv) {
 		l.close()
 	}
 
-	// The tail ends when the browser goes away: ingest allows 5 open tails a tenant, and
-	// opening and leaving more than that one after the other keeps working.
+	// The tail ends when the browser goes away: opening and leaving more streams than ingest
+	// allows open, one after the other, each still gets the events sent while it is open.
+	attempt := 0
 	for i := 0; i < 7; i++ {
-		var l *consoleLive
-		meshtest.Eventually(t, 20*time.Second, func() bool {
-			code, opened := env.admin.openLive(t)
-			l = opened
-			return code == http.StatusOK
-		}, "live stream %d was refused: earlier tails were not closed", i)
-		l.close()
+		meshtest.Eventually(t, 30*time.Second, func() bool {
+			attempt++
+			id := fmt.Sprintf("console-seq-%d", attempt)
+			code, l := env.admin.openLive(t)
+			defer l.close()
+			if code != http.StatusOK || !meshtest.Within(10*time.Second, func() bool { _, ok := l.find("ready", nil); return ok }) {
+				return false
+			}
+			send(map[string]any{"eventId": id, "type": "EVENT_TYPE_TRACK", "name": "seq", "userId": "u-seq"})
+			got := false
+			meshtest.Within(10*time.Second, func() bool {
+				_, got = l.find("outcome", map[string]any{"eventId": id, "outcome": "accepted"})
+				_, refused := l.find("problem", nil)
+				return got || refused
+			})
+			return got
+		}, "live stream %d gets no events: the tails of the streams left before were not closed", i)
 	}
 
 	// The analyst (no events.debug) sees no link and is refused both.
