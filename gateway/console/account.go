@@ -40,8 +40,8 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 		again(http.StatusForbidden, "This form did not come from the console. Reload the page and try again.")
 		return
 	}
-	if form.Tenant == "" || form.Email == "" || password == "" {
-		again(http.StatusBadRequest, "Enter your organization, email and password.")
+	if form.Email == "" || password == "" { // platform operators have no organization
+		again(http.StatusBadRequest, "Enter your email and password (and your organization, unless you are a platform operator).")
 		return
 	}
 	if len(form.Tenant) > maxTenantLen || len(form.Email) > maxEmailLen || len(password) > maxPasswordLen {

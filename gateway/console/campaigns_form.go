@@ -420,13 +420,6 @@ func microsText(m int64) string {
 	return s
 }
 
-func truncateText(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	return string([]rune(s)[:n]) + "…"
-}
-
 // campaignUpdateMask names the fields an edit changes: those the form submitted (locked
 // fields are not submitted) whose value differs from the campaign's current one.
 func campaignUpdateMask(submitted url.Values, cur, next *campaignsv1.Campaign) []string {

@@ -40,6 +40,9 @@ func (v view) Tenant() string {
 	if v.rq == nil {
 		return ""
 	}
+	if v.rq.sess.Tenant == "" {
+		return "platform"
+	}
 	return v.rq.sess.Tenant
 }
 
