@@ -57,7 +57,7 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 		again(code, msg)
 		return
 	}
-	if err := c.sessions.write(w, c.sessions.fromLogin(form.Tenant, tok)); err != nil {
+	if err := c.sessions.write(w, c.sessions.fromLogin(form.Tenant, form.Email, tok)); err != nil {
 		again(http.StatusInternalServerError, "Signing in failed on our side. Try again.")
 		return
 	}

@@ -46,9 +46,13 @@ func (v view) Tenant() string {
 	return v.rq.sess.Tenant
 }
 
+// Subject is the signed-in user as they know themselves: the email they signed in with.
 func (v view) Subject() string {
 	if v.rq == nil || v.rq.who == nil {
 		return ""
+	}
+	if v.rq.sess.Email != "" {
+		return v.rq.sess.Email
 	}
 	return v.rq.who.GetSubject()
 }

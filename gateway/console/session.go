@@ -37,6 +37,7 @@ const (
 // session is what the cookie carries: the caller's tokens and the CSRF token of its forms.
 type session struct {
 	Tenant        string `json:"t"`
+	Email         string `json:"e"` // as typed at sign-in, for the header
 	Access        string `json:"a"`
 	AccessExpiry  int64  `json:"ae"`
 	Refresh       string `json:"r"`
@@ -86,8 +87,8 @@ func newSessions(key []byte, auth authv1.AuthServiceClient) (*sessions, error) {
 }
 
 // fromLogin makes the session of a successful sign-in.
-func (ss *sessions) fromLogin(tenant string, tok *authv1.LoginResponse) session {
-	return session{Tenant: tenant, Access: tok.GetAccessToken(), AccessExpiry: unix(tok.GetExpireTime()),
+func (ss *sessions) fromLogin(tenant, email string, tok *authv1.LoginResponse) session {
+	return session{Tenant: tenant, Email: email, Access: tok.GetAccessToken(), AccessExpiry: unix(tok.GetExpireTime()),
 		Refresh: tok.GetRefreshToken(), RefreshExpiry: unix(tok.GetRefreshExpireTime()), CSRF: randomToken()}
 }
 
@@ -197,7 +198,7 @@ func (ss *sessions) renew(ctx context.Context, s session) (session, error) {
 		if err != nil {
 			return nil, err
 		}
-		next := ss.fromLogin(s.Tenant, tok)
+		next := ss.fromLogin(s.Tenant, s.Email, tok)
 		next.CSRF = s.CSRF // the open forms stay valid
 		ss.remember(id, next)
 		return next, nil
