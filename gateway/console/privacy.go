@@ -512,7 +512,7 @@ func writeExportLine(w io.Writer, key string, v any) error {
 	var b []byte
 	var err error
 	if m, ok := v.(*dsrv1.DownloadExportResponse); ok {
-		b, err = protojson.Marshal(m)
+		b, err = protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(m) // as the REST API writes it
 	} else {
 		b, err = json.Marshal(v)
 	}
