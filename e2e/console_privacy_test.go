@@ -130,6 +130,10 @@ func consolePrivacy(t *testing.T, env *consoleEnv) {
 			restarted = true
 			m.procs["analytics"].start()
 			waitFor(t, "analytics back", 30*time.Second, func() bool { return httpOK("http://" + m.admins["analytics"] + "/healthz") })
+			waitFor(t, "analytics back behind the gateway", 30*time.Second, func() bool { // for the subtests after this one
+				code, _, _ := m.rest(t, "GET", "/v1/analytics/summary?campaignIds=c-privacy", env.token, nil)
+				return code == http.StatusOK
+			})
 		}
 	}
 	defer restart()
@@ -151,6 +155,9 @@ func consolePrivacy(t *testing.T, env *consoleEnv) {
 	}
 	if !regexp.MustCompile(`id="dsr-countdown">39 d \d+ h left`).MatchString(body) || strings.Contains(body, "Extend deadline") {
 		t.Errorf("after the extension: no 39-day countdown, or the extend form is still offered")
+	}
+	if _, body, _ := dpo.get(t, "/console/privacy?state=open"); !regexp.MustCompile(`(?s)/console/privacy/requests/` + openID + `">.*?<td>39 d \d+ h left</td>`).MatchString(body) {
+		t.Errorf("the list of open requests shows no countdown for %s:\n%s", openID, body)
 	}
 	if code, body, _ := dpo.post(t, openPage+"/extend", url.Values{"days": {"5"}, "reason": {"again"}}); code != http.StatusConflict || !strings.Contains(body, "already extended") {
 		t.Errorf("second extension: %d, want 409 in words", code)
@@ -205,6 +212,17 @@ func consolePrivacy(t *testing.T, env *consoleEnv) {
 		if !regexp.MustCompile(`<tr data-participant="` + name + `">\s*<th scope="row">` + name + `</th>\s*<td><span class="state done">done</span>`).MatchString(body) {
 			t.Errorf("the erasure's page does not show %s done:\n%s", name, body)
 		}
+	}
+
+	// Paging: one request a page, newest first; the next page's link carries the token.
+	code, body, _ = dpo.get(t, "/console/privacy?size=1")
+	next := privacyNextLink.FindStringSubmatch(body)
+	if code != http.StatusOK || strings.Count(body, `<a href="/console/privacy/requests/`) != 1 || !strings.Contains(body, eraseID) || next == nil {
+		t.Fatalf("first page of one: %d\n%s", code, body)
+	}
+	code, body, _ = dpo.get(t, html.UnescapeString(next[1]))
+	if code != http.StatusOK || strings.Count(body, `<a href="/console/privacy/requests/`) != 1 || !strings.Contains(body, openID) || !strings.Contains(body, "First page") {
+		t.Errorf("second page of one (%s): %d\n%s", next[1], code, body)
 	}
 
 	// The policy editor.
@@ -268,6 +286,7 @@ func consolePrivacy(t *testing.T, env *consoleEnv) {
 var (
 	privacyKeyInput  = regexp.MustCompile(`name="request_id" value="([^"]+)"`)
 	privacyEtagInput = regexp.MustCompile(`name="etag" value="([^"]*)"`)
+	privacyNextLink  = regexp.MustCompile(`<a href="([^"]+)" rel="next">Next page</a>`)
 )
 
 // privacyFormKey is the create form's idempotency key.
