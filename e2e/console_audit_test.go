@@ -51,6 +51,9 @@ func consoleAudit(t *testing.T, env *consoleEnv) {
 	if n := auditRows(t, body); code != http.StatusOK || n != 1 || !strings.Contains(body, "console-audit-probe") || !strings.Contains(body, ">OK<") {
 		t.Errorf("filtered by resource: %d, %d rows, want the probe's one record\n%s", code, n, body)
 	}
+	if !strings.Contains(body, ">"+env.adminLogin["email"]+"</a>") { // the actor by name, for a role that reads users
+		t.Errorf("the record's actor is not shown as %s", env.adminLogin["email"])
+	}
 	q.Set("outcome", "PERMISSION_DENIED")
 	if _, body, _ = env.admin.get(t, "/console/audit?"+q.Encode()); auditRows(t, body) != 0 || !strings.Contains(body, "No records match") {
 		t.Errorf("filtered by resource and a failed outcome: %d rows, want none", auditRows(t, body))

@@ -27,6 +27,9 @@ const (
 	// records come oldest first, so an unbounded first page would show the tenant's oldest
 	// records instead of what just happened.
 	auditDefaultSpan = 24 * time.Hour
+	// auditMaxNames bounds the lookups of actors' names a page makes (a page rarely has more
+	// than a few actors).
+	auditMaxNames = 25
 )
 
 // auditOutcomes are the outcomes a record can have (gRPC code names), for the filter.
@@ -168,6 +171,9 @@ type auditPage struct {
 // auditRow is one record as the table shows it.
 type auditRow struct {
 	*authv1.AuditRecord
+	// ActorName is the actor's email (a user) or name (an API key), when the caller may read
+	// it; the id stays in the title and the filter link.
+	ActorName string
 	// Action is the method without its package, e.g. AuthService/CreateUser.
 	Action                         string
 	ActorLink, ActionLink, ResLink string
@@ -214,6 +220,7 @@ func (c *Console) auditPage(rq *request, verify bool) {
 		}
 		p.Records = append(p.Records, row)
 	}
+	c.nameActors(rq, p.Records)
 	if next := resp.GetNextPageToken(); next != "" {
 		p.Next = f.link("page_token", next)
 	}
@@ -235,4 +242,33 @@ func shortMethod(m string) string {
 		svc = svc[i+1:]
 	}
 	return svc + "/" + method
+}
+
+// nameActors puts a name on the actors of a page: users' emails (with users.read) and API
+// keys' names (with apikeys.manage), one lookup per actor. An actor that cannot be read (gone,
+// another tenant's, no permission) keeps its id.
+func (c *Console) nameActors(rq *request, rows []auditRow) {
+	users, keys := rq.can("users.read"), rq.can("apikeys.manage")
+	if !users && !keys {
+		return
+	}
+	names := map[string]string{}
+	for i := range rows {
+		actor := rows[i].GetActor()
+		name, known := names[actor]
+		if !known && len(names) < auditMaxNames && actor != "" {
+			switch kind := rows[i].GetActorKind(); {
+			case users && (kind == "access_token" || kind == "user"):
+				if u, err := c.api.Auth.GetUser(rq.ctx, &authv1.GetUserRequest{Id: actor}); err == nil {
+					name = u.GetEmail()
+				}
+			case keys && kind == "api_key":
+				if k, err := c.api.Auth.GetApiKey(rq.ctx, &authv1.GetApiKeyRequest{Id: actor}); err == nil {
+					name = k.GetName()
+				}
+			}
+			names[actor] = name
+		}
+		rows[i].ActorName = name
+	}
 }
