@@ -213,7 +213,7 @@ func (c *Console) privacyPage(rq *request) {
 		return
 	}
 	p := privacyList{Filter: f, States: dsrStates, Kinds: dsrKinds, Regulations: dsrRegulations,
-		IdentKinds: dsrIdentifierKind, RequestID: newRequestID()}
+		IdentKinds: dsrIdentifierKind, RequestID: newDSRRequestKey()}
 	for i := 1; i <= dsrIdentifierRows; i++ {
 		p.Rows = append(p.Rows, i)
 	}
@@ -230,8 +230,8 @@ func (c *Console) privacyPage(rq *request) {
 	rq.render("privacy", "Privacy", p)
 }
 
-// newRequestID is a fresh idempotency key for a create form.
-func newRequestID() string {
+// newDSRRequestKey is a fresh idempotency key for a create form.
+func newDSRRequestKey() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	return "console-" + hex.EncodeToString(b)
