@@ -314,7 +314,8 @@ func (c *Console) campaignPage(rq *request) {
 	rq.render("campaign", camp.GetName(), d)
 }
 
-// newRequestID is the create form's idempotency key: a double submit creates one campaign.
+// newRequestID is a create form's idempotency key (campaigns, data-subject requests): a double
+// submit creates one.
 func newRequestID() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)

@@ -2,8 +2,6 @@ package console
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -213,7 +211,7 @@ func (c *Console) privacyPage(rq *request) {
 		return
 	}
 	p := privacyList{Filter: f, States: dsrStates, Kinds: dsrKinds, Regulations: dsrRegulations,
-		IdentKinds: dsrIdentifierKind, RequestID: newDSRRequestKey()}
+		IdentKinds: dsrIdentifierKind, RequestID: newRequestID()}
 	for i := 1; i <= dsrIdentifierRows; i++ {
 		p.Rows = append(p.Rows, i)
 	}
@@ -228,13 +226,6 @@ func (c *Console) privacyPage(rq *request) {
 		p.First = f.link("")
 	}
 	rq.render("privacy", "Privacy", p)
-}
-
-// newDSRRequestKey is a fresh idempotency key for a create form.
-func newDSRRequestKey() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return "console-" + hex.EncodeToString(b)
 }
 
 // parseDSRForm reads the create form.

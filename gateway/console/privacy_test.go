@@ -183,7 +183,7 @@ func TestPrivacyPagesEscape(t *testing.T) {
 		d.Participants = append(d.Participants, participantRow{ParticipantStatus: p, Counts: sortedCounts(p.GetCounts())})
 	}
 	list := privacyList{Filter: dsrFilter{State: evil}, States: dsrStates, Kinds: dsrKinds, Regulations: dsrRegulations, IdentKinds: dsrIdentifierKind,
-		Requests: []dsrRow{newDSRRow(r, now)}, RequestID: newDSRRequestKey(), Rows: []int{1, 2, 3}}
+		Requests: []dsrRow{newDSRRow(r, now)}, RequestID: newRequestID(), Rows: []int{1, 2, 3}}
 	policy := policyForm{Policy: &dsrv1.PrivacyPolicy{Etag: evil, PropertyRules: []*dsrv1.PrivacyPolicy_PropertyRule{{Key: evil, Action: dsrv1.PrivacyPolicy_PROPERTY_ACTION_HASH}}},
 		Actions: policyActions, IPChoices: policyIP, UAChoices: policyUserAgent, Rules: []ruleRow{{N: 1, Key: evil, Action: "hash"}}}
 	for _, tc := range []struct {
