@@ -479,9 +479,8 @@ func (c *Console) transitionCampaign(rq *request, a campaignAction) {
 		rq.fail(errNoService)
 		return
 	}
-	etag := rq.r.PostFormValue("etag")
-	if len(etag) > 128 {
-		rq.renderError(http.StatusBadRequest, "The campaign's version in this form is not valid. Open the campaign again.")
+	etag, ok := formEtag(rq)
+	if !ok {
 		return
 	}
 	var err error
@@ -509,6 +508,16 @@ func (c *Console) transitionCampaign(rq *request, a campaignAction) {
 	rq.done(Prefix+"campaigns/"+url.PathEscape(id), transitionDone[a.Name])
 }
 
+// formEtag is the campaign version a form was rendered with (answering 400 when it cannot be).
+func formEtag(rq *request) (string, bool) {
+	etag := rq.r.PostFormValue("etag")
+	if len(etag) > 128 {
+		rq.renderError(http.StatusBadRequest, "The campaign's version in this form is not valid. Open the campaign again.")
+		return "", false
+	}
+	return etag, true
+}
+
 var transitionDone = map[string]string{
 	"schedule": "Campaign scheduled.", "activate": "Campaign activated.", "pause": "Campaign paused.",
 	"resume": "Campaign resumed.", "complete": "Campaign completed.", "cancel": "Campaign cancelled.",
@@ -524,9 +533,8 @@ func (c *Console) deleteCampaign(rq *request) {
 		rq.fail(errNoService)
 		return
 	}
-	etag := rq.r.PostFormValue("etag")
-	if len(etag) > 128 {
-		rq.renderError(http.StatusBadRequest, "The campaign's version in this form is not valid. Open the campaign again.")
+	etag, ok := formEtag(rq)
+	if !ok {
 		return
 	}
 	if _, err := c.api.Campaigns.DeleteCampaign(rq.ctx, &campaignsv1.DeleteCampaignRequest{Id: id, Etag: etag}); err != nil {
