@@ -120,6 +120,10 @@ test: infra check-alerts browser-deps ## Run every test against real PostgreSQL,
 	cd deploy && go test $(TEST_FLAGS) ./...
 .PHONY: test
 
+screenshots: infra browser-deps ## Refresh the console's screenshots in docs/console (the README's) by running the console's tests with the browser
+	set -a; . .state/env; set +a; CM_UPDATE_SCREENSHOTS=1 go test -count=1 -run '^TestConsole$$' ./e2e/
+.PHONY: screenshots
+
 browser-deps: ## Install what the console's browser test needs when missing: Debian's Chromium (and Node.js), and npm ci of e2e/console (playwright-core, pinned by its lock file)
 	scripts/browser.sh
 .PHONY: browser-deps

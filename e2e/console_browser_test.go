@@ -18,8 +18,10 @@ const browserTimeout = 6 * time.Minute
 
 // consoleBrowser runs the console's browser test (e2e/console/console.spec.mjs: Debian's
 // Chromium driven by playwright-core) against the mesh: a person's clicks through every screen,
-// the numbers the pages show checked against the API. Its output is the test's log; the
-// screens' pictures go to docs/console when every step passed.
+// the numbers the pages show checked against the API. Its output is the test's log. The
+// screens' pictures of a run where every step passed go to the system's tmp, or, with
+// CM_UPDATE_SCREENSHOTS=1 (make screenshots), to docs/console for the README — so a plain
+// make test leaves the working tree as it was.
 func consoleBrowser(t *testing.T, env *consoleEnv) {
 	dir, err := filepath.Abs("console")
 	if err != nil {
@@ -42,6 +44,11 @@ func consoleBrowser(t *testing.T, env *consoleEnv) {
 		t.Fatalf("no playwright-core in %s/node_modules: install it with `make browser-deps` (scripts/browser.sh: npm ci in e2e/console)", dir)
 	}
 
+	screenshots := filepath.Join(os.TempDir(), "campaignmesh-console-browser", "screens")
+	if os.Getenv("CM_UPDATE_SCREENSHOTS") == "1" {
+		screenshots = filepath.Join(dir, "..", "..", "docs", "console")
+	}
+
 	timeout := browserTimeout
 	if d, ok := t.Deadline(); ok && time.Until(d)-10*time.Second < timeout {
 		timeout = time.Until(d) - 10*time.Second
@@ -58,7 +65,7 @@ func consoleBrowser(t *testing.T, env *consoleEnv) {
 		"CM_ANALYST_EMAIL=ana@acme.example",
 		"CM_ANALYST_PASSWORD=ana has a long password",
 		"CM_CHROMIUM="+chromium,
-		"CM_SCREENSHOTS_DIR="+filepath.Join(dir, "..", "..", "docs", "console"),
+		"CM_SCREENSHOTS_DIR="+screenshots,
 		"CM_ARTIFACTS_DIR="+filepath.Join(os.TempDir(), "campaignmesh-console-browser"),
 		"NO_COLOR=1", "FORCE_COLOR=0", // plain text in the test's log
 	)
