@@ -314,3 +314,43 @@ func TestWebhookFromStandIn(t *testing.T) {
 		t.Fatalf("no processed event in %v", kinds)
 	}
 }
+
+// TestConcurrentSendsRetryingOnlyNotProcessed sends to 200 recipients from 20 goroutines
+// while the stand-in answers 429 to 50 requests, retrying only what the client calls
+// retryable: every recipient ends with exactly one message.
+func TestConcurrentSendsRetryingOnlyNotProcessed(t *testing.T) {
+	t.Parallel()
+	sa, c := start(t, sgstandin.Config{}, 5*time.Second)
+	sa.Faults().Inject(standin.FaultRateLimit, 50)
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for w := range 20 {
+		wg.Go(func() {
+			for i := w; i < 200; i += 20 {
+				for {
+					_, err := c.Send(context.Background(), mailTo(fmt.Sprintf("r%d@example.com", i)))
+					if sendgrid.Retryable(err) {
+						continue
+					}
+					if err != nil {
+						errs <- err
+					}
+					break
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		if n := sa.Count(fmt.Sprintf("r%d@example.com", i)); n != 1 {
+			t.Fatalf("recipient %d got %d messages", i, n)
+		}
+	}
+	if sa.Faults().Pending() != 0 {
+		t.Fatal("not every injected 429 was answered")
+	}
+}

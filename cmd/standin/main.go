@@ -1,0 +1,209 @@
+// Command standin serves the SendGrid and Twilio stand-ins (internal/standin/sendgrid and
+// internal/standin/twilio) on two listen addresses, for development (`make run`) and for
+// tests that run the delivery service as a process. Each has its outbox at /outbox (GET to
+// read, DELETE to empty) and failure injection at /faults.
+//
+// Credentials come from the environment or files, never from flags (flags show in ps):
+// CM_STANDIN_SENDGRID_API_KEY (or -sendgrid-api-key-file), CM_STANDIN_TWILIO_AUTH_TOKEN (or
+// -twilio-auth-token-file); without them the dev values below are used. The SendGrid webhook
+// signing key is kept in -sendgrid-signing-key-file (created when missing) so that the
+// verification key stays the same across restarts; it is logged (it is public) and served
+// at GET /v3/user/webhooks/event/settings/signed. Logs never show keys, tokens or addresses.
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	sgstandin "github.com/campaignmesh/campaignmesh/internal/standin/sendgrid"
+	twstandin "github.com/campaignmesh/campaignmesh/internal/standin/twilio"
+)
+
+// Development credentials, used when none are configured: the stand-ins only listen on
+// loopback by default and reach no provider.
+const (
+	DevSendGridAPIKey   = "SG.standin-dev-key"
+	DevTwilioAccountSID = "AC00000000000000000000000000000000"
+	DevTwilioAuthToken  = "standin-dev-auth-token"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "standin:", err)
+		os.Exit(1)
+	}
+}
+
+// run serves both stand-ins until ctx ends. ready, when not nil, gets the bound addresses.
+func run(ctx context.Context, args []string, getenv func(string) string, logOut io.Writer, ready func(sendgrid, twilio net.Addr)) error {
+	fs := flag.NewFlagSet("standin", flag.ContinueOnError)
+	fs.SetOutput(logOut)
+	sgAddr := fs.String("sendgrid-addr", "127.0.0.1:8791", "listen address of the SendGrid stand-in")
+	twAddr := fs.String("twilio-addr", "127.0.0.1:8792", "listen address of the Twilio stand-in")
+	sgKeyFile := fs.String("sendgrid-api-key-file", "", "file holding the SendGrid API key to accept (else $CM_STANDIN_SENDGRID_API_KEY, else the dev key)")
+	sgSigningKey := fs.String("sendgrid-signing-key-file", "", "PEM file of the ECDSA P-256 key that signs webhooks; created when missing (empty: a new key each start)")
+	sgWebhook := fs.String("sendgrid-webhook-url", "", "where SendGrid Event Webhook posts go (empty: none)")
+	sgRate := fs.Int("sendgrid-rate", 0, "SendGrid mail sends per second before 429 (0: unlimited)")
+	twAccount := fs.String("twilio-account-sid", DevTwilioAccountSID, "Twilio account SID to accept")
+	twTokenFile := fs.String("twilio-auth-token-file", "", "file holding the Twilio auth token (else $CM_STANDIN_TWILIO_AUTH_TOKEN, else the dev token)")
+	twCallback := fs.String("twilio-callback-url", "", "status callback URL for messages created without StatusCallback (empty: none)")
+	twRate := fs.Int("twilio-rate", 0, "Twilio messages per second before 429/20429 (0: unlimited)")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		return fmt.Errorf("log level: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: lvl})).With("service", "standin")
+
+	apiKey, err := secret(*sgKeyFile, getenv("CM_STANDIN_SENDGRID_API_KEY"), DevSendGridAPIKey)
+	if err != nil {
+		return fmt.Errorf("sendgrid api key: %w", err)
+	}
+	token, err := secret(*twTokenFile, getenv("CM_STANDIN_TWILIO_AUTH_TOKEN"), DevTwilioAuthToken)
+	if err != nil {
+		return fmt.Errorf("twilio auth token: %w", err)
+	}
+	signing, err := signingKey(*sgSigningKey)
+	if err != nil {
+		return fmt.Errorf("sendgrid signing key: %w", err)
+	}
+	sg, err := sgstandin.New(sgstandin.Config{
+		APIKey: apiKey, WebhookURL: *sgWebhook, RatePerSecond: *sgRate, Key: signing,
+		Logger: log.With("provider", "sendgrid"),
+	})
+	if err != nil {
+		return err
+	}
+	defer sg.Close()
+	tw, err := twstandin.New(twstandin.Config{
+		AccountSID: *twAccount, AuthToken: token, CallbackURL: *twCallback, RatePerSecond: *twRate,
+		Logger: log.With("provider", "twilio"),
+	})
+	if err != nil {
+		return err
+	}
+	defer tw.Close()
+
+	sgLn, err := net.Listen("tcp", *sgAddr)
+	if err != nil {
+		return fmt.Errorf("listen for sendgrid: %w", err)
+	}
+	twLn, err := net.Listen("tcp", *twAddr)
+	if err != nil {
+		sgLn.Close()
+		return fmt.Errorf("listen for twilio: %w", err)
+	}
+	servers := []*http.Server{
+		{Handler: sg, ReadHeaderTimeout: 10 * time.Second},
+		{Handler: tw, ReadHeaderTimeout: 10 * time.Second},
+	}
+	errc := make(chan error, 2)
+	for i, ln := range []net.Listener{sgLn, twLn} {
+		go func() { errc <- servers[i].Serve(ln) }()
+	}
+	log.Info("standin listening",
+		"sendgrid", "http://"+sgLn.Addr().String(), "twilio", "http://"+twLn.Addr().String(),
+		"sendgrid_outbox", "http://"+sgLn.Addr().String()+"/outbox", "twilio_outbox", "http://"+twLn.Addr().String()+"/outbox",
+		"sendgrid_verification_key", sg.PublicKey(), "twilio_account_sid", *twAccount,
+		"dev_credentials", apiKey == DevSendGridAPIKey || token == DevTwilioAuthToken)
+	if ready != nil {
+		ready(sgLn.Addr(), twLn.Addr())
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	// Hung requests (injected faults) end when the stand-ins close, so close them first.
+	sg.Close()
+	tw.Close()
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		_ = s.Shutdown(shutdown)
+	}
+	log.Info("standin stopped")
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
+	return nil
+}
+
+// secret reads a credential from file, else takes env, else the dev value.
+func secret(file, env, dev string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", err
+		}
+		s := strings.TrimSpace(string(b))
+		if s == "" {
+			return "", fmt.Errorf("%s is empty", file)
+		}
+		return s, nil
+	}
+	if env != "" {
+		return env, nil
+	}
+	return dev, nil
+}
+
+// signingKey loads the webhook signing key from file, creating the file with a new key when
+// it does not exist; no file: a new key.
+func signingKey(file string) (*ecdsa.PrivateKey, error) {
+	if file == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			return nil, err
+		}
+		return key, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, fmt.Errorf("%s holds no PEM block", file)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	key, ok := k.(*ecdsa.PrivateKey)
+	if !ok || key.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("%s is not an ECDSA P-256 key", file)
+	}
+	return key, nil
+}
