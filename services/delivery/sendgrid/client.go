@@ -81,7 +81,11 @@ func New(cfg Config) (*Client, error) {
 		c.timeout = DefaultTimeout
 	}
 	if c.http == nil {
-		c.http = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		// The default keeps 2 idle connections per host: a sender with more concurrent
+		// requests than that would open and close a connection per request.
+		t.MaxIdleConnsPerHost = 256
+		c.http = &http.Client{Transport: t}
 	}
 	if c.now == nil {
 		c.now = time.Now

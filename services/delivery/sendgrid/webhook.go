@@ -179,6 +179,17 @@ func (e Event) SendGridMessageID() string {
 	return id
 }
 
+// DedupKey identifies the event across SendGrid's redeliveries, whose sg_event_id may
+// change: the message, the event type, its time and, for clicks, the link (two links
+// clicked within a second are two events).
+func (e Event) DedupKey() string {
+	k := e.MessageID + "|" + e.Event + "|" + strconv.FormatInt(e.Timestamp.Unix(), 10)
+	if e.Event == EventClick {
+		k += "|" + e.URL
+	}
+	return k
+}
+
 // ownFields are the top-level fields SendGrid itself puts in events; any other string field
 // is a custom arg.
 var ownFields = map[string]bool{

@@ -163,3 +163,20 @@ func FuzzParseEvents(f *testing.F) {
 		}
 	})
 }
+
+func TestDedupKey(t *testing.T) {
+	t.Parallel()
+	at := time.Unix(1_800_000_000, 0)
+	a := sendgrid.Event{Event: "delivered", MessageID: "m.1", Timestamp: at, EventID: "e1"}
+	b := a
+	b.EventID = "e2" // a redelivery with a new sg_event_id
+	if a.DedupKey() != b.DedupKey() {
+		t.Fatal("a redelivery with a new sg_event_id is a new event")
+	}
+	c1 := sendgrid.Event{Event: "click", MessageID: "m.1", Timestamp: at, URL: "https://a"}
+	c2 := c1
+	c2.URL = "https://b"
+	if c1.DedupKey() == c2.DedupKey() || a.DedupKey() == c1.DedupKey() {
+		t.Fatal("distinct events share a key")
+	}
+}

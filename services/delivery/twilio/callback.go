@@ -135,6 +135,10 @@ type StatusCallback struct {
 	RawDlrDoneDate string
 }
 
+// DedupKey identifies the callback across Twilio's redeliveries: a message reaches each
+// status once.
+func (c StatusCallback) DedupKey() string { return c.MessageSID + "|" + c.MessageStatus }
+
 // Final reports whether the status is one a message does not leave.
 func (c StatusCallback) Final() bool {
 	switch c.MessageStatus {

@@ -191,3 +191,12 @@ func FuzzParseStatusCallback(f *testing.F) {
 		}
 	})
 }
+
+func TestCallbackDedupKey(t *testing.T) {
+	t.Parallel()
+	a := twilio.StatusCallback{MessageSID: "SM1", MessageStatus: "sent"}
+	b := twilio.StatusCallback{MessageSID: "SM1", MessageStatus: "delivered"}
+	if a.DedupKey() == b.DedupKey() || a.DedupKey() != (twilio.StatusCallback{MessageSID: "SM1", MessageStatus: "sent", To: "+1"}).DedupKey() {
+		t.Fatal("dedup keys do not follow (sid, status)")
+	}
+}
