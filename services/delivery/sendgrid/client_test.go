@@ -354,3 +354,29 @@ func TestConcurrentSendsRetryingOnlyNotProcessed(t *testing.T) {
 		t.Fatal("not every injected 429 was answered")
 	}
 }
+
+// BenchmarkSendToStandIn measures sends handed to the stand-in per second over loopback
+// HTTP with 32 concurrent senders (go test -bench SendToStandIn -run x).
+func BenchmarkSendToStandIn(b *testing.B) {
+	sa, err := sgstandin.New(sgstandin.Config{APIKey: testKey})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(sa)
+	defer func() { sa.Close(); srv.Close() }()
+	c, err := sendgrid.New(sendgrid.Config{BaseURL: srv.URL, APIKey: testKey})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetParallelism(16) // 16 × GOMAXPROCS senders
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := c.Send(context.Background(), mailTo("bench@example.com")); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sends/s")
+}

@@ -264,3 +264,29 @@ func TestSecretsAreNeverShown(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSendToStandIn measures messages created at the stand-in per second over
+// loopback HTTP with 16 × GOMAXPROCS concurrent senders.
+func BenchmarkSendToStandIn(b *testing.B) {
+	sa, err := twstandin.New(twstandin.Config{AccountSID: account, AuthToken: authToken})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(sa)
+	defer func() { sa.Close(); srv.Close() }()
+	c, err := twilio.New(twilio.Config{BaseURL: srv.URL, AccountSID: account, Password: authToken})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := c.Send(context.Background(), sms("+15551234567")); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sends/s")
+}
