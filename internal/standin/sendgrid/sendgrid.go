@@ -90,7 +90,10 @@ type Server struct {
 	counts     map[string]int
 	webhookURL string
 
-	events  chan []map[string]any
+	// pending holds events not yet posted: unbounded, so neither a slow webhook receiver
+	// slows sends nor an overload drops events. wake signals the dispatcher.
+	pending []map[string]any
+	wake    chan struct{}
 	done    chan struct{}
 	wg      sync.WaitGroup
 	closing sync.Once
@@ -116,7 +119,7 @@ func New(cfg Config) (*Server, error) {
 		apiKey: cfg.APIKey, key: key, pub: base64.StdEncoding.EncodeToString(der),
 		log: cfg.Logger, client: cfg.HTTPClient, now: cfg.Now,
 		limiter: standin.NewLimiter(cfg.RatePerSecond), counts: make(map[string]int),
-		webhookURL: cfg.WebhookURL, events: make(chan []map[string]any, 1024), done: make(chan struct{}),
+		webhookURL: cfg.WebhookURL, wake: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -405,11 +408,12 @@ func (s *Server) accept(id string, m *wireMail, now time.Time) {
 			}
 		}
 	}
+	s.pending = append(s.pending, events...)
 	s.mu.Unlock()
 	if len(events) > 0 {
 		select {
-		case s.events <- events:
-		case <-s.done:
+		case s.wake <- struct{}{}:
+		default:
 		}
 	}
 }
@@ -437,24 +441,31 @@ func event(kind, email, sgMessageID string, at time.Time, args map[string]string
 func (s *Server) dispatch() {
 	defer s.wg.Done()
 	for {
-		var batch []map[string]any
 		select {
-		case evs := <-s.events:
-			batch = append(batch, evs...)
+		case <-s.wake:
 		case <-s.done:
 			return
 		}
-		// Take what else is already queued, up to a SendGrid-sized batch.
-	more:
-		for len(batch) < 1000 {
+		for {
+			// Post what is queued in SendGrid-sized batches.
+			s.mu.Lock()
+			n := min(len(s.pending), 1000)
+			batch := s.pending[:n:n]
+			s.pending = s.pending[n:]
+			if len(s.pending) == 0 {
+				s.pending = nil
+			}
+			s.mu.Unlock()
+			if n == 0 {
+				break
+			}
+			s.post(batch)
 			select {
-			case evs := <-s.events:
-				batch = append(batch, evs...)
+			case <-s.done:
+				return
 			default:
-				break more
 			}
 		}
-		s.post(batch)
 	}
 }
 

@@ -1,12 +1,20 @@
 package sendgrid
 
 import (
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 )
 
 func newServer(t *testing.T) (*Server, *httptest.Server) {
@@ -108,5 +116,60 @@ func TestPersonalizations(t *testing.T) {
 	}
 	if resp, _ := do(t, http.MethodDelete, srv.URL+"/outbox", "", ""); resp.StatusCode != 204 || s.Total() != 0 {
 		t.Fatalf("delete: %d, total %d", resp.StatusCode, s.Total())
+	}
+}
+
+// TestEventsForEverySend sends 300 messages and checks the webhook receives processed and
+// delivered for each, in batches, every post signed.
+func TestEventsForEverySend(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	got := map[string]int{}
+	posts := 0
+	s, srv := newServer(t)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		sig, err := base64.StdEncoding.DecodeString(r.Header.Get("X-Twilio-Email-Event-Webhook-Signature"))
+		h := sha256.Sum256(append([]byte(r.Header.Get("X-Twilio-Email-Event-Webhook-Timestamp")), body...))
+		if err != nil || !ecdsa.VerifyASN1(&s.key.PublicKey, h[:], sig) {
+			http.Error(w, "bad signature", http.StatusForbidden)
+			return
+		}
+		var events []map[string]any
+		if err := json.Unmarshal(body, &events); err != nil {
+			http.Error(w, "bad body", http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		posts++
+		for _, e := range events {
+			got[e["email"].(string)+"/"+e["event"].(string)]++
+		}
+		mu.Unlock()
+	}))
+	t.Cleanup(hook.Close)
+	s.SetWebhookURL(hook.URL)
+	for i := range 300 {
+		body := fmt.Sprintf(`{"personalizations":[{"to":[{"email":"r%d@example.com"}]}],"from":{"email":"f@shop.example"},"subject":"s","content":[{"type":"text/plain","value":"t"}]}`, i)
+		if resp, b := do(t, http.MethodPost, srv.URL+"/v3/mail/send", "SG.k", body); resp.StatusCode != 202 {
+			t.Fatalf("send %d: %d %s", i, resp.StatusCode, b)
+		}
+	}
+	meshtest.Eventually(t, 20*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == 600
+	}, "600 distinct events")
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range 300 {
+		for _, kind := range []string{"processed", "delivered"} {
+			if n := got[fmt.Sprintf("r%d@example.com/%s", i, kind)]; n != 1 {
+				t.Fatalf("r%d %s posted %d times", i, kind, n)
+			}
+		}
+	}
+	if posts == 0 || posts > 300 {
+		t.Fatalf("%d posts", posts)
 	}
 }

@@ -97,10 +97,14 @@ type Server struct {
 	bySID    map[string]*Message
 	counts   map[string]int
 
-	callbacks chan callback
-	done      chan struct{}
-	wg        sync.WaitGroup
-	closing   sync.Once
+	// pending holds the callbacks of each message not yet posted (one job per message, so
+	// its callbacks go out in order): unbounded, so neither a slow receiver slows creation
+	// nor an overload drops callbacks. wake signals the workers.
+	pending [][]callback
+	wake    chan struct{}
+	done    chan struct{}
+	wg      sync.WaitGroup
+	closing sync.Once
 }
 
 type callback struct {
@@ -116,7 +120,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, client: cfg.HTTPClient, now: cfg.Now,
 		limiter: standin.NewLimiter(cfg.RatePerSecond), bySID: make(map[string]*Message), counts: make(map[string]int),
-		callbacks: make(chan callback, 4096), done: make(chan struct{}),
+		wake: make(chan struct{}, 4), done: make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -134,8 +138,8 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /outbox", s.outbox)
 	s.mux.HandleFunc("DELETE /outbox", s.clearOutbox)
 	s.mux.HandleFunc("/faults", s.faults.ServeFaults)
-	// Callbacks of one message go through one worker in order (sent before delivered);
-	// a few workers keep a large campaign's callbacks flowing.
+	// A few workers keep a large campaign's callbacks flowing; each message's callbacks go
+	// through one worker, in order (sent before delivered).
 	for range 4 {
 		s.wg.Add(1)
 		go s.dispatch()
@@ -334,6 +338,7 @@ func (s *Server) queueCallbacks(m Message) {
 	if target == "" {
 		return
 	}
+	var job []callback
 	for _, status := range []string{"sent", m.Status} {
 		p := url.Values{
 			"MessageSid": {m.SID}, "SmsSid": {m.SID}, "AccountSid": {s.cfg.AccountSID},
@@ -349,11 +354,14 @@ func (s *Server) queueCallbacks(m Message) {
 		if status == "delivered" {
 			p.Set("RawDlrDoneDate", m.CreatedAt.Format("0601021504"))
 		}
-		select {
-		case s.callbacks <- callback{url: target, params: p}:
-		case <-s.done:
-			return
-		}
+		job = append(job, callback{url: target, params: p})
+	}
+	s.mu.Lock()
+	s.pending = append(s.pending, job)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -361,10 +369,36 @@ func (s *Server) dispatch() {
 	defer s.wg.Done()
 	for {
 		select {
-		case cb := <-s.callbacks:
-			s.post(cb)
+		case <-s.wake:
 		case <-s.done:
 			return
+		}
+		for {
+			s.mu.Lock()
+			if len(s.pending) == 0 {
+				s.pending = nil
+				s.mu.Unlock()
+				break
+			}
+			job := s.pending[0]
+			s.pending = s.pending[1:]
+			more := len(s.pending) > 0
+			s.mu.Unlock()
+			if more {
+				// Wake another worker for the rest.
+				select {
+				case s.wake <- struct{}{}:
+				default:
+				}
+			}
+			for _, cb := range job {
+				s.post(cb)
+			}
+			select {
+			case <-s.done:
+				return
+			default:
+			}
 		}
 	}
 }

@@ -7,7 +7,11 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 )
 
 const acct = "AC1"
@@ -100,5 +104,46 @@ func TestListPaging(t *testing.T) {
 	}
 	if status, out = call(t, http.MethodGet, messages+"?DateSent=yesterday", acct, "tok", nil); status != 400 {
 		t.Fatalf("bad DateSent: %d %v", status, out)
+	}
+}
+
+// TestCallbacksInOrderPerMessage creates 200 messages and checks every one gets "sent"
+// then "delivered", each once, signed.
+func TestCallbacksInOrderPerMessage(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	seen := map[string][]string{}
+	s, srv := newServer(t)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseForm(); err != nil || r.Header.Get("X-Twilio-Signature") != s.sign("http://"+r.Host+r.URL.RequestURI(), r.PostForm) {
+			http.Error(w, "bad signature", http.StatusForbidden)
+			return
+		}
+		mu.Lock()
+		seen[r.PostForm.Get("MessageSid")] = append(seen[r.PostForm.Get("MessageSid")], r.PostForm.Get("MessageStatus"))
+		mu.Unlock()
+	}))
+	t.Cleanup(hook.Close)
+	messages := srv.URL + "/2010-04-01/Accounts/" + acct + "/Messages.json"
+	for range 200 {
+		if status, out := call(t, http.MethodPost, messages, acct, "tok", url.Values{"To": {"+15551234567"}, "From": {"+15550001111"}, "Body": {"x"}, "StatusCallback": {hook.URL + "/cb"}}); status != 201 {
+			t.Fatalf("create: %d %v", status, out)
+		}
+	}
+	meshtest.Eventually(t, 20*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, st := range seen {
+			n += len(st)
+		}
+		return n == 400
+	}, "400 callbacks")
+	mu.Lock()
+	defer mu.Unlock()
+	for sid, st := range seen {
+		if len(st) != 2 || st[0] != "sent" || st[1] != "delivered" {
+			t.Fatalf("%s got %v", sid, st)
+		}
 	}
 }
