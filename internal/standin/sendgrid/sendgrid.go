@@ -7,7 +7,8 @@
 // limit answers 429 with SendGrid's X-RateLimit-* headers.
 //
 // Routes: POST /v3/mail/send; GET /v3/user/webhooks/event/settings/signed (the public key,
-// as SendGrid serves it); GET and DELETE /outbox; POST and DELETE /faults.
+// as SendGrid serves it); GET /v3/messages (the Email Activity Feed's filter, see activity);
+// GET and DELETE /outbox; POST and DELETE /faults.
 //
 // Recipients at the domain bounce.invalid bounce (a "bounce" event instead of "delivered").
 package sendgrid
@@ -133,6 +134,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("POST /v3/mail/send", s.send)
 	s.mux.HandleFunc("GET /v3/user/webhooks/event/settings/signed", s.publicKey)
+	s.mux.HandleFunc("GET /v3/messages", s.activity)
 	s.mux.HandleFunc("GET /outbox", s.outbox)
 	s.mux.HandleFunc("DELETE /outbox", s.clearOutbox)
 	s.mux.HandleFunc("/faults", s.faults.ServeFaults)
