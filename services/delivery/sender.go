@@ -376,14 +376,32 @@ func (s *Sender) dispatch(ctx context.Context, r *run, wg *sync.WaitGroup, claim
 	return len(rows), err
 }
 
-// attempt makes one claimed row's provider call and records its outcome.
+// attempt makes one claimed row's provider call and records its outcome. The call (and the
+// waits before it) must end before the row's lease does, a tenth of the lease early: after
+// the lease another sender may reconcile the row, and a call still in flight then could land
+// after its lookup said "not found".
 func (s *Sender) attempt(ctx context.Context, r *run, row Recipient) {
+	out := Outcome{ID: row.ID, Owner: s.cfg.Owner, Attempt: row.Attempt}
+	giveBack := func() {
+		out.State, out.Release = StatePending, true
+		s.record(ctx, r, out)
+	}
+	deadline := row.LeaseExpiry.Add(-s.cfg.Lease / 10)
+	callCtx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	if r.limits.rate != nil {
-		if err := r.limits.rate.Wait(ctx); err != nil {
+		if err := r.limits.rate.Wait(callCtx); err != nil {
+			if ctx.Err() == nil {
+				giveBack() // no token before the lease's end: nothing was sent
+			}
 			return // ctx ended: the row stays sending and is reconciled after its lease
 		}
 	}
 	if until := time.Unix(0, r.limits.hold.Load()); until.After(s.cfg.Now()) {
+		if !until.Before(deadline) {
+			giveBack()
+			return
+		}
 		t := time.NewTimer(until.Sub(s.cfg.Now()))
 		select {
 		case <-ctx.Done():
@@ -392,18 +410,16 @@ func (s *Sender) attempt(ctx context.Context, r *run, row Recipient) {
 		case <-t.C:
 		}
 	}
-	out := Outcome{ID: row.ID, Owner: s.cfg.Owner, Attempt: row.Attempt}
-	if r.stopping.Load() {
-		// Paused before the call: give the row back untouched.
-		out.State, out.Release = StatePending, true
-		s.record(ctx, r, out)
+	if r.stopping.Load() || !s.cfg.Now().Before(deadline) {
+		// Paused, or the lease is too close to its end: give the row back uncalled.
+		giveBack()
 		return
 	}
 	msg, err := s.cfg.Compose(ctx, row)
 	if err == nil {
 		msg.Ref, msg.TenantID, msg.CampaignID, msg.Variant, msg.To = row.ID, row.TenantID, row.CampaignID, row.Variant, row.Address
 		var id string
-		id, err = s.cfg.Provider.Send(ctx, msg)
+		id, err = s.cfg.Provider.Send(callCtx, msg)
 		if ctx.Err() != nil {
 			return // abrupt stop mid-call: as a crash, the lease expiry settles the row
 		}
