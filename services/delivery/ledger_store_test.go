@@ -18,7 +18,9 @@ import (
 func openLedger(tb testing.TB) (*postgres.Ledger, *pgxpool.Pool) {
 	tb.Helper()
 	ctx := context.Background()
-	pool, err := pgdb.Open(ctx, pgtest.NewDatabase(tb))
+	// pgxpool's default of max(4, CPUs) connections would make the sender's concurrent
+	// outcome writes queue for a connection; the service's URL sets pool_max_conns likewise.
+	pool, err := pgdb.Open(ctx, pgtest.NewDatabase(tb)+"&pool_max_conns=16")
 	if err != nil {
 		tb.Fatal(err)
 	}
