@@ -286,7 +286,7 @@ func (s *Sender) Run(ctx context.Context, tenantID, campaignID string) error {
 			if _, err := s.cfg.Store.ExpireLeases(ctx, tenantID, campaignID, now); err != nil {
 				s.cfg.Logger.Warn("delivery sender: expire leases", "campaign_id", campaignID, "error", err)
 			}
-			n, err := s.dispatch(ctx, r, &wg, func(limit int) ([]Recipient, error) {
+			n, err := s.dispatch(ctx, r, &wg, maxClaim, func(limit int) ([]Recipient, error) {
 				return s.cfg.Store.ClaimUnknown(ctx, tenantID, campaignID, now, s.cfg.Recheck, limit)
 			}, s.reconcile)
 			if err != nil {
@@ -295,7 +295,7 @@ func (s *Sender) Run(ctx context.Context, tenantID, campaignID string) error {
 			worked = n > 0
 		}
 		if until := r.limits.hold.Load(); until <= now.UnixNano() {
-			n, err := s.dispatch(ctx, r, &wg, func(limit int) ([]Recipient, error) {
+			n, err := s.dispatch(ctx, r, &wg, s.claimable(r, now), func(limit int) ([]Recipient, error) {
 				return s.cfg.Store.ClaimPending(ctx, Claim{TenantID: tenantID, CampaignID: campaignID, Owner: s.cfg.Owner, Limit: limit, Now: now, Lease: s.cfg.Lease})
 			}, s.attempt)
 			if err != nil {
@@ -318,6 +318,15 @@ func (s *Sender) Run(ctx context.Context, tenantID, campaignID string) error {
 	}
 }
 
+// claimable is how many rows may be claimed now: with a rate limit, no more than its tokens
+// due within half a lease, so claimed rows do not wait for a token until their lease ends.
+func (s *Sender) claimable(r *run, now time.Time) int {
+	if r.limits.rate == nil {
+		return maxClaim
+	}
+	return int(r.limits.rate.TokensAt(now.Add(s.cfg.Lease / 2)))
+}
+
 // idle waits for a worker to finish or the poll interval.
 func (s *Sender) idle(ctx context.Context, r *run) error {
 	t := time.NewTimer(s.cfg.Poll)
@@ -333,9 +342,10 @@ func (s *Sender) idle(ctx context.Context, r *run) error {
 
 // dispatch takes free slots of the tenant (waiting up to the poll interval for one), claims
 // as many rows, and starts work on each; it gives back the slots it did not use.
-func (s *Sender) dispatch(ctx context.Context, r *run, wg *sync.WaitGroup, claim func(int) ([]Recipient, error), work func(context.Context, *run, Recipient)) (int, error) {
+func (s *Sender) dispatch(ctx context.Context, r *run, wg *sync.WaitGroup, limit int, claim func(int) ([]Recipient, error), work func(context.Context, *run, Recipient)) (int, error) {
 	slots := r.limits.slots
 	taken := 0
+	limit = max(1, min(limit, maxClaim))
 	t := time.NewTimer(s.cfg.Poll)
 	defer t.Stop()
 	select {
@@ -346,7 +356,7 @@ func (s *Sender) dispatch(ctx context.Context, r *run, wg *sync.WaitGroup, claim
 	case <-ctx.Done():
 		return 0, nil
 	}
-	for taken < maxClaim {
+	for taken < limit {
 		select {
 		case slots <- struct{}{}:
 			taken++
@@ -383,7 +393,9 @@ func (s *Sender) dispatch(ctx context.Context, r *run, wg *sync.WaitGroup, claim
 func (s *Sender) attempt(ctx context.Context, r *run, row Recipient) {
 	out := Outcome{ID: row.ID, Owner: s.cfg.Owner, Attempt: row.Attempt}
 	giveBack := func() {
-		out.State, out.Release = StatePending, true
+		// Not due again at once: a row given back for lack of time would be claimed again
+		// straight away.
+		out.State, out.Release, out.NotBefore = StatePending, true, s.cfg.Now().Add(s.cfg.Poll)
 		s.record(ctx, r, out)
 	}
 	deadline := row.LeaseExpiry.Add(-s.cfg.Lease / 10)

@@ -371,3 +371,24 @@ func BenchmarkSenderCampaign100k(b *testing.B) {
 		b.ReportMetric(float64(msgs[0].AcceptedAt.Sub(start).Milliseconds()), "ms-to-first")
 	}
 }
+
+// A claimed row whose call cannot start before its lease ends is given back, never sent
+// late: a late call could land after another sender's lookup declared the row not sent.
+// Here a rate of one send a second and a one-second lease make most claimed rows wait past
+// their lease for a token.
+func TestSenderCallNeverOutlivesLease(t *testing.T) {
+	t.Parallel()
+	const n = 6
+	r := newRig(t, sgstandin.Config{}, 5*time.Second)
+	r.addRecipients(t, n)
+	s := r.sender(t, "sender-1", func(c *delivery.SenderConfig) {
+		c.RatePerSecond, c.Lease, c.Settle, c.Recheck = 1, time.Second, time.Second, 100*time.Millisecond
+	})
+	if err := wait(t, runAsync(context.Background(), s), time.Minute); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	r.exactlyOnce(t, n)
+	if lost := r.metrics.LeasesLost.Load(); lost != 0 {
+		t.Errorf("%d outcomes written after the lease ended", lost)
+	}
+}
