@@ -17,16 +17,30 @@ import (
 // applied here from the source tree.)
 func openLedger(tb testing.TB) (*postgres.Ledger, *pgxpool.Pool) {
 	tb.Helper()
-	ctx := context.Background()
-	// pgxpool's default of max(4, CPUs) connections would make the sender's concurrent
-	// outcome writes queue for a connection; the service's URL sets pool_max_conns likewise.
-	pool, err := pgdb.Open(ctx, pgtest.NewDatabase(tb)+"&pool_max_conns=16")
+	l, pool, _ := openLedgerURL(tb)
+	return l, pool
+}
+
+// openLedgerURL is openLedger that also returns the database's URL.
+func openLedgerURL(tb testing.TB) (*postgres.Ledger, *pgxpool.Pool, string) {
+	tb.Helper()
+	url := pgtest.NewDatabase(tb)
+	pool := openPool(tb, url)
+	if err := pgdb.Migrate(context.Background(), pool, os.DirFS("postgres/migrations")); err != nil {
+		tb.Fatal(err)
+	}
+	return postgres.NewLedger(pool), pool, url
+}
+
+// openPool opens a pool of 16 connections: pgxpool's default of max(4, CPUs) would make the
+// sender's concurrent outcome writes queue for a connection (a service sets pool_max_conns
+// in its URL likewise).
+func openPool(tb testing.TB, url string) *pgxpool.Pool {
+	tb.Helper()
+	pool, err := pgdb.Open(context.Background(), url+"&pool_max_conns=16")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(pool.Close)
-	if err := pgdb.Migrate(ctx, pool, os.DirFS("postgres/migrations")); err != nil {
-		tb.Fatal(err)
-	}
-	return postgres.NewLedger(pool), pool
+	return pool
 }

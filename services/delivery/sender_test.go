@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
 	"github.com/campaignmesh/campaignmesh/internal/standin"
 	sgstandin "github.com/campaignmesh/campaignmesh/internal/standin/sendgrid"
 	"github.com/campaignmesh/campaignmesh/services/delivery"
@@ -390,5 +391,81 @@ func TestSenderCallNeverOutlivesLease(t *testing.T) {
 	r.exactlyOnce(t, n)
 	if lost := r.metrics.LeasesLost.Load(); lost != 0 {
 		t.Errorf("%d outcomes written after the lease ended", lost)
+	}
+}
+
+// The database goes away under a sender mid-send (its outcome writes fail after the
+// provider accepted): those rows stay sending, and another replica still connected
+// reconciles them after their lease and finishes the campaign, one message each.
+func TestSenderDatabaseLostMidSend(t *testing.T) {
+	t.Parallel()
+	const n = 5_000
+	l, _, url := openLedgerURL(t)
+	r := newRig(t, sgstandin.Config{}, 5*time.Second)
+	r.ledger = l
+	r.addRecipients(t, n)
+	proxy, viaProxy := pgtest.NewProxy(t, url)
+	a := r.sender(t, "replica-a", func(c *delivery.SenderConfig) { c.Store = postgres.NewLedger(openPool(t, viaProxy)) })
+	ctx, stopA := context.WithCancel(context.Background())
+	defer stopA()
+	doneA := runAsync(ctx, a)
+	meshtest.Eventually(t, time.Minute, func() bool { return r.outbox.Total() >= 1500 }, "first messages")
+	proxy.Cut()
+	if err := wait(t, runAsync(context.Background(), r.sender(t, "replica-b", nil)), 3*time.Minute); err != nil {
+		t.Fatalf("replica b: %v", err)
+	}
+	stopA()
+	if err := wait(t, doneA, 30*time.Second); !errors.Is(err, context.Canceled) {
+		t.Fatalf("replica a returned %v", err)
+	}
+	r.exactlyOnce(t, n)
+	t.Logf("found by lookup: %d, not found: %d", r.metrics.Found.Load(), r.metrics.NotFound.Load())
+}
+
+// A refused recipient (invalid address) fails with the provider's reason, without its
+// address, and does not hold the campaign back; a compose error is retried.
+func TestSenderPermanentFailuresAndComposeRetries(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := newRig(t, sgstandin.Config{}, 5*time.Second)
+	rs := []delivery.NewRecipient{
+		{ContactID: "good", Address: address(1)},
+		{ContactID: "bad", Address: "not-an-address"},
+		{ContactID: "flaky", Address: address(2)},
+		{ContactID: "gone", Address: address(3), Skip: "no consent"},
+	}
+	if _, err := r.ledger.AddRecipients(ctx, tenant, campaign, twoVariants, rs); err != nil {
+		t.Fatal(err)
+	}
+	var flaky atomic.Int32
+	s := r.sender(t, "sender-1", func(c *delivery.SenderConfig) {
+		c.Compose = func(ctx context.Context, rc delivery.Recipient) (delivery.Message, error) {
+			if rc.ContactID == "flaky" && flaky.Add(1) <= 2 {
+				return delivery.Message{}, errors.New("template store unavailable")
+			}
+			return compose(ctx, rc)
+		}
+	})
+	if err := wait(t, runAsync(ctx, s), time.Minute); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	c, _ := r.ledger.Counts(ctx, tenant, campaign)
+	if c.ByState[delivery.StateSent] != 2 || c.ByState[delivery.StateFailed] != 1 || c.ByState[delivery.StateSkipped] != 1 {
+		t.Fatalf("ledger %v", c.ByState)
+	}
+	if r.outbox.Total() != 2 || r.outbox.Count(address(1)) != 1 || r.outbox.Count(address(2)) != 1 {
+		t.Fatalf("outbox %d", r.outbox.Total())
+	}
+	var failed delivery.Recipient
+	for id := 1; id <= 4; id++ {
+		if row, ok, _ := r.ledger.Get(ctx, tenant, fmt.Sprint(id)); ok && row.State == delivery.StateFailed {
+			failed = row
+		}
+	}
+	if failed.ContactID != "bad" || !strings.Contains(failed.Reason, "not processed, permanent") || strings.Contains(failed.Reason, "not-an-address") {
+		t.Fatalf("failed row %+v", failed)
+	}
+	if r.metrics.Retries.Load() != 2 {
+		t.Fatalf("retries %d, want the 2 compose errors", r.metrics.Retries.Load())
 	}
 }
