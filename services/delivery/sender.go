@@ -243,7 +243,11 @@ type run struct {
 	tenantID, campaignID string
 	limits               *tenantLimits
 	stopping             atomic.Bool
-	wake                 chan struct{}
+	// waits ends when the run stops (or its ctx ends): claimed rows waiting for a token or
+	// a provider's Retry-After are then given back at once instead of at the wait's end.
+	waits     context.Context
+	stopWaits context.CancelFunc
+	wake      chan struct{}
 }
 
 // Run sends the campaign's ledger until every row is finished (nil), the campaign stops
@@ -253,6 +257,8 @@ type run struct {
 // until their lease expires and they are reconciled. Run again to resume.
 func (s *Sender) Run(ctx context.Context, tenantID, campaignID string) error {
 	r := &run{tenantID: tenantID, campaignID: campaignID, limits: s.limits(tenantID), wake: make(chan struct{}, 1)}
+	r.waits, r.stopWaits = context.WithCancel(ctx)
+	defer r.stopWaits()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	var lastCheck, lastMaintenance time.Time
@@ -273,6 +279,7 @@ func (s *Sender) Run(ctx context.Context, tenantID, campaignID string) error {
 				continue
 			case !st.Sendable:
 				r.stopping.Store(true)
+				r.stopWaits()
 				wg.Wait()
 				return &StoppedError{State: st.State}
 			}
@@ -399,12 +406,12 @@ func (s *Sender) attempt(ctx context.Context, r *run, row Recipient) {
 		s.record(ctx, r, out)
 	}
 	deadline := row.LeaseExpiry.Add(-s.cfg.Lease / 10)
-	callCtx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
+	waitCtx, cancelWait := context.WithDeadline(r.waits, deadline)
+	defer cancelWait()
 	if r.limits.rate != nil {
-		if err := r.limits.rate.Wait(callCtx); err != nil {
+		if err := r.limits.rate.Wait(waitCtx); err != nil {
 			if ctx.Err() == nil {
-				giveBack() // no token before the lease's end: nothing was sent
+				giveBack() // stopped, or no token before the lease's end: nothing was sent
 			}
 			return // ctx ended: the row stays sending and is reconciled after its lease
 		}
@@ -416,12 +423,17 @@ func (s *Sender) attempt(ctx context.Context, r *run, row Recipient) {
 		}
 		t := time.NewTimer(until.Sub(s.cfg.Now()))
 		select {
-		case <-ctx.Done():
+		case <-waitCtx.Done():
 			t.Stop()
+			if ctx.Err() == nil {
+				giveBack()
+			}
 			return
 		case <-t.C:
 		}
 	}
+	callCtx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	if r.stopping.Load() || !s.cfg.Now().Before(deadline) {
 		// Paused, or the lease is too close to its end: give the row back uncalled.
 		giveBack()
