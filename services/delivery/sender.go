@@ -325,6 +325,40 @@ func (s *Sender) Run(ctx context.Context, tenantID, campaignID string) error {
 	}
 }
 
+// Reconcile settles a campaign's rows whose outcome is open — leases expired mid-call and
+// unknown rows — through the provider's lookup, without sending anything: for a campaign
+// that stopped (cancelled, completed) with such rows, so its sent count becomes exact. It
+// returns when no row is sending or unknown, or when ctx ends. Rows found not sent go back
+// to pending (a later Run, if the campaign resumes, sends them).
+func (s *Sender) Reconcile(ctx context.Context, tenantID, campaignID string) error {
+	r := &run{tenantID: tenantID, campaignID: campaignID, limits: s.limits(tenantID), wake: make(chan struct{}, 1)}
+	r.waits, r.stopWaits = context.WithCancel(ctx)
+	defer r.stopWaits()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		now := s.cfg.Now()
+		if _, err := s.cfg.Store.ExpireLeases(ctx, tenantID, campaignID, now); err != nil {
+			s.cfg.Logger.Warn("delivery reconcile: expire leases", "campaign_id", campaignID, "error", err)
+		}
+		n, err := s.dispatch(ctx, r, &wg, maxClaim, func(limit int) ([]Recipient, error) {
+			return s.cfg.Store.ClaimUnknown(ctx, tenantID, campaignID, now, s.cfg.Recheck, limit)
+		}, s.reconcile)
+		if err != nil {
+			s.cfg.Logger.Warn("delivery reconcile: claim unknown rows", "campaign_id", campaignID, "error", err)
+		}
+		if n == 0 && len(r.limits.slots) == 0 {
+			c, err := s.cfg.Store.Counts(ctx, tenantID, campaignID)
+			if err == nil && c.ByState[StateSending]+c.ByState[StateUnknown] == 0 {
+				return nil
+			}
+		}
+		if err := s.idle(ctx, r); err != nil {
+			return err
+		}
+	}
+}
+
 // claimable is how many rows may be claimed now: with a rate limit, no more than its tokens
 // due within half a lease, so claimed rows do not wait for a token until their lease ends.
 func (s *Sender) claimable(r *run, now time.Time) int {

@@ -469,3 +469,41 @@ func TestSenderPermanentFailuresAndComposeRetries(t *testing.T) {
 		t.Fatalf("retries %d, want the 2 compose errors", r.metrics.Retries.Load())
 	}
 }
+
+// A campaign cancelled while some sends had unclear answers: Reconcile settles those rows by
+// lookup alone (sent if the provider has them, pending if not) and sends nothing.
+func TestReconcileStoppedCampaign(t *testing.T) {
+	t.Parallel()
+	const n = 2_000
+	ctx := context.Background()
+	r := newRig(t, sgstandin.Config{}, 500*time.Millisecond)
+	r.addRecipients(t, n)
+	f := r.outbox.Faults()
+	f.Inject(standin.FaultServerError, 3)
+	f.Inject(standin.FaultServerErrorAfterSend, 5)
+	f.Inject(standin.FaultHang, 2)
+	s := r.sender(t, "sender-1", func(c *delivery.SenderConfig) { c.RatePerSecond = 200 })
+	done := runAsync(ctx, s)
+	meshtest.Eventually(t, time.Minute, func() bool { return f.Pending() == 0 }, "faults played")
+	r.campaigns.set("cancelled")
+	if err := wait(t, done, 30*time.Second); !errors.Is(err, delivery.ErrStopped) {
+		t.Fatalf("run: %v", err)
+	}
+	before := r.outbox.Total()
+	c, _ := r.ledger.Counts(ctx, tenant, campaign)
+	if c.ByState[delivery.StateUnknown] == 0 || c.ByState[delivery.StatePending] == 0 {
+		t.Fatalf("after the cancel: %v, want unknown and pending rows", c.ByState)
+	}
+	rc, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := s.Reconcile(rc, tenant, campaign); err != nil {
+		t.Fatalf("reconcile: %v", err)
+	}
+	c, _ = r.ledger.Counts(ctx, tenant, campaign)
+	if r.outbox.Total() != before || c.ByState[delivery.StateUnknown]+c.ByState[delivery.StateSending] != 0 || c.ByState[delivery.StateSent] != before {
+		t.Fatalf("after reconcile: outbox %d -> %d, ledger %v", before, r.outbox.Total(), c.ByState)
+	}
+	if r.metrics.Found.Load() != 7 || r.metrics.NotFound.Load() != 3 {
+		t.Fatalf("found %d not found %d, want 7 and 3", r.metrics.Found.Load(), r.metrics.NotFound.Load())
+	}
+}
