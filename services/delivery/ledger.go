@@ -133,6 +133,9 @@ type LedgerStore interface {
 	Resolve(ctx context.Context, r Resolution) (bool, error)
 	// Counts returns the number of rows per state (and per variant in byVariant).
 	Counts(ctx context.Context, tenantID, campaignID string) (Counts, error)
+	// Unfinished reports whether the campaign has a row pending, sending or unknown — or,
+	// with settlingOnly, a row sending or unknown: the sender's cheap "done?".
+	Unfinished(ctx context.Context, tenantID, campaignID string, settlingOnly bool) (bool, error)
 }
 
 // Counts is a campaign's ledger totals.

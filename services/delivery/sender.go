@@ -314,8 +314,7 @@ func (s *Sender) Run(ctx context.Context, tenantID, campaignID string) error {
 			continue
 		}
 		if len(r.limits.slots) == 0 {
-			c, err := s.cfg.Store.Counts(ctx, tenantID, campaignID)
-			if err == nil && c.Open() == 0 {
+			if open, err := s.cfg.Store.Unfinished(ctx, tenantID, campaignID, false); err == nil && !open {
 				return nil
 			}
 		}
@@ -348,8 +347,7 @@ func (s *Sender) Reconcile(ctx context.Context, tenantID, campaignID string) err
 			s.cfg.Logger.Warn("delivery reconcile: claim unknown rows", "campaign_id", campaignID, "error", err)
 		}
 		if n == 0 && len(r.limits.slots) == 0 {
-			c, err := s.cfg.Store.Counts(ctx, tenantID, campaignID)
-			if err == nil && c.ByState[StateSending]+c.ByState[StateUnknown] == 0 {
+			if open, err := s.cfg.Store.Unfinished(ctx, tenantID, campaignID, true); err == nil && !open {
 				return nil
 			}
 		}

@@ -221,6 +221,21 @@ func (l *Ledger) Counts(ctx context.Context, tenantID, campaignID string) (deliv
 	return c, nil
 }
 
+// Unfinished implements delivery.LedgerStore: one EXISTS per state, each answered from
+// that state's partial index, rather than counting a large campaign.
+func (l *Ledger) Unfinished(ctx context.Context, tenantID, campaignID string, settlingOnly bool) (bool, error) {
+	var open bool
+	err := l.pool.QueryRow(ctx, `
+		SELECT (NOT $3 AND EXISTS (SELECT 1 FROM ledger WHERE tenant_id = $1 AND campaign_id = $2 AND state = 'pending'))
+		    OR EXISTS (SELECT 1 FROM ledger WHERE tenant_id = $1 AND campaign_id = $2 AND state = 'sending')
+		    OR EXISTS (SELECT 1 FROM ledger WHERE tenant_id = $1 AND campaign_id = $2 AND state = 'unknown')`,
+		tenantID, campaignID, settlingOnly).Scan(&open)
+	if err != nil {
+		return false, pgdb.Classify(fmt.Errorf("check open recipients of campaign %s: %w", campaignID, err))
+	}
+	return open, nil
+}
+
 // Get returns one row of a tenant's ledger (false when there is none).
 func (l *Ledger) Get(ctx context.Context, tenantID, id string) (delivery.Recipient, bool, error) {
 	n, err := strconv.ParseInt(id, 10, 64)

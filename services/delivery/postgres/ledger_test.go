@@ -173,6 +173,15 @@ func TestRecordIsConditional(t *testing.T) {
 	if c.ByState[delivery.StateSent] != 2 || c.ByState[delivery.StatePending] != 1 || c.Open() != 1 {
 		t.Fatalf("counts %v", c.ByState)
 	}
+	if open, err := l.Unfinished(ctx, "t1", "camp", false); !open || err != nil {
+		t.Fatalf("a pending row left: unfinished %v %v", open, err)
+	}
+	if open, err := l.Unfinished(ctx, "t1", "camp", true); open || err != nil {
+		t.Fatalf("nothing sending or unknown: settling %v %v", open, err)
+	}
+	if open, _ := l.Unfinished(ctx, "t1", "other", false); open {
+		t.Fatal("another campaign is unfinished")
+	}
 	// A pending row with a future not_before is not due.
 	if rows, _ := l.ClaimPending(ctx, delivery.Claim{TenantID: "t1", CampaignID: "camp", Owner: "a", Limit: 3, Now: now.Add(-time.Hour), Lease: time.Second}); len(rows) != 0 {
 		t.Fatalf("claimed %d rows before they were due", len(rows))
