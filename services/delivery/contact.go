@@ -331,10 +331,7 @@ func ParseContactPage(pageSize int32, pageToken string) (ContactQuery, error) {
 	return q, v.Err()
 }
 
-func contactPageToken(size int, cs []Contact) string {
-	if len(cs) < size || len(cs) == 0 {
-		return ""
-	}
+func contactPageToken(cs []Contact) string {
 	last := cs[len(cs)-1]
 	b, _ := json.Marshal(ContactCursor{CreateTime: last.CreateTime, ID: last.ID})
 	return base64.RawURLEncoding.EncodeToString(b)
@@ -490,11 +487,19 @@ func (a *Audiences) ListContacts(ctx context.Context, tenantID string, pageSize 
 	if err != nil {
 		return nil, "", err
 	}
+	// One more than the page tells whether there is a next page: the last page never hands out
+	// a token that leads to an empty one.
+	size := q.Size
+	q.Size++
 	cs, err := a.store.ListContacts(ctx, tenantID, q)
 	if err != nil {
 		return nil, "", err
 	}
-	return cs, contactPageToken(q.Size, cs), nil
+	if len(cs) <= size {
+		return cs, "", nil
+	}
+	cs = cs[:size]
+	return cs, contactPageToken(cs), nil
 }
 
 // ContactField is a field UpdateContact can change.
