@@ -159,8 +159,8 @@ func validateAttributes(v *apperr.Violations, field string, attrs map[string]str
 			v.Add(field, "key %q: must be lowercase letters, digits and '_', starting with a letter, at most %d characters", truncate(k, MaxAttrKeyLen), MaxAttrKeyLen)
 			continue
 		}
-		if len(val) > MaxAttrValueLen || !printableText(val) {
-			v.Add(field+"."+k, "must be at most %d bytes of printable text", MaxAttrValueLen)
+		if len(val) > MaxAttrValueLen || !printableText(strings.NewReplacer("\n", " ", "\t", " ").Replace(val)) {
+			v.Add(field+"."+k, "must be at most %d bytes of text (line breaks and tabs allowed)", MaxAttrValueLen)
 		}
 	}
 }

@@ -153,11 +153,20 @@ type importer struct {
 	batch     []pendingRow
 }
 
+// fail counts a bad row and keeps the first maxErrors by row number: a batch's store outcomes
+// arrive after later rows' validation errors, so a row may be inserted before ones listed.
 func (imp *importer) fail(row int, reason string) {
 	imp.res.Failed++
-	if len(imp.res.Errors) < imp.maxErrors {
-		imp.res.Errors = append(imp.res.Errors, RowError{Row: row, Reason: reason})
+	errs := imp.res.Errors
+	i, _ := slices.BinarySearchFunc(errs, row, func(e RowError, r int) int { return e.Row - r })
+	if i >= imp.maxErrors {
+		return
 	}
+	errs = slices.Insert(errs, i, RowError{Row: row, Reason: reason})
+	if len(errs) > imp.maxErrors {
+		errs = errs[:imp.maxErrors]
+	}
+	imp.res.Errors = errs
 }
 
 // flush upserts the pending rows and counts their outcomes.

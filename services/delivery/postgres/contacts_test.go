@@ -397,3 +397,5 @@ func TestExportAndErase(t *testing.T) {
 		t.Errorf("unknown kind: %v", err)
 	}
 }
+
+func asDomain(err error, target **apperr.Error) bool { return errors.As(err, target) }
