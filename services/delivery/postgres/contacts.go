@@ -250,11 +250,16 @@ func (s *Store) DeleteContact(ctx context.Context, tenantID, id string, rec *aud
 // the row is inserted, with exactly one it is updated (empty values keep the stored ones,
 // attributes merge key by key, up to $13 keys), with more nothing changes (the identifiers
 // belong to different contacts). The answer tells which: (matches, inserted id, updated id).
-const upsertSQL = `WITH m AS (
-	SELECT id FROM contacts
-	WHERE tenant_id = $14 AND (user_id = NULLIF($1, '') OR email = NULLIF($2, '') OR phone = NULLIF($3, ''))
-	FOR UPDATE
-), n AS (SELECT count(*) AS c FROM m),
+//
+// The three lookups are separate so that each uses its unique index in any plan: the statement
+// is prepared once per connection, and a generic plan of one OR over the three columns scans all
+// of the tenant's contacts (quadratic over an import).
+const upsertSQL = `WITH
+m1 AS (SELECT id FROM contacts WHERE tenant_id = $14 AND user_id = NULLIF($1, '') FOR UPDATE),
+m2 AS (SELECT id FROM contacts WHERE tenant_id = $14 AND email = NULLIF($2, '') FOR UPDATE),
+m3 AS (SELECT id FROM contacts WHERE tenant_id = $14 AND phone = NULLIF($3, '') FOR UPDATE),
+m AS (SELECT id FROM m1 UNION SELECT id FROM m2 UNION SELECT id FROM m3),
+n AS (SELECT count(*) AS c FROM m),
 ins AS (
 	INSERT INTO contacts (` + contactWriteCols + `, tenant_id)
 	SELECT NULLIF($1, ''), NULLIF($2, ''), NULLIF($3, ''), $4::jsonb, $5, $6,
@@ -278,62 +283,30 @@ ins AS (
 		revision = t.revision + 1,
 		update_time = clock_timestamp()
 	FROM n
-	WHERE n.c = 1 AND t.id IN (SELECT id FROM m)
+	WHERE n.c = 1 AND t.id = (SELECT id FROM m LIMIT 1)
 		AND (SELECT count(*) FROM jsonb_object_keys(t.attributes || $4::jsonb)) <= $13
 	RETURNING t.id
 )
 SELECT n.c, (SELECT id::text FROM ins), (SELECT id::text FROM upd) FROM n`
 
-// UpsertContacts implements delivery.AudienceStore: the upserts go to the server in one
-// pipelined batch, in one transaction under the tenant's contacts lock, so each sees the ones
-// before it (two rows of a file with the same email make one contact).
+// upsertPipeline is the most upserts sent to the server before their answers are read: a
+// pipeline of tens of thousands of statements stalls once both sides' socket buffers fill.
+const upsertPipeline = 500
+
+// UpsertContacts implements delivery.AudienceStore: the upserts go to the server in pipelined
+// batches, in one transaction under the tenant's contacts lock, so each sees the ones before
+// it (two rows of a file with the same email make one contact).
 func (s *Store) UpsertContacts(ctx context.Context, tenantID string, us []delivery.ContactUpsert, now time.Time) ([]delivery.UpsertResult, error) {
 	out := make([]delivery.UpsertResult, len(us))
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := lockTenant(ctx, tx, tenantID); err != nil {
 			return err
 		}
-		b := &pgx.Batch{}
-		for _, u := range us {
-			attrs, err := encodeAttributes(u.Attributes)
-			if err != nil {
-				return err
+		for start := 0; start < len(us); start += upsertPipeline {
+			end := min(start+upsertPipeline, len(us))
+			if err := upsertChunk(ctx, tx, tenantID, us[start:end], now, out[start:end]); err != nil {
+				return fmt.Errorf("upsert contacts %d-%d of %d: %w", start+1, end, len(us), err)
 			}
-			consentTime := func(c delivery.Consent) *time.Time {
-				if c.State == "" {
-					return nil
-				}
-				if c.Time.IsZero() {
-					return &now
-				}
-				return &c.Time
-			}
-			b.Queue(upsertSQL, u.UserID, u.Email, u.Phone, attrs, u.TimeZone, u.Locale,
-				string(u.Consent.Email.State), u.Consent.Email.Source, consentTime(u.Consent.Email),
-				string(u.Consent.SMS.State), u.Consent.SMS.Source, consentTime(u.Consent.SMS),
-				delivery.MaxAttributes, tenantID)
-		}
-		br := tx.SendBatch(ctx, b)
-		for i := range us {
-			var n int64
-			var ins, upd *string
-			if err := br.QueryRow().Scan(&n, &ins, &upd); err != nil {
-				_ = br.Close()
-				return fmt.Errorf("upsert contact %d of %d: %w", i+1, len(us), err)
-			}
-			switch {
-			case ins != nil:
-				out[i] = delivery.UpsertResult{Outcome: delivery.UpsertCreated, ID: *ins}
-			case upd != nil:
-				out[i] = delivery.UpsertResult{Outcome: delivery.UpsertUpdated, ID: *upd}
-			case n > 1:
-				out[i] = delivery.UpsertResult{Outcome: delivery.UpsertConflict}
-			default:
-				out[i] = delivery.UpsertResult{Outcome: delivery.UpsertTooManyAttributes}
-			}
-		}
-		if err := br.Close(); err != nil {
-			return fmt.Errorf("upsert contacts: %w", err)
 		}
 		return nil
 	})
@@ -341,6 +314,50 @@ func (s *Store) UpsertContacts(ctx context.Context, tenantID string, us []delive
 		return nil, err
 	}
 	return out, nil
+}
+
+// upsertChunk sends us in one pipeline and writes their outcomes into out.
+func upsertChunk(ctx context.Context, tx pgx.Tx, tenantID string, us []delivery.ContactUpsert, now time.Time, out []delivery.UpsertResult) error {
+	consentTime := func(c delivery.Consent) *time.Time {
+		if c.State == "" {
+			return nil
+		}
+		if c.Time.IsZero() {
+			return &now
+		}
+		return &c.Time
+	}
+	b := &pgx.Batch{}
+	for _, u := range us {
+		attrs, err := encodeAttributes(u.Attributes)
+		if err != nil {
+			return err
+		}
+		b.Queue(upsertSQL, u.UserID, u.Email, u.Phone, attrs, u.TimeZone, u.Locale,
+			string(u.Consent.Email.State), u.Consent.Email.Source, consentTime(u.Consent.Email),
+			string(u.Consent.SMS.State), u.Consent.SMS.Source, consentTime(u.Consent.SMS),
+			delivery.MaxAttributes, tenantID)
+	}
+	br := tx.SendBatch(ctx, b)
+	for i := range us {
+		var n int64
+		var ins, upd *string
+		if err := br.QueryRow().Scan(&n, &ins, &upd); err != nil {
+			_ = br.Close()
+			return fmt.Errorf("upsert %d: %w", i+1, err)
+		}
+		switch {
+		case ins != nil:
+			out[i] = delivery.UpsertResult{Outcome: delivery.UpsertCreated, ID: *ins}
+		case upd != nil:
+			out[i] = delivery.UpsertResult{Outcome: delivery.UpsertUpdated, ID: *upd}
+		case n > 1:
+			out[i] = delivery.UpsertResult{Outcome: delivery.UpsertConflict}
+		default:
+			out[i] = delivery.UpsertResult{Outcome: delivery.UpsertTooManyAttributes}
+		}
+	}
+	return br.Close()
 }
 
 // compileFilter turns f's attribute and consent conditions into SQL conditions whose values are
