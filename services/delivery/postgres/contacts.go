@@ -289,8 +289,8 @@ ins AS (
 )
 SELECT n.c, (SELECT id::text FROM ins), (SELECT id::text FROM upd) FROM n`
 
-// upsertPipeline is the most upserts sent to the server before their answers are read: a
-// pipeline of tens of thousands of statements stalls once both sides' socket buffers fill.
+// upsertPipeline is the most upserts sent to the server before their answers are read: it
+// bounds what one round trip buffers, whatever the caller's batch size.
 const upsertPipeline = 500
 
 // UpsertContacts implements delivery.AudienceStore: the upserts go to the server in pipelined

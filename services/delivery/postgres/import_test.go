@@ -204,6 +204,11 @@ func TestImportCSVRows(t *testing.T) {
 	if err != nil || res.Failed != 3 || len(res.Errors) != 2 || res.Created != 1 {
 		t.Errorf("capped errors: %+v %v", res, err)
 	}
+	// A row that is not valid CSV is reported, and the rows after it are still read.
+	res, err = small.ImportCSV(ctx, "t1", strings.NewReader("email\nbare\"quote@example.com\nnext@example.com\n"))
+	if err != nil || res.Failed != 1 || res.Created != 1 || len(res.Errors) != 1 || res.Errors[0].Row != 2 || !strings.Contains(res.Errors[0].Reason, "not valid CSV") {
+		t.Errorf("bare quote: %+v %v", res, err)
+	}
 }
 
 // Past a limit, the import stops with RESOURCE_EXHAUSTED, and what came before is stored and
