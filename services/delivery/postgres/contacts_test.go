@@ -399,3 +399,39 @@ func TestExportAndErase(t *testing.T) {
 }
 
 func asDomain(err error, target **apperr.Error) bool { return errors.As(err, target) }
+
+// Concurrent upserts of the same new people (two imports, identify events) never collide on
+// the unique indexes: each person ends up as exactly one contact, and no call fails.
+func TestConcurrentUpsertsMakeOneContactEach(t *testing.T) {
+	s := openStore(t)
+	a := delivery.NewAudiences(s, nil)
+	ctx := context.Background()
+	const people, writers = 40, 4
+	errs := make(chan error, writers*people)
+	done := make(chan struct{})
+	for w := range writers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range people {
+				// Writers name the same person by different identifiers first.
+				u := delivery.ContactUpsert{Email: fmt.Sprintf("p%d@example.com", i)}
+				if w%2 == 1 {
+					u = delivery.ContactUpsert{Email: fmt.Sprintf("p%d@example.com", i), UserID: fmt.Sprintf("p%d", i)}
+				}
+				if _, err := a.Identify(ctx, "t1", u); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	for range writers {
+		<-done
+	}
+	close(errs)
+	for err := range errs {
+		t.Errorf("concurrent identify: %v", err)
+	}
+	if n := count(t, s, `SELECT count(*) FROM contacts WHERE tenant_id = 't1'`); n != people {
+		t.Errorf("%d contacts, want %d", n, people)
+	}
+}
