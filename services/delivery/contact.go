@@ -418,6 +418,8 @@ type AudienceStore interface {
 	CreateSegment(ctx context.Context, s Segment, rec *audit.Record) (Segment, error)
 	GetSegment(ctx context.Context, tenantID, id string) (Segment, error)
 	ListSegments(ctx context.Context, tenantID string, afterID string, limit int) ([]Segment, error)
+	// UpdateSegment replaces a segment's name and filter with s's, with rec.
+	UpdateSegment(ctx context.Context, s Segment, rec *audit.Record) (Segment, error)
 	DeleteSegment(ctx context.Context, tenantID, id string, rec *audit.Record) error
 }
 

@@ -137,18 +137,32 @@ type BehaviourSource interface {
 	MatchingUsers(ctx context.Context, tenantID string, q BehaviourQuery, userIDs []string) ([]string, error)
 }
 
-// CreateSegment saves a segment in the tenant. Audited.
-func (a *Audiences) CreateSegment(ctx context.Context, tenantID string, s Segment) (Segment, error) {
+func validateSegment(s *Segment) error {
 	var v apperr.Violations
 	s.Name = strings.TrimSpace(s.Name)
 	if s.Name == "" || len(s.Name) > MaxSegmentNameLen || !printableText(s.Name) {
 		v.Add("name", "must be 1-%d printable characters", MaxSegmentNameLen)
 	}
-	if err := apperr.First(audienceTenant(tenantID), v.Err(), s.Filter.Validate()); err != nil {
+	return apperr.First(v.Err(), s.Filter.Validate())
+}
+
+// CreateSegment saves a segment in the tenant. Audited.
+func (a *Audiences) CreateSegment(ctx context.Context, tenantID string, s Segment) (Segment, error) {
+	if err := apperr.First(audienceTenant(tenantID), validateSegment(&s)); err != nil {
 		return Segment{}, err
 	}
 	s.ID, s.TenantID = "", tenantID
 	return a.store.CreateSegment(ctx, s, takeAudienceRecord(ctx, tenantID, ""))
+}
+
+// UpdateSegment replaces the name and filter of a segment of the tenant (s.ID). Campaigns
+// that send to it later use the new filter. Audited.
+func (a *Audiences) UpdateSegment(ctx context.Context, tenantID string, s Segment) (Segment, error) {
+	if err := apperr.First(audienceTenant(tenantID), checkContactID("segment.id", s.ID), validateSegment(&s)); err != nil {
+		return Segment{}, err
+	}
+	s.TenantID = tenantID
+	return a.store.UpdateSegment(ctx, s, takeAudienceRecord(ctx, tenantID, s.ID))
 }
 
 // GetSegment returns a segment of the tenant.

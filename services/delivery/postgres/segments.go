@@ -142,6 +142,34 @@ func (s *Store) ListSegments(ctx context.Context, tenantID, afterID string, limi
 	return segs, nil
 }
 
+// UpdateSegment implements delivery.AudienceStore.
+func (s *Store) UpdateSegment(ctx context.Context, seg delivery.Segment, rec *audit.Record) (delivery.Segment, error) {
+	filter, err := encodeFilter(seg.Filter)
+	if err != nil {
+		return delivery.Segment{}, err
+	}
+	var out delivery.Segment
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `UPDATE segments SET name = $3, filter = $4::jsonb, update_time = clock_timestamp()
+			WHERE tenant_id = $1 AND id = $2::uuid RETURNING `+segmentCols, seg.TenantID, seg.ID, seg.Name, filter)
+		if err != nil {
+			return fmt.Errorf("update segment %s: %w", seg.ID, err)
+		}
+		out, err = pgx.CollectExactlyOneRow(rows, scanSegment)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return apperr.NotFoundf("segment %s", seg.ID)
+		}
+		if err != nil {
+			return uniqueViolation(fmt.Errorf("update segment %s: %w", seg.ID, err))
+		}
+		return insertRecord(ctx, tx, rec, "")
+	})
+	if err != nil {
+		return delivery.Segment{}, err
+	}
+	return out, nil
+}
+
 // DeleteSegment implements delivery.AudienceStore.
 func (s *Store) DeleteSegment(ctx context.Context, tenantID, id string, rec *audit.Record) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {

@@ -176,6 +176,29 @@ func TestSegmentEvaluation(t *testing.T) {
 	if err := a.EvaluateSegment(ctx, "t2", seg.ID, func([]delivery.Contact) error { return nil }); code(err) != apperr.NotFound {
 		t.Errorf("evaluate other tenant's segment: %v", err)
 	}
+	// An update changes what the next evaluation selects; a name taken by another segment of
+	// the tenant is refused; another tenant cannot update it.
+	seg.Filter.Attributes[1].Values = []string{"Lyon"}
+	if up, err := a.UpdateSegment(ctx, "t1", seg); err != nil || up.Filter.Attributes[1].Values[0] != "Lyon" || !up.UpdateTime.After(seg.UpdateTime) {
+		t.Errorf("update segment: %+v %v", up, err)
+	}
+	if got := evaluate(t, a, "t1", seg.Filter); !slices.Equal(got, []string{"u-bob"}) {
+		t.Errorf("updated filter selects %v", got)
+	}
+	if _, err := a.UpdateSegment(ctx, "t2", seg); code(err) != apperr.NotFound {
+		t.Errorf("other tenant's update: %v", err)
+	}
+	other, err := a.CreateSegment(ctx, "t1", delivery.Segment{Name: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Name = "Paris pros"
+	if _, err := a.UpdateSegment(ctx, "t1", other); code(err) != apperr.AlreadyExists {
+		t.Errorf("rename to a taken name: %v", err)
+	}
+	if err := a.DeleteSegment(ctx, "t1", other.ID); err != nil {
+		t.Fatal(err)
+	}
 	if segs, err := a.ListSegments(ctx, "t1", "", 10); err != nil || len(segs) != 1 {
 		t.Errorf("list segments: %d %v", len(segs), err)
 	}
