@@ -561,10 +561,3 @@ func (s *Sender) reconcile(ctx context.Context, r *run, row Recipient) {
 		s.cfg.Metrics.Reconciled(r.tenantID, found)
 	}
 }
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
-}
