@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -99,4 +100,64 @@ func (a *Audiences) ListSegmentsPage(ctx context.Context, tenantID string, pageS
 	}
 	ss = ss[:size]
 	return ss, ss[size-1].ID, nil
+}
+
+// Output-only paths of contacts and segments. Updates ignore them in update_mask (AIP-203): a
+// REST PATCH infers the mask from the body, and the body carries the id and the etag.
+var (
+	contactOutputOnly = []string{"id", "suppressed", "suppression_reason", "create_time", "update_time", "etag"}
+	segmentOutputOnly = []string{"id", "create_time", "update_time"}
+)
+
+// ParseContactMask turns update_mask paths into the fields UpdateContact changes: "*" is every
+// one of them, a path inside attributes (as a REST PATCH infers it) is attributes (the map is
+// replaced as a whole), output-only paths are ignored. Consent and suppression paths are
+// refused: they change through SetContactConsent, which records the source.
+func ParseContactMask(paths []string) ([]ContactField, error) {
+	var out []ContactField
+	for _, p := range paths {
+		switch {
+		case slices.Contains(contactOutputOnly, p):
+			continue
+		case p == "*":
+			out = append(out, FieldEmail, FieldPhone, FieldUserID, FieldAttributes, FieldTimeZone, FieldLocale)
+			continue
+		case strings.HasPrefix(p, "attributes."):
+			p = string(FieldAttributes)
+		}
+		out = append(out, ContactField(p))
+	}
+	return maskResult(paths, slices.Compact(sortedFields(out)))
+}
+
+// ParseSegmentMask turns update_mask paths into the fields UpdateSegmentFields changes: "*" is
+// both, a path inside filter is filter (replaced as a whole), output-only paths are ignored.
+func ParseSegmentMask(paths []string) ([]SegmentField, error) {
+	var out []SegmentField
+	for _, p := range paths {
+		switch {
+		case slices.Contains(segmentOutputOnly, p):
+			continue
+		case p == "*":
+			out = append(out, SegmentFieldName, SegmentFieldFilter)
+			continue
+		case strings.HasPrefix(p, "filter."):
+			p = string(SegmentFieldFilter)
+		}
+		out = append(out, SegmentField(p))
+	}
+	return maskResult(paths, slices.Compact(sortedFields(out)))
+}
+
+func sortedFields[F ~string](fs []F) []F { slices.Sort(fs); return fs }
+
+// maskResult refuses a mask whose paths were all output-only; an empty mask is left to the
+// update, which reports it as missing.
+func maskResult[F ~string](paths []string, fields []F) ([]F, error) {
+	if len(paths) > 0 && len(fields) == 0 {
+		var v apperr.Violations
+		v.Add("update_mask", "names no field that can be updated")
+		return nil, v.Err()
+	}
+	return fields, nil
 }

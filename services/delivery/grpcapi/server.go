@@ -94,9 +94,9 @@ func (s *Server) UpdateContact(ctx context.Context, req *deliveryv1.UpdateContac
 	}
 	in := contactFromProto(req.GetContact())
 	in.ID = req.GetContact().GetId()
-	var mask []delivery.ContactField
-	for _, p := range req.GetUpdateMask().GetPaths() {
-		mask = append(mask, delivery.ContactField(p))
+	mask, err := delivery.ParseContactMask(req.GetUpdateMask().GetPaths())
+	if err != nil {
+		return nil, err
 	}
 	c, err := s.aud.UpdateContact(ctx, tenant(ctx), in, mask, rev)
 	return contactToProto(c), err
@@ -146,18 +146,9 @@ func (s *Server) ListSegments(ctx context.Context, req *deliveryv1.ListSegmentsR
 func (s *Server) UpdateSegment(ctx context.Context, req *deliveryv1.UpdateSegmentRequest) (*deliveryv1.Segment, error) {
 	in := segmentFromProto(req.GetSegment())
 	in.ID = req.GetSegment().GetId()
-	var mask []delivery.SegmentField
-	for _, p := range req.GetUpdateMask().GetPaths() {
-		if p == "*" {
-			mask = append(mask, delivery.SegmentFieldName, delivery.SegmentFieldFilter)
-			continue
-		}
-		// Over REST the gateway infers nested paths (filter.attributes…) from the body: a
-		// segment's filter is replaced as a whole.
-		if strings.HasPrefix(p, "filter.") {
-			p = string(delivery.SegmentFieldFilter)
-		}
-		mask = append(mask, delivery.SegmentField(p))
+	mask, err := delivery.ParseSegmentMask(req.GetUpdateMask().GetPaths())
+	if err != nil {
+		return nil, err
 	}
 	sg, err := s.aud.UpdateSegmentFields(ctx, tenant(ctx), in, mask)
 	return segmentToProto(sg), err
