@@ -1,0 +1,32 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+)
+
+// The defaults are the delivery service's ports (7106, admin 9106) and auth's address; the
+// database and the mesh certificate are required; the probes' health-only port is off unless
+// set (flag or CM_DELIVERY_HEALTH_LISTEN); a negative connection age is refused.
+func TestFlags(t *testing.T) {
+	base := []string{"-postgres-url", "postgres://x", "-tls-cert", "c", "-tls-key", "k", "-tls-ca", "ca"}
+	s, err := parse(base)
+	if err != nil || s.cfg.Listen != "127.0.0.1:7106" || s.cfg.AdminListen != "127.0.0.1:9106" || s.cfg.AuthAddr != "127.0.0.1:7101" ||
+		s.cfg.HealthListen != "" || s.cfg.ConnectionAge != grpcserver.DefaultConnectionAge || s.cfg.PostgresURL != "postgres://x" {
+		t.Fatalf("defaults: %+v, %v", s.cfg, err)
+	}
+	if _, err := parse(nil); err == nil || !strings.Contains(err.Error(), "-postgres-url is required") || !strings.Contains(err.Error(), "-tls-cert") {
+		t.Errorf("no database or certificate: %v", err)
+	}
+	t.Setenv("CM_DELIVERY_HEALTH_LISTEN", ":8081")
+	s, err = parse(append([]string{"-max-connection-age", "1m", "-max-connection-age-grace", "30s"}, base...))
+	if want := (grpcserver.ConnectionAge{Max: time.Minute, Grace: 30 * time.Second}); err != nil || s.cfg.HealthListen != ":8081" || s.cfg.ConnectionAge != want {
+		t.Errorf("set: health %q, age %+v, %v; want :8081, %+v", s.cfg.HealthListen, s.cfg.ConnectionAge, err, want)
+	}
+	if _, err := parse(append([]string{"-max-connection-age", "-1s"}, base...)); err == nil || !strings.Contains(err.Error(), "-max-connection-age") {
+		t.Errorf("a negative age: %v, want it refused", err)
+	}
+}
