@@ -16,6 +16,7 @@ import (
 	_ "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	_ "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	_ "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
+	_ "github.com/campaignmesh/campaignmesh/gen/campaignmesh/delivery/v1"
 	_ "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	_ "github.com/campaignmesh/campaignmesh/gen/campaignmesh/meshtest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/access"
