@@ -318,3 +318,39 @@ func TestChangesAreAudited(t *testing.T) {
 		}
 	}
 }
+
+// Creates are idempotent by request_id per tenant: a retry returns the first result and
+// creates nothing more; the same id with another request is refused; another tenant's same id
+// is its own.
+func TestCreateIsIdempotentByRequestID(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	m := meshtest.Bearer(context.Background(), e.apiKey("t1", contactsRead, contactsWrite))
+	other := meshtest.Bearer(context.Background(), e.apiKey("t2", contactsRead, contactsWrite))
+	req := &deliveryv1.CreateContactRequest{Contact: newContact(), RequestId: "req-1"}
+	first, err := e.client.CreateContact(m, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.client.CreateContact(m, req)
+	if err != nil || again.GetId() != first.GetId() {
+		t.Fatalf("retry = %v, %v; want the first result %s", again, err, first.GetId())
+	}
+	if list, err := e.client.ListContacts(m, &deliveryv1.ListContactsRequest{}); err != nil || len(list.GetContacts()) != 1 {
+		t.Fatalf("contacts after a retried create: %d (%v), want 1", len(list.GetContacts()), err)
+	}
+	if _, err := e.client.CreateContact(m, &deliveryv1.CreateContactRequest{Contact: newContact(), RequestId: "req-1"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("same request id, different contact: %v, want INVALID_ARGUMENT", err)
+	}
+	if c, err := e.client.CreateContact(other, req); err != nil || c.GetId() == first.GetId() {
+		t.Fatalf("the same request id in another tenant: %v, %v; want a contact of its own", c, err)
+	}
+	sreq := &deliveryv1.CreateSegmentRequest{Segment: newSegment(), RequestId: "req-1"}
+	s1, err := e.client.CreateSegment(m, sreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2, err := e.client.CreateSegment(m, sreq); err != nil || s2.GetId() != s1.GetId() {
+		t.Fatalf("segment retry = %v, %v; want the first result %s", s2, err, s1.GetId())
+	}
+}

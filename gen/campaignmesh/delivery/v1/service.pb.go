@@ -30,7 +30,10 @@ type CreateContactRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The contact: user_id, email, phone, attributes, time_zone, locale, email_consent and
 	// sms_consent are used; other fields are ignored.
-	Contact       *Contact `protobuf:"bytes,1,opt,name=contact,proto3" json:"contact,omitempty"`
+	Contact *Contact `protobuf:"bytes,1,opt,name=contact,proto3" json:"contact,omitempty"`
+	// Optional idempotency key (1-64 of A-Za-z0-9._-): a retry with the same id within 24 h
+	// returns the first result; the same id with a different request is rejected.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -70,6 +73,13 @@ func (x *CreateContactRequest) GetContact() *Contact {
 		return x.Contact
 	}
 	return nil
+}
+
+func (x *CreateContactRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 // GetContactRequest names a contact.
@@ -408,7 +418,10 @@ func (x *SetContactConsentRequest) GetSource() string {
 type CreateSegmentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The segment: name and filter are used.
-	Segment       *Segment `protobuf:"bytes,1,opt,name=segment,proto3" json:"segment,omitempty"`
+	Segment *Segment `protobuf:"bytes,1,opt,name=segment,proto3" json:"segment,omitempty"`
+	// Optional idempotency key (1-64 of A-Za-z0-9._-): a retry with the same id within 24 h
+	// returns the first result; the same id with a different request is rejected.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -448,6 +461,13 @@ func (x *CreateSegmentRequest) GetSegment() *Segment {
 		return x.Segment
 	}
 	return nil
+}
+
+func (x *CreateSegmentRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 // GetSegmentRequest names a segment.
@@ -712,9 +732,11 @@ var File_campaignmesh_delivery_v1_service_proto protoreflect.FileDescriptor
 
 const file_campaignmesh_delivery_v1_service_proto_rawDesc = "" +
 	"\n" +
-	"&campaignmesh/delivery/v1/service.proto\x12\x18campaignmesh.delivery.v1\x1a#campaignmesh/access/v1/access.proto\x1a(campaignmesh/delivery/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\"S\n" +
+	"&campaignmesh/delivery/v1/service.proto\x12\x18campaignmesh.delivery.v1\x1a#campaignmesh/access/v1/access.proto\x1a(campaignmesh/delivery/v1/resources.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\"r\n" +
 	"\x14CreateContactRequest\x12;\n" +
-	"\acontact\x18\x01 \x01(\v2!.campaignmesh.delivery.v1.ContactR\acontact\"#\n" +
+	"\acontact\x18\x01 \x01(\v2!.campaignmesh.delivery.v1.ContactR\acontact\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"#\n" +
 	"\x11GetContactRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"Q\n" +
 	"\x13ListContactsRequest\x12\x1b\n" +
@@ -734,9 +756,11 @@ const file_campaignmesh_delivery_v1_service_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12;\n" +
 	"\achannel\x18\x02 \x01(\x0e2!.campaignmesh.delivery.v1.ChannelR\achannel\x12=\n" +
 	"\x05state\x18\x03 \x01(\x0e2'.campaignmesh.delivery.v1.Consent.StateR\x05state\x12\x16\n" +
-	"\x06source\x18\x04 \x01(\tR\x06source\"S\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\"r\n" +
 	"\x14CreateSegmentRequest\x12;\n" +
-	"\asegment\x18\x01 \x01(\v2!.campaignmesh.delivery.v1.SegmentR\asegment\"#\n" +
+	"\asegment\x18\x01 \x01(\v2!.campaignmesh.delivery.v1.SegmentR\asegment\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"#\n" +
 	"\x11GetSegmentRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"Q\n" +
 	"\x13ListSegmentsRequest\x12\x1b\n" +
