@@ -25,6 +25,7 @@ import (
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
+	deliveryv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/delivery/v1"
 	dsrv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/dsr/v1"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	auditnats "github.com/campaignmesh/campaignmesh/internal/platform/audit/natsjs"
@@ -48,6 +49,7 @@ var meshBackends = []struct {
 	{"campaigns", "campaignmesh.campaigns.v1", "127.0.0.1:7103", campaignsv1.RegisterCampaignServiceHandler},
 	{"analytics", "campaignmesh.analytics.v1", "127.0.0.1:7104", analyticsv1.RegisterAnalyticsServiceHandler},
 	{"dsr", "campaignmesh.dsr.v1", "127.0.0.1:7105", dsrv1.RegisterDsrServiceHandler},
+	{"delivery", "campaignmesh.delivery.v1", "127.0.0.1:7106", deliveryv1.RegisterDeliveryServiceHandler},
 }
 
 type settings struct {
