@@ -33,12 +33,16 @@ const (
 	PrivacyManage     = "privacy.manage"
 	TenantsManage     = "tenants.manage"
 	SigningKeysManage = "signing_keys.manage"
+	// Contacts are personal data (addresses, phone numbers, consent): reading them is a
+	// permission of its own that the roles made for reading reports (analyst, viewer) lack.
+	ContactsRead  = "contacts.read"
+	ContactsWrite = "contacts.write" // contacts, their consent and segments (delivery)
 )
 
 var table = map[Role][]string{
 	Admin: {CampaignsRead, CampaignsWrite, AnalyticsRead, EventsWrite, EventsDebug, UsersRead, UsersManage,
-		APIKeysManage, AuditRead, DSRManage, PrivacyManage},
-	Manager:          {CampaignsRead, CampaignsWrite, AnalyticsRead, EventsWrite, EventsDebug, UsersRead},
+		APIKeysManage, AuditRead, DSRManage, PrivacyManage, ContactsRead, ContactsWrite},
+	Manager:          {CampaignsRead, CampaignsWrite, AnalyticsRead, EventsWrite, EventsDebug, UsersRead, ContactsRead, ContactsWrite},
 	Analyst:          {CampaignsRead, AnalyticsRead},
 	Viewer:           {CampaignsRead},
 	PrivacyOfficer:   {DSRManage, PrivacyManage, AuditRead},

@@ -19,3 +19,24 @@ func TestEventsDebug(t *testing.T) {
 		t.Errorf("AllPermissions() lacks %s: API keys could not be given it", EventsDebug)
 	}
 }
+
+// TestContactsPermissions: contacts (personal data) are read and changed by admins and managers
+// only; analysts, viewers, privacy officers and the platform operator hold neither permission,
+// and both are grantable to API keys.
+func TestContactsPermissions(t *testing.T) {
+	for _, p := range []string{ContactsRead, ContactsWrite} {
+		for _, r := range Roles() {
+			want := r == Admin || r == Manager
+			if got := r.Has(p); got != want {
+				t.Errorf("%s has %s = %v, want %v", r, p, got, want)
+			}
+		}
+		found := false
+		for _, q := range AllPermissions() {
+			found = found || q == p
+		}
+		if !found {
+			t.Errorf("AllPermissions() lacks %s: API keys could not be given it", p)
+		}
+	}
+}
