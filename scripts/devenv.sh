@@ -23,7 +23,7 @@ CH_SERVER=/usr/sbin/clickhouse-server
 NATS_DIR=$STATE/nats NATS_PID=$STATE/nats/nats.pid NATS_PORT=${CM_DEV_NATS_PORT:-14222} NATS_MON=${CM_DEV_NATS_MON:-18222}
 NATS_CONF=$ROOT/deploy/nats.conf
 NATS_BIN=$ROOT/bin/nats-server NATS_VERSION=v2.15.2
-DBS=(auth campaigns dsr)
+DBS=(auth campaigns dsr delivery)
 
 say() { echo "devenv: $*"; }
 die() { echo "devenv: error: $*" >&2; exit 1; }
@@ -80,7 +80,7 @@ ensure_secrets() {
   mkdir -p "$SECRETS"; chmod 700 "$SECRETS"
   local n
   for n in nats-admin nats-ingest nats-analytics nats-gateway nats-dsr clickhouse-default clickhouse-writer clickhouse-reader \
-    postgres-admin postgres-auth postgres-campaigns postgres-dsr; do
+    postgres-admin postgres-auth postgres-campaigns postgres-dsr postgres-delivery; do
     [ -s "$SECRETS/$n" ] && continue
     (umask 077; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$SECRETS/$n.tmp") && mv "$SECRETS/$n.tmp" "$SECRETS/$n"
   done
@@ -93,7 +93,7 @@ ensure_secrets() {
   # PostgreSQL clients read passwords from a pgpass file named in the URL (passfile=…): one per
   # role, so each service is given its own and nothing else.
   local r
-  for r in admin auth campaigns dsr; do
+  for r in admin auth campaigns dsr delivery; do
     local role=$r; [ $r = admin ] && role=campaignmesh
     (umask 077; printf '*:*:*:%s:%s\n' "$role" "$(cat "$SECRETS/postgres-$r")" >"$SECRETS/pgpass-$r")
   done

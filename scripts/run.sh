@@ -17,7 +17,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 STATE="${CM_RUN_STATE:-$ROOT/.state}"
 RUN="$STATE/run"
 CERTS="$STATE/certs"
-SERVICES=(auth ingest analytics campaigns dsr gateway) # start order
+SERVICES=(auth ingest analytics campaigns delivery dsr gateway) # start order
 GATEWAY_ADDR="${CM_GATEWAY_LISTEN:-127.0.0.1:8443}"
 
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
@@ -110,6 +110,7 @@ service_env() {
       "CM_ANALYTICS_CLICKHOUSE_READER_PASSWORD_FILE=$SECRETS/clickhouse-reader"
       "CM_ANALYTICS_PRIVACY_KEY_FILE=$SECRETS/privacy-key") ;;
     campaigns) own+=("CM_CAMPAIGNS_POSTGRES_URL=postgres://campaigns@${INFRA_CM_POSTGRES_ADDR:-}/campaigns?sslmode=disable&passfile=$SECRETS/pgpass-campaigns") ;;
+    delivery) own+=("CM_DELIVERY_POSTGRES_URL=postgres://delivery@${INFRA_CM_POSTGRES_ADDR:-}/delivery?sslmode=disable&passfile=$SECRETS/pgpass-delivery") ;;
     dsr) own+=(
       "CM_DSR_LISTEN=127.0.0.1:7105" "CM_DSR_ADMIN_LISTEN=127.0.0.1:9105"
       "CM_DSR_POSTGRES_URL=postgres://dsr@${INFRA_CM_POSTGRES_ADDR:-}/dsr?sslmode=disable&passfile=$SECRETS/pgpass-dsr"
@@ -122,7 +123,7 @@ service_env() {
     gateway) own+=("CM_GATEWAY_EDGE_TLS_CERT=$CERTS/edge.pem" "CM_GATEWAY_EDGE_TLS_KEY=$CERTS/edge-key.pem"
       "CM_GATEWAY_NATS_URL=${INFRA_CM_NATS_URL:-}"
       "CM_GATEWAY_NATS_USER=gateway" "CM_GATEWAY_NATS_PASSWORD_FILE=$SECRETS/nats-gateway"
-      "CM_GATEWAY_DSR_ADDR=127.0.0.1:7105"
+      "CM_GATEWAY_DSR_ADDR=127.0.0.1:7105" "CM_GATEWAY_DELIVERY_ADDR=127.0.0.1:7106"
       "CM_GATEWAY_CONSOLE_SESSION_KEY_FILE=$SECRETS/console-session-key") ;;
     *) echo "run: unknown service $svc (one of: ${SERVICES[*]})" >&2; return 2 ;;
   esac
@@ -190,6 +191,8 @@ up() {
   done
   start campaigns "$ROOT/bin/campaigns"
   wait_http "http://127.0.0.1:9103/healthz" 30 campaigns
+  start delivery "$ROOT/bin/delivery"
+  wait_http "http://127.0.0.1:9106/healthz" 30 delivery
   start dsr "$ROOT/bin/dsr"
   wait_http "http://127.0.0.1:9105/healthz" 30 dsr
   start gateway "$ROOT/bin/gateway"
@@ -201,7 +204,7 @@ CampaignMesh is up.
   web console            https://localhost:${GATEWAY_ADDR##*:}/console/   (sign in with .state/bootstrap/admin.json)
   gateway (REST + gRPC)  https://localhost:${GATEWAY_ADDR##*:}   (dev CA: .state/certs/ca.pem)
   OpenAPI                https://localhost:${GATEWAY_ADDR##*:}/openapi.json
-  services (mTLS)        auth 7101, ingest 7102, campaigns 7103, analytics 7104, dsr 7105
+  services (mTLS)        auth 7101, ingest 7102, campaigns 7103, analytics 7104, dsr 7105, delivery 7106
                          (admin /healthz, /metrics: http://127.0.0.1:91xx)
   first credentials      .state/bootstrap/admin.json      tenant "acme" admin
                          .state/bootstrap/operator.json   platform operator
