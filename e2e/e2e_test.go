@@ -95,7 +95,7 @@ var (
 	buildErr  error
 )
 
-// bin is the path of a built binary (auth, gateway, ingest, analytics, campaigns, dsr, cmesh).
+// bin is the path of a built binary (auth, gateway, ingest, analytics, campaigns, dsr, delivery, cmesh).
 func bin(t *testing.T, name string) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -104,7 +104,7 @@ func bin(t *testing.T, name string) string {
 		}
 		cmd := exec.Command("go", "build", "-o", binDir+string(filepath.Separator), "../services/auth/cmd/auth",
 			"../gateway/cmd/gateway", "../services/ingest/cmd/ingest", "../services/analytics/cmd/analytics",
-			"../services/campaigns/cmd/campaigns", "../services/dsr/cmd/dsr", "../cmd/cmesh")
+			"../services/campaigns/cmd/campaigns", "../services/dsr/cmd/dsr", "../services/delivery/cmd/delivery", "../cmd/cmesh")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("%v\n%s", err, out)
 		}
@@ -282,7 +282,7 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 		}
 	}
 	m.certs = filepath.Join(m.dir, "certs")
-	if _, err := mtls.DevPKI(m.certs, []string{"auth", "ingest", "analytics", "campaigns", "dsr", "gateway"}); err != nil {
+	if _, err := mtls.DevPKI(m.certs, []string{"auth", "ingest", "analytics", "campaigns", "dsr", "delivery", "gateway"}); err != nil {
 		t.Fatal(err)
 	}
 	m.bootstrp = filepath.Join(m.dir, "bootstrap")
@@ -402,6 +402,15 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 	m.admins["campaigns"] = campaignsAdmin
 	waitFor(t, "campaigns", 30*time.Second, func() bool { return httpOK("http://" + campaignsAdmin + "/healthz") })
 
+	deliveryAddr, deliveryAdmin := freePort(t), freePort(t)
+	m.procs["delivery"] = startProcess(t, bin(t, "delivery"), append([]string{
+		"CM_DELIVERY_LISTEN=" + deliveryAddr, "CM_DELIVERY_ADMIN_LISTEN=" + deliveryAdmin,
+		"CM_DELIVERY_POSTGRES_URL=" + pgtest.NewDatabase(t), "CM_DELIVERY_AUTH_ADDR=" + authAddr,
+		"CM_DELIVERY_TLS_CERT=" + c("delivery.pem"), "CM_DELIVERY_TLS_KEY=" + c("delivery-key.pem"), "CM_DELIVERY_TLS_CA=" + c("ca.pem"),
+	}, otel...))
+	m.admins["delivery"] = deliveryAdmin
+	waitFor(t, "delivery", 30*time.Second, func() bool { return httpOK("http://" + deliveryAdmin + "/healthz") })
+
 	dsrAddr, dsrAdmin := freePort(t), freePort(t)
 	m.procs["dsr"] = startProcess(t, bin(t, "dsr"), append([]string{
 		"CM_DSR_LISTEN=" + dsrAddr, "CM_DSR_ADMIN_LISTEN=" + dsrAdmin,
@@ -419,6 +428,7 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 	m.procs["gateway"] = startProcess(t, bin(t, "gateway"), append(append([]string{
 		"CM_GATEWAY_LISTEN=" + m.gateway, "CM_GATEWAY_ADMIN_LISTEN=" + freePort(t), "CM_GATEWAY_AUTH_ADDR=" + authAddr,
 		"CM_GATEWAY_INGEST_ADDR=" + ingestAddr, "CM_GATEWAY_ANALYTICS_ADDR=" + analyticsAddr, "CM_GATEWAY_CAMPAIGNS_ADDR=" + campaignsAddr, "CM_GATEWAY_DSR_ADDR=" + dsrAddr,
+		"CM_GATEWAY_DELIVERY_ADDR=" + deliveryAddr,
 		"CM_GATEWAY_EDGE_TLS_CERT=" + c("edge.pem"), "CM_GATEWAY_EDGE_TLS_KEY=" + c("edge-key.pem"),
 		"CM_GATEWAY_TLS_CERT=" + c("gateway.pem"), "CM_GATEWAY_TLS_KEY=" + c("gateway-key.pem"), "CM_GATEWAY_TLS_CA=" + c("ca.pem"),
 		"CM_GATEWAY_NATS_URL=" + natsURL, "CM_GATEWAY_NATS_USER=" + natsUsers.Gateway.Name,
