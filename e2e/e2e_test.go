@@ -561,6 +561,17 @@ func TestMeshEndToEnd(t *testing.T) {
 	_, oplogin, _ := m.rest(t, "POST", "/v1/auth/login", "", m.bootstrapFile(t, "operator.json"))
 	optoken, _ := oplogin["accessToken"].(string)
 	_, opwho, _ := m.rest(t, "GET", "/v1/auth/whoami", optoken, nil)
+	// Delivery behind the gateway: the admin keeps contacts; a viewer may not read them (personal data).
+	code, contact, _ := m.rest(t, "POST", "/v1/contacts", token, map[string]any{"email": "Ada@Acme.example"})
+	if code != 200 || contact["id"] == nil || contact["email"] != "ada@acme.example" {
+		t.Fatalf("admin creates a contact: %d %v", code, contact)
+	}
+	if code, got, _ := m.rest(t, "GET", fmt.Sprintf("/v1/contacts/%s", contact["id"]), token, nil); code != 200 || got["email"] != "ada@acme.example" {
+		t.Fatalf("admin reads the contact: %d %v", code, got)
+	}
+	if code, body, _ := m.rest(t, "GET", "/v1/contacts", vtoken, nil); code != http.StatusForbidden {
+		t.Fatalf("viewer lists contacts: %d %v, want 403", code, body)
+	}
 	if code, _, _ := m.rest(t, "GET", fmt.Sprintf("/v1/users/%s", opwho["subject"]), token, nil); code != http.StatusNotFound {
 		t.Fatalf("tenant admin reading a user outside the tenant: %d, want 404", code)
 	}
