@@ -471,15 +471,7 @@ func (c *Console) updateCampaign(rq *request) {
 // anyone changed the campaign since, the service answers ABORTED and the user sees the
 // conflict page instead of acting on a state they did not see.
 func (c *Console) transitionCampaign(rq *request, a campaignAction) {
-	id, ok := campaignID(rq)
-	if !ok || !rq.need("campaigns.write") {
-		return
-	}
-	if c.api.Campaigns == nil {
-		rq.fail(errNoService)
-		return
-	}
-	etag, ok := formEtag(rq)
+	id, etag, ok := c.campaignChange(rq)
 	if !ok {
 		return
 	}
@@ -508,14 +500,24 @@ func (c *Console) transitionCampaign(rq *request, a campaignAction) {
 	rq.done(Prefix+"campaigns/"+url.PathEscape(id), transitionDone[a.Name])
 }
 
-// formEtag is the campaign version a form was rendered with (answering 400 when it cannot be).
-func formEtag(rq *request) (string, bool) {
-	etag := rq.r.PostFormValue("etag")
+// campaignChange reads what a campaign action needs — the campaign's id and the version
+// (etag) its form was rendered with — after checking the caller may change campaigns; false
+// after an answer (404, 403, 400 or no service) has been written.
+func (c *Console) campaignChange(rq *request) (id, etag string, ok bool) {
+	id, ok = campaignID(rq)
+	if !ok || !rq.need("campaigns.write") {
+		return "", "", false
+	}
+	if c.api.Campaigns == nil {
+		rq.fail(errNoService)
+		return "", "", false
+	}
+	etag = rq.r.PostFormValue("etag")
 	if len(etag) > 128 {
 		rq.renderError(http.StatusBadRequest, "The campaign's version in this form is not valid. Open the campaign again.")
-		return "", false
+		return "", "", false
 	}
-	return etag, true
+	return id, etag, true
 }
 
 var transitionDone = map[string]string{
@@ -525,15 +527,7 @@ var transitionDone = map[string]string{
 }
 
 func (c *Console) deleteCampaign(rq *request) {
-	id, ok := campaignID(rq)
-	if !ok || !rq.need("campaigns.write") {
-		return
-	}
-	if c.api.Campaigns == nil {
-		rq.fail(errNoService)
-		return
-	}
-	etag, ok := formEtag(rq)
+	id, etag, ok := c.campaignChange(rq)
 	if !ok {
 		return
 	}
