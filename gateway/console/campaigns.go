@@ -399,12 +399,8 @@ func editForm(camp *campaignsv1.Campaign) campaignForm {
 }
 
 func (c *Console) editCampaignPage(rq *request) {
-	id, ok := campaignID(rq)
-	if !ok || !rq.need("campaigns.write") {
-		return
-	}
-	if c.api.Campaigns == nil {
-		rq.fail(errNoService)
+	id, ok := c.writableCampaign(rq)
+	if !ok {
 		return
 	}
 	camp, err := c.api.Campaigns.GetCampaign(rq.ctx, &campaignsv1.GetCampaignRequest{Id: id})
@@ -420,12 +416,8 @@ func (c *Console) editCampaignPage(rq *request) {
 }
 
 func (c *Console) updateCampaign(rq *request) {
-	id, ok := campaignID(rq)
-	if !ok || !rq.need("campaigns.write") {
-		return
-	}
-	if c.api.Campaigns == nil {
-		rq.fail(errNoService)
+	id, ok := c.writableCampaign(rq)
+	if !ok {
 		return
 	}
 	etag := rq.r.PostFormValue("etag")
@@ -500,16 +492,25 @@ func (c *Console) transitionCampaign(rq *request, a campaignAction) {
 	rq.done(Prefix+"campaigns/"+url.PathEscape(id), transitionDone[a.Name])
 }
 
+// writableCampaign is the {id} of the address when the caller may change campaigns and the
+// service is there; false after an answer (404, 403 or no service) has been written.
+func (c *Console) writableCampaign(rq *request) (string, bool) {
+	id, ok := campaignID(rq)
+	if !ok || !rq.need("campaigns.write") {
+		return "", false
+	}
+	if c.api.Campaigns == nil {
+		rq.fail(errNoService)
+		return "", false
+	}
+	return id, true
+}
+
 // campaignChange reads what a campaign action needs — the campaign's id and the version
 // (etag) its form was rendered with — after checking the caller may change campaigns; false
 // after an answer (404, 403, 400 or no service) has been written.
 func (c *Console) campaignChange(rq *request) (id, etag string, ok bool) {
-	id, ok = campaignID(rq)
-	if !ok || !rq.need("campaigns.write") {
-		return "", "", false
-	}
-	if c.api.Campaigns == nil {
-		rq.fail(errNoService)
+	if id, ok = c.writableCampaign(rq); !ok {
 		return "", "", false
 	}
 	etag = rq.r.PostFormValue("etag")
