@@ -77,14 +77,29 @@ func httpOK(url string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
+// handedOut are the addresses freePort gave: tests run in parallel, and a port freed by one
+// test's probe must not be given to another test's process too.
+var (
+	handedOutMu sync.Mutex
+	handedOut   = map[string]bool{}
+)
+
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	handedOutMu.Lock()
+	defer handedOutMu.Unlock()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if !handedOut[addr] {
+			handedOut[addr] = true
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // The mesh's binaries are built once per test run, into binDir, by one go build (which links

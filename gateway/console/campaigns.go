@@ -399,12 +399,8 @@ func editForm(camp *campaignsv1.Campaign) campaignForm {
 }
 
 func (c *Console) editCampaignPage(rq *request) {
-	id, ok := campaignID(rq)
-	if !ok || !rq.need("campaigns.write") {
-		return
-	}
-	if c.api.Campaigns == nil {
-		rq.fail(errNoService)
+	id, ok := c.writableCampaign(rq)
+	if !ok {
 		return
 	}
 	camp, err := c.api.Campaigns.GetCampaign(rq.ctx, &campaignsv1.GetCampaignRequest{Id: id})
@@ -420,12 +416,8 @@ func (c *Console) editCampaignPage(rq *request) {
 }
 
 func (c *Console) updateCampaign(rq *request) {
-	id, ok := campaignID(rq)
-	if !ok || !rq.need("campaigns.write") {
-		return
-	}
-	if c.api.Campaigns == nil {
-		rq.fail(errNoService)
+	id, ok := c.writableCampaign(rq)
+	if !ok {
 		return
 	}
 	etag := rq.r.PostFormValue("etag")
@@ -471,15 +463,7 @@ func (c *Console) updateCampaign(rq *request) {
 // anyone changed the campaign since, the service answers ABORTED and the user sees the
 // conflict page instead of acting on a state they did not see.
 func (c *Console) transitionCampaign(rq *request, a campaignAction) {
-	id, ok := campaignID(rq)
-	if !ok || !rq.need("campaigns.write") {
-		return
-	}
-	if c.api.Campaigns == nil {
-		rq.fail(errNoService)
-		return
-	}
-	etag, ok := formEtag(rq)
+	id, etag, ok := c.campaignChange(rq)
 	if !ok {
 		return
 	}
@@ -508,14 +492,33 @@ func (c *Console) transitionCampaign(rq *request, a campaignAction) {
 	rq.done(Prefix+"campaigns/"+url.PathEscape(id), transitionDone[a.Name])
 }
 
-// formEtag is the campaign version a form was rendered with (answering 400 when it cannot be).
-func formEtag(rq *request) (string, bool) {
-	etag := rq.r.PostFormValue("etag")
-	if len(etag) > 128 {
-		rq.renderError(http.StatusBadRequest, "The campaign's version in this form is not valid. Open the campaign again.")
+// writableCampaign is the {id} of the address when the caller may change campaigns and the
+// service is there; false after an answer (404, 403 or no service) has been written.
+func (c *Console) writableCampaign(rq *request) (string, bool) {
+	id, ok := campaignID(rq)
+	if !ok || !rq.need("campaigns.write") {
 		return "", false
 	}
-	return etag, true
+	if c.api.Campaigns == nil {
+		rq.fail(errNoService)
+		return "", false
+	}
+	return id, true
+}
+
+// campaignChange reads what a campaign action needs — the campaign's id and the version
+// (etag) its form was rendered with — after checking the caller may change campaigns; false
+// after an answer (404, 403, 400 or no service) has been written.
+func (c *Console) campaignChange(rq *request) (id, etag string, ok bool) {
+	if id, ok = c.writableCampaign(rq); !ok {
+		return "", "", false
+	}
+	etag = rq.r.PostFormValue("etag")
+	if len(etag) > 128 {
+		rq.renderError(http.StatusBadRequest, "The campaign's version in this form is not valid. Open the campaign again.")
+		return "", "", false
+	}
+	return id, etag, true
 }
 
 var transitionDone = map[string]string{
@@ -525,15 +528,7 @@ var transitionDone = map[string]string{
 }
 
 func (c *Console) deleteCampaign(rq *request) {
-	id, ok := campaignID(rq)
-	if !ok || !rq.need("campaigns.write") {
-		return
-	}
-	if c.api.Campaigns == nil {
-		rq.fail(errNoService)
-		return
-	}
-	etag, ok := formEtag(rq)
+	id, etag, ok := c.campaignChange(rq)
 	if !ok {
 		return
 	}
