@@ -8,13 +8,13 @@ set -euo pipefail
 DIR="$(cd "$(dirname "$0")/.." && pwd)/deploy/secrets"
 mkdir -p "$DIR"; chmod 700 "$DIR"
 for n in nats-admin nats-ingest nats-analytics nats-gateway nats-dsr clickhouse-admin clickhouse-writer clickhouse-reader \
-  postgres-admin postgres-auth postgres-campaigns postgres-dsr; do
+  postgres-admin postgres-auth postgres-campaigns postgres-dsr postgres-delivery; do
   [ -s "$DIR/$n" ] && continue
   (umask 022; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$DIR/$n")
   echo "compose-secrets: wrote deploy/secrets/$n"
 done
 # The services read their database password from a pgpass file named in their URL.
-for r in auth campaigns dsr; do
+for r in auth campaigns dsr delivery; do
   (umask 022; printf '*:*:*:%s:%s\n' "$r" "$(cat "$DIR/postgres-$r")" >"$DIR/pgpass-$r")
 done
 # dsr's key-encryption key (its receipt signing keys at rest), made like auth's.

@@ -15,9 +15,8 @@ import (
 
 var services = []string{"auth", "ingest", "analytics", "campaigns", "delivery", "dsr", "gateway"}
 
-// composeServices are the services deploy/compose.yaml runs: delivery (issue 17) is started by
-// run.sh and joins compose with its deploy files.
-var composeServices = slices.DeleteFunc(slices.Clone(services), func(s string) bool { return s == "delivery" })
+// composeServices are the services deploy/compose.yaml runs: every one.
+var composeServices = services
 
 // secrets maps each file of .state/secrets to the one service that may know it ("" : none,
 // the admin credentials are for devenv and tests).
@@ -121,7 +120,7 @@ func TestComposeGivesEachServiceOnlyItsOwnSettings(t *testing.T) {
 	}
 	wantSecrets := map[string][]string{"ingest": {"nats-ingest", "privacy-key"}, "analytics": {"nats-analytics", "clickhouse-writer", "clickhouse-reader", "privacy-key"},
 		"auth": {"pgpass-auth", "auth-kek"}, "campaigns": {"pgpass-campaigns"}, "dsr": {"pgpass-dsr", "dsr-kek", "nats-dsr", "privacy-key"},
-		"gateway": {"nats-gateway"}}
+		"gateway": {"nats-gateway"}, "delivery": {"pgpass-delivery"}}
 	for _, svc := range composeServices {
 		s, ok := compose.Services[svc]
 		if !ok {

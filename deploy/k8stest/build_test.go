@@ -74,6 +74,7 @@ func TestMeshCallsFromCode(t *testing.T) {
 	for _, e := range []string{
 		"ingest→auth:grpc", "gateway→auth:grpc", "campaigns→analytics:grpc",
 		"dsr→analytics:grpc", "dsr→auth:grpc", "gateway→dsr:grpc", "gateway→ingest:grpc",
+		"gateway→delivery:grpc", "delivery→auth:grpc",
 	} {
 		if !g[e] {
 			t.Errorf("mesh graph lacks %s; has %v", e, g.Sorted())
@@ -214,6 +215,9 @@ func TestChecksCatchBrokenObjects(t *testing.T) {
 		{"certificate subPath", "pod-security", breakObj(t, dev, "Deployment", "auth", func(m map[string]any) {
 			container(m)["volumeMounts"].([]any)[0].(map[string]any)["subPath"] = "tls.crt"
 		}), "tls mounted with subPath"},
+		{"projected secrets subPath", "pod-security", breakObj(t, dev, "Deployment", "delivery", func(m map[string]any) {
+			container(m)["volumeMounts"].([]any)[1].(map[string]any)["subPath"] = "pgpass"
+		}), "delivery container delivery: secret volume secrets mounted with subPath"},
 		{"host path", "pod-security", breakObj(t, dev, "StatefulSet", "postgres", func(m map[string]any) {
 			get(m, "spec", "template", "spec", "volumes", 0).(map[string]any)["emptyDir"] = nil
 			get(m, "spec", "template", "spec", "volumes", 0).(map[string]any)["hostPath"] = map[string]any{"path": "/var/run"}
@@ -293,6 +297,15 @@ func TestChecksCatchBrokenObjects(t *testing.T) {
 		{"any port", "graph", breakObj(t, dev, "NetworkPolicy", "campaigns-to-postgres", func(m map[string]any) {
 			delete(get(m, "spec", "egress", 0).(map[string]any), "ports")
 		}), "campaigns-to-postgres: a rule allows every port"},
+		{"path outside missing", "graph", drop(dev, "NetworkPolicy", "delivery-to-providers"),
+			"egress: path of the mesh not allowed: delivery→providers:443"},
+		{"outside reaches the metadata endpoint", "graph", breakObj(t, dev, "NetworkPolicy", "delivery-to-providers", func(m map[string]any) {
+			b := get(m, "spec", "egress", 0, "to", 0, "ipBlock").(map[string]any)
+			b["except"] = slices.DeleteFunc(b["except"].([]any), func(e any) bool { return e == "169.254.0.0/16" })
+		}), "delivery-to-providers: ipBlock 0.0.0.0/0 reaches 169.254.0.0/16"},
+		{"outside reaches the cluster", "graph", breakObj(t, dev, "NetworkPolicy", "delivery-to-providers", func(m map[string]any) {
+			get(m, "spec", "egress", 0, "to", 0, "ipBlock").(map[string]any)["except"] = []any{"10.0.0.0/16"}
+		}), "delivery-to-providers: ipBlock 0.0.0.0/0 reaches 10.0.0.0/8"},
 		{"allow all from an empty selector", "graph", breakObj(t, dev, "NetworkPolicy", "allow-dns", func(m map[string]any) {
 			get(m, "spec").(map[string]any)["ingress"] = []any{map[string]any{}}
 		}), "allow-dns: selects every pod"},

@@ -63,8 +63,8 @@ func containers(w Workload) []corev1.Container {
 
 // CheckPodSecurity: every container runs as non-root with a read-only root file system, no
 // privilege escalation, every capability dropped and seccomp RuntimeDefault (its own setting or
-// the pod's); no pod gets a service-account token; secret volumes are mounted whole (a subPath
-// mount never sees a renewed certificate).
+// the pod's); no pod gets a service-account token; secret volumes (and projected volumes of
+// secrets) are mounted whole (a subPath mount never sees a renewed certificate or secret).
 func CheckPodSecurity(objs []Object) []string {
 	var p []string
 	for _, w := range Workloads(objs) {
@@ -80,7 +80,7 @@ func CheckPodSecurity(objs []Object) []string {
 		}
 		secretVols := map[string]bool{}
 		for _, v := range w.Pod.Spec.Volumes {
-			if v.Secret != nil {
+			if v.Secret != nil || (v.Projected != nil && slices.ContainsFunc(v.Projected.Sources, func(s corev1.VolumeProjection) bool { return s.Secret != nil })) {
 				secretVols[v.Name] = true
 			}
 			if !restrictedVolumes(v) {

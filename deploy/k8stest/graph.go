@@ -6,6 +6,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -27,11 +28,13 @@ var Infra = []struct {
 	{"auth", "postgres", 5432},
 	{"campaigns", "postgres", 5432},
 	{"dsr", "postgres", 5432},
+	{"delivery", "postgres", 5432},
 	{"gateway", "nats", 4222}, // the audit stream
 	{"ingest", "nats", 4222},
 	{"analytics", "nats", 4222},
 	{"analytics-writer", "nats", 4222},
 	{"dsr", "nats", 4222},
+	{"delivery", "nats", 4222}, // identify events → contacts (issue 17)
 	{"analytics", "clickhouse", 9000},
 	{"analytics-writer", "clickhouse", 9000},
 	// Spans (OTLP gRPC) from every process.
@@ -42,6 +45,16 @@ var Infra = []struct {
 	{"analytics", "tempo", 4317},
 	{"analytics-writer", "tempo", 4317},
 	{"dsr", "tempo", 4317},
+	{"delivery", "tempo", 4317},
+}
+
+// Outside are the paths from a process to services outside the cluster that no in-cluster
+// policy can admit (egress only), named as the policies' campaignmesh.io/peer label names them.
+var Outside = []struct {
+	From, To string
+	Port     int
+}{
+	{"delivery", "providers", 443}, // the email/SMS providers' HTTPS APIs (SendGrid, Twilio)
 }
 
 // External callers from outside the namespace, as the policies name them: the edge (any
@@ -273,8 +286,9 @@ func gatewayBackends(file string) ([]string, error) {
 }
 
 // WantedGraphs are the paths the network policies must allow, ingress and egress, for the
-// processes built in objs: the mesh calls (from the code), Infra, the edge to the gateway,
-// Prometheus to every process's admin port and (ingress only) KEDA to NATS monitoring.
+// processes built in objs: the mesh calls (from the code), Infra, (egress only) Outside, the
+// edge to the gateway, Prometheus to every process's admin port and (ingress only) KEDA to NATS
+// monitoring.
 func WantedGraphs(mesh Graph, objs []Object) (ingress, egress Graph) {
 	ingress, egress = Graph{}, Graph{}
 	for e := range mesh {
@@ -283,6 +297,9 @@ func WantedGraphs(mesh Graph, objs []Object) (ingress, egress Graph) {
 	for _, i := range Infra {
 		e := edge(i.From, i.To, strconv.Itoa(i.Port))
 		ingress[e], egress[e] = true, true
+	}
+	for _, o := range Outside {
+		egress[edge(o.From, o.To, strconv.Itoa(o.Port))] = true
 	}
 	ingress[edge(Edge, "gateway", "https")] = true
 	ingress[edge(KEDA, "nats", "8222")] = true
@@ -315,6 +332,7 @@ func PolicyGraphs(objs []Object) (ingress, egress Graph, problems []string) {
 		peerName := func(p networkingv1.NetworkPolicyPeer) string {
 			switch {
 			case p.IPBlock != nil:
+				problems = append(problems, ipBlockProblems(o.ID(), p.IPBlock)...)
 				if n := np.Labels["campaignmesh.io/peer"]; n != "" {
 					return n
 				}
@@ -367,6 +385,42 @@ func PolicyGraphs(objs []Object) (ingress, egress Graph, problems []string) {
 		}
 	}
 	return ingress, egress, problems
+}
+
+// Internal are the address ranges that are never a service outside the site: private networks
+// (RFC 1918), carrier-grade NAT (RFC 6598, the pod range of some clusters) and link-local
+// (RFC 3927, where clouds serve instance metadata and credentials).
+var Internal = []netip.Prefix{
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+}
+
+// ipBlockProblems reports an ipBlock wider than an Internal range that does not except it: a
+// rule meant for addresses outside (the providers' APIs) would also reach the cluster's pods,
+// the site's network or the metadata endpoint. A block inside a range (a site's database
+// subnet) is not wider and passes.
+func ipBlockProblems(id string, b *networkingv1.IPBlock) []string {
+	cidr, err := netip.ParsePrefix(b.CIDR)
+	if err != nil {
+		return []string{id + ": ipBlock " + b.CIDR + ": " + err.Error()}
+	}
+	var p []string
+	for _, in := range Internal {
+		if !cidr.Addr().Is4() || cidr.Bits() >= in.Bits() || !cidr.Contains(in.Addr()) {
+			continue
+		}
+		excepted := slices.ContainsFunc(b.Except, func(e string) bool {
+			ex, err := netip.ParsePrefix(e)
+			return err == nil && ex.Bits() <= in.Bits() && ex.Contains(in.Addr())
+		})
+		if !excepted {
+			p = append(p, id+": ipBlock "+b.CIDR+" reaches "+in.String()+" (list it under except)")
+		}
+	}
+	return p
 }
 
 // CheckGraph compares the paths the policies allow with the wanted ones, both ways.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -177,10 +178,45 @@ func CheckObservability(want Observability) Check {
 				if !reflect.DeepEqual(dig(o.Raw, "spec", "groups"), groups) {
 					p = append(p, o.ID()+": spec.groups differ from deploy/observability/alerts (regenerate: cd deploy && go test ./k8stest -run TestPrometheusRuleFile -update)")
 				}
+				p = append(p, targetsWatched(o, objs)...)
 			}
 		}
 		return p
 	}
+}
+
+// targetDownJobs reads the job regular expression of the TargetDown alert's expression.
+var targetDownJobs = regexp.MustCompile(`up\{job=~"([^"]*)"\}`)
+
+// targetsWatched reports the processes built in objs (workloads part of campaignmesh) whose
+// scrape job (named after the process) the TargetDown alert of the PrometheusRule o does not
+// match: a new process would otherwise go down unnoticed.
+func targetsWatched(o Object, objs []Object) []string {
+	var expr string
+	groups, _ := dig(o.Raw, "spec", "groups").([]any)
+	for _, g := range groups {
+		rules, _ := dig(g.(map[string]any), "rules").([]any)
+		for _, r := range rules {
+			if m, _ := r.(map[string]any); m["alert"] == "TargetDown" {
+				expr, _ = m["expr"].(string)
+			}
+		}
+	}
+	m := targetDownJobs.FindStringSubmatch(expr)
+	if m == nil {
+		return []string{o.ID() + `: no TargetDown alert with up{job=~"…"} (every process's target must be watched)`}
+	}
+	jobs, err := regexp.Compile("^(?:" + m[1] + ")$")
+	if err != nil {
+		return []string{o.ID() + ": TargetDown job pattern: " + err.Error()}
+	}
+	var p []string
+	for _, w := range Workloads(objs) {
+		if name := w.Pod.Labels[NameLabel]; w.Pod.Labels["app.kubernetes.io/part-of"] == "campaignmesh" && !jobs.MatchString(name) {
+			p = append(p, o.ID()+": TargetDown does not watch the job "+name)
+		}
+	}
+	return p
 }
 
 // sameFiles reports the keys of cm that are not exactly the files (missing, extra, changed).

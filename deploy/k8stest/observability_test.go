@@ -127,6 +127,15 @@ func TestObservabilityCheckCatches(t *testing.T) {
 			r := get(m, "spec", "groups", 0, "rules", 0).(map[string]any)
 			r["for"] = "1m"
 		}), "spec.groups differ"},
+		{"process not watched", breakObj(t, objs, "PrometheusRule", PrometheusRuleName, func(m map[string]any) {
+			for _, g := range get(m, "spec", "groups").([]any) {
+				for _, r := range get(g.(map[string]any), "rules").([]any) {
+					if r := r.(map[string]any); r["alert"] == "TargetDown" {
+						r["expr"] = strings.Replace(r["expr"].(string), "|delivery", "", 1)
+					}
+				}
+			}
+		}), "TargetDown does not watch the job delivery"},
 		{"prometheusrule group dropped", breakObj(t, objs, "PrometheusRule", PrometheusRuleName, func(m map[string]any) {
 			spec := get(m, "spec").(map[string]any)
 			spec["groups"] = spec["groups"].([]any)[1:]
