@@ -122,8 +122,8 @@ func newDispatchRig(tb testing.TB) *dispatchRig {
 	return &dispatchRig{
 		store: store, audiences: delivery.NewAudiences(store, nil),
 		ledger: postgres.NewLedger(store.Pool()), dispatch: postgres.NewDispatch(store.Pool()),
-		outbox:   sa,
-		provider: sendgrid.NewProvider(c, sendgrid.ProviderConfig{From: sendgrid.Address{Email: "news@shop.example"}}),
+		outbox:    sa,
+		provider:  sendgrid.NewProvider(c, sendgrid.ProviderConfig{From: sendgrid.Address{Email: "news@shop.example"}}),
 		campaigns: &activeList{}, plans: &plans{}, metrics: &delivery.Counters{},
 	}
 }
@@ -410,7 +410,9 @@ func TestDispatcherFrequencyCap(t *testing.T) {
 	const n = 100
 	r := newDispatchRig(t)
 	r.addContacts(t, tenant, n)
-	edit := func(c *delivery.DispatcherConfig) { c.FrequencyCap = delivery.FrequencyCap{Max: 1, Window: 24 * time.Hour} }
+	edit := func(c *delivery.DispatcherConfig) {
+		c.FrequencyCap = delivery.FrequencyCap{Max: 1, Window: 24 * time.Hour}
+	}
 	r.plans.set("c-first", delivery.SendPlan{})
 	r.campaigns.activate(emailCampaign("c-first"))
 	start(t, r.dispatcher(t, "dispatcher-1", edit))
