@@ -14,9 +14,13 @@ CREATE TABLE dispatch_campaigns (
     PRIMARY KEY (tenant_id, campaign_id)
 );
 
+-- Recipient listings (by ledger id within a campaign).
+CREATE INDEX ledger_campaign_id ON ledger (tenant_id, campaign_id, id);
+
 -- Frequency caps: a contact's rows across campaigns.
 CREATE INDEX ledger_contact ON ledger (tenant_id, contact_id);
 
 -- +goose Down
 DROP INDEX ledger_contact;
+DROP INDEX ledger_campaign_id;
 DROP TABLE dispatch_campaigns;
