@@ -103,8 +103,9 @@ type DispatchStore interface {
 	// MarkResolved records that the campaign's recipients were resolved for the activation.
 	MarkResolved(ctx context.Context, c CampaignRef, activation time.Time) error
 	// RecentMessages counts, per contact of contactIDs, the messages of the tenant's other
-	// campaigns on ch (every campaign but exceptCampaignID) that were sent since since or are
-	// still on their way (pending, sending or unknown): what a frequency cap weighs.
+	// campaigns on ch (every campaign but exceptCampaignID) sent since since, or on their way
+	// (pending, sending or unknown) and last changed since then: what a frequency cap weighs.
+	// Counting those on their way keeps two campaigns resolved together within the cap.
 	RecentMessages(ctx context.Context, tenantID string, ch Channel, exceptCampaignID string, contactIDs []string, since time.Time) (map[string]int, error)
 	// Unsettled lists the campaigns with a row sending or unknown: a stopped campaign among
 	// them still needs its lookups.

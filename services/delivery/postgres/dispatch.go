@@ -50,14 +50,15 @@ func (d *Dispatch) MarkResolved(ctx context.Context, c delivery.CampaignRef, act
 }
 
 // RecentMessages implements delivery.DispatchStore: the rows of the contacts in the tenant's
-// other campaigns on the channel, sent since since (a sent row's update_time is when the
-// provider accepted it) or not finished yet.
+// other campaigns on the channel that were sent since since (a sent row's update_time is when
+// the provider accepted it) or are still on their way and were added or retried since then
+// (an older open row belongs to a campaign that stopped, and may never be sent).
 func (d *Dispatch) RecentMessages(ctx context.Context, tenantID string, ch delivery.Channel, exceptCampaignID string, contactIDs []string, since time.Time) (map[string]int, error) {
 	rows, err := d.pool.Query(ctx, `
 		SELECT l.contact_id, count(*)
 		FROM ledger l JOIN dispatch_campaigns c ON c.tenant_id = l.tenant_id AND c.campaign_id = l.campaign_id
 		WHERE l.tenant_id = $1 AND l.contact_id = ANY($4::text[]) AND l.campaign_id <> $3 AND c.channel = $2
-		  AND ((l.state = 'sent' AND l.update_time >= $5) OR l.state IN ('pending', 'sending', 'unknown'))
+		  AND l.state IN ('sent', 'pending', 'sending', 'unknown') AND l.update_time >= $5
 		GROUP BY l.contact_id`,
 		tenantID, string(ch), exceptCampaignID, contactIDs, since)
 	if err != nil {
