@@ -15,9 +15,11 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
 	"github.com/campaignmesh/campaignmesh/internal/standin"
 	sgstandin "github.com/campaignmesh/campaignmesh/internal/standin/sendgrid"
+	twstandin "github.com/campaignmesh/campaignmesh/internal/standin/twilio"
 	"github.com/campaignmesh/campaignmesh/services/delivery"
 	"github.com/campaignmesh/campaignmesh/services/delivery/postgres"
 	"github.com/campaignmesh/campaignmesh/services/delivery/sendgrid"
+	"github.com/campaignmesh/campaignmesh/services/delivery/twilio"
 )
 
 // activeList is campaigns' list of active campaigns as the dispatcher reads it, changed by
@@ -497,5 +499,68 @@ func TestParseFrequencyCap(t *testing.T) {
 		if _, err := delivery.ParseFrequencyCap(in); err == nil {
 			t.Errorf("%q accepted", in)
 		}
+	}
+}
+
+// An SMS campaign and an email campaign of one tenant, active together: each channel's
+// sender sends its campaign, SMS to the contacts' phone numbers (the ones with SMS consent
+// only), email to their addresses.
+func TestDispatcherTwoChannels(t *testing.T) {
+	t.Parallel()
+	const n = 300
+	r := newDispatchRig(t)
+	const account, token = "AC00000000000000000000000000000009", "tw-token"
+	sa, err := twstandin.New(twstandin.Config{AccountSID: account, AuthToken: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(sa)
+	t.Cleanup(func() { sa.Close(); srv.Close() })
+	c, err := twilio.New(twilio.Config{BaseURL: srv.URL, AccountSID: account, Password: token, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sms, err := twilio.NewProvider(c, twilio.ProviderConfig{From: "+15550001111"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	granted := delivery.Consent{State: delivery.ConsentGranted, Source: "test"}
+	us := make([]delivery.ContactUpsert, n)
+	for i := range us {
+		us[i] = delivery.ContactUpsert{Email: address(i), Phone: phone(i), Consent: delivery.Consents{Email: granted}}
+		if i%2 == 0 {
+			us[i].Consent.SMS = granted
+		}
+	}
+	if _, err := r.store.UpsertContacts(context.Background(), tenant, us, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	r.plans.set("c-email", delivery.SendPlan{})
+	r.plans.set("c-sms", delivery.SendPlan{})
+	r.campaigns.activate(emailCampaign("c-email"))
+	smsCampaign := emailCampaign("c-sms")
+	smsCampaign.Channel = delivery.ChannelSMS
+	r.campaigns.activate(smsCampaign)
+	start(t, r.dispatcher(t, "dispatcher-1", func(cfg *delivery.DispatcherConfig) {
+		sc := cfg.Senders[delivery.ChannelEmail]
+		sc.Provider = sms
+		sc.Compose = func(_ context.Context, r delivery.Recipient) (delivery.Message, error) {
+			return delivery.Message{Text: "Spring sale " + r.Variant}, nil
+		}
+		cfg.Senders[delivery.ChannelSMS] = sc
+	}))
+	meshtest.Eventually(t, time.Minute, r.finished("c-email"), "email campaign sent")
+	meshtest.Eventually(t, time.Minute, r.finished("c-sms"), "SMS campaign sent")
+	r.sentExactlyOnce(t, "c-email", n)
+	if sa.Total() != n/2 {
+		t.Errorf("SMS outbox %d, want %d", sa.Total(), n/2)
+	}
+	for i := range n {
+		if want := 1 - i%2; sa.Count(phone(i)) != want {
+			t.Fatalf("%s got %d SMS, want %d", phone(i), sa.Count(phone(i)), want)
+		}
+	}
+	if c := r.counts(t, "c-sms"); c.ByState[delivery.StateSkipped] != n/2 {
+		t.Errorf("SMS ledger %v, want %d skipped (no SMS consent)", c.ByState, n/2)
 	}
 }
