@@ -85,6 +85,8 @@ func startEchoMesh(tb testing.TB) *echoMesh {
 	tb.Helper()
 	m := &echoMesh{methods: map[string]int{}}
 	sink := natstest.AuditSink(tb, "backends")
+	// more are a package's other services, served by the same backend.
+	more := map[string][]*grpc.ServiceDesc{"campaignmesh.delivery.v1": {&deliveryv1.SendingService_ServiceDesc}}
 	for _, svc := range []struct {
 		pkg  string
 		desc *grpc.ServiceDesc
@@ -95,10 +97,18 @@ func startEchoMesh(tb testing.TB) *echoMesh {
 		{"campaignmesh.campaigns.v1", &campaignsv1.CampaignService_ServiceDesc, campaignsv1.RegisterCampaignServiceHandler},
 		{"campaignmesh.analytics.v1", &analyticsv1.AnalyticsService_ServiceDesc, analyticsv1.RegisterAnalyticsServiceHandler},
 		{"campaignmesh.dsr.v1", &dsrv1.DsrService_ServiceDesc, dsrv1.RegisterDsrServiceHandler},
-		{"campaignmesh.delivery.v1", &deliveryv1.DeliveryService_ServiceDesc, deliveryv1.RegisterDeliveryServiceHandler},
+		{"campaignmesh.delivery.v1", &deliveryv1.DeliveryService_ServiceDesc, func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+			if err := deliveryv1.RegisterDeliveryServiceHandler(ctx, mux, conn); err != nil {
+				return err
+			}
+			return deliveryv1.RegisterSendingServiceHandler(ctx, mux, conn)
+		}},
 	} {
 		srv := grpcserver.New(grpcserver.WithVerifier(allowAll{}), grpcserver.WithLogger(slog.New(slog.DiscardHandler)), grpcserver.WithAuditor(sink))
 		srv.GRPC().RegisterService(m.echoDesc(tb, svc.desc), struct{}{})
+		for _, d := range more[svc.pkg] {
+			srv.GRPC().RegisterService(m.echoDesc(tb, d), struct{}{})
+		}
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			tb.Fatal(err)

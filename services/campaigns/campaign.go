@@ -196,6 +196,9 @@ type Store interface {
 	// BudgetCandidates lists campaigns of any tenant that are active or budget-exhausted and
 	// have a budget, by id, after afterID ("" for the start).
 	BudgetCandidates(ctx context.Context, afterID string, limit int) ([]Campaign, error)
+	// DeliveryCampaigns returns up to q.Limit active campaigns on DeliveryChannels matching q,
+	// by tenant and id.
+	DeliveryCampaigns(ctx context.Context, q DeliveryQuery) ([]Campaign, error)
 }
 
 // ChangeFunc changes a locked campaign in place and returns the transition it made, if any,

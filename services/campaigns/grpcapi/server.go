@@ -182,6 +182,28 @@ func (s *Server) GetCampaignPacing(ctx context.Context, req *campaignsv1.GetCamp
 	}, nil
 }
 
+// ListDeliveryCampaigns implements campaignsv1.CampaignServiceServer (internal: delivery).
+func (s *Server) ListDeliveryCampaigns(ctx context.Context, req *campaignsv1.ListDeliveryCampaignsRequest) (*campaignsv1.ListDeliveryCampaignsResponse, error) {
+	cs, next, err := s.svc.ListDeliveryCampaigns(ctx, campaigns.DeliveryRequest{
+		PageSize: req.GetPageSize(), PageToken: req.GetPageToken(), TenantID: req.GetTenantId(), IDs: req.GetCampaignIds(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp := &campaignsv1.ListDeliveryCampaignsResponse{NextPageToken: next}
+	for _, c := range cs {
+		d := &campaignsv1.ListDeliveryCampaignsResponse_DeliveryCampaign{
+			TenantId: c.TenantID, Id: c.ID, Channel: channelToProto(c.Channel), State: stateToProto(c.State),
+			StateTime: timestamppb.New(c.StateTime),
+		}
+		for _, v := range c.Variants {
+			d.Variants = append(d.Variants, &campaignsv1.Variant{Name: v.Name, Weight: int32(v.Weight)})
+		}
+		resp.Campaigns = append(resp.Campaigns, d)
+	}
+	return resp, nil
+}
+
 // campaignFromProto takes the fields a user sets. Wall-clock times that do not parse are
 // reported as field violations.
 func campaignFromProto(p *campaignsv1.Campaign) (campaigns.Campaign, error) {

@@ -46,8 +46,8 @@ func rpcDocs(t *testing.T) map[string]string {
 }
 
 // The platform's registry test walks only the service packages it imports; this one walks
-// CampaignService: every RPC has an access rule, a REST mapping and a doc comment that names
-// the caller and, for a permission, the permission.
+// CampaignService: every RPC has an access rule, a REST mapping (none for an internal RPC)
+// and a doc comment that names the caller and, for a permission, the permission.
 func TestEveryRPCHasARuleARESTMappingAndADocComment(t *testing.T) {
 	t.Parallel()
 	docs := rpcDocs(t)
@@ -59,7 +59,11 @@ func TestEveryRPCHasARuleARESTMappingAndADocComment(t *testing.T) {
 			t.Errorf("%s has no (campaignmesh.access.v1.rule)", full)
 			continue
 		}
-		if http, _ := proto.GetExtension(md.Options(), annotations.E_Http).(*annotations.HttpRule); http == nil || http.GetPattern() == nil {
+		http, _ := proto.GetExtension(md.Options(), annotations.E_Http).(*annotations.HttpRule)
+		switch mapped := http != nil && http.GetPattern() != nil; {
+		case rule.GetCallers() != nil && mapped:
+			t.Errorf("%s is internal but has a google.api.http mapping", full)
+		case rule.GetCallers() == nil && !mapped:
 			t.Errorf("%s has no google.api.http mapping", full)
 		}
 		doc := docs[string(md.Name())]

@@ -453,3 +453,35 @@ func (s *Store) BudgetCandidates(ctx context.Context, afterID string, limit int)
 	}
 	return cs, nil
 }
+
+// DeliveryCampaigns implements campaigns.Store over the partial index of active
+// campaigns (campaigns_budgeted covers every active one, with or without a budget).
+func (s *Store) DeliveryCampaigns(ctx context.Context, q campaigns.DeliveryQuery) ([]campaigns.Campaign, error) {
+	channels := make([]string, len(campaigns.DeliveryChannels))
+	for i, ch := range campaigns.DeliveryChannels {
+		channels[i] = string(ch)
+	}
+	ids := q.IDs
+	if ids == nil {
+		ids = []string{}
+	}
+	after := q.AfterID
+	if after == "" {
+		after = "00000000-0000-0000-0000-000000000000"
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+campaignCols+` FROM campaigns
+		WHERE state = 'active' AND channel = ANY($1::text[])
+		  AND ($2 = '' OR tenant_id = $2)
+		  AND (cardinality($3::uuid[]) = 0 OR id = ANY($3::uuid[]))
+		  AND (tenant_id, id) > ($4, $5::uuid)
+		ORDER BY tenant_id, id LIMIT $6`,
+		channels, q.TenantID, ids, q.AfterTenant, after, q.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("list delivery campaigns: %w", err)
+	}
+	cs, err := pgx.CollectRows(rows, scanCampaign)
+	if err != nil {
+		return nil, fmt.Errorf("list delivery campaigns: %w", err)
+	}
+	return cs, nil
+}

@@ -55,6 +55,9 @@ type Config struct {
 	// Verifier, when set, checks callers' credentials instead of the auth service (tests that
 	// make their own principals); auth is then dialed only to deliver audit records.
 	Verifier grpcserver.Verifier
+
+	// Sending is how campaigns are sent (providers, limits, campaigns' address).
+	Sending SendingConfig
 }
 
 // DefaultConfig returns the documented defaults. The database and TLS files have none: they
@@ -63,6 +66,7 @@ func DefaultConfig() Config {
 	return Config{
 		Listen: "127.0.0.1:7106", AdminListen: "127.0.0.1:9106", AuthAddr: "127.0.0.1:7101",
 		MaxRecvMsgSize: 1 << 20, GracePeriod: grpcserver.DefaultGracePeriod, ConnectionAge: grpcserver.DefaultConnectionAge,
+		Sending: DefaultSendingConfig(),
 	}
 }
 
@@ -74,6 +78,7 @@ type App struct {
 	revocations *authn.RevocationList // nil with Config.Verifier
 	audiences   *delivery.Audiences
 	server      *grpcserver.Server
+	dispatcher  *delivery.Dispatcher // nil: nothing to send with
 }
 
 // New opens the database (applying its migrations and creating the audit outbox), dials auth
@@ -108,6 +113,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	}
 
 	a.audiences = delivery.NewAudiences(a.store, nil)
+	if a.dispatcher, err = a.buildDispatcher(cfg.Sending, certs, logger); err != nil {
+		return nil, err
+	}
 	opts, err := grpcapi.ServerOptions(ctx, a.store.Pool(), verifier, a.outbox, logger)
 	if err != nil {
 		return nil, err
@@ -120,6 +128,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		cfg.ConnectionAge.Option(),
 	)...)
 	deliveryv1.RegisterDeliveryServiceServer(a.server.GRPC(), grpcapi.NewServer(a.audiences))
+	deliveryv1.RegisterSendingServiceServer(a.server.GRPC(), grpcapi.NewSendingServer(delivery.NewSending(postgres.NewLedger(a.store.Pool()))))
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
 		return nil, err
@@ -147,6 +156,9 @@ func (a *App) Run(ctx context.Context) error {
 	tasks := []func(context.Context) error{a.outbox.Run}
 	if a.revocations != nil {
 		tasks = append(tasks, a.revocations.Run)
+	}
+	if a.dispatcher != nil {
+		tasks = append(tasks, runDispatcher(a.dispatcher))
 	}
 	return a.Serve(ctx, a.server, tasks...)
 }

@@ -1151,6 +1151,225 @@ func (x *CampaignPacing) GetState() Campaign_State {
 	return Campaign_STATE_UNSPECIFIED
 }
 
+// ListDeliveryCampaignsRequest filters and pages the active email and SMS campaigns.
+type ListDeliveryCampaignsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many (default 1000, max 1000).
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token, with the same filters.
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only this tenant's campaigns (empty: every tenant).
+	TenantId string `protobuf:"bytes,3,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Only these campaigns (at most 1000; requires tenant_id).
+	CampaignIds   []string `protobuf:"bytes,4,rep,name=campaign_ids,json=campaignIds,proto3" json:"campaign_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeliveryCampaignsRequest) Reset() {
+	*x = ListDeliveryCampaignsRequest{}
+	mi := &file_campaignmesh_campaigns_v1_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeliveryCampaignsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeliveryCampaignsRequest) ProtoMessage() {}
+
+func (x *ListDeliveryCampaignsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_campaigns_v1_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeliveryCampaignsRequest.ProtoReflect.Descriptor instead.
+func (*ListDeliveryCampaignsRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_campaigns_v1_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListDeliveryCampaignsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListDeliveryCampaignsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListDeliveryCampaignsRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ListDeliveryCampaignsRequest) GetCampaignIds() []string {
+	if x != nil {
+		return x.CampaignIds
+	}
+	return nil
+}
+
+// ListDeliveryCampaignsResponse is one page of active email and SMS campaigns.
+type ListDeliveryCampaignsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Campaigns, by tenant and id.
+	Campaigns []*ListDeliveryCampaignsResponse_DeliveryCampaign `protobuf:"bytes,1,rep,name=campaigns,proto3" json:"campaigns,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeliveryCampaignsResponse) Reset() {
+	*x = ListDeliveryCampaignsResponse{}
+	mi := &file_campaignmesh_campaigns_v1_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeliveryCampaignsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeliveryCampaignsResponse) ProtoMessage() {}
+
+func (x *ListDeliveryCampaignsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_campaigns_v1_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeliveryCampaignsResponse.ProtoReflect.Descriptor instead.
+func (*ListDeliveryCampaignsResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_campaigns_v1_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListDeliveryCampaignsResponse) GetCampaigns() []*ListDeliveryCampaignsResponse_DeliveryCampaign {
+	if x != nil {
+		return x.Campaigns
+	}
+	return nil
+}
+
+func (x *ListDeliveryCampaignsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// DeliveryCampaign is what delivery needs of an active campaign.
+type ListDeliveryCampaignsResponse_DeliveryCampaign struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The campaign's tenant.
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Campaign id.
+	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// CHANNEL_EMAIL or CHANNEL_SMS.
+	Channel Channel `protobuf:"varint,3,opt,name=channel,proto3,enum=campaignmesh.campaigns.v1.Channel" json:"channel,omitempty"`
+	// STATE_ACTIVE.
+	State Campaign_State `protobuf:"varint,4,opt,name=state,proto3,enum=campaignmesh.campaigns.v1.Campaign_State" json:"state,omitempty"`
+	// The A/B variants (name and weight); none for a campaign without variants.
+	Variants []*Variant `protobuf:"bytes,5,rep,name=variants,proto3" json:"variants,omitempty"`
+	// When the campaign entered its state: an activation's identity.
+	StateTime     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=state_time,json=stateTime,proto3" json:"state_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeliveryCampaignsResponse_DeliveryCampaign) Reset() {
+	*x = ListDeliveryCampaignsResponse_DeliveryCampaign{}
+	mi := &file_campaignmesh_campaigns_v1_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeliveryCampaignsResponse_DeliveryCampaign) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeliveryCampaignsResponse_DeliveryCampaign) ProtoMessage() {}
+
+func (x *ListDeliveryCampaignsResponse_DeliveryCampaign) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_campaigns_v1_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeliveryCampaignsResponse_DeliveryCampaign.ProtoReflect.Descriptor instead.
+func (*ListDeliveryCampaignsResponse_DeliveryCampaign) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_campaigns_v1_service_proto_rawDescGZIP(), []int{18, 0}
+}
+
+func (x *ListDeliveryCampaignsResponse_DeliveryCampaign) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ListDeliveryCampaignsResponse_DeliveryCampaign) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ListDeliveryCampaignsResponse_DeliveryCampaign) GetChannel() Channel {
+	if x != nil {
+		return x.Channel
+	}
+	return Channel_CHANNEL_UNSPECIFIED
+}
+
+func (x *ListDeliveryCampaignsResponse_DeliveryCampaign) GetState() Campaign_State {
+	if x != nil {
+		return x.State
+	}
+	return Campaign_STATE_UNSPECIFIED
+}
+
+func (x *ListDeliveryCampaignsResponse_DeliveryCampaign) GetVariants() []*Variant {
+	if x != nil {
+		return x.Variants
+	}
+	return nil
+}
+
+func (x *ListDeliveryCampaignsResponse_DeliveryCampaign) GetStateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StateTime
+	}
+	return nil
+}
+
 var File_campaignmesh_campaigns_v1_service_proto protoreflect.FileDescriptor
 
 const file_campaignmesh_campaigns_v1_service_proto_rawDesc = "" +
@@ -1233,7 +1452,24 @@ const file_campaignmesh_campaigns_v1_service_proto_rawDesc = "" +
 	"\x16daily_allowance_micros\x18\v \x01(\x03R\x14dailyAllowanceMicros\x120\n" +
 	"\x14allowed_spend_micros\x18\f \x01(\x03R\x12allowedSpendMicros\x12\x17\n" +
 	"\aon_pace\x18\r \x01(\bR\x06onPace\x12?\n" +
-	"\x05state\x18\x0e \x01(\x0e2).campaignmesh.campaigns.v1.Campaign.StateR\x05state2\xc6\x12\n" +
+	"\x05state\x18\x0e \x01(\x0e2).campaignmesh.campaigns.v1.Campaign.StateR\x05state\"\x9a\x01\n" +
+	"\x1cListDeliveryCampaignsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x1b\n" +
+	"\ttenant_id\x18\x03 \x01(\tR\btenantId\x12!\n" +
+	"\fcampaign_ids\x18\x04 \x03(\tR\vcampaignIds\"\xec\x03\n" +
+	"\x1dListDeliveryCampaignsResponse\x12g\n" +
+	"\tcampaigns\x18\x01 \x03(\v2I.campaignmesh.campaigns.v1.ListDeliveryCampaignsResponse.DeliveryCampaignR\tcampaigns\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x1a\xb9\x02\n" +
+	"\x10DeliveryCampaign\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12<\n" +
+	"\achannel\x18\x03 \x01(\x0e2\".campaignmesh.campaigns.v1.ChannelR\achannel\x12?\n" +
+	"\x05state\x18\x04 \x01(\x0e2).campaignmesh.campaigns.v1.Campaign.StateR\x05state\x12>\n" +
+	"\bvariants\x18\x05 \x03(\v2\".campaignmesh.campaigns.v1.VariantR\bvariants\x129\n" +
+	"\n" +
+	"state_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstateTime2\xe5\x13\n" +
 	"\x0fCampaignService\x12\x9f\x01\n" +
 	"\x0eCreateCampaign\x120.campaignmesh.campaigns.v1.CreateCampaignRequest\x1a#.campaignmesh.campaigns.v1.Campaign\"6\xc2\xf3\x18\x13P\x01\n" +
 	"\x0fcampaigns.write\x82\xd3\xe4\x93\x02\x19:\bcampaign\"\r/v1/campaigns\x12\x91\x01\n" +
@@ -1262,7 +1498,10 @@ const file_campaignmesh_campaigns_v1_service_proto_rawDesc = "" +
 	"\x17ListCampaignTransitions\x129.campaignmesh.campaigns.v1.ListCampaignTransitionsRequest\x1a:.campaignmesh.campaigns.v1.ListCampaignTransitionsResponse\":\xc2\xf3\x18\x10\n" +
 	"\x0ecampaigns.read\x82\xd3\xe4\x93\x02 \x12\x1e/v1/campaigns/{id}/transitions\x12\xaa\x01\n" +
 	"\x11GetCampaignPacing\x123.campaignmesh.campaigns.v1.GetCampaignPacingRequest\x1a).campaignmesh.campaigns.v1.CampaignPacing\"5\xc2\xf3\x18\x10\n" +
-	"\x0ecampaigns.read\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/campaigns/{id}/pacingBPZNgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1;campaignsv1b\x06proto3"
+	"\x0ecampaigns.read\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/campaigns/{id}/pacing\x12\x9c\x01\n" +
+	"\x15ListDeliveryCampaigns\x127.campaignmesh.campaigns.v1.ListDeliveryCampaignsRequest\x1a8.campaignmesh.campaigns.v1.ListDeliveryCampaignsResponse\"\x10\xc2\xf3\x18\f\"\n" +
+	"\n" +
+	"\bdeliveryBPZNgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1;campaignsv1b\x06proto3"
 
 var (
 	file_campaignmesh_campaigns_v1_service_proto_rawDescOnce sync.Once
@@ -1276,82 +1515,93 @@ func file_campaignmesh_campaigns_v1_service_proto_rawDescGZIP() []byte {
 	return file_campaignmesh_campaigns_v1_service_proto_rawDescData
 }
 
-var file_campaignmesh_campaigns_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_campaignmesh_campaigns_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_campaignmesh_campaigns_v1_service_proto_goTypes = []any{
-	(*CreateCampaignRequest)(nil),           // 0: campaignmesh.campaigns.v1.CreateCampaignRequest
-	(*GetCampaignRequest)(nil),              // 1: campaignmesh.campaigns.v1.GetCampaignRequest
-	(*ListCampaignsRequest)(nil),            // 2: campaignmesh.campaigns.v1.ListCampaignsRequest
-	(*ListCampaignsResponse)(nil),           // 3: campaignmesh.campaigns.v1.ListCampaignsResponse
-	(*UpdateCampaignRequest)(nil),           // 4: campaignmesh.campaigns.v1.UpdateCampaignRequest
-	(*DeleteCampaignRequest)(nil),           // 5: campaignmesh.campaigns.v1.DeleteCampaignRequest
-	(*ScheduleCampaignRequest)(nil),         // 6: campaignmesh.campaigns.v1.ScheduleCampaignRequest
-	(*ActivateCampaignRequest)(nil),         // 7: campaignmesh.campaigns.v1.ActivateCampaignRequest
-	(*PauseCampaignRequest)(nil),            // 8: campaignmesh.campaigns.v1.PauseCampaignRequest
-	(*ResumeCampaignRequest)(nil),           // 9: campaignmesh.campaigns.v1.ResumeCampaignRequest
-	(*CompleteCampaignRequest)(nil),         // 10: campaignmesh.campaigns.v1.CompleteCampaignRequest
-	(*CancelCampaignRequest)(nil),           // 11: campaignmesh.campaigns.v1.CancelCampaignRequest
-	(*ArchiveCampaignRequest)(nil),          // 12: campaignmesh.campaigns.v1.ArchiveCampaignRequest
-	(*ListCampaignTransitionsRequest)(nil),  // 13: campaignmesh.campaigns.v1.ListCampaignTransitionsRequest
-	(*ListCampaignTransitionsResponse)(nil), // 14: campaignmesh.campaigns.v1.ListCampaignTransitionsResponse
-	(*GetCampaignPacingRequest)(nil),        // 15: campaignmesh.campaigns.v1.GetCampaignPacingRequest
-	(*CampaignPacing)(nil),                  // 16: campaignmesh.campaigns.v1.CampaignPacing
-	(*Campaign)(nil),                        // 17: campaignmesh.campaigns.v1.Campaign
-	(Campaign_State)(0),                     // 18: campaignmesh.campaigns.v1.Campaign.State
-	(Channel)(0),                            // 19: campaignmesh.campaigns.v1.Channel
-	(*timestamppb.Timestamp)(nil),           // 20: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),           // 21: google.protobuf.FieldMask
-	(*CampaignTransition)(nil),              // 22: campaignmesh.campaigns.v1.CampaignTransition
-	(Budget_Pacing)(0),                      // 23: campaignmesh.campaigns.v1.Budget.Pacing
-	(*emptypb.Empty)(nil),                   // 24: google.protobuf.Empty
+	(*CreateCampaignRequest)(nil),                          // 0: campaignmesh.campaigns.v1.CreateCampaignRequest
+	(*GetCampaignRequest)(nil),                             // 1: campaignmesh.campaigns.v1.GetCampaignRequest
+	(*ListCampaignsRequest)(nil),                           // 2: campaignmesh.campaigns.v1.ListCampaignsRequest
+	(*ListCampaignsResponse)(nil),                          // 3: campaignmesh.campaigns.v1.ListCampaignsResponse
+	(*UpdateCampaignRequest)(nil),                          // 4: campaignmesh.campaigns.v1.UpdateCampaignRequest
+	(*DeleteCampaignRequest)(nil),                          // 5: campaignmesh.campaigns.v1.DeleteCampaignRequest
+	(*ScheduleCampaignRequest)(nil),                        // 6: campaignmesh.campaigns.v1.ScheduleCampaignRequest
+	(*ActivateCampaignRequest)(nil),                        // 7: campaignmesh.campaigns.v1.ActivateCampaignRequest
+	(*PauseCampaignRequest)(nil),                           // 8: campaignmesh.campaigns.v1.PauseCampaignRequest
+	(*ResumeCampaignRequest)(nil),                          // 9: campaignmesh.campaigns.v1.ResumeCampaignRequest
+	(*CompleteCampaignRequest)(nil),                        // 10: campaignmesh.campaigns.v1.CompleteCampaignRequest
+	(*CancelCampaignRequest)(nil),                          // 11: campaignmesh.campaigns.v1.CancelCampaignRequest
+	(*ArchiveCampaignRequest)(nil),                         // 12: campaignmesh.campaigns.v1.ArchiveCampaignRequest
+	(*ListCampaignTransitionsRequest)(nil),                 // 13: campaignmesh.campaigns.v1.ListCampaignTransitionsRequest
+	(*ListCampaignTransitionsResponse)(nil),                // 14: campaignmesh.campaigns.v1.ListCampaignTransitionsResponse
+	(*GetCampaignPacingRequest)(nil),                       // 15: campaignmesh.campaigns.v1.GetCampaignPacingRequest
+	(*CampaignPacing)(nil),                                 // 16: campaignmesh.campaigns.v1.CampaignPacing
+	(*ListDeliveryCampaignsRequest)(nil),                   // 17: campaignmesh.campaigns.v1.ListDeliveryCampaignsRequest
+	(*ListDeliveryCampaignsResponse)(nil),                  // 18: campaignmesh.campaigns.v1.ListDeliveryCampaignsResponse
+	(*ListDeliveryCampaignsResponse_DeliveryCampaign)(nil), // 19: campaignmesh.campaigns.v1.ListDeliveryCampaignsResponse.DeliveryCampaign
+	(*Campaign)(nil),                                       // 20: campaignmesh.campaigns.v1.Campaign
+	(Campaign_State)(0),                                    // 21: campaignmesh.campaigns.v1.Campaign.State
+	(Channel)(0),                                           // 22: campaignmesh.campaigns.v1.Channel
+	(*timestamppb.Timestamp)(nil),                          // 23: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),                          // 24: google.protobuf.FieldMask
+	(*CampaignTransition)(nil),                             // 25: campaignmesh.campaigns.v1.CampaignTransition
+	(Budget_Pacing)(0),                                     // 26: campaignmesh.campaigns.v1.Budget.Pacing
+	(*Variant)(nil),                                        // 27: campaignmesh.campaigns.v1.Variant
+	(*emptypb.Empty)(nil),                                  // 28: google.protobuf.Empty
 }
 var file_campaignmesh_campaigns_v1_service_proto_depIdxs = []int32{
-	17, // 0: campaignmesh.campaigns.v1.CreateCampaignRequest.campaign:type_name -> campaignmesh.campaigns.v1.Campaign
-	18, // 1: campaignmesh.campaigns.v1.ListCampaignsRequest.states:type_name -> campaignmesh.campaigns.v1.Campaign.State
-	19, // 2: campaignmesh.campaigns.v1.ListCampaignsRequest.channels:type_name -> campaignmesh.campaigns.v1.Channel
-	20, // 3: campaignmesh.campaigns.v1.ListCampaignsRequest.window_start_time:type_name -> google.protobuf.Timestamp
-	20, // 4: campaignmesh.campaigns.v1.ListCampaignsRequest.window_end_time:type_name -> google.protobuf.Timestamp
-	17, // 5: campaignmesh.campaigns.v1.ListCampaignsResponse.campaigns:type_name -> campaignmesh.campaigns.v1.Campaign
-	17, // 6: campaignmesh.campaigns.v1.UpdateCampaignRequest.campaign:type_name -> campaignmesh.campaigns.v1.Campaign
-	21, // 7: campaignmesh.campaigns.v1.UpdateCampaignRequest.update_mask:type_name -> google.protobuf.FieldMask
-	22, // 8: campaignmesh.campaigns.v1.ListCampaignTransitionsResponse.transitions:type_name -> campaignmesh.campaigns.v1.CampaignTransition
-	20, // 9: campaignmesh.campaigns.v1.CampaignPacing.as_of_time:type_name -> google.protobuf.Timestamp
-	23, // 10: campaignmesh.campaigns.v1.CampaignPacing.pacing:type_name -> campaignmesh.campaigns.v1.Budget.Pacing
-	20, // 11: campaignmesh.campaigns.v1.CampaignPacing.day_start_time:type_name -> google.protobuf.Timestamp
-	20, // 12: campaignmesh.campaigns.v1.CampaignPacing.day_end_time:type_name -> google.protobuf.Timestamp
-	18, // 13: campaignmesh.campaigns.v1.CampaignPacing.state:type_name -> campaignmesh.campaigns.v1.Campaign.State
-	0,  // 14: campaignmesh.campaigns.v1.CampaignService.CreateCampaign:input_type -> campaignmesh.campaigns.v1.CreateCampaignRequest
-	1,  // 15: campaignmesh.campaigns.v1.CampaignService.GetCampaign:input_type -> campaignmesh.campaigns.v1.GetCampaignRequest
-	2,  // 16: campaignmesh.campaigns.v1.CampaignService.ListCampaigns:input_type -> campaignmesh.campaigns.v1.ListCampaignsRequest
-	4,  // 17: campaignmesh.campaigns.v1.CampaignService.UpdateCampaign:input_type -> campaignmesh.campaigns.v1.UpdateCampaignRequest
-	5,  // 18: campaignmesh.campaigns.v1.CampaignService.DeleteCampaign:input_type -> campaignmesh.campaigns.v1.DeleteCampaignRequest
-	6,  // 19: campaignmesh.campaigns.v1.CampaignService.ScheduleCampaign:input_type -> campaignmesh.campaigns.v1.ScheduleCampaignRequest
-	7,  // 20: campaignmesh.campaigns.v1.CampaignService.ActivateCampaign:input_type -> campaignmesh.campaigns.v1.ActivateCampaignRequest
-	8,  // 21: campaignmesh.campaigns.v1.CampaignService.PauseCampaign:input_type -> campaignmesh.campaigns.v1.PauseCampaignRequest
-	9,  // 22: campaignmesh.campaigns.v1.CampaignService.ResumeCampaign:input_type -> campaignmesh.campaigns.v1.ResumeCampaignRequest
-	10, // 23: campaignmesh.campaigns.v1.CampaignService.CompleteCampaign:input_type -> campaignmesh.campaigns.v1.CompleteCampaignRequest
-	11, // 24: campaignmesh.campaigns.v1.CampaignService.CancelCampaign:input_type -> campaignmesh.campaigns.v1.CancelCampaignRequest
-	12, // 25: campaignmesh.campaigns.v1.CampaignService.ArchiveCampaign:input_type -> campaignmesh.campaigns.v1.ArchiveCampaignRequest
-	13, // 26: campaignmesh.campaigns.v1.CampaignService.ListCampaignTransitions:input_type -> campaignmesh.campaigns.v1.ListCampaignTransitionsRequest
-	15, // 27: campaignmesh.campaigns.v1.CampaignService.GetCampaignPacing:input_type -> campaignmesh.campaigns.v1.GetCampaignPacingRequest
-	17, // 28: campaignmesh.campaigns.v1.CampaignService.CreateCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
-	17, // 29: campaignmesh.campaigns.v1.CampaignService.GetCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
-	3,  // 30: campaignmesh.campaigns.v1.CampaignService.ListCampaigns:output_type -> campaignmesh.campaigns.v1.ListCampaignsResponse
-	17, // 31: campaignmesh.campaigns.v1.CampaignService.UpdateCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
-	24, // 32: campaignmesh.campaigns.v1.CampaignService.DeleteCampaign:output_type -> google.protobuf.Empty
-	17, // 33: campaignmesh.campaigns.v1.CampaignService.ScheduleCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
-	17, // 34: campaignmesh.campaigns.v1.CampaignService.ActivateCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
-	17, // 35: campaignmesh.campaigns.v1.CampaignService.PauseCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
-	17, // 36: campaignmesh.campaigns.v1.CampaignService.ResumeCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
-	17, // 37: campaignmesh.campaigns.v1.CampaignService.CompleteCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
-	17, // 38: campaignmesh.campaigns.v1.CampaignService.CancelCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
-	17, // 39: campaignmesh.campaigns.v1.CampaignService.ArchiveCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
-	14, // 40: campaignmesh.campaigns.v1.CampaignService.ListCampaignTransitions:output_type -> campaignmesh.campaigns.v1.ListCampaignTransitionsResponse
-	16, // 41: campaignmesh.campaigns.v1.CampaignService.GetCampaignPacing:output_type -> campaignmesh.campaigns.v1.CampaignPacing
-	28, // [28:42] is the sub-list for method output_type
-	14, // [14:28] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	20, // 0: campaignmesh.campaigns.v1.CreateCampaignRequest.campaign:type_name -> campaignmesh.campaigns.v1.Campaign
+	21, // 1: campaignmesh.campaigns.v1.ListCampaignsRequest.states:type_name -> campaignmesh.campaigns.v1.Campaign.State
+	22, // 2: campaignmesh.campaigns.v1.ListCampaignsRequest.channels:type_name -> campaignmesh.campaigns.v1.Channel
+	23, // 3: campaignmesh.campaigns.v1.ListCampaignsRequest.window_start_time:type_name -> google.protobuf.Timestamp
+	23, // 4: campaignmesh.campaigns.v1.ListCampaignsRequest.window_end_time:type_name -> google.protobuf.Timestamp
+	20, // 5: campaignmesh.campaigns.v1.ListCampaignsResponse.campaigns:type_name -> campaignmesh.campaigns.v1.Campaign
+	20, // 6: campaignmesh.campaigns.v1.UpdateCampaignRequest.campaign:type_name -> campaignmesh.campaigns.v1.Campaign
+	24, // 7: campaignmesh.campaigns.v1.UpdateCampaignRequest.update_mask:type_name -> google.protobuf.FieldMask
+	25, // 8: campaignmesh.campaigns.v1.ListCampaignTransitionsResponse.transitions:type_name -> campaignmesh.campaigns.v1.CampaignTransition
+	23, // 9: campaignmesh.campaigns.v1.CampaignPacing.as_of_time:type_name -> google.protobuf.Timestamp
+	26, // 10: campaignmesh.campaigns.v1.CampaignPacing.pacing:type_name -> campaignmesh.campaigns.v1.Budget.Pacing
+	23, // 11: campaignmesh.campaigns.v1.CampaignPacing.day_start_time:type_name -> google.protobuf.Timestamp
+	23, // 12: campaignmesh.campaigns.v1.CampaignPacing.day_end_time:type_name -> google.protobuf.Timestamp
+	21, // 13: campaignmesh.campaigns.v1.CampaignPacing.state:type_name -> campaignmesh.campaigns.v1.Campaign.State
+	19, // 14: campaignmesh.campaigns.v1.ListDeliveryCampaignsResponse.campaigns:type_name -> campaignmesh.campaigns.v1.ListDeliveryCampaignsResponse.DeliveryCampaign
+	22, // 15: campaignmesh.campaigns.v1.ListDeliveryCampaignsResponse.DeliveryCampaign.channel:type_name -> campaignmesh.campaigns.v1.Channel
+	21, // 16: campaignmesh.campaigns.v1.ListDeliveryCampaignsResponse.DeliveryCampaign.state:type_name -> campaignmesh.campaigns.v1.Campaign.State
+	27, // 17: campaignmesh.campaigns.v1.ListDeliveryCampaignsResponse.DeliveryCampaign.variants:type_name -> campaignmesh.campaigns.v1.Variant
+	23, // 18: campaignmesh.campaigns.v1.ListDeliveryCampaignsResponse.DeliveryCampaign.state_time:type_name -> google.protobuf.Timestamp
+	0,  // 19: campaignmesh.campaigns.v1.CampaignService.CreateCampaign:input_type -> campaignmesh.campaigns.v1.CreateCampaignRequest
+	1,  // 20: campaignmesh.campaigns.v1.CampaignService.GetCampaign:input_type -> campaignmesh.campaigns.v1.GetCampaignRequest
+	2,  // 21: campaignmesh.campaigns.v1.CampaignService.ListCampaigns:input_type -> campaignmesh.campaigns.v1.ListCampaignsRequest
+	4,  // 22: campaignmesh.campaigns.v1.CampaignService.UpdateCampaign:input_type -> campaignmesh.campaigns.v1.UpdateCampaignRequest
+	5,  // 23: campaignmesh.campaigns.v1.CampaignService.DeleteCampaign:input_type -> campaignmesh.campaigns.v1.DeleteCampaignRequest
+	6,  // 24: campaignmesh.campaigns.v1.CampaignService.ScheduleCampaign:input_type -> campaignmesh.campaigns.v1.ScheduleCampaignRequest
+	7,  // 25: campaignmesh.campaigns.v1.CampaignService.ActivateCampaign:input_type -> campaignmesh.campaigns.v1.ActivateCampaignRequest
+	8,  // 26: campaignmesh.campaigns.v1.CampaignService.PauseCampaign:input_type -> campaignmesh.campaigns.v1.PauseCampaignRequest
+	9,  // 27: campaignmesh.campaigns.v1.CampaignService.ResumeCampaign:input_type -> campaignmesh.campaigns.v1.ResumeCampaignRequest
+	10, // 28: campaignmesh.campaigns.v1.CampaignService.CompleteCampaign:input_type -> campaignmesh.campaigns.v1.CompleteCampaignRequest
+	11, // 29: campaignmesh.campaigns.v1.CampaignService.CancelCampaign:input_type -> campaignmesh.campaigns.v1.CancelCampaignRequest
+	12, // 30: campaignmesh.campaigns.v1.CampaignService.ArchiveCampaign:input_type -> campaignmesh.campaigns.v1.ArchiveCampaignRequest
+	13, // 31: campaignmesh.campaigns.v1.CampaignService.ListCampaignTransitions:input_type -> campaignmesh.campaigns.v1.ListCampaignTransitionsRequest
+	15, // 32: campaignmesh.campaigns.v1.CampaignService.GetCampaignPacing:input_type -> campaignmesh.campaigns.v1.GetCampaignPacingRequest
+	17, // 33: campaignmesh.campaigns.v1.CampaignService.ListDeliveryCampaigns:input_type -> campaignmesh.campaigns.v1.ListDeliveryCampaignsRequest
+	20, // 34: campaignmesh.campaigns.v1.CampaignService.CreateCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
+	20, // 35: campaignmesh.campaigns.v1.CampaignService.GetCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
+	3,  // 36: campaignmesh.campaigns.v1.CampaignService.ListCampaigns:output_type -> campaignmesh.campaigns.v1.ListCampaignsResponse
+	20, // 37: campaignmesh.campaigns.v1.CampaignService.UpdateCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
+	28, // 38: campaignmesh.campaigns.v1.CampaignService.DeleteCampaign:output_type -> google.protobuf.Empty
+	20, // 39: campaignmesh.campaigns.v1.CampaignService.ScheduleCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
+	20, // 40: campaignmesh.campaigns.v1.CampaignService.ActivateCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
+	20, // 41: campaignmesh.campaigns.v1.CampaignService.PauseCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
+	20, // 42: campaignmesh.campaigns.v1.CampaignService.ResumeCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
+	20, // 43: campaignmesh.campaigns.v1.CampaignService.CompleteCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
+	20, // 44: campaignmesh.campaigns.v1.CampaignService.CancelCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
+	20, // 45: campaignmesh.campaigns.v1.CampaignService.ArchiveCampaign:output_type -> campaignmesh.campaigns.v1.Campaign
+	14, // 46: campaignmesh.campaigns.v1.CampaignService.ListCampaignTransitions:output_type -> campaignmesh.campaigns.v1.ListCampaignTransitionsResponse
+	16, // 47: campaignmesh.campaigns.v1.CampaignService.GetCampaignPacing:output_type -> campaignmesh.campaigns.v1.CampaignPacing
+	18, // 48: campaignmesh.campaigns.v1.CampaignService.ListDeliveryCampaigns:output_type -> campaignmesh.campaigns.v1.ListDeliveryCampaignsResponse
+	34, // [34:49] is the sub-list for method output_type
+	19, // [19:34] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_campaignmesh_campaigns_v1_service_proto_init() }
@@ -1366,7 +1616,7 @@ func file_campaignmesh_campaigns_v1_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campaignmesh_campaigns_v1_service_proto_rawDesc), len(file_campaignmesh_campaigns_v1_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -34,6 +34,7 @@ const (
 	CampaignService_ArchiveCampaign_FullMethodName         = "/campaignmesh.campaigns.v1.CampaignService/ArchiveCampaign"
 	CampaignService_ListCampaignTransitions_FullMethodName = "/campaignmesh.campaigns.v1.CampaignService/ListCampaignTransitions"
 	CampaignService_GetCampaignPacing_FullMethodName       = "/campaignmesh.campaigns.v1.CampaignService/GetCampaignPacing"
+	CampaignService_ListDeliveryCampaigns_FullMethodName   = "/campaignmesh.campaigns.v1.CampaignService/ListDeliveryCampaigns"
 )
 
 // CampaignServiceClient is the client API for CampaignService service.
@@ -93,6 +94,10 @@ type CampaignServiceClient interface {
 	// it is unreachable this answers UNAVAILABLE. Caller: any tenant role.
 	// Permission: campaigns.read.
 	GetCampaignPacing(ctx context.Context, in *GetCampaignPacingRequest, opts ...grpc.CallOption) (*CampaignPacing, error)
+	// ListDeliveryCampaigns lists the active email and SMS campaigns of every tenant (or of one
+	// tenant, or some campaigns of it), by tenant and id: what the delivery service sends and
+	// how, polled every second or so. Caller: the delivery service (internal); no REST route.
+	ListDeliveryCampaigns(ctx context.Context, in *ListDeliveryCampaignsRequest, opts ...grpc.CallOption) (*ListDeliveryCampaignsResponse, error)
 }
 
 type campaignServiceClient struct {
@@ -243,6 +248,16 @@ func (c *campaignServiceClient) GetCampaignPacing(ctx context.Context, in *GetCa
 	return out, nil
 }
 
+func (c *campaignServiceClient) ListDeliveryCampaigns(ctx context.Context, in *ListDeliveryCampaignsRequest, opts ...grpc.CallOption) (*ListDeliveryCampaignsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeliveryCampaignsResponse)
+	err := c.cc.Invoke(ctx, CampaignService_ListDeliveryCampaigns_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CampaignServiceServer is the server API for CampaignService service.
 // All implementations must embed UnimplementedCampaignServiceServer
 // for forward compatibility.
@@ -300,6 +315,10 @@ type CampaignServiceServer interface {
 	// it is unreachable this answers UNAVAILABLE. Caller: any tenant role.
 	// Permission: campaigns.read.
 	GetCampaignPacing(context.Context, *GetCampaignPacingRequest) (*CampaignPacing, error)
+	// ListDeliveryCampaigns lists the active email and SMS campaigns of every tenant (or of one
+	// tenant, or some campaigns of it), by tenant and id: what the delivery service sends and
+	// how, polled every second or so. Caller: the delivery service (internal); no REST route.
+	ListDeliveryCampaigns(context.Context, *ListDeliveryCampaignsRequest) (*ListDeliveryCampaignsResponse, error)
 	mustEmbedUnimplementedCampaignServiceServer()
 }
 
@@ -351,6 +370,9 @@ func (UnimplementedCampaignServiceServer) ListCampaignTransitions(context.Contex
 }
 func (UnimplementedCampaignServiceServer) GetCampaignPacing(context.Context, *GetCampaignPacingRequest) (*CampaignPacing, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetCampaignPacing not implemented")
+}
+func (UnimplementedCampaignServiceServer) ListDeliveryCampaigns(context.Context, *ListDeliveryCampaignsRequest) (*ListDeliveryCampaignsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeliveryCampaigns not implemented")
 }
 func (UnimplementedCampaignServiceServer) mustEmbedUnimplementedCampaignServiceServer() {}
 func (UnimplementedCampaignServiceServer) testEmbeddedByValue()                         {}
@@ -625,6 +647,24 @@ func _CampaignService_GetCampaignPacing_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CampaignService_ListDeliveryCampaigns_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeliveryCampaignsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CampaignServiceServer).ListDeliveryCampaigns(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CampaignService_ListDeliveryCampaigns_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CampaignServiceServer).ListDeliveryCampaigns(ctx, req.(*ListDeliveryCampaignsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CampaignService_ServiceDesc is the grpc.ServiceDesc for CampaignService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -687,6 +727,10 @@ var CampaignService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetCampaignPacing",
 			Handler:    _CampaignService_GetCampaignPacing_Handler,
+		},
+		{
+			MethodName: "ListDeliveryCampaigns",
+			Handler:    _CampaignService_ListDeliveryCampaigns_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

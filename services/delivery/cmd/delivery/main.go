@@ -10,6 +10,7 @@ import (
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 	"github.com/campaignmesh/campaignmesh/internal/platform/process"
+	"github.com/campaignmesh/campaignmesh/services/delivery"
 	"github.com/campaignmesh/campaignmesh/services/delivery/app"
 )
 
@@ -34,6 +35,22 @@ func parse(args []string) (settings, error) {
 	c.TLS.RegisterFlags(fs, app.ServiceName)
 	fs.IntVar(&c.MaxRecvMsgSize, "max-recv-msg-size", c.MaxRecvMsgSize, "largest request message in bytes")
 	fs.DurationVar(&c.GracePeriod, "grace-period", c.GracePeriod, "how long a stop waits for calls in flight")
+	sc := &c.Sending
+	fs.StringVar(&sc.CampaignsAddr, "campaigns-addr", sc.CampaignsAddr, "address of the campaigns service (active email and SMS campaigns)")
+	fs.StringVar(&sc.SendGridURL, "sendgrid-url", sc.SendGridURL, "SendGrid API origin (or a stand-in's)")
+	fs.StringVar(&sc.SendGridAPIKeyFile, "sendgrid-api-key-file", "", "file holding the SendGrid API key (empty: email campaigns are not sent)")
+	fs.StringVar(&sc.SendGridFrom, "sendgrid-from", "", "from address of campaign emails (required with -sendgrid-api-key-file)")
+	fs.StringVar(&sc.TwilioURL, "twilio-url", sc.TwilioURL, "Twilio API origin (or a stand-in's)")
+	fs.StringVar(&sc.TwilioAccountSID, "twilio-account-sid", "", "Twilio account SID (empty: SMS campaigns are not sent)")
+	fs.StringVar(&sc.TwilioAuthTokenFile, "twilio-auth-token-file", "", "file holding the Twilio auth token")
+	fs.StringVar(&sc.TwilioMessagingServiceSID, "twilio-messaging-service-sid", "", "Twilio messaging service SID campaign SMS are sent from")
+	fs.Float64Var(&sc.SendRate, "send-rate", sc.SendRate, "messages per second per tenant and channel (0: no limit)")
+	fs.IntVar(&sc.SendConcurrency, "send-concurrency", sc.SendConcurrency, "provider calls in flight per tenant and channel")
+	fs.Func("frequency-cap", `at most N messages per contact and channel within a window, across campaigns, as "N/window" (e.g. "3/24h"; empty: none)`, func(v string) error {
+		fc, err := delivery.ParseFrequencyCap(v)
+		sc.FrequencyCap = fc
+		return err
+	})
 	fs.TextVar(&s.logLevel, "log-level", slog.LevelInfo, "log level (debug, info, warn, error)")
 	if err := config.Parse(fs, "CM_DELIVERY", args); err != nil {
 		return s, err
@@ -43,6 +60,9 @@ func parse(args []string) (settings, error) {
 	p.Check(c.TLS.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
 	c.ConnectionAge.Check(&p)
 	p.Check(c.MaxRecvMsgSize >= 1024 && c.MaxRecvMsgSize <= 64<<20, "-max-recv-msg-size must be between 1 KiB and 64 MiB")
+	p.Check(sc.SendRate >= 0, "-send-rate must not be negative")
+	p.Check(sc.SendConcurrency >= 1 && sc.SendConcurrency <= 1000, "-send-concurrency must be between 1 and 1000")
+	p.Check(sc.SendGridAPIKeyFile == "" || sc.SendGridFrom != "", "-sendgrid-from is required with -sendgrid-api-key-file")
 	return s, p.Err()
 }
 

@@ -30,3 +30,32 @@ func TestFlags(t *testing.T) {
 		t.Errorf("a negative age: %v, want it refused", err)
 	}
 }
+
+// The sending flags: defaults send nothing (no provider) and follow campaigns on its default
+// address; the frequency cap parses as N/window; bad values are refused with the flag named.
+func TestSendingFlags(t *testing.T) {
+	base := []string{"-postgres-url", "postgres://x", "-tls-cert", "c", "-tls-key", "k", "-tls-ca", "ca"}
+	s, err := parse(base)
+	sc := s.cfg.Sending
+	if err != nil || sc.CampaignsAddr != "127.0.0.1:7103" || sc.SendGridURL != "https://api.sendgrid.com" || sc.TwilioURL != "https://api.twilio.com" ||
+		sc.SendGridAPIKeyFile != "" || sc.TwilioAccountSID != "" || sc.SendRate != 0 || sc.SendConcurrency != 32 || !sc.FrequencyCap.IsZero() {
+		t.Fatalf("defaults: %+v, %v", sc, err)
+	}
+	s, err = parse(append([]string{"-sendgrid-api-key-file", "/k", "-sendgrid-from", "news@shop.example", "-send-rate", "50",
+		"-send-concurrency", "8", "-frequency-cap", "3/24h", "-twilio-url", "http://127.0.0.1:8792"}, base...))
+	sc = s.cfg.Sending
+	if err != nil || sc.SendGridAPIKeyFile != "/k" || sc.SendRate != 50 || sc.SendConcurrency != 8 ||
+		sc.FrequencyCap.Max != 3 || sc.FrequencyCap.Window != 24*time.Hour || sc.TwilioURL != "http://127.0.0.1:8792" {
+		t.Errorf("set: %+v, %v", sc, err)
+	}
+	for flag, args := range map[string][]string{
+		"-frequency-cap":    {"-frequency-cap", "3"},
+		"-send-rate":        {"-send-rate", "-1"},
+		"-send-concurrency": {"-send-concurrency", "0"},
+		"-sendgrid-from":    {"-sendgrid-api-key-file", "/k"},
+	} {
+		if _, err := parse(append(args, base...)); err == nil || !strings.Contains(err.Error(), flag) {
+			t.Errorf("%v: %v, want %s refused", args, err, flag)
+		}
+	}
+}
