@@ -55,6 +55,15 @@ type Config struct {
 	// Verifier, when set, checks callers' credentials instead of the auth service (tests that
 	// make their own principals); auth is then dialed only to deliver audit records.
 	Verifier grpcserver.Verifier
+
+	// Links makes messages' tracked links (the tracking adapter); nil: previews, test sends
+	// and Compose answer that tracking is not configured.
+	Links delivery.Links
+	// Providers send test messages, one per channel (a channel without one: test sends on it
+	// answer FAILED_PRECONDITION).
+	Providers map[delivery.Channel]delivery.Provider
+	// TestSendsPerMinute bounds each tenant's test sends (delivery.DefaultTestSendRate when 0).
+	TestSendsPerMinute int
 }
 
 // DefaultConfig returns the documented defaults. The database and TLS files have none: they
@@ -73,6 +82,7 @@ type App struct {
 	outbox      *auditpg.Outbox
 	revocations *authn.RevocationList // nil with Config.Verifier
 	audiences   *delivery.Audiences
+	messages    *delivery.Messages
 	server      *grpcserver.Server
 }
 
@@ -108,6 +118,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	}
 
 	a.audiences = delivery.NewAudiences(a.store, nil)
+	a.messages = delivery.NewMessages(delivery.MessagesConfig{Store: a.store, Contacts: a.store, Links: cfg.Links, Providers: cfg.Providers,
+		TestSendsPerMinute: cfg.TestSendsPerMinute})
 	opts, err := grpcapi.ServerOptions(ctx, a.store.Pool(), verifier, a.outbox, logger)
 	if err != nil {
 		return nil, err
@@ -120,6 +132,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		cfg.ConnectionAge.Option(),
 	)...)
 	deliveryv1.RegisterDeliveryServiceServer(a.server.GRPC(), grpcapi.NewServer(a.audiences))
+	deliveryv1.RegisterMessagesServiceServer(a.server.GRPC(), grpcapi.NewMessagesServer(a.messages))
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
 		return nil, err
@@ -133,6 +146,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 // Audiences are the use cases the API serves: for tests and tools that seed or inspect them
 // directly, bypassing the API's access rules.
 func (a *App) Audiences() *delivery.Audiences { return a.audiences }
+
+// Messages are the content, sender identity and test send use cases, and the Compose the
+// sender renders each recipient's message with.
+func (a *App) Messages() *delivery.Messages { return a.messages }
 
 // Store is the service's PostgreSQL store (its Pool lets tests inspect rows).
 func (a *App) Store() *postgres.Store { return a.store }
