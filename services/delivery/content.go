@@ -373,7 +373,9 @@ func (m *Messages) Plan(ctx context.Context, tenantID, campaignID string) (Campa
 	case err != nil:
 		return CampaignContent{}, false, err
 	}
-	return cc.content, true, nil
+	c := cc.content
+	c.Variants = slices.Clone(c.Variants) // the cache's copy stays as loaded
+	return c, true, nil
 }
 
 // Pricing returns what a delivered message and a click of the campaign are worth as spend

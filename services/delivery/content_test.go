@@ -444,3 +444,64 @@ func BenchmarkCompose(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 }
+
+// BenchmarkSenderWithCompose measures a whole send with real content: the Sender claiming
+// ledger rows, Compose reading each contact and rendering its variant (links, pixel,
+// unsubscribe), the SendGrid client handing each message to the stand-in, one outcome write
+// per recipient — 20,000 recipients in two variants, everything on real PostgreSQL.
+func BenchmarkSenderWithCompose(b *testing.B) {
+	const n = 20_000
+	ctx := context.Background()
+	for range b.N {
+		b.StopTimer()
+		l, _, url := openLedgerURL(b)
+		store, err := postgres.Open(ctx, url+"&pool_max_conns=32")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(store.Close)
+		m := delivery.NewMessages(delivery.MessagesConfig{Store: store, Contacts: store, Links: testLinks{}})
+		id, err := m.CreateSenderIdentity(ctx, "t1", mailIdentity)
+		if err == nil {
+			_, err = m.VerifySenderIdentity(ctx, "t1", id.ID)
+		}
+		c := emailContent(id.ID)
+		c.Variants[0].Name, c.Variants[1].Name = "a", "b"
+		if err == nil {
+			_, err = m.SetCampaignContent(ctx, "t1", c, 0)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		us := make([]delivery.ContactUpsert, n)
+		for i := range us {
+			us[i] = delivery.ContactUpsert{Email: address(i), Attributes: map[string]string{"first_name": fmt.Sprint("P", i)}}
+		}
+		res, err := store.UpsertContacts(ctx, "t1", us, time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		rs := make([]delivery.NewRecipient, n)
+		for i := range rs {
+			rs[i] = delivery.NewRecipient{ContactID: res[i].ID, Address: address(i)}
+		}
+		if _, err := l.AddRecipients(ctx, "t1", contentCampaign, twoVariants, rs); err != nil {
+			b.Fatal(err)
+		}
+		r := newRig(b, sgstandin.Config{}, 10*time.Second)
+		r.ledger = l
+		s := r.sender(b, "bench", func(cfg *delivery.SenderConfig) { cfg.Concurrency = 64; cfg.Metrics = nil; cfg.Compose = m.Compose })
+		b.StartTimer()
+		start := time.Now()
+		if err := s.Run(ctx, "t1", contentCampaign); err != nil {
+			b.Fatal(err)
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		msgs := r.outbox.Messages()
+		if len(msgs) != n || !strings.Contains(msgs[0].HTML+msgs[0].Text, "https://t.example/u/") {
+			b.Fatalf("outbox holds %d messages", len(msgs))
+		}
+		b.ReportMetric(float64(n)/elapsed.Seconds(), "msgs/s")
+	}
+}
