@@ -292,7 +292,7 @@ type cachedContent struct {
 	content  CampaignContent
 	variants map[string]compiledVariant
 	identity SenderIdentity
-	// checked is when the revision was last confirmed current (UnixNano).
+	// checked is when the revision was last confirmed current.
 	mu      sync.Mutex
 	checked time.Time
 }
@@ -318,7 +318,7 @@ func checkCampaign(tenantID, campaignID string) error {
 // names unique), with a verified identity of the content's channel (else
 // FAILED_PRECONDITION: an unverified identity must not send). With revision (the etag's),
 // only if the stored content is at that revision (else ABORTED). Saving what is stored again
-// changes nothing (same revision, no audit record). Audited.
+// changes nothing (same revision; the call itself is still audited). Audited.
 func (m *Messages) SetCampaignContent(ctx context.Context, tenantID string, c CampaignContent, revision int64) (CampaignContent, error) {
 	if err := checkCampaign(tenantID, c.CampaignID); err != nil {
 		return CampaignContent{}, err
