@@ -205,8 +205,8 @@ func (c *CampaignContent) validate() (map[string]compiledVariant, error) {
 			}
 		}
 		for _, s := range sizes {
-			if s.value != "" && !utf8.ValidString(s.value) {
-				v.Add(field+"."+s.name, "must be UTF-8 text")
+			if s.value != "" && (!utf8.ValidString(s.value) || strings.IndexByte(s.value, 0) >= 0) {
+				v.Add(field+"."+s.name, "must be UTF-8 text without NUL bytes")
 				tooLong = true
 			}
 		}

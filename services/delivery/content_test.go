@@ -74,6 +74,7 @@ func TestCampaignContentValidation(t *testing.T) {
 			c.Variants[0].TextBody = strings.Repeat("t", delivery.MaxTextBodyLen+1)
 		},
 			[]string{"content.variants[0].text_body"}},
+		"nul in body":      {func(c *delivery.CampaignContent) { c.Variants[0].HTMLBody = "a\x00b" }, []string{"content.variants[0].html_body"}},
 		"no body":          {func(c *delivery.CampaignContent) { c.Variants[1].TextBody = "" }, []string{"content.variants[1]"}},
 		"sms body on mail": {func(c *delivery.CampaignContent) { c.Variants[1].SMSBody = "x" }, []string{"content.variants[1].sms_body"}},
 		"unknown placeholder": {func(c *delivery.CampaignContent) {

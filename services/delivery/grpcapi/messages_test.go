@@ -2,6 +2,7 @@ package grpcapi_test
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -201,5 +202,100 @@ func TestSendTestMessageThroughTheAPI(t *testing.T) {
 	}
 	if e.mail.Total() != delivery.DefaultTestSendRate {
 		t.Errorf("outbox holds %d, want %d", e.mail.Total(), delivery.DefaultTestSendRate)
+	}
+}
+
+// Hostile but well-formed input to MessagesService — extreme amounts, unknown enum numbers,
+// oversized and malformed templates, garbage ids, times and addresses — is refused as bad
+// input or answered, never INTERNAL.
+func TestMessagesHostileInputIsNeverInternal(t *testing.T) {
+	t.Parallel()
+	e := newMessagesEnv(t, 1000)
+	ctx := meshtest.Bearer(context.Background(), e.apiKey("t1", messagesSend, deliverySettings, contactsRead))
+	id := e.verifiedIn(t, "t1")
+	campaign := e.contentIn(t, "t1")
+	long := strings.Repeat("é", 100_000)
+	check := func(what string, err error) {
+		t.Helper()
+		switch status.Code(err) {
+		case codes.OK, codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition:
+		default:
+			t.Errorf("%s: %v, want OK or a refusal of the input", what, err)
+		}
+	}
+	content := func(edit func(*deliveryv1.CampaignContent)) *deliveryv1.CampaignContent {
+		c := newContent(id)
+		edit(c)
+		return c
+	}
+	many := make([]*deliveryv1.VariantContent, 5000)
+	for i := range many {
+		many[i] = &deliveryv1.VariantContent{Name: "v", Subject: "s", TextBody: "t"}
+	}
+	for name, c := range map[string]*deliveryv1.CampaignContent{
+		"max cost":          content(func(c *deliveryv1.CampaignContent) { c.MessageCost.AmountMicros = math.MaxInt64 }),
+		"min cost":          content(func(c *deliveryv1.CampaignContent) { c.ClickCost.AmountMicros = math.MinInt64 }),
+		"long currency":     content(func(c *deliveryv1.CampaignContent) { c.ClickCost.CurrencyCode = long }),
+		"unknown channel":   content(func(c *deliveryv1.CampaignContent) { c.Channel = 999 }),
+		"negative channel":  content(func(c *deliveryv1.CampaignContent) { c.Channel = -1 }),
+		"garbage identity":  content(func(c *deliveryv1.CampaignContent) { c.SenderIdentityId = "'; DROP TABLE sender_identities; --" }),
+		"missing identity":  content(func(c *deliveryv1.CampaignContent) { c.SenderIdentityId = "00000000-0000-4000-8000-000000000000" }),
+		"garbage segment":   content(func(c *deliveryv1.CampaignContent) { c.SegmentId = long }),
+		"long quiet hours":  content(func(c *deliveryv1.CampaignContent) { c.QuietHoursStart = long }),
+		"time 99:99":        content(func(c *deliveryv1.CampaignContent) { c.SendAtLocalTime = "99:99" }),
+		"nil variant":       content(func(c *deliveryv1.CampaignContent) { c.Variants = append(c.Variants, nil) }),
+		"many variants":     content(func(c *deliveryv1.CampaignContent) { c.Variants = many }),
+		"long name":         content(func(c *deliveryv1.CampaignContent) { c.Variants[0].Name = long }),
+		"long subject":      content(func(c *deliveryv1.CampaignContent) { c.Variants[0].Subject = long }),
+		"nul in body":       content(func(c *deliveryv1.CampaignContent) { c.Variants[0].HtmlBody = "a\x00b {{first_name}}" }),
+		"nested braces":     content(func(c *deliveryv1.CampaignContent) { c.Variants[0].HtmlBody = "{{{{first_name}}}}" }),
+		"open placeholders": content(func(c *deliveryv1.CampaignContent) { c.Variants[0].TextBody = strings.Repeat("{{", 10_000) }),
+		"sms on email":      content(func(c *deliveryv1.CampaignContent) { c.Variants[0].SmsBody = long }),
+		"output only":       content(func(c *deliveryv1.CampaignContent) { c.CampaignId, c.Etag = "x", "" }),
+	} {
+		_, err := e.messages.SetCampaignContent(ctx, &deliveryv1.SetCampaignContentRequest{CampaignId: newCampaignID(), Content: c})
+		check("content with "+name, err)
+	}
+	for _, cid := range []string{"", "x", long, "00000000-0000-0000-0000-000000000000", "'; DROP TABLE campaign_contents; --"} {
+		_, err := e.messages.SetCampaignContent(ctx, &deliveryv1.SetCampaignContentRequest{CampaignId: cid, Content: newContent(id)})
+		check("set content of "+cid[:min(len(cid), 20)], err)
+		_, err = e.messages.GetCampaignContent(ctx, &deliveryv1.GetCampaignContentRequest{CampaignId: cid})
+		check("get content of "+cid[:min(len(cid), 20)], err)
+		_, err = e.messages.VerifySenderIdentity(ctx, &deliveryv1.VerifySenderIdentityRequest{Id: cid})
+		check("verify "+cid[:min(len(cid), 20)], err)
+		_, err = e.messages.DeleteSenderIdentity(ctx, &deliveryv1.DeleteSenderIdentityRequest{Id: cid})
+		check("delete "+cid[:min(len(cid), 20)], err)
+		_, err = e.messages.PreviewMessage(ctx, &deliveryv1.PreviewMessageRequest{CampaignId: campaign, Variant: cid, ContactId: cid})
+		check("preview for "+cid[:min(len(cid), 20)], err)
+	}
+	attrs := map[string]string{}
+	for i := range 5000 {
+		attrs[strings.Repeat("a", 1+i%60)+string(rune('a'+i%26))+strings.Repeat("b", i/1500)] = "v"
+	}
+	for name, s := range map[string]*deliveryv1.SampleContact{
+		"many attributes": {Attributes: attrs},
+		"long attribute":  {Attributes: map[string]string{"first_name": long, long: "v"}},
+		"long email":      {Email: long},
+	} {
+		_, err := e.messages.PreviewMessage(ctx, &deliveryv1.PreviewMessageRequest{CampaignId: campaign, Variant: "A", Sample: s})
+		check("preview with "+name, err)
+	}
+	for _, to := range []string{long, "a@b", "+1", "\x00", "<script>@x.io"} {
+		_, err := e.messages.SendTestMessage(ctx, &deliveryv1.SendTestMessageRequest{CampaignId: campaign, Variant: "A", To: to})
+		check("test send to "+to[:min(len(to), 20)], err)
+	}
+	for name, s := range map[string]*deliveryv1.SenderIdentity{
+		"unknown channel": {Channel: 77, FromEmail: "a@b.io"},
+		"long name":       {Channel: deliveryv1.Channel_CHANNEL_EMAIL, FromEmail: "a@b.io", FromName: long},
+		"header in name":  {Channel: deliveryv1.Channel_CHANNEL_EMAIL, FromEmail: "a@b.io", FromName: "x\r\nBcc: y@z.io"},
+		"long sid":        {Channel: deliveryv1.Channel_CHANNEL_SMS, MessagingServiceSid: long},
+		"both sms":        {Channel: deliveryv1.Channel_CHANNEL_SMS, MessagingServiceSid: "MG0123456789abcdef0123456789abcdef", FromNumber: "+15550001111"},
+		"email on sms":    {Channel: deliveryv1.Channel_CHANNEL_SMS, FromNumber: "+15550001111", FromEmail: "a@b.io"},
+		"nil":             nil,
+	} {
+		_, err := e.messages.CreateSenderIdentity(ctx, &deliveryv1.CreateSenderIdentityRequest{SenderIdentity: s})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("identity with %s: %v, want INVALID_ARGUMENT", name, err)
+		}
 	}
 }
