@@ -251,10 +251,17 @@ type ContactReader interface {
 	GetContact(ctx context.Context, tenantID, id string) (Contact, error)
 }
 
+// SegmentReader reads one segment (the audiences store).
+type SegmentReader interface {
+	GetSegment(ctx context.Context, tenantID, id string) (Segment, error)
+}
+
 // MessagesConfig configures Messages.
 type MessagesConfig struct {
 	Store    ContentStore
 	Contacts ContactReader
+	// Segments checks that content names a segment of the tenant (not checked when nil).
+	Segments SegmentReader
 	// Links makes tracked links (the tracking adapter). Required to render.
 	Links Links
 	// Providers send test messages, one per channel (a channel without one answers
@@ -271,6 +278,7 @@ type MessagesConfig struct {
 type Messages struct {
 	store     ContentStore
 	contacts  ContactReader
+	segments  SegmentReader
 	links     Links
 	providers map[Channel]Provider
 	perMinute int
@@ -299,7 +307,7 @@ type cachedContent struct {
 
 // NewMessages returns the messages use cases.
 func NewMessages(cfg MessagesConfig) *Messages {
-	m := &Messages{store: cfg.Store, contacts: cfg.Contacts, links: cfg.Links, providers: cfg.Providers,
+	m := &Messages{store: cfg.Store, contacts: cfg.Contacts, segments: cfg.Segments, links: cfg.Links, providers: cfg.Providers,
 		perMinute: cfg.TestSendsPerMinute, now: cfg.Now, testers: map[string]*rate.Limiter{}}
 	if m.perMinute <= 0 {
 		m.perMinute = DefaultTestSendRate
@@ -315,7 +323,7 @@ func checkCampaign(tenantID, campaignID string) error {
 }
 
 // SetCampaignContent saves the campaign's content: validated (limits, templates, variant
-// names unique), with a verified identity of the content's channel (else
+// names unique), with a segment of the tenant if it names one, with a verified identity of the content's channel (else
 // FAILED_PRECONDITION: an unverified identity must not send). With revision (the etag's),
 // only if the stored content is at that revision (else ABORTED). Saving what is stored again
 // changes nothing (same revision; the call itself is still audited). Audited.
@@ -329,6 +337,17 @@ func (m *Messages) SetCampaignContent(ctx context.Context, tenantID string, c Ca
 	}
 	if _, err := c.validate(); err != nil {
 		return CampaignContent{}, err
+	}
+	if c.SegmentID != "" && m.segments != nil {
+		_, err := m.segments.GetSegment(ctx, tenantID, c.SegmentID)
+		if apperr.HasCode(err, apperr.NotFound) {
+			var v apperr.Violations
+			v.Add("content.segment_id", "names no segment of this tenant")
+			return CampaignContent{}, v.Err()
+		}
+		if err != nil {
+			return CampaignContent{}, err
+		}
 	}
 	id, err := m.store.GetSenderIdentity(ctx, tenantID, c.SenderIdentityID)
 	switch {

@@ -151,7 +151,7 @@ func newMessagesRig(tb testing.TB) *messagesRig {
 		tb.Fatal(err)
 	}
 	r.m = delivery.NewMessages(delivery.MessagesConfig{
-		Store: store, Contacts: store, Links: testLinks{},
+		Store: store, Contacts: store, Segments: store, Links: testLinks{},
 		Providers: map[delivery.Channel]delivery.Provider{
 			delivery.ChannelEmail: sendgrid.NewProvider(sg, sendgrid.ProviderConfig{From: sendgrid.Address{Email: "default@platform.example"}}),
 			delivery.ChannelSMS:   twp,
@@ -203,11 +203,29 @@ func TestCampaignContentLifecycle(t *testing.T) {
 		t.Fatalf("another tenant's identity: %v", err)
 	}
 
-	c1, err := r.m.SetCampaignContent(ctx, "t1", emailContent(id.ID), 0)
+	seg, err := r.aud.CreateSegment(ctx, "t1", delivery.Segment{Name: "pro", Filter: delivery.Filter{
+		Attributes: []delivery.AttributeCondition{{Key: "plan", Op: delivery.AttrEquals, Values: []string{"pro"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := r.aud.CreateSegment(ctx, "t2", delivery.Segment{Name: "pro", Filter: seg.Filter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withSegment := emailContent(id.ID)
+	withSegment.SegmentID = other.ID
+	if _, err := r.m.SetCampaignContent(ctx, "t1", withSegment, 0); !slices.Equal(violations(t, err), []string{"content.segment_id"}) {
+		t.Fatalf("another tenant's segment: %v", err)
+	}
+	withSegment.SegmentID = seg.ID
+	c1, err := r.m.SetCampaignContent(ctx, "t1", withSegment, 0)
 	if err != nil || c1.Revision != 1 || delivery.ContentEtag(c1) != "r1" || len(c1.Variants) != 2 || c1.ClickCost.Micros != 50_000 {
 		t.Fatalf("first save: %+v %v", c1, err)
 	}
-	again, err := r.m.SetCampaignContent(ctx, "t1", emailContent(id.ID), 1)
+	if c1.SegmentID != seg.ID {
+		t.Fatalf("segment %q, want %q", c1.SegmentID, seg.ID)
+	}
+	again, err := r.m.SetCampaignContent(ctx, "t1", withSegment, 1)
 	if err != nil || again.Revision != 1 || !again.UpdateTime.Equal(c1.UpdateTime) {
 		t.Fatalf("saving the same content again: %+v %v, want revision 1 unchanged", again, err)
 	}

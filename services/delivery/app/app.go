@@ -118,7 +118,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	}
 
 	a.audiences = delivery.NewAudiences(a.store, nil)
-	a.messages = delivery.NewMessages(delivery.MessagesConfig{Store: a.store, Contacts: a.store, Links: cfg.Links, Providers: cfg.Providers,
+	a.messages = delivery.NewMessages(delivery.MessagesConfig{Store: a.store, Contacts: a.store, Segments: a.store, Links: cfg.Links, Providers: cfg.Providers,
 		TestSendsPerMinute: cfg.TestSendsPerMinute})
 	opts, err := grpcapi.ServerOptions(ctx, a.store.Pool(), verifier, a.outbox, logger)
 	if err != nil {
