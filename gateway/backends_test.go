@@ -85,28 +85,31 @@ func startEchoMesh(tb testing.TB) *echoMesh {
 	tb.Helper()
 	m := &echoMesh{methods: map[string]int{}}
 	sink := natstest.AuditSink(tb, "backends")
-	// more are a package's other services, served by the same backend.
-	more := map[string][]*grpc.ServiceDesc{"campaignmesh.delivery.v1": {&deliveryv1.SendingService_ServiceDesc}}
 	for _, svc := range []struct {
 		pkg  string
 		desc *grpc.ServiceDesc
 		rest func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error
+		// more are the package's other services, served by the same backend.
+		more []*grpc.ServiceDesc
 	}{
-		{"campaignmesh.auth.v1", &authv1.AuthService_ServiceDesc, authv1.RegisterAuthServiceHandler},
-		{"campaignmesh.ingest.v1", &ingestv1.IngestService_ServiceDesc, ingestv1.RegisterIngestServiceHandler},
-		{"campaignmesh.campaigns.v1", &campaignsv1.CampaignService_ServiceDesc, campaignsv1.RegisterCampaignServiceHandler},
-		{"campaignmesh.analytics.v1", &analyticsv1.AnalyticsService_ServiceDesc, analyticsv1.RegisterAnalyticsServiceHandler},
-		{"campaignmesh.dsr.v1", &dsrv1.DsrService_ServiceDesc, dsrv1.RegisterDsrServiceHandler},
+		{"campaignmesh.auth.v1", &authv1.AuthService_ServiceDesc, authv1.RegisterAuthServiceHandler, nil},
+		{"campaignmesh.ingest.v1", &ingestv1.IngestService_ServiceDesc, ingestv1.RegisterIngestServiceHandler, nil},
+		{"campaignmesh.campaigns.v1", &campaignsv1.CampaignService_ServiceDesc, campaignsv1.RegisterCampaignServiceHandler, nil},
+		{"campaignmesh.analytics.v1", &analyticsv1.AnalyticsService_ServiceDesc, analyticsv1.RegisterAnalyticsServiceHandler, nil},
+		{"campaignmesh.dsr.v1", &dsrv1.DsrService_ServiceDesc, dsrv1.RegisterDsrServiceHandler, nil},
 		{"campaignmesh.delivery.v1", &deliveryv1.DeliveryService_ServiceDesc, func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
 			if err := deliveryv1.RegisterDeliveryServiceHandler(ctx, mux, conn); err != nil {
 				return err
 			}
-			return deliveryv1.RegisterSendingServiceHandler(ctx, mux, conn)
-		}},
+			if err := deliveryv1.RegisterSendingServiceHandler(ctx, mux, conn); err != nil {
+				return err
+			}
+			return deliveryv1.RegisterMessagesServiceHandler(ctx, mux, conn)
+		}, []*grpc.ServiceDesc{&deliveryv1.SendingService_ServiceDesc, &deliveryv1.MessagesService_ServiceDesc}},
 	} {
 		srv := grpcserver.New(grpcserver.WithVerifier(allowAll{}), grpcserver.WithLogger(slog.New(slog.DiscardHandler)), grpcserver.WithAuditor(sink))
 		srv.GRPC().RegisterService(m.echoDesc(tb, svc.desc), struct{}{})
-		for _, d := range more[svc.pkg] {
+		for _, d := range svc.more {
 			srv.GRPC().RegisterService(m.echoDesc(tb, d), struct{}{})
 		}
 		lis, err := net.Listen("tcp", "127.0.0.1:0")

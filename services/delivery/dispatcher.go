@@ -43,6 +43,8 @@ type SendPlans interface {
 
 // SendPlan is who a campaign sends to and when.
 type SendPlan struct {
+	// Channel is the channel the content was written for: a campaign is sent only on its own.
+	Channel Channel
 	// SegmentID is the segment evaluated at send time; "" is every contact of the tenant.
 	SegmentID string
 	// QuietHours is the daily window of the recipient's local time in which nothing is sent
@@ -420,6 +422,13 @@ func (d *Dispatcher) runCampaign(ctx context.Context, c ActiveCampaign) error {
 		}
 		if !ok {
 			return nil // no content yet: looked at again at the next check
+		}
+		if plan.Channel != c.Channel {
+			// The campaign's channel was changed after its content was written: nothing is
+			// sent until the content is rewritten for the new channel.
+			d.cfg.Logger.Warn("delivery: campaign content is for another channel; not sending", "campaign_id", c.ID,
+				"content_channel", string(plan.Channel), "campaign_channel", string(c.Channel))
+			return nil
 		}
 		done, err := d.cfg.Store.Resolved(ctx, c.TenantID, c.ID, c.StateTime)
 		if err != nil {

@@ -80,6 +80,9 @@ func (p *plans) set(campaignID string, plan delivery.SendPlan) {
 	if p.m == nil {
 		p.m = map[string]delivery.SendPlan{}
 	}
+	if plan.Channel == "" {
+		plan.Channel = delivery.ChannelEmail // the campaigns of these tests are email unless they say
+	}
 	p.m[campaignID] = plan
 }
 
@@ -536,7 +539,7 @@ func TestDispatcherTwoChannels(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.plans.set("c-email", delivery.SendPlan{})
-	r.plans.set("c-sms", delivery.SendPlan{})
+	r.plans.set("c-sms", delivery.SendPlan{Channel: delivery.ChannelSMS})
 	r.campaigns.activate(emailCampaign("c-email"))
 	smsCampaign := emailCampaign("c-sms")
 	smsCampaign.Channel = delivery.ChannelSMS

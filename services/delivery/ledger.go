@@ -165,6 +165,16 @@ type Message struct {
 	// from ListUnsubscribeURL).
 	Headers            map[string]string
 	ListUnsubscribeURL string
+	// From is the tenant's sender identity (set by Compose); its zero value leaves the
+	// provider adapter's configured sender.
+	From MessageFrom
+}
+
+// MessageFrom is who a message is from: an email's address, display name and reply-to, or an
+// SMS's Twilio messaging service or number. Empty fields keep the adapter's configuration.
+type MessageFrom struct {
+	Email, Name, ReplyTo        string
+	Number, MessagingServiceSID string
 }
 
 // LookupRef is what Lookup searches by: the row's reference, its recipient, and when the

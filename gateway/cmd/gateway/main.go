@@ -49,20 +49,19 @@ var meshBackends = []struct {
 	{"campaigns", "campaignmesh.campaigns.v1", "127.0.0.1:7103", campaignsv1.RegisterCampaignServiceHandler},
 	{"analytics", "campaignmesh.analytics.v1", "127.0.0.1:7104", analyticsv1.RegisterAnalyticsServiceHandler},
 	{"dsr", "campaignmesh.dsr.v1", "127.0.0.1:7105", dsrv1.RegisterDsrServiceHandler},
-	{"delivery", "campaignmesh.delivery.v1", "127.0.0.1:7106", deliveryREST},
+	{"delivery", "campaignmesh.delivery.v1", "127.0.0.1:7106", restOf(deliveryv1.RegisterDeliveryServiceHandler, deliveryv1.RegisterSendingServiceHandler, deliveryv1.RegisterMessagesServiceHandler)},
 }
 
-// deliveryREST registers the REST handlers of every service of the delivery package.
-func deliveryREST(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
-		deliveryv1.RegisterDeliveryServiceHandler,
-		deliveryv1.RegisterSendingServiceHandler,
-	} {
-		if err := register(ctx, mux, conn); err != nil {
-			return err
+// restOf registers the REST handlers of every service of a backend's package.
+func restOf(regs ...func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error) func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error {
+	return func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+		for _, r := range regs {
+			if err := r(ctx, mux, conn); err != nil {
+				return err
+			}
 		}
+		return nil
 	}
-	return nil
 }
 
 type settings struct {

@@ -37,12 +37,18 @@ const (
 	// permission of its own that the roles made for reading reports (analyst, viewer) lack.
 	ContactsRead  = "contacts.read"
 	ContactsWrite = "contacts.write" // contacts, their consent and segments (delivery)
+	// MessagesSend is a campaign's content, sender identities and test sends (delivery).
+	MessagesSend = "messages.send"
+	// DeliverySettings is the tenant's delivery settings that an administrator vouches for:
+	// marking a sender identity verified.
+	DeliverySettings = "delivery.settings"
 )
 
 var table = map[Role][]string{
 	Admin: {CampaignsRead, CampaignsWrite, AnalyticsRead, EventsWrite, EventsDebug, UsersRead, UsersManage,
-		APIKeysManage, AuditRead, DSRManage, PrivacyManage, ContactsRead, ContactsWrite},
-	Manager:          {CampaignsRead, CampaignsWrite, AnalyticsRead, EventsWrite, EventsDebug, UsersRead, ContactsRead, ContactsWrite},
+		APIKeysManage, AuditRead, DSRManage, PrivacyManage, ContactsRead, ContactsWrite, MessagesSend, DeliverySettings},
+	Manager: {CampaignsRead, CampaignsWrite, AnalyticsRead, EventsWrite, EventsDebug, UsersRead, ContactsRead, ContactsWrite,
+		MessagesSend},
 	Analyst:          {CampaignsRead, AnalyticsRead},
 	Viewer:           {CampaignsRead},
 	PrivacyOfficer:   {DSRManage, PrivacyManage, AuditRead},

@@ -1,6 +1,9 @@
 package rbac
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 // TestEventsDebug: only admin and manager may tail the live event debugger; it reads events, so
 // no role made for reading less (or for the platform) holds it.
@@ -36,6 +39,22 @@ func TestContactsPermissions(t *testing.T) {
 			found = found || q == p
 		}
 		if !found {
+			t.Errorf("AllPermissions() lacks %s: API keys could not be given it", p)
+		}
+	}
+}
+
+// TestMessagesPermissions: content, sender identities and test sends are admins' and managers'
+// (messages.send); marking a sender identity verified is admins' only (delivery.settings).
+// Both are grantable to API keys.
+func TestMessagesPermissions(t *testing.T) {
+	for p, holders := range map[string][]Role{MessagesSend: {Admin, Manager}, DeliverySettings: {Admin}} {
+		for _, r := range Roles() {
+			if got, want := r.Has(p), slices.Contains(holders, r); got != want {
+				t.Errorf("%s has %s = %v, want %v", r, p, got, want)
+			}
+		}
+		if !slices.Contains(AllPermissions(), p) {
 			t.Errorf("AllPermissions() lacks %s: API keys could not be given it", p)
 		}
 	}

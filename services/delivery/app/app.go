@@ -58,6 +58,11 @@ type Config struct {
 
 	// Sending is how campaigns are sent (providers, limits, campaigns' address).
 	Sending SendingConfig
+	// Links makes messages' tracked links (the tracking adapter); nil: previews, test sends
+	// and Compose answer that tracking is not configured.
+	Links delivery.Links
+	// TestSendsPerMinute bounds each tenant's test sends (delivery.DefaultTestSendRate when 0).
+	TestSendsPerMinute int
 }
 
 // DefaultConfig returns the documented defaults. The database and TLS files have none: they
@@ -77,6 +82,7 @@ type App struct {
 	outbox      *auditpg.Outbox
 	revocations *authn.RevocationList // nil with Config.Verifier
 	audiences   *delivery.Audiences
+	messages    *delivery.Messages
 	server      *grpcserver.Server
 	dispatcher  *delivery.Dispatcher // nil: nothing to send with
 }
@@ -113,7 +119,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	}
 
 	a.audiences = delivery.NewAudiences(a.store, nil)
-	if a.dispatcher, err = a.buildDispatcher(cfg.Sending, certs, logger); err != nil {
+	providers, err := cfg.Sending.providers(logger)
+	if err != nil {
+		return nil, err
+	}
+	a.messages = delivery.NewMessages(delivery.MessagesConfig{Store: a.store, Contacts: a.store, Segments: a.store, Links: cfg.Links, Providers: providers,
+		TestSendsPerMinute: cfg.TestSendsPerMinute})
+	if a.dispatcher, err = a.buildDispatcher(cfg.Sending, providers, certs, logger); err != nil {
 		return nil, err
 	}
 	opts, err := grpcapi.ServerOptions(ctx, a.store.Pool(), verifier, a.outbox, logger)
@@ -129,6 +141,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	)...)
 	deliveryv1.RegisterDeliveryServiceServer(a.server.GRPC(), grpcapi.NewServer(a.audiences))
 	deliveryv1.RegisterSendingServiceServer(a.server.GRPC(), grpcapi.NewSendingServer(delivery.NewSending(postgres.NewLedger(a.store.Pool()))))
+	deliveryv1.RegisterMessagesServiceServer(a.server.GRPC(), grpcapi.NewMessagesServer(a.messages))
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
 		return nil, err
@@ -142,6 +155,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 // Audiences are the use cases the API serves: for tests and tools that seed or inspect them
 // directly, bypassing the API's access rules.
 func (a *App) Audiences() *delivery.Audiences { return a.audiences }
+
+// Messages are the content, sender identity and test send use cases, and the Compose the
+// sender renders each recipient's message with.
+func (a *App) Messages() *delivery.Messages { return a.messages }
 
 // Store is the service's PostgreSQL store (its Pool lets tests inspect rows).
 func (a *App) Store() *postgres.Store { return a.store }

@@ -27,8 +27,8 @@ type SendingConfig struct {
 	// CampaignsAddr is the campaigns service, polled for the active email and SMS campaigns.
 	CampaignsAddr string
 	// SendGridURL is SendGrid's origin (or a stand-in's); SendGridAPIKeyFile holds the API
-	// key (email is sent only when set); SendGridFrom is the from address of every email
-	// until sender identities per tenant are wired.
+	// key (email is sent only when set); SendGridFrom is the from address of an email whose
+	// campaign content names no sender identity (optional: content always names one today).
 	SendGridURL, SendGridAPIKeyFile, SendGridFrom string
 	// TwilioURL is Twilio's origin (or a stand-in's); SMS is sent only when the account SID,
 	// the auth token file and the messaging service SID are all set.
@@ -48,6 +48,8 @@ type SendingConfig struct {
 	// when: both come from the campaign's content. Until both are set nothing is sent.
 	Compose func(ctx context.Context, r delivery.Recipient) (delivery.Message, error)
 	Plans   delivery.SendPlans
+	// Providers, when set, replaces the providers built from the settings above (tests).
+	Providers map[delivery.Channel]delivery.Provider
 	// Campaigns, when set, replaces the campaigns service (tests).
 	Campaigns delivery.ActiveCampaigns
 	// Tune, when set, makes last changes to each channel's sender configuration (tests:
@@ -80,11 +82,11 @@ func readSecret(flag, path string) (string, error) {
 // providers builds the provider of each configured channel and logs once each channel that
 // has none.
 func (c SendingConfig) providers(logger *slog.Logger) (map[delivery.Channel]delivery.Provider, error) {
+	if c.Providers != nil {
+		return c.Providers, nil
+	}
 	out := map[delivery.Channel]delivery.Provider{}
 	if c.SendGridAPIKeyFile != "" {
-		if c.SendGridFrom == "" {
-			return nil, errors.New("sending: -sendgrid-from is required with -sendgrid-api-key-file")
-		}
 		key, err := readSecret("-sendgrid-api-key-file", c.SendGridAPIKeyFile)
 		if err != nil {
 			return nil, err
@@ -131,14 +133,15 @@ func newOwner() string {
 
 // buildDispatcher returns the dispatcher of the configured channels, or nil when nothing can
 // be sent (no provider, or no content source yet).
-func (a *App) buildDispatcher(c SendingConfig, certs *mtls.Source, logger *slog.Logger) (*delivery.Dispatcher, error) {
-	providers, err := c.providers(logger)
-	if err != nil || len(providers) == 0 {
-		return nil, err
-	}
-	if c.Compose == nil || c.Plans == nil {
-		logger.Info("sending: no campaign content source wired: campaigns are not sent")
+func (a *App) buildDispatcher(c SendingConfig, providers map[delivery.Channel]delivery.Provider, certs *mtls.Source, logger *slog.Logger) (*delivery.Dispatcher, error) {
+	if len(providers) == 0 {
 		return nil, nil
+	}
+	if c.Compose == nil {
+		c.Compose = a.messages.Compose
+	}
+	if c.Plans == nil {
+		c.Plans = a.messages
 	}
 	campaigns := c.Campaigns
 	if campaigns == nil {

@@ -25,7 +25,7 @@ import (
 type everyone struct{}
 
 func (everyone) SendPlan(context.Context, string, string) (delivery.SendPlan, bool, error) {
-	return delivery.SendPlan{}, true, nil
+	return delivery.SendPlan{Channel: delivery.ChannelEmail}, true, nil
 }
 
 func compose(_ context.Context, r delivery.Recipient) (delivery.Message, error) {

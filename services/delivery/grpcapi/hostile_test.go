@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	deliveryv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/delivery/v1"
@@ -105,11 +106,11 @@ func TestHostileInputIsNeverInternal(t *testing.T) {
 	check("segment with a long name", err)
 }
 
-// rpcDocs reads the doc comment of every RPC from the proto source (generated descriptors
-// carry no comments).
-func rpcDocs(t *testing.T) map[string]string {
+// rpcDocs reads the doc comment of every RPC from the proto source file (generated
+// descriptors carry no comments).
+func rpcDocs(t *testing.T, file string) map[string]string {
 	t.Helper()
-	src, err := os.ReadFile("../../../proto/campaignmesh/delivery/v1/service.proto")
+	src, err := os.ReadFile("../../../proto/campaignmesh/delivery/v1/" + file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,11 +133,16 @@ func rpcDocs(t *testing.T) map[string]string {
 }
 
 // The platform's registry test walks only the service packages it imports; this one walks
-// DeliveryService: every RPC has an access rule, a REST mapping and a doc comment that names
-// the caller, the permission and whether it is audited.
+// DeliveryService and MessagesService: every RPC has an access rule, a REST mapping and a doc
+// comment that names the caller, the permission and whether it is audited.
 func TestEveryRPCHasARuleARESTMappingAndADocComment(t *testing.T) {
 	t.Parallel()
-	docs := rpcDocs(t)
+	everyRPCHasARuleARESTMappingAndADocComment(t, serviceDesc, rpcDocs(t, "service.proto"))
+	everyRPCHasARuleARESTMappingAndADocComment(t, messagesDesc, rpcDocs(t, "messages.proto"))
+}
+
+func everyRPCHasARuleARESTMappingAndADocComment(t *testing.T, serviceDesc protoreflect.ServiceDescriptor, docs map[string]string) {
+	t.Helper()
 	for i := 0; i < serviceDesc.Methods().Len(); i++ {
 		md := serviceDesc.Methods().Get(i)
 		full := "/" + string(serviceDesc.FullName()) + "/" + string(md.Name())

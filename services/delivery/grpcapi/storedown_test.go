@@ -25,7 +25,8 @@ func TestDatabaseOutageAnswersUnavailable(t *testing.T) {
 	svc := servicetest.StartDelivery(t, servicetest.DeliveryOptions{Database: dbURL, Verifier: keys,
 		Logger: telemetry.NewLogger(logs, "delivery", slog.LevelDebug)})
 	client := svc.Client(t, "gateway")
-	m := meshtest.Bearer(context.Background(), e.apiKey("t1", contactsRead, contactsWrite))
+	m := meshtest.Bearer(context.Background(), e.apiKey("t1", contactsRead, contactsWrite, messagesSend))
+	messages := deliveryv1.NewMessagesServiceClient(servicetest.Dial(t, svc.Addr(), svc.CA, "gateway", "delivery"))
 	c, err := client.CreateContact(m, &deliveryv1.CreateContactRequest{Contact: newContact()})
 	if err != nil {
 		t.Fatalf("before the outage: %v", err)
@@ -43,6 +44,19 @@ func TestDatabaseOutageAnswersUnavailable(t *testing.T) {
 			return err
 		},
 		"ListSegments": func() error { _, err := client.ListSegments(m, &deliveryv1.ListSegmentsRequest{}); return err },
+		"GetCampaignContent": func() error {
+			_, err := messages.GetCampaignContent(m, &deliveryv1.GetCampaignContentRequest{CampaignId: newCampaignID()})
+			return err
+		},
+		"ListSenderIdentities": func() error {
+			_, err := messages.ListSenderIdentities(m, &deliveryv1.ListSenderIdentitiesRequest{})
+			return err
+		},
+		"CreateSenderIdentity": func() error {
+			_, err := messages.CreateSenderIdentity(m, &deliveryv1.CreateSenderIdentityRequest{SenderIdentity: &deliveryv1.SenderIdentity{
+				Channel: deliveryv1.Channel_CHANNEL_EMAIL, FromEmail: "news@shop.example"}})
+			return err
+		},
 		"CreateSegment": func() error {
 			_, err := client.CreateSegment(m, &deliveryv1.CreateSegmentRequest{Segment: newSegment()})
 			return err

@@ -44,6 +44,13 @@ func (p *Provider) Send(ctx context.Context, m delivery.Message) (string, error)
 		CustomArgs:         map[string]string{RefArg: m.Ref},
 		ListUnsubscribeURL: m.ListUnsubscribeURL,
 	}
+	if m.From.Email != "" {
+		// The tenant's sender identity replaces the configured sender.
+		mail.From, mail.ReplyTo = Address{Email: m.From.Email, Name: m.From.Name}, nil
+		if m.From.ReplyTo != "" {
+			mail.ReplyTo = &Address{Email: m.From.ReplyTo}
+		}
+	}
 	sent, err := p.c.Send(ctx, mail)
 	if err != nil {
 		return "", classify(err)

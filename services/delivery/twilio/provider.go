@@ -62,6 +62,10 @@ func (p *Provider) Send(ctx context.Context, m delivery.Message) (string, error)
 		To: m.To, From: p.cfg.From, MessagingServiceSID: p.cfg.MessagingServiceSID,
 		Body: m.Text + Marker(m.Ref), ValidityPeriod: p.cfg.ValidityPeriod,
 	}
+	if m.From.Number != "" || m.From.MessagingServiceSID != "" {
+		// The tenant's sender identity replaces the configured sender.
+		params.From, params.MessagingServiceSID = m.From.Number, m.From.MessagingServiceSID
+	}
 	if p.cfg.StatusCallback != "" {
 		u, _ := url.Parse(p.cfg.StatusCallback)
 		q := u.Query()

@@ -39,7 +39,7 @@ func parse(args []string) (settings, error) {
 	fs.StringVar(&sc.CampaignsAddr, "campaigns-addr", sc.CampaignsAddr, "address of the campaigns service (active email and SMS campaigns)")
 	fs.StringVar(&sc.SendGridURL, "sendgrid-url", sc.SendGridURL, "SendGrid API origin (or a stand-in's)")
 	fs.StringVar(&sc.SendGridAPIKeyFile, "sendgrid-api-key-file", "", "file holding the SendGrid API key (empty: email campaigns are not sent)")
-	fs.StringVar(&sc.SendGridFrom, "sendgrid-from", "", "from address of campaign emails (required with -sendgrid-api-key-file)")
+	fs.StringVar(&sc.SendGridFrom, "sendgrid-from", "", "from address of an email whose campaign content names no sender identity (optional)")
 	fs.StringVar(&sc.TwilioURL, "twilio-url", sc.TwilioURL, "Twilio API origin (or a stand-in's)")
 	fs.StringVar(&sc.TwilioAccountSID, "twilio-account-sid", "", "Twilio account SID (empty: SMS campaigns are not sent)")
 	fs.StringVar(&sc.TwilioAuthTokenFile, "twilio-auth-token-file", "", "file holding the Twilio auth token")
@@ -62,7 +62,6 @@ func parse(args []string) (settings, error) {
 	p.Check(c.MaxRecvMsgSize >= 1024 && c.MaxRecvMsgSize <= 64<<20, "-max-recv-msg-size must be between 1 KiB and 64 MiB")
 	p.Check(sc.SendRate >= 0, "-send-rate must not be negative")
 	p.Check(sc.SendConcurrency >= 1 && sc.SendConcurrency <= 1000, "-send-concurrency must be between 1 and 1000")
-	p.Check(sc.SendGridAPIKeyFile == "" || sc.SendGridFrom != "", "-sendgrid-from is required with -sendgrid-api-key-file")
 	return s, p.Err()
 }
 

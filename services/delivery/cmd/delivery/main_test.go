@@ -52,7 +52,6 @@ func TestSendingFlags(t *testing.T) {
 		"-frequency-cap":    {"-frequency-cap", "3"},
 		"-send-rate":        {"-send-rate", "-1"},
 		"-send-concurrency": {"-send-concurrency", "0"},
-		"-sendgrid-from":    {"-sendgrid-api-key-file", "/k"},
 	} {
 		if _, err := parse(append(args, base...)); err == nil || !strings.Contains(err.Error(), flag) {
 			t.Errorf("%v: %v, want %s refused", args, err, flag)
