@@ -51,6 +51,10 @@ type Config struct {
 	MaxRecvMsgSize int
 	// GracePeriod bounds how long a stop waits for calls in flight.
 	GracePeriod time.Duration
+	// ImportMaxBytes and ImportMaxRows bound one contacts import (0: the domain's defaults,
+	// delivery.DefaultImportLimits).
+	ImportMaxBytes int64
+	ImportMaxRows  int
 
 	// Verifier, when set, checks callers' credentials instead of the auth service (tests that
 	// make their own principals); auth is then dialed only to deliver audit records.
@@ -108,6 +112,16 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	}
 
 	a.audiences = delivery.NewAudiences(a.store, nil)
+	if cfg.ImportMaxBytes > 0 || cfg.ImportMaxRows > 0 {
+		lim := delivery.DefaultImportLimits
+		if cfg.ImportMaxBytes > 0 {
+			lim.MaxBytes = cfg.ImportMaxBytes
+		}
+		if cfg.ImportMaxRows > 0 {
+			lim.MaxRows = cfg.ImportMaxRows
+		}
+		a.audiences.WithImportLimits(lim)
+	}
 	opts, err := grpcapi.ServerOptions(ctx, a.store.Pool(), verifier, a.outbox, logger)
 	if err != nil {
 		return nil, err

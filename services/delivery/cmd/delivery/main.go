@@ -10,6 +10,7 @@ import (
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 	"github.com/campaignmesh/campaignmesh/internal/platform/process"
+	"github.com/campaignmesh/campaignmesh/services/delivery"
 	"github.com/campaignmesh/campaignmesh/services/delivery/app"
 )
 
@@ -34,6 +35,8 @@ func parse(args []string) (settings, error) {
 	c.TLS.RegisterFlags(fs, app.ServiceName)
 	fs.IntVar(&c.MaxRecvMsgSize, "max-recv-msg-size", c.MaxRecvMsgSize, "largest request message in bytes")
 	fs.DurationVar(&c.GracePeriod, "grace-period", c.GracePeriod, "how long a stop waits for calls in flight")
+	fs.Int64Var(&c.ImportMaxBytes, "import-max-bytes", delivery.DefaultImportLimits.MaxBytes, "largest contacts import (CSV file) in bytes")
+	fs.IntVar(&c.ImportMaxRows, "import-max-rows", delivery.DefaultImportLimits.MaxRows, "most rows of one contacts import")
 	fs.TextVar(&s.logLevel, "log-level", slog.LevelInfo, "log level (debug, info, warn, error)")
 	if err := config.Parse(fs, "CM_DELIVERY", args); err != nil {
 		return s, err
@@ -42,6 +45,7 @@ func parse(args []string) (settings, error) {
 	p.Check(c.PostgresURL != "", "-postgres-url is required")
 	p.Check(c.TLS.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
 	c.ConnectionAge.Check(&p)
+	p.Check(c.ImportMaxBytes >= 1<<10 && c.ImportMaxRows >= 1, "-import-max-bytes must be at least 1 KiB and -import-max-rows at least 1")
 	p.Check(c.MaxRecvMsgSize >= 1024 && c.MaxRecvMsgSize <= 64<<20, "-max-recv-msg-size must be between 1 KiB and 64 MiB")
 	return s, p.Err()
 }
