@@ -420,7 +420,7 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 	deliveryAddr, deliveryAdmin := freePort(t), freePort(t)
 	m.procs["delivery"] = startProcess(t, bin(t, "delivery"), append([]string{
 		"CM_DELIVERY_LISTEN=" + deliveryAddr, "CM_DELIVERY_ADMIN_LISTEN=" + deliveryAdmin,
-		"CM_DELIVERY_POSTGRES_URL=" + pgtest.NewDatabase(t), "CM_DELIVERY_AUTH_ADDR=" + authAddr,
+		"CM_DELIVERY_POSTGRES_URL=" + pgtest.NewDatabase(t), "CM_DELIVERY_AUTH_ADDR=" + authAddr, "CM_DELIVERY_ANALYTICS_ADDR=" + analyticsAddr,
 		"CM_DELIVERY_TLS_CERT=" + c("delivery.pem"), "CM_DELIVERY_TLS_KEY=" + c("delivery-key.pem"), "CM_DELIVERY_TLS_CA=" + c("ca.pem"),
 	}, otel...))
 	m.admins["delivery"] = deliveryAdmin

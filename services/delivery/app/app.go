@@ -4,9 +4,8 @@
 // API over mTLS through the platform's server, and the admin listener (/metrics, /healthz).
 // cmd/delivery and the tests build the service here, so they run the same wiring.
 //
-// This is the API's first slice: the sender, the campaign watcher, the analytics behaviour
-// source and the providers are not wired yet (segments with a behaviour condition are saved but
-// not evaluated).
+// Segments' behaviour conditions are asked of the analytics service (AnalyticsAddr). The
+// sender, the campaign watcher and the providers are not wired here yet.
 package app
 
 import (
@@ -23,6 +22,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/lifecycle"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/services/delivery"
+	"github.com/campaignmesh/campaignmesh/services/delivery/analyticsclient"
 	"github.com/campaignmesh/campaignmesh/services/delivery/grpcapi"
 	"github.com/campaignmesh/campaignmesh/services/delivery/postgres"
 )
@@ -46,6 +46,9 @@ type Config struct {
 	// AuthAddr is the auth service: signing keys, API key verification, revocations and the
 	// audit log the outbox delivers to.
 	AuthAddr string
+	// AnalyticsAddr is the analytics service, which answers segments' behaviour conditions;
+	// empty: none (such segments answer UNAVAILABLE when evaluated).
+	AnalyticsAddr string
 	// TLS names the service's mesh certificate, key and CA bundle.
 	TLS mtls.Files
 	// MaxRecvMsgSize bounds a request message, in bytes.
@@ -66,7 +69,7 @@ type Config struct {
 // are required.
 func DefaultConfig() Config {
 	return Config{
-		Listen: "127.0.0.1:7106", AdminListen: "127.0.0.1:9106", AuthAddr: "127.0.0.1:7101",
+		Listen: "127.0.0.1:7106", AdminListen: "127.0.0.1:9106", AuthAddr: "127.0.0.1:7101", AnalyticsAddr: "127.0.0.1:7104",
 		MaxRecvMsgSize: 1 << 20, GracePeriod: grpcserver.DefaultGracePeriod, ConnectionAge: grpcserver.DefaultConnectionAge,
 	}
 }
@@ -112,7 +115,16 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		verifier, a.revocations = auth.Verifier, auth.Revocations
 	}
 
-	a.audiences = delivery.NewAudiences(a.store, nil)
+	var behaviour delivery.BehaviourSource
+	if cfg.AnalyticsAddr != "" {
+		client, conn, err := analyticsclient.Dial(cfg.AnalyticsAddr, certs)
+		if err != nil {
+			return nil, err
+		}
+		a.OnClose(func() { _ = conn.Close() })
+		behaviour = client
+	}
+	a.audiences = delivery.NewAudiences(a.store, behaviour)
 	if cfg.ImportMaxBytes > 0 || cfg.ImportMaxRows > 0 {
 		lim := delivery.DefaultImportLimits
 		if cfg.ImportMaxBytes > 0 {

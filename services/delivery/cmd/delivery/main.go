@@ -32,6 +32,7 @@ func parse(args []string) (settings, error) {
 	c.ConnectionAge.RegisterFlags(fs)
 	fs.StringVar(&c.PostgresURL, "postgres-url", "", "PostgreSQL URL of the delivery database (required)")
 	fs.StringVar(&c.AuthAddr, "auth-addr", c.AuthAddr, "address of the auth service (signing keys, API key verification, audit log)")
+	fs.StringVar(&c.AnalyticsAddr, "analytics-addr", c.AnalyticsAddr, "address of the analytics service (segments' behaviour conditions; empty: none)")
 	c.TLS.RegisterFlags(fs, app.ServiceName)
 	fs.IntVar(&c.MaxRecvMsgSize, "max-recv-msg-size", c.MaxRecvMsgSize, "largest request message in bytes")
 	fs.DurationVar(&c.GracePeriod, "grace-period", c.GracePeriod, "how long a stop waits for calls in flight")
