@@ -21,9 +21,12 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/lifecycle"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
+	"github.com/campaignmesh/campaignmesh/internal/platform/privacy"
 	"github.com/campaignmesh/campaignmesh/services/delivery"
 	"github.com/campaignmesh/campaignmesh/services/delivery/analyticsclient"
 	"github.com/campaignmesh/campaignmesh/services/delivery/grpcapi"
+	deliverynats "github.com/campaignmesh/campaignmesh/services/delivery/nats"
 	"github.com/campaignmesh/campaignmesh/services/delivery/postgres"
 )
 
@@ -49,6 +52,16 @@ type Config struct {
 	// AnalyticsAddr is the analytics service, which answers segments' behaviour conditions;
 	// empty: none (such segments answer UNAVAILABLE when evaluated).
 	AnalyticsAddr string
+	// NATS is the JetStream server holding dsr's PRIVACY bucket (the platform's suppression
+	// list, which recipient eligibility and segment counts honour); an empty URL: none is
+	// followed. PrivacyKeyFile holds the mesh's privacy key (base64, privacy.LoadKey), which
+	// hashes contacts' identifiers as dsr hashed the suppressed ones; required with NATS.
+	NATS           natsjs.ClientFlags
+	PrivacyKeyFile string
+	// PrivacyLoadTimeout bounds the wait at start for the privacy bucket's contents.
+	PrivacyLoadTimeout time.Duration
+	// Hasher, when set, is used instead of the key in PrivacyKeyFile (tests).
+	Hasher *privacy.Hasher
 	// TLS names the service's mesh certificate, key and CA bundle.
 	TLS mtls.Files
 	// MaxRecvMsgSize bounds a request message, in bytes.
@@ -71,6 +84,7 @@ func DefaultConfig() Config {
 	return Config{
 		Listen: "127.0.0.1:7106", AdminListen: "127.0.0.1:9106", AuthAddr: "127.0.0.1:7101", AnalyticsAddr: "127.0.0.1:7104",
 		MaxRecvMsgSize: 1 << 20, GracePeriod: grpcserver.DefaultGracePeriod, ConnectionAge: grpcserver.DefaultConnectionAge,
+		NATS: natsjs.ClientFlags{User: ServiceName}, PrivacyLoadTimeout: 30 * time.Second,
 	}
 }
 
@@ -125,6 +139,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		behaviour = client
 	}
 	a.audiences = delivery.NewAudiences(a.store, behaviour)
+	if cfg.NATS.URL != "" {
+		if err := a.followSuppressions(ctx, cfg, logger); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.ImportMaxBytes > 0 || cfg.ImportMaxRows > 0 {
 		lim := delivery.DefaultImportLimits
 		if cfg.ImportMaxBytes > 0 {
@@ -156,6 +175,31 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		return nil, err
 	}
 	return a, nil
+}
+
+// followSuppressions connects to NATS and makes the audiences honour the suppression list in
+// the PRIVACY bucket, followed for the App's life (not New's context's).
+func (a *App) followSuppressions(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	hasher := cfg.Hasher
+	if hasher == nil {
+		var err error
+		if hasher, err = privacy.LoadHasher(cfg.PrivacyKeyFile); err != nil {
+			return err
+		}
+	}
+	nc, js, err := cfg.NATS.Connect(ServiceName)
+	if err != nil {
+		return err
+	}
+	a.OnClose(nc.Close)
+	life, stop := context.WithCancel(context.WithoutCancel(ctx))
+	a.OnClose(stop)
+	sup, err := deliverynats.WatchSuppressions(life, js, hasher, cfg.PrivacyLoadTimeout, logger)
+	if err != nil {
+		return err
+	}
+	a.audiences.WithSuppressions(sup)
+	return nil
 }
 
 // Audiences are the use cases the API serves: for tests and tools that seed or inspect them
