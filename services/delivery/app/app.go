@@ -95,6 +95,7 @@ type App struct {
 	outbox      *auditpg.Outbox
 	revocations *authn.RevocationList // nil with Config.Verifier
 	audiences   *delivery.Audiences
+	identify    *deliverynats.IdentifyConsumer // nil without NATS
 	server      *grpcserver.Server
 }
 
@@ -178,7 +179,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 }
 
 // followSuppressions connects to NATS and makes the audiences honour the suppression list in
-// the PRIVACY bucket, followed for the App's life (not New's context's).
+// the PRIVACY bucket, followed for the App's life (not New's context's), and prepares the
+// consumer of identify events (run by Run).
 func (a *App) followSuppressions(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	hasher := cfg.Hasher
 	if hasher == nil {
@@ -199,7 +201,8 @@ func (a *App) followSuppressions(ctx context.Context, cfg Config, logger *slog.L
 		return err
 	}
 	a.audiences.WithSuppressions(sup)
-	return nil
+	a.identify, err = deliverynats.NewIdentifyConsumer(js, a.audiences, a.Registry(), logger)
+	return err
 }
 
 // Audiences are the use cases the API serves: for tests and tools that seed or inspect them
@@ -217,6 +220,9 @@ func (a *App) Outbox() *auditpg.Outbox { return a.outbox }
 // then the others are stopped and its error is returned. Call it once; Close afterwards.
 func (a *App) Run(ctx context.Context) error {
 	tasks := []func(context.Context) error{a.outbox.Run}
+	if a.identify != nil {
+		tasks = append(tasks, a.identify.Run)
+	}
 	if a.revocations != nil {
 		tasks = append(tasks, a.revocations.Run)
 	}
