@@ -21,6 +21,13 @@ const MaxImportChunk = 1_048_000
 func (s *Server) ImportContacts(stream grpc.ClientStreamingServer[deliveryv1.ImportContactsRequest, deliveryv1.ImportContactsResponse]) error {
 	ctx := stream.Context()
 	res, err := s.aud.ImportCSV(ctx, tenant(ctx), &chunkReader{recv: stream.Recv})
+	var de *apperr.Error
+	if errors.As(err, &de) && de.Code == apperr.ResourceExhausted {
+		// Past a limit the rows before it are stored: say so, never answer as if nothing (or
+		// everything) was imported.
+		return apperr.New(de.Code, de.Reason, "%s; the rows before it were imported (%d created, %d updated, %d unchanged, %d failed): split the file and import the rest (the import is an upsert)",
+			de.Message, res.Created, res.Updated, res.Unchanged, res.Failed)
+	}
 	if err != nil {
 		return err
 	}

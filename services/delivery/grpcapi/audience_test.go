@@ -158,13 +158,14 @@ func TestImportContactsOverLimit(t *testing.T) {
 	ctx := meshtest.Bearer(context.Background(), e.apiKey("t1", contactsWrite))
 	_, err := importFile(ctx, e.client, &csvFile{n: 20_000}, 32<<10)
 	st := status.Convert(err)
-	if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "stopped") || reasonOf(st) != "IMPORT_TOO_LARGE" {
+	if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "stopped") || !strings.Contains(st.Message(), "were imported (") || reasonOf(st) != "IMPORT_TOO_LARGE" {
 		t.Fatalf("over the limit: %v (%s)", err, reasonOf(st))
 	}
 	// What was stored is within the limit (whole batches before it), never the whole file.
 	var stored int
-	if err := e.d.Store().Pool().QueryRow(context.Background(), `SELECT count(*) FROM contacts`).Scan(&stored); err != nil || stored >= 20_000 {
-		t.Errorf("%d contacts stored (%v)", stored, err)
+	if err := e.d.Store().Pool().QueryRow(context.Background(), `SELECT count(*) FROM contacts`).Scan(&stored); err != nil || stored >= 20_000 ||
+		!strings.Contains(st.Message(), fmt.Sprintf("(%d created,", stored)) {
+		t.Errorf("%d contacts stored (%v); the answer says %q", stored, err, st.Message())
 	}
 }
 
