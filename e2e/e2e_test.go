@@ -420,7 +420,7 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 	deliveryAddr, deliveryAdmin := freePort(t), freePort(t)
 	m.procs["delivery"] = startProcess(t, bin(t, "delivery"), append([]string{
 		"CM_DELIVERY_LISTEN=" + deliveryAddr, "CM_DELIVERY_ADMIN_LISTEN=" + deliveryAdmin,
-		"CM_DELIVERY_POSTGRES_URL=" + pgtest.NewDatabase(t), "CM_DELIVERY_AUTH_ADDR=" + authAddr,
+		"CM_DELIVERY_POSTGRES_URL=" + pgtest.NewDatabase(t), "CM_DELIVERY_AUTH_ADDR=" + authAddr, "CM_DELIVERY_ANALYTICS_ADDR=" + analyticsAddr,
 		"CM_DELIVERY_TLS_CERT=" + c("delivery.pem"), "CM_DELIVERY_TLS_KEY=" + c("delivery-key.pem"), "CM_DELIVERY_TLS_CA=" + c("ca.pem"),
 	}, otel...))
 	m.admins["delivery"] = deliveryAdmin
@@ -433,7 +433,7 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 		"CM_DSR_NATS_URL=" + natsURL, "CM_DSR_NATS_USER=" + natsUsers.DSR.Name,
 		"CM_DSR_NATS_PASSWORD_FILE=" + secret("nats-dsr", natsUsers.DSR.Password),
 		"CM_DSR_PRIVACY_KEY_FILE=" + m.privacyKey, "CM_DSR_KEY_ENCRYPTION_KEYS_FILE=" + secret("dsr-kek", "e2e:"+randomKEK()),
-		"CM_DSR_PARTICIPANTS=analytics=" + analyticsAddr + ",auth=" + authAddr,
+		"CM_DSR_PARTICIPANTS=analytics=" + analyticsAddr + ",auth=" + authAddr + ",delivery=" + deliveryAddr,
 		"CM_DSR_TLS_CERT=" + c("dsr.pem"), "CM_DSR_TLS_KEY=" + c("dsr-key.pem"), "CM_DSR_TLS_CA=" + c("ca.pem"),
 	}, otel...))
 	m.admins["dsr"] = dsrAdmin

@@ -162,7 +162,7 @@ func (m *echoMesh) echoDesc(tb testing.TB, gen *grpc.ServiceDesc) *grpc.ServiceD
 	}
 	for _, gs := range gen.Streams {
 		md := sd.Methods().ByName(protoreflect.Name(gs.StreamName))
-		in := md.Input().FullName()
+		in, outName, unaryOut := md.Input().FullName(), md.Output().FullName(), !md.IsStreamingServer()
 		gs.Handler = func(_ any, ss grpc.ServerStream) error {
 			if err := m.called(ss.Context()); err != nil {
 				return err
@@ -170,6 +170,9 @@ func (m *echoMesh) echoDesc(tb testing.TB, gen *grpc.ServiceDesc) *grpc.ServiceD
 			for {
 				if err := ss.RecvMsg(newMsg(in)); err != nil {
 					if errors.Is(err, io.EOF) {
+						if unaryOut { // a client stream answers one message
+							return ss.SendMsg(newMsg(outName))
+						}
 						return nil
 					}
 					return err

@@ -91,6 +91,8 @@ type Gateway struct {
 	refusals *refusals
 	// segment serves the Segment HTTP API (nil: no ingest backend).
 	segment *segmentAPI
+	// contactsImport serves POST /v1/contacts:import (nil: no delivery backend).
+	contactsImport *contactsImport
 }
 
 // New builds the gateway for backends.
@@ -164,6 +166,7 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 	if g.segment, err = newSegmentAPI(cfg, backends, g.refusals); err != nil {
 		return nil, err
 	}
+	g.contactsImport = newContactsImport(backends, g.rest, cfg.Logger, g.refusals)
 
 	route := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isGRPC(r) {
@@ -175,6 +178,10 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 		}
 		if sr, ok := matchSegment(r.URL.Path); ok && g.segment != nil {
 			g.segment.serve(w, r, sr) // before the mux, which would redirect an unclean path
+			return
+		}
+		if r.URL.Path == contactsImportPath && g.contactsImport != nil {
+			g.contactsImport.serve(w, r) // streamed: not under the REST body limit
 			return
 		}
 		mux.ServeHTTP(w, r)

@@ -24,6 +24,12 @@ import (
 // restCall sends one REST request through g as an authenticated caller.
 func restCall(t testing.TB, g *Gateway, method, target, body string) *httptest.ResponseRecorder {
 	t.Helper()
+	return restCallAs(t, g, method, target, body, "application/json")
+}
+
+// restCallAs is restCall with a body of contentType.
+func restCallAs(t testing.TB, g *Gateway, method, target, body, contentType string) *httptest.ResponseRecorder {
+	t.Helper()
 	r := httptest.NewRequest(method, "/", strings.NewReader(body))
 	u, err := r.URL.Parse(target)
 	if err != nil {
@@ -31,7 +37,7 @@ func restCall(t testing.TB, g *Gateway, method, target, body string) *httptest.R
 	}
 	r.URL, r.RequestURI = u, target
 	r.Header.Set("Authorization", "Bearer any")
-	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Content-Type", contentType)
 	w := httptest.NewRecorder()
 	g.ServeHTTP(w, r)
 	return w

@@ -27,6 +27,8 @@ type DeliveryOptions struct {
 	AuthAddr string
 	// Verifier, when set, checks credentials instead of auth.
 	Verifier grpcserver.Verifier
+	// AnalyticsAddr is the analytics service (segments' behaviour conditions); empty: none.
+	AnalyticsAddr string
 	// Logger receives the service's logs; nil: discarded.
 	Logger *slog.Logger
 	// Config, when set, makes last changes to the configuration.
@@ -74,6 +76,7 @@ func DeliveryConfig(tb testing.TB, o *DeliveryOptions) app.Config {
 		cfg.AuthAddr = nowhere(tb)
 	}
 	cfg.Verifier = o.Verifier
+	cfg.AnalyticsAddr = o.AnalyticsAddr
 	if o.Config != nil {
 		o.Config(&cfg)
 	}

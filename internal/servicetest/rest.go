@@ -149,3 +149,31 @@ func fieldText(msg protoreflect.Message, path []string) string {
 	}
 	return ""
 }
+
+// Post sends body to path (a plain gateway handler's route, such as POST /v1/contacts:import)
+// with contentType and token as its bearer credential (none when empty), and returns the HTTP
+// status and body.
+func (r *REST) Post(path, contentType string, body io.Reader, token string) (int, []byte) {
+	r.tb.Helper()
+	hreq, err := http.NewRequest(http.MethodPost, r.srv.URL+path, body)
+	if err != nil {
+		r.tb.Fatal(err)
+	}
+	hreq.Header.Set("Content-Type", contentType)
+	if token != "" {
+		hreq.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := r.srv.Client().Do(hreq)
+	if err != nil {
+		r.tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		r.tb.Fatal(err)
+	}
+	return resp.StatusCode, data
+}
+
+// URL is the gateway's base URL.
+func (r *REST) URL() string { return r.srv.URL }

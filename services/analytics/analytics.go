@@ -123,6 +123,8 @@ type Store interface {
 	Funnel(ctx context.Context, q FunnelQuery) ([]int64, error)
 	// Delete starts a deletion unless one for the same request is running, and reports progress.
 	Delete(ctx context.Context, d Deletion) (DeletionStatus, error)
+	// MatchUsers returns the user ids of q.UserIDs with an event matching q, each once.
+	MatchUsers(ctx context.Context, q BehaviourQuery) ([]string, error)
 }
 
 // canUseRollup reports whether the hourly rollups hold exactly the events q asks for: whole

@@ -379,6 +379,9 @@ type UpsertOutcome string
 const (
 	UpsertCreated UpsertOutcome = "created"
 	UpsertUpdated UpsertOutcome = "updated"
+	// UpsertUnchanged: the identifiers found a contact that already holds every value given
+	// (a consent counts as unchanged when its state and source are; its time stays the first).
+	UpsertUnchanged UpsertOutcome = "unchanged"
 	// UpsertConflict: the identifiers belong to two or more different contacts; nothing changed.
 	UpsertConflict UpsertOutcome = "conflict"
 	// UpsertTooManyAttributes: merging would exceed MaxAttributes; nothing changed.
@@ -428,8 +431,10 @@ type AudienceStore interface {
 type Audiences struct {
 	store     AudienceStore
 	behaviour BehaviourSource
-	limits    ImportLimits
-	now       func() time.Time
+	// suppressions is the platform's suppression list; nil: none is consulted.
+	suppressions Suppressions
+	limits       ImportLimits
+	now          func() time.Time
 }
 
 // NewAudiences returns the audiences use cases. behaviour may be nil: segments with a

@@ -269,6 +269,10 @@ type MessagesConfig struct {
 	Providers map[Channel]Provider
 	// TestSendsPerMinute bounds each tenant's test sends (DefaultTestSendRate when 0).
 	TestSendsPerMinute int
+	// Eligible decides, right before a send, whether the contact may still be sent to
+	// (Audiences.EligibleNow: consent, suppression, the platform's suppression list); the
+	// contact's own fields alone (Eligible) when nil.
+	Eligible func(ctx context.Context, tenantID string, c Contact, ch Channel) (bool, SkipReason, error)
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 }
@@ -282,6 +286,7 @@ type Messages struct {
 	links     Links
 	providers map[Channel]Provider
 	perMinute int
+	eligible  func(ctx context.Context, tenantID string, c Contact, ch Channel) (bool, SkipReason, error)
 	now       func() time.Time
 
 	// cache holds each campaign's parsed content: Compose renders thousands of messages a
@@ -308,7 +313,13 @@ type cachedContent struct {
 // NewMessages returns the messages use cases.
 func NewMessages(cfg MessagesConfig) *Messages {
 	m := &Messages{store: cfg.Store, contacts: cfg.Contacts, segments: cfg.Segments, links: cfg.Links, providers: cfg.Providers,
-		perMinute: cfg.TestSendsPerMinute, now: cfg.Now, testers: map[string]*rate.Limiter{}}
+		perMinute: cfg.TestSendsPerMinute, eligible: cfg.Eligible, now: cfg.Now, testers: map[string]*rate.Limiter{}}
+	if m.eligible == nil {
+		m.eligible = func(_ context.Context, _ string, c Contact, ch Channel) (bool, SkipReason, error) {
+			ok, why := Eligible(c, ch)
+			return ok, why, nil
+		}
+	}
 	if m.perMinute <= 0 {
 		m.perMinute = DefaultTestSendRate
 	}
@@ -489,6 +500,27 @@ func (m *Messages) forgetIdentity(id string) {
 // or deleted since it was resolved): nothing is sent to it.
 var ErrContactGone = errors.New("the recipient's contact no longer exists")
 
+// SkipContactGone is the skip reason of a recipient whose contact was deleted or erased.
+const SkipContactGone SkipReason = "contact_gone"
+
+// SkipError is a Compose error meaning the recipient must not be sent to at all (its contact
+// is gone, unsubscribed or suppressed since the campaign's recipients were resolved): the
+// Sender records the row as skipped instead of retrying it.
+type SkipError struct {
+	Reason SkipReason
+	Err    error
+}
+
+func (e *SkipError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("not sent (%s): %v", e.Reason, e.Err)
+	}
+	return fmt.Sprintf("not sent (%s)", e.Reason)
+}
+
+// Unwrap returns the cause.
+func (e *SkipError) Unwrap() error { return e.Err }
+
 // Compose renders the message of a ledger row: the campaign's content for the row's variant,
 // for its contact, with tracked links under the row's id. It is the Sender's
 // SenderConfig.Compose; the Sender sets the addressing fields itself.
@@ -506,10 +538,19 @@ func (m *Messages) Compose(ctx context.Context, r Recipient) (Message, error) {
 	}
 	c, err := m.contacts.GetContact(ctx, r.TenantID, r.ContactID)
 	if apperr.HasCode(err, apperr.NotFound) {
-		return Message{}, fmt.Errorf("compose: contact %s: %w", r.ContactID, ErrContactGone)
+		return Message{}, fmt.Errorf("compose: contact %s: %w", r.ContactID, &SkipError{Reason: SkipContactGone, Err: ErrContactGone})
 	}
 	if err != nil {
 		return Message{}, fmt.Errorf("compose: contact %s: %w", r.ContactID, err)
+	}
+	// Consent and suppression again, right before the send: an unsubscribe, a bounce or a
+	// suppression since the recipients were resolved stops this message.
+	ok, why, err := m.eligible(ctx, r.TenantID, c, cc.content.Channel)
+	if err != nil {
+		return Message{}, fmt.Errorf("compose: eligibility of contact %s: %w", r.ContactID, err)
+	}
+	if !ok {
+		return Message{}, fmt.Errorf("compose: contact %s: %w", r.ContactID, &SkipError{Reason: why})
 	}
 	out := cv.render(&Render{Contact: &c, Ref: r.ID, Links: m.links}, cc.content.Channel, !cc.content.NoSMSStopFooter)
 	return messageOf(out, cc.content.Channel, cc.identity), nil

@@ -276,7 +276,8 @@ func TestCompose(t *testing.T) {
 	if _, err := r.m.SetCampaignContent(ctx, "t1", emailContent(id.ID), 0); err != nil {
 		t.Fatal(err)
 	}
-	c, err := r.aud.CreateContact(ctx, "t1", delivery.Contact{Email: "ann@example.com", Attributes: map[string]string{"first_name": "Ann <b>"}})
+	c, err := r.aud.CreateContact(ctx, "t1", delivery.Contact{Email: "ann@example.com", Attributes: map[string]string{"first_name": "Ann <b>"},
+		Consent: delivery.Consents{Email: delivery.Consent{State: delivery.ConsentGranted, Source: "form"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,11 +321,19 @@ func TestCompose(t *testing.T) {
 		t.Fatalf("after the recheck time: %q %v", msg.Subject, err)
 	}
 
+	// Unsubscribed since the recipients were resolved: skipped, not retried.
+	if _, err := r.aud.SetConsent(ctx, "t1", c.ID, delivery.ChannelEmail, delivery.ConsentRevoked, "unsubscribe"); err != nil {
+		t.Fatal(err)
+	}
+	var skip *delivery.SkipError
+	if _, err := r.m.Compose(ctx, rec); !errors.As(err, &skip) || skip.Reason != delivery.SkipNoConsent {
+		t.Fatalf("revoked consent: %v, want a SkipError for no consent", err)
+	}
 	if _, err := r.aud.EraseContact(ctx, "t1", []delivery.Identifier{{Kind: delivery.IdentifierEmail, Value: c.Email}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.m.Compose(ctx, rec); !errors.Is(err, delivery.ErrContactGone) {
-		t.Fatalf("erased contact: %v, want ErrContactGone", err)
+	if _, err := r.m.Compose(ctx, rec); !errors.Is(err, delivery.ErrContactGone) || !errors.As(err, &skip) || skip.Reason != delivery.SkipContactGone {
+		t.Fatalf("erased contact: %v, want ErrContactGone as a skip", err)
 	}
 	rec.Variant = "C"
 	if _, err := r.m.Compose(ctx, rec); err == nil {
@@ -443,7 +452,8 @@ func BenchmarkCompose(b *testing.B) {
 	const n = 1000
 	recs := make([]delivery.Recipient, n)
 	for i := range recs {
-		ct, err := r.aud.CreateContact(ctx, "t1", delivery.Contact{Email: fmt.Sprintf("p%d@example.com", i), Attributes: map[string]string{"first_name": "P", "city": "Lyon"}})
+		ct, err := r.aud.CreateContact(ctx, "t1", delivery.Contact{Email: fmt.Sprintf("p%d@example.com", i), Attributes: map[string]string{"first_name": "P", "city": "Lyon"},
+			Consent: delivery.Consents{Email: delivery.Consent{State: delivery.ConsentGranted, Source: "form"}}})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -47,13 +47,19 @@ const ConsentImportSource = "csv_import"
 // RowError is why one row of an import was not stored. Row counts records from 1, the header
 // being row 1 (as a spreadsheet numbers them).
 type RowError struct {
-	Row    int
+	Row int
+	// Line is the physical line the row starts on (1 is the header's): a quoted line break
+	// makes a row span lines, so Line and Row differ after one.
+	Line int
+	// Column is the field at fault ("email", "attributes.plan"…), "" for the row as a whole.
+	Column string
 	Reason string
 }
 
 // ImportResult counts what an import did.
 type ImportResult struct {
-	Created, Updated, Failed int
+	// Unchanged counts rows that matched a contact already holding every value they give.
+	Created, Updated, Unchanged, Failed int
 	// Errors are the first ImportLimits.MaxErrors row errors, in row order.
 	Errors []RowError
 }
@@ -113,7 +119,7 @@ func (a *Audiences) ImportCSV(ctx context.Context, tenantID string, r io.Reader)
 		}
 		var pe *csv.ParseError
 		if errors.As(err, &pe) {
-			imp.fail(row, csvReason(pe))
+			imp.fail(RowError{Row: row, Line: pe.StartLine, Reason: csvReason(pe)})
 			continue
 		}
 		if err != nil {
@@ -122,12 +128,13 @@ func (a *Audiences) ImportCSV(ctx context.Context, tenantID string, r io.Reader)
 		if row-1 > lim.MaxRows {
 			return res, errors.Join(imp.flush(ctx), apperr.New(apperr.ResourceExhausted, "IMPORT_TOO_MANY_ROWS", "the file has more than %d rows; the first %d were imported", lim.MaxRows, lim.MaxRows))
 		}
+		line, _ := cr.FieldPos(0) // the record was read whole: it has a field 0
 		u, err := cols.upsert(rec, now)
 		if err != nil {
-			imp.fail(row, reasonOf(err))
+			imp.fail(RowError{Row: row, Line: line, Column: columnOf(err), Reason: reasonOf(err)})
 			continue
 		}
-		imp.batch = append(imp.batch, pendingRow{row: row, u: u})
+		imp.batch = append(imp.batch, pendingRow{row: row, line: line, u: u})
 		if len(imp.batch) >= lim.BatchSize {
 			if err := imp.flush(ctx); err != nil {
 				return res, err
@@ -141,8 +148,8 @@ func (a *Audiences) ImportCSV(ctx context.Context, tenantID string, r io.Reader)
 }
 
 type pendingRow struct {
-	row int
-	u   ContactUpsert
+	row, line int
+	u         ContactUpsert
 }
 
 type importer struct {
@@ -155,14 +162,14 @@ type importer struct {
 
 // fail counts a bad row and keeps the first maxErrors by row number: a batch's store outcomes
 // arrive after later rows' validation errors, so a row may be inserted before ones listed.
-func (imp *importer) fail(row int, reason string) {
+func (imp *importer) fail(re RowError) {
 	imp.res.Failed++
 	errs := imp.res.Errors
-	i, _ := slices.BinarySearchFunc(errs, row, func(e RowError, r int) int { return e.Row - r })
+	i, _ := slices.BinarySearchFunc(errs, re.Row, func(e RowError, r int) int { return e.Row - r })
 	if i >= imp.maxErrors {
 		return
 	}
-	errs = slices.Insert(errs, i, RowError{Row: row, Reason: reason})
+	errs = slices.Insert(errs, i, re)
 	if len(errs) > imp.maxErrors {
 		errs = errs[:imp.maxErrors]
 	}
@@ -188,10 +195,14 @@ func (imp *importer) flush(ctx context.Context) error {
 			imp.res.Created++
 		case UpsertUpdated:
 			imp.res.Updated++
+		case UpsertUnchanged:
+			imp.res.Unchanged++
 		case UpsertConflict:
-			imp.fail(imp.batch[i].row, "email, phone and user_id belong to different contacts")
+			p := imp.batch[i]
+			imp.fail(RowError{Row: p.row, Line: p.line, Reason: "email, phone and user_id belong to different contacts"})
 		case UpsertTooManyAttributes:
-			imp.fail(imp.batch[i].row, fmt.Sprintf("the contact would have more than %d attributes", MaxAttributes))
+			p := imp.batch[i]
+			imp.fail(RowError{Row: p.row, Line: p.line, Column: "attributes", Reason: fmt.Sprintf("the contact would have more than %d attributes", MaxAttributes)})
 		}
 	}
 	imp.batch = imp.batch[:0]
@@ -292,6 +303,15 @@ func reasonOf(err error) string {
 		return strings.Join(parts, "; ")
 	}
 	return err.Error()
+}
+
+// columnOf is the field of a row's first violation, "" when the error is about the row.
+func columnOf(err error) string {
+	var de *apperr.Error
+	if errors.As(err, &de) && len(de.Violations) > 0 {
+		return de.Violations[0].Field
+	}
+	return ""
 }
 
 func csvReason(pe *csv.ParseError) string {

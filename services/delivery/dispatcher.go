@@ -482,7 +482,11 @@ func (d *Dispatcher) resolve(ctx context.Context, c ActiveCampaign, plan SendPla
 			if c.Channel == ChannelSMS {
 				r.Address = ct.Phone
 			}
-			if ok, why := Eligible(ct, c.Channel); !ok {
+			ok, why, err := d.cfg.Audiences.EligibleNow(ctx, c.TenantID, ct, c.Channel)
+			if err != nil {
+				return fmt.Errorf("eligibility of contact %s: %w", ct.ID, err)
+			}
+			if !ok {
 				r.Skip = string(why)
 			} else if capped != nil && capped[ct.ID] >= d.cfg.FrequencyCap.Max {
 				r.Skip = string(SkipFrequencyCap)

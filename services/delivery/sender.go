@@ -484,6 +484,12 @@ func (s *Sender) attempt(ctx context.Context, r *run, row Recipient) {
 			s.record(ctx, r, out)
 			return
 		}
+	} else if skip := (*SkipError)(nil); errors.As(err, &skip) {
+		// Nothing was sent and nothing ever will be: the contact is gone, unsubscribed or
+		// suppressed since the recipients were resolved.
+		out.State, out.Reason = StateSkipped, string(skip.Reason)
+		s.record(ctx, r, out)
+		return
 	} else {
 		err = &SendError{Class: NotProcessedRetryable, Reason: "compose the message", Err: err}
 	}

@@ -470,6 +470,43 @@ func TestSenderPermanentFailuresAndComposeRetries(t *testing.T) {
 	}
 }
 
+// A recipient whose contact unsubscribed, was suppressed or erased after the recipients were
+// resolved: Compose says skip, and the row is skipped with the reason, never sent or retried.
+func TestSenderSkipsWhatComposeRefuses(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := newRig(t, sgstandin.Config{}, 5*time.Second)
+	rs := []delivery.NewRecipient{{ContactID: "stays", Address: address(1)}, {ContactID: "left", Address: address(2)}}
+	if _, err := r.ledger.AddRecipients(ctx, tenant, campaign, twoVariants, rs); err != nil {
+		t.Fatal(err)
+	}
+	var refused atomic.Int32
+	s := r.sender(t, "sender-1", func(c *delivery.SenderConfig) {
+		c.Compose = func(ctx context.Context, rc delivery.Recipient) (delivery.Message, error) {
+			if rc.ContactID == "left" {
+				refused.Add(1)
+				return delivery.Message{}, fmt.Errorf("compose: %w", &delivery.SkipError{Reason: delivery.SkipNoConsent})
+			}
+			return compose(ctx, rc)
+		}
+	})
+	if err := wait(t, runAsync(ctx, s), time.Minute); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	c, _ := r.ledger.Counts(ctx, tenant, campaign)
+	if c.ByState[delivery.StateSent] != 1 || c.ByState[delivery.StateSkipped] != 1 || r.outbox.Total() != 1 || r.outbox.Count(address(2)) != 0 {
+		t.Fatalf("ledger %v, outbox %d", c.ByState, r.outbox.Total())
+	}
+	if refused.Load() != 1 || r.metrics.Retries.Load() != 0 {
+		t.Fatalf("compose refused %d times, %d retries: a skip is final", refused.Load(), r.metrics.Retries.Load())
+	}
+	for id := 1; id <= 2; id++ {
+		if row, ok, _ := r.ledger.Get(ctx, tenant, fmt.Sprint(id)); ok && row.ContactID == "left" && (row.State != delivery.StateSkipped || row.Reason != string(delivery.SkipNoConsent)) {
+			t.Fatalf("row %+v", row)
+		}
+	}
+}
+
 // A campaign cancelled while some sends had unclear answers: Reconcile settles those rows by
 // lookup alone (sent if the provider has them, pending if not) and sends nothing.
 func TestReconcileStoppedCampaign(t *testing.T) {

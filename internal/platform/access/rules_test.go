@@ -71,6 +71,10 @@ func TestOnlyPublicRPCsHaveARESTMapping(t *testing.T) {
 			t.Errorf("%s is internal but has a google.api.http mapping", fullMethod(md))
 		case access.Internal(fullMethod(md)):
 			internal++
+		case !mapped && md.IsStreamingClient():
+			// A public client stream (ImportContacts) cannot be a grpc-gateway route: a plain
+			// gateway handler serves it, which gateway's TestEveryPublicRPCReachesItsBackend
+			// requires and calls.
 		case !mapped:
 			t.Errorf("%s has no google.api.http mapping", fullMethod(md))
 		}

@@ -116,6 +116,17 @@ func (s *Server) GetCampaignSpend(ctx context.Context, req *analyticsv1.GetCampa
 	return resp, nil
 }
 
+// MatchBehaviour implements analyticsv1.AnalyticsServiceServer (internal: delivery).
+func (s *Server) MatchBehaviour(ctx context.Context, req *analyticsv1.MatchBehaviourRequest) (*analyticsv1.MatchBehaviourResponse, error) {
+	ids, err := s.svc.MatchBehaviour(ctx, analytics.BehaviourRequest{TenantID: req.GetTenantId(), EventType: req.GetEventType(),
+		EventName: req.GetEventName(), CampaignID: req.GetCampaignId(), Start: requestTime(req.GetStartTime()),
+		End: requestTime(req.GetEndTime()), UserIDs: req.GetUserIds()})
+	if err != nil {
+		return nil, err
+	}
+	return &analyticsv1.MatchBehaviourResponse{UserIds: ids}, nil
+}
+
 // DeleteEvents implements analyticsv1.AnalyticsServiceServer (internal: dsr).
 func (s *Server) DeleteEvents(ctx context.Context, req *analyticsv1.DeleteEventsRequest) (*analyticsv1.DeleteEventsResponse, error) {
 	st, err := s.svc.Delete(ctx, analytics.DeleteRequest{TenantID: req.GetTenantId(), SubjectID: req.GetSubjectId(),

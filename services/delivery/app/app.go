@@ -4,9 +4,8 @@
 // API over mTLS through the platform's server, and the admin listener (/metrics, /healthz).
 // cmd/delivery and the tests build the service here, so they run the same wiring.
 //
-// This is the API's first slice: the sender, the campaign watcher, the analytics behaviour
-// source and the providers are not wired yet (segments with a behaviour condition are saved but
-// not evaluated).
+// Segments' behaviour conditions are asked of the analytics service (AnalyticsAddr). The
+// sender, the campaign watcher and the providers are not wired here yet.
 package app
 
 import (
@@ -15,14 +14,19 @@ import (
 	"time"
 
 	deliveryv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/delivery/v1"
+	dsrv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/dsr/v1"
 	auditpg "github.com/campaignmesh/campaignmesh/internal/platform/audit/postgres"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/lifecycle"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
+	"github.com/campaignmesh/campaignmesh/internal/platform/privacy"
 	"github.com/campaignmesh/campaignmesh/services/delivery"
+	"github.com/campaignmesh/campaignmesh/services/delivery/analyticsclient"
 	"github.com/campaignmesh/campaignmesh/services/delivery/grpcapi"
+	deliverynats "github.com/campaignmesh/campaignmesh/services/delivery/nats"
 	"github.com/campaignmesh/campaignmesh/services/delivery/postgres"
 )
 
@@ -45,12 +49,29 @@ type Config struct {
 	// AuthAddr is the auth service: signing keys, API key verification, revocations and the
 	// audit log the outbox delivers to.
 	AuthAddr string
+	// AnalyticsAddr is the analytics service, which answers segments' behaviour conditions;
+	// empty: none (such segments answer UNAVAILABLE when evaluated).
+	AnalyticsAddr string
+	// NATS is the JetStream server holding dsr's PRIVACY bucket (the platform's suppression
+	// list, which recipient eligibility and segment counts honour); an empty URL: none is
+	// followed. PrivacyKeyFile holds the mesh's privacy key (base64, privacy.LoadKey), which
+	// hashes contacts' identifiers as dsr hashed the suppressed ones; required with NATS.
+	NATS           natsjs.ClientFlags
+	PrivacyKeyFile string
+	// PrivacyLoadTimeout bounds the wait at start for the privacy bucket's contents.
+	PrivacyLoadTimeout time.Duration
+	// Hasher, when set, is used instead of the key in PrivacyKeyFile (tests).
+	Hasher *privacy.Hasher
 	// TLS names the service's mesh certificate, key and CA bundle.
 	TLS mtls.Files
 	// MaxRecvMsgSize bounds a request message, in bytes.
 	MaxRecvMsgSize int
 	// GracePeriod bounds how long a stop waits for calls in flight.
 	GracePeriod time.Duration
+	// ImportMaxBytes and ImportMaxRows bound one contacts import (0: the domain's defaults,
+	// delivery.DefaultImportLimits).
+	ImportMaxBytes int64
+	ImportMaxRows  int
 
 	// Verifier, when set, checks callers' credentials instead of the auth service (tests that
 	// make their own principals); auth is then dialed only to deliver audit records.
@@ -69,9 +90,10 @@ type Config struct {
 // are required.
 func DefaultConfig() Config {
 	return Config{
-		Listen: "127.0.0.1:7106", AdminListen: "127.0.0.1:9106", AuthAddr: "127.0.0.1:7101",
+		Listen: "127.0.0.1:7106", AdminListen: "127.0.0.1:9106", AuthAddr: "127.0.0.1:7101", AnalyticsAddr: "127.0.0.1:7104",
 		MaxRecvMsgSize: 1 << 20, GracePeriod: grpcserver.DefaultGracePeriod, ConnectionAge: grpcserver.DefaultConnectionAge,
 		Sending: DefaultSendingConfig(),
+		NATS:    natsjs.ClientFlags{User: ServiceName}, PrivacyLoadTimeout: 30 * time.Second,
 	}
 }
 
@@ -83,6 +105,7 @@ type App struct {
 	revocations *authn.RevocationList // nil with Config.Verifier
 	audiences   *delivery.Audiences
 	messages    *delivery.Messages
+	identify    *deliverynats.IdentifyConsumer // nil without NATS
 	server      *grpcserver.Server
 	dispatcher  *delivery.Dispatcher // nil: nothing to send with
 }
@@ -118,13 +141,37 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		verifier, a.revocations = auth.Verifier, auth.Revocations
 	}
 
-	a.audiences = delivery.NewAudiences(a.store, nil)
+	var behaviour delivery.BehaviourSource
+	if cfg.AnalyticsAddr != "" {
+		client, conn, err := analyticsclient.Dial(cfg.AnalyticsAddr, certs)
+		if err != nil {
+			return nil, err
+		}
+		a.OnClose(func() { _ = conn.Close() })
+		behaviour = client
+	}
+	a.audiences = delivery.NewAudiences(a.store, behaviour)
+	if cfg.NATS.URL != "" {
+		if err := a.followSuppressions(ctx, cfg, logger); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.ImportMaxBytes > 0 || cfg.ImportMaxRows > 0 {
+		lim := delivery.DefaultImportLimits
+		if cfg.ImportMaxBytes > 0 {
+			lim.MaxBytes = cfg.ImportMaxBytes
+		}
+		if cfg.ImportMaxRows > 0 {
+			lim.MaxRows = cfg.ImportMaxRows
+		}
+		a.audiences.WithImportLimits(lim)
+	}
 	providers, err := cfg.Sending.providers(logger)
 	if err != nil {
 		return nil, err
 	}
 	a.messages = delivery.NewMessages(delivery.MessagesConfig{Store: a.store, Contacts: a.store, Segments: a.store, Links: cfg.Links, Providers: providers,
-		TestSendsPerMinute: cfg.TestSendsPerMinute})
+		TestSendsPerMinute: cfg.TestSendsPerMinute, Eligible: a.audiences.EligibleNow})
 	if a.dispatcher, err = a.buildDispatcher(cfg.Sending, providers, certs, logger); err != nil {
 		return nil, err
 	}
@@ -142,6 +189,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	deliveryv1.RegisterDeliveryServiceServer(a.server.GRPC(), grpcapi.NewServer(a.audiences))
 	deliveryv1.RegisterSendingServiceServer(a.server.GRPC(), grpcapi.NewSendingServer(delivery.NewSending(postgres.NewLedger(a.store.Pool()))))
 	deliveryv1.RegisterMessagesServiceServer(a.server.GRPC(), grpcapi.NewMessagesServer(a.messages))
+	dsrv1.RegisterParticipantServiceServer(a.server.GRPC(), grpcapi.NewParticipantServer(delivery.NewSubjects(a.audiences, a.store)))
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
 		return nil, err
@@ -150,6 +198,33 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		return nil, err
 	}
 	return a, nil
+}
+
+// followSuppressions connects to NATS and makes the audiences honour the suppression list in
+// the PRIVACY bucket, followed for the App's life (not New's context's), and prepares the
+// consumer of identify events (run by Run).
+func (a *App) followSuppressions(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	hasher := cfg.Hasher
+	if hasher == nil {
+		var err error
+		if hasher, err = privacy.LoadHasher(cfg.PrivacyKeyFile); err != nil {
+			return err
+		}
+	}
+	nc, js, err := cfg.NATS.Connect(ServiceName)
+	if err != nil {
+		return err
+	}
+	a.OnClose(nc.Close)
+	life, stop := context.WithCancel(context.WithoutCancel(ctx))
+	a.OnClose(stop)
+	sup, err := deliverynats.WatchSuppressions(life, js, hasher, cfg.PrivacyLoadTimeout, logger)
+	if err != nil {
+		return err
+	}
+	a.audiences.WithSuppressions(sup)
+	a.identify, err = deliverynats.NewIdentifyConsumer(js, a.audiences, a.Registry(), logger)
+	return err
 }
 
 // Audiences are the use cases the API serves: for tests and tools that seed or inspect them
@@ -171,6 +246,9 @@ func (a *App) Outbox() *auditpg.Outbox { return a.outbox }
 // then the others are stopped and its error is returned. Call it once; Close afterwards.
 func (a *App) Run(ctx context.Context) error {
 	tasks := []func(context.Context) error{a.outbox.Run}
+	if a.identify != nil {
+		tasks = append(tasks, a.identify.Run)
+	}
 	if a.revocations != nil {
 		tasks = append(tasks, a.revocations.Run)
 	}

@@ -151,7 +151,15 @@ func everyRPCHasARuleARESTMappingAndADocComment(t *testing.T, serviceDesc protor
 			t.Errorf("%s has no (campaignmesh.access.v1.rule)", full)
 			continue
 		}
-		if http, _ := proto.GetExtension(md.Options(), annotations.E_Http).(*annotations.HttpRule); http == nil || http.GetPattern() == nil {
+		http, _ := proto.GetExtension(md.Options(), annotations.E_Http).(*annotations.HttpRule)
+		switch {
+		case md.IsStreamingClient():
+			// A client stream has no grpc-gateway mapping: a plain gateway handler serves it,
+			// and its doc comment names the route.
+			if http != nil || !strings.Contains(docs[string(md.Name())], "REST: POST /v1/") {
+				t.Errorf("%s: a client stream must name its gateway route in its doc comment and have no google.api.http", full)
+			}
+		case http == nil || http.GetPattern() == nil:
 			t.Errorf("%s has no google.api.http mapping", full)
 		}
 		doc := docs[string(md.Name())]

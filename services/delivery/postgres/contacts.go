@@ -247,9 +247,11 @@ func (s *Store) DeleteContact(ctx context.Context, tenantID, id string, rec *aud
 }
 
 // upsertSQL applies one upsert. m finds every contact any identifier names, locked; with none
-// the row is inserted, with exactly one it is updated (empty values keep the stored ones,
-// attributes merge key by key, up to $13 keys), with more nothing changes (the identifiers
-// belong to different contacts). The answer tells which: (matches, inserted id, updated id).
+// the row is inserted, with exactly one it is updated if that changes a value (empty values
+// keep the stored ones, attributes merge key by key, up to $13 keys), with more nothing changes
+// (the identifiers belong to different contacts). The answer tells which: (matches, inserted
+// id, updated id, id of the one match within the attribute limit — unchanged when not updated).
+// A consent with the stored state and source is no change: its first time is the proof kept.
 //
 // The three lookups are separate so that each uses its unique index in any plan: the statement
 // is prepared once per connection, and a generic plan of one OR over the three columns scans all
@@ -285,9 +287,17 @@ ins AS (
 	FROM n
 	WHERE n.c = 1 AND t.id = (SELECT id FROM m LIMIT 1)
 		AND (SELECT count(*) FROM jsonb_object_keys(t.attributes || $4::jsonb)) <= $13
+		AND (($1 <> '' AND t.user_id IS DISTINCT FROM $1) OR ($2 <> '' AND t.email IS DISTINCT FROM $2)
+			OR ($3 <> '' AND t.phone IS DISTINCT FROM $3) OR NOT t.attributes @> $4::jsonb
+			OR ($5 <> '' AND t.time_zone <> $5) OR ($6 <> '' AND t.locale <> $6)
+			OR ($7 <> '' AND (t.email_consent <> $7 OR t.email_consent_source <> $8))
+			OR ($10 <> '' AND (t.sms_consent <> $10 OR t.sms_consent_source <> $11)))
 	RETURNING t.id
 )
-SELECT n.c, (SELECT id::text FROM ins), (SELECT id::text FROM upd) FROM n`
+SELECT n.c, (SELECT id::text FROM ins), (SELECT id::text FROM upd),
+	(SELECT t.id::text FROM contacts t WHERE n.c = 1 AND t.id = (SELECT id FROM m LIMIT 1)
+		AND (SELECT count(*) FROM jsonb_object_keys(t.attributes || $4::jsonb)) <= $13)
+FROM n`
 
 // upsertPipeline is the most upserts sent to the server before their answers are read: it
 // bounds what one round trip buffers, whatever the caller's batch size.
@@ -341,8 +351,8 @@ func upsertChunk(ctx context.Context, tx pgx.Tx, tenantID string, us []delivery.
 	br := tx.SendBatch(ctx, b)
 	for i := range us {
 		var n int64
-		var ins, upd *string
-		if err := br.QueryRow().Scan(&n, &ins, &upd); err != nil {
+		var ins, upd, same *string
+		if err := br.QueryRow().Scan(&n, &ins, &upd, &same); err != nil {
 			_ = br.Close()
 			return fmt.Errorf("upsert %d: %w", i+1, err)
 		}
@@ -353,6 +363,8 @@ func upsertChunk(ctx context.Context, tx pgx.Tx, tenantID string, us []delivery.
 			out[i] = delivery.UpsertResult{Outcome: delivery.UpsertUpdated, ID: *upd}
 		case n > 1:
 			out[i] = delivery.UpsertResult{Outcome: delivery.UpsertConflict}
+		case same != nil: // matched, within the attribute limit, and nothing to change
+			out[i] = delivery.UpsertResult{Outcome: delivery.UpsertUnchanged, ID: *same}
 		default:
 			out[i] = delivery.UpsertResult{Outcome: delivery.UpsertTooManyAttributes}
 		}

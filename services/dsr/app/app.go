@@ -81,7 +81,7 @@ func DefaultConfig() Config {
 	return Config{
 		Listen: "127.0.0.1:7105", AdminListen: "127.0.0.1:9105", AuthAddr: "127.0.0.1:7101",
 		NATS:         natsjs.ClientFlags{URL: "nats://127.0.0.1:14222", User: ServiceName},
-		Participants: []participantclient.Spec{{Name: "analytics", Addr: "127.0.0.1:7104"}, {Name: "auth", Addr: "127.0.0.1:7101"}},
+		Participants: []participantclient.Spec{{Name: "analytics", Addr: "127.0.0.1:7104"}, {Name: "auth", Addr: "127.0.0.1:7101"}, {Name: "delivery", Addr: "127.0.0.1:7106"}},
 		Workers:      dsr.DefaultWorkers, PollInterval: dsr.DefaultPollInterval, Lease: dsr.DefaultLease,
 		MaxRecvMsgSize: 1 << 20, GracePeriod: grpcserver.DefaultGracePeriod, ConnectionAge: grpcserver.DefaultConnectionAge,
 	}

@@ -1825,6 +1825,152 @@ func (x *DeleteEventsResponse) GetMutationId() string {
 	return ""
 }
 
+// MatchBehaviourRequest asks about a page of a tenant's user ids.
+type MatchBehaviourRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant (internal callers pass it explicitly).
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Event type, e.g. "click" (1-64 characters).
+	EventType string `protobuf:"bytes,2,opt,name=event_type,json=eventType,proto3" json:"event_type,omitempty"`
+	// Event name; empty for any.
+	EventName string `protobuf:"bytes,3,opt,name=event_name,json=eventName,proto3" json:"event_name,omitempty"`
+	// Campaign id; empty for any campaign.
+	CampaignId string `protobuf:"bytes,4,opt,name=campaign_id,json=campaignId,proto3" json:"campaign_id,omitempty"`
+	// Start of the range, inclusive (at most 400 days ago).
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// End of the range, exclusive; unset for now.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// The user ids asked about (1 to 1,000, each at most 256 bytes).
+	UserIds       []string `protobuf:"bytes,7,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MatchBehaviourRequest) Reset() {
+	*x = MatchBehaviourRequest{}
+	mi := &file_campaignmesh_analytics_v1_analytics_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MatchBehaviourRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MatchBehaviourRequest) ProtoMessage() {}
+
+func (x *MatchBehaviourRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_analytics_v1_analytics_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MatchBehaviourRequest.ProtoReflect.Descriptor instead.
+func (*MatchBehaviourRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_analytics_v1_analytics_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *MatchBehaviourRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *MatchBehaviourRequest) GetEventType() string {
+	if x != nil {
+		return x.EventType
+	}
+	return ""
+}
+
+func (x *MatchBehaviourRequest) GetEventName() string {
+	if x != nil {
+		return x.EventName
+	}
+	return ""
+}
+
+func (x *MatchBehaviourRequest) GetCampaignId() string {
+	if x != nil {
+		return x.CampaignId
+	}
+	return ""
+}
+
+func (x *MatchBehaviourRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *MatchBehaviourRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *MatchBehaviourRequest) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+// MatchBehaviourResponse lists the user ids that match.
+type MatchBehaviourResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user ids among those asked that did such an event in the range, each once.
+	UserIds       []string `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MatchBehaviourResponse) Reset() {
+	*x = MatchBehaviourResponse{}
+	mi := &file_campaignmesh_analytics_v1_analytics_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MatchBehaviourResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MatchBehaviourResponse) ProtoMessage() {}
+
+func (x *MatchBehaviourResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_analytics_v1_analytics_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MatchBehaviourResponse.ProtoReflect.Descriptor instead.
+func (*MatchBehaviourResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_analytics_v1_analytics_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *MatchBehaviourResponse) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
 var File_campaignmesh_analytics_v1_analytics_proto protoreflect.FileDescriptor
 
 const file_campaignmesh_analytics_v1_analytics_proto_rawDesc = "" +
@@ -1951,7 +2097,21 @@ const file_campaignmesh_analytics_v1_analytics_proto_rawDesc = "" +
 	"\x04done\x18\x01 \x01(\bR\x04done\x12%\n" +
 	"\x0eremaining_rows\x18\x02 \x01(\x03R\rremainingRows\x12\x1f\n" +
 	"\vmutation_id\x18\x03 \x01(\tR\n" +
-	"mutationId*\xbe\x01\n" +
+	"mutationId\"\xa0\x02\n" +
+	"\x15MatchBehaviourRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1d\n" +
+	"\n" +
+	"event_type\x18\x02 \x01(\tR\teventType\x12\x1d\n" +
+	"\n" +
+	"event_name\x18\x03 \x01(\tR\teventName\x12\x1f\n" +
+	"\vcampaign_id\x18\x04 \x01(\tR\n" +
+	"campaignId\x129\n" +
+	"\n" +
+	"start_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x19\n" +
+	"\buser_ids\x18\a \x03(\tR\auserIds\"3\n" +
+	"\x16MatchBehaviourResponse\x12\x19\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds*\xbe\x01\n" +
 	"\x06Metric\x12\x16\n" +
 	"\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rMETRIC_EVENTS\x10\x01\x12\x16\n" +
@@ -1980,7 +2140,8 @@ const file_campaignmesh_analytics_v1_analytics_proto_rawDesc = "" +
 	"\rDIMENSION_APP\x10\x05\x12\x14\n" +
 	"\x10DIMENSION_DEVICE\x10\x06\x12\x14\n" +
 	"\x10DIMENSION_LOCALE\x10\a\x12\x16\n" +
-	"\x12DIMENSION_PROPERTY\x10\b2\x86\t\n" +
+	"\x12DIMENSION_PROPERTY\x10\b2\x90\n" +
+	"\n" +
 	"\x10AnalyticsService\x12\xb4\x01\n" +
 	"\x12GetCampaignSummary\x124.campaignmesh.analytics.v1.GetCampaignSummaryRequest\x1a5.campaignmesh.analytics.v1.GetCampaignSummaryResponse\"1\xc2\xf3\x18\x10\n" +
 	"\x0eanalytics.read\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/analytics/summary\x12\xaa\x01\n" +
@@ -1993,7 +2154,10 @@ const file_campaignmesh_analytics_v1_analytics_proto_rawDesc = "" +
 	"\x14WatchCampaignMetrics\x126.campaignmesh.analytics.v1.WatchCampaignMetricsRequest\x1a7.campaignmesh.analytics.v1.WatchCampaignMetricsResponse\".\xc2\xf3\x18\x10\n" +
 	"\x0eanalytics.read\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/analytics/live0\x01\x12\x8e\x01\n" +
 	"\x10GetCampaignSpend\x122.campaignmesh.analytics.v1.GetCampaignSpendRequest\x1a3.campaignmesh.analytics.v1.GetCampaignSpendResponse\"\x11\xc2\xf3\x18\r\"\v\n" +
-	"\tcampaigns\x12|\n" +
+	"\tcampaigns\x12\x87\x01\n" +
+	"\x0eMatchBehaviour\x120.campaignmesh.analytics.v1.MatchBehaviourRequest\x1a1.campaignmesh.analytics.v1.MatchBehaviourResponse\"\x10\xc2\xf3\x18\f\"\n" +
+	"\n" +
+	"\bdelivery\x12|\n" +
 	"\fDeleteEvents\x12..campaignmesh.analytics.v1.DeleteEventsRequest\x1a/.campaignmesh.analytics.v1.DeleteEventsResponse\"\v\xc2\xf3\x18\a\"\x05\n" +
 	"\x03dsrBPZNgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1;analyticsv1b\x06proto3"
 
@@ -2010,7 +2174,7 @@ func file_campaignmesh_analytics_v1_analytics_proto_rawDescGZIP() []byte {
 }
 
 var file_campaignmesh_analytics_v1_analytics_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_campaignmesh_analytics_v1_analytics_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_campaignmesh_analytics_v1_analytics_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_campaignmesh_analytics_v1_analytics_proto_goTypes = []any{
 	(Metric)(0),                          // 0: campaignmesh.analytics.v1.Metric
 	(DataSource)(0),                      // 1: campaignmesh.analytics.v1.DataSource
@@ -2038,29 +2202,31 @@ var file_campaignmesh_analytics_v1_analytics_proto_goTypes = []any{
 	(*GetCampaignSpendResponse)(nil),     // 23: campaignmesh.analytics.v1.GetCampaignSpendResponse
 	(*DeleteEventsRequest)(nil),          // 24: campaignmesh.analytics.v1.DeleteEventsRequest
 	(*DeleteEventsResponse)(nil),         // 25: campaignmesh.analytics.v1.DeleteEventsResponse
-	(*timestamppb.Timestamp)(nil),        // 26: google.protobuf.Timestamp
+	(*MatchBehaviourRequest)(nil),        // 26: campaignmesh.analytics.v1.MatchBehaviourRequest
+	(*MatchBehaviourResponse)(nil),       // 27: campaignmesh.analytics.v1.MatchBehaviourResponse
+	(*timestamppb.Timestamp)(nil),        // 28: google.protobuf.Timestamp
 }
 var file_campaignmesh_analytics_v1_analytics_proto_depIdxs = []int32{
 	4,  // 0: campaignmesh.analytics.v1.Metrics.conversion_value:type_name -> campaignmesh.analytics.v1.Money
 	4,  // 1: campaignmesh.analytics.v1.Metrics.spend:type_name -> campaignmesh.analytics.v1.Money
 	4,  // 2: campaignmesh.analytics.v1.Metrics.cost_per_conversion:type_name -> campaignmesh.analytics.v1.Money
-	26, // 3: campaignmesh.analytics.v1.GetCampaignSummaryRequest.start_time:type_name -> google.protobuf.Timestamp
-	26, // 4: campaignmesh.analytics.v1.GetCampaignSummaryRequest.end_time:type_name -> google.protobuf.Timestamp
+	28, // 3: campaignmesh.analytics.v1.GetCampaignSummaryRequest.start_time:type_name -> google.protobuf.Timestamp
+	28, // 4: campaignmesh.analytics.v1.GetCampaignSummaryRequest.end_time:type_name -> google.protobuf.Timestamp
 	1,  // 5: campaignmesh.analytics.v1.GetCampaignSummaryRequest.source:type_name -> campaignmesh.analytics.v1.DataSource
 	5,  // 6: campaignmesh.analytics.v1.CampaignMetrics.metrics:type_name -> campaignmesh.analytics.v1.Metrics
 	7,  // 7: campaignmesh.analytics.v1.GetCampaignSummaryResponse.campaigns:type_name -> campaignmesh.analytics.v1.CampaignMetrics
 	5,  // 8: campaignmesh.analytics.v1.GetCampaignSummaryResponse.total:type_name -> campaignmesh.analytics.v1.Metrics
 	1,  // 9: campaignmesh.analytics.v1.GetCampaignSummaryResponse.source:type_name -> campaignmesh.analytics.v1.DataSource
-	26, // 10: campaignmesh.analytics.v1.GetMetricSeriesRequest.start_time:type_name -> google.protobuf.Timestamp
-	26, // 11: campaignmesh.analytics.v1.GetMetricSeriesRequest.end_time:type_name -> google.protobuf.Timestamp
+	28, // 10: campaignmesh.analytics.v1.GetMetricSeriesRequest.start_time:type_name -> google.protobuf.Timestamp
+	28, // 11: campaignmesh.analytics.v1.GetMetricSeriesRequest.end_time:type_name -> google.protobuf.Timestamp
 	2,  // 12: campaignmesh.analytics.v1.GetMetricSeriesRequest.granularity:type_name -> campaignmesh.analytics.v1.Granularity
 	1,  // 13: campaignmesh.analytics.v1.GetMetricSeriesRequest.source:type_name -> campaignmesh.analytics.v1.DataSource
-	26, // 14: campaignmesh.analytics.v1.Bucket.start_time:type_name -> google.protobuf.Timestamp
+	28, // 14: campaignmesh.analytics.v1.Bucket.start_time:type_name -> google.protobuf.Timestamp
 	5,  // 15: campaignmesh.analytics.v1.Bucket.metrics:type_name -> campaignmesh.analytics.v1.Metrics
 	10, // 16: campaignmesh.analytics.v1.GetMetricSeriesResponse.buckets:type_name -> campaignmesh.analytics.v1.Bucket
 	1,  // 17: campaignmesh.analytics.v1.GetMetricSeriesResponse.source:type_name -> campaignmesh.analytics.v1.DataSource
-	26, // 18: campaignmesh.analytics.v1.GetBreakdownRequest.start_time:type_name -> google.protobuf.Timestamp
-	26, // 19: campaignmesh.analytics.v1.GetBreakdownRequest.end_time:type_name -> google.protobuf.Timestamp
+	28, // 18: campaignmesh.analytics.v1.GetBreakdownRequest.start_time:type_name -> google.protobuf.Timestamp
+	28, // 19: campaignmesh.analytics.v1.GetBreakdownRequest.end_time:type_name -> google.protobuf.Timestamp
 	3,  // 20: campaignmesh.analytics.v1.GetBreakdownRequest.dimension:type_name -> campaignmesh.analytics.v1.Dimension
 	0,  // 21: campaignmesh.analytics.v1.GetBreakdownRequest.metric:type_name -> campaignmesh.analytics.v1.Metric
 	1,  // 22: campaignmesh.analytics.v1.GetBreakdownRequest.source:type_name -> campaignmesh.analytics.v1.DataSource
@@ -2068,37 +2234,41 @@ var file_campaignmesh_analytics_v1_analytics_proto_depIdxs = []int32{
 	13, // 24: campaignmesh.analytics.v1.GetBreakdownResponse.rows:type_name -> campaignmesh.analytics.v1.BreakdownRow
 	1,  // 25: campaignmesh.analytics.v1.GetBreakdownResponse.source:type_name -> campaignmesh.analytics.v1.DataSource
 	15, // 26: campaignmesh.analytics.v1.GetFunnelRequest.steps:type_name -> campaignmesh.analytics.v1.FunnelStep
-	26, // 27: campaignmesh.analytics.v1.GetFunnelRequest.start_time:type_name -> google.protobuf.Timestamp
-	26, // 28: campaignmesh.analytics.v1.GetFunnelRequest.end_time:type_name -> google.protobuf.Timestamp
+	28, // 27: campaignmesh.analytics.v1.GetFunnelRequest.start_time:type_name -> google.protobuf.Timestamp
+	28, // 28: campaignmesh.analytics.v1.GetFunnelRequest.end_time:type_name -> google.protobuf.Timestamp
 	15, // 29: campaignmesh.analytics.v1.FunnelStepResult.step:type_name -> campaignmesh.analytics.v1.FunnelStep
 	17, // 30: campaignmesh.analytics.v1.GetFunnelResponse.steps:type_name -> campaignmesh.analytics.v1.FunnelStepResult
-	26, // 31: campaignmesh.analytics.v1.WatchCampaignMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
-	26, // 32: campaignmesh.analytics.v1.WatchCampaignMetricsResponse.time:type_name -> google.protobuf.Timestamp
+	28, // 31: campaignmesh.analytics.v1.WatchCampaignMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
+	28, // 32: campaignmesh.analytics.v1.WatchCampaignMetricsResponse.time:type_name -> google.protobuf.Timestamp
 	5,  // 33: campaignmesh.analytics.v1.WatchCampaignMetricsResponse.metrics:type_name -> campaignmesh.analytics.v1.Metrics
-	26, // 34: campaignmesh.analytics.v1.GetCampaignSpendRequest.start_time:type_name -> google.protobuf.Timestamp
-	26, // 35: campaignmesh.analytics.v1.GetCampaignSpendRequest.end_time:type_name -> google.protobuf.Timestamp
+	28, // 34: campaignmesh.analytics.v1.GetCampaignSpendRequest.start_time:type_name -> google.protobuf.Timestamp
+	28, // 35: campaignmesh.analytics.v1.GetCampaignSpendRequest.end_time:type_name -> google.protobuf.Timestamp
 	22, // 36: campaignmesh.analytics.v1.GetCampaignSpendResponse.spends:type_name -> campaignmesh.analytics.v1.CampaignSpend
-	26, // 37: campaignmesh.analytics.v1.DeleteEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	26, // 38: campaignmesh.analytics.v1.DeleteEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	6,  // 39: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSummary:input_type -> campaignmesh.analytics.v1.GetCampaignSummaryRequest
-	9,  // 40: campaignmesh.analytics.v1.AnalyticsService.GetMetricSeries:input_type -> campaignmesh.analytics.v1.GetMetricSeriesRequest
-	12, // 41: campaignmesh.analytics.v1.AnalyticsService.GetBreakdown:input_type -> campaignmesh.analytics.v1.GetBreakdownRequest
-	16, // 42: campaignmesh.analytics.v1.AnalyticsService.GetFunnel:input_type -> campaignmesh.analytics.v1.GetFunnelRequest
-	19, // 43: campaignmesh.analytics.v1.AnalyticsService.WatchCampaignMetrics:input_type -> campaignmesh.analytics.v1.WatchCampaignMetricsRequest
-	21, // 44: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSpend:input_type -> campaignmesh.analytics.v1.GetCampaignSpendRequest
-	24, // 45: campaignmesh.analytics.v1.AnalyticsService.DeleteEvents:input_type -> campaignmesh.analytics.v1.DeleteEventsRequest
-	8,  // 46: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSummary:output_type -> campaignmesh.analytics.v1.GetCampaignSummaryResponse
-	11, // 47: campaignmesh.analytics.v1.AnalyticsService.GetMetricSeries:output_type -> campaignmesh.analytics.v1.GetMetricSeriesResponse
-	14, // 48: campaignmesh.analytics.v1.AnalyticsService.GetBreakdown:output_type -> campaignmesh.analytics.v1.GetBreakdownResponse
-	18, // 49: campaignmesh.analytics.v1.AnalyticsService.GetFunnel:output_type -> campaignmesh.analytics.v1.GetFunnelResponse
-	20, // 50: campaignmesh.analytics.v1.AnalyticsService.WatchCampaignMetrics:output_type -> campaignmesh.analytics.v1.WatchCampaignMetricsResponse
-	23, // 51: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSpend:output_type -> campaignmesh.analytics.v1.GetCampaignSpendResponse
-	25, // 52: campaignmesh.analytics.v1.AnalyticsService.DeleteEvents:output_type -> campaignmesh.analytics.v1.DeleteEventsResponse
-	46, // [46:53] is the sub-list for method output_type
-	39, // [39:46] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	28, // 37: campaignmesh.analytics.v1.DeleteEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	28, // 38: campaignmesh.analytics.v1.DeleteEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	28, // 39: campaignmesh.analytics.v1.MatchBehaviourRequest.start_time:type_name -> google.protobuf.Timestamp
+	28, // 40: campaignmesh.analytics.v1.MatchBehaviourRequest.end_time:type_name -> google.protobuf.Timestamp
+	6,  // 41: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSummary:input_type -> campaignmesh.analytics.v1.GetCampaignSummaryRequest
+	9,  // 42: campaignmesh.analytics.v1.AnalyticsService.GetMetricSeries:input_type -> campaignmesh.analytics.v1.GetMetricSeriesRequest
+	12, // 43: campaignmesh.analytics.v1.AnalyticsService.GetBreakdown:input_type -> campaignmesh.analytics.v1.GetBreakdownRequest
+	16, // 44: campaignmesh.analytics.v1.AnalyticsService.GetFunnel:input_type -> campaignmesh.analytics.v1.GetFunnelRequest
+	19, // 45: campaignmesh.analytics.v1.AnalyticsService.WatchCampaignMetrics:input_type -> campaignmesh.analytics.v1.WatchCampaignMetricsRequest
+	21, // 46: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSpend:input_type -> campaignmesh.analytics.v1.GetCampaignSpendRequest
+	26, // 47: campaignmesh.analytics.v1.AnalyticsService.MatchBehaviour:input_type -> campaignmesh.analytics.v1.MatchBehaviourRequest
+	24, // 48: campaignmesh.analytics.v1.AnalyticsService.DeleteEvents:input_type -> campaignmesh.analytics.v1.DeleteEventsRequest
+	8,  // 49: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSummary:output_type -> campaignmesh.analytics.v1.GetCampaignSummaryResponse
+	11, // 50: campaignmesh.analytics.v1.AnalyticsService.GetMetricSeries:output_type -> campaignmesh.analytics.v1.GetMetricSeriesResponse
+	14, // 51: campaignmesh.analytics.v1.AnalyticsService.GetBreakdown:output_type -> campaignmesh.analytics.v1.GetBreakdownResponse
+	18, // 52: campaignmesh.analytics.v1.AnalyticsService.GetFunnel:output_type -> campaignmesh.analytics.v1.GetFunnelResponse
+	20, // 53: campaignmesh.analytics.v1.AnalyticsService.WatchCampaignMetrics:output_type -> campaignmesh.analytics.v1.WatchCampaignMetricsResponse
+	23, // 54: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSpend:output_type -> campaignmesh.analytics.v1.GetCampaignSpendResponse
+	27, // 55: campaignmesh.analytics.v1.AnalyticsService.MatchBehaviour:output_type -> campaignmesh.analytics.v1.MatchBehaviourResponse
+	25, // 56: campaignmesh.analytics.v1.AnalyticsService.DeleteEvents:output_type -> campaignmesh.analytics.v1.DeleteEventsResponse
+	49, // [49:57] is the sub-list for method output_type
+	41, // [41:49] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_campaignmesh_analytics_v1_analytics_proto_init() }
@@ -2112,7 +2282,7 @@ func file_campaignmesh_analytics_v1_analytics_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campaignmesh_analytics_v1_analytics_proto_rawDesc), len(file_campaignmesh_analytics_v1_analytics_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

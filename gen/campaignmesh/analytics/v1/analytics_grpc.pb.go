@@ -25,6 +25,7 @@ const (
 	AnalyticsService_GetFunnel_FullMethodName            = "/campaignmesh.analytics.v1.AnalyticsService/GetFunnel"
 	AnalyticsService_WatchCampaignMetrics_FullMethodName = "/campaignmesh.analytics.v1.AnalyticsService/WatchCampaignMetrics"
 	AnalyticsService_GetCampaignSpend_FullMethodName     = "/campaignmesh.analytics.v1.AnalyticsService/GetCampaignSpend"
+	AnalyticsService_MatchBehaviour_FullMethodName       = "/campaignmesh.analytics.v1.AnalyticsService/MatchBehaviour"
 	AnalyticsService_DeleteEvents_FullMethodName         = "/campaignmesh.analytics.v1.AnalyticsService/DeleteEvents"
 )
 
@@ -56,6 +57,10 @@ type AnalyticsServiceClient interface {
 	// GetCampaignSpend sums the spend (the value of impression and click events) of campaigns
 	// over a time range, for budget enforcement. Caller: the campaigns service (internal).
 	GetCampaignSpend(ctx context.Context, in *GetCampaignSpendRequest, opts ...grpc.CallOption) (*GetCampaignSpendResponse, error)
+	// MatchBehaviour answers which of a page of a tenant's user ids did an event of a type (and
+	// name, for a campaign, when given) within a time range: a segment's behaviour condition
+	// ("clicked campaign X in the last 30 days"). Caller: the delivery service (internal).
+	MatchBehaviour(ctx context.Context, in *MatchBehaviourRequest, opts ...grpc.CallOption) (*MatchBehaviourResponse, error)
 	// DeleteEvents deletes a tenant's events of one data subject (user id or anonymous id) or in
 	// a time range with a ClickHouse mutation, and reports its progress: call it again with the
 	// same request to poll (it starts no second mutation while one for the same request runs).
@@ -140,6 +145,16 @@ func (c *analyticsServiceClient) GetCampaignSpend(ctx context.Context, in *GetCa
 	return out, nil
 }
 
+func (c *analyticsServiceClient) MatchBehaviour(ctx context.Context, in *MatchBehaviourRequest, opts ...grpc.CallOption) (*MatchBehaviourResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MatchBehaviourResponse)
+	err := c.cc.Invoke(ctx, AnalyticsService_MatchBehaviour_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *analyticsServiceClient) DeleteEvents(ctx context.Context, in *DeleteEventsRequest, opts ...grpc.CallOption) (*DeleteEventsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeleteEventsResponse)
@@ -178,6 +193,10 @@ type AnalyticsServiceServer interface {
 	// GetCampaignSpend sums the spend (the value of impression and click events) of campaigns
 	// over a time range, for budget enforcement. Caller: the campaigns service (internal).
 	GetCampaignSpend(context.Context, *GetCampaignSpendRequest) (*GetCampaignSpendResponse, error)
+	// MatchBehaviour answers which of a page of a tenant's user ids did an event of a type (and
+	// name, for a campaign, when given) within a time range: a segment's behaviour condition
+	// ("clicked campaign X in the last 30 days"). Caller: the delivery service (internal).
+	MatchBehaviour(context.Context, *MatchBehaviourRequest) (*MatchBehaviourResponse, error)
 	// DeleteEvents deletes a tenant's events of one data subject (user id or anonymous id) or in
 	// a time range with a ClickHouse mutation, and reports its progress: call it again with the
 	// same request to poll (it starts no second mutation while one for the same request runs).
@@ -210,6 +229,9 @@ func (UnimplementedAnalyticsServiceServer) WatchCampaignMetrics(*WatchCampaignMe
 }
 func (UnimplementedAnalyticsServiceServer) GetCampaignSpend(context.Context, *GetCampaignSpendRequest) (*GetCampaignSpendResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetCampaignSpend not implemented")
+}
+func (UnimplementedAnalyticsServiceServer) MatchBehaviour(context.Context, *MatchBehaviourRequest) (*MatchBehaviourResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MatchBehaviour not implemented")
 }
 func (UnimplementedAnalyticsServiceServer) DeleteEvents(context.Context, *DeleteEventsRequest) (*DeleteEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteEvents not implemented")
@@ -336,6 +358,24 @@ func _AnalyticsService_GetCampaignSpend_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AnalyticsService_MatchBehaviour_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MatchBehaviourRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AnalyticsServiceServer).MatchBehaviour(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AnalyticsService_MatchBehaviour_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AnalyticsServiceServer).MatchBehaviour(ctx, req.(*MatchBehaviourRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AnalyticsService_DeleteEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DeleteEventsRequest)
 	if err := dec(in); err != nil {
@@ -380,6 +420,10 @@ var AnalyticsService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetCampaignSpend",
 			Handler:    _AnalyticsService_GetCampaignSpend_Handler,
+		},
+		{
+			MethodName: "MatchBehaviour",
+			Handler:    _AnalyticsService_MatchBehaviour_Handler,
 		},
 		{
 			MethodName: "DeleteEvents",

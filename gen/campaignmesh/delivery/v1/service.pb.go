@@ -728,6 +728,396 @@ func (x *DeleteSegmentRequest) GetId() string {
 	return ""
 }
 
+// ImportContactsRequest is one chunk of the CSV file, in order.
+type ImportContactsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The next bytes of the file (at most 1,048,000). Chunks may split a row anywhere.
+	Chunk         []byte `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportContactsRequest) Reset() {
+	*x = ImportContactsRequest{}
+	mi := &file_campaignmesh_delivery_v1_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportContactsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportContactsRequest) ProtoMessage() {}
+
+func (x *ImportContactsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_delivery_v1_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportContactsRequest.ProtoReflect.Descriptor instead.
+func (*ImportContactsRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_delivery_v1_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ImportContactsRequest) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+// ImportRowError is why one row of an import was not stored.
+type ImportRowError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The line of the file the row starts on, the header's being 1 (a quoted line break makes
+	// a row span lines).
+	Line int32 `protobuf:"varint,1,opt,name=line,proto3" json:"line,omitempty"`
+	// The column at fault (e.g. "email", "attributes.plan"), or "" for the row as a whole.
+	Column string `protobuf:"bytes,2,opt,name=column,proto3" json:"column,omitempty"`
+	// Why, in words (no internals).
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportRowError) Reset() {
+	*x = ImportRowError{}
+	mi := &file_campaignmesh_delivery_v1_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportRowError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportRowError) ProtoMessage() {}
+
+func (x *ImportRowError) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_delivery_v1_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportRowError.ProtoReflect.Descriptor instead.
+func (*ImportRowError) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_delivery_v1_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ImportRowError) GetLine() int32 {
+	if x != nil {
+		return x.Line
+	}
+	return 0
+}
+
+func (x *ImportRowError) GetColumn() string {
+	if x != nil {
+		return x.Column
+	}
+	return ""
+}
+
+func (x *ImportRowError) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ImportContactsResponse counts what an import did.
+type ImportContactsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Contacts created.
+	Created int64 `protobuf:"varint,1,opt,name=created,proto3" json:"created,omitempty"`
+	// Existing contacts changed.
+	Updated int64 `protobuf:"varint,2,opt,name=updated,proto3" json:"updated,omitempty"`
+	// Existing contacts the row matched but did not change.
+	Unchanged int64 `protobuf:"varint,3,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
+	// Rows not stored (bad values, identifiers of two different contacts).
+	Failed int64 `protobuf:"varint,4,opt,name=failed,proto3" json:"failed,omitempty"`
+	// The first 100 failed rows, by line.
+	Errors        []*ImportRowError `protobuf:"bytes,5,rep,name=errors,proto3" json:"errors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportContactsResponse) Reset() {
+	*x = ImportContactsResponse{}
+	mi := &file_campaignmesh_delivery_v1_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportContactsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportContactsResponse) ProtoMessage() {}
+
+func (x *ImportContactsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_delivery_v1_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportContactsResponse.ProtoReflect.Descriptor instead.
+func (*ImportContactsResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_delivery_v1_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ImportContactsResponse) GetCreated() int64 {
+	if x != nil {
+		return x.Created
+	}
+	return 0
+}
+
+func (x *ImportContactsResponse) GetUpdated() int64 {
+	if x != nil {
+		return x.Updated
+	}
+	return 0
+}
+
+func (x *ImportContactsResponse) GetUnchanged() int64 {
+	if x != nil {
+		return x.Unchanged
+	}
+	return 0
+}
+
+func (x *ImportContactsResponse) GetFailed() int64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *ImportContactsResponse) GetErrors() []*ImportRowError {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+// CountSegmentRequest names what to count: a saved segment or an ad-hoc filter.
+type CountSegmentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What to count: exactly one.
+	//
+	// Types that are valid to be assigned to Target:
+	//
+	//	*CountSegmentRequest_SegmentId
+	//	*CountSegmentRequest_Filter
+	Target        isCountSegmentRequest_Target `protobuf_oneof:"target"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CountSegmentRequest) Reset() {
+	*x = CountSegmentRequest{}
+	mi := &file_campaignmesh_delivery_v1_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountSegmentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountSegmentRequest) ProtoMessage() {}
+
+func (x *CountSegmentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_delivery_v1_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountSegmentRequest.ProtoReflect.Descriptor instead.
+func (*CountSegmentRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_delivery_v1_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CountSegmentRequest) GetTarget() isCountSegmentRequest_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *CountSegmentRequest) GetSegmentId() string {
+	if x != nil {
+		if x, ok := x.Target.(*CountSegmentRequest_SegmentId); ok {
+			return x.SegmentId
+		}
+	}
+	return ""
+}
+
+func (x *CountSegmentRequest) GetFilter() *SegmentFilter {
+	if x != nil {
+		if x, ok := x.Target.(*CountSegmentRequest_Filter); ok {
+			return x.Filter
+		}
+	}
+	return nil
+}
+
+type isCountSegmentRequest_Target interface {
+	isCountSegmentRequest_Target()
+}
+
+type CountSegmentRequest_SegmentId struct {
+	// A saved segment's id.
+	SegmentId string `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3,oneof"`
+}
+
+type CountSegmentRequest_Filter struct {
+	// An ad-hoc filter (not saved).
+	Filter *SegmentFilter `protobuf:"bytes,2,opt,name=filter,proto3,oneof"`
+}
+
+func (*CountSegmentRequest_SegmentId) isCountSegmentRequest_Target() {}
+
+func (*CountSegmentRequest_Filter) isCountSegmentRequest_Target() {}
+
+// ChannelCount is how many contacts are eligible on one channel.
+type ChannelCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The channel.
+	Channel Channel `protobuf:"varint,1,opt,name=channel,proto3,enum=campaignmesh.delivery.v1.Channel" json:"channel,omitempty"`
+	// Contacts a message on the channel would be sent to now.
+	Eligible      int64 `protobuf:"varint,2,opt,name=eligible,proto3" json:"eligible,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelCount) Reset() {
+	*x = ChannelCount{}
+	mi := &file_campaignmesh_delivery_v1_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelCount) ProtoMessage() {}
+
+func (x *ChannelCount) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_delivery_v1_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelCount.ProtoReflect.Descriptor instead.
+func (*ChannelCount) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_delivery_v1_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ChannelCount) GetChannel() Channel {
+	if x != nil {
+		return x.Channel
+	}
+	return Channel_CHANNEL_UNSPECIFIED
+}
+
+func (x *ChannelCount) GetEligible() int64 {
+	if x != nil {
+		return x.Eligible
+	}
+	return 0
+}
+
+// CountSegmentResponse counts a segment's contacts.
+type CountSegmentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Contacts matching the filter.
+	Contacts int64 `protobuf:"varint,1,opt,name=contacts,proto3" json:"contacts,omitempty"`
+	// Per channel (email, sms), those eligible.
+	Channels      []*ChannelCount `protobuf:"bytes,2,rep,name=channels,proto3" json:"channels,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CountSegmentResponse) Reset() {
+	*x = CountSegmentResponse{}
+	mi := &file_campaignmesh_delivery_v1_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountSegmentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountSegmentResponse) ProtoMessage() {}
+
+func (x *CountSegmentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_delivery_v1_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountSegmentResponse.ProtoReflect.Descriptor instead.
+func (*CountSegmentResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_delivery_v1_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CountSegmentResponse) GetContacts() int64 {
+	if x != nil {
+		return x.Contacts
+	}
+	return 0
+}
+
+func (x *CountSegmentResponse) GetChannels() []*ChannelCount {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
 var File_campaignmesh_delivery_v1_service_proto protoreflect.FileDescriptor
 
 const file_campaignmesh_delivery_v1_service_proto_rawDesc = "" +
@@ -775,7 +1165,30 @@ const file_campaignmesh_delivery_v1_service_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"&\n" +
 	"\x14DeleteSegmentRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id2\xa1\r\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"-\n" +
+	"\x15ImportContactsRequest\x12\x14\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"T\n" +
+	"\x0eImportRowError\x12\x12\n" +
+	"\x04line\x18\x01 \x01(\x05R\x04line\x12\x16\n" +
+	"\x06column\x18\x02 \x01(\tR\x06column\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xc4\x01\n" +
+	"\x16ImportContactsResponse\x12\x18\n" +
+	"\acreated\x18\x01 \x01(\x03R\acreated\x12\x18\n" +
+	"\aupdated\x18\x02 \x01(\x03R\aupdated\x12\x1c\n" +
+	"\tunchanged\x18\x03 \x01(\x03R\tunchanged\x12\x16\n" +
+	"\x06failed\x18\x04 \x01(\x03R\x06failed\x12@\n" +
+	"\x06errors\x18\x05 \x03(\v2(.campaignmesh.delivery.v1.ImportRowErrorR\x06errors\"\x83\x01\n" +
+	"\x13CountSegmentRequest\x12\x1f\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tH\x00R\tsegmentId\x12A\n" +
+	"\x06filter\x18\x02 \x01(\v2'.campaignmesh.delivery.v1.SegmentFilterH\x00R\x06filterB\b\n" +
+	"\x06target\"g\n" +
+	"\fChannelCount\x12;\n" +
+	"\achannel\x18\x01 \x01(\x0e2!.campaignmesh.delivery.v1.ChannelR\achannel\x12\x1a\n" +
+	"\beligible\x18\x02 \x01(\x03R\beligible\"v\n" +
+	"\x14CountSegmentResponse\x12\x1a\n" +
+	"\bcontacts\x18\x01 \x01(\x03R\bcontacts\x12B\n" +
+	"\bchannels\x18\x02 \x03(\v2&.campaignmesh.delivery.v1.ChannelCountR\bchannels2\xd3\x0f\n" +
 	"\x0fDeliveryService\x12\x97\x01\n" +
 	"\rCreateContact\x12..campaignmesh.delivery.v1.CreateContactRequest\x1a!.campaignmesh.delivery.v1.Contact\"3\xc2\xf3\x18\x12P\x01\n" +
 	"\x0econtacts.write\x82\xd3\xe4\x93\x02\x17:\acontact\"\f/v1/contacts\x12\x8a\x01\n" +
@@ -800,7 +1213,11 @@ const file_campaignmesh_delivery_v1_service_proto_rawDesc = "" +
 	"\rUpdateSegment\x12..campaignmesh.delivery.v1.UpdateSegmentRequest\x1a!.campaignmesh.delivery.v1.Segment\"@\xc2\xf3\x18\x12P\x01\n" +
 	"\x0econtacts.write\x82\xd3\xe4\x93\x02$:\asegment2\x19/v1/segments/{segment.id}\x12\x88\x01\n" +
 	"\rDeleteSegment\x12..campaignmesh.delivery.v1.DeleteSegmentRequest\x1a\x16.google.protobuf.Empty\"/\xc2\xf3\x18\x12P\x01\n" +
-	"\x0econtacts.write\x82\xd3\xe4\x93\x02\x13*\x11/v1/segments/{id}BNZLgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/delivery/v1;deliveryv1b\x06proto3"
+	"\x0econtacts.write\x82\xd3\xe4\x93\x02\x13*\x11/v1/segments/{id}\x12\x8d\x01\n" +
+	"\x0eImportContacts\x12/.campaignmesh.delivery.v1.ImportContactsRequest\x1a0.campaignmesh.delivery.v1.ImportContactsResponse\"\x16\xc2\xf3\x18\x12P\x01\n" +
+	"\x0econtacts.write(\x01\x12\x9f\x01\n" +
+	"\fCountSegment\x12-.campaignmesh.delivery.v1.CountSegmentRequest\x1a..campaignmesh.delivery.v1.CountSegmentResponse\"0\xc2\xf3\x18\x0f\n" +
+	"\rcontacts.read\x82\xd3\xe4\x93\x02\x17:\x01*\"\x12/v1/segments:countBNZLgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/delivery/v1;deliveryv1b\x06proto3"
 
 var (
 	file_campaignmesh_delivery_v1_service_proto_rawDescOnce sync.Once
@@ -814,7 +1231,7 @@ func file_campaignmesh_delivery_v1_service_proto_rawDescGZIP() []byte {
 	return file_campaignmesh_delivery_v1_service_proto_rawDescData
 }
 
-var file_campaignmesh_delivery_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_campaignmesh_delivery_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_campaignmesh_delivery_v1_service_proto_goTypes = []any{
 	(*CreateContactRequest)(nil),     // 0: campaignmesh.delivery.v1.CreateContactRequest
 	(*GetContactRequest)(nil),        // 1: campaignmesh.delivery.v1.GetContactRequest
@@ -829,51 +1246,66 @@ var file_campaignmesh_delivery_v1_service_proto_goTypes = []any{
 	(*ListSegmentsResponse)(nil),     // 10: campaignmesh.delivery.v1.ListSegmentsResponse
 	(*UpdateSegmentRequest)(nil),     // 11: campaignmesh.delivery.v1.UpdateSegmentRequest
 	(*DeleteSegmentRequest)(nil),     // 12: campaignmesh.delivery.v1.DeleteSegmentRequest
-	(*Contact)(nil),                  // 13: campaignmesh.delivery.v1.Contact
-	(*fieldmaskpb.FieldMask)(nil),    // 14: google.protobuf.FieldMask
-	(Channel)(0),                     // 15: campaignmesh.delivery.v1.Channel
-	(Consent_State)(0),               // 16: campaignmesh.delivery.v1.Consent.State
-	(*Segment)(nil),                  // 17: campaignmesh.delivery.v1.Segment
-	(*emptypb.Empty)(nil),            // 18: google.protobuf.Empty
+	(*ImportContactsRequest)(nil),    // 13: campaignmesh.delivery.v1.ImportContactsRequest
+	(*ImportRowError)(nil),           // 14: campaignmesh.delivery.v1.ImportRowError
+	(*ImportContactsResponse)(nil),   // 15: campaignmesh.delivery.v1.ImportContactsResponse
+	(*CountSegmentRequest)(nil),      // 16: campaignmesh.delivery.v1.CountSegmentRequest
+	(*ChannelCount)(nil),             // 17: campaignmesh.delivery.v1.ChannelCount
+	(*CountSegmentResponse)(nil),     // 18: campaignmesh.delivery.v1.CountSegmentResponse
+	(*Contact)(nil),                  // 19: campaignmesh.delivery.v1.Contact
+	(*fieldmaskpb.FieldMask)(nil),    // 20: google.protobuf.FieldMask
+	(Channel)(0),                     // 21: campaignmesh.delivery.v1.Channel
+	(Consent_State)(0),               // 22: campaignmesh.delivery.v1.Consent.State
+	(*Segment)(nil),                  // 23: campaignmesh.delivery.v1.Segment
+	(*SegmentFilter)(nil),            // 24: campaignmesh.delivery.v1.SegmentFilter
+	(*emptypb.Empty)(nil),            // 25: google.protobuf.Empty
 }
 var file_campaignmesh_delivery_v1_service_proto_depIdxs = []int32{
-	13, // 0: campaignmesh.delivery.v1.CreateContactRequest.contact:type_name -> campaignmesh.delivery.v1.Contact
-	13, // 1: campaignmesh.delivery.v1.ListContactsResponse.contacts:type_name -> campaignmesh.delivery.v1.Contact
-	13, // 2: campaignmesh.delivery.v1.UpdateContactRequest.contact:type_name -> campaignmesh.delivery.v1.Contact
-	14, // 3: campaignmesh.delivery.v1.UpdateContactRequest.update_mask:type_name -> google.protobuf.FieldMask
-	15, // 4: campaignmesh.delivery.v1.SetContactConsentRequest.channel:type_name -> campaignmesh.delivery.v1.Channel
-	16, // 5: campaignmesh.delivery.v1.SetContactConsentRequest.state:type_name -> campaignmesh.delivery.v1.Consent.State
-	17, // 6: campaignmesh.delivery.v1.CreateSegmentRequest.segment:type_name -> campaignmesh.delivery.v1.Segment
-	17, // 7: campaignmesh.delivery.v1.ListSegmentsResponse.segments:type_name -> campaignmesh.delivery.v1.Segment
-	17, // 8: campaignmesh.delivery.v1.UpdateSegmentRequest.segment:type_name -> campaignmesh.delivery.v1.Segment
-	14, // 9: campaignmesh.delivery.v1.UpdateSegmentRequest.update_mask:type_name -> google.protobuf.FieldMask
-	0,  // 10: campaignmesh.delivery.v1.DeliveryService.CreateContact:input_type -> campaignmesh.delivery.v1.CreateContactRequest
-	1,  // 11: campaignmesh.delivery.v1.DeliveryService.GetContact:input_type -> campaignmesh.delivery.v1.GetContactRequest
-	2,  // 12: campaignmesh.delivery.v1.DeliveryService.ListContacts:input_type -> campaignmesh.delivery.v1.ListContactsRequest
-	4,  // 13: campaignmesh.delivery.v1.DeliveryService.UpdateContact:input_type -> campaignmesh.delivery.v1.UpdateContactRequest
-	5,  // 14: campaignmesh.delivery.v1.DeliveryService.DeleteContact:input_type -> campaignmesh.delivery.v1.DeleteContactRequest
-	6,  // 15: campaignmesh.delivery.v1.DeliveryService.SetContactConsent:input_type -> campaignmesh.delivery.v1.SetContactConsentRequest
-	7,  // 16: campaignmesh.delivery.v1.DeliveryService.CreateSegment:input_type -> campaignmesh.delivery.v1.CreateSegmentRequest
-	8,  // 17: campaignmesh.delivery.v1.DeliveryService.GetSegment:input_type -> campaignmesh.delivery.v1.GetSegmentRequest
-	9,  // 18: campaignmesh.delivery.v1.DeliveryService.ListSegments:input_type -> campaignmesh.delivery.v1.ListSegmentsRequest
-	11, // 19: campaignmesh.delivery.v1.DeliveryService.UpdateSegment:input_type -> campaignmesh.delivery.v1.UpdateSegmentRequest
-	12, // 20: campaignmesh.delivery.v1.DeliveryService.DeleteSegment:input_type -> campaignmesh.delivery.v1.DeleteSegmentRequest
-	13, // 21: campaignmesh.delivery.v1.DeliveryService.CreateContact:output_type -> campaignmesh.delivery.v1.Contact
-	13, // 22: campaignmesh.delivery.v1.DeliveryService.GetContact:output_type -> campaignmesh.delivery.v1.Contact
-	3,  // 23: campaignmesh.delivery.v1.DeliveryService.ListContacts:output_type -> campaignmesh.delivery.v1.ListContactsResponse
-	13, // 24: campaignmesh.delivery.v1.DeliveryService.UpdateContact:output_type -> campaignmesh.delivery.v1.Contact
-	18, // 25: campaignmesh.delivery.v1.DeliveryService.DeleteContact:output_type -> google.protobuf.Empty
-	13, // 26: campaignmesh.delivery.v1.DeliveryService.SetContactConsent:output_type -> campaignmesh.delivery.v1.Contact
-	17, // 27: campaignmesh.delivery.v1.DeliveryService.CreateSegment:output_type -> campaignmesh.delivery.v1.Segment
-	17, // 28: campaignmesh.delivery.v1.DeliveryService.GetSegment:output_type -> campaignmesh.delivery.v1.Segment
-	10, // 29: campaignmesh.delivery.v1.DeliveryService.ListSegments:output_type -> campaignmesh.delivery.v1.ListSegmentsResponse
-	17, // 30: campaignmesh.delivery.v1.DeliveryService.UpdateSegment:output_type -> campaignmesh.delivery.v1.Segment
-	18, // 31: campaignmesh.delivery.v1.DeliveryService.DeleteSegment:output_type -> google.protobuf.Empty
-	21, // [21:32] is the sub-list for method output_type
-	10, // [10:21] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	19, // 0: campaignmesh.delivery.v1.CreateContactRequest.contact:type_name -> campaignmesh.delivery.v1.Contact
+	19, // 1: campaignmesh.delivery.v1.ListContactsResponse.contacts:type_name -> campaignmesh.delivery.v1.Contact
+	19, // 2: campaignmesh.delivery.v1.UpdateContactRequest.contact:type_name -> campaignmesh.delivery.v1.Contact
+	20, // 3: campaignmesh.delivery.v1.UpdateContactRequest.update_mask:type_name -> google.protobuf.FieldMask
+	21, // 4: campaignmesh.delivery.v1.SetContactConsentRequest.channel:type_name -> campaignmesh.delivery.v1.Channel
+	22, // 5: campaignmesh.delivery.v1.SetContactConsentRequest.state:type_name -> campaignmesh.delivery.v1.Consent.State
+	23, // 6: campaignmesh.delivery.v1.CreateSegmentRequest.segment:type_name -> campaignmesh.delivery.v1.Segment
+	23, // 7: campaignmesh.delivery.v1.ListSegmentsResponse.segments:type_name -> campaignmesh.delivery.v1.Segment
+	23, // 8: campaignmesh.delivery.v1.UpdateSegmentRequest.segment:type_name -> campaignmesh.delivery.v1.Segment
+	20, // 9: campaignmesh.delivery.v1.UpdateSegmentRequest.update_mask:type_name -> google.protobuf.FieldMask
+	14, // 10: campaignmesh.delivery.v1.ImportContactsResponse.errors:type_name -> campaignmesh.delivery.v1.ImportRowError
+	24, // 11: campaignmesh.delivery.v1.CountSegmentRequest.filter:type_name -> campaignmesh.delivery.v1.SegmentFilter
+	21, // 12: campaignmesh.delivery.v1.ChannelCount.channel:type_name -> campaignmesh.delivery.v1.Channel
+	17, // 13: campaignmesh.delivery.v1.CountSegmentResponse.channels:type_name -> campaignmesh.delivery.v1.ChannelCount
+	0,  // 14: campaignmesh.delivery.v1.DeliveryService.CreateContact:input_type -> campaignmesh.delivery.v1.CreateContactRequest
+	1,  // 15: campaignmesh.delivery.v1.DeliveryService.GetContact:input_type -> campaignmesh.delivery.v1.GetContactRequest
+	2,  // 16: campaignmesh.delivery.v1.DeliveryService.ListContacts:input_type -> campaignmesh.delivery.v1.ListContactsRequest
+	4,  // 17: campaignmesh.delivery.v1.DeliveryService.UpdateContact:input_type -> campaignmesh.delivery.v1.UpdateContactRequest
+	5,  // 18: campaignmesh.delivery.v1.DeliveryService.DeleteContact:input_type -> campaignmesh.delivery.v1.DeleteContactRequest
+	6,  // 19: campaignmesh.delivery.v1.DeliveryService.SetContactConsent:input_type -> campaignmesh.delivery.v1.SetContactConsentRequest
+	7,  // 20: campaignmesh.delivery.v1.DeliveryService.CreateSegment:input_type -> campaignmesh.delivery.v1.CreateSegmentRequest
+	8,  // 21: campaignmesh.delivery.v1.DeliveryService.GetSegment:input_type -> campaignmesh.delivery.v1.GetSegmentRequest
+	9,  // 22: campaignmesh.delivery.v1.DeliveryService.ListSegments:input_type -> campaignmesh.delivery.v1.ListSegmentsRequest
+	11, // 23: campaignmesh.delivery.v1.DeliveryService.UpdateSegment:input_type -> campaignmesh.delivery.v1.UpdateSegmentRequest
+	12, // 24: campaignmesh.delivery.v1.DeliveryService.DeleteSegment:input_type -> campaignmesh.delivery.v1.DeleteSegmentRequest
+	13, // 25: campaignmesh.delivery.v1.DeliveryService.ImportContacts:input_type -> campaignmesh.delivery.v1.ImportContactsRequest
+	16, // 26: campaignmesh.delivery.v1.DeliveryService.CountSegment:input_type -> campaignmesh.delivery.v1.CountSegmentRequest
+	19, // 27: campaignmesh.delivery.v1.DeliveryService.CreateContact:output_type -> campaignmesh.delivery.v1.Contact
+	19, // 28: campaignmesh.delivery.v1.DeliveryService.GetContact:output_type -> campaignmesh.delivery.v1.Contact
+	3,  // 29: campaignmesh.delivery.v1.DeliveryService.ListContacts:output_type -> campaignmesh.delivery.v1.ListContactsResponse
+	19, // 30: campaignmesh.delivery.v1.DeliveryService.UpdateContact:output_type -> campaignmesh.delivery.v1.Contact
+	25, // 31: campaignmesh.delivery.v1.DeliveryService.DeleteContact:output_type -> google.protobuf.Empty
+	19, // 32: campaignmesh.delivery.v1.DeliveryService.SetContactConsent:output_type -> campaignmesh.delivery.v1.Contact
+	23, // 33: campaignmesh.delivery.v1.DeliveryService.CreateSegment:output_type -> campaignmesh.delivery.v1.Segment
+	23, // 34: campaignmesh.delivery.v1.DeliveryService.GetSegment:output_type -> campaignmesh.delivery.v1.Segment
+	10, // 35: campaignmesh.delivery.v1.DeliveryService.ListSegments:output_type -> campaignmesh.delivery.v1.ListSegmentsResponse
+	23, // 36: campaignmesh.delivery.v1.DeliveryService.UpdateSegment:output_type -> campaignmesh.delivery.v1.Segment
+	25, // 37: campaignmesh.delivery.v1.DeliveryService.DeleteSegment:output_type -> google.protobuf.Empty
+	15, // 38: campaignmesh.delivery.v1.DeliveryService.ImportContacts:output_type -> campaignmesh.delivery.v1.ImportContactsResponse
+	18, // 39: campaignmesh.delivery.v1.DeliveryService.CountSegment:output_type -> campaignmesh.delivery.v1.CountSegmentResponse
+	27, // [27:40] is the sub-list for method output_type
+	14, // [14:27] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_campaignmesh_delivery_v1_service_proto_init() }
@@ -882,13 +1314,17 @@ func file_campaignmesh_delivery_v1_service_proto_init() {
 		return
 	}
 	file_campaignmesh_delivery_v1_resources_proto_init()
+	file_campaignmesh_delivery_v1_service_proto_msgTypes[16].OneofWrappers = []any{
+		(*CountSegmentRequest_SegmentId)(nil),
+		(*CountSegmentRequest_Filter)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campaignmesh_delivery_v1_service_proto_rawDesc), len(file_campaignmesh_delivery_v1_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,8 @@ const (
 	DeliveryService_ListSegments_FullMethodName      = "/campaignmesh.delivery.v1.DeliveryService/ListSegments"
 	DeliveryService_UpdateSegment_FullMethodName     = "/campaignmesh.delivery.v1.DeliveryService/UpdateSegment"
 	DeliveryService_DeleteSegment_FullMethodName     = "/campaignmesh.delivery.v1.DeliveryService/DeleteSegment"
+	DeliveryService_ImportContacts_FullMethodName    = "/campaignmesh.delivery.v1.DeliveryService/ImportContacts"
+	DeliveryService_CountSegment_FullMethodName      = "/campaignmesh.delivery.v1.DeliveryService/CountSegment"
 )
 
 // DeliveryServiceClient is the client API for DeliveryService service.
@@ -77,6 +79,24 @@ type DeliveryServiceClient interface {
 	// DeleteSegment deletes a segment. Caller: tenant admin or manager.
 	// Permission: contacts.write. Audited.
 	DeleteSegment(ctx context.Context, in *DeleteSegmentRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
+	// ImportContacts upserts contacts from a CSV file sent as a stream of chunks (each at most
+	// 1,048,000 bytes; the file at most the service's import limit, 256 MiB and 1,000,000 rows by
+	// default). The header row names the columns: email, phone, user_id, first_name, last_name,
+	// time_zone, locale, consent.email, consent.sms (granted, revoked or empty) and attr.<name>.
+	// A row's email, phone or user_id finds the contact it updates, else it creates one; empty
+	// cells change nothing. A bad row is counted and reported (the first 100, with their line)
+	// and never fails the import. A bad header answers INVALID_ARGUMENT before anything is
+	// stored; a file over a limit answers RESOURCE_EXHAUSTED, and the rows before the limit are
+	// stored (batches of 500 commit one by one: import the same file again to finish, it is an
+	// upsert). REST: POST /v1/contacts:import with the file as a text/csv body (a gateway
+	// handler, not a grpc-gateway route). Caller: tenant admin or manager.
+	// Permission: contacts.write. Audited once per import.
+	ImportContacts(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportContactsRequest, ImportContactsResponse], error)
+	// CountSegment counts the contacts of a saved segment (or of an ad-hoc filter) as they are
+	// now, and how many of them are eligible on each channel (not suppressed, with an address
+	// and granted consent): what a campaign sent now would reach. Caller: tenant admin or
+	// manager. Permission: contacts.read.
+	CountSegment(ctx context.Context, in *CountSegmentRequest, opts ...grpc.CallOption) (*CountSegmentResponse, error)
 }
 
 type deliveryServiceClient struct {
@@ -197,6 +217,29 @@ func (c *deliveryServiceClient) DeleteSegment(ctx context.Context, in *DeleteSeg
 	return out, nil
 }
 
+func (c *deliveryServiceClient) ImportContacts(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportContactsRequest, ImportContactsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &DeliveryService_ServiceDesc.Streams[0], DeliveryService_ImportContacts_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ImportContactsRequest, ImportContactsResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DeliveryService_ImportContactsClient = grpc.ClientStreamingClient[ImportContactsRequest, ImportContactsResponse]
+
+func (c *deliveryServiceClient) CountSegment(ctx context.Context, in *CountSegmentRequest, opts ...grpc.CallOption) (*CountSegmentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CountSegmentResponse)
+	err := c.cc.Invoke(ctx, DeliveryService_CountSegment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DeliveryServiceServer is the server API for DeliveryService service.
 // All implementations must embed UnimplementedDeliveryServiceServer
 // for forward compatibility.
@@ -241,6 +284,24 @@ type DeliveryServiceServer interface {
 	// DeleteSegment deletes a segment. Caller: tenant admin or manager.
 	// Permission: contacts.write. Audited.
 	DeleteSegment(context.Context, *DeleteSegmentRequest) (*emptypb.Empty, error)
+	// ImportContacts upserts contacts from a CSV file sent as a stream of chunks (each at most
+	// 1,048,000 bytes; the file at most the service's import limit, 256 MiB and 1,000,000 rows by
+	// default). The header row names the columns: email, phone, user_id, first_name, last_name,
+	// time_zone, locale, consent.email, consent.sms (granted, revoked or empty) and attr.<name>.
+	// A row's email, phone or user_id finds the contact it updates, else it creates one; empty
+	// cells change nothing. A bad row is counted and reported (the first 100, with their line)
+	// and never fails the import. A bad header answers INVALID_ARGUMENT before anything is
+	// stored; a file over a limit answers RESOURCE_EXHAUSTED, and the rows before the limit are
+	// stored (batches of 500 commit one by one: import the same file again to finish, it is an
+	// upsert). REST: POST /v1/contacts:import with the file as a text/csv body (a gateway
+	// handler, not a grpc-gateway route). Caller: tenant admin or manager.
+	// Permission: contacts.write. Audited once per import.
+	ImportContacts(grpc.ClientStreamingServer[ImportContactsRequest, ImportContactsResponse]) error
+	// CountSegment counts the contacts of a saved segment (or of an ad-hoc filter) as they are
+	// now, and how many of them are eligible on each channel (not suppressed, with an address
+	// and granted consent): what a campaign sent now would reach. Caller: tenant admin or
+	// manager. Permission: contacts.read.
+	CountSegment(context.Context, *CountSegmentRequest) (*CountSegmentResponse, error)
 	mustEmbedUnimplementedDeliveryServiceServer()
 }
 
@@ -283,6 +344,12 @@ func (UnimplementedDeliveryServiceServer) UpdateSegment(context.Context, *Update
 }
 func (UnimplementedDeliveryServiceServer) DeleteSegment(context.Context, *DeleteSegmentRequest) (*emptypb.Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteSegment not implemented")
+}
+func (UnimplementedDeliveryServiceServer) ImportContacts(grpc.ClientStreamingServer[ImportContactsRequest, ImportContactsResponse]) error {
+	return status.Error(codes.Unimplemented, "method ImportContacts not implemented")
+}
+func (UnimplementedDeliveryServiceServer) CountSegment(context.Context, *CountSegmentRequest) (*CountSegmentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CountSegment not implemented")
 }
 func (UnimplementedDeliveryServiceServer) mustEmbedUnimplementedDeliveryServiceServer() {}
 func (UnimplementedDeliveryServiceServer) testEmbeddedByValue()                         {}
@@ -503,6 +570,31 @@ func _DeliveryService_DeleteSegment_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DeliveryService_ImportContacts_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(DeliveryServiceServer).ImportContacts(&grpc.GenericServerStream[ImportContactsRequest, ImportContactsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DeliveryService_ImportContactsServer = grpc.ClientStreamingServer[ImportContactsRequest, ImportContactsResponse]
+
+func _DeliveryService_CountSegment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CountSegmentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeliveryServiceServer).CountSegment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeliveryService_CountSegment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeliveryServiceServer).CountSegment(ctx, req.(*CountSegmentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DeliveryService_ServiceDesc is the grpc.ServiceDesc for DeliveryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -554,7 +646,17 @@ var DeliveryService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "DeleteSegment",
 			Handler:    _DeliveryService_DeleteSegment_Handler,
 		},
+		{
+			MethodName: "CountSegment",
+			Handler:    _DeliveryService_CountSegment_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ImportContacts",
+			Handler:       _DeliveryService_ImportContacts_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "campaignmesh/delivery/v1/service.proto",
 }

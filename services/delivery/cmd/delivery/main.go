@@ -32,6 +32,15 @@ func parse(args []string) (settings, error) {
 	c.ConnectionAge.RegisterFlags(fs)
 	fs.StringVar(&c.PostgresURL, "postgres-url", "", "PostgreSQL URL of the delivery database (required)")
 	fs.StringVar(&c.AuthAddr, "auth-addr", c.AuthAddr, "address of the auth service (signing keys, API key verification, audit log)")
+	fs.StringVar(&c.AnalyticsAddr, "analytics-addr", c.AnalyticsAddr, "address of the analytics service (segments' behaviour conditions; empty: none)")
+	c.NATS.RegisterFlags(fs, app.ServiceName)
+	// NATS is optional here (the suppression list): no server unless -nats-url names one.
+	if f := fs.Lookup("nats-url"); f != nil {
+		f.DefValue = ""
+		_ = f.Value.Set("")
+	}
+	fs.StringVar(&c.PrivacyKeyFile, "privacy-key-file", "", "file holding the mesh's privacy key, as dsr's and ingest's (required with -nats-url)")
+	fs.DurationVar(&c.PrivacyLoadTimeout, "privacy-load-timeout", c.PrivacyLoadTimeout, "how long the start waits for the suppression list")
 	c.TLS.RegisterFlags(fs, app.ServiceName)
 	fs.IntVar(&c.MaxRecvMsgSize, "max-recv-msg-size", c.MaxRecvMsgSize, "largest request message in bytes")
 	fs.DurationVar(&c.GracePeriod, "grace-period", c.GracePeriod, "how long a stop waits for calls in flight")
@@ -51,6 +60,8 @@ func parse(args []string) (settings, error) {
 		sc.FrequencyCap = fc
 		return err
 	})
+	fs.Int64Var(&c.ImportMaxBytes, "import-max-bytes", delivery.DefaultImportLimits.MaxBytes, "largest contacts import (CSV file) in bytes")
+	fs.IntVar(&c.ImportMaxRows, "import-max-rows", delivery.DefaultImportLimits.MaxRows, "most rows of one contacts import")
 	fs.TextVar(&s.logLevel, "log-level", slog.LevelInfo, "log level (debug, info, warn, error)")
 	if err := config.Parse(fs, "CM_DELIVERY", args); err != nil {
 		return s, err
@@ -59,6 +70,11 @@ func parse(args []string) (settings, error) {
 	p.Check(c.PostgresURL != "", "-postgres-url is required")
 	p.Check(c.TLS.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
 	c.ConnectionAge.Check(&p)
+	if c.NATS.URL != "" {
+		c.NATS.Check(&p)
+		p.Check(c.PrivacyKeyFile != "", "-privacy-key-file is required with -nats-url")
+	}
+	p.Check(c.ImportMaxBytes >= 1<<10 && c.ImportMaxRows >= 1, "-import-max-bytes must be at least 1 KiB and -import-max-rows at least 1")
 	p.Check(c.MaxRecvMsgSize >= 1024 && c.MaxRecvMsgSize <= 64<<20, "-max-recv-msg-size must be between 1 KiB and 64 MiB")
 	p.Check(sc.SendRate >= 0, "-send-rate must not be negative")
 	p.Check(sc.SendConcurrency >= 1 && sc.SendConcurrency <= 1000, "-send-concurrency must be between 1 and 1000")

@@ -58,3 +58,23 @@ func TestSendingFlags(t *testing.T) {
 		}
 	}
 }
+
+// The audience flags: analytics' default address; NATS off unless -nats-url is set, and then
+// the privacy key is required; the import limits.
+func TestAudienceFlags(t *testing.T) {
+	base := []string{"-postgres-url", "postgres://x", "-tls-cert", "c", "-tls-key", "k", "-tls-ca", "ca"}
+	s, err := parse(base)
+	if err != nil || s.cfg.AnalyticsAddr != "127.0.0.1:7104" || s.cfg.NATS.URL != "" || s.cfg.ImportMaxBytes != 256<<20 || s.cfg.ImportMaxRows != 1_000_000 {
+		t.Fatalf("defaults: analytics %q nats %q import %d bytes %d rows, %v", s.cfg.AnalyticsAddr, s.cfg.NATS.URL, s.cfg.ImportMaxBytes, s.cfg.ImportMaxRows, err)
+	}
+	if _, err := parse(append([]string{"-nats-url", "nats://127.0.0.1:14222", "-nats-password-file", "p"}, base...)); err == nil || !strings.Contains(err.Error(), "-privacy-key-file") {
+		t.Errorf("NATS without the privacy key: %v", err)
+	}
+	s, err = parse(append([]string{"-nats-url", "nats://h:1", "-nats-password-file", "p", "-privacy-key-file", "k", "-analytics-addr", "", "-import-max-bytes", "2048"}, base...))
+	if err != nil || s.cfg.NATS.URL != "nats://h:1" || s.cfg.NATS.User != "delivery" || s.cfg.AnalyticsAddr != "" || s.cfg.ImportMaxBytes != 2048 {
+		t.Errorf("set: %+v %v", s.cfg.NATS, err)
+	}
+	if _, err := parse(append([]string{"-import-max-bytes", "10"}, base...)); err == nil {
+		t.Error("a 10-byte import limit accepted")
+	}
+}

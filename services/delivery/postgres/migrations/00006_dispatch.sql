@@ -17,10 +17,8 @@ CREATE TABLE dispatch_campaigns (
 -- Recipient listings (by ledger id within a campaign).
 CREATE INDEX ledger_campaign_id ON ledger (tenant_id, campaign_id, id);
 
--- Frequency caps: a contact's rows across campaigns.
-CREATE INDEX ledger_contact ON ledger (tenant_id, contact_id);
+-- Frequency caps read a contact's rows across campaigns through ledger_contact (00005).
 
 -- +goose Down
-DROP INDEX ledger_contact;
 DROP INDEX ledger_campaign_id;
 DROP TABLE dispatch_campaigns;

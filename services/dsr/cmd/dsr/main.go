@@ -26,7 +26,7 @@ func (s settings) LogLevel() slog.Level { return s.logLevel }
 func parse(args []string) (settings, error) {
 	s := settings{cfg: app.DefaultConfig()}
 	c := &s.cfg
-	participants := "analytics=127.0.0.1:7104,auth=127.0.0.1:7101"
+	participants := "analytics=127.0.0.1:7104,auth=127.0.0.1:7101,delivery=127.0.0.1:7106"
 	fs := flag.NewFlagSet("dsr", flag.ContinueOnError)
 	fs.StringVar(&c.Listen, "listen", c.Listen, "gRPC (mTLS) listen address")
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin listen address for /metrics and /healthz")

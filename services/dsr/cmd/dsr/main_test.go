@@ -22,7 +22,7 @@ func TestFlags(t *testing.T) {
 	if c.Listen != "127.0.0.1:7105" || c.AdminListen != "127.0.0.1:9105" || c.Workers != 256 || c.Lease != 2*time.Minute || c.PollInterval != time.Second {
 		t.Errorf("defaults: %s %s workers %d lease %s poll %s", c.Listen, c.AdminListen, c.Workers, c.Lease, c.PollInterval)
 	}
-	if len(c.Participants) != 2 || c.Participants[0].Name != "analytics" || c.Participants[1].Name != "auth" {
+	if len(c.Participants) != 3 || c.Participants[0].Name != "analytics" || c.Participants[1].Name != "auth" || c.Participants[2].Name != "delivery" {
 		t.Errorf("default participants: %+v", c.Participants)
 	}
 	t.Setenv("CM_DSR_PARTICIPANTS", "analytics=10.0.0.4:7104")
