@@ -119,7 +119,7 @@ service_env() {
       "CM_DSR_NATS_USER=dsr" "CM_DSR_NATS_PASSWORD_FILE=$SECRETS/nats-dsr"
       "CM_DSR_PRIVACY_KEY_FILE=$SECRETS/privacy-key"
       "CM_DSR_KEY_ENCRYPTION_KEYS_FILE=$SECRETS/dsr-kek"
-      "CM_DSR_PARTICIPANTS=analytics=127.0.0.1:7104,auth=127.0.0.1:7101") ;;
+      "CM_DSR_PARTICIPANTS=analytics=127.0.0.1:7104,auth=127.0.0.1:7101,delivery=127.0.0.1:7106") ;;
     gateway) own+=("CM_GATEWAY_EDGE_TLS_CERT=$CERTS/edge.pem" "CM_GATEWAY_EDGE_TLS_KEY=$CERTS/edge-key.pem"
       "CM_GATEWAY_NATS_URL=${INFRA_CM_NATS_URL:-}"
       "CM_GATEWAY_NATS_USER=gateway" "CM_GATEWAY_NATS_PASSWORD_FILE=$SECRETS/nats-gateway"
