@@ -1,0 +1,235 @@
+package delivery
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
+)
+
+// WebhookProvider names the provider a webhook came from.
+type WebhookProvider string
+
+// The providers whose webhooks delivery receives.
+const (
+	WebhookSendGrid WebhookProvider = "sendgrid"
+	WebhookTwilio   WebhookProvider = "twilio"
+)
+
+// ProviderEvent is one verified status event of a provider (a SendGrid Event Webhook event, a
+// Twilio status callback), in the provider's own terms. Its dedup key is (Provider, MessageID,
+// Type, Time): what stays the same when the provider redelivers (SendGrid's sg_event_id may
+// change; Twilio callbacks carry no time, and a message reaches each status once).
+type ProviderEvent struct {
+	Provider  WebhookProvider
+	MessageID string
+	// Type is the provider's event type or message status ("delivered", "bounce", "failed"…).
+	Type string
+	Time time.Time
+	// Ref is the ledger row's id the message carried (SendGrid's cm_ref custom arg, the
+	// StatusCallback URL's cm_ref): events without one are not ours and are ignored.
+	Ref string
+	// BounceType is SendGrid's bounce type: "bounce" (hard) or "blocked" (soft).
+	BounceType string
+	// ErrorCode is Twilio's error code of a failed or undelivered message.
+	ErrorCode int
+}
+
+// ID is the event's deterministic id in the pipeline, from its dedup key.
+func (e ProviderEvent) ID() string {
+	h := sha256.Sum256([]byte(string(e.Provider) + "\x00" + e.MessageID + "\x00" + e.Type + "\x00" + strconv.FormatInt(e.Time.Unix(), 10)))
+	return string(e.Provider) + ":" + hex.EncodeToString(h[:16])
+}
+
+// Twilio error codes that mean the number will never take a message (the address is
+// suppressed) and that the recipient replied STOP (consent revoked).
+const (
+	twilioUnknownDestination = 30005
+	twilioLandline           = 30006
+	twilioUnsubscribed       = 21610
+)
+
+// effect is what a provider event means for delivery.
+type effect struct {
+	event Event
+	// status is the ledger row's new delivery status ("" leaves it).
+	status string
+	// suppress, when set, suppresses the contact with this reason.
+	suppress string
+	// revoke, when set, revokes the contact's consent on the channel.
+	revoke Channel
+}
+
+// effectOf maps a provider event; ok is false for events delivery does not act on (processed,
+// deferred, opens and clicks of the provider's own tracking, queued/sent statuses).
+func effectOf(e ProviderEvent) (effect, bool) {
+	f := effect{status: e.Type, event: Event{Type: EventTrack}}
+	switch e.Provider {
+	case WebhookSendGrid:
+		switch e.Type {
+		case "delivered":
+			f.event = Event{Type: EventImpression, Name: EventNameDelivered}
+		case "bounce":
+			f.event.Name = EventNameBounced
+			if e.BounceType != "blocked" {
+				f.suppress = "hard_bounce"
+			}
+		case "dropped":
+			f.event.Name = EventNameDropped
+		case "spamreport":
+			f.event.Name, f.suppress = EventNameSpamReport, "spam_report"
+		case "unsubscribe", "group_unsubscribe":
+			f.event.Name, f.revoke = EventNameUnsubscribed, ChannelEmail
+		default:
+			return effect{}, false
+		}
+	case WebhookTwilio:
+		switch e.Type {
+		case "delivered":
+			f.event = Event{Type: EventImpression, Name: EventNameDelivered}
+		case "undelivered", "failed":
+			f.event.Name = EventNameUndelivered
+			if e.Type == "failed" {
+				f.event.Name = EventNameFailed
+			}
+			switch e.ErrorCode {
+			case twilioUnknownDestination, twilioLandline:
+				f.suppress = "invalid_number"
+			case twilioUnsubscribed:
+				f.revoke = ChannelSMS
+			}
+		default:
+			return effect{}, false
+		}
+	default:
+		return effect{}, false
+	}
+	return f, true
+}
+
+// HandleProviderEvents acts on verified provider events, each exactly once however often the
+// provider redelivers it: the first delivery records its dedup key and changes the ledger row's
+// delivery status in one transaction; then the contact is suppressed or its consent revoked
+// (hard bounce, spam report, provider unsubscribe; audited; skipped when already so) and the
+// event is published with its deterministic id; then the key is marked finished. A failure
+// between those steps answers UNAVAILABLE so the provider redelivers: the status is not changed
+// twice, the event id is the same, and the contact changes are idempotent.
+func (t *Tracker) HandleProviderEvents(ctx context.Context, evs []ProviderEvent) error {
+	for _, e := range evs {
+		if err := t.handleProviderEvent(ctx, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *Tracker) handleProviderEvent(ctx context.Context, e ProviderEvent) error {
+	f, ok := effectOf(e)
+	if !ok || e.Ref == "" || !validRef(e.Ref) || e.MessageID == "" {
+		return nil
+	}
+	r, err := t.store.TrackedRecipient(ctx, e.Ref)
+	if apperr.HasCode(err, apperr.NotFound) {
+		return nil // not a message of ours (or its row is gone): nothing to record
+	}
+	if err != nil {
+		return fmt.Errorf("look up recipient of %s event: %w", e.Provider, err)
+	}
+	if r.ProviderID != "" && e.Provider == WebhookSendGrid && !strings.HasPrefix(e.MessageID, r.ProviderID) ||
+		r.ProviderID != "" && e.Provider == WebhookTwilio && e.MessageID != r.ProviderID {
+		return nil // the ref was copied onto another message: trust neither
+	}
+	done, err := t.store.BeginProviderEvent(ctx, e, r.TenantID, f.status)
+	if err != nil || done {
+		return err
+	}
+	actor := "provider:" + string(e.Provider)
+	if f.suppress != "" {
+		if err := t.suppress(ctx, r, f.suppress, actor); err != nil {
+			return err
+		}
+	}
+	if f.revoke != "" {
+		if err := t.revoke(ctx, r.TenantID, r.ContactID, f.revoke, "provider_"+string(e.Provider), actor, "delivery/ProviderWebhook"); err != nil {
+			return err
+		}
+	}
+	ev := f.event
+	ev.ID, ev.UserID, ev.CampaignID, ev.Variant, ev.Time = e.ID(), r.ContactID, r.CampaignID, r.Variant, e.Time
+	if ev.Time.IsZero() {
+		ev.Time = t.now().UTC()
+	}
+	ev.Properties = map[string]string{"provider": string(e.Provider), "status": e.Type}
+	if ev.Type == EventImpression {
+		message, _, err := t.pricing.Costs(ctx, r.TenantID, r.CampaignID)
+		if err != nil {
+			t.log.WarnContext(ctx, "message cost unknown", "tenant_id", r.TenantID, "campaign_id", r.CampaignID, "error", err)
+			return errEventsUnavailable
+		}
+		ev.Value = message
+	}
+	if err := t.publish(ctx, r.TenantID, []Event{ev}); err != nil {
+		return err
+	}
+	return t.store.FinishProviderEvent(ctx, e)
+}
+
+// auditWork scopes the audit records of a change nobody signed in for (a recipient's click, a
+// provider's webhook): the actor is who asked for it.
+// Providers are "service" actors; a recipient (who holds only a link or a phone) is
+// "anonymous".
+func auditWork(ctx context.Context, method, tenantID, actor string) context.Context {
+	kind := "anonymous"
+	if strings.HasPrefix(actor, "provider:") {
+		kind = "service"
+	}
+	return audit.WithWork(ctx, func() audit.Record {
+		return audit.Record{Method: method, TenantID: tenantID, Actor: actor, ActorKind: kind, Service: "delivery"}
+	})
+}
+
+// suppress suppresses r's contact unless it is already (a redelivery): one audit record per
+// real change. A contact erased since is nothing to suppress.
+func (t *Tracker) suppress(ctx context.Context, r Recipient, reason, actor string) error {
+	c, err := t.audiences.GetContact(ctx, r.TenantID, r.ContactID)
+	if apperr.HasCode(err, apperr.NotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read contact to suppress: %w", err)
+	}
+	if c.Suppressed {
+		return nil
+	}
+	_, err = t.audiences.Suppress(auditWork(ctx, "delivery/ProviderWebhook", r.TenantID, actor), r.TenantID, r.ContactID, reason)
+	if apperr.HasCode(err, apperr.NotFound) {
+		return nil
+	}
+	return err
+}
+
+// revoke revokes a contact's consent on ch unless it is already revoked, audited as method by
+// actor.
+func (t *Tracker) revoke(ctx context.Context, tenantID, contactID string, ch Channel, source, actor, method string) error {
+	c, err := t.audiences.GetContact(ctx, tenantID, contactID)
+	if apperr.HasCode(err, apperr.NotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read contact to revoke consent: %w", err)
+	}
+	if c.Consent.For(ch).State == ConsentRevoked {
+		return nil
+	}
+	_, err = t.audiences.SetConsent(auditWork(ctx, method, tenantID, actor), tenantID, contactID, ch, ConsentRevoked, source)
+	if apperr.HasCode(err, apperr.NotFound) {
+		return nil
+	}
+	return err
+}
