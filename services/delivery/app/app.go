@@ -55,6 +55,9 @@ type Config struct {
 	// Verifier, when set, checks callers' credentials instead of the auth service (tests that
 	// make their own principals); auth is then dialed only to deliver audit records.
 	Verifier grpcserver.Verifier
+
+	// Tracking configures tracked links, unsubscribe and provider webhooks (app/tracking.go).
+	Tracking TrackingConfig
 }
 
 // DefaultConfig returns the documented defaults. The database and TLS files have none: they
@@ -63,6 +66,7 @@ func DefaultConfig() Config {
 	return Config{
 		Listen: "127.0.0.1:7106", AdminListen: "127.0.0.1:9106", AuthAddr: "127.0.0.1:7101",
 		MaxRecvMsgSize: 1 << 20, GracePeriod: grpcserver.DefaultGracePeriod, ConnectionAge: grpcserver.DefaultConnectionAge,
+		Tracking: DefaultTrackingConfig(),
 	}
 }
 
@@ -74,6 +78,7 @@ type App struct {
 	revocations *authn.RevocationList // nil with Config.Verifier
 	audiences   *delivery.Audiences
 	server      *grpcserver.Server
+	links       *delivery.TrackingLinks // nil: tracking off
 }
 
 // New opens the database (applying its migrations and creating the audit outbox), dials auth
@@ -120,6 +125,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		cfg.ConnectionAge.Option(),
 	)...)
 	deliveryv1.RegisterDeliveryServiceServer(a.server.GRPC(), grpcapi.NewServer(a.audiences))
+	if err := a.registerTracking(cfg.Tracking, certs, a.server.GRPC(), logger); err != nil {
+		return nil, err
+	}
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
 		return nil, err

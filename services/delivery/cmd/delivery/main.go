@@ -32,6 +32,7 @@ func parse(args []string) (settings, error) {
 	fs.StringVar(&c.PostgresURL, "postgres-url", "", "PostgreSQL URL of the delivery database (required)")
 	fs.StringVar(&c.AuthAddr, "auth-addr", c.AuthAddr, "address of the auth service (signing keys, API key verification, audit log)")
 	c.TLS.RegisterFlags(fs, app.ServiceName)
+	app.RegisterTrackingFlags(fs, &c.Tracking)
 	fs.IntVar(&c.MaxRecvMsgSize, "max-recv-msg-size", c.MaxRecvMsgSize, "largest request message in bytes")
 	fs.DurationVar(&c.GracePeriod, "grace-period", c.GracePeriod, "how long a stop waits for calls in flight")
 	fs.TextVar(&s.logLevel, "log-level", slog.LevelInfo, "log level (debug, info, warn, error)")
@@ -42,6 +43,7 @@ func parse(args []string) (settings, error) {
 	p.Check(c.PostgresURL != "", "-postgres-url is required")
 	p.Check(c.TLS.Complete(), "-tls-cert, -tls-key and -tls-ca are required")
 	c.ConnectionAge.Check(&p)
+	app.CheckTracking(c.Tracking, &p)
 	p.Check(c.MaxRecvMsgSize >= 1024 && c.MaxRecvMsgSize <= 64<<20, "-max-recv-msg-size must be between 1 KiB and 64 MiB")
 	return s, p.Err()
 }
