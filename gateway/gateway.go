@@ -164,6 +164,7 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 	if g.segment, err = newSegmentAPI(cfg, backends, g.refusals); err != nil {
 		return nil, err
 	}
+	registerTracking(mux, backends, cfg.Logger) // tracked links, pixel, unsubscribe, provider webhooks (tracking.go)
 
 	route := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isGRPC(r) {
