@@ -30,12 +30,14 @@ func (p fixedPricing) Costs(context.Context, string, string) (delivery.Money, de
 type recordingSink struct {
 	mu     sync.Mutex
 	fail   error
+	calls  int
 	events map[string][]delivery.Event
 }
 
 func (s *recordingSink) Publish(_ context.Context, tenantID string, evs []delivery.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.calls++
 	if s.fail != nil {
 		return s.fail
 	}

@@ -116,48 +116,75 @@ func effectOf(e ProviderEvent) (effect, bool) {
 // HandleProviderEvents acts on verified provider events, each exactly once however often the
 // provider redelivers it: the first delivery records its dedup key and changes the ledger row's
 // delivery status in one transaction; then the contact is suppressed or its consent revoked
-// (hard bounce, spam report, provider unsubscribe; audited; skipped when already so) and the
-// event is published with its deterministic id; then the key is marked finished. A failure
-// between those steps answers UNAVAILABLE so the provider redelivers: the status is not changed
-// twice, the event id is the same, and the contact changes are idempotent.
+// (hard bounce, spam report, provider unsubscribe; audited; skipped when already so); then the
+// events of the whole request are published (one call per tenant, deterministic ids) and their
+// keys marked finished. A failure anywhere answers an error so the provider redelivers: the
+// status is not changed twice, the event ids are the same, and the contact changes are
+// idempotent.
 func (t *Tracker) HandleProviderEvents(ctx context.Context, evs []ProviderEvent) error {
+	byTenant := map[string][]Event{}
+	var tenants []string
+	var started []ProviderEvent
+	prices := map[[2]string]Money{}
 	for _, e := range evs {
-		if err := t.handleProviderEvent(ctx, e); err != nil {
+		tenantID, ev, err := t.beginProviderEvent(ctx, e, prices)
+		if err != nil {
+			return err
+		}
+		if ev == nil {
+			continue
+		}
+		if _, ok := byTenant[tenantID]; !ok {
+			tenants = append(tenants, tenantID)
+		}
+		byTenant[tenantID] = append(byTenant[tenantID], *ev)
+		started = append(started, e)
+	}
+	for _, tenantID := range tenants {
+		if err := t.publish(ctx, tenantID, byTenant[tenantID]); err != nil {
+			return err
+		}
+	}
+	for _, e := range started {
+		if err := t.store.FinishProviderEvent(ctx, e); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (t *Tracker) handleProviderEvent(ctx context.Context, e ProviderEvent) error {
+// beginProviderEvent does what e means up to its publication and returns the event to publish
+// and its tenant (nil when there is nothing to do: not ours, not acted on, already finished).
+// prices caches the message cost per (tenant, campaign) within one request.
+func (t *Tracker) beginProviderEvent(ctx context.Context, e ProviderEvent, prices map[[2]string]Money) (string, *Event, error) {
 	f, ok := effectOf(e)
 	if !ok || e.Ref == "" || !validRef(e.Ref) || e.MessageID == "" {
-		return nil
+		return "", nil, nil
 	}
 	r, err := t.store.TrackedRecipient(ctx, e.Ref)
 	if apperr.HasCode(err, apperr.NotFound) {
-		return nil // not a message of ours (or its row is gone): nothing to record
+		return "", nil, nil // not a message of ours (or its row is gone): nothing to record
 	}
 	if err != nil {
-		return fmt.Errorf("look up recipient of %s event: %w", e.Provider, err)
+		return "", nil, fmt.Errorf("look up recipient of %s event: %w", e.Provider, err)
 	}
 	if r.ProviderID != "" && e.Provider == WebhookSendGrid && !strings.HasPrefix(e.MessageID, r.ProviderID) ||
 		r.ProviderID != "" && e.Provider == WebhookTwilio && e.MessageID != r.ProviderID {
-		return nil // the ref was copied onto another message: trust neither
+		return "", nil, nil // the ref was copied onto another message: trust neither
 	}
 	done, err := t.store.BeginProviderEvent(ctx, e, r.TenantID, f.status)
 	if err != nil || done {
-		return err
+		return "", nil, err
 	}
 	actor := "provider:" + string(e.Provider)
 	if f.suppress != "" {
 		if err := t.suppress(ctx, r, f.suppress, actor); err != nil {
-			return err
+			return "", nil, err
 		}
 	}
 	if f.revoke != "" {
 		if err := t.revoke(ctx, r.TenantID, r.ContactID, f.revoke, "provider_"+string(e.Provider), actor, "delivery/ProviderWebhook"); err != nil {
-			return err
+			return "", nil, err
 		}
 	}
 	ev := f.event
@@ -167,17 +194,19 @@ func (t *Tracker) handleProviderEvent(ctx context.Context, e ProviderEvent) erro
 	}
 	ev.Properties = map[string]string{"provider": string(e.Provider), "status": e.Type}
 	if ev.Type == EventImpression {
-		message, _, err := t.pricing.Costs(ctx, r.TenantID, r.CampaignID)
-		if err != nil {
-			t.log.WarnContext(ctx, "message cost unknown", "tenant_id", r.TenantID, "campaign_id", r.CampaignID, "error", err)
-			return errEventsUnavailable
+		k := [2]string{r.TenantID, r.CampaignID}
+		price, ok := prices[k]
+		if !ok {
+			message, _, err := t.pricing.Costs(ctx, r.TenantID, r.CampaignID)
+			if err != nil {
+				t.log.WarnContext(ctx, "message cost unknown", "tenant_id", r.TenantID, "campaign_id", r.CampaignID, "error", err)
+				return "", nil, errEventsUnavailable
+			}
+			price, prices[k] = message, message
 		}
-		ev.Value = message
+		ev.Value = price
 	}
-	if err := t.publish(ctx, r.TenantID, []Event{ev}); err != nil {
-		return err
-	}
-	return t.store.FinishProviderEvent(ctx, e)
+	return r.TenantID, &ev, nil
 }
 
 // auditWork scopes the audit records of a change nobody signed in for (a recipient's click, a

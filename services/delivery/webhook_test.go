@@ -3,6 +3,7 @@ package delivery_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -194,5 +195,33 @@ func TestWebhookEventsIgnored(t *testing.T) {
 	}
 	if s := r.status(t); s != "" {
 		t.Errorf("status %q", s)
+	}
+}
+
+// The events of one webhook request are published together, one call per tenant (SendGrid
+// posts hundreds at once), each tenant's to its own.
+func TestWebhookBatchPublishedPerTenant(t *testing.T) {
+	r := newTrackRig(t)
+	ctx := context.Background()
+	other, err := r.aud.CreateContact(ctx, "tenant-u", delivery.Contact{Email: "bo@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherRef, _ := r.addRecipient(t, "tenant-u", "campaign-u", other.ID, other.Email)
+	second, err := r.aud.CreateContact(ctx, trackTenant, delivery.Contact{Email: "cy@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secondRef, _ := r.addRecipient(t, trackTenant, trackCampaign, second.ID, second.Email)
+	at := time.Unix(1_764_410_000, 0)
+	var evs []delivery.ProviderEvent
+	for i, ref := range []string{r.ref, otherRef, secondRef} {
+		evs = append(evs, delivery.ProviderEvent{Provider: delivery.WebhookSendGrid, MessageID: "m" + strconv.Itoa(i), Type: "delivered", Time: at, Ref: ref})
+	}
+	if err := r.tracker.HandleProviderEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	if r.sink.calls != 2 || len(r.sink.unique(trackTenant)) != 2 || len(r.sink.unique("tenant-u")) != 1 {
+		t.Errorf("%d publish calls, %d and %d events; want 2 calls, 2 and 1", r.sink.calls, len(r.sink.unique(trackTenant)), len(r.sink.unique("tenant-u")))
 	}
 }
