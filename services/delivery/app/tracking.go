@@ -145,3 +145,21 @@ func (a *App) registerTracking(c TrackingConfig, certs *mtls.Source, srv *grpc.S
 	deliveryv1.RegisterTrackingServiceServer(srv, grpcapi.NewTrackingServer(tracker, sg, tw))
 	return nil
 }
+
+// InboundSMSURL returns the URL to configure as a tenant's Twilio messaging service's incoming
+// message webhook ("a message comes in"): the gateway's /webhooks/twilio/inbound with the tenant
+// signed under c's tracking key, so an inbound STOP is applied to that tenant's contacts only.
+func InboundSMSURL(c TrackingConfig, tenantID string) (string, error) {
+	if c.KeyFile == "" {
+		return "", fmt.Errorf("-tracking-key-file is required")
+	}
+	key, err := delivery.LoadTrackingKey(c.KeyFile, "")
+	if err != nil {
+		return "", err
+	}
+	u := delivery.TrackingLinks{BaseURL: c.PublicURL, Key: key}.InboundSMS(tenantID)
+	if u == "" {
+		return "", fmt.Errorf("tenant id %q: 1-%d printable characters", tenantID, delivery.MaxRefLen)
+	}
+	return u, nil
+}

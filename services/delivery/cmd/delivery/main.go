@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"log/slog"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
@@ -16,6 +17,9 @@ import (
 type settings struct {
 	cfg      app.Config
 	logLevel slog.Level
+	// inboundTenant, when set, makes the command print that tenant's inbound SMS webhook URL
+	// and exit (-print-inbound-sms-url).
+	inboundTenant string
 }
 
 // LogLevel implements process.Settings.
@@ -36,8 +40,12 @@ func parse(args []string) (settings, error) {
 	fs.IntVar(&c.MaxRecvMsgSize, "max-recv-msg-size", c.MaxRecvMsgSize, "largest request message in bytes")
 	fs.DurationVar(&c.GracePeriod, "grace-period", c.GracePeriod, "how long a stop waits for calls in flight")
 	fs.TextVar(&s.logLevel, "log-level", slog.LevelInfo, "log level (debug, info, warn, error)")
+	fs.StringVar(&s.inboundTenant, "print-inbound-sms-url", "", "print the Twilio incoming-message webhook URL of this tenant (needs -tracking-key-file, -public-url) and exit")
 	if err := config.Parse(fs, "CM_DELIVERY", args); err != nil {
 		return s, err
+	}
+	if s.inboundTenant != "" {
+		return s, nil
 	}
 	var p config.Problems
 	p.Check(c.PostgresURL != "", "-postgres-url is required")
@@ -51,6 +59,13 @@ func parse(args []string) (settings, error) {
 func main() { process.Main("delivery", parse, run) }
 
 func run(ctx context.Context, s settings, logger *slog.Logger) error {
+	if s.inboundTenant != "" {
+		u, err := app.InboundSMSURL(s.cfg.Tracking, s.inboundTenant)
+		if err == nil {
+			_, err = fmt.Println(u)
+		}
+		return err
+	}
 	a, err := app.New(ctx, s.cfg, logger)
 	if err != nil {
 		return err
