@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"time"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
@@ -153,7 +154,7 @@ func (t *Tracker) Click(ctx context.Context, token, userAgent, ip string) (Click
 	}
 	ev := Event{ID: "click:" + r.ID + ":" + nonce(), Type: EventClick, Name: EventNameClicked,
 		UserID: r.ContactID, CampaignID: r.CampaignID, Variant: r.Variant, Time: t.now().UTC(),
-		Properties: map[string]string{"url": target}, IP: ip, UserAgent: truncate(userAgent, MaxUserAgentLen)}
+		Properties: map[string]string{"url": linkWithoutQuery(target)}, IP: ip, UserAgent: truncate(userAgent, MaxUserAgentLen)}
 	_, click, err := t.pricing.Costs(ctx, r.TenantID, r.CampaignID)
 	if err == nil {
 		ev.Value = click
@@ -180,6 +181,18 @@ func (t *Tracker) Open(ctx context.Context, token, userAgent, ip string) error {
 		return fmt.Errorf("publish open of %s: %w", r.ID, err)
 	}
 	return nil
+}
+
+// linkWithoutQuery is the clicked link as the event records it: scheme, host and path. A
+// template may put a recipient's data into a link's query or fragment (?email=…): that stays out
+// of the pipeline.
+func linkWithoutQuery(target string) string {
+	u, err := url.Parse(target)
+	if err != nil {
+		return ""
+	}
+	u.RawQuery, u.Fragment, u.RawFragment, u.User = "", "", "", nil
+	return u.String()
 }
 
 // nonce distinguishes two clicks of one link: each is an event, but one click's event keeps its

@@ -168,7 +168,8 @@ func (t *Tracker) beginProviderEvent(ctx context.Context, e ProviderEvent, price
 	if err != nil {
 		return "", nil, fmt.Errorf("look up recipient of %s event: %w", e.Provider, err)
 	}
-	if r.ProviderID != "" && e.Provider == WebhookSendGrid && !strings.HasPrefix(e.MessageID, r.ProviderID) ||
+	// SendGrid's sg_message_id is the X-Message-Id the send returned, a dot and a suffix.
+	if sent, _, _ := strings.Cut(e.MessageID, "."); r.ProviderID != "" && e.Provider == WebhookSendGrid && sent != r.ProviderID ||
 		r.ProviderID != "" && e.Provider == WebhookTwilio && e.MessageID != r.ProviderID {
 		return "", nil, nil // the ref was copied onto another message: trust neither
 	}

@@ -175,13 +175,14 @@ func TestWebhookEventsIgnored(t *testing.T) {
 	r := newTrackRig(t)
 	r.exec(t, `UPDATE ledger SET provider_id = 'msg-real'`)
 	for name, ev := range map[string]delivery.ProviderEvent{
-		"no ref":           {Provider: delivery.WebhookSendGrid, MessageID: "msg-real.1", Type: "bounce"},
-		"unknown ref":      {Provider: delivery.WebhookSendGrid, MessageID: "msg-real.1", Type: "bounce", Ref: "987654"},
-		"other message":    {Provider: delivery.WebhookSendGrid, MessageID: "msg-other.1", Type: "bounce", Ref: r.ref},
-		"other sms":        {Provider: delivery.WebhookTwilio, MessageID: "SMother", Type: "failed", ErrorCode: 30006, Ref: r.ref},
-		"processed":        {Provider: delivery.WebhookSendGrid, MessageID: "msg-real.1", Type: "processed", Ref: r.ref},
-		"provider's click": {Provider: delivery.WebhookSendGrid, MessageID: "msg-real.1", Type: "click", Ref: r.ref},
-		"sms queued":       {Provider: delivery.WebhookTwilio, MessageID: "msg-real", Type: "queued", Ref: r.ref},
+		"no ref":            {Provider: delivery.WebhookSendGrid, MessageID: "msg-real.1", Type: "bounce"},
+		"unknown ref":       {Provider: delivery.WebhookSendGrid, MessageID: "msg-real.1", Type: "bounce", Ref: "987654"},
+		"other message":     {Provider: delivery.WebhookSendGrid, MessageID: "msg-other.1", Type: "bounce", Ref: r.ref},
+		"longer message id": {Provider: delivery.WebhookSendGrid, MessageID: "msg-really.1", Type: "bounce", Ref: r.ref},
+		"other sms":         {Provider: delivery.WebhookTwilio, MessageID: "SMother", Type: "failed", ErrorCode: 30006, Ref: r.ref},
+		"processed":         {Provider: delivery.WebhookSendGrid, MessageID: "msg-real.1", Type: "processed", Ref: r.ref},
+		"provider's click":  {Provider: delivery.WebhookSendGrid, MessageID: "msg-real.1", Type: "click", Ref: r.ref},
+		"sms queued":        {Provider: delivery.WebhookTwilio, MessageID: "msg-real", Type: "queued", Ref: r.ref},
 	} {
 		if err := r.tracker.HandleProviderEvents(context.Background(), []delivery.ProviderEvent{ev}); err != nil {
 			t.Errorf("%s: %v", name, err)
