@@ -35,9 +35,12 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
 	"github.com/campaignmesh/campaignmesh/internal/servicetest"
+	sgstandin "github.com/campaignmesh/campaignmesh/internal/standin/sendgrid"
+	twstandin "github.com/campaignmesh/campaignmesh/internal/standin/twilio"
 	"github.com/campaignmesh/campaignmesh/services/delivery"
 	deliveryapp "github.com/campaignmesh/campaignmesh/services/delivery/app"
 	"github.com/campaignmesh/campaignmesh/services/delivery/postgres"
+	"github.com/campaignmesh/campaignmesh/services/delivery/sendgrid"
 	"github.com/campaignmesh/campaignmesh/services/delivery/twilio"
 )
 
@@ -269,5 +272,83 @@ func TestProviderWebhooksThroughTheGateway(t *testing.T) {
 	}
 	if c := e.contactNow(t); c.Consent.SMS.State != delivery.ConsentRevoked {
 		t.Errorf("after STOP: %+v", c.Consent.SMS)
+	}
+}
+
+// The providers' stand-ins, sending real messages through delivery's clients, post their signed
+// webhooks to the gateway: SendGrid's delivered event and Twilio's status callbacks each become
+// one delivered impression of the right contact, and the Twilio stand-in's simulated inbound
+// STOP revokes sms consent.
+func TestStandinWebhooksThroughTheGateway(t *testing.T) {
+	e := newTrackingEnv(t)
+	ctx := context.Background()
+	pool := e.d.Store().Pool()
+
+	sgs, err := sgstandin.New(sgstandin.Config{APIKey: "SG.test", WebhookURL: e.url + "/webhooks/sendgrid", Key: e.sgKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sgSrv := httptest.NewServer(sgs)
+	t.Cleanup(func() { sgs.Close(); sgSrv.Close() })
+	sgc, err := sendgrid.New(sendgrid.Config{BaseURL: sgSrv.URL, APIKey: "SG.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := sendgrid.NewProvider(sgc, sendgrid.ProviderConfig{From: sendgrid.Address{Email: "shop@example.com"}}).Send(ctx,
+		delivery.Message{Ref: e.ref, To: e.contact.Email, Subject: "Hi", Text: "Hello"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE ledger SET state = 'sent', provider_id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	delivered := func(want int) func() bool {
+		return func() bool {
+			n := 0
+			for _, ev := range e.stored(t) {
+				if ev.GetEvent().GetType() == ingestv1.EventType_EVENT_TYPE_IMPRESSION && ev.GetEvent().GetUserId() == e.contact.ID {
+					n++
+				}
+			}
+			return n == want
+		}
+	}
+	meshtest.Eventually(t, 10*time.Second, delivered(1), "the sendgrid stand-in's delivered event never reached the stream")
+
+	tws, err := twstandin.New(twstandin.Config{AccountSID: "AC1", AuthToken: "tw-token",
+		InboundURL: e.url + "/webhooks/twilio/inbound?cm_tenant=" + e.key.Sign(delivery.TokenTenant, "tenant-a", "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	twSrv := httptest.NewServer(tws)
+	t.Cleanup(func() { tws.Close(); twSrv.Close() })
+	twc, err := twilio.New(twilio.Config{BaseURL: twSrv.URL, AccountSID: "AC1", Password: "tw-token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	twp, err := twilio.NewProvider(twc, twilio.ProviderConfig{From: "+15005550006", StatusCallback: e.url + "/webhooks/twilio/status"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid, err := twp.Send(ctx, delivery.Message{Ref: e.ref, To: e.contact.Phone, Text: "Hello"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE ledger SET provider_id = $1`, sid); err != nil {
+		t.Fatal(err)
+	}
+	meshtest.Eventually(t, 10*time.Second, delivered(2), "the twilio stand-in's delivered callback never reached the stream")
+
+	resp, err := http.Post(twSrv.URL+"/inbound", "application/json", strings.NewReader(`{"from":"+14155550100","to":"+15005550006","body":"STOP"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(raw), `"status":200`) {
+		t.Fatalf("inbound: %s", raw)
+	}
+	if c := e.contactNow(t); c.Consent.SMS.State != delivery.ConsentRevoked {
+		t.Errorf("after the stand-in's STOP: %+v", c.Consent.SMS)
 	}
 }
