@@ -330,11 +330,12 @@ func TestStandinWebhooksThroughTheGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sid, err := twp.Send(ctx, delivery.Message{Ref: e.ref, To: e.contact.Phone, Text: "Hello"})
-	if err != nil {
+	// The row as a new attempt leaves it: the sender records the provider id only after the
+	// answer, which a fast callback may overtake (an empty id matches any message).
+	if _, err := pool.Exec(ctx, `UPDATE ledger SET provider_id = ''`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pool.Exec(ctx, `UPDATE ledger SET provider_id = $1`, sid); err != nil {
+	if _, err := twp.Send(ctx, delivery.Message{Ref: e.ref, To: e.contact.Phone, Text: "Hello"}); err != nil {
 		t.Fatal(err)
 	}
 	meshtest.Eventually(t, 10*time.Second, delivered(2), "the twilio stand-in's delivered callback never reached the stream")
