@@ -44,7 +44,7 @@ func (t *Tracker) Unsubscribe(ctx context.Context, token string) error {
 	if err != nil {
 		return err
 	}
-	if err := t.revoke(ctx, r.TenantID, r.ContactID, ChannelEmail, ConsentSourceUnsubscribeLink, "recipient", "delivery/Unsubscribe"); err != nil {
+	if err := t.revoke(ctx, r.TenantID, r.ContactID, ChannelEmail, ConsentSourceUnsubscribeLink, AuditMethodUnsubscribe); err != nil {
 		return err
 	}
 	return t.publish(ctx, r.TenantID, []Event{{ID: "unsubscribe:" + r.ID, Type: EventTrack, Name: EventNameUnsubscribed,
@@ -101,9 +101,9 @@ func (t *Tracker) InboundSMS(ctx context.Context, tenantToken, from, body string
 		var err error
 		switch {
 		case kw == SMSOptOut && c.Consent.SMS.State != ConsentRevoked:
-			err = t.revoke(ctx, tenantID, c.ID, ChannelSMS, ConsentSourceSMSKeyword, "sms:inbound", "delivery/InboundSMS")
+			err = t.revoke(ctx, tenantID, c.ID, ChannelSMS, ConsentSourceSMSKeyword, AuditMethodInboundSMS)
 		case kw == SMSOptIn && c.Consent.SMS.State != ConsentGranted:
-			_, err = t.audiences.SetConsent(auditWork(ctx, "delivery/InboundSMS", tenantID, "sms:inbound"), tenantID, c.ID, ChannelSMS, ConsentGranted, ConsentSourceSMSKeyword)
+			_, err = t.audiences.SetConsent(auditWork(ctx, AuditMethodInboundSMS, tenantID), tenantID, c.ID, ChannelSMS, ConsentGranted, ConsentSourceSMSKeyword)
 		default:
 			continue
 		}

@@ -36,7 +36,8 @@ func TestOneClickUnsubscribeRevokesConsent(t *testing.T) {
 		t.Errorf("unsubscribed contact eligible: %v %q", ok, why)
 	}
 	recs := r.auditRecords(t)
-	if len(recs) != 1 || recs[0].Method != "delivery/Unsubscribe" || recs[0].Resource != r.contact.ID || recs[0].TenantID != trackTenant || recs[0].Actor != "recipient" {
+	if len(recs) != 1 || recs[0].Method != delivery.AuditMethodUnsubscribe || recs[0].Resource != r.contact.ID || recs[0].TenantID != trackTenant ||
+		recs[0].ActorKind != "anonymous" || recs[0].Actor != "" {
 		t.Errorf("audit records %+v, want one unsubscribe", recs)
 	}
 	if evs := r.sink.unique(trackTenant); len(evs) != 1 || evs[0].Name != delivery.EventNameUnsubscribed || evs[0].CampaignID != trackCampaign {
@@ -113,7 +114,7 @@ func TestSMSStopAndStart(t *testing.T) {
 		t.Fatalf("audit records %+v, want STOP and START", recs)
 	}
 	for _, rec := range recs {
-		if rec.Method != "delivery/InboundSMS" || rec.TenantID != trackTenant || rec.Resource != r.contact.ID {
+		if rec.Method != delivery.AuditMethodInboundSMS || rec.TenantID != trackTenant || rec.Resource != r.contact.ID || rec.ActorKind != "anonymous" {
 			t.Errorf("audit record %+v", rec)
 		}
 	}

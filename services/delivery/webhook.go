@@ -177,14 +177,17 @@ func (t *Tracker) beginProviderEvent(ctx context.Context, e ProviderEvent, price
 	if err != nil || done {
 		return "", nil, err
 	}
-	actor := "provider:" + string(e.Provider)
+	method := AuditMethodSendGridWebhook
+	if e.Provider == WebhookTwilio {
+		method = AuditMethodTwilioWebhook
+	}
 	if f.suppress != "" {
-		if err := t.suppress(ctx, r, f.suppress, actor); err != nil {
+		if err := t.suppress(ctx, r, f.suppress, method); err != nil {
 			return "", nil, err
 		}
 	}
 	if f.revoke != "" {
-		if err := t.revoke(ctx, r.TenantID, r.ContactID, f.revoke, "provider_"+string(e.Provider), actor, "delivery/ProviderWebhook"); err != nil {
+		if err := t.revoke(ctx, r.TenantID, r.ContactID, f.revoke, "provider_"+string(e.Provider), method); err != nil {
 			return "", nil, err
 		}
 	}
@@ -210,14 +213,23 @@ func (t *Tracker) beginProviderEvent(ctx context.Context, e ProviderEvent, price
 	return r.TenantID, &ev, nil
 }
 
-// auditWork scopes the audit records of a change nobody signed in for (a recipient's click, a
-// provider's webhook): the actor is who asked for it.
-// Providers are "service" actors; a recipient (who holds only a link or a phone) is
-// "anonymous".
-func auditWork(ctx context.Context, method, tenantID, actor string) context.Context {
-	kind := "anonymous"
-	if strings.HasPrefix(actor, "provider:") {
-		kind = "service"
+// The methods of the audit records tracking writes. auth takes from the delivery service only
+// records of methods it serves or of its own "delivery." work, and checks the actor: a
+// provider's verified webhook is the service's own work (actor service:delivery), a recipient
+// holding a link or a phone is anonymous.
+const (
+	AuditMethodUnsubscribe     = "delivery.tracking/Unsubscribe"
+	AuditMethodInboundSMS      = "delivery.tracking/InboundSMS"
+	AuditMethodSendGridWebhook = "delivery.tracking/SendGridWebhook"
+	AuditMethodTwilioWebhook   = "delivery.tracking/TwilioWebhook"
+)
+
+// auditWork scopes the audit records of a change nobody signed in for (a recipient's link, a
+// provider's webhook) as method's.
+func auditWork(ctx context.Context, method, tenantID string) context.Context {
+	actor, kind := "", "anonymous"
+	if method == AuditMethodSendGridWebhook || method == AuditMethodTwilioWebhook {
+		actor, kind = "service:delivery", "service"
 	}
 	return audit.WithWork(ctx, func() audit.Record {
 		return audit.Record{Method: method, TenantID: tenantID, Actor: actor, ActorKind: kind, Service: "delivery"}
@@ -226,7 +238,7 @@ func auditWork(ctx context.Context, method, tenantID, actor string) context.Cont
 
 // suppress suppresses r's contact unless it is already (a redelivery): one audit record per
 // real change. A contact erased since is nothing to suppress.
-func (t *Tracker) suppress(ctx context.Context, r Recipient, reason, actor string) error {
+func (t *Tracker) suppress(ctx context.Context, r Recipient, reason, method string) error {
 	c, err := t.audiences.GetContact(ctx, r.TenantID, r.ContactID)
 	if apperr.HasCode(err, apperr.NotFound) {
 		return nil
@@ -237,16 +249,15 @@ func (t *Tracker) suppress(ctx context.Context, r Recipient, reason, actor strin
 	if c.Suppressed {
 		return nil
 	}
-	_, err = t.audiences.Suppress(auditWork(ctx, "delivery/ProviderWebhook", r.TenantID, actor), r.TenantID, r.ContactID, reason)
+	_, err = t.audiences.Suppress(auditWork(ctx, method, r.TenantID), r.TenantID, r.ContactID, reason)
 	if apperr.HasCode(err, apperr.NotFound) {
 		return nil
 	}
 	return err
 }
 
-// revoke revokes a contact's consent on ch unless it is already revoked, audited as method by
-// actor.
-func (t *Tracker) revoke(ctx context.Context, tenantID, contactID string, ch Channel, source, actor, method string) error {
+// revoke revokes a contact's consent on ch unless it is already revoked, audited as method.
+func (t *Tracker) revoke(ctx context.Context, tenantID, contactID string, ch Channel, source, method string) error {
 	c, err := t.audiences.GetContact(ctx, tenantID, contactID)
 	if apperr.HasCode(err, apperr.NotFound) {
 		return nil
@@ -257,7 +268,7 @@ func (t *Tracker) revoke(ctx context.Context, tenantID, contactID string, ch Cha
 	if c.Consent.For(ch).State == ConsentRevoked {
 		return nil
 	}
-	_, err = t.audiences.SetConsent(auditWork(ctx, method, tenantID, actor), tenantID, contactID, ch, ConsentRevoked, source)
+	_, err = t.audiences.SetConsent(auditWork(ctx, method, tenantID), tenantID, contactID, ch, ConsentRevoked, source)
 	if apperr.HasCode(err, apperr.NotFound) {
 		return nil
 	}

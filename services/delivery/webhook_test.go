@@ -126,7 +126,11 @@ func TestHardBounceAndComplaintSuppress(t *testing.T) {
 				t.Fatalf("%d audit records, want %d: %+v", len(recs), want, recs)
 			}
 			for _, rec := range recs {
-				if rec.Method != "delivery/ProviderWebhook" || rec.TenantID != trackTenant || rec.Resource != r.contact.ID || rec.Actor != "provider:"+string(ev.Provider) {
+				method := delivery.AuditMethodSendGridWebhook
+				if ev.Provider == delivery.WebhookTwilio {
+					method = delivery.AuditMethodTwilioWebhook
+				}
+				if rec.Method != method || rec.TenantID != trackTenant || rec.Resource != r.contact.ID || rec.Actor != "service:delivery" || rec.ActorKind != "service" {
 					t.Errorf("audit record %+v", rec)
 				}
 			}

@@ -29,11 +29,13 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/access"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls/mtlstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natstest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
 	"github.com/campaignmesh/campaignmesh/internal/servicetest"
+	"github.com/campaignmesh/campaignmesh/services/auth"
 	"github.com/campaignmesh/campaignmesh/services/delivery"
 	"github.com/campaignmesh/campaignmesh/services/delivery/app"
 	"github.com/campaignmesh/campaignmesh/services/delivery/postgres"
@@ -73,9 +75,15 @@ func writeFile(t *testing.T, name, content string) string {
 	return p
 }
 
-func newTrackingEnv(t *testing.T) *trackingEnv {
+func newTrackingEnv(t *testing.T) *trackingEnv { return newTrackingEnvIn(t, nil, "", "tenant-a") }
+
+// newTrackingEnvIn is newTrackingEnv with the mesh's CA (nil: a new one), auth's address (empty:
+// none, audit records stay in the outbox) and the contact's tenant.
+func newTrackingEnvIn(t *testing.T, ca *mtls.CA, authAddr, tenant string) *trackingEnv {
 	t.Helper()
-	ca := mtlstest.NewCA(t)
+	if ca == nil {
+		ca = mtlstest.NewCA(t)
+	}
 	ns := natstest.StartServer(t)
 	nc, js, err := natsjs.Connect(ns.ClientURL(), "test")
 	if err != nil {
@@ -89,7 +97,7 @@ func newTrackingEnv(t *testing.T) *trackingEnv {
 	der, _ := x509.MarshalPKIXPublicKey(&sgKey.PublicKey)
 	issuer := meshtest.NewIssuer(t)
 	keyText := strings.Repeat("tracking-key-", 3)
-	d := servicetest.StartDelivery(t, servicetest.DeliveryOptions{CA: ca, Verifier: issuer.Verifier(), Config: func(c *app.Config) {
+	d := servicetest.StartDelivery(t, servicetest.DeliveryOptions{CA: ca, AuthAddr: authAddr, Verifier: issuer.Verifier(), Config: func(c *app.Config) {
 		c.Tracking = app.TrackingConfig{KeyFile: writeFile(t, "key", keyText+"\n"), PublicURL: "https://gw.example", IngestAddr: ing.Addr(),
 			SendGridWebhookPublicKeyFile: writeFile(t, "sg.pub", base64.StdEncoding.EncodeToString(der)),
 			TwilioAuthTokenFile:          writeFile(t, "twilio", twilioToken+"\n"), Pricing: costs{}}
@@ -99,12 +107,12 @@ func newTrackingEnv(t *testing.T) *trackingEnv {
 		twilio: twilio.NewValidator(twilioToken), issuer: issuer}
 	ctx := context.Background()
 	granted := delivery.Consent{State: delivery.ConsentGranted, Source: "form"}
-	e.contact, err = d.Audiences().CreateContact(ctx, "tenant-a", delivery.Contact{Email: "ann@example.com", Phone: "+14155550100",
+	e.contact, err = d.Audiences().CreateContact(ctx, tenant, delivery.Contact{Email: "ann@example.com", Phone: "+14155550100",
 		Consent: delivery.Consents{Email: granted, SMS: granted}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := postgres.NewLedger(d.Store().Pool()).AddRecipients(ctx, "tenant-a", "camp-1", []delivery.Variant{{Name: "a", Weight: 1}, {Name: "b", Weight: 1}},
+	if _, err := postgres.NewLedger(d.Store().Pool()).AddRecipients(ctx, tenant, "camp-1", []delivery.Variant{{Name: "a", Weight: 1}, {Name: "b", Weight: 1}},
 		[]delivery.NewRecipient{{ContactID: e.contact.ID, Address: e.contact.Email}}); err != nil {
 		t.Fatal(err)
 	}
@@ -319,5 +327,49 @@ func TestProviderWebhooks(t *testing.T) {
 	}
 	if got, _ := e.d.Audiences().GetContact(ctx, "tenant-a", e.contact.ID); got.Consent.SMS.State != delivery.ConsentRevoked {
 		t.Errorf("after STOP: sms consent %+v", got.Consent.SMS)
+	}
+}
+
+// The audit records of tracking's changes (a recipient's unsubscribe, a provider's hard bounce,
+// an inbound STOP) are ones auth accepts from the delivery service: the outbox delivers them
+// and they are in the tenant's chain.
+func TestTrackingAuditRecordsReachAuth(t *testing.T) {
+	a := servicetest.StartAuth(t, servicetest.AuthOptions{})
+	ctx := context.Background()
+	tn, err := a.Service().CreateTenant(ctx, "shop", "Shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newTrackingEnvIn(t, a.CA, a.Addr(), tn.ID)
+	c := e.client(t, "gateway")
+	if _, err := c.Unsubscribe(ctx, &deliveryv1.UnsubscribeRequest{Token: e.key.Sign(delivery.TokenUnsubscribe, e.ref, "")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ReceiveProviderWebhook(ctx, e.signedSendGrid(t, []map[string]any{
+		{"event": "bounce", "type": "bounce", "sg_message_id": "m.1", "timestamp": 1764410000, "cm_ref": e.ref}})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ReceiveProviderWebhook(ctx, e.signedTwilio(deliveryv1.WebhookKind_WEBHOOK_KIND_TWILIO_INBOUND, e.links.InboundSMS(tn.ID),
+		url.Values{"From": {"+14155550100"}, "To": {"+15005550006"}, "Body": {"STOP"}})); err != nil {
+		t.Fatal(err)
+	}
+	meshtest.Eventually(t, 20*time.Second, func() bool {
+		n, err := e.d.Outbox().Pending(ctx)
+		return err == nil && n == 0
+	}, "the outbox did not deliver the records to auth")
+	entries, _, err := a.Service().ListAuditRecords(ctx, &authn.Principal{TenantID: tn.ID, Permissions: rbac.Admin.Permissions()}, auth.AuditFilter{}, 100, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, r := range entries {
+		if r.Service == "delivery" && r.Resource == e.contact.ID {
+			got[r.Method] = true
+		}
+	}
+	for _, m := range []string{delivery.AuditMethodUnsubscribe, delivery.AuditMethodSendGridWebhook, delivery.AuditMethodInboundSMS} {
+		if !got[m] {
+			t.Errorf("auth's chain has no %s record of the contact: %v", m, got)
+		}
 	}
 }
