@@ -47,6 +47,11 @@ func (e ProviderEvent) ID() string {
 	return string(e.Provider) + ":" + hex.EncodeToString(h[:16])
 }
 
+// ProviderEventRetention is how long a provider event's dedup key is kept: well beyond the
+// longest redelivery (SendGrid retries a failed post for up to 72 hours; Twilio for less), so a
+// redelivery always finds its key.
+const ProviderEventRetention = 7 * 24 * time.Hour
+
 // Twilio error codes that mean the number will never take a message (the address is
 // suppressed) and that the recipient replied STOP (consent revoked).
 const (

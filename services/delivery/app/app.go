@@ -79,6 +79,8 @@ type App struct {
 	audiences   *delivery.Audiences
 	server      *grpcserver.Server
 	links       *delivery.TrackingLinks // nil: tracking off
+	// trackingTasks run with the service when tracking is on (app/tracking.go).
+	trackingTasks []func(context.Context) error
 }
 
 // New opens the database (applying its migrations and creating the audit outbox), dials auth
@@ -153,6 +155,7 @@ func (a *App) Outbox() *auditpg.Outbox { return a.outbox }
 // then the others are stopped and its error is returned. Call it once; Close afterwards.
 func (a *App) Run(ctx context.Context) error {
 	tasks := []func(context.Context) error{a.outbox.Run}
+	tasks = append(tasks, a.trackingTasks...)
 	if a.revocations != nil {
 		tasks = append(tasks, a.revocations.Run)
 	}

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -141,7 +142,9 @@ func (a *App) registerTracking(c TrackingConfig, certs *mtls.Source, srv *grpc.S
 		}
 		tw = twilio.NewValidator(twilio.Secret(s))
 	}
-	tracker := delivery.NewTracker(key, postgres.NewTracking(a.store.Pool()), a.audiences, pricing, events, logger)
+	store := postgres.NewTracking(a.store.Pool())
+	a.trackingTasks = append(a.trackingTasks, func(ctx context.Context) error { return pruneProviderEvents(ctx, store, logger) })
+	tracker := delivery.NewTracker(key, store, a.audiences, pricing, events, logger)
 	deliveryv1.RegisterTrackingServiceServer(srv, grpcapi.NewTrackingServer(tracker, sg, tw))
 	return nil
 }
@@ -162,4 +165,35 @@ func InboundSMSURL(c TrackingConfig, tenantID string) (string, error) {
 		return "", fmt.Errorf("tenant id %q: 1-%d printable characters", tenantID, delivery.MaxRefLen)
 	}
 	return u, nil
+}
+
+// pruneEvery is how often the dedup keys past delivery.ProviderEventRetention are deleted.
+const pruneEvery = time.Hour
+
+// pruneProviderEvents deletes, now and then every pruneEvery, the webhook dedup keys older than
+// delivery.ProviderEventRetention, in bounded batches, until ctx ends. A failure is logged and
+// retried at the next tick: keys kept longer do no harm.
+func pruneProviderEvents(ctx context.Context, store *postgres.Tracking, logger *slog.Logger) error {
+	const batch = 10000
+	t := time.NewTicker(pruneEvery)
+	defer t.Stop()
+	for {
+		for {
+			n, err := store.PruneProviderEvents(ctx, time.Now().Add(-delivery.ProviderEventRetention), batch)
+			if err != nil {
+				if ctx.Err() == nil {
+					logger.WarnContext(ctx, "prune provider events", "error", err)
+				}
+				break
+			}
+			if n < batch {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }

@@ -121,3 +121,15 @@ func (t *Tracking) DeliveryStatus(ctx context.Context, tenantID, ref string) (st
 	}
 	return s, nil
 }
+
+// PruneProviderEvents deletes up to limit dedup keys recorded before before and returns how
+// many it deleted (call it again while it returns limit).
+func (t *Tracking) PruneProviderEvents(ctx context.Context, before time.Time, limit int) (int, error) {
+	tag, err := t.pool.Exec(ctx, `
+		DELETE FROM provider_events WHERE ctid IN (
+			SELECT ctid FROM provider_events WHERE create_time < $1 LIMIT $2)`, before, limit)
+	if err != nil {
+		return 0, pgdb.Classify(fmt.Errorf("prune provider events: %w", err))
+	}
+	return int(tag.RowsAffected()), nil
+}

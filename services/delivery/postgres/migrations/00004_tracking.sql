@@ -19,7 +19,8 @@ CREATE TABLE provider_events (
     create_time timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (provider, message_id, event_type, event_time)
 );
-CREATE INDEX provider_events_tenant ON provider_events (tenant_id, create_time);
+-- Pruning (keys older than the providers' redelivery window).
+CREATE INDEX provider_events_create ON provider_events (create_time);
 
 -- +goose Down
 DROP TABLE provider_events;
