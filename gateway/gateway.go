@@ -167,6 +167,7 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 		return nil, err
 	}
 	g.contactsImport = newContactsImport(backends, g.rest, cfg.Logger, g.refusals)
+	registerTracking(mux, backends, cfg.Logger) // tracked links, pixel, unsubscribe, provider webhooks (tracking.go)
 
 	route := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isGRPC(r) {

@@ -65,6 +65,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	twAccount := fs.String("twilio-account-sid", DevTwilioAccountSID, "Twilio account SID to accept")
 	twTokenFile := fs.String("twilio-auth-token-file", "", "file holding the Twilio auth token (else $CM_STANDIN_TWILIO_AUTH_TOKEN, else the dev token)")
 	twCallback := fs.String("twilio-callback-url", "", "status callback URL for messages created without StatusCallback (empty: none)")
+	twInbound := fs.String("twilio-inbound-url", "", "where POST /inbound posts the signed incoming-SMS webhook (empty: /inbound answers 409)")
 	twRate := fs.Int("twilio-rate", 0, "Twilio messages per second before 429/20429 (0: unlimited)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -97,7 +98,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	}
 	defer sg.Close()
 	tw, err := twstandin.New(twstandin.Config{
-		AccountSID: *twAccount, AuthToken: token, CallbackURL: *twCallback, RatePerSecond: *twRate,
+		AccountSID: *twAccount, AuthToken: token, CallbackURL: *twCallback, InboundURL: *twInbound, RatePerSecond: *twRate,
 		Logger: log.With("provider", "twilio"),
 	})
 	if err != nil {

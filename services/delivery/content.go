@@ -418,9 +418,9 @@ func (m *Messages) SendPlan(ctx context.Context, tenantID, campaignID string) (S
 	return SendPlan{Channel: c.Channel, SegmentID: c.SegmentID, QuietHours: c.QuietHours, LocalSendTime: c.SendAtLocalTime}, true, nil
 }
 
-// Pricing returns what a delivered message and a click of the campaign are worth as spend
+// Costs returns what a delivered message and a click of the campaign are worth as spend
 // (zero when the campaign has no content).
-func (m *Messages) Pricing(ctx context.Context, tenantID, campaignID string) (messageCost, clickCost Money, err error) {
+func (m *Messages) Costs(ctx context.Context, tenantID, campaignID string) (messageCost, clickCost Money, err error) {
 	c, ok, err := m.Plan(ctx, tenantID, campaignID)
 	if err != nil || !ok {
 		return Money{}, Money{}, err

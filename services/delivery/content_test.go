@@ -246,7 +246,7 @@ func TestCampaignContentLifecycle(t *testing.T) {
 	if _, err := r.m.GetCampaignContent(ctx, "t2", contentCampaign); !apperr.HasCode(err, apperr.NotFound) {
 		t.Fatalf("another tenant's content: %v, want NOT_FOUND", err)
 	}
-	msg, click, err := r.m.Pricing(ctx, "t1", contentCampaign)
+	msg, click, err := r.m.Costs(ctx, "t1", contentCampaign)
 	if err != nil || msg != (delivery.Money{Micros: 1_000, Currency: "EUR"}) || click != (delivery.Money{Micros: 50_000, Currency: "EUR"}) {
 		t.Fatalf("pricing: %v %v %v", msg, click, err)
 	}

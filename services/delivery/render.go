@@ -8,13 +8,6 @@ import (
 	"unicode/utf8"
 )
 
-// Links makes the tracked URLs of one message; ref is the ledger row id (opaque).
-type Links interface {
-	Click(ref, target string) string
-	Open(ref string) string
-	Unsubscribe(ref string) string
-}
-
 // Placeholders. A template names a contact's field or attribute as {{name}}, with a default
 // for an empty value as {{name|default}}; {{unsubscribe_url}} is the recipient's one-click
 // unsubscribe link. A name is a contact field (email, phone, locale, time_zone) or, in the

@@ -258,14 +258,14 @@ func (a *Audiences) EvaluateFilter(ctx context.Context, tenantID string, f Filte
 
 // withBehaviour keeps the contacts of page whose user id the behaviour source matches.
 func (a *Audiences) withBehaviour(ctx context.Context, tenantID string, q BehaviourQuery, page []Contact) ([]Contact, error) {
-	ids := make([]string, 0, len(page))
+	// A contact's events carry its app user id (events the tenant's apps send) or its contact
+	// id (delivery's own: sends, opens, clicks), so both are asked about.
+	ids := make([]string, 0, 2*len(page))
 	for _, c := range page {
+		ids = append(ids, c.ID)
 		if c.UserID != "" {
 			ids = append(ids, c.UserID)
 		}
-	}
-	if len(ids) == 0 {
-		return nil, nil
 	}
 	matched := map[string]bool{}
 	for start := 0; start < len(ids); start += MaxBehaviourCandidates {
@@ -280,7 +280,7 @@ func (a *Audiences) withBehaviour(ctx context.Context, tenantID string, q Behavi
 	}
 	out := page[:0:0]
 	for _, c := range page {
-		if c.UserID != "" && matched[c.UserID] {
+		if matched[c.ID] || (c.UserID != "" && matched[c.UserID]) {
 			out = append(out, c)
 		}
 	}

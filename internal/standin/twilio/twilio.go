@@ -58,6 +58,9 @@ type Config struct {
 	APIKeys map[string]string
 	// CallbackURL receives status callbacks for messages created without StatusCallback.
 	CallbackURL string
+	// InboundURL receives the signed incoming-message webhooks POST /inbound simulates (the
+	// messaging service's "a message comes in" URL); empty: /inbound answers 409.
+	InboundURL string
 	// RatePerSecond limits message creation (429 / 20429 beyond it); 0 is unlimited.
 	RatePerSecond int
 	// Logger logs requests and callback posts, never credentials or numbers.
@@ -138,6 +141,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /outbox", s.outbox)
 	s.mux.HandleFunc("DELETE /outbox", s.clearOutbox)
 	s.mux.HandleFunc("/faults", s.faults.ServeFaults)
+	s.mux.HandleFunc("POST /inbound", s.inbound)
 	// A few workers keep a large campaign's callbacks flowing; each message's callbacks go
 	// through one worker, in order (sent before delivered).
 	for range 4 {

@@ -11,6 +11,7 @@ package app
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"time"
 
 	deliveryv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/delivery/v1"
@@ -84,6 +85,8 @@ type Config struct {
 	Links delivery.Links
 	// TestSendsPerMinute bounds each tenant's test sends (delivery.DefaultTestSendRate when 0).
 	TestSendsPerMinute int
+	// Tracking configures tracked links, unsubscribe and provider webhooks (app/tracking.go).
+	Tracking TrackingConfig
 }
 
 // DefaultConfig returns the documented defaults. The database and TLS files have none: they
@@ -94,6 +97,7 @@ func DefaultConfig() Config {
 		MaxRecvMsgSize: 1 << 20, GracePeriod: grpcserver.DefaultGracePeriod, ConnectionAge: grpcserver.DefaultConnectionAge,
 		Sending: DefaultSendingConfig(),
 		NATS:    natsjs.ClientFlags{User: ServiceName}, PrivacyLoadTimeout: 30 * time.Second,
+		Tracking: DefaultTrackingConfig(),
 	}
 }
 
@@ -107,7 +111,10 @@ type App struct {
 	messages    *delivery.Messages
 	identify    *deliverynats.IdentifyConsumer // nil without NATS
 	server      *grpcserver.Server
-	dispatcher  *delivery.Dispatcher // nil: nothing to send with
+	dispatcher  *delivery.Dispatcher    // nil: nothing to send with
+	links       *delivery.TrackingLinks // nil: tracking off
+	// trackingTasks run with the service when tracking is on (app/tracking.go).
+	trackingTasks []func(context.Context) error
 }
 
 // New opens the database (applying its migrations and creating the audit outbox), dials auth
@@ -166,11 +173,27 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		}
 		a.audiences.WithImportLimits(lim)
 	}
+	links := cfg.Links
+	if links == nil {
+		if a.links, err = buildLinks(cfg.Tracking); err != nil {
+			return nil, err
+		}
+		if a.links != nil {
+			links = a.links
+		}
+	}
+	if cfg.Tracking.TwilioAuthTokenFile == "" {
+		// One auth token: Twilio signs its callbacks with the token the messages are sent with.
+		cfg.Tracking.TwilioAuthTokenFile = cfg.Sending.TwilioAuthTokenFile
+	}
+	if cfg.Sending.TwilioStatusCallback == "" && a.links != nil {
+		cfg.Sending.TwilioStatusCallback = strings.TrimRight(cfg.Tracking.PublicURL, "/") + "/webhooks/twilio/status"
+	}
 	providers, err := cfg.Sending.providers(logger)
 	if err != nil {
 		return nil, err
 	}
-	a.messages = delivery.NewMessages(delivery.MessagesConfig{Store: a.store, Contacts: a.store, Segments: a.store, Links: cfg.Links, Providers: providers,
+	a.messages = delivery.NewMessages(delivery.MessagesConfig{Store: a.store, Contacts: a.store, Segments: a.store, Links: links, Providers: providers,
 		TestSendsPerMinute: cfg.TestSendsPerMinute, Eligible: a.audiences.EligibleNow})
 	if a.dispatcher, err = a.buildDispatcher(cfg.Sending, providers, certs, logger); err != nil {
 		return nil, err
@@ -190,6 +213,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	deliveryv1.RegisterSendingServiceServer(a.server.GRPC(), grpcapi.NewSendingServer(delivery.NewSending(postgres.NewLedger(a.store.Pool()))))
 	deliveryv1.RegisterMessagesServiceServer(a.server.GRPC(), grpcapi.NewMessagesServer(a.messages))
 	dsrv1.RegisterParticipantServiceServer(a.server.GRPC(), grpcapi.NewParticipantServer(delivery.NewSubjects(a.audiences, a.store)))
+	if err := a.registerTracking(cfg.Tracking, certs, a.server.GRPC(), logger); err != nil {
+		return nil, err
+	}
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
 		return nil, err
@@ -249,6 +275,7 @@ func (a *App) Run(ctx context.Context) error {
 	if a.identify != nil {
 		tasks = append(tasks, a.identify.Run)
 	}
+	tasks = append(tasks, a.trackingTasks...)
 	if a.revocations != nil {
 		tasks = append(tasks, a.revocations.Run)
 	}

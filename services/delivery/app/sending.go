@@ -33,6 +33,9 @@ type SendingConfig struct {
 	// TwilioURL is Twilio's origin (or a stand-in's); SMS is sent only when the account SID,
 	// the auth token file and the messaging service SID are all set.
 	TwilioURL, TwilioAccountSID, TwilioAuthTokenFile, TwilioMessagingServiceSID string
+	// TwilioStatusCallback is where Twilio posts message statuses: the gateway's
+	// /webhooks/twilio/status under the tracking's public URL (set by New when tracking is on).
+	TwilioStatusCallback string
 	// SendRate bounds a tenant's messages per second per channel (0: no limit);
 	// SendConcurrency its provider calls in flight per channel.
 	SendRate        float64
@@ -111,7 +114,7 @@ func (c SendingConfig) providers(logger *slog.Logger) (map[delivery.Channel]deli
 		if err != nil {
 			return nil, err
 		}
-		p, err := twilio.NewProvider(client, twilio.ProviderConfig{MessagingServiceSID: c.TwilioMessagingServiceSID})
+		p, err := twilio.NewProvider(client, twilio.ProviderConfig{MessagingServiceSID: c.TwilioMessagingServiceSID, StatusCallback: c.TwilioStatusCallback})
 		if err != nil {
 			return nil, err
 		}

@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -85,6 +86,7 @@ func TestSegmentEvaluation(t *testing.T) {
 	a := delivery.NewAudiences(s, b).WithClock(func() time.Time { return now })
 	ctx := context.Background()
 	granted := delivery.Consents{Email: delivery.Consent{State: delivery.ConsentGranted, Source: "form"}}
+	ids := map[string]string{} // label → contact id
 	for _, c := range []delivery.Contact{
 		{UserID: "u-ann", Email: "ann@example.com", Attributes: map[string]string{"plan": "pro", "city": "Paris", "zip": "75011", "vip": "yes"}, Consent: granted},
 		{UserID: "u-bob", Attributes: map[string]string{"plan": "pro", "city": "Lyon", "zip": "69001"}},
@@ -93,7 +95,8 @@ func TestSegmentEvaluation(t *testing.T) {
 		{Email: "eve@example.com", Attributes: map[string]string{"plan": "pro", "city": "Paris"}, Consent: granted},
 		{UserID: "u-odd", Attributes: map[string]string{"plan": "x'); DROP TABLE contacts; --"}},
 	} {
-		mustCreate(t, a, "t1", c)
+		made := mustCreate(t, a, "t1", c)
+		ids[cmp.Or(c.UserID, c.Email)] = made.ID
 	}
 	// Same attributes in another tenant: never selected.
 	mustCreate(t, a, "t2", delivery.Contact{UserID: "u-ann", Attributes: map[string]string{"plan": "pro"}})
@@ -136,13 +139,23 @@ func TestSegmentEvaluation(t *testing.T) {
 	if got := evaluate(t, a, "t1", f); !slices.Equal(got, []string{"u-ann"}) {
 		t.Errorf("behaviour segment selected %v, want [u-ann]", got)
 	}
+	wantAsked := []string{"u-ann", "u-bob", "u-carol", ids["u-ann"], ids["u-bob"], ids["u-carol"], ids["eve@example.com"]}
 	slices.Sort(b.asked)
-	if !slices.Equal(b.asked, []string{"u-ann", "u-bob", "u-carol"}) {
-		t.Errorf("behaviour source asked about %v, want only the pro-plan contacts with a user id", b.asked)
+	slices.Sort(wantAsked)
+	if !slices.Equal(b.asked, wantAsked) {
+		t.Errorf("behaviour source asked about %v, want only the pro-plan contacts' user and contact ids %v", b.asked, wantAsked)
+	}
+	// Delivery's own events (a click on a tracked link) carry the contact id: eve, who has no
+	// user id, clicked campaign X in an email.
+	b.mu.Lock()
+	b.events["t1/"+ids["eve@example.com"]] = []event{{"click", campaignX, now.Add(-time.Hour)}}
+	b.mu.Unlock()
+	if got := evaluate(t, a, "t1", f); !slices.Equal(got, []string{"eve@example.com", "u-ann"}) {
+		t.Errorf("behaviour segment with a tracked click selected %v, want [eve@example.com u-ann]", got)
 	}
 	// Any campaign, 60 days: bob's older click counts now, carol's click on another campaign too.
 	f.Behaviour = &delivery.BehaviourCondition{EventType: "click", WithinDays: 60}
-	if got := evaluate(t, a, "t1", f); !slices.Equal(got, []string{"u-ann", "u-bob", "u-carol"}) {
+	if got := evaluate(t, a, "t1", f); !slices.Equal(got, []string{"eve@example.com", "u-ann", "u-bob", "u-carol"}) {
 		t.Errorf("any-campaign segment selected %v", got)
 	}
 
@@ -250,7 +263,8 @@ func TestSegmentEvaluationPages(t *testing.T) {
 	if len(got) != want || len(slices.Compact(slices.Clone(got))) != want {
 		t.Errorf("selected %d contacts (%d distinct), want %d", len(got), len(slices.Compact(slices.Clone(got))), want)
 	}
-	if len(b.asked) != n-n/3 || b.calls < 2 {
-		t.Errorf("behaviour source asked about %d users in %d calls, want %d in several", len(b.asked), b.calls, n-n/3)
+	// Each candidate is asked about by its user id and its contact id.
+	if len(b.asked) != 2*(n-n/3) || b.calls < 2 {
+		t.Errorf("behaviour source asked about %d ids in %d calls, want %d in several", len(b.asked), b.calls, 2*(n-n/3))
 	}
 }

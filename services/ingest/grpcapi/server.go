@@ -14,12 +14,14 @@ import (
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/services/ingest"
 )
 
 // HotMethods are the RPCs on the events' hot path: the server logs their successful calls at
 // debug (grpcserver.WithQuietCalls); failures and denials keep their level.
-var HotMethods = []string{ingestv1.IngestService_IngestEvents_FullMethodName, ingestv1.IngestService_StreamEvents_FullMethodName}
+var HotMethods = []string{ingestv1.IngestService_IngestEvents_FullMethodName, ingestv1.IngestService_StreamEvents_FullMethodName,
+	ingestv1.IngestService_IngestTenantEvents_FullMethodName}
 
 // Server implements ingestv1.IngestServiceServer.
 type Server struct {
@@ -74,6 +76,30 @@ func (s *Server) StreamEvents(stream ingestv1.IngestService_StreamEventsServer) 
 	}
 }
 
+// IngestTenantEvents implements ingestv1.IngestServiceServer for mesh services reporting a
+// tenant's events (the access rule admits only them): the tenant is the request's, the source
+// the caller's verified mesh identity; the rest is IngestEvents' path.
+func (s *Server) IngestTenantEvents(ctx context.Context, req *ingestv1.IngestTenantEventsRequest) (*ingestv1.IngestEventsResponse, error) {
+	caller, err := mtls.PeerService(ctx)
+	if err != nil {
+		return nil, apperr.New(apperr.PermissionDenied, "MESH_CALLER_REQUIRED", "only mesh services may report a tenant's events")
+	}
+	if t := req.GetTenantId(); t == "" || len(t) > maxTenantIDLen {
+		var v apperr.Violations
+		v.Add("tenant_id", "is required (at most %d characters)", maxTenantIDLen)
+		return nil, v.Err()
+	}
+	resp, err := s.ingestAs(ctx, req.GetTenantId(), "service:"+caller, req.GetEvents(), proto.Size(req))
+	if err != nil {
+		return nil, err
+	}
+	resp.Batch = req.GetBatch()
+	return resp, nil
+}
+
+// maxTenantIDLen bounds the tenant a mesh service names.
+const maxTenantIDLen = 128
+
 // ingest takes the caller's tenant and source (API key or user) from the credential, never
 // from the request.
 func (s *Server) ingest(ctx context.Context, events []*ingestv1.Event, size int) (*ingestv1.IngestEventsResponse, error) {
@@ -82,7 +108,13 @@ func (s *Server) ingest(ctx context.Context, events []*ingestv1.Event, size int)
 		return nil, apperr.New(apperr.PermissionDenied, "NOT_A_WRITE_KEY",
 			"a write key must be an API key scoped to events.write only (a browser or app ships it to everyone): create one with that single scope")
 	}
-	res, err := s.svc.Ingest(ctx, p.TenantID, p.Subject, events, size)
+	return s.ingestAs(ctx, p.TenantID, p.Subject, events, size)
+}
+
+// ingestAs validates, deduplicates and stores events of tenant from source, and answers once
+// they are stored.
+func (s *Server) ingestAs(ctx context.Context, tenant, source string, events []*ingestv1.Event, size int) (*ingestv1.IngestEventsResponse, error) {
+	res, err := s.svc.Ingest(ctx, tenant, source, events, size)
 	if err != nil {
 		return nil, err
 	}

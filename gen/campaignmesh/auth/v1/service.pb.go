@@ -3207,7 +3207,7 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\bappended\x18\x01 \x01(\x03R\bappended\x12\x1e\n" +
 	"\n" +
 	"duplicates\x18\x02 \x01(\x03R\n" +
-	"duplicates2\xeb%\n" +
+	"duplicates2\xf5%\n" +
 	"\vAuthService\x12s\n" +
 	"\x05Login\x12\".campaignmesh.auth.v1.LoginRequest\x1a#.campaignmesh.auth.v1.LoginResponse\"!\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/auth/login\x12y\n" +
 	"\aRefresh\x12$.campaignmesh.auth.v1.RefreshRequest\x1a#.campaignmesh.auth.v1.LoginResponse\"#\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/auth/refresh\x12w\n" +
@@ -3278,14 +3278,15 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\tcampaigns\n" +
 	"\tanalytics\n" +
 	"\bdelivery\n" +
-	"\x03dsr\x12\xb5\x01\n" +
-	"\x12AppendAuditRecords\x12/.campaignmesh.auth.v1.AppendAuditRecordsRequest\x1a0.campaignmesh.auth.v1.AppendAuditRecordsResponse\"<\xc2\xf3\x188\"6\n" +
+	"\x03dsr\x12\xbf\x01\n" +
+	"\x12AppendAuditRecords\x12/.campaignmesh.auth.v1.AppendAuditRecordsRequest\x1a0.campaignmesh.auth.v1.AppendAuditRecordsResponse\"F\xc2\xf3\x18B\"@\n" +
 	"\x06ingest\n" +
 	"\tcampaigns\n" +
 	"\tanalytics\n" +
 	"\bdelivery\n" +
 	"\x03dsr\n" +
-	"\agatewayBFZDgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1;authv1b\x06proto3"
+	"\agateway\n" +
+	"\bdeliveryBFZDgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1;authv1b\x06proto3"
 
 var (
 	file_campaignmesh_auth_v1_service_proto_rawDescOnce sync.Once

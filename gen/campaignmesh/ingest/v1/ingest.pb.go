@@ -493,6 +493,70 @@ func (x *IngestEventsRequest) GetBatch() int64 {
 	return 0
 }
 
+// IngestTenantEventsRequest is one batch of a tenant's events reported by a mesh service.
+type IngestTenantEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant the events belong to.
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// 1 to 1,000 events.
+	Events []*Event `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	// Optional batch number chosen by the sender, echoed in the response.
+	Batch         int64 `protobuf:"varint,3,opt,name=batch,proto3" json:"batch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IngestTenantEventsRequest) Reset() {
+	*x = IngestTenantEventsRequest{}
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IngestTenantEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IngestTenantEventsRequest) ProtoMessage() {}
+
+func (x *IngestTenantEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IngestTenantEventsRequest.ProtoReflect.Descriptor instead.
+func (*IngestTenantEventsRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *IngestTenantEventsRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *IngestTenantEventsRequest) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *IngestTenantEventsRequest) GetBatch() int64 {
+	if x != nil {
+		return x.Batch
+	}
+	return 0
+}
+
 // StreamEventsRequest is one batch on a stream (the same as IngestEventsRequest).
 type StreamEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -506,7 +570,7 @@ type StreamEventsRequest struct {
 
 func (x *StreamEventsRequest) Reset() {
 	*x = StreamEventsRequest{}
-	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[4]
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -518,7 +582,7 @@ func (x *StreamEventsRequest) String() string {
 func (*StreamEventsRequest) ProtoMessage() {}
 
 func (x *StreamEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[4]
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -531,7 +595,7 @@ func (x *StreamEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamEventsRequest.ProtoReflect.Descriptor instead.
 func (*StreamEventsRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{4}
+	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StreamEventsRequest) GetEvents() []*Event {
@@ -565,7 +629,7 @@ type Rejection struct {
 
 func (x *Rejection) Reset() {
 	*x = Rejection{}
-	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[5]
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +641,7 @@ func (x *Rejection) String() string {
 func (*Rejection) ProtoMessage() {}
 
 func (x *Rejection) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[5]
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +654,7 @@ func (x *Rejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
 func (*Rejection) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{5}
+	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Rejection) GetIndex() int32 {
@@ -634,7 +698,7 @@ type Warning struct {
 
 func (x *Warning) Reset() {
 	*x = Warning{}
-	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[6]
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +710,7 @@ func (x *Warning) String() string {
 func (*Warning) ProtoMessage() {}
 
 func (x *Warning) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[6]
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +723,7 @@ func (x *Warning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Warning.ProtoReflect.Descriptor instead.
 func (*Warning) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{6}
+	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Warning) GetIndex() int32 {
@@ -696,7 +760,7 @@ type IngestEventsResponse struct {
 
 func (x *IngestEventsResponse) Reset() {
 	*x = IngestEventsResponse{}
-	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[7]
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +772,7 @@ func (x *IngestEventsResponse) String() string {
 func (*IngestEventsResponse) ProtoMessage() {}
 
 func (x *IngestEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[7]
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +785,7 @@ func (x *IngestEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestEventsResponse.ProtoReflect.Descriptor instead.
 func (*IngestEventsResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{7}
+	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *IngestEventsResponse) GetAccepted() int32 {
@@ -768,7 +832,7 @@ type TailEventsRequest struct {
 
 func (x *TailEventsRequest) Reset() {
 	*x = TailEventsRequest{}
-	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[8]
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +844,7 @@ func (x *TailEventsRequest) String() string {
 func (*TailEventsRequest) ProtoMessage() {}
 
 func (x *TailEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[8]
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +857,7 @@ func (x *TailEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailEventsRequest.ProtoReflect.Descriptor instead.
 func (*TailEventsRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{8}
+	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{9}
 }
 
 // TailEventsResponse is one outcome.
@@ -819,7 +883,7 @@ type TailEventsResponse struct {
 
 func (x *TailEventsResponse) Reset() {
 	*x = TailEventsResponse{}
-	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[9]
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +895,7 @@ func (x *TailEventsResponse) String() string {
 func (*TailEventsResponse) ProtoMessage() {}
 
 func (x *TailEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[9]
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +908,7 @@ func (x *TailEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailEventsResponse.ProtoReflect.Descriptor instead.
 func (*TailEventsResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{9}
+	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TailEventsResponse) GetOutcome() EventOutcome {
@@ -930,7 +994,11 @@ const file_campaignmesh_ingest_v1_ingest_proto_rawDesc = "" +
 	"\acontext\x18\f \x01(\v2$.campaignmesh.ingest.v1.EventContextR\acontext\"b\n" +
 	"\x13IngestEventsRequest\x125\n" +
 	"\x06events\x18\x01 \x03(\v2\x1d.campaignmesh.ingest.v1.EventR\x06events\x12\x14\n" +
-	"\x05batch\x18\x02 \x01(\x03R\x05batch\"b\n" +
+	"\x05batch\x18\x02 \x01(\x03R\x05batch\"\x85\x01\n" +
+	"\x19IngestTenantEventsRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x125\n" +
+	"\x06events\x18\x02 \x03(\v2\x1d.campaignmesh.ingest.v1.EventR\x06events\x12\x14\n" +
+	"\x05batch\x18\x03 \x01(\x03R\x05batch\"b\n" +
 	"\x13StreamEventsRequest\x125\n" +
 	"\x06events\x18\x01 \x03(\v2\x1d.campaignmesh.ingest.v1.EventR\x06events\x12\x14\n" +
 	"\x05batch\x18\x02 \x01(\x03R\x05batch\"j\n" +
@@ -972,12 +1040,15 @@ const file_campaignmesh_ingest_v1_ingest_proto_rawDesc = "" +
 	"\x16EVENT_OUTCOME_ACCEPTED\x10\x01\x12\x1a\n" +
 	"\x16EVENT_OUTCOME_REJECTED\x10\x02\x12\x1c\n" +
 	"\x18EVENT_OUTCOME_SUPPRESSED\x10\x03\x12\x19\n" +
-	"\x15EVENT_OUTCOME_DROPPED\x10\x042\xdd\x03\n" +
+	"\x15EVENT_OUTCOME_DROPPED\x10\x042\xe7\x04\n" +
 	"\rIngestService\x12\x98\x01\n" +
 	"\fIngestEvents\x12+.campaignmesh.ingest.v1.IngestEventsRequest\x1a,.campaignmesh.ingest.v1.IngestEventsResponse\"-\xc2\xf3\x18\x0e\n" +
 	"\fevents.write\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/events:batch\x12\x9d\x01\n" +
 	"\fStreamEvents\x12+.campaignmesh.ingest.v1.StreamEventsRequest\x1a,.campaignmesh.ingest.v1.IngestEventsResponse\".\xc2\xf3\x18\x0e\n" +
-	"\fevents.write\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/events:stream(\x010\x01\x12\x90\x01\n" +
+	"\fevents.write\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/events:stream(\x010\x01\x12\x87\x01\n" +
+	"\x12IngestTenantEvents\x121.campaignmesh.ingest.v1.IngestTenantEventsRequest\x1a,.campaignmesh.ingest.v1.IngestEventsResponse\"\x10\xc2\xf3\x18\f\"\n" +
+	"\n" +
+	"\bdelivery\x12\x90\x01\n" +
 	"\n" +
 	"TailEvents\x12).campaignmesh.ingest.v1.TailEventsRequest\x1a*.campaignmesh.ingest.v1.TailEventsResponse\")\xc2\xf3\x18\x0e\n" +
 	"\fevents.debug\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/events:tail0\x01BJZHgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1;ingestv1b\x06proto3"
@@ -995,49 +1066,53 @@ func file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP() []byte {
 }
 
 var file_campaignmesh_ingest_v1_ingest_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_campaignmesh_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_campaignmesh_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_campaignmesh_ingest_v1_ingest_proto_goTypes = []any{
-	(EventType)(0),                // 0: campaignmesh.ingest.v1.EventType
-	(EventOutcome)(0),             // 1: campaignmesh.ingest.v1.EventOutcome
-	(*Money)(nil),                 // 2: campaignmesh.ingest.v1.Money
-	(*EventContext)(nil),          // 3: campaignmesh.ingest.v1.EventContext
-	(*Event)(nil),                 // 4: campaignmesh.ingest.v1.Event
-	(*IngestEventsRequest)(nil),   // 5: campaignmesh.ingest.v1.IngestEventsRequest
-	(*StreamEventsRequest)(nil),   // 6: campaignmesh.ingest.v1.StreamEventsRequest
-	(*Rejection)(nil),             // 7: campaignmesh.ingest.v1.Rejection
-	(*Warning)(nil),               // 8: campaignmesh.ingest.v1.Warning
-	(*IngestEventsResponse)(nil),  // 9: campaignmesh.ingest.v1.IngestEventsResponse
-	(*TailEventsRequest)(nil),     // 10: campaignmesh.ingest.v1.TailEventsRequest
-	(*TailEventsResponse)(nil),    // 11: campaignmesh.ingest.v1.TailEventsResponse
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),       // 13: google.protobuf.Struct
+	(EventType)(0),                    // 0: campaignmesh.ingest.v1.EventType
+	(EventOutcome)(0),                 // 1: campaignmesh.ingest.v1.EventOutcome
+	(*Money)(nil),                     // 2: campaignmesh.ingest.v1.Money
+	(*EventContext)(nil),              // 3: campaignmesh.ingest.v1.EventContext
+	(*Event)(nil),                     // 4: campaignmesh.ingest.v1.Event
+	(*IngestEventsRequest)(nil),       // 5: campaignmesh.ingest.v1.IngestEventsRequest
+	(*IngestTenantEventsRequest)(nil), // 6: campaignmesh.ingest.v1.IngestTenantEventsRequest
+	(*StreamEventsRequest)(nil),       // 7: campaignmesh.ingest.v1.StreamEventsRequest
+	(*Rejection)(nil),                 // 8: campaignmesh.ingest.v1.Rejection
+	(*Warning)(nil),                   // 9: campaignmesh.ingest.v1.Warning
+	(*IngestEventsResponse)(nil),      // 10: campaignmesh.ingest.v1.IngestEventsResponse
+	(*TailEventsRequest)(nil),         // 11: campaignmesh.ingest.v1.TailEventsRequest
+	(*TailEventsResponse)(nil),        // 12: campaignmesh.ingest.v1.TailEventsResponse
+	(*timestamppb.Timestamp)(nil),     // 13: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 14: google.protobuf.Struct
 }
 var file_campaignmesh_ingest_v1_ingest_proto_depIdxs = []int32{
 	0,  // 0: campaignmesh.ingest.v1.Event.type:type_name -> campaignmesh.ingest.v1.EventType
 	2,  // 1: campaignmesh.ingest.v1.Event.value:type_name -> campaignmesh.ingest.v1.Money
-	12, // 2: campaignmesh.ingest.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
-	12, // 3: campaignmesh.ingest.v1.Event.sent_at:type_name -> google.protobuf.Timestamp
-	13, // 4: campaignmesh.ingest.v1.Event.properties:type_name -> google.protobuf.Struct
+	13, // 2: campaignmesh.ingest.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	13, // 3: campaignmesh.ingest.v1.Event.sent_at:type_name -> google.protobuf.Timestamp
+	14, // 4: campaignmesh.ingest.v1.Event.properties:type_name -> google.protobuf.Struct
 	3,  // 5: campaignmesh.ingest.v1.Event.context:type_name -> campaignmesh.ingest.v1.EventContext
 	4,  // 6: campaignmesh.ingest.v1.IngestEventsRequest.events:type_name -> campaignmesh.ingest.v1.Event
-	4,  // 7: campaignmesh.ingest.v1.StreamEventsRequest.events:type_name -> campaignmesh.ingest.v1.Event
-	7,  // 8: campaignmesh.ingest.v1.IngestEventsResponse.rejected:type_name -> campaignmesh.ingest.v1.Rejection
-	8,  // 9: campaignmesh.ingest.v1.IngestEventsResponse.warnings:type_name -> campaignmesh.ingest.v1.Warning
-	1,  // 10: campaignmesh.ingest.v1.TailEventsResponse.outcome:type_name -> campaignmesh.ingest.v1.EventOutcome
-	12, // 11: campaignmesh.ingest.v1.TailEventsResponse.time:type_name -> google.protobuf.Timestamp
-	4,  // 12: campaignmesh.ingest.v1.TailEventsResponse.event:type_name -> campaignmesh.ingest.v1.Event
-	7,  // 13: campaignmesh.ingest.v1.TailEventsResponse.rejection:type_name -> campaignmesh.ingest.v1.Rejection
-	5,  // 14: campaignmesh.ingest.v1.IngestService.IngestEvents:input_type -> campaignmesh.ingest.v1.IngestEventsRequest
-	6,  // 15: campaignmesh.ingest.v1.IngestService.StreamEvents:input_type -> campaignmesh.ingest.v1.StreamEventsRequest
-	10, // 16: campaignmesh.ingest.v1.IngestService.TailEvents:input_type -> campaignmesh.ingest.v1.TailEventsRequest
-	9,  // 17: campaignmesh.ingest.v1.IngestService.IngestEvents:output_type -> campaignmesh.ingest.v1.IngestEventsResponse
-	9,  // 18: campaignmesh.ingest.v1.IngestService.StreamEvents:output_type -> campaignmesh.ingest.v1.IngestEventsResponse
-	11, // 19: campaignmesh.ingest.v1.IngestService.TailEvents:output_type -> campaignmesh.ingest.v1.TailEventsResponse
-	17, // [17:20] is the sub-list for method output_type
-	14, // [14:17] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	4,  // 7: campaignmesh.ingest.v1.IngestTenantEventsRequest.events:type_name -> campaignmesh.ingest.v1.Event
+	4,  // 8: campaignmesh.ingest.v1.StreamEventsRequest.events:type_name -> campaignmesh.ingest.v1.Event
+	8,  // 9: campaignmesh.ingest.v1.IngestEventsResponse.rejected:type_name -> campaignmesh.ingest.v1.Rejection
+	9,  // 10: campaignmesh.ingest.v1.IngestEventsResponse.warnings:type_name -> campaignmesh.ingest.v1.Warning
+	1,  // 11: campaignmesh.ingest.v1.TailEventsResponse.outcome:type_name -> campaignmesh.ingest.v1.EventOutcome
+	13, // 12: campaignmesh.ingest.v1.TailEventsResponse.time:type_name -> google.protobuf.Timestamp
+	4,  // 13: campaignmesh.ingest.v1.TailEventsResponse.event:type_name -> campaignmesh.ingest.v1.Event
+	8,  // 14: campaignmesh.ingest.v1.TailEventsResponse.rejection:type_name -> campaignmesh.ingest.v1.Rejection
+	5,  // 15: campaignmesh.ingest.v1.IngestService.IngestEvents:input_type -> campaignmesh.ingest.v1.IngestEventsRequest
+	7,  // 16: campaignmesh.ingest.v1.IngestService.StreamEvents:input_type -> campaignmesh.ingest.v1.StreamEventsRequest
+	6,  // 17: campaignmesh.ingest.v1.IngestService.IngestTenantEvents:input_type -> campaignmesh.ingest.v1.IngestTenantEventsRequest
+	11, // 18: campaignmesh.ingest.v1.IngestService.TailEvents:input_type -> campaignmesh.ingest.v1.TailEventsRequest
+	10, // 19: campaignmesh.ingest.v1.IngestService.IngestEvents:output_type -> campaignmesh.ingest.v1.IngestEventsResponse
+	10, // 20: campaignmesh.ingest.v1.IngestService.StreamEvents:output_type -> campaignmesh.ingest.v1.IngestEventsResponse
+	10, // 21: campaignmesh.ingest.v1.IngestService.IngestTenantEvents:output_type -> campaignmesh.ingest.v1.IngestEventsResponse
+	12, // 22: campaignmesh.ingest.v1.IngestService.TailEvents:output_type -> campaignmesh.ingest.v1.TailEventsResponse
+	19, // [19:23] is the sub-list for method output_type
+	15, // [15:19] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_campaignmesh_ingest_v1_ingest_proto_init() }
@@ -1051,7 +1126,7 @@ func file_campaignmesh_ingest_v1_ingest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campaignmesh_ingest_v1_ingest_proto_rawDesc), len(file_campaignmesh_ingest_v1_ingest_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,9 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	IngestService_IngestEvents_FullMethodName = "/campaignmesh.ingest.v1.IngestService/IngestEvents"
-	IngestService_StreamEvents_FullMethodName = "/campaignmesh.ingest.v1.IngestService/StreamEvents"
-	IngestService_TailEvents_FullMethodName   = "/campaignmesh.ingest.v1.IngestService/TailEvents"
+	IngestService_IngestEvents_FullMethodName       = "/campaignmesh.ingest.v1.IngestService/IngestEvents"
+	IngestService_StreamEvents_FullMethodName       = "/campaignmesh.ingest.v1.IngestService/StreamEvents"
+	IngestService_IngestTenantEvents_FullMethodName = "/campaignmesh.ingest.v1.IngestService/IngestTenantEvents"
+	IngestService_TailEvents_FullMethodName         = "/campaignmesh.ingest.v1.IngestService/TailEvents"
 )
 
 // IngestServiceClient is the client API for IngestService service.
@@ -39,6 +40,13 @@ type IngestServiceClient interface {
 	// StreamEvents accepts a stream of batches and answers each with its own acknowledgement, in
 	// order, once that batch is stored. Caller: high-volume senders. Permission: events.write.
 	StreamEvents(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamEventsRequest, IngestEventsResponse], error)
+	// IngestTenantEvents accepts a batch of events that a mesh service reports on a tenant's
+	// behalf (delivery: tracked clicks and opens, provider status webhooks), with the same
+	// validation, deduplication, privacy policy and acknowledgement as IngestEvents. The tenant is
+	// the request's, since the caller has no tenant credential: only the services named in the
+	// rule may call it, and the source recorded is the caller's mesh identity. Caller: the delivery
+	// service (internal: no REST mapping, not served at the edge).
+	IngestTenantEvents(ctx context.Context, in *IngestTenantEventsRequest, opts ...grpc.CallOption) (*IngestEventsResponse, error)
 	// TailEvents streams the caller's tenant's event outcomes as ingest decides them (the live
 	// event debugger, for setting up an SDK): accepted events as stored (after the privacy
 	// policy), rejected ones with the field and reason (no property values), and suppressed ones
@@ -80,6 +88,16 @@ func (c *ingestServiceClient) StreamEvents(ctx context.Context, opts ...grpc.Cal
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type IngestService_StreamEventsClient = grpc.BidiStreamingClient[StreamEventsRequest, IngestEventsResponse]
 
+func (c *ingestServiceClient) IngestTenantEvents(ctx context.Context, in *IngestTenantEventsRequest, opts ...grpc.CallOption) (*IngestEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IngestEventsResponse)
+	err := c.cc.Invoke(ctx, IngestService_IngestTenantEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *ingestServiceClient) TailEvents(ctx context.Context, in *TailEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TailEventsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &IngestService_ServiceDesc.Streams[1], IngestService_TailEvents_FullMethodName, cOpts...)
@@ -114,6 +132,13 @@ type IngestServiceServer interface {
 	// StreamEvents accepts a stream of batches and answers each with its own acknowledgement, in
 	// order, once that batch is stored. Caller: high-volume senders. Permission: events.write.
 	StreamEvents(grpc.BidiStreamingServer[StreamEventsRequest, IngestEventsResponse]) error
+	// IngestTenantEvents accepts a batch of events that a mesh service reports on a tenant's
+	// behalf (delivery: tracked clicks and opens, provider status webhooks), with the same
+	// validation, deduplication, privacy policy and acknowledgement as IngestEvents. The tenant is
+	// the request's, since the caller has no tenant credential: only the services named in the
+	// rule may call it, and the source recorded is the caller's mesh identity. Caller: the delivery
+	// service (internal: no REST mapping, not served at the edge).
+	IngestTenantEvents(context.Context, *IngestTenantEventsRequest) (*IngestEventsResponse, error)
 	// TailEvents streams the caller's tenant's event outcomes as ingest decides them (the live
 	// event debugger, for setting up an SDK): accepted events as stored (after the privacy
 	// policy), rejected ones with the field and reason (no property values), and suppressed ones
@@ -137,6 +162,9 @@ func (UnimplementedIngestServiceServer) IngestEvents(context.Context, *IngestEve
 }
 func (UnimplementedIngestServiceServer) StreamEvents(grpc.BidiStreamingServer[StreamEventsRequest, IngestEventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method StreamEvents not implemented")
+}
+func (UnimplementedIngestServiceServer) IngestTenantEvents(context.Context, *IngestTenantEventsRequest) (*IngestEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IngestTenantEvents not implemented")
 }
 func (UnimplementedIngestServiceServer) TailEvents(*TailEventsRequest, grpc.ServerStreamingServer[TailEventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method TailEvents not implemented")
@@ -187,6 +215,24 @@ func _IngestService_StreamEvents_Handler(srv interface{}, stream grpc.ServerStre
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type IngestService_StreamEventsServer = grpc.BidiStreamingServer[StreamEventsRequest, IngestEventsResponse]
 
+func _IngestService_IngestTenantEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IngestTenantEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IngestServiceServer).IngestTenantEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IngestService_IngestTenantEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IngestServiceServer).IngestTenantEvents(ctx, req.(*IngestTenantEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _IngestService_TailEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(TailEventsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -208,6 +254,10 @@ var IngestService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "IngestEvents",
 			Handler:    _IngestService_IngestEvents_Handler,
+		},
+		{
+			MethodName: "IngestTenantEvents",
+			Handler:    _IngestService_IngestTenantEvents_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

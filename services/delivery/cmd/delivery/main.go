@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"log/slog"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
@@ -17,6 +18,9 @@ import (
 type settings struct {
 	cfg      app.Config
 	logLevel slog.Level
+	// inboundTenant, when set, makes the command print that tenant's inbound SMS webhook URL
+	// and exit (-print-inbound-sms-url).
+	inboundTenant string
 }
 
 // LogLevel implements process.Settings.
@@ -42,6 +46,7 @@ func parse(args []string) (settings, error) {
 	fs.StringVar(&c.PrivacyKeyFile, "privacy-key-file", "", "file holding the mesh's privacy key, as dsr's and ingest's (required with -nats-url)")
 	fs.DurationVar(&c.PrivacyLoadTimeout, "privacy-load-timeout", c.PrivacyLoadTimeout, "how long the start waits for the suppression list")
 	c.TLS.RegisterFlags(fs, app.ServiceName)
+	app.RegisterTrackingFlags(fs, &c.Tracking)
 	fs.IntVar(&c.MaxRecvMsgSize, "max-recv-msg-size", c.MaxRecvMsgSize, "largest request message in bytes")
 	fs.DurationVar(&c.GracePeriod, "grace-period", c.GracePeriod, "how long a stop waits for calls in flight")
 	sc := &c.Sending
@@ -63,8 +68,12 @@ func parse(args []string) (settings, error) {
 	fs.Int64Var(&c.ImportMaxBytes, "import-max-bytes", delivery.DefaultImportLimits.MaxBytes, "largest contacts import (CSV file) in bytes")
 	fs.IntVar(&c.ImportMaxRows, "import-max-rows", delivery.DefaultImportLimits.MaxRows, "most rows of one contacts import")
 	fs.TextVar(&s.logLevel, "log-level", slog.LevelInfo, "log level (debug, info, warn, error)")
+	fs.StringVar(&s.inboundTenant, "print-inbound-sms-url", "", "print the Twilio incoming-message webhook URL of this tenant (needs -tracking-key-file, -public-url) and exit")
 	if err := config.Parse(fs, "CM_DELIVERY", args); err != nil {
 		return s, err
+	}
+	if s.inboundTenant != "" {
+		return s, nil
 	}
 	var p config.Problems
 	p.Check(c.PostgresURL != "", "-postgres-url is required")
@@ -75,6 +84,7 @@ func parse(args []string) (settings, error) {
 		p.Check(c.PrivacyKeyFile != "", "-privacy-key-file is required with -nats-url")
 	}
 	p.Check(c.ImportMaxBytes >= 1<<10 && c.ImportMaxRows >= 1, "-import-max-bytes must be at least 1 KiB and -import-max-rows at least 1")
+	app.CheckTracking(c.Tracking, &p)
 	p.Check(c.MaxRecvMsgSize >= 1024 && c.MaxRecvMsgSize <= 64<<20, "-max-recv-msg-size must be between 1 KiB and 64 MiB")
 	p.Check(sc.SendRate >= 0, "-send-rate must not be negative")
 	p.Check(sc.SendConcurrency >= 1 && sc.SendConcurrency <= 1000, "-send-concurrency must be between 1 and 1000")
@@ -84,6 +94,13 @@ func parse(args []string) (settings, error) {
 func main() { process.Main("delivery", parse, run) }
 
 func run(ctx context.Context, s settings, logger *slog.Logger) error {
+	if s.inboundTenant != "" {
+		u, err := app.InboundSMSURL(s.cfg.Tracking, s.inboundTenant)
+		if err == nil {
+			_, err = fmt.Println(u)
+		}
+		return err
+	}
 	a, err := app.New(ctx, s.cfg, logger)
 	if err != nil {
 		return err
