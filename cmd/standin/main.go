@@ -16,6 +16,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -67,6 +68,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	twCallback := fs.String("twilio-callback-url", "", "status callback URL for messages created without StatusCallback (empty: none)")
 	twInbound := fs.String("twilio-inbound-url", "", "where POST /inbound posts the signed incoming-SMS webhook (empty: /inbound answers 409)")
 	twRate := fs.Int("twilio-rate", 0, "Twilio messages per second before 429/20429 (0: unlimited)")
+	pubOut := fs.String("sendgrid-public-key-out", "", "file to write the webhook verification key into, as SendGrid shows it (for the receiver's configuration; empty: none)")
+	caFile := fs.String("webhook-ca-file", "", "PEM CA bundle the webhook and callback receivers' TLS certificates are checked against (empty: the system's)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -89,17 +92,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	if err != nil {
 		return fmt.Errorf("sendgrid signing key: %w", err)
 	}
+	hooks, err := webhookClient(*caFile)
+	if err != nil {
+		return fmt.Errorf("webhook CA: %w", err)
+	}
 	sg, err := sgstandin.New(sgstandin.Config{
 		APIKey: apiKey, WebhookURL: *sgWebhook, RatePerSecond: *sgRate, Key: signing,
-		Logger: log.With("provider", "sendgrid"),
+		Logger: log.With("provider", "sendgrid"), HTTPClient: hooks,
 	})
 	if err != nil {
 		return err
 	}
 	defer sg.Close()
+	if *pubOut != "" {
+		if err := os.WriteFile(*pubOut, []byte(sg.PublicKey()+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write the webhook verification key: %w", err)
+		}
+	}
 	tw, err := twstandin.New(twstandin.Config{
 		AccountSID: *twAccount, AuthToken: token, CallbackURL: *twCallback, InboundURL: *twInbound, RatePerSecond: *twRate,
-		Logger: log.With("provider", "twilio"),
+		Logger: log.With("provider", "twilio"), HTTPClient: hooks,
 	})
 	if err != nil {
 		return err
@@ -172,6 +184,23 @@ func secret(file, env, dev string) (string, error) {
 
 // signingKey loads the webhook signing key from file, creating the file with a new key when
 // it does not exist; no file: a new key.
+// webhookClient is the client webhooks and callbacks are posted with: trusting caFile's CAs
+// when set (the dev CA of the gateway), with the stand-ins' 10 s timeout.
+func webhookClient(caFile string) (*http.Client, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no certificate", caFile)
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}, nil
+}
+
 func signingKey(file string) (*ecdsa.PrivateKey, error) {
 	if file == "" {
 		return nil, nil

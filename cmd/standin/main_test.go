@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -172,5 +173,49 @@ func TestBadSigningKeyFile(t *testing.T) {
 	t.Parallel()
 	if _, err := signingKey(filepath.Join(t.TempDir(), "missing-dir", "k.pem")); err == nil {
 		t.Fatal("created a key in a missing directory")
+	}
+}
+
+// -sendgrid-public-key-out writes the key webhooks verify with, as the settings route shows
+// it, so a receiver can be configured from a file (make run configures delivery so).
+func TestPublicKeyOut(t *testing.T) {
+	t.Parallel()
+	out := filepath.Join(t.TempDir(), "sendgrid-webhook-public-key")
+	sgURL, _, stop := startRun(t, []string{"-sendgrid-public-key-out", out}, &syncBuffer{})
+	defer stop()
+	written, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, sgURL+"/v3/user/webhooks/event/settings/signed", nil)
+	req.Header.Set("Authorization", "Bearer "+string(testAPIKey))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var shown struct {
+		PublicKey string `json:"public_key"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&shown); err != nil || shown.PublicKey == "" || strings.TrimSpace(string(written)) != shown.PublicKey {
+		t.Fatalf("written %q, shown %q (%v)", written, shown.PublicKey, err)
+	}
+}
+
+// A webhook CA file that is missing or holds no certificate stops the start.
+func TestWebhookCAFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty.pem")
+	if err := os.WriteFile(empty, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{filepath.Join(dir, "missing.pem"), empty} {
+		if _, err := webhookClient(f); err == nil {
+			t.Errorf("%s accepted", f)
+		}
+	}
+	if c, err := webhookClient(""); c != nil || err != nil {
+		t.Errorf("no CA file: %v %v, want the default client", c, err)
 	}
 }
