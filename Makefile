@@ -81,7 +81,7 @@ lint: $(TOOLS) $(BIN)/staticcheck protodeps ## buf lint + format check, gofmt, g
 	docker-compose -f deploy/compose.yaml config -q
 .PHONY: lint
 
-build: ## Build the services, the gateway, cmesh and devcerts into ./bin
+build: ## Build the services, the gateway, cmesh, devcerts and the provider stand-ins into ./bin
 	@mkdir -p $(BIN)
 	go build -o $(BIN)/auth ./services/auth/cmd/auth
 	go build -o $(BIN)/ingest ./services/ingest/cmd/ingest
@@ -92,6 +92,7 @@ build: ## Build the services, the gateway, cmesh and devcerts into ./bin
 	go build -o $(BIN)/gateway ./gateway/cmd/gateway
 	go build -o $(BIN)/cmesh ./cmd/cmesh
 	go build -o $(BIN)/devcerts ./cmd/devcerts
+	go build -o $(BIN)/standin ./cmd/standin
 .PHONY: build
 
 certs: ## Generate the dev CA and certificates into .state/certs (only what is missing)

@@ -17,8 +17,13 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 STATE="${CM_RUN_STATE:-$ROOT/.state}"
 RUN="$STATE/run"
 CERTS="$STATE/certs"
-SERVICES=(auth ingest analytics campaigns delivery dsr gateway) # start order
+SERVICES=(auth ingest analytics campaigns standin delivery dsr gateway) # start order
+# standin: the SendGrid and Twilio stand-ins (cmd/standin, dev only) delivery sends through:
+# outboxes at http://127.0.0.1:8791/outbox (email) and http://127.0.0.1:8792/outbox (SMS).
 GATEWAY_ADDR="${CM_GATEWAY_LISTEN:-127.0.0.1:8443}"
+# The stand-ins' Twilio account and the dev messaging service (not secrets: identifiers).
+DEV_TWILIO_ACCOUNT=AC00000000000000000000000000000000
+DEV_TWILIO_SERVICE=MG00000000000000000000000000000000
 
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
@@ -110,7 +115,13 @@ service_env() {
       "CM_ANALYTICS_CLICKHOUSE_READER_PASSWORD_FILE=$SECRETS/clickhouse-reader"
       "CM_ANALYTICS_PRIVACY_KEY_FILE=$SECRETS/privacy-key") ;;
     campaigns) own+=("CM_CAMPAIGNS_POSTGRES_URL=postgres://campaigns@${INFRA_CM_POSTGRES_ADDR:-}/campaigns?sslmode=disable&passfile=$SECRETS/pgpass-campaigns") ;;
-    delivery) own+=("CM_DELIVERY_POSTGRES_URL=postgres://delivery@${INFRA_CM_POSTGRES_ADDR:-}/delivery?sslmode=disable&passfile=$SECRETS/pgpass-delivery") ;;
+    delivery) own+=("CM_DELIVERY_POSTGRES_URL=postgres://delivery@${INFRA_CM_POSTGRES_ADDR:-}/delivery?sslmode=disable&passfile=$SECRETS/pgpass-delivery"
+      "CM_DELIVERY_SENDGRID_URL=http://127.0.0.1:8791" "CM_DELIVERY_SENDGRID_API_KEY_FILE=$SECRETS/sendgrid-api-key"
+      "CM_DELIVERY_SENDGRID_WEBHOOK_PUBLIC_KEY_FILE=$SECRETS/sendgrid-webhook-public-key"
+      "CM_DELIVERY_TWILIO_URL=http://127.0.0.1:8792" "CM_DELIVERY_TWILIO_ACCOUNT_SID=$DEV_TWILIO_ACCOUNT"
+      "CM_DELIVERY_TWILIO_AUTH_TOKEN_FILE=$SECRETS/twilio-auth-token" "CM_DELIVERY_TWILIO_MESSAGING_SERVICE_SID=$DEV_TWILIO_SERVICE"
+      "CM_DELIVERY_TRACKING_KEY_FILE=$SECRETS/tracking-key" "CM_DELIVERY_PUBLIC_URL=https://localhost:${GATEWAY_ADDR##*:}") ;;
+    standin) ;; # flags only (see up)
     dsr) own+=(
       "CM_DSR_LISTEN=127.0.0.1:7105" "CM_DSR_ADMIN_LISTEN=127.0.0.1:9105"
       "CM_DSR_POSTGRES_URL=postgres://dsr@${INFRA_CM_POSTGRES_ADDR:-}/dsr?sslmode=disable&passfile=$SECRETS/pgpass-dsr"
@@ -191,6 +202,22 @@ up() {
   done
   start campaigns "$ROOT/bin/campaigns"
   wait_http "http://127.0.0.1:9103/healthz" 30 campaigns
+  # The providers' credentials shared by the stand-ins and delivery, and the key tracked links
+  # are signed with: made once.
+  local f
+  for f in sendgrid-api-key twilio-auth-token tracking-key; do
+    if [ ! -s "$SECRETS/$f" ]; then
+      mkdir -p -m 700 "$SECRETS"
+      (umask 077; head -c32 /dev/urandom | base64 -w0 >"$SECRETS/$f")
+    fi
+  done
+  start standin "$ROOT/bin/standin" -sendgrid-api-key-file "$SECRETS/sendgrid-api-key" \
+    -sendgrid-signing-key-file "$SECRETS/standin-sendgrid-signing-key.pem" \
+    -sendgrid-public-key-out "$SECRETS/sendgrid-webhook-public-key" \
+    -sendgrid-webhook-url "https://localhost:${GATEWAY_ADDR##*:}/webhooks/sendgrid" \
+    -twilio-account-sid "$DEV_TWILIO_ACCOUNT" -twilio-auth-token-file "$SECRETS/twilio-auth-token" \
+    -webhook-ca-file "$CERTS/ca.pem"
+  wait_http "http://127.0.0.1:8791/outbox?limit=0" 30 standin
   start delivery "$ROOT/bin/delivery"
   wait_http "http://127.0.0.1:9106/healthz" 30 delivery
   start dsr "$ROOT/bin/dsr"
@@ -205,6 +232,7 @@ CampaignMesh is up.
   gateway (REST + gRPC)  https://localhost:${GATEWAY_ADDR##*:}   (dev CA: .state/certs/ca.pem)
   OpenAPI                https://localhost:${GATEWAY_ADDR##*:}/openapi.json
   services (mTLS)        auth 7101, ingest 7102, campaigns 7103, analytics 7104, dsr 7105, delivery 7106
+  provider stand-ins     email outbox http://127.0.0.1:8791/outbox, SMS outbox http://127.0.0.1:8792/outbox
                          (admin /healthz, /metrics: http://127.0.0.1:91xx)
   first credentials      .state/bootstrap/admin.json      tenant "acme" admin
                          .state/bootstrap/operator.json   platform operator

@@ -26,6 +26,9 @@ var secrets = map[string]string{
 	"pgpass-auth": "auth", "postgres-auth": "auth", "pgpass-campaigns": "campaigns", "postgres-campaigns": "campaigns",
 	"pgpass-dsr": "dsr", "postgres-dsr": "dsr", "dsr-kek": "dsr", "nats-dsr": "dsr",
 	"pgpass-delivery": "delivery", "postgres-delivery": "delivery",
+	// The providers' credentials and the tracking key: delivery's (the dev stand-ins get the
+	// provider files as flags, not through run.sh env).
+	"sendgrid-api-key": "delivery", "sendgrid-webhook-public-key": "delivery", "twilio-auth-token": "delivery", "tracking-key": "delivery",
 	"nats-admin": "", "clickhouse-default": "", "clickhouse-client.xml": "", "pgpass-admin": "", "postgres-admin": "",
 }
 
