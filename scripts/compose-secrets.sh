@@ -26,6 +26,13 @@ if [ ! -s "$DIR/auth-kek" ]; then
   (umask 022; printf 'compose1:%s\n' "$(head -c32 /dev/urandom | base64 -w0)" >"$DIR/auth-kek")
   echo "compose-secrets: wrote deploy/secrets/auth-kek"
 fi
+# The providers' credentials delivery and the dev stand-ins share, and the key delivery signs
+# tracked links with (base64 of 32 random bytes).
+for n in sendgrid-api-key twilio-auth-token tracking-key; do
+  [ -s "$DIR/$n" ] && continue
+  (umask 022; head -c32 /dev/urandom | base64 -w0 >"$DIR/$n")
+  echo "compose-secrets: wrote deploy/secrets/$n"
+done
 # The privacy key of dsr, ingest and analytics: base64 of 32 random bytes. Never regenerated:
 # the suppression lists' hashes are keyed with it.
 if [ ! -s "$DIR/privacy-key" ]; then

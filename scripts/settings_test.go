@@ -123,7 +123,7 @@ func TestComposeGivesEachServiceOnlyItsOwnSettings(t *testing.T) {
 	}
 	wantSecrets := map[string][]string{"ingest": {"nats-ingest", "privacy-key"}, "analytics": {"nats-analytics", "clickhouse-writer", "clickhouse-reader", "privacy-key"},
 		"auth": {"pgpass-auth", "auth-kek"}, "campaigns": {"pgpass-campaigns"}, "dsr": {"pgpass-dsr", "dsr-kek", "nats-dsr", "privacy-key"},
-		"gateway": {"nats-gateway"}, "delivery": {"pgpass-delivery"}}
+		"gateway": {"nats-gateway"}, "delivery": {"pgpass-delivery", "sendgrid-api-key", "twilio-auth-token", "tracking-key"}}
 	for _, svc := range composeServices {
 		s, ok := compose.Services[svc]
 		if !ok {
