@@ -110,7 +110,10 @@ service_env() {
       "CM_ANALYTICS_CLICKHOUSE_READER_PASSWORD_FILE=$SECRETS/clickhouse-reader"
       "CM_ANALYTICS_PRIVACY_KEY_FILE=$SECRETS/privacy-key") ;;
     campaigns) own+=("CM_CAMPAIGNS_POSTGRES_URL=postgres://campaigns@${INFRA_CM_POSTGRES_ADDR:-}/campaigns?sslmode=disable&passfile=$SECRETS/pgpass-campaigns") ;;
-    delivery) own+=("CM_DELIVERY_POSTGRES_URL=postgres://delivery@${INFRA_CM_POSTGRES_ADDR:-}/delivery?sslmode=disable&passfile=$SECRETS/pgpass-delivery") ;;
+    delivery) own+=("CM_DELIVERY_POSTGRES_URL=postgres://delivery@${INFRA_CM_POSTGRES_ADDR:-}/delivery?sslmode=disable&passfile=$SECRETS/pgpass-delivery"
+      "CM_DELIVERY_NATS_URL=${INFRA_CM_NATS_URL:-}"
+      "CM_DELIVERY_NATS_USER=delivery" "CM_DELIVERY_NATS_PASSWORD_FILE=$SECRETS/nats-delivery"
+      "CM_DELIVERY_PRIVACY_KEY_FILE=$SECRETS/privacy-key") ;;
     dsr) own+=(
       "CM_DSR_LISTEN=127.0.0.1:7105" "CM_DSR_ADMIN_LISTEN=127.0.0.1:9105"
       "CM_DSR_POSTGRES_URL=postgres://dsr@${INFRA_CM_POSTGRES_ADDR:-}/dsr?sslmode=disable&passfile=$SECRETS/pgpass-dsr"

@@ -25,13 +25,13 @@ var secrets = map[string]string{
 	"clickhouse-writer": "analytics", "clickhouse-reader": "analytics",
 	"pgpass-auth": "auth", "postgres-auth": "auth", "pgpass-campaigns": "campaigns", "postgres-campaigns": "campaigns",
 	"pgpass-dsr": "dsr", "postgres-dsr": "dsr", "dsr-kek": "dsr", "nats-dsr": "dsr",
-	"pgpass-delivery": "delivery", "postgres-delivery": "delivery",
+	"pgpass-delivery": "delivery", "postgres-delivery": "delivery", "nats-delivery": "delivery",
 	"nats-admin": "", "clickhouse-default": "", "clickhouse-client.xml": "", "pgpass-admin": "", "postgres-admin": "",
 }
 
 // sharedSecrets are the files several services know: the privacy key keys the subject hashes
-// that dsr writes and ingest and analytics match.
-var sharedSecrets = map[string][]string{"privacy-key": {"dsr", "ingest", "analytics"}}
+// that dsr writes and ingest, analytics and delivery match.
+var sharedSecrets = map[string][]string{"privacy-key": {"dsr", "ingest", "analytics", "delivery"}}
 
 func prefix(svc string) string { return "CM_" + strings.ToUpper(svc) + "_" }
 
@@ -120,7 +120,7 @@ func TestComposeGivesEachServiceOnlyItsOwnSettings(t *testing.T) {
 	}
 	wantSecrets := map[string][]string{"ingest": {"nats-ingest", "privacy-key"}, "analytics": {"nats-analytics", "clickhouse-writer", "clickhouse-reader", "privacy-key"},
 		"auth": {"pgpass-auth", "auth-kek"}, "campaigns": {"pgpass-campaigns"}, "dsr": {"pgpass-dsr", "dsr-kek", "nats-dsr", "privacy-key"},
-		"gateway": {"nats-gateway"}, "delivery": {"pgpass-delivery"}}
+		"gateway": {"nats-gateway"}, "delivery": {"pgpass-delivery", "nats-delivery", "privacy-key"}}
 	for _, svc := range composeServices {
 		s, ok := compose.Services[svc]
 		if !ok {
