@@ -39,7 +39,8 @@ func natsUser(t *testing.T, url string, u natstest.User) natsjs.ClientFlags {
 // on a NATS server with the real deploy/nats.conf, each as its own user. An identify sent
 // through ingest creates the contact with its traits; the same request sent again (a client's
 // retry) is stored once in the identify stream and changes nothing; the identify of a subject
-// dsr suppressed is not copied and makes no contact.
+// dsr suppressed is not copied and makes no contact; a Segment group call's traits (an identify
+// event with segment_type group) do not become the user's.
 func TestIdentifyEventsThroughIngestMakeContacts(t *testing.T) {
 	t.Parallel()
 	srv, users := natstest.StartSecured(t)
@@ -86,10 +87,12 @@ func TestIdentifyEventsThroughIngestMakeContacts(t *testing.T) {
 		identify("e1", "user-ann", map[string]any{"email": "Ann@Example.com", "first_name": "Ann"}),
 		{EventId: "e2", Type: ingestv1.EventType_EVENT_TYPE_TRACK, Name: "signup", UserId: "user-ann"},
 		identify("e3", "user-gone", map[string]any{"email": "gone@example.com", "first_name": "Gone"}),
+		// A Segment group call as the gateway maps it: the group's traits, not the user's.
+		identify("e4", "user-ann", map[string]any{"segment_type": "group", "group_id": "acme", "traits.email": "billing@acme.example", "traits.name": "Acme"}),
 	}}
 	resp, err := client.IngestEvents(as, req)
-	if err != nil || resp.GetAccepted() != 2 || resp.GetSuppressed() != 1 {
-		t.Fatalf("IngestEvents = %+v, %v; want 2 accepted, 1 suppressed", resp, err)
+	if err != nil || resp.GetAccepted() != 3 || resp.GetSuppressed() != 1 {
+		t.Fatalf("IngestEvents = %+v, %v; want 3 accepted, 1 suppressed", resp, err)
 	}
 
 	aud := d.Audiences()
@@ -115,7 +118,7 @@ func TestIdentifyEventsThroughIngestMakeContacts(t *testing.T) {
 	}
 
 	// The client retries the request: the copy is a duplicate the identify stream drops.
-	if resp, err := client.IngestEvents(as, req); err != nil || resp.GetAccepted() != 2 {
+	if resp, err := client.IngestEvents(as, req); err != nil || resp.GetAccepted() != 3 {
 		t.Fatalf("the retried request: %+v, %v", resp, err)
 	}
 	_, adminJS, _ := natstest.ConnectAs(t, url, users.Admin)

@@ -34,7 +34,7 @@ type IdentifyConsumer struct {
 // delivery_identify_events_total{outcome}.
 func NewIdentifyConsumer(js jetstream.JetStream, aud *delivery.Audiences, reg prometheus.Registerer, logger *slog.Logger) (*IdentifyConsumer, error) {
 	c := &IdentifyConsumer{js: js, aud: aud, logger: logger, applied: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "delivery_identify_events_total", Help: "Identify events read by delivery, by outcome (created, updated, unchanged, refused, skipped: no user id).",
+		Name: "delivery_identify_events_total", Help: "Identify events read by delivery, by outcome (created, updated, unchanged, refused, skipped: no user id, or a Segment group or alias call).",
 	}, []string{"outcome"})}
 	if reg != nil {
 		if err := reg.Register(c.applied); err != nil {
