@@ -90,7 +90,7 @@ func (c *IdentifyConsumer) consumer(ctx context.Context) (jetstream.Consumer, er
 		case !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, nats.ErrNoResponders):
 			return nil, fmt.Errorf("create consumer %s: %w", natsjs.IdentifyConsumerName, err)
 		}
-		c.logger.WarnContext(ctx, "identify stream not there yet (ingest creates it); retrying", "err", err)
+		c.logger.WarnContext(ctx, "create the identify consumer (the stream is ingest's to create); retrying", "err", err)
 		select {
 		case <-ctx.Done():
 			return nil, nil
