@@ -336,7 +336,7 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 		}
 		return f
 	}
-	// One privacy key for ingest, analytics and dsr: they must hash identifiers alike.
+	// One privacy key for ingest, analytics, dsr and delivery: they must hash identifiers alike.
 	m.privacyKey = secret("privacy-key", randomKEK())
 	ingestAddr, ingestAdmin := freePort(t), freePort(t)
 	m.procs["ingest"] = startProcess(t, bin(t, "ingest"), append([]string{
@@ -422,6 +422,9 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 		"CM_DELIVERY_LISTEN=" + deliveryAddr, "CM_DELIVERY_ADMIN_LISTEN=" + deliveryAdmin,
 		"CM_DELIVERY_POSTGRES_URL=" + pgtest.NewDatabase(t), "CM_DELIVERY_AUTH_ADDR=" + authAddr, "CM_DELIVERY_ANALYTICS_ADDR=" + analyticsAddr,
 		"CM_DELIVERY_TLS_CERT=" + c("delivery.pem"), "CM_DELIVERY_TLS_KEY=" + c("delivery-key.pem"), "CM_DELIVERY_TLS_CA=" + c("ca.pem"),
+		"CM_DELIVERY_NATS_URL=" + natsURL, "CM_DELIVERY_NATS_USER=" + natsUsers.Delivery.Name,
+		"CM_DELIVERY_NATS_PASSWORD_FILE=" + secret("nats-delivery", natsUsers.Delivery.Password),
+		"CM_DELIVERY_PRIVACY_KEY_FILE=" + m.privacyKey,
 	}, otel...))
 	m.admins["delivery"] = deliveryAdmin
 	waitFor(t, "delivery", 30*time.Second, func() bool { return httpOK("http://" + deliveryAdmin + "/healthz") })

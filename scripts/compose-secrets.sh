@@ -7,7 +7,7 @@
 set -euo pipefail
 DIR="$(cd "$(dirname "$0")/.." && pwd)/deploy/secrets"
 mkdir -p "$DIR"; chmod 700 "$DIR"
-for n in nats-admin nats-ingest nats-analytics nats-gateway nats-dsr clickhouse-admin clickhouse-writer clickhouse-reader \
+for n in nats-admin nats-ingest nats-analytics nats-gateway nats-dsr nats-delivery clickhouse-admin clickhouse-writer clickhouse-reader \
   postgres-admin postgres-auth postgres-campaigns postgres-dsr postgres-delivery; do
   [ -s "$DIR/$n" ] && continue
   (umask 022; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$DIR/$n")

@@ -79,12 +79,12 @@ ch_query() { clickhouse-client --config-file "$SECRETS/clickhouse-client.xml" --
 ensure_secrets() {
   mkdir -p "$SECRETS"; chmod 700 "$SECRETS"
   local n
-  for n in nats-admin nats-ingest nats-analytics nats-gateway nats-dsr clickhouse-default clickhouse-writer clickhouse-reader \
+  for n in nats-admin nats-ingest nats-analytics nats-gateway nats-dsr nats-delivery clickhouse-default clickhouse-writer clickhouse-reader \
     postgres-admin postgres-auth postgres-campaigns postgres-dsr postgres-delivery; do
     [ -s "$SECRETS/$n" ] && continue
     (umask 077; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$SECRETS/$n.tmp") && mv "$SECRETS/$n.tmp" "$SECRETS/$n"
   done
-  # The mesh's privacy key (dsr, ingest, analytics: -privacy-key-file): base64 of 32 random
+  # The mesh's privacy key (dsr, ingest, analytics, delivery: -privacy-key-file): base64 of 32 random
   # bytes, created once. Every subject hash of the suppression lists is keyed with it, so a
   # new key would stop them matching: it is never regenerated.
   if [ ! -s "$SECRETS/privacy-key" ]; then
@@ -333,7 +333,7 @@ nats_up() {
     # from the server's environment. setsid + nohup: own session, survives this script.
     NATS_ADMIN_PASSWORD=$(cat "$SECRETS/nats-admin") NATS_INGEST_PASSWORD=$(cat "$SECRETS/nats-ingest") \
     NATS_ANALYTICS_PASSWORD=$(cat "$SECRETS/nats-analytics") NATS_GATEWAY_PASSWORD=$(cat "$SECRETS/nats-gateway") \
-    NATS_DSR_PASSWORD=$(cat "$SECRETS/nats-dsr") \
+    NATS_DSR_PASSWORD=$(cat "$SECRETS/nats-dsr") NATS_DELIVERY_PASSWORD=$(cat "$SECRETS/nats-delivery") \
     setsid nohup "$NATS_BIN" -c "$NATS_CONF" -js -sd "$NATS_DIR" -a 127.0.0.1 -p $NATS_PORT -m $NATS_MON \
       -P "$NATS_PID" -l "$LOGS/nats.log" </dev/null >>"$LOGS/nats.log" 2>&1 9>&- &
     WATCH=$!

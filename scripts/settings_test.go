@@ -25,7 +25,7 @@ var secrets = map[string]string{
 	"clickhouse-writer": "analytics", "clickhouse-reader": "analytics",
 	"pgpass-auth": "auth", "postgres-auth": "auth", "pgpass-campaigns": "campaigns", "postgres-campaigns": "campaigns",
 	"pgpass-dsr": "dsr", "postgres-dsr": "dsr", "dsr-kek": "dsr", "nats-dsr": "dsr",
-	"pgpass-delivery": "delivery", "postgres-delivery": "delivery",
+	"pgpass-delivery": "delivery", "postgres-delivery": "delivery", "nats-delivery": "delivery",
 	// The providers' credentials and the tracking key: delivery's (the dev stand-ins get the
 	// provider files as flags, not through run.sh env).
 	"sendgrid-api-key": "delivery", "sendgrid-webhook-public-key": "delivery", "twilio-auth-token": "delivery", "tracking-key": "delivery",
@@ -33,8 +33,8 @@ var secrets = map[string]string{
 }
 
 // sharedSecrets are the files several services know: the privacy key keys the subject hashes
-// that dsr writes and ingest and analytics match.
-var sharedSecrets = map[string][]string{"privacy-key": {"dsr", "ingest", "analytics"}}
+// that dsr writes and ingest, analytics and delivery match.
+var sharedSecrets = map[string][]string{"privacy-key": {"dsr", "ingest", "analytics", "delivery"}}
 
 func prefix(svc string) string { return "CM_" + strings.ToUpper(svc) + "_" }
 
@@ -123,7 +123,7 @@ func TestComposeGivesEachServiceOnlyItsOwnSettings(t *testing.T) {
 	}
 	wantSecrets := map[string][]string{"ingest": {"nats-ingest", "privacy-key"}, "analytics": {"nats-analytics", "clickhouse-writer", "clickhouse-reader", "privacy-key"},
 		"auth": {"pgpass-auth", "auth-kek"}, "campaigns": {"pgpass-campaigns"}, "dsr": {"pgpass-dsr", "dsr-kek", "nats-dsr", "privacy-key"},
-		"gateway": {"nats-gateway"}, "delivery": {"pgpass-delivery", "sendgrid-api-key", "twilio-auth-token", "tracking-key"}}
+		"gateway": {"nats-gateway"}, "delivery": {"pgpass-delivery", "nats-delivery", "privacy-key", "sendgrid-api-key", "twilio-auth-token", "tracking-key"}}
 	for _, svc := range composeServices {
 		s, ok := compose.Services[svc]
 		if !ok {

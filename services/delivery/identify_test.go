@@ -22,3 +22,17 @@ func TestIdentifyTraits(t *testing.T) {
 		t.Errorf("consent %+v: email granted by its trait, sms unchanged", u.Consent)
 	}
 }
+
+// A Segment group call (the gateway's identify event with segment_type "group") carries the
+// group's traits, an alias call none: neither touches the user's contact. A Segment identify
+// keeps its traits.
+func TestIdentifyTraitsSkipGroupAndAliasCalls(t *testing.T) {
+	for _, typ := range []string{"group", "alias"} {
+		if u, ok := IdentifyTraits("u1", map[string]string{"segment_type": typ, "group_id": "acme", "traits.email": "billing@acme.example", "traits.name": "Acme"}); ok {
+			t.Errorf("a Segment %s call made the upsert %+v", typ, u)
+		}
+	}
+	if u, ok := IdentifyTraits("u1", map[string]string{"segment_type": "identify", "traits.email": "ann@example.com"}); !ok || u.Email != "ann@example.com" {
+		t.Errorf("a Segment identify call: %+v, %v", u, ok)
+	}
+}

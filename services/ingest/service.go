@@ -66,6 +66,7 @@ type Service struct {
 	suppressed       prometheus.Counter
 	deadLettered     prometheus.Counter
 	tails            TailSink
+	identify         IdentifyPublisher
 }
 
 // NewService returns the intake publishing through pub under limits and rates.
@@ -124,6 +125,9 @@ func (s *Service) WithMetrics(reg prometheus.Registerer) *Service {
 // such events publishes nothing), and the tenant's policy is applied to the others before
 // they are published. Suppressed events spend rate like the others: the check comes first, so
 // a flood is refused before any hashing.
+//
+// With WithIdentify, the batch's identify events are then copied for delivery, and a failure
+// to store the copy fails the request (copyIdentify says why that loses and doubles nothing).
 func (s *Service) Ingest(ctx context.Context, tenant, source string, events []*ingestv1.Event, requestBytes int) (Result, error) {
 	receivedAt := s.now().UTC()
 	res, err := s.limits.Prepare(events, tenant, source, receivedAt, requestBytes)
@@ -153,7 +157,11 @@ func (s *Service) Ingest(ctx context.Context, tenant, source string, events []*i
 	}
 	if len(res.Accepted) > 0 {
 		s.privacy.Apply(tenant, res.Accepted)
-		if err := s.pub.Publish(ctx, tenant, batchID(tenant, res.Accepted), res.Accepted); err != nil {
+		id := batchID(tenant, res.Accepted)
+		if err := s.pub.Publish(ctx, tenant, id, res.Accepted); err != nil {
+			return Result{}, publishError(err)
+		}
+		if err := s.copyIdentify(ctx, tenant, id, res.Accepted); err != nil {
 			return Result{}, publishError(err)
 		}
 	}

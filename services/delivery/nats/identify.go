@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -16,32 +17,6 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/services/delivery"
 )
-
-// The identify stream. The event stream (EVENTS) is a work queue that the analytics writers
-// consume, so no other service can read it (a second consumer would overlap theirs, and its
-// acknowledgements would remove batches before ClickHouse has them). Identify events reach
-// delivery through a stream of their own instead: batches (natsjs.EncodeBatch) of one tenant's
-// accepted identify events on identify.<tenant id>, kept 7 days whatever is read.
-const (
-	IdentifyStream        = "IDENTIFY"
-	IdentifySubjectPrefix = "identify."
-	// IdentifyConsumerName is delivery's durable consumer of the stream.
-	IdentifyConsumerName = "delivery-identify"
-)
-
-// EnsureIdentifyStream creates or updates the identify stream.
-func EnsureIdentifyStream(ctx context.Context, js jetstream.JetStream) error {
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: IdentifyStream, Subjects: []string{IdentifySubjectPrefix + ">"},
-		Storage: jetstream.FileStorage, Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardOld,
-		MaxAge: 7 * 24 * time.Hour, MaxBytes: 1 << 30, Duplicates: 10 * time.Minute, MaxMsgSize: 2 << 20,
-		Compression: jetstream.S2Compression,
-	})
-	if err != nil {
-		return fmt.Errorf("create stream %s: %w", IdentifyStream, err)
-	}
-	return nil
-}
 
 // IdentifyConsumer applies identify events to contacts (delivery.IdentifyTraits, then
 // Audiences.Identify). A message is acknowledged only after every event in it was upserted
@@ -59,7 +34,7 @@ type IdentifyConsumer struct {
 // delivery_identify_events_total{outcome}.
 func NewIdentifyConsumer(js jetstream.JetStream, aud *delivery.Audiences, reg prometheus.Registerer, logger *slog.Logger) (*IdentifyConsumer, error) {
 	c := &IdentifyConsumer{js: js, aud: aud, logger: logger, applied: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "delivery_identify_events_total", Help: "Identify events read by delivery, by outcome (created, updated, unchanged, refused, skipped: no user id).",
+		Name: "delivery_identify_events_total", Help: "Identify events read by delivery, by outcome (created, updated, unchanged, refused, skipped: no user id, or a Segment group or alias call).",
 	}, []string{"outcome"})}
 	if reg != nil {
 		if err := reg.Register(c.applied); err != nil {
@@ -73,19 +48,14 @@ func NewIdentifyConsumer(js jetstream.JetStream, aud *delivery.Audiences, reg pr
 // (the database down).
 const retryDelay = 2 * time.Second
 
-// Run creates the durable consumer (from the first message the stream holds) and applies
-// messages until ctx ends (then returns nil).
+// Run creates the durable consumer (natsjs.IdentifyConsumerConfig: from the first message the
+// stream holds) and applies messages until ctx ends (then returns nil). ingest creates the
+// identify stream (natsjs.EnsureIdentifyStream), and delivery has no right to: until it exists
+// (a first start, ingest not yet up) the creation is retried.
 func (c *IdentifyConsumer) Run(ctx context.Context) error {
-	if err := EnsureIdentifyStream(ctx, c.js); err != nil {
+	cons, err := c.consumer(ctx)
+	if err != nil || cons == nil {
 		return err
-	}
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, IdentifyStream, jetstream.ConsumerConfig{
-		Durable: IdentifyConsumerName, FilterSubject: IdentifySubjectPrefix + ">",
-		AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxDeliver: -1,
-		DeliverPolicy: jetstream.DeliverAllPolicy, MaxAckPending: 1000,
-	})
-	if err != nil {
-		return fmt.Errorf("create consumer %s: %w", IdentifyConsumerName, err)
 	}
 	for ctx.Err() == nil {
 		batch, err := cons.Fetch(100, jetstream.FetchMaxWait(time.Second))
@@ -105,6 +75,28 @@ func (c *IdentifyConsumer) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// consumer creates (or updates) the durable consumer, waiting for the stream; nil, nil when ctx
+// ends first.
+func (c *IdentifyConsumer) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	for {
+		cons, err := c.js.CreateOrUpdateConsumer(ctx, natsjs.IdentifyStream, natsjs.IdentifyConsumerConfig())
+		switch {
+		case err == nil:
+			return cons, nil
+		case ctx.Err() != nil:
+			return nil, nil
+		case !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, nats.ErrNoResponders):
+			return nil, fmt.Errorf("create consumer %s: %w", natsjs.IdentifyConsumerName, err)
+		}
+		c.logger.WarnContext(ctx, "create the identify consumer (the stream is ingest's to create); retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(retryDelay):
+		}
+	}
 }
 
 // handle applies one message's events and acknowledges it, or asks for its redelivery.

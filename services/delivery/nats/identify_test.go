@@ -17,7 +17,6 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 	"github.com/campaignmesh/campaignmesh/services/delivery"
 	"github.com/campaignmesh/campaignmesh/services/delivery/app"
-	deliverynats "github.com/campaignmesh/campaignmesh/services/delivery/nats"
 )
 
 func identify(tenant, id, user string, traits map[string]any) *ingestv1.AcceptedEvent {
@@ -51,7 +50,7 @@ func TestIdentifyEventsMakeContacts(t *testing.T) {
 	}
 	t.Cleanup(nc.Close)
 	ctx := context.Background()
-	if err := deliverynats.EnsureIdentifyStream(ctx, js); err != nil {
+	if err := natsjs.EnsureIdentifyStream(ctx, js); err != nil {
 		t.Fatal(err)
 	}
 	publish := func(tenant, msgID string, events ...*ingestv1.AcceptedEvent) {
@@ -60,7 +59,7 @@ func TestIdentifyEventsMakeContacts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := js.Publish(ctx, deliverynats.IdentifySubjectPrefix+tenant, data); err != nil {
+		if _, err := js.Publish(ctx, natsjs.IdentifySubjectPrefix+tenant, data); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -106,7 +105,7 @@ func TestIdentifyEventsMakeContacts(t *testing.T) {
 	if again, _ := find("user-1"); again.Revision != ann.Revision {
 		t.Errorf("a repeated identify changed the contact: revision %d → %d", ann.Revision, again.Revision)
 	}
-	cons, err := js.Consumer(ctx, deliverynats.IdentifyStream, deliverynats.IdentifyConsumerName)
+	cons, err := js.Consumer(ctx, natsjs.IdentifyStream, natsjs.IdentifyConsumerName)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,5 +1,6 @@
 // Package app builds the runnable ingest service from a Config: the event stream on NATS
-// JetStream (connected as the service's NATS user, the streams created or updated), the live
+// JetStream (connected as the service's NATS user, the streams created or updated; each batch's
+// identify events copied to the identify stream for delivery), the live
 // view of the privacy bucket (dsr's suppression lists and policies, loaded before serving), the
 // intake API (gRPC over mTLS through the platform's server) applying them and publishing to it, the credential checks
 // through the auth service with the revocation list that keeps them current, the audit stream
@@ -123,6 +124,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if err := natsjs.EnsureStreams(ctx, js, cfg.Stream); err != nil {
 		return nil, err
 	}
+	if err := natsjs.EnsureIdentifyStream(ctx, js); err != nil {
+		return nil, err
+	}
 	if a.privacy, err = watchPrivacy(ctx, a, js, cfg.PrivacyLoadTimeout, logger); err != nil {
 		return nil, err
 	}
@@ -165,7 +169,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	}
 	svc := ingest.NewService(ingestjs.NewPublisher(js, a.Registry()), cfg.Limits, cfg.Rates).WithMetrics(a.Registry()).
 		WithPrivacy(ingest.Privacy{State: a.privacy, Hasher: hasher}).WithTails(tails).
-		WithDeadLetters(ingestjs.NewDeadLetters(js, ingestjs.DefaultConfig.PublishTimeout))
+		WithDeadLetters(ingestjs.NewDeadLetters(js, ingestjs.DefaultConfig.PublishTimeout)).
+		WithIdentify(ingestjs.NewIdentifyPublisher(js, ingestjs.DefaultConfig.PublishTimeout))
 	ingestv1.RegisterIngestServiceServer(a.server.GRPC(), grpcapi.NewServer(svc).WithTails(tails))
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
