@@ -66,6 +66,8 @@ type mesh struct {
 	natsAdmin natstest.User
 	// privacyKey is the file of the privacy key ingest, analytics and dsr share.
 	privacyKey string
+	// sendgrid and twilio are the provider stand-ins' origins (meshConfig.providers).
+	sendgrid, twilio string
 }
 
 func httpOK(url string) bool {
@@ -110,7 +112,7 @@ var (
 	buildErr  error
 )
 
-// bin is the path of a built binary (auth, gateway, ingest, analytics, campaigns, dsr, delivery, cmesh).
+// bin is the path of a built binary (auth, gateway, ingest, analytics, campaigns, dsr, delivery, cmesh, standin).
 func bin(t *testing.T, name string) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -119,7 +121,7 @@ func bin(t *testing.T, name string) string {
 		}
 		cmd := exec.Command("go", "build", "-o", binDir+string(filepath.Separator), "../services/auth/cmd/auth",
 			"../gateway/cmd/gateway", "../services/ingest/cmd/ingest", "../services/analytics/cmd/analytics",
-			"../services/campaigns/cmd/campaigns", "../services/dsr/cmd/dsr", "../services/delivery/cmd/delivery", "../cmd/cmesh")
+			"../services/campaigns/cmd/campaigns", "../services/dsr/cmd/dsr", "../services/delivery/cmd/delivery", "../cmd/cmesh", "../cmd/standin")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("%v\n%s", err, out)
 		}
@@ -159,6 +161,7 @@ func (w *logWriter) String() string { w.mu.Lock(); defer w.mu.Unlock(); return w
 type proc struct {
 	t    *testing.T
 	bin  string
+	args []string
 	env  []string
 	logs *logWriter
 	mu   sync.Mutex
@@ -169,7 +172,13 @@ type proc struct {
 
 func startProcess(t *testing.T, bin string, env []string) *proc {
 	t.Helper()
-	p := &proc{t: t, bin: bin, env: env, logs: &logWriter{}}
+	return startProcessArgs(t, bin, env)
+}
+
+// startProcessArgs is startProcess with command-line arguments.
+func startProcessArgs(t *testing.T, bin string, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, bin: bin, args: args, env: env, logs: &logWriter{}}
 	p.start()
 	t.Cleanup(func() {
 		p.stop()
@@ -183,7 +192,7 @@ func startProcess(t *testing.T, bin string, env []string) *proc {
 // start runs the binary (again), with extra environment on top of the original.
 func (p *proc) start(extraEnv ...string) {
 	p.t.Helper()
-	cmd := exec.Command(p.bin)
+	cmd := exec.Command(p.bin, p.args...)
 	cmd.Env = append(append(os.Environ(), p.env...), extraEnv...)
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	if err := cmd.Start(); err != nil {
@@ -281,6 +290,11 @@ type meshConfig struct {
 	splitWriter bool
 	// gatewayEnv is added to the gateway's environment.
 	gatewayEnv []string
+	// providers runs the SendGrid and Twilio stand-ins (cmd/standin) and has delivery send
+	// through them, with tracked links and provider webhooks through the gateway.
+	providers bool
+	// deliveryEnv is added to delivery's environment.
+	deliveryEnv []string
 }
 
 // startMeshWith starts the mesh as cfg says.
@@ -417,15 +431,20 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 	m.admins["campaigns"] = campaignsAdmin
 	waitFor(t, "campaigns", 30*time.Second, func() bool { return httpOK("http://" + campaignsAdmin + "/healthz") })
 
+	m.gateway = freePort(t)
+	deliveryEnv := cfg.deliveryEnv
+	if cfg.providers {
+		deliveryEnv = append(m.startProviders(t, secret), deliveryEnv...)
+	}
 	deliveryAddr, deliveryAdmin := freePort(t), freePort(t)
-	m.procs["delivery"] = startProcess(t, bin(t, "delivery"), append([]string{
+	m.procs["delivery"] = startProcess(t, bin(t, "delivery"), append(append([]string{
 		"CM_DELIVERY_LISTEN=" + deliveryAddr, "CM_DELIVERY_ADMIN_LISTEN=" + deliveryAdmin,
 		"CM_DELIVERY_POSTGRES_URL=" + pgtest.NewDatabase(t), "CM_DELIVERY_AUTH_ADDR=" + authAddr, "CM_DELIVERY_ANALYTICS_ADDR=" + analyticsAddr,
 		"CM_DELIVERY_TLS_CERT=" + c("delivery.pem"), "CM_DELIVERY_TLS_KEY=" + c("delivery-key.pem"), "CM_DELIVERY_TLS_CA=" + c("ca.pem"),
 		"CM_DELIVERY_NATS_URL=" + natsURL, "CM_DELIVERY_NATS_USER=" + natsUsers.Delivery.Name,
 		"CM_DELIVERY_NATS_PASSWORD_FILE=" + secret("nats-delivery", natsUsers.Delivery.Password),
-		"CM_DELIVERY_PRIVACY_KEY_FILE=" + m.privacyKey,
-	}, otel...))
+		"CM_DELIVERY_PRIVACY_KEY_FILE=" + m.privacyKey, "CM_DELIVERY_CAMPAIGNS_ADDR=" + campaignsAddr, "CM_DELIVERY_INGEST_ADDR=" + ingestAddr,
+	}, otel...), deliveryEnv...))
 	m.admins["delivery"] = deliveryAdmin
 	waitFor(t, "delivery", 30*time.Second, func() bool { return httpOK("http://" + deliveryAdmin + "/healthz") })
 
@@ -442,7 +461,6 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 	m.admins["dsr"] = dsrAdmin
 	waitFor(t, "dsr", 30*time.Second, func() bool { return httpOK("http://" + dsrAdmin + "/healthz") })
 
-	m.gateway = freePort(t)
 	m.procs["gateway"] = startProcess(t, bin(t, "gateway"), append(append([]string{
 		"CM_GATEWAY_LISTEN=" + m.gateway, "CM_GATEWAY_ADMIN_LISTEN=" + freePort(t), "CM_GATEWAY_AUTH_ADDR=" + authAddr,
 		"CM_GATEWAY_INGEST_ADDR=" + ingestAddr, "CM_GATEWAY_ANALYTICS_ADDR=" + analyticsAddr, "CM_GATEWAY_CAMPAIGNS_ADDR=" + campaignsAddr, "CM_GATEWAY_DSR_ADDR=" + dsrAddr,
@@ -461,6 +479,29 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 		return err == nil && resp.StatusCode == 200
 	})
 	return m
+}
+
+// startProviders starts the provider stand-ins and returns delivery's settings to send
+// through them: the stand-ins' credentials, a tracking key, the gateway as the public URL, and
+// the stand-ins' webhooks posted through the gateway (m.gateway must be chosen).
+func (m *mesh) startProviders(t *testing.T, secret func(name, value string) string) []string {
+	t.Helper()
+	sgAddr, twAddr := freePort(t), freePort(t)
+	m.sendgrid, m.twilio = "http://"+sgAddr, "http://"+twAddr
+	public := "https://localhost:" + strings.Split(m.gateway, ":")[1]
+	sgKey, twToken := secret("sendgrid-api-key", "SG."+randomKEK()), secret("twilio-auth-token", randomKEK())
+	pub := filepath.Join(m.dir, "sendgrid-webhook-public-key")
+	const account, service = "AC00000000000000000000000000000000", "MG00000000000000000000000000000000"
+	m.procs["standin"] = startProcessArgs(t, bin(t, "standin"), nil, "-sendgrid-addr", sgAddr, "-twilio-addr", twAddr,
+		"-sendgrid-api-key-file", sgKey, "-sendgrid-public-key-out", pub, "-sendgrid-webhook-url", public+"/webhooks/sendgrid",
+		"-twilio-account-sid", account, "-twilio-auth-token-file", twToken, "-webhook-ca-file", filepath.Join(m.certs, "ca.pem"))
+	waitFor(t, "standin", 30*time.Second, func() bool { return httpOK(m.sendgrid+"/outbox?limit=0") && httpOK(m.twilio+"/outbox?limit=0") })
+	return []string{
+		"CM_DELIVERY_SENDGRID_URL=" + m.sendgrid, "CM_DELIVERY_SENDGRID_API_KEY_FILE=" + sgKey, "CM_DELIVERY_SENDGRID_WEBHOOK_PUBLIC_KEY_FILE=" + pub,
+		"CM_DELIVERY_TWILIO_URL=" + m.twilio, "CM_DELIVERY_TWILIO_ACCOUNT_SID=" + account, "CM_DELIVERY_TWILIO_AUTH_TOKEN_FILE=" + twToken,
+		"CM_DELIVERY_TWILIO_MESSAGING_SERVICE_SID=" + service,
+		"CM_DELIVERY_TRACKING_KEY_FILE=" + secret("tracking-key", randomKEK()), "CM_DELIVERY_PUBLIC_URL=" + public,
+	}
 }
 
 // edgeTLS trusts the dev CA, as curl --cacert does.
