@@ -297,11 +297,16 @@ func TestDispatcherPauseAndResume(t *testing.T) {
 	}))
 	meshtest.Eventually(t, time.Minute, func() bool { return r.outbox.Total() >= 500 }, "first messages")
 	r.campaigns.stop("c-pause")
-	// Calls in flight finish; none starts after the next state check.
-	meshtest.Eventually(t, 10*time.Second, func() bool {
-		return r.counts(t, "c-pause").ByState[delivery.StateSending] == 0
-	}, "no row sending after the pause")
-	paused := r.outbox.Total()
+	// Calls in flight finish; none starts once the sender saw the new state (its next state
+	// check after the dispatcher's next list): within seconds, the outbox stops growing.
+	var paused int
+	meshtest.Eventually(t, 15*time.Second, func() bool {
+		if r.counts(t, "c-pause").ByState[delivery.StateSending] != 0 {
+			return false
+		}
+		paused = r.outbox.Total()
+		return !meshtest.Within(time.Second, func() bool { return r.outbox.Total() != paused })
+	}, "sending stopped within seconds of the pause")
 	if meshtest.Within(2*time.Second, func() bool { return r.outbox.Total() != paused }) {
 		t.Fatalf("provider calls went on after the pause: %d, then %d", paused, r.outbox.Total())
 	}

@@ -116,9 +116,11 @@ func TestTrackingFlags(t *testing.T) {
 	}
 	s, err = parse(append([]string{"-tracking-key-file", "/k", "-public-url", "https://t.example", "-sendgrid-webhook-public-key-file", "/sg",
 		"-twilio-auth-token-file", "/tw", "-ingest-addr", "ingest:7102", "-tracking-previous-key-file", "/old"}, base...))
+	// The Twilio auth token is one flag (-twilio-auth-token-file, the sending's): Twilio signs
+	// its callbacks with the token messages are sent with.
 	want := app.TrackingConfig{KeyFile: "/k", PreviousKeyFile: "/old", PublicURL: "https://t.example", IngestAddr: "ingest:7102",
-		SendGridWebhookPublicKeyFile: "/sg", TwilioAuthTokenFile: "/tw"}
-	if err != nil || s.cfg.Tracking != want {
+		SendGridWebhookPublicKeyFile: "/sg"}
+	if err != nil || s.cfg.Tracking != want || s.cfg.Sending.TwilioAuthTokenFile != "/tw" {
 		t.Errorf("set: %+v %v", s.cfg.Tracking, err)
 	}
 	for _, bad := range []string{"ftp://t.example", "https://t.example/path", "t.example"} {
