@@ -501,6 +501,8 @@ func (m *mesh) startProviders(t *testing.T, secret func(name, value string) stri
 		"CM_DELIVERY_TWILIO_URL=" + m.twilio, "CM_DELIVERY_TWILIO_ACCOUNT_SID=" + account, "CM_DELIVERY_TWILIO_AUTH_TOKEN_FILE=" + twToken,
 		"CM_DELIVERY_TWILIO_MESSAGING_SERVICE_SID=" + service,
 		"CM_DELIVERY_TRACKING_KEY_FILE=" + secret("tracking-key", randomKEK()), "CM_DELIVERY_PUBLIC_URL=" + public,
+		// A killed delivery's campaigns and in-flight rows are taken over in seconds, not minutes.
+		"CM_DELIVERY_SEND_LEASE=15s", "CM_DELIVERY_SEND_SETTLE=20s", "CM_DELIVERY_DRIVE_LEASE=5s",
 	}
 }
 

@@ -43,6 +43,12 @@ type SendingConfig struct {
 	// FrequencyCap bounds the messages per contact and channel within a window, across
 	// campaigns (zero: none).
 	FrequencyCap delivery.FrequencyCap
+	// Lease is how long a recipient claimed for a send belongs to its sender: after a crash
+	// its row is reconciled that long after the claim. Settle is how long after an attempt a
+	// provider's "no such message" is believed (at least Lease, and longer than the provider's
+	// indexing delay). DriveLease is how long a campaign stays a crashed replica's before
+	// another one drives it. Zero: the domain's defaults.
+	Lease, Settle, DriveLease time.Duration
 	// CheckEvery is how often campaigns are listed: a paused campaign stops within about
 	// twice that.
 	CheckEvery time.Duration
@@ -65,6 +71,7 @@ func DefaultSendingConfig() SendingConfig {
 	return SendingConfig{
 		CampaignsAddr: "127.0.0.1:7103", SendGridURL: sendgrid.DefaultBaseURL, TwilioURL: twilio.DefaultBaseURL,
 		SendConcurrency: delivery.DefaultConcurrency, CheckEvery: delivery.DefaultCheckEvery,
+		Lease: delivery.DefaultLease, Settle: delivery.DefaultSettle, DriveLease: delivery.DefaultDriveLease,
 	}
 }
 
@@ -161,7 +168,7 @@ func (a *App) buildDispatcher(c SendingConfig, providers map[delivery.Channel]de
 	for ch, p := range providers {
 		sc := delivery.SenderConfig{
 			Provider: p, Compose: c.Compose, Owner: owner, Concurrency: c.SendConcurrency,
-			RatePerSecond: c.SendRate, Metrics: metrics.For(ch), Logger: logger,
+			RatePerSecond: c.SendRate, Lease: c.Lease, Settle: c.Settle, Metrics: metrics.For(ch), Logger: logger,
 		}
 		if c.Tune != nil {
 			c.Tune(ch, &sc)
@@ -171,7 +178,7 @@ func (a *App) buildDispatcher(c SendingConfig, providers map[delivery.Channel]de
 	return delivery.NewDispatcher(delivery.DispatcherConfig{
 		Campaigns: campaigns, Plans: c.Plans, Audiences: a.audiences,
 		Ledger: postgres.NewLedger(a.store.Pool()), Store: postgres.NewDispatch(a.store.Pool()),
-		Owner: owner, CheckEvery: c.CheckEvery, FrequencyCap: c.FrequencyCap, Senders: senders, Logger: logger,
+		Owner: owner, DriveLease: c.DriveLease, CheckEvery: c.CheckEvery, FrequencyCap: c.FrequencyCap, Senders: senders, Logger: logger,
 	})
 }
 

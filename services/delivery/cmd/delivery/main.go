@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/config"
 	"github.com/campaignmesh/campaignmesh/internal/platform/process"
@@ -60,6 +61,9 @@ func parse(args []string) (settings, error) {
 	fs.StringVar(&sc.TwilioMessagingServiceSID, "twilio-messaging-service-sid", "", "Twilio messaging service SID campaign SMS are sent from")
 	fs.Float64Var(&sc.SendRate, "send-rate", sc.SendRate, "messages per second per tenant and channel (0: no limit)")
 	fs.IntVar(&sc.SendConcurrency, "send-concurrency", sc.SendConcurrency, "provider calls in flight per tenant and channel")
+	fs.DurationVar(&sc.Lease, "send-lease", sc.Lease, "how long a recipient claimed for a send is its sender's: after a crash its row is reconciled that long after the claim")
+	fs.DurationVar(&sc.Settle, "send-settle", sc.Settle, "how long after an attempt a provider's \"no such message\" is believed (at least -send-lease; longer than the provider's indexing delay)")
+	fs.DurationVar(&sc.DriveLease, "drive-lease", sc.DriveLease, "how long a campaign stays a crashed replica's before another replica drives it")
 	fs.Func("frequency-cap", `at most N messages per contact and channel within a window, across campaigns, as "N/window" (e.g. "3/24h"; empty: none)`, func(v string) error {
 		fc, err := delivery.ParseFrequencyCap(v)
 		sc.FrequencyCap = fc
@@ -88,6 +92,9 @@ func parse(args []string) (settings, error) {
 	p.Check(c.MaxRecvMsgSize >= 1024 && c.MaxRecvMsgSize <= 64<<20, "-max-recv-msg-size must be between 1 KiB and 64 MiB")
 	p.Check(sc.SendRate >= 0, "-send-rate must not be negative")
 	p.Check(sc.SendConcurrency >= 1 && sc.SendConcurrency <= 1000, "-send-concurrency must be between 1 and 1000")
+	p.Check(sc.Lease >= 15*time.Second, "-send-lease must be at least 15s (a provider call takes up to 10s)")
+	p.Check(sc.Settle >= sc.Lease, "-send-settle must be at least -send-lease")
+	p.Check(sc.DriveLease >= 3*time.Second, "-drive-lease must be at least 3s")
 	return s, p.Err()
 }
 

@@ -56,6 +56,9 @@ func TestSendingFlags(t *testing.T) {
 		"-frequency-cap":    {"-frequency-cap", "3"},
 		"-send-rate":        {"-send-rate", "-1"},
 		"-send-concurrency": {"-send-concurrency", "0"},
+		"-send-lease":       {"-send-lease", "5s"},
+		"-send-settle":      {"-send-lease", "1m", "-send-settle", "30s"},
+		"-drive-lease":      {"-drive-lease", "1s"},
 	} {
 		if _, err := parse(append(args, base...)); err == nil || !strings.Contains(err.Error(), flag) {
 			t.Errorf("%v: %v, want %s refused", args, err, flag)
