@@ -160,6 +160,10 @@ bench-dsr: infra ## Time data-subject requests on the 10M-event data set, servic
 	set -a; . .state/env; set +a; $(BIN)/bench-dsr $(BENCH_FLAGS)
 .PHONY: bench-dsr
 
+bench-delivery: infra ## Send one email campaign to 100,000 contacts on the real mesh through the SendGrid stand-in: messages per second and time from activation to the first message (CM_BENCH_RECIPIENTS, CM_BENCH_CONCURRENCY; a few minutes)
+	set -a; . .state/env; set +a; go test -run '^$$' -bench '^BenchmarkDeliveryCampaign$$' -benchtime 1x -timeout 40m -v ./e2e/
+.PHONY: bench-delivery
+
 chaos: infra ## Long fault test (analytics from its chaos build, -tags chaos): kill -9 writer and ingest, ClickHouse outages, under load (CHAOS_DURATION, default 3m; outages double up to CHAOS_MAX_OUTAGE, default 1m); prints acked/found/lost/duplicated
 	set -a; . .state/env; set +a; CHAOS_DURATION=$${CHAOS_DURATION:-3m} go test -count=1 -timeout 30m -run TestNoAckedEventIsLostOrDuplicatedUnderFaults -v ./e2e | grep -E '^(chaos:|--- |ok|FAIL)|fault_test'
 .PHONY: chaos

@@ -229,7 +229,7 @@ type outboxSummary struct {
 	} `json:"messages"`
 }
 
-func (m *mesh) outboxFetch(t *testing.T, query string) outboxSummary {
+func (m *mesh) outboxFetch(t testing.TB, query string) outboxSummary {
 	t.Helper()
 	resp, err := http.Get(m.sendgrid + "/outbox?" + query)
 	if err != nil {
@@ -245,10 +245,10 @@ func (m *mesh) outboxFetch(t *testing.T, query string) outboxSummary {
 }
 
 // outbox is the email stand-in's totals (no messages).
-func (m *mesh) outbox(t *testing.T) outboxSummary { return m.outboxFetch(t, "limit=0") }
+func (m *mesh) outbox(t testing.TB) outboxSummary { return m.outboxFetch(t, "limit=0") }
 
 // outboxMessages lists the email stand-in's messages (to one address when to is set).
-func (m *mesh) outboxMessages(t *testing.T, to string) []struct {
+func (m *mesh) outboxMessages(t testing.TB, to string) []struct {
 	To, Subject, HTML string
 	Headers           map[string]string
 } {

@@ -86,7 +86,7 @@ var (
 	handedOut   = map[string]bool{}
 )
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	handedOutMu.Lock()
 	defer handedOutMu.Unlock()
@@ -113,7 +113,7 @@ var (
 )
 
 // bin is the path of a built binary (auth, gateway, ingest, analytics, campaigns, dsr, delivery, cmesh, standin).
-func bin(t *testing.T, name string) string {
+func bin(t testing.TB, name string) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		if binDir, buildErr = os.MkdirTemp("", "cm-e2e-bin-"); buildErr != nil {
@@ -159,7 +159,7 @@ func (w *logWriter) String() string { w.mu.Lock(); defer w.mu.Unlock(); return w
 
 // proc is a running service process that a test may kill and start again.
 type proc struct {
-	t    *testing.T
+	t    testing.TB
 	bin  string
 	args []string
 	env  []string
@@ -170,13 +170,13 @@ type proc struct {
 	exited chan struct{}
 }
 
-func startProcess(t *testing.T, bin string, env []string) *proc {
+func startProcess(t testing.TB, bin string, env []string) *proc {
 	t.Helper()
 	return startProcessArgs(t, bin, env)
 }
 
 // startProcessArgs is startProcess with command-line arguments.
-func startProcessArgs(t *testing.T, bin string, env []string, args ...string) *proc {
+func startProcessArgs(t testing.TB, bin string, env []string, args ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, bin: bin, args: args, env: env, logs: &logWriter{}}
 	p.start()
@@ -263,12 +263,12 @@ func (p *proc) stop() {
 	}
 }
 
-func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
+func waitFor(t testing.TB, what string, timeout time.Duration, ok func() bool) {
 	t.Helper()
 	meshtest.Eventually(t, timeout, ok, "%s not ready", what)
 }
 
-func startMesh(t *testing.T, gatewayEnv ...string) *mesh {
+func startMesh(t testing.TB, gatewayEnv ...string) *mesh {
 	t.Helper()
 	return startMeshWith(t, meshConfig{gatewayEnv: gatewayEnv})
 }
@@ -298,7 +298,7 @@ type meshConfig struct {
 }
 
 // startMeshWith starts the mesh as cfg says.
-func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
+func startMeshWith(t testing.TB, cfg meshConfig) *mesh {
 	t.Helper()
 	m := &mesh{dir: t.TempDir(), procs: map[string]*proc{}, admins: map[string]string{}, cluster: cfg.cluster}
 	if cfg.writers < 1 {
@@ -484,7 +484,7 @@ func startMeshWith(t *testing.T, cfg meshConfig) *mesh {
 // startProviders starts the provider stand-ins and returns delivery's settings to send
 // through them: the stand-ins' credentials, a tracking key, the gateway as the public URL, and
 // the stand-ins' webhooks posted through the gateway (m.gateway must be chosen).
-func (m *mesh) startProviders(t *testing.T, secret func(name, value string) string) []string {
+func (m *mesh) startProviders(t testing.TB, secret func(name, value string) string) []string {
 	t.Helper()
 	sgAddr, twAddr := freePort(t), freePort(t)
 	m.sendgrid, m.twilio = "http://"+sgAddr, "http://"+twAddr
@@ -507,7 +507,7 @@ func (m *mesh) startProviders(t *testing.T, secret func(name, value string) stri
 }
 
 // edgeTLS trusts the dev CA, as curl --cacert does.
-func (m *mesh) edgeTLS(t *testing.T) *tls.Config {
+func (m *mesh) edgeTLS(t testing.TB) *tls.Config {
 	t.Helper()
 	pem, err := os.ReadFile(filepath.Join(m.certs, "ca.pem"))
 	if err != nil {
@@ -523,7 +523,7 @@ func (m *mesh) url(path string) string {
 }
 
 // rest sends a JSON request and decodes the JSON answer.
-func (m *mesh) rest(t *testing.T, method, path, token string, body any, hdr ...string) (int, map[string]any, http.Header) {
+func (m *mesh) rest(t testing.TB, method, path, token string, body any, hdr ...string) (int, map[string]any, http.Header) {
 	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -555,7 +555,7 @@ func (m *mesh) rest(t *testing.T, method, path, token string, body any, hdr ...s
 	return resp.StatusCode, out, resp.Header
 }
 
-func (m *mesh) bootstrapFile(t *testing.T, name string) []byte {
+func (m *mesh) bootstrapFile(t testing.TB, name string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(m.bootstrp, name))
 	if err != nil {
@@ -564,7 +564,7 @@ func (m *mesh) bootstrapFile(t *testing.T, name string) []byte {
 	return data
 }
 
-func (m *mesh) grpcConn(t *testing.T) *grpc.ClientConn {
+func (m *mesh) grpcConn(t testing.TB) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(m.gateway, grpc.WithTransportCredentials(credentials.NewTLS(m.edgeTLS(t))))
 	if err != nil {

@@ -22,7 +22,7 @@ type otlpReceiver struct {
 	spans map[string]map[string]int
 }
 
-func startOTLPReceiver(t *testing.T) *otlpReceiver {
+func startOTLPReceiver(t testing.TB) *otlpReceiver {
 	t.Helper()
 	r := &otlpReceiver{spans: map[string]map[string]int{}}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

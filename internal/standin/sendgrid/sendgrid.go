@@ -553,8 +553,16 @@ func (s *Server) outbox(w http.ResponseWriter, r *http.Request) {
 	out := struct {
 		Total       int            `json:"total"`
 		ByRecipient map[string]int `json:"by_recipient"`
-		Messages    []Message      `json:"messages"`
+		// FirstAcceptedAt and LastAcceptedAt bound the outbox's messages in time (a bench's
+		// time to the first message and its rate).
+		FirstAcceptedAt *time.Time `json:"first_accepted_at,omitempty"`
+		LastAcceptedAt  *time.Time `json:"last_accepted_at,omitempty"`
+		Messages        []Message  `json:"messages"`
 	}{Total: len(s.messages), ByRecipient: make(map[string]int, len(s.counts)), Messages: []Message{}}
+	if len(s.messages) > 0 {
+		first, last := s.messages[0].AcceptedAt, s.messages[len(s.messages)-1].AcceptedAt
+		out.FirstAcceptedAt, out.LastAcceptedAt = &first, &last
+	}
 	for k, v := range s.counts {
 		if to == "" || k == to {
 			out.ByRecipient[k] = v

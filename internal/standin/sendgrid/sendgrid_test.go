@@ -104,15 +104,20 @@ func TestPersonalizations(t *testing.T) {
 	}
 	_, body := do(t, http.MethodGet, srv.URL+"/outbox?to=a@example.com&limit=1", "", "")
 	var out struct {
-		Total       int            `json:"total"`
-		ByRecipient map[string]int `json:"by_recipient"`
-		Messages    []Message      `json:"messages"`
+		Total           int            `json:"total"`
+		ByRecipient     map[string]int `json:"by_recipient"`
+		FirstAcceptedAt time.Time      `json:"first_accepted_at"`
+		LastAcceptedAt  time.Time      `json:"last_accepted_at"`
+		Messages        []Message      `json:"messages"`
 	}
 	if err := json.Unmarshal(body, &out); err != nil {
 		t.Fatal(err)
 	}
 	if out.Total != 3 || out.ByRecipient["a@example.com"] != 2 || len(out.ByRecipient) != 1 || len(out.Messages) != 1 || out.Messages[0].Subject != "own" {
 		t.Fatalf("outbox answer %s", body)
+	}
+	if !out.FirstAcceptedAt.Equal(msgs[0].AcceptedAt) || !out.LastAcceptedAt.Equal(msgs[2].AcceptedAt) {
+		t.Fatalf("outbox times %v..%v, want the first and last message's", out.FirstAcceptedAt, out.LastAcceptedAt)
 	}
 	if resp, _ := do(t, http.MethodDelete, srv.URL+"/outbox", "", ""); resp.StatusCode != 204 || s.Total() != 0 {
 		t.Fatalf("delete: %d, total %d", resp.StatusCode, s.Total())
