@@ -39,11 +39,11 @@ func TestDelivery(t *testing.T) {
 	must("verify the sender identity", code, ident)
 
 	// Contacts: n with email consent, one without, as a CSV file over REST.
-	const n = 2000
+	const n = 10_000
 	var csv strings.Builder
 	csv.WriteString("email,first_name,consent.email\n")
 	for i := range n {
-		fmt.Fprintf(&csv, "c%04d@example.com,Ann%d,granted\n", i, i)
+		fmt.Fprintf(&csv, "c%05d@example.com,Ann%d,granted\n", i, i)
 	}
 	csv.WriteString("no-consent@example.com,Bob,\n")
 	code, imported, _ := m.rest(t, "POST", "/v1/contacts:import", token, []byte(csv.String()), "Content-Type", "text/csv")
@@ -164,7 +164,7 @@ func TestDelivery(t *testing.T) {
 	})
 
 	// Provider webhooks are verified: an unsigned one is refused.
-	req, _ := http.NewRequest(http.MethodPost, m.url("/webhooks/sendgrid"), strings.NewReader(`[{"event":"bounce","email":"c0001@example.com"}]`))
+	req, _ := http.NewRequest(http.MethodPost, m.url("/webhooks/sendgrid"), strings.NewReader(`[{"event":"bounce","email":"c00001@example.com"}]`))
 	req.Header.Set("Content-Type", "application/json")
 	if resp, err := m.httpc.Do(req); err != nil || resp.StatusCode/100 == 2 {
 		t.Errorf("unsigned webhook: %v %v, want refused", resp, err)
@@ -195,7 +195,7 @@ func TestDelivery(t *testing.T) {
 
 	// A data-subject erasure removes the contact from delivery too.
 	code, r, _ := m.rest(t, "POST", "/v1/dsr/requests", token, map[string]any{"kind": "KIND_ERASURE", "regulation": "REGULATION_GDPR",
-		"subject": []map[string]string{email("c0002@example.com")}})
+		"subject": []map[string]string{email("c00002@example.com")}})
 	dsrID, _ := must("erasure request", code, r)["id"].(string)
 	waitFor(t, "the erasure done", 2*time.Minute, func() bool {
 		_, r, _ := m.rest(t, "GET", "/v1/dsr/requests/"+dsrID, token, nil)
@@ -206,7 +206,7 @@ func TestDelivery(t *testing.T) {
 		_, list, _ := m.rest(t, "GET", "/v1/contacts?pageSize=1000&pageToken="+url.QueryEscape(page), token, nil)
 		for _, c := range asList(list["contacts"]) {
 			left++
-			if c["email"] == "c0002@example.com" {
+			if c["email"] == "c00002@example.com" {
 				t.Errorf("erased contact still listed: %v", c)
 			}
 		}
