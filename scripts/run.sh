@@ -235,8 +235,8 @@ CampaignMesh is up.
   gateway (REST + gRPC)  https://localhost:${GATEWAY_ADDR##*:}   (dev CA: .state/certs/ca.pem)
   OpenAPI                https://localhost:${GATEWAY_ADDR##*:}/openapi.json
   services (mTLS)        auth 7101, ingest 7102, campaigns 7103, analytics 7104, dsr 7105, delivery 7106
-  provider stand-ins     email outbox http://127.0.0.1:8791/outbox, SMS outbox http://127.0.0.1:8792/outbox
                          (admin /healthz, /metrics: http://127.0.0.1:91xx)
+  provider stand-ins     email outbox http://127.0.0.1:8791/outbox, SMS outbox http://127.0.0.1:8792/outbox
   first credentials      .state/bootstrap/admin.json      tenant "acme" admin
                          .state/bootstrap/operator.json   platform operator
   logs                   .state/logs/<service>.log
