@@ -412,7 +412,7 @@ func (d *Dispatcher) locked(ctx context.Context, ref CampaignRef, f func(context
 }
 
 // runCampaign resolves the campaign's recipients for its activation if that was not done yet,
-// sending meanwhile, then sends its ledger until it is finished or the campaign stops.
+// then sends its ledger until it is finished or the campaign stops.
 func (d *Dispatcher) runCampaign(ctx context.Context, c ActiveCampaign) error {
 	ref := CampaignRef{TenantID: c.TenantID, CampaignID: c.ID, Channel: c.Channel}
 	err := d.locked(ctx, ref, func(ctx context.Context) error {
@@ -434,28 +434,12 @@ func (d *Dispatcher) runCampaign(ctx context.Context, c ActiveCampaign) error {
 		if err != nil {
 			return fmt.Errorf("check resolution: %w", err)
 		}
-		sender := d.senders[c.Channel]
 		if !done {
-			// Send while resolving: the first recipients go out while the rest of a large
-			// audience is still being added, instead of after all of it. A Run that ends
-			// before the resolution (it found nothing left for now) is followed by another.
-			runCtx, cancelRun := context.WithCancel(ctx)
-			resolved, sent := make(chan struct{}), make(chan error, 1)
-			go func() { sent <- d.sendWhileResolving(runCtx, sender, c, resolved) }()
-			err := d.resolve(ctx, c, plan)
-			close(resolved)
-			if err != nil {
-				cancelRun()
-				<-sent
-				return err
-			}
-			err = <-sent
-			cancelRun()
-			if err != nil {
+			if err := d.resolve(ctx, c, plan); err != nil {
 				return err
 			}
 		}
-		if err := sender.Run(ctx, c.TenantID, c.ID); err != nil {
+		if err := d.senders[c.Channel].Run(ctx, c.TenantID, c.ID); err != nil {
 			return err
 		}
 		d.mu.Lock()
@@ -467,28 +451,6 @@ func (d *Dispatcher) runCampaign(ctx context.Context, c ActiveCampaign) error {
 		return nil
 	}
 	return err
-}
-
-// sendWhileResolving runs the sender over the campaign's ledger until resolved is closed: a
-// Run that finds nothing left (the resolution has not added the next recipients yet) is started
-// again after a poll interval. It returns the first error, or nil once resolved is closed and
-// the last Run finished.
-func (d *Dispatcher) sendWhileResolving(ctx context.Context, sender *Sender, c ActiveCampaign, resolved <-chan struct{}) error {
-	for {
-		if err := sender.Run(ctx, c.TenantID, c.ID); err != nil {
-			return err
-		}
-		t := time.NewTimer(sender.cfg.Poll)
-		select {
-		case <-resolved:
-			t.Stop()
-			return nil
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
 }
 
 // resolve adds the campaign's recipients to its ledger: the segment's members (or every
