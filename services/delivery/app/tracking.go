@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -84,15 +82,6 @@ func (a *App) Links() delivery.Links {
 	return *a.links
 }
 
-func readSecretFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("read secret file: %w", err)
-	}
-	return strings.TrimSpace(string(b)), nil
-}
-
-// registerTracking builds the tracker and serves TrackingService on srv, when c has a key.
 // buildLinks loads the tracking key and returns the links signed with it (nil: tracking off,
 // no -tracking-key-file).
 func buildLinks(c TrackingConfig) (*delivery.TrackingLinks, error) {
@@ -106,6 +95,8 @@ func buildLinks(c TrackingConfig) (*delivery.TrackingLinks, error) {
 	return &delivery.TrackingLinks{BaseURL: c.PublicURL, Key: key}, nil
 }
 
+// registerTracking builds the tracker and serves TrackingService on srv, when c has a key
+// (buildLinks made a.links first).
 func (a *App) registerTracking(c TrackingConfig, certs *mtls.Source, srv *grpc.Server, logger *slog.Logger) error {
 	if c.KeyFile == "" {
 		return nil
@@ -129,7 +120,7 @@ func (a *App) registerTracking(c TrackingConfig, certs *mtls.Source, srv *grpc.S
 	}
 	var sg *sendgrid.Verifier
 	if c.SendGridWebhookPublicKeyFile != "" {
-		s, err := readSecretFile(c.SendGridWebhookPublicKeyFile)
+		s, err := readSecret("-sendgrid-webhook-public-key-file", c.SendGridWebhookPublicKeyFile)
 		if err != nil {
 			return err
 		}
@@ -141,7 +132,7 @@ func (a *App) registerTracking(c TrackingConfig, certs *mtls.Source, srv *grpc.S
 	}
 	var tw *twilio.Validator
 	if c.TwilioAuthTokenFile != "" {
-		s, err := readSecretFile(c.TwilioAuthTokenFile)
+		s, err := readSecret("-twilio-auth-token-file", c.TwilioAuthTokenFile)
 		if err != nil {
 			return err
 		}
