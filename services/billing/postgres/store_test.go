@@ -19,7 +19,7 @@ func MustOpen(tb testing.TB) *postgres.Store {
 	return s
 }
 
-func TestOpenMigratesTwice(t *testing.T) {
+func TestOpenCreatesTables(t *testing.T) {
 	s := MustOpen(t)
 	var n int
 	if err := s.Pool().QueryRow(context.Background(), `SELECT count(*) FROM usage`).Scan(&n); err != nil || n != 0 {
