@@ -42,17 +42,23 @@ const (
 	// DeliverySettings is the tenant's delivery settings that an administrator vouches for:
 	// marking a sender identity verified.
 	DeliverySettings = "delivery.settings"
+	// UsageRead is the tenant's metered usage, plan and billing account (billing); an operator
+	// holding it reads every tenant's.
+	UsageRead = "usage.read"
+	// BillingManage is plans, quotas, billing accounts and reconciliation: the platform's.
+	BillingManage = "billing.manage"
 )
 
 var table = map[Role][]string{
 	Admin: {CampaignsRead, CampaignsWrite, AnalyticsRead, EventsWrite, EventsDebug, UsersRead, UsersManage,
-		APIKeysManage, AuditRead, DSRManage, PrivacyManage, ContactsRead, ContactsWrite, MessagesSend, DeliverySettings},
+		APIKeysManage, AuditRead, DSRManage, PrivacyManage, ContactsRead, ContactsWrite, MessagesSend, DeliverySettings,
+		UsageRead},
 	Manager: {CampaignsRead, CampaignsWrite, AnalyticsRead, EventsWrite, EventsDebug, UsersRead, ContactsRead, ContactsWrite,
-		MessagesSend},
+		MessagesSend, UsageRead},
 	Analyst:          {CampaignsRead, AnalyticsRead},
 	Viewer:           {CampaignsRead},
 	PrivacyOfficer:   {DSRManage, PrivacyManage, AuditRead},
-	PlatformOperator: {TenantsManage, SigningKeysManage, AuditRead}, // audit.read: the platform's own chain
+	PlatformOperator: {TenantsManage, SigningKeysManage, AuditRead, UsageRead, BillingManage}, // audit.read: the platform's own chain
 }
 
 // Roles lists every role, tenant roles first.

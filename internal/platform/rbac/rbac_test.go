@@ -59,3 +59,16 @@ func TestMessagesPermissions(t *testing.T) {
 		}
 	}
 }
+
+// TestBillingPermissions: a tenant's usage, plan and account are read by its admins and
+// managers and by the operator (every tenant's); plans, accounts and reconciliation are the
+// operator's alone.
+func TestBillingPermissions(t *testing.T) {
+	for p, holders := range map[string][]Role{UsageRead: {Admin, Manager, PlatformOperator}, BillingManage: {PlatformOperator}} {
+		for _, r := range Roles() {
+			if got, want := r.Has(p), slices.Contains(holders, r); got != want {
+				t.Errorf("%s has %s = %v, want %v", r, p, got, want)
+			}
+		}
+	}
+}
