@@ -107,7 +107,7 @@ func TestPrivacyOfficerDelegation(t *testing.T) {
 
 	// users.manage with everything a viewer, analyst and manager hold, but no dsr.manage.
 	key := as(mintKey(t, e, f, rbac.UsersManage, rbac.UsersRead, rbac.CampaignsRead, rbac.CampaignsWrite, rbac.AnalyticsRead, rbac.EventsWrite, rbac.EventsDebug,
-		rbac.ContactsRead, rbac.ContactsWrite, rbac.MessagesSend))
+		rbac.ContactsRead, rbac.ContactsWrite, rbac.MessagesSend, rbac.UsageRead))
 	_, err = e.client.CreateUser(key, &authv1.CreateUserRequest{User: &authv1.User{Email: "p@pdeleg.example", Role: authv1.Role_ROLE_PRIVACY_OFFICER}, Password: password})
 	denied("users.manage key creates a privacy officer", err, "DELEGATION_EXCEEDS_CALLER")
 	_, err = e.client.ChangeUserRole(key, &authv1.ChangeUserRoleRequest{Id: f.users[rbac.Viewer].ID, Role: authv1.Role_ROLE_PRIVACY_OFFICER})
