@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"context"
 	"strconv"
 	"time"
 
@@ -113,4 +114,35 @@ func Totals(rows []Usage) []Total {
 		out[i].Value += r.Value
 	}
 	return out
+}
+
+// AcceptedBatch is one event-stream message's accepted events of one UTC day of receipt, as
+// the metering consumer counted them.
+type AcceptedBatch struct {
+	// StreamKey identifies the message whatever its redeliveries: ingest's Nats-Msg-Id (a hash
+	// of the tenant and the batch's event ids, so a client's retry that the stream dropped as a
+	// duplicate is no second batch either).
+	StreamKey  string
+	TenantID   string
+	Day        time.Time
+	Events     int64
+	ReceivedAt time.Time
+}
+
+// Unit is units of a counter recorded by another service (the USAGE stream: one analytics
+// query), keyed by its id.
+type Unit struct {
+	ID       string
+	TenantID string
+	Day      time.Time
+	Meter    Meter
+	Units    int64
+}
+
+// UsageRecorder stores the keyed records the metering consumers read, each batch of them in one
+// transaction, and a record already stored (a redelivery) as it was. The counts returned are
+// the records that were new.
+type UsageRecorder interface {
+	RecordAcceptedBatches(ctx context.Context, batches []AcceptedBatch) (int, error)
+	RecordUnits(ctx context.Context, units []Unit) (int, error)
 }

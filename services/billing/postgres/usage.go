@@ -12,22 +12,14 @@ import (
 	"github.com/campaignmesh/campaignmesh/services/billing"
 )
 
-var _ billing.MeteringStore = (*Store)(nil)
-
-// AcceptedBatch is one stream message's accepted events of one UTC day, as the metering
-// consumer counted them.
-type AcceptedBatch struct {
-	// StreamKey identifies the message whatever its redeliveries (its Nats-Msg-Id).
-	StreamKey  string
-	TenantID   string
-	Day        time.Time
-	Events     int64
-	ReceivedAt time.Time
-}
+var (
+	_ billing.MeteringStore = (*Store)(nil)
+	_ billing.UsageRecorder = (*Store)(nil)
+)
 
 // RecordAcceptedBatches stores batches in one transaction; a batch already stored (a
 // redelivered message) is left as it is. It returns how many were new.
-func (s *Store) RecordAcceptedBatches(ctx context.Context, batches []AcceptedBatch) (int, error) {
+func (s *Store) RecordAcceptedBatches(ctx context.Context, batches []billing.AcceptedBatch) (int, error) {
 	if len(batches) == 0 {
 		return 0, nil
 	}
@@ -39,18 +31,9 @@ func (s *Store) RecordAcceptedBatches(ctx context.Context, batches []AcceptedBat
 	return s.sendBatch(ctx, b, "record accepted batches")
 }
 
-// Unit is units of a meter recorded by another service (the USAGE stream), keyed by its id.
-type Unit struct {
-	ID       string
-	TenantID string
-	Day      time.Time
-	Meter    billing.Meter
-	Units    int64
-}
-
 // RecordUnits stores units in one transaction; an id already stored is left as it is. It
 // returns how many were new.
-func (s *Store) RecordUnits(ctx context.Context, units []Unit) (int, error) {
+func (s *Store) RecordUnits(ctx context.Context, units []billing.Unit) (int, error) {
 	if len(units) == 0 {
 		return 0, nil
 	}

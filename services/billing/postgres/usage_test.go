@@ -27,7 +27,7 @@ func day(s string) time.Time {
 func TestRecordAcceptedBatchesCountsARedeliveredMessageOnce(t *testing.T) {
 	s, ctx := MustOpen(t), context.Background()
 	d := day("2026-11-29")
-	batches := []postgres.AcceptedBatch{
+	batches := []billing.AcceptedBatch{
 		{StreamKey: "m1", TenantID: "t1", Day: d, Events: 3, ReceivedAt: d.Add(time.Hour)},
 		{StreamKey: "m2", TenantID: "t1", Day: d, Events: 4, ReceivedAt: d.Add(time.Hour)},
 		{StreamKey: "m3", TenantID: "t2", Day: d, Events: 5, ReceivedAt: d.Add(time.Hour)},
@@ -36,7 +36,7 @@ func TestRecordAcceptedBatchesCountsARedeliveredMessageOnce(t *testing.T) {
 		t.Fatalf("first delivery: n=%d err=%v", n, err)
 	}
 	// The consumer was killed after its commit, before its acks: the same messages again, with one new.
-	again := append(batches[1:], postgres.AcceptedBatch{StreamKey: "m4", TenantID: "t2", Day: d, Events: 1, ReceivedAt: d})
+	again := append(batches[1:], billing.AcceptedBatch{StreamKey: "m4", TenantID: "t2", Day: d, Events: 1, ReceivedAt: d})
 	if n, err := s.RecordAcceptedBatches(ctx, again); err != nil || n != 1 {
 		t.Fatalf("redelivery: n=%d err=%v, want 1 new", n, err)
 	}
@@ -52,7 +52,7 @@ func TestRecordAcceptedBatchesCountsARedeliveredMessageOnce(t *testing.T) {
 func TestRecordUnitsCountsAnIDOnce(t *testing.T) {
 	s, ctx := MustOpen(t), context.Background()
 	d := day("2026-11-29")
-	u := []postgres.Unit{{ID: "q1", TenantID: "t1", Day: d, Meter: billing.AnalyticsQueries, Units: 1},
+	u := []billing.Unit{{ID: "q1", TenantID: "t1", Day: d, Meter: billing.AnalyticsQueries, Units: 1},
 		{ID: "q2", TenantID: "t1", Day: d, Meter: billing.AnalyticsQueries, Units: 1}}
 	for range 2 {
 		if _, err := s.RecordUnits(ctx, u); err != nil {
@@ -118,15 +118,15 @@ func allUsage(t *testing.T, s *postgres.Store) []row {
 func TestMeteringRecomputesOpenDaysAndClosesOldOnes(t *testing.T) {
 	s, ctx := MustOpen(t), context.Background()
 	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
-	batch := func(key, tenant, d string, n int64) postgres.AcceptedBatch {
-		return postgres.AcceptedBatch{StreamKey: key, TenantID: tenant, Day: day(d), Events: n, ReceivedAt: day(d)}
+	batch := func(key, tenant, d string, n int64) billing.AcceptedBatch {
+		return billing.AcceptedBatch{StreamKey: key, TenantID: tenant, Day: day(d), Events: n, ReceivedAt: day(d)}
 	}
-	if _, err := s.RecordAcceptedBatches(ctx, []postgres.AcceptedBatch{
+	if _, err := s.RecordAcceptedBatches(ctx, []billing.AcceptedBatch{
 		batch("a", "t1", "2026-11-29", 10), batch("b", "t1", "2026-11-28", 20), batch("c", "t2", "2026-11-26", 30),
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.RecordUnits(ctx, []postgres.Unit{{ID: "q", TenantID: "t2", Day: day("2026-11-29"), Meter: billing.AnalyticsQueries, Units: 1}}); err != nil {
+	if _, err := s.RecordUnits(ctx, []billing.Unit{{ID: "q", TenantID: "t2", Day: day("2026-11-29"), Meter: billing.AnalyticsQueries, Units: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	analytics := &source{meters: []billing.Meter{billing.EventsStored, billing.StorageBytes}, counts: map[string][]billing.SourceCounts{
@@ -155,7 +155,7 @@ func TestMeteringRecomputesOpenDaysAndClosesOldOnes(t *testing.T) {
 	}
 
 	// A late batch of the closed day changes nothing; the source failing keeps its meters.
-	if _, err := s.RecordAcceptedBatches(ctx, []postgres.AcceptedBatch{batch("d", "t2", "2026-11-26", 5), batch("e", "t1", "2026-11-29", 1)}); err != nil {
+	if _, err := s.RecordAcceptedBatches(ctx, []billing.AcceptedBatch{batch("d", "t2", "2026-11-26", 5), batch("e", "t1", "2026-11-29", 1)}); err != nil {
 		t.Fatal(err)
 	}
 	analytics.mu.Lock()
