@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -123,6 +124,10 @@ type Metering struct {
 	cfg          MeteringConfig
 	logger       *slog.Logger
 	now          func() time.Time
+
+	mu sync.Mutex
+	// lastAsOf is the as-of time of the last round's quotas (PublishTenantQuotas).
+	lastAsOf time.Time
 }
 
 // NewMetering returns the job over store and the sources that are configured (a nil source is
@@ -208,6 +213,9 @@ func (m *Metering) RunOnce(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("day %s: %w", d.Format(DayLayout), err))
 		}
 	}
+	m.mu.Lock()
+	m.lastAsOf = asOf
+	m.mu.Unlock()
 	if m.quotas != nil {
 		if err := m.PublishQuotas(ctx, asOf, ""); err != nil {
 			errs = append(errs, err)
@@ -290,6 +298,19 @@ func (m *Metering) recompute(ctx context.Context, day, now time.Time) error {
 		return fmt.Errorf("save usage: %w", err)
 	}
 	return nil
+}
+
+// PublishTenantQuotas publishes tenantID's quotas now (after a plan change) with the usage
+// and as-of time of the last round, so the enforcing services go on adding their own units
+// since then.
+func (m *Metering) PublishTenantQuotas(ctx context.Context, tenantID string) error {
+	m.mu.Lock()
+	asOf := m.lastAsOf
+	m.mu.Unlock()
+	if asOf.IsZero() {
+		asOf = m.now().UTC()
+	}
+	return m.PublishQuotas(ctx, asOf, tenantID)
 }
 
 // PublishQuotas publishes the quotas of tenantID (empty: of every tenant with a plan) as of

@@ -13,6 +13,7 @@ import (
 )
 
 var (
+	_ billing.Store         = (*Store)(nil)
 	_ billing.MeteringStore = (*Store)(nil)
 	_ billing.UsageRecorder = (*Store)(nil)
 )
@@ -96,15 +97,15 @@ func (s *Store) DayUsage(ctx context.Context, day time.Time) ([]billing.Usage, e
 	return s.queryUsage(ctx, `SELECT tenant_id, day, meter, value, closed FROM usage WHERE day = $1`, day)
 }
 
-// ListUsage returns the usage q selects, by tenant, day and meter.
-func (s *Store) ListUsage(ctx context.Context, q billing.UsageQuery) ([]billing.Usage, error) {
+// ListUsage returns the usage q selects, by tenant, day and meter: at most limit rows (0: all).
+func (s *Store) ListUsage(ctx context.Context, q billing.UsageQuery, limit int) ([]billing.Usage, error) {
 	meters := make([]string, len(q.Meters))
 	for i, m := range q.Meters {
 		meters[i] = string(m)
 	}
 	return s.queryUsage(ctx, `SELECT tenant_id, day, meter, value, closed FROM usage
 		WHERE ($1 = '' OR tenant_id = $1) AND day BETWEEN $2 AND $3 AND (cardinality($4::text[]) = 0 OR meter = ANY($4))
-		ORDER BY tenant_id, day, meter`, q.TenantID, q.Start, q.End, meters)
+		ORDER BY tenant_id, day, meter LIMIT CASE WHEN $5 > 0 THEN $5 END`, q.TenantID, q.Start, q.End, meters, limit)
 }
 
 func (s *Store) queryUsage(ctx context.Context, sql string, args ...any) ([]billing.Usage, error) {

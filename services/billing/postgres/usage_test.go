@@ -94,7 +94,7 @@ type row struct {
 
 func allUsage(t *testing.T, s *postgres.Store) []row {
 	t.Helper()
-	us, err := s.ListUsage(context.Background(), billing.UsageQuery{Start: day("2000-01-01"), End: day("2100-01-01")})
+	us, err := s.ListUsage(context.Background(), billing.UsageQuery{Start: day("2000-01-01"), End: day("2100-01-01")}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
