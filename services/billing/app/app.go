@@ -1,0 +1,182 @@
+// Package app builds the runnable billing service from a Config: the PostgreSQL store
+// (migrated on open), the audit outbox and its delivery to auth, the auth client (credentials,
+// revocations), NATS (the metering stream and USAGE consumers, the QUOTAS bucket), the metering
+// job, the gRPC API over mTLS through the platform's server, and the admin listener (/metrics,
+// /healthz). cmd/billing and the test fixtures (internal/servicetest.StartBilling) build the
+// service here, so they run the same wiring.
+package app
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	billingv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/billing/v1"
+	auditpg "github.com/campaignmesh/campaignmesh/internal/platform/audit/postgres"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
+	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
+	"github.com/campaignmesh/campaignmesh/internal/platform/lifecycle"
+	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
+	"github.com/campaignmesh/campaignmesh/services/billing"
+	"github.com/campaignmesh/campaignmesh/services/billing/grpcapi"
+	billingnats "github.com/campaignmesh/campaignmesh/services/billing/nats"
+	"github.com/campaignmesh/campaignmesh/services/billing/postgres"
+	billingprom "github.com/campaignmesh/campaignmesh/services/billing/prometheus"
+)
+
+// ServiceName is the billing service's mesh identity and its name in audit records.
+const ServiceName = grpcapi.ServiceName
+
+// Config is everything the billing service is built from. DefaultConfig holds the documented
+// defaults (the flags of cmd/billing).
+type Config struct {
+	// Listen is the gRPC (mTLS) address, AdminListen the one of /metrics and /healthz; port 0
+	// picks a free port (Addr and AdminAddr tell which).
+	Listen, AdminListen string
+	// HealthListen is the plaintext gRPC health-only address for probes (empty: none).
+	HealthListen  string
+	ConnectionAge grpcserver.ConnectionAge
+	// PostgresURL is the billing database; New applies its migrations.
+	PostgresURL string
+	// AuthAddr is the auth service: signing keys, API key verification, revocations and the
+	// audit log the outbox delivers to.
+	AuthAddr string
+	// AnalyticsAddr and DeliveryAddr are the sources of events_stored and storage_bytes, and of
+	// messages_email, messages_sms and contacts_stored (their internal GetUsageCounts RPCs).
+	AnalyticsAddr, DeliveryAddr string
+	// TLS names the service's mesh certificate, key and CA bundle.
+	TLS mtls.Files
+	// NATS is the JetStream server of the event stream, the USAGE stream and the QUOTAS bucket.
+	NATS natsjs.ClientFlags
+	// MeteringStreamBytes bounds the metering stream (the copy of the event stream billing
+	// counts from).
+	MeteringStreamBytes int64
+	// Metering are the job's interval and the time after its end a day closes.
+	Metering billing.MeteringConfig
+	// MaxRecvMsgSize bounds a request message, in bytes.
+	MaxRecvMsgSize int
+	// GracePeriod bounds how long a stop waits for calls in flight.
+	GracePeriod time.Duration
+
+	// Verifier, when set, checks callers' credentials instead of the auth service (tests).
+	Verifier grpcserver.Verifier
+	// Sources count the meters of analytics and delivery. The adapters of their GetUsageCounts
+	// RPCs come with those RPCs; until then no source is wired and those meters stay at 0.
+	Sources []billing.Source
+}
+
+// DefaultConfig returns the documented defaults. The database and TLS files have none: they
+// are required.
+func DefaultConfig() Config {
+	return Config{
+		Listen: "127.0.0.1:7107", AdminListen: "127.0.0.1:9107", AuthAddr: "127.0.0.1:7101",
+		AnalyticsAddr: "127.0.0.1:7104", DeliveryAddr: "127.0.0.1:7106",
+		NATS:                natsjs.ClientFlags{User: ServiceName},
+		MeteringStreamBytes: billingnats.DefaultMeteringBytes, Metering: billing.DefaultMetering,
+		MaxRecvMsgSize: 1 << 20, GracePeriod: grpcserver.DefaultGracePeriod, ConnectionAge: grpcserver.DefaultConnectionAge,
+	}
+}
+
+// App is a built billing service: migrated, connected, listening, not yet serving.
+type App struct {
+	*lifecycle.Base
+	store       *postgres.Store
+	outbox      *auditpg.Outbox
+	revocations *authn.RevocationList // nil with Config.Verifier
+	svc         *billing.Service
+	metering    *billing.Metering
+	accepted    *billingnats.MeteringConsumer
+	units       *billingnats.UsageConsumer
+	server      *grpcserver.Server
+}
+
+// New opens the database, dials auth, connects to NATS (creating the metering stream and the
+// QUOTAS bucket), builds the domain, the metering job and its consumers and the gRPC server,
+// and opens the listeners. On an error everything opened so far is released.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err error) {
+	a := &App{Base: lifecycle.New(logger)}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	certs, err := mtls.NewSource(cfg.TLS, logger)
+	if err != nil {
+		return nil, err
+	}
+	if a.store, err = postgres.Open(ctx, cfg.PostgresURL); err != nil {
+		return nil, err
+	}
+	a.OnClose(a.store.Close)
+	auth, err := authclient.Dial(cfg.AuthAddr, certs, logger)
+	if err != nil {
+		return nil, err
+	}
+	a.OnClose(auth.Close)
+	if a.outbox, err = auditpg.NewOutbox(ctx, a.store.Pool(), auth.Client, logger); err != nil {
+		return nil, err
+	}
+	verifier := cfg.Verifier
+	if verifier == nil {
+		verifier, a.revocations = auth.Verifier, auth.Revocations
+	}
+
+	nc, js, err := cfg.NATS.Connect(ServiceName)
+	if err != nil {
+		return nil, err
+	}
+	a.OnClose(nc.Close)
+	if err := billingnats.EnsureMeteringStream(ctx, js, cfg.MeteringStreamBytes); err != nil {
+		return nil, err
+	}
+	quotas, err := billingnats.OpenQuotaPublisher(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	a.accepted = billingnats.NewMeteringConsumer(js, a.store, billingnats.ConsumerConfig{}, logger)
+	a.units = billingnats.NewUsageConsumer(js, a.store, billingnats.ConsumerConfig{}, logger)
+	a.metering = billing.NewMetering(a.store, cfg.Metering, logger, cfg.Sources...).
+		WithQuotas(quotas, billingprom.New(a.Registry())).
+		WithAcceptedAsOf(a.accepted.AsOf)
+	a.svc = billing.NewService(a.store, a.metering, logger)
+
+	a.server = grpcserver.New(append(grpcapi.ServerOptions(verifier, a.outbox, logger),
+		grpcserver.WithTLS(certs.ServerConfig()),
+		grpcserver.WithMetrics(a.Registry()),
+		grpcserver.WithMaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		grpcserver.WithGracePeriod(cfg.GracePeriod),
+		cfg.ConnectionAge.Option(),
+	)...)
+	billingv1.RegisterBillingServiceServer(a.server.GRPC(), grpcapi.NewServer(a.svc))
+
+	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
+		return nil, err
+	}
+	if err := a.ListenHealth(cfg.HealthListen); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Service is the domain service the API serves (tests seed and inspect through it).
+func (a *App) Service() *billing.Service { return a.svc }
+
+// Metering is the metering job (tests run rounds of it).
+func (a *App) Metering() *billing.Metering { return a.metering }
+
+// Store is the service's PostgreSQL store.
+func (a *App) Store() *postgres.Store { return a.store }
+
+// Run serves the API and the admin listener, delivers audit records, keeps the revocation list
+// current, records accepted batches and usage units and runs the metering job until ctx ends
+// (then stops gracefully and returns nil) or one of them fails: then the others are stopped and
+// its error is returned. Call it once; Close afterwards.
+func (a *App) Run(ctx context.Context) error {
+	tasks := []func(context.Context) error{a.outbox.Run, a.metering.Run, a.accepted.Run, a.units.Run}
+	if a.revocations != nil {
+		tasks = append(tasks, a.revocations.Run)
+	}
+	return a.Serve(ctx, a.server, tasks...)
+}
