@@ -102,12 +102,25 @@ func (s *Service) GetPlan(ctx context.Context, caller *authn.Principal, tenantID
 	return p, err
 }
 
+// operatorOnly refuses a caller that belongs to a tenant. The access rule's billing.manage is
+// the platform operator's alone; this holds even if a tenant's credential ever carried it (a
+// tenant never sets its own plan, nor sees others').
+func operatorOnly(caller *authn.Principal) error {
+	if caller == nil {
+		return apperr.New(apperr.Unauthenticated, "UNAUTHENTICATED", "a credential is required")
+	}
+	if caller.TenantID != "" || caller.Role.TenantScoped() {
+		return apperr.New(apperr.PermissionDenied, "PERMISSION_DENIED", "only a platform operator manages plans")
+	}
+	return nil
+}
+
 // SetPlan validates and stores p (replacing the tenant's plan; at expectRevision when > 0:
 // ABORTED when it changed since), audited with the change, then publishes the tenant's quotas.
-// Only an operator holds billing.manage (the access rule checks it).
+// Only a platform operator may (operatorOnly).
 func (s *Service) SetPlan(ctx context.Context, caller *authn.Principal, p Plan, expectRevision int64) (Plan, error) {
-	if caller == nil {
-		return Plan{}, apperr.New(apperr.Unauthenticated, "UNAUTHENTICATED", "a credential is required")
+	if err := operatorOnly(caller); err != nil {
+		return Plan{}, err
 	}
 	p.Name = strings.TrimSpace(p.Name)
 	if err := ValidatePlan(p); err != nil {
@@ -136,9 +149,12 @@ func (s *Service) SetPlan(ctx context.Context, caller *authn.Principal, p Plan, 
 	return out, nil
 }
 
-// ListPlans pages through every tenant's plan (operators: billing.manage). The page token is the
-// last tenant of the previous page.
-func (s *Service) ListPlans(ctx context.Context, pageSize int32, pageToken string) ([]Plan, string, error) {
+// ListPlans pages through every tenant's plan (platform operators only, operatorOnly). The
+// page token is the last tenant of the previous page.
+func (s *Service) ListPlans(ctx context.Context, caller *authn.Principal, pageSize int32, pageToken string) ([]Plan, string, error) {
+	if err := operatorOnly(caller); err != nil {
+		return nil, "", err
+	}
 	var v apperr.Violations
 	limit := DefaultPageSize
 	switch {

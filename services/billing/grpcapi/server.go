@@ -96,7 +96,7 @@ func (s *Server) SetPlan(ctx context.Context, req *billingv1.SetPlanRequest) (*b
 
 // ListPlans implements billingv1.BillingServiceServer.
 func (s *Server) ListPlans(ctx context.Context, req *billingv1.ListPlansRequest) (*billingv1.ListPlansResponse, error) {
-	ps, next, err := s.svc.ListPlans(ctx, req.GetPageSize(), req.GetPageToken())
+	ps, next, err := s.svc.ListPlans(ctx, authn.FromContext(ctx), req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}

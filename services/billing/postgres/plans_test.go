@@ -87,7 +87,7 @@ func TestListPlansPages(t *testing.T) {
 	var got []string
 	token := ""
 	for range 3 {
-		ps, next, err := svc.ListPlans(ctx, 2, token)
+		ps, next, err := svc.ListPlans(ctx, operator, 2, token)
 		if err != nil {
 			t.Fatal(err)
 		}
