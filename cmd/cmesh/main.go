@@ -85,6 +85,8 @@ cmesh login again with the new password.`,
 	{name: "metrics", summary: "query campaign metrics: summary, series, breakdown, funnel, live", subs: metricsCommands},
 	{name: "events", summary: "follow your tenant's events: tail (the live event debugger)", subs: eventCommands},
 	{name: "dsr", summary: "data-subject requests (GDPR/CCPA): erasure, access, suppression, receipts", subs: dsrCommands},
+	{name: "usage", summary: "metered usage per tenant, day and meter", subs: usageCommands},
+	{name: "plan", summary: "a tenant's plan: its limits per meter (quotas)", subs: planCommands},
 	{name: "privacy", summary: "your tenant's privacy policy: retention, property rules, IP and user agent", subs: privacyCommands},
 	{
 		name:    "signing-keys",
