@@ -126,13 +126,14 @@ func NewMeteringConsumer(js jetstream.JetStream, store billing.UsageRecorder, cf
 	return &MeteringConsumer{js: js, store: store, cfg: cfg.withDefaults(), logger: logger}
 }
 
-// AsOf is the time up to which accepted events are recorded: now if the last fetch found the
-// stream drained, else the receipt time of the last batch recorded (zero before any).
-func (c *MeteringConsumer) AsOf(now time.Time) time.Time {
+// AsOf is the time up to which accepted events are recorded: when a fetch last found the
+// stream drained, if that is later than the receipt time of the last batch recorded, else that
+// receipt time (zero before either; now is not used: a batch may arrive at any moment after).
+func (c *MeteringConsumer) AsOf(time.Time) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.caughtUp.IsZero() && c.caughtUp.After(c.asOf) {
-		return now
+	if c.caughtUp.After(c.asOf) {
+		return c.caughtUp
 	}
 	return c.asOf
 }

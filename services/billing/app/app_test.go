@@ -1,0 +1,95 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	billingv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/billing/v1"
+	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
+	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
+	"github.com/campaignmesh/campaignmesh/internal/servicetest"
+	"github.com/campaignmesh/campaignmesh/services/billing"
+	"github.com/campaignmesh/campaignmesh/services/billing/app"
+)
+
+// The service as cmd/billing builds it: an operator sets a plan, ingest stores batches on the
+// event stream, and the tenant's admin sees the day's events_accepted through the API while
+// the QUOTAS bucket holds the plan's quota with the same usage.
+func TestAcceptedEventsReachTheAPIAndTheQuotas(t *testing.T) {
+	t.Parallel()
+	issuer := meshtest.NewIssuer(t)
+	b := servicetest.StartBilling(t, servicetest.BillingOptions{Verifier: issuer.Verifier(), Config: func(c *app.Config) {
+		c.Metering.Interval = 200 * time.Millisecond
+	}})
+	client := b.Client(t, "gateway")
+	op := meshtest.Bearer(context.Background(), issuer.Token(t, "", rbac.PlatformOperator, "op"))
+	admin := meshtest.Bearer(context.Background(), issuer.Token(t, "t1", rbac.Admin, "a1"))
+	if _, err := client.SetPlan(op, &billingv1.SetPlanRequest{Plan: &billingv1.Plan{TenantId: "t1", Name: "starter",
+		Limits: []*billingv1.PlanLimit{{Meter: "events_accepted", Limit: 10, Hard: true, Period: "day"}}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	nc, js, err := natsjs.Connect(b.NATSURL, "ingest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// The copying of the event stream starts in the background when billing creates its stream.
+	meshtest.Eventually(t, 10*time.Second, func() bool {
+		s, err := js.Stream(context.Background(), "EVENTS_METERING")
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(context.Background())
+		return err == nil && len(info.Sources) == 1 && info.Sources[0].Active >= 0
+	}, "billing copies the event stream")
+	now := time.Now().UTC()
+	for i := range 3 {
+		evs := make([]*ingestv1.AcceptedEvent, 4)
+		for j := range evs {
+			evs[j] = &ingestv1.AcceptedEvent{TenantId: "t1", ReceivedAt: timestamppb.New(now),
+				Event: &ingestv1.Event{EventId: fmt.Sprint("e", i, j), Type: ingestv1.EventType_EVENT_TYPE_TRACK, Name: "click"}}
+		}
+		data, err := natsjs.EncodeBatch(evs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := natsjs.PublishPart(context.Background(), js, "t1", i, fmt.Sprint("b", i), data, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	today := now.Format(billing.DayLayout)
+	var got *billingv1.GetUsageResponse
+	meshtest.Eventually(t, 30*time.Second, func() bool {
+		got, err = client.GetUsage(admin, &billingv1.GetUsageRequest{StartDay: today, EndDay: today})
+		return err == nil && len(got.GetTotals()) == 1 && got.GetTotals()[0].GetValue() == 12
+	}, "usage of t1 today: %v %v", got, err)
+
+	kv, err := js.KeyValue(context.Background(), "QUOTAS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap struct {
+		Quotas []struct {
+			Meter string `json:"meter"`
+			Used  int64  `json:"used"`
+			Limit int64  `json:"limit"`
+			Hard  bool   `json:"hard"`
+		} `json:"quotas"`
+	}
+	meshtest.Eventually(t, 10*time.Second, func() bool {
+		e, err := kv.Get(context.Background(), "quota.t1")
+		return err == nil && json.Unmarshal(e.Value(), &snap) == nil && len(snap.Quotas) == 1 && snap.Quotas[0].Used == 12
+	}, "quota.t1: %+v", snap)
+	if q := snap.Quotas[0]; q.Meter != "events_accepted" || q.Limit != 10 || !q.Hard {
+		t.Fatalf("quota %+v", q)
+	}
+}
