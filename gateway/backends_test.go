@@ -19,6 +19,7 @@ import (
 
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	billingv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/billing/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
 	deliveryv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/delivery/v1"
 	dsrv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/dsr/v1"
@@ -106,6 +107,7 @@ func startEchoMesh(tb testing.TB) *echoMesh {
 			}
 			return deliveryv1.RegisterMessagesServiceHandler(ctx, mux, conn)
 		}, []*grpc.ServiceDesc{&deliveryv1.SendingService_ServiceDesc, &deliveryv1.MessagesService_ServiceDesc}},
+		{"campaignmesh.billing.v1", &billingv1.BillingService_ServiceDesc, billingv1.RegisterBillingServiceHandler, nil},
 	} {
 		srv := grpcserver.New(grpcserver.WithVerifier(allowAll{}), grpcserver.WithLogger(slog.New(slog.DiscardHandler)), grpcserver.WithAuditor(sink))
 		srv.GRPC().RegisterService(m.echoDesc(tb, svc.desc), struct{}{})

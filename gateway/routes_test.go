@@ -82,7 +82,8 @@ func TestEveryPublicRPCReachesItsBackend(t *testing.T) {
 		}
 		return true
 	})
-	for _, pkg := range []string{"campaignmesh.auth.v1", "campaignmesh.ingest.v1", "campaignmesh.campaigns.v1", "campaignmesh.analytics.v1", "campaignmesh.dsr.v1", "campaignmesh.delivery.v1"} {
+	for _, pkg := range []string{"campaignmesh.auth.v1", "campaignmesh.ingest.v1", "campaignmesh.campaigns.v1", "campaignmesh.analytics.v1", "campaignmesh.dsr.v1", "campaignmesh.delivery.v1",
+		"campaignmesh.billing.v1"} {
 		if !seen[pkg] {
 			t.Errorf("no RPC of %s checked", pkg)
 		}

@@ -15,6 +15,7 @@ import (
 	// Every service package of the mesh, so its descriptors are in the registry.
 	_ "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	_ "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	_ "github.com/campaignmesh/campaignmesh/gen/campaignmesh/billing/v1"
 	_ "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
 	_ "github.com/campaignmesh/campaignmesh/gen/campaignmesh/delivery/v1"
 	_ "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
