@@ -51,8 +51,9 @@ type Crossing struct {
 
 // MeteringStore is what the metering job reads and writes.
 type MeteringStore interface {
-	// OpenDays are the days before or on until that hold usage or recorded units not yet closed.
-	OpenDays(ctx context.Context, until time.Time) ([]time.Time, error)
+	// OpenDays are the days from since to until that hold usage or recorded units not yet
+	// closed.
+	OpenDays(ctx context.Context, since, until time.Time) ([]time.Time, error)
 	// DayUsage is every usage row of day.
 	DayUsage(ctx context.Context, day time.Time) ([]Usage, error)
 	// AcceptedCounts are the events accepted on day, per tenant (accepted_batches).
@@ -110,6 +111,10 @@ type MeteringConfig struct {
 
 // DefaultMetering are the defaults.
 var DefaultMetering = MeteringConfig{Interval: 15 * time.Second, CloseAfter: 48 * time.Hour}
+
+// MaxRecordDelay is how long after its day a unit may still be recorded: the event stream keeps
+// an unwritten batch 7 days (natsjs.DefaultStream.MaxAge), the USAGE stream a unit as long.
+const MaxRecordDelay = 8 * 24 * time.Hour
 
 // AuditMethodQuotaCrossed is the method of the audit record of a quota crossing.
 const AuditMethodQuotaCrossed = "billing.metering/QuotaCrossed"
@@ -197,7 +202,9 @@ func (m *Metering) RunOnce(ctx context.Context) error {
 		}
 	}
 	today := Day(now)
-	open, err := m.store.OpenDays(ctx, today)
+	// Units of a day older than the stream keeps a batch, plus the time a day stays open, can
+	// only come from a billing stopped that long: the look-back bounds each round's scan.
+	open, err := m.store.OpenDays(ctx, today.Add(-m.cfg.CloseAfter-MaxRecordDelay), today)
 	if err != nil {
 		return fmt.Errorf("list open days: %w", err)
 	}

@@ -49,6 +49,11 @@ func readScope(caller *authn.Principal, tenantID, what string) (string, error) {
 	if caller == nil {
 		return "", apperr.New(apperr.Unauthenticated, "UNAUTHENTICATED", "a credential is required")
 	}
+	if len(tenantID) > 200 {
+		var v apperr.Violations
+		v.Add("tenant_id", "at most 200 bytes")
+		return "", v.Err()
+	}
 	if !caller.Role.TenantScoped() && caller.TenantID == "" {
 		return tenantID, nil
 	}

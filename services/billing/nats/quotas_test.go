@@ -36,7 +36,7 @@ func TestMeteringPublishesQuotasAndAuditsACrossingOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := store.RecordUnits(ctx, []billing.Unit{
-		{ID: "q1", TenantID: "t1", Day: day(t, "2026-11-02"), Meter: billing.AnalyticsQueries, Units: 1},
+		{ID: "q1", TenantID: "t1", Day: day(t, "2026-11-20"), Meter: billing.AnalyticsQueries, Units: 1},
 		{ID: "q2", TenantID: "t1", Day: day(t, "2026-11-29"), Meter: billing.AnalyticsQueries, Units: 1},
 	}); err != nil {
 		t.Fatal(err)

@@ -71,17 +71,17 @@ func (s *Store) sendBatch(ctx context.Context, b *pgx.Batch, what string) (int, 
 	return n, nil
 }
 
-// OpenDays implements billing.MeteringStore: the days up to until with recorded units or usage
-// and no closed usage row.
-func (s *Store) OpenDays(ctx context.Context, until time.Time) ([]time.Time, error) {
+// OpenDays implements billing.MeteringStore: the days from since to until with recorded units
+// or usage and no closed usage row.
+func (s *Store) OpenDays(ctx context.Context, since, until time.Time) ([]time.Time, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT day FROM (
-			SELECT day FROM usage WHERE NOT closed AND day <= $1
-			UNION SELECT DISTINCT day FROM accepted_batches WHERE day <= $1
-			UNION SELECT DISTINCT day FROM usage_units WHERE day <= $1
+			SELECT day FROM usage WHERE NOT closed AND day BETWEEN $1 AND $2
+			UNION SELECT DISTINCT day FROM accepted_batches WHERE day BETWEEN $1 AND $2
+			UNION SELECT DISTINCT day FROM usage_units WHERE day BETWEEN $1 AND $2
 		) d
 		WHERE NOT EXISTS (SELECT 1 FROM usage u WHERE u.day = d.day AND u.closed)
-		ORDER BY day`, until)
+		ORDER BY day`, since, until)
 	if err != nil {
 		return nil, fmt.Errorf("list open days: %w", err)
 	}
