@@ -242,3 +242,20 @@ func TestMeteringMissesNothingAcrossANATSRestart(t *testing.T) {
 		t.Fatalf("accepted %d events, want %d", got, want)
 	}
 }
+
+// Why billing reads a copy: the event stream is a work queue, and the server refuses a
+// consumer of billing's on it next to the writers' (and one it accepted would take the
+// writer's batches away).
+func TestTheEventStreamRefusesABillingConsumer(t *testing.T) {
+	ctx := context.Background()
+	js := connect(t)
+	if err := natsjs.EnsureStreams(ctx, js, natsjs.StreamConfig{MaxBytes: 64 << 20, MaxAge: time.Hour, Duplicates: time.Minute, Replicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, natsjs.StreamName, natsjs.WriterConsumerConfig(0, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, natsjs.StreamName, MeteringConsumerConfig(time.Second)); err == nil {
+		t.Fatal("the work-queue event stream accepted a second consumer over the writer's subjects")
+	}
+}
