@@ -282,3 +282,13 @@ func decodePageToken(tok string) (string, bool) {
 	}
 	return string(b), true
 }
+
+// ReconcileDays reconciles the days start..end (YYYY-MM-DD, end "" = start, at most
+// MaxReconcileDays) of tenant (every tenant when "").
+func (r *Reconciler) ReconcileDays(ctx context.Context, start, end, tenant string) ([]Reconciliation, error) {
+	s, e, err := ParseDayRange(start, end, MaxReconcileDays)
+	if err != nil {
+		return nil, err
+	}
+	return r.Reconcile(ctx, s, e, tenant)
+}
