@@ -2,9 +2,11 @@ package billing_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/services/billing"
 	"github.com/campaignmesh/campaignmesh/services/billing/stripe"
@@ -124,5 +126,25 @@ func TestParseDayRange(t *testing.T) {
 		if (err == nil) != c.ok || (err != nil && !apperr.HasCode(err, apperr.Invalid)) {
 			t.Errorf("%s..%s: %v, want ok=%v", c.start, c.end, err, c.ok)
 		}
+	}
+}
+
+func TestDailyJobStoresYesterday(t *testing.T) {
+	e := newEnv(t)
+	yesterday := e.today.AddDate(0, 0, -1)
+	e.customer("t1", "cus_1")
+	e.usage("t1", billing.EventsAccepted, yesterday, 6)
+	clock := meshtest.NewClock(e.today.Add(30 * time.Minute))
+	rec := billing.NewReconciler(e.store, stripe.NewUsage(e.client(5*time.Second)), func(m billing.Meter) string { return "cm_" + string(m) }, clock.Now, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rec.RunDaily(ctx, 10*time.Minute) }()
+	meshtest.Eventually(t, 10*time.Second, func() bool {
+		p, err := rec.List(context.Background(), yesterday.Format(time.DateOnly), "", "", 0, "")
+		return err == nil && len(p.Rows) == 1 && p.Rows[0].Ours == 6 && p.Rows[0].Explanation == billing.ExplainPending
+	}, "yesterday's reconciliation is stored")
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("RunDaily: %v", err)
 	}
 }

@@ -2,6 +2,8 @@ package billing
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -202,10 +204,20 @@ func (r *Reporter) EventName(m Meter) string {
 }
 
 // ReportIdentifier is the identifier of the report of units (from, to] of the tenant's
-// meter on day: the same units always get the same identifier.
+// meter on day: the same units always get the same identifier. It reads
+// cm_<tenant>_<meter>_<YYYYMMDD>_<from>_<to>; one longer than Stripe's 100 characters (a long
+// tenant id with large values) becomes cm_h_<SHA-256 of that text, hex>, as stable.
 func ReportIdentifier(tenant string, m Meter, day time.Time, from, to int64) string {
-	return fmt.Sprintf("cm_%s_%s_%s_%d_%d", tenant, m, day.UTC().Format("20060102"), from, to)
+	id := fmt.Sprintf("cm_%s_%s_%s_%d_%d", tenant, m, day.UTC().Format("20060102"), from, to)
+	if len(id) <= maxIdentifierLen {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "cm_h_" + hex.EncodeToString(sum[:])
 }
+
+// maxIdentifierLen is Stripe's limit on a meter event's identifier.
+const maxIdentifierLen = 100
 
 // EventTime is the time a report of day's units carries: the day's last second, or now for
 // today (Stripe refuses times more than 5 minutes ahead).

@@ -254,6 +254,17 @@ func TestReportTimes(t *testing.T) {
 	if got := billing.ReportIdentifier("t1", billing.EventsAccepted, day, 10, 25); got != "cm_t1_events_accepted_20261120_10_25" {
 		t.Fatalf("identifier %q", got)
 	}
+	// A UUID tenant with values of 15 digits still fits Stripe's 100 characters; longer
+	// ones are hashed, stably.
+	uuid := "0b6c8f8e-3d4e-4c55-9a43-5f1a2b3c4d5e"
+	if got := billing.ReportIdentifier(uuid, billing.StorageBytes, day, 100000000000000, 999999999999999); len(got) > 100 || !strings.HasPrefix(got, "cm_"+uuid) {
+		t.Fatalf("identifier %q (%d characters)", got, len(got))
+	}
+	long := billing.ReportIdentifier(strings.Repeat("t", 80), billing.StorageBytes, day, 1, 2)
+	if len(long) > 100 || !strings.HasPrefix(long, "cm_h_") || long != billing.ReportIdentifier(strings.Repeat("t", 80), billing.StorageBytes, day, 1, 2) ||
+		long == billing.ReportIdentifier(strings.Repeat("t", 80), billing.StorageBytes, day, 1, 3) {
+		t.Fatalf("long identifier %q", long)
+	}
 	// A day is reportable while its event time (its last second) is within 35 days less an
 	// hour: at 00:30 the day 35 days back ended 34 days and half an hour ago (in); at 23:30
 	// it ended 34 days 23.5 hours ago (out).
