@@ -45,13 +45,14 @@ func watchAll(t *testing.T, kv jetstream.KeyValue) map[string]string {
 	return nil
 }
 
-// The real deploy/nats.conf, issue 18's usage metering: analytics creates the stream USAGE and
-// records query runs on usage.<tenant>; billing reads it through its own consumer billing-usage,
-// writes the QUOTAS bucket, and reads the event stream through its own consumer
-// billing-metering; ingest and delivery create the bucket when missing, read and watch it — all
-// without a permission violation. Refused: billing publishing anything but quota keys,
-// creating the usage stream or another consumer; anyone but analytics recording usage; anyone
-// but billing writing a quota or changing the bucket; analytics and the gateway reading quotas.
+// The real deploy/nats.conf, issue 18's usage metering: analytics and billing create the stream
+// USAGE when missing, analytics records query runs on usage.<tenant>, billing reads them
+// through its own consumer billing-usage; billing creates the QUOTAS bucket and writes it, and
+// reads the event stream through its own consumer billing-metering; ingest and delivery read
+// and watch the bucket — all without a permission violation. Refused: billing publishing
+// anything but quota keys, updating or deleting the stream, making another consumer; anyone
+// but analytics recording usage; anyone but billing creating the bucket or writing a quota;
+// anyone changing the bucket; analytics, the gateway and dsr reading quotas.
 func TestNATSUsageAndQuotaRights(t *testing.T) {
 	srv, users := natstest.StartSecured(t)
 	url := srv.ClientURL()
@@ -59,24 +60,27 @@ func TestNATSUsageAndQuotaRights(t *testing.T) {
 	// A refused request gets no answer: it ends at its timeout.
 	short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 300*time.Millisecond) }
 	adminJS, _ := connectAs(t, url, users.Admin)
-	usageConfig := jetstream.StreamConfig{Name: usageStream, Subjects: []string{"usage.>"}, Storage: jetstream.FileStorage, Duplicates: time.Hour}
+	// usage.StreamConfig's settings that matter here.
+	usageConfig := jetstream.StreamConfig{Name: usageStream, Subjects: []string{"usage.>"}, Storage: jetstream.FileStorage,
+		MaxAge: 7 * 24 * time.Hour, Duplicates: 10 * time.Minute}
 
-	// analytics at start, twice (create, then update), then a query run.
+	// analytics and billing at start, whoever is first (usage.EnsureStream: create when missing,
+	// which answers with the stream when it exists with the same settings), then a query run.
 	analyticsJS, analyticsErrs := connectAs(t, url, users.Analytics)
-	for range 2 {
-		if _, err := analyticsJS.CreateOrUpdateStream(ctx, usageConfig); err != nil {
-			t.Fatalf("analytics creates the usage stream: %v", err)
+	billingJS, billingErrs := connectAs(t, url, users.Billing)
+	for name, js := range map[string]jetstream.JetStream{"analytics": analyticsJS, "billing": billingJS} {
+		if _, err := js.CreateStream(ctx, usageConfig); err != nil {
+			t.Fatalf("%s creates the usage stream: %v", name, err)
+		}
+		if _, err := js.Stream(ctx, usageStream); err != nil {
+			t.Fatalf("%s reads the usage stream's info: %v", name, err)
 		}
 	}
 	if _, err := analyticsJS.Publish(ctx, "usage.t1", []byte(`{"id":"q1","tenant":"t1","meter":"analytics_queries","units":1}`), jetstream.WithMsgID("q1")); err != nil {
 		t.Fatalf("analytics records a query run: %v", err)
 	}
 
-	// billing: the usage stream's info, its consumer (twice: a restart), pulled and acknowledged.
-	billingJS, billingErrs := connectAs(t, url, users.Billing)
-	if _, err := billingJS.Stream(ctx, usageStream); err != nil {
-		t.Fatalf("billing reads the usage stream's info: %v", err)
-	}
+	// billing: its usage consumer (twice: a restart), pulled and acknowledged.
 	pullOne := func(who string, cons jetstream.Consumer) {
 		t.Helper()
 		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
@@ -132,21 +136,24 @@ func TestNATSUsageAndQuotaRights(t *testing.T) {
 	}
 	pullOne("billing (events)", cons)
 
-	// The quotas: delivery starts first and creates the bucket; billing writes, updates the
-	// bucket, deletes a key; ingest and delivery read and watch.
+	// The quotas: billing creates the bucket (quota.OpenBucket), writes keys and deletes one;
+	// ingest and delivery open it, read and watch.
 	deliveryJS, deliveryErrs := connectAs(t, url, users.Delivery)
 	kvConfig := jetstream.KeyValueConfig{Bucket: quotasBucket, History: 1, Storage: jetstream.FileStorage}
-	deliveryKV, err := deliveryJS.CreateKeyValue(ctx, kvConfig)
+	billingKV, err := billingJS.CreateKeyValue(ctx, kvConfig)
 	if err != nil {
-		t.Fatalf("delivery creates the quotas bucket: %v", err)
+		t.Fatalf("billing creates the quotas bucket: %v", err)
+	}
+	if billingKV, err = billingJS.KeyValue(ctx, quotasBucket); err != nil {
+		t.Fatalf("billing opens the quotas bucket: %v", err)
+	}
+	deliveryKV, err := deliveryJS.KeyValue(ctx, quotasBucket)
+	if err != nil {
+		t.Fatalf("delivery opens the quotas bucket: %v", err)
 	}
 	ingestKV, err := ingestJS.KeyValue(ctx, quotasBucket)
 	if err != nil {
 		t.Fatalf("ingest opens the quotas bucket: %v", err)
-	}
-	billingKV, err := billingJS.CreateOrUpdateKeyValue(ctx, kvConfig)
-	if err != nil {
-		t.Fatalf("billing creates or updates the quotas bucket: %v", err)
 	}
 	const quota = `{"as_of":"2026-11-29T12:00:00Z","quotas":[{"meter":"events_accepted","limit":1000,"hard":true,"period":"day","used":1}]}`
 	for _, key := range []string{"quota.t1", "quota.t2"} {
@@ -187,11 +194,6 @@ func TestNATSUsageAndQuotaRights(t *testing.T) {
 		cancel()
 	}
 	wctx, cancel := short()
-	if _, err := billingRaw.CreateOrUpdateStream(wctx, usageConfig); err == nil {
-		t.Error("billing created or updated the usage stream")
-	}
-	cancel()
-	wctx, cancel = short()
 	if err := billingRaw.DeleteStream(wctx, usageStream); err == nil {
 		t.Error("billing deleted the usage stream")
 	}
@@ -220,10 +222,26 @@ func TestNATSUsageAndQuotaRights(t *testing.T) {
 	}
 	cancel()
 
-	// Refused to everyone else: recording usage (all but analytics), consuming it, writing a
-	// quota or changing the bucket; analytics and the gateway reading quotas.
+	// Refused to everyone, billing too: updating the usage stream or the quotas bucket.
 	gatewayJS, gatewayErrs := connectAs(t, url, users.Gateway)
 	dsrJS, dsrErrs := connectAs(t, url, users.DSR)
+	for name, js := range map[string]jetstream.JetStream{"billing": billingRaw, "analytics": analyticsJS, "ingest": ingestJS, "delivery": deliveryJS} {
+		updated := usageConfig
+		updated.MaxAge = time.Hour
+		wctx, cancel := short()
+		if _, err := js.UpdateStream(wctx, updated); err == nil {
+			t.Errorf("%s updated the usage stream", name)
+		}
+		cancel()
+		wctx, cancel = short()
+		if _, err := js.UpdateKeyValue(wctx, jetstream.KeyValueConfig{Bucket: quotasBucket, History: 5}); err == nil {
+			t.Errorf("%s updated the quotas bucket", name)
+		}
+		cancel()
+	}
+
+	// Refused to everyone else: recording usage (all but analytics), consuming it, creating the
+	// bucket, writing a quota or deleting the bucket; analytics, the gateway and dsr reading quotas.
 	others := map[string]jetstream.JetStream{"ingest": ingestJS, "delivery": deliveryJS, "gateway": gatewayJS, "dsr": dsrJS, "analytics": analyticsJS}
 	for name, js := range others {
 		if name != "analytics" {
@@ -245,8 +263,8 @@ func TestNATSUsageAndQuotaRights(t *testing.T) {
 		}
 		cancel()
 		wctx, cancel = short()
-		if _, err := js.UpdateKeyValue(wctx, jetstream.KeyValueConfig{Bucket: quotasBucket, History: 5}); err == nil {
-			t.Errorf("%s updated the quotas bucket", name)
+		if _, err := js.CreateKeyValue(wctx, kvConfig); err == nil {
+			t.Errorf("%s created the quotas bucket", name)
 		}
 		cancel()
 		wctx, cancel = short()
@@ -284,6 +302,12 @@ func TestNATSUsageAndQuotaRights(t *testing.T) {
 	}
 	if _, err := adminJS.Consumer(ctx, usageStream, usageConsumer); err != nil {
 		t.Errorf("billing's usage consumer after forbidden changes: %v", err)
+	}
+	if s, err := adminJS.Stream(ctx, usageStream); err != nil || s.CachedInfo().Config.MaxAge != usageConfig.MaxAge {
+		t.Errorf("the usage stream after forbidden changes: %v", err)
+	}
+	if s, err := adminJS.Stream(ctx, "KV_"+quotasBucket); err != nil || s.CachedInfo().Config.MaxMsgsPerSubject != 1 {
+		t.Errorf("the quotas bucket after forbidden changes: %v", err)
 	}
 	for name, errs := range map[string]func() []error{"billing": billingRawErrs, "ingest": ingestErrs, "delivery": deliveryErrs,
 		"gateway": gatewayErrs, "dsr": dsrErrs, "analytics": analyticsErrs} {
