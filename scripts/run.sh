@@ -239,7 +239,7 @@ up() {
     -sendgrid-public-key-out "$SECRETS/sendgrid-webhook-public-key" \
     -sendgrid-webhook-url "https://localhost:${GATEWAY_ADDR##*:}/webhooks/sendgrid" \
     -twilio-account-sid "$DEV_TWILIO_ACCOUNT" -twilio-auth-token-file "$SECRETS/twilio-auth-token" \
-    -stripe-listen 127.0.0.1:8793 -stripe-api-key-file "$SECRETS/stripe-api-key" \
+    -stripe-addr 127.0.0.1:8793 -stripe-api-key-file "$SECRETS/stripe-api-key" \
     -stripe-webhook-secret-file "$SECRETS/stripe-webhook-secret" \
     -stripe-webhook-url "https://localhost:${GATEWAY_ADDR##*:}/webhooks/stripe" \
     -webhook-ca-file "$CERTS/ca.pem"
