@@ -54,7 +54,7 @@ $(ROOT)/.cache/googleapis/google/api/annotations.proto:
 protodeps: $(ROOT)/.cache/googleapis/google/api/annotations.proto
 .PHONY: protodeps
 
-MESH_SERVICES := auth,ingest,analytics,campaigns,dsr,delivery,gateway
+MESH_SERVICES := auth,ingest,analytics,campaigns,dsr,delivery,billing,gateway
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -94,6 +94,7 @@ build: ## Build the services, the gateway, cmesh, devcerts and the provider stan
 	go build -o $(BIN)/campaigns ./services/campaigns/cmd/campaigns
 	go build -o $(BIN)/dsr ./services/dsr/cmd/dsr
 	go build -o $(BIN)/delivery ./services/delivery/cmd/delivery
+	go build -o $(BIN)/billing ./services/billing/cmd/billing
 	go build -o $(BIN)/gateway ./gateway/cmd/gateway
 	go build -o $(BIN)/cmesh ./cmd/cmesh
 	go build -o $(BIN)/devcerts ./cmd/devcerts
