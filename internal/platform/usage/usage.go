@@ -162,3 +162,33 @@ func decode(subject string, data []byte) (Unit, error) {
 	}
 	return u, nil
 }
+
+// PublishTimeout bounds how long Recorder waits for the stream's acknowledgement: while NATS
+// is away the client buffers publishes, and the caller waits for its answer meanwhile.
+const PublishTimeout = 5 * time.Second
+
+// Recorder publishes one unit of its meter per call (e.g. analytics.QueryRecorder).
+type Recorder struct {
+	js    jetstream.JetStream
+	meter string
+	now   func() time.Time
+}
+
+// NewRecorder returns a recorder of meter's units on the stream of js.
+func NewRecorder(js jetstream.JetStream, meter string) *Recorder {
+	return &Recorder{js: js, meter: meter, now: time.Now}
+}
+
+// Record stores one unit of the recorder's meter for tenant, with a fresh id, and returns once
+// the stream acknowledged it (at most PublishTimeout).
+func (r *Recorder) Record(ctx context.Context, tenant string) error {
+	ctx, cancel := context.WithTimeout(ctx, PublishTimeout)
+	defer cancel()
+	return Publish(ctx, r.js, NewUnit(tenant, r.meter, r.now()))
+}
+
+// RecordQuery is Record: a Recorder of MeterAnalyticsQueries is the analytics service's
+// QueryRecorder.
+func (r *Recorder) RecordQuery(ctx context.Context, tenant string) error {
+	return r.Record(ctx, tenant)
+}
