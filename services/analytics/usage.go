@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/usage"
 )
 
 // QueryRecorder records a tenant's analytics query as billable usage, durably: it returns
@@ -33,4 +34,49 @@ func RecordQuery(ctx context.Context, rec QueryRecorder, tenant string) error {
 		return fmt.Errorf("record query of tenant %s: %w: %w", tenant, ErrUsageUnavailable, err)
 	}
 	return nil
+}
+
+// TenantUsage is one tenant's usage of the analytics store (GetUsageCounts).
+type TenantUsage struct {
+	TenantID string
+	// EventsStored counts the tenant's stored events received on the day.
+	EventsStored int64
+	// StorageBytes estimates the bytes the tenant's events take on disk now.
+	StorageBytes int64
+}
+
+// UsageStore counts the usage the analytics store holds (clickhouse.Queries, on every shard).
+type UsageStore interface {
+	// UsageCounts returns, per tenant with stored events, the events received in [from, to)
+	// and the storage estimate, by tenant id.
+	UsageCounts(ctx context.Context, from, to time.Time) ([]TenantUsage, error)
+}
+
+// Usage answers billing's GetUsageCounts.
+type Usage struct {
+	store UsageStore
+	now   func() time.Time
+}
+
+// NewUsage returns the usage counts over store.
+func NewUsage(store UsageStore) *Usage { return &Usage{store: store, now: time.Now} }
+
+// ParseUsageDay reads a UTC day (usage.ParseDay: YYYY-MM-DD, from 2000-01-01 to the day
+// after now's) into a violation of v's field day when it is not one.
+func ParseUsageDay(v *apperr.Violations, day string, now time.Time) time.Time {
+	t, err := usage.ParseDay(day, now)
+	if err != nil {
+		v.Add("day", "%s", err.Error())
+	}
+	return t
+}
+
+// Counts returns every tenant's usage of the UTC day (YYYY-MM-DD).
+func (u *Usage) Counts(ctx context.Context, day string) ([]TenantUsage, error) {
+	var v apperr.Violations
+	from := ParseUsageDay(&v, day, u.now())
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	return u.store.UsageCounts(ctx, from, from.Add(24*time.Hour))
 }

@@ -192,3 +192,20 @@ func (r *Recorder) Record(ctx context.Context, tenant string) error {
 func (r *Recorder) RecordQuery(ctx context.Context, tenant string) error {
 	return r.Record(ctx, tenant)
 }
+
+// FirstDay is the first UTC day a usage count may be asked for: nothing was stored before it.
+var FirstDay = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// ParseDay reads the UTC day (YYYY-MM-DD) of a usage count request: from FirstDay to the day
+// after now's (a caller's clock a little ahead). It returns the day's start; the error text is
+// for the caller (a field violation on the day).
+func ParseDay(day string, now time.Time) (time.Time, error) {
+	t, err := time.Parse(time.DateOnly, day)
+	if err != nil || len(day) != len(time.DateOnly) {
+		return time.Time{}, errors.New("must be a date, YYYY-MM-DD")
+	}
+	if last := now.UTC().Truncate(24 * time.Hour).Add(24 * time.Hour); t.Before(FirstDay) || t.After(last) {
+		return time.Time{}, fmt.Errorf("must be from %s to %s", FirstDay.Format(time.DateOnly), last.Format(time.DateOnly))
+	}
+	return t, nil
+}

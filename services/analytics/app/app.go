@@ -220,7 +220,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if cfg.WrapStore != nil {
 		store = cfg.WrapStore(store)
 	}
-	api := grpcapi.NewServer(analytics.NewService(store, cfg.Limits)).WithUsage(usage.NewRecorder(js, usage.MeterAnalyticsQueries))
+	api := grpcapi.NewServer(analytics.NewService(store, cfg.Limits)).WithUsage(usage.NewRecorder(js, usage.MeterAnalyticsQueries)).
+		WithUsageCounts(analytics.NewUsage(queries))
 
 	a.server = grpcserver.New(
 		grpcserver.WithService(ServiceName),

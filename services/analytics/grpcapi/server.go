@@ -17,8 +17,9 @@ import (
 // Server implements analyticsv1.AnalyticsServiceServer.
 type Server struct {
 	analyticsv1.UnimplementedAnalyticsServiceServer
-	svc   *analytics.Service
-	usage analytics.QueryRecorder // nil: queries are not recorded (WithUsage)
+	svc    *analytics.Service
+	usage  analytics.QueryRecorder // nil: queries are not recorded (WithUsage)
+	counts *analytics.Usage        // nil: GetUsageCounts is not served (WithUsageCounts)
 }
 
 var _ analyticsv1.AnalyticsServiceServer = (*Server)(nil)

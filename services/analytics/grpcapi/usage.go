@@ -91,3 +91,26 @@ func (m *meteredStream) Send(resp *analyticsv1.WatchCampaignMetricsResponse) err
 	}
 	return m.AnalyticsService_WatchCampaignMetricsServer.Send(resp)
 }
+
+// WithUsageCounts serves billing's GetUsageCounts from counts (without it the RPC answers
+// UNIMPLEMENTED).
+func (s *Server) WithUsageCounts(counts *analytics.Usage) *Server {
+	s.counts = counts
+	return s
+}
+
+// GetUsageCounts implements analyticsv1.AnalyticsServiceServer (internal: billing).
+func (s *Server) GetUsageCounts(ctx context.Context, req *analyticsv1.GetUsageCountsRequest) (*analyticsv1.GetUsageCountsResponse, error) {
+	if s.counts == nil {
+		return s.UnimplementedAnalyticsServiceServer.GetUsageCounts(ctx, req)
+	}
+	counts, err := s.counts.Counts(ctx, req.GetDay())
+	if err != nil {
+		return nil, err
+	}
+	resp := &analyticsv1.GetUsageCountsResponse{Tenants: make([]*analyticsv1.TenantUsageCounts, len(counts))}
+	for i, c := range counts {
+		resp.Tenants[i] = &analyticsv1.TenantUsageCounts{TenantId: c.TenantID, EventsStored: c.EventsStored, StorageBytes: c.StorageBytes}
+	}
+	return resp, nil
+}
