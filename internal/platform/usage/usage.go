@@ -35,12 +35,17 @@ const (
 	Duplicates = 10 * time.Minute
 )
 
-// MeterAnalyticsQueries is the meter of analytics queries run (billing.AnalyticsQueries).
-const MeterAnalyticsQueries = "analytics_queries"
+// The meters whose source records units as they happen (billing.Meter's names).
+const (
+	// MeterAnalyticsQueries is the meter of analytics queries run (billing.AnalyticsQueries).
+	MeterAnalyticsQueries = "analytics_queries"
+	// MeterEventsAccepted is the meter of events ingest accepted (billing.EventsAccepted),
+	// recorded by the analytics writer per stream batch (writer.WithAcceptedUsage).
+	MeterEventsAccepted = "events_accepted"
+)
 
-// meters are the meters a unit on the stream may name: the counter meters whose source
-// records units as they happen.
-var meters = map[string]bool{MeterAnalyticsQueries: true}
+// meters are the meters a unit on the stream may name.
+var meters = map[string]bool{MeterAnalyticsQueries: true, MeterEventsAccepted: true}
 
 // Bounds on a unit's fields.
 const (

@@ -172,11 +172,18 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if err != nil {
 		return nil, err
 	}
+	// Billing counts from the USAGE stream: every answered public query (the API records it
+	// before its answer leaves) and every accepted event (the writer records each batch before
+	// acknowledging it). The first process to start creates the stream.
+	if _, err := usage.EnsureStream(ctx, js); err != nil {
+		return nil, err
+	}
 	if cfg.Roles.Writer {
 		opts, err := suppressionOption(cfg, view, logger)
 		if err != nil {
 			return nil, err
 		}
+		opts = append(opts, writer.WithAcceptedUsage())
 		a.writer = newWriter(js, a.shardConns, cfg, logger, a.Registry(), opts...)
 	}
 	if !cfg.Roles.API { // a writer alone: no query API, only /metrics and /healthz
@@ -208,11 +215,6 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	}
 	// Refused credentials are records in the audit stream, delivered to auth by the sink's Run.
 	if a.audit, err = auditnats.New(ctx, js, ServiceName, appender, logger, auditnats.DefaultConfig); err != nil {
-		return nil, err
-	}
-	// Every answered public query is recorded on the USAGE stream before its answer leaves
-	// (billing counts them); the first process to start creates the stream.
-	if _, err := usage.EnsureStream(ctx, js); err != nil {
 		return nil, err
 	}
 	queries := clickhouse.NewQueries(reader, a.conn, cfg.Query).WithShards(a.shardConns).WithLogger(logger)
