@@ -213,6 +213,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	deliveryv1.RegisterSendingServiceServer(a.server.GRPC(), grpcapi.NewSendingServer(delivery.NewSending(postgres.NewLedger(a.store.Pool()))))
 	deliveryv1.RegisterMessagesServiceServer(a.server.GRPC(), grpcapi.NewMessagesServer(a.messages))
 	dsrv1.RegisterParticipantServiceServer(a.server.GRPC(), grpcapi.NewParticipantServer(delivery.NewSubjects(a.audiences, a.store)))
+	deliveryv1.RegisterDeliveryUsageServiceServer(a.server.GRPC(), grpcapi.NewUsageServer(delivery.NewUsage(postgres.NewUsage(a.store.Pool()))))
 	if err := a.registerTracking(cfg.Tracking, certs, a.server.GRPC(), logger); err != nil {
 		return nil, err
 	}
