@@ -59,27 +59,35 @@ func Delete(ctx context.Context, kv jetstream.KeyValue, tenant string) error {
 // WatchRetryMax bounds the wait between two attempts to watch Bucket again.
 const WatchRetryMax = 5 * time.Second
 
-// Watch returns a View of Bucket that follows it until ctx ends. It tries once to load the
-// bucket's contents before returning; when that fails (the bucket does not exist yet because
-// billing has not started, or NATS is down or refuses the user), the View starts empty — no
-// quotas: every request is allowed — and keeps trying in the background, every second up to
-// every WatchRetryMax, logging each failure. Quotas are a commercial limit: an enforcing
-// service goes on serving without them rather than refusing everyone.
+// Watch returns a View of Bucket that follows it until ctx ends. It waits up to wait for a first
+// attempt to load the bucket's contents; when that fails or takes longer (the bucket does not
+// exist yet because billing has not started, or NATS is slow, down or refuses the user), the
+// View starts empty — no quotas: every request is allowed — and keeps trying in the background,
+// every second up to every WatchRetryMax, logging each failure. Quotas are a commercial limit:
+// an enforcing service goes on serving without them rather than refusing everyone.
 //
 // Staleness: a change reaches the View within milliseconds while NATS is up; after a NATS
 // restart, about a second with ReloadOnReconnect, 10-20 s without (the watch's ordered consumer,
 // as privacy.Watch). A load swaps in the bucket's whole contents (keys deleted meanwhile go).
 // Only ctx's errors are returned.
-func Watch(ctx context.Context, js jetstream.JetStream, logger *slog.Logger) (*View, error) {
+func Watch(ctx context.Context, js jetstream.JetStream, logger *slog.Logger, wait time.Duration) (*View, error) {
 	v := NewView(logger)
-	w, err := v.load(ctx, js)
-	if ctx.Err() != nil {
+	tried := make(chan error, 1)
+	go v.follow(ctx, js, tried)
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
 		return nil, ctx.Err()
+	case err := <-tried:
+		if err != nil && logger != nil {
+			logger.Warn("quota bucket cannot be watched yet; enforcing no quotas until it can", "bucket", Bucket, "error", err)
+		}
+	case <-timer.C:
+		if logger != nil {
+			logger.Warn("quota bucket not loaded in time; enforcing no quotas until it is", "bucket", Bucket, "waited", wait)
+		}
 	}
-	if err != nil && logger != nil {
-		logger.Warn("quota bucket cannot be watched yet; enforcing no quotas until it can", "bucket", Bucket, "error", err)
-	}
-	go v.follow(ctx, js, w)
 	return v, nil
 }
 
@@ -113,35 +121,42 @@ func (v *View) load(ctx context.Context, js jetstream.JetStream) (jetstream.KeyW
 	}
 }
 
-// follow applies w's changes until ctx ends, loading the bucket again whenever w ends (or is
-// nil: the first load failed).
-func (v *View) follow(ctx context.Context, js jetstream.JetStream, w jetstream.KeyWatcher) {
+// follow loads the bucket and applies its changes until ctx ends, loading it again whenever
+// the watch ends or cannot be had; the outcome of the first load goes to tried.
+func (v *View) follow(ctx context.Context, js jetstream.JetStream, tried chan<- error) {
+	wait := time.Second
 	for {
-		if w != nil {
+		w, err := v.load(ctx, js)
+		if tried != nil {
+			tried <- err
+			tried = nil
+		}
+		if err == nil {
+			wait = time.Second
 			v.drain(ctx, w)
 			_ = w.Stop()
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		for wait := time.Second; ; wait = min(2*wait, WatchRetryMax) {
-			var err error
-			if w, err = v.load(ctx, js); err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			if v.logger != nil {
-				v.logger.Warn("quota bucket cannot be watched; applying the last contents seen", "bucket", Bucket, "retry_in", wait, "error", err)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-v.reload:
-			case <-time.After(wait):
-			}
+		if err == nil {
+			continue // the watch ended or Reload was called: load again at once
 		}
+		if v.logger != nil {
+			// Once per outage at WARN (billing may not run at all): the retries at DEBUG.
+			level := slog.LevelDebug
+			if wait == time.Second {
+				level = slog.LevelWarn
+			}
+			v.logger.Log(ctx, level, "quota bucket cannot be watched; applying the last contents seen", "bucket", Bucket, "retry_in", wait, "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-v.reload:
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, WatchRetryMax)
 	}
 }
 

@@ -22,6 +22,15 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 )
 
+// The meters with hard quotas, and who enforces them (the names are services/billing's meters).
+const (
+	// EventsAccepted is enforced by ingest: events it would store.
+	EventsAccepted = "events_accepted"
+	// MessagesEmail and MessagesSMS are enforced by delivery: messages it would send.
+	MessagesEmail = "messages_email"
+	MessagesSMS   = "messages_sms"
+)
+
 // The periods a quota counts over; a period starts and resets at 00:00 UTC (of the day, of the
 // first of the month).
 const (

@@ -221,7 +221,7 @@ func TestViewFollowsTheBucket(t *testing.T) {
 	t.Cleanup(nc.Close)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	v, err := quota.Watch(ctx, js, slog.New(slog.DiscardHandler))
+	v, err := quota.Watch(ctx, js, slog.New(slog.DiscardHandler), 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +252,7 @@ func TestViewFollowsTheBucket(t *testing.T) {
 	if err := quota.Publish(ctx, kv, "t2", s); err != nil {
 		t.Fatal(err)
 	}
-	v2, err := quota.Watch(ctx, js, nil)
+	v2, err := quota.Watch(ctx, js, nil, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
