@@ -14,7 +14,7 @@ import (
 // snapshot arrives. Only the units of tenants that have a quota on the meter are kept. A tenant
 // without a snapshot has no quotas: everything is allowed. It is safe for concurrent use.
 type View struct {
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	snaps  map[string]Snapshot
 	local  map[localKey]map[int64]int64 // (tenant, meter) -> unix second -> units
 	logger *slog.Logger
@@ -108,8 +108,8 @@ func (s Snapshot) hasMeter(meter string) bool {
 
 // Snapshot returns a tenant's snapshot, and whether it has one.
 func (v *View) Snapshot(tenant string) (Snapshot, bool) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	v.mu.RLock()
+	defer v.mu.RUnlock()
 	s, ok := v.snaps[tenant]
 	return s, ok
 }
@@ -118,14 +118,26 @@ func (v *View) Snapshot(tenant string) (Snapshot, bool) {
 // ones they go past, counting nothing. Callers that go on to do the work use Reserve, which
 // checks and counts at once.
 func (v *View) Check(tenant, meter string, n int64, now time.Time) Decision {
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	v.mu.RLock()
+	defer v.mu.RUnlock()
 	return v.decide(tenant, meter, n, now)
+}
+
+// limited reports whether the tenant has a quota on meter: the others (most requests) are
+// answered under the read lock, without contending for the write lock.
+func (v *View) limited(tenant, meter string) bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	s, ok := v.snaps[tenant]
+	return ok && s.hasMeter(meter)
 }
 
 // Record counts n units of meter that tenant used at now through this process (work done
 // whatever the quotas, e.g. the platform's own events).
 func (v *View) Record(tenant, meter string, n int64, now time.Time) {
+	if !v.limited(tenant, meter) {
+		return
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.count(tenant, meter, now.Unix(), n)
@@ -135,6 +147,9 @@ func (v *View) Record(tenant, meter string, n int64, now time.Time) {
 // step, so concurrent requests never pass together what only one of them fits. The caller
 // releases the Reservation when it then does not do the work.
 func (v *View) Reserve(tenant, meter string, n int64, now time.Time) (Decision, *Reservation) {
+	if !v.limited(tenant, meter) {
+		return Decision{Allow: true}, nil
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	d := v.decide(tenant, meter, n, now)
