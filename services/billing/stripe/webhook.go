@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/campaignmesh/campaignmesh/services/billing"
 )
 
 // SignatureHeader is the HTTP header Stripe signs webhook deliveries in.
@@ -222,4 +224,15 @@ func DecodeEvent(payload []byte) (Event, error) {
 		return Event{}, ErrBadPayload
 	}
 	return e, nil
+}
+
+// VerifyEvent implements billing.WebhookVerifier: ConstructEvent, in the domain's terms.
+func (v *Verifier) VerifyEvent(payload []byte, header string) (billing.StripeEvent, error) {
+	e, err := v.ConstructEvent(payload, header)
+	if err != nil {
+		return billing.StripeEvent{}, err
+	}
+	o := e.Data.Object
+	return billing.StripeEvent{ID: e.ID, Type: e.Type, Created: e.CreatedTime(), CustomerID: o.Customer,
+		ObjectID: o.ID, Status: o.Status, AttemptCount: o.AttemptCount}, nil
 }
