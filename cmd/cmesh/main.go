@@ -86,6 +86,7 @@ cmesh login again with the new password.`,
 	{name: "events", summary: "follow your tenant's events: tail (the live event debugger)", subs: eventCommands},
 	{name: "dsr", summary: "data-subject requests (GDPR/CCPA): erasure, access, suppression, receipts", subs: dsrCommands},
 	{name: "privacy", summary: "your tenant's privacy policy: retention, property rules, IP and user agent", subs: privacyCommands},
+	{name: "billing", summary: "billing: tenants' Stripe accounts and standing", subs: billingCommands},
 	{
 		name:    "signing-keys",
 		aliases: []string{"keys"},

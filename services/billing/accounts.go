@@ -19,9 +19,9 @@ type AccountStatus string
 
 // The standings. ok → flagged when a payment fails or the subscription lapses; flagged → ok
 // when an invoice is paid; flagged → suspended when the grace period runs out (auth suspends
-// the tenant). Suspended is final for billing: reinstating a tenant is an operator's decision
-// (auth's ResumeTenant, then SetBillingAccount, which resets the standing to ok), never a
-// webhook's.
+// the tenant). Suspended is final for billing: reinstating a tenant is an operator's decision,
+// never a webhook's: the operator resumes the tenant in auth (which has no RPC for it yet) and
+// calls SetBillingAccount, which resets the standing to ok.
 const (
 	AccountOK        AccountStatus = "ok"
 	AccountFlagged   AccountStatus = "flagged"
@@ -54,7 +54,7 @@ type Account struct {
 // AccountStore is the port to the billing accounts' storage.
 type AccountStore interface {
 	// SetBillingAccount maps tenantID to customerID (creating the account or replacing its
-	// customer, which resets the standing to ok) and writes rec with the change. A customer
+	// customer) with the standing reset to ok, and writes rec with the change. A customer
 	// mapped to another tenant is AlreadyExists.
 	SetBillingAccount(ctx context.Context, tenantID, customerID string, rec *audit.Record) (Account, error)
 	// GetBillingAccount returns a tenant's account, or NotFound.
@@ -92,7 +92,8 @@ func validateAccountTenant(v *apperr.Violations, tenantID string) {
 }
 
 // SetBillingAccount maps a tenant to an existing Stripe customer (billing never creates
-// customers). Operators only (billing.manage); audited with the change.
+// customers) and resets its standing to ok: the operator's way to reinstate an account.
+// Operators only (billing.manage); audited with the change.
 func (a *Accounts) SetBillingAccount(ctx context.Context, caller *authn.Principal, tenantID, customerID string) (Account, error) {
 	if caller == nil || !caller.Has(rbac.BillingManage) || caller.TenantID != "" {
 		return Account{}, errAccountNotPermitted

@@ -117,11 +117,15 @@ func TestBillingAccounts(t *testing.T) {
 	_, _, err = a.ListBillingAccounts(ctx, adminA, 0, "")
 	wantCode(t, err, apperr.PermissionDenied)
 
-	// Another customer for the tenant resets its standing.
-	if _, err := s.Pool().Exec(ctx, `UPDATE billing_accounts SET status = 'flagged', flagged_at = now() WHERE tenant_id = $1`, tenantA); err != nil {
+	// Setting the account again reinstates it (the operator's decision); the same customer
+	// keeps its last event time, another forgets it.
+	if _, err := s.Pool().Exec(ctx, `UPDATE billing_accounts SET status = 'suspended', suspended_at = now(), flagged_at = now(), last_event_at = now() WHERE tenant_id = $1`, tenantA); err != nil {
 		t.Fatal(err)
 	}
-	if acc, err = a.SetBillingAccount(ctx, operator, tenantA, "cus_A2"); err != nil || acc.Status != billing.AccountOK || !acc.FlaggedAt.IsZero() || acc.Revision != 2 {
+	if acc, err = a.SetBillingAccount(ctx, operator, tenantA, "cus_A1"); err != nil || acc.Status != billing.AccountOK || !acc.FlaggedAt.IsZero() || !acc.SuspendedAt.IsZero() || acc.LastEventAt.IsZero() || acc.Revision != 2 {
+		t.Fatalf("same customer again = %+v, %v", acc, err)
+	}
+	if acc, err = a.SetBillingAccount(ctx, operator, tenantA, "cus_A2"); err != nil || acc.Status != billing.AccountOK || !acc.LastEventAt.IsZero() || acc.Revision != 3 {
 		t.Fatalf("new customer = %+v, %v", acc, err)
 	}
 }

@@ -25,23 +25,16 @@ var (
 const accountCols = `tenant_id, stripe_customer_id, status, status_reason, flagged_at, suspended_at,
 	subscription_status, last_event_at, revision, create_time, update_time`
 
-// SetBillingAccount implements billing.AccountStore. A new customer for a tenant resets the
-// standing (the old customer's history does not carry over); the same customer again changes
-// nothing but the revision.
+// SetBillingAccount implements billing.AccountStore. The standing is reset to ok (the
+// operator's decision); a new customer also forgets the old one's subscription status and
+// event time, which the same customer again keeps (late events still cannot undo newer state).
 func (s *Store) SetBillingAccount(ctx context.Context, tenantID, customerID string, rec *audit.Record) (billing.Account, error) {
 	var out billing.Account
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `INSERT INTO billing_accounts (tenant_id, stripe_customer_id) VALUES ($1, $2)
 			ON CONFLICT (tenant_id) DO UPDATE SET
 				stripe_customer_id = EXCLUDED.stripe_customer_id,
-				status = CASE WHEN billing_accounts.stripe_customer_id IS DISTINCT FROM EXCLUDED.stripe_customer_id
-					THEN 'ok' ELSE billing_accounts.status END,
-				status_reason = CASE WHEN billing_accounts.stripe_customer_id IS DISTINCT FROM EXCLUDED.stripe_customer_id
-					THEN '' ELSE billing_accounts.status_reason END,
-				flagged_at = CASE WHEN billing_accounts.stripe_customer_id IS DISTINCT FROM EXCLUDED.stripe_customer_id
-					THEN NULL ELSE billing_accounts.flagged_at END,
-				suspended_at = CASE WHEN billing_accounts.stripe_customer_id IS DISTINCT FROM EXCLUDED.stripe_customer_id
-					THEN NULL ELSE billing_accounts.suspended_at END,
+				status = 'ok', status_reason = '', flagged_at = NULL, suspended_at = NULL,
 				subscription_status = CASE WHEN billing_accounts.stripe_customer_id IS DISTINCT FROM EXCLUDED.stripe_customer_id
 					THEN '' ELSE billing_accounts.subscription_status END,
 				last_event_at = CASE WHEN billing_accounts.stripe_customer_id IS DISTINCT FROM EXCLUDED.stripe_customer_id

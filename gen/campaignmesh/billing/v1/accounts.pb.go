@@ -33,8 +33,8 @@ const (
 	BillingAccount_STATUS_OK BillingAccount_Status = 1
 	// A payment failed or the subscription lapsed; the grace period runs from flag_time.
 	BillingAccount_STATUS_FLAGGED BillingAccount_Status = 2
-	// The grace period ran out and auth suspended the tenant. Only an operator reinstates it
-	// (auth's ResumeTenant, then SetBillingAccount).
+	// The grace period ran out and auth suspended the tenant. Only an operator reinstates it:
+	// resume the tenant in auth, then SetBillingAccount (which resets the standing to OK).
 	BillingAccount_STATUS_SUSPENDED BillingAccount_Status = 3
 )
 

@@ -35,8 +35,9 @@ const (
 // suspended. Billing never creates Stripe customers: an operator maps a tenant to an existing
 // one.
 type BillingAccountServiceClient interface {
-	// SetBillingAccount maps a tenant to an existing Stripe customer (cus_…). A new customer for
-	// a tenant resets its standing to OK; a customer mapped to another tenant is ALREADY_EXISTS.
+	// SetBillingAccount maps a tenant to an existing Stripe customer (cus_…) and resets its
+	// standing to OK (how an operator reinstates an account); a customer mapped to another
+	// tenant is ALREADY_EXISTS.
 	// Caller: platform operator. Permission: billing.manage. Audited.
 	SetBillingAccount(ctx context.Context, in *SetBillingAccountRequest, opts ...grpc.CallOption) (*BillingAccount, error)
 	// GetBillingAccount returns a tenant's billing account. Tenant callers see their own (an
@@ -113,8 +114,9 @@ func (c *billingAccountServiceClient) HandleStripeWebhook(ctx context.Context, i
 // suspended. Billing never creates Stripe customers: an operator maps a tenant to an existing
 // one.
 type BillingAccountServiceServer interface {
-	// SetBillingAccount maps a tenant to an existing Stripe customer (cus_…). A new customer for
-	// a tenant resets its standing to OK; a customer mapped to another tenant is ALREADY_EXISTS.
+	// SetBillingAccount maps a tenant to an existing Stripe customer (cus_…) and resets its
+	// standing to OK (how an operator reinstates an account); a customer mapped to another
+	// tenant is ALREADY_EXISTS.
 	// Caller: platform operator. Permission: billing.manage. Audited.
 	SetBillingAccount(context.Context, *SetBillingAccountRequest) (*BillingAccount, error)
 	// GetBillingAccount returns a tenant's billing account. Tenant callers see their own (an
