@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -67,6 +68,20 @@ func NewVerifier(secret []byte, opts ...VerifierOption) (*Verifier, error) {
 		return nil, errors.New("stripe webhook: tolerance must be positive")
 	}
 	return v, nil
+}
+
+// LoadWebhookSecret reads an endpoint signing secret from a file (surrounding white space is
+// not part of it). Errors name the file, never its content.
+func LoadWebhookSecret(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("stripe webhook secret: %w", err)
+	}
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || len(b) > 1024 {
+		return nil, fmt.Errorf("stripe webhook secret %s: must hold 1 to 1024 bytes", path)
+	}
+	return b, nil
 }
 
 // Verify checks header (the Stripe-Signature value, `t=<unix>,v1=<hex>[,v1=<hex>…][,v0=…]`)

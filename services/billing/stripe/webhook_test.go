@@ -3,6 +3,8 @@ package stripe_test
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -108,6 +110,27 @@ func TestConstructEvent(t *testing.T) {
 		body := []byte(bad)
 		if _, err := v.ConstructEvent(body, stripe.Sign([]byte(testSecret), body, now)); !errors.Is(err, stripe.ErrBadPayload) {
 			t.Fatalf("%s: %v", bad, err)
+		}
+	}
+}
+
+func TestLoadWebhookSecret(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "secret")
+	if err := os.WriteFile(good, []byte("  "+testSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := stripe.LoadWebhookSecret(good)
+	if err != nil || string(b) != testSecret {
+		t.Fatalf("LoadWebhookSecret = %q, %v", b, err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{empty, filepath.Join(dir, "missing")} {
+		if _, err := stripe.LoadWebhookSecret(p); err == nil {
+			t.Errorf("%s: no error", p)
 		}
 	}
 }
