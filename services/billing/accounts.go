@@ -106,8 +106,11 @@ func (a *Accounts) SetBillingAccount(ctx context.Context, caller *authn.Principa
 	if err := v.Err(); err != nil {
 		return Account{}, err
 	}
+	// The record goes to the platform's chain (tenant ""), as auth's SuspendTenant's does, and
+	// names the tenant as its resource: billing cannot tell whether tenantID exists in auth,
+	// and auth refuses records of unknown tenants, which would stop the outbox behind them.
 	var rec *audit.Record
-	if r, ok := audit.Take(ctx, tenantID, "billing_accounts/"+tenantID); ok {
+	if r, ok := audit.Take(ctx, "", AccountAuditResource(tenantID)); ok {
 		rec = &r
 	}
 	acc, err := a.store.SetBillingAccount(ctx, tenantID, customerID, rec)
@@ -184,3 +187,10 @@ func (a *Accounts) ListBillingAccounts(ctx context.Context, caller *authn.Princi
 	}
 	return accs, next, nil
 }
+
+// AccountAuditResource is the resource of the audit records of tenantID's billing account.
+// Billing's records of account changes (the operator's, the webhooks', the grace job's) sit in
+// the platform's audit chain (tenant ""): a tenant id mapped by mistake must not produce
+// records auth refuses. The tenant sees its suspension in its own chain (auth's
+// SuspendTenantForBilling record).
+func AccountAuditResource(tenantID string) string { return "billing_accounts/" + tenantID }

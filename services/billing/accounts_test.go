@@ -4,10 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
+
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
@@ -46,11 +51,32 @@ func audited(method string) context.Context {
 	})
 }
 
+// auditCount counts the records of method waiting in the outbox. Every one must sit in the
+// platform's chain (tenant "") and name an account as its resource: auth refuses records of
+// tenants it does not know, and billing cannot tell which tenants auth knows.
 func auditCount(tb testing.TB, s *postgres.Store, method string) int {
 	tb.Helper()
-	var n int
-	if err := s.Pool().QueryRow(context.Background(), `SELECT count(*) FROM audit_outbox WHERE position(convert_to($1, 'UTF8') in record) > 0`, method).Scan(&n); err != nil {
-		tb.Fatalf("count audit records: %v", err)
+	rows, err := s.Pool().Query(context.Background(), `SELECT record FROM audit_outbox`)
+	if err != nil {
+		tb.Fatalf("read audit records: %v", err)
+	}
+	raws, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil {
+		tb.Fatalf("read audit records: %v", err)
+	}
+	n := 0
+	for _, raw := range raws {
+		r := &authv1.AuditRecord{}
+		if err := proto.Unmarshal(raw, r); err != nil {
+			tb.Fatalf("decode audit record: %v", err)
+		}
+		if r.GetMethod() != method {
+			continue
+		}
+		if r.GetTenantId() != "" || !strings.HasPrefix(r.GetResource(), "billing_accounts/") {
+			tb.Errorf("record of %s in chain %q on %q, want the platform's chain and an account", method, r.GetTenantId(), r.GetResource())
+		}
+		n++
 	}
 	return n
 }

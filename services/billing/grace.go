@@ -114,10 +114,10 @@ func (g *Grace) Pass(ctx context.Context) (int, error) {
 			continue
 		}
 		wctx := audit.WithWork(ctx, func() audit.Record {
-			return audit.Record{Method: AuditMethodGraceSuspend, TenantID: acc.TenantID, Actor: "service:billing", ActorKind: "service", Service: "billing"}
+			return audit.Record{Method: AuditMethodGraceSuspend, Actor: "service:billing", ActorKind: "service", Service: "billing"}
 		})
 		var rec *audit.Record
-		if r, ok := audit.Take(wctx, acc.TenantID, "billing_accounts/"+acc.TenantID); ok {
+		if r, ok := audit.Take(wctx, "", AccountAuditResource(acc.TenantID)); ok {
 			rec = &r
 		}
 		changed, err := g.store.MarkSuspended(ctx, acc.TenantID, now, reason, rec)

@@ -64,7 +64,8 @@ type WebhookStore interface {
 }
 
 // AuditMethodStripeWebhook is the method of the audit records of a standing changed by a
-// Stripe webhook: the service's own work (actor service:billing).
+// Stripe webhook: the service's own work (actor service:billing), in the platform's chain
+// (see AccountAuditResource).
 const AuditMethodStripeWebhook = "billing.stripe/Webhook"
 
 // Webhooks acts on Stripe's webhooks.
@@ -121,9 +122,9 @@ func (w *Webhooks) HandleStripeWebhook(ctx context.Context, payload []byte, sign
 		}
 		var rec *audit.Record
 		wctx := audit.WithWork(ctx, func() audit.Record {
-			return audit.Record{Method: AuditMethodStripeWebhook, TenantID: acc.TenantID, Actor: "service:billing", ActorKind: "service", Service: "billing"}
+			return audit.Record{Method: AuditMethodStripeWebhook, Actor: "service:billing", ActorKind: "service", Service: "billing"}
 		})
-		if r, ok := audit.Take(wctx, acc.TenantID, "billing_accounts/"+acc.TenantID+"/events/"+ev.ID); ok {
+		if r, ok := audit.Take(wctx, "", AccountAuditResource(acc.TenantID)+"/events/"+ev.ID); ok {
 			rec = &r
 		}
 		return next, true, rec, outcome
