@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	auditpg "github.com/campaignmesh/campaignmesh/internal/platform/audit/postgres"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
@@ -80,5 +82,53 @@ func TestGraceSuspendsThroughAuth(t *testing.T) {
 	}
 	if n, err := g.Pass(ctx); err != nil || n != 0 {
 		t.Fatalf("repeat pass: n=%d err=%v", n, err)
+	}
+}
+
+// Billing's audit records (the operator's account changes, the webhooks', the grace job's)
+// leave its outbox for auth's log: auth accepts them from billing (method billing.*, actor
+// service:billing or an operator, the platform's chain).
+func TestBillingAuditRecordsReachAuth(t *testing.T) {
+	a := servicetest.StartAuth(t, servicetest.AuthOptions{})
+	tn := a.NewTenant(t, "audited")
+	ctx := context.Background()
+	store, err := postgres.Open(ctx, pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	if _, err := billing.NewAccounts(store, nil).SetBillingAccount(ctx, &authn.Principal{Subject: "op", Role: rbac.PlatformOperator, Permissions: rbac.PlatformOperator.Permissions()}, tn.Tenant.ID, "cus_audited"); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	secret := []byte("whsec_audit")
+	v, err := stripe.NewVerifier(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(fmt.Sprintf(`{"id":"evt_a","type":"invoice.payment_failed","created":%d,"data":{"object":{"id":"in_a","customer":"cus_audited"}}}`, now.Add(-3*time.Hour).Unix()))
+	if err := billing.NewWebhooks(v, store, nil).HandleStripeWebhook(ctx, body, stripe.Sign(secret, body, now)); err != nil {
+		t.Fatal(err)
+	}
+	conn := servicetest.Dial(t, a.Addr(), a.CA, "billing", authapp.ServiceName)
+	g, err := billing.NewGrace(store, authclient.New(conn), billing.WithGracePeriod(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := g.Pass(ctx); err != nil || n != 1 {
+		t.Fatalf("pass: %d %v", n, err)
+	}
+	outbox, err := auditpg.NewOutbox(ctx, store.Pool(), authv1.NewAuthServiceClient(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := outbox.Flush(ctx); err != nil || n != 2 {
+		t.Fatalf("flush: %d records, %v (want the webhook's and the grace job's)", n, err)
+	}
+	for _, method := range []string{billing.AuditMethodStripeWebhook, billing.AuditMethodGraceSuspend} {
+		es, _, err := a.Service().ListAuditRecords(ctx, &authn.Principal{}, auth.AuditFilter{Method: method}, 10, "")
+		if err != nil || len(es) != 1 || es[0].Actor != "service:billing" || es[0].Service != "billing" {
+			t.Errorf("%s in auth's platform chain: %+v, %v", method, es, err)
+		}
 	}
 }

@@ -3266,7 +3266,7 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\bappended\x18\x01 \x01(\x03R\bappended\x12\x1e\n" +
 	"\n" +
 	"duplicates\x18\x02 \x01(\x03R\n" +
-	"duplicates2\xf8&\n" +
+	"duplicates2\x81'\n" +
 	"\vAuthService\x12s\n" +
 	"\x05Login\x12\".campaignmesh.auth.v1.LoginRequest\x1a#.campaignmesh.auth.v1.LoginResponse\"!\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/auth/login\x12y\n" +
 	"\aRefresh\x12$.campaignmesh.auth.v1.RefreshRequest\x1a#.campaignmesh.auth.v1.LoginResponse\"#\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/auth/refresh\x12w\n" +
@@ -3339,15 +3339,16 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\tcampaigns\n" +
 	"\tanalytics\n" +
 	"\bdelivery\n" +
-	"\x03dsr\x12\xbf\x01\n" +
-	"\x12AppendAuditRecords\x12/.campaignmesh.auth.v1.AppendAuditRecordsRequest\x1a0.campaignmesh.auth.v1.AppendAuditRecordsResponse\"F\xc2\xf3\x18B\"@\n" +
+	"\x03dsr\x12\xc8\x01\n" +
+	"\x12AppendAuditRecords\x12/.campaignmesh.auth.v1.AppendAuditRecordsRequest\x1a0.campaignmesh.auth.v1.AppendAuditRecordsResponse\"O\xc2\xf3\x18K\"I\n" +
 	"\x06ingest\n" +
 	"\tcampaigns\n" +
 	"\tanalytics\n" +
 	"\bdelivery\n" +
 	"\x03dsr\n" +
 	"\agateway\n" +
-	"\bdeliveryBFZDgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1;authv1b\x06proto3"
+	"\bdelivery\n" +
+	"\abillingBFZDgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1;authv1b\x06proto3"
 
 var (
 	file_campaignmesh_auth_v1_service_proto_rawDescOnce sync.Once
