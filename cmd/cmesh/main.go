@@ -87,6 +87,7 @@ cmesh login again with the new password.`,
 	{name: "dsr", summary: "data-subject requests (GDPR/CCPA): erasure, access, suppression, receipts", subs: dsrCommands},
 	{name: "privacy", summary: "your tenant's privacy policy: retention, property rules, IP and user agent", subs: privacyCommands},
 	{name: "usage", summary: "metered usage and its reconciliation with Stripe", subs: []*command{usageReconcileCommand}},
+	{name: "billing", summary: "billing: tenants' Stripe accounts and standing", subs: billingCommands},
 	{
 		name:    "signing-keys",
 		aliases: []string{"keys"},

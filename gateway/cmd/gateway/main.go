@@ -24,6 +24,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/gateway"
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	billingv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/billing/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
 	deliveryv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/delivery/v1"
 	dsrv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/dsr/v1"
@@ -50,6 +51,7 @@ var meshBackends = []struct {
 	{"analytics", "campaignmesh.analytics.v1", "127.0.0.1:7104", analyticsv1.RegisterAnalyticsServiceHandler},
 	{"dsr", "campaignmesh.dsr.v1", "127.0.0.1:7105", dsrv1.RegisterDsrServiceHandler},
 	{"delivery", "campaignmesh.delivery.v1", "127.0.0.1:7106", restOf(deliveryv1.RegisterDeliveryServiceHandler, deliveryv1.RegisterSendingServiceHandler, deliveryv1.RegisterMessagesServiceHandler)},
+	{"billing", "campaignmesh.billing.v1", "127.0.0.1:7107", restOf(billingv1.RegisterBillingAccountServiceHandler)},
 }
 
 // restOf registers the REST handlers of every service of a backend's package.
