@@ -16,6 +16,9 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GRPC_GATEWAY_VERSION := v2.33.0
 STATICCHECK_VERSION := v0.8.2
 GRPCURL_VERSION := v1.9.4
+# stripe-mock answers Stripe's API from its OpenAPI spec: the billing client's request shapes
+# are tested against it (services/billing/stripe).
+STRIPE_MOCK_VERSION := v0.203.0
 
 # google/api protos are not ours: Debian's grpc-gateway dev package ships them (pinned by the
 # distribution release); scripts/protodeps.sh installs it when missing.
@@ -37,8 +40,10 @@ $(BIN)/staticcheck:
 	go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 $(BIN)/grpcurl:
 	go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+$(BIN)/stripe-mock:
+	go install github.com/stripe/stripe-mock@$(STRIPE_MOCK_VERSION)
 
-tools: $(TOOLS) $(BIN)/staticcheck $(BIN)/grpcurl ## Install pinned dev tools into ./bin
+tools: $(TOOLS) $(BIN)/staticcheck $(BIN)/grpcurl $(BIN)/stripe-mock ## Install pinned dev tools into ./bin
 .PHONY: tools
 
 $(ROOT)/.cache/googleapis/google/api/annotations.proto:
@@ -49,7 +54,7 @@ $(ROOT)/.cache/googleapis/google/api/annotations.proto:
 protodeps: $(ROOT)/.cache/googleapis/google/api/annotations.proto
 .PHONY: protodeps
 
-MESH_SERVICES := auth,ingest,analytics,campaigns,dsr,delivery,gateway
+MESH_SERVICES := auth,ingest,analytics,campaigns,dsr,delivery,billing,gateway
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -89,6 +94,7 @@ build: ## Build the services, the gateway, cmesh, devcerts and the provider stan
 	go build -o $(BIN)/campaigns ./services/campaigns/cmd/campaigns
 	go build -o $(BIN)/dsr ./services/dsr/cmd/dsr
 	go build -o $(BIN)/delivery ./services/delivery/cmd/delivery
+	go build -o $(BIN)/billing ./services/billing/cmd/billing
 	go build -o $(BIN)/gateway ./gateway/cmd/gateway
 	go build -o $(BIN)/cmesh ./cmd/cmesh
 	go build -o $(BIN)/devcerts ./cmd/devcerts
@@ -117,7 +123,7 @@ stop: ## Stop the services and the infrastructure started by make run / make tes
 .PHONY: stop
 
 TEST_FLAGS ?= -race -count=1 -timeout 10m
-test: infra check-alerts browser-deps ## Run every test against real PostgreSQL, ClickHouse and NATS (starting them if needed), the console's browser test in Debian's Chromium among them
+test: infra check-alerts browser-deps $(BIN)/stripe-mock ## Run every test against real PostgreSQL, ClickHouse and NATS (starting them if needed), the console's browser test in Debian's Chromium among them
 	set -a; . .state/env; set +a; go test $(TEST_FLAGS) ./...
 	cd deploy && go test $(TEST_FLAGS) ./...
 .PHONY: test

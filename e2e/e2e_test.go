@@ -492,7 +492,7 @@ func (m *mesh) startProviders(t testing.TB, secret func(name, value string) stri
 	sgKey, twToken := secret("sendgrid-api-key", "SG."+randomKEK()), secret("twilio-auth-token", randomKEK())
 	pub := filepath.Join(m.dir, "sendgrid-webhook-public-key")
 	const account, service = "AC00000000000000000000000000000000", "MG00000000000000000000000000000000"
-	m.procs["standin"] = startProcessArgs(t, bin(t, "standin"), nil, "-sendgrid-addr", sgAddr, "-twilio-addr", twAddr,
+	m.procs["standin"] = startProcessArgs(t, bin(t, "standin"), nil, "-sendgrid-addr", sgAddr, "-twilio-addr", twAddr, "-stripe-addr", "127.0.0.1:0",
 		"-sendgrid-api-key-file", sgKey, "-sendgrid-public-key-out", pub, "-sendgrid-webhook-url", public+"/webhooks/sendgrid",
 		"-twilio-account-sid", account, "-twilio-auth-token-file", twToken, "-webhook-ca-file", filepath.Join(m.certs, "ca.pem"))
 	waitFor(t, "standin", 30*time.Second, func() bool { return httpOK(m.sendgrid+"/outbox?limit=0") && httpOK(m.twilio+"/outbox?limit=0") })

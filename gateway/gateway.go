@@ -168,6 +168,8 @@ func New(ctx context.Context, cfg Config, backends []Backend) (*Gateway, error) 
 	}
 	g.contactsImport = newContactsImport(backends, g.rest, cfg.Logger, g.refusals)
 	registerTracking(mux, backends, cfg.Logger) // tracked links, pixel, unsubscribe, provider webhooks (tracking.go)
+	// Stripe's signed webhooks, relayed to billing (stripewebhook.go).
+	registerStripeWebhook(mux, backends, cfg.Logger)
 
 	route := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isGRPC(r) {

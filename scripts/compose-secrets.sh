@@ -7,14 +7,14 @@
 set -euo pipefail
 DIR="$(cd "$(dirname "$0")/.." && pwd)/deploy/secrets"
 mkdir -p "$DIR"; chmod 700 "$DIR"
-for n in nats-admin nats-ingest nats-analytics nats-gateway nats-dsr nats-delivery clickhouse-admin clickhouse-writer clickhouse-reader \
-  postgres-admin postgres-auth postgres-campaigns postgres-dsr postgres-delivery; do
+for n in nats-admin nats-ingest nats-analytics nats-gateway nats-dsr nats-delivery nats-billing clickhouse-admin clickhouse-writer clickhouse-reader \
+  postgres-admin postgres-auth postgres-campaigns postgres-dsr postgres-delivery postgres-billing; do
   [ -s "$DIR/$n" ] && continue
   (umask 022; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$DIR/$n")
   echo "compose-secrets: wrote deploy/secrets/$n"
 done
 # The services read their database password from a pgpass file named in their URL.
-for r in auth campaigns dsr delivery; do
+for r in auth campaigns dsr delivery billing; do
   (umask 022; printf '*:*:*:%s:%s\n' "$r" "$(cat "$DIR/postgres-$r")" >"$DIR/pgpass-$r")
 done
 # dsr's key-encryption key (its receipt signing keys at rest), made like auth's.
@@ -33,6 +33,16 @@ for n in sendgrid-api-key twilio-auth-token tracking-key; do
   (umask 022; head -c32 /dev/urandom | base64 -w0 >"$DIR/$n")
   echo "compose-secrets: wrote deploy/secrets/$n"
 done
+# The Stripe credentials billing and the dev Stripe stand-in share: a test-mode secret key
+# (sk_test_…) and a webhook signing secret (whsec_…), random, made once.
+if [ ! -s "$DIR/stripe-api-key" ]; then
+  (umask 022; printf 'sk_test_%s' "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" >"$DIR/stripe-api-key")
+  echo "compose-secrets: wrote deploy/secrets/stripe-api-key"
+fi
+if [ ! -s "$DIR/stripe-webhook-secret" ]; then
+  (umask 022; printf 'whsec_%s' "$(head -c32 /dev/urandom | base64 -w0)" >"$DIR/stripe-webhook-secret")
+  echo "compose-secrets: wrote deploy/secrets/stripe-webhook-secret"
+fi
 # The privacy key of dsr, ingest and analytics: base64 of 32 random bytes. Never regenerated:
 # the suppression lists' hashes are keyed with it.
 if [ ! -s "$DIR/privacy-key" ]; then

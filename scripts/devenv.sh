@@ -23,7 +23,7 @@ CH_SERVER=/usr/sbin/clickhouse-server
 NATS_DIR=$STATE/nats NATS_PID=$STATE/nats/nats.pid NATS_PORT=${CM_DEV_NATS_PORT:-14222} NATS_MON=${CM_DEV_NATS_MON:-18222}
 NATS_CONF=$ROOT/deploy/nats.conf
 NATS_BIN=$ROOT/bin/nats-server NATS_VERSION=v2.15.2
-DBS=(auth campaigns dsr delivery)
+DBS=(auth campaigns dsr delivery billing)
 
 say() { echo "devenv: $*"; }
 die() { echo "devenv: error: $*" >&2; exit 1; }
@@ -79,8 +79,8 @@ ch_query() { clickhouse-client --config-file "$SECRETS/clickhouse-client.xml" --
 ensure_secrets() {
   mkdir -p "$SECRETS"; chmod 700 "$SECRETS"
   local n
-  for n in nats-admin nats-ingest nats-analytics nats-gateway nats-dsr nats-delivery clickhouse-default clickhouse-writer clickhouse-reader \
-    postgres-admin postgres-auth postgres-campaigns postgres-dsr postgres-delivery; do
+  for n in nats-admin nats-ingest nats-analytics nats-gateway nats-dsr nats-delivery nats-billing clickhouse-default clickhouse-writer clickhouse-reader \
+    postgres-admin postgres-auth postgres-campaigns postgres-dsr postgres-delivery postgres-billing; do
     [ -s "$SECRETS/$n" ] && continue
     (umask 077; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$SECRETS/$n.tmp") && mv "$SECRETS/$n.tmp" "$SECRETS/$n"
   done
@@ -93,7 +93,7 @@ ensure_secrets() {
   # PostgreSQL clients read passwords from a pgpass file named in the URL (passfile=…): one per
   # role, so each service is given its own and nothing else.
   local r
-  for r in admin auth campaigns dsr delivery; do
+  for r in admin auth campaigns dsr delivery billing; do
     local role=$r; [ $r = admin ] && role=campaignmesh
     (umask 077; printf '*:*:*:%s:%s\n' "$role" "$(cat "$SECRETS/postgres-$r")" >"$SECRETS/pgpass-$r")
   done
@@ -334,6 +334,7 @@ nats_up() {
     NATS_ADMIN_PASSWORD=$(cat "$SECRETS/nats-admin") NATS_INGEST_PASSWORD=$(cat "$SECRETS/nats-ingest") \
     NATS_ANALYTICS_PASSWORD=$(cat "$SECRETS/nats-analytics") NATS_GATEWAY_PASSWORD=$(cat "$SECRETS/nats-gateway") \
     NATS_DSR_PASSWORD=$(cat "$SECRETS/nats-dsr") NATS_DELIVERY_PASSWORD=$(cat "$SECRETS/nats-delivery") \
+    NATS_BILLING_PASSWORD=$(cat "$SECRETS/nats-billing") \
     setsid nohup "$NATS_BIN" -c "$NATS_CONF" -js -sd "$NATS_DIR" -a 127.0.0.1 -p $NATS_PORT -m $NATS_MON \
       -P "$NATS_PID" -l "$LOGS/nats.log" </dev/null >>"$LOGS/nats.log" 2>&1 9>&- &
     WATCH=$!

@@ -17,9 +17,11 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 STATE="${CM_RUN_STATE:-$ROOT/.state}"
 RUN="$STATE/run"
 CERTS="$STATE/certs"
-SERVICES=(auth ingest analytics campaigns standin delivery dsr gateway) # start order
+SERVICES=(auth ingest analytics campaigns standin delivery dsr billing gateway) # start order
 # standin: the SendGrid and Twilio stand-ins (cmd/standin, dev only) delivery sends through:
-# outboxes at http://127.0.0.1:8791/outbox (email) and http://127.0.0.1:8792/outbox (SMS).
+# outboxes at http://127.0.0.1:8791/outbox (email) and http://127.0.0.1:8792/outbox (SMS); and
+# the Stripe stand-in billing reports meter events to (http://127.0.0.1:8793/outbox), which sends
+# signed webhooks to the gateway.
 GATEWAY_ADDR="${CM_GATEWAY_LISTEN:-127.0.0.1:8443}"
 # The stand-ins' Twilio account and the dev messaging service (not secrets: identifiers).
 DEV_TWILIO_ACCOUNT=AC00000000000000000000000000000000
@@ -124,6 +126,14 @@ service_env() {
       "CM_DELIVERY_NATS_URL=${INFRA_CM_NATS_URL:-}"
       "CM_DELIVERY_NATS_USER=delivery" "CM_DELIVERY_NATS_PASSWORD_FILE=$SECRETS/nats-delivery"
       "CM_DELIVERY_PRIVACY_KEY_FILE=$SECRETS/privacy-key") ;;
+    billing) own+=(
+      "CM_BILLING_LISTEN=127.0.0.1:7107" "CM_BILLING_ADMIN_LISTEN=127.0.0.1:9107"
+      "CM_BILLING_POSTGRES_URL=postgres://billing@${INFRA_CM_POSTGRES_ADDR:-}/billing?sslmode=disable&passfile=$SECRETS/pgpass-billing"
+      "CM_BILLING_AUTH_ADDR=127.0.0.1:7101" "CM_BILLING_ANALYTICS_ADDR=127.0.0.1:7104" "CM_BILLING_DELIVERY_ADDR=127.0.0.1:7106"
+      "CM_BILLING_NATS_URL=${INFRA_CM_NATS_URL:-}"
+      "CM_BILLING_NATS_USER=billing" "CM_BILLING_NATS_PASSWORD_FILE=$SECRETS/nats-billing"
+      "CM_BILLING_STRIPE_URL=http://127.0.0.1:8793" "CM_BILLING_STRIPE_API_KEY_FILE=$SECRETS/stripe-api-key"
+      "CM_BILLING_STRIPE_WEBHOOK_SECRET_FILE=$SECRETS/stripe-webhook-secret") ;;
     standin) ;; # flags only (see up)
     dsr) own+=(
       "CM_DSR_LISTEN=127.0.0.1:7105" "CM_DSR_ADMIN_LISTEN=127.0.0.1:9105"
@@ -137,7 +147,7 @@ service_env() {
     gateway) own+=("CM_GATEWAY_EDGE_TLS_CERT=$CERTS/edge.pem" "CM_GATEWAY_EDGE_TLS_KEY=$CERTS/edge-key.pem"
       "CM_GATEWAY_NATS_URL=${INFRA_CM_NATS_URL:-}"
       "CM_GATEWAY_NATS_USER=gateway" "CM_GATEWAY_NATS_PASSWORD_FILE=$SECRETS/nats-gateway"
-      "CM_GATEWAY_DSR_ADDR=127.0.0.1:7105" "CM_GATEWAY_DELIVERY_ADDR=127.0.0.1:7106"
+      "CM_GATEWAY_DSR_ADDR=127.0.0.1:7105" "CM_GATEWAY_DELIVERY_ADDR=127.0.0.1:7106" "CM_GATEWAY_BILLING_ADDR=127.0.0.1:7107"
       "CM_GATEWAY_CONSOLE_SESSION_KEY_FILE=$SECRETS/console-session-key") ;;
     *) echo "run: unknown service $svc (one of: ${SERVICES[*]})" >&2; return 2 ;;
   esac
@@ -214,17 +224,32 @@ up() {
       (umask 077; head -c32 /dev/urandom | base64 -w0 >"$SECRETS/$f")
     fi
   done
+  # The Stripe credentials shared by the stand-in and billing, shaped like Stripe's: a test-mode
+  # secret key and a webhook signing secret, random, made once.
+  if [ ! -s "$SECRETS/stripe-api-key" ]; then
+    mkdir -p -m 700 "$SECRETS"
+    (umask 077; printf 'sk_test_%s' "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" >"$SECRETS/stripe-api-key")
+  fi
+  if [ ! -s "$SECRETS/stripe-webhook-secret" ]; then
+    mkdir -p -m 700 "$SECRETS"
+    (umask 077; printf 'whsec_%s' "$(head -c32 /dev/urandom | base64 -w0)" >"$SECRETS/stripe-webhook-secret")
+  fi
   start standin "$ROOT/bin/standin" -sendgrid-api-key-file "$SECRETS/sendgrid-api-key" \
     -sendgrid-signing-key-file "$SECRETS/standin-sendgrid-signing-key.pem" \
     -sendgrid-public-key-out "$SECRETS/sendgrid-webhook-public-key" \
     -sendgrid-webhook-url "https://localhost:${GATEWAY_ADDR##*:}/webhooks/sendgrid" \
     -twilio-account-sid "$DEV_TWILIO_ACCOUNT" -twilio-auth-token-file "$SECRETS/twilio-auth-token" \
+    -stripe-addr 127.0.0.1:8793 -stripe-api-key-file "$SECRETS/stripe-api-key" \
+    -stripe-webhook-secret-file "$SECRETS/stripe-webhook-secret" \
+    -stripe-webhook-url "https://localhost:${GATEWAY_ADDR##*:}/webhooks/stripe" \
     -webhook-ca-file "$CERTS/ca.pem"
   wait_http "http://127.0.0.1:8791/outbox?limit=0" 30 standin
   start delivery "$ROOT/bin/delivery"
   wait_http "http://127.0.0.1:9106/healthz" 30 delivery
   start dsr "$ROOT/bin/dsr"
   wait_http "http://127.0.0.1:9105/healthz" 30 dsr
+  start billing "$ROOT/bin/billing"
+  wait_http "http://127.0.0.1:9107/healthz" 30 billing
   start gateway "$ROOT/bin/gateway"
   wait_http "https://localhost:${GATEWAY_ADDR##*:}/healthz" 30 gateway
 
@@ -234,9 +259,10 @@ CampaignMesh is up.
   web console            https://localhost:${GATEWAY_ADDR##*:}/console/   (sign in with .state/bootstrap/admin.json)
   gateway (REST + gRPC)  https://localhost:${GATEWAY_ADDR##*:}   (dev CA: .state/certs/ca.pem)
   OpenAPI                https://localhost:${GATEWAY_ADDR##*:}/openapi.json
-  services (mTLS)        auth 7101, ingest 7102, campaigns 7103, analytics 7104, dsr 7105, delivery 7106
-                         (admin /healthz, /metrics: http://127.0.0.1:91xx)
-  provider stand-ins     email outbox http://127.0.0.1:8791/outbox, SMS outbox http://127.0.0.1:8792/outbox
+  services (mTLS)        auth 7101, ingest 7102, campaigns 7103, analytics 7104, dsr 7105, delivery 7106,
+                         billing 7107 (admin /healthz, /metrics: http://127.0.0.1:91xx)
+  provider stand-ins     email outbox http://127.0.0.1:8791/outbox, SMS outbox http://127.0.0.1:8792/outbox,
+                         Stripe meter events http://127.0.0.1:8793/outbox
   first credentials      .state/bootstrap/admin.json      tenant "acme" admin
                          .state/bootstrap/operator.json   platform operator
   logs                   .state/logs/<service>.log
@@ -245,6 +271,7 @@ CampaignMesh is up.
 Try, in another terminal:
   bin/cmesh login -f .state/bootstrap/admin.json && bin/cmesh whoami
   bin/cmesh dsr list && bin/cmesh privacy policy get    (data-subject requests, privacy policy)
+  bin/cmesh usage get --from \$(date -u +%F) --to \$(date -u +%F)   (today's usage; plans: bin/cmesh plan get)
   curl --cacert .state/certs/ca.pem https://localhost:${GATEWAY_ADDR##*:}/v1/auth/login -d @.state/bootstrap/admin.json
 
 Ctrl-C (or make stop) stops everything.

@@ -13,7 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-var services = []string{"auth", "ingest", "analytics", "campaigns", "delivery", "dsr", "gateway"}
+var services = []string{"auth", "ingest", "analytics", "campaigns", "delivery", "dsr", "billing", "gateway"}
 
 // composeServices are the services deploy/compose.yaml runs: every one.
 var composeServices = services
@@ -29,6 +29,9 @@ var secrets = map[string]string{
 	// The providers' credentials and the tracking key: delivery's (the dev stand-ins get the
 	// provider files as flags, not through run.sh env).
 	"sendgrid-api-key": "delivery", "sendgrid-webhook-public-key": "delivery", "twilio-auth-token": "delivery", "tracking-key": "delivery",
+	"pgpass-billing": "billing", "postgres-billing": "billing", "nats-billing": "billing",
+	// The Stripe credentials: billing's (the dev stand-in gets them as flags).
+	"stripe-api-key": "billing", "stripe-webhook-secret": "billing",
 	"nats-admin": "", "clickhouse-default": "", "clickhouse-client.xml": "", "pgpass-admin": "", "postgres-admin": "",
 }
 
@@ -123,7 +126,8 @@ func TestComposeGivesEachServiceOnlyItsOwnSettings(t *testing.T) {
 	}
 	wantSecrets := map[string][]string{"ingest": {"nats-ingest", "privacy-key"}, "analytics": {"nats-analytics", "clickhouse-writer", "clickhouse-reader", "privacy-key"},
 		"auth": {"pgpass-auth", "auth-kek"}, "campaigns": {"pgpass-campaigns"}, "dsr": {"pgpass-dsr", "dsr-kek", "nats-dsr", "privacy-key"},
-		"gateway": {"nats-gateway"}, "delivery": {"pgpass-delivery", "nats-delivery", "privacy-key", "sendgrid-api-key", "twilio-auth-token", "tracking-key"}}
+		"gateway": {"nats-gateway"}, "delivery": {"pgpass-delivery", "nats-delivery", "privacy-key", "sendgrid-api-key", "twilio-auth-token", "tracking-key"},
+		"billing": {"pgpass-billing", "nats-billing", "stripe-api-key", "stripe-webhook-secret"}}
 	for _, svc := range composeServices {
 		s, ok := compose.Services[svc]
 		if !ok {

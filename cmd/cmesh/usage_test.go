@@ -71,7 +71,7 @@ func (f *fakeBilling) last() proto.Message {
 	return f.got[len(f.got)-1]
 }
 
-func newBillingCLI(t *testing.T, srv *fakeBilling) *testCLI {
+func newUsageCLI(t *testing.T, srv *fakeBilling) *testCLI {
 	t.Helper()
 	lis := bufconn.Listen(1 << 20)
 	s := grpc.NewServer()
@@ -127,7 +127,7 @@ func TestUsageAndPlanCommands(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			srv := &fakeBilling{}
-			c := newBillingCLI(t, srv)
+			c := newUsageCLI(t, srv)
 			if code := c.run(t.Context(), tt.args); code != 0 {
 				t.Fatalf("exit code = %d; stderr:\n%s", code, c.stderr)
 			}
@@ -159,7 +159,7 @@ func TestUsageAndPlanUsageErrors(t *testing.T) {
 		{"plan", "set", "-tenant", "t1", "-limit", "events_accepted:10:day:firm"},
 	} {
 		srv := &fakeBilling{}
-		c := newBillingCLI(t, srv)
+		c := newUsageCLI(t, srv)
 		if code := c.run(t.Context(), args); code == 0 || srv.last() != nil {
 			t.Errorf("%v: exit code %d, request %v; want a usage error and no call", args, code, srv.last())
 		}

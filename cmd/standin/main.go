@@ -1,11 +1,13 @@
-// Command standin serves the SendGrid and Twilio stand-ins (internal/standin/sendgrid and
-// internal/standin/twilio) on two listen addresses, for development (`make run`) and for
+// Command standin serves the SendGrid, Twilio and Stripe stand-ins (internal/standin/sendgrid,
+// internal/standin/twilio and internal/standin/stripe) on three listen addresses, for development (`make run`) and for
 // tests that run the delivery service as a process. Each has its outbox at /outbox (GET to
 // read, DELETE to empty) and failure injection at /faults.
 //
 // Credentials come from the environment or files, never from flags (flags show in ps):
 // CM_STANDIN_SENDGRID_API_KEY (or -sendgrid-api-key-file), CM_STANDIN_TWILIO_AUTH_TOKEN (or
-// -twilio-auth-token-file); without them the dev values below are used. The SendGrid webhook
+// -twilio-auth-token-file), CM_STANDIN_STRIPE_API_KEY (or -stripe-api-key-file),
+// CM_STANDIN_STRIPE_WEBHOOK_SECRET (or -stripe-webhook-secret-file); without them the dev
+// values below are used. The SendGrid webhook
 // signing key is kept in -sendgrid-signing-key-file (created when missing) so that the
 // verification key stays the same across restarts; it is logged (it is public) and served
 // at GET /v3/user/webhooks/event/settings/signed. Logs never show keys, tokens or addresses.
@@ -33,6 +35,7 @@ import (
 	"time"
 
 	sgstandin "github.com/campaignmesh/campaignmesh/internal/standin/sendgrid"
+	stripestandin "github.com/campaignmesh/campaignmesh/internal/standin/stripe"
 	twstandin "github.com/campaignmesh/campaignmesh/internal/standin/twilio"
 )
 
@@ -42,6 +45,8 @@ const (
 	DevSendGridAPIKey   = "SG.standin-dev-key"
 	DevTwilioAccountSID = "AC00000000000000000000000000000000"
 	DevTwilioAuthToken  = "standin-dev-auth-token"
+	DevStripeAPIKey     = "sk_test_standin_dev_key"
+	DevStripeWebhook    = "whsec_standin_dev_secret"
 )
 
 func main() {
@@ -53,8 +58,8 @@ func main() {
 	}
 }
 
-// run serves both stand-ins until ctx ends. ready, when not nil, gets the bound addresses.
-func run(ctx context.Context, args []string, getenv func(string) string, logOut io.Writer, ready func(sendgrid, twilio net.Addr)) error {
+// run serves the stand-ins until ctx ends. ready, when not nil, gets the bound addresses.
+func run(ctx context.Context, args []string, getenv func(string) string, logOut io.Writer, ready func(sendgrid, twilio, stripe net.Addr)) error {
 	fs := flag.NewFlagSet("standin", flag.ContinueOnError)
 	fs.SetOutput(logOut)
 	sgAddr := fs.String("sendgrid-addr", "127.0.0.1:8791", "listen address of the SendGrid stand-in")
@@ -69,6 +74,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	twInbound := fs.String("twilio-inbound-url", "", "where POST /inbound posts the signed incoming-SMS webhook (empty: /inbound answers 409)")
 	twRate := fs.Int("twilio-rate", 0, "Twilio messages per second before 429/20429 (0: unlimited)")
 	pubOut := fs.String("sendgrid-public-key-out", "", "file to write the webhook verification key into, as SendGrid shows it (for the receiver's configuration; empty: none)")
+	stAddr := fs.String("stripe-addr", "127.0.0.1:8793", "listen address of the Stripe stand-in")
+	stKeyFile := fs.String("stripe-api-key-file", "", "file holding the Stripe secret key to accept (else $CM_STANDIN_STRIPE_API_KEY, else the dev key)")
+	stSecretFile := fs.String("stripe-webhook-secret-file", "", "file holding the Stripe webhook signing secret (whsec_…; else $CM_STANDIN_STRIPE_WEBHOOK_SECRET, else the dev secret)")
+	stWebhook := fs.String("stripe-webhook-url", "", "where POST /webhooks/send posts the signed Stripe events (empty: /webhooks/send answers 409)")
 	caFile := fs.String("webhook-ca-file", "", "PEM CA bundle the webhook and callback receivers' TLS certificates are checked against (empty: the system's)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -87,6 +96,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	token, err := secret(*twTokenFile, getenv("CM_STANDIN_TWILIO_AUTH_TOKEN"), DevTwilioAuthToken)
 	if err != nil {
 		return fmt.Errorf("twilio auth token: %w", err)
+	}
+	stKey, err := secret(*stKeyFile, getenv("CM_STANDIN_STRIPE_API_KEY"), DevStripeAPIKey)
+	if err != nil {
+		return fmt.Errorf("stripe api key: %w", err)
+	}
+	stSecret, err := secret(*stSecretFile, getenv("CM_STANDIN_STRIPE_WEBHOOK_SECRET"), DevStripeWebhook)
+	if err != nil {
+		return fmt.Errorf("stripe webhook secret: %w", err)
 	}
 	signing, err := signingKey(*sgSigningKey)
 	if err != nil {
@@ -117,6 +134,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 		return err
 	}
 	defer tw.Close()
+	st, err := stripestandin.New(stripestandin.Config{
+		APIKey: stKey, WebhookSecret: stSecret, WebhookURL: *stWebhook,
+		Logger: log.With("provider", "stripe"), HTTPClient: hooks,
+	})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
 
 	sgLn, err := net.Listen("tcp", *sgAddr)
 	if err != nil {
@@ -127,21 +152,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 		sgLn.Close()
 		return fmt.Errorf("listen for twilio: %w", err)
 	}
+	stLn, err := net.Listen("tcp", *stAddr)
+	if err != nil {
+		sgLn.Close()
+		twLn.Close()
+		return fmt.Errorf("listen for stripe: %w", err)
+	}
 	servers := []*http.Server{
 		{Handler: sg, ReadHeaderTimeout: 10 * time.Second},
 		{Handler: tw, ReadHeaderTimeout: 10 * time.Second},
+		{Handler: st, ReadHeaderTimeout: 10 * time.Second},
 	}
-	errc := make(chan error, 2)
-	for i, ln := range []net.Listener{sgLn, twLn} {
+	errc := make(chan error, 3)
+	for i, ln := range []net.Listener{sgLn, twLn, stLn} {
 		go func() { errc <- servers[i].Serve(ln) }()
 	}
 	log.Info("standin listening",
 		"sendgrid", "http://"+sgLn.Addr().String(), "twilio", "http://"+twLn.Addr().String(),
 		"sendgrid_outbox", "http://"+sgLn.Addr().String()+"/outbox", "twilio_outbox", "http://"+twLn.Addr().String()+"/outbox",
+		"stripe", "http://"+stLn.Addr().String(), "stripe_outbox", "http://"+stLn.Addr().String()+"/outbox",
 		"sendgrid_verification_key", sg.PublicKey(), "twilio_account_sid", *twAccount,
-		"dev_credentials", apiKey == DevSendGridAPIKey || token == DevTwilioAuthToken)
+		"dev_credentials", apiKey == DevSendGridAPIKey || token == DevTwilioAuthToken || stKey == DevStripeAPIKey || stSecret == DevStripeWebhook)
 	if ready != nil {
-		ready(sgLn.Addr(), twLn.Addr())
+		ready(sgLn.Addr(), twLn.Addr(), stLn.Addr())
 	}
 	var serveErr error
 	select {
@@ -151,6 +184,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	// Hung requests (injected faults) end when the stand-ins close, so close them first.
 	sg.Close()
 	tw.Close()
+	st.Close()
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, s := range servers {

@@ -48,8 +48,8 @@ func startRun(t *testing.T, args []string, logs *syncBuffer) (sgURL, twURL strin
 	addrs := make(chan [2]net.Addr, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, append([]string{"-sendgrid-addr", "127.0.0.1:0", "-twilio-addr", "127.0.0.1:0", "-log-level", "debug"}, args...),
-			func(k string) string { return env[k] }, logs, func(a, b net.Addr) { addrs <- [2]net.Addr{a, b} })
+		done <- run(ctx, append([]string{"-sendgrid-addr", "127.0.0.1:0", "-twilio-addr", "127.0.0.1:0", "-stripe-addr", "127.0.0.1:0", "-log-level", "debug"}, args...),
+			func(k string) string { return env[k] }, logs, func(a, b, _ net.Addr) { addrs <- [2]net.Addr{a, b} })
 	}()
 	var a [2]net.Addr
 	select {

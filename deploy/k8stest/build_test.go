@@ -299,6 +299,11 @@ func TestChecksCatchBrokenObjects(t *testing.T) {
 		}), "campaigns-to-postgres: a rule allows every port"},
 		{"path outside missing", "graph", drop(dev, "NetworkPolicy", "delivery-to-providers"),
 			"egress: path of the mesh not allowed: delivery→providers:443"},
+		{"billing's path to Stripe missing", "graph", drop(dev, "NetworkPolicy", "billing-to-stripe"),
+			"egress: path of the mesh not allowed: billing→stripe:443"},
+		{"billing's path to Stripe reaches the cluster", "graph", breakObj(t, dev, "NetworkPolicy", "billing-to-stripe", func(m map[string]any) {
+			get(m, "spec", "egress", 0, "to", 0, "ipBlock").(map[string]any)["except"] = []any{"10.0.0.0/8"}
+		}), "billing-to-stripe: ipBlock 0.0.0.0/0 reaches 172.16.0.0/12"},
 		{"outside reaches the metadata endpoint", "graph", breakObj(t, dev, "NetworkPolicy", "delivery-to-providers", func(m map[string]any) {
 			b := get(m, "spec", "egress", 0, "to", 0, "ipBlock").(map[string]any)
 			b["except"] = slices.DeleteFunc(b["except"].([]any), func(e any) bool { return e == "169.254.0.0/16" })

@@ -29,12 +29,14 @@ var Infra = []struct {
 	{"campaigns", "postgres", 5432},
 	{"dsr", "postgres", 5432},
 	{"delivery", "postgres", 5432},
+	{"billing", "postgres", 5432},
 	{"gateway", "nats", 4222}, // the audit stream
 	{"ingest", "nats", 4222},
 	{"analytics", "nats", 4222},
 	{"analytics-writer", "nats", 4222},
 	{"dsr", "nats", 4222},
 	{"delivery", "nats", 4222}, // identify events → contacts (issue 17)
+	{"billing", "nats", 4222},  // metering consumers (EVENTS, USAGE) and the QUOTAS bucket (issue 18)
 	{"analytics", "clickhouse", 9000},
 	{"analytics-writer", "clickhouse", 9000},
 	// Spans (OTLP gRPC) from every process.
@@ -46,6 +48,7 @@ var Infra = []struct {
 	{"analytics-writer", "tempo", 4317},
 	{"dsr", "tempo", 4317},
 	{"delivery", "tempo", 4317},
+	{"billing", "tempo", 4317},
 }
 
 // Outside are the paths from a process to services outside the cluster that no in-cluster
@@ -55,6 +58,7 @@ var Outside = []struct {
 	Port     int
 }{
 	{"delivery", "providers", 443}, // the email/SMS providers' HTTPS APIs (SendGrid, Twilio)
+	{"billing", "stripe", 443},     // Stripe's HTTPS API (meter events, meters, customers)
 }
 
 // External callers from outside the namespace, as the policies name them: the edge (any

@@ -210,6 +210,24 @@ func (s *Service) SuspendTenant(ctx context.Context, id string) (Tenant, error) 
 	return s.store.SetTenantState(ctx, id, TenantSuspended, takeAudit(ctx, "", "", id))
 }
 
+// SuspendTenantForBilling is SuspendTenant on billing's behalf (the grace period of a flagged
+// billing account ran out). Its audit record sits in the suspended tenant's own chain, so the
+// tenant's admins see why they lost access. The reason is billing's to keep (on the account);
+// auth only bounds it.
+func (s *Service) SuspendTenantForBilling(ctx context.Context, id, reason string) (Tenant, error) {
+	var v apperr.Violations
+	if ValidateID("tenant_id", id) != nil {
+		v.Add("tenant_id", "must be a tenant id (UUID)")
+	}
+	if len(reason) > 512 {
+		v.Add("reason", "must be at most 512 bytes")
+	}
+	if err := v.Err(); err != nil {
+		return Tenant{}, err
+	}
+	return s.store.SetTenantState(ctx, id, TenantSuspended, takeAudit(ctx, id, "", id))
+}
+
 // CreateUser adds an active user to the tenant of the caller.
 func (s *Service) CreateUser(ctx context.Context, caller *authn.Principal, u User, password string) (User, error) {
 	if err := ValidateUserInput(u.Email, u.DisplayName, u.Role, password); err != nil {

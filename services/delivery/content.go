@@ -17,6 +17,7 @@ import (
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/audit"
+	"github.com/campaignmesh/campaignmesh/internal/platform/quota"
 )
 
 // Limits of a campaign's content.
@@ -275,6 +276,9 @@ type MessagesConfig struct {
 	Eligible func(ctx context.Context, tenantID string, c Contact, ch Channel) (bool, SkipReason, error)
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Quotas, when set, refuse a test send while the tenant is over a hard quota of the
+	// content's channel (test sends are not counted: billing counts the ledger's sent rows).
+	Quotas *quota.View
 }
 
 // Messages implements the content, sender identity and test send use cases, and composes
@@ -288,6 +292,7 @@ type Messages struct {
 	perMinute int
 	eligible  func(ctx context.Context, tenantID string, c Contact, ch Channel) (bool, SkipReason, error)
 	now       func() time.Time
+	quotas    *quota.View
 
 	// cache holds each campaign's parsed content: Compose renders thousands of messages a
 	// second and must neither read nor parse the content for each.
@@ -313,7 +318,7 @@ type cachedContent struct {
 // NewMessages returns the messages use cases.
 func NewMessages(cfg MessagesConfig) *Messages {
 	m := &Messages{store: cfg.Store, contacts: cfg.Contacts, segments: cfg.Segments, links: cfg.Links, providers: cfg.Providers,
-		perMinute: cfg.TestSendsPerMinute, eligible: cfg.Eligible, now: cfg.Now, testers: map[string]*rate.Limiter{}}
+		perMinute: cfg.TestSendsPerMinute, eligible: cfg.Eligible, now: cfg.Now, testers: map[string]*rate.Limiter{}, quotas: cfg.Quotas}
 	if m.eligible == nil {
 		m.eligible = func(_ context.Context, _ string, c Contact, ch Channel) (bool, SkipReason, error) {
 			ok, why := Eligible(c, ch)
@@ -650,7 +655,9 @@ type TestSent struct {
 // SendTestMessage renders the campaign's variant as PreviewMessage does and sends it to a
 // given address through the channel's provider, with the reference "test-<uuid>". It is
 // never recorded in the ledger and has no tracked outcome; each tenant may send
-// TestSendsPerMinute a minute (else RESOURCE_EXHAUSTED). Audited (by its call).
+// TestSendsPerMinute a minute (else RESOURCE_EXHAUSTED), and none while the tenant is over a
+// hard quota of the channel (RESOURCE_EXHAUSTED QUOTA_EXCEEDED, MessagesConfig.Quotas).
+// Audited (by its call).
 func (m *Messages) SendTestMessage(ctx context.Context, tenantID string, in TestSend) (TestSent, error) {
 	cc, cv, c, err := m.prepare(ctx, tenantID, in.PreviewInput)
 	if err != nil {
@@ -674,6 +681,9 @@ func (m *Messages) SendTestMessage(ctx context.Context, tenantID string, in Test
 	p := m.providers[cc.content.Channel]
 	if p == nil {
 		return TestSent{}, apperr.New(apperr.FailedPrecondition, "NO_PROVIDER", "no %s provider is configured on this deployment", cc.content.Channel)
+	}
+	if hard := (Quotas{View: m.quotas}).held(tenantID, cc.content.Channel.QuotaMeter(), m.now()); hard != nil {
+		return TestSent{}, hard.Err()
 	}
 	if !m.tester(tenantID).Allow() {
 		return TestSent{}, apperr.New(apperr.ResourceExhausted, "TEST_SEND_RATE", "at most %d test sends a minute", m.perMinute)

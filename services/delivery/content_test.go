@@ -13,6 +13,7 @@ import (
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
+	"github.com/campaignmesh/campaignmesh/internal/platform/quota"
 	sgstandin "github.com/campaignmesh/campaignmesh/internal/standin/sendgrid"
 	twstandin "github.com/campaignmesh/campaignmesh/internal/standin/twilio"
 	"github.com/campaignmesh/campaignmesh/services/delivery"
@@ -113,6 +114,8 @@ type messagesRig struct {
 	now   atomic.Int64
 	mail  *sgstandin.Server
 	sms   *twstandin.Server
+	// quotas are the tenants' quotas test sends apply (none until a test applies some).
+	quotas *quota.View
 }
 
 func newMessagesRig(tb testing.TB) *messagesRig {
@@ -122,7 +125,7 @@ func newMessagesRig(tb testing.TB) *messagesRig {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(store.Close)
-	r := &messagesRig{store: store, aud: delivery.NewAudiences(store, nil)}
+	r := &messagesRig{store: store, aud: delivery.NewAudiences(store, nil), quotas: quota.NewView(nil)}
 	r.now.Store(time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC).UnixNano())
 
 	r.mail, err = sgstandin.New(sgstandin.Config{APIKey: sgKey})
@@ -158,6 +161,7 @@ func newMessagesRig(tb testing.TB) *messagesRig {
 		},
 		TestSendsPerMinute: 3,
 		Now:                func() time.Time { return time.Unix(0, r.now.Load()) },
+		Quotas:             r.quotas,
 	})
 	return r
 }

@@ -143,6 +143,10 @@ type DispatcherConfig struct {
 	FrequencyCap FrequencyCap
 	Now          func() time.Time
 	Logger       *slog.Logger
+
+	// Quotas hold each channel's sends at the tenant's hard quota on the channel's meter
+	// (SenderConfig.Quotas; none when its View is nil).
+	Quotas Quotas
 }
 
 // Dispatcher resolves active campaigns' recipients into the ledger and runs their senders.
@@ -196,6 +200,9 @@ func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
 			return nil, fmt.Errorf("dispatcher: unknown channel %q", ch)
 		}
 		sc.Store, sc.Campaigns = cfg.Ledger, d
+		if sc.Quotas.View == nil {
+			sc.Quotas, sc.QuotaMeter = cfg.Quotas, ch.QuotaMeter()
+		}
 		if sc.Owner == "" {
 			sc.Owner = cfg.Owner
 		}

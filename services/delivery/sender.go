@@ -84,6 +84,12 @@ type SenderConfig struct {
 	MaxAttempts int
 	// Metrics receives counts (none when nil).
 	Metrics SenderMetrics
+	// Quotas holds a tenant's sends at a hard quota of QuotaMeter (no quotas when its View is
+	// nil). A message is counted right before its provider call and uncounted when the call
+	// provably did not send it, so exactly-once is untouched: the quota only decides whether
+	// a claimed row is called or given back uncalled.
+	Quotas     Quotas
+	QuotaMeter string
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 	// Logger logs stops and store errors, never addresses or content.
@@ -301,7 +307,7 @@ func (s *Sender) Run(ctx context.Context, tenantID, campaignID string) error {
 			}
 			worked = n > 0
 		}
-		if until := r.limits.hold.Load(); until <= now.UnixNano() {
+		if until := r.limits.hold.Load(); until <= now.UnixNano() && s.cfg.Quotas.held(tenantID, s.cfg.QuotaMeter, now) == nil {
 			n, err := s.dispatch(ctx, r, &wg, s.claimable(r, now), func(limit int) ([]Recipient, error) {
 				return s.cfg.Store.ClaimPending(ctx, Claim{TenantID: tenantID, CampaignID: campaignID, Owner: s.cfg.Owner, Limit: limit, Now: now, Lease: s.cfg.Lease})
 			}, s.attempt)
@@ -471,13 +477,19 @@ func (s *Sender) attempt(ctx context.Context, r *run, row Recipient) {
 		giveBack()
 		return
 	}
+	// Counted before the call; taken back below only where the provider provably did not act.
+	reservation, hard := s.cfg.Quotas.reserve(r.tenantID, s.cfg.QuotaMeter, s.cfg.Now())
+	if hard != nil {
+		giveBack() // over a hard quota: stays pending until the reset or a plan change
+		return
+	}
 	msg, err := s.cfg.Compose(ctx, row)
 	if err == nil {
 		msg.Ref, msg.TenantID, msg.CampaignID, msg.Variant, msg.To = row.ID, row.TenantID, row.CampaignID, row.Variant, row.Address
 		var id string
 		id, err = s.cfg.Provider.Send(callCtx, msg)
 		if ctx.Err() != nil {
-			return // abrupt stop mid-call: as a crash, the lease expiry settles the row
+			return // abrupt stop mid-call: as a crash, the lease expiry settles the row (the reservation stands: it may have been sent)
 		}
 		if err == nil {
 			out.State, out.ProviderID = StateSent, id
@@ -488,6 +500,7 @@ func (s *Sender) attempt(ctx context.Context, r *run, row Recipient) {
 		// Nothing was sent and nothing ever will be: the contact is gone, unsubscribed or
 		// suppressed since the recipients were resolved.
 		out.State, out.Reason = StateSkipped, string(skip.Reason)
+		reservation.Release()
 		s.record(ctx, r, out)
 		return
 	} else {
@@ -495,6 +508,9 @@ func (s *Sender) attempt(ctx context.Context, r *run, row Recipient) {
 	}
 	class, se := Classify(err)
 	out.Reason = truncate(se.Error(), 500)
+	if class == NotProcessedPermanent || class == NotProcessedRetryable {
+		reservation.Release() // not sent: the provider did not act (unknown keeps it: it may have)
+	}
 	switch class {
 	case NotProcessedPermanent:
 		out.State = StateFailed

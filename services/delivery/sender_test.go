@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/pgtest"
 	"github.com/campaignmesh/campaignmesh/internal/standin"
@@ -48,6 +50,7 @@ func (s *campaignSwitch) Status(context.Context, string, string) (delivery.Campa
 // rig is a ledger on real PostgreSQL and the SendGrid stand-in over real HTTP.
 type rig struct {
 	ledger    *postgres.Ledger
+	pool      *pgxpool.Pool
 	outbox    *sgstandin.Server
 	provider  *sendgrid.Provider
 	campaigns *campaignSwitch
@@ -56,7 +59,7 @@ type rig struct {
 
 func newRig(tb testing.TB, standinCfg sgstandin.Config, clientTimeout time.Duration) *rig {
 	tb.Helper()
-	l, _ := openLedger(tb)
+	l, pool := openLedger(tb)
 	standinCfg.APIKey = sgKey
 	sa, err := sgstandin.New(standinCfg)
 	if err != nil {
@@ -69,7 +72,7 @@ func newRig(tb testing.TB, standinCfg sgstandin.Config, clientTimeout time.Durat
 		tb.Fatal(err)
 	}
 	p := sendgrid.NewProvider(c, sendgrid.ProviderConfig{From: sendgrid.Address{Email: "news@shop.example"}})
-	return &rig{ledger: l, outbox: sa, provider: p, campaigns: newSwitch(), metrics: &delivery.Counters{}}
+	return &rig{ledger: l, pool: pool, outbox: sa, provider: p, campaigns: newSwitch(), metrics: &delivery.Counters{}}
 }
 
 func compose(_ context.Context, r delivery.Recipient) (delivery.Message, error) {

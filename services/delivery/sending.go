@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/quota"
 )
 
 // LedgerEntry is a ledger row as the sending API shows it: the recipient's progress and when
@@ -21,6 +22,11 @@ type LedgerEntry struct {
 type CampaignProgress struct {
 	Counts                Counts
 	StartTime, FinishTime time.Time
+	// Channel is the campaign's channel once a dispatcher has driven it ("" before).
+	Channel Channel
+	// QuotaHold, while recipients are pending, is the tenant's hard quota on the channel that
+	// holds them (Sending.WithQuotas): they are sent after its reset or a plan change.
+	QuotaHold *quota.Exceeded
 }
 
 // SendingStore reads the ledger for the sending API.
@@ -32,10 +38,21 @@ type SendingStore interface {
 }
 
 // Sending is the read side of sending: what campaigns' ledgers say.
-type Sending struct{ store SendingStore }
+type Sending struct {
+	store  SendingStore
+	quotas *quota.View
+	now    func() time.Time
+}
 
 // NewSending returns the sending reports over store.
-func NewSending(store SendingStore) *Sending { return &Sending{store: store} }
+func NewSending(store SendingStore) *Sending { return &Sending{store: store, now: time.Now} }
+
+// WithQuotas makes CampaignDelivery name the hard quota holding a campaign's pending
+// recipients (v: the quotas the senders apply).
+func (s *Sending) WithQuotas(v *quota.View) *Sending {
+	s.quotas = v
+	return s
+}
 
 // CampaignDelivery returns the progress of a campaign of the tenant; a campaign never sent
 // (or another tenant's) has zero counts.
@@ -43,7 +60,12 @@ func (s *Sending) CampaignDelivery(ctx context.Context, tenantID, campaignID str
 	if err := apperr.First(audienceTenant(tenantID), checkContactID("campaign_id", campaignID)); err != nil {
 		return CampaignProgress{}, err
 	}
-	return s.store.CampaignProgress(ctx, tenantID, campaignID)
+	p, err := s.store.CampaignProgress(ctx, tenantID, campaignID)
+	if err != nil || s.quotas == nil || p.Channel == "" || p.Counts.ByState[StatePending] == 0 {
+		return p, err
+	}
+	p.QuotaHold = Quotas{View: s.quotas}.held(tenantID, p.Channel.QuotaMeter(), s.now())
+	return p, nil
 }
 
 // CampaignRecipients returns one page of a campaign's recipients by ledger id and the next

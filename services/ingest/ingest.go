@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
+	"github.com/campaignmesh/campaignmesh/internal/platform/quota"
 )
 
 // Limits bound what one request may carry.
@@ -71,6 +72,8 @@ type Result struct {
 	Warnings []*ingestv1.Warning
 	// Suppressed counts the valid events of suppressed data subjects, dropped (Service.Ingest).
 	Suppressed int
+	// QuotaWarnings are the tenant's soft quotas the accepted events went past (WithQuotas).
+	QuotaWarnings []quota.Exceeded
 }
 
 // Prepare validates and enriches the events of one request received at receivedAt for tenant

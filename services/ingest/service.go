@@ -13,6 +13,7 @@ import (
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
+	"github.com/campaignmesh/campaignmesh/internal/platform/quota"
 	"github.com/campaignmesh/campaignmesh/internal/platform/ratelimit"
 )
 
@@ -67,6 +68,8 @@ type Service struct {
 	deadLettered     prometheus.Counter
 	tails            TailSink
 	identify         IdentifyPublisher
+	quotas           *quota.View
+	quotaExceeded    *prometheus.CounterVec
 }
 
 // NewService returns the intake publishing through pub under limits and rates.
@@ -77,9 +80,21 @@ func NewService(pub Publisher, limits Limits, rates RateLimits) *Service {
 		sources: ratelimit.New(ratelimit.Config{Rate: rates.PerSource, Burst: int(2 * rates.PerSource)}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ingest_events_rejected_total", Help: "Events rejected, by field at fault and reason."},
 			[]string{"field", "reason"}),
-		deadLettered: prometheus.NewCounter(prometheus.CounterOpts{Name: "ingest_events_dead_lettered_total", Help: "Rejected events kept in the dead-letter stream."}),
-		suppressed:   prometheus.NewCounter(prometheus.CounterOpts{Name: "ingest_events_suppressed_total", Help: "Events of suppressed data subjects, dropped before publish."}),
+		deadLettered:  prometheus.NewCounter(prometheus.CounterOpts{Name: "ingest_events_dead_lettered_total", Help: "Rejected events kept in the dead-letter stream."}),
+		suppressed:    prometheus.NewCounter(prometheus.CounterOpts{Name: "ingest_events_suppressed_total", Help: "Events of suppressed data subjects, dropped before publish."}),
+		quotaExceeded: quota.NewExceededCounter(),
 	}
+}
+
+// WithQuotas makes the intake enforce the tenants' events_accepted quotas of v (billing's
+// QUOTAS bucket): a request whose accepted events would take the tenant past a hard quota is
+// refused whole (RESOURCE_EXHAUSTED, quota.Exceeded.Err: nothing is published or
+// dead-lettered), one past a soft quota is stored with Result.QuotaWarnings. The units that
+// count are the events that will be stored: after validation and suppression, before publish.
+// Each refusal and each warned request counts in campaignmesh_quota_exceeded_total.
+func (s *Service) WithQuotas(v *quota.View) *Service {
+	s.quotas = v
+	return s
 }
 
 // WithPrivacy makes the intake apply the tenants' suppression lists and privacy policies (p)
@@ -108,7 +123,7 @@ func (s *Service) WithTails(t TailSink) *Service {
 
 // WithMetrics registers the intake's series (rejections by field, suppressed events) with reg.
 func (s *Service) WithMetrics(reg prometheus.Registerer) *Service {
-	reg.MustRegister(s.rejected, s.suppressed, s.deadLettered)
+	reg.MustRegister(s.rejected, s.suppressed, s.deadLettered, s.quotaExceeded)
 	return s
 }
 
@@ -129,6 +144,19 @@ func (s *Service) WithMetrics(reg prometheus.Registerer) *Service {
 // With WithIdentify, the batch's identify events are then copied for delivery, and a failure
 // to store the copy fails the request (copyIdentify says why that loses and doubles nothing).
 func (s *Service) Ingest(ctx context.Context, tenant, source string, events []*ingestv1.Event, requestBytes int) (Result, error) {
+	return s.ingest(ctx, tenant, source, events, requestBytes, true)
+}
+
+// IngestOnBehalf is Ingest for the events a mesh service reports on a tenant's behalf (delivery:
+// tracked clicks and opens, provider status webhooks): they are the platform's consequences of
+// work already done, so no quota refuses them or warns about them, but they are counted
+// against the tenant's events_accepted quotas like the others (billing counts them too).
+func (s *Service) IngestOnBehalf(ctx context.Context, tenant, source string, events []*ingestv1.Event, requestBytes int) (Result, error) {
+	return s.ingest(ctx, tenant, source, events, requestBytes, false)
+}
+
+// ingest is Ingest; enforce says whether the tenant's quotas may refuse the request.
+func (s *Service) ingest(ctx context.Context, tenant, source string, events []*ingestv1.Event, requestBytes int, enforce bool) (Result, error) {
 	receivedAt := s.now().UTC()
 	res, err := s.limits.Prepare(events, tenant, source, receivedAt, requestBytes)
 	if err != nil {
@@ -156,9 +184,14 @@ func (s *Service) Ingest(ctx context.Context, tenant, source string, events []*i
 		s.suppressed.Add(float64(res.Suppressed))
 	}
 	if len(res.Accepted) > 0 {
+		reservation, err := s.reserve(tenant, &res, enforce)
+		if err != nil {
+			return Result{}, err
+		}
 		s.privacy.Apply(tenant, res.Accepted)
 		id := batchID(tenant, res.Accepted)
 		if err := s.pub.Publish(ctx, tenant, id, res.Accepted); err != nil {
+			reservation.Release() // nothing stored: no usage (an ack lost after the store undercounts until billing's next snapshot)
 			return Result{}, publishError(err)
 		}
 		if err := s.copyIdentify(ctx, tenant, id, res.Accepted); err != nil {
@@ -211,6 +244,28 @@ func (s *Service) tell(tenant, source string, res Result, valid []*ingestv1.Acce
 	if s.tails.Watching(tenant) {
 		s.tails.Publish(tenant, r.Messages())
 	}
+}
+
+// reserve counts res's accepted events against the tenant's events_accepted quotas (WithQuotas)
+// and, when enforce, refuses them past a hard quota and notes the soft ones passed in res. A
+// batch resent after a lost answer is counted again here though the stream drops it:
+// conservative, and billing's next snapshot (which counts stored batches) sets it right.
+func (s *Service) reserve(tenant string, res *Result, enforce bool) (*quota.Reservation, error) {
+	if s.quotas == nil {
+		return nil, nil
+	}
+	n := int64(len(res.Accepted))
+	if !enforce {
+		s.quotas.Record(tenant, quota.EventsAccepted, n, s.now())
+		return nil, nil
+	}
+	d, r := s.quotas.Reserve(tenant, quota.EventsAccepted, n, s.now())
+	quota.Observe(s.quotaExceeded, quota.EventsAccepted, d)
+	if !d.Allow {
+		return nil, d.Hard.Err()
+	}
+	res.QuotaWarnings = d.Soft
+	return r, nil
 }
 
 // allow spends n events of the tenant's and then of the source's rate; the first refusal

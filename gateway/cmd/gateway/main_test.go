@@ -29,8 +29,7 @@ func TestBackendAddressFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{"auth": "127.0.0.1:7101", "ingest": "127.0.0.1:7102", "campaigns": "campaigns:7103",
-		"analytics": "127.0.0.1:7104", "dsr": "127.0.0.1:7105", "delivery": "127.0.0.1:7106",
-		"billing": "127.0.0.1:7107"}
+		"analytics": "127.0.0.1:7104", "dsr": "127.0.0.1:7105", "delivery": "127.0.0.1:7106", "billing": "127.0.0.1:7107"}
 	for name, addr := range want {
 		if got := s.addrs[name]; got == nil || *got != addr {
 			t.Errorf("-%s-addr = %v, want %s", name, got, addr)

@@ -21,7 +21,7 @@ import (
 // MeshIdentities are the services of the mesh: the only names a callers list may hold. A rule
 // naming anything else (a test identity, a typo) counts as no rule, so the server refuses to
 // start with it and the registry test names it.
-var MeshIdentities = []string{"auth", "ingest", "analytics", "campaigns", "delivery", "dsr", "gateway"}
+var MeshIdentities = []string{"auth", "ingest", "analytics", "campaigns", "delivery", "dsr", "gateway", "billing"}
 
 // Rules maps full method names ("/pkg.Service/Method") to their rule.
 type Rules map[string]*accessv1.Rule

@@ -68,6 +68,9 @@ type Error struct {
 	Violations []FieldViolation
 	// RetryAfter, when set, is sent as google.rpc.RetryInfo.
 	RetryAfter time.Duration
+	// Metadata, when set, is sent as the ErrorInfo's metadata (with Reason): facts a client
+	// acts on without parsing Message, e.g. which quota was exceeded and when it resets.
+	Metadata map[string]string
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -185,7 +188,7 @@ func (e *Error) status() *status.Status {
 	st := status.New(grpcCodes[e.Code], e.Message)
 	var details []protoadapt.MessageV1
 	if e.Reason != "" {
-		details = append(details, &errdetails.ErrorInfo{Reason: e.Reason, Domain: Domain})
+		details = append(details, &errdetails.ErrorInfo{Reason: e.Reason, Domain: Domain, Metadata: e.Metadata})
 	}
 	if len(e.Violations) > 0 {
 		br := &errdetails.BadRequest{}

@@ -24,7 +24,7 @@ type User struct {
 
 // Users are the credentials of a server started by StartSecured.
 type Users struct {
-	Admin, Ingest, Analytics, Gateway, DSR, Delivery User
+	Admin, Ingest, Analytics, Gateway, DSR, Delivery, Billing User
 }
 
 // The passwords the config reads from the environment ($NATS_*_PASSWORD). A process has one
@@ -44,11 +44,12 @@ func secret() string {
 func testUsers() Users {
 	usersOnce.Do(func() {
 		users = Users{Admin: User{"admin", secret()}, Ingest: User{"ingest", secret()}, Analytics: User{"analytics", secret()},
-			Gateway: User{"gateway", secret()}, DSR: User{"dsr", secret()}, Delivery: User{"delivery", secret()}}
+			Gateway: User{"gateway", secret()}, DSR: User{"dsr", secret()}, Delivery: User{"delivery", secret()},
+			Billing: User{"billing", secret()}}
 		for env, pw := range map[string]string{"NATS_ADMIN_PASSWORD": users.Admin.Password,
 			"NATS_INGEST_PASSWORD": users.Ingest.Password, "NATS_ANALYTICS_PASSWORD": users.Analytics.Password,
 			"NATS_GATEWAY_PASSWORD": users.Gateway.Password, "NATS_DSR_PASSWORD": users.DSR.Password,
-			"NATS_DELIVERY_PASSWORD": users.Delivery.Password} {
+			"NATS_DELIVERY_PASSWORD": users.Delivery.Password, "NATS_BILLING_PASSWORD": users.Billing.Password} {
 			if err := os.Setenv(env, pw); err != nil {
 				panic(err)
 			}

@@ -27,6 +27,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/lifecycle"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
+	"github.com/campaignmesh/campaignmesh/internal/platform/usage"
 	"github.com/campaignmesh/campaignmesh/services/analytics"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
 	"github.com/campaignmesh/campaignmesh/services/analytics/deadletters"
@@ -52,7 +53,8 @@ type Config struct {
 	AuthAddr string
 	// TLS names the service's mesh certificate, key and CA bundle.
 	TLS mtls.Files
-	// NATS is the JetStream server the writer reads accepted events from.
+	// NATS is the JetStream server the writer reads accepted events from and the API records
+	// its queries on (the USAGE stream, internal/platform/usage).
 	NATS natsjs.ClientFlags
 	// ClickHouseAddr is ClickHouse's native protocol address, Database the analytics database.
 	ClickHouseAddr, Database string
@@ -170,11 +172,18 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if err != nil {
 		return nil, err
 	}
+	// Billing counts from the USAGE stream: every answered public query (the API records it
+	// before its answer leaves) and every accepted event (the writer records each batch before
+	// acknowledging it). The first process to start creates the stream.
+	if _, err := usage.EnsureStream(ctx, js); err != nil {
+		return nil, err
+	}
 	if cfg.Roles.Writer {
 		opts, err := suppressionOption(cfg, view, logger)
 		if err != nil {
 			return nil, err
 		}
+		opts = append(opts, writer.WithAcceptedUsage())
 		a.writer = newWriter(js, a.shardConns, cfg, logger, a.Registry(), opts...)
 	}
 	if !cfg.Roles.API { // a writer alone: no query API, only /metrics and /healthz
@@ -208,6 +217,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if a.audit, err = auditnats.New(ctx, js, ServiceName, appender, logger, auditnats.DefaultConfig); err != nil {
 		return nil, err
 	}
+	queries := clickhouse.NewQueries(reader, a.conn, cfg.Query).WithShards(a.shardConns).WithLogger(logger)
+	var store analytics.Store = queries
+	if cfg.WrapStore != nil {
+		store = cfg.WrapStore(store)
+	}
+	api := grpcapi.NewServer(analytics.NewService(store, cfg.Limits)).WithUsage(usage.NewRecorder(js, usage.MeterAnalyticsQueries)).
+		WithUsageCounts(analytics.NewUsage(queries))
 
 	a.server = grpcserver.New(
 		grpcserver.WithService(ServiceName),
@@ -218,13 +234,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		grpcserver.WithMetrics(a.Registry()),
 		grpcserver.WithGracePeriod(cfg.GracePeriod),
 		cfg.ConnectionAge.Option(),
+		grpcserver.WithInnermost(api.UnaryInterceptor()),
 	)
-	queries := clickhouse.NewQueries(reader, a.conn, cfg.Query).WithShards(a.shardConns).WithLogger(logger)
-	var store analytics.Store = queries
-	if cfg.WrapStore != nil {
-		store = cfg.WrapStore(store)
-	}
-	analyticsv1.RegisterAnalyticsServiceServer(a.server.GRPC(), grpcapi.NewServer(analytics.NewService(store, cfg.Limits)))
+	analyticsv1.RegisterAnalyticsServiceServer(a.server.GRPC(), api)
 	// dsr's participant: erasures fence the writers of every process through NATS.
 	fencer, err := natsjs.NewFencer(ctx, js)
 	if err != nil {

@@ -17,7 +17,9 @@ import (
 // Server implements analyticsv1.AnalyticsServiceServer.
 type Server struct {
 	analyticsv1.UnimplementedAnalyticsServiceServer
-	svc *analytics.Service
+	svc    *analytics.Service
+	usage  analytics.QueryRecorder // nil: queries are not recorded (WithUsage)
+	counts *analytics.Usage        // nil: GetUsageCounts is not served (WithUsageCounts)
 }
 
 var _ analyticsv1.AnalyticsServiceServer = (*Server)(nil)
@@ -95,6 +97,7 @@ func (s *Server) GetFunnel(ctx context.Context, req *analyticsv1.GetFunnelReques
 // analytics.Service.Watch.
 func (s *Server) WatchCampaignMetrics(req *analyticsv1.WatchCampaignMetricsRequest, stream analyticsv1.AnalyticsService_WatchCampaignMetricsServer) error {
 	ctx := stream.Context()
+	stream = s.metered(stream)
 	in := analytics.WatchRequest{CampaignID: req.GetCampaignId(), IntervalSeconds: int64(req.GetIntervalSeconds()), Start: requestTime(req.GetStartTime()),
 		ExactUniqueUsers: req.GetExactUniqueUsers()}
 	return s.svc.Watch(ctx, tenant(ctx), in, func(at time.Time, m analytics.Metrics) error {

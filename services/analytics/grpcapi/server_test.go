@@ -139,6 +139,8 @@ func invoke(ctx context.Context, c analyticsv1.AnalyticsServiceClient, method st
 	case "MatchBehaviour":
 		resp, err = c.MatchBehaviour(ctx, &analyticsv1.MatchBehaviourRequest{TenantId: "t1", EventType: "click",
 			StartTime: timestamppb.New(time.Now().Add(-24 * time.Hour)), UserIds: []string{"u1"}})
+	case "GetUsageCounts":
+		resp, err = c.GetUsageCounts(ctx, &analyticsv1.GetUsageCountsRequest{Day: time.Now().UTC().Format(time.DateOnly)})
 	case "DeleteEvents":
 		resp, err = c.DeleteEvents(ctx, &analyticsv1.DeleteEventsRequest{TenantId: "t9", SubjectId: "nobody"})
 	default:
@@ -154,7 +156,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	e := newEnv(t)
 	sd := analyticsv1.File_campaignmesh_analytics_v1_analytics_proto.Services().Get(0)
 	callers := map[string]analyticsv1.AnalyticsServiceClient{}
-	for _, id := range []string{"gateway", "campaigns", "dsr", "delivery"} {
+	for _, id := range []string{"gateway", "campaigns", "dsr", "delivery", "billing", "ingest"} {
 		callers[id] = e.client(t, id)
 	}
 	for i := 0; i < sd.Methods().Len(); i++ {

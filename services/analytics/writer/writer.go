@@ -157,6 +157,7 @@ import (
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
+	"github.com/campaignmesh/campaignmesh/internal/platform/usage"
 	"github.com/campaignmesh/campaignmesh/services/analytics/dedup"
 )
 
@@ -331,6 +332,9 @@ type Writer struct {
 	// the messages it deferred for them.
 	fences        *fenceState
 	fenceDeferred prometheus.Counter
+
+	// acceptedUsage, when set (WithAcceptedUsage), records the accepted events on USAGE.
+	acceptedUsage bool
 }
 
 // New returns a writer into sinks, one per ClickHouse shard (index = shard); its metrics are
@@ -603,6 +607,12 @@ func Blocks(rows []Row, shards int) []Block {
 // — one block per shard and month, then acknowledges msgs. It returns an error only when ctx
 // ends, before acknowledging anything.
 func (w *Writer) write(ctx context.Context, msgs []fetched, rows []Row) error {
+	if w.acceptedUsage {
+		units := AcceptedUnits(rows, w.now())
+		if err := w.retry(ctx, msgs, "record accepted events", func() error { return usage.PublishAll(ctx, w.js, units) }); err != nil {
+			return err // unacked messages are redelivered, and their units published again
+		}
+	}
 	rows = w.withoutSuppressed(rows)
 	todo, err := w.unstoredBatches(ctx, msgs, rows)
 	if err != nil {

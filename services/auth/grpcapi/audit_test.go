@@ -63,6 +63,10 @@ func TestEveryAuditedRPCWritesExactlyOneRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	tenant := f.tenant.ID
+	billed, err := e.svc.CreateTenant(ctx, "billed", "Billed")
+	if err != nil {
+		t.Fatal(err)
+	}
 	// One call per audited RPC, and the chain its record belongs to.
 	calls := map[string]struct {
 		chain string
@@ -99,6 +103,10 @@ func TestEveryAuditedRPCWritesExactlyOneRecord(t *testing.T) {
 		}},
 		"SuspendTenant": {"", func() error {
 			_, err := e.client.SuspendTenant(as(op), &authv1.SuspendTenantRequest{Id: mustTenantID(t, e, op, "made")})
+			return err
+		}},
+		"SuspendTenantForBilling": {billed.ID, func() error {
+			_, err := e.clientAs(t, "billing").SuspendTenantForBilling(ctx, &authv1.SuspendTenantForBillingRequest{TenantId: billed.ID, Reason: "grace period over"})
 			return err
 		}},
 		"CreateUser": {tenant, func() error { victim("created@audited.example"); return nil }},

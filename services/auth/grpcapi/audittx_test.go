@@ -199,6 +199,17 @@ func TestAuditedChangesCommitWithTheirRecord(t *testing.T) {
 				return err
 			}
 		},
+		"SuspendTenantForBilling": func() func() error {
+			tn, err := e.svc.CreateTenant(ctx, "to-suspend-billing", "To suspend for billing")
+			if err != nil {
+				t.Fatal(err)
+			}
+			billing := e.clientAs(t, "billing")
+			return func() error {
+				_, err := billing.SuspendTenantForBilling(ctx, &authv1.SuspendTenantForBillingRequest{TenantId: tn.ID, Reason: "grace period over"})
+				return err
+			}
+		},
 		"CreateUser": func() func() error {
 			return func() error {
 				_, err := e.client.CreateUser(admin, &authv1.CreateUserRequest{User: &authv1.User{Email: "created@atomic.example", Role: authv1.Role_ROLE_VIEWER}, Password: password})

@@ -105,6 +105,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 			}
 			return &authv1.SuspendTenantRequest{Id: tn.ID}
 		},
+		"SuspendTenantForBilling": func(bool) proto.Message {
+			return &authv1.SuspendTenantForBillingRequest{TenantId: own.tenant.ID, Reason: "matrix"}
+		},
 		"CreateUser": func(bool) proto.Message {
 			return &authv1.CreateUserRequest{User: &authv1.User{Email: unique() + "@own.example", Role: authv1.Role_ROLE_VIEWER}, Password: password}
 		},

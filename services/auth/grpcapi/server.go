@@ -119,6 +119,12 @@ func (s *Server) SuspendTenant(ctx context.Context, req *authv1.SuspendTenantReq
 	return tenantToProto(t), err
 }
 
+// SuspendTenantForBilling implements authv1.AuthServiceServer.
+func (s *Server) SuspendTenantForBilling(ctx context.Context, req *authv1.SuspendTenantForBillingRequest) (*authv1.Tenant, error) {
+	t, err := s.svc.SuspendTenantForBilling(ctx, req.GetTenantId(), req.GetReason())
+	return tenantToProto(t), err
+}
+
 // CreateUser implements authv1.AuthServiceServer.
 func (s *Server) CreateUser(ctx context.Context, req *authv1.CreateUserRequest) (*authv1.User, error) {
 	in := req.GetUser()

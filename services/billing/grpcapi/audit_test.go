@@ -20,7 +20,7 @@ import (
 // not audited. The etag of an answer makes the next change conditional.
 func TestPlanChangesAreAudited(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	e := newUsageEnv(t)
 	client := billingv1.NewBillingServiceClient(e.conn)
 	op := meshtest.Bearer(context.Background(), e.token(t, "", rbac.PlatformOperator))
 	admin := meshtest.Bearer(context.Background(), e.token(t, "t1", rbac.Admin))

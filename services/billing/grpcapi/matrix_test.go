@@ -24,17 +24,17 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 )
 
-var serviceDesc = billingv1.File_campaignmesh_billing_v1_service_proto.Services().ByName("BillingService")
+var usageService = billingv1.File_campaignmesh_billing_v1_service_proto.Services().ByName("BillingService")
 
-// keyring verifies the issuer's access tokens and the test's API keys (any scopes, even ones
+// usageKeyring verifies the issuer's access tokens and the test's API keys (any scopes, even ones
 // auth would never let a tenant's key carry, such as billing.manage).
-type keyring struct {
+type usageKeyring struct {
 	jwt  authn.Verifier
 	keys sync.Map // secret → *authn.Principal
 	n    atomic.Int64
 }
 
-func (k *keyring) Verify(ctx context.Context, credential string) (*authn.Principal, error) {
+func (k *usageKeyring) Verify(ctx context.Context, credential string) (*authn.Principal, error) {
 	if p, ok := k.keys.Load(credential); ok {
 		cp := *p.(*authn.Principal)
 		return &cp, nil
@@ -42,28 +42,28 @@ func (k *keyring) Verify(ctx context.Context, credential string) (*authn.Princip
 	return k.jwt.Verify(ctx, credential)
 }
 
-func (k *keyring) apiKey(tenant string, scopes ...string) string {
+func (k *usageKeyring) apiKey(tenant string, scopes ...string) string {
 	secret := fmt.Sprintf("cmk_test_%d", k.n.Add(1))
 	k.keys.Store(secret, &authn.Principal{TenantID: tenant, Subject: "key-" + secret, Kind: authn.KindAPIKey, Permissions: scopes})
 	return secret
 }
 
-type env struct {
+type usageEnv struct {
 	b      *servicetest.Billing
 	conn   *grpc.ClientConn
 	issuer *meshtest.Issuer
-	keys   *keyring
+	keys   *usageKeyring
 }
 
-func newEnv(t *testing.T) *env {
+func newUsageEnv(t *testing.T) *usageEnv {
 	t.Helper()
 	issuer := meshtest.NewIssuer(t)
-	keys := &keyring{jwt: issuer.Verifier()}
+	keys := &usageKeyring{jwt: issuer.Verifier()}
 	b := servicetest.StartBilling(t, servicetest.BillingOptions{Verifier: keys})
-	return &env{b: b, conn: servicetest.Dial(t, b.Addr(), b.CA, "gateway", "billing"), issuer: issuer, keys: keys}
+	return &usageEnv{b: b, conn: servicetest.Dial(t, b.Addr(), b.CA, "gateway", "billing"), issuer: issuer, keys: keys}
 }
 
-func (e *env) token(t *testing.T, tenant string, role rbac.Role) string {
+func (e *usageEnv) token(t *testing.T, tenant string, role rbac.Role) string {
 	return e.issuer.Token(t, tenant, role, string(role)+"@"+tenant)
 }
 
@@ -78,9 +78,9 @@ var tenantTargeted = map[string]bool{"GetUsage": true, "GetPlan": true}
 // and mTLS. The expected code comes from the RPC's access rule and the caller's permissions,
 // and plan management is the platform operator's alone even for a tenant's key that carries
 // billing.manage.
-func TestAuthorizationMatrix(t *testing.T) {
+func TestUsageAuthorizationMatrix(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	e := newUsageEnv(t)
 	own, foreign := "tenant-own", "tenant-foreign"
 	requests := map[string]func(tenant string) proto.Message{
 		"GetUsage": func(tn string) proto.Message {
@@ -109,8 +109,8 @@ func TestAuthorizationMatrix(t *testing.T) {
 	callers = append(callers, caller{"anonymous", nil, "", false})
 
 	allowed := 0
-	for i := 0; i < serviceDesc.Methods().Len(); i++ {
-		md := serviceDesc.Methods().Get(i)
+	for i := 0; i < usageService.Methods().Len(); i++ {
+		md := usageService.Methods().Get(i)
 		name := string(md.Name())
 		build, ok := requests[name]
 		if !ok {
@@ -162,14 +162,14 @@ func expectedCode(method string, rule *accessv1.Rule, perms []string, authentica
 
 // The access rules are the plan's: reads need usage.read, plan management billing.manage, and
 // only the change (SetPlan) is audited.
-func TestAccessRules(t *testing.T) {
+func TestUsageAccessRules(t *testing.T) {
 	t.Parallel()
 	want := map[string]struct {
 		perm  string
 		audit bool
 	}{"GetUsage": {rbac.UsageRead, false}, "GetPlan": {rbac.UsageRead, false}, "SetPlan": {rbac.BillingManage, true}, "ListPlans": {rbac.BillingManage, false}}
-	for i := 0; i < serviceDesc.Methods().Len(); i++ {
-		md := serviceDesc.Methods().Get(i)
+	for i := 0; i < usageService.Methods().Len(); i++ {
+		md := usageService.Methods().Get(i)
 		rule, _ := proto.GetExtension(md.Options(), accessv1.E_Rule).(*accessv1.Rule)
 		w := want[string(md.Name())]
 		if rule.GetPermission() != w.perm || rule.GetAudit() != w.audit {

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	deliveryv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/delivery/v1"
 	dsrv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/dsr/v1"
 	auditpg "github.com/campaignmesh/campaignmesh/internal/platform/audit/postgres"
@@ -24,6 +26,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/privacy"
+	"github.com/campaignmesh/campaignmesh/internal/platform/quota"
 	"github.com/campaignmesh/campaignmesh/services/delivery"
 	"github.com/campaignmesh/campaignmesh/services/delivery/analyticsclient"
 	"github.com/campaignmesh/campaignmesh/services/delivery/grpcapi"
@@ -113,6 +116,10 @@ type App struct {
 	server      *grpcserver.Server
 	dispatcher  *delivery.Dispatcher    // nil: nothing to send with
 	links       *delivery.TrackingLinks // nil: tracking off
+	// quotas are billing's quotas the senders and test sends apply (nil without NATS: none);
+	// quotaExceeded is campaignmesh_quota_exceeded_total.
+	quotas        *quota.View
+	quotaExceeded *prometheus.CounterVec
 	// trackingTasks run with the service when tracking is on (app/tracking.go).
 	trackingTasks []func(context.Context) error
 }
@@ -193,8 +200,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	if err != nil {
 		return nil, err
 	}
+	a.quotaExceeded = quota.NewExceededCounter()
+	a.Registry().MustRegister(a.quotaExceeded)
 	a.messages = delivery.NewMessages(delivery.MessagesConfig{Store: a.store, Contacts: a.store, Segments: a.store, Links: links, Providers: providers,
-		TestSendsPerMinute: cfg.TestSendsPerMinute, Eligible: a.audiences.EligibleNow})
+		TestSendsPerMinute: cfg.TestSendsPerMinute, Eligible: a.audiences.EligibleNow, Quotas: a.quotas})
 	if a.dispatcher, err = a.buildDispatcher(cfg.Sending, providers, certs, logger); err != nil {
 		return nil, err
 	}
@@ -210,9 +219,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		cfg.ConnectionAge.Option(),
 	)...)
 	deliveryv1.RegisterDeliveryServiceServer(a.server.GRPC(), grpcapi.NewServer(a.audiences))
-	deliveryv1.RegisterSendingServiceServer(a.server.GRPC(), grpcapi.NewSendingServer(delivery.NewSending(postgres.NewLedger(a.store.Pool()))))
+	deliveryv1.RegisterSendingServiceServer(a.server.GRPC(), grpcapi.NewSendingServer(delivery.NewSending(postgres.NewLedger(a.store.Pool())).WithQuotas(a.quotas)))
 	deliveryv1.RegisterMessagesServiceServer(a.server.GRPC(), grpcapi.NewMessagesServer(a.messages))
 	dsrv1.RegisterParticipantServiceServer(a.server.GRPC(), grpcapi.NewParticipantServer(delivery.NewSubjects(a.audiences, a.store)))
+	deliveryv1.RegisterDeliveryUsageServiceServer(a.server.GRPC(), grpcapi.NewUsageServer(delivery.NewUsage(postgres.NewUsage(a.store.Pool()))))
 	if err := a.registerTracking(cfg.Tracking, certs, a.server.GRPC(), logger); err != nil {
 		return nil, err
 	}
@@ -249,9 +259,23 @@ func (a *App) followSuppressions(ctx context.Context, cfg Config, logger *slog.L
 		return err
 	}
 	a.audiences.WithSuppressions(sup)
+	// Billing's quotas: followed for the App's life; missing or unreadable, nothing is held
+	// (quota.Watch) and they apply as soon as they can be read.
+	if a.quotas, err = quota.Watch(life, js, logger, QuotaLoadWait); err != nil {
+		return err
+	}
+	quota.ReloadOnReconnect(life, nc, a.quotas)
 	a.identify, err = deliverynats.NewIdentifyConsumer(js, a.audiences, a.Registry(), logger)
 	return err
 }
+
+// QuotaLoadWait bounds the wait at start for the quota bucket's contents: past it (or when the
+// bucket cannot be read: billing has not created it yet) delivery holds nothing and applies
+// the quotas as soon as it can read them (quota.Watch).
+const QuotaLoadWait = 5 * time.Second
+
+// Quotas is the live view of the tenants' quotas the senders apply (nil without NATS).
+func (a *App) Quotas() *quota.View { return a.quotas }
 
 // Audiences are the use cases the API serves: for tests and tools that seed or inspect them
 // directly, bypassing the API's access rules.

@@ -179,6 +179,7 @@ func (a *App) buildDispatcher(c SendingConfig, providers map[delivery.Channel]de
 		Campaigns: campaigns, Plans: c.Plans, Audiences: a.audiences,
 		Ledger: postgres.NewLedger(a.store.Pool()), Store: postgres.NewDispatch(a.store.Pool()),
 		Owner: owner, DriveLease: c.DriveLease, CheckEvery: c.CheckEvery, FrequencyCap: c.FrequencyCap, Senders: senders, Logger: logger,
+		Quotas: delivery.Quotas{View: a.quotas, Exceeded: a.quotaExceeded},
 	})
 }
 

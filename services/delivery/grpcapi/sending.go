@@ -39,6 +39,9 @@ func (s *SendingServer) GetCampaignDelivery(ctx context.Context, req *deliveryv1
 	for _, v := range names {
 		out.Variants = append(out.Variants, &deliveryv1.CampaignDelivery_VariantCounts{Variant: v, Counts: countsToProto(p.Counts.ByVariant[v])})
 	}
+	if h := p.QuotaHold; h != nil {
+		out.QuotaHold = &deliveryv1.QuotaHold{Quota: h.Meter, Limit: h.Limit, Period: h.Period, Used: h.Used, ResetsAt: timestamppb.New(h.ResetsAt)}
+	}
 	return out, nil
 }
 

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -31,6 +32,10 @@ func (l *Ledger) CampaignProgress(ctx context.Context, tenantID, campaignID stri
 	}
 	if last != nil && c.Open() == 0 {
 		p.FinishTime = *last
+	}
+	err = l.pool.QueryRow(ctx, `SELECT channel FROM dispatch_campaigns WHERE tenant_id = $1 AND campaign_id = $2`, tenantID, campaignID).Scan(&p.Channel)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return delivery.CampaignProgress{}, pgdb.Classify(fmt.Errorf("read channel of campaign %s: %w", campaignID, err))
 	}
 	return p, nil
 }

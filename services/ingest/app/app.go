@@ -28,6 +28,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/privacy"
+	"github.com/campaignmesh/campaignmesh/internal/platform/quota"
 	"github.com/campaignmesh/campaignmesh/services/ingest"
 	"github.com/campaignmesh/campaignmesh/services/ingest/grpcapi"
 	ingestjs "github.com/campaignmesh/campaignmesh/services/ingest/natsjs"
@@ -94,6 +95,7 @@ type App struct {
 	audit       *auditnats.Sink
 	server      *grpcserver.Server
 	privacy     *privacy.View
+	quotas      *quota.View
 }
 
 // New connects to NATS (creating or updating the event streams) and to the auth service,
@@ -128,6 +130,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		return nil, err
 	}
 	if a.privacy, err = watchPrivacy(ctx, a, js, cfg.PrivacyLoadTimeout, logger); err != nil {
+		return nil, err
+	}
+	if a.quotas, err = watchQuotas(ctx, a, js, logger); err != nil {
 		return nil, err
 	}
 	verifier := cfg.Verifier
@@ -170,7 +175,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 	svc := ingest.NewService(ingestjs.NewPublisher(js, a.Registry()), cfg.Limits, cfg.Rates).WithMetrics(a.Registry()).
 		WithPrivacy(ingest.Privacy{State: a.privacy, Hasher: hasher}).WithTails(tails).
 		WithDeadLetters(ingestjs.NewDeadLetters(js, ingestjs.DefaultConfig.PublishTimeout)).
-		WithIdentify(ingestjs.NewIdentifyPublisher(js, ingestjs.DefaultConfig.PublishTimeout))
+		WithIdentify(ingestjs.NewIdentifyPublisher(js, ingestjs.DefaultConfig.PublishTimeout)).
+		WithQuotas(a.quotas)
 	ingestv1.RegisterIngestServiceServer(a.server.GRPC(), grpcapi.NewServer(svc).WithTails(tails))
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
@@ -206,6 +212,28 @@ func watchPrivacy(ctx context.Context, a *App, js jetstream.JetStream, timeout t
 	privacy.ReloadOnReconnect(wctx, js.Conn(), view)
 	return view, nil
 }
+
+// QuotaLoadWait bounds the wait at start for the quota bucket's contents: past it (or when the
+// bucket cannot be read: billing has not created it yet) ingest serves without quotas and
+// picks them up as soon as it can (quota.Watch).
+const QuotaLoadWait = 5 * time.Second
+
+// watchQuotas follows billing's quota bucket for the App's life: every request's accepted
+// events are checked against the tenant's events_accepted quotas (ingest.Service.WithQuotas).
+func watchQuotas(ctx context.Context, a *App, js jetstream.JetStream, logger *slog.Logger) (*quota.View, error) {
+	qctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	a.OnClose(stop)
+	view, err := quota.Watch(qctx, js, logger, QuotaLoadWait)
+	if err != nil {
+		return nil, err
+	}
+	quota.ReloadOnReconnect(qctx, js.Conn(), view)
+	return view, nil
+}
+
+// Quotas is the live view of the tenants' quotas the intake enforces (tests publish into the
+// bucket and wait for it here).
+func (a *App) Quotas() *quota.View { return a.quotas }
 
 // Privacy is the live view of the tenants' privacy policies and suppression lists the intake
 // applies (tests put into the bucket and wait for it here).

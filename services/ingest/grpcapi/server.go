@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/platform/apperr"
@@ -78,7 +79,8 @@ func (s *Server) StreamEvents(stream ingestv1.IngestService_StreamEventsServer) 
 
 // IngestTenantEvents implements ingestv1.IngestServiceServer for mesh services reporting a
 // tenant's events (the access rule admits only them): the tenant is the request's, the source
-// the caller's verified mesh identity; the rest is IngestEvents' path.
+// the caller's verified mesh identity; the rest is IngestEvents' path, except that the
+// tenant's quotas count these events but never refuse them (ingest.Service.IngestOnBehalf).
 func (s *Server) IngestTenantEvents(ctx context.Context, req *ingestv1.IngestTenantEventsRequest) (*ingestv1.IngestEventsResponse, error) {
 	caller, err := mtls.PeerService(ctx)
 	if err != nil {
@@ -89,10 +91,11 @@ func (s *Server) IngestTenantEvents(ctx context.Context, req *ingestv1.IngestTen
 		v.Add("tenant_id", "is required (at most %d characters)", maxTenantIDLen)
 		return nil, v.Err()
 	}
-	resp, err := s.ingestAs(ctx, req.GetTenantId(), "service:"+caller, req.GetEvents(), proto.Size(req))
+	res, err := s.svc.IngestOnBehalf(ctx, req.GetTenantId(), "service:"+caller, req.GetEvents(), proto.Size(req))
 	if err != nil {
 		return nil, err
 	}
+	resp := response(res)
 	resp.Batch = req.GetBatch()
 	return resp, nil
 }
@@ -118,7 +121,17 @@ func (s *Server) ingestAs(ctx context.Context, tenant, source string, events []*
 	if err != nil {
 		return nil, err
 	}
-	return &ingestv1.IngestEventsResponse{Accepted: int32(len(res.Accepted)), Suppressed: int32(res.Suppressed), Rejected: res.Rejected, Warnings: res.Warnings}, nil
+	return response(res), nil
+}
+
+// response is the answer to a request the domain took.
+func response(res ingest.Result) *ingestv1.IngestEventsResponse {
+	resp := &ingestv1.IngestEventsResponse{Accepted: int32(len(res.Accepted)), Suppressed: int32(res.Suppressed), Rejected: res.Rejected, Warnings: res.Warnings}
+	for _, q := range res.QuotaWarnings {
+		resp.QuotaWarnings = append(resp.QuotaWarnings, &ingestv1.QuotaWarning{Quota: q.Meter, Used: q.Used, Limit: q.Limit, Period: q.Period,
+			ResetsAt: timestamppb.New(q.ResetsAt)})
+	}
+	return resp
 }
 
 // TailEvents implements ingestv1.IngestServiceServer: the caller's tenant's outcomes, from the

@@ -1971,6 +1971,165 @@ func (x *MatchBehaviourResponse) GetUserIds() []string {
 	return nil
 }
 
+// GetUsageCountsRequest names the day.
+type GetUsageCountsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The UTC day, YYYY-MM-DD (from 2000-01-01 to tomorrow).
+	Day           string `protobuf:"bytes,1,opt,name=day,proto3" json:"day,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUsageCountsRequest) Reset() {
+	*x = GetUsageCountsRequest{}
+	mi := &file_campaignmesh_analytics_v1_analytics_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUsageCountsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUsageCountsRequest) ProtoMessage() {}
+
+func (x *GetUsageCountsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_analytics_v1_analytics_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUsageCountsRequest.ProtoReflect.Descriptor instead.
+func (*GetUsageCountsRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_analytics_v1_analytics_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetUsageCountsRequest) GetDay() string {
+	if x != nil {
+		return x.Day
+	}
+	return ""
+}
+
+// TenantUsageCounts is one tenant's usage of the analytics store.
+type TenantUsageCounts struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant.
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// The tenant's stored events received on the day (UTC).
+	EventsStored int64 `protobuf:"varint,2,opt,name=events_stored,json=eventsStored,proto3" json:"events_stored,omitempty"`
+	// An estimate of the bytes the tenant's events take on disk, measured now: on each shard,
+	// the tenant's rows of the events table times the shard's bytes on disk per event row (the
+	// events table, its hourly rollup and its event-id index, from system.parts), summed over
+	// the shards.
+	StorageBytes  int64 `protobuf:"varint,3,opt,name=storage_bytes,json=storageBytes,proto3" json:"storage_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantUsageCounts) Reset() {
+	*x = TenantUsageCounts{}
+	mi := &file_campaignmesh_analytics_v1_analytics_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantUsageCounts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantUsageCounts) ProtoMessage() {}
+
+func (x *TenantUsageCounts) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_analytics_v1_analytics_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantUsageCounts.ProtoReflect.Descriptor instead.
+func (*TenantUsageCounts) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_analytics_v1_analytics_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TenantUsageCounts) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *TenantUsageCounts) GetEventsStored() int64 {
+	if x != nil {
+		return x.EventsStored
+	}
+	return 0
+}
+
+func (x *TenantUsageCounts) GetStorageBytes() int64 {
+	if x != nil {
+		return x.StorageBytes
+	}
+	return 0
+}
+
+// GetUsageCountsResponse has a row per tenant with stored events, by tenant id.
+type GetUsageCountsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rows.
+	Tenants       []*TenantUsageCounts `protobuf:"bytes,1,rep,name=tenants,proto3" json:"tenants,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUsageCountsResponse) Reset() {
+	*x = GetUsageCountsResponse{}
+	mi := &file_campaignmesh_analytics_v1_analytics_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUsageCountsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUsageCountsResponse) ProtoMessage() {}
+
+func (x *GetUsageCountsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_analytics_v1_analytics_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUsageCountsResponse.ProtoReflect.Descriptor instead.
+func (*GetUsageCountsResponse) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_analytics_v1_analytics_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetUsageCountsResponse) GetTenants() []*TenantUsageCounts {
+	if x != nil {
+		return x.Tenants
+	}
+	return nil
+}
+
 var File_campaignmesh_analytics_v1_analytics_proto protoreflect.FileDescriptor
 
 const file_campaignmesh_analytics_v1_analytics_proto_rawDesc = "" +
@@ -2111,7 +2270,15 @@ const file_campaignmesh_analytics_v1_analytics_proto_rawDesc = "" +
 	"\bend_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x19\n" +
 	"\buser_ids\x18\a \x03(\tR\auserIds\"3\n" +
 	"\x16MatchBehaviourResponse\x12\x19\n" +
-	"\buser_ids\x18\x01 \x03(\tR\auserIds*\xbe\x01\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\")\n" +
+	"\x15GetUsageCountsRequest\x12\x10\n" +
+	"\x03day\x18\x01 \x01(\tR\x03day\"z\n" +
+	"\x11TenantUsageCounts\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12#\n" +
+	"\revents_stored\x18\x02 \x01(\x03R\feventsStored\x12#\n" +
+	"\rstorage_bytes\x18\x03 \x01(\x03R\fstorageBytes\"`\n" +
+	"\x16GetUsageCountsResponse\x12F\n" +
+	"\atenants\x18\x01 \x03(\v2,.campaignmesh.analytics.v1.TenantUsageCountsR\atenants*\xbe\x01\n" +
 	"\x06Metric\x12\x16\n" +
 	"\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rMETRIC_EVENTS\x10\x01\x12\x16\n" +
@@ -2140,8 +2307,7 @@ const file_campaignmesh_analytics_v1_analytics_proto_rawDesc = "" +
 	"\rDIMENSION_APP\x10\x05\x12\x14\n" +
 	"\x10DIMENSION_DEVICE\x10\x06\x12\x14\n" +
 	"\x10DIMENSION_LOCALE\x10\a\x12\x16\n" +
-	"\x12DIMENSION_PROPERTY\x10\b2\x90\n" +
-	"\n" +
+	"\x12DIMENSION_PROPERTY\x10\b2\x99\v\n" +
 	"\x10AnalyticsService\x12\xb4\x01\n" +
 	"\x12GetCampaignSummary\x124.campaignmesh.analytics.v1.GetCampaignSummaryRequest\x1a5.campaignmesh.analytics.v1.GetCampaignSummaryResponse\"1\xc2\xf3\x18\x10\n" +
 	"\x0eanalytics.read\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/analytics/summary\x12\xaa\x01\n" +
@@ -2159,7 +2325,9 @@ const file_campaignmesh_analytics_v1_analytics_proto_rawDesc = "" +
 	"\n" +
 	"\bdelivery\x12|\n" +
 	"\fDeleteEvents\x12..campaignmesh.analytics.v1.DeleteEventsRequest\x1a/.campaignmesh.analytics.v1.DeleteEventsResponse\"\v\xc2\xf3\x18\a\"\x05\n" +
-	"\x03dsrBPZNgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1;analyticsv1b\x06proto3"
+	"\x03dsr\x12\x86\x01\n" +
+	"\x0eGetUsageCounts\x120.campaignmesh.analytics.v1.GetUsageCountsRequest\x1a1.campaignmesh.analytics.v1.GetUsageCountsResponse\"\x0f\xc2\xf3\x18\v\"\t\n" +
+	"\abillingBPZNgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1;analyticsv1b\x06proto3"
 
 var (
 	file_campaignmesh_analytics_v1_analytics_proto_rawDescOnce sync.Once
@@ -2174,7 +2342,7 @@ func file_campaignmesh_analytics_v1_analytics_proto_rawDescGZIP() []byte {
 }
 
 var file_campaignmesh_analytics_v1_analytics_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_campaignmesh_analytics_v1_analytics_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_campaignmesh_analytics_v1_analytics_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_campaignmesh_analytics_v1_analytics_proto_goTypes = []any{
 	(Metric)(0),                          // 0: campaignmesh.analytics.v1.Metric
 	(DataSource)(0),                      // 1: campaignmesh.analytics.v1.DataSource
@@ -2204,29 +2372,32 @@ var file_campaignmesh_analytics_v1_analytics_proto_goTypes = []any{
 	(*DeleteEventsResponse)(nil),         // 25: campaignmesh.analytics.v1.DeleteEventsResponse
 	(*MatchBehaviourRequest)(nil),        // 26: campaignmesh.analytics.v1.MatchBehaviourRequest
 	(*MatchBehaviourResponse)(nil),       // 27: campaignmesh.analytics.v1.MatchBehaviourResponse
-	(*timestamppb.Timestamp)(nil),        // 28: google.protobuf.Timestamp
+	(*GetUsageCountsRequest)(nil),        // 28: campaignmesh.analytics.v1.GetUsageCountsRequest
+	(*TenantUsageCounts)(nil),            // 29: campaignmesh.analytics.v1.TenantUsageCounts
+	(*GetUsageCountsResponse)(nil),       // 30: campaignmesh.analytics.v1.GetUsageCountsResponse
+	(*timestamppb.Timestamp)(nil),        // 31: google.protobuf.Timestamp
 }
 var file_campaignmesh_analytics_v1_analytics_proto_depIdxs = []int32{
 	4,  // 0: campaignmesh.analytics.v1.Metrics.conversion_value:type_name -> campaignmesh.analytics.v1.Money
 	4,  // 1: campaignmesh.analytics.v1.Metrics.spend:type_name -> campaignmesh.analytics.v1.Money
 	4,  // 2: campaignmesh.analytics.v1.Metrics.cost_per_conversion:type_name -> campaignmesh.analytics.v1.Money
-	28, // 3: campaignmesh.analytics.v1.GetCampaignSummaryRequest.start_time:type_name -> google.protobuf.Timestamp
-	28, // 4: campaignmesh.analytics.v1.GetCampaignSummaryRequest.end_time:type_name -> google.protobuf.Timestamp
+	31, // 3: campaignmesh.analytics.v1.GetCampaignSummaryRequest.start_time:type_name -> google.protobuf.Timestamp
+	31, // 4: campaignmesh.analytics.v1.GetCampaignSummaryRequest.end_time:type_name -> google.protobuf.Timestamp
 	1,  // 5: campaignmesh.analytics.v1.GetCampaignSummaryRequest.source:type_name -> campaignmesh.analytics.v1.DataSource
 	5,  // 6: campaignmesh.analytics.v1.CampaignMetrics.metrics:type_name -> campaignmesh.analytics.v1.Metrics
 	7,  // 7: campaignmesh.analytics.v1.GetCampaignSummaryResponse.campaigns:type_name -> campaignmesh.analytics.v1.CampaignMetrics
 	5,  // 8: campaignmesh.analytics.v1.GetCampaignSummaryResponse.total:type_name -> campaignmesh.analytics.v1.Metrics
 	1,  // 9: campaignmesh.analytics.v1.GetCampaignSummaryResponse.source:type_name -> campaignmesh.analytics.v1.DataSource
-	28, // 10: campaignmesh.analytics.v1.GetMetricSeriesRequest.start_time:type_name -> google.protobuf.Timestamp
-	28, // 11: campaignmesh.analytics.v1.GetMetricSeriesRequest.end_time:type_name -> google.protobuf.Timestamp
+	31, // 10: campaignmesh.analytics.v1.GetMetricSeriesRequest.start_time:type_name -> google.protobuf.Timestamp
+	31, // 11: campaignmesh.analytics.v1.GetMetricSeriesRequest.end_time:type_name -> google.protobuf.Timestamp
 	2,  // 12: campaignmesh.analytics.v1.GetMetricSeriesRequest.granularity:type_name -> campaignmesh.analytics.v1.Granularity
 	1,  // 13: campaignmesh.analytics.v1.GetMetricSeriesRequest.source:type_name -> campaignmesh.analytics.v1.DataSource
-	28, // 14: campaignmesh.analytics.v1.Bucket.start_time:type_name -> google.protobuf.Timestamp
+	31, // 14: campaignmesh.analytics.v1.Bucket.start_time:type_name -> google.protobuf.Timestamp
 	5,  // 15: campaignmesh.analytics.v1.Bucket.metrics:type_name -> campaignmesh.analytics.v1.Metrics
 	10, // 16: campaignmesh.analytics.v1.GetMetricSeriesResponse.buckets:type_name -> campaignmesh.analytics.v1.Bucket
 	1,  // 17: campaignmesh.analytics.v1.GetMetricSeriesResponse.source:type_name -> campaignmesh.analytics.v1.DataSource
-	28, // 18: campaignmesh.analytics.v1.GetBreakdownRequest.start_time:type_name -> google.protobuf.Timestamp
-	28, // 19: campaignmesh.analytics.v1.GetBreakdownRequest.end_time:type_name -> google.protobuf.Timestamp
+	31, // 18: campaignmesh.analytics.v1.GetBreakdownRequest.start_time:type_name -> google.protobuf.Timestamp
+	31, // 19: campaignmesh.analytics.v1.GetBreakdownRequest.end_time:type_name -> google.protobuf.Timestamp
 	3,  // 20: campaignmesh.analytics.v1.GetBreakdownRequest.dimension:type_name -> campaignmesh.analytics.v1.Dimension
 	0,  // 21: campaignmesh.analytics.v1.GetBreakdownRequest.metric:type_name -> campaignmesh.analytics.v1.Metric
 	1,  // 22: campaignmesh.analytics.v1.GetBreakdownRequest.source:type_name -> campaignmesh.analytics.v1.DataSource
@@ -2234,41 +2405,44 @@ var file_campaignmesh_analytics_v1_analytics_proto_depIdxs = []int32{
 	13, // 24: campaignmesh.analytics.v1.GetBreakdownResponse.rows:type_name -> campaignmesh.analytics.v1.BreakdownRow
 	1,  // 25: campaignmesh.analytics.v1.GetBreakdownResponse.source:type_name -> campaignmesh.analytics.v1.DataSource
 	15, // 26: campaignmesh.analytics.v1.GetFunnelRequest.steps:type_name -> campaignmesh.analytics.v1.FunnelStep
-	28, // 27: campaignmesh.analytics.v1.GetFunnelRequest.start_time:type_name -> google.protobuf.Timestamp
-	28, // 28: campaignmesh.analytics.v1.GetFunnelRequest.end_time:type_name -> google.protobuf.Timestamp
+	31, // 27: campaignmesh.analytics.v1.GetFunnelRequest.start_time:type_name -> google.protobuf.Timestamp
+	31, // 28: campaignmesh.analytics.v1.GetFunnelRequest.end_time:type_name -> google.protobuf.Timestamp
 	15, // 29: campaignmesh.analytics.v1.FunnelStepResult.step:type_name -> campaignmesh.analytics.v1.FunnelStep
 	17, // 30: campaignmesh.analytics.v1.GetFunnelResponse.steps:type_name -> campaignmesh.analytics.v1.FunnelStepResult
-	28, // 31: campaignmesh.analytics.v1.WatchCampaignMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
-	28, // 32: campaignmesh.analytics.v1.WatchCampaignMetricsResponse.time:type_name -> google.protobuf.Timestamp
+	31, // 31: campaignmesh.analytics.v1.WatchCampaignMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
+	31, // 32: campaignmesh.analytics.v1.WatchCampaignMetricsResponse.time:type_name -> google.protobuf.Timestamp
 	5,  // 33: campaignmesh.analytics.v1.WatchCampaignMetricsResponse.metrics:type_name -> campaignmesh.analytics.v1.Metrics
-	28, // 34: campaignmesh.analytics.v1.GetCampaignSpendRequest.start_time:type_name -> google.protobuf.Timestamp
-	28, // 35: campaignmesh.analytics.v1.GetCampaignSpendRequest.end_time:type_name -> google.protobuf.Timestamp
+	31, // 34: campaignmesh.analytics.v1.GetCampaignSpendRequest.start_time:type_name -> google.protobuf.Timestamp
+	31, // 35: campaignmesh.analytics.v1.GetCampaignSpendRequest.end_time:type_name -> google.protobuf.Timestamp
 	22, // 36: campaignmesh.analytics.v1.GetCampaignSpendResponse.spends:type_name -> campaignmesh.analytics.v1.CampaignSpend
-	28, // 37: campaignmesh.analytics.v1.DeleteEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	28, // 38: campaignmesh.analytics.v1.DeleteEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	28, // 39: campaignmesh.analytics.v1.MatchBehaviourRequest.start_time:type_name -> google.protobuf.Timestamp
-	28, // 40: campaignmesh.analytics.v1.MatchBehaviourRequest.end_time:type_name -> google.protobuf.Timestamp
-	6,  // 41: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSummary:input_type -> campaignmesh.analytics.v1.GetCampaignSummaryRequest
-	9,  // 42: campaignmesh.analytics.v1.AnalyticsService.GetMetricSeries:input_type -> campaignmesh.analytics.v1.GetMetricSeriesRequest
-	12, // 43: campaignmesh.analytics.v1.AnalyticsService.GetBreakdown:input_type -> campaignmesh.analytics.v1.GetBreakdownRequest
-	16, // 44: campaignmesh.analytics.v1.AnalyticsService.GetFunnel:input_type -> campaignmesh.analytics.v1.GetFunnelRequest
-	19, // 45: campaignmesh.analytics.v1.AnalyticsService.WatchCampaignMetrics:input_type -> campaignmesh.analytics.v1.WatchCampaignMetricsRequest
-	21, // 46: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSpend:input_type -> campaignmesh.analytics.v1.GetCampaignSpendRequest
-	26, // 47: campaignmesh.analytics.v1.AnalyticsService.MatchBehaviour:input_type -> campaignmesh.analytics.v1.MatchBehaviourRequest
-	24, // 48: campaignmesh.analytics.v1.AnalyticsService.DeleteEvents:input_type -> campaignmesh.analytics.v1.DeleteEventsRequest
-	8,  // 49: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSummary:output_type -> campaignmesh.analytics.v1.GetCampaignSummaryResponse
-	11, // 50: campaignmesh.analytics.v1.AnalyticsService.GetMetricSeries:output_type -> campaignmesh.analytics.v1.GetMetricSeriesResponse
-	14, // 51: campaignmesh.analytics.v1.AnalyticsService.GetBreakdown:output_type -> campaignmesh.analytics.v1.GetBreakdownResponse
-	18, // 52: campaignmesh.analytics.v1.AnalyticsService.GetFunnel:output_type -> campaignmesh.analytics.v1.GetFunnelResponse
-	20, // 53: campaignmesh.analytics.v1.AnalyticsService.WatchCampaignMetrics:output_type -> campaignmesh.analytics.v1.WatchCampaignMetricsResponse
-	23, // 54: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSpend:output_type -> campaignmesh.analytics.v1.GetCampaignSpendResponse
-	27, // 55: campaignmesh.analytics.v1.AnalyticsService.MatchBehaviour:output_type -> campaignmesh.analytics.v1.MatchBehaviourResponse
-	25, // 56: campaignmesh.analytics.v1.AnalyticsService.DeleteEvents:output_type -> campaignmesh.analytics.v1.DeleteEventsResponse
-	49, // [49:57] is the sub-list for method output_type
-	41, // [41:49] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	31, // 37: campaignmesh.analytics.v1.DeleteEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	31, // 38: campaignmesh.analytics.v1.DeleteEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	31, // 39: campaignmesh.analytics.v1.MatchBehaviourRequest.start_time:type_name -> google.protobuf.Timestamp
+	31, // 40: campaignmesh.analytics.v1.MatchBehaviourRequest.end_time:type_name -> google.protobuf.Timestamp
+	29, // 41: campaignmesh.analytics.v1.GetUsageCountsResponse.tenants:type_name -> campaignmesh.analytics.v1.TenantUsageCounts
+	6,  // 42: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSummary:input_type -> campaignmesh.analytics.v1.GetCampaignSummaryRequest
+	9,  // 43: campaignmesh.analytics.v1.AnalyticsService.GetMetricSeries:input_type -> campaignmesh.analytics.v1.GetMetricSeriesRequest
+	12, // 44: campaignmesh.analytics.v1.AnalyticsService.GetBreakdown:input_type -> campaignmesh.analytics.v1.GetBreakdownRequest
+	16, // 45: campaignmesh.analytics.v1.AnalyticsService.GetFunnel:input_type -> campaignmesh.analytics.v1.GetFunnelRequest
+	19, // 46: campaignmesh.analytics.v1.AnalyticsService.WatchCampaignMetrics:input_type -> campaignmesh.analytics.v1.WatchCampaignMetricsRequest
+	21, // 47: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSpend:input_type -> campaignmesh.analytics.v1.GetCampaignSpendRequest
+	26, // 48: campaignmesh.analytics.v1.AnalyticsService.MatchBehaviour:input_type -> campaignmesh.analytics.v1.MatchBehaviourRequest
+	24, // 49: campaignmesh.analytics.v1.AnalyticsService.DeleteEvents:input_type -> campaignmesh.analytics.v1.DeleteEventsRequest
+	28, // 50: campaignmesh.analytics.v1.AnalyticsService.GetUsageCounts:input_type -> campaignmesh.analytics.v1.GetUsageCountsRequest
+	8,  // 51: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSummary:output_type -> campaignmesh.analytics.v1.GetCampaignSummaryResponse
+	11, // 52: campaignmesh.analytics.v1.AnalyticsService.GetMetricSeries:output_type -> campaignmesh.analytics.v1.GetMetricSeriesResponse
+	14, // 53: campaignmesh.analytics.v1.AnalyticsService.GetBreakdown:output_type -> campaignmesh.analytics.v1.GetBreakdownResponse
+	18, // 54: campaignmesh.analytics.v1.AnalyticsService.GetFunnel:output_type -> campaignmesh.analytics.v1.GetFunnelResponse
+	20, // 55: campaignmesh.analytics.v1.AnalyticsService.WatchCampaignMetrics:output_type -> campaignmesh.analytics.v1.WatchCampaignMetricsResponse
+	23, // 56: campaignmesh.analytics.v1.AnalyticsService.GetCampaignSpend:output_type -> campaignmesh.analytics.v1.GetCampaignSpendResponse
+	27, // 57: campaignmesh.analytics.v1.AnalyticsService.MatchBehaviour:output_type -> campaignmesh.analytics.v1.MatchBehaviourResponse
+	25, // 58: campaignmesh.analytics.v1.AnalyticsService.DeleteEvents:output_type -> campaignmesh.analytics.v1.DeleteEventsResponse
+	30, // 59: campaignmesh.analytics.v1.AnalyticsService.GetUsageCounts:output_type -> campaignmesh.analytics.v1.GetUsageCountsResponse
+	51, // [51:60] is the sub-list for method output_type
+	42, // [42:51] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_campaignmesh_analytics_v1_analytics_proto_init() }
@@ -2282,7 +2456,7 @@ func file_campaignmesh_analytics_v1_analytics_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campaignmesh_analytics_v1_analytics_proto_rawDesc), len(file_campaignmesh_analytics_v1_analytics_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   24,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

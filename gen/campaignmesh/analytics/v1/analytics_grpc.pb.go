@@ -27,6 +27,7 @@ const (
 	AnalyticsService_GetCampaignSpend_FullMethodName     = "/campaignmesh.analytics.v1.AnalyticsService/GetCampaignSpend"
 	AnalyticsService_MatchBehaviour_FullMethodName       = "/campaignmesh.analytics.v1.AnalyticsService/MatchBehaviour"
 	AnalyticsService_DeleteEvents_FullMethodName         = "/campaignmesh.analytics.v1.AnalyticsService/DeleteEvents"
+	AnalyticsService_GetUsageCounts_FullMethodName       = "/campaignmesh.analytics.v1.AnalyticsService/GetUsageCounts"
 )
 
 // AnalyticsServiceClient is the client API for AnalyticsService service.
@@ -66,6 +67,12 @@ type AnalyticsServiceClient interface {
 	// same request to poll (it starts no second mutation while one for the same request runs).
 	// Caller: the dsr service (internal), which audits the data-subject requests it runs.
 	DeleteEvents(ctx context.Context, in *DeleteEventsRequest, opts ...grpc.CallOption) (*DeleteEventsResponse, error)
+	// GetUsageCounts reports, per tenant with stored events, the usage the analytics store holds
+	// for a UTC day: the events stored that were received that day (after the writer's
+	// deduplication, net of erasures and retention since), and an estimate of the bytes the
+	// tenant's events take on disk now (whatever the day). Counted on every shard. Caller: the
+	// billing service (internal), which recomputes its usage from it.
+	GetUsageCounts(ctx context.Context, in *GetUsageCountsRequest, opts ...grpc.CallOption) (*GetUsageCountsResponse, error)
 }
 
 type analyticsServiceClient struct {
@@ -165,6 +172,16 @@ func (c *analyticsServiceClient) DeleteEvents(ctx context.Context, in *DeleteEve
 	return out, nil
 }
 
+func (c *analyticsServiceClient) GetUsageCounts(ctx context.Context, in *GetUsageCountsRequest, opts ...grpc.CallOption) (*GetUsageCountsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetUsageCountsResponse)
+	err := c.cc.Invoke(ctx, AnalyticsService_GetUsageCounts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AnalyticsServiceServer is the server API for AnalyticsService service.
 // All implementations must embed UnimplementedAnalyticsServiceServer
 // for forward compatibility.
@@ -202,6 +219,12 @@ type AnalyticsServiceServer interface {
 	// same request to poll (it starts no second mutation while one for the same request runs).
 	// Caller: the dsr service (internal), which audits the data-subject requests it runs.
 	DeleteEvents(context.Context, *DeleteEventsRequest) (*DeleteEventsResponse, error)
+	// GetUsageCounts reports, per tenant with stored events, the usage the analytics store holds
+	// for a UTC day: the events stored that were received that day (after the writer's
+	// deduplication, net of erasures and retention since), and an estimate of the bytes the
+	// tenant's events take on disk now (whatever the day). Counted on every shard. Caller: the
+	// billing service (internal), which recomputes its usage from it.
+	GetUsageCounts(context.Context, *GetUsageCountsRequest) (*GetUsageCountsResponse, error)
 	mustEmbedUnimplementedAnalyticsServiceServer()
 }
 
@@ -235,6 +258,9 @@ func (UnimplementedAnalyticsServiceServer) MatchBehaviour(context.Context, *Matc
 }
 func (UnimplementedAnalyticsServiceServer) DeleteEvents(context.Context, *DeleteEventsRequest) (*DeleteEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteEvents not implemented")
+}
+func (UnimplementedAnalyticsServiceServer) GetUsageCounts(context.Context, *GetUsageCountsRequest) (*GetUsageCountsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetUsageCounts not implemented")
 }
 func (UnimplementedAnalyticsServiceServer) mustEmbedUnimplementedAnalyticsServiceServer() {}
 func (UnimplementedAnalyticsServiceServer) testEmbeddedByValue()                          {}
@@ -394,6 +420,24 @@ func _AnalyticsService_DeleteEvents_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AnalyticsService_GetUsageCounts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetUsageCountsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AnalyticsServiceServer).GetUsageCounts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AnalyticsService_GetUsageCounts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AnalyticsServiceServer).GetUsageCounts(ctx, req.(*GetUsageCountsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AnalyticsService_ServiceDesc is the grpc.ServiceDesc for AnalyticsService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -428,6 +472,10 @@ var AnalyticsService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteEvents",
 			Handler:    _AnalyticsService_DeleteEvents_Handler,
+		},
+		{
+			MethodName: "GetUsageCounts",
+			Handler:    _AnalyticsService_GetUsageCounts_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

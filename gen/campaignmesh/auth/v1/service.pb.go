@@ -79,7 +79,7 @@ func (x Revocation_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Revocation_Kind.Descriptor instead.
 func (Revocation_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{47, 0}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{48, 0}
 }
 
 // LoginRequest carries password credentials.
@@ -743,6 +743,62 @@ func (x *SuspendTenantRequest) GetId() string {
 	return ""
 }
 
+// SuspendTenantForBillingRequest names the tenant billing suspends and why.
+type SuspendTenantForBillingRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tenant id.
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Why (e.g. how long the account has been flagged), as billing keeps it on the account; at
+	// most 512 bytes.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SuspendTenantForBillingRequest) Reset() {
+	*x = SuspendTenantForBillingRequest{}
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SuspendTenantForBillingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SuspendTenantForBillingRequest) ProtoMessage() {}
+
+func (x *SuspendTenantForBillingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SuspendTenantForBillingRequest.ProtoReflect.Descriptor instead.
+func (*SuspendTenantForBillingRequest) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SuspendTenantForBillingRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *SuspendTenantForBillingRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // CreateUserRequest creates a user in the caller's tenant.
 type CreateUserRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -758,7 +814,7 @@ type CreateUserRequest struct {
 
 func (x *CreateUserRequest) Reset() {
 	*x = CreateUserRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[12]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +826,7 @@ func (x *CreateUserRequest) String() string {
 func (*CreateUserRequest) ProtoMessage() {}
 
 func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[12]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +839,7 @@ func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserRequest.ProtoReflect.Descriptor instead.
 func (*CreateUserRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{12}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateUserRequest) GetUser() *User {
@@ -818,7 +874,7 @@ type GetUserRequest struct {
 
 func (x *GetUserRequest) Reset() {
 	*x = GetUserRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[13]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -830,7 +886,7 @@ func (x *GetUserRequest) String() string {
 func (*GetUserRequest) ProtoMessage() {}
 
 func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[13]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -843,7 +899,7 @@ func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUserRequest.ProtoReflect.Descriptor instead.
 func (*GetUserRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{13}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetUserRequest) GetId() string {
@@ -866,7 +922,7 @@ type ListUsersRequest struct {
 
 func (x *ListUsersRequest) Reset() {
 	*x = ListUsersRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[14]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +934,7 @@ func (x *ListUsersRequest) String() string {
 func (*ListUsersRequest) ProtoMessage() {}
 
 func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[14]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +947,7 @@ func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUsersRequest.ProtoReflect.Descriptor instead.
 func (*ListUsersRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{14}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListUsersRequest) GetPageSize() int32 {
@@ -921,7 +977,7 @@ type ListUsersResponse struct {
 
 func (x *ListUsersResponse) Reset() {
 	*x = ListUsersResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[15]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +989,7 @@ func (x *ListUsersResponse) String() string {
 func (*ListUsersResponse) ProtoMessage() {}
 
 func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[15]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1002,7 @@ func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUsersResponse.ProtoReflect.Descriptor instead.
 func (*ListUsersResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{15}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListUsersResponse) GetUsers() []*User {
@@ -974,7 +1030,7 @@ type DisableUserRequest struct {
 
 func (x *DisableUserRequest) Reset() {
 	*x = DisableUserRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[16]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1042,7 @@ func (x *DisableUserRequest) String() string {
 func (*DisableUserRequest) ProtoMessage() {}
 
 func (x *DisableUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[16]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1055,7 @@ func (x *DisableUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableUserRequest.ProtoReflect.Descriptor instead.
 func (*DisableUserRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{16}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DisableUserRequest) GetId() string {
@@ -1022,7 +1078,7 @@ type ChangeUserRoleRequest struct {
 
 func (x *ChangeUserRoleRequest) Reset() {
 	*x = ChangeUserRoleRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[17]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1090,7 @@ func (x *ChangeUserRoleRequest) String() string {
 func (*ChangeUserRoleRequest) ProtoMessage() {}
 
 func (x *ChangeUserRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[17]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1103,7 @@ func (x *ChangeUserRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeUserRoleRequest.ProtoReflect.Descriptor instead.
 func (*ChangeUserRoleRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{17}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ChangeUserRoleRequest) GetId() string {
@@ -1075,7 +1131,7 @@ type RefreshRequest struct {
 
 func (x *RefreshRequest) Reset() {
 	*x = RefreshRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[18]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1143,7 @@ func (x *RefreshRequest) String() string {
 func (*RefreshRequest) ProtoMessage() {}
 
 func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[18]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1156,7 @@ func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshRequest.ProtoReflect.Descriptor instead.
 func (*RefreshRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{18}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RefreshRequest) GetRefreshToken() string {
@@ -1121,7 +1177,7 @@ type LogoutRequest struct {
 
 func (x *LogoutRequest) Reset() {
 	*x = LogoutRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[19]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1189,7 @@ func (x *LogoutRequest) String() string {
 func (*LogoutRequest) ProtoMessage() {}
 
 func (x *LogoutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[19]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1202,7 @@ func (x *LogoutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogoutRequest.ProtoReflect.Descriptor instead.
 func (*LogoutRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{19}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LogoutRequest) GetRefreshToken() string {
@@ -1165,7 +1221,7 @@ type LogoutResponse struct {
 
 func (x *LogoutResponse) Reset() {
 	*x = LogoutResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[20]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1233,7 @@ func (x *LogoutResponse) String() string {
 func (*LogoutResponse) ProtoMessage() {}
 
 func (x *LogoutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[20]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1246,7 @@ func (x *LogoutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogoutResponse.ProtoReflect.Descriptor instead.
 func (*LogoutResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{20}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{21}
 }
 
 // ChangePasswordRequest changes the caller's password.
@@ -1206,7 +1262,7 @@ type ChangePasswordRequest struct {
 
 func (x *ChangePasswordRequest) Reset() {
 	*x = ChangePasswordRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[21]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1274,7 @@ func (x *ChangePasswordRequest) String() string {
 func (*ChangePasswordRequest) ProtoMessage() {}
 
 func (x *ChangePasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[21]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1287,7 @@ func (x *ChangePasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangePasswordRequest.ProtoReflect.Descriptor instead.
 func (*ChangePasswordRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{21}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ChangePasswordRequest) GetCurrentPassword() string {
@@ -1257,7 +1313,7 @@ type ChangePasswordResponse struct {
 
 func (x *ChangePasswordResponse) Reset() {
 	*x = ChangePasswordResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[22]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1325,7 @@ func (x *ChangePasswordResponse) String() string {
 func (*ChangePasswordResponse) ProtoMessage() {}
 
 func (x *ChangePasswordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[22]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1338,7 @@ func (x *ChangePasswordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangePasswordResponse.ProtoReflect.Descriptor instead.
 func (*ChangePasswordResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{22}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{23}
 }
 
 // ListRolesRequest is empty.
@@ -1294,7 +1350,7 @@ type ListRolesRequest struct {
 
 func (x *ListRolesRequest) Reset() {
 	*x = ListRolesRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[23]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1362,7 @@ func (x *ListRolesRequest) String() string {
 func (*ListRolesRequest) ProtoMessage() {}
 
 func (x *ListRolesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[23]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1375,7 @@ func (x *ListRolesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolesRequest.ProtoReflect.Descriptor instead.
 func (*ListRolesRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{23}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{24}
 }
 
 // ListRolesResponse lists the roles.
@@ -1333,7 +1389,7 @@ type ListRolesResponse struct {
 
 func (x *ListRolesResponse) Reset() {
 	*x = ListRolesResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[24]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1401,7 @@ func (x *ListRolesResponse) String() string {
 func (*ListRolesResponse) ProtoMessage() {}
 
 func (x *ListRolesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[24]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1414,7 @@ func (x *ListRolesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolesResponse.ProtoReflect.Descriptor instead.
 func (*ListRolesResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{24}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListRolesResponse) GetRoles() []*RoleInfo {
@@ -1381,7 +1437,7 @@ type RoleInfo struct {
 
 func (x *RoleInfo) Reset() {
 	*x = RoleInfo{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[25]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1449,7 @@ func (x *RoleInfo) String() string {
 func (*RoleInfo) ProtoMessage() {}
 
 func (x *RoleInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[25]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1462,7 @@ func (x *RoleInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleInfo.ProtoReflect.Descriptor instead.
 func (*RoleInfo) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{25}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RoleInfo) GetRole() Role {
@@ -1434,7 +1490,7 @@ type RevokeUserSessionsRequest struct {
 
 func (x *RevokeUserSessionsRequest) Reset() {
 	*x = RevokeUserSessionsRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[26]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1502,7 @@ func (x *RevokeUserSessionsRequest) String() string {
 func (*RevokeUserSessionsRequest) ProtoMessage() {}
 
 func (x *RevokeUserSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[26]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1515,7 @@ func (x *RevokeUserSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeUserSessionsRequest.ProtoReflect.Descriptor instead.
 func (*RevokeUserSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{26}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RevokeUserSessionsRequest) GetId() string {
@@ -1480,7 +1536,7 @@ type RevokeUserSessionsResponse struct {
 
 func (x *RevokeUserSessionsResponse) Reset() {
 	*x = RevokeUserSessionsResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[27]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1492,7 +1548,7 @@ func (x *RevokeUserSessionsResponse) String() string {
 func (*RevokeUserSessionsResponse) ProtoMessage() {}
 
 func (x *RevokeUserSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[27]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1505,7 +1561,7 @@ func (x *RevokeUserSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeUserSessionsResponse.ProtoReflect.Descriptor instead.
 func (*RevokeUserSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{27}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RevokeUserSessionsResponse) GetRevokedSessions() int64 {
@@ -1526,7 +1582,7 @@ type UnlockUserRequest struct {
 
 func (x *UnlockUserRequest) Reset() {
 	*x = UnlockUserRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[28]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1538,7 +1594,7 @@ func (x *UnlockUserRequest) String() string {
 func (*UnlockUserRequest) ProtoMessage() {}
 
 func (x *UnlockUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[28]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1551,7 +1607,7 @@ func (x *UnlockUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockUserRequest.ProtoReflect.Descriptor instead.
 func (*UnlockUserRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{28}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UnlockUserRequest) GetId() string {
@@ -1575,7 +1631,7 @@ type CreateInvitationRequest struct {
 
 func (x *CreateInvitationRequest) Reset() {
 	*x = CreateInvitationRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[29]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1643,7 @@ func (x *CreateInvitationRequest) String() string {
 func (*CreateInvitationRequest) ProtoMessage() {}
 
 func (x *CreateInvitationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[29]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1656,7 @@ func (x *CreateInvitationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInvitationRequest.ProtoReflect.Descriptor instead.
 func (*CreateInvitationRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{29}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CreateInvitationRequest) GetInvitation() *Invitation {
@@ -1632,7 +1688,7 @@ type CreateTenantInvitationRequest struct {
 
 func (x *CreateTenantInvitationRequest) Reset() {
 	*x = CreateTenantInvitationRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[30]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1700,7 @@ func (x *CreateTenantInvitationRequest) String() string {
 func (*CreateTenantInvitationRequest) ProtoMessage() {}
 
 func (x *CreateTenantInvitationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[30]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1713,7 @@ func (x *CreateTenantInvitationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantInvitationRequest.ProtoReflect.Descriptor instead.
 func (*CreateTenantInvitationRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{30}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateTenantInvitationRequest) GetTenantId() string {
@@ -1695,7 +1751,7 @@ type CreateInvitationResponse struct {
 
 func (x *CreateInvitationResponse) Reset() {
 	*x = CreateInvitationResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[31]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +1763,7 @@ func (x *CreateInvitationResponse) String() string {
 func (*CreateInvitationResponse) ProtoMessage() {}
 
 func (x *CreateInvitationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[31]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +1776,7 @@ func (x *CreateInvitationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInvitationResponse.ProtoReflect.Descriptor instead.
 func (*CreateInvitationResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{31}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CreateInvitationResponse) GetInvitation() *Invitation {
@@ -1750,7 +1806,7 @@ type ListInvitationsRequest struct {
 
 func (x *ListInvitationsRequest) Reset() {
 	*x = ListInvitationsRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[32]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1762,7 +1818,7 @@ func (x *ListInvitationsRequest) String() string {
 func (*ListInvitationsRequest) ProtoMessage() {}
 
 func (x *ListInvitationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[32]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1775,7 +1831,7 @@ func (x *ListInvitationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInvitationsRequest.ProtoReflect.Descriptor instead.
 func (*ListInvitationsRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{32}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListInvitationsRequest) GetPageSize() int32 {
@@ -1805,7 +1861,7 @@ type ListInvitationsResponse struct {
 
 func (x *ListInvitationsResponse) Reset() {
 	*x = ListInvitationsResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[33]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +1873,7 @@ func (x *ListInvitationsResponse) String() string {
 func (*ListInvitationsResponse) ProtoMessage() {}
 
 func (x *ListInvitationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[33]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +1886,7 @@ func (x *ListInvitationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInvitationsResponse.ProtoReflect.Descriptor instead.
 func (*ListInvitationsResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{33}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListInvitationsResponse) GetInvitations() []*Invitation {
@@ -1858,7 +1914,7 @@ type RevokeInvitationRequest struct {
 
 func (x *RevokeInvitationRequest) Reset() {
 	*x = RevokeInvitationRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[34]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1870,7 +1926,7 @@ func (x *RevokeInvitationRequest) String() string {
 func (*RevokeInvitationRequest) ProtoMessage() {}
 
 func (x *RevokeInvitationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[34]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1883,7 +1939,7 @@ func (x *RevokeInvitationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeInvitationRequest.ProtoReflect.Descriptor instead.
 func (*RevokeInvitationRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{34}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RevokeInvitationRequest) GetId() string {
@@ -1908,7 +1964,7 @@ type AcceptInvitationRequest struct {
 
 func (x *AcceptInvitationRequest) Reset() {
 	*x = AcceptInvitationRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[35]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1920,7 +1976,7 @@ func (x *AcceptInvitationRequest) String() string {
 func (*AcceptInvitationRequest) ProtoMessage() {}
 
 func (x *AcceptInvitationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[35]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1933,7 +1989,7 @@ func (x *AcceptInvitationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptInvitationRequest.ProtoReflect.Descriptor instead.
 func (*AcceptInvitationRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{35}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *AcceptInvitationRequest) GetToken() string {
@@ -1970,7 +2026,7 @@ type AcceptInvitationResponse struct {
 
 func (x *AcceptInvitationResponse) Reset() {
 	*x = AcceptInvitationResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[36]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2038,7 @@ func (x *AcceptInvitationResponse) String() string {
 func (*AcceptInvitationResponse) ProtoMessage() {}
 
 func (x *AcceptInvitationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[36]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2051,7 @@ func (x *AcceptInvitationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptInvitationResponse.ProtoReflect.Descriptor instead.
 func (*AcceptInvitationResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{36}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *AcceptInvitationResponse) GetUser() *User {
@@ -2029,7 +2085,7 @@ type CreateApiKeyRequest struct {
 
 func (x *CreateApiKeyRequest) Reset() {
 	*x = CreateApiKeyRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[37]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2041,7 +2097,7 @@ func (x *CreateApiKeyRequest) String() string {
 func (*CreateApiKeyRequest) ProtoMessage() {}
 
 func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[37]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2054,7 +2110,7 @@ func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{37}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CreateApiKeyRequest) GetName() string {
@@ -2098,7 +2154,7 @@ type CreateApiKeyResponse struct {
 
 func (x *CreateApiKeyResponse) Reset() {
 	*x = CreateApiKeyResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[38]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2110,7 +2166,7 @@ func (x *CreateApiKeyResponse) String() string {
 func (*CreateApiKeyResponse) ProtoMessage() {}
 
 func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[38]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2123,7 +2179,7 @@ func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{38}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CreateApiKeyResponse) GetApiKey() *ApiKey {
@@ -2151,7 +2207,7 @@ type GetApiKeyRequest struct {
 
 func (x *GetApiKeyRequest) Reset() {
 	*x = GetApiKeyRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[39]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2163,7 +2219,7 @@ func (x *GetApiKeyRequest) String() string {
 func (*GetApiKeyRequest) ProtoMessage() {}
 
 func (x *GetApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[39]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2176,7 +2232,7 @@ func (x *GetApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{39}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetApiKeyRequest) GetId() string {
@@ -2199,7 +2255,7 @@ type ListApiKeysRequest struct {
 
 func (x *ListApiKeysRequest) Reset() {
 	*x = ListApiKeysRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[40]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2267,7 @@ func (x *ListApiKeysRequest) String() string {
 func (*ListApiKeysRequest) ProtoMessage() {}
 
 func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[40]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2280,7 @@ func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListApiKeysRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{40}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListApiKeysRequest) GetPageSize() int32 {
@@ -2254,7 +2310,7 @@ type ListApiKeysResponse struct {
 
 func (x *ListApiKeysResponse) Reset() {
 	*x = ListApiKeysResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[41]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2322,7 @@ func (x *ListApiKeysResponse) String() string {
 func (*ListApiKeysResponse) ProtoMessage() {}
 
 func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[41]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2335,7 @@ func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListApiKeysResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{41}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListApiKeysResponse) GetApiKeys() []*ApiKey {
@@ -2307,7 +2363,7 @@ type RevokeApiKeyRequest struct {
 
 func (x *RevokeApiKeyRequest) Reset() {
 	*x = RevokeApiKeyRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[42]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2319,7 +2375,7 @@ func (x *RevokeApiKeyRequest) String() string {
 func (*RevokeApiKeyRequest) ProtoMessage() {}
 
 func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[42]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2332,7 +2388,7 @@ func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{42}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RevokeApiKeyRequest) GetId() string {
@@ -2353,7 +2409,7 @@ type VerifyApiKeyRequest struct {
 
 func (x *VerifyApiKeyRequest) Reset() {
 	*x = VerifyApiKeyRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[43]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2365,7 +2421,7 @@ func (x *VerifyApiKeyRequest) String() string {
 func (*VerifyApiKeyRequest) ProtoMessage() {}
 
 func (x *VerifyApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[43]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2378,7 +2434,7 @@ func (x *VerifyApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*VerifyApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{43}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *VerifyApiKeyRequest) GetSecret() string {
@@ -2407,7 +2463,7 @@ type VerifyApiKeyResponse struct {
 
 func (x *VerifyApiKeyResponse) Reset() {
 	*x = VerifyApiKeyResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[44]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2419,7 +2475,7 @@ func (x *VerifyApiKeyResponse) String() string {
 func (*VerifyApiKeyResponse) ProtoMessage() {}
 
 func (x *VerifyApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[44]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2432,7 +2488,7 @@ func (x *VerifyApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*VerifyApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{44}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *VerifyApiKeyResponse) GetKeyId() string {
@@ -2479,7 +2535,7 @@ type ListRevocationsRequest struct {
 
 func (x *ListRevocationsRequest) Reset() {
 	*x = ListRevocationsRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[45]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2491,7 +2547,7 @@ func (x *ListRevocationsRequest) String() string {
 func (*ListRevocationsRequest) ProtoMessage() {}
 
 func (x *ListRevocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[45]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2504,7 +2560,7 @@ func (x *ListRevocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevocationsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevocationsRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{45}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{46}
 }
 
 // ListRevocationsResponse is the complete list of recent revocations (not a delta), so a
@@ -2522,7 +2578,7 @@ type ListRevocationsResponse struct {
 
 func (x *ListRevocationsResponse) Reset() {
 	*x = ListRevocationsResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[46]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2534,7 +2590,7 @@ func (x *ListRevocationsResponse) String() string {
 func (*ListRevocationsResponse) ProtoMessage() {}
 
 func (x *ListRevocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[46]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2547,7 +2603,7 @@ func (x *ListRevocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevocationsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevocationsResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{46}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListRevocationsResponse) GetRevocations() []*Revocation {
@@ -2582,7 +2638,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[47]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2594,7 +2650,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[47]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2607,7 +2663,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{47}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Revocation) GetKind() Revocation_Kind {
@@ -2663,7 +2719,7 @@ type ListAuditRecordsRequest struct {
 
 func (x *ListAuditRecordsRequest) Reset() {
 	*x = ListAuditRecordsRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[48]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2675,7 +2731,7 @@ func (x *ListAuditRecordsRequest) String() string {
 func (*ListAuditRecordsRequest) ProtoMessage() {}
 
 func (x *ListAuditRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[48]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2688,7 +2744,7 @@ func (x *ListAuditRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{48}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListAuditRecordsRequest) GetStartTime() *timestamppb.Timestamp {
@@ -2760,7 +2816,7 @@ type ListAuditRecordsResponse struct {
 
 func (x *ListAuditRecordsResponse) Reset() {
 	*x = ListAuditRecordsResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[49]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2772,7 +2828,7 @@ func (x *ListAuditRecordsResponse) String() string {
 func (*ListAuditRecordsResponse) ProtoMessage() {}
 
 func (x *ListAuditRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[49]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2785,7 +2841,7 @@ func (x *ListAuditRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{49}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListAuditRecordsResponse) GetRecords() []*AuditRecord {
@@ -2811,7 +2867,7 @@ type VerifyAuditChainRequest struct {
 
 func (x *VerifyAuditChainRequest) Reset() {
 	*x = VerifyAuditChainRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[50]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2823,7 +2879,7 @@ func (x *VerifyAuditChainRequest) String() string {
 func (*VerifyAuditChainRequest) ProtoMessage() {}
 
 func (x *VerifyAuditChainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[50]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2836,7 +2892,7 @@ func (x *VerifyAuditChainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditChainRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditChainRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{50}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{51}
 }
 
 // VerifyAuditChainResponse reports the verification.
@@ -2856,7 +2912,7 @@ type VerifyAuditChainResponse struct {
 
 func (x *VerifyAuditChainResponse) Reset() {
 	*x = VerifyAuditChainResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[51]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2868,7 +2924,7 @@ func (x *VerifyAuditChainResponse) String() string {
 func (*VerifyAuditChainResponse) ProtoMessage() {}
 
 func (x *VerifyAuditChainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[51]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2881,7 +2937,7 @@ func (x *VerifyAuditChainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditChainResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditChainResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{51}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *VerifyAuditChainResponse) GetOk() bool {
@@ -2923,7 +2979,7 @@ type AppendAuditRecordsRequest struct {
 
 func (x *AppendAuditRecordsRequest) Reset() {
 	*x = AppendAuditRecordsRequest{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[52]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2935,7 +2991,7 @@ func (x *AppendAuditRecordsRequest) String() string {
 func (*AppendAuditRecordsRequest) ProtoMessage() {}
 
 func (x *AppendAuditRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[52]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2948,7 +3004,7 @@ func (x *AppendAuditRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendAuditRecordsRequest.ProtoReflect.Descriptor instead.
 func (*AppendAuditRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{52}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *AppendAuditRecordsRequest) GetRecords() []*AuditRecord {
@@ -2971,7 +3027,7 @@ type AppendAuditRecordsResponse struct {
 
 func (x *AppendAuditRecordsResponse) Reset() {
 	*x = AppendAuditRecordsResponse{}
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[53]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2983,7 +3039,7 @@ func (x *AppendAuditRecordsResponse) String() string {
 func (*AppendAuditRecordsResponse) ProtoMessage() {}
 
 func (x *AppendAuditRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[53]
+	mi := &file_campaignmesh_auth_v1_service_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2996,7 +3052,7 @@ func (x *AppendAuditRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendAuditRecordsResponse.ProtoReflect.Descriptor instead.
 func (*AppendAuditRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{53}
+	return file_campaignmesh_auth_v1_service_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *AppendAuditRecordsResponse) GetAppended() int64 {
@@ -3058,7 +3114,10 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\atenants\x18\x01 \x03(\v2\x1c.campaignmesh.auth.v1.TenantR\atenants\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"&\n" +
 	"\x14SuspendTenantRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"~\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"U\n" +
+	"\x1eSuspendTenantForBillingRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"~\n" +
 	"\x11CreateUserRequest\x12.\n" +
 	"\x04user\x18\x01 \x01(\v2\x1a.campaignmesh.auth.v1.UserR\x04user\x12\x1a\n" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\x12\x1d\n" +
@@ -3207,7 +3266,7 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\bappended\x18\x01 \x01(\x03R\bappended\x12\x1e\n" +
 	"\n" +
 	"duplicates\x18\x02 \x01(\x03R\n" +
-	"duplicates2\xf5%\n" +
+	"duplicates2\x81'\n" +
 	"\vAuthService\x12s\n" +
 	"\x05Login\x12\".campaignmesh.auth.v1.LoginRequest\x1a#.campaignmesh.auth.v1.LoginResponse\"!\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/auth/login\x12y\n" +
 	"\aRefresh\x12$.campaignmesh.auth.v1.RefreshRequest\x1a#.campaignmesh.auth.v1.LoginResponse\"#\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/auth/refresh\x12w\n" +
@@ -3225,7 +3284,9 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\vListTenants\x12(.campaignmesh.auth.v1.ListTenantsRequest\x1a).campaignmesh.auth.v1.ListTenantsResponse\"'\xc2\xf3\x18\x10\n" +
 	"\x0etenants.manage\x82\xd3\xe4\x93\x02\r\x12\v/v1/tenants\x12\x94\x01\n" +
 	"\rSuspendTenant\x12*.campaignmesh.auth.v1.SuspendTenantRequest\x1a\x1c.campaignmesh.auth.v1.Tenant\"9\xc2\xf3\x18\x12P\x01\n" +
-	"\x0etenants.manage\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/tenants/{id}:suspend\x12{\n" +
+	"\x0etenants.manage\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/tenants/{id}:suspend\x12\x80\x01\n" +
+	"\x17SuspendTenantForBilling\x124.campaignmesh.auth.v1.SuspendTenantForBillingRequest\x1a\x1c.campaignmesh.auth.v1.Tenant\"\x11\xc2\xf3\x18\rP\x01\"\t\n" +
+	"\abilling\x12{\n" +
 	"\n" +
 	"CreateUser\x12'.campaignmesh.auth.v1.CreateUserRequest\x1a\x1a.campaignmesh.auth.v1.User\"(\xc2\xf3\x18\x10P\x01\n" +
 	"\fusers.manage\x82\xd3\xe4\x93\x02\x0e:\x01*\"\t/v1/users\x12s\n" +
@@ -3278,15 +3339,16 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\tcampaigns\n" +
 	"\tanalytics\n" +
 	"\bdelivery\n" +
-	"\x03dsr\x12\xbf\x01\n" +
-	"\x12AppendAuditRecords\x12/.campaignmesh.auth.v1.AppendAuditRecordsRequest\x1a0.campaignmesh.auth.v1.AppendAuditRecordsResponse\"F\xc2\xf3\x18B\"@\n" +
+	"\x03dsr\x12\xc8\x01\n" +
+	"\x12AppendAuditRecords\x12/.campaignmesh.auth.v1.AppendAuditRecordsRequest\x1a0.campaignmesh.auth.v1.AppendAuditRecordsResponse\"O\xc2\xf3\x18K\"I\n" +
 	"\x06ingest\n" +
 	"\tcampaigns\n" +
 	"\tanalytics\n" +
 	"\bdelivery\n" +
 	"\x03dsr\n" +
 	"\agateway\n" +
-	"\bdeliveryBFZDgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1;authv1b\x06proto3"
+	"\bdelivery\n" +
+	"\abillingBFZDgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1;authv1b\x06proto3"
 
 var (
 	file_campaignmesh_auth_v1_service_proto_rawDescOnce sync.Once
@@ -3301,106 +3363,107 @@ func file_campaignmesh_auth_v1_service_proto_rawDescGZIP() []byte {
 }
 
 var file_campaignmesh_auth_v1_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_campaignmesh_auth_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_campaignmesh_auth_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_campaignmesh_auth_v1_service_proto_goTypes = []any{
-	(Revocation_Kind)(0),                  // 0: campaignmesh.auth.v1.Revocation.Kind
-	(*LoginRequest)(nil),                  // 1: campaignmesh.auth.v1.LoginRequest
-	(*LoginResponse)(nil),                 // 2: campaignmesh.auth.v1.LoginResponse
-	(*WhoAmIRequest)(nil),                 // 3: campaignmesh.auth.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),                // 4: campaignmesh.auth.v1.WhoAmIResponse
-	(*ListSigningKeysRequest)(nil),        // 5: campaignmesh.auth.v1.ListSigningKeysRequest
-	(*ListSigningKeysResponse)(nil),       // 6: campaignmesh.auth.v1.ListSigningKeysResponse
-	(*RotateSigningKeyRequest)(nil),       // 7: campaignmesh.auth.v1.RotateSigningKeyRequest
-	(*CreateTenantRequest)(nil),           // 8: campaignmesh.auth.v1.CreateTenantRequest
-	(*GetTenantRequest)(nil),              // 9: campaignmesh.auth.v1.GetTenantRequest
-	(*ListTenantsRequest)(nil),            // 10: campaignmesh.auth.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),           // 11: campaignmesh.auth.v1.ListTenantsResponse
-	(*SuspendTenantRequest)(nil),          // 12: campaignmesh.auth.v1.SuspendTenantRequest
-	(*CreateUserRequest)(nil),             // 13: campaignmesh.auth.v1.CreateUserRequest
-	(*GetUserRequest)(nil),                // 14: campaignmesh.auth.v1.GetUserRequest
-	(*ListUsersRequest)(nil),              // 15: campaignmesh.auth.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),             // 16: campaignmesh.auth.v1.ListUsersResponse
-	(*DisableUserRequest)(nil),            // 17: campaignmesh.auth.v1.DisableUserRequest
-	(*ChangeUserRoleRequest)(nil),         // 18: campaignmesh.auth.v1.ChangeUserRoleRequest
-	(*RefreshRequest)(nil),                // 19: campaignmesh.auth.v1.RefreshRequest
-	(*LogoutRequest)(nil),                 // 20: campaignmesh.auth.v1.LogoutRequest
-	(*LogoutResponse)(nil),                // 21: campaignmesh.auth.v1.LogoutResponse
-	(*ChangePasswordRequest)(nil),         // 22: campaignmesh.auth.v1.ChangePasswordRequest
-	(*ChangePasswordResponse)(nil),        // 23: campaignmesh.auth.v1.ChangePasswordResponse
-	(*ListRolesRequest)(nil),              // 24: campaignmesh.auth.v1.ListRolesRequest
-	(*ListRolesResponse)(nil),             // 25: campaignmesh.auth.v1.ListRolesResponse
-	(*RoleInfo)(nil),                      // 26: campaignmesh.auth.v1.RoleInfo
-	(*RevokeUserSessionsRequest)(nil),     // 27: campaignmesh.auth.v1.RevokeUserSessionsRequest
-	(*RevokeUserSessionsResponse)(nil),    // 28: campaignmesh.auth.v1.RevokeUserSessionsResponse
-	(*UnlockUserRequest)(nil),             // 29: campaignmesh.auth.v1.UnlockUserRequest
-	(*CreateInvitationRequest)(nil),       // 30: campaignmesh.auth.v1.CreateInvitationRequest
-	(*CreateTenantInvitationRequest)(nil), // 31: campaignmesh.auth.v1.CreateTenantInvitationRequest
-	(*CreateInvitationResponse)(nil),      // 32: campaignmesh.auth.v1.CreateInvitationResponse
-	(*ListInvitationsRequest)(nil),        // 33: campaignmesh.auth.v1.ListInvitationsRequest
-	(*ListInvitationsResponse)(nil),       // 34: campaignmesh.auth.v1.ListInvitationsResponse
-	(*RevokeInvitationRequest)(nil),       // 35: campaignmesh.auth.v1.RevokeInvitationRequest
-	(*AcceptInvitationRequest)(nil),       // 36: campaignmesh.auth.v1.AcceptInvitationRequest
-	(*AcceptInvitationResponse)(nil),      // 37: campaignmesh.auth.v1.AcceptInvitationResponse
-	(*CreateApiKeyRequest)(nil),           // 38: campaignmesh.auth.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),          // 39: campaignmesh.auth.v1.CreateApiKeyResponse
-	(*GetApiKeyRequest)(nil),              // 40: campaignmesh.auth.v1.GetApiKeyRequest
-	(*ListApiKeysRequest)(nil),            // 41: campaignmesh.auth.v1.ListApiKeysRequest
-	(*ListApiKeysResponse)(nil),           // 42: campaignmesh.auth.v1.ListApiKeysResponse
-	(*RevokeApiKeyRequest)(nil),           // 43: campaignmesh.auth.v1.RevokeApiKeyRequest
-	(*VerifyApiKeyRequest)(nil),           // 44: campaignmesh.auth.v1.VerifyApiKeyRequest
-	(*VerifyApiKeyResponse)(nil),          // 45: campaignmesh.auth.v1.VerifyApiKeyResponse
-	(*ListRevocationsRequest)(nil),        // 46: campaignmesh.auth.v1.ListRevocationsRequest
-	(*ListRevocationsResponse)(nil),       // 47: campaignmesh.auth.v1.ListRevocationsResponse
-	(*Revocation)(nil),                    // 48: campaignmesh.auth.v1.Revocation
-	(*ListAuditRecordsRequest)(nil),       // 49: campaignmesh.auth.v1.ListAuditRecordsRequest
-	(*ListAuditRecordsResponse)(nil),      // 50: campaignmesh.auth.v1.ListAuditRecordsResponse
-	(*VerifyAuditChainRequest)(nil),       // 51: campaignmesh.auth.v1.VerifyAuditChainRequest
-	(*VerifyAuditChainResponse)(nil),      // 52: campaignmesh.auth.v1.VerifyAuditChainResponse
-	(*AppendAuditRecordsRequest)(nil),     // 53: campaignmesh.auth.v1.AppendAuditRecordsRequest
-	(*AppendAuditRecordsResponse)(nil),    // 54: campaignmesh.auth.v1.AppendAuditRecordsResponse
-	(*timestamppb.Timestamp)(nil),         // 55: google.protobuf.Timestamp
-	(Role)(0),                             // 56: campaignmesh.auth.v1.Role
-	(*SigningKey)(nil),                    // 57: campaignmesh.auth.v1.SigningKey
-	(*Tenant)(nil),                        // 58: campaignmesh.auth.v1.Tenant
-	(*User)(nil),                          // 59: campaignmesh.auth.v1.User
-	(*Invitation)(nil),                    // 60: campaignmesh.auth.v1.Invitation
-	(*ApiKey)(nil),                        // 61: campaignmesh.auth.v1.ApiKey
-	(*AuditRecord)(nil),                   // 62: campaignmesh.auth.v1.AuditRecord
+	(Revocation_Kind)(0),                   // 0: campaignmesh.auth.v1.Revocation.Kind
+	(*LoginRequest)(nil),                   // 1: campaignmesh.auth.v1.LoginRequest
+	(*LoginResponse)(nil),                  // 2: campaignmesh.auth.v1.LoginResponse
+	(*WhoAmIRequest)(nil),                  // 3: campaignmesh.auth.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),                 // 4: campaignmesh.auth.v1.WhoAmIResponse
+	(*ListSigningKeysRequest)(nil),         // 5: campaignmesh.auth.v1.ListSigningKeysRequest
+	(*ListSigningKeysResponse)(nil),        // 6: campaignmesh.auth.v1.ListSigningKeysResponse
+	(*RotateSigningKeyRequest)(nil),        // 7: campaignmesh.auth.v1.RotateSigningKeyRequest
+	(*CreateTenantRequest)(nil),            // 8: campaignmesh.auth.v1.CreateTenantRequest
+	(*GetTenantRequest)(nil),               // 9: campaignmesh.auth.v1.GetTenantRequest
+	(*ListTenantsRequest)(nil),             // 10: campaignmesh.auth.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),            // 11: campaignmesh.auth.v1.ListTenantsResponse
+	(*SuspendTenantRequest)(nil),           // 12: campaignmesh.auth.v1.SuspendTenantRequest
+	(*SuspendTenantForBillingRequest)(nil), // 13: campaignmesh.auth.v1.SuspendTenantForBillingRequest
+	(*CreateUserRequest)(nil),              // 14: campaignmesh.auth.v1.CreateUserRequest
+	(*GetUserRequest)(nil),                 // 15: campaignmesh.auth.v1.GetUserRequest
+	(*ListUsersRequest)(nil),               // 16: campaignmesh.auth.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),              // 17: campaignmesh.auth.v1.ListUsersResponse
+	(*DisableUserRequest)(nil),             // 18: campaignmesh.auth.v1.DisableUserRequest
+	(*ChangeUserRoleRequest)(nil),          // 19: campaignmesh.auth.v1.ChangeUserRoleRequest
+	(*RefreshRequest)(nil),                 // 20: campaignmesh.auth.v1.RefreshRequest
+	(*LogoutRequest)(nil),                  // 21: campaignmesh.auth.v1.LogoutRequest
+	(*LogoutResponse)(nil),                 // 22: campaignmesh.auth.v1.LogoutResponse
+	(*ChangePasswordRequest)(nil),          // 23: campaignmesh.auth.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil),         // 24: campaignmesh.auth.v1.ChangePasswordResponse
+	(*ListRolesRequest)(nil),               // 25: campaignmesh.auth.v1.ListRolesRequest
+	(*ListRolesResponse)(nil),              // 26: campaignmesh.auth.v1.ListRolesResponse
+	(*RoleInfo)(nil),                       // 27: campaignmesh.auth.v1.RoleInfo
+	(*RevokeUserSessionsRequest)(nil),      // 28: campaignmesh.auth.v1.RevokeUserSessionsRequest
+	(*RevokeUserSessionsResponse)(nil),     // 29: campaignmesh.auth.v1.RevokeUserSessionsResponse
+	(*UnlockUserRequest)(nil),              // 30: campaignmesh.auth.v1.UnlockUserRequest
+	(*CreateInvitationRequest)(nil),        // 31: campaignmesh.auth.v1.CreateInvitationRequest
+	(*CreateTenantInvitationRequest)(nil),  // 32: campaignmesh.auth.v1.CreateTenantInvitationRequest
+	(*CreateInvitationResponse)(nil),       // 33: campaignmesh.auth.v1.CreateInvitationResponse
+	(*ListInvitationsRequest)(nil),         // 34: campaignmesh.auth.v1.ListInvitationsRequest
+	(*ListInvitationsResponse)(nil),        // 35: campaignmesh.auth.v1.ListInvitationsResponse
+	(*RevokeInvitationRequest)(nil),        // 36: campaignmesh.auth.v1.RevokeInvitationRequest
+	(*AcceptInvitationRequest)(nil),        // 37: campaignmesh.auth.v1.AcceptInvitationRequest
+	(*AcceptInvitationResponse)(nil),       // 38: campaignmesh.auth.v1.AcceptInvitationResponse
+	(*CreateApiKeyRequest)(nil),            // 39: campaignmesh.auth.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),           // 40: campaignmesh.auth.v1.CreateApiKeyResponse
+	(*GetApiKeyRequest)(nil),               // 41: campaignmesh.auth.v1.GetApiKeyRequest
+	(*ListApiKeysRequest)(nil),             // 42: campaignmesh.auth.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),            // 43: campaignmesh.auth.v1.ListApiKeysResponse
+	(*RevokeApiKeyRequest)(nil),            // 44: campaignmesh.auth.v1.RevokeApiKeyRequest
+	(*VerifyApiKeyRequest)(nil),            // 45: campaignmesh.auth.v1.VerifyApiKeyRequest
+	(*VerifyApiKeyResponse)(nil),           // 46: campaignmesh.auth.v1.VerifyApiKeyResponse
+	(*ListRevocationsRequest)(nil),         // 47: campaignmesh.auth.v1.ListRevocationsRequest
+	(*ListRevocationsResponse)(nil),        // 48: campaignmesh.auth.v1.ListRevocationsResponse
+	(*Revocation)(nil),                     // 49: campaignmesh.auth.v1.Revocation
+	(*ListAuditRecordsRequest)(nil),        // 50: campaignmesh.auth.v1.ListAuditRecordsRequest
+	(*ListAuditRecordsResponse)(nil),       // 51: campaignmesh.auth.v1.ListAuditRecordsResponse
+	(*VerifyAuditChainRequest)(nil),        // 52: campaignmesh.auth.v1.VerifyAuditChainRequest
+	(*VerifyAuditChainResponse)(nil),       // 53: campaignmesh.auth.v1.VerifyAuditChainResponse
+	(*AppendAuditRecordsRequest)(nil),      // 54: campaignmesh.auth.v1.AppendAuditRecordsRequest
+	(*AppendAuditRecordsResponse)(nil),     // 55: campaignmesh.auth.v1.AppendAuditRecordsResponse
+	(*timestamppb.Timestamp)(nil),          // 56: google.protobuf.Timestamp
+	(Role)(0),                              // 57: campaignmesh.auth.v1.Role
+	(*SigningKey)(nil),                     // 58: campaignmesh.auth.v1.SigningKey
+	(*Tenant)(nil),                         // 59: campaignmesh.auth.v1.Tenant
+	(*User)(nil),                           // 60: campaignmesh.auth.v1.User
+	(*Invitation)(nil),                     // 61: campaignmesh.auth.v1.Invitation
+	(*ApiKey)(nil),                         // 62: campaignmesh.auth.v1.ApiKey
+	(*AuditRecord)(nil),                    // 63: campaignmesh.auth.v1.AuditRecord
 }
 var file_campaignmesh_auth_v1_service_proto_depIdxs = []int32{
-	55, // 0: campaignmesh.auth.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
-	55, // 1: campaignmesh.auth.v1.LoginResponse.refresh_expire_time:type_name -> google.protobuf.Timestamp
-	56, // 2: campaignmesh.auth.v1.WhoAmIResponse.role:type_name -> campaignmesh.auth.v1.Role
-	57, // 3: campaignmesh.auth.v1.ListSigningKeysResponse.keys:type_name -> campaignmesh.auth.v1.SigningKey
-	58, // 4: campaignmesh.auth.v1.CreateTenantRequest.tenant:type_name -> campaignmesh.auth.v1.Tenant
-	58, // 5: campaignmesh.auth.v1.ListTenantsResponse.tenants:type_name -> campaignmesh.auth.v1.Tenant
-	59, // 6: campaignmesh.auth.v1.CreateUserRequest.user:type_name -> campaignmesh.auth.v1.User
-	59, // 7: campaignmesh.auth.v1.ListUsersResponse.users:type_name -> campaignmesh.auth.v1.User
-	56, // 8: campaignmesh.auth.v1.ChangeUserRoleRequest.role:type_name -> campaignmesh.auth.v1.Role
-	26, // 9: campaignmesh.auth.v1.ListRolesResponse.roles:type_name -> campaignmesh.auth.v1.RoleInfo
-	56, // 10: campaignmesh.auth.v1.RoleInfo.role:type_name -> campaignmesh.auth.v1.Role
-	60, // 11: campaignmesh.auth.v1.CreateInvitationRequest.invitation:type_name -> campaignmesh.auth.v1.Invitation
-	60, // 12: campaignmesh.auth.v1.CreateTenantInvitationRequest.invitation:type_name -> campaignmesh.auth.v1.Invitation
-	60, // 13: campaignmesh.auth.v1.CreateInvitationResponse.invitation:type_name -> campaignmesh.auth.v1.Invitation
-	60, // 14: campaignmesh.auth.v1.ListInvitationsResponse.invitations:type_name -> campaignmesh.auth.v1.Invitation
-	59, // 15: campaignmesh.auth.v1.AcceptInvitationResponse.user:type_name -> campaignmesh.auth.v1.User
-	55, // 16: campaignmesh.auth.v1.CreateApiKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	61, // 17: campaignmesh.auth.v1.CreateApiKeyResponse.api_key:type_name -> campaignmesh.auth.v1.ApiKey
-	61, // 18: campaignmesh.auth.v1.ListApiKeysResponse.api_keys:type_name -> campaignmesh.auth.v1.ApiKey
-	55, // 19: campaignmesh.auth.v1.VerifyApiKeyResponse.expire_time:type_name -> google.protobuf.Timestamp
-	48, // 20: campaignmesh.auth.v1.ListRevocationsResponse.revocations:type_name -> campaignmesh.auth.v1.Revocation
-	55, // 21: campaignmesh.auth.v1.ListRevocationsResponse.window_start:type_name -> google.protobuf.Timestamp
+	56, // 0: campaignmesh.auth.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
+	56, // 1: campaignmesh.auth.v1.LoginResponse.refresh_expire_time:type_name -> google.protobuf.Timestamp
+	57, // 2: campaignmesh.auth.v1.WhoAmIResponse.role:type_name -> campaignmesh.auth.v1.Role
+	58, // 3: campaignmesh.auth.v1.ListSigningKeysResponse.keys:type_name -> campaignmesh.auth.v1.SigningKey
+	59, // 4: campaignmesh.auth.v1.CreateTenantRequest.tenant:type_name -> campaignmesh.auth.v1.Tenant
+	59, // 5: campaignmesh.auth.v1.ListTenantsResponse.tenants:type_name -> campaignmesh.auth.v1.Tenant
+	60, // 6: campaignmesh.auth.v1.CreateUserRequest.user:type_name -> campaignmesh.auth.v1.User
+	60, // 7: campaignmesh.auth.v1.ListUsersResponse.users:type_name -> campaignmesh.auth.v1.User
+	57, // 8: campaignmesh.auth.v1.ChangeUserRoleRequest.role:type_name -> campaignmesh.auth.v1.Role
+	27, // 9: campaignmesh.auth.v1.ListRolesResponse.roles:type_name -> campaignmesh.auth.v1.RoleInfo
+	57, // 10: campaignmesh.auth.v1.RoleInfo.role:type_name -> campaignmesh.auth.v1.Role
+	61, // 11: campaignmesh.auth.v1.CreateInvitationRequest.invitation:type_name -> campaignmesh.auth.v1.Invitation
+	61, // 12: campaignmesh.auth.v1.CreateTenantInvitationRequest.invitation:type_name -> campaignmesh.auth.v1.Invitation
+	61, // 13: campaignmesh.auth.v1.CreateInvitationResponse.invitation:type_name -> campaignmesh.auth.v1.Invitation
+	61, // 14: campaignmesh.auth.v1.ListInvitationsResponse.invitations:type_name -> campaignmesh.auth.v1.Invitation
+	60, // 15: campaignmesh.auth.v1.AcceptInvitationResponse.user:type_name -> campaignmesh.auth.v1.User
+	56, // 16: campaignmesh.auth.v1.CreateApiKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	62, // 17: campaignmesh.auth.v1.CreateApiKeyResponse.api_key:type_name -> campaignmesh.auth.v1.ApiKey
+	62, // 18: campaignmesh.auth.v1.ListApiKeysResponse.api_keys:type_name -> campaignmesh.auth.v1.ApiKey
+	56, // 19: campaignmesh.auth.v1.VerifyApiKeyResponse.expire_time:type_name -> google.protobuf.Timestamp
+	49, // 20: campaignmesh.auth.v1.ListRevocationsResponse.revocations:type_name -> campaignmesh.auth.v1.Revocation
+	56, // 21: campaignmesh.auth.v1.ListRevocationsResponse.window_start:type_name -> google.protobuf.Timestamp
 	0,  // 22: campaignmesh.auth.v1.Revocation.kind:type_name -> campaignmesh.auth.v1.Revocation.Kind
-	55, // 23: campaignmesh.auth.v1.Revocation.revoke_time:type_name -> google.protobuf.Timestamp
-	55, // 24: campaignmesh.auth.v1.ListAuditRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
-	55, // 25: campaignmesh.auth.v1.ListAuditRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
-	62, // 26: campaignmesh.auth.v1.ListAuditRecordsResponse.records:type_name -> campaignmesh.auth.v1.AuditRecord
-	62, // 27: campaignmesh.auth.v1.AppendAuditRecordsRequest.records:type_name -> campaignmesh.auth.v1.AuditRecord
+	56, // 23: campaignmesh.auth.v1.Revocation.revoke_time:type_name -> google.protobuf.Timestamp
+	56, // 24: campaignmesh.auth.v1.ListAuditRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
+	56, // 25: campaignmesh.auth.v1.ListAuditRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
+	63, // 26: campaignmesh.auth.v1.ListAuditRecordsResponse.records:type_name -> campaignmesh.auth.v1.AuditRecord
+	63, // 27: campaignmesh.auth.v1.AppendAuditRecordsRequest.records:type_name -> campaignmesh.auth.v1.AuditRecord
 	1,  // 28: campaignmesh.auth.v1.AuthService.Login:input_type -> campaignmesh.auth.v1.LoginRequest
-	19, // 29: campaignmesh.auth.v1.AuthService.Refresh:input_type -> campaignmesh.auth.v1.RefreshRequest
-	20, // 30: campaignmesh.auth.v1.AuthService.Logout:input_type -> campaignmesh.auth.v1.LogoutRequest
-	22, // 31: campaignmesh.auth.v1.AuthService.ChangePassword:input_type -> campaignmesh.auth.v1.ChangePasswordRequest
-	24, // 32: campaignmesh.auth.v1.AuthService.ListRoles:input_type -> campaignmesh.auth.v1.ListRolesRequest
+	20, // 29: campaignmesh.auth.v1.AuthService.Refresh:input_type -> campaignmesh.auth.v1.RefreshRequest
+	21, // 30: campaignmesh.auth.v1.AuthService.Logout:input_type -> campaignmesh.auth.v1.LogoutRequest
+	23, // 31: campaignmesh.auth.v1.AuthService.ChangePassword:input_type -> campaignmesh.auth.v1.ChangePasswordRequest
+	25, // 32: campaignmesh.auth.v1.AuthService.ListRoles:input_type -> campaignmesh.auth.v1.ListRolesRequest
 	3,  // 33: campaignmesh.auth.v1.AuthService.WhoAmI:input_type -> campaignmesh.auth.v1.WhoAmIRequest
 	5,  // 34: campaignmesh.auth.v1.AuthService.ListSigningKeys:input_type -> campaignmesh.auth.v1.ListSigningKeysRequest
 	7,  // 35: campaignmesh.auth.v1.AuthService.RotateSigningKey:input_type -> campaignmesh.auth.v1.RotateSigningKeyRequest
@@ -3408,62 +3471,64 @@ var file_campaignmesh_auth_v1_service_proto_depIdxs = []int32{
 	9,  // 37: campaignmesh.auth.v1.AuthService.GetTenant:input_type -> campaignmesh.auth.v1.GetTenantRequest
 	10, // 38: campaignmesh.auth.v1.AuthService.ListTenants:input_type -> campaignmesh.auth.v1.ListTenantsRequest
 	12, // 39: campaignmesh.auth.v1.AuthService.SuspendTenant:input_type -> campaignmesh.auth.v1.SuspendTenantRequest
-	13, // 40: campaignmesh.auth.v1.AuthService.CreateUser:input_type -> campaignmesh.auth.v1.CreateUserRequest
-	14, // 41: campaignmesh.auth.v1.AuthService.GetUser:input_type -> campaignmesh.auth.v1.GetUserRequest
-	15, // 42: campaignmesh.auth.v1.AuthService.ListUsers:input_type -> campaignmesh.auth.v1.ListUsersRequest
-	17, // 43: campaignmesh.auth.v1.AuthService.DisableUser:input_type -> campaignmesh.auth.v1.DisableUserRequest
-	18, // 44: campaignmesh.auth.v1.AuthService.ChangeUserRole:input_type -> campaignmesh.auth.v1.ChangeUserRoleRequest
-	27, // 45: campaignmesh.auth.v1.AuthService.RevokeUserSessions:input_type -> campaignmesh.auth.v1.RevokeUserSessionsRequest
-	29, // 46: campaignmesh.auth.v1.AuthService.UnlockUser:input_type -> campaignmesh.auth.v1.UnlockUserRequest
-	30, // 47: campaignmesh.auth.v1.AuthService.CreateInvitation:input_type -> campaignmesh.auth.v1.CreateInvitationRequest
-	31, // 48: campaignmesh.auth.v1.AuthService.CreateTenantInvitation:input_type -> campaignmesh.auth.v1.CreateTenantInvitationRequest
-	33, // 49: campaignmesh.auth.v1.AuthService.ListInvitations:input_type -> campaignmesh.auth.v1.ListInvitationsRequest
-	35, // 50: campaignmesh.auth.v1.AuthService.RevokeInvitation:input_type -> campaignmesh.auth.v1.RevokeInvitationRequest
-	36, // 51: campaignmesh.auth.v1.AuthService.AcceptInvitation:input_type -> campaignmesh.auth.v1.AcceptInvitationRequest
-	38, // 52: campaignmesh.auth.v1.AuthService.CreateApiKey:input_type -> campaignmesh.auth.v1.CreateApiKeyRequest
-	40, // 53: campaignmesh.auth.v1.AuthService.GetApiKey:input_type -> campaignmesh.auth.v1.GetApiKeyRequest
-	41, // 54: campaignmesh.auth.v1.AuthService.ListApiKeys:input_type -> campaignmesh.auth.v1.ListApiKeysRequest
-	43, // 55: campaignmesh.auth.v1.AuthService.RevokeApiKey:input_type -> campaignmesh.auth.v1.RevokeApiKeyRequest
-	44, // 56: campaignmesh.auth.v1.AuthService.VerifyApiKey:input_type -> campaignmesh.auth.v1.VerifyApiKeyRequest
-	49, // 57: campaignmesh.auth.v1.AuthService.ListAuditRecords:input_type -> campaignmesh.auth.v1.ListAuditRecordsRequest
-	51, // 58: campaignmesh.auth.v1.AuthService.VerifyAuditChain:input_type -> campaignmesh.auth.v1.VerifyAuditChainRequest
-	46, // 59: campaignmesh.auth.v1.AuthService.ListRevocations:input_type -> campaignmesh.auth.v1.ListRevocationsRequest
-	53, // 60: campaignmesh.auth.v1.AuthService.AppendAuditRecords:input_type -> campaignmesh.auth.v1.AppendAuditRecordsRequest
-	2,  // 61: campaignmesh.auth.v1.AuthService.Login:output_type -> campaignmesh.auth.v1.LoginResponse
-	2,  // 62: campaignmesh.auth.v1.AuthService.Refresh:output_type -> campaignmesh.auth.v1.LoginResponse
-	21, // 63: campaignmesh.auth.v1.AuthService.Logout:output_type -> campaignmesh.auth.v1.LogoutResponse
-	23, // 64: campaignmesh.auth.v1.AuthService.ChangePassword:output_type -> campaignmesh.auth.v1.ChangePasswordResponse
-	25, // 65: campaignmesh.auth.v1.AuthService.ListRoles:output_type -> campaignmesh.auth.v1.ListRolesResponse
-	4,  // 66: campaignmesh.auth.v1.AuthService.WhoAmI:output_type -> campaignmesh.auth.v1.WhoAmIResponse
-	6,  // 67: campaignmesh.auth.v1.AuthService.ListSigningKeys:output_type -> campaignmesh.auth.v1.ListSigningKeysResponse
-	57, // 68: campaignmesh.auth.v1.AuthService.RotateSigningKey:output_type -> campaignmesh.auth.v1.SigningKey
-	58, // 69: campaignmesh.auth.v1.AuthService.CreateTenant:output_type -> campaignmesh.auth.v1.Tenant
-	58, // 70: campaignmesh.auth.v1.AuthService.GetTenant:output_type -> campaignmesh.auth.v1.Tenant
-	11, // 71: campaignmesh.auth.v1.AuthService.ListTenants:output_type -> campaignmesh.auth.v1.ListTenantsResponse
-	58, // 72: campaignmesh.auth.v1.AuthService.SuspendTenant:output_type -> campaignmesh.auth.v1.Tenant
-	59, // 73: campaignmesh.auth.v1.AuthService.CreateUser:output_type -> campaignmesh.auth.v1.User
-	59, // 74: campaignmesh.auth.v1.AuthService.GetUser:output_type -> campaignmesh.auth.v1.User
-	16, // 75: campaignmesh.auth.v1.AuthService.ListUsers:output_type -> campaignmesh.auth.v1.ListUsersResponse
-	59, // 76: campaignmesh.auth.v1.AuthService.DisableUser:output_type -> campaignmesh.auth.v1.User
-	59, // 77: campaignmesh.auth.v1.AuthService.ChangeUserRole:output_type -> campaignmesh.auth.v1.User
-	28, // 78: campaignmesh.auth.v1.AuthService.RevokeUserSessions:output_type -> campaignmesh.auth.v1.RevokeUserSessionsResponse
-	59, // 79: campaignmesh.auth.v1.AuthService.UnlockUser:output_type -> campaignmesh.auth.v1.User
-	32, // 80: campaignmesh.auth.v1.AuthService.CreateInvitation:output_type -> campaignmesh.auth.v1.CreateInvitationResponse
-	32, // 81: campaignmesh.auth.v1.AuthService.CreateTenantInvitation:output_type -> campaignmesh.auth.v1.CreateInvitationResponse
-	34, // 82: campaignmesh.auth.v1.AuthService.ListInvitations:output_type -> campaignmesh.auth.v1.ListInvitationsResponse
-	60, // 83: campaignmesh.auth.v1.AuthService.RevokeInvitation:output_type -> campaignmesh.auth.v1.Invitation
-	37, // 84: campaignmesh.auth.v1.AuthService.AcceptInvitation:output_type -> campaignmesh.auth.v1.AcceptInvitationResponse
-	39, // 85: campaignmesh.auth.v1.AuthService.CreateApiKey:output_type -> campaignmesh.auth.v1.CreateApiKeyResponse
-	61, // 86: campaignmesh.auth.v1.AuthService.GetApiKey:output_type -> campaignmesh.auth.v1.ApiKey
-	42, // 87: campaignmesh.auth.v1.AuthService.ListApiKeys:output_type -> campaignmesh.auth.v1.ListApiKeysResponse
-	61, // 88: campaignmesh.auth.v1.AuthService.RevokeApiKey:output_type -> campaignmesh.auth.v1.ApiKey
-	45, // 89: campaignmesh.auth.v1.AuthService.VerifyApiKey:output_type -> campaignmesh.auth.v1.VerifyApiKeyResponse
-	50, // 90: campaignmesh.auth.v1.AuthService.ListAuditRecords:output_type -> campaignmesh.auth.v1.ListAuditRecordsResponse
-	52, // 91: campaignmesh.auth.v1.AuthService.VerifyAuditChain:output_type -> campaignmesh.auth.v1.VerifyAuditChainResponse
-	47, // 92: campaignmesh.auth.v1.AuthService.ListRevocations:output_type -> campaignmesh.auth.v1.ListRevocationsResponse
-	54, // 93: campaignmesh.auth.v1.AuthService.AppendAuditRecords:output_type -> campaignmesh.auth.v1.AppendAuditRecordsResponse
-	61, // [61:94] is the sub-list for method output_type
-	28, // [28:61] is the sub-list for method input_type
+	13, // 40: campaignmesh.auth.v1.AuthService.SuspendTenantForBilling:input_type -> campaignmesh.auth.v1.SuspendTenantForBillingRequest
+	14, // 41: campaignmesh.auth.v1.AuthService.CreateUser:input_type -> campaignmesh.auth.v1.CreateUserRequest
+	15, // 42: campaignmesh.auth.v1.AuthService.GetUser:input_type -> campaignmesh.auth.v1.GetUserRequest
+	16, // 43: campaignmesh.auth.v1.AuthService.ListUsers:input_type -> campaignmesh.auth.v1.ListUsersRequest
+	18, // 44: campaignmesh.auth.v1.AuthService.DisableUser:input_type -> campaignmesh.auth.v1.DisableUserRequest
+	19, // 45: campaignmesh.auth.v1.AuthService.ChangeUserRole:input_type -> campaignmesh.auth.v1.ChangeUserRoleRequest
+	28, // 46: campaignmesh.auth.v1.AuthService.RevokeUserSessions:input_type -> campaignmesh.auth.v1.RevokeUserSessionsRequest
+	30, // 47: campaignmesh.auth.v1.AuthService.UnlockUser:input_type -> campaignmesh.auth.v1.UnlockUserRequest
+	31, // 48: campaignmesh.auth.v1.AuthService.CreateInvitation:input_type -> campaignmesh.auth.v1.CreateInvitationRequest
+	32, // 49: campaignmesh.auth.v1.AuthService.CreateTenantInvitation:input_type -> campaignmesh.auth.v1.CreateTenantInvitationRequest
+	34, // 50: campaignmesh.auth.v1.AuthService.ListInvitations:input_type -> campaignmesh.auth.v1.ListInvitationsRequest
+	36, // 51: campaignmesh.auth.v1.AuthService.RevokeInvitation:input_type -> campaignmesh.auth.v1.RevokeInvitationRequest
+	37, // 52: campaignmesh.auth.v1.AuthService.AcceptInvitation:input_type -> campaignmesh.auth.v1.AcceptInvitationRequest
+	39, // 53: campaignmesh.auth.v1.AuthService.CreateApiKey:input_type -> campaignmesh.auth.v1.CreateApiKeyRequest
+	41, // 54: campaignmesh.auth.v1.AuthService.GetApiKey:input_type -> campaignmesh.auth.v1.GetApiKeyRequest
+	42, // 55: campaignmesh.auth.v1.AuthService.ListApiKeys:input_type -> campaignmesh.auth.v1.ListApiKeysRequest
+	44, // 56: campaignmesh.auth.v1.AuthService.RevokeApiKey:input_type -> campaignmesh.auth.v1.RevokeApiKeyRequest
+	45, // 57: campaignmesh.auth.v1.AuthService.VerifyApiKey:input_type -> campaignmesh.auth.v1.VerifyApiKeyRequest
+	50, // 58: campaignmesh.auth.v1.AuthService.ListAuditRecords:input_type -> campaignmesh.auth.v1.ListAuditRecordsRequest
+	52, // 59: campaignmesh.auth.v1.AuthService.VerifyAuditChain:input_type -> campaignmesh.auth.v1.VerifyAuditChainRequest
+	47, // 60: campaignmesh.auth.v1.AuthService.ListRevocations:input_type -> campaignmesh.auth.v1.ListRevocationsRequest
+	54, // 61: campaignmesh.auth.v1.AuthService.AppendAuditRecords:input_type -> campaignmesh.auth.v1.AppendAuditRecordsRequest
+	2,  // 62: campaignmesh.auth.v1.AuthService.Login:output_type -> campaignmesh.auth.v1.LoginResponse
+	2,  // 63: campaignmesh.auth.v1.AuthService.Refresh:output_type -> campaignmesh.auth.v1.LoginResponse
+	22, // 64: campaignmesh.auth.v1.AuthService.Logout:output_type -> campaignmesh.auth.v1.LogoutResponse
+	24, // 65: campaignmesh.auth.v1.AuthService.ChangePassword:output_type -> campaignmesh.auth.v1.ChangePasswordResponse
+	26, // 66: campaignmesh.auth.v1.AuthService.ListRoles:output_type -> campaignmesh.auth.v1.ListRolesResponse
+	4,  // 67: campaignmesh.auth.v1.AuthService.WhoAmI:output_type -> campaignmesh.auth.v1.WhoAmIResponse
+	6,  // 68: campaignmesh.auth.v1.AuthService.ListSigningKeys:output_type -> campaignmesh.auth.v1.ListSigningKeysResponse
+	58, // 69: campaignmesh.auth.v1.AuthService.RotateSigningKey:output_type -> campaignmesh.auth.v1.SigningKey
+	59, // 70: campaignmesh.auth.v1.AuthService.CreateTenant:output_type -> campaignmesh.auth.v1.Tenant
+	59, // 71: campaignmesh.auth.v1.AuthService.GetTenant:output_type -> campaignmesh.auth.v1.Tenant
+	11, // 72: campaignmesh.auth.v1.AuthService.ListTenants:output_type -> campaignmesh.auth.v1.ListTenantsResponse
+	59, // 73: campaignmesh.auth.v1.AuthService.SuspendTenant:output_type -> campaignmesh.auth.v1.Tenant
+	59, // 74: campaignmesh.auth.v1.AuthService.SuspendTenantForBilling:output_type -> campaignmesh.auth.v1.Tenant
+	60, // 75: campaignmesh.auth.v1.AuthService.CreateUser:output_type -> campaignmesh.auth.v1.User
+	60, // 76: campaignmesh.auth.v1.AuthService.GetUser:output_type -> campaignmesh.auth.v1.User
+	17, // 77: campaignmesh.auth.v1.AuthService.ListUsers:output_type -> campaignmesh.auth.v1.ListUsersResponse
+	60, // 78: campaignmesh.auth.v1.AuthService.DisableUser:output_type -> campaignmesh.auth.v1.User
+	60, // 79: campaignmesh.auth.v1.AuthService.ChangeUserRole:output_type -> campaignmesh.auth.v1.User
+	29, // 80: campaignmesh.auth.v1.AuthService.RevokeUserSessions:output_type -> campaignmesh.auth.v1.RevokeUserSessionsResponse
+	60, // 81: campaignmesh.auth.v1.AuthService.UnlockUser:output_type -> campaignmesh.auth.v1.User
+	33, // 82: campaignmesh.auth.v1.AuthService.CreateInvitation:output_type -> campaignmesh.auth.v1.CreateInvitationResponse
+	33, // 83: campaignmesh.auth.v1.AuthService.CreateTenantInvitation:output_type -> campaignmesh.auth.v1.CreateInvitationResponse
+	35, // 84: campaignmesh.auth.v1.AuthService.ListInvitations:output_type -> campaignmesh.auth.v1.ListInvitationsResponse
+	61, // 85: campaignmesh.auth.v1.AuthService.RevokeInvitation:output_type -> campaignmesh.auth.v1.Invitation
+	38, // 86: campaignmesh.auth.v1.AuthService.AcceptInvitation:output_type -> campaignmesh.auth.v1.AcceptInvitationResponse
+	40, // 87: campaignmesh.auth.v1.AuthService.CreateApiKey:output_type -> campaignmesh.auth.v1.CreateApiKeyResponse
+	62, // 88: campaignmesh.auth.v1.AuthService.GetApiKey:output_type -> campaignmesh.auth.v1.ApiKey
+	43, // 89: campaignmesh.auth.v1.AuthService.ListApiKeys:output_type -> campaignmesh.auth.v1.ListApiKeysResponse
+	62, // 90: campaignmesh.auth.v1.AuthService.RevokeApiKey:output_type -> campaignmesh.auth.v1.ApiKey
+	46, // 91: campaignmesh.auth.v1.AuthService.VerifyApiKey:output_type -> campaignmesh.auth.v1.VerifyApiKeyResponse
+	51, // 92: campaignmesh.auth.v1.AuthService.ListAuditRecords:output_type -> campaignmesh.auth.v1.ListAuditRecordsResponse
+	53, // 93: campaignmesh.auth.v1.AuthService.VerifyAuditChain:output_type -> campaignmesh.auth.v1.VerifyAuditChainResponse
+	48, // 94: campaignmesh.auth.v1.AuthService.ListRevocations:output_type -> campaignmesh.auth.v1.ListRevocationsResponse
+	55, // 95: campaignmesh.auth.v1.AuthService.AppendAuditRecords:output_type -> campaignmesh.auth.v1.AppendAuditRecordsResponse
+	62, // [62:96] is the sub-list for method output_type
+	28, // [28:62] is the sub-list for method input_type
 	28, // [28:28] is the sub-list for extension type_name
 	28, // [28:28] is the sub-list for extension extendee
 	0,  // [0:28] is the sub-list for field type_name
@@ -3481,7 +3546,7 @@ func file_campaignmesh_auth_v1_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campaignmesh_auth_v1_service_proto_rawDesc), len(file_campaignmesh_auth_v1_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   54,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,39 +19,40 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuthService_Login_FullMethodName                  = "/campaignmesh.auth.v1.AuthService/Login"
-	AuthService_Refresh_FullMethodName                = "/campaignmesh.auth.v1.AuthService/Refresh"
-	AuthService_Logout_FullMethodName                 = "/campaignmesh.auth.v1.AuthService/Logout"
-	AuthService_ChangePassword_FullMethodName         = "/campaignmesh.auth.v1.AuthService/ChangePassword"
-	AuthService_ListRoles_FullMethodName              = "/campaignmesh.auth.v1.AuthService/ListRoles"
-	AuthService_WhoAmI_FullMethodName                 = "/campaignmesh.auth.v1.AuthService/WhoAmI"
-	AuthService_ListSigningKeys_FullMethodName        = "/campaignmesh.auth.v1.AuthService/ListSigningKeys"
-	AuthService_RotateSigningKey_FullMethodName       = "/campaignmesh.auth.v1.AuthService/RotateSigningKey"
-	AuthService_CreateTenant_FullMethodName           = "/campaignmesh.auth.v1.AuthService/CreateTenant"
-	AuthService_GetTenant_FullMethodName              = "/campaignmesh.auth.v1.AuthService/GetTenant"
-	AuthService_ListTenants_FullMethodName            = "/campaignmesh.auth.v1.AuthService/ListTenants"
-	AuthService_SuspendTenant_FullMethodName          = "/campaignmesh.auth.v1.AuthService/SuspendTenant"
-	AuthService_CreateUser_FullMethodName             = "/campaignmesh.auth.v1.AuthService/CreateUser"
-	AuthService_GetUser_FullMethodName                = "/campaignmesh.auth.v1.AuthService/GetUser"
-	AuthService_ListUsers_FullMethodName              = "/campaignmesh.auth.v1.AuthService/ListUsers"
-	AuthService_DisableUser_FullMethodName            = "/campaignmesh.auth.v1.AuthService/DisableUser"
-	AuthService_ChangeUserRole_FullMethodName         = "/campaignmesh.auth.v1.AuthService/ChangeUserRole"
-	AuthService_RevokeUserSessions_FullMethodName     = "/campaignmesh.auth.v1.AuthService/RevokeUserSessions"
-	AuthService_UnlockUser_FullMethodName             = "/campaignmesh.auth.v1.AuthService/UnlockUser"
-	AuthService_CreateInvitation_FullMethodName       = "/campaignmesh.auth.v1.AuthService/CreateInvitation"
-	AuthService_CreateTenantInvitation_FullMethodName = "/campaignmesh.auth.v1.AuthService/CreateTenantInvitation"
-	AuthService_ListInvitations_FullMethodName        = "/campaignmesh.auth.v1.AuthService/ListInvitations"
-	AuthService_RevokeInvitation_FullMethodName       = "/campaignmesh.auth.v1.AuthService/RevokeInvitation"
-	AuthService_AcceptInvitation_FullMethodName       = "/campaignmesh.auth.v1.AuthService/AcceptInvitation"
-	AuthService_CreateApiKey_FullMethodName           = "/campaignmesh.auth.v1.AuthService/CreateApiKey"
-	AuthService_GetApiKey_FullMethodName              = "/campaignmesh.auth.v1.AuthService/GetApiKey"
-	AuthService_ListApiKeys_FullMethodName            = "/campaignmesh.auth.v1.AuthService/ListApiKeys"
-	AuthService_RevokeApiKey_FullMethodName           = "/campaignmesh.auth.v1.AuthService/RevokeApiKey"
-	AuthService_VerifyApiKey_FullMethodName           = "/campaignmesh.auth.v1.AuthService/VerifyApiKey"
-	AuthService_ListAuditRecords_FullMethodName       = "/campaignmesh.auth.v1.AuthService/ListAuditRecords"
-	AuthService_VerifyAuditChain_FullMethodName       = "/campaignmesh.auth.v1.AuthService/VerifyAuditChain"
-	AuthService_ListRevocations_FullMethodName        = "/campaignmesh.auth.v1.AuthService/ListRevocations"
-	AuthService_AppendAuditRecords_FullMethodName     = "/campaignmesh.auth.v1.AuthService/AppendAuditRecords"
+	AuthService_Login_FullMethodName                   = "/campaignmesh.auth.v1.AuthService/Login"
+	AuthService_Refresh_FullMethodName                 = "/campaignmesh.auth.v1.AuthService/Refresh"
+	AuthService_Logout_FullMethodName                  = "/campaignmesh.auth.v1.AuthService/Logout"
+	AuthService_ChangePassword_FullMethodName          = "/campaignmesh.auth.v1.AuthService/ChangePassword"
+	AuthService_ListRoles_FullMethodName               = "/campaignmesh.auth.v1.AuthService/ListRoles"
+	AuthService_WhoAmI_FullMethodName                  = "/campaignmesh.auth.v1.AuthService/WhoAmI"
+	AuthService_ListSigningKeys_FullMethodName         = "/campaignmesh.auth.v1.AuthService/ListSigningKeys"
+	AuthService_RotateSigningKey_FullMethodName        = "/campaignmesh.auth.v1.AuthService/RotateSigningKey"
+	AuthService_CreateTenant_FullMethodName            = "/campaignmesh.auth.v1.AuthService/CreateTenant"
+	AuthService_GetTenant_FullMethodName               = "/campaignmesh.auth.v1.AuthService/GetTenant"
+	AuthService_ListTenants_FullMethodName             = "/campaignmesh.auth.v1.AuthService/ListTenants"
+	AuthService_SuspendTenant_FullMethodName           = "/campaignmesh.auth.v1.AuthService/SuspendTenant"
+	AuthService_SuspendTenantForBilling_FullMethodName = "/campaignmesh.auth.v1.AuthService/SuspendTenantForBilling"
+	AuthService_CreateUser_FullMethodName              = "/campaignmesh.auth.v1.AuthService/CreateUser"
+	AuthService_GetUser_FullMethodName                 = "/campaignmesh.auth.v1.AuthService/GetUser"
+	AuthService_ListUsers_FullMethodName               = "/campaignmesh.auth.v1.AuthService/ListUsers"
+	AuthService_DisableUser_FullMethodName             = "/campaignmesh.auth.v1.AuthService/DisableUser"
+	AuthService_ChangeUserRole_FullMethodName          = "/campaignmesh.auth.v1.AuthService/ChangeUserRole"
+	AuthService_RevokeUserSessions_FullMethodName      = "/campaignmesh.auth.v1.AuthService/RevokeUserSessions"
+	AuthService_UnlockUser_FullMethodName              = "/campaignmesh.auth.v1.AuthService/UnlockUser"
+	AuthService_CreateInvitation_FullMethodName        = "/campaignmesh.auth.v1.AuthService/CreateInvitation"
+	AuthService_CreateTenantInvitation_FullMethodName  = "/campaignmesh.auth.v1.AuthService/CreateTenantInvitation"
+	AuthService_ListInvitations_FullMethodName         = "/campaignmesh.auth.v1.AuthService/ListInvitations"
+	AuthService_RevokeInvitation_FullMethodName        = "/campaignmesh.auth.v1.AuthService/RevokeInvitation"
+	AuthService_AcceptInvitation_FullMethodName        = "/campaignmesh.auth.v1.AuthService/AcceptInvitation"
+	AuthService_CreateApiKey_FullMethodName            = "/campaignmesh.auth.v1.AuthService/CreateApiKey"
+	AuthService_GetApiKey_FullMethodName               = "/campaignmesh.auth.v1.AuthService/GetApiKey"
+	AuthService_ListApiKeys_FullMethodName             = "/campaignmesh.auth.v1.AuthService/ListApiKeys"
+	AuthService_RevokeApiKey_FullMethodName            = "/campaignmesh.auth.v1.AuthService/RevokeApiKey"
+	AuthService_VerifyApiKey_FullMethodName            = "/campaignmesh.auth.v1.AuthService/VerifyApiKey"
+	AuthService_ListAuditRecords_FullMethodName        = "/campaignmesh.auth.v1.AuthService/ListAuditRecords"
+	AuthService_VerifyAuditChain_FullMethodName        = "/campaignmesh.auth.v1.AuthService/VerifyAuditChain"
+	AuthService_ListRevocations_FullMethodName         = "/campaignmesh.auth.v1.AuthService/ListRevocations"
+	AuthService_AppendAuditRecords_FullMethodName      = "/campaignmesh.auth.v1.AuthService/AppendAuditRecords"
 )
 
 // AuthServiceClient is the client API for AuthService service.
@@ -94,6 +95,12 @@ type AuthServiceClient interface {
 	// SuspendTenant stops a tenant's users from logging in; its access tokens and API keys stop
 	// working within seconds. Caller: platform operator. Permission: tenants.manage. Audited.
 	SuspendTenant(ctx context.Context, in *SuspendTenantRequest, opts ...grpc.CallOption) (*Tenant, error)
+	// SuspendTenantForBilling suspends a tenant whose billing account stayed flagged (payment
+	// failed, subscription lapsed) past the grace period: the same effect as SuspendTenant, and
+	// suspending a suspended tenant succeeds and changes nothing (billing repeats the call after
+	// a crash). Only an operator resumes the tenant. Caller: billing (internal: no REST mapping,
+	// not served at the edge). Audited.
+	SuspendTenantForBilling(ctx context.Context, in *SuspendTenantForBillingRequest, opts ...grpc.CallOption) (*Tenant, error)
 	// CreateUser adds a user to the caller's tenant. Caller: tenant admin.
 	// Permission: users.manage. Audited.
 	CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*User, error)
@@ -302,6 +309,16 @@ func (c *authServiceClient) SuspendTenant(ctx context.Context, in *SuspendTenant
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Tenant)
 	err := c.cc.Invoke(ctx, AuthService_SuspendTenant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) SuspendTenantForBilling(ctx context.Context, in *SuspendTenantForBillingRequest, opts ...grpc.CallOption) (*Tenant, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Tenant)
+	err := c.cc.Invoke(ctx, AuthService_SuspendTenantForBilling_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -558,6 +575,12 @@ type AuthServiceServer interface {
 	// SuspendTenant stops a tenant's users from logging in; its access tokens and API keys stop
 	// working within seconds. Caller: platform operator. Permission: tenants.manage. Audited.
 	SuspendTenant(context.Context, *SuspendTenantRequest) (*Tenant, error)
+	// SuspendTenantForBilling suspends a tenant whose billing account stayed flagged (payment
+	// failed, subscription lapsed) past the grace period: the same effect as SuspendTenant, and
+	// suspending a suspended tenant succeeds and changes nothing (billing repeats the call after
+	// a crash). Only an operator resumes the tenant. Caller: billing (internal: no REST mapping,
+	// not served at the edge). Audited.
+	SuspendTenantForBilling(context.Context, *SuspendTenantForBillingRequest) (*Tenant, error)
 	// CreateUser adds a user to the caller's tenant. Caller: tenant admin.
 	// Permission: users.manage. Audited.
 	CreateUser(context.Context, *CreateUserRequest) (*User, error)
@@ -687,6 +710,9 @@ func (UnimplementedAuthServiceServer) ListTenants(context.Context, *ListTenantsR
 }
 func (UnimplementedAuthServiceServer) SuspendTenant(context.Context, *SuspendTenantRequest) (*Tenant, error) {
 	return nil, status.Error(codes.Unimplemented, "method SuspendTenant not implemented")
+}
+func (UnimplementedAuthServiceServer) SuspendTenantForBilling(context.Context, *SuspendTenantForBillingRequest) (*Tenant, error) {
+	return nil, status.Error(codes.Unimplemented, "method SuspendTenantForBilling not implemented")
 }
 func (UnimplementedAuthServiceServer) CreateUser(context.Context, *CreateUserRequest) (*User, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateUser not implemented")
@@ -984,6 +1010,24 @@ func _AuthService_SuspendTenant_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AuthServiceServer).SuspendTenant(ctx, req.(*SuspendTenantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_SuspendTenantForBilling_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SuspendTenantForBillingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).SuspendTenantForBilling(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_SuspendTenantForBilling_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).SuspendTenantForBilling(ctx, req.(*SuspendTenantForBillingRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1420,6 +1464,10 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SuspendTenant",
 			Handler:    _AuthService_SuspendTenant_Handler,
+		},
+		{
+			MethodName: "SuspendTenantForBilling",
+			Handler:    _AuthService_SuspendTenantForBilling_Handler,
 		},
 		{
 			MethodName: "CreateUser",

@@ -251,7 +251,11 @@ type CampaignDelivery struct {
 	// When the first recipient was added (unset before the campaign was first resolved).
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	// When the last recipient was finished (unset while any is pending, sending or unknown).
-	FinishTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
+	FinishTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
+	// While recipients are pending: the tenant's hard quota on the campaign's channel that holds
+	// them (unset when none does). They are sent after resets_at or once a plan change raises
+	// the limit.
+	QuotaHold     *QuotaHold `protobuf:"bytes,6,opt,name=quota_hold,json=quotaHold,proto3" json:"quota_hold,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -321,6 +325,95 @@ func (x *CampaignDelivery) GetFinishTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *CampaignDelivery) GetQuotaHold() *QuotaHold {
+	if x != nil {
+		return x.QuotaHold
+	}
+	return nil
+}
+
+// QuotaHold is a hard quota of the tenant's plan that holds a campaign's sending.
+type QuotaHold struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The meter the quota is on: "messages_email" or "messages_sms".
+	Quota string `protobuf:"bytes,1,opt,name=quota,proto3" json:"quota,omitempty"`
+	// The quota's limit per period.
+	Limit int64 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// "day" or "month" (UTC).
+	Period string `protobuf:"bytes,3,opt,name=period,proto3" json:"period,omitempty"`
+	// The period's usage as this service knows it.
+	Used int64 `protobuf:"varint,4,opt,name=used,proto3" json:"used,omitempty"`
+	// When the period ends and sending resumes.
+	ResetsAt      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=resets_at,json=resetsAt,proto3" json:"resets_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuotaHold) Reset() {
+	*x = QuotaHold{}
+	mi := &file_campaignmesh_delivery_v1_sending_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuotaHold) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuotaHold) ProtoMessage() {}
+
+func (x *QuotaHold) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_delivery_v1_sending_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuotaHold.ProtoReflect.Descriptor instead.
+func (*QuotaHold) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_delivery_v1_sending_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *QuotaHold) GetQuota() string {
+	if x != nil {
+		return x.Quota
+	}
+	return ""
+}
+
+func (x *QuotaHold) GetLimit() int64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *QuotaHold) GetPeriod() string {
+	if x != nil {
+		return x.Period
+	}
+	return ""
+}
+
+func (x *QuotaHold) GetUsed() int64 {
+	if x != nil {
+		return x.Used
+	}
+	return 0
+}
+
+func (x *QuotaHold) GetResetsAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResetsAt
+	}
+	return nil
+}
+
 // ListCampaignRecipientsRequest names a campaign and pages its recipients.
 type ListCampaignRecipientsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -336,7 +429,7 @@ type ListCampaignRecipientsRequest struct {
 
 func (x *ListCampaignRecipientsRequest) Reset() {
 	*x = ListCampaignRecipientsRequest{}
-	mi := &file_campaignmesh_delivery_v1_sending_proto_msgTypes[3]
+	mi := &file_campaignmesh_delivery_v1_sending_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -348,7 +441,7 @@ func (x *ListCampaignRecipientsRequest) String() string {
 func (*ListCampaignRecipientsRequest) ProtoMessage() {}
 
 func (x *ListCampaignRecipientsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_delivery_v1_sending_proto_msgTypes[3]
+	mi := &file_campaignmesh_delivery_v1_sending_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -361,7 +454,7 @@ func (x *ListCampaignRecipientsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCampaignRecipientsRequest.ProtoReflect.Descriptor instead.
 func (*ListCampaignRecipientsRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_delivery_v1_sending_proto_rawDescGZIP(), []int{3}
+	return file_campaignmesh_delivery_v1_sending_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListCampaignRecipientsRequest) GetCampaignId() string {
@@ -417,7 +510,7 @@ type CampaignRecipient struct {
 
 func (x *CampaignRecipient) Reset() {
 	*x = CampaignRecipient{}
-	mi := &file_campaignmesh_delivery_v1_sending_proto_msgTypes[4]
+	mi := &file_campaignmesh_delivery_v1_sending_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -429,7 +522,7 @@ func (x *CampaignRecipient) String() string {
 func (*CampaignRecipient) ProtoMessage() {}
 
 func (x *CampaignRecipient) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_delivery_v1_sending_proto_msgTypes[4]
+	mi := &file_campaignmesh_delivery_v1_sending_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -442,7 +535,7 @@ func (x *CampaignRecipient) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CampaignRecipient.ProtoReflect.Descriptor instead.
 func (*CampaignRecipient) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_delivery_v1_sending_proto_rawDescGZIP(), []int{4}
+	return file_campaignmesh_delivery_v1_sending_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CampaignRecipient) GetId() string {
@@ -535,7 +628,7 @@ type ListCampaignRecipientsResponse struct {
 
 func (x *ListCampaignRecipientsResponse) Reset() {
 	*x = ListCampaignRecipientsResponse{}
-	mi := &file_campaignmesh_delivery_v1_sending_proto_msgTypes[5]
+	mi := &file_campaignmesh_delivery_v1_sending_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -547,7 +640,7 @@ func (x *ListCampaignRecipientsResponse) String() string {
 func (*ListCampaignRecipientsResponse) ProtoMessage() {}
 
 func (x *ListCampaignRecipientsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_delivery_v1_sending_proto_msgTypes[5]
+	mi := &file_campaignmesh_delivery_v1_sending_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -560,7 +653,7 @@ func (x *ListCampaignRecipientsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCampaignRecipientsResponse.ProtoReflect.Descriptor instead.
 func (*ListCampaignRecipientsResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_delivery_v1_sending_proto_rawDescGZIP(), []int{5}
+	return file_campaignmesh_delivery_v1_sending_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListCampaignRecipientsResponse) GetRecipients() []*CampaignRecipient {
@@ -590,7 +683,7 @@ type CampaignDelivery_VariantCounts struct {
 
 func (x *CampaignDelivery_VariantCounts) Reset() {
 	*x = CampaignDelivery_VariantCounts{}
-	mi := &file_campaignmesh_delivery_v1_sending_proto_msgTypes[6]
+	mi := &file_campaignmesh_delivery_v1_sending_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -602,7 +695,7 @@ func (x *CampaignDelivery_VariantCounts) String() string {
 func (*CampaignDelivery_VariantCounts) ProtoMessage() {}
 
 func (x *CampaignDelivery_VariantCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_delivery_v1_sending_proto_msgTypes[6]
+	mi := &file_campaignmesh_delivery_v1_sending_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +740,7 @@ const file_campaignmesh_delivery_v1_sending_proto_rawDesc = "" +
 	"\x04sent\x18\x04 \x01(\x03R\x04sent\x12\x16\n" +
 	"\x06failed\x18\x05 \x01(\x03R\x06failed\x12\x18\n" +
 	"\askipped\x18\x06 \x01(\x03R\askipped\x12\x18\n" +
-	"\aunknown\x18\a \x01(\x03R\aunknown\"\xb0\x03\n" +
+	"\aunknown\x18\a \x01(\x03R\aunknown\"\xf4\x03\n" +
 	"\x10CampaignDelivery\x12\x1f\n" +
 	"\vcampaign_id\x18\x01 \x01(\tR\n" +
 	"campaignId\x12@\n" +
@@ -656,10 +749,18 @@ const file_campaignmesh_delivery_v1_sending_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12;\n" +
 	"\vfinish_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"finishTime\x1ak\n" +
+	"finishTime\x12B\n" +
+	"\n" +
+	"quota_hold\x18\x06 \x01(\v2#.campaignmesh.delivery.v1.QuotaHoldR\tquotaHold\x1ak\n" +
 	"\rVariantCounts\x12\x18\n" +
 	"\avariant\x18\x01 \x01(\tR\avariant\x12@\n" +
-	"\x06counts\x18\x02 \x01(\v2(.campaignmesh.delivery.v1.DeliveryCountsR\x06counts\"|\n" +
+	"\x06counts\x18\x02 \x01(\v2(.campaignmesh.delivery.v1.DeliveryCountsR\x06counts\"\x9c\x01\n" +
+	"\tQuotaHold\x12\x14\n" +
+	"\x05quota\x18\x01 \x01(\tR\x05quota\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x03R\x05limit\x12\x16\n" +
+	"\x06period\x18\x03 \x01(\tR\x06period\x12\x12\n" +
+	"\x04used\x18\x04 \x01(\x03R\x04used\x127\n" +
+	"\tresets_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\"|\n" +
 	"\x1dListCampaignRecipientsRequest\x12\x1f\n" +
 	"\vcampaign_id\x18\x01 \x01(\tR\n" +
 	"campaignId\x12\x1b\n" +
@@ -714,39 +815,42 @@ func file_campaignmesh_delivery_v1_sending_proto_rawDescGZIP() []byte {
 }
 
 var file_campaignmesh_delivery_v1_sending_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_campaignmesh_delivery_v1_sending_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_campaignmesh_delivery_v1_sending_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_campaignmesh_delivery_v1_sending_proto_goTypes = []any{
 	(RecipientState)(0),                    // 0: campaignmesh.delivery.v1.RecipientState
 	(*GetCampaignDeliveryRequest)(nil),     // 1: campaignmesh.delivery.v1.GetCampaignDeliveryRequest
 	(*DeliveryCounts)(nil),                 // 2: campaignmesh.delivery.v1.DeliveryCounts
 	(*CampaignDelivery)(nil),               // 3: campaignmesh.delivery.v1.CampaignDelivery
-	(*ListCampaignRecipientsRequest)(nil),  // 4: campaignmesh.delivery.v1.ListCampaignRecipientsRequest
-	(*CampaignRecipient)(nil),              // 5: campaignmesh.delivery.v1.CampaignRecipient
-	(*ListCampaignRecipientsResponse)(nil), // 6: campaignmesh.delivery.v1.ListCampaignRecipientsResponse
-	(*CampaignDelivery_VariantCounts)(nil), // 7: campaignmesh.delivery.v1.CampaignDelivery.VariantCounts
-	(*timestamppb.Timestamp)(nil),          // 8: google.protobuf.Timestamp
+	(*QuotaHold)(nil),                      // 4: campaignmesh.delivery.v1.QuotaHold
+	(*ListCampaignRecipientsRequest)(nil),  // 5: campaignmesh.delivery.v1.ListCampaignRecipientsRequest
+	(*CampaignRecipient)(nil),              // 6: campaignmesh.delivery.v1.CampaignRecipient
+	(*ListCampaignRecipientsResponse)(nil), // 7: campaignmesh.delivery.v1.ListCampaignRecipientsResponse
+	(*CampaignDelivery_VariantCounts)(nil), // 8: campaignmesh.delivery.v1.CampaignDelivery.VariantCounts
+	(*timestamppb.Timestamp)(nil),          // 9: google.protobuf.Timestamp
 }
 var file_campaignmesh_delivery_v1_sending_proto_depIdxs = []int32{
 	2,  // 0: campaignmesh.delivery.v1.CampaignDelivery.counts:type_name -> campaignmesh.delivery.v1.DeliveryCounts
-	7,  // 1: campaignmesh.delivery.v1.CampaignDelivery.variants:type_name -> campaignmesh.delivery.v1.CampaignDelivery.VariantCounts
-	8,  // 2: campaignmesh.delivery.v1.CampaignDelivery.start_time:type_name -> google.protobuf.Timestamp
-	8,  // 3: campaignmesh.delivery.v1.CampaignDelivery.finish_time:type_name -> google.protobuf.Timestamp
-	0,  // 4: campaignmesh.delivery.v1.CampaignRecipient.state:type_name -> campaignmesh.delivery.v1.RecipientState
-	8,  // 5: campaignmesh.delivery.v1.CampaignRecipient.not_before_time:type_name -> google.protobuf.Timestamp
-	8,  // 6: campaignmesh.delivery.v1.CampaignRecipient.attempt_time:type_name -> google.protobuf.Timestamp
-	8,  // 7: campaignmesh.delivery.v1.CampaignRecipient.create_time:type_name -> google.protobuf.Timestamp
-	8,  // 8: campaignmesh.delivery.v1.CampaignRecipient.update_time:type_name -> google.protobuf.Timestamp
-	5,  // 9: campaignmesh.delivery.v1.ListCampaignRecipientsResponse.recipients:type_name -> campaignmesh.delivery.v1.CampaignRecipient
-	2,  // 10: campaignmesh.delivery.v1.CampaignDelivery.VariantCounts.counts:type_name -> campaignmesh.delivery.v1.DeliveryCounts
-	1,  // 11: campaignmesh.delivery.v1.SendingService.GetCampaignDelivery:input_type -> campaignmesh.delivery.v1.GetCampaignDeliveryRequest
-	4,  // 12: campaignmesh.delivery.v1.SendingService.ListCampaignRecipients:input_type -> campaignmesh.delivery.v1.ListCampaignRecipientsRequest
-	3,  // 13: campaignmesh.delivery.v1.SendingService.GetCampaignDelivery:output_type -> campaignmesh.delivery.v1.CampaignDelivery
-	6,  // 14: campaignmesh.delivery.v1.SendingService.ListCampaignRecipients:output_type -> campaignmesh.delivery.v1.ListCampaignRecipientsResponse
-	13, // [13:15] is the sub-list for method output_type
-	11, // [11:13] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	8,  // 1: campaignmesh.delivery.v1.CampaignDelivery.variants:type_name -> campaignmesh.delivery.v1.CampaignDelivery.VariantCounts
+	9,  // 2: campaignmesh.delivery.v1.CampaignDelivery.start_time:type_name -> google.protobuf.Timestamp
+	9,  // 3: campaignmesh.delivery.v1.CampaignDelivery.finish_time:type_name -> google.protobuf.Timestamp
+	4,  // 4: campaignmesh.delivery.v1.CampaignDelivery.quota_hold:type_name -> campaignmesh.delivery.v1.QuotaHold
+	9,  // 5: campaignmesh.delivery.v1.QuotaHold.resets_at:type_name -> google.protobuf.Timestamp
+	0,  // 6: campaignmesh.delivery.v1.CampaignRecipient.state:type_name -> campaignmesh.delivery.v1.RecipientState
+	9,  // 7: campaignmesh.delivery.v1.CampaignRecipient.not_before_time:type_name -> google.protobuf.Timestamp
+	9,  // 8: campaignmesh.delivery.v1.CampaignRecipient.attempt_time:type_name -> google.protobuf.Timestamp
+	9,  // 9: campaignmesh.delivery.v1.CampaignRecipient.create_time:type_name -> google.protobuf.Timestamp
+	9,  // 10: campaignmesh.delivery.v1.CampaignRecipient.update_time:type_name -> google.protobuf.Timestamp
+	6,  // 11: campaignmesh.delivery.v1.ListCampaignRecipientsResponse.recipients:type_name -> campaignmesh.delivery.v1.CampaignRecipient
+	2,  // 12: campaignmesh.delivery.v1.CampaignDelivery.VariantCounts.counts:type_name -> campaignmesh.delivery.v1.DeliveryCounts
+	1,  // 13: campaignmesh.delivery.v1.SendingService.GetCampaignDelivery:input_type -> campaignmesh.delivery.v1.GetCampaignDeliveryRequest
+	5,  // 14: campaignmesh.delivery.v1.SendingService.ListCampaignRecipients:input_type -> campaignmesh.delivery.v1.ListCampaignRecipientsRequest
+	3,  // 15: campaignmesh.delivery.v1.SendingService.GetCampaignDelivery:output_type -> campaignmesh.delivery.v1.CampaignDelivery
+	7,  // 16: campaignmesh.delivery.v1.SendingService.ListCampaignRecipients:output_type -> campaignmesh.delivery.v1.ListCampaignRecipientsResponse
+	15, // [15:17] is the sub-list for method output_type
+	13, // [13:15] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_campaignmesh_delivery_v1_sending_proto_init() }
@@ -760,7 +864,7 @@ func file_campaignmesh_delivery_v1_sending_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campaignmesh_delivery_v1_sending_proto_rawDesc), len(file_campaignmesh_delivery_v1_sending_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -753,7 +753,10 @@ type IngestEventsResponse struct {
 	Batch int64 `protobuf:"varint,4,opt,name=batch,proto3" json:"batch,omitempty"`
 	// Number of events of suppressed data subjects (a data-subject request): dropped, not
 	// stored, not counted in accepted. A success: do not resend them.
-	Suppressed    int32 `protobuf:"varint,5,opt,name=suppressed,proto3" json:"suppressed,omitempty"`
+	Suppressed int32 `protobuf:"varint,5,opt,name=suppressed,proto3" json:"suppressed,omitempty"`
+	// The tenant's soft quotas this request's accepted events went past (the events are stored;
+	// a hard quota refuses the whole request with RESOURCE_EXHAUSTED instead).
+	QuotaWarnings []*QuotaWarning `protobuf:"bytes,6,rep,name=quota_warnings,json=quotaWarnings,proto3" json:"quota_warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -823,6 +826,96 @@ func (x *IngestEventsResponse) GetSuppressed() int32 {
 	return 0
 }
 
+func (x *IngestEventsResponse) GetQuotaWarnings() []*QuotaWarning {
+	if x != nil {
+		return x.QuotaWarnings
+	}
+	return nil
+}
+
+// QuotaWarning says a soft quota of the tenant's plan is exceeded.
+type QuotaWarning struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The meter the quota is on, e.g. "events_accepted".
+	Quota string `protobuf:"bytes,1,opt,name=quota,proto3" json:"quota,omitempty"`
+	// The period's usage including this request's events (as far as this service knows: the
+	// billing service's count plus what this instance accepted since).
+	Used int64 `protobuf:"varint,2,opt,name=used,proto3" json:"used,omitempty"`
+	// The quota's limit per period.
+	Limit int64 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	// "day" or "month" (UTC).
+	Period string `protobuf:"bytes,4,opt,name=period,proto3" json:"period,omitempty"`
+	// When the period ends and usage starts again at zero.
+	ResetsAt      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=resets_at,json=resetsAt,proto3" json:"resets_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuotaWarning) Reset() {
+	*x = QuotaWarning{}
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuotaWarning) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuotaWarning) ProtoMessage() {}
+
+func (x *QuotaWarning) ProtoReflect() protoreflect.Message {
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuotaWarning.ProtoReflect.Descriptor instead.
+func (*QuotaWarning) Descriptor() ([]byte, []int) {
+	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *QuotaWarning) GetQuota() string {
+	if x != nil {
+		return x.Quota
+	}
+	return ""
+}
+
+func (x *QuotaWarning) GetUsed() int64 {
+	if x != nil {
+		return x.Used
+	}
+	return 0
+}
+
+func (x *QuotaWarning) GetLimit() int64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *QuotaWarning) GetPeriod() string {
+	if x != nil {
+		return x.Period
+	}
+	return ""
+}
+
+func (x *QuotaWarning) GetResetsAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResetsAt
+	}
+	return nil
+}
+
 // TailEventsRequest opens a tail of the caller's tenant's events.
 type TailEventsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -832,7 +925,7 @@ type TailEventsRequest struct {
 
 func (x *TailEventsRequest) Reset() {
 	*x = TailEventsRequest{}
-	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[9]
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +937,7 @@ func (x *TailEventsRequest) String() string {
 func (*TailEventsRequest) ProtoMessage() {}
 
 func (x *TailEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[9]
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +950,7 @@ func (x *TailEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailEventsRequest.ProtoReflect.Descriptor instead.
 func (*TailEventsRequest) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{9}
+	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{10}
 }
 
 // TailEventsResponse is one outcome.
@@ -883,7 +976,7 @@ type TailEventsResponse struct {
 
 func (x *TailEventsResponse) Reset() {
 	*x = TailEventsResponse{}
-	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[10]
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +988,7 @@ func (x *TailEventsResponse) String() string {
 func (*TailEventsResponse) ProtoMessage() {}
 
 func (x *TailEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[10]
+	mi := &file_campaignmesh_ingest_v1_ingest_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +1001,7 @@ func (x *TailEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailEventsResponse.ProtoReflect.Descriptor instead.
 func (*TailEventsResponse) Descriptor() ([]byte, []int) {
-	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{10}
+	return file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TailEventsResponse) GetOutcome() EventOutcome {
@@ -1009,7 +1102,7 @@ const file_campaignmesh_ingest_v1_ingest_proto_rawDesc = "" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\"9\n" +
 	"\aWarning\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xe4\x01\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xb1\x02\n" +
 	"\x14IngestEventsResponse\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\x05R\baccepted\x12=\n" +
 	"\brejected\x18\x02 \x03(\v2!.campaignmesh.ingest.v1.RejectionR\brejected\x12;\n" +
@@ -1017,7 +1110,14 @@ const file_campaignmesh_ingest_v1_ingest_proto_rawDesc = "" +
 	"\x05batch\x18\x04 \x01(\x03R\x05batch\x12\x1e\n" +
 	"\n" +
 	"suppressed\x18\x05 \x01(\x05R\n" +
-	"suppressed\"\x13\n" +
+	"suppressed\x12K\n" +
+	"\x0equota_warnings\x18\x06 \x03(\v2$.campaignmesh.ingest.v1.QuotaWarningR\rquotaWarnings\"\x9f\x01\n" +
+	"\fQuotaWarning\x12\x14\n" +
+	"\x05quota\x18\x01 \x01(\tR\x05quota\x12\x12\n" +
+	"\x04used\x18\x02 \x01(\x03R\x04used\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\x03R\x05limit\x12\x16\n" +
+	"\x06period\x18\x04 \x01(\tR\x06period\x127\n" +
+	"\tresets_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\"\x13\n" +
 	"\x11TailEventsRequest\"\xc7\x02\n" +
 	"\x12TailEventsResponse\x12>\n" +
 	"\aoutcome\x18\x01 \x01(\x0e2$.campaignmesh.ingest.v1.EventOutcomeR\aoutcome\x12.\n" +
@@ -1066,7 +1166,7 @@ func file_campaignmesh_ingest_v1_ingest_proto_rawDescGZIP() []byte {
 }
 
 var file_campaignmesh_ingest_v1_ingest_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_campaignmesh_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_campaignmesh_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_campaignmesh_ingest_v1_ingest_proto_goTypes = []any{
 	(EventType)(0),                    // 0: campaignmesh.ingest.v1.EventType
 	(EventOutcome)(0),                 // 1: campaignmesh.ingest.v1.EventOutcome
@@ -1079,40 +1179,43 @@ var file_campaignmesh_ingest_v1_ingest_proto_goTypes = []any{
 	(*Rejection)(nil),                 // 8: campaignmesh.ingest.v1.Rejection
 	(*Warning)(nil),                   // 9: campaignmesh.ingest.v1.Warning
 	(*IngestEventsResponse)(nil),      // 10: campaignmesh.ingest.v1.IngestEventsResponse
-	(*TailEventsRequest)(nil),         // 11: campaignmesh.ingest.v1.TailEventsRequest
-	(*TailEventsResponse)(nil),        // 12: campaignmesh.ingest.v1.TailEventsResponse
-	(*timestamppb.Timestamp)(nil),     // 13: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),           // 14: google.protobuf.Struct
+	(*QuotaWarning)(nil),              // 11: campaignmesh.ingest.v1.QuotaWarning
+	(*TailEventsRequest)(nil),         // 12: campaignmesh.ingest.v1.TailEventsRequest
+	(*TailEventsResponse)(nil),        // 13: campaignmesh.ingest.v1.TailEventsResponse
+	(*timestamppb.Timestamp)(nil),     // 14: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 15: google.protobuf.Struct
 }
 var file_campaignmesh_ingest_v1_ingest_proto_depIdxs = []int32{
 	0,  // 0: campaignmesh.ingest.v1.Event.type:type_name -> campaignmesh.ingest.v1.EventType
 	2,  // 1: campaignmesh.ingest.v1.Event.value:type_name -> campaignmesh.ingest.v1.Money
-	13, // 2: campaignmesh.ingest.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
-	13, // 3: campaignmesh.ingest.v1.Event.sent_at:type_name -> google.protobuf.Timestamp
-	14, // 4: campaignmesh.ingest.v1.Event.properties:type_name -> google.protobuf.Struct
+	14, // 2: campaignmesh.ingest.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	14, // 3: campaignmesh.ingest.v1.Event.sent_at:type_name -> google.protobuf.Timestamp
+	15, // 4: campaignmesh.ingest.v1.Event.properties:type_name -> google.protobuf.Struct
 	3,  // 5: campaignmesh.ingest.v1.Event.context:type_name -> campaignmesh.ingest.v1.EventContext
 	4,  // 6: campaignmesh.ingest.v1.IngestEventsRequest.events:type_name -> campaignmesh.ingest.v1.Event
 	4,  // 7: campaignmesh.ingest.v1.IngestTenantEventsRequest.events:type_name -> campaignmesh.ingest.v1.Event
 	4,  // 8: campaignmesh.ingest.v1.StreamEventsRequest.events:type_name -> campaignmesh.ingest.v1.Event
 	8,  // 9: campaignmesh.ingest.v1.IngestEventsResponse.rejected:type_name -> campaignmesh.ingest.v1.Rejection
 	9,  // 10: campaignmesh.ingest.v1.IngestEventsResponse.warnings:type_name -> campaignmesh.ingest.v1.Warning
-	1,  // 11: campaignmesh.ingest.v1.TailEventsResponse.outcome:type_name -> campaignmesh.ingest.v1.EventOutcome
-	13, // 12: campaignmesh.ingest.v1.TailEventsResponse.time:type_name -> google.protobuf.Timestamp
-	4,  // 13: campaignmesh.ingest.v1.TailEventsResponse.event:type_name -> campaignmesh.ingest.v1.Event
-	8,  // 14: campaignmesh.ingest.v1.TailEventsResponse.rejection:type_name -> campaignmesh.ingest.v1.Rejection
-	5,  // 15: campaignmesh.ingest.v1.IngestService.IngestEvents:input_type -> campaignmesh.ingest.v1.IngestEventsRequest
-	7,  // 16: campaignmesh.ingest.v1.IngestService.StreamEvents:input_type -> campaignmesh.ingest.v1.StreamEventsRequest
-	6,  // 17: campaignmesh.ingest.v1.IngestService.IngestTenantEvents:input_type -> campaignmesh.ingest.v1.IngestTenantEventsRequest
-	11, // 18: campaignmesh.ingest.v1.IngestService.TailEvents:input_type -> campaignmesh.ingest.v1.TailEventsRequest
-	10, // 19: campaignmesh.ingest.v1.IngestService.IngestEvents:output_type -> campaignmesh.ingest.v1.IngestEventsResponse
-	10, // 20: campaignmesh.ingest.v1.IngestService.StreamEvents:output_type -> campaignmesh.ingest.v1.IngestEventsResponse
-	10, // 21: campaignmesh.ingest.v1.IngestService.IngestTenantEvents:output_type -> campaignmesh.ingest.v1.IngestEventsResponse
-	12, // 22: campaignmesh.ingest.v1.IngestService.TailEvents:output_type -> campaignmesh.ingest.v1.TailEventsResponse
-	19, // [19:23] is the sub-list for method output_type
-	15, // [15:19] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	11, // 11: campaignmesh.ingest.v1.IngestEventsResponse.quota_warnings:type_name -> campaignmesh.ingest.v1.QuotaWarning
+	14, // 12: campaignmesh.ingest.v1.QuotaWarning.resets_at:type_name -> google.protobuf.Timestamp
+	1,  // 13: campaignmesh.ingest.v1.TailEventsResponse.outcome:type_name -> campaignmesh.ingest.v1.EventOutcome
+	14, // 14: campaignmesh.ingest.v1.TailEventsResponse.time:type_name -> google.protobuf.Timestamp
+	4,  // 15: campaignmesh.ingest.v1.TailEventsResponse.event:type_name -> campaignmesh.ingest.v1.Event
+	8,  // 16: campaignmesh.ingest.v1.TailEventsResponse.rejection:type_name -> campaignmesh.ingest.v1.Rejection
+	5,  // 17: campaignmesh.ingest.v1.IngestService.IngestEvents:input_type -> campaignmesh.ingest.v1.IngestEventsRequest
+	7,  // 18: campaignmesh.ingest.v1.IngestService.StreamEvents:input_type -> campaignmesh.ingest.v1.StreamEventsRequest
+	6,  // 19: campaignmesh.ingest.v1.IngestService.IngestTenantEvents:input_type -> campaignmesh.ingest.v1.IngestTenantEventsRequest
+	12, // 20: campaignmesh.ingest.v1.IngestService.TailEvents:input_type -> campaignmesh.ingest.v1.TailEventsRequest
+	10, // 21: campaignmesh.ingest.v1.IngestService.IngestEvents:output_type -> campaignmesh.ingest.v1.IngestEventsResponse
+	10, // 22: campaignmesh.ingest.v1.IngestService.StreamEvents:output_type -> campaignmesh.ingest.v1.IngestEventsResponse
+	10, // 23: campaignmesh.ingest.v1.IngestService.IngestTenantEvents:output_type -> campaignmesh.ingest.v1.IngestEventsResponse
+	13, // 24: campaignmesh.ingest.v1.IngestService.TailEvents:output_type -> campaignmesh.ingest.v1.TailEventsResponse
+	21, // [21:25] is the sub-list for method output_type
+	17, // [17:21] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_campaignmesh_ingest_v1_ingest_proto_init() }
@@ -1126,7 +1229,7 @@ func file_campaignmesh_ingest_v1_ingest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_campaignmesh_ingest_v1_ingest_proto_rawDesc), len(file_campaignmesh_ingest_v1_ingest_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
