@@ -23,8 +23,7 @@ type BillingOptions struct {
 	CA *mtls.CA
 	// Database is the PostgreSQL URL of the billing database; empty: a fresh database.
 	Database string
-	// NATSURL is the JetStream server (the event stream is created there); empty: an embedded
-	// server of the test's, without users.
+	// NATSURL is the JetStream server; empty: an embedded server of the test's, without users.
 	NATSURL string
 	// AuthAddr is the auth service; empty: an address where nothing listens.
 	AuthAddr string
@@ -60,7 +59,7 @@ func StartBilling(tb testing.TB, o BillingOptions) *Billing {
 }
 
 // BillingConfig is the configuration StartBilling builds the service from: o's database and
-// NATS (fresh ones when empty, the event stream created on the embedded server), loopback
+// NATS (fresh ones when empty), loopback
 // listeners on free ports, a certificate of o.CA, o's auth address and verifier.
 func BillingConfig(tb testing.TB, o *BillingOptions) app.Config {
 	tb.Helper()
@@ -72,22 +71,12 @@ func BillingConfig(tb testing.TB, o *BillingOptions) app.Config {
 	}
 	if o.NATSURL == "" {
 		o.NATSURL = natstest.Start(tb)
-		nc, js, err := natsjs.Connect(o.NATSURL, "servicetest")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		defer nc.Close()
-		if err := natsjs.EnsureStreams(context.Background(), js, natsjs.StreamConfig{MaxBytes: 64 << 20, MaxAge: natsjs.DefaultStream.MaxAge,
-			Duplicates: natsjs.DefaultStream.Duplicates, Replicas: 1}); err != nil {
-			tb.Fatal(err)
-		}
 	}
 	cfg := app.DefaultConfig()
 	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.PostgresURL = o.Database
 	cfg.TLS = mtlstest.Files(tb, o.CA, app.ServiceName)
 	cfg.NATS = natsjs.ClientFlags{URL: o.NATSURL}
-	cfg.MeteringStreamBytes = 64 << 20
 	cfg.AuthAddr = o.AuthAddr
 	if cfg.AuthAddr == "" {
 		cfg.AuthAddr = nowhere(tb)

@@ -16,11 +16,11 @@ import (
 // The metering job keeps the usage table equal to what the sources of truth say, so a crash or
 // a retry anywhere never counts a unit twice nor loses one:
 //
-//   - Every unit is recorded where it happens, durably and keyed: each accepted batch once in
-//     accepted_batches (by its stream message id, written by the metering consumer in the
-//     transaction before its ack), each analytics query once in usage_units (by its id); the
-//     events stored, the messages sent and the contacts are counted by their owners (analytics'
-//     ClickHouse, delivery's ledger) on request.
+//   - Every unit is recorded where it happens, durably and keyed: each accepted batch's events
+//     per day by the analytics writer, each analytics query by analytics, as units on the
+//     USAGE stream, which billing's consumer stores in usage_units by their ids (in the
+//     transaction before its ack); the events stored, the messages sent and the contacts are
+//     counted by their owners (analytics' ClickHouse, delivery's ledger) on request.
 //   - The job recomputes each open day's value from those records and UPSERTs it: running it
 //     twice, or again after a crash halfway, writes the same numbers. Nothing is incremented.
 //   - A day closes (its values become final) once it ended more than CloseAfter ago, after a
@@ -56,8 +56,6 @@ type MeteringStore interface {
 	OpenDays(ctx context.Context, since, until time.Time) ([]time.Time, error)
 	// DayUsage is every usage row of day.
 	DayUsage(ctx context.Context, day time.Time) ([]Usage, error)
-	// AcceptedCounts are the events accepted on day, per tenant (accepted_batches).
-	AcceptedCounts(ctx context.Context, day time.Time) (map[string]int64, error)
 	// UnitCounts are the units recorded on day, per tenant and meter (usage_units).
 	UnitCounts(ctx context.Context, day time.Time) (map[string]map[Meter]int64, error)
 	// SaveUsage UPSERTs rows (all of day), leaving closed rows as they are; with close, every
@@ -111,6 +109,9 @@ type MeteringConfig struct {
 
 // DefaultMetering are the defaults.
 var DefaultMetering = MeteringConfig{Interval: 15 * time.Second, CloseAfter: 48 * time.Hour}
+
+// UnitMeters are the meters counted from the units of the USAGE stream.
+func UnitMeters() []Meter { return []Meter{EventsAccepted, AnalyticsQueries} }
 
 // MaxRecordDelay is how long after its day a unit may still be recorded: the event stream keeps
 // an unwritten batch 7 days (natsjs.DefaultStream.MaxAge), the USAGE stream a unit as long.
@@ -251,22 +252,16 @@ func (m *Metering) recompute(ctx context.Context, day, now time.Time) error {
 			}
 		}
 	}
-	accepted, err := m.store.AcceptedCounts(ctx, day)
-	if err != nil {
-		return fmt.Errorf("count accepted events: %w", err)
-	}
-	compute(EventsAccepted)
-	for t, n := range accepted {
-		values[EventsAccepted][t] = n
-	}
 	units, err := m.store.UnitCounts(ctx, day)
 	if err != nil {
 		return fmt.Errorf("count recorded units: %w", err)
 	}
-	compute(AnalyticsQueries)
+	for _, meter := range UnitMeters() {
+		compute(meter)
+	}
 	for t, byMeter := range units {
 		for meter, n := range byMeter {
-			if meter == AnalyticsQueries {
+			if computed[meter] {
 				values[meter][t] = n
 			}
 		}

@@ -116,33 +116,20 @@ func Totals(rows []Usage) []Total {
 	return out
 }
 
-// AcceptedBatch is one event-stream message's accepted events of one UTC day of receipt, as
-// the metering consumer counted them.
-type AcceptedBatch struct {
-	// StreamKey identifies the message whatever its redeliveries: ingest's Nats-Msg-Id (a hash
-	// of the tenant and the batch's event ids, so a client's retry that the stream dropped as a
-	// duplicate is no second batch either).
-	StreamKey  string
-	TenantID   string
-	Day        time.Time
-	Events     int64
-	ReceivedAt time.Time
-}
-
-// Unit is units of a counter recorded by another service (the USAGE stream: one analytics
-// query), keyed by its id.
+// Unit is units of a counter recorded by another service on the USAGE stream (a batch's
+// events_accepted by an analytics writer, one analytics query), keyed by its id.
 type Unit struct {
 	ID       string
 	TenantID string
-	Day      time.Time
-	Meter    Meter
-	Units    int64
+	// Day is the UTC day of Time, the moment the units were used.
+	Day   time.Time
+	Meter Meter
+	Units int64
+	Time  time.Time
 }
 
-// UsageRecorder stores the keyed records the metering consumers read, each batch of them in one
-// transaction, and a record already stored (a redelivery) as it was. The counts returned are
-// the records that were new.
+// UsageRecorder stores the units the usage consumer reads, each fetch of them in one
+// transaction, and a unit already stored (a redelivery) as it was. It returns how many were new.
 type UsageRecorder interface {
-	RecordAcceptedBatches(ctx context.Context, batches []AcceptedBatch) (int, error)
 	RecordUnits(ctx context.Context, units []Unit) (int, error)
 }

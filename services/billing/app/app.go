@@ -1,6 +1,6 @@
 // Package app builds the runnable billing service from a Config: the PostgreSQL store
 // (migrated on open), the audit outbox and its delivery to auth, the auth client (credentials,
-// revocations), NATS (the metering stream and USAGE consumers, the QUOTAS bucket), the metering
+// revocations), NATS (the USAGE consumer, the QUOTAS bucket), the metering
 // job, the gRPC API over mTLS through the platform's server, and the admin listener (/metrics,
 // /healthz). cmd/billing and the test fixtures (internal/servicetest.StartBilling) build the
 // service here, so they run the same wiring.
@@ -48,11 +48,8 @@ type Config struct {
 	AnalyticsAddr, DeliveryAddr string
 	// TLS names the service's mesh certificate, key and CA bundle.
 	TLS mtls.Files
-	// NATS is the JetStream server of the event stream, the USAGE stream and the QUOTAS bucket.
+	// NATS is the JetStream server of the USAGE stream and the QUOTAS bucket.
 	NATS natsjs.ClientFlags
-	// MeteringStreamBytes bounds the metering stream (the copy of the event stream billing
-	// counts from).
-	MeteringStreamBytes int64
 	// Metering are the job's interval and the time after its end a day closes.
 	Metering billing.MeteringConfig
 	// MaxRecvMsgSize bounds a request message, in bytes.
@@ -73,8 +70,8 @@ func DefaultConfig() Config {
 	return Config{
 		Listen: "127.0.0.1:7107", AdminListen: "127.0.0.1:9107", AuthAddr: "127.0.0.1:7101",
 		AnalyticsAddr: "127.0.0.1:7104", DeliveryAddr: "127.0.0.1:7106",
-		NATS:                natsjs.ClientFlags{User: ServiceName},
-		MeteringStreamBytes: billingnats.DefaultMeteringBytes, Metering: billing.DefaultMetering,
+		NATS:           natsjs.ClientFlags{User: ServiceName},
+		Metering:       billing.DefaultMetering,
 		MaxRecvMsgSize: 1 << 20, GracePeriod: grpcserver.DefaultGracePeriod, ConnectionAge: grpcserver.DefaultConnectionAge,
 	}
 }
@@ -87,13 +84,11 @@ type App struct {
 	revocations *authn.RevocationList // nil with Config.Verifier
 	svc         *billing.Service
 	metering    *billing.Metering
-	accepted    *billingnats.MeteringConsumer
 	units       *billingnats.UsageConsumer
 	server      *grpcserver.Server
 }
 
-// New opens the database, dials auth, connects to NATS (creating the metering stream and the
-// QUOTAS bucket), builds the domain, the metering job and its consumers and the gRPC server,
+// New opens the database, dials auth, connects to NATS (creating the QUOTAS bucket), builds the domain, the metering job and its consumers and the gRPC server,
 // and opens the listeners. On an error everything opened so far is released.
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err error) {
 	a := &App{Base: lifecycle.New(logger)}
@@ -128,18 +123,14 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		return nil, err
 	}
 	a.OnClose(nc.Close)
-	if err := billingnats.EnsureMeteringStream(ctx, js, cfg.MeteringStreamBytes); err != nil {
-		return nil, err
-	}
 	quotas, err := billingnats.OpenQuotaPublisher(ctx, js)
 	if err != nil {
 		return nil, err
 	}
-	a.accepted = billingnats.NewMeteringConsumer(js, a.store, billingnats.ConsumerConfig{}, logger)
 	a.units = billingnats.NewUsageConsumer(js, a.store, billingnats.ConsumerConfig{}, logger)
 	a.metering = billing.NewMetering(a.store, cfg.Metering, logger, cfg.Sources...).
 		WithQuotas(quotas, billingprom.New(a.Registry())).
-		WithAcceptedAsOf(a.accepted.AsOf)
+		WithAcceptedAsOf(a.units.AcceptedAsOf)
 	a.svc = billing.NewService(a.store, a.metering, logger)
 
 	a.server = grpcserver.New(append(grpcapi.ServerOptions(verifier, a.outbox, logger),
@@ -170,11 +161,11 @@ func (a *App) Metering() *billing.Metering { return a.metering }
 func (a *App) Store() *postgres.Store { return a.store }
 
 // Run serves the API and the admin listener, delivers audit records, keeps the revocation list
-// current, records accepted batches and usage units and runs the metering job until ctx ends
+// current, records the usage units and runs the metering job until ctx ends
 // (then stops gracefully and returns nil) or one of them fails: then the others are stopped and
 // its error is returned. Call it once; Close afterwards.
 func (a *App) Run(ctx context.Context) error {
-	tasks := []func(context.Context) error{a.outbox.Run, a.metering.Run, a.accepted.Run, a.units.Run}
+	tasks := []func(context.Context) error{a.outbox.Run, a.metering.Run, a.units.Run}
 	if a.revocations != nil {
 		tasks = append(tasks, a.revocations.Run)
 	}

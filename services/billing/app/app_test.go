@@ -7,21 +7,19 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	billingv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/billing/v1"
-	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
 	"github.com/campaignmesh/campaignmesh/internal/meshtest"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/rbac"
+	"github.com/campaignmesh/campaignmesh/internal/platform/usage"
 	"github.com/campaignmesh/campaignmesh/internal/servicetest"
 	"github.com/campaignmesh/campaignmesh/services/billing"
 	"github.com/campaignmesh/campaignmesh/services/billing/app"
 )
 
-// The service as cmd/billing builds it: an operator sets a plan, ingest stores batches on the
-// event stream, and the tenant's admin sees the day's events_accepted through the API while
-// the QUOTAS bucket holds the plan's quota with the same usage.
+// The service as cmd/billing builds it: an operator sets a plan, the analytics writer records
+// accepted events as units on USAGE, and the tenant's admin sees the day's events_accepted
+// through the API while the QUOTAS bucket holds the plan's quota with the same usage.
 func TestAcceptedEventsReachTheAPIAndTheQuotas(t *testing.T) {
 	t.Parallel()
 	issuer := meshtest.NewIssuer(t)
@@ -36,34 +34,23 @@ func TestAcceptedEventsReachTheAPIAndTheQuotas(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	nc, js, err := natsjs.Connect(b.NATSURL, "ingest")
+	nc, js, err := natsjs.Connect(b.NATSURL, "writer")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	// The copying of the event stream starts in the background when billing creates its stream.
-	meshtest.Eventually(t, 10*time.Second, func() bool {
-		s, err := js.Stream(context.Background(), "EVENTS_METERING")
-		if err != nil {
-			return false
-		}
-		info, err := s.Info(context.Background())
-		return err == nil && len(info.Sources) == 1 && info.Sources[0].Active >= 0
-	}, "billing copies the event stream")
+	if _, err := usage.EnsureStream(context.Background(), js); err != nil {
+		t.Fatal(err)
+	}
+	// The writer's units of three batches of 4 events, one of them published twice (a retry).
 	now := time.Now().UTC()
+	var units []usage.Unit
 	for i := range 3 {
-		evs := make([]*ingestv1.AcceptedEvent, 4)
-		for j := range evs {
-			evs[j] = &ingestv1.AcceptedEvent{TenantId: "t1", ReceivedAt: timestamppb.New(now),
-				Event: &ingestv1.Event{EventId: fmt.Sprint("e", i, j), Type: ingestv1.EventType_EVENT_TYPE_TRACK, Name: "click"}}
-		}
-		data, err := natsjs.EncodeBatch(evs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := natsjs.PublishPart(context.Background(), js, "t1", i, fmt.Sprint("b", i), data, nil); err != nil {
-			t.Fatal(err)
-		}
+		units = append(units, usage.Unit{ID: fmt.Sprintf("ea-%d-%s", i+1, now.Format("20060102")), Tenant: "t1",
+			Meter: usage.MeterEventsAccepted, Units: 4, Time: now})
+	}
+	if err := usage.PublishAll(context.Background(), js, append(units, units[0])); err != nil {
+		t.Fatal(err)
 	}
 
 	today := now.Format(billing.DayLayout)

@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/campaignmesh/campaignmesh/internal/platform/quota"
 	"github.com/campaignmesh/campaignmesh/services/billing"
 )
 
@@ -29,13 +30,9 @@ func TestMeteringPublishesQuotasAndAuditsACrossingOnce(t *testing.T) {
 	if _, err := store.PutPlan(ctx, billing.Plan{TenantID: "t2"}, 0, nil); err != nil { // no limits: no quotas
 		t.Fatal(err)
 	}
-	if _, err := store.RecordAcceptedBatches(ctx, []billing.AcceptedBatch{
-		{StreamKey: "a", TenantID: "t1", Day: billing.Day(now), Events: 40, ReceivedAt: now},
-		{StreamKey: "b", TenantID: "t1", Day: billing.Day(now.AddDate(0, 0, -1)), Events: 500, ReceivedAt: now}, // yesterday: another period
-	}); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := store.RecordUnits(ctx, []billing.Unit{
+		{ID: "a", TenantID: "t1", Day: billing.Day(now), Meter: billing.EventsAccepted, Units: 40},
+		{ID: "b", TenantID: "t1", Day: billing.Day(now.AddDate(0, 0, -1)), Meter: billing.EventsAccepted, Units: 500}, // yesterday: another period
 		{ID: "q1", TenantID: "t1", Day: day(t, "2026-11-20"), Meter: billing.AnalyticsQueries, Units: 1},
 		{ID: "q2", TenantID: "t1", Day: day(t, "2026-11-29"), Meter: billing.AnalyticsQueries, Units: 1},
 	}); err != nil {
@@ -49,7 +46,7 @@ func TestMeteringPublishesQuotasAndAuditsACrossingOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	kv, err := js.KeyValue(ctx, QuotaBucket)
+	kv, err := js.KeyValue(ctx, quota.Bucket)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,35 +1,71 @@
+// Package nats is the billing service's NATS adapter: the consumer that records every unit
+// other services publish on the USAGE stream once (UsageConsumer: events_accepted from the
+// analytics writers, analytics_queries from analytics), and the publisher of the quotas
+// (QuotaPublisher).
+//
+// Why counting is exact. The consumer fetches units, stores the fetch's units in one
+// PostgreSQL transaction in which an id already stored inserts nothing, and acknowledges the
+// messages only after the commit:
+//
+//   - killed before the commit: nothing is stored, the messages are redelivered and stored then;
+//   - killed after the commit, before (some) acks: the redelivered units insert nothing;
+//   - the store down: the fetch is not acknowledged and is redelivered (NakWithDelay);
+//   - a publisher's retry: the same id, dropped by the stream within its duplicate window and
+//     inserting nothing after it.
+//
+// So every unit is recorded exactly once, and the metering job recomputes usage from the
+// records (billing.Metering). Billing does not read the event stream: it is a work queue that
+// only the analytics writers read (they publish the events_accepted units).
 package nats
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
+	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/campaignmesh/campaignmesh/internal/platform/usage"
 	"github.com/campaignmesh/campaignmesh/services/billing"
 )
 
-// The USAGE stream (internal/platform/usage, helper U's, once merged: its StreamConfig and
-// Decode replace usageStream and decodeUnit here) and billing's consumer of it.
-const (
-	UsageStream        = "USAGE"
-	usageSubjectPrefix = "usage."
-	// UsageConsumerName is billing's durable consumer of UsageStream.
-	UsageConsumerName = "billing-usage"
-)
+// UsageConsumerName is billing's durable consumer of the USAGE stream.
+const UsageConsumerName = "billing-usage"
 
-// UsageConsumerConfig is the durable pull consumer of the USAGE stream, with the metering
-// consumer's ack and redelivery rules.
+// UsageConsumerConfig is the durable pull consumer of the USAGE stream: acknowledged after the
+// commit, redelivered without limit, from the first unit the stream holds.
 func UsageConsumerConfig(ackWait time.Duration) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable: UsageConsumerName, AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait,
 		MaxAckPending: 10000, MaxDeliver: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
 }
+
+// ConsumerConfig are the consumer's settings.
+type ConsumerConfig struct {
+	// Fetch is the most units stored in one transaction (default 500).
+	Fetch int
+	// AckWait is how long a fetched unit waits for its ack before it is redelivered
+	// (default 30s).
+	AckWait time.Duration
+}
+
+func (c ConsumerConfig) withDefaults() ConsumerConfig {
+	if c.Fetch <= 0 {
+		c.Fetch = 500
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 30 * time.Second
+	}
+	return c
+}
+
+// retryDelay is how long a fetch that could not be stored waits to be redelivered.
+const retryDelay = 2 * time.Second
 
 // UsageConsumer records the units of the USAGE stream (usage_units), each once by its id.
 type UsageConsumer struct {
@@ -38,6 +74,13 @@ type UsageConsumer struct {
 	cfg    ConsumerConfig
 	logger *slog.Logger
 
+	mu sync.Mutex
+	// accepted is the latest time of an events_accepted unit recorded; caughtUp when a fetch
+	// last found nothing pending (see AcceptedAsOf).
+	accepted, caughtUp time.Time
+
+	// beforeAck, when set (tests), runs after a commit and before the acks; false stops the
+	// consumer there, as a crash would.
 	beforeAck func() bool
 }
 
@@ -46,61 +89,138 @@ func NewUsageConsumer(js jetstream.JetStream, store billing.UsageRecorder, cfg C
 	return &UsageConsumer{js: js, store: store, cfg: cfg.withDefaults(), logger: logger}
 }
 
-// Run creates the durable consumer, waiting for the stream (the publishers create it), then
-// records units until ctx ends (then it returns nil).
+// AcceptedAsOf is the time up to which accepted events are recorded: when a fetch last found
+// the stream drained, if that is later than the latest events_accepted unit recorded, else that
+// unit's time (zero before either). The writers publish a batch's units before they acknowledge
+// it, within seconds of its receipt, so units of events received after this time may still come.
+func (c *UsageConsumer) AcceptedAsOf(time.Time) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.caughtUp.After(c.accepted) {
+		return c.caughtUp
+	}
+	return c.accepted
+}
+
+// Run creates the USAGE stream when missing (usage.EnsureStream: analytics may be first) and
+// the durable consumer, then records units until ctx ends (then it returns nil).
 func (c *UsageConsumer) Run(ctx context.Context) error {
 	var cons jetstream.Consumer
 	for {
-		var err error
-		cons, err = c.js.CreateOrUpdateConsumer(ctx, UsageStream, UsageConsumerConfig(c.cfg.AckWait))
+		_, err := usage.EnsureStream(ctx, c.js)
+		if err == nil {
+			cons, err = c.js.CreateOrUpdateConsumer(ctx, usage.StreamName, UsageConsumerConfig(c.cfg.AckWait))
+		}
 		if err == nil {
 			break
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		c.logger.WarnContext(ctx, "create the usage consumer (the stream is its publishers' to create); retrying", "error", err)
+		c.logger.WarnContext(ctx, "open the usage stream's consumer; retrying", "error", err)
 		sleep(ctx, retryDelay)
 	}
-	save := func(ctx context.Context, units []billing.Unit) error {
-		_, err := c.store.RecordUnits(ctx, units)
-		return err
-	}
-	return consume(ctx, cons, c.cfg.Fetch, c.logger, decodeUnit, save, nil, c.beforeAck)
+	return consume(ctx, cons, c.cfg.Fetch, c.logger, c.decode, c.save, c.fetched, c.beforeAck)
 }
 
-// unitJSON is a USAGE message's body: {"id","tenant","meter","units","time"}.
-type unitJSON struct {
-	ID     string    `json:"id"`
-	Tenant string    `json:"tenant"`
-	Meter  string    `json:"meter"`
-	Units  int64     `json:"units"`
-	Time   time.Time `json:"time"`
-}
-
-// decodeUnit reads one unit: its tenant must be the subject's (the publishers' permissions are
-// checked against subjects, not bodies), its meter a counter recorded this way
-// (analytics_queries), its units 1 to a million, its id 1 to 64 bytes.
-func decodeUnit(_ context.Context, msg jetstream.Msg) ([]billing.Unit, error) {
-	tenant, ok := strings.CutPrefix(msg.Subject(), usageSubjectPrefix)
-	if !ok || tenant == "" || strings.ContainsAny(tenant, ".*>") {
-		return nil, fmt.Errorf("%w: subject %q", errPoison, msg.Subject())
-	}
-	var u unitJSON
-	if err := json.Unmarshal(msg.Data(), &u); err != nil {
+// decode reads one unit (usage.Decode: its tenant is the subject's, its meter one recorded on
+// the stream, its count bounded).
+func (c *UsageConsumer) decode(_ context.Context, msg jetstream.Msg) ([]billing.Unit, error) {
+	u, err := usage.Decode(msg)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errPoison, err)
 	}
-	switch {
-	case u.Tenant != tenant:
-		return nil, fmt.Errorf("%w: unit %s of tenant %q on the subject of %q", errPoison, u.ID, u.Tenant, tenant)
-	case u.ID == "" || len(u.ID) > 64:
-		return nil, fmt.Errorf("%w: unit id of %d bytes", errPoison, len(u.ID))
-	case billing.Meter(u.Meter) != billing.AnalyticsQueries:
-		return nil, fmt.Errorf("%w: unit %s of meter %q", errPoison, u.ID, u.Meter)
-	case u.Units < 1 || u.Units > 1_000_000:
-		return nil, fmt.Errorf("%w: unit %s of %d units", errPoison, u.ID, u.Units)
-	case u.Time.IsZero():
-		return nil, fmt.Errorf("%w: unit %s without a time", errPoison, u.ID)
+	return []billing.Unit{{ID: u.ID, TenantID: u.Tenant, Day: billing.Day(u.Time), Meter: billing.Meter(u.Meter), Units: u.Units, Time: u.Time}}, nil
+}
+
+func (c *UsageConsumer) save(ctx context.Context, units []billing.Unit) error {
+	if _, err := c.store.RecordUnits(ctx, units); err != nil {
+		return err
 	}
-	return []billing.Unit{{ID: u.ID, TenantID: tenant, Day: billing.Day(u.Time), Meter: billing.Meter(u.Meter), Units: u.Units}}, nil
+	c.mu.Lock()
+	for _, u := range units {
+		if u.Meter == billing.EventsAccepted && u.Time.After(c.accepted) {
+			c.accepted = u.Time
+		}
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *UsageConsumer) fetched(start time.Time, n int) {
+	if n > 0 {
+		return
+	}
+	c.mu.Lock()
+	c.caughtUp = start
+	c.mu.Unlock()
+}
+
+// errPoison is a message that can never be recorded: it is terminated and logged, not retried.
+var errPoison = errors.New("unreadable message")
+
+// consume fetches, decodes every message, stores the records of the fetch in one transaction,
+// and only then acknowledges.
+func consume[T any](ctx context.Context, cons jetstream.Consumer, fetch int, logger *slog.Logger,
+	decode func(context.Context, jetstream.Msg) ([]T, error), save func(context.Context, []T) error,
+	fetched func(start time.Time, n int), beforeAck func() bool,
+) error {
+	name := cons.CachedInfo().Name
+	for ctx.Err() == nil {
+		start := time.Now()
+		batch, err := cons.Fetch(fetch, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			logger.WarnContext(ctx, "fetch usage messages", "consumer", name, "error", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		var (
+			msgs []jetstream.Msg
+			rows []T
+		)
+		for msg := range batch.Messages() {
+			rs, err := decode(ctx, msg)
+			if err != nil {
+				logger.ErrorContext(ctx, "drop an unreadable usage message", "consumer", name, "subject", msg.Subject(), "error", err)
+				_ = msg.Term()
+				continue
+			}
+			msgs, rows = append(msgs, msg), append(rows, rs...)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
+			logger.WarnContext(ctx, "fetch usage messages", "consumer", name, "error", err)
+		}
+		if fetched != nil {
+			fetched(start, len(msgs))
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		if err := save(ctx, rows); err != nil {
+			logger.WarnContext(ctx, "store usage records; redelivering", "consumer", name, "messages", len(msgs), "error", err)
+			for _, m := range msgs {
+				_ = m.NakWithDelay(retryDelay)
+			}
+			continue
+		}
+		if beforeAck != nil && !beforeAck() {
+			return nil
+		}
+		for _, m := range msgs {
+			if err := m.Ack(); err != nil {
+				logger.WarnContext(ctx, "acknowledge usage message (it will be redelivered and count nothing)", "error", err)
+			}
+		}
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
 }

@@ -18,20 +18,6 @@ var (
 	_ billing.UsageRecorder = (*Store)(nil)
 )
 
-// RecordAcceptedBatches stores batches in one transaction; a batch already stored (a
-// redelivered message) is left as it is. It returns how many were new.
-func (s *Store) RecordAcceptedBatches(ctx context.Context, batches []billing.AcceptedBatch) (int, error) {
-	if len(batches) == 0 {
-		return 0, nil
-	}
-	b := &pgx.Batch{}
-	for _, a := range batches {
-		b.Queue(`INSERT INTO accepted_batches (stream_key, day, tenant_id, events, received_at) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT DO NOTHING`, a.StreamKey, a.Day, a.TenantID, a.Events, a.ReceivedAt)
-	}
-	return s.sendBatch(ctx, b, "record accepted batches")
-}
-
 // RecordUnits stores units in one transaction; an id already stored is left as it is. It
 // returns how many were new.
 func (s *Store) RecordUnits(ctx context.Context, units []billing.Unit) (int, error) {
@@ -77,7 +63,6 @@ func (s *Store) OpenDays(ctx context.Context, since, until time.Time) ([]time.Ti
 	rows, err := s.pool.Query(ctx, `
 		SELECT day FROM (
 			SELECT day FROM usage WHERE NOT closed AND day BETWEEN $1 AND $2
-			UNION SELECT DISTINCT day FROM accepted_batches WHERE day BETWEEN $1 AND $2
 			UNION SELECT DISTINCT day FROM usage_units WHERE day BETWEEN $1 AND $2
 		) d
 		WHERE NOT EXISTS (SELECT 1 FROM usage u WHERE u.day = d.day AND u.closed)
@@ -122,24 +107,6 @@ func (s *Store) queryUsage(ctx context.Context, sql string, args ...any) ([]bill
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read usage: %w", err)
-	}
-	return out, nil
-}
-
-// AcceptedCounts implements billing.MeteringStore.
-func (s *Store) AcceptedCounts(ctx context.Context, day time.Time) (map[string]int64, error) {
-	rows, err := s.pool.Query(ctx, `SELECT tenant_id, sum(events)::bigint FROM accepted_batches WHERE day = $1 GROUP BY tenant_id`, day)
-	if err != nil {
-		return nil, fmt.Errorf("count accepted events: %w", err)
-	}
-	out := map[string]int64{}
-	var (
-		tenant string
-		n      int64
-	)
-	_, err = pgx.ForEachRow(rows, []any{&tenant, &n}, func() error { out[tenant] = n; return nil })
-	if err != nil {
-		return nil, fmt.Errorf("count accepted events: %w", err)
 	}
 	return out, nil
 }

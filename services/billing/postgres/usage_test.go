@@ -24,31 +24,6 @@ func day(s string) time.Time {
 	return d
 }
 
-func TestRecordAcceptedBatchesCountsARedeliveredMessageOnce(t *testing.T) {
-	s, ctx := MustOpen(t), context.Background()
-	d := day("2026-11-29")
-	batches := []billing.AcceptedBatch{
-		{StreamKey: "m1", TenantID: "t1", Day: d, Events: 3, ReceivedAt: d.Add(time.Hour)},
-		{StreamKey: "m2", TenantID: "t1", Day: d, Events: 4, ReceivedAt: d.Add(time.Hour)},
-		{StreamKey: "m3", TenantID: "t2", Day: d, Events: 5, ReceivedAt: d.Add(time.Hour)},
-	}
-	if n, err := s.RecordAcceptedBatches(ctx, batches); err != nil || n != 3 {
-		t.Fatalf("first delivery: n=%d err=%v", n, err)
-	}
-	// The consumer was killed after its commit, before its acks: the same messages again, with one new.
-	again := append(batches[1:], billing.AcceptedBatch{StreamKey: "m4", TenantID: "t2", Day: d, Events: 1, ReceivedAt: d})
-	if n, err := s.RecordAcceptedBatches(ctx, again); err != nil || n != 1 {
-		t.Fatalf("redelivery: n=%d err=%v, want 1 new", n, err)
-	}
-	got, err := s.AcceptedCounts(ctx, d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(map[string]int64{"t1": 7, "t2": 6}, got); diff != "" {
-		t.Fatalf("accepted counts (-want +got):\n%s", diff)
-	}
-}
-
 func TestRecordUnitsCountsAnIDOnce(t *testing.T) {
 	s, ctx := MustOpen(t), context.Background()
 	d := day("2026-11-29")
@@ -118,10 +93,10 @@ func allUsage(t *testing.T, s *postgres.Store) []row {
 func TestMeteringRecomputesOpenDaysAndClosesOldOnes(t *testing.T) {
 	s, ctx := MustOpen(t), context.Background()
 	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
-	batch := func(key, tenant, d string, n int64) billing.AcceptedBatch {
-		return billing.AcceptedBatch{StreamKey: key, TenantID: tenant, Day: day(d), Events: n, ReceivedAt: day(d)}
+	batch := func(key, tenant, d string, n int64) billing.Unit {
+		return billing.Unit{ID: key, TenantID: tenant, Day: day(d), Meter: billing.EventsAccepted, Units: n}
 	}
-	if _, err := s.RecordAcceptedBatches(ctx, []billing.AcceptedBatch{
+	if _, err := s.RecordUnits(ctx, []billing.Unit{
 		batch("a", "t1", "2026-11-29", 10), batch("b", "t1", "2026-11-28", 20), batch("c", "t2", "2026-11-26", 30),
 	}); err != nil {
 		t.Fatal(err)
@@ -155,7 +130,7 @@ func TestMeteringRecomputesOpenDaysAndClosesOldOnes(t *testing.T) {
 	}
 
 	// A late batch of the closed day changes nothing; the source failing keeps its meters.
-	if _, err := s.RecordAcceptedBatches(ctx, []billing.AcceptedBatch{batch("d", "t2", "2026-11-26", 5), batch("e", "t1", "2026-11-29", 1)}); err != nil {
+	if _, err := s.RecordUnits(ctx, []billing.Unit{batch("d", "t2", "2026-11-26", 5), batch("e", "t1", "2026-11-29", 1)}); err != nil {
 		t.Fatal(err)
 	}
 	analytics.mu.Lock()

@@ -1,5 +1,5 @@
 // Command billing runs the billing service: every tenant's usage per day and meter, counted
-// once from the sources of truth (the event stream, the USAGE stream, analytics and delivery),
+// once from the sources of truth (the USAGE stream, analytics and delivery),
 // the plans and the quotas it publishes for ingest and delivery to enforce. It parses flags
 // into an app.Config; package app builds and runs the service.
 package main
@@ -37,7 +37,6 @@ func parse(args []string) (settings, error) {
 	fs.StringVar(&c.DeliveryAddr, "delivery-addr", c.DeliveryAddr, "address of the delivery service (messages sent, contacts stored)")
 	c.TLS.RegisterFlags(fs, app.ServiceName)
 	c.NATS.RegisterFlags(fs, app.ServiceName)
-	fs.Int64Var(&c.MeteringStreamBytes, "metering-stream-max-bytes", c.MeteringStreamBytes, "bound of the metering stream, the copy of the event stream billing counts accepted events from")
 	fs.DurationVar(&c.Metering.Interval, "meter-interval", c.Metering.Interval, "how often usage is recomputed and quotas published")
 	fs.DurationVar(&c.Metering.CloseAfter, "close-after", c.Metering.CloseAfter, "how long after its end a day's usage becomes final")
 	fs.IntVar(&c.MaxRecvMsgSize, "max-recv-msg-size", c.MaxRecvMsgSize, "largest request message in bytes")
@@ -52,7 +51,6 @@ func parse(args []string) (settings, error) {
 	p.Check(c.NATS.URL != "", "-nats-url is required")
 	c.NATS.Check(&p)
 	c.ConnectionAge.Check(&p)
-	p.Check(c.MeteringStreamBytes >= 1<<20, "-metering-stream-max-bytes must be at least 1 MiB")
 	p.Check(c.Metering.Interval >= 100*time.Millisecond && c.Metering.Interval <= time.Hour, "-meter-interval must be between 100ms and 1h")
 	p.Check(c.Metering.CloseAfter >= time.Hour && c.Metering.CloseAfter <= 30*24*time.Hour, "-close-after must be between 1h and 720h")
 	p.Check(c.MaxRecvMsgSize >= 1024 && c.MaxRecvMsgSize <= 64<<20, "-max-recv-msg-size must be between 1 KiB and 64 MiB")

@@ -1,20 +1,8 @@
 -- +goose Up
--- The accepted batches the metering consumer counted: one row per stream message and UTC day of
--- receipt. The key is the message's id (ingest's Nats-Msg-Id), so a message redelivered after a
--- crash (counted, then killed before its ack) inserts nothing the second time: events_accepted
--- of a day is the sum of its rows, recomputed, never incremented.
-CREATE TABLE accepted_batches (
-    stream_key   text        NOT NULL,
-    day          date        NOT NULL,
-    tenant_id    text        NOT NULL,
-    events       bigint      NOT NULL CHECK (events >= 0),
-    received_at  timestamptz NOT NULL,
-    PRIMARY KEY (stream_key, day)
-);
-CREATE INDEX accepted_batches_day ON accepted_batches (day, tenant_id);
-
--- Units recorded by other services on the USAGE stream (analytics_queries: one per query run),
--- keyed by the message's id so a redelivery counts once.
+-- Units recorded by other services on the USAGE stream (events_accepted: a batch's events of
+-- one day, by the analytics writer; analytics_queries: one per query run), keyed by the unit's
+-- id so a redelivery or a publisher's retry counts once. A day's value of those meters is the
+-- sum of its rows, recomputed, never incremented.
 CREATE TABLE usage_units (
     id           text        PRIMARY KEY,
     tenant_id    text        NOT NULL,
@@ -42,4 +30,3 @@ CREATE TABLE quota_crossings (
 -- +goose Down
 DROP TABLE quota_crossings;
 DROP TABLE usage_units;
-DROP TABLE accepted_batches;
