@@ -29,6 +29,8 @@ type BillingOptions struct {
 	AuthAddr string
 	// Verifier, when set, checks credentials instead of auth.
 	Verifier grpcserver.Verifier
+	// AnalyticsAddr and DeliveryAddr are the usage sources; empty: none (their meters stay 0).
+	AnalyticsAddr, DeliveryAddr string
 	// Logger receives the service's logs; nil: discarded.
 	Logger *slog.Logger
 	// Config, when set, makes last changes to the configuration.
@@ -82,6 +84,7 @@ func BillingConfig(tb testing.TB, o *BillingOptions) app.Config {
 		cfg.AuthAddr = nowhere(tb)
 	}
 	cfg.Verifier = o.Verifier
+	cfg.AnalyticsAddr, cfg.DeliveryAddr = o.AnalyticsAddr, o.DeliveryAddr
 	if o.Config != nil {
 		o.Config(&cfg)
 	}

@@ -1,6 +1,7 @@
 // Package app builds the runnable billing service from a Config: the PostgreSQL store
 // (migrated on open), the audit outbox and its delivery to auth, the auth client (credentials,
-// revocations), NATS (the USAGE consumer, the QUOTAS bucket), the metering
+// revocations), the analytics and delivery usage sources, NATS (the USAGE consumer, the QUOTAS
+// bucket), the metering
 // job, the gRPC API over mTLS through the platform's server, and the admin listener (/metrics,
 // /healthz). cmd/billing and the test fixtures (internal/servicetest.StartBilling) build the
 // service here, so they run the same wiring.
@@ -20,6 +21,8 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/services/billing"
+	"github.com/campaignmesh/campaignmesh/services/billing/analyticsclient"
+	"github.com/campaignmesh/campaignmesh/services/billing/deliveryclient"
 	"github.com/campaignmesh/campaignmesh/services/billing/grpcapi"
 	billingnats "github.com/campaignmesh/campaignmesh/services/billing/nats"
 	"github.com/campaignmesh/campaignmesh/services/billing/postgres"
@@ -44,7 +47,8 @@ type Config struct {
 	// audit log the outbox delivers to.
 	AuthAddr string
 	// AnalyticsAddr and DeliveryAddr are the sources of events_stored and storage_bytes, and of
-	// messages_email, messages_sms and contacts_stored (their internal GetUsageCounts RPCs).
+	// messages_email, messages_sms and contacts_stored (their internal GetUsageCounts RPCs);
+	// empty: that source is not asked, and its meters stay as they are (0 for a new day).
 	AnalyticsAddr, DeliveryAddr string
 	// TLS names the service's mesh certificate, key and CA bundle.
 	TLS mtls.Files
@@ -59,8 +63,8 @@ type Config struct {
 
 	// Verifier, when set, checks callers' credentials instead of the auth service (tests).
 	Verifier grpcserver.Verifier
-	// Sources count the meters of analytics and delivery. The adapters of their GetUsageCounts
-	// RPCs come with those RPCs; until then no source is wired and those meters stay at 0.
+	// Sources, when set, count the meters of analytics and delivery instead of their services
+	// (tests); AnalyticsAddr and DeliveryAddr are then not dialed.
 	Sources []billing.Source
 }
 
@@ -128,7 +132,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		return nil, err
 	}
 	a.units = billingnats.NewUsageConsumer(js, a.store, billingnats.ConsumerConfig{}, logger)
-	a.metering = billing.NewMetering(a.store, cfg.Metering, logger, cfg.Sources...).
+	sources := cfg.Sources
+	if sources == nil {
+		if sources, err = a.dialSources(cfg, certs); err != nil {
+			return nil, err
+		}
+	}
+	a.metering = billing.NewMetering(a.store, cfg.Metering, logger, sources...).
 		WithQuotas(quotas, billingprom.New(a.Registry())).
 		WithAcceptedAsOf(a.units.AcceptedAsOf)
 	a.svc = billing.NewService(a.store, a.metering, logger)
@@ -149,6 +159,29 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		return nil, err
 	}
 	return a, nil
+}
+
+// dialSources connects to the analytics and delivery services that are configured (the
+// connections are made on first use).
+func (a *App) dialSources(cfg Config, certs *mtls.Source) ([]billing.Source, error) {
+	var sources []billing.Source
+	if cfg.AnalyticsAddr != "" {
+		client, conn, err := analyticsclient.Dial(cfg.AnalyticsAddr, certs)
+		if err != nil {
+			return nil, err
+		}
+		a.OnClose(func() { _ = conn.Close() })
+		sources = append(sources, client)
+	}
+	if cfg.DeliveryAddr != "" {
+		client, conn, err := deliveryclient.Dial(cfg.DeliveryAddr, certs)
+		if err != nil {
+			return nil, err
+		}
+		a.OnClose(func() { _ = conn.Close() })
+		sources = append(sources, client)
+	}
+	return sources, nil
 }
 
 // Service is the domain service the API serves (tests seed and inspect through it).
