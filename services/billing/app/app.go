@@ -1,9 +1,8 @@
 // Package app builds the runnable billing service from a Config: the PostgreSQL store
 // (migrated on open), the audit outbox and its delivery to auth, the auth client (credentials,
 // revocations), the analytics and delivery usage sources, NATS (the USAGE consumer, the QUOTAS
-// bucket), the metering
-// job, the gRPC API over mTLS through the platform's server, and the admin listener (/metrics,
-// /healthz). cmd/billing and the test fixtures (internal/servicetest.StartBilling) build the
+// bucket), the metering job, the gRPC API over mTLS through the platform's server, and the
+// admin listener (/metrics, /healthz). cmd/billing and the test fixtures (internal/servicetest.StartBilling) build the
 // service here, so they run the same wiring.
 package app
 
