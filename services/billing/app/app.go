@@ -8,6 +8,8 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -15,17 +17,21 @@ import (
 	auditpg "github.com/campaignmesh/campaignmesh/internal/platform/audit/postgres"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn"
 	"github.com/campaignmesh/campaignmesh/internal/platform/authn/authclient"
+	"github.com/campaignmesh/campaignmesh/internal/platform/config"
+	"github.com/campaignmesh/campaignmesh/internal/platform/grpcclient"
 	"github.com/campaignmesh/campaignmesh/internal/platform/grpcserver"
 	"github.com/campaignmesh/campaignmesh/internal/platform/lifecycle"
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/services/billing"
 	"github.com/campaignmesh/campaignmesh/services/billing/analyticsclient"
+	billingauth "github.com/campaignmesh/campaignmesh/services/billing/authclient"
 	"github.com/campaignmesh/campaignmesh/services/billing/deliveryclient"
 	"github.com/campaignmesh/campaignmesh/services/billing/grpcapi"
 	billingnats "github.com/campaignmesh/campaignmesh/services/billing/nats"
 	"github.com/campaignmesh/campaignmesh/services/billing/postgres"
 	billingprom "github.com/campaignmesh/campaignmesh/services/billing/prometheus"
+	"github.com/campaignmesh/campaignmesh/services/billing/stripe"
 )
 
 // ServiceName is the billing service's mesh identity and its name in audit records.
@@ -55,6 +61,11 @@ type Config struct {
 	NATS natsjs.ClientFlags
 	// Metering are the job's interval and the time after its end a day closes.
 	Metering billing.MeteringConfig
+	// Stripe are the meter-event reporting, reconciliation and webhook settings.
+	Stripe StripeConfig
+	// AccountGracePeriod is how long an account stays flagged (a failed payment, a lapsed
+	// subscription) before the tenant is suspended.
+	AccountGracePeriod time.Duration
 	// MaxRecvMsgSize bounds a request message, in bytes.
 	MaxRecvMsgSize int
 	// GracePeriod bounds how long a stop waits for calls in flight.
@@ -67,15 +78,31 @@ type Config struct {
 	Sources []billing.Source
 }
 
+// StripeConfig are billing's Stripe settings. Without an API key nothing is reported to Stripe
+// and the reconciliation API is not served; without a webhook secret every webhook is refused
+// as unsigned.
+type StripeConfig struct {
+	// URL is Stripe's API origin, or a stand-in's.
+	URL string
+	// APIKeyFile holds the secret key; WebhookSecretFile the webhook endpoint's signing secret.
+	APIKeyFile, WebhookSecretFile string
+	// ReportInterval is the time between two rounds of meter-event reporting.
+	ReportInterval time.Duration
+	// MeterPrefix prefixes a meter's name to make its Stripe event name (cm_events_accepted).
+	MeterPrefix string
+}
+
 // DefaultConfig returns the documented defaults. The database and TLS files have none: they
 // are required.
 func DefaultConfig() Config {
 	return Config{
 		Listen: "127.0.0.1:7107", AdminListen: "127.0.0.1:9107", AuthAddr: "127.0.0.1:7101",
 		AnalyticsAddr: "127.0.0.1:7104", DeliveryAddr: "127.0.0.1:7106",
-		NATS:           natsjs.ClientFlags{User: ServiceName},
-		Metering:       billing.DefaultMetering,
-		MaxRecvMsgSize: 1 << 20, GracePeriod: grpcserver.DefaultGracePeriod, ConnectionAge: grpcserver.DefaultConnectionAge,
+		NATS:               natsjs.ClientFlags{User: ServiceName},
+		Metering:           billing.DefaultMetering,
+		Stripe:             StripeConfig{URL: stripe.DefaultBaseURL, ReportInterval: 30 * time.Second, MeterPrefix: "cm_"},
+		AccountGracePeriod: billing.DefaultGracePeriod,
+		MaxRecvMsgSize:     1 << 20, GracePeriod: grpcserver.DefaultGracePeriod, ConnectionAge: grpcserver.DefaultConnectionAge,
 	}
 }
 
@@ -89,6 +116,7 @@ type App struct {
 	metering    *billing.Metering
 	units       *billingnats.UsageConsumer
 	server      *grpcserver.Server
+	tasks       []func(context.Context) error // the Stripe reporter, reconciliation, grace jobs
 }
 
 // New opens the database, dials auth, connects to NATS (creating the QUOTAS bucket), builds the domain, the metering job and its consumers and the gRPC server,
@@ -150,6 +178,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		cfg.ConnectionAge.Option(),
 	)...)
 	billingv1.RegisterBillingServiceServer(a.server.GRPC(), grpcapi.NewServer(a.svc))
+	if err := a.wireStripe(cfg, certs, logger); err != nil {
+		return nil, err
+	}
 
 	if err := a.Listen(cfg.Listen, cfg.AdminListen); err != nil {
 		return nil, err
@@ -158,6 +189,60 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *App, err erro
 		return nil, err
 	}
 	return a, nil
+}
+
+// wireStripe builds the accounts and webhooks (BillingAccountService), the grace job that
+// suspends through auth, and with an API key the meter-event reporter and the reconciliation
+// (ReconciliationService, its daily job).
+func (a *App) wireStripe(cfg Config, certs *mtls.Source, logger *slog.Logger) error {
+	secret := make([]byte, 32) // no secret configured: a random one no sender knows
+	if _, err := rand.Read(secret); err != nil {
+		return err
+	}
+	if cfg.Stripe.WebhookSecretFile != "" {
+		var err error
+		if secret, err = stripe.LoadWebhookSecret(cfg.Stripe.WebhookSecretFile); err != nil {
+			return err
+		}
+	}
+	verifier, err := stripe.NewVerifier(secret)
+	if err != nil {
+		return err
+	}
+	accounts := billing.NewAccounts(a.store, logger)
+	webhooks := billing.NewWebhooks(verifier, a.store, logger)
+	billingv1.RegisterBillingAccountServiceServer(a.server.GRPC(), grpcapi.NewAccountServer(accounts, webhooks))
+
+	authConn, err := grpcclient.Dial(cfg.AuthAddr, "auth", certs)
+	if err != nil {
+		return err
+	}
+	a.OnClose(func() { _ = authConn.Close() })
+	grace, err := billing.NewGrace(a.store, billingauth.New(authConn), billing.WithGracePeriod(cfg.AccountGracePeriod), billing.WithGraceLogger(logger))
+	if err != nil {
+		return err
+	}
+	a.tasks = append(a.tasks, grace.Run)
+
+	if cfg.Stripe.APIKeyFile == "" {
+		logger.Warn("no Stripe API key (-stripe-api-key-file): usage is not reported to Stripe")
+		return nil
+	}
+	key, err := config.ReadSecret(cfg.Stripe.APIKeyFile)
+	if err != nil {
+		return fmt.Errorf("stripe api key: %w", err)
+	}
+	client, err := stripe.New(stripe.Config{BaseURL: cfg.Stripe.URL, APIKey: stripe.Secret(key)})
+	if err != nil {
+		return err
+	}
+	reporter := billing.NewReporter(a.store, client, billing.ReporterConfig{EventNamePrefix: cfg.Stripe.MeterPrefix,
+		Interval: cfg.Stripe.ReportInterval, Logger: logger, Metrics: billingprom.NewReportMetrics(a.Registry())})
+	reconciler := billing.NewReconciler(a.store, stripe.NewUsage(client),
+		func(m billing.Meter) string { return cfg.Stripe.MeterPrefix + string(m) }, time.Now, logger)
+	billingv1.RegisterReconciliationServiceServer(a.server.GRPC(), grpcapi.NewReconcileServer(reconciler))
+	a.tasks = append(a.tasks, reporter.Run, func(ctx context.Context) error { return reconciler.RunDaily(ctx, time.Hour) })
+	return nil
 }
 
 // dialSources connects to the analytics and delivery services that are configured (the
@@ -197,7 +282,7 @@ func (a *App) Store() *postgres.Store { return a.store }
 // (then stops gracefully and returns nil) or one of them fails: then the others are stopped and
 // its error is returned. Call it once; Close afterwards.
 func (a *App) Run(ctx context.Context) error {
-	tasks := []func(context.Context) error{a.outbox.Run, a.metering.Run, a.units.Run}
+	tasks := append([]func(context.Context) error{a.outbox.Run, a.metering.Run, a.units.Run}, a.tasks...)
 	if a.revocations != nil {
 		tasks = append(tasks, a.revocations.Run)
 	}
