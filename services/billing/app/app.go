@@ -282,7 +282,16 @@ func (a *App) Store() *postgres.Store { return a.store }
 // (then stops gracefully and returns nil) or one of them fails: then the others are stopped and
 // its error is returned. Call it once; Close afterwards.
 func (a *App) Run(ctx context.Context) error {
-	tasks := append([]func(context.Context) error{a.outbox.Run, a.metering.Run, a.units.Run}, a.tasks...)
+	tasks := []func(context.Context) error{a.outbox.Run, a.metering.Run, a.units.Run}
+	for _, task := range a.tasks {
+		// Some jobs answer ctx's error when it ends: a stop, not a failure.
+		tasks = append(tasks, func(ctx context.Context) error {
+			if err := task(ctx); err != nil && ctx.Err() == nil {
+				return err
+			}
+			return nil
+		})
+	}
 	if a.revocations != nil {
 		tasks = append(tasks, a.revocations.Run)
 	}
