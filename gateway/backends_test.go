@@ -107,7 +107,15 @@ func startEchoMesh(tb testing.TB) *echoMesh {
 			}
 			return deliveryv1.RegisterMessagesServiceHandler(ctx, mux, conn)
 		}, []*grpc.ServiceDesc{&deliveryv1.SendingService_ServiceDesc, &deliveryv1.MessagesService_ServiceDesc}},
-		{"campaignmesh.billing.v1", &billingv1.BillingService_ServiceDesc, billingv1.RegisterBillingServiceHandler, nil},
+		{"campaignmesh.billing.v1", &billingv1.BillingService_ServiceDesc, func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+			for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{billingv1.RegisterBillingServiceHandler,
+				billingv1.RegisterBillingAccountServiceHandler, billingv1.RegisterReconciliationServiceHandler} {
+				if err := register(ctx, mux, conn); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, []*grpc.ServiceDesc{&billingv1.BillingAccountService_ServiceDesc, &billingv1.ReconciliationService_ServiceDesc}},
 	} {
 		srv := grpcserver.New(grpcserver.WithVerifier(allowAll{}), grpcserver.WithLogger(slog.New(slog.DiscardHandler)), grpcserver.WithAuditor(sink))
 		srv.GRPC().RegisterService(m.echoDesc(tb, svc.desc), struct{}{})

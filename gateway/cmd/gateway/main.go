@@ -51,7 +51,7 @@ var meshBackends = []struct {
 	{"analytics", "campaignmesh.analytics.v1", "127.0.0.1:7104", analyticsv1.RegisterAnalyticsServiceHandler},
 	{"dsr", "campaignmesh.dsr.v1", "127.0.0.1:7105", dsrv1.RegisterDsrServiceHandler},
 	{"delivery", "campaignmesh.delivery.v1", "127.0.0.1:7106", restOf(deliveryv1.RegisterDeliveryServiceHandler, deliveryv1.RegisterSendingServiceHandler, deliveryv1.RegisterMessagesServiceHandler)},
-	{"billing", "campaignmesh.billing.v1", "127.0.0.1:7107", restOf(billingv1.RegisterBillingServiceHandler, billingv1.RegisterBillingAccountServiceHandler)},
+	{"billing", "campaignmesh.billing.v1", "127.0.0.1:7107", restOf(billingv1.RegisterBillingServiceHandler, billingv1.RegisterBillingAccountServiceHandler, billingv1.RegisterReconciliationServiceHandler)},
 }
 
 // restOf registers the REST handlers of every service of a backend's package.
