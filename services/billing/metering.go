@@ -161,10 +161,11 @@ func (m *Metering) WithQuotas(p QuotaPublisher, metrics CrossingMetrics) *Meteri
 	return m
 }
 
-// WithAcceptedAsOf says up to when the events_accepted records are complete: asOf(now) is the
-// receipt time of the last batch the metering consumer counted, or now when it had nothing
-// pending. The published quotas' AsOf is that time, so the enforcing services add their own
-// units since then.
+// WithAcceptedAsOf says up to when the events_accepted records are complete: asOf(now) is a
+// time before which every accepted batch's units are recorded (the USAGE consumer's
+// AcceptedAsOf), zero while unknown. The published quotas' AsOf is that time, so the enforcing
+// services add their own units since then; while it is unknown no quotas are published (the
+// enforcing services keep the last ones and go on counting since their as-of).
 func (m *Metering) WithAcceptedAsOf(asOf func(now time.Time) time.Time) *Metering {
 	m.acceptedAsOf = asOf
 	return m
@@ -197,9 +198,10 @@ func (m *Metering) Run(ctx context.Context) error {
 func (m *Metering) RunOnce(ctx context.Context) error {
 	now := m.now().UTC()
 	asOf := now
-	if m.acceptedAsOf != nil {
-		if t := m.acceptedAsOf(now); !t.IsZero() && t.Before(now) {
-			asOf = t
+	if m.acceptedAsOf != nil { // read before the units: any recorded later only adds to used
+		asOf = m.acceptedAsOf(now)
+		if asOf.After(now) {
+			asOf = now
 		}
 	}
 	today := Day(now)
@@ -224,7 +226,7 @@ func (m *Metering) RunOnce(ctx context.Context) error {
 	m.mu.Lock()
 	m.lastAsOf = asOf
 	m.mu.Unlock()
-	if m.quotas != nil {
+	if m.quotas != nil && !asOf.IsZero() {
 		if err := m.PublishQuotas(ctx, asOf, ""); err != nil {
 			errs = append(errs, err)
 		}
@@ -310,6 +312,9 @@ func (m *Metering) PublishTenantQuotas(ctx context.Context, tenantID string) err
 	asOf := m.lastAsOf
 	m.mu.Unlock()
 	if asOf.IsZero() {
+		if m.acceptedAsOf != nil {
+			return nil // not caught up yet: the first round that is publishes every tenant's
+		}
 		asOf = m.now().UTC()
 	}
 	return m.PublishQuotas(ctx, asOf, tenantID)

@@ -18,7 +18,6 @@ const (
 	usageStream   = "USAGE"
 	usageConsumer = "billing-usage"
 	quotasBucket  = "QUOTAS"
-	meterConsumer = "billing-metering"
 )
 
 // watchAll watches every key of kv until the initial values are delivered, then stops: the
@@ -48,7 +47,8 @@ func watchAll(t *testing.T, kv jetstream.KeyValue) map[string]string {
 // The real deploy/nats.conf, issue 18's usage metering: analytics and billing create the stream
 // USAGE when missing, analytics records query runs on usage.<tenant>, billing reads them
 // through its own consumer billing-usage; billing creates the QUOTAS bucket and writes it, and
-// reads the event stream through its own consumer billing-metering; ingest and delivery read
+// reads the event stream's info (no consumer of it: a work queue only the writers consume);
+// ingest and delivery read
 // and watch the bucket — all without a permission violation. Refused: billing publishing
 // anything but quota keys, updating or deleting the stream, making another consumer; anyone
 // but analytics recording usage; anyone but billing creating the bucket or writing a quota;
@@ -111,9 +111,8 @@ func TestNATSUsageAndQuotaRights(t *testing.T) {
 	}
 	pullOne("billing (usage)", cons)
 
-	// billing on the event stream: its info (the stream's creation time) and its consumer. These
-	// are the rights alone: the server refuses a second consumer of the work-queue event stream
-	// whose filter overlaps an analytics writer's, so no writer runs here.
+	// billing on the event stream: its info (the oldest batch bounds the quotas' as-of), and no
+	// consumer of it.
 	ingestJS, ingestErrs := connectAs(t, url, users.Ingest)
 	if err := natsjs.EnsureStreams(ctx, ingestJS, natsjs.DefaultStream); err != nil {
 		t.Fatal(err)
@@ -124,17 +123,15 @@ func TestNATSUsageAndQuotaRights(t *testing.T) {
 	if _, err := billingJS.Stream(ctx, natsjs.StreamName); err != nil {
 		t.Fatalf("billing reads the event stream's info: %v", err)
 	}
-	for range 2 {
-		var err error
-		if cons, err = billingJS.CreateOrUpdateConsumer(ctx, natsjs.StreamName, jetstream.ConsumerConfig{Durable: meterConsumer,
-			FilterSubject: natsjs.SubjectPrefix + ">", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
-			t.Fatalf("billing creates its metering consumer: %v", err)
+	{
+		other, _ := connectAs(t, url, users.Billing) // a refusal on its own connection
+		c, cancel := short()
+		if _, err := other.CreateOrUpdateConsumer(c, natsjs.StreamName, jetstream.ConsumerConfig{Durable: "billing-metering",
+			FilterSubject: natsjs.SubjectPrefix + ">", AckPolicy: jetstream.AckExplicitPolicy}); err == nil {
+			t.Fatal("billing created a consumer of the event stream: it could take batches from the writers")
 		}
+		cancel()
 	}
-	if _, err := billingJS.Consumer(ctx, natsjs.StreamName, meterConsumer); err != nil {
-		t.Fatalf("billing reads its metering consumer's info: %v", err)
-	}
-	pullOne("billing (events)", cons)
 
 	// The quotas: billing creates the bucket (quota.OpenBucket), writes keys and deletes one;
 	// ingest and delivery open it, read and watch.

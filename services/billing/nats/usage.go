@@ -29,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/usage"
 	"github.com/campaignmesh/campaignmesh/services/billing"
 )
@@ -75,9 +76,11 @@ type UsageConsumer struct {
 	logger *slog.Logger
 
 	mu sync.Mutex
-	// accepted is the latest time of an events_accepted unit recorded; caughtUp when a fetch
-	// last found nothing pending (see AcceptedAsOf).
-	accepted, caughtUp time.Time
+	// caughtUp is the time up to which every accepted batch's units are recorded (see
+	// AcceptedAsOf).
+	caughtUp time.Time
+	// drains counts the times the consumer found itself caught up (tests wait on it).
+	drains int
 
 	// beforeAck, when set (tests), runs after a commit and before the acks; false stops the
 	// consumer there, as a crash would.
@@ -89,17 +92,44 @@ func NewUsageConsumer(js jetstream.JetStream, store billing.UsageRecorder, cfg C
 	return &UsageConsumer{js: js, store: store, cfg: cfg.withDefaults(), logger: logger}
 }
 
-// AcceptedAsOf is the time up to which accepted events are recorded: when a fetch last found
-// the stream drained, if that is later than the latest events_accepted unit recorded, else that
-// unit's time (zero before either). The writers publish a batch's units before they acknowledge
-// it, within seconds of its receipt, so units of events received after this time may still come.
+// AcceptedAsOf is the time up to which accepted events are recorded: every batch the event
+// stream took before it has its units in usage_units (zero before the first fetch that found
+// the consumer caught up). It is taken when a fetch ends with nothing pending on USAGE — every
+// unit published before the fetch began is then recorded — and is no later than the oldest
+// batch still in the event stream: the stream is a work queue, a writer acknowledges a batch
+// only after publishing its units, so every batch received before the oldest one left has its
+// units published. A batch dead-lettered by the writer has none. The time errs early, never
+// late: the enforcing services then count a few units twice (their own, and billing's),
+// never none.
 func (c *UsageConsumer) AcceptedAsOf(time.Time) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.caughtUp.After(c.accepted) {
-		return c.caughtUp
+	return c.caughtUp
+}
+
+// caughtUpAt records that every unit published before start is recorded.
+func (c *UsageConsumer) caughtUpAt(ctx context.Context, start time.Time) {
+	t := start
+	s, err := c.js.Stream(ctx, natsjs.StreamName)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound): // no event stream yet: no batch pending
+	case err != nil:
+		return // unknown: keep the last time
+	default:
+		info, err := s.Info(ctx)
+		if err != nil {
+			return
+		}
+		if info.State.Msgs > 0 && info.State.FirstTime.Before(t) {
+			t = info.State.FirstTime
+		}
 	}
-	return c.accepted
+	c.mu.Lock()
+	if t.After(c.caughtUp) {
+		c.caughtUp = t
+	}
+	c.drains++
+	c.mu.Unlock()
 }
 
 // Run creates the USAGE stream when missing (usage.EnsureStream: analytics may be first) and
@@ -134,27 +164,12 @@ func (c *UsageConsumer) decode(_ context.Context, msg jetstream.Msg) ([]billing.
 }
 
 func (c *UsageConsumer) save(ctx context.Context, units []billing.Unit) error {
-	if _, err := c.store.RecordUnits(ctx, units); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	for _, u := range units {
-		if u.Meter == billing.EventsAccepted && u.Time.After(c.accepted) {
-			c.accepted = u.Time
-		}
-	}
-	c.mu.Unlock()
-	return nil
+	_, err := c.store.RecordUnits(ctx, units)
+	return err
 }
 
-func (c *UsageConsumer) fetched(start time.Time, n int) {
-	if n > 0 {
-		return
-	}
-	c.mu.Lock()
-	c.caughtUp = start
-	c.mu.Unlock()
-}
+// fetched is told when a fetch that began at start has been recorded and left nothing pending.
+func (c *UsageConsumer) fetched(ctx context.Context, start time.Time) { c.caughtUpAt(ctx, start) }
 
 // errPoison is a message that can never be recorded: it is terminated and logged, not retried.
 var errPoison = errors.New("unreadable message")
@@ -163,7 +178,7 @@ var errPoison = errors.New("unreadable message")
 // and only then acknowledges.
 func consume[T any](ctx context.Context, cons jetstream.Consumer, fetch int, logger *slog.Logger,
 	decode func(context.Context, jetstream.Msg) ([]T, error), save func(context.Context, []T) error,
-	fetched func(start time.Time, n int), beforeAck func() bool,
+	drained func(ctx context.Context, start time.Time), beforeAck func() bool,
 ) error {
 	name := cons.CachedInfo().Name
 	for ctx.Err() == nil {
@@ -180,8 +195,14 @@ func consume[T any](ctx context.Context, cons jetstream.Consumer, fetch int, log
 		var (
 			msgs []jetstream.Msg
 			rows []T
+			// pending is what the stream held for the consumer after the last message of the
+			// fetch: 0 means the fetch took everything published before it began.
+			pending uint64
 		)
 		for msg := range batch.Messages() {
+			if meta, err := msg.Metadata(); err == nil {
+				pending = meta.NumPending
+			}
 			rs, err := decode(ctx, msg)
 			if err != nil {
 				logger.ErrorContext(ctx, "drop an unreadable usage message", "consumer", name, "subject", msg.Subject(), "error", err)
@@ -193,10 +214,10 @@ func consume[T any](ctx context.Context, cons jetstream.Consumer, fetch int, log
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 			logger.WarnContext(ctx, "fetch usage messages", "consumer", name, "error", err)
 		}
-		if fetched != nil {
-			fetched(start, len(msgs))
-		}
 		if len(msgs) == 0 {
+			if drained != nil && (batch.Error() == nil || errors.Is(batch.Error(), nats.ErrTimeout)) {
+				drained(ctx, start)
+			}
 			continue
 		}
 		if err := save(ctx, rows); err != nil {
@@ -213,6 +234,9 @@ func consume[T any](ctx context.Context, cons jetstream.Consumer, fetch int, log
 			if err := m.Ack(); err != nil {
 				logger.WarnContext(ctx, "acknowledge usage message (it will be redelivered and count nothing)", "error", err)
 			}
+		}
+		if pending == 0 && drained != nil {
+			drained(ctx, start) // recorded: everything published before start is in
 		}
 	}
 	return nil
