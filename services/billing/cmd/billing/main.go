@@ -46,8 +46,8 @@ func parse(args []string) (settings, error) {
 	fs.StringVar(&c.Stripe.WebhookSecretFile, "stripe-webhook-secret-file", "", "file holding the Stripe webhook endpoint's signing secret (empty: every webhook is refused)")
 	fs.DurationVar(&c.Stripe.ReportInterval, "report-interval", c.Stripe.ReportInterval, "time between two rounds of meter-event reporting to Stripe")
 	fs.StringVar(&c.Stripe.MeterPrefix, "stripe-meter-prefix", c.Stripe.MeterPrefix, "prefix of the Stripe meter event names (cm_events_accepted)")
-	fs.DurationVar(&c.AccountGracePeriod, "grace-period", c.AccountGracePeriod, "how long an account stays flagged (payment failed, subscription lapsed) before its tenant is suspended")
-	fs.DurationVar(&c.GracePeriod, "shutdown-grace", c.GracePeriod, "how long a stop waits for calls in flight")
+	fs.DurationVar(&c.AccountGracePeriod, "payment-grace", c.AccountGracePeriod, "how long an account stays flagged (payment failed, subscription lapsed) before its tenant is suspended")
+	fs.DurationVar(&c.GracePeriod, "grace-period", c.GracePeriod, "how long a stop waits for calls in flight")
 	fs.TextVar(&s.logLevel, "log-level", slog.LevelInfo, "log level (debug, info, warn, error)")
 	if err := config.Parse(fs, "CM_BILLING", args); err != nil {
 		return s, err
@@ -61,7 +61,7 @@ func parse(args []string) (settings, error) {
 	p.Check(c.Metering.Interval >= 100*time.Millisecond && c.Metering.Interval <= time.Hour, "-meter-interval must be between 100ms and 1h")
 	p.Check(c.Metering.CloseAfter >= time.Hour && c.Metering.CloseAfter <= 30*24*time.Hour, "-close-after must be between 1h and 720h")
 	p.Check(c.Stripe.ReportInterval >= time.Second && c.Stripe.ReportInterval <= time.Hour, "-report-interval must be between 1s and 1h")
-	p.Check(c.AccountGracePeriod >= time.Hour, "-grace-period must be at least 1h")
+	p.Check(c.AccountGracePeriod >= time.Hour, "-payment-grace must be at least 1h")
 	p.Check(c.Stripe.MeterPrefix != "" && len(c.Stripe.MeterPrefix) <= 20, "-stripe-meter-prefix must be 1 to 20 characters")
 	p.Check(c.MaxRecvMsgSize >= 1024 && c.MaxRecvMsgSize <= 64<<20, "-max-recv-msg-size must be between 1 KiB and 64 MiB")
 	return s, p.Err()

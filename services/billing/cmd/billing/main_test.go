@@ -31,7 +31,7 @@ func TestFlags(t *testing.T) {
 	for flag, args := range map[string][]string{
 		"-meter-interval":  {"-meter-interval", "1ms"},
 		"-close-after":     {"-close-after", "10m"},
-		"-grace-period":    {"-grace-period", "1m"},
+		"-payment-grace":   {"-payment-grace", "1m"},
 		"-report-interval": {"-report-interval", "10ms"},
 	} {
 		if _, err := parse(append(args, base...)); err == nil || !strings.Contains(err.Error(), flag) {
