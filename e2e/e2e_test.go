@@ -66,8 +66,8 @@ type mesh struct {
 	natsAdmin natstest.User
 	// privacyKey is the file of the privacy key ingest, analytics and dsr share.
 	privacyKey string
-	// sendgrid and twilio are the provider stand-ins' origins (meshConfig.providers).
-	sendgrid, twilio string
+	// sendgrid, twilio and stripe are the provider stand-ins' origins (meshConfig.providers).
+	sendgrid, twilio, stripe string
 }
 
 func httpOK(url string) bool {
@@ -121,7 +121,7 @@ func bin(t testing.TB, name string) string {
 		}
 		cmd := exec.Command("go", "build", "-o", binDir+string(filepath.Separator), "../services/auth/cmd/auth",
 			"../gateway/cmd/gateway", "../services/ingest/cmd/ingest", "../services/analytics/cmd/analytics",
-			"../services/campaigns/cmd/campaigns", "../services/dsr/cmd/dsr", "../services/delivery/cmd/delivery", "../cmd/cmesh", "../cmd/standin")
+			"../services/campaigns/cmd/campaigns", "../services/dsr/cmd/dsr", "../services/delivery/cmd/delivery", "../services/billing/cmd/billing", "../cmd/cmesh", "../cmd/standin")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("%v\n%s", err, out)
 		}
@@ -295,6 +295,8 @@ type meshConfig struct {
 	providers bool
 	// deliveryEnv is added to delivery's environment.
 	deliveryEnv []string
+	// billingEnv is added to billing's environment.
+	billingEnv []string
 }
 
 // startMeshWith starts the mesh as cfg says.
@@ -311,7 +313,7 @@ func startMeshWith(t testing.TB, cfg meshConfig) *mesh {
 		}
 	}
 	m.certs = filepath.Join(m.dir, "certs")
-	if _, err := mtls.DevPKI(m.certs, []string{"auth", "ingest", "analytics", "campaigns", "dsr", "delivery", "gateway"}); err != nil {
+	if _, err := mtls.DevPKI(m.certs, []string{"auth", "ingest", "analytics", "campaigns", "dsr", "delivery", "billing", "gateway"}); err != nil {
 		t.Fatal(err)
 	}
 	m.bootstrp = filepath.Join(m.dir, "bootstrap")
@@ -432,9 +434,10 @@ func startMeshWith(t testing.TB, cfg meshConfig) *mesh {
 	waitFor(t, "campaigns", 30*time.Second, func() bool { return httpOK("http://" + campaignsAdmin + "/healthz") })
 
 	m.gateway = freePort(t)
-	deliveryEnv := cfg.deliveryEnv
+	deliveryEnv, billingEnv := cfg.deliveryEnv, cfg.billingEnv
 	if cfg.providers {
-		deliveryEnv = append(m.startProviders(t, secret), deliveryEnv...)
+		d, b := m.startProviders(t, secret)
+		deliveryEnv, billingEnv = append(d, deliveryEnv...), append(b, billingEnv...)
 	}
 	deliveryAddr, deliveryAdmin := freePort(t), freePort(t)
 	m.procs["delivery"] = startProcess(t, bin(t, "delivery"), append(append([]string{
@@ -461,10 +464,23 @@ func startMeshWith(t testing.TB, cfg meshConfig) *mesh {
 	m.admins["dsr"] = dsrAdmin
 	waitFor(t, "dsr", 30*time.Second, func() bool { return httpOK("http://" + dsrAdmin + "/healthz") })
 
+	billingAddr, billingAdmin := freePort(t), freePort(t)
+	m.procs["billing"] = startProcess(t, bin(t, "billing"), append(append([]string{
+		"CM_BILLING_LISTEN=" + billingAddr, "CM_BILLING_ADMIN_LISTEN=" + billingAdmin,
+		"CM_BILLING_POSTGRES_URL=" + pgtest.NewDatabase(t), "CM_BILLING_AUTH_ADDR=" + authAddr,
+		"CM_BILLING_ANALYTICS_ADDR=" + analyticsAddr, "CM_BILLING_DELIVERY_ADDR=" + deliveryAddr,
+		"CM_BILLING_NATS_URL=" + natsURL, "CM_BILLING_NATS_USER=" + natsUsers.Billing.Name,
+		"CM_BILLING_NATS_PASSWORD_FILE=" + secret("nats-billing", natsUsers.Billing.Password),
+		"CM_BILLING_TLS_CERT=" + c("billing.pem"), "CM_BILLING_TLS_KEY=" + c("billing-key.pem"), "CM_BILLING_TLS_CA=" + c("ca.pem"),
+		"CM_BILLING_METER_INTERVAL=1s",
+	}, otel...), billingEnv...))
+	m.admins["billing"] = billingAdmin
+	waitFor(t, "billing", 30*time.Second, func() bool { return httpOK("http://" + billingAdmin + "/healthz") })
+
 	m.procs["gateway"] = startProcess(t, bin(t, "gateway"), append(append([]string{
 		"CM_GATEWAY_LISTEN=" + m.gateway, "CM_GATEWAY_ADMIN_LISTEN=" + freePort(t), "CM_GATEWAY_AUTH_ADDR=" + authAddr,
 		"CM_GATEWAY_INGEST_ADDR=" + ingestAddr, "CM_GATEWAY_ANALYTICS_ADDR=" + analyticsAddr, "CM_GATEWAY_CAMPAIGNS_ADDR=" + campaignsAddr, "CM_GATEWAY_DSR_ADDR=" + dsrAddr,
-		"CM_GATEWAY_DELIVERY_ADDR=" + deliveryAddr,
+		"CM_GATEWAY_DELIVERY_ADDR=" + deliveryAddr, "CM_GATEWAY_BILLING_ADDR=" + billingAddr,
 		"CM_GATEWAY_EDGE_TLS_CERT=" + c("edge.pem"), "CM_GATEWAY_EDGE_TLS_KEY=" + c("edge-key.pem"),
 		"CM_GATEWAY_TLS_CERT=" + c("gateway.pem"), "CM_GATEWAY_TLS_KEY=" + c("gateway-key.pem"), "CM_GATEWAY_TLS_CA=" + c("ca.pem"),
 		"CM_GATEWAY_NATS_URL=" + natsURL, "CM_GATEWAY_NATS_USER=" + natsUsers.Gateway.Name,
@@ -483,19 +499,26 @@ func startMeshWith(t testing.TB, cfg meshConfig) *mesh {
 
 // startProviders starts the provider stand-ins and returns delivery's settings to send
 // through them: the stand-ins' credentials, a tracking key, the gateway as the public URL, and
-// the stand-ins' webhooks posted through the gateway (m.gateway must be chosen).
-func (m *mesh) startProviders(t testing.TB, secret func(name, value string) string) []string {
+// the stand-ins' webhooks posted through the gateway (m.gateway must be chosen); and billing's
+// settings to report to the Stripe stand-in and take its signed webhooks.
+func (m *mesh) startProviders(t testing.TB, secret func(name, value string) string) (delivery, billing []string) {
 	t.Helper()
-	sgAddr, twAddr := freePort(t), freePort(t)
-	m.sendgrid, m.twilio = "http://"+sgAddr, "http://"+twAddr
+	sgAddr, twAddr, stAddr := freePort(t), freePort(t), freePort(t)
+	m.sendgrid, m.twilio, m.stripe = "http://"+sgAddr, "http://"+twAddr, "http://"+stAddr
+	stKey, stSecret := secret("stripe-api-key", "sk_test_"+randomKEK()[:24]), secret("stripe-webhook-secret", "whsec_"+randomKEK()[:24])
 	public := "https://localhost:" + strings.Split(m.gateway, ":")[1]
 	sgKey, twToken := secret("sendgrid-api-key", "SG."+randomKEK()), secret("twilio-auth-token", randomKEK())
 	pub := filepath.Join(m.dir, "sendgrid-webhook-public-key")
 	const account, service = "AC00000000000000000000000000000000", "MG00000000000000000000000000000000"
-	m.procs["standin"] = startProcessArgs(t, bin(t, "standin"), nil, "-sendgrid-addr", sgAddr, "-twilio-addr", twAddr, "-stripe-addr", "127.0.0.1:0",
+	m.procs["standin"] = startProcessArgs(t, bin(t, "standin"), nil, "-sendgrid-addr", sgAddr, "-twilio-addr", twAddr, "-stripe-addr", stAddr,
+		"-stripe-api-key-file", stKey, "-stripe-webhook-secret-file", stSecret, "-stripe-webhook-url", public+"/webhooks/stripe",
 		"-sendgrid-api-key-file", sgKey, "-sendgrid-public-key-out", pub, "-sendgrid-webhook-url", public+"/webhooks/sendgrid",
 		"-twilio-account-sid", account, "-twilio-auth-token-file", twToken, "-webhook-ca-file", filepath.Join(m.certs, "ca.pem"))
-	waitFor(t, "standin", 30*time.Second, func() bool { return httpOK(m.sendgrid+"/outbox?limit=0") && httpOK(m.twilio+"/outbox?limit=0") })
+	waitFor(t, "standin", 30*time.Second, func() bool {
+		return httpOK(m.sendgrid+"/outbox?limit=0") && httpOK(m.twilio+"/outbox?limit=0") && httpOK(m.stripe+"/outbox")
+	})
+	billing = []string{"CM_BILLING_STRIPE_URL=" + m.stripe, "CM_BILLING_STRIPE_API_KEY_FILE=" + stKey,
+		"CM_BILLING_STRIPE_WEBHOOK_SECRET_FILE=" + stSecret, "CM_BILLING_REPORT_INTERVAL=1s"}
 	return []string{
 		"CM_DELIVERY_SENDGRID_URL=" + m.sendgrid, "CM_DELIVERY_SENDGRID_API_KEY_FILE=" + sgKey, "CM_DELIVERY_SENDGRID_WEBHOOK_PUBLIC_KEY_FILE=" + pub,
 		"CM_DELIVERY_TWILIO_URL=" + m.twilio, "CM_DELIVERY_TWILIO_ACCOUNT_SID=" + account, "CM_DELIVERY_TWILIO_AUTH_TOKEN_FILE=" + twToken,
@@ -503,7 +526,7 @@ func (m *mesh) startProviders(t testing.TB, secret func(name, value string) stri
 		"CM_DELIVERY_TRACKING_KEY_FILE=" + secret("tracking-key", randomKEK()), "CM_DELIVERY_PUBLIC_URL=" + public,
 		// A killed delivery's campaigns and in-flight rows are taken over in seconds, not minutes.
 		"CM_DELIVERY_SEND_LEASE=15s", "CM_DELIVERY_SEND_SETTLE=20s", "CM_DELIVERY_DRIVE_LEASE=5s",
-	}
+	}, billing
 }
 
 // edgeTLS trusts the dev CA, as curl --cacert does.

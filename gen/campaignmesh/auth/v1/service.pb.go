@@ -3266,7 +3266,7 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\bappended\x18\x01 \x01(\x03R\bappended\x12\x1e\n" +
 	"\n" +
 	"duplicates\x18\x02 \x01(\x03R\n" +
-	"duplicates2\x81'\n" +
+	"duplicates2\x89'\n" +
 	"\vAuthService\x12s\n" +
 	"\x05Login\x12\".campaignmesh.auth.v1.LoginRequest\x1a#.campaignmesh.auth.v1.LoginResponse\"!\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/auth/login\x12y\n" +
 	"\aRefresh\x12$.campaignmesh.auth.v1.RefreshRequest\x1a#.campaignmesh.auth.v1.LoginResponse\"#\xc2\xf3\x18\x04P\x01\x18\x01\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/auth/refresh\x12w\n" +
@@ -3321,33 +3321,34 @@ const file_campaignmesh_auth_v1_service_proto_rawDesc = "" +
 	"\vListApiKeys\x12(.campaignmesh.auth.v1.ListApiKeysRequest\x1a).campaignmesh.auth.v1.ListApiKeysResponse\"'\xc2\xf3\x18\x10\n" +
 	"\x0eapikeys.manage\x82\xd3\xe4\x93\x02\r\x12\v/v1/apikeys\x12\x91\x01\n" +
 	"\fRevokeApiKey\x12).campaignmesh.auth.v1.RevokeApiKeyRequest\x1a\x1c.campaignmesh.auth.v1.ApiKey\"8\xc2\xf3\x18\x12P\x01\n" +
-	"\x0eapikeys.manage\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/apikeys/{id}:revoke\x12\x9a\x01\n" +
-	"\fVerifyApiKey\x12).campaignmesh.auth.v1.VerifyApiKeyRequest\x1a*.campaignmesh.auth.v1.VerifyApiKeyResponse\"3\xc2\xf3\x18/\"-\n" +
+	"\x0eapikeys.manage\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/apikeys/{id}:revoke\x12\xa3\x01\n" +
+	"\fVerifyApiKey\x12).campaignmesh.auth.v1.VerifyApiKeyRequest\x1a*.campaignmesh.auth.v1.VerifyApiKeyResponse\"<\xc2\xf3\x188\"6\n" +
 	"\x06ingest\n" +
 	"\tcampaigns\n" +
 	"\tanalytics\n" +
 	"\bdelivery\n" +
-	"\x03dsr\x12\x9c\x01\n" +
+	"\x03dsr\n" +
+	"\abilling\x12\x9c\x01\n" +
 	"\x10ListAuditRecords\x12-.campaignmesh.auth.v1.ListAuditRecordsRequest\x1a..campaignmesh.auth.v1.ListAuditRecordsResponse\")\xc2\xf3\x18\f\n" +
 	"\n" +
 	"audit.read\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/audit/records\x12\x9e\x01\n" +
 	"\x10VerifyAuditChain\x12-.campaignmesh.auth.v1.VerifyAuditChainRequest\x1a..campaignmesh.auth.v1.VerifyAuditChainResponse\"+\xc2\xf3\x18\f\n" +
 	"\n" +
-	"audit.read\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/audit:verify\x12\xa3\x01\n" +
-	"\x0fListRevocations\x12,.campaignmesh.auth.v1.ListRevocationsRequest\x1a-.campaignmesh.auth.v1.ListRevocationsResponse\"3\xc2\xf3\x18/\"-\n" +
+	"audit.read\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/audit:verify\x12\xac\x01\n" +
+	"\x0fListRevocations\x12,.campaignmesh.auth.v1.ListRevocationsRequest\x1a-.campaignmesh.auth.v1.ListRevocationsResponse\"<\xc2\xf3\x188\"6\n" +
 	"\x06ingest\n" +
 	"\tcampaigns\n" +
 	"\tanalytics\n" +
 	"\bdelivery\n" +
-	"\x03dsr\x12\xc8\x01\n" +
-	"\x12AppendAuditRecords\x12/.campaignmesh.auth.v1.AppendAuditRecordsRequest\x1a0.campaignmesh.auth.v1.AppendAuditRecordsResponse\"O\xc2\xf3\x18K\"I\n" +
+	"\x03dsr\n" +
+	"\abilling\x12\xbe\x01\n" +
+	"\x12AppendAuditRecords\x12/.campaignmesh.auth.v1.AppendAuditRecordsRequest\x1a0.campaignmesh.auth.v1.AppendAuditRecordsResponse\"E\xc2\xf3\x18A\"?\n" +
 	"\x06ingest\n" +
 	"\tcampaigns\n" +
 	"\tanalytics\n" +
 	"\bdelivery\n" +
 	"\x03dsr\n" +
 	"\agateway\n" +
-	"\bdelivery\n" +
 	"\abillingBFZDgithub.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1;authv1b\x06proto3"
 
 var (
