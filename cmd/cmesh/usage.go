@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"context"
 	"fmt"
 	"io"
@@ -46,7 +48,7 @@ Needs the billing.manage permission (role platform_operator). Audited.`,
 
 func runUsageGet(ctx context.Context, a *app, c *cmdline) error {
 	var from, to, tenant, meters string
-	c.StringVar(&from, "from", "", "first UTC `day`, YYYY-MM-DD (required)")
+	c.StringVar(&from, "from", "", "first UTC `day`, YYYY-MM-DD (default: today)")
 	c.StringVar(&to, "to", "", "last UTC `day`, YYYY-MM-DD, inclusive (default: -from)")
 	c.StringVar(&tenant, "tenant", "", "the tenant `id` (platform operators; default: every tenant)")
 	c.StringVar(&meters, "meter", "", "only these `meters` (comma list)")
@@ -54,7 +56,7 @@ func runUsageGet(ctx context.Context, a *app, c *cmdline) error {
 		return err
 	}
 	if from == "" {
-		return c.usageErr("-from is required")
+		from = time.Now().UTC().Format(time.DateOnly)
 	}
 	if to == "" {
 		to = from

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -149,10 +150,24 @@ func TestUsageAndPlanCommands(t *testing.T) {
 	}
 }
 
+// TestUsageGetDefaultsToToday: without -from, the day's usage (UTC).
+func TestUsageGetDefaultsToToday(t *testing.T) {
+	t.Parallel()
+	srv := &fakeBilling{}
+	c := newUsageCLI(t, srv)
+	if code := c.run(t.Context(), []string{"usage", "get"}); code != 0 {
+		t.Fatalf("exit code %d: %s", code, c.stderr)
+	}
+	today := time.Now().UTC().Format(time.DateOnly)
+	req, _ := srv.last().(*billingv1.GetUsageRequest)
+	if req.GetStartDay() != today || req.GetEndDay() != today {
+		t.Fatalf("request %v, want today %s", srv.last(), today)
+	}
+}
+
 func TestUsageAndPlanUsageErrors(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
-		{"usage", "get"},
 		{"plan", "set", "-limit", "events_accepted:10:day"},
 		{"plan", "set", "-tenant", "t1", "-limit", "events_accepted:ten:day"},
 		{"plan", "set", "-tenant", "t1", "-limit", "events_accepted:10"},
