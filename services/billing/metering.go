@@ -97,6 +97,8 @@ type QuotaPublisher interface {
 // CrossingMetrics counts the crossings the job records.
 type CrossingMetrics interface {
 	QuotaCrossed(meter Meter, hard bool)
+	// MeteringSucceeded says a round recomputed every day and published the quotas at t.
+	MeteringSucceeded(t time.Time)
 }
 
 // MeteringConfig are the job's settings.
@@ -230,6 +232,9 @@ func (m *Metering) RunOnce(ctx context.Context) error {
 		if err := m.PublishQuotas(ctx, asOf, ""); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if len(errs) == 0 && m.metrics != nil {
+		m.metrics.MeteringSucceeded(m.now())
 	}
 	return errors.Join(errs...)
 }
