@@ -114,7 +114,7 @@ func (v *View) load(ctx context.Context, kv jetstream.KeyValue) (jetstream.KeyWa
 // follow applies w's changes until ctx ends, watching again whenever w ends.
 func (v *View) follow(ctx context.Context, kv jetstream.KeyValue, w jetstream.KeyWatcher) {
 	for {
-		v.drain(ctx, w)
+		kvbucket.Drain(ctx, w, v.reload, v.Apply)
 		_ = w.Stop()
 		if ctx.Err() != nil {
 			return
@@ -145,25 +145,6 @@ func (v *View) follow(ctx context.Context, kv jetstream.KeyValue, w jetstream.Ke
 	}
 }
 
-// drain applies w's changes until ctx ends, w does, or Reload is called.
-func (v *View) drain(ctx context.Context, w jetstream.KeyWatcher) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-v.reload:
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e != nil {
-				v.Apply(e.Key(), e.Value(), e.Operation() != jetstream.KeyValuePut)
-			}
-		}
-	}
-}
-
 // Reload makes a View that Watch follows load the bucket again from a new watch (see Watch),
 // at once rather than when nats.go notices its watch is gone.
 func (v *View) Reload() {
@@ -173,25 +154,10 @@ func (v *View) Reload() {
 	}
 }
 
-// ReloadOnReconnect calls v.Reload each time nc reconnects to NATS, until ctx ends: after a
-// NATS restart the watch's consumer is gone, and this finds out in about a second instead of
-// nats.go's 10-20 s.
+// ReloadOnReconnect calls v.Reload each time nc reconnects to NATS, until ctx ends
+// (kvbucket.ReloadOnReconnect).
 func ReloadOnReconnect(ctx context.Context, nc *nats.Conn, v *View) {
-	ch := nc.StatusChanged(nats.CONNECTED) // the connection is connected already: each is a reconnect
-	go func() {
-		defer nc.RemoveStatusListener(ch)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case _, ok := <-ch:
-				if !ok {
-					return
-				}
-				v.Reload()
-			}
-		}
-	}()
+	kvbucket.ReloadOnReconnect(ctx, nc, v.Reload)
 }
 
 // Apply records one entry of Bucket (deleted: the key was deleted or purged). Watch calls it;

@@ -133,7 +133,7 @@ func (v *View) follow(ctx context.Context, js jetstream.JetStream, tried chan<- 
 		}
 		if err == nil {
 			wait = time.Second
-			v.drain(ctx, w)
+			kvbucket.Drain(ctx, w, v.reload, v.Apply)
 			_ = w.Stop()
 		}
 		if ctx.Err() != nil {
@@ -160,25 +160,6 @@ func (v *View) follow(ctx context.Context, js jetstream.JetStream, tried chan<- 
 	}
 }
 
-// drain applies w's changes until ctx ends, w does, or Reload is called.
-func (v *View) drain(ctx context.Context, w jetstream.KeyWatcher) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-v.reload:
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e != nil {
-				v.Apply(e.Key(), e.Value(), e.Operation() != jetstream.KeyValuePut)
-			}
-		}
-	}
-}
-
 // Reload makes a View that Watch follows load the bucket again from a new watch, at once.
 func (v *View) Reload() {
 	select {
@@ -187,22 +168,8 @@ func (v *View) Reload() {
 	}
 }
 
-// ReloadOnReconnect calls v.Reload each time nc reconnects to NATS, until ctx ends: after a
-// NATS restart the watch's consumer is gone, and this finds out in about a second.
+// ReloadOnReconnect calls v.Reload each time nc reconnects to NATS, until ctx ends
+// (kvbucket.ReloadOnReconnect).
 func ReloadOnReconnect(ctx context.Context, nc *nats.Conn, v *View) {
-	ch := nc.StatusChanged(nats.CONNECTED) // the connection is connected already: each is a reconnect
-	go func() {
-		defer nc.RemoveStatusListener(ch)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case _, ok := <-ch:
-				if !ok {
-					return
-				}
-				v.Reload()
-			}
-		}
-	}()
+	kvbucket.ReloadOnReconnect(ctx, nc, v.Reload)
 }
