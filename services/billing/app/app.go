@@ -224,6 +224,8 @@ func (a *App) wireStripe(cfg Config, certs *mtls.Source, logger *slog.Logger) er
 	}
 	a.tasks = append(a.tasks, grace.Run)
 
+	// The report series exist (at 0) without Stripe too: dashboards and alerts read them.
+	reportMetrics := billingprom.NewReportMetrics(a.Registry())
 	if cfg.Stripe.APIKeyFile == "" {
 		logger.Warn("no Stripe API key (-stripe-api-key-file): usage is not reported to Stripe")
 		return nil
@@ -237,7 +239,7 @@ func (a *App) wireStripe(cfg Config, certs *mtls.Source, logger *slog.Logger) er
 		return err
 	}
 	reporter := billing.NewReporter(a.store, client, billing.ReporterConfig{EventNamePrefix: cfg.Stripe.MeterPrefix,
-		Interval: cfg.Stripe.ReportInterval, Logger: logger, Metrics: billingprom.NewReportMetrics(a.Registry())})
+		Interval: cfg.Stripe.ReportInterval, Logger: logger, Metrics: reportMetrics})
 	reconciler := billing.NewReconciler(a.store, stripe.NewUsage(client),
 		func(m billing.Meter) string { return cfg.Stripe.MeterPrefix + string(m) }, time.Now, logger)
 	billingv1.RegisterReconciliationServiceServer(a.server.GRPC(), grpcapi.NewReconcileServer(reconciler))
