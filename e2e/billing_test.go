@@ -293,6 +293,23 @@ func TestBilling(t *testing.T) {
 	if allowed != 10 {
 		t.Fatalf("%d events allowed under a limit of 10 more", allowed)
 	}
+
+	// billing's audit records reach auth's log (a record auth refused would hold every later one
+	// in billing's outbox): the plan changes, the account mapping, the webhook's effects.
+	waitFor(t, "billing's audit records in the platform's audit log", time.Minute, func() bool {
+		code, page, _ := m.rest(t, "GET", "/v1/audit/records?pageSize=1000", op, nil)
+		if code != 200 {
+			return false
+		}
+		seen := map[string]int{}
+		recs, _ := page["records"].([]any)
+		for _, r := range recs {
+			rec, _ := r.(map[string]any)
+			seen[fmt.Sprint(rec["method"])+" "+fmt.Sprint(rec["resource"])]++
+		}
+		return seen["/campaignmesh.billing.v1.BillingService/SetPlan plans/"+tenant] == 2 &&
+			seen["/campaignmesh.billing.v1.BillingAccountService/SetBillingAccount billing_accounts/"+tenant] == 1
+	})
 	if hdr.Get("Retry-After") == "" {
 		t.Errorf("quota refusal without Retry-After: %v", hdr)
 	}

@@ -133,7 +133,9 @@ service_env() {
       "CM_BILLING_NATS_URL=${INFRA_CM_NATS_URL:-}"
       "CM_BILLING_NATS_USER=billing" "CM_BILLING_NATS_PASSWORD_FILE=$SECRETS/nats-billing"
       "CM_BILLING_STRIPE_URL=http://127.0.0.1:8793" "CM_BILLING_STRIPE_API_KEY_FILE=$SECRETS/stripe-api-key"
-      "CM_BILLING_STRIPE_WEBHOOK_SECRET_FILE=$SECRETS/stripe-webhook-secret") ;;
+      "CM_BILLING_STRIPE_WEBHOOK_SECRET_FILE=$SECRETS/stripe-webhook-secret"
+      # A dev run shows usage and meter events within seconds (defaults: 15s and 30s).
+      "CM_BILLING_METER_INTERVAL=5s" "CM_BILLING_REPORT_INTERVAL=5s") ;;
     standin) ;; # flags only (see up)
     dsr) own+=(
       "CM_DSR_LISTEN=127.0.0.1:7105" "CM_DSR_ADMIN_LISTEN=127.0.0.1:9105"
@@ -271,7 +273,7 @@ CampaignMesh is up.
 Try, in another terminal:
   bin/cmesh login -f .state/bootstrap/admin.json && bin/cmesh whoami
   bin/cmesh dsr list && bin/cmesh privacy policy get    (data-subject requests, privacy policy)
-  bin/cmesh usage get --from \$(date -u +%F) --to \$(date -u +%F)   (today's usage; plans: bin/cmesh plan get)
+  bin/cmesh usage get && bin/cmesh plan get           (today's usage, the tenant's plan)
   curl --cacert .state/certs/ca.pem https://localhost:${GATEWAY_ADDR##*:}/v1/auth/login -d @.state/bootstrap/admin.json
 
 Ctrl-C (or make stop) stops everything.
