@@ -36,6 +36,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/gateway/console"
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	billingv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/billing/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
 	dsrv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/dsr/v1"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
@@ -212,6 +213,8 @@ func consoleAPI(backends []Backend) console.API {
 			api.Analytics = analyticsv1.NewAnalyticsServiceClient(b.Conn)
 		case "campaignmesh.dsr.v1":
 			api.DSR = dsrv1.NewDsrServiceClient(b.Conn)
+		case billingPackage:
+			api.Billing = billingv1.NewBillingServiceClient(b.Conn)
 		}
 	}
 	return api

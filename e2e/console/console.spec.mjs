@@ -634,7 +634,8 @@ step('a campaign named like markup is shown as text', ['sign in as the admin (fo
 // The screens without an action of their own: each opens from the navigation, has a heading,
 // fits a phone and is pictured.
 for (const [name, path, screen] of [['Campaigns', '/console/campaigns', 'campaigns'], ['Team', '/console/team', 'team'],
-  ['Audit log', '/console/audit', 'audit'], ['Privacy', '/console/privacy', 'privacy'], ['Overview', '/console/', 'overview']]) {
+  ['Audit log', '/console/audit', 'audit'], ['Privacy', '/console/privacy', 'privacy'], ['Usage', '/console/usage', 'usage'],
+  ['Overview', '/console/', 'overview']]) {
   step(`screen: ${name}`, ['sign in as the admin (form labels); tenant and role in the header'], async () => {
     const page = state.admin.page;
     await go(page, '/console/account');
@@ -687,6 +688,14 @@ step('an analyst has no API keys and gets 403 forcing their address', ['an analy
   expect(await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'API keys', exact: true }).count() === 0,
     'the analyst\'s navigation offers API keys');
   await go(page, '/console/keys', 403);
+});
+
+step('an analyst has no Usage and gets 403 forcing its address', ['an analyst signs in with the keyboard'], async () => {
+  const page = state.analyst.page;
+  await go(page, '/console/');
+  expect(await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Usage', exact: true }).count() === 0,
+    'the analyst\'s navigation offers Usage');
+  await go(page, '/console/usage', 403);
 });
 
 // ---------------------------------------------------------------------------------------------

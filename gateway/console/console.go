@@ -25,6 +25,7 @@ import (
 
 	analyticsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/analytics/v1"
 	authv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/auth/v1"
+	billingv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/billing/v1"
 	campaignsv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/campaigns/v1"
 	dsrv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/dsr/v1"
 	ingestv1 "github.com/campaignmesh/campaignmesh/gen/campaignmesh/ingest/v1"
@@ -41,6 +42,7 @@ type API struct {
 	Campaigns campaignsv1.CampaignServiceClient
 	Analytics analyticsv1.AnalyticsServiceClient
 	DSR       dsrv1.DsrServiceClient
+	Billing   billingv1.BillingServiceClient
 }
 
 // Config holds the console's settings.

@@ -22,6 +22,7 @@ func (c *Console) routes() {
 	c.auditRoutes(m)     // audit.go: audit log and chain verification
 	c.privacyRoutes(m)   // privacy.go: data-subject requests and the privacy policy
 	c.tenantRoutes(m)    // tenants.go: platform operators' tenants
+	c.usageRoutes(m)     // usage.go: metered usage and the plan's limits
 
 	m.HandleFunc(Prefix, func(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, nil, http.StatusNotFound, "error", "Not found", "There is no such page in the console.")
