@@ -137,11 +137,11 @@ func TestNATSUsageAndQuotaRights(t *testing.T) {
 	// ingest and delivery open it, read and watch.
 	deliveryJS, deliveryErrs := connectAs(t, url, users.Delivery)
 	kvConfig := jetstream.KeyValueConfig{Bucket: quotasBucket, History: 1, Storage: jetstream.FileStorage}
-	billingKV, err := billingJS.CreateKeyValue(ctx, kvConfig)
-	if err != nil {
+	if _, err := billingJS.CreateKeyValue(ctx, kvConfig); err != nil {
 		t.Fatalf("billing creates the quotas bucket: %v", err)
 	}
-	if billingKV, err = billingJS.KeyValue(ctx, quotasBucket); err != nil {
+	billingKV, err := billingJS.KeyValue(ctx, quotasBucket)
+	if err != nil {
 		t.Fatalf("billing opens the quotas bucket: %v", err)
 	}
 	deliveryKV, err := deliveryJS.KeyValue(ctx, quotasBucket)
