@@ -37,6 +37,7 @@ import (
 	"github.com/campaignmesh/campaignmesh/internal/platform/mtls"
 	"github.com/campaignmesh/campaignmesh/internal/platform/natsjs"
 	"github.com/campaignmesh/campaignmesh/internal/platform/privacy"
+	"github.com/campaignmesh/campaignmesh/internal/platform/usage"
 	"github.com/campaignmesh/campaignmesh/services/analytics/clickhouse"
 	"github.com/campaignmesh/campaignmesh/services/analytics/writer"
 	"github.com/campaignmesh/campaignmesh/services/ingest"
@@ -357,7 +358,14 @@ func startWriters(ctx context.Context, r *rig, n int) (stop func() error, err er
 			return nil, fmt.Errorf("writer %d of %d: %w", i, n, err)
 		}
 		closers = append(closers, func() { _ = conn.Close() })
-		w := writer.New(js, []writer.Sink{clickhouse.NewEventSink(conn)}, writerConfig(i, n), slog.New(slog.DiscardHandler), nil)
+		// As in production (analytics' app): each batch's accepted events are recorded as usage
+		// units on the USAGE stream before the batch is acknowledged.
+		if _, err := usage.EnsureStream(ctx, js); err != nil {
+			_ = stop()
+			return nil, fmt.Errorf("writer %d of %d: %w", i, n, err)
+		}
+		w := writer.New(js, []writer.Sink{clickhouse.NewEventSink(conn)}, writerConfig(i, n), slog.New(slog.DiscardHandler), nil,
+			writer.WithAcceptedUsage())
 		done := make(chan error, 1)
 		dones = append(dones, done)
 		go func(i int) {

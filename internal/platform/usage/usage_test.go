@@ -3,6 +3,7 @@ package usage_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -146,5 +147,55 @@ func TestDecodeRefusesForeignTenant(t *testing.T) {
 	}
 	if _, err := usage.Decode(msgs[1]); err == nil {
 		t.Fatal("decode of a broken body succeeded")
+	}
+}
+
+// TestPublishAllGroupsAndDecodes: units go out one message per tenant and at most
+// MaxUnitsPerMessage units; DecodeAll gives each back once; the same units published again
+// (a retry, a redelivered set) store nothing more; a message naming another tenant inside its
+// array is refused whole.
+func TestPublishAllGroupsAndDecodes(t *testing.T) {
+	js := connect(t)
+	ctx := context.Background()
+	if _, err := usage.EnsureStream(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var units []usage.Unit
+	for i := range usage.MaxUnitsPerMessage + 5 {
+		units = append(units, usage.Unit{ID: fmt.Sprintf("ea-%d-x", i), Tenant: "t1", Meter: usage.MeterEventsAccepted, Units: 3, Time: now})
+	}
+	units = append(units, usage.Unit{ID: "ea-q", Tenant: "t2", Meter: usage.MeterEventsAccepted, Units: 7, Time: now})
+	for range 2 {
+		if err := usage.PublishAll(ctx, js, units); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs := fetchAll(t, js)
+	if len(msgs) != 3 {
+		t.Fatalf("%d messages, want 3 (t1 in two, t2 in one; the repeat dropped)", len(msgs))
+	}
+	got := map[string]int64{}
+	for _, m := range msgs {
+		us, err := usage.DecodeAll(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range us {
+			got[u.Tenant] += u.Units
+		}
+	}
+	if got["t1"] != 3*int64(usage.MaxUnitsPerMessage+5) || got["t2"] != 7 {
+		t.Fatalf("units per tenant %v", got)
+	}
+
+	forged := fmt.Sprintf(`[{"id":"a","tenant":"t1","meter":%q,"units":1,"time":%q},{"id":"b","tenant":"t2","meter":%q,"units":1,"time":%q}]`,
+		usage.MeterEventsAccepted, now.Format(time.RFC3339Nano), usage.MeterEventsAccepted, now.Format(time.RFC3339Nano))
+	if _, err := js.Publish(ctx, usage.Subject("t1"), []byte(forged)); err != nil {
+		t.Fatal(err)
+	}
+	all := fetchAll(t, js)
+	if _, err := usage.DecodeAll(all[len(all)-1]); err == nil {
+		t.Fatal("a message of t1 carrying a unit of t2 was decoded")
 	}
 }

@@ -153,14 +153,19 @@ func (c *UsageConsumer) Run(ctx context.Context) error {
 	return consume(ctx, cons, c.cfg.Fetch, c.logger, c.decode, c.save, c.fetched, c.beforeAck)
 }
 
-// decode reads one unit (usage.Decode: its tenant is the subject's, its meter one recorded on
-// the stream, its count bounded).
+// decode reads a message's units (usage.DecodeAll: one or an array; each unit's tenant is the
+// subject's, its meter one recorded on the stream, its count bounded). A unit may come again
+// in another message: it is keyed by its id.
 func (c *UsageConsumer) decode(_ context.Context, msg jetstream.Msg) ([]billing.Unit, error) {
-	u, err := usage.Decode(msg)
+	units, err := usage.DecodeAll(msg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errPoison, err)
 	}
-	return []billing.Unit{{ID: u.ID, TenantID: u.Tenant, Day: billing.Day(u.Time), Meter: billing.Meter(u.Meter), Units: u.Units, Time: u.Time}}, nil
+	out := make([]billing.Unit, len(units))
+	for i, u := range units {
+		out[i] = billing.Unit{ID: u.ID, TenantID: u.Tenant, Day: billing.Day(u.Time), Meter: billing.Meter(u.Meter), Units: u.Units, Time: u.Time}
+	}
+	return out, nil
 }
 
 func (c *UsageConsumer) save(ctx context.Context, units []billing.Unit) error {
