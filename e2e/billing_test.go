@@ -171,7 +171,12 @@ func TestBilling(t *testing.T) {
 				return false
 			}
 		}
-		return true
+		for _, n := range box.Received { // and the event accepted before its 500 was sent again
+			if n > 1 {
+				return true
+			}
+		}
+		return false
 	})
 	retried := 0
 	for id, n := range box.Received {
