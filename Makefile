@@ -148,6 +148,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 10s)
 	go test -run '^$$' -fuzz '^FuzzDecodeAndPrepare$$' -fuzztime $(FUZZTIME) ./services/ingest
 	go test -run '^$$' -fuzz '^FuzzRESTSurface$$' -fuzztime $(FUZZTIME) ./gateway
 	go test -run '^$$' -fuzz '^FuzzSegmentPayload$$' -fuzztime $(FUZZTIME) ./gateway
+	go test -run '^$$' -fuzz '^FuzzVerifyEvent$$' -fuzztime $(FUZZTIME) ./services/billing/stripe
 	go test -run '^$$' -fuzz '^FuzzSegmentDecodeMatchesEncodingJSON$$' -fuzztime $(FUZZTIME) ./gateway
 .PHONY: fuzz
 
