@@ -115,12 +115,8 @@ func (c *UsageConsumer) caughtUpAt(ctx context.Context, start time.Time) {
 	case errors.Is(err, jetstream.ErrStreamNotFound): // no event stream yet: no batch pending
 	case err != nil:
 		return // unknown: keep the last time
-	default:
-		info, err := s.Info(ctx)
-		if err != nil {
-			return
-		}
-		if info.State.Msgs > 0 && info.State.FirstTime.Before(t) {
+	default: // js.Stream asked the server for the stream's info just now
+		if info := s.CachedInfo(); info.State.Msgs > 0 && info.State.FirstTime.Before(t) {
 			t = info.State.FirstTime
 		}
 	}
